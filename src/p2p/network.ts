@@ -1,0 +1,116 @@
+/**
+ * The `Network` interface: everything the rest of Mercato may know about the
+ * peer-to-peer layer. Only `src/p2p` imports libp2p; the ledger, the auction
+ * and the gateway talk to this interface (import it with `import type`).
+ *
+ * Peers are named by PeerId strings; addresses are multiaddr strings.
+ * Every message that arrives here has already been size-capped by the layer;
+ * schema and signature checks are the caller's job (validators / handlers).
+ */
+
+/** Gossip validation outcome: `reject` also lowers the sender's peer score. */
+export type ValidationResult = 'accept' | 'ignore' | 'reject'
+
+export interface TopicMessage {
+  topic: string
+  data: Uint8Array
+  /** the peer that forwarded the message to us (not necessarily its author) */
+  from: string
+}
+
+export type TopicValidator = (msg: TopicMessage) => ValidationResult | Promise<ValidationResult>
+export type TopicHandler = (msg: TopicMessage) => void
+
+export interface PeerSummary {
+  peerId: string
+  addresses: string[]
+}
+
+export interface RequestContext {
+  /** the authenticated (Noise) remote PeerId */
+  from: string
+  protocol: string
+  signal: AbortSignal
+}
+
+/** Answers a request; return the response bytes. Throwing sends an error frame, never crashes the node. */
+export type RequestHandler = (request: Uint8Array, ctx: RequestContext) => Uint8Array | Promise<Uint8Array>
+
+export interface HandleOptions {
+  /** largest accepted request, bytes (default MAX_MESSAGE_BYTES) */
+  maxRequestBytes?: number
+  /** time allowed for the whole exchange (default REQUEST_TIMEOUT_MS) */
+  timeoutMs?: number
+  /** concurrent inbound streams allowed for this protocol */
+  maxInboundStreams?: number
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal
+  /** default REQUEST_TIMEOUT_MS */
+  timeoutMs?: number
+  /** largest accepted response, bytes (default MAX_MESSAGE_BYTES) */
+  maxResponseBytes?: number
+}
+
+/**
+ * A long-lived, length-prefixed, size-capped message channel over one stream
+ * (used for awards with heartbeats). Iterate to read; iteration ends when the
+ * remote closes; it throws if the stream is reset or the connection drops.
+ */
+export interface MessageChannel extends AsyncIterable<Uint8Array> {
+  readonly remotePeer: string
+  readonly protocol: string
+  send (data: Uint8Array): Promise<void>
+  /** graceful close (flushes) */
+  close (): Promise<void>
+  /** immediate reset */
+  abort (err?: Error): void
+}
+
+export type ChannelHandler = (channel: MessageChannel) => void | Promise<void>
+
+export interface ChannelOptions {
+  maxMessageBytes?: number
+  maxInboundStreams?: number
+}
+
+export interface NetworkEvents {
+  'peer:connect': string
+  'peer:disconnect': string
+}
+
+export interface Network {
+  readonly peerId: string
+  /** our listen addresses, each ending in /p2p/<peerId> */
+  addresses (): string[]
+  /** connected peers */
+  peers (): PeerSummary[]
+  isConnected (peerId: string): boolean
+  /** dial a multiaddr string or a known PeerId */
+  dial (target: string, opts?: { signal?: AbortSignal }): Promise<string>
+  hangUp (peerId: string): Promise<void>
+
+  /** subscribe to a topic; the validator (if any) runs before the handler and before forwarding */
+  subscribe (topic: string, handler: TopicHandler, validator?: TopicValidator): void
+  unsubscribe (topic: string): void
+  /** publish; resolves with the number of peers it was sent to (0 is not an error) */
+  publish (topic: string, data: Uint8Array): Promise<number>
+  /** peers we know to be subscribed to a topic */
+  topicPeers (topic: string): string[]
+
+  handle (protocol: string, handler: RequestHandler, opts?: HandleOptions): Promise<void>
+  unhandle (protocol: string): Promise<void>
+  request (peer: string, protocol: string, data: Uint8Array, opts?: RequestOptions): Promise<Uint8Array>
+
+  handleChannel (protocol: string, handler: ChannelHandler, opts?: ChannelOptions): Promise<void>
+  openChannel (peer: string, protocol: string, opts?: ChannelOptions & { signal?: AbortSignal }): Promise<MessageChannel>
+
+  /** announce in the DHT that we provide `key` (e.g. `mercato:engine:wasm`) */
+  provide (key: string, opts?: { signal?: AbortSignal }): Promise<void>
+  /** PeerIds the DHT names as providers of `key` */
+  findProviders (key: string, opts?: { signal?: AbortSignal, limit?: number }): Promise<string[]>
+
+  addEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void
+  removeEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void
+}

@@ -1,0 +1,24 @@
+/**
+ * Node 20 has no `Promise.withResolvers` (ES2024), but libp2p 3 and several of
+ * its dependencies call it. Every entry point imports this module first.
+ */
+declare global {
+  interface PromiseConstructor {
+    withResolvers<T>(): { promise: Promise<T>, resolve: (value: T | PromiseLike<T>) => void, reject: (reason?: unknown) => void }
+  }
+}
+
+if (typeof Promise.withResolvers !== 'function') {
+  Object.defineProperty(Promise, 'withResolvers', {
+    configurable: true,
+    writable: true,
+    value: function withResolvers<T> () {
+      let resolve!: (value: T | PromiseLike<T>) => void
+      let reject!: (reason?: unknown) => void
+      const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
+      return { promise, resolve, reject }
+    }
+  })
+}
+
+export {}
