@@ -1,0 +1,45 @@
+/**
+ * Mercato's peer-to-peer layer: the only folder that imports libp2p.
+ *
+ * A node runs TCP + Noise + Yamux, identify, ping, a Kademlia DHT on Mercato's
+ * own protocol id (`/mercato/kad/1.0.0`, so it is a DHT apart from IPFS'),
+ * gossipsub (StrictNoSign: every payload is signed by Mercato itself), and
+ * bootstrap + mDNS discovery. Everything else sees the small {@link Network}
+ * interface.
+ *
+ * @example
+ * ```ts
+ * const net = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+ * await net.handle('/echo/1.0.0', (req) => req)
+ * const res = await other.request(net.addresses()[0], '/echo/1.0.0', bytes)
+ * await net.stop()
+ * ```
+ */
+import { buildNetwork, type NetworkInit, type Libp2pNetwork } from './network-node.js'
+import type { Network } from './network.js'
+
+export type * from './network.js'
+export type { NetworkInit } from './network-node.js'
+export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachableError } from './errors.js'
+export { loadOrCreateIdentity, identityFromSeed, IDENTITY_FILE, type Identity } from './identity.js'
+export { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
+
+export interface NetworkNode extends Network {
+  start (): Promise<void>
+  stop (): Promise<void>
+}
+
+/** Build and start a network node. */
+export async function createNetwork (init: NetworkInit = {}): Promise<NetworkNode> {
+  const net: Libp2pNetwork = await buildNetwork(init)
+  await net.start()
+  return net
+}
+
+/** Build a network node without starting it. */
+export async function buildNetworkNode (init: NetworkInit = {}): Promise<NetworkNode> {
+  return buildNetwork(init)
+}
+
+/** True when the string parses as a multiaddr. */
+export { isMultiaddr } from './multiaddr.js'

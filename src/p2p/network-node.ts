@@ -1,0 +1,455 @@
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@libp2p/noise'
+import { yamux } from '@libp2p/yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { gossipsub, StrictNoSign, TopicValidatorResult, type GossipSub, type GossipsubMessage, type Message } from '@libp2p/gossipsub'
+import { bootstrap } from '@libp2p/bootstrap'
+import { mdns } from '@libp2p/mdns'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { lpStream } from '@libp2p/utils'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { create as createDigest } from 'multiformats/hashes/digest'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
+import { logger, type Logger } from '../logger.js'
+import { libp2pKeyFromSeed } from './identity.js'
+import {
+  DHT_PROTOCOL, DISCOVERY_INTERVAL_MS, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, MIN_PEERS, REQUEST_TIMEOUT_MS
+} from './constants.js'
+import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
+import type {
+  ChannelHandler, ChannelOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
+  RequestHandler, RequestOptions, TopicHandler, TopicValidator
+} from './network.js'
+
+export interface NetworkInit {
+  /** 32-byte Ed25519 seed; a random identity when absent */
+  seed?: Uint8Array
+  /** listen multiaddrs (default: loopback, random port) */
+  listen?: string[]
+  /** extra addresses to announce (e.g. a public IP behind NAT) */
+  announce?: string[]
+  bootstrap?: string[]
+  /** LAN discovery by multicast DNS (default false here; the node turns it on from config) */
+  mdns?: boolean
+  maxConnections?: number
+  dialTimeoutMs?: number
+  /** multiaddr prefixes exempt from inbound connection rate limits (loopback by default) */
+  allow?: string[]
+  /** largest gossip message accepted (bytes) */
+  maxGossipBytes?: number
+}
+
+type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
+
+function isLengthError (err: any): boolean {
+  return err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError' || err?.name === 'InvalidDataLengthLengthError'
+}
+
+function keyToCid (key: string): CID {
+  return CID.createV1(raw.code, createDigest(SHA256_CODE, sha256(new TextEncoder().encode(key))))
+}
+
+function errorFrame (code: string, message: string): Uint8Array {
+  const body = canonicalEncode({ code, message: message.slice(0, 512) })
+  const out = new Uint8Array(body.length + 1)
+  out[0] = FRAME_ERROR
+  out.set(body, 1)
+  return out
+}
+
+function okFrame (body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(body.length + 1)
+  out[0] = FRAME_OK
+  out.set(body, 1)
+  return out
+}
+
+/**
+ * The libp2p implementation of {@link Network}. Built by {@link createNetwork}.
+ */
+export class Libp2pNetwork implements Network {
+  private readonly events = new EventTarget()
+  readonly peerId: string
+  private readonly node: Libp2p<Services>
+  private readonly log: Logger
+  private readonly handlers = new Map<string, TopicHandler>()
+  private readonly validators = new Map<string, TopicValidator>()
+  private readonly maxGossipBytes: number
+  private discoveryTimer?: NodeJS.Timeout
+  private discovering = false
+  private stopped = false
+
+  constructor (node: Libp2p<Services>, init: NetworkInit) {
+    this.node = node
+    this.peerId = node.peerId.toString()
+    this.log = logger('p2p', { peerId: this.peerId })
+    this.maxGossipBytes = init.maxGossipBytes ?? MAX_GOSSIP_BYTES
+    node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
+      this.events.dispatchEvent(new CustomEvent('peer:connect', { detail: evt.detail.toString() }))
+    })
+    node.addEventListener('peer:disconnect', (evt: CustomEvent<PeerId>) => {
+      this.events.dispatchEvent(new CustomEvent('peer:disconnect', { detail: evt.detail.toString() }))
+    })
+    node.services.pubsub.addEventListener('gossipsub:message', (evt: CustomEvent<GossipsubMessage>) => {
+      const { msg, propagationSource } = evt.detail
+      const handler = this.handlers.get(msg.topic)
+      if (handler == null) return
+      try {
+        handler({ topic: msg.topic, data: msg.data, from: propagationSource.toString() })
+      } catch (err) {
+        this.log.warn({ err, topic: msg.topic }, 'topic handler threw')
+      }
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.node.start()
+    this.discoveryTimer = setInterval(() => { void this.discover() }, DISCOVERY_INTERVAL_MS)
+    this.discoveryTimer.unref()
+    this.log.info({ addresses: this.addresses() }, 'network started')
+  }
+
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    clearInterval(this.discoveryTimer)
+    await this.node.stop()
+    this.log.info('network stopped')
+  }
+
+  /** Walk the DHT towards a random key to meet more peers while we have few. */
+  private async discover (): Promise<void> {
+    if (this.discovering || this.stopped) return
+    if (this.node.getPeers().length >= MIN_PEERS || this.node.getPeers().length === 0) return
+    this.discovering = true
+    try {
+      const key = new Uint8Array(32)
+      globalThis.crypto.getRandomValues(key)
+      const signal = AbortSignal.timeout(DISCOVERY_INTERVAL_MS)
+      for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
+        if (this.stopped) break
+        if (peer.id.equals(this.node.peerId) || this.node.getConnections(peer.id).length > 0) continue
+        await this.node.dial(peer.id, { signal }).catch(() => {})
+      }
+    } catch (err: any) {
+      if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
+    } finally {
+      this.discovering = false
+    }
+  }
+
+  addresses (): string[] {
+    return this.node.getMultiaddrs().map(ma => ma.toString())
+  }
+
+  peers (): PeerSummary[] {
+    const byPeer = new Map<string, Set<string>>()
+    for (const conn of this.node.getConnections()) {
+      const id = conn.remotePeer.toString()
+      let set = byPeer.get(id)
+      if (set == null) { set = new Set(); byPeer.set(id, set) }
+      set.add(conn.remoteAddr.toString())
+    }
+    return [...byPeer].map(([peerId, addrs]) => ({ peerId, addresses: [...addrs] }))
+  }
+
+  isConnected (peerId: string): boolean {
+    try {
+      return this.node.getConnections(peerIdFromString(peerId)).length > 0
+    } catch {
+      return false
+    }
+  }
+
+  private target (peer: string): PeerId | ReturnType<typeof multiaddr> {
+    try {
+      return peer.startsWith('/') ? multiaddr(peer) : peerIdFromString(peer)
+    } catch (err) {
+      throw new PeerUnreachableError(`not a PeerId or multiaddr: ${peer.slice(0, 100)}`, err)
+    }
+  }
+
+  async dial (target: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+    try {
+      const conn = await this.node.dial(this.target(target), { signal: opts.signal })
+      return conn.remotePeer.toString()
+    } catch (err: any) {
+      if (err instanceof PeerUnreachableError) throw err
+      throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
+    }
+  }
+
+  async hangUp (peerId: string): Promise<void> {
+    await this.node.hangUp(peerIdFromString(peerId))
+  }
+
+  // ---------------------------------------------------------------- pubsub
+
+  subscribe (topic: string, handler: TopicHandler, validator?: TopicValidator): void {
+    this.handlers.set(topic, handler)
+    const pubsub = this.node.services.pubsub
+    const maxBytes = this.maxGossipBytes
+    pubsub.topicValidators.set(topic, async (peer: PeerId, msg: Message) => {
+      if (msg.data.length > maxBytes) return TopicValidatorResult.Reject
+      if (validator == null) return TopicValidatorResult.Accept
+      try {
+        const verdict = await validator({ topic, data: msg.data, from: peer.toString() })
+        return verdict === 'accept' ? TopicValidatorResult.Accept : verdict === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
+      } catch (err) {
+        this.log.debug({ err, topic }, 'topic validator threw; rejecting')
+        return TopicValidatorResult.Reject
+      }
+    })
+    this.validators.set(topic, validator ?? (() => 'accept'))
+    pubsub.subscribe(topic)
+  }
+
+  unsubscribe (topic: string): void {
+    this.handlers.delete(topic)
+    this.validators.delete(topic)
+    this.node.services.pubsub.topicValidators.delete(topic)
+    this.node.services.pubsub.unsubscribe(topic)
+  }
+
+  async publish (topic: string, data: Uint8Array): Promise<number> {
+    if (data.length > this.maxGossipBytes) throw new MessageTooLargeError(`gossip message of ${data.length} bytes exceeds ${this.maxGossipBytes}`)
+    try {
+      const res = await this.node.services.pubsub.publish(topic, data)
+      return res.recipients.length
+    } catch (err: any) {
+      if (err?.message === 'PublishError.Duplicate' || err?.name === 'PublishError.Duplicate') return 0
+      throw err
+    }
+  }
+
+  topicPeers (topic: string): string[] {
+    return this.node.services.pubsub.getSubscribers(topic).map(p => p.toString())
+  }
+
+  // ---------------------------------------------------------------- request / response
+
+  async handle (protocol: string, handler: RequestHandler, opts: HandleOptions = {}): Promise<void> {
+    const maxRequestBytes = opts.maxRequestBytes ?? MAX_MESSAGE_BYTES
+    const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS
+    await this.node.handle(protocol, async (stream: Stream, connection: Connection) => {
+      const signal = AbortSignal.timeout(timeoutMs)
+      const lp = lpStream(stream, { maxDataLength: Math.max(maxRequestBytes, 1) })
+      const from = connection.remotePeer.toString()
+      let response: Uint8Array
+      try {
+        let request: Uint8Array
+        try {
+          request = (await lp.read({ signal })).subarray()
+        } catch (err: any) {
+          if (isLengthError(err)) {
+            await lp.write(errorFrame('message-too-large', `request exceeds ${maxRequestBytes} bytes`), { signal }).catch(() => {})
+            await stream.close({ signal }).catch(() => stream.abort(err))
+            return
+          }
+          throw err
+        }
+        try {
+          response = okFrame(await handler(request, { from, protocol, signal }))
+        } catch (err: any) {
+          const code = typeof err?.code === 'string' ? err.code : 'internal'
+          this.log.debug({ err, protocol, from }, 'request handler failed')
+          response = errorFrame(code, String(err?.message ?? err))
+        }
+        await lp.write(response, { signal })
+        await stream.close({ signal })
+      } catch (err: any) {
+        this.log.debug({ err, protocol, from }, 'inbound request stream failed')
+        stream.abort(err instanceof Error ? err : new Error(String(err)))
+      }
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+  }
+
+  async unhandle (protocol: string): Promise<void> {
+    await this.node.unhandle(protocol)
+  }
+
+  async request (peer: string, protocol: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Uint8Array> {
+    const timeout = AbortSignal.timeout(opts.timeoutMs ?? REQUEST_TIMEOUT_MS)
+    const signal = opts.signal != null ? AbortSignal.any([opts.signal, timeout]) : timeout
+    const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
+    let stream: Stream
+    try {
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal })
+    } catch (err: any) {
+      if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
+      if (err instanceof PeerUnreachableError) throw err
+      throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
+    }
+    const lp = lpStream(stream, { maxDataLength: maxResponseBytes + 1 })
+    try {
+      let writeError: unknown
+      await lp.write(data, { signal }).catch(err => { writeError = err })
+      if (writeError == null) await stream.close({ signal }).catch(() => {})
+      let frame: Uint8Array
+      try {
+        frame = (await lp.read({ signal })).subarray()
+      } catch (err) {
+        if (isLengthError(err)) throw new MessageTooLargeError(`response from ${peer} exceeds ${maxResponseBytes} bytes`)
+        throw writeError ?? err
+      }
+      if (frame[0] === FRAME_OK) return frame.subarray(1)
+      let code = 'remote-error'
+      let message = 'remote error'
+      try {
+        const body = canonicalDecode<{ code: unknown, message: unknown }>(frame.subarray(1))
+        if (typeof body.code === 'string') code = body.code
+        if (typeof body.message === 'string') message = body.message
+      } catch {}
+      if (code === 'message-too-large') throw new MessageTooLargeError(`${protocol}: ${message}`)
+      throw new RemoteError(`${protocol} to ${peer}: ${message}`, code)
+    } catch (err: any) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+      if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: no answer in ${opts.timeoutMs ?? REQUEST_TIMEOUT_MS} ms`)
+      if (err instanceof MessageTooLargeError || err instanceof RemoteError) throw err
+      if (opts.signal?.aborted) throw err
+      throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
+    } finally {
+      if (stream.status === 'open') await stream.close().catch(() => {})
+    }
+  }
+
+  // ---------------------------------------------------------------- channels
+
+  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number): MessageChannel {
+    const lp = lpStream(stream, { maxDataLength: maxMessageBytes })
+    return {
+      remotePeer,
+      protocol,
+      send: async (data: Uint8Array) => { await lp.write(data) },
+      close: async () => { await stream.close().catch(err => stream.abort(err)) },
+      abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
+      [Symbol.asyncIterator]: async function * () {
+        while (true) {
+          let msg
+          try {
+            msg = await lp.read()
+          } catch (err: any) {
+            // a clean end of stream at a message boundary ends the iteration
+            if (err?.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') return
+            if (isLengthError(err)) throw new MessageTooLargeError(`channel message exceeds ${maxMessageBytes} bytes`)
+            throw err
+          }
+          yield msg.subarray()
+        }
+      }
+    }
+  }
+
+  async handleChannel (protocol: string, handler: ChannelHandler, opts: ChannelOptions = {}): Promise<void> {
+    const max = opts.maxMessageBytes ?? MAX_MESSAGE_BYTES
+    await this.node.handle(protocol, async (stream: Stream, connection: Connection) => {
+      try {
+        await handler(this.wrapChannel(stream, connection.remotePeer.toString(), protocol, max))
+      } catch (err: any) {
+        this.log.debug({ err, protocol }, 'channel handler failed')
+        stream.abort(err instanceof Error ? err : new Error(String(err)))
+      }
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+  }
+
+  async openChannel (peer: string, protocol: string, opts: ChannelOptions & { signal?: AbortSignal } = {}): Promise<MessageChannel> {
+    const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+    let stream: Stream
+    try {
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal })
+    } catch (err: any) {
+      throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
+    }
+    return this.wrapChannel(stream, peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES)
+  }
+
+  // ---------------------------------------------------------------- DHT
+
+  async provide (key: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.node.contentRouting.provide(keyToCid(key), { signal: opts.signal })
+  }
+
+  async findProviders (key: string, opts: { signal?: AbortSignal, limit?: number } = {}): Promise<string[]> {
+    const out = new Set<string>()
+    const limit = opts.limit ?? 50
+    try {
+      for await (const info of this.node.contentRouting.findProviders(keyToCid(key), { signal: opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS) })) {
+        out.add(info.id.toString())
+        if (out.size >= limit) break
+      }
+    } catch (err: any) {
+      if (out.size === 0 && err?.name !== 'NotFoundError' && err?.name !== 'AbortError' && err?.name !== 'TimeoutError') throw err
+    }
+    return [...out]
+  }
+
+  addEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void {
+    this.events.addEventListener(type, listener as EventListener)
+  }
+
+  removeEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void {
+    this.events.removeEventListener(type, listener as EventListener)
+  }
+}
+
+/** Build (but do not start) a libp2p node for Mercato and wrap it as a {@link Network}. */
+export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
+  const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
+  const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
+  const peerDiscovery: any[] = []
+  if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 0 }))
+  if (init.mdns === true) peerDiscovery.push(mdns())
+  const node = await createLibp2p<Services>({
+    privateKey,
+    start: false,
+    addresses: { listen, announce: init.announce ?? [] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery,
+    connectionManager: {
+      maxConnections: init.maxConnections ?? 300,
+      dialTimeout: init.dialTimeoutMs ?? 5000,
+      // local processes (devnets, tests) are not rate limited as strangers are
+      allow: init.allow ?? ['/ip4/127.0.0.1', '/ip6/::1'],
+      inboundConnectionThreshold: 50,
+      maxIncomingPendingConnections: 50
+    },
+    services: {
+      identify: identify(),
+      // the connection monitor pings too; one outbound ping stream is not enough
+      ping: ping({ maxOutboundStreams: 16, maxInboundStreams: 16 }),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: false,
+        // keep private and loopback addresses: Mercato meshes on LANs and on one machine too
+        peerInfoMapper: passthroughMapper,
+        initialQuerySelfInterval: INITIAL_QUERY_SELF_MS,
+        allowQueryWithZeroPeers: true
+      }),
+      pubsub: gossipsub({
+        // Mercato signs every payload itself (domain-separated Ed25519), so the
+        // gossip layer does not sign again: message ids are content hashes.
+        globalSignaturePolicy: StrictNoSign,
+        msgIdFn: (msg) => sha256(msg.data),
+        fastMsgIdFn: (msg) => Buffer.from(sha256(msg.data ?? new Uint8Array())).toString('base64'),
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        emitSelf: false,
+        maxInboundDataLength: init.maxGossipBytes ?? MAX_GOSSIP_BYTES,
+        scoreParams: {
+          // many local nodes share 127.0.0.1; do not treat that as a Sybil attack
+          IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1'])
+        }
+      }) as any
+    }
+  })
+  return new Libp2pNetwork(node, init)
+}
