@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+/**
+ * The `mercato` command. Output meant for people or scripts goes to stdout;
+ * logs (pino JSON) go to stderr.
+ */
+import './polyfill.js'
+import { Command, Option } from 'commander'
+import { loadConfig, expandHome, loadDefaults, type Config } from './config.js'
+import { ConfigError, isMercatoError } from './errors.js'
+import { configureLogger } from './logger.js'
+import { VERSION } from './version.js'
+
+function collect (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}
+
+function out (line: string): void {
+  process.stdout.write(line + '\n')
+}
+
+/** Print a one-line error and exit: 2 for configuration, 1 otherwise. */
+function fail (err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`mercato: ${err.message}\n`)
+    process.exit(2)
+  }
+  const msg = isMercatoError(err) ? `${err.message} (${err.code})` : (err as any)?.message ?? String(err)
+  process.stderr.write(`mercato: ${msg}\n`)
+  process.exit(1)
+}
+
+function parseGateway (value: string): { host: string, port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(value)
+  if (m == null) throw new ConfigError('gateway', `--gateway: expected HOST:PORT such as 127.0.0.1:8420, got "${value}"`)
+  const port = Number(m[2])
+  if (port > 65535) throw new ConfigError('gateway.port', `--gateway: port must be 0-65535, got ${port}`)
+  return { host: m[1].replace(/^\[|\]$/g, ''), port }
+}
+
+function parseNumber (name: string) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (value.trim() === '' || !Number.isFinite(n)) throw new ConfigError(name, `--${name}: expected a number, got "${value}"`)
+    return n
+  }
+}
+
+interface StartFlags {
+  dataDir?: string
+  listen?: string[]
+  bootstrap?: string[]
+  gateway?: string
+  mdns?: boolean
+  config?: string
+  logLevel?: string
+  provide?: boolean
+  price?: number
+  slots?: number
+}
+
+/** Flags → config overrides (only what was given). */
+export function flagsToOverrides (flags: StartFlags): Record<string, any> {
+  const o: Record<string, any> = { p2p: {}, gateway: {}, provider: {} }
+  if (flags.dataDir != null) o.dataDir = flags.dataDir
+  if (flags.logLevel != null) o.logLevel = flags.logLevel
+  if (flags.listen != null) o.p2p.listen = flags.listen
+  if (flags.bootstrap != null) o.p2p.bootstrap = flags.bootstrap
+  if (flags.mdns === false) o.p2p.mdns = false
+  if (flags.gateway != null) Object.assign(o.gateway, parseGateway(flags.gateway))
+  if (flags.provide != null) o.provider.enabled = flags.provide
+  if (flags.price != null) o.provider.price = flags.price
+  if (flags.slots != null) o.provider.slots = flags.slots
+  return o
+}
+
+export function resolveDataDir (flag?: string): string {
+  if (flag != null) return expandHome(flag)
+  if (process.env.MERCATO_DATA_DIR != null) return expandHome(process.env.MERCATO_DATA_DIR)
+  return expandHome(loadDefaults().dataDir)
+}
+
+async function runStart (flags: StartFlags): Promise<void> {
+  let config: Config
+  try {
+    config = loadConfig({ file: flags.config, overrides: flagsToOverrides(flags) })
+  } catch (err) { fail(err) }
+  const startedAt = performance.now()
+  configureLogger({ level: config.logLevel })
+  const { MercatoNode } = await import('./node.js')
+  const node = new MercatoNode(config)
+  try {
+    await node.start()
+  } catch (err) { fail(err) }
+  configureLogger({ level: config.logLevel, peerId: node.peerId })
+  const readyMs = Math.round(performance.now() - startedAt)
+  out(`Mercato ${VERSION} node started`)
+  out(`PeerId:  ${node.peerId}`)
+  for (const a of node.network.addresses()) out(`Listen:  ${a}`)
+  if (node.gateway != null) out(`Gateway: ${node.gateway.url}`)
+  out(`Data:    ${config.dataDir}`)
+  out(`Ready in ${readyMs} ms (process up ${Math.round(process.uptime() * 1000)} ms, rss ${Math.round(process.memoryUsage().rss / 1048576)} MiB)`)
+
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    out(`\n${signal}: stopping`)
+    const force = setTimeout(() => {
+      process.stderr.write('mercato: stop took longer than 5 s; exiting\n')
+      process.exit(1)
+    }, 5000)
+    force.unref()
+    node.stop().then(() => {
+      out('stopped')
+      process.exit(0)
+    }, (err) => fail(err))
+  }
+  process.on('SIGINT', () => { shutdown('SIGINT') })
+  process.on('SIGTERM', () => { shutdown('SIGTERM') })
+}
+
+export function buildProgram (): Command {
+  const program = new Command()
+  program
+    .name('mercato')
+    .description('Mercato: a peer-to-peer marketplace for compute')
+    .version(VERSION)
+    .showHelpAfterError()
+
+  program.command('start')
+    .description('run a node: join the mesh, offer and consume compute, serve the local gateway')
+    .option('--data-dir <dir>', 'data directory (identity, ledger, config); default ~/.mercato or $MERCATO_DATA_DIR')
+    .option('--listen <multiaddr>', 'listen address (repeatable)', collect)
+    .option('--bootstrap <multiaddr>', 'bootstrap peer /ip4/.../tcp/.../p2p/<id> (repeatable)', collect)
+    .option('--gateway <host:port>', 'gateway address (default 127.0.0.1:8420)')
+    .option('--no-mdns', 'do not discover peers on the LAN by multicast DNS')
+    .option('--config <file>', 'JSON config file (overrides config/default.json)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .option('--provide', 'offer compute to the network (default from config)')
+    .option('--no-provide', 'do not offer compute')
+    .option('--price <credits>', 'ask in credits per job', parseNumber('price'))
+    .option('--slots <n>', 'jobs run at once (default: number of cores)', parseNumber('slots'))
+    .action(async (flags: StartFlags) => {
+      // commander sets mdns=true by default for --no-mdns; only an explicit --no-mdns overrides config
+      if (!process.argv.includes('--no-mdns')) delete flags.mdns
+      if (!process.argv.includes('--provide') && !process.argv.includes('--no-provide')) delete flags.provide
+      await runStart(flags)
+    })
+
+  program.command('id')
+    .description('print this node\'s PeerId (creating its key if there is none)')
+    .option('--data-dir <dir>', 'data directory')
+    .action(async (flags: { dataDir?: string }) => {
+      const { loadOrCreateIdentity } = await import('./p2p/index.js')
+      try {
+        const id = await loadOrCreateIdentity(resolveDataDir(flags.dataDir))
+        out(id.peerId)
+      } catch (err) { fail(err) }
+    })
+
+  return program
+}
+
+const isMain = process.argv[1] != null && /cli\.(ts|js)$|bin\/mercato(\.js)?$/.test(process.argv[1])
+if (isMain) {
+  buildProgram().parseAsync(process.argv).catch(fail)
+}

@@ -1,0 +1,188 @@
+/**
+ * Configuration. Every key and its default lives in `config/default.json`.
+ * Layers, each overriding the one before: defaults → `--config FILE` →
+ * `MERCATO_*` environment variables → command-line flags.
+ *
+ * Environment names are the key path in UPPER_SNAKE: `dataDir` →
+ * `MERCATO_DATA_DIR`, `gateway.port` → `MERCATO_GATEWAY_PORT`,
+ * `p2p.bootstrap` → `MERCATO_P2P_BOOTSTRAP` (lists are comma-separated).
+ *
+ * The result is validated by one zod schema; a bad value is a
+ * {@link ConfigError} naming the key and the expected form.
+ */
+import { readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { resolve } from 'node:path'
+import { z } from 'zod'
+import { ConfigError } from './errors.js'
+import { isMultiaddr } from './p2p/multiaddr.js'
+
+const multiaddrString = z.string().refine(isMultiaddr, { message: 'a multiaddr such as /ip4/127.0.0.1/tcp/4010' })
+const peerMultiaddr = z.string().refine(s => isMultiaddr(s) && s.includes('/p2p/'), { message: 'a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...' })
+const port = z.number().int().min(0).max(65535)
+const level = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+export const configSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  logLevel: level,
+  p2p: z.strictObject({
+    listen: z.array(multiaddrString).min(1),
+    announce: z.array(multiaddrString),
+    bootstrap: z.array(peerMultiaddr),
+    mdns: z.boolean(),
+    maxConnections: z.number().int().min(1),
+    dialTimeoutMs: z.number().int().min(100)
+  }),
+  gateway: z.strictObject({
+    enabled: z.boolean(),
+    host: z.string().min(1),
+    port,
+    requireToken: z.boolean(),
+    bodyLimitBytes: z.number().int().min(1024)
+  }),
+  ledger: z.strictObject({
+    headIntervalMs: z.number().int().min(100),
+    headDebounceMs: z.number().int().min(0)
+  }),
+  executor: z.strictObject({
+    poolSize: z.number().int().min(0).max(256),
+    queueSize: z.number().int().min(0),
+    maxTimeoutMs: z.number().int().min(1),
+    maxMemoryMb: z.number().int().min(1),
+    maxOutputBytes: z.number().int().min(0),
+    moduleCacheSize: z.number().int().min(0),
+    isolation: z.enum(['none', 'unshare', 'bwrap'])
+  }),
+  provider: z.strictObject({
+    enabled: z.boolean(),
+    price: z.number().min(0),
+    slots: z.number().int().min(0),
+    engines: z.array(z.enum(['wasm', 'js'])),
+    minReputation: z.number()
+  }),
+  auction: z.strictObject({
+    bidWindowMs: z.number().int().min(1),
+    minBids: z.number().int().min(1),
+    maxAttempts: z.number().int().min(1),
+    heartbeatMs: z.number().int().min(10),
+    suspectAfterMs: z.number().int().min(10),
+    lostAfterMs: z.number().int().min(10),
+    defaultMaxPrice: z.number().min(0),
+    resultRetentionMs: z.number().int().min(0)
+  })
+})
+
+export type Config = z.infer<typeof configSchema>
+type Json = Record<string, any>
+
+export const DEFAULT_CONFIG_PATH = new URL('../config/default.json', import.meta.url)
+
+export function loadDefaults (): Json {
+  return JSON.parse(readFileSync(DEFAULT_CONFIG_PATH, 'utf8'))
+}
+
+function isPlainObject (v: unknown): v is Json {
+  return v != null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/** Deep merge: objects merge, everything else (arrays included) replaces. */
+export function merge (base: Json, over: Json): Json {
+  const out: Json = { ...base }
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue
+    out[k] = isPlainObject(v) && isPlainObject(base[k]) ? merge(base[k], v) : v
+  }
+  return out
+}
+
+function snake (key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()
+}
+
+/** Overrides read from MERCATO_* variables, typed after the defaults. */
+export function fromEnv (env: NodeJS.ProcessEnv, defaults: Json, prefix = 'MERCATO'): Json {
+  const out: Json = {}
+  for (const [k, def] of Object.entries(defaults)) {
+    const name = `${prefix}_${snake(k)}`
+    if (isPlainObject(def)) {
+      const sub = fromEnv(env, def, name)
+      if (Object.keys(sub).length > 0) out[k] = sub
+      continue
+    }
+    const raw = env[name]
+    if (raw === undefined) continue
+    const path = name
+    if (Array.isArray(def)) out[k] = raw.trim() === '' ? [] : raw.split(',').map(s => s.trim())
+    else if (typeof def === 'number') {
+      const n = Number(raw)
+      if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(path, `${path}: expected a number, got "${raw}"`)
+      out[k] = n
+    } else if (typeof def === 'boolean') {
+      if (!/^(true|false|1|0)$/i.test(raw)) throw new ConfigError(path, `${path}: expected true or false, got "${raw}"`)
+      out[k] = /^(true|1)$/i.test(raw)
+    } else out[k] = raw
+  }
+  return out
+}
+
+function describeIssue (issue: z.core.$ZodIssue, input: Json): string {
+  const key = issue.path.join('.')
+  if (issue.code === 'unrecognized_keys') {
+    const where = key === '' ? '' : `${key}.`
+    return `unknown config key ${issue.keys.map(k => `"${where}${k}"`).join(', ')}`
+  }
+  let value: unknown = input
+  for (const p of issue.path) value = (value as any)?.[p as any]
+  const got = value === undefined ? 'nothing' : JSON.stringify(value)
+  return `config key "${key}": expected ${issue.message.replace(/^Invalid input: expected /, '').replace(/, received \w+$/, '')}, got ${got}`
+}
+
+/** Validate a merged config object; throws ConfigError naming the first bad key. */
+export function validateConfig (input: Json): Config {
+  const parsed = configSchema.safeParse(input)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new ConfigError(issue.path.join('.') || issue.code, describeIssue(issue, input))
+  }
+  const cfg = parsed.data
+  cfg.dataDir = expandHome(cfg.dataDir)
+  return cfg
+}
+
+export function expandHome (p: string): string {
+  if (p === '~') return homedir()
+  if (p.startsWith('~/')) return resolve(homedir(), p.slice(2))
+  return resolve(p)
+}
+
+export interface LoadConfigOptions {
+  file?: string
+  env?: NodeJS.ProcessEnv
+  /** overrides from flags, same shape as the config */
+  overrides?: Json
+}
+
+/** defaults → file → env → flags, validated. */
+export function loadConfig (opts: LoadConfigOptions = {}): Config {
+  const defaults = loadDefaults()
+  let merged = defaults
+  if (opts.file != null) {
+    let text: string
+    try {
+      text = readFileSync(opts.file, 'utf8')
+    } catch (err: any) {
+      throw new ConfigError('config', `cannot read config file ${opts.file}: ${err.code ?? err.message}`)
+    }
+    let fileJson: unknown
+    try {
+      fileJson = JSON.parse(text)
+    } catch (err: any) {
+      throw new ConfigError('config', `config file ${opts.file} is not valid JSON: ${err.message}`)
+    }
+    if (!isPlainObject(fileJson)) throw new ConfigError('config', `config file ${opts.file} must hold a JSON object`)
+    merged = merge(merged, fileJson)
+  }
+  merged = merge(merged, fromEnv(opts.env ?? process.env, defaults))
+  if (opts.overrides != null) merged = merge(merged, opts.overrides)
+  return validateConfig(merged)
+}

@@ -1,0 +1,133 @@
+/**
+ * Wiring: the one place that knows the concrete parts of a Mercato node.
+ * `start()` builds them in order and pushes each one's cleanup on a stack;
+ * `stop()` (or a failed start) runs the stack backwards, so parts stop in
+ * the reverse order they started.
+ */
+import { mkdir, writeFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Config } from './config.js'
+import { ConfigError } from './errors.js'
+import { logger, type Logger } from './logger.js'
+import { VERSION } from './version.js'
+import { buildNetworkNode, loadOrCreateIdentity, type Identity, type NetworkNode } from './p2p/index.js'
+import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
+import { loadOrCreateToken } from './gateway/token.js'
+
+type Cleanup = { name: string, fn: () => Promise<void> }
+
+export class MercatoNode implements GatewayNode {
+  readonly config: Config
+  identity!: Identity
+  network!: NetworkNode
+  gateway?: Gateway
+  private readonly cleanups: Cleanup[] = []
+  private log: Logger = logger('node')
+  private started = false
+
+  constructor (config: Config) {
+    this.config = config
+  }
+
+  get peerId (): string { return this.identity.peerId }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    try {
+      await this.startParts()
+    } catch (err) {
+      await this.stop().catch(() => {})
+      throw err
+    }
+  }
+
+  private defer (name: string, fn: () => Promise<void>): void {
+    this.cleanups.push({ name, fn })
+  }
+
+  private async startParts (): Promise<void> {
+    const cfg = this.config
+    await checkDataDir(cfg.dataDir)
+    this.identity = await loadOrCreateIdentity(cfg.dataDir)
+    this.log = logger('node', { peerId: this.identity.peerId })
+
+    this.network = await buildNetworkNode({
+      seed: this.identity.seed,
+      listen: cfg.p2p.listen,
+      announce: cfg.p2p.announce,
+      bootstrap: cfg.p2p.bootstrap,
+      mdns: cfg.p2p.mdns,
+      maxConnections: cfg.p2p.maxConnections,
+      dialTimeoutMs: cfg.p2p.dialTimeoutMs
+    })
+    try {
+      await this.network.start()
+    } catch (err: any) {
+      throw new ConfigError('p2p.listen', `config key "p2p.listen": cannot listen on ${cfg.p2p.listen.join(', ')}: ${err?.code === 'EADDRINUSE' || /EADDRINUSE|in use/.test(String(err?.message)) ? 'address in use' : String(err?.message ?? err)}`)
+    }
+    this.defer('network', async () => { await this.network.stop() })
+
+    if (cfg.gateway.enabled) {
+      const needToken = cfg.gateway.requireToken || !isLoopbackHost(cfg.gateway.host)
+      const token = needToken ? await loadOrCreateToken(cfg.dataDir) : undefined
+      try {
+        this.gateway = await startGateway({
+          node: this,
+          host: cfg.gateway.host,
+          port: cfg.gateway.port,
+          token,
+          bodyLimitBytes: cfg.gateway.bodyLimitBytes
+        })
+      } catch (err: any) {
+        if (err?.code === 'EADDRINUSE') throw new ConfigError('gateway.port', `config key "gateway.port": port ${cfg.gateway.port} on ${cfg.gateway.host} is in use`)
+        if (err?.code === 'EADDRNOTAVAIL' || err?.code === 'ENOTFOUND') throw new ConfigError('gateway.host', `config key "gateway.host": cannot bind ${cfg.gateway.host}`)
+        throw err
+      }
+      this.defer('gateway', async () => { await this.gateway?.stop() })
+    }
+    this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url }, 'node started')
+  }
+
+  async stop (): Promise<void> {
+    while (this.cleanups.length > 0) {
+      const { name, fn } = this.cleanups.pop() as Cleanup
+      try {
+        await fn()
+      } catch (err) {
+        this.log.error({ err, part: name }, 'error while stopping')
+      }
+    }
+  }
+
+  info (): NodeInfo {
+    return {
+      peerId: this.identity.peerId,
+      addresses: this.network.addresses(),
+      version: VERSION,
+      provider: { enabled: this.config.provider.enabled }
+    }
+  }
+
+  peers (): PeerView[] {
+    return this.network.peers().map(p => ({ ...p }))
+  }
+}
+
+/** Fail early, with the key named, when the data dir cannot be written. */
+async function checkDataDir (dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    const probe = join(dir, `.write-test-${process.pid}`)
+    await writeFile(probe, '')
+    await rm(probe)
+  } catch (err: any) {
+    throw new ConfigError('dataDir', `config key "dataDir": ${dir} is not a writable directory (${err?.code ?? err?.message})`)
+  }
+}
+
+export async function startNode (config: Config): Promise<MercatoNode> {
+  const node = new MercatoNode(config)
+  await node.start()
+  return node
+}

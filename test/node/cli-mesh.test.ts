@@ -1,0 +1,42 @@
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../helpers/cli.js'
+
+describe('three nodes as separate processes through the real CLI', function () {
+  this.timeout(90_000)
+  const nodes: NodeProcess[] = []
+  after(stopAll)
+
+  it('join by --bootstrap, see each other, gossip crosses them, and stop on SIGTERM within 2 s', async () => {
+    nodes.push(await startNodeProcess())
+    const boot = nodes[0].addresses[0]
+    expect(boot).to.match(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/)
+    const [b, c] = await Promise.all([startNodeProcess(['--bootstrap', boot]), startNodeProcess(['--bootstrap', boot])])
+    nodes.push(b, c)
+
+    const node = await getJson(`${nodes[0].gatewayUrl}/v1/node`)
+    expect(node.status).to.equal(200)
+    expect(node.body.peerId).to.equal(nodes[0].peerId)
+    expect(node.body.addresses).to.include(boot)
+    expect(node.body.provider).to.have.property('enabled')
+    expect(node.body.version).to.be.a('string')
+
+    // everyone sees the other two (b and c find each other through the DHT, not config)
+    await waitFor(async () => {
+      const views = await Promise.all(nodes.map(async n => (await getJson(`${n.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>))
+      return views.every((peers, i) => nodes.filter((_, j) => j !== i).every(o => peers.some(p => p.peerId === o.peerId)))
+    }, 20_000)
+
+    // gossip: each node's signed ledger head is published on the heads topic; b's head reaches c
+    await waitFor(async () => {
+      const peers = (await getJson(`${c.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string, head?: { seq: number } }>
+      return peers.some(p => p.peerId === b.peerId && p.head != null)
+    }, 20_000)
+
+    for (const n of nodes) {
+      const res = await n.stop('SIGTERM')
+      expect(res.code, n.stderr()).to.equal(0)
+      expect(res.ms).to.be.lessThan(2000)
+    }
+  })
+})
