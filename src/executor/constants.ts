@@ -1,0 +1,50 @@
+/**
+ * Executor defaults. `config/default.json` ("executor") holds the same values
+ * for a provider; these apply when the executor is built without config
+ * (tests, `mercato exec`).
+ */
+
+/** 0 = one worker per core: a job is CPU-bound and runs on one thread. */
+export const POOL_SIZE = 0
+/** Jobs waiting for a worker; beyond this run() throws QueueFullError (a decline reason). */
+export const QUEUE_SIZE = 64
+/** Ceiling on any job's wall-clock limit; a job asking for more is clamped. */
+export const MAX_TIMEOUT_MS = 60_000
+/** Ceiling on any job's memory cap (wasm linear memory / QuickJS heap). */
+export const MAX_MEMORY_MB = 256
+/** Ceiling on stdout + stderr (+ JS output JSON) of one job. Each worker keeps a shared buffer of twice this. */
+export const MAX_OUTPUT_BYTES = 1024 * 1024
+/** Compiled wasm modules kept (LRU by CID + memory cap + fuel flag). */
+export const MODULE_CACHE_SIZE = 64
+
+/** A JS job whose interrupt handler did not stop it is killed this long after its deadline (the 250 ms guarantee includes it). */
+export const JS_HARD_KILL_GRACE_MS = 100
+/** How long start() waits for a worker to report ready before failing. */
+export const WORKER_START_TIMEOUT_MS = 30_000
+/** A worker whose last job used more guest memory than this is replaced, so its RSS returns to the OS. */
+export const RECYCLE_MEMORY_BYTES = 64 * 1024 * 1024
+/** V8 heap of a worker (guest memory is wasm memory, outside this): room for large stdin/args. */
+export const WORKER_HEAP_MB = 128
+
+/**
+ * QuickJS stack cap. FACTS.md: above ≈ 384 KiB V8's own stack can overflow
+ * and crash the host; workers have smaller native stacks than the main thread,
+ * so stay well under.
+ */
+export const JS_STACK_BYTES = 256 * 1024
+
+/** Virtual clock start (2024-01-01T00:00:00Z): what guests see as "now". */
+export const VIRTUAL_EPOCH_MS = 1_704_067_200_000
+/** Each WASI clock read advances the virtual clock by this much (so busy-waits end deterministically). */
+export const WASI_CLOCK_TICK_NS = 1000n
+/** Each JS Date.now() / new Date() advances the virtual clock by this much. */
+export const JS_CLOCK_TICK_MS = 1
+
+/** Initial value of the fuel global before the host sets the job's budget (covers a module start function). */
+export const FUEL_UNMETERED = (1n << 62n)
+
+/** WASI import namespace we implement. */
+export const WASI_MODULE = 'wasi_snapshot_preview1'
+/** Exports the instrumenter adds. */
+export const FUEL_EXPORT = '__mercato_fuel'
+export const GROW_FAILED_EXPORT = '__mercato_grow_failed'

@@ -1,0 +1,41 @@
+/**
+ * Errors the executor THROWS (as opposed to job failures, which resolve with
+ * `result.error`). Callers match `err.code` (or `err.name`), never the message.
+ * A `queue-full` or `unsupported-engine` becomes a provider's decline reason.
+ */
+import { MercatoError } from '../errors.js'
+
+/** The module is not valid wasm, does not match its CID, or cannot be sandboxed (shared / 64-bit memory, foreign imports). */
+export class InvalidModuleError extends MercatoError {
+  constructor (message: string, cause?: unknown) {
+    super(message, { code: 'invalid-module', status: 400, name: 'InvalidModuleError', cause })
+  }
+}
+
+/** The job names an engine this executor does not run. */
+export class UnsupportedEngineError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'unsupported-engine', status: 400, name: 'UnsupportedEngineError' })
+  }
+}
+
+/** Every worker is busy and the waiting queue is full; retrying later can help. */
+export class QueueFullError extends MercatoError {
+  constructor (message = 'Executor queue is full') {
+    super(message, { code: 'queue-full', status: 503, retryable: true, name: 'QueueFullError' })
+  }
+}
+
+/** The caller's AbortSignal fired before the job finished (the guest was stopped). */
+export class AbortedError extends MercatoError {
+  constructor (message = 'Job aborted') {
+    super(message, { code: 'aborted', status: 499, name: 'AbortedError' })
+  }
+}
+
+/** The executor is not started (or was stopped while the job waited). */
+export class ExecutorStoppedError extends MercatoError {
+  constructor (message = 'Executor is not running') {
+    super(message, { code: 'executor-stopped', status: 503, retryable: true, name: 'ExecutorStoppedError' })
+  }
+}

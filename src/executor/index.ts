@@ -1,0 +1,164 @@
+/**
+ * The sandboxed executor: runs strangers' code for a provider.
+ *
+ * Two engines:
+ * - `wasm`: a WASI preview1 command module (`_start`), with the job's args,
+ *   env and stdin; stdout and stderr are captured.
+ * - `js`: JavaScript source run in QuickJS (quickjs-emscripten). The job
+ *   defines `main(input)`; it receives the job's JSON `input` and its return
+ *   value (or the value its promise settles to) is the JSON `output`.
+ *   `console.*` writes to stdout (log/info/debug) or stderr (warn/error).
+ *
+ * Jobs run in a pool of worker_threads, one job per worker at a time. Jobs
+ * beyond the pool wait in a bounded queue; a full queue throws
+ * QueueFullError (a provider's decline reason). A worker that had to be
+ * killed (timeout, abort) or that faulted is terminated and replaced.
+ *
+ * Guarantees (each enforced and tested, see docs/EXECUTOR.md):
+ * - Wall clock: a guest is stopped within 250 ms after its deadline, even
+ *   one in an endless loop or trying to sleep (WASI never blocks: sleeping
+ *   advances a virtual clock; a looping wasm guest's worker is terminated;
+ *   QuickJS is interrupted by its interrupt handler).
+ * - Memory: the module's memory maximum is rewritten to the job's cap before
+ *   compilation (modules that cannot be capped are refused); QuickJS gets a
+ *   memory limit and a stack cap.
+ * - Output: stdout + stderr (+ JS output JSON) are counted in bytes at write
+ *   time and cut at the job's cap (`truncated`, error `output-limit`, and the
+ *   guest is stopped).
+ * - Fuel (optional): a deterministic instruction budget for wasm (the module
+ *   is instrumented); a coarse one for JS (QuickJS interrupt ticks).
+ * - No host access: no host directories or files, no network, no host env.
+ * - Determinism: clocks start at a fixed virtual epoch and advance per read;
+ *   randomness (WASI random_get, Math.random) is seeded from `seed` (default:
+ *   job id). The same job gives byte-identical results on any provider, and
+ *   `resultHash` = sha256(canonicalEncode({ jobId, exitCode, stdout, stderr,
+ *   output })) lets anyone re-check a result ({@link computeResultHash}).
+ *
+ * Job-caused failures (timeout, memory-limit, output-limit, trap,
+ * fuel-exhausted) RESOLVE with `result.error` set. Refusals THROW named
+ * errors (errors.ts): invalid-module, unsupported-engine, queue-full, aborted.
+ *
+ * @example
+ * ```ts
+ * const executor = createExecutor({ poolSize: 2 })
+ * await executor.start()
+ * const r = await executor.run({ id: 'job-1', engine: 'js', source: 'function main (x) { return x * 2 }', input: 21,
+ *   limits: { timeoutMs: 1000, memoryMb: 32, outputBytes: 65536 } })
+ * r.output // 42
+ * await executor.stop()
+ * ```
+ */
+import { ExecutorPool } from './pool.js'
+import { IsolatedExecutor } from './isolation.js'
+import * as C from './constants.js'
+
+export * from './errors.js'
+export { computeResultHash } from './hash.js'
+export type { FailureName } from './protocol.js'
+
+export type Engine = 'wasm' | 'js'
+
+export interface JobLimits {
+  timeoutMs: number
+  memoryMb: number
+  outputBytes: number
+  /** Instruction budget: exact for wasm (metered module), coarse (10 000-tick steps) for js. */
+  fuel?: number
+}
+
+export interface ExecJob {
+  /** Job id, part of the result hash and the default seed. */
+  id: string
+  engine: Engine
+  /** WASI module bytes (engine wasm). */
+  module?: Uint8Array
+  /** If given, the module bytes are verified against it (sha2-256 CID). */
+  moduleCid?: string
+  /** JS source (engine js); defines main(input). */
+  source?: string
+  /** Arguments after argv[0] (which is always "job"). */
+  args?: string[]
+  env?: Record<string, string>
+  stdin?: Uint8Array
+  /** JSON-serialisable input handed to main() (engine js). */
+  input?: unknown
+  limits: JobLimits
+  /** Determinism seed (defaults to the job id). */
+  seed?: string
+}
+
+export interface ExecUsage {
+  wallMs: number
+  /** wasm: linear memory size at the end (= peak; memory never shrinks). js: QuickJS heap in use at the end (the cap on memory-limit). */
+  memoryBytes: number
+  /** stdout + stderr + output JSON bytes. */
+  outputBytes: number
+  fuel?: number
+}
+
+export type ExecErrorName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted'
+
+export interface ExecResult {
+  /** The guest's exit code; -1 when the guest did not exit (stopped by the sandbox or trapped). */
+  exitCode: number
+  stdout: Uint8Array
+  stderr: Uint8Array
+  /** JS jobs: main()'s return value (JSON). */
+  output?: unknown
+  truncated: boolean
+  /** hex sha256 of canonicalEncode({ jobId, exitCode, stdout, stderr, output }). */
+  resultHash: string
+  usage: ExecUsage
+  error?: { name: ExecErrorName, message: string }
+}
+
+export interface ExecutorStats {
+  poolSize: number
+  busy: number
+  queued: number
+  /** Jobs that resolved without error. */
+  completed: number
+  /** Jobs that resolved with an error or were aborted while running. */
+  failed: number
+}
+
+export interface Executor {
+  run (job: ExecJob, opts?: { signal?: AbortSignal }): Promise<ExecResult>
+  stats (): ExecutorStats
+  engines (): Engine[]
+  start (): Promise<void>
+  stop (): Promise<void>
+}
+
+export type Isolation = 'none' | 'unshare' | 'bwrap'
+
+export interface ExecutorInit {
+  /** Workers; 0 = number of cores. */
+  poolSize: number
+  queueSize: number
+  maxTimeoutMs: number
+  maxMemoryMb: number
+  maxOutputBytes: number
+  moduleCacheSize: number
+  /** Outer isolation: run the pool in a child process without network (see docs/EXECUTOR.md). */
+  isolation: Isolation
+  engines: Engine[]
+}
+
+export const DEFAULT_INIT: ExecutorInit = {
+  poolSize: C.POOL_SIZE,
+  queueSize: C.QUEUE_SIZE,
+  maxTimeoutMs: C.MAX_TIMEOUT_MS,
+  maxMemoryMb: C.MAX_MEMORY_MB,
+  maxOutputBytes: C.MAX_OUTPUT_BYTES,
+  moduleCacheSize: C.MODULE_CACHE_SIZE,
+  isolation: 'none',
+  engines: ['wasm', 'js']
+}
+
+export function createExecutor (init: Partial<ExecutorInit> = {}): Executor {
+  const full: ExecutorInit = { ...DEFAULT_INIT }
+  for (const [k, v] of Object.entries(init)) if (v !== undefined) (full as unknown as Record<string, unknown>)[k] = v
+  if (full.isolation !== 'none') return new IsolatedExecutor(full)
+  return new ExecutorPool(full)
+}

@@ -1,0 +1,263 @@
+/**
+ * Runs one JavaScript job in QuickJS (worker side).
+ *
+ * Each job gets a fresh QuickJS runtime and context (≈ 0.2 ms), so nothing
+ * survives from one job to the next. The runtime has a memory limit, a stack
+ * cap and an interrupt handler that stops the guest at its deadline, when
+ * its output is full, or when its (coarse) fuel is spent. The context has no
+ * host objects at all (no require, process, fetch, timers, std/os modules);
+ * a prelude replaces Math.random with a generator seeded from the job, Date
+ * with a virtual clock, and installs a console that writes to the capped
+ * output buffer.
+ */
+import { RELEASE_SYNC, newQuickJSWASMModuleFromVariant, newVariant, type QuickJSContext, type QuickJSHandle, type QuickJSRuntime, type QuickJSWASMModule } from 'quickjs-emscripten'
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
+import type { OutputSink } from './output.js'
+import type { DoneMessage, FailureName, RunJs } from './protocol.js'
+
+/**
+ * QuickJS calls the interrupt handler about every 10 000 "ticks" (function
+ * calls and backward jumps). Counting calls gives a coarse, deterministic
+ * fuel for one QuickJS build.
+ */
+export const JS_FUEL_PER_INTERRUPT = 10_000
+
+const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick) {
+  'use strict'
+  let a = s0 >>> 0, b = s1 >>> 0, c = s2 >>> 0, d = s3 >>> 0
+  function sfc32 () {
+    const t = (((a + b) | 0) + d) | 0
+    d = (d + 1) | 0
+    a = b ^ (b >>> 9)
+    b = (c + (c << 3)) | 0
+    c = (c << 21) | (c >>> 11)
+    c = (c + t) | 0
+    return (t >>> 0) / 4294967296
+  }
+  for (let i = 0; i < 12; i++) sfc32()
+  Object.defineProperty(Math, 'random', { value: function random () { return sfc32() }, writable: true, configurable: true })
+  let now = epoch
+  const clock = () => { const t = now; now += tick; return t }
+  const RealDate = Date
+  function VirtualDate (...args) {
+    if (new.target === undefined) return new RealDate(clock()).toString()
+    return args.length === 0 ? new RealDate(clock()) : new RealDate(...args)
+  }
+  VirtualDate.prototype = RealDate.prototype
+  Object.defineProperty(RealDate.prototype, 'constructor', { value: VirtualDate, writable: true, configurable: true })
+  Object.defineProperty(VirtualDate, 'name', { value: 'Date' })
+  VirtualDate.now = function now () { return clock() }
+  VirtualDate.parse = RealDate.parse
+  VirtualDate.UTC = RealDate.UTC
+  globalThis.Date = VirtualDate
+  const fmt = (v) => {
+    if (typeof v === 'string') return v
+    if (v instanceof Error) return v.stack ? String(v) + '\\n' + v.stack : String(v)
+    if (typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint' || v === undefined) return String(v)
+    try { const s = JSON.stringify(v); return s === undefined ? String(v) : s } catch { return String(v) }
+  }
+  const out = (fd) => (...args) => { write(fd, args.map(fmt).join(' ') + '\\n') }
+  globalThis.console = { log: out(1), info: out(1), debug: out(1), warn: out(2), error: out(2), trace: out(2) }
+})`
+
+const HARNESS = `(function (input) {
+  if (typeof main !== 'function') return undefined
+  return main(JSON.parse(input))
+})`
+
+const STRINGIFY = `(function (v) { const s = JSON.stringify(v); return s === undefined ? undefined : s })`
+
+/**
+ * QuickJS's own memory limit does not count every allocation (ArrayBuffer
+ * storage escaped it in a measurement: 2 GB under a 32 MB limit). So each
+ * QuickJS instance also gets a wasm Memory whose maximum is the job's cap plus
+ * the module's own initial heap: what a job can take is bounded by wasm, like
+ * a wasm job. Instances are kept per cap (a couple at a time); creating one
+ * from the precompiled module takes ≈ 1 ms.
+ */
+const QJS_BASE_PAGES = 256 // the emscripten module's initial memory (16 MiB)
+const ENGINES_KEPT = 2
+const engines = new Map<number, QuickJSWASMModule>()
+let compiled: Promise<WebAssembly.Module | undefined> | undefined
+
+async function quickjsWasm (): Promise<WebAssembly.Module | undefined> {
+  compiled ??= (async () => {
+    try {
+      const req = createRequire(import.meta.resolve('quickjs-emscripten'))
+      return await WebAssembly.compile(await readFile(req.resolve('@jitl/quickjs-wasmfile-release-sync/wasm')))
+    } catch {
+      return undefined // let emscripten find and compile it per instance
+    }
+  })()
+  return await compiled
+}
+
+/** A QuickJS instance whose whole heap is capped at `memoryBytes` + its base. */
+export async function loadQuickJS (memoryBytes = 0): Promise<QuickJSWASMModule> {
+  const maxPages = QJS_BASE_PAGES + Math.ceil(memoryBytes / 65536)
+  const have = engines.get(maxPages)
+  if (have != null) return have
+  const wasmModule = await quickjsWasm()
+  const wasmMemory = new WebAssembly.Memory({ initial: QJS_BASE_PAGES, maximum: maxPages })
+  const engine = await newQuickJSWASMModuleFromVariant(newVariant(RELEASE_SYNC, wasmModule != null ? { wasmMemory, wasmModule } : { wasmMemory }))
+  engines.set(maxPages, engine)
+  while (engines.size > ENGINES_KEPT) engines.delete(engines.keys().next().value as number)
+  return engine
+}
+
+function seedWords (seed: string): number[] {
+  const h = createHash('sha256').update('mercato/v1/executor/math-random\0').update(seed).digest()
+  return [h.readUInt32LE(0), h.readUInt32LE(4), h.readUInt32LE(8), h.readUInt32LE(12)]
+}
+
+const encoder = new TextEncoder()
+
+class Stop extends Error {
+  constructor (readonly reason: FailureName, message: string) { super(message) }
+}
+
+export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage> {
+  const QJS = await loadQuickJS(job.memoryBytes)
+  const started = performance.now()
+  const deadline = started + job.timeoutMs
+  sink.reset(job.outputBytes)
+
+  let stop: Stop | undefined
+  let interrupts = 0
+  let recycle = false
+  let exitCode = 0
+  let output: string | undefined
+  let error: DoneMessage['error']
+  let memoryBytes = 0
+
+  let rt: QuickJSRuntime | undefined
+  let ctx: QuickJSContext | undefined
+  const handles: QuickJSHandle[] = []
+  const keep = (h: QuickJSHandle): QuickJSHandle => { handles.push(h); return h }
+  const stderr = (text: string): void => { sink.write(2, encoder.encode(text)) }
+
+  try {
+    rt = QJS.newRuntime()
+    rt.setMemoryLimit(job.memoryBytes)
+    rt.setMaxStackSize(JS_STACK_BYTES)
+    rt.setInterruptHandler(() => {
+      interrupts++
+      if (stop != null) return true
+      if (performance.now() > deadline) { stop = new Stop('timeout', `timed out after ${job.timeoutMs} ms`); return true }
+      if (job.fuel != null && interrupts * JS_FUEL_PER_INTERRUPT > job.fuel) { stop = new Stop('fuel-exhausted', `fuel budget of ${job.fuel} exhausted`); return true }
+      return false
+    })
+    ctx = rt.newContext()
+    const c = ctx
+    const write = keep(c.newFunction('write', (fdH, textH) => {
+      if (stop != null) return
+      const fd = c.getNumber(fdH) === 2 ? 2 : 1
+      sink.write(fd, encoder.encode(c.getString(textH)))
+      if (sink.truncated) stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+    }))
+    const call = (fn: QuickJSHandle, ...args: QuickJSHandle[]): QuickJSHandle => {
+      const r = c.callFunction(fn, c.undefined, ...args)
+      if (r.error != null) throw keep(r.error)
+      return keep(r.value)
+    }
+    const evaluate = (code: string, file: string): QuickJSHandle => {
+      const r = c.evalCode(code, file)
+      if (r.error != null) throw keep(r.error)
+      return keep(r.value)
+    }
+
+    const prelude = evaluate(PRELUDE, 'mercato:prelude')
+    call(prelude, write, ...seedWords(job.seed).map(n => keep(c.newNumber(n))), keep(c.newNumber(VIRTUAL_EPOCH_MS)), keep(c.newNumber(JS_CLOCK_TICK_MS)))
+    const harness = evaluate(HARNESS, 'mercato:harness')
+    const stringify = evaluate(STRINGIFY, 'mercato:harness')
+    evaluate(job.source, 'job.js')
+    let value = call(harness, keep(c.newString(job.input)))
+    const promise = c.getPromiseState(value)
+    if (promise.type !== 'fulfilled' || promise.notAPromise !== true) {
+      // an async main: run its jobs (there are no timers, so it settles now or never)
+      if (promise.type === 'fulfilled') keep(promise.value)
+      else if (promise.type === 'rejected') keep(promise.error)
+      const pending = rt.executePendingJobs(-1)
+      if (pending.error != null) throw keep(pending.error)
+      const settled = c.getPromiseState(value)
+      if (settled.type === 'pending') throw new Stop('trap', 'main() returned a promise that never settles')
+      if (settled.type === 'rejected') throw keep(settled.error)
+      value = keep(settled.value)
+    }
+    if (stop != null) throw stop
+    const json = call(stringify, value)
+    if (c.typeof(json) === 'string') {
+      const text = c.getString(json)
+      if (sink.charge(Buffer.byteLength(text))) output = text
+      else stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+    }
+    if (stop != null) throw stop
+  } catch (err) {
+    if (stop != null) {
+      error = { name: stop.reason, message: stop.message }
+    } else if (err instanceof Stop) {
+      error = { name: err.reason, message: err.message }
+    } else if (ctx != null && err != null && typeof err === 'object' && 'alive' in err) {
+      // a guest exception (a handle)
+      let name = 'Error'
+      let message = ''
+      let stack = ''
+      try {
+        const d = ctx.dump(err as QuickJSHandle) as { name?: string, message?: string, stack?: string } | string
+        if (typeof d === 'object' && d != null) { name = String(d.name ?? 'Error'); message = String(d.message ?? ''); stack = String(d.stack ?? '') } else message = String(d)
+      } catch { message = 'unprintable exception' }
+      if (name === 'InternalError' && /out of memory/.test(message)) {
+        error = { name: 'memory-limit', message: `JS heap exceeded ${job.memoryBytes} bytes` }
+      } else if (name === 'InternalError' && /stack overflow/.test(message)) {
+        error = { name: 'memory-limit', message: `stack overflow (stack cap ${JS_STACK_BYTES} bytes)` }
+      } else if (name === 'InternalError' && /interrupted/.test(message)) {
+        error = { name: 'timeout', message: `timed out after ${job.timeoutMs} ms` }
+      } else {
+        // an uncaught exception is the job's own failure, like `node` exiting 1
+        exitCode = 1
+        stderr(`Uncaught ${name}: ${message}\n${stack}`)
+      }
+    } else {
+      // QuickJS itself failed (e.g. its wasm heap): throw the engine away
+      recycle = true
+      error = { name: 'trap', message: `QuickJS fault: ${err instanceof Error ? err.message : String(err)}` }
+    }
+  } finally {
+    const oom = error?.name === 'memory-limit' && !error.message.startsWith('stack')
+    try {
+      if (oom) {
+        memoryBytes = job.memoryBytes
+      } else if (rt != null && ctx != null) {
+        const mu = rt.computeMemoryUsage()
+        memoryBytes = Number((ctx.dump(mu) as { memory_used_size?: number }).memory_used_size ?? 0)
+        mu.dispose()
+      }
+    } catch { /* best effort */ }
+    try {
+      for (const h of handles) if (h.alive) h.dispose()
+      ctx?.dispose()
+      rt?.dispose()
+    } catch {
+      recycle = true
+    }
+  }
+  if (error != null) {
+    exitCode = -1
+    output = undefined
+  }
+  return {
+    type: 'done',
+    exitCode,
+    output,
+    truncated: sink.truncated,
+    wallMs: performance.now() - started,
+    memoryBytes,
+    fuel: job.fuel != null ? Math.min(job.fuel, interrupts * JS_FUEL_PER_INTERRUPT) : undefined,
+    error,
+    // a runtime that hit its memory limit leaves the QuickJS wasm heap grown: give it back
+    recycle: recycle || (error?.name === 'memory-limit' && !error.message.startsWith('stack'))
+  }
+}

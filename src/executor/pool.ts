@@ -1,0 +1,425 @@
+/**
+ * The worker pool (main thread side): validates and prepares jobs, keeps the
+ * compiled-module cache, queues jobs, dispatches one job per worker, enforces
+ * the wall-clock deadline from outside the worker, and replaces workers that
+ * were killed or faulted.
+ */
+import { Worker } from 'node:worker_threads'
+import { availableParallelism } from 'node:os'
+import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
+import { logger } from '../logger.js'
+import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { LruCache } from './module-cache.js'
+import { outputBufferSize, readOutput } from './output.js'
+import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
+import { computeResultHash } from './hash.js'
+import { JS_HARD_KILL_GRACE_MS, WORKER_HEAP_MB, WORKER_START_TIMEOUT_MS } from './constants.js'
+import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits } from './index.js'
+import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
+
+const log = logger('executor')
+
+interface Compiled { module: WebAssembly.Module, memory?: MemoryInfo, growHook: boolean, fuel: boolean }
+
+interface Pending {
+  job: ExecJob
+  msg: RunMessage
+  limits: JobLimits
+  resolve: (r: ExecResult) => void
+  reject: (err: unknown) => void
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+interface Running extends Pending {
+  startedAt: number
+  timer: NodeJS.Timeout
+}
+
+interface Slot {
+  worker: Worker
+  output: SharedArrayBuffer
+  state: 'starting' | 'idle' | 'busy' | 'dead'
+  running?: Running
+  ready: Promise<void>
+}
+
+/**
+ * How a worker is started. Compiled (.js): the worker file directly. From
+ * TypeScript source (tsx, mocha --import=tsx): Node 20 does not apply the
+ * parent's module hooks to a worker's entry, so a two-line bootstrap
+ * registers tsx in the worker and then imports worker.ts.
+ */
+function workerSpec (): { entry: string | URL, eval: boolean, execArgv: string[] } {
+  const isTs = import.meta.url.endsWith('.ts')
+  const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
+  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false, execArgv }
+  const api = import.meta.resolve('tsx/esm/api')
+  const target = new URL('./worker.ts', import.meta.url).href
+  const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`
+  return { entry, eval: true, execArgv: stripTsx(execArgv) }
+}
+
+function stripTsx (argv: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if ((a === '--import' || a === '--require' || a === '--loader') && argv[i + 1]?.includes('tsx') === true) { i++; continue }
+    if (a.includes('tsx')) continue
+    out.push(a)
+  }
+  return out
+}
+
+function isAborted (signal?: AbortSignal): boolean { return signal?.aborted === true }
+
+export function clampLimits (l: JobLimits, init: ExecutorInit): JobLimits {
+  const num = (v: unknown, d: number): number => typeof v === 'number' && Number.isFinite(v) ? v : d
+  const limits: JobLimits = {
+    timeoutMs: Math.max(1, Math.min(Math.floor(num(l?.timeoutMs, init.maxTimeoutMs)), init.maxTimeoutMs)),
+    memoryMb: Math.max(1, Math.min(Math.floor(num(l?.memoryMb, init.maxMemoryMb)), init.maxMemoryMb)),
+    outputBytes: Math.max(0, Math.min(Math.floor(num(l?.outputBytes, init.maxOutputBytes)), init.maxOutputBytes))
+  }
+  if (typeof l?.fuel === 'number' && Number.isFinite(l.fuel) && l.fuel >= 0) limits.fuel = Math.floor(l.fuel)
+  return limits
+}
+
+export class ExecutorPool implements Executor {
+  private readonly init: ExecutorInit
+  private readonly size: number
+  private readonly slots: Slot[] = []
+  private readonly queue: Pending[] = []
+  private readonly cache: LruCache<Promise<Compiled>>
+  private readonly spec = workerSpec()
+  private running = false
+  private starting?: Promise<void>
+  private completed = 0
+  private failed = 0
+
+  constructor (init: ExecutorInit) {
+    this.init = init
+    this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
+    this.cache = new LruCache(init.moduleCacheSize)
+  }
+
+  engines (): Engine[] { return [...this.init.engines] }
+
+  stats (): ExecutorStats {
+    return {
+      poolSize: this.size,
+      busy: this.slots.filter(s => s.state === 'busy').length,
+      queued: this.queue.length,
+      completed: this.completed,
+      failed: this.failed
+    }
+  }
+
+  /** Compiled-module cache counters (benchmarks, metrics). */
+  cacheStats (): { size: number, hits: number, misses: number } {
+    return { size: this.cache.size, hits: this.cache.hits, misses: this.cache.misses }
+  }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.starting ??= (async () => {
+      for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
+      await Promise.all(this.slots.map(async s => { await s.ready }))
+      this.running = true
+      log.debug({ poolSize: this.size }, 'executor started')
+    })()
+    try { await this.starting } finally { this.starting = undefined }
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running && this.slots.length === 0) return
+    this.running = false
+    for (const p of this.queue.splice(0)) { this.detach(p); p.reject(new ExecutorStoppedError('executor stopped')) }
+    const slots = this.slots.splice(0)
+    await Promise.all(slots.map(async s => {
+      if (s.running != null) {
+        clearTimeout(s.running.timer)
+        this.detach(s.running)
+        s.running.reject(new ExecutorStoppedError('executor stopped'))
+        s.running = undefined
+      }
+      s.state = 'dead'
+      await s.worker.terminate()
+    }))
+    this.cache.clear()
+    log.debug('executor stopped')
+  }
+
+  async run (job: ExecJob, opts: { signal?: AbortSignal } = {}): Promise<ExecResult> {
+    const { signal } = opts
+    if (signal?.aborted === true) throw new AbortedError()
+    if (job == null || typeof job.id !== 'string') throw new TypeError('job.id must be a string')
+    if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here (engines: ${this.init.engines.join(', ')})`)
+    if (!this.running) await this.start()
+    this.checkQueue()
+    const limits = clampLimits(job.limits, this.init)
+    const seed = job.seed ?? job.id
+    let msg: RunMessage
+    if (job.engine === 'wasm') {
+      let compiled: Compiled
+      try {
+        compiled = await this.compile(job, limits)
+      } catch (err) {
+        if (err instanceof MemoryCapExceeded) return this.failure(job, limits, 'memory-limit', err.message)
+        throw err
+      }
+      msg = {
+        type: 'run',
+        engine: 'wasm',
+        module: compiled.module,
+        memory: compiled.memory,
+        growHook: compiled.growHook,
+        fuelMetered: compiled.fuel,
+        args: (job.args ?? []).map(String),
+        env: { ...(job.env ?? {}) },
+        stdin: job.stdin ?? new Uint8Array(0),
+        timeoutMs: limits.timeoutMs,
+        memoryBytes: limits.memoryMb * 1024 * 1024,
+        outputBytes: limits.outputBytes,
+        fuel: limits.fuel,
+        seed
+      }
+    } else {
+      if (typeof job.source !== 'string') throw new InvalidModuleError('js job without source')
+      let input: string
+      try { input = JSON.stringify(job.input ?? null) } catch (err) { throw new InvalidModuleError('job input is not JSON-serialisable', err) }
+      msg = {
+        type: 'run',
+        engine: 'js',
+        source: job.source,
+        input,
+        timeoutMs: limits.timeoutMs,
+        memoryBytes: limits.memoryMb * 1024 * 1024,
+        outputBytes: limits.outputBytes,
+        fuel: limits.fuel,
+        seed
+      }
+    }
+    if (isAborted(signal)) throw new AbortedError()
+    if (!this.running) throw new ExecutorStoppedError()
+    this.checkQueue()
+    return await new Promise<ExecResult>((resolve, reject) => {
+      const pending: Pending = { job, msg, limits, resolve, reject, signal }
+      if (signal != null) {
+        pending.onAbort = () => { this.abort(pending) }
+        signal.addEventListener('abort', pending.onAbort, { once: true })
+      }
+      this.queue.push(pending)
+      this.dispatch()
+    })
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private checkQueue (): void {
+    const idle = this.slots.some(s => s.state === 'idle')
+    if (!idle && this.queue.length >= this.init.queueSize) throw new QueueFullError(`executor queue is full (${this.queue.length} waiting)`)
+  }
+
+  private async compile (job: ExecJob, limits: JobLimits): Promise<Compiled> {
+    const bytes = job.module
+    if (!(bytes instanceof Uint8Array)) throw new InvalidModuleError('wasm job without module bytes')
+    let cid: string
+    if (job.moduleCid != null) {
+      if (!bytesMatchCid(bytes, job.moduleCid)) throw new InvalidModuleError(`module bytes do not match CID ${job.moduleCid}`)
+      cid = job.moduleCid
+    } else {
+      cid = cidOfBytes(bytes)
+    }
+    const maxPages = Math.floor(limits.memoryMb * 1024 * 1024 / WASM_PAGE)
+    const fuel = limits.fuel != null
+    const key = `${cid}/${maxPages}/${fuel ? 'fuel' : '-'}`
+    let entry = this.cache.get(key)
+    if (entry == null) {
+      entry = (async () => {
+        let prepared
+        try {
+          prepared = prepareModule(bytes, { maxPages, fuel })
+        } catch (err) {
+          if (err instanceof ModuleRejected) throw new InvalidModuleError(err.message, err)
+          throw err
+        }
+        if (!prepared.hasStart) throw new InvalidModuleError('module exports no _start (not a WASI command)')
+        let module: WebAssembly.Module
+        try {
+          module = await WebAssembly.compile(prepared.bytes)
+        } catch (err) {
+          throw new InvalidModuleError(`module does not compile: ${err instanceof Error ? err.message : String(err)}`, err)
+        }
+        return { module, memory: prepared.memory, growHook: prepared.growHook, fuel: prepared.fuel }
+      })()
+      const e = entry
+      this.cache.set(key, e)
+      e.catch(() => { this.cache.delete(key) })
+    }
+    return await entry
+  }
+
+  private failure (job: ExecJob, limits: JobLimits, name: FailureName, message: string): ExecResult {
+    this.failed++
+    const empty = new Uint8Array(0)
+    return {
+      exitCode: -1,
+      stdout: empty,
+      stderr: empty,
+      truncated: false,
+      resultHash: computeResultHash(job.id, { exitCode: -1, stdout: empty, stderr: empty }),
+      usage: { wallMs: 0, memoryBytes: 0, outputBytes: 0, fuel: limits.fuel != null ? 0 : undefined },
+      error: { name, message }
+    }
+  }
+
+  private spawn (): Slot {
+    const output = new SharedArrayBuffer(outputBufferSize(this.init.maxOutputBytes))
+    const workerData: WorkerInit = { output, maxOutputBytes: this.init.maxOutputBytes, js: this.init.engines.includes('js'), jsMemoryBytes: this.init.maxMemoryMb * 1024 * 1024 }
+    const env: Record<string, string> = {}
+    for (const [k, v] of Object.entries(process.env)) if (v != null && (k.startsWith('TSX') || k === 'NODE_ENV')) env[k] = v
+    const worker = new Worker(this.spec.entry, {
+      eval: this.spec.eval,
+      workerData,
+      execArgv: this.spec.execArgv,
+      env,
+      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 }
+    })
+    let markReady!: () => void
+    let failReady!: (err: unknown) => void
+    const ready = new Promise<void>((resolve, reject) => { markReady = resolve; failReady = reject })
+    ready.catch(() => {})
+    const slot: Slot = { worker, output, state: 'starting', ready }
+    const startTimer = setTimeout(() => { failReady(new Error('executor worker did not start in time')) }, WORKER_START_TIMEOUT_MS)
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'ready') {
+        clearTimeout(startTimer)
+        if (slot.state === 'starting') slot.state = 'idle'
+        markReady()
+        this.dispatch()
+      } else {
+        this.finish(slot, m)
+      }
+    })
+    const fault = (why: string): void => {
+      clearTimeout(startTimer)
+      if (slot.state === 'dead') return
+      failReady(new Error(why))
+      log.warn({ why }, 'executor worker faulted')
+      if (slot.running != null) this.settleKilled(slot, 'trap', `executor worker fault: ${why}`)
+      this.replace(slot)
+    }
+    worker.on('error', (err) => { fault(err.message) })
+    worker.on('exit', (code) => { fault(`worker exited with code ${code}`) })
+    return slot
+  }
+
+  /** Terminate a worker and put a fresh one in its place. */
+  private replace (slot: Slot): void {
+    if (slot.state === 'dead') return
+    slot.state = 'dead'
+    slot.worker.terminate().catch(() => {})
+    const i = this.slots.indexOf(slot)
+    if (i < 0 || !this.running) return
+    const fresh = this.spawn()
+    this.slots[i] = fresh
+    fresh.ready.catch((err: unknown) => { log.error({ err }, 'replacement executor worker failed to start') })
+  }
+
+  private dispatch (): void {
+    if (!this.running) return
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return
+      if (slot.state !== 'idle') continue
+      const p = this.queue.shift() as Pending
+      slot.state = 'busy'
+      const grace = p.msg.engine === 'js' ? JS_HARD_KILL_GRACE_MS : 0
+      const running: Running = {
+        ...p,
+        startedAt: performance.now(),
+        timer: setTimeout(() => {
+          this.settleKilled(slot, 'timeout', `timed out after ${p.limits.timeoutMs} ms`)
+          this.replace(slot)
+        }, p.limits.timeoutMs + grace)
+      }
+      slot.running = running
+      slot.worker.postMessage(p.msg)
+    }
+  }
+
+  private detach (p: Pending): void {
+    if (p.signal != null && p.onAbort != null) p.signal.removeEventListener('abort', p.onAbort)
+  }
+
+  private abort (p: Pending): void {
+    const qi = this.queue.indexOf(p)
+    if (qi >= 0) {
+      this.queue.splice(qi, 1)
+      p.reject(new AbortedError())
+      return
+    }
+    const slot = this.slots.find(s => s.running?.job === p.job && s.running?.resolve === p.resolve)
+    if (slot?.running == null) return
+    clearTimeout(slot.running.timer)
+    slot.running = undefined
+    this.failed++
+    p.reject(new AbortedError('job aborted while running'))
+    this.replace(slot)
+  }
+
+  private result (r: Running, slot: Slot, d: { exitCode: number, output?: string, truncated: boolean, wallMs: number, memoryBytes: number, fuel?: number, error?: DoneMessage['error'] }): ExecResult {
+    const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)
+    const output = d.output !== undefined ? JSON.parse(d.output) as unknown : undefined
+    const result: ExecResult = {
+      exitCode: d.exitCode,
+      stdout,
+      stderr,
+      output,
+      truncated: d.truncated,
+      resultHash: computeResultHash(r.job.id, { exitCode: d.exitCode, stdout, stderr, output }),
+      usage: {
+        wallMs: Math.round((performance.now() - r.startedAt) * 1000) / 1000,
+        memoryBytes: d.memoryBytes,
+        outputBytes: stdout.length + stderr.length + (d.output !== undefined ? Buffer.byteLength(d.output) : 0),
+        fuel: d.fuel
+      }
+    }
+    if (d.error != null) result.error = d.error
+    if (result.error != null) this.failed++; else this.completed++
+    return result
+  }
+
+  private finish (slot: Slot, done: DoneMessage): void {
+    const r = slot.running
+    if (r == null || slot.state !== 'busy') return // killed already
+    clearTimeout(r.timer)
+    slot.running = undefined
+    this.detach(r)
+    r.resolve(this.result(r, slot, done))
+    if (done.recycle) {
+      this.replace(slot)
+    } else {
+      slot.state = 'idle'
+      this.dispatch()
+    }
+  }
+
+  /** Resolve the running job of a slot that is about to be killed, keeping the output it wrote so far. */
+  private settleKilled (slot: Slot, name: FailureName, message: string): void {
+    const r = slot.running
+    if (r == null) return
+    clearTimeout(r.timer)
+    slot.running = undefined
+    this.detach(r)
+    const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)
+    const truncated = stdout.length + stderr.length >= r.limits.outputBytes && r.limits.outputBytes > 0
+    r.resolve(this.result(r, slot, {
+      exitCode: -1,
+      truncated,
+      wallMs: performance.now() - r.startedAt,
+      memoryBytes: 0,
+      fuel: r.limits.fuel,
+      error: { name, message }
+    }))
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Messages between the pool (main thread) and its workers. Guest output does
+ * not travel in these: it is in the worker's shared output buffer.
+ */
+import type { MemoryInfo } from './wasm-module.js'
+
+export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted'
+
+export interface WorkerInit {
+  output: SharedArrayBuffer
+  maxOutputBytes: number
+  /** Load QuickJS (sized for this cap) before reporting ready. */
+  js: boolean
+  jsMemoryBytes: number
+}
+
+export interface RunWasm {
+  type: 'run'
+  engine: 'wasm'
+  module: WebAssembly.Module
+  memory?: MemoryInfo
+  growHook: boolean
+  fuelMetered: boolean
+  args: string[]
+  env: Record<string, string>
+  stdin: Uint8Array
+  timeoutMs: number
+  memoryBytes: number
+  outputBytes: number
+  fuel?: number
+  seed: string
+}
+
+export interface RunJs {
+  type: 'run'
+  engine: 'js'
+  source: string
+  /** JSON text of the job's input ("null" when none). */
+  input: string
+  timeoutMs: number
+  memoryBytes: number
+  outputBytes: number
+  fuel?: number
+  seed: string
+}
+
+export type RunMessage = RunWasm | RunJs
+
+export interface DoneMessage {
+  type: 'done'
+  exitCode: number
+  /** JSON text of the JS job's output (undefined when main returned undefined). */
+  output?: string
+  truncated: boolean
+  wallMs: number
+  memoryBytes: number
+  fuel?: number
+  error?: { name: FailureName, message: string }
+  /** The worker asks to be replaced (guest memory to give back, a faulted engine). */
+  recycle: boolean
+}
+
+export type WorkerMessage = { type: 'ready' } | DoneMessage

@@ -1,0 +1,56 @@
+/**
+ * Worker thread entry: runs one job at a time, as the pool sends them.
+ * The pool terminates this thread on a deadline it cannot interrupt (a wasm
+ * guest in a loop) and replaces it; nothing in here needs to clean up.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import { OutputSink } from './output.js'
+import { runWasm } from './wasm-engine.js'
+import { loadQuickJS, runJs } from './js-engine.js'
+import type { DoneMessage, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
+
+/**
+ * QuickJS (emscripten) computes local time with this thread's Date, which
+ * follows the host's TZ. Guests must see UTC on every provider, so the local
+ * getters of this worker's Date become their UTC twins. (Only this worker's
+ * realm is changed; the host's main thread is untouched.)
+ */
+function pinTimezoneToUtc (): void {
+  const p = Date.prototype as unknown as Record<string, unknown>
+  for (const name of ['FullYear', 'Month', 'Date', 'Day', 'Hours', 'Minutes', 'Seconds', 'Milliseconds']) {
+    p[`get${name}`] = p[`getUTC${name}`]
+  }
+  p.getTimezoneOffset = () => 0
+}
+
+const init = workerData as WorkerInit
+const port = parentPort
+if (port == null) throw new Error('executor worker must run in a worker thread')
+pinTimezoneToUtc()
+const sink = new OutputSink(init.output, init.maxOutputBytes)
+
+async function handle (msg: RunMessage): Promise<DoneMessage> {
+  if (msg.engine === 'wasm') return runWasm(msg, sink)
+  return await runJs(msg, sink)
+}
+
+port.on('message', (msg: RunMessage) => {
+  handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage) }, (err: unknown) => {
+    const done: DoneMessage = {
+      type: 'done',
+      exitCode: -1,
+      truncated: sink.truncated,
+      wallMs: 0,
+      memoryBytes: 0,
+      error: { name: 'trap', message: `executor worker fault: ${err instanceof Error ? err.message : String(err)}` },
+      recycle: true
+    }
+    port.postMessage(done)
+  })
+})
+
+if (init.js) {
+  loadQuickJS(init.jsMemoryBytes).then(() => { port.postMessage({ type: 'ready' } satisfies WorkerMessage) }, (err: unknown) => { throw err })
+} else {
+  port.postMessage({ type: 'ready' } satisfies WorkerMessage)
+}
