@@ -57,8 +57,7 @@ export const configSchema = z.strictObject({
     enabled: z.boolean(),
     price: z.number().min(0),
     slots: z.number().int().min(0),
-    engines: z.array(z.enum(['wasm', 'js'])),
-    minReputation: z.number()
+    engines: z.array(z.enum(['wasm', 'js']))
   }),
   auction: z.strictObject({
     bidWindowMs: z.number().int().min(1),
@@ -68,7 +67,8 @@ export const configSchema = z.strictObject({
     suspectAfterMs: z.number().int().min(10),
     lostAfterMs: z.number().int().min(10),
     defaultMaxPrice: z.number().min(0),
-    resultRetentionMs: z.number().int().min(0)
+    resultRetentionMs: z.number().int().min(0),
+    minReputation: z.number()
   })
 })
 

@@ -13,6 +13,11 @@ import { VERSION } from './version.js'
 import { buildNetworkNode, loadOrCreateIdentity, type Identity, type NetworkNode } from './p2p/index.js'
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
+import { openLedger, type Ledger } from './ledger/index.js'
+import { createExecutor, type Executor } from './executor/index.js'
+import { createMarket, type Market } from './auction/index.js'
+import { jobRoutes } from './gateway/routes/jobs.js'
+import { cpus } from 'node:os'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
 
@@ -20,6 +25,9 @@ export class MercatoNode implements GatewayNode {
   readonly config: Config
   identity!: Identity
   network!: NetworkNode
+  ledger!: Ledger
+  executor!: Executor
+  market!: Market
   gateway?: Gateway
   private readonly cleanups: Cleanup[] = []
   private log: Logger = logger('node')
@@ -52,6 +60,14 @@ export class MercatoNode implements GatewayNode {
     this.identity = await loadOrCreateIdentity(cfg.dataDir)
     this.log = logger('node', { peerId: this.identity.peerId })
 
+    this.ledger = await openLedger({ signer: this.identity.signer, path: join(cfg.dataDir, 'ledger') })
+    this.defer('ledger', async () => { await this.ledger.close() })
+
+    const poolSize = cfg.executor.poolSize > 0 ? cfg.executor.poolSize : cpus().length
+    this.executor = createExecutor({ ...cfg.executor, poolSize, queueSize: cfg.executor.queueSize })
+    await this.executor.start()
+    this.defer('executor', async () => { await this.executor.stop() })
+
     this.network = await buildNetworkNode({
       seed: this.identity.seed,
       listen: cfg.p2p.listen,
@@ -68,6 +84,30 @@ export class MercatoNode implements GatewayNode {
     }
     this.defer('network', async () => { await this.network.stop() })
 
+    this.market = createMarket({
+      network: this.network,
+      signer: this.identity.signer,
+      ledger: this.ledger,
+      executor: this.executor,
+      blobsDir: join(cfg.dataDir, 'blobs'),
+      requester: cfg.auction,
+      provider: {
+        enabled: cfg.provider.enabled,
+        price: cfg.provider.price,
+        slots: cfg.provider.slots > 0 ? cfg.provider.slots : poolSize,
+        engines: cfg.provider.engines,
+        maxTimeoutMs: cfg.executor.maxTimeoutMs,
+        maxMemoryMb: cfg.executor.maxMemoryMb,
+        maxOutputBytes: cfg.executor.maxOutputBytes,
+        heartbeatMs: cfg.auction.heartbeatMs,
+        resultRetentionMs: cfg.auction.resultRetentionMs
+      },
+      // test-only switch (replica quorum tests): this provider lies about its output
+      corruptResults: process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'
+    })
+    await this.market.start()
+    this.defer('market', async () => { await this.market.stop() })
+
     if (cfg.gateway.enabled) {
       const needToken = cfg.gateway.requireToken || !isLoopbackHost(cfg.gateway.host)
       const token = needToken ? await loadOrCreateToken(cfg.dataDir) : undefined
@@ -77,7 +117,8 @@ export class MercatoNode implements GatewayNode {
           host: cfg.gateway.host,
           port: cfg.gateway.port,
           token,
-          bodyLimitBytes: cfg.gateway.bodyLimitBytes
+          bodyLimitBytes: cfg.gateway.bodyLimitBytes,
+          plugins: [jobRoutes({ market: this.market })]
         })
       } catch (err: any) {
         if (err?.code === 'EADDRINUSE') throw new ConfigError('gateway.port', `config key "gateway.port": port ${cfg.gateway.port} on ${cfg.gateway.host} is in use`)
@@ -105,7 +146,13 @@ export class MercatoNode implements GatewayNode {
       peerId: this.identity.peerId,
       addresses: this.network.addresses(),
       version: VERSION,
-      provider: { enabled: this.config.provider.enabled }
+      provider: {
+        enabled: this.config.provider.enabled,
+        price: this.config.provider.price,
+        slots: this.market.provider.slots,
+        busy: this.market.provider.busy,
+        engines: this.market.provider.engines()
+      }
     }
   }
 

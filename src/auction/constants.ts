@@ -1,0 +1,54 @@
+/** Gossip topic for signed job offers. */
+export const JOBS_TOPIC = 'mercato/jobs/1'
+/** Gossip topic for signed receipts (the public price and performance record). */
+export const RECEIPTS_TOPIC = 'mercato/receipts/1'
+/** Sealed bids and declines, provider → requester (request/response). */
+export const BID_PROTOCOL = '/mercato/bid/1.0.0'
+/** Offers sent directly to providers found in the DHT beyond our gossip mesh. */
+export const OFFER_PROTOCOL = '/mercato/offer/1.0.0'
+/** Award → accept, heartbeats, result: one long-lived channel per award. */
+export const AWARD_PROTOCOL = '/mercato/award/1.0.0'
+/** Content-addressed module and input bytes. */
+export const BLOB_PROTOCOL = '/mercato/blob/1.0.0'
+/** A restarted requester asks a provider about a job it awarded. */
+export const STATUS_PROTOCOL = '/mercato/status/1.0.0'
+/** DHT key prefix under which providers advertise an engine. */
+export const ENGINE_KEY_PREFIX = 'mercato:engine:'
+/** DHT key prefix under which nodes announce that they hold a blob. */
+export const BLOB_KEY_PREFIX = 'mercato:blob:'
+
+export const DOMAIN = {
+  offer: 'mercato/v1/offer',
+  bid: 'mercato/v1/bid',
+  decline: 'mercato/v1/decline',
+  award: 'mercato/v1/award',
+  accept: 'mercato/v1/accept',
+  refuse: 'mercato/v1/refuse',
+  result: 'mercato/v1/result',
+  receipt: 'mercato/v1/receipt'
+} as const
+
+/** Largest signed offer: the spec without large bytes (modules travel as blobs). */
+export const MAX_OFFER_BYTES = 128 * 1024
+/** A bid or decline is a few hundred bytes. */
+export const MAX_BID_BYTES = 8 * 1024
+/** Largest message on an award channel: a result with capped stdout/stderr. */
+export const MAX_CHANNEL_BYTES = 4 * 1024 * 1024
+/** Largest blob (wasm module) served or fetched. */
+export const MAX_BLOB_BYTES = 16 * 1024 * 1024
+/** Largest inline JS source or stdin carried in an offer. */
+export const MAX_INLINE_BYTES = 64 * 1024
+/** Clock skew we tolerate on signed timestamps. */
+export const MAX_CLOCK_SKEW_MS = 30_000
+/** A bid stays valid this long past the job's deadline window, so the runner-up can still be awarded. */
+export const BID_TTL_MS = 10 * 60_000
+/** Offers older than this are refused as replays. */
+export const OFFER_TTL_MS = 10 * 60_000
+/** Cap on extra runs when replicas disagree. */
+export const MAX_EXTRA_RUNS = 2
+/** Backoff between failover attempts (ms), doubled per attempt. */
+export const FAILOVER_BACKOFF_MS = 25
+/** Default job limits when the spec gives none. */
+export const DEFAULT_LIMITS = { timeoutMs: 10_000, memoryMb: 64, outputBytes: 64 * 1024 }
+/** Keep finished jobs' events and results in memory (the ledger keeps everything). */
+export const MAX_JOBS_IN_MEMORY = 10_000

@@ -1,0 +1,237 @@
+/**
+ * The market's wire messages: one zod schema and one codec each.
+ *
+ * Every message is a {@link Signed} envelope (domain-separated Ed25519 over
+ * the canonical DAG-CBOR payload), carrying a version, the signer, a
+ * timestamp and an expiry. {@link decodeSigned} checks size, encoding,
+ * schema, domain, signature and freshness — in that order, cheapest first —
+ * before anything else sees the message.
+ */
+import { z } from 'zod'
+import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../crypto/index.js'
+import { InvalidMessageError } from '../errors.js'
+import { DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES } from './constants.js'
+
+const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
+const cid = z.string().min(8).max(128)
+const jobId = z.string().min(8).max(128)
+const ts = z.number().int().nonnegative()
+const price = z.number().finite().nonnegative().max(1e12)
+
+export const limitsSchema = z.strictObject({
+  timeoutMs: z.number().int().min(1).max(24 * 3600_000),
+  memoryMb: z.number().int().min(1).max(65536),
+  outputBytes: z.number().int().min(0).max(64 * 1024 * 1024)
+})
+
+/** What a job runs: the part of the spec every provider sees. */
+export const specSchema = z.strictObject({
+  engine: z.enum(['wasm', 'js']),
+  module: z.strictObject({ cid, size: z.number().int().min(1) }).optional(),
+  source: z.string().max(MAX_INLINE_BYTES).optional(),
+  args: z.array(z.string().max(4096)).max(256),
+  env: z.record(z.string().max(256), z.string().max(4096)),
+  stdin: bytes.refine(b => b.length <= MAX_INLINE_BYTES, { message: `at most ${MAX_INLINE_BYTES} bytes` }).optional(),
+  input: z.unknown().optional(),
+  limits: limitsSchema
+})
+export type JobSpecWire = z.infer<typeof specSchema>
+
+export const offerSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  requester: peerId,
+  /** multiaddrs where the requester can be reached (to send bids, fetch blobs) */
+  addrs: z.array(z.string().max(512)).max(16),
+  spec: specSchema,
+  maxPrice: price,
+  replicas: z.number().int().min(1).max(15),
+  bidWindowMs: z.number().int().min(1).max(60_000),
+  ts,
+  expires: ts,
+  /** re-announcement counter (restart, failover with no bids left) */
+  round: z.number().int().min(0).max(1000)
+})
+export type Offer = z.infer<typeof offerSchema>
+
+export const bidSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  offerId: cid,
+  provider: peerId,
+  price,
+  /** when the provider expects to start, ms after award */
+  estStartMs: z.number().int().min(0).max(24 * 3600_000),
+  ts,
+  expires: ts
+})
+export type Bid = z.infer<typeof bidSchema>
+
+export const DECLINE_REASONS = ['engine', 'timeout-over-cap', 'memory-over-cap', 'output-over-cap', 'price', 'no-slot', 'requester-flagged', 'not-providing', 'module-too-large'] as const
+export type DeclineReason = typeof DECLINE_REASONS[number]
+
+export const declineSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  offerId: cid,
+  provider: peerId,
+  reason: z.enum(DECLINE_REASONS),
+  detail: z.string().max(512).optional(),
+  ts
+})
+export type Decline = z.infer<typeof declineSchema>
+
+export const awardSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  offerId: cid,
+  requester: peerId,
+  provider: peerId,
+  /** digest of the winning bid */
+  bidId: cid,
+  /** digests of every bid considered, so anyone can re-check the winner */
+  bids: z.array(cid).max(1024),
+  /** what the provider will be paid (second price) */
+  price,
+  attempt: z.number().int().min(0).max(100),
+  ts,
+  expires: ts
+})
+export type Award = z.infer<typeof awardSchema>
+
+export const acceptSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  awardId: cid,
+  provider: peerId,
+  ts
+})
+export type Accept = z.infer<typeof acceptSchema>
+
+export const refuseSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  awardId: cid,
+  provider: peerId,
+  reason: z.string().max(128),
+  ts
+})
+export type Refuse = z.infer<typeof refuseSchema>
+
+export const resultSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  awardId: cid,
+  provider: peerId,
+  exitCode: z.number().int(),
+  stdout: bytes,
+  stderr: bytes,
+  output: z.unknown().optional(),
+  truncated: z.boolean(),
+  resultHash: z.string().regex(/^[0-9a-f]{64}$/),
+  usage: z.strictObject({ wallMs: z.number().min(0), memoryBytes: z.number().min(0), outputBytes: z.number().min(0), fuel: z.number().min(0).optional() }),
+  error: z.strictObject({ name: z.string().max(64), message: z.string().max(1024) }).optional(),
+  ts
+})
+export type Result = z.infer<typeof resultSchema>
+
+export const receiptSchema = z.strictObject({
+  v: z.literal(1),
+  jobId,
+  requester: peerId,
+  provider: peerId,
+  resultId: cid,
+  resultHash: z.string().regex(/^[0-9a-f]{64}$/),
+  price,
+  status: z.enum(['paid', 'superseded', 'failed']),
+  ts
+})
+export type Receipt = z.infer<typeof receiptSchema>
+
+/** Frames on the award channel. */
+export const channelFrameSchema = z.discriminatedUnion('t', [
+  z.strictObject({ t: z.literal('award'), m: z.unknown() }),
+  z.strictObject({ t: z.literal('accept'), m: z.unknown() }),
+  z.strictObject({ t: z.literal('refuse'), m: z.unknown() }),
+  z.strictObject({ t: z.literal('hb'), ts, state: z.enum(['fetching', 'queued', 'running']) }),
+  z.strictObject({ t: z.literal('result'), m: z.unknown() }),
+  z.strictObject({ t: z.literal('receipt'), m: z.unknown() })
+])
+export type ChannelFrame = z.infer<typeof channelFrameSchema>
+
+const SCHEMAS = {
+  offer: offerSchema,
+  bid: bidSchema,
+  decline: declineSchema,
+  award: awardSchema,
+  accept: acceptSchema,
+  refuse: refuseSchema,
+  result: resultSchema,
+  receipt: receiptSchema
+} as const
+
+export type Kind = keyof typeof SCHEMAS
+export type PayloadOf<K extends Kind> = z.infer<typeof SCHEMAS[K]>
+
+/** Reasons a message is refused, counted per reason. */
+export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash'
+
+export class RefusedMessageError extends InvalidMessageError {
+  readonly reason: RefusalReason
+  constructor (reason: RefusalReason, message: string) {
+    super(message, `refused-${reason}`)
+    this.name = 'RefusedMessageError'
+    this.reason = reason
+  }
+}
+
+export function sign<K extends Kind> (signer: Signer, kind: K, payload: PayloadOf<K>): Signed<PayloadOf<K>> {
+  return signMessage(signer, DOMAIN[kind], payload)
+}
+
+export function encodeSigned (m: Signed): Uint8Array {
+  return canonicalEncode(m)
+}
+
+const envelopeSchema = z.strictObject({ domain: z.string().max(64), signer: peerId, payload: z.unknown(), sig: bytes })
+
+/**
+ * Check a signed message of one kind from already-decoded data: schema,
+ * domain, signature, freshness. Throws {@link RefusedMessageError}.
+ */
+export function checkSigned<K extends Kind> (value: unknown, kind: K, opts: { now?: number } = {}): Signed<PayloadOf<K>> {
+  const env = envelopeSchema.safeParse(value)
+  if (!env.success) throw new RefusedMessageError('bad-schema', `${kind}: not a signed envelope`)
+  if (env.data.domain !== DOMAIN[kind]) throw new RefusedMessageError('bad-schema', `${kind}: wrong domain ${env.data.domain}`)
+  const parsed = SCHEMAS[kind].safeParse(env.data.payload)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new RefusedMessageError('bad-schema', `${kind}: ${issue.path.join('.')}: ${issue.message}`)
+  }
+  const m = env.data as Signed<PayloadOf<K>>
+  if (!verifyMessage(m, DOMAIN[kind])) throw new RefusedMessageError('bad-signature', `${kind}: bad signature`)
+  const p = m.payload as any
+  const signerField = p.provider ?? p.requester
+  if ((kind === 'offer' || kind === 'award' || kind === 'receipt') ? p.requester !== m.signer : signerField !== m.signer) {
+    throw new RefusedMessageError('bad-signature', `${kind}: signed by ${m.signer}, not by the party it names`)
+  }
+  const now = opts.now ?? Date.now()
+  if (p.ts > now + MAX_CLOCK_SKEW_MS) throw new RefusedMessageError('future', `${kind}: timestamp in the future`)
+  if (typeof p.expires === 'number' && p.expires < now) throw new RefusedMessageError('expired', `${kind}: expired`)
+  return m
+}
+
+/** Size-cap, decode and check bytes from the network. */
+export function decodeSigned<K extends Kind> (data: Uint8Array, kind: K, maxBytes: number, opts: { now?: number } = {}): Signed<PayloadOf<K>> {
+  if (data.length > maxBytes) throw new RefusedMessageError('too-large', `${kind}: ${data.length} bytes exceeds ${maxBytes}`)
+  let value: unknown
+  try {
+    value = canonicalDecode(data)
+  } catch {
+    throw new RefusedMessageError('bad-encoding', `${kind}: not canonical CBOR`)
+  }
+  return checkSigned(value, kind, opts)
+}
+
+export { messageId }

@@ -1,0 +1,426 @@
+/**
+ * The provider side of the market: hear offers, decide with a reason, bid
+ * (sealed, peer to peer), accept awards, fetch the module, run it in the
+ * executor with heartbeats, return a signed result, keep it for a while.
+ */
+import { canonicalDecode, canonicalEncode, messageId, type Signed, type Signer } from '../crypto/index.js'
+import { logger, type Logger } from '../logger.js'
+import type { MessageChannel, Network, TopicMessage, ValidationResult } from '../p2p/index.js'
+import type { Ledger } from '../ledger/index.js'
+import { computeResultHash, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
+import type { BlobStore } from './blobs.js'
+import {
+  AWARD_PROTOCOL, BID_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
+  MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
+} from './constants.js'
+import { checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type RefusalReason, type Result, type Award } from './messages.js'
+import { decide, type Decision, type StrategyContext } from './strategy.js'
+
+export interface ProviderConfig {
+  enabled: boolean
+  price: number
+  slots: number
+  engines: Array<'wasm' | 'js'>
+  maxTimeoutMs: number
+  maxMemoryMb: number
+  maxOutputBytes: number
+  heartbeatMs: number
+  resultRetentionMs: number
+}
+
+export interface ProviderDeps {
+  network: Network
+  signer: Signer
+  ledger: Ledger
+  executor: Executor
+  blobs: BlobStore
+  config: ProviderConfig
+  isFlagged?: (peerId: string) => boolean
+  /** deliver a bid to this node's own requester */
+  localRequester?: { onBidMessage: (data: Uint8Array, from: string) => Promise<void> }
+  /** test-only: corrupt every result (to test replica quorum) */
+  corruptResults?: boolean
+}
+
+interface HeldJob {
+  jobId: string
+  awardId: string
+  requester: string
+  state: 'fetching' | 'queued' | 'running' | 'done'
+  result?: Signed<Result>
+  doneAt?: number
+}
+
+const MAX_KNOWN_OFFERS = 10_000
+
+export class Provider {
+  readonly refused = new Map<RefusalReason, number>()
+  readonly stats = { offers: 0, bids: 0, declines: new Map<DeclineReason, number>(), awards: 0, refusedAwards: 0, completed: 0 }
+  private readonly deps: ProviderDeps
+  private readonly cfg: ProviderConfig
+  private readonly log: Logger
+  private readonly offers = new Map<string, Signed<Offer>>()
+  private readonly seenAwards = new Set<string>()
+  private readonly held = new Map<string, HeldJob>()
+  private running = 0
+  private sweeper?: NodeJS.Timeout
+  private readonly avgRunMs = { value: 50 }
+
+  constructor (deps: ProviderDeps) {
+    this.deps = deps
+    this.cfg = deps.config
+    this.log = logger('auction:provider', { peerId: deps.signer.peerId })
+  }
+
+  get peerId (): string { return this.deps.signer.peerId }
+  get enabled (): boolean { return this.cfg.enabled }
+  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.deps.executor.stats().poolSize }
+  get busy (): number { return this.running }
+  engines (): Array<'wasm' | 'js'> {
+    const have = new Set(this.deps.executor.engines())
+    return this.cfg.engines.filter(e => have.has(e))
+  }
+
+  async start (): Promise<void> {
+    const { network } = this.deps
+    // status answers even when not providing: we may hold results from before
+    await network.handle(STATUS_PROTOCOL, async (data, ctx) => canonicalEncode(this.statusFor(data, ctx.from)), { maxRequestBytes: 1024 })
+    this.sweeper = setInterval(() => { this.sweep() }, 60_000)
+    this.sweeper.unref()
+    if (!this.cfg.enabled) return
+    network.subscribe(JOBS_TOPIC, (msg) => { this.onGossipOffer(msg) }, (msg) => this.validateOffer(msg))
+    await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
+      const offer = this.checkOffer(data, ctx.from)
+      this.onOffer(offer)
+      return new Uint8Array(0)
+    }, { maxRequestBytes: MAX_OFFER_BYTES })
+    await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await this.onAwardChannel(channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
+    // advertise our engines in the DHT so requesters beyond our gossip mesh find us
+    for (const engine of this.engines()) {
+      void network.provide(ENGINE_KEY_PREFIX + engine, { signal: AbortSignal.timeout(30_000) }).catch(err => { this.log.debug({ err, engine }, 'DHT provide failed (will work once we have peers)') })
+    }
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.sweeper)
+    const { network } = this.deps
+    if (this.cfg.enabled) {
+      network.unsubscribe(JOBS_TOPIC)
+      await network.unhandle(OFFER_PROTOCOL).catch(() => {})
+      await network.unhandle(AWARD_PROTOCOL).catch(() => {})
+    }
+    await network.unhandle(STATUS_PROTOCOL).catch(() => {})
+  }
+
+  private count (reason: RefusalReason): void {
+    this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1)
+  }
+
+  private checkOffer (data: Uint8Array, from?: string): Signed<Offer> {
+    try {
+      return decodeSigned(data, 'offer', MAX_OFFER_BYTES)
+    } catch (err: any) {
+      this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      this.log.debug({ err: err.message, from }, 'refused offer')
+      throw err
+    }
+  }
+
+  private validateOffer (msg: TopicMessage): ValidationResult {
+    try {
+      const offer = this.checkOffer(msg.data, msg.from)
+      return offer.signer === this.peerId ? 'ignore' : 'accept'
+    } catch (err: any) {
+      // an expired offer may be an honest late delivery: ignore, do not punish
+      return err?.reason === 'expired' ? 'ignore' : 'reject'
+    }
+  }
+
+  private onGossipOffer (msg: TopicMessage): void {
+    let offer: Signed<Offer>
+    try { offer = decodeSigned(msg.data, 'offer', MAX_OFFER_BYTES) } catch { return }
+    if (offer.signer === this.peerId) return
+    this.onOffer(offer)
+  }
+
+  /** Decide on an offer and answer the requester with a signed bid or decline. */
+  onOffer (offer: Signed<Offer>): void {
+    const offerId = messageId(offer)
+    if (this.offers.has(offerId)) return
+    this.offers.set(offerId, offer)
+    if (this.offers.size > MAX_KNOWN_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
+    this.stats.offers++
+    void this.answer(offer, offerId).catch(err => { this.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
+  }
+
+  private strategyContext (): StrategyContext {
+    return {
+      enabled: this.cfg.enabled,
+      engines: this.engines(),
+      price: this.cfg.price,
+      maxTimeoutMs: this.cfg.maxTimeoutMs,
+      maxMemoryMb: this.cfg.maxMemoryMb,
+      maxOutputBytes: this.cfg.maxOutputBytes,
+      maxModuleBytes: MAX_BLOB_BYTES,
+      freeSlots: this.slots - this.running,
+      isFlagged: this.deps.isFlagged ?? (() => false)
+    }
+  }
+
+  private async answer (offer: Signed<Offer>, offerId: string): Promise<void> {
+    const o = offer.payload
+    const decision: Decision = decide(o, this.strategyContext())
+    const now = Date.now()
+    let msg: Signed
+    if (decision.bid) {
+      msg = sign(this.deps.signer, 'bid', {
+        v: 1,
+        jobId: o.jobId,
+        offerId,
+        provider: this.peerId,
+        price: this.cfg.price,
+        estStartMs: this.running >= this.slots ? Math.round(this.avgRunMs.value) : 0,
+        ts: now,
+        expires: now + BID_TTL_MS
+      })
+      this.stats.bids++
+    } else {
+      msg = sign(this.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: this.peerId, reason: decision.reason, detail: decision.detail, ts: now })
+      this.stats.declines.set(decision.reason, (this.stats.declines.get(decision.reason) ?? 0) + 1)
+    }
+    const bytes = encodeSigned(msg)
+    if (o.requester === this.peerId && this.deps.localRequester != null) {
+      await this.deps.localRequester.onBidMessage(bytes, this.peerId)
+    } else {
+      await this.reach(o.requester, o.addrs)
+      await this.deps.network.request(o.requester, BID_PROTOCOL, bytes, { timeoutMs: 5000, maxResponseBytes: 1024 })
+    }
+    void this.deps.ledger.append('offer', { jobId: o.jobId, side: 'provider', offer })
+      .then(async () => await this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', [decision.bid ? 'bid' : 'decline']: msg }))
+      .catch(err => { this.log.error({ err }, 'ledger append failed') })
+  }
+
+  /** Make sure we can reach the requester (dial its announced addresses if not connected). */
+  private async reach (peer: string, addrs: string[]): Promise<void> {
+    if (this.deps.network.isConnected(peer)) return
+    for (const addr of addrs) {
+      if (!addr.endsWith(`/p2p/${peer}`)) continue
+      try { await this.deps.network.dial(addr, { signal: AbortSignal.timeout(3000) }); return } catch {}
+    }
+  }
+
+  // ---------------------------------------------------------------- awards
+
+  private async onAwardChannel (channel: MessageChannel): Promise<void> {
+    const it = channel[Symbol.asyncIterator]()
+    const first = await Promise.race([
+      it.next(),
+      new Promise<never>((_resolve, reject) => setTimeout(() => { reject(new Error('no award in time')) }, 5000).unref())
+    ])
+    if (first.done === true) return
+    let frame: ChannelFrame
+    try { frame = canonicalDecode<ChannelFrame>(first.value) } catch { this.count('bad-encoding'); channel.abort(); return }
+    if (frame?.t !== 'award') { this.count('bad-schema'); channel.abort(); return }
+    let award: Signed<Award>
+    try {
+      award = checkSigned(frame.m, 'award')
+    } catch (err: any) {
+      this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      channel.abort()
+      return
+    }
+    await this.handleAward(award, channel, it)
+  }
+
+  /** A local award channel: this node awarded itself. */
+  acceptLocal (channel: MessageChannel): void {
+    void this.onAwardChannel(channel).catch(err => { this.log.warn({ err }, 'local award failed') })
+  }
+
+  private async handleAward (award: Signed<Award>, channel: MessageChannel, it: AsyncIterator<Uint8Array>): Promise<void> {
+    const a = award.payload
+    const awardId = messageId(award)
+    const offer = this.offers.get(a.offerId)
+    const refuse = async (reason: string): Promise<void> => {
+      this.stats.refusedAwards++
+      const refusal = sign(this.deps.signer, 'refuse', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, reason, ts: Date.now() })
+      await channel.send(canonicalEncode({ t: 'refuse', m: refusal })).catch(() => {})
+      await channel.close().catch(() => {})
+    }
+    if (a.provider !== this.peerId) { this.count('wrong-sender'); await refuse('award names another provider'); return }
+    if (award.signer !== channel.remotePeer) { this.count('wrong-sender'); channel.abort(); return }
+    if (offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { this.count('unknown-job'); await refuse('unknown offer'); return }
+    if (this.seenAwards.has(awardId)) { this.count('replay'); await refuse('award already seen'); return }
+    this.seenAwards.add(awardId)
+    if (this.running >= this.slots) { await refuse('no-slot'); return }
+    this.running++
+    this.stats.awards++
+    const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
+    this.held.set(a.jobId, held)
+    let channelOpen = true
+    const send = async (f: ChannelFrame): Promise<void> => {
+      if (!channelOpen) return
+      try { await channel.send(canonicalEncode(f)) } catch { channelOpen = false }
+    }
+    const accept = sign(this.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, ts: Date.now() })
+    await send({ t: 'accept', m: accept })
+    void this.deps.ledger.append('award', { jobId: a.jobId, side: 'provider', award })
+      .then(async () => await this.deps.ledger.append('accept', { jobId: a.jobId, side: 'provider', accept }))
+      .catch(err => { this.log.error({ err }, 'ledger append failed') })
+
+    // heartbeats while we fetch and run
+    const hb = setInterval(() => { void send({ t: 'hb', ts: Date.now(), state: held.state === 'done' ? 'running' : held.state }) }, this.cfg.heartbeatMs)
+    // watch the channel for the receipt, and for the requester going away
+    const receiptP = this.readReceipt(it, a.jobId, award.signer).finally(() => { channelOpen = false })
+    let result: Signed<Result>
+    try {
+      const started = Date.now()
+      const job = await this.buildExecJob(offer.payload, award.signer)
+      held.state = 'running'
+      void send({ t: 'hb', ts: Date.now(), state: 'running' })
+      let exec: ExecResult
+      try {
+        exec = await this.deps.executor.run(job)
+      } catch (err: any) {
+        // deterministic refusals of the sandbox (invalid module, unsupported engine) are results too
+        exec = failureResult(job.id, err)
+      }
+      this.avgRunMs.value = this.avgRunMs.value * 0.8 + (Date.now() - started) * 0.2
+      result = this.signResult(a.jobId, awardId, exec)
+    } catch (err: any) {
+      // could not even fetch the module: let the requester fail over
+      this.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
+      clearInterval(hb)
+      this.running--
+      this.held.delete(a.jobId)
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+      return
+    } finally {
+      clearInterval(hb)
+    }
+    this.running--
+    held.state = 'done'
+    held.result = result
+    held.doneAt = Date.now()
+    this.stats.completed++
+    await this.deps.ledger.append('result', { jobId: a.jobId, side: 'provider', result }).catch(err => { this.log.error({ err }, 'ledger append failed') })
+    await send({ t: 'result', m: result })
+    await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, 10_000).unref())])
+    await channel.close().catch(() => {})
+  }
+
+  private async readReceipt (it: AsyncIterator<Uint8Array>, jobId: string, requester: string): Promise<void> {
+    try {
+      while (true) {
+        const next = await it.next()
+        if (next.done === true) return
+        let frame: ChannelFrame
+        try { frame = canonicalDecode<ChannelFrame>(next.value) } catch { this.count('bad-encoding'); continue }
+        if (frame?.t !== 'receipt') continue
+        try {
+          const receipt = checkSigned(frame.m, 'receipt')
+          if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== this.peerId) { this.count('wrong-sender'); continue }
+          await this.deps.ledger.append('receipt', { jobId, side: 'provider', receipt })
+          return
+        } catch (err: any) {
+          this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+        }
+      }
+    } catch {
+      // channel reset: the requester went away; the result stays available over the status protocol
+    }
+  }
+
+  private async buildExecJob (o: Offer, requester: string): Promise<ExecJob> {
+    const spec = o.spec
+    const job: ExecJob = {
+      id: o.jobId,
+      engine: spec.engine,
+      args: spec.args,
+      env: spec.env,
+      stdin: spec.stdin,
+      input: spec.input,
+      limits: spec.limits,
+      seed: o.jobId
+    }
+    if (spec.engine === 'wasm' && spec.module != null) {
+      const cid = spec.module.cid
+      const maxBytes = Math.min(MAX_BLOB_BYTES, spec.module.size)
+      let module: Uint8Array
+      try {
+        module = await this.deps.blobs.fetch(this.deps.network, cid, [requester], { maxBytes })
+      } catch {
+        // the requester cannot serve it: ask the DHT who holds it
+        const holders = await this.deps.network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
+        module = await this.deps.blobs.fetch(this.deps.network, cid, holders.filter(p => p !== this.peerId), { maxBytes })
+      }
+      job.module = module
+      job.moduleCid = spec.module.cid
+    } else if (spec.source != null) {
+      job.source = spec.source
+    }
+    return job
+  }
+
+  private signResult (jobId: string, awardId: string, exec: ExecResult): Signed<Result> {
+    let { stdout, output } = exec
+    let resultHash = exec.resultHash
+    if (this.deps.corruptResults === true) {
+      stdout = new Uint8Array([...stdout, 0x21])
+      resultHash = computeResultHash(jobId, { exitCode: exec.exitCode, stdout, stderr: exec.stderr, output })
+    }
+    try { canonicalEncode(output ?? null) } catch { output = JSON.stringify(output) }
+    return sign(this.deps.signer, 'result', {
+      v: 1,
+      jobId,
+      awardId,
+      provider: this.peerId,
+      exitCode: exec.exitCode,
+      stdout,
+      stderr: exec.stderr,
+      output,
+      truncated: exec.truncated,
+      resultHash,
+      usage: exec.usage,
+      error: exec.error,
+      ts: Date.now()
+    })
+  }
+
+  private statusFor (data: Uint8Array, from: string): { state: string, result?: Signed<Result> } {
+    let jobId: unknown
+    try { jobId = canonicalDecode<{ jobId: unknown }>(data).jobId } catch { return { state: 'unknown' } }
+    if (typeof jobId !== 'string') return { state: 'unknown' }
+    const held = this.held.get(jobId)
+    if (held == null || held.requester !== from) return { state: 'unknown' }
+    return held.result != null ? { state: 'done', result: held.result } : { state: held.state }
+  }
+
+  /** Status for this node's own requester (local awards). */
+  localStatus (jobId: string): { state: string, result?: Signed<Result> } | undefined {
+    const held = this.held.get(jobId)
+    if (held == null) return undefined
+    return held.result != null ? { state: 'done', result: held.result } : { state: held.state }
+  }
+
+  private sweep (): void {
+    const cutoff = Date.now() - this.cfg.resultRetentionMs
+    for (const [id, h] of this.held) if (h.doneAt != null && h.doneAt < cutoff) this.held.delete(id)
+    if (this.seenAwards.size > MAX_KNOWN_OFFERS) this.seenAwards.clear()
+  }
+}
+
+function failureResult (jobId: string, err: any): ExecResult {
+  const stderr = new TextEncoder().encode(`${err?.code ?? 'error'}: ${err?.message ?? err}`)
+  const stdout = new Uint8Array(0)
+  return {
+    exitCode: 3,
+    stdout,
+    stderr,
+    truncated: false,
+    resultHash: computeResultHash(jobId, { exitCode: 3, stdout, stderr }),
+    usage: { wallMs: 0, memoryBytes: 0, outputBytes: stderr.length },
+    error: { name: typeof err?.code === 'string' ? err.code : 'trap', message: String(err?.message ?? err).slice(0, 1000) } as ExecResult['error']
+  }
+}
+

@@ -1,0 +1,911 @@
+/**
+ * The requester side of the market: announce, collect sealed bids, pick,
+ * award, watch, fail over, verify, settle.
+ *
+ * One {@link RequesterJob} per submitted job holds its bids, award attempts
+ * and results. Every step is appended to the ledger (the counter-party's
+ * signed message embedded), so the log alone can rebuild a job after a
+ * restart ({@link Requester.recover}).
+ */
+import { EventEmitter } from 'node:events'
+import { canonicalDecode, canonicalEncode, cidOfValue, messageId, type Signed, type Signer } from '../crypto/index.js'
+import { InvalidInputError, NotFoundError, MercatoError } from '../errors.js'
+import { logger, type Logger } from '../logger.js'
+import type { Network, MessageChannel } from '../p2p/index.js'
+import type { Ledger, LedgerRecord } from '../ledger/index.js'
+import { computeResultHash } from '../executor/index.js'
+import type { BlobStore } from './blobs.js'
+import {
+  AWARD_PROTOCOL, BID_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
+  MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
+} from './constants.js'
+import {
+  checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, specSchema,
+  type Bid, type ChannelFrame, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result
+} from './messages.js'
+import { rankBids, settlementPrice } from './rules.js'
+import { TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
+import type { Reputation } from './reputation.js'
+
+export interface RequesterConfig {
+  bidWindowMs: number
+  minBids: number
+  maxAttempts: number
+  heartbeatMs: number
+  suspectAfterMs: number
+  lostAfterMs: number
+  defaultMaxPrice: number
+  minReputation: number
+}
+
+export interface RequesterDeps {
+  network: Network
+  signer: Signer
+  ledger: Ledger
+  blobs: BlobStore
+  reputation: Reputation
+  config: RequesterConfig
+  /** deliver an offer to this node's own provider (a node may bid on its own jobs) */
+  localProvider?: {
+    onOffer: (offer: Signed<Offer>) => void
+    openAward: () => MessageChannel
+    status: (jobId: string) => { state: string, result?: Signed<Result> } | undefined
+    engines: () => string[]
+  }
+  isFlagged?: (peerId: string) => boolean
+}
+
+interface BidEntry { id: string, signed: Signed<Bid>, provider: string, price: number, estStartMs: number }
+
+interface Attempt {
+  provider: string
+  awardId: string
+  price: number
+  attempt: number
+  state: AttemptView['state']
+  channel?: MessageChannel
+  lastSeen: number
+  suspect: boolean
+  awardedAt: number
+  endedAt?: number
+  reason?: string
+  resultHash?: string
+}
+
+interface RequesterJob {
+  id: string
+  spec: JobSpecWire
+  maxPrice: number
+  replicas: number
+  minBids: number
+  bidWindowMs: number
+  status: JobStatus
+  createdAt: number
+  completedAt?: number
+  round: number
+  offer?: Signed<Offer>
+  offerId?: string
+  bids: Map<string, BidEntry>
+  declines: Map<string, { reason: Decline['reason'], detail?: string }>
+  attempts: Attempt[]
+  excluded: Set<string>
+  results: Map<string, { signed: Signed<Result>, id: string }>
+  final?: { result: Signed<Result>, providers: string[], price: number }
+  events: JobEvent[]
+  closeBidding?: () => void
+  biddingTimer?: NodeJS.Timeout
+  extraRuns: number
+  handovers: number
+  error?: string
+}
+
+export class JobStateError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'conflict', status: 409, name: 'JobStateError' })
+  }
+}
+
+export class Requester {
+  readonly events = new EventEmitter()
+  readonly refused = new Map<RefusalReason, number>()
+  readonly stats = { announced: 0, completed: 0, failovers: 0, noBids: 0, failed: 0, auctionMs: [] as number[], latencyMs: [] as number[] }
+  private readonly jobs = new Map<string, RequesterJob>()
+  private readonly deps: RequesterDeps
+  private readonly cfg: RequesterConfig
+  private readonly log: Logger
+  private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
+  private watchdog?: NodeJS.Timeout
+  private stopped = false
+
+  constructor (deps: RequesterDeps) {
+    this.deps = deps
+    this.cfg = deps.config
+    this.log = logger('auction:requester', { peerId: deps.signer.peerId })
+    this.events.setMaxListeners(0)
+  }
+
+  get peerId (): string { return this.deps.signer.peerId }
+
+  async start (): Promise<void> {
+    const { network } = this.deps
+    await network.handle(BID_PROTOCOL, async (data, ctx) => {
+      await this.onBidMessage(data, ctx.from)
+      return new Uint8Array(0)
+    }, { maxRequestBytes: MAX_BID_BYTES, maxInboundStreams: 1024 })
+    this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
+    this.watchdog.unref()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearInterval(this.watchdog)
+    for (const job of this.jobs.values()) {
+      clearTimeout(job.biddingTimer)
+      for (const a of job.attempts) a.channel?.abort(new Error('requester stopping'))
+    }
+    await this.deps.network.unhandle(BID_PROTOCOL).catch(() => {})
+  }
+
+  // ---------------------------------------------------------------- submit
+
+  /** Validate a spec, log the job, announce it. Resolves once announced. */
+  async submit (input: SubmitSpec): Promise<JobView> {
+    const spec = await this.buildSpec(input)
+    const maxPrice = input.maxPrice ?? this.cfg.defaultMaxPrice
+    if (!Number.isFinite(maxPrice) || maxPrice < 0) throw new InvalidInputError('maxPrice must be a number ≥ 0', 'invalid-spec')
+    const replicas = input.replicas ?? 1
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 15) throw new InvalidInputError('replicas must be an integer from 1 to 15', 'invalid-spec')
+    const nonce = new Uint8Array(16)
+    globalThis.crypto.getRandomValues(nonce)
+    const createdAt = Date.now()
+    const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
+    const job: RequesterJob = {
+      id,
+      spec,
+      maxPrice,
+      replicas,
+      minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas),
+      bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs,
+      status: 'bidding',
+      createdAt,
+      round: 0,
+      bids: new Map(),
+      declines: new Map(),
+      attempts: [],
+      excluded: new Set(),
+      results: new Map(),
+      events: [],
+      extraRuns: 0,
+      handovers: 0
+    }
+    this.remember(job)
+    await this.deps.ledger.append('job', { jobId: id, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas })
+    await this.announce(job)
+    return this.view(job)
+  }
+
+  private async buildSpec (input: SubmitSpec): Promise<JobSpecWire> {
+    const limits = { ...DEFAULT_LIMITS, ...(input.limits ?? {}) }
+    const spec: any = {
+      engine: input.engine,
+      args: input.args ?? [],
+      env: input.env ?? {},
+      limits
+    }
+    if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
+    if (input.input !== undefined) spec.input = input.input
+    if (input.engine === 'wasm') {
+      if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
+      const bytes = await this.deps.blobs.get(input.module)
+      if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-module')
+      spec.module = { cid: input.module, size: bytes.length }
+    } else if (input.engine === 'js') {
+      if (input.source == null && input.module == null) throw new InvalidInputError('a js job needs "source" (or "module": the CID of uploaded source)', 'invalid-spec')
+      if (input.source != null) spec.source = input.source
+      else {
+        const bytes = await this.deps.blobs.get(input.module as string)
+        if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store`, 'unknown-module')
+        spec.source = new TextDecoder().decode(bytes)
+      }
+    }
+    const parsed = specSchema.safeParse(spec)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new InvalidInputError(`${issue.path.join('.') || 'spec'}: ${issue.message}`, 'invalid-spec')
+    }
+    try {
+      canonicalEncode(parsed.data)
+    } catch (err: any) {
+      throw new InvalidInputError(`input: cannot be encoded (${err.message})`, 'invalid-spec')
+    }
+    return parsed.data
+  }
+
+  private remember (job: RequesterJob): void {
+    this.jobs.set(job.id, job)
+    if (this.jobs.size > MAX_JOBS_IN_MEMORY) {
+      for (const [id, j] of this.jobs) {
+        if (TERMINAL.has(j.status)) { this.jobs.delete(id); break }
+      }
+    }
+  }
+
+  private emit (job: RequesterJob, type: JobEventType, data: Record<string, unknown> = {}): void {
+    const event: JobEvent = { type, ts: Date.now(), jobId: job.id, ...data }
+    job.events.push(event)
+    this.events.emit('job', event)
+  }
+
+  private setStatus (job: RequesterJob, status: JobStatus): void {
+    if (job.status === status) return
+    job.status = status
+    if (TERMINAL.has(status)) {
+      job.completedAt = Date.now()
+      clearTimeout(job.biddingTimer)
+      this.events.emit('done', job.id)
+    }
+  }
+
+  // ---------------------------------------------------------------- announce and bid
+
+  private async announce (job: RequesterJob): Promise<void> {
+    const now = Date.now()
+    const payload: Offer = {
+      v: 1,
+      jobId: job.id,
+      requester: this.peerId,
+      addrs: this.deps.network.addresses().slice(0, 16),
+      spec: job.spec,
+      maxPrice: job.maxPrice,
+      replicas: job.replicas,
+      bidWindowMs: job.bidWindowMs,
+      ts: now,
+      expires: now + OFFER_TTL_MS,
+      round: job.round
+    }
+    const offer = sign(this.deps.signer, 'offer', payload)
+    const bytes = encodeSigned(offer)
+    if (bytes.length > MAX_OFFER_BYTES) throw new InvalidInputError(`the job offer is ${bytes.length} bytes; the limit is ${MAX_OFFER_BYTES} (upload large inputs as blobs)`, 'offer-too-large')
+    job.offer = offer
+    job.offerId = messageId(offer)
+    job.bids.clear()
+    job.declines.clear()
+    this.setStatus(job, 'bidding')
+    await this.deps.ledger.append('offer', { jobId: job.id, side: 'requester', offer })
+    const bidStart = Date.now()
+    const closed = new Promise<void>((resolve) => {
+      job.closeBidding = resolve
+      job.biddingTimer = setTimeout(resolve, job.bidWindowMs)
+    })
+    this.stats.announced++
+    const known = this.knownProviders(job)
+    this.emit(job, 'announced', { round: job.round, knownProviders: known.size })
+    // gossip to the mesh, direct to DHT-found providers outside it, and to ourselves
+    const topicPeers = new Set(this.deps.network.topicPeers(JOBS_TOPIC))
+    void this.deps.network.publish(JOBS_TOPIC, bytes).catch(err => { this.log.warn({ err, jobId: job.id }, 'publishing offer failed') })
+    for (const peer of known) {
+      if (peer === this.peerId || topicPeers.has(peer)) continue
+      void this.deps.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+    }
+    this.deps.localProvider?.onOffer(offer)
+    void closed.then(async () => {
+      job.closeBidding = undefined
+      clearTimeout(job.biddingTimer)
+      if (job.status !== 'bidding') return // cancelled meanwhile
+      this.stats.auctionMs.push(Date.now() - bidStart)
+      if (this.stats.auctionMs.length > 10_000) this.stats.auctionMs.splice(0, 5_000)
+      await this.closeAuction(job)
+    }).catch(async (err) => {
+      this.log.error({ err, jobId: job.id }, 'auction failed')
+      await this.fail(job, `auction failed: ${err?.message ?? err}`).catch(() => {})
+    })
+  }
+
+  /** Providers we know can answer: the jobs-topic mesh, DHT engine providers, ourselves. */
+  private knownProviders (job: RequesterJob): Set<string> {
+    const set = new Set(this.deps.network.topicPeers(JOBS_TOPIC))
+    const dht = this.engineProviders.get(job.spec.engine)
+    if (dht != null) for (const p of dht.peers) set.add(p)
+    if (dht == null || Date.now() - dht.at > 30_000) void this.refreshEngineProviders(job.spec.engine)
+    if (this.deps.localProvider != null && this.deps.localProvider.engines().includes(job.spec.engine)) set.add(this.peerId)
+    return set
+  }
+
+  private async refreshEngineProviders (engine: string): Promise<void> {
+    this.engineProviders.set(engine, { peers: this.engineProviders.get(engine)?.peers ?? [], at: Date.now() })
+    try {
+      const peers = await this.deps.network.findProviders(ENGINE_KEY_PREFIX + engine, { signal: AbortSignal.timeout(5000), limit: 100 })
+      this.engineProviders.set(engine, { peers, at: Date.now() })
+    } catch (err) {
+      this.log.debug({ err, engine }, 'DHT provider lookup failed')
+    }
+  }
+
+  private refuse (reason: RefusalReason, detail: string, from: string): never {
+    this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1)
+    this.log.debug({ reason, from, detail }, 'refused message')
+    throw new RefusedMessageError(reason, detail)
+  }
+
+  /** A bid or decline arrived from `from` (authenticated PeerId, or ourselves). */
+  async onBidMessage (data: Uint8Array, from: string): Promise<void> {
+    let value: any
+    if (data.length > MAX_BID_BYTES) this.refuse('too-large', `bid of ${data.length} bytes`, from)
+    try { value = canonicalDecode(data) } catch { this.refuse('bad-encoding', 'bid is not canonical CBOR', from) }
+    const kind = value?.domain === 'mercato/v1/decline' ? 'decline' : 'bid'
+    let msg: Signed<Bid> | Signed<Decline>
+    try {
+      msg = kind === 'bid' ? checkSigned(value, 'bid') : checkSigned(value, 'decline')
+    } catch (err: any) {
+      this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
+    }
+    if (msg.signer !== from) this.refuse('wrong-sender', `${kind} signed by ${msg.signer} but sent by ${from}`, from)
+    const job = this.jobs.get(msg.payload.jobId)
+    if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
+    if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
+    if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
+    const provider = msg.signer
+    if (kind === 'decline') {
+      const d = msg.payload as Decline
+      if (job.declines.has(provider)) this.refuse('replay', 'duplicate decline', from)
+      job.declines.set(provider, { reason: d.reason, detail: d.detail })
+      this.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
+      void this.deps.ledger.append('decline', { jobId: job.id, side: 'requester', decline: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
+    } else {
+      const b = msg.payload as Bid
+      if (job.bids.has(provider)) this.refuse('replay', 'duplicate bid', from)
+      if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)
+      if (this.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
+      if (this.deps.reputation.score(provider) < this.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
+      const id = messageId(msg)
+      job.bids.set(provider, { id, signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      this.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
+      void this.deps.ledger.append('bid', { jobId: job.id, side: 'requester', bid: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
+    }
+    // close early: enough bids, or every known capable provider answered
+    const answered = job.bids.size + job.declines.size
+    const known = this.knownProviders(job)
+    let allAnswered = known.size > 0
+    for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) { allAnswered = false; break }
+    if (job.bids.size >= job.minBids || (allAnswered && answered > 0)) job.closeBidding?.()
+  }
+
+  // ---------------------------------------------------------------- pick and award
+
+  private ranked (job: RequesterJob): BidEntry[] {
+    return rankBids(job.id, [...job.bids.values()]).filter(b => !job.excluded.has(b.provider))
+  }
+
+  private async closeAuction (job: RequesterJob): Promise<void> {
+    const ranked = this.ranked(job)
+    if (ranked.length === 0) {
+      if (job.attempts.length > 0 && job.round < this.cfg.maxAttempts) {
+        // a failover found no runner-up: announce again
+        job.round++
+        await this.announce(job)
+        return
+      }
+      const declines = [...job.declines].map(([provider, d]) => ({ provider, ...d }))
+      this.setStatus(job, job.attempts.length > 0 ? 'failed' : 'no-bids')
+      job.error = job.attempts.length > 0 ? 'no provider left to run the job' : 'no provider bid'
+      if (job.status === 'no-bids') this.stats.noBids++; else this.stats.failed++
+      this.emit(job, job.status === 'no-bids' ? 'no-bids' : 'failed', { declines })
+      await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: job.status, declines })
+      return
+    }
+    const need = job.replicas - this.activeAttempts(job).length
+    for (let i = 0; i < need; i++) this.background(job, this.awardNext(job))
+  }
+
+  private activeAttempts (job: RequesterJob): Attempt[] {
+    return job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running' || a.state === 'completed')
+  }
+
+  /** Award the best bidder not yet tried. */
+  private async awardNext (job: RequesterJob): Promise<void> {
+    if (TERMINAL.has(job.status) || this.stopped) return
+    const tried = new Set(job.attempts.map(a => a.provider))
+    const ranked = this.ranked(job)
+    const candidates = ranked.filter(b => !tried.has(b.provider))
+    const winner = candidates[0]
+    if (winner == null) {
+      if (this.activeAttempts(job).length === 0) {
+        if (job.round + 1 >= this.cfg.maxAttempts) {
+          await this.fail(job, 'every bidder failed or refused and the attempt limit is reached')
+        } else {
+          job.round++
+          await this.announce(job)
+        }
+      }
+      return
+    }
+    if (job.attempts.length >= this.cfg.maxAttempts * job.replicas + job.extraRuns) {
+      if (this.activeAttempts(job).length === 0) await this.fail(job, `gave up after ${job.attempts.length} attempts`)
+      return
+    }
+    // uniform price among the remaining bidders: the (k+1)-th ask, capped at maxPrice
+    const index = ranked.indexOf(winner)
+    const price = settlementPrice(ranked, Math.min(job.replicas, ranked.length), Math.min(index, ranked.length - 1), job.maxPrice)
+    const now = Date.now()
+    const award = sign(this.deps.signer, 'award', {
+      v: 1,
+      jobId: job.id,
+      offerId: job.offerId as string,
+      requester: this.peerId,
+      provider: winner.provider,
+      bidId: winner.id,
+      bids: [...job.bids.values()].map(b => b.id).sort(),
+      price,
+      attempt: job.attempts.length,
+      ts: now,
+      expires: now + BID_TTL_MS
+    })
+    const awardId = messageId(award)
+    const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now }
+    job.attempts.push(attempt)
+    if (job.status === 'bidding') this.setStatus(job, 'awarded')
+    await this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award })
+    this.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
+    let channel: MessageChannel
+    try {
+      channel = winner.provider === this.peerId && this.deps.localProvider != null
+        ? this.deps.localProvider.openAward()
+        : await this.deps.network.openChannel(winner.provider, AWARD_PROTOCOL, { maxMessageBytes: MAX_CHANNEL_BYTES, signal: AbortSignal.timeout(3000) })
+      attempt.channel = channel
+      await channel.send(canonicalEncode({ t: 'award', m: award } satisfies ChannelFrame))
+    } catch (err: any) {
+      await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
+      return
+    }
+    this.background(job, this.watch(job, attempt, channel))
+  }
+
+  /** Read the award channel until a result, a refusal or a loss. */
+  private async watch (job: RequesterJob, attempt: Attempt, channel: MessageChannel): Promise<void> {
+    try {
+      for await (const data of channel) {
+        attempt.lastSeen = Date.now()
+        if (attempt.suspect) attempt.suspect = false
+        let frame: ChannelFrame
+        try {
+          frame = canonicalDecode<ChannelFrame>(data)
+        } catch {
+          this.refused.set('bad-encoding', (this.refused.get('bad-encoding') ?? 0) + 1)
+          continue
+        }
+        if (frame?.t === 'accept') {
+          const accept = checkSigned(frame.m, 'accept')
+          if (accept.signer !== attempt.provider || accept.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'accept does not match the award')
+          if (attempt.state === 'offered') attempt.state = 'accepted'
+          this.emit(job, 'accepted', { provider: attempt.provider, attempt: attempt.attempt })
+          void this.deps.ledger.append('accept', { jobId: job.id, side: 'requester', accept }).catch(err => { this.log.error({ err }, 'ledger append failed') })
+        } else if (frame?.t === 'refuse') {
+          const refuse = checkSigned(frame.m, 'refuse')
+          if (refuse.signer !== attempt.provider || refuse.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'refusal does not match the award')
+          attempt.state = 'refused'
+          attempt.endedAt = Date.now()
+          attempt.reason = refuse.payload.reason
+          this.emit(job, 'refused', { provider: attempt.provider, reason: refuse.payload.reason })
+          await channel.close()
+          await this.awardNext(job)
+          return
+        } else if (frame?.t === 'hb') {
+          if (frame.state === 'running' && attempt.state === 'accepted') {
+            attempt.state = 'running'
+            if (job.status === 'awarded') this.setStatus(job, 'running')
+            this.emit(job, 'running', { provider: attempt.provider })
+          }
+        } else if (frame?.t === 'result') {
+          await this.onResult(job, attempt, frame.m)
+          if (attempt.state === 'completed' || attempt.state === 'superseded' || attempt.state === 'mismatch') {
+            await channel.close().catch(() => {})
+            return
+          }
+        }
+      }
+      // the provider closed the channel without a result
+      if (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running') {
+        await this.lose(job, attempt, 'provider closed the award channel')
+      }
+    } catch (err: any) {
+      if (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running') {
+        await this.lose(job, attempt, err instanceof RefusedMessageError ? err.message : `connection lost: ${err?.message ?? err}`)
+      }
+    }
+  }
+
+  /** Run a job step in the background; a failure fails the job instead of the process. */
+  private background (job: RequesterJob, p: Promise<unknown>): void {
+    p.catch(async (err) => {
+      this.log.error({ err, jobId: job.id }, 'job step failed')
+      await this.fail(job, `internal error: ${err?.message ?? err}`).catch(() => {})
+    })
+  }
+
+  private checkHeartbeats (): void {
+    const now = Date.now()
+    for (const job of this.jobs.values()) {
+      if (job.status !== 'awarded' && job.status !== 'running') continue
+      for (const a of job.attempts) {
+        if (a.state !== 'accepted' && a.state !== 'running' && a.state !== 'offered') continue
+        const silent = now - a.lastSeen
+        if (silent > this.cfg.lostAfterMs) {
+          a.channel?.abort(new Error('provider silent'))
+          this.background(job, this.lose(job, a, `silent for ${silent} ms`))
+        } else if (silent > this.cfg.suspectAfterMs && !a.suspect) {
+          a.suspect = true
+          this.emit(job, 'suspect', { provider: a.provider, silentMs: silent })
+        }
+      }
+    }
+  }
+
+  /** The provider of an attempt is lost: hand the job over to the runner-up. */
+  private async lose (job: RequesterJob, attempt: Attempt, reason: string): Promise<void> {
+    if (attempt.state !== 'offered' && attempt.state !== 'accepted' && attempt.state !== 'running') return
+    attempt.state = 'lost'
+    attempt.endedAt = Date.now()
+    attempt.reason = reason
+    attempt.channel?.abort(new Error('lost'))
+    job.excluded.add(attempt.provider)
+    this.deps.reputation.record(attempt.provider, 'lost')
+    if (TERMINAL.has(job.status)) return
+    this.stats.failovers++
+    job.handovers++
+    const next = this.ranked(job).find(b => !job.attempts.some(a => a.provider === b.provider))
+    this.emit(job, 'handover', { from: attempt.provider, to: next?.provider ?? null, reason, attempt: attempt.attempt })
+    this.log.info({ jobId: job.id, from: attempt.provider, to: next?.provider, reason }, 'handover')
+    await this.deps.ledger.append('handover', { jobId: job.id, side: 'requester', from: attempt.provider, to: next?.provider ?? null, reason, attempt: attempt.attempt, awardId: attempt.awardId })
+    if (job.handovers > 1) await new Promise(resolve => setTimeout(resolve, FAILOVER_BACKOFF_MS * 2 ** Math.min(job.handovers - 2, 5)))
+    await this.awardNext(job)
+  }
+
+  // ---------------------------------------------------------------- results and settlement
+
+  private async onResult (job: RequesterJob, attempt: Attempt, m: unknown): Promise<void> {
+    let result: Signed<Result>
+    try {
+      result = checkSigned(m, 'result')
+    } catch (err: any) {
+      this.refused.set(err.reason ?? 'bad-schema', (this.refused.get(err.reason ?? 'bad-schema') ?? 0) + 1)
+      throw err
+    }
+    const r = result.payload
+    if (result.signer !== attempt.provider || r.awardId !== attempt.awardId || r.jobId !== job.id) {
+      this.refused.set('wrong-sender', (this.refused.get('wrong-sender') ?? 0) + 1)
+      throw new RefusedMessageError('wrong-sender', 'result does not match the award')
+    }
+    const expected = computeResultHash(job.id, { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output })
+    if (expected !== r.resultHash) {
+      this.refused.set('bad-hash', (this.refused.get('bad-hash') ?? 0) + 1)
+      throw new RefusedMessageError('bad-hash', 'result hash does not match its contents')
+    }
+    const resultId = messageId(result)
+    attempt.resultHash = r.resultHash
+    await this.deps.ledger.append('result', { jobId: job.id, side: 'requester', result })
+    this.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
+    if (job.status === 'completed' || job.final != null) {
+      // a late result: the job was already settled with someone else's
+      attempt.state = 'superseded'
+      attempt.endedAt = Date.now()
+      await this.settle(job, attempt, result, resultId, 'superseded', 0)
+      this.emit(job, 'superseded', { provider: attempt.provider })
+      return
+    }
+    job.results.set(attempt.provider, { signed: result, id: resultId })
+    attempt.state = 'completed'
+    attempt.endedAt = Date.now()
+    await this.tally(job)
+  }
+
+  /** Decide once enough results agree (a majority of `replicas`). */
+  private async tally (job: RequesterJob): Promise<void> {
+    if (job.final != null) return
+    const quorum = Math.floor(job.replicas / 2) + 1
+    const byHash = new Map<string, string[]>()
+    for (const [provider, { signed }] of job.results) {
+      const list = byHash.get(signed.payload.resultHash) ?? []
+      list.push(provider)
+      byHash.set(signed.payload.resultHash, list)
+    }
+    let winning: [string, string[]] | undefined
+    for (const entry of byHash) if (entry[1].length >= quorum) winning = entry
+    if (winning == null) {
+      const pending = job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running').length
+      if (pending === 0 && job.results.size >= job.replicas) {
+        // results disagree and nobody is still running: extra runs, up to a cap
+        if (job.extraRuns < MAX_EXTRA_RUNS) {
+          job.extraRuns++
+          await this.awardNext(job)
+        } else {
+          await this.fail(job, 'replica results disagree and the extra-run cap is reached')
+        }
+      }
+      return
+    }
+    const [hash, agreeing] = winning
+    const first = job.results.get(agreeing[0])?.signed as Signed<Result>
+    const prices = agreeing.map(p => job.attempts.find(a => a.provider === p && a.state === 'completed')?.price ?? 0)
+    job.final = { result: first, providers: agreeing, price: prices.reduce((a, b) => a + b, 0) }
+    for (const provider of agreeing) {
+      const att = job.attempts.find(a => a.provider === provider && a.state === 'completed') as Attempt
+      const res = job.results.get(provider) as { signed: Signed<Result>, id: string }
+      await this.settle(job, att, res.signed, res.id, 'paid', att.price)
+    }
+    for (const [provider, res] of job.results) {
+      if (res.signed.payload.resultHash === hash) continue
+      const att = job.attempts.find(a => a.provider === provider)
+      if (att != null) att.state = 'mismatch'
+      this.deps.reputation.record(provider, 'mismatched')
+      await this.deps.ledger.append('mismatch', { jobId: job.id, side: 'requester', provider, result: res.signed, majorityHash: hash, agreeing })
+      this.emit(job, 'mismatch', { provider, resultHash: res.signed.payload.resultHash, majorityHash: hash })
+      await this.settle(job, att, res.signed, res.id, 'failed', 0)
+    }
+    // stop replicas still running: the quorum is in
+    for (const a of job.attempts) {
+      if (a.state === 'offered' || a.state === 'accepted' || a.state === 'running') {
+        a.state = 'cancelled'
+        a.endedAt = Date.now()
+        a.channel?.abort(new Error('quorum reached'))
+      }
+    }
+    this.setStatus(job, 'completed')
+    this.stats.completed++
+    const latency = (job.completedAt ?? Date.now()) - job.createdAt
+    this.stats.latencyMs.push(latency)
+    if (this.stats.latencyMs.length > 10_000) this.stats.latencyMs.splice(0, 5_000)
+    this.emit(job, 'settled', { providers: agreeing, price: job.final.price, resultHash: hash, latencyMs: latency })
+  }
+
+  private async settle (job: RequesterJob, attempt: Attempt | undefined, result: Signed<Result>, resultId: string, status: 'paid' | 'superseded' | 'failed', price: number): Promise<void> {
+    const receipt = sign(this.deps.signer, 'receipt', {
+      v: 1,
+      jobId: job.id,
+      requester: this.peerId,
+      provider: result.signer,
+      resultId,
+      resultHash: result.payload.resultHash,
+      price,
+      status,
+      ts: Date.now()
+    })
+    await this.deps.ledger.append('receipt', { jobId: job.id, side: 'requester', receipt })
+    this.deps.reputation.applyReceipt(receipt)
+    const bytes = encodeSigned(receipt)
+    void this.deps.network.publish(RECEIPTS_TOPIC, bytes).catch(() => {})
+    if (attempt?.channel != null) await attempt.channel.send(canonicalEncode({ t: 'receipt', m: receipt })).catch(() => {})
+  }
+
+  private async fail (job: RequesterJob, reason: string): Promise<void> {
+    if (TERMINAL.has(job.status)) return
+    job.error = reason
+    this.setStatus(job, 'failed')
+    this.stats.failed++
+    this.emit(job, 'failed', { reason })
+    await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: 'failed', reason })
+  }
+
+  async cancel (id: string): Promise<JobView> {
+    const job = this.jobs.get(id)
+    if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
+    if (TERMINAL.has(job.status)) throw new JobStateError(`job ${id} is already ${job.status}`)
+    for (const a of job.attempts) {
+      if (a.state === 'offered' || a.state === 'accepted' || a.state === 'running') {
+        a.state = 'cancelled'
+        a.endedAt = Date.now()
+        a.channel?.abort(new Error('cancelled'))
+      }
+    }
+    job.closeBidding?.()
+    this.setStatus(job, 'cancelled')
+    this.emit(job, 'cancelled')
+    await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: 'cancelled' })
+    return this.view(job)
+  }
+
+  // ---------------------------------------------------------------- recovery after a restart
+
+  /**
+   * Rebuild unfinished jobs from the ledger: jobs still bidding are announced
+   * again; awarded jobs ask their provider for status and fail over if it is
+   * gone. Resolves once every job has been looked at.
+   */
+  async recover (records: AsyncIterable<LedgerRecord> | LedgerRecord[]): Promise<number> {
+    const byJob = new Map<string, LedgerRecord[]>()
+    for await (const r of records as AsyncIterable<LedgerRecord>) {
+      const body = r.body as any
+      if (body?.side !== 'requester' || typeof body.jobId !== 'string') continue
+      const list = byJob.get(body.jobId) ?? []
+      list.push(r)
+      byJob.set(body.jobId, list)
+    }
+    let resumed = 0
+    for (const [jobId, recs] of byJob) {
+      const terminal = recs.some(r => (r.type === 'job' && ['failed', 'no-bids', 'cancelled'].includes((r.body as any).status)) || (r.type === 'receipt' && (r.body as any).receipt?.payload?.status === 'paid'))
+      if (terminal) continue
+      const jobRec = recs.find(r => r.type === 'job')
+      const offers = recs.filter(r => r.type === 'offer')
+      const lastOffer = (offers.at(-1)?.body as any)?.offer as Signed<Offer> | undefined
+      if (jobRec == null || lastOffer == null) continue
+      const o = lastOffer.payload
+      const job: RequesterJob = {
+        id: jobId,
+        spec: o.spec,
+        maxPrice: o.maxPrice,
+        replicas: o.replicas,
+        minBids: Math.max(this.cfg.minBids, o.replicas),
+        bidWindowMs: o.bidWindowMs,
+        status: 'bidding',
+        createdAt: jobRec.ts,
+        round: o.round,
+        offer: lastOffer,
+        offerId: messageId(lastOffer),
+        bids: new Map(),
+        declines: new Map(),
+        attempts: [],
+        excluded: new Set(),
+        results: new Map(),
+        events: [],
+        extraRuns: 0,
+        handovers: 0
+      }
+      for (const r of recs) {
+        const b = r.body as any
+        if (r.type === 'bid' && b.bid?.payload?.offerId === job.offerId) {
+          const bid = b.bid as Signed<Bid>
+          job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
+        } else if (r.type === 'award') {
+          const aw = b.award
+          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts })
+        } else if (r.type === 'accept') {
+          const att = job.attempts.find(a => a.awardId === b.accept?.payload?.awardId)
+          if (att != null) att.state = 'accepted'
+        } else if (r.type === 'handover') {
+          const att = job.attempts.find(a => a.awardId === b.awardId)
+          if (att != null) { att.state = 'lost'; job.excluded.add(att.provider) }
+        }
+      }
+      this.remember(job)
+      this.emit(job, 'announced', { recovered: true })
+      resumed++
+      const live = job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted')
+      if (live.length === 0) {
+        job.round++
+        void this.announce(job).catch(err => { this.log.error({ err, jobId }, 're-announce failed') })
+        continue
+      }
+      this.setStatus(job, 'awarded')
+      for (const att of live) this.background(job, this.pollStatus(job, att))
+    }
+    return resumed
+  }
+
+  /** After a restart: ask the provider about an award until it answers with a result or is gone. */
+  private async pollStatus (job: RequesterJob, attempt: Attempt): Promise<void> {
+    let failures = 0
+    while (!this.stopped && !TERMINAL.has(job.status) && (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running')) {
+      try {
+        const res = attempt.provider === this.peerId && this.deps.localProvider != null
+          ? this.deps.localProvider.status(job.id)
+          : canonicalDecode<{ state: string, result?: Signed<Result> }>(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, canonicalEncode({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
+        failures = 0
+        attempt.lastSeen = Date.now()
+        if (res == null || res.state === 'unknown') {
+          await this.lose(job, attempt, 'provider does not know the job after our restart')
+          return
+        }
+        if (res.result != null) {
+          await this.onResult(job, attempt, res.result)
+          return
+        }
+        if (res.state === 'running' && attempt.state !== 'running') {
+          attempt.state = 'running'
+          this.setStatus(job, 'running')
+          this.emit(job, 'running', { provider: attempt.provider })
+        }
+      } catch (err: any) {
+        if (err instanceof RefusedMessageError) { await this.lose(job, attempt, err.message); return }
+        if (++failures >= 3) { await this.lose(job, attempt, `provider unreachable after restart: ${err?.message ?? err}`); return }
+      }
+      await new Promise(resolve => setTimeout(resolve, this.cfg.heartbeatMs))
+    }
+  }
+
+  // ---------------------------------------------------------------- views
+
+  /** Providers this node knows of: the jobs-topic mesh, DHT engine providers, and every bidder seen. */
+  knownProviderList (): Array<{ peerId: string, engines: string[], lastAsk: number | null, self: boolean }> {
+    const out = new Map<string, { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean }>()
+    const get = (peerId: string): { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean } => {
+      let e = out.get(peerId)
+      if (e == null) { e = { peerId, engines: new Set(), lastAsk: null, self: peerId === this.peerId }; out.set(peerId, e) }
+      return e
+    }
+    for (const p of this.deps.network.topicPeers(JOBS_TOPIC)) get(p)
+    for (const [engine, { peers }] of this.engineProviders) for (const p of peers) get(p).engines.add(engine)
+    if (this.deps.localProvider != null) for (const e of this.deps.localProvider.engines()) get(this.peerId).engines.add(e)
+    for (const job of this.jobs.values()) {
+      for (const b of job.bids.values()) { const e = get(b.provider); e.lastAsk = b.price; e.engines.add(job.spec.engine) }
+    }
+    return [...out.values()].map(e => ({ ...e, engines: [...e.engines].sort() }))
+  }
+
+  has (id: string): boolean { return this.jobs.has(id) }
+
+  get (id: string): JobView {
+    const job = this.jobs.get(id)
+    if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
+    return this.view(job)
+  }
+
+  list (opts: { status?: JobStatus, limit?: number } = {}): JobView[] {
+    const out: JobView[] = []
+    const all = [...this.jobs.values()].reverse()
+    for (const job of all) {
+      if (opts.status != null && job.status !== opts.status) continue
+      out.push(this.view(job))
+      if (out.length >= (opts.limit ?? 100)) break
+    }
+    return out
+  }
+
+  jobEvents (id: string): JobEvent[] {
+    const job = this.jobs.get(id)
+    if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
+    return [...job.events]
+  }
+
+  isTerminal (id: string): boolean {
+    const job = this.jobs.get(id)
+    return job != null && TERMINAL.has(job.status)
+  }
+
+  result (id: string): ResultView {
+    const job = this.jobs.get(id)
+    if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
+    if (job.final == null) throw new JobStateError(`job ${id} is ${job.status}; no result yet`)
+    const r = job.final.result.payload
+    const dec = new TextDecoder()
+    return {
+      jobId: job.id,
+      exitCode: r.exitCode,
+      stdout: dec.decode(r.stdout),
+      stderr: dec.decode(r.stderr),
+      output: r.output,
+      truncated: r.truncated,
+      error: r.error,
+      resultHash: r.resultHash,
+      provider: job.final.providers[0],
+      providers: job.final.providers,
+      price: job.final.price,
+      usage: r.usage
+    }
+  }
+
+  private view (job: RequesterJob): JobView {
+    const holding = job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running')
+    const provider = job.final?.providers[0] ?? holding[0]?.provider ?? null
+    const price = job.final?.price ?? holding[0]?.price ?? null
+    return {
+      id: job.id,
+      status: job.status,
+      engine: job.spec.engine,
+      provider,
+      providers: job.final?.providers ?? holding.map(a => a.provider),
+      price,
+      maxPrice: job.maxPrice,
+      replicas: job.replicas,
+      bids: rankBids(job.id, [...job.bids.values()]).map(b => ({ provider: b.provider, price: b.price, estStartMs: b.estStartMs, id: b.id })),
+      attempts: job.attempts.map(a => ({ provider: a.provider, price: a.price, attempt: a.attempt, state: a.state, awardedAt: a.awardedAt, endedAt: a.endedAt, reason: a.reason })),
+      declines: [...job.declines].map(([p, d]) => ({ provider: p, reason: d.reason, detail: d.detail })),
+      createdAt: job.createdAt,
+      completedAt: job.completedAt ?? null,
+      latencyMs: job.completedAt != null ? job.completedAt - job.createdAt : null,
+      error: job.error
+    }
+  }
+}
+
+function specSummary (spec: JobSpecWire): Record<string, unknown> {
+  return { engine: spec.engine, module: spec.module, sourceBytes: spec.source?.length, args: spec.args.length, limits: spec.limits }
+}

@@ -1,0 +1,45 @@
+/**
+ * The bid strategy chain. Each check answers "go on" or a reason not to bid;
+ * the chain stops at the first "no". Cheap checks on the offer come before
+ * checks on our resources, so a flood of unsuitable offers costs little.
+ */
+import type { DeclineReason, Offer } from './messages.js'
+
+export type Decision = { bid: true } | { bid: false, reason: DeclineReason, detail?: string }
+
+export interface StrategyContext {
+  enabled: boolean
+  engines: string[]
+  price: number
+  maxTimeoutMs: number
+  maxMemoryMb: number
+  maxOutputBytes: number
+  maxModuleBytes: number
+  freeSlots: number
+  isFlagged: (peerId: string) => boolean
+}
+
+type Check = (offer: Offer, ctx: StrategyContext) => Decision | undefined
+
+const no = (reason: DeclineReason, detail?: string): Decision => ({ bid: false, reason, detail })
+
+export const CHECKS: ReadonlyArray<[string, Check]> = [
+  ['providing', (_o, c) => c.enabled ? undefined : no('not-providing')],
+  ['engine', (o, c) => c.engines.includes(o.spec.engine) ? undefined : no('engine', `engine ${o.spec.engine} not offered (have ${c.engines.join(', ') || 'none'})`)],
+  ['timeout', (o, c) => o.spec.limits.timeoutMs <= c.maxTimeoutMs ? undefined : no('timeout-over-cap', `timeout ${o.spec.limits.timeoutMs} ms over cap ${c.maxTimeoutMs} ms`)],
+  ['memory', (o, c) => o.spec.limits.memoryMb <= c.maxMemoryMb ? undefined : no('memory-over-cap', `memory ${o.spec.limits.memoryMb} MB over cap ${c.maxMemoryMb} MB`)],
+  ['output', (o, c) => o.spec.limits.outputBytes <= c.maxOutputBytes ? undefined : no('output-over-cap', `output ${o.spec.limits.outputBytes} B over cap ${c.maxOutputBytes} B`)],
+  ['module', (o, c) => (o.spec.module?.size ?? 0) <= c.maxModuleBytes ? undefined : no('module-too-large', `module of ${o.spec.module?.size} B over ${c.maxModuleBytes} B`)],
+  ['price', (o, c) => c.price <= o.maxPrice ? undefined : no('price', `ask ${c.price} over maxPrice ${o.maxPrice}`)],
+  ['requester', (o, c) => c.isFlagged(o.requester) ? no('requester-flagged', 'requester is flagged for equivocation') : undefined],
+  ['capacity', (_o, c) => c.freeSlots > 0 ? undefined : no('no-slot', 'every slot is busy')]
+]
+
+/** Run the chain; the first "no" wins. */
+export function decide (offer: Offer, ctx: StrategyContext): Decision {
+  for (const [, check] of CHECKS) {
+    const d = check(offer, ctx)
+    if (d != null) return d
+  }
+  return { bid: true }
+}

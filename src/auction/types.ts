@@ -1,0 +1,75 @@
+import type { DeclineReason } from './messages.js'
+
+export type JobStatus = 'bidding' | 'awarded' | 'running' | 'completed' | 'failed' | 'no-bids' | 'cancelled'
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'no-bids', 'cancelled'])
+
+export type JobEventType = 'announced' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'handover' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'
+
+export interface JobEvent {
+  type: JobEventType
+  ts: number
+  jobId: string
+  [k: string]: unknown
+}
+
+/** A job as the user submits it (the gateway turns JSON into this). */
+export interface SubmitSpec {
+  engine: 'wasm' | 'js'
+  /** CID of an uploaded wasm module */
+  module?: string
+  /** inline JS source */
+  source?: string
+  args?: string[]
+  env?: Record<string, string>
+  stdin?: Uint8Array
+  input?: unknown
+  limits?: { timeoutMs?: number, memoryMb?: number, outputBytes?: number }
+  maxPrice?: number
+  replicas?: number
+  minBids?: number
+  bidWindowMs?: number
+}
+
+export interface AttemptView {
+  provider: string
+  price: number
+  attempt: number
+  state: 'offered' | 'accepted' | 'running' | 'refused' | 'lost' | 'completed' | 'superseded' | 'mismatch' | 'cancelled'
+  awardedAt: number
+  endedAt?: number
+  reason?: string
+}
+
+export interface JobView {
+  id: string
+  status: JobStatus
+  engine: 'wasm' | 'js'
+  /** the provider holding the job now (the first of them with replicas) */
+  provider: string | null
+  providers: string[]
+  price: number | null
+  maxPrice: number
+  replicas: number
+  bids: Array<{ provider: string, price: number, estStartMs: number, id: string }>
+  attempts: AttemptView[]
+  declines: Array<{ provider: string, reason: DeclineReason, detail?: string }>
+  createdAt: number
+  completedAt: number | null
+  latencyMs: number | null
+  error?: string
+}
+
+export interface ResultView {
+  jobId: string
+  exitCode: number
+  stdout: string
+  stderr: string
+  output?: unknown
+  truncated: boolean
+  error?: { name: string, message: string }
+  resultHash: string
+  provider: string
+  providers: string[]
+  price: number
+  usage: { wallMs: number, memoryBytes: number, outputBytes: number, fuel?: number }
+}
