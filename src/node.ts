@@ -21,6 +21,11 @@ import { cpus } from 'node:os'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
 
+export interface NodeOptions {
+  /** test-only: this provider corrupts its results (replica quorum tests) */
+  corruptResults?: boolean
+}
+
 export class MercatoNode implements GatewayNode {
   readonly config: Config
   identity!: Identity
@@ -33,8 +38,11 @@ export class MercatoNode implements GatewayNode {
   private log: Logger = logger('node')
   private started = false
 
-  constructor (config: Config) {
+  private readonly options: NodeOptions
+
+  constructor (config: Config, options: NodeOptions = {}) {
     this.config = config
+    this.options = options
   }
 
   get peerId (): string { return this.identity.peerId }
@@ -103,7 +111,7 @@ export class MercatoNode implements GatewayNode {
         resultRetentionMs: cfg.auction.resultRetentionMs
       },
       // test-only switch (replica quorum tests): this provider lies about its output
-      corruptResults: process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'
+      corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'
     })
     await this.market.start()
     this.defer('market', async () => { await this.market.stop() })

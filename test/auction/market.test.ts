@@ -1,0 +1,125 @@
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { JOBS_TOPIC, rankBids, settlementPrice, type Bid, type Award, type Signed } from '../../src/auction/index.js'
+import { messageId } from '../../src/crypto/index.js'
+import type { MercatoNode } from '../../src/node.js'
+import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+
+const JS_DOUBLE = 'function main (input) { console.log("doubling", input.x); return { y: input.x * 2 } }'
+
+describe('market: five nodes, three providers', function () {
+  this.timeout(60_000)
+  let nodes: MercatoNode[] = []
+  let requester: MercatoNode
+  let cheap: MercatoNode, middle: MercatoNode, dear: MercatoNode
+
+  before(async () => {
+    requester = await startTestNode({ provide: false })
+    const boot = [requester.network.addresses()[0]]
+    const other = await startTestNode({ provide: false, bootstrap: boot })
+    ;[cheap, middle, dear] = await Promise.all([
+      startTestNode({ price: 3, bootstrap: boot }),
+      startTestNode({ price: 5, bootstrap: boot }),
+      startTestNode({ price: 8, bootstrap: boot })
+    ])
+    nodes = [requester, other, cheap, middle, dear]
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+  })
+  after(stopNodes)
+
+  it('the cheapest provider wins, is paid the second price, and the award re-checks', async () => {
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 21 }, maxPrice: 20 })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    expect(job.provider).to.equal(cheap.peerId)
+    expect(job.price).to.equal(5)
+    expect(job.bids.map(b => b.price)).to.deep.equal([3, 5, 8])
+    const result = requester.market.result(job.id)
+    expect(result.output).to.deep.equal({ y: 42 })
+    expect(result.stdout).to.equal('doubling 21\n')
+    expect(result.provider).to.equal(cheap.peerId)
+
+    // the award lists every bid considered; re-run the winner rule from the log alone
+    const records = await requester.ledger.byJob(job.id)
+    const bids = records.filter(r => r.type === 'bid').map(r => (r.body as any).bid as Signed<Bid>)
+    const award = records.find(r => r.type === 'award')?.body.award as Signed<Award>
+    expect(bids).to.have.length(3)
+    expect(award.payload.bids).to.deep.equal(bids.map(b => messageId(b)).sort())
+    const ranked = rankBids(job.id, bids.map(b => ({ provider: b.signer, price: b.payload.price, estStartMs: b.payload.estStartMs, id: messageId(b) })))
+    expect(ranked[0].provider).to.equal(award.payload.provider)
+    expect(ranked[0].id).to.equal(award.payload.bidId)
+    expect(settlementPrice(ranked, 1, 0, 20)).to.equal(award.payload.price)
+
+    // both parties' logs hold every step; every log verifies
+    const types = records.map(r => r.type)
+    for (const t of ['job', 'offer', 'bid', 'award', 'accept', 'result', 'receipt']) expect(types, `requester ${t}`).to.include(t)
+    await waitFor(async () => (await cheap.ledger.byJob(job.id)).some(r => r.type === 'receipt'), 5000)
+    const winnerTypes = (await cheap.ledger.byJob(job.id)).map(r => r.type)
+    for (const t of ['offer', 'bid', 'award', 'accept', 'result', 'receipt']) expect(winnerTypes, `provider ${t}`).to.include(t)
+    const loserTypes = (await dear.ledger.byJob(job.id)).map(r => r.type)
+    expect(loserTypes).to.include.members(['offer', 'bid'])
+    expect(loserTypes).to.not.include('award')
+    for (const n of nodes) {
+      const report = await n.ledger.verify()
+      expect(report.ok, JSON.stringify(report)).to.equal(true)
+    }
+    // balances follow the receipt
+    await waitFor(() => cheap.market.balance().earned === 5, 5000)
+    expect(requester.market.balance().spent).to.equal(5)
+  })
+
+  it('no capable provider: the job ends no-bids with each provider\'s reason', async () => {
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, limits: { memoryMb: 4096 } })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status).to.equal('no-bids')
+    expect(job.declines).to.have.length(3)
+    expect(new Set(job.declines.map(d => d.provider))).to.deep.equal(new Set([cheap.peerId, middle.peerId, dear.peerId]))
+    for (const d of job.declines) expect(d.reason).to.equal('memory-over-cap')
+    const tooCheap = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, maxPrice: 1 })
+    const job2 = await requester.market.waitFor(tooCheap.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job2.status).to.equal('no-bids')
+    expect(job2.declines.map(d => d.reason)).to.deep.equal(['price', 'price', 'price'])
+  })
+
+  it('a wasm module travels by CID over the blob protocol', async () => {
+    const { readFile } = await import('node:fs/promises')
+    const wasm = new Uint8Array(await readFile(new URL('../fixtures/wasm/hello.wasm', import.meta.url)))
+    const cid = await requester.market.uploadBlob(wasm)
+    const submitted = await requester.market.submit({ engine: 'wasm', module: cid, args: ['world'] })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    const result = requester.market.result(job.id)
+    expect(result.exitCode).to.equal(0)
+    expect(result.stdout).to.match(/world/)
+    expect(await cheap.market.blobs.has(cid)).to.equal(true)
+  })
+})
+
+describe('market: replicas', function () {
+  this.timeout(60_000)
+  after(stopNodes)
+
+  it('replicas 3 with one lying provider: the majority wins, the liar gets a mismatch record', async () => {
+    const requester = await startTestNode({ provide: false })
+    const boot = [requester.network.addresses()[0]]
+    const [liar, honest1, honest2] = await Promise.all([
+      startTestNode({ price: 1, bootstrap: boot, corruptResults: true }),
+      startTestNode({ price: 2, bootstrap: boot }),
+      startTestNode({ price: 3, bootstrap: boot })
+    ])
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 5 }, replicas: 3, maxPrice: 10 })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    const result = requester.market.result(job.id)
+    expect(result.stdout).to.equal('doubling 5\n')
+    expect(new Set(result.providers)).to.deep.equal(new Set([honest1.peerId, honest2.peerId]))
+    const records = await requester.ledger.byJob(job.id)
+    const mismatches = records.filter(r => r.type === 'mismatch')
+    expect(mismatches).to.have.length(1)
+    expect(mismatches[0].body.provider).to.equal(liar.peerId)
+    const paid = records.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')
+    expect(paid.map(r => (r.body as any).receipt.payload.provider).sort()).to.deep.equal([honest1.peerId, honest2.peerId].sort())
+    expect(requester.market.reputation.get(liar.peerId).mismatched).to.equal(1)
+  })
+})

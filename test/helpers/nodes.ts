@@ -1,0 +1,61 @@
+/**
+ * In-process Mercato nodes on 127.0.0.1 with port 0, each in its own temp
+ * data dir. `stopNodes()` stops them and removes the dirs.
+ */
+import '../../src/polyfill.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadConfig, merge } from '../../src/config.js'
+import { MercatoNode, type NodeOptions } from '../../src/node.js'
+
+const started: MercatoNode[] = []
+const dirs: string[] = []
+
+export interface TestNodeOptions extends NodeOptions {
+  bootstrap?: string[]
+  provide?: boolean
+  price?: number
+  slots?: number
+  gateway?: boolean
+  config?: Record<string, any>
+  dataDir?: string
+}
+
+export async function startTestNode (opts: TestNodeOptions = {}): Promise<MercatoNode> {
+  const dataDir = opts.dataDir ?? await mkdtemp(join(tmpdir(), 'mercato-node-'))
+  if (opts.dataDir == null) dirs.push(dataDir)
+  const overrides = merge({
+    dataDir,
+    logLevel: 'silent',
+    p2p: { listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: opts.bootstrap ?? [], mdns: false },
+    gateway: { enabled: opts.gateway ?? false, port: 0 },
+    executor: { poolSize: 1 },
+    provider: { enabled: opts.provide ?? true, price: opts.price ?? 10, slots: opts.slots ?? 2 },
+    ledger: { headIntervalMs: 1000, headDebounceMs: 50 }
+  }, opts.config ?? {})
+  const config = loadConfig({ env: {}, overrides })
+  const node = new MercatoNode(config, opts)
+  await node.start()
+  started.push(node)
+  return node
+}
+
+export async function stopNode (node: MercatoNode): Promise<void> {
+  const i = started.indexOf(node)
+  if (i >= 0) started.splice(i, 1)
+  await node.stop()
+}
+
+export async function stopNodes (): Promise<void> {
+  await Promise.all(started.splice(0).map(async n => n.stop().catch(() => {})))
+  await Promise.all(dirs.splice(0).map(async d => rm(d, { recursive: true, force: true })))
+}
+
+export async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 25): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`condition not met in ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, stepMs))
+  }
+}
