@@ -1,0 +1,69 @@
+/**
+ * Ledger defaults, each with the reason for its value. Applied once, where
+ * the option is read (`init.x ?? X`).
+ */
+
+/** Record format version; a record with any other `v` is bad-encoding. */
+export const RECORD_VERSION = 1
+
+/** Signature domain of a record (the record's `type` is inside the signed bytes, so one type cannot pass for another). */
+export const RECORD_DOMAIN = 'mercato/v1/record'
+/** Signature domain of a gossiped log head. */
+export const HEAD_DOMAIN = 'mercato/v1/head'
+
+/** Gossip topic of signed heads. */
+export const HEADS_TOPIC = 'mercato/heads/1'
+/** Gossip topic of equivocation proofs. */
+export const EQUIVOCATIONS_TOPIC = 'mercato/equivocations/1'
+/** Request/response protocol serving pages of a node's log. */
+export const LOG_PROTOCOL = '/mercato/log/1.0.0'
+
+/**
+ * Largest encoded record. A Result with capped stdout/stderr (1 MiB by
+ * default) must fit, and one record must always fit in one log page.
+ */
+export const MAX_RECORD_BYTES = 768 * 1024
+/** Longest indexed body.jobId: job ids are CIDs (≈ 60 chars); anything far longer is a mistake. */
+export const MAX_JOB_ID_LENGTH = 256
+
+/**
+ * Records per LevelDB batch at most. Signing a batch holds the event loop
+ * ≈ 40 µs per record (Ed25519 sign ≈ 23 µs plus encoding), so 512 records
+ * ≈ 20 ms; LevelDB gains little from larger batches (≈ 125k puts/s at 1000).
+ */
+export const MAX_BATCH_RECORDS = 512
+
+/** Records checked (signatures and links) at the tail on open. */
+export const TAIL_CHECK_RECORDS = 64
+
+/** Below this many records `verify()` runs inline: starting workers (≈ 30 ms each) would cost more than it saves. */
+export const INLINE_VERIFY_MAX = 4096
+/** Records handed to a verify worker at once: large enough to amortise messaging, small enough to keep both workers busy. */
+export const VERIFY_CHUNK_RECORDS = 512
+
+/** Largest `range()`/page limit in records. */
+export const MAX_RANGE_LIMIT = 10_000
+
+/** Soft cap of one log page in bytes (the page always holds at least one record); the p2p layer's default message cap is 1 MiB. */
+export const LOG_PAGE_BYTES = 256 * 1024
+/** Hard cap of a log page response we accept: one oversized record plus framing. */
+export const MAX_LOG_RESPONSE_BYTES = LOG_PAGE_BYTES + MAX_RECORD_BYTES + 4096
+/** Largest log request (a tiny CBOR map). */
+export const MAX_LOG_REQUEST_BYTES = 512
+/** Default records asked for per page by `audit()`. */
+export const AUDIT_PAGE_LIMIT = 1000
+
+/** Largest signed head on the wire (seq, CID, ts, PeerId, signature ≈ 200 bytes). */
+export const MAX_HEAD_BYTES = 1024
+/** Largest equivocation proof on the gossip topic (two records at most). */
+export const MAX_PROOF_BYTES = 256 * 1024
+/** Heads stamped further than this in the future are ignored (clock skew allowance). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000
+/** Signed heads remembered per signer (by seq) to detect equivocation. */
+export const HEADS_PER_SIGNER = 128
+/** Signers whose heads we remember at most (oldest forgotten first). */
+export const MAX_TRACKED_SIGNERS = 4096
+
+/** Defaults mirrored from config/default.json "ledger". */
+export const HEAD_INTERVAL_MS = 30_000
+export const HEAD_DEBOUNCE_MS = 500
