@@ -205,11 +205,15 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       let name = 'Error'
       let message = ''
       let stack = ''
+      let isNull = false
       try {
-        const d = ctx.dump(err as QuickJSHandle) as { name?: string, message?: string, stack?: string } | string
-        if (typeof d === 'object' && d != null) { name = String(d.name ?? 'Error'); message = String(d.message ?? ''); stack = String(d.stack ?? '') } else message = String(d)
+        const d = ctx.dump(err as QuickJSHandle) as { name?: string, message?: string, stack?: string } | string | null
+        if (d === null) isNull = true
+        else if (typeof d === 'object') { name = String(d.name ?? 'Error'); message = String(d.message ?? ''); stack = String(d.stack ?? '') } else message = String(d)
       } catch { message = 'unprintable exception' }
-      if (name === 'InternalError' && /out of memory/.test(message)) {
+      if (isNull || (name === 'InternalError' && /out of memory/.test(message))) {
+        // when QuickJS cannot even allocate its "out of memory" error, the exception is null
+        // (a job that itself throws null is reported the same way: documented)
         error = { name: 'memory-limit', message: `JS heap exceeded ${job.memoryBytes} bytes` }
       } else if (name === 'InternalError' && /stack overflow/.test(message)) {
         error = { name: 'memory-limit', message: `stack overflow (stack cap ${JS_STACK_BYTES} bytes)` }

@@ -1,0 +1,150 @@
+/**
+ * `mercato exec <file.wasm|file.js>`: run a job in the local sandbox, with the
+ * same limits and determinism a provider applies, before paying for it on
+ * the network.
+ *
+ *   mercato exec prog.wasm --arg a --arg b --stdin in.txt --timeout 5000 --memory 64
+ *   mercato exec job.js --input '{"n": 10}' --json
+ *
+ * Prints the job's stdout (and stderr to stderr; for a JS job, its output as
+ * JSON), or with --json one object { exitCode, stdout, stderr, output,
+ * resultHash, usage, truncated, error? }. Exit code: the job's exit code, or
+ * 3 when the sandbox stopped or refused the job (timeout, memory-limit,
+ * output-limit, trap, fuel-exhausted, invalid-module, ...); 2 for bad usage
+ * (unreadable file, --input that is not JSON).
+ */
+import { readFile } from 'node:fs/promises'
+import { extname } from 'node:path'
+import type { Command } from 'commander'
+import { cidOfBytes } from '../crypto/index.js'
+import { isMercatoError } from '../errors.js'
+import { createExecutor, type ExecJob, type ExecResult } from './index.js'
+
+export const EXIT_SANDBOX_FAILURE = 3
+export const EXIT_USAGE = 2
+/** CLI defaults: generous for trying a job locally, within the provider ceilings. */
+export const EXEC_DEFAULT_TIMEOUT_MS = 10_000
+export const EXEC_DEFAULT_MEMORY_MB = 128
+export const EXEC_OUTPUT_BYTES = 1024 * 1024
+
+export interface ExecOptions {
+  arg?: string[]
+  stdin?: string
+  input?: string
+  timeout?: string | number
+  memory?: string | number
+  json?: boolean
+}
+
+export interface ExecIo {
+  stdout: { write: (chunk: string | Uint8Array) => unknown }
+  stderr: { write: (chunk: string | Uint8Array) => unknown }
+}
+
+const defaultIo: ExecIo = { stdout: process.stdout, stderr: process.stderr }
+
+function collect (value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
+/** Adds `exec` to the mercato program. The action sets process.exitCode (see module doc). */
+export function registerExecCommand (program: Command, io: ExecIo = defaultIo): void {
+  program
+    .command('exec')
+    .description('run a WASI module or a JavaScript job in the local sandbox')
+    .argument('<file>', 'a WASI module (.wasm) or a JavaScript job (.js) defining main(input)')
+    .option('--arg <value>', 'argument for the job (repeatable)', collect, [])
+    .option('--stdin <file>', 'file whose bytes are the job\'s stdin')
+    .option('--input <json>', 'JSON input for a JavaScript job')
+    .option('--timeout <ms>', 'wall-clock limit in milliseconds', String(EXEC_DEFAULT_TIMEOUT_MS))
+    .option('--memory <mb>', 'memory cap in MiB', String(EXEC_DEFAULT_MEMORY_MB))
+    .option('--json', 'print one JSON object with the whole result')
+    .action(async (file: string, opts: ExecOptions) => {
+      process.exitCode = await execCommand(file, opts, io)
+    })
+}
+
+function positive (value: string | number | undefined, fallback: number, name: string): number {
+  if (value == null) return fallback
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number`)
+  return n
+}
+
+class UsageError extends Error {}
+
+/** Runs the command; returns the process exit code. */
+export async function execCommand (file: string, opts: ExecOptions, io: ExecIo = defaultIo): Promise<number> {
+  let job: ExecJob
+  try {
+    job = await buildJob(file, opts)
+  } catch (err) {
+    io.stderr.write(`mercato exec: ${err instanceof Error ? err.message : String(err)}\n`)
+    return EXIT_USAGE
+  }
+  const executor = createExecutor({ poolSize: 1, queueSize: 1, maxOutputBytes: EXEC_OUTPUT_BYTES, maxTimeoutMs: Math.max(job.limits.timeoutMs, 1), maxMemoryMb: Math.max(job.limits.memoryMb, 1) })
+  let result: ExecResult
+  try {
+    await executor.start()
+    result = await executor.run(job)
+  } catch (err) {
+    const name = isMercatoError(err) ? err.code : 'error'
+    const message = err instanceof Error ? err.message : String(err)
+    if (opts.json === true) io.stdout.write(JSON.stringify({ error: { name, message } }) + '\n')
+    else io.stderr.write(`mercato exec: ${name}: ${message}\n`)
+    return EXIT_SANDBOX_FAILURE
+  } finally {
+    await executor.stop()
+  }
+  const decoder = new TextDecoder()
+  if (opts.json === true) {
+    io.stdout.write(JSON.stringify({
+      exitCode: result.exitCode,
+      stdout: decoder.decode(result.stdout),
+      stderr: decoder.decode(result.stderr),
+      output: result.output,
+      resultHash: result.resultHash,
+      usage: result.usage,
+      truncated: result.truncated,
+      error: result.error
+    }) + '\n')
+  } else {
+    if (result.stdout.length > 0) io.stdout.write(result.stdout)
+    if (result.stderr.length > 0) io.stderr.write(result.stderr)
+    if (result.output !== undefined) io.stdout.write(JSON.stringify(result.output) + '\n')
+    if (result.truncated) io.stderr.write('mercato exec: output truncated\n')
+    if (result.error != null) io.stderr.write(`mercato exec: ${result.error.name}: ${result.error.message}\n`)
+  }
+  if (result.error != null) return EXIT_SANDBOX_FAILURE
+  return result.exitCode & 0xff
+}
+
+async function buildJob (file: string, opts: ExecOptions): Promise<ExecJob> {
+  let bytes: Uint8Array
+  try {
+    bytes = new Uint8Array(await readFile(file))
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+  const timeoutMs = positive(opts.timeout, EXEC_DEFAULT_TIMEOUT_MS, 'timeout')
+  const memoryMb = positive(opts.memory, EXEC_DEFAULT_MEMORY_MB, 'memory')
+  let stdin: Uint8Array | undefined
+  if (opts.stdin != null) {
+    try {
+      stdin = new Uint8Array(await readFile(opts.stdin))
+    } catch (err) {
+      throw new UsageError(`cannot read --stdin ${opts.stdin}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+  }
+  let input: unknown
+  if (opts.input != null) {
+    try { input = JSON.parse(opts.input) } catch { throw new UsageError('--input is not valid JSON') }
+  }
+  const isWasm = extname(file).toLowerCase() === '.wasm' || (bytes[0] === 0x00 && bytes[1] === 0x61 && bytes[2] === 0x73 && bytes[3] === 0x6d)
+  const cid = cidOfBytes(bytes)
+  const limits = { timeoutMs, memoryMb, outputBytes: EXEC_OUTPUT_BYTES }
+  // a stable id: the same file gives the same result hash on every run
+  const id = `local:${cid}`
+  if (isWasm) return { id, engine: 'wasm', module: bytes, moduleCid: cid, args: opts.arg ?? [], stdin, limits }
+  return { id, engine: 'js', source: new TextDecoder().decode(bytes), input, args: opts.arg ?? [], stdin, limits }
+}
