@@ -4,10 +4,10 @@ import type { JobLimits } from '../../src/executor/index.js'
 
 export const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url))
 
-const cache = new Map<string, Uint8Array>()
+const cache = new Map<string, Uint8Array<ArrayBuffer>>()
 
 /** A built wasm fixture (test/fixtures/wasm/<name>.wasm). */
-export function wasm (name: string): Uint8Array {
+export function wasm (name: string): Uint8Array<ArrayBuffer> {
   let b = cache.get(name)
   if (b == null) { b = new Uint8Array(readFileSync(`${FIXTURES}wasm/${name}.wasm`)); cache.set(name, b) }
   return b

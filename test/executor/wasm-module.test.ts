@@ -3,7 +3,7 @@ import { FUEL_EXPORT, GROW_FAILED_EXPORT } from '../../src/executor/constants.js
 import { MemoryCapExceeded, ModuleRejected, prepareModule } from '../../src/executor/wasm-module.js'
 import { wasm } from './helpers.js'
 
-function memoryOf (bytes: Uint8Array): WebAssembly.ModuleExportDescriptor[] {
+function memoryOf (bytes: Uint8Array<ArrayBuffer>): WebAssembly.ModuleExportDescriptor[] {
   return WebAssembly.Module.exports(new WebAssembly.Module(bytes))
 }
 

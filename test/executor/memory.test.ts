@@ -1,0 +1,48 @@
+import { expect } from 'chai'
+import { createExecutor, type Executor } from '../../src/executor/index.js'
+import { LIMITS, js, wasm } from './helpers.js'
+
+const MiB = 1024 * 1024
+/** Stated bound: after a memory bomb, host RSS is back within this much of where it was before. */
+const RSS_BOUND_BYTES = 96 * MiB
+
+async function settle (executor: Executor): Promise<void> {
+  // a recycled worker is replaced asynchronously; wait for the pool to be whole again
+  for (let i = 0; i < 50; i++) {
+    const slots = (executor as any).slots as Array<{ state: string }>
+    if (slots.every(s => s.state === 'idle')) break
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  await new Promise(resolve => setTimeout(resolve, 100))
+}
+
+describe('executor: host memory after memory bombs', () => {
+  let executor: Executor
+
+  before(async () => {
+    executor = createExecutor({ poolSize: 1, maxMemoryMb: 256 })
+    await executor.start()
+    // warm both engines so the baseline includes them
+    await executor.run({ id: 'w', engine: 'wasm', module: wasm('hello'), limits: LIMITS })
+    await executor.run({ id: 'w', engine: 'js', source: js('hello'), limits: LIMITS })
+  })
+
+  after(async () => { await executor.stop() })
+
+  it(`host RSS returns within ${RSS_BOUND_BYTES / MiB} MiB of its baseline after a 256 MiB wasm bomb and a 128 MiB JS bomb`, async () => {
+    await settle(executor)
+    const baseline = process.memoryUsage().rss
+    const w = await executor.run({ id: 'bomb', engine: 'wasm', module: wasm('bomb'), limits: { ...LIMITS, memoryMb: 256 } })
+    expect(w.error?.name).to.equal('memory-limit')
+    expect(w.usage.memoryBytes).to.be.greaterThan(200 * MiB).and.at.most(256 * MiB)
+    const j = await executor.run({ id: 'bomb', engine: 'js', source: js('bomb'), input: { kind: 'buffers' }, limits: { ...LIMITS, memoryMb: 128 } })
+    expect(j.error?.name).to.equal('memory-limit')
+    await settle(executor)
+    const after = process.memoryUsage().rss
+    if (process.env.MERCATO_TEST_VERBOSE != null) process.stderr.write(`rss baseline ${Math.round(baseline / MiB)} MiB, after ${Math.round(after / MiB)} MiB\n`)
+    expect(after - baseline, `baseline ${Math.round(baseline / MiB)} MiB, after ${Math.round(after / MiB)} MiB`).to.be.lessThan(RSS_BOUND_BYTES)
+    // and the pool still serves
+    const r = await executor.run({ id: 'after', engine: 'wasm', module: wasm('hello'), limits: LIMITS })
+    expect(r.exitCode).to.equal(0)
+  })
+})
