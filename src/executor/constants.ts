@@ -19,6 +19,12 @@ export const MODULE_CACHE_SIZE = 64
 
 /** A JS job whose interrupt handler did not stop it is killed this long after its deadline (the 250 ms guarantee includes it). */
 export const JS_HARD_KILL_GRACE_MS = 100
+/**
+ * Warm workers kept aside: a worker killed at a deadline is replaced at once
+ * by the spare while a new spare starts (starting a worker takes 100–300 ms,
+ * most of it loading modules).
+ */
+export const SPARE_WORKERS = 1
 /** How long start() waits for a worker to report ready before failing. */
 export const WORKER_START_TIMEOUT_MS = 30_000
 /** A worker whose last job used more guest memory than this is replaced, so its RSS returns to the OS. */

@@ -13,7 +13,7 @@ import { LruCache } from './module-cache.js'
 import { outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash } from './hash.js'
-import { JS_HARD_KILL_GRACE_MS, WORKER_HEAP_MB, WORKER_START_TIMEOUT_MS } from './constants.js'
+import { JS_HARD_KILL_GRACE_MS, SPARE_WORKERS, WORKER_HEAP_MB, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
@@ -40,6 +40,7 @@ interface Slot {
   worker: Worker
   output: SharedArrayBuffer
   state: 'starting' | 'idle' | 'busy' | 'dead'
+  everReady: boolean
   running?: Running
   ready: Promise<void>
 }
@@ -88,6 +89,7 @@ export class ExecutorPool implements Executor {
   private readonly init: ExecutorInit
   private readonly size: number
   private readonly slots: Slot[] = []
+  private readonly spares: Slot[] = []
   private readonly queue: Pending[] = []
   private readonly cache: LruCache<Promise<Compiled>>
   private readonly spec = workerSpec()
@@ -125,6 +127,7 @@ export class ExecutorPool implements Executor {
       for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
       await Promise.all(this.slots.map(async s => { await s.ready }))
       this.running = true
+      for (let i = 0; i < SPARE_WORKERS; i++) this.spares.push(this.spawn())
       log.debug({ poolSize: this.size }, 'executor started')
     })()
     try { await this.starting } finally { this.starting = undefined }
@@ -134,7 +137,7 @@ export class ExecutorPool implements Executor {
     if (!this.running && this.slots.length === 0) return
     this.running = false
     for (const p of this.queue.splice(0)) { this.detach(p); p.reject(new ExecutorStoppedError('executor stopped')) }
-    const slots = this.slots.splice(0)
+    const slots = [...this.slots.splice(0), ...this.spares.splice(0)]
     await Promise.all(slots.map(async s => {
       if (s.running != null) {
         clearTimeout(s.running.timer)
@@ -289,12 +292,13 @@ export class ExecutorPool implements Executor {
     let failReady!: (err: unknown) => void
     const ready = new Promise<void>((resolve, reject) => { markReady = resolve; failReady = reject })
     ready.catch(() => {})
-    const slot: Slot = { worker, output, state: 'starting', ready }
+    const slot: Slot = { worker, output, state: 'starting', everReady: false, ready }
     const startTimer = setTimeout(() => { failReady(new Error('executor worker did not start in time')) }, WORKER_START_TIMEOUT_MS)
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'ready') {
         clearTimeout(startTimer)
         if (slot.state === 'starting') slot.state = 'idle'
+        slot.everReady = true
         markReady()
         this.dispatch()
       } else {
@@ -319,11 +323,25 @@ export class ExecutorPool implements Executor {
     if (slot.state === 'dead') return
     slot.state = 'dead'
     slot.worker.terminate().catch(() => {})
+    const spareAt = this.spares.indexOf(slot)
+    if (spareAt >= 0) this.spares.splice(spareAt, 1)
     const i = this.slots.indexOf(slot)
-    if (i < 0 || !this.running) return
+    if (!this.running) return
+    if (i >= 0) {
+      // a warm spare takes the place at once; otherwise a fresh worker
+      const warm = this.spares.findIndex(s => s.state === 'idle')
+      this.slots[i] = warm >= 0 ? this.spares.splice(warm, 1)[0] : this.spawnLogged()
+    }
+    // refill spares, unless this very worker was a spare that never started (do not loop on a broken setup)
+    const failedSpare = spareAt >= 0 && !slot.everReady
+    while (!failedSpare && this.spares.length < SPARE_WORKERS) this.spares.push(this.spawnLogged())
+    this.dispatch()
+  }
+
+  private spawnLogged (): Slot {
     const fresh = this.spawn()
-    this.slots[i] = fresh
-    fresh.ready.catch((err: unknown) => { log.error({ err }, 'replacement executor worker failed to start') })
+    fresh.ready.catch((err: unknown) => { if (this.running) log.error({ err }, 'replacement executor worker failed to start') })
+    return fresh
   }
 
   private dispatch (): void {

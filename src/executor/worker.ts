@@ -6,7 +6,6 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { OutputSink } from './output.js'
 import { runWasm } from './wasm-engine.js'
-import { loadQuickJS, runJs } from './js-engine.js'
 import type { DoneMessage, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 /**
@@ -29,9 +28,14 @@ if (port == null) throw new Error('executor worker must run in a worker thread')
 pinTimezoneToUtc()
 const sink = new OutputSink(init.output, init.maxOutputBytes)
 
+// QuickJS (≈ 80 ms to import) loads after the worker reports ready, so a
+// replacement worker serves wasm jobs at once; a JS job waits for it.
+let jsEngine: Promise<typeof import('./js-engine.js')> | undefined
+const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEngine ??= import('./js-engine.js'))
+
 async function handle (msg: RunMessage): Promise<DoneMessage> {
   if (msg.engine === 'wasm') return runWasm(msg, sink)
-  return await runJs(msg, sink)
+  return await (await loadJs()).runJs(msg, sink)
 }
 
 port.on('message', (msg: RunMessage) => {
@@ -49,8 +53,7 @@ port.on('message', (msg: RunMessage) => {
   })
 })
 
+port.postMessage({ type: 'ready' } satisfies WorkerMessage)
 if (init.js) {
-  loadQuickJS(init.jsMemoryBytes).then(() => { port.postMessage({ type: 'ready' } satisfies WorkerMessage) }, (err: unknown) => { throw err })
-} else {
-  port.postMessage({ type: 'ready' } satisfies WorkerMessage)
+  loadJs().then(async js => { await js.loadQuickJS(init.jsMemoryBytes) }).catch((err: unknown) => { throw err })
 }
