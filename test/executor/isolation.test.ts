@@ -1,0 +1,58 @@
+import { expect } from 'chai'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { computeResultHash, createExecutor, type Executor } from '../../src/executor/index.js'
+import { isolationCommand, type IsolatedExecutor } from '../../src/executor/isolation.js'
+import { LIMITS, text, wasm } from './helpers.js'
+
+/** Whether this host can run the wrapper at all (CI containers often cannot create user namespaces). */
+function available (kind: 'unshare' | 'bwrap'): boolean {
+  const [cmd, ...args] = isolationCommand(kind)
+  const r = spawnSync(cmd, [...args, 'true'], { stdio: 'ignore', timeout: 5000 })
+  return r.status === 0
+}
+
+for (const kind of ['unshare', 'bwrap'] as const) {
+  describe(`executor: outer isolation (${kind})`, function () {
+    let executor: Executor
+    let marker: string
+
+    before(async function () {
+      if (!available(kind)) { this.skip(); return }
+      marker = mkdtempSync(join(tmpdir(), 'mercato-iso-'))
+      executor = createExecutor({ poolSize: 1, isolation: kind })
+      await executor.start()
+    })
+
+    after(async () => {
+      await executor?.stop()
+      if (marker != null) rmSync(marker, { recursive: true, force: true })
+    })
+
+    it('runs the pool in a process without network', async () => {
+      const probe = await (executor as IsolatedExecutor).probe([marker])
+      expect(probe.pid).to.not.equal(process.pid)
+      expect(probe.networkInterfaces.filter(n => n !== 'lo')).to.deep.equal([])
+      if (kind === 'bwrap') expect(probe.visible[marker]).to.equal(false) // private /tmp
+    })
+
+    it('gives the same result (hash) as an unisolated run', async () => {
+      const r = await executor.run({ id: 'iso', engine: 'wasm', module: wasm('hello'), args: ['x'], limits: LIMITS })
+      expect(text(r.stdout)).to.equal('hello, world\narg 1: x\n')
+      expect(r.stdout).to.be.instanceOf(Uint8Array)
+      expect(r.resultHash).to.equal(computeResultHash('iso', { exitCode: 0, stdout: new TextEncoder().encode('hello, world\narg 1: x\n'), stderr: new Uint8Array(0) }))
+    })
+
+    it('keeps limits and named refusals', async () => {
+      const r = await executor.run({ id: 'iso', engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 150 } })
+      expect(r.error?.name).to.equal('timeout')
+      const err = await executor.run({ id: 'iso', engine: 'wasm', module: wasm('shared-memory'), limits: LIMITS }).catch(e => e)
+      expect(err.name).to.equal('InvalidModuleError')
+      expect(err.code).to.equal('invalid-module')
+      const aborted = await executor.run({ id: 'iso', engine: 'wasm', module: wasm('loop'), limits: LIMITS }, { signal: AbortSignal.timeout(100) }).catch(e => e)
+      expect(aborted.code).to.equal('aborted')
+    })
+  })
+}
