@@ -33,6 +33,15 @@ export {
   type LedgerRecord, type RecordType, type VerifyReason, type VerifyReport, type RecordCheck
 } from './record.js'
 export { verifyRecords, verifyEncoded, ChainChecker, type VerifyRecordsOptions, type VerifyEncodedOptions } from './verify.js'
+export {
+  createLedgerAudit, LedgerAuditService,
+  type LedgerAudit, type LedgerAuditInit, type AuditReport, type AuditReason, type LogPage, type FlagInfo
+} from './audit.js'
+export {
+  signHead, encodeHead, decodeHead, checkHead, encodeLogRequest, decodeLogRequest, encodeLogPage, encodeProof, decodeProof,
+  evidenceId, isValidProof,
+  type HeadPayload, type SignedHead, type LogRequest, type LogPageWire, type Evidence, type EquivocationProof
+} from './wire.js'
 export { MemoryBackend, type LedgerBackend, type BackendOp, type IterateOptions } from './backend.js'
 export { LevelBackend } from './level-backend.js'
 export * from './errors.js'

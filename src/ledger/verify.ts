@@ -138,7 +138,7 @@ export interface VerifyEncodedOptions extends VerifyRecordsOptions {
   signal?: AbortSignal
   /** worker threads (0 = inline on this thread); default: one per core, at most 4 */
   workers?: number
-  /** called in log order with each chunk's checks (after the chain checks of earlier chunks) */
+  /** called in log order with the checks of each chunk's records that passed (chain included) */
   onChunk?: (checks: RecordCheck[], chunk: Uint8Array[]) => void
 }
 
@@ -179,8 +179,8 @@ export async function verifyEncoded (source: AsyncIterable<Uint8Array[]>, expect
     let ok = true
     let n = 0
     for (const c of checks) {
-      n++
       if (!checker.push(c)) { ok = false; break }
+      n++
     }
     opts.onChunk?.(checks.slice(0, n), entry.chunk.slice(0, n))
     return ok

@@ -1,0 +1,283 @@
+/**
+ * Open audit on the in-memory network: heads gossip, log pages, audits,
+ * forged pages, equivocation proofs and flags.
+ */
+import { expect } from 'chai'
+import { canonicalDecode, canonicalEncode, randomSigner, signMessage, type Signer } from '../../src/crypto/index.js'
+import {
+  EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof,
+  openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
+} from '../../src/ledger/index.js'
+import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
+
+interface TestNode { signer: Signer, ledger: Ledger, net: MemoryNetwork, audit: LedgerAudit }
+
+async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 10): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, stepMs))
+  }
+}
+
+describe('ledger audit (memory network)', function () {
+  let hub: MemoryHub
+  const nodes: TestNode[] = []
+
+  async function makeNode (opts: { pageLimit?: number, signer?: Signer, ledger?: Ledger } = {}): Promise<TestNode> {
+    const signer = opts.signer ?? randomSigner()
+    const ledger = opts.ledger ?? await openLedger({ signer })
+    const net = hub.createNode(signer.peerId)
+    const audit = createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 10, headIntervalMs: 200, pageLimit: opts.pageLimit })
+    await audit.start()
+    const n = { signer, ledger, net, audit }
+    nodes.push(n)
+    return n
+  }
+
+  async function fill (ledger: Ledger, n: number): Promise<void> {
+    const other = randomSigner()
+    for (let i = 0; i < n; i++) await ledger.append(i % 2 === 0 ? 'job' : 'bid', { jobId: `j${i % 4}`, i, bid: signMessage(other, 'mercato/v1/bid', { i }) })
+  }
+
+  beforeEach(() => { hub = new MemoryHub() })
+  afterEach(async () => {
+    for (const n of nodes.splice(0)) {
+      await n.audit.stop()
+      await n.ledger.close()
+    }
+  })
+
+  it('B fetches and verifies A\'s whole log, page by page, against A\'s signed head', async () => {
+    const a = await makeNode()
+    const b = await makeNode({ pageLimit: 16 })
+    await fill(a.ledger, 50)
+    await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 49)
+    const report = await b.audit.audit(a.signer.peerId)
+    expect(report.ok).to.equal(true)
+    expect(report.count).to.equal(50)
+    expect(report.headId).to.equal(a.ledger.head().id)
+    expect(report.head?.seq).to.equal(49)
+    expect(report.head?.id).to.equal(a.ledger.head().id)
+    expect(report.pages).to.equal(4)
+    expect(report.flagged).to.equal(false)
+    // a multiaddr works as well as a PeerId
+    expect((await b.audit.audit(a.net.addresses()[0])).ok).to.equal(true)
+    // fetchLog gives decoded records
+    const page = await b.audit.fetchLog(a.signer.peerId, 10, 5)
+    expect(page.records.map((r) => r.seq)).to.deep.equal([10, 11, 12, 13, 14])
+    expect(page.records[0]).to.deep.equal(await a.ledger.get(10))
+    expect(page.more).to.equal(true)
+  })
+
+  it('audits an empty log as ok', async () => {
+    const a = await makeNode()
+    const b = await makeNode()
+    const report = await b.audit.audit(a.signer.peerId)
+    expect(report).to.include({ ok: true, count: 0, headId: null, head: null })
+  })
+
+  it('publishes heads on change (debounced) and validates incoming heads', async () => {
+    const a = await makeNode()
+    const b = await makeNode()
+    await a.ledger.append('job', { jobId: 'x' })
+    await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 0)
+    expect(b.audit.latestHead(a.signer.peerId)?.payload.id).to.equal(a.ledger.head().id)
+
+    const before = hub.gossipLog.length
+    const forged = signHead(a.signer, { seq: 5, id: a.ledger.head().id as string, ts: Date.now() })
+    forged.payload = { ...forged.payload, seq: 6 } // signature no longer matches
+    await a.net.publish(HEADS_TOPIC, encodeHead(forged))
+    await a.net.publish(HEADS_TOPIC, Uint8Array.of(1, 2, 3))
+    await a.net.publish(HEADS_TOPIC, canonicalEncode({ domain: 'mercato/v1/head', signer: a.signer.peerId, payload: { seq: -1 }, sig: new Uint8Array(64) }))
+    await a.net.publish(HEADS_TOPIC, new Uint8Array(2048))
+    await waitFor(() => hub.gossipLog.length >= before + 4)
+    expect(hub.gossipLog.slice(before).map((g) => g.result)).to.deep.equal(['reject', 'reject', 'reject', 'reject'])
+    expect(b.audit.latestHead(a.signer.peerId)?.payload.seq).to.equal(0)
+    expect(b.audit.isFlagged(a.signer.peerId)).to.equal(false)
+  })
+
+  describe('a forged page is rejected with a named reason', () => {
+    const originals = new Map<MemoryNetwork, NonNullable<ReturnType<MemoryNetwork['handlers']['get']>>>()
+    async function forgeWith (a: TestNode, forge: (page: LogPageWire) => LogPageWire): Promise<void> {
+      const net = a.net
+      const original = originals.get(net) ?? net.handlers.get(LOG_PROTOCOL)
+      if (original == null) throw new Error('no log handler')
+      originals.set(net, original)
+      await net.handle(LOG_PROTOCOL, async (req, ctx) => {
+        const page = canonicalDecode<LogPageWire>(await original.handler(req, ctx))
+        return encodeLogPage(forge(page))
+      }, original.opts)
+    }
+
+    function editRecord (page: LogPageWire, seq: number, edit: (r: LedgerRecord) => void): LogPageWire {
+      const i = seq - page.from
+      if (i < 0 || i >= page.records.length) return page
+      const r = canonicalDecode<LedgerRecord>(page.records[i])
+      edit(r)
+      const records = page.records.slice()
+      records[i] = canonicalEncode(r)
+      return { ...page, records }
+    }
+
+    it('a modified record → bad-signature at its seq', async () => {
+      const a = await makeNode()
+      const b = await makeNode({ pageLimit: 8 })
+      await fill(a.ledger, 20)
+      await forgeWith(a, (p) => editRecord(p, 11, (r) => { r.body.i = 999 }))
+      const report = await b.audit.audit(a.signer.peerId)
+      expect(report.ok).to.equal(false)
+      expect(report.firstBad).to.deep.equal({ seq: 11, reason: 'bad-signature' })
+      expect(report.count).to.equal(11)
+    })
+
+    it('a dropped record → gap; a re-linked record → broken-link; a foreign record → wrong-signer', async () => {
+      const a = await makeNode()
+      const b = await makeNode()
+      await fill(a.ledger, 12)
+      await forgeWith(a, (p) => ({ ...p, records: p.records.filter((_r, i) => p.from + i !== 7) }))
+      expect((await b.audit.audit(a.signer.peerId)).firstBad).to.deep.equal({ seq: 7, reason: 'gap' })
+
+      await forgeWith(a, (p) => editRecord(p, 3, (r) => { r.prev = r.prev?.replace(/.$/, (c) => c === 'a' ? 'b' : 'a') ?? null }))
+      expect((await b.audit.audit(a.signer.peerId)).firstBad).to.deep.equal({ seq: 3, reason: 'broken-link' })
+
+      const mallory = randomSigner()
+      await forgeWith(a, (p) => {
+        const i = 5 - p.from
+        const r = canonicalDecode<LedgerRecord>(p.records[i])
+        const records = p.records.slice()
+        records[i] = createRecord(mallory, r.seq, r.prev, r.type, r.body, r.ts).bytes
+        return { ...p, records }
+      })
+      expect((await b.audit.audit(a.signer.peerId)).firstBad).to.deep.equal({ seq: 5, reason: 'wrong-signer' })
+    })
+
+    it('a log cut short of its signed head → truncated', async () => {
+      const a = await makeNode()
+      const b = await makeNode()
+      await fill(a.ledger, 10)
+      await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 9)
+      await forgeWith(a, (p) => ({ ...p, records: p.records.slice(0, 6), more: false, head: null }))
+      const report = await b.audit.audit(a.signer.peerId)
+      expect(report.firstBad).to.deep.equal({ seq: 6, reason: 'truncated' })
+      expect(report.count).to.equal(6)
+    })
+
+    it('a malformed envelope → InvalidLogPageError from fetchLog', async () => {
+      const a = await makeNode()
+      const b = await makeNode()
+      await fill(a.ledger, 3)
+      await a.net.handle(LOG_PROTOCOL, async () => Uint8Array.of(0xff, 0x00))
+      try {
+        await b.audit.fetchLog(a.signer.peerId, 0, 10)
+        expect.fail('should throw')
+      } catch (err: any) {
+        expect(err.name).to.equal('InvalidLogPageError')
+      }
+      await a.net.handle(LOG_PROTOCOL, async () => encodeLogPage({ signer: b.signer.peerId, from: 0, records: [], head: null, more: false }))
+      try {
+        await b.audit.audit(a.signer.peerId)
+        expect.fail('should throw')
+      } catch (err: any) {
+        expect(err.name).to.equal('InvalidLogPageError')
+      }
+    })
+  })
+
+  describe('equivocation', () => {
+    it('two signed heads for one seq: both other nodes flag the signer, store one proof each and gossip it', async () => {
+      const a = await makeNode()
+      const b = await makeNode()
+      const cSigner = randomSigner()
+      const c = hub.createNode(cSigner.peerId) // a raw node that signs whatever it likes
+      const flaggedA: string[] = []
+      a.audit.onFlagged((p) => flaggedA.push(p))
+      const h1 = signHead(cSigner, { seq: 3, id: createRecord(cSigner, 3, 'bafyprev', 'job', { x: 1 }).id, ts: Date.now() })
+      const h2 = signHead(cSigner, { seq: 3, id: createRecord(cSigner, 3, 'bafyprev', 'job', { x: 2 }).id, ts: Date.now() })
+      await c.publish(HEADS_TOPIC, encodeHead(h1))
+      await c.publish(HEADS_TOPIC, encodeHead(h2))
+      await waitFor(() => a.audit.isFlagged(cSigner.peerId) && b.audit.isFlagged(cSigner.peerId))
+      expect(a.audit.flagged()).to.deep.equal([cSigner.peerId])
+      expect(flaggedA).to.deep.equal([cSigner.peerId])
+      await waitFor(async () => (await a.ledger.byType('equivocation')).length === 1 && (await b.ledger.byType('equivocation')).length === 1)
+      await new Promise((resolve) => setTimeout(resolve, 50)) // proofs gossiped between a and b must not add records
+      for (const n of [a, b]) {
+        const recs = await n.ledger.byType('equivocation')
+        expect(recs.length).to.equal(1)
+        expect(recs[0].body.peer).to.equal(cSigner.peerId)
+        expect(recs[0].body.seq).to.equal(3)
+        expect((await n.ledger.verify()).ok).to.equal(true)
+      }
+      const proofs = hub.gossipLog.filter((g) => g.topic === EQUIVOCATIONS_TOPIC)
+      expect(proofs.length).to.be.greaterThan(0)
+      expect(proofs.every((g) => g.result === 'accept')).to.equal(true)
+      // the same head again is not news
+      await c.publish(HEADS_TOPIC, encodeHead(h1))
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect((await a.ledger.byType('equivocation')).length).to.equal(1)
+    })
+
+    it('a log that contradicts its own signed head: the auditor flags the owner and the proof convinces a third node', async () => {
+      const aSigner = randomSigner()
+      // A keeps two histories: it gossips the head of one and serves the other
+      const shown = await openLedger({ signer: aSigner })
+      const hidden = await openLedger({ signer: aSigner })
+      await fill(shown, 5)
+      for (let i = 0; i < 5; i++) await hidden.append('job', { other: i })
+      const aNet = hub.createNode(aSigner.peerId)
+      await aNet.handle(LOG_PROTOCOL, async (req) => {
+        const r = decodeLogRequest(req)
+        const records = await hidden.rangeEncoded(r.from, r.limit)
+        return encodeLogPage({ signer: aSigner.peerId, from: r.from, records, head: null, more: r.from + records.length <= hidden.head().seq })
+      })
+      const a = { net: aNet }
+      const b = await makeNode()
+      const c = await makeNode()
+      const head = signHead(aSigner, { seq: 4, id: shown.head().id as string, ts: Date.now() })
+      await a.net.publish(HEADS_TOPIC, encodeHead(head))
+      await waitFor(() => b.audit.latestHead(aSigner.peerId)?.payload.id === head.payload.id)
+      const report = await b.audit.audit(aSigner.peerId)
+      expect(report.ok).to.equal(false)
+      expect(report.firstBad?.reason).to.equal('equivocation')
+      expect(report.flagged).to.equal(true)
+      await waitFor(() => c.audit.isFlagged(aSigner.peerId))
+      const rec = (await b.ledger.byType('equivocation'))[0]
+      expect(rec.body.peer).to.equal(aSigner.peerId)
+      expect((rec.body.a as any).kind).to.not.equal((rec.body.b as any).kind)
+      await shown.close()
+      await hidden.close()
+    })
+
+    it('refuses proofs that prove nothing', async () => {
+      const a = await makeNode()
+      const mallory = hub.createNode()
+      const victim = randomSigner()
+      const h = signHead(victim, { seq: 1, id: createRecord(victim, 1, 'bafyprev', 'job', {}).id, ts: Date.now() })
+      const forged = signHead(randomSigner(), { seq: 1, id: createRecord(victim, 1, 'bafyprev', 'job', { y: 1 }).id, ts: Date.now() })
+      const before = hub.gossipLog.length
+      // the same id twice, and a second head signed by someone else
+      await mallory.publish(EQUIVOCATIONS_TOPIC, encodeProof({ v: 1, peer: victim.peerId, seq: 1, a: { kind: 'head', head: h }, b: { kind: 'head', head: h } }))
+      await mallory.publish(EQUIVOCATIONS_TOPIC, encodeProof({ v: 1, peer: victim.peerId, seq: 1, a: { kind: 'head', head: h }, b: { kind: 'head', head: { ...forged, signer: victim.peerId } } }))
+      await waitFor(() => hub.gossipLog.length >= before + 2)
+      expect(hub.gossipLog.slice(before).map((g) => g.result)).to.deep.equal(['reject', 'reject'])
+      expect(a.audit.isFlagged(victim.peerId)).to.equal(false)
+    })
+
+    it('flags survive a restart (rebuilt from the log)', async () => {
+      const signer = randomSigner()
+      const ledger = await openLedger({ signer })
+      const a = await makeNode({ signer, ledger })
+      const c = hub.createNode()
+      const cSigner = randomSigner()
+      for (const x of [1, 2]) await c.publish(HEADS_TOPIC, encodeHead(signHead(cSigner, { seq: 0, id: createRecord(cSigner, 0, null, 'job', { x }).id, ts: Date.now() })))
+      await waitFor(() => a.audit.isFlagged(cSigner.peerId))
+      await waitFor(async () => (await ledger.byType('equivocation')).length === 1)
+      await a.audit.stop()
+      hub.remove(signer.peerId)
+      const again = createLedgerAudit({ ledger, network: hub.createNode(signer.peerId), signer })
+      await again.start()
+      expect(again.isFlagged(cSigner.peerId)).to.equal(true)
+      await again.stop()
+    })
+  })
+})
