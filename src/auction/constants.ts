@@ -52,3 +52,7 @@ export const FAILOVER_BACKOFF_MS = 25
 export const DEFAULT_LIMITS = { timeoutMs: 10_000, memoryMb: 64, outputBytes: 64 * 1024 }
 /** Keep finished jobs' events and results in memory (the ledger keeps everything). */
 export const MAX_JOBS_IN_MEMORY = 10_000
+/** After the bid window, how long we still wait for a first bid before declaring no-bids (cold providers can take longer than a tight window). */
+export const NO_BID_GRACE_MS = 1000
+/** After a requester restart, how long a provider may stay unreachable (while the mesh re-forms) before its award fails over. */
+export const RECOVERY_GRACE_MS = 10_000

@@ -17,7 +17,7 @@ import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
-  MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
+  MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
   checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, specSchema,
@@ -94,6 +94,7 @@ interface RequesterJob {
   events: JobEvent[]
   closeBidding?: () => void
   biddingTimer?: NodeJS.Timeout
+  windowElapsed?: boolean
   extraRuns: number
   handovers: number
   error?: string
@@ -273,9 +274,16 @@ export class Requester {
     this.setStatus(job, 'bidding')
     await this.deps.ledger.append('offer', { jobId: job.id, side: 'requester', offer })
     const bidStart = Date.now()
+    job.windowElapsed = false
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
-      job.biddingTimer = setTimeout(resolve, job.bidWindowMs)
+      job.biddingTimer = setTimeout(() => {
+        // the window is over; with no bid yet and providers still silent, wait a little
+        // longer for the first one rather than declare no-bids on a slow network
+        if (job.bids.size > 0 || this.allAnswered(job)) { resolve(); return }
+        job.windowElapsed = true
+        job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
+      }, job.bidWindowMs)
     })
     this.stats.announced++
     const known = this.knownProviders(job)
@@ -362,12 +370,16 @@ export class Requester {
       this.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
       void this.deps.ledger.append('bid', { jobId: job.id, side: 'requester', bid: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
     }
-    // close early: enough bids, or every known capable provider answered
-    const answered = job.bids.size + job.declines.size
+    // close early: enough bids, every known capable provider answered, or the first bid after the window
+    if (job.bids.size >= job.minBids || this.allAnswered(job) || (job.windowElapsed && job.bids.size > 0)) job.closeBidding?.()
+  }
+
+  private allAnswered (job: RequesterJob): boolean {
+    if (job.bids.size + job.declines.size === 0) return false
     const known = this.knownProviders(job)
-    let allAnswered = known.size > 0
-    for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) { allAnswered = false; break }
-    if (job.bids.size >= job.minBids || (allAnswered && answered > 0)) job.closeBidding?.()
+    if (known.size === 0) return false
+    for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) return false
+    return true
   }
 
   // ---------------------------------------------------------------- pick and award
@@ -783,12 +795,14 @@ export class Requester {
   /** After a restart: ask the provider about an award until it answers with a result or is gone. */
   private async pollStatus (job: RequesterJob, attempt: Attempt): Promise<void> {
     let failures = 0
+    let firstFailure = 0
     while (!this.stopped && !TERMINAL.has(job.status) && (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running')) {
       try {
         const res = attempt.provider === this.peerId && this.deps.localProvider != null
           ? this.deps.localProvider.status(job.id)
           : canonicalDecode<{ state: string, result?: Signed<Result> }>(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, canonicalEncode({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
         failures = 0
+        firstFailure = 0
         attempt.lastSeen = Date.now()
         if (res == null || res.state === 'unknown') {
           await this.lose(job, attempt, 'provider does not know the job after our restart')
@@ -805,7 +819,9 @@ export class Requester {
         }
       } catch (err: any) {
         if (err instanceof RefusedMessageError) { await this.lose(job, attempt, err.message); return }
-        if (++failures >= 3) { await this.lose(job, attempt, `provider unreachable after restart: ${err?.message ?? err}`); return }
+        // right after our restart the mesh is still forming: give the provider a grace period
+        if (firstFailure === 0) firstFailure = Date.now()
+        if (++failures >= 3 && Date.now() - firstFailure > RECOVERY_GRACE_MS) { await this.lose(job, attempt, `provider unreachable after restart: ${err?.message ?? err}`); return }
       }
       await new Promise(resolve => setTimeout(resolve, this.cfg.heartbeatMs))
     }

@@ -1,0 +1,121 @@
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { join } from 'node:path'
+import { openLedger } from '../../src/ledger/index.js'
+import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../helpers/cli.js'
+
+/** About a second of QuickJS work, the same answer on every provider. */
+const LONG_JOB = {
+  engine: 'js',
+  source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }',
+  input: { n: 30_000_000 },
+  limits: { timeoutMs: 20_000 },
+  maxPrice: 50
+}
+
+async function submit (node: NodeProcess, spec: unknown): Promise<string> {
+  const res = await getJson(`${node.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
+  expect(res.status, JSON.stringify(res.body)).to.equal(202)
+  return res.body.id
+}
+
+async function job (node: NodeProcess, id: string): Promise<any> {
+  return (await getJson(`${node.gatewayUrl}/v1/jobs/${id}`)).body
+}
+
+async function providersSeen (node: NodeProcess): Promise<number> {
+  const peers = (await getJson(`${node.gatewayUrl}/v1/providers`)).body as Array<{ peerId: string }>
+  const connected = new Set(((await getJson(`${node.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>).map(p => p.peerId))
+  return peers.filter(p => connected.has(p.peerId)).length
+}
+
+describe('failover across processes (@slow)', function () {
+  this.timeout(240_000)
+  after(stopAll)
+
+  it('the provider running a job is SIGKILLed: the job completes elsewhere, one handover, one paid receipt — 10 trials', async () => {
+    const requester = await startNodeProcess(['--no-provide'])
+    const boot = requester.addresses[0]
+    const providers = await Promise.all([1, 2, 3].map(async (p) => await startNodeProcess(['--bootstrap', boot, '--price', String(p), '--slots', '1'])))
+    await waitFor(async () => await providersSeen(requester) >= 3, 20_000)
+    const ids: string[] = []
+    const failoverMs: number[] = []
+    for (let trial = 0; trial < 10; trial++) {
+      const id = await submit(requester, LONG_JOB)
+      ids.push(id)
+      let running: any
+      await waitFor(async () => { running = await job(requester, id); return running.status === 'running' }, 15_000, 20)
+      const victimIndex = providers.findIndex(p => p.peerId === running.provider)
+      expect(victimIndex, 'running on one of ours').to.be.greaterThan(-1)
+      const victim = providers[victimIndex]
+      const killedAt = Date.now()
+      victim.proc.kill('SIGKILL')
+      await victim.exited
+      // the runner-up accepts quickly
+      await waitFor(async () => {
+        const j = await job(requester, id)
+        return j.provider != null && j.provider !== victim.peerId && j.attempts.some((a: any) => a.provider === j.provider && (a.state === 'accepted' || a.state === 'running' || a.state === 'completed'))
+      }, 5_000, 10)
+      failoverMs.push(Date.now() - killedAt)
+      let done: any
+      await waitFor(async () => { done = await job(requester, id); return ['completed', 'failed', 'no-bids'].includes(done.status) }, 30_000, 50)
+      expect(done.status, JSON.stringify(done)).to.equal('completed')
+      expect(done.provider).to.not.equal(victim.peerId)
+      expect(done.attempts.find((a: any) => a.provider === victim.peerId).state).to.equal('lost')
+      const result = (await getJson(`${requester.gatewayUrl}/v1/jobs/${id}/result`)).body
+      expect(result.output).to.be.a('number')
+      // the provider comes back (same identity) for the next trial
+      providers[victimIndex] = await startNodeProcess(['--bootstrap', boot, '--price', String(victimIndex + 1), '--slots', '1'], { dataDir: victim.dataDir })
+      await waitFor(async () => await providersSeen(requester) >= 3, 20_000)
+    }
+    expect(Math.max(...failoverMs)).to.be.lessThan(1500)
+    // the requester's log: one handover (at least) and exactly one paid receipt per job
+    const stopped = await requester.stop('SIGTERM')
+    expect(stopped.code).to.equal(0)
+    const ledger = await openLedger({ signer: { peerId: requester.peerId }, path: join(requester.dataDir, 'ledger'), readOnly: true })
+    try {
+      for (const id of ids) {
+        const recs = await ledger.byJob(id)
+        expect(recs.filter(r => r.type === 'handover').length, id).to.be.greaterThanOrEqual(1)
+        const paid = recs.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')
+        expect(paid, id).to.have.length(1)
+      }
+      expect((await ledger.verify()).ok).to.equal(true)
+    } finally {
+      await ledger.close()
+    }
+    process.stderr.write(`      failover ms (kill → runner-up accepted): ${failoverMs.join(', ')}\n`)
+  })
+
+  it('the requester restarts mid-job: the job completes, with no second award', async () => {
+    const requester = await startNodeProcess(['--no-provide'])
+    const boot = requester.addresses[0]
+    const providers = await Promise.all([1, 2].map(async (p) => await startNodeProcess(['--bootstrap', boot, '--price', String(p), '--slots', '1'])))
+    await waitFor(async () => await providersSeen(requester) >= 2, 20_000)
+    const id = await submit(requester, LONG_JOB)
+    let running: any
+    await waitFor(async () => { running = await job(requester, id); return running.status === 'running' }, 15_000, 20)
+    requester.proc.kill('SIGKILL')
+    await requester.exited
+    // back on a new port; it finds the mesh through a provider
+    const again = await startNodeProcess(['--no-provide', '--bootstrap', providers[0].addresses[0]], { dataDir: requester.dataDir })
+    expect(again.peerId).to.equal(requester.peerId)
+    let done: any
+    await waitFor(async () => {
+      const res = await getJson(`${again.gatewayUrl}/v1/jobs/${id}`)
+      done = res.body
+      return res.status === 200 && ['completed', 'failed', 'no-bids'].includes(done.status)
+    }, 30_000, 100)
+    expect(done.status, JSON.stringify(done)).to.equal('completed')
+    expect(done.provider, JSON.stringify(done)).to.equal(running.provider)
+    await again.stop('SIGTERM')
+    const ledger = await openLedger({ signer: { peerId: requester.peerId }, path: join(requester.dataDir, 'ledger'), readOnly: true })
+    try {
+      const recs = await ledger.byJob(id)
+      expect(recs.filter(r => r.type === 'award')).to.have.length(1)
+      expect(recs.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')).to.have.length(1)
+    } finally {
+      await ledger.close()
+    }
+  })
+})
