@@ -32,6 +32,7 @@ export {
   verifyEmbedded, unsignedPart, spliceSig, stripSig,
   type LedgerRecord, type RecordType, type VerifyReason, type VerifyReport, type RecordCheck
 } from './record.js'
+export { recordToJson, toJsonValue, type RecordJson, type JsonValue } from './json.js'
 export { verifyRecords, verifyEncoded, ChainChecker, type VerifyRecordsOptions, type VerifyEncodedOptions } from './verify.js'
 export {
   createLedgerAudit, LedgerAuditService,
