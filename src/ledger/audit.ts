@@ -265,6 +265,11 @@ export class LedgerAuditService implements LedgerAudit {
   private onProof (m: TopicMessage): void {
     let p: EquivocationProof
     try { p = decodeProof(m.data) } catch { return }
+    if (p.peer === this.signer.peerId) {
+      // someone holds two histories signed with our key (a restored backup, a cloned data dir, a stolen key)
+      log.error({ seq: p.seq }, 'equivocation proof against this node: two different records or heads signed with our key')
+      return
+    }
     // gossip already carries it on: no re-publish
     void this.equivocation(p.peer, p.seq, p.a, p.b, false)
   }
