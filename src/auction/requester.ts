@@ -350,18 +350,17 @@ export class Requester {
     if (msg.signer !== from) this.refuse('wrong-sender', `${kind} signed by ${msg.signer} but sent by ${from}`, from)
     const job = this.jobs.get(msg.payload.jobId)
     if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
+    const provider = msg.signer
+    if (job.bids.has(provider) || job.declines.has(provider)) this.refuse('replay', `second ${kind} from ${provider}`, from)
     if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
     if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
-    const provider = msg.signer
     if (kind === 'decline') {
       const d = msg.payload as Decline
-      if (job.declines.has(provider)) this.refuse('replay', 'duplicate decline', from)
       job.declines.set(provider, { reason: d.reason, detail: d.detail })
       this.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
       void this.deps.ledger.append('decline', { jobId: job.id, side: 'requester', decline: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
     } else {
       const b = msg.payload as Bid
-      if (job.bids.has(provider)) this.refuse('replay', 'duplicate bid', from)
       if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)
       if (this.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
       if (this.deps.reputation.score(provider) < this.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
@@ -421,7 +420,7 @@ export class Requester {
     const candidates = ranked.filter(b => !tried.has(b.provider))
     const winner = candidates[0]
     if (winner == null) {
-      if (this.activeAttempts(job).length === 0) {
+      if (!job.attempts.some(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running')) {
         if (job.round + 1 >= this.cfg.maxAttempts) {
           await this.fail(job, 'every bidder failed or refused and the attempt limit is reached')
         } else {
@@ -624,7 +623,8 @@ export class Requester {
     for (const entry of byHash) if (entry[1].length >= quorum) winning = entry
     if (winning == null) {
       const pending = job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running').length
-      if (pending === 0 && job.results.size >= job.replicas) {
+      if (pending > 0) return
+      if (job.results.size >= job.replicas) {
         // results disagree and nobody is still running: extra runs, up to a cap
         if (job.extraRuns < MAX_EXTRA_RUNS) {
           job.extraRuns++
@@ -632,6 +632,17 @@ export class Requester {
         } else {
           await this.fail(job, 'replica results disagree and the extra-run cap is reached')
         }
+        return
+      }
+      // fewer results than replicas and nobody running (too few bidders): award more, or ask again
+      const tried = new Set(job.attempts.map(a => a.provider))
+      if (this.ranked(job).some(b => !tried.has(b.provider))) {
+        await this.awardNext(job)
+      } else if (job.round + 1 < this.cfg.maxAttempts) {
+        job.round++
+        await this.announce(job)
+      } else {
+        await this.fail(job, `only ${job.results.size} of ${job.replicas} replicas could be run`)
       }
       return
     }

@@ -28,7 +28,7 @@ describe('market: five nodes, three providers', function () {
   after(stopNodes)
 
   it('the cheapest provider wins, is paid the second price, and the award re-checks', async () => {
-    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 21 }, maxPrice: 20 })
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 21 }, maxPrice: 20, bidWindowMs: 3000 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.provider).to.equal(cheap.peerId)
@@ -108,7 +108,7 @@ describe('market: replicas', function () {
       startTestNode({ price: 3, bootstrap: boot })
     ])
     await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
-    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 5 }, replicas: 3, maxPrice: 10 })
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 5 }, replicas: 3, maxPrice: 10, bidWindowMs: 3000 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     const result = requester.market.result(job.id)
