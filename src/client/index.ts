@@ -1,0 +1,272 @@
+/**
+ * `mercato/client`: a typed client for a Mercato node's HTTP gateway, the
+ * way apps (and the `mercato` CLI) submit jobs and follow them.
+ *
+ * It needs nothing but `fetch` (Node 20+, Deno, Bun, browsers). Every method
+ * takes an optional `{ signal }`; ordinary requests also time out after 30 s.
+ * A job is followed through its server-sent event stream
+ * (`GET /v1/jobs/:id/events`: past events replayed, then live ones), so
+ * `wait()` never polls.
+ *
+ * ```ts
+ * import { readFile } from 'node:fs/promises'
+ * import { MercatoClient, MercatoApiError } from 'mercato/client'
+ *
+ * const client = new MercatoClient() // http://127.0.0.1:8420
+ * const module = await client.uploadBlob(await readFile('hello.wasm'))
+ * const { id } = await client.submit({ engine: 'wasm', module, args: ['world'], maxPrice: 5 })
+ * const job = await client.wait(id, { onEvent: (e) => { console.log(e.type) } })
+ * if (job.status === 'completed') {
+ *   const result = await client.result(id)
+ *   process.stdout.write(result.stdout)
+ * } else {
+ *   console.log(job.status, job.error, job.declines)
+ * }
+ *
+ * // inline JavaScript: `main(input)`'s return value is the output
+ * const js = await client.submit({ engine: 'js', source: 'function main (i) { return i.a + i.b }', input: { a: 1, b: 2 } })
+ * await client.wait(js.id)
+ * console.log((await client.result(js.id)).output) // 3
+ *
+ * try { await client.job('nope') } catch (err) {
+ *   if (err instanceof MercatoApiError && err.code === 'job-not-found') { ... }
+ * }
+ * ```
+ *
+ * Authentication: a gateway bound to loopback needs no token unless its
+ * config says so. Bound to any other address it wants the bearer token in
+ * `<dataDir>/gateway.token`: pass `{ token }` or set `MERCATO_API_TOKEN`.
+ *
+ * Errors: the gateway's `{ "error": { "code", "message" } }` becomes a
+ * {@link MercatoApiError} (`code`, `status`, `message`); no answer at all
+ * (connection refused, unknown host, timeout) is a
+ * {@link MercatoConnectionError}.
+ */
+import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from '../auction/types.js'
+import type { PeerStanding } from '../auction/index.js'
+import type { NodeInfo, PeerView } from '../gateway/index.js'
+import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
+import { MercatoApiError, MercatoConnectionError } from './errors.js'
+import { readSse } from './sse.js'
+
+export { MercatoApiError, MercatoConnectionError } from './errors.js'
+export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
+export { readSse, type SseMessage } from './sse.js'
+export type { JobEvent, JobEventType, JobStatus, JobView, ResultView, AttemptView } from '../auction/types.js'
+export type { NodeInfo, PeerView } from '../gateway/index.js'
+export type { PeerStanding } from '../auction/index.js'
+
+/** The statuses a job ends in. */
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(['completed', 'failed', 'no-bids', 'cancelled'])
+
+/** A job as sent to `POST /v1/jobs`. */
+export interface JobSpec extends Omit<SubmitSpec, 'stdin'> {
+  /** bytes, or a string that is already base64 (as the HTTP API takes it) */
+  stdin?: Uint8Array | string
+}
+
+export interface ProviderView {
+  peerId: string
+  engines: string[]
+  /** the last price this provider bid on one of our jobs */
+  lastAsk: number | null
+  /** this node itself */
+  self: boolean
+  standing: PeerStanding | null
+}
+
+export interface BalanceView {
+  peerId: string
+  earned: number
+  spent: number
+  balance: number
+}
+
+export interface ClientOptions {
+  /** the gateway, default `http://127.0.0.1:8420` */
+  url?: string
+  /** bearer token; default `$MERCATO_API_TOKEN` */
+  token?: string
+  /** per-request timeout for everything but the event stream (default 30 s) */
+  timeoutMs?: number
+  /** a fetch to use instead of the global one */
+  fetch?: typeof fetch
+}
+
+export interface CallOptions {
+  signal?: AbortSignal
+}
+
+export interface WaitOptions extends CallOptions {
+  /** every event of the job, past ones first */
+  onEvent?: (event: JobEvent) => void
+}
+
+function env (name: string): string | undefined {
+  return typeof process !== 'undefined' ? process.env?.[name] : undefined
+}
+
+function toBase64 (bytes: Uint8Array): string {
+  if (typeof Buffer !== 'undefined') return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
+  let s = ''
+  for (const b of bytes) s += String.fromCharCode(b)
+  return btoa(s)
+}
+
+export class MercatoClient {
+  readonly url: string
+  private readonly token?: string
+  private readonly timeoutMs: number
+  private readonly fetch: typeof fetch
+
+  constructor (opts: ClientOptions = {}) {
+    this.url = (opts.url ?? DEFAULT_URL).replace(/\/+$/, '')
+    this.token = opts.token ?? env(ENV_TOKEN)
+    this.timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS
+    this.fetch = opts.fetch ?? globalThis.fetch.bind(globalThis)
+  }
+
+  /** This node: PeerId, addresses, version, provider settings. */
+  async node (opts?: CallOptions): Promise<NodeInfo> {
+    return await this.json('GET', '/v1/node', opts)
+  }
+
+  /** The peers this node is connected to. */
+  async peers (opts?: CallOptions): Promise<PeerView[]> {
+    return await this.json('GET', '/v1/peers', opts)
+  }
+
+  /** Providers this node knows, with engines, last ask and standing. */
+  async providers (opts?: CallOptions): Promise<ProviderView[]> {
+    return await this.json('GET', '/v1/providers', opts)
+  }
+
+  /** This node's credits earned and spent. */
+  async balance (opts?: CallOptions): Promise<BalanceView> {
+    return await this.json('GET', '/v1/balance', opts)
+  }
+
+  /** Store bytes (a wasm module) on the node; returns their CID. */
+  async uploadBlob (bytes: Uint8Array, opts?: CallOptions): Promise<string> {
+    const res = await this.request('POST', '/v1/blobs', {
+      ...opts,
+      // a copy on its own ArrayBuffer: BodyInit does not take views of a SharedArrayBuffer
+      body: new Uint8Array(bytes) as Uint8Array<ArrayBuffer>,
+      headers: { 'content-type': 'application/octet-stream' }
+    })
+    const body = await res.json() as { cid: string, size: number }
+    return body.cid
+  }
+
+  /** Announce a job; the auction runs on the node. */
+  async submit (spec: JobSpec, opts?: CallOptions): Promise<{ id: string, status: JobStatus }> {
+    const body: Record<string, unknown> = { ...spec }
+    if (spec.stdin instanceof Uint8Array) body.stdin = toBase64(spec.stdin)
+    return await this.json('POST', '/v1/jobs', { ...opts, json: body })
+  }
+
+  /** A job: status, bids, attempts, declines, price, latency. */
+  async job (id: string, opts?: CallOptions): Promise<JobView> {
+    return await this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`, opts)
+  }
+
+  /** This node's jobs, newest first. */
+  async jobs (query: { status?: JobStatus, limit?: number } = {}, opts?: CallOptions): Promise<JobView[]> {
+    const q = new URLSearchParams()
+    if (query.status != null) q.set('status', query.status)
+    if (query.limit != null) q.set('limit', String(query.limit))
+    const qs = q.toString()
+    return await this.json('GET', `/v1/jobs${qs === '' ? '' : `?${qs}`}`, opts)
+  }
+
+  /** A finished job's result; a MercatoApiError with status 409 while it is not finished. */
+  async result (id: string, opts?: CallOptions): Promise<ResultView> {
+    return await this.json('GET', `/v1/jobs/${encodeURIComponent(id)}/result`, opts)
+  }
+
+  /** Cancel a job that has not finished (409 when it has). */
+  async cancel (id: string, opts?: CallOptions): Promise<JobView> {
+    return await this.json('DELETE', `/v1/jobs/${encodeURIComponent(id)}`, opts)
+  }
+
+  /**
+   * A job's events: the past ones, then live ones until the job ends (the
+   * server's `end` event closes the iteration). Breaking out of the loop or
+   * aborting the signal closes the connection.
+   */
+  async * events (id: string, opts: CallOptions = {}): AsyncGenerator<JobEvent> {
+    const res = await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}/events`, { ...opts, stream: true, headers: { accept: 'text/event-stream' } })
+    if (res.body == null) return
+    for await (const msg of readSse(res.body, opts.signal)) {
+      if (msg.event === 'end') return
+      let event: JobEvent
+      try { event = JSON.parse(msg.data) } catch { continue }
+      yield event
+    }
+  }
+
+  /**
+   * Follow a job until it ends and return it (completed, failed, no-bids or
+   * cancelled). Uses the event stream; if the stream breaks before the end it
+   * reconnects and skips the events already seen.
+   */
+  async wait (id: string, opts: WaitOptions = {}): Promise<JobView> {
+    let seen = 0
+    for (let tries = 0; ; tries++) {
+      let ended = false
+      try {
+        let i = 0
+        for await (const e of this.events(id, opts)) {
+          if (i++ < seen) continue
+          seen++
+          opts.onEvent?.(e)
+        }
+        ended = true
+      } catch (err) {
+        // a broken stream (not a refused connection or an API error): look, then retry
+        if (opts.signal?.aborted === true || err instanceof MercatoApiError || err instanceof MercatoConnectionError || tries >= 5) throw err
+      }
+      const job = await this.job(id, opts)
+      if (TERMINAL_STATUSES.has(job.status)) return job
+      if (ended && tries >= 5) throw new MercatoConnectionError(this.url, new Error(`the event stream of job ${id} keeps ending before the job does`))
+      await new Promise(resolve => setTimeout(resolve, Math.min(100 * 2 ** tries, 2000)))
+    }
+  }
+
+  private async json<T> (method: string, path: string, opts: CallOptions & { json?: unknown } = {}): Promise<T> {
+    const res = await this.request(method, path, {
+      signal: opts.signal,
+      body: opts.json !== undefined ? JSON.stringify(opts.json) : undefined,
+      headers: opts.json !== undefined ? { 'content-type': 'application/json' } : undefined
+    })
+    return await res.json() as T
+  }
+
+  private async request (method: string, path: string, opts: CallOptions & { body?: BodyInit, headers?: Record<string, string>, stream?: boolean } = {}): Promise<Response> {
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
+    if (this.token != null && this.token !== '') headers.authorization = `Bearer ${this.token}`
+    const timeout = opts.stream === true ? undefined : AbortSignal.timeout(this.timeoutMs)
+    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s != null)
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
+    let res: Response
+    try {
+      res = await this.fetch(this.url + path, { method, headers, body: opts.body, signal })
+    } catch (err: any) {
+      if (opts.signal?.aborted === true) throw err
+      if (timeout?.aborted === true) throw new MercatoConnectionError(this.url, new Error(`no answer in ${this.timeoutMs} ms`))
+      throw new MercatoConnectionError(this.url, err?.cause ?? err)
+    }
+    if (!res.ok) {
+      const text = await res.text().catch(() => '')
+      let code = `http-${res.status}`
+      let message = text !== '' ? text : res.statusText
+      try {
+        const body = JSON.parse(text)
+        if (typeof body?.error?.code === 'string') code = body.error.code
+        if (typeof body?.error?.message === 'string') message = body.error.message
+      } catch {}
+      throw new MercatoApiError(message, code, res.status)
+    }
+    return res
+  }
+}

@@ -1,0 +1,166 @@
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { MercatoClient, MercatoApiError, MercatoConnectionError, type JobEvent } from '../../src/client/index.js'
+import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import type { MercatoNode } from '../../src/node.js'
+
+const FIXTURES = new URL('../fixtures/', import.meta.url).pathname
+/** ~1 s of work: long enough to ask for its result before it is done */
+const SLOW_JS = 'function main(i){let s=0;for(let k=0;k<i.n;k++)s=(s+k)%1000003;return s}'
+
+async function expectApiError (p: Promise<unknown>, status: number, code: string): Promise<MercatoApiError> {
+  try {
+    await p
+  } catch (err) {
+    expect(err).to.be.instanceOf(MercatoApiError)
+    const e = err as MercatoApiError
+    expect(e.name).to.equal('MercatoApiError')
+    expect(e.status, e.message).to.equal(status)
+    expect(e.code, e.message).to.equal(code)
+    return e
+  }
+  throw new Error(`expected a ${status} ${code}`)
+}
+
+describe('MercatoClient against a real node', function () {
+  this.timeout(30_000)
+  let node: MercatoNode
+  let provider: MercatoNode
+  let client: MercatoClient
+
+  before(async () => {
+    node = await startTestNode({ gateway: true, price: 5 })
+    provider = await startTestNode({ price: 2, bootstrap: node.network.addresses() })
+    client = new MercatoClient({ url: node.gateway!.url })
+    await waitFor(async () => (await client.providers()).some(p => p.peerId === provider.peerId), 10_000)
+  })
+  after(stopNodes)
+
+  it('reads the node, its peers, providers and balance', async () => {
+    const info = await client.node()
+    expect(info.peerId).to.equal(node.peerId)
+    expect(info.provider.enabled).to.equal(true)
+    const peers = await client.peers()
+    expect(peers.map(p => p.peerId)).to.include(provider.peerId)
+    const providers = await client.providers()
+    expect(providers.find(p => p.self)?.peerId).to.equal(node.peerId)
+    const balance = await client.balance()
+    expect(balance).to.include({ peerId: node.peerId })
+    expect(balance.balance).to.equal(balance.earned - balance.spent)
+  })
+
+  it('uploads a wasm module, submits it and waits for the result through events', async () => {
+    const cid = await client.uploadBlob(await readFile(join(FIXTURES, 'wasm/hello.wasm')))
+    expect(cid).to.be.a('string').with.length.greaterThan(10)
+    const { id, status } = await client.submit({ engine: 'wasm', module: cid, args: ['x'], stdin: new Uint8Array([1, 2]) })
+    expect(status).to.equal('bidding')
+    const seen: string[] = []
+    const job = await client.wait(id, { onEvent: (e) => { seen.push(e.type) } })
+    expect(job.status).to.equal('completed')
+    expect([node.peerId, provider.peerId]).to.include(job.provider)
+    expect(seen[0]).to.equal('announced')
+    expect(seen.at(-1)).to.equal('settled')
+    const result = await client.result(id)
+    expect(result.stdout).to.equal('hello, world\narg 1: x\n')
+    expect(result.exitCode).to.equal(0)
+    const listed = await client.jobs({ status: 'completed' })
+    expect(listed.map(j => j.id)).to.include(id)
+    expect(await client.jobs({ limit: 1 })).to.have.length(1)
+  })
+
+  it('events() delivers the whole sequence of a job, announced … settled, then ends', async () => {
+    const { id } = await client.submit({ engine: 'js', source: 'function main (i) { console.log("hi"); return i.a + i.b }', input: { a: 2, b: 3 } })
+    const events: JobEvent[] = []
+    for await (const e of client.events(id)) events.push(e)
+    const types: string[] = events.map(e => e.type)
+    expect(types[0]).to.equal('announced')
+    expect(types).to.include.members(['bid', 'awarded', 'accepted', 'running', 'result'])
+    expect(types.at(-1)).to.equal('settled')
+    const order = ['announced', 'bid', 'awarded', 'running', 'result', 'settled'].map(t => types.indexOf(t))
+    expect(order).to.deep.equal([...order].sort((a, b) => a - b))
+    expect(events.every(e => e.jobId === id && typeof e.ts === 'number')).to.equal(true)
+    const awarded = events.find(e => e.type === 'awarded')!
+    expect(awarded.provider).to.equal(provider.peerId)
+    // a finished job: the stream replays the same events, then ends
+    const again: string[] = []
+    for await (const e of client.events(id)) again.push(e.type)
+    expect(again).to.deep.equal(types)
+    const result = await client.result(id)
+    expect(result.output).to.equal(5)
+    expect(result.stdout).to.equal('hi\n')
+  })
+
+  it('answers API errors as MercatoApiError with the gateway\'s code and status', async () => {
+    await expectApiError(client.job('no-such-job'), 404, 'job-not-found')
+    await expectApiError(client.result('no-such-job'), 404, 'job-not-found')
+    const e = await expectApiError(client.submit({ engine: 'wasm' }), 400, 'invalid-spec')
+    expect(e.message).to.match(/module/)
+    await expectApiError(client.submit({ engine: 'nope' as any, source: 'x' }), 400, 'invalid-spec')
+    // events of an unknown job: 404 before the stream opens
+    await expectApiError((async () => { for await (const _ of client.events('no-such-job')) break })(), 404, 'job-not-found')
+  })
+
+  it('answers 409 for the result of a job still running, and cancels it', async () => {
+    const { id } = await client.submit({ engine: 'js', source: SLOW_JS, input: { n: 30_000_000 } })
+    await expectApiError(client.result(id), 409, 'conflict')
+    const cancelled = await client.cancel(id)
+    expect(cancelled.status).to.equal('cancelled')
+    const job = await client.wait(id)
+    expect(job.status).to.equal('cancelled')
+    await expectApiError(client.cancel(id), 409, 'conflict')
+  })
+
+  it('stops following events when the signal aborts', async () => {
+    const { id } = await client.submit({ engine: 'js', source: SLOW_JS, input: { n: 30_000_000 } })
+    const ac = new AbortController()
+    const types: string[] = []
+    const t0 = Date.now()
+    let error: any
+    try {
+      for await (const e of client.events(id, { signal: ac.signal })) {
+        types.push(e.type)
+        if (e.type === 'announced') ac.abort()
+      }
+    } catch (err) { error = err }
+    expect(error?.name).to.equal('AbortError')
+    expect(types).to.deep.equal(['announced'])
+    expect(Date.now() - t0).to.be.lessThan(1000)
+    await client.cancel(id)
+  })
+
+  it('names an unreachable node with MercatoConnectionError', async () => {
+    const dead = new MercatoClient({ url: 'http://127.0.0.1:1/' })
+    try {
+      await dead.node()
+      expect.fail('should throw')
+    } catch (err: any) {
+      expect(err).to.be.instanceOf(MercatoConnectionError)
+      expect(err.code).to.equal('unreachable')
+      expect(err.message).to.equal('no Mercato node at http://127.0.0.1:1')
+    }
+  })
+})
+
+describe('MercatoClient with a token', function () {
+  this.timeout(20_000)
+  after(stopNodes)
+
+  it('sends the bearer token from the option or MERCATO_API_TOKEN; without it: 401 unauthorized', async () => {
+    const node = await startTestNode({ gateway: true, config: { gateway: { requireToken: true } } })
+    const token = (await readFile(join(node.config.dataDir, 'gateway.token'), 'utf8')).trim()
+    const url = node.gateway!.url
+    const saved = process.env.MERCATO_API_TOKEN
+    delete process.env.MERCATO_API_TOKEN
+    try {
+      await expectApiError(new MercatoClient({ url }).node(), 401, 'unauthorized')
+      expect((await new MercatoClient({ url, token }).node()).peerId).to.equal(node.peerId)
+      process.env.MERCATO_API_TOKEN = token
+      expect((await new MercatoClient({ url }).node()).peerId).to.equal(node.peerId)
+    } finally {
+      if (saved == null) delete process.env.MERCATO_API_TOKEN
+      else process.env.MERCATO_API_TOKEN = saved
+    }
+  })
+})
