@@ -13,10 +13,13 @@ import { VERSION } from './version.js'
 import { buildNetworkNode, loadOrCreateIdentity, type Identity, type NetworkNode } from './p2p/index.js'
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
-import { openLedger, type Ledger } from './ledger/index.js'
+import { openLedger, createLedgerAudit, type Ledger, type LedgerAudit } from './ledger/index.js'
 import { createExecutor, type Executor } from './executor/index.js'
 import { createMarket, type Market } from './auction/index.js'
 import { jobRoutes } from './gateway/routes/jobs.js'
+import { ledgerRoutes } from './gateway/routes/ledger.js'
+import { metricsRoutes } from './gateway/metrics.js'
+import { dashboardRoutes } from './gateway/dashboard.js'
 import { cpus } from 'node:os'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
@@ -31,6 +34,7 @@ export class MercatoNode implements GatewayNode {
   identity!: Identity
   network!: NetworkNode
   ledger!: Ledger
+  audit!: LedgerAudit
   executor!: Executor
   market!: Market
   gateway?: Gateway
@@ -83,7 +87,8 @@ export class MercatoNode implements GatewayNode {
       bootstrap: cfg.p2p.bootstrap,
       mdns: cfg.p2p.mdns,
       maxConnections: cfg.p2p.maxConnections,
-      dialTimeoutMs: cfg.p2p.dialTimeoutMs
+      dialTimeoutMs: cfg.p2p.dialTimeoutMs,
+      metrics: true
     })
     try {
       await this.network.start()
@@ -92,7 +97,19 @@ export class MercatoNode implements GatewayNode {
     }
     this.defer('network', async () => { await this.network.stop() })
 
+    // open audit: gossip our signed head, serve our log, watch for equivocation
+    this.audit = createLedgerAudit({
+      ledger: this.ledger,
+      network: this.network,
+      signer: this.identity.signer,
+      headIntervalMs: cfg.ledger.headIntervalMs,
+      headDebounceMs: cfg.ledger.headDebounceMs
+    })
+    await this.audit.start()
+    this.defer('audit', async () => { await this.audit.stop() })
+
     this.market = createMarket({
+      isFlagged: (peerId) => this.audit.isFlagged(peerId),
       network: this.network,
       signer: this.identity.signer,
       ledger: this.ledger,
@@ -126,7 +143,12 @@ export class MercatoNode implements GatewayNode {
           port: cfg.gateway.port,
           token,
           bodyLimitBytes: cfg.gateway.bodyLimitBytes,
-          plugins: [jobRoutes({ market: this.market })]
+          plugins: [
+            jobRoutes({ market: this.market }),
+            ledgerRoutes({ ledger: this.ledger }),
+            metricsRoutes({ market: this.market, executor: this.executor, ledger: this.ledger }),
+            dashboardRoutes()
+          ]
         })
       } catch (err: any) {
         if (err?.code === 'EADDRINUSE') throw new ConfigError('gateway.port', `config key "gateway.port": port ${cfg.gateway.port} on ${cfg.gateway.host} is in use`)
@@ -165,7 +187,15 @@ export class MercatoNode implements GatewayNode {
   }
 
   peers (): PeerView[] {
-    return this.network.peers().map(p => ({ ...p }))
+    return this.network.peers().map(p => {
+      const head = this.audit.latestHead(p.peerId)
+      return {
+        ...p,
+        flagged: this.audit.isFlagged(p.peerId),
+        head: head != null ? { seq: head.payload.seq, id: head.payload.id, ts: head.payload.ts } : null,
+        standing: this.market.reputation.get(p.peerId)
+      }
+    })
   }
 }
 

@@ -1,12 +1,18 @@
 /**
- * The gateway's one error table: every error it answers with is declared
- * here once, with its code and HTTP status. Handlers throw MercatoErrors
- * (any module's) or these; the error handler turns them into
- * `{ "error": { "code", "message" } }`.
+ * The gateway's one error table: every error code it answers with is
+ * declared here once, with its HTTP status. Handlers throw MercatoErrors
+ * (any module's) or GatewayErrors; the error handler turns them into
+ * `{ "error": { "code", "message" } }` and takes the status from this table
+ * (a MercatoError whose code is not listed keeps its own status).
+ *
+ * The codes in the second group are raised by other parts (the market, the
+ * blob store, the ledger routes) and pass through the gateway unchanged;
+ * they are listed so that clients have one place to look.
  */
 import { MercatoError } from '../errors.js'
 
 export const GATEWAY_ERRORS = {
+  // raised by the gateway itself
   'invalid-request': { status: 400, message: 'The request is malformed' },
   'invalid-json': { status: 400, message: 'The body is not valid JSON' },
   unauthorized: { status: 401, message: 'A valid bearer token is required' },
@@ -17,11 +23,31 @@ export const GATEWAY_ERRORS = {
   conflict: { status: 409, message: 'The resource is not in a state that allows this' },
   'payload-too-large': { status: 413, message: 'The body exceeds the size limit' },
   'unsupported-media-type': { status: 415, message: 'Unsupported content type' },
+  internal: { status: 500, message: 'Internal error' },
   unavailable: { status: 503, message: 'The node is not ready for this' },
-  internal: { status: 500, message: 'Internal error' }
+  // raised by the market, blob store and ledger, answered as is
+  'invalid-spec': { status: 400, message: 'The job spec is invalid (the message names the field)' },
+  'unknown-module': { status: 400, message: 'The job names a module that is not in the blob store' },
+  'offer-too-large': { status: 400, message: 'The job offer exceeds the gossip size limit' },
+  'empty-blob': { status: 400, message: 'A blob must not be empty' },
+  'blob-too-large': { status: 413, message: 'The blob exceeds the blob size limit' },
+  'invalid-peer': { status: 400, message: 'Not a PeerId or multiaddr' },
+  'invalid-input': { status: 400, message: 'The input is invalid' },
+  'job-not-found': { status: 404, message: 'No such job' },
+  'blob-not-found': { status: 404, message: 'No such blob' },
+  timeout: { status: 504, message: 'The operation timed out' }
 } as const
 
 export type GatewayErrorCode = keyof typeof GATEWAY_ERRORS
+
+export function isGatewayErrorCode (code: string): code is GatewayErrorCode {
+  return Object.hasOwn(GATEWAY_ERRORS, code)
+}
+
+/** The status for an error code: the table's, or `fallback` for a code it does not list. */
+export function statusOf (code: string, fallback: number): number {
+  return isGatewayErrorCode(code) ? GATEWAY_ERRORS[code].status : fallback
+}
 
 export class GatewayError extends MercatoError {
   constructor (code: GatewayErrorCode, message?: string) {

@@ -1,23 +1,47 @@
 /**
- * The local HTTP gateway: how apps and the CLI talk to their own node.
+ * The local HTTP gateway: how apps, the CLI and the dashboard talk to their
+ * own node.
  *
  * - Binds 127.0.0.1 by default. Bound to any other address, every route
- *   needs `Authorization: Bearer <token>` (the token lives in
- *   `<dataDir>/gateway.token`); `gateway.requireToken` asks for it on
- *   loopback too.
+ *   needs the token (the token lives in `<dataDir>/gateway.token`);
+ *   `gateway.requireToken` asks for it on loopback too. The token is sent
+ *   as `Authorization: Bearer <token>`, or, for the dashboard in a browser,
+ *   as the `mercato_token` cookie that `GET /?token=<token>` sets
+ *   (HttpOnly, SameSite=Strict).
  * - Mutations are POST/DELETE only. A request with a foreign `Origin` (CSRF)
- *   or a `Host` that does not name this gateway (DNS rebinding) is refused.
- * - Errors are JSON `{ "error": { "code", "message" } }` (see errors.ts).
+ *   or, on loopback, a `Host` that is not a loopback name (DNS rebinding) is
+ *   refused with 403.
+ * - Every route has a JSON schema; together they are the OpenAPI document
+ *   at `GET /openapi.json`, browsable at `GET /docs`.
+ * - Errors are JSON `{ "error": { "code", "message" } }`, statuses from the
+ *   one table in errors.ts. A known path with the wrong method is a 405 with
+ *   an `Allow` header; an unknown path is a 404.
  *
- * The gateway only sees the node through {@link GatewayNode}.
+ * The gateway only sees the node through {@link GatewayNode}; the routes of
+ * the other parts come in as plugins (`init.plugins`).
+ *
+ * @example
+ * ```ts
+ * const gw = await startGateway({ node, port: 8420, plugins: [jobRoutes({ market })] })
+ * // curl http://127.0.0.1:8420/v1/node
+ * await gw.stop()
+ * ```
  */
-import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type RouteOptions } from 'fastify'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import { timingSafeEqual } from 'node:crypto'
 import { isMercatoError } from '../errors.js'
 import { logger } from '../logger.js'
-import { GatewayError, GATEWAY_ERRORS } from './errors.js'
+import { VERSION } from '../version.js'
+import { GatewayError, GATEWAY_ERRORS, statusOf } from './errors.js'
+import { SHARED_SCHEMAS, errorResponses } from './schemas.js'
+import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, TOKEN_COOKIE } from './constants.js'
 
-export { GatewayError, GATEWAY_ERRORS } from './errors.js'
+export { GatewayError, GATEWAY_ERRORS, statusOf, isGatewayErrorCode, type GatewayErrorCode } from './errors.js'
+export { SHARED_SCHEMAS, errorResponses, zodValidated } from './schemas.js'
+export { metricsRoutes, type MetricsDeps } from './metrics.js'
+export { dashboardRoutes } from './dashboard.js'
 
 export interface NodeInfo {
   peerId: string
@@ -44,11 +68,21 @@ export interface GatewayInit {
   node: GatewayNode
   host?: string
   port?: number
-  /** when set, required as a bearer token */
+  /** when set, required as a bearer token (or the dashboard cookie) */
   token?: string
   bodyLimitBytes?: number
-  /** extra route plugins (ledger, jobs, ...) */
+  /** extra route plugins (ledger, jobs, metrics, dashboard, ...) */
   plugins?: FastifyPluginAsync[]
+}
+
+/** A registered route, as the 405 check and the tests see it. */
+export interface RouteEntry { method: string, url: string, pattern: RegExp, schema?: Record<string, any> }
+
+const ROUTES = Symbol.for('mercato.gateway.routes')
+
+/** The routes registered on a gateway app (every method, HEAD included). */
+export function gatewayRoutes (app: FastifyInstance): RouteEntry[] {
+  return (app as any)[ROUTES] ?? []
 }
 
 export function isLoopbackHost (host: string): boolean {
@@ -67,72 +101,153 @@ function tokenMatches (given: string, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
+function cookieValue (header: string | undefined, name: string): string {
+  if (header == null) return ''
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=')
+    if (i > 0 && part.slice(0, i).trim() === name) {
+      try { return decodeURIComponent(part.slice(i + 1).trim()) } catch { return '' }
+    }
+  }
+  return ''
+}
+
+function routePattern (url: string): RegExp {
+  const src = url.split('/').map(seg => {
+    if (seg === '*') return '.*'
+    if (seg.startsWith(':')) return '[^/]+'
+    return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  }).join('/')
+  return new RegExp(`^${src}$`)
+}
+
+function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
 /** Build the fastify app (not listening). Tests use `app.inject`. */
 export async function buildGateway (init: GatewayInit): Promise<FastifyInstance> {
-  const host = init.host ?? '127.0.0.1'
+  const host = init.host ?? DEFAULT_HOST
   const loopback = isLoopbackHost(host)
   const app = Fastify({
-    bodyLimit: init.bodyLimitBytes ?? 16 * 1024 * 1024,
+    bodyLimit: init.bodyLimitBytes ?? BODY_LIMIT_BYTES,
     logger: false,
     return503OnClosing: true,
-    forceCloseConnections: true
+    forceCloseConnections: true,
+    // schemas never strip or invent fields; query strings are coerced to their declared types
+    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } }
   })
   const log = logger('gateway')
+  const routes: RouteEntry[] = []
+  ;(app as any)[ROUTES] = routes
 
+  // responses are plain JSON: a schema documents a response, it does not rewrite it
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data))
+  for (const s of SHARED_SCHEMAS) app.addSchema(s)
+
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    for (const m of methods) routes.push({ method: m, url: route.url, pattern: routePattern(route.url), schema: route.schema as any })
+    const schema = (route.schema ?? {}) as Record<string, any>
+    if (schema.hide === true) return
+    // every route may answer these; a route's own declarations win
+    const mutating = methods.includes('POST') || methods.includes('DELETE')
+    schema.response = { ...errorResponses(401, 403, 405, 500, ...(mutating ? [400, 413, 415] : [])), ...(schema.response ?? {}) }
+    route.schema = schema
+  })
+
+  // JSON and raw bytes only: a text/plain POST is what a cross-site form can send without a preflight
+  app.removeContentTypeParser('text/plain')
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => { done(null, body) })
 
-  app.addHook('onRequest', async (req) => {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Mercato gateway',
+        version: VERSION,
+        description: 'The local HTTP API of a Mercato node. Errors are `{ "error": { "code", "message" } }`; see docs/GATEWAY.md.'
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required when the gateway is bound to a non-loopback address or gateway.requireToken is set' } } }
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` }
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
+
+  app.addHook('onRequest', async (req, reply) => {
     // DNS rebinding: on loopback, the Host header must name a loopback host
     const hostHeader = req.headers.host
     if (loopback && hostHeader != null && !isLoopbackHost(hostOf(hostHeader))) throw new GatewayError('foreign-host')
     // CSRF: browsers send Origin on cross-site requests; only our own origin is welcome
     const origin = req.headers.origin
-    if (origin != null && origin !== 'null') {
+    if (origin != null) {
       let originHost: string
       try { originHost = new URL(origin).host } catch { throw new GatewayError('foreign-origin') }
-      if (hostHeader == null || originHost !== hostHeader) throw new GatewayError('foreign-origin')
-    } else if (origin === 'null') {
-      throw new GatewayError('foreign-origin')
+      if (origin === 'null' || hostHeader == null || originHost !== hostHeader) throw new GatewayError('foreign-origin')
     }
     if (init.token != null) {
       const auth = req.headers.authorization ?? ''
-      const given = auth.startsWith('Bearer ') ? auth.slice(7).trim() : ''
-      if (!tokenMatches(given, init.token)) throw new GatewayError('unauthorized')
+      const given = auth.startsWith('Bearer ') ? auth.slice(7).trim() : cookieValue(req.headers.cookie, TOKEN_COOKIE)
+      if (given !== '' && tokenMatches(given, init.token)) return
+      // the dashboard's way in: GET /?token=… sets the cookie and drops the token from the address bar
+      const query = req.query as Record<string, unknown> | undefined
+      if (req.method === 'GET' && pathOf(req.url) === '/' && typeof query?.token === 'string' && tokenMatches(query.token, init.token)) {
+        void reply.header('set-cookie', `${TOKEN_COOKIE}=${encodeURIComponent(init.token)}; Path=/; HttpOnly; SameSite=Strict`).redirect('/', 303)
+        return await reply
+      }
+      throw new GatewayError('unauthorized')
     }
   })
 
   app.setErrorHandler((err: any, req, reply) => {
     let status = 500
     let code = 'internal'
-    let message = 'Internal error'
+    let message: string = GATEWAY_ERRORS.internal.message
     if (isMercatoError(err)) {
-      status = err.status; code = err.code; message = err.message
+      code = err.code; status = statusOf(err.code, err.status); message = err.message
     } else if (err?.validation != null) {
-      status = 400; code = 'invalid-request'; message = err.message
+      code = 'invalid-request'; status = 400; message = err.message
     } else if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      status = 413; code = 'payload-too-large'; message = GATEWAY_ERRORS['payload-too-large'].message
+      code = 'payload-too-large'; status = 413; message = GATEWAY_ERRORS['payload-too-large'].message
     } else if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      status = 415; code = 'unsupported-media-type'; message = err.message
+      code = 'unsupported-media-type'; status = 415; message = err.message
     } else if (err?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && (err as any).statusCode === 400)) {
-      status = 400; code = 'invalid-json'; message = err.message
+      code = 'invalid-json'; status = 400; message = err.message
+    } else if (err?.name === 'AbortError' || err?.name === 'TimeoutError') {
+      code = 'timeout'; status = 504; message = String(err.message)
     } else if (typeof err?.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-      status = err.statusCode; code = 'invalid-request'; message = err.message
+      code = err.statusCode === 413 ? 'payload-too-large' : err.statusCode === 415 ? 'unsupported-media-type' : 'invalid-request'
+      status = statusOf(code, 400); message = String(err.message)
     }
     if (status >= 500) log.error({ err, url: req.url }, 'gateway error')
     void reply.status(status).send({ error: { code, message } })
   })
 
   app.setNotFoundHandler((req, reply) => {
+    const path = pathOf(req.url)
     // a known path with the wrong method is a 405
-    const known = app.hasRoute({ url: req.url.split('?')[0], method: 'GET' }) || app.hasRoute({ url: req.url.split('?')[0], method: 'POST' })
-    if (known) return reply.status(405).send({ error: { code: 'method-not-allowed', message: `${req.method} is not allowed on ${req.url.split('?')[0]}` } })
-    return reply.status(404).send({ error: { code: 'not-found', message: `no route ${req.method} ${req.url.split('?')[0]}` } })
+    const allow = [...new Set(routes.filter(r => r.pattern.test(path)).map(r => r.method))]
+    if (allow.length > 0) {
+      return reply.status(405).header('allow', allow.join(', ')).send({ error: { code: 'method-not-allowed', message: `${req.method} is not allowed on ${path}; use ${allow.join(', ')}` } })
+    }
+    return reply.status(404).send({ error: { code: 'not-found', message: `no route ${req.method} ${path}` } })
   })
 
-  app.get('/v1/node', async () => init.node.info())
-  app.get('/v1/peers', async () => init.node.peers())
+  app.get('/openapi.json', {
+    schema: { tags: ['meta'], summary: 'This OpenAPI document', response: { 200: { type: 'object', additionalProperties: true } } }
+  }, async () => app.swagger())
+
+  app.get('/v1/node', {
+    schema: { tags: ['node'], summary: "This node's identity, addresses and provider settings", response: { 200: { $ref: 'NodeInfo#' } } }
+  }, async () => init.node.info())
+
+  app.get('/v1/peers', {
+    schema: { tags: ['node'], summary: 'Peers connected now', response: { 200: { type: 'array', items: { $ref: 'Peer#' } } } }
+  }, async () => init.node.peers())
 
   for (const plugin of init.plugins ?? []) await app.register(plugin)
+  await app.ready()
   return app
 }
 
@@ -145,10 +260,10 @@ export interface Gateway {
 /** Build and listen. Throws GatewayError-free `EADDRINUSE` errors for the caller to name. */
 export async function startGateway (init: GatewayInit): Promise<Gateway> {
   const app = await buildGateway(init)
-  const host = init.host ?? '127.0.0.1'
-  await app.listen({ host, port: init.port ?? 8420 })
+  const host = init.host ?? DEFAULT_HOST
+  await app.listen({ host, port: init.port ?? DEFAULT_PORT })
   const addr = app.server.address()
-  const port = typeof addr === 'object' && addr != null ? addr.port : init.port ?? 8420
+  const port = typeof addr === 'object' && addr != null ? addr.port : init.port ?? DEFAULT_PORT
   const urlHost = host.includes(':') ? `[${host}]` : host
   return {
     url: `http://${urlHost}:${port}`,

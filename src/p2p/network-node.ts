@@ -8,6 +8,7 @@ import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { gossipsub, StrictNoSign, TopicValidatorResult, type GossipSub, type GossipsubMessage, type Message } from '@libp2p/gossipsub'
 import { bootstrap } from '@libp2p/bootstrap'
 import { mdns } from '@libp2p/mdns'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
@@ -44,6 +45,8 @@ export interface NetworkInit {
   allow?: string[]
   /** largest gossip message accepted (bytes) */
   maxGossipBytes?: number
+  /** libp2p's own Prometheus metrics, in prom-client's default registry (the gateway's /metrics serves them) */
+  metrics?: boolean
 }
 
 type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
@@ -409,6 +412,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   const node = await createLibp2p<Services>({
     privateKey,
     start: false,
+    metrics: init.metrics === true ? prometheusMetrics() : undefined,
     addresses: { listen, announce: init.announce ?? [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],

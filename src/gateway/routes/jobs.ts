@@ -9,14 +9,20 @@
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
  *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live
  *   DELETE /v1/jobs/:id            cancel
+ *   GET    /v1/events              server-sent events of every job, live
  *   GET    /v1/providers           known providers with standing
  *   GET    /v1/balance             this node's credits earned and spent
+ *
+ * The bodies and queries are checked by zod here (the message names the bad
+ * field); the route schemas describe them for the OpenAPI document.
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
 import type { Market, JobEvent } from '../../auction/index.js'
 import { InvalidInputError } from '../../errors.js'
 import { GatewayError } from '../errors.js'
+import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
+import { openEventStream } from '../sse.js'
 
 const limits = z.strictObject({
   timeoutMs: z.number().int().min(1).optional(),
@@ -39,9 +45,8 @@ export const jobBodySchema = z.strictObject({
   bidWindowMs: z.number().int().min(1).max(60_000).optional()
 })
 
-const STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
 const listQuery = z.object({
-  status: z.enum(STATUSES).optional(),
+  status: z.enum(JOB_STATUSES).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional()
 })
 
@@ -58,70 +63,112 @@ export function parseJobBody (body: unknown): z.infer<typeof jobBodySchema> {
 
 export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
   const { market } = deps
+  const jobBodyJsonSchema = documented(z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>)
+  const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
   return async (app) => {
-    app.post('/v1/blobs', async (req, reply) => {
+    app.post('/v1/blobs', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Upload a module or input (raw bytes, Content-Type: application/octet-stream); returns its CID',
+        body: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'raw bytes' } } } },
+        response: { 201: { type: 'object', required: ['cid', 'size'], properties: { cid: { type: 'string' }, size: { type: 'integer' } }, additionalProperties: false } }
+      },
+      ...zodValidated
+    }, async (req, reply) => {
       const body = req.body
       if (!(body instanceof Uint8Array)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
       const cid = await market.uploadBlob(new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
       return await reply.status(201).send({ cid, size: body.byteLength })
     })
 
-    app.get<{ Params: { cid: string } }>('/v1/blobs/:cid', async (req, reply) => {
+    app.get<{ Params: { cid: string } }>('/v1/blobs/:cid', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'The bytes of a blob (fetched from peers when not held here)',
+        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string' } } },
+        response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
+      }
+    }, async (req, reply) => {
       const bytes = await market.blobs.get(req.params.cid)
       if (bytes == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
       return await reply.type('application/octet-stream').send(Buffer.from(bytes))
     })
 
-    app.post('/v1/jobs', async (req, reply) => {
+    app.post('/v1/jobs', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Submit a job: it is announced and auctioned at once',
+        body: jobBodyJsonSchema,
+        response: { 202: { type: 'object', required: ['id', 'status'], properties: { id: { type: 'string' }, status: { type: 'string', enum: JOB_STATUSES } }, additionalProperties: false } }
+      },
+      ...zodValidated
+    }, async (req, reply) => {
+      if (req.body instanceof Uint8Array) throw new GatewayError('unsupported-media-type', 'a job spec is JSON: Content-Type: application/json')
       const spec = parseJobBody(req.body)
       const job = await market.submit({ ...spec, stdin: spec.stdin != null ? new Uint8Array(Buffer.from(spec.stdin, 'base64')) : undefined })
       return await reply.status(202).send({ id: job.id, status: job.status })
     })
 
-    app.get('/v1/jobs', async (req) => {
+    app.get('/v1/jobs', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Jobs submitted by this node, newest first',
+        querystring: { type: 'object', properties: { status: { type: 'string', enum: JOB_STATUSES }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } } },
+        response: { 200: { type: 'array', items: { $ref: 'JobView#' } }, ...errorResponses(400) }
+      },
+      ...zodValidated
+    }, async (req) => {
       const q = listQuery.safeParse(req.query)
       if (!q.success) throw new InvalidInputError(`${q.error.issues[0].path.join('.')}: ${q.error.issues[0].message}`, 'invalid-request')
       return market.list(q.data)
     })
 
-    app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => market.get(req.params.id))
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id', {
+      schema: { tags: ['jobs'], summary: 'One job: its bids, attempts and declines', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404) } }
+    }, async (req) => market.get(req.params.id))
 
-    app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', async (req) => market.result(req.params.id))
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', {
+      schema: { tags: ['jobs'], summary: 'The result of a finished job (409 while it is not finished)', params: idParams, response: { 200: { $ref: 'ResultView#' }, ...errorResponses(404, 409) } }
+    }, async (req) => market.result(req.params.id))
 
-    app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => await market.cancel(req.params.id))
+    app.delete<{ Params: { id: string } }>('/v1/jobs/:id', {
+      schema: { tags: ['jobs'], summary: 'Cancel a job (409 when it is already over)', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404, 409) } }
+    }, async (req) => await market.cancel(req.params.id))
 
-    app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', async (req, reply) => {
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', {
+      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end`", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
+    }, async (req, reply) => {
       const id = req.params.id
       const past = market.jobEvents(id) // 404 when unknown
-      reply.hijack()
-      const res = reply.raw
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-      const write = (e: JobEvent): void => { res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`) }
-      for (const e of past) write(e)
-      const finish = (): void => {
-        cleanup()
-        res.write('event: end\ndata: {}\n\n')
-        res.end()
-      }
-      const onEvent = (e: JobEvent): void => { if (e.jobId === id) write(e) }
-      const onDone = (doneId: string): void => { if (doneId === id) setImmediate(finish) }
-      const ping = setInterval(() => { res.write(': ping\n\n') }, 15_000)
-      const cleanup = (): void => {
-        clearInterval(ping)
+      const onEvent = (e: JobEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
+      const onDone = (doneId: string): void => { if (doneId === id) setImmediate(() => { stream.end() }) }
+      const stream = openEventStream(req, reply, () => {
         market.events.off('job', onEvent)
         market.events.off('done', onDone)
-      }
-      req.raw.on('close', cleanup)
-      if (market.requester.isTerminal(id)) { finish(); return }
+      })
+      for (const e of past) stream.send(e.type, e)
+      if (market.requester.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
       market.events.on('done', onDone)
     })
 
-    app.get('/v1/providers', async () => {
+    app.get('/v1/events', {
+      schema: { tags: ['jobs'], summary: 'Every job event of this node, live, as server-sent events (the dashboard listens here)', response: { 200: EVENT_STREAM } }
+    }, async (req, reply) => {
+      const onEvent = (e: JobEvent): void => { stream.send(e.type, e) }
+      const stream = openEventStream(req, reply, () => { market.events.off('job', onEvent) })
+      market.events.on('job', onEvent)
+    })
+
+    app.get('/v1/providers', {
+      schema: { tags: ['market'], summary: 'Known providers: engines, last ask, standing', response: { 200: { type: 'array', items: { $ref: 'Provider#' } } } }
+    }, async () => {
       const standings = new Map(market.standings().map(s => [s.peerId, s]))
       return market.requester.knownProviderList().map(p => ({ ...p, standing: standings.get(p.peerId) ?? null }))
     })
 
-    app.get('/v1/balance', async () => market.balance())
+    app.get('/v1/balance', {
+      schema: { tags: ['market'], summary: "This node's credits earned (as a provider) and spent (as a requester)", response: { 200: { $ref: 'Balance#' } } }
+    }, async () => market.balance())
   }
 }

@@ -16,6 +16,7 @@ import { isMercatoError, InvalidInputError, NotFoundError, MercatoError } from '
 import { isPeerId } from '../../crypto/index.js'
 import { isRecordType, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit } from '../../ledger/index.js'
 import { recordToJson } from '../../ledger/json.js'
+import { zodValidated } from '../schemas.js'
 
 const DEFAULT_LIMIT = 100
 
@@ -25,6 +26,111 @@ const listQuery = z.object({
   type: z.string().refine(isRecordType, { message: `one of ${RECORD_TYPES.join(', ')}` }).optional(),
   job: z.string().min(1).max(256).optional()
 })
+
+// Route schemas (the OpenAPI document). Self-contained (no $ref), so the
+// plugin also runs on a bare fastify; zod above remains the judge of queries.
+const errorShape = {
+  type: 'object',
+  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, additionalProperties: false } },
+  additionalProperties: false
+}
+const headShape = {
+  type: 'object',
+  properties: { seq: { type: 'integer', description: '-1 when empty' }, id: { type: ['string', 'null'] }, count: { type: 'integer' } },
+  additionalProperties: true
+}
+const recordShape = {
+  type: 'object',
+  description: 'A record as JSON: bytes as base64, CIDs as strings',
+  properties: {
+    id: { type: 'string' },
+    v: { type: 'integer' },
+    seq: { type: 'integer' },
+    prev: { type: ['string', 'null'] },
+    type: { type: 'string', enum: [...RECORD_TYPES] },
+    ts: { type: 'number' },
+    signer: { type: 'string' },
+    body: { type: 'object', additionalProperties: true },
+    sig: { type: 'string' }
+  },
+  additionalProperties: true
+}
+const firstBadShape = { type: 'object', properties: { seq: { type: 'integer' }, reason: { type: 'string' } }, additionalProperties: true }
+const routeSchemas = {
+  list: {
+    tags: ['ledger'],
+    summary: 'Records of this node\'s ledger, oldest first',
+    querystring: {
+      type: 'object',
+      properties: {
+        from: { type: 'integer', minimum: 0, default: 0 },
+        limit: { type: 'integer', minimum: 1, maximum: MAX_RANGE_LIMIT, default: DEFAULT_LIMIT },
+        type: { type: 'string', enum: [...RECORD_TYPES] },
+        job: { type: 'string', minLength: 1, maxLength: 256 }
+      }
+    },
+    response: {
+      200: {
+        type: 'object',
+        properties: { signer: { type: 'string' }, head: headShape, records: { type: 'array', items: recordShape }, next: { type: ['integer', 'null'], description: 'the next `from`, when more records follow' } },
+        additionalProperties: true
+      },
+      400: errorShape
+    }
+  },
+  head: {
+    tags: ['ledger'],
+    summary: 'The ledger head',
+    response: { 200: { ...headShape, properties: { signer: { type: 'string' }, ...headShape.properties } } }
+  },
+  verify: {
+    tags: ['ledger'],
+    summary: 'Verify the whole log (signatures and chain)',
+    response: {
+      200: {
+        type: 'object',
+        properties: { signer: { type: 'string' }, ok: { type: 'boolean' }, count: { type: 'integer' }, headId: { type: ['string', 'null'] }, firstBad: firstBadShape, ms: { type: 'integer' } },
+        additionalProperties: true
+      }
+    }
+  },
+  record: {
+    tags: ['ledger'],
+    summary: 'One record, by id or by seq (all digits)',
+    params: { type: 'object', properties: { id: { type: 'string' } } },
+    response: { 200: recordShape, 404: errorShape }
+  },
+  flagged: {
+    tags: ['ledger'],
+    summary: 'Peers flagged for equivocation',
+    response: { 200: { type: 'object', properties: { flagged: { type: 'array', items: { type: 'string' } } }, additionalProperties: true } }
+  },
+  audit: {
+    tags: ['ledger'],
+    summary: "Fetch and verify a peer's log against its signed heads",
+    params: { type: 'object', properties: { peer: { type: 'string', description: 'a PeerId or a URL-encoded multiaddr' } } },
+    response: {
+      200: {
+        type: 'object',
+        properties: {
+          peer: { type: 'string' },
+          ok: { type: 'boolean' },
+          count: { type: 'integer' },
+          headId: { type: ['string', 'null'] },
+          head: { type: ['object', 'null'], additionalProperties: true },
+          firstBad: firstBadShape,
+          flagged: { type: 'boolean' },
+          pages: { type: 'integer' },
+          ms: { type: 'integer' }
+        },
+        additionalProperties: true
+      },
+      400: errorShape,
+      503: errorShape,
+      504: errorShape
+    }
+  }
+}
 
 function parse<T> (schema: z.ZodType<T>, value: unknown): T {
   const r = schema.safeParse(value)
@@ -50,7 +156,7 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
       return reply.status(500).send({ error: { code: 'internal', message: 'Internal error' } })
     })
 
-    app.get('/v1/ledger', async (req) => {
+    app.get('/v1/ledger', { schema: routeSchemas.list, ...zodValidated }, async (req) => {
       const q = parse(listQuery, req.query)
       const from = q.from ?? 0
       const limit = q.limit ?? DEFAULT_LIMIT
@@ -68,24 +174,24 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
       return { signer: ledger.signer, head, records: records.map((r) => recordToJson(r)), next }
     })
 
-    app.get('/v1/ledger/head', async () => ({ signer: ledger.signer, ...ledger.head() }))
+    app.get('/v1/ledger/head', { schema: routeSchemas.head }, async () => ({ signer: ledger.signer, ...ledger.head() }))
 
-    app.get('/v1/ledger/verify', async () => {
+    app.get('/v1/ledger/verify', { schema: routeSchemas.verify }, async () => {
       const t0 = Date.now()
       const report = await ledger.verify()
       return { signer: ledger.signer, ...report, ms: Date.now() - t0 }
     })
 
-    app.get('/v1/ledger/records/:id', async (req) => {
+    app.get('/v1/ledger/records/:id', { schema: routeSchemas.record }, async (req) => {
       const { id } = req.params as { id: string }
       const r = /^\d+$/.test(id) ? await ledger.get(Number(id)) : await ledger.getById(id)
       if (r == null) throw new NotFoundError(`no record ${id}`, 'not-found')
       return recordToJson(r)
     })
 
-    app.get('/v1/ledger/flagged', async () => ({ flagged: audit?.flagged() ?? [] }))
+    app.get('/v1/ledger/flagged', { schema: routeSchemas.flagged }, async () => ({ flagged: audit?.flagged() ?? [] }))
 
-    app.get('/v1/ledger/audit/:peer', async (req) => {
+    app.get('/v1/ledger/audit/:peer', { schema: routeSchemas.audit }, async (req) => {
       if (audit == null) throw new MercatoError('Audit is not running on this node', { code: 'unavailable', status: 503 })
       const { peer } = req.params as { peer: string }
       if (!peer.startsWith('/') && !isPeerId(peer)) throw new InvalidInputError('peer: a PeerId or a multiaddr', 'invalid-peer')

@@ -1,0 +1,15 @@
+/** Where the gateway listens unless configured: loopback, so nothing outside the machine can reach it. */
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_PORT = 8420
+
+/** Largest request body: a wasm module or input blob fits; a runaway upload does not fill memory. */
+export const BODY_LIMIT_BYTES = 16 * 1024 * 1024
+
+/** The dashboard's cookie carrying the token (browsers cannot set Authorization on page loads or EventSource). */
+export const TOKEN_COOKIE = 'mercato_token'
+
+/** SSE keep-alive comment interval: below common proxy idle timeouts (30–60 s). */
+export const SSE_PING_MS = 15_000
+
+/** How often the dashboard refreshes peers and providers without an event. */
+export const DASHBOARD_POLL_MS = 3_000

@@ -1,0 +1,191 @@
+/**
+ * `GET /metrics`: Prometheus text. Mercato's own metrics live in a registry
+ * of their own (prefix `mercato_`); libp2p's (`libp2p_*`, plus the process
+ * and Node.js ones it collects) live in prom-client's default registry,
+ * where `@libp2p/prometheus-metrics` puts them. A scrape merges the two.
+ *
+ * Event-driven metrics (bids per job, auction duration, latency, failovers,
+ * ledger appends) count from the moment the plugin is built; gauges (jobs
+ * by state, slots, refused messages) are read from the parts at scrape time.
+ *
+ * Only one libp2p node per process has its metrics in the default registry
+ * (the library clears it when a node is created); a daemon runs one node.
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, register as defaultRegistry } from 'prom-client'
+import type { JobEvent, JobStatus } from '../auction/index.js'
+
+/** What the metrics need of the market. */
+export interface MetricsMarket {
+  readonly events: {
+    on (event: 'job', listener: (e: JobEvent) => void): unknown
+    on (event: 'done', listener: (id: string) => void): unknown
+    off (event: 'job', listener: (e: JobEvent) => void): unknown
+    off (event: 'done', listener: (id: string) => void): unknown
+  }
+  list (opts?: { status?: JobStatus, limit?: number }): Array<{ status: JobStatus }>
+  get (id: string): { bids: unknown[] }
+  readonly requester: { readonly refused: ReadonlyMap<string, number> }
+  readonly provider: { readonly slots: number, readonly busy: number, readonly refused: ReadonlyMap<string, number> }
+}
+
+export interface MetricsExecutor {
+  stats (): { poolSize: number, busy: number, queued: number, completed: number, failed: number }
+}
+
+export interface MetricsLedger {
+  head (): { seq: number }
+  onChange (listener: (head: { seq: number }) => void): () => void
+}
+
+export interface MetricsDeps {
+  market: MetricsMarket
+  executor?: MetricsExecutor
+  ledger?: MetricsLedger
+  /** include prom-client's default registry (libp2p, process); default true */
+  includeDefault?: boolean
+}
+
+const STATES: JobStatus[] = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled']
+/** jobs list cap per scrape: the requester keeps a bounded history anyway */
+const MAX_LISTED = 100_000
+
+/** Build the registry and the listeners that feed it; `close()` removes the listeners. */
+export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, close: () => void } {
+  const { market, executor, ledger } = deps
+  const registry = new Registry()
+
+  new Gauge({
+    name: 'mercato_jobs',
+    help: 'Jobs submitted by this node, by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      const counts = new Map<string, number>(STATES.map(s => [s, 0]))
+      for (const j of market.list({ limit: MAX_LISTED })) counts.set(j.status, (counts.get(j.status) ?? 0) + 1)
+      for (const [state, n] of counts) this.set({ state }, n)
+    }
+  })
+  const bidsPerJob = new Histogram({
+    name: 'mercato_job_bids',
+    help: 'Bids received per finished job',
+    buckets: [0, 1, 2, 3, 5, 8, 13, 21, 34],
+    registers: [registry]
+  })
+  const auctionSeconds = new Histogram({
+    name: 'mercato_auction_duration_seconds',
+    help: 'From announcing a job to its award (or to no-bids)',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+    registers: [registry]
+  })
+  const latencySeconds = new Histogram({
+    name: 'mercato_job_latency_seconds',
+    help: 'End-to-end latency of settled jobs, from submit to the settled receipt',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry]
+  })
+  const failovers = new Counter({ name: 'mercato_failovers_total', help: 'Jobs handed over to a runner-up after their provider was lost', registers: [registry] })
+  const events = new Counter({ name: 'mercato_job_events_total', help: 'Job events by type', labelNames: ['type'], registers: [registry] })
+  const ledgerAppends = new Counter({ name: 'mercato_ledger_appends_total', help: 'Records appended to this node\'s ledger', registers: [registry] })
+  new Gauge({
+    name: 'mercato_ledger_head_seq',
+    help: 'Sequence number of the ledger head (-1 when empty)',
+    registers: [registry],
+    collect () { if (ledger != null) this.set(ledger.head().seq) }
+  })
+  new Gauge({
+    name: 'mercato_provider_slots',
+    help: 'Provider job slots: in use and total',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      this.set({ state: 'busy' }, market.provider.busy)
+      this.set({ state: 'total' }, market.provider.slots)
+    }
+  })
+  new Gauge({
+    name: 'mercato_executor_slots',
+    help: 'Executor worker slots: in use, total, and jobs queued for one',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      if (executor == null) return
+      const s = executor.stats()
+      this.set({ state: 'busy' }, s.busy)
+      this.set({ state: 'total' }, s.poolSize)
+      this.set({ state: 'queued' }, s.queued)
+    }
+  })
+  const seenRefused = new Map<string, number>()
+  new Counter({
+    name: 'mercato_refused_messages_total',
+    help: 'Network messages refused (size, schema, signature, sender...), by role and reason',
+    labelNames: ['role', 'reason'],
+    registers: [registry],
+    collect () {
+      for (const [role, map] of [['requester', market.requester.refused], ['provider', market.provider.refused]] as const) {
+        for (const [reason, n] of map) {
+          const key = `${role}\0${reason}`
+          const delta = n - (seenRefused.get(key) ?? 0)
+          if (delta > 0) this.inc({ role, reason }, delta)
+          seenRefused.set(key, n)
+        }
+      }
+    }
+  })
+
+  // auction timing: from a fresh announcement to the first award or no-bids
+  const announcedAt = new Map<string, number>()
+  const onJob = (e: JobEvent): void => {
+    events.inc({ type: e.type })
+    if (e.type === 'announced') {
+      if (e.recovered !== true) announcedAt.set(e.jobId, e.ts)
+    } else if (e.type === 'awarded' || e.type === 'no-bids' || e.type === 'failed' || e.type === 'cancelled') {
+      const t0 = announcedAt.get(e.jobId)
+      announcedAt.delete(e.jobId)
+      if (t0 != null && e.type !== 'cancelled' && e.type !== 'failed') auctionSeconds.observe(Math.max(0, e.ts - t0) / 1000)
+    } else if (e.type === 'handover') {
+      failovers.inc()
+    } else if (e.type === 'settled' && typeof e.latencyMs === 'number') {
+      latencySeconds.observe(e.latencyMs / 1000)
+    }
+  }
+  const onDone = (id: string): void => {
+    announcedAt.delete(id)
+    try { bidsPerJob.observe(market.get(id).bids.length) } catch {}
+  }
+  market.events.on('job', onJob)
+  market.events.on('done', onDone)
+  let lastSeq = ledger?.head().seq ?? -1
+  const offLedger = ledger?.onChange((head) => {
+    if (head.seq > lastSeq) ledgerAppends.inc(head.seq - lastSeq)
+    lastSeq = head.seq
+  })
+
+  return {
+    registry,
+    close () {
+      market.events.off('job', onJob)
+      market.events.off('done', onDone)
+      offLedger?.()
+    }
+  }
+}
+
+export function metricsRoutes (deps: MetricsDeps): FastifyPluginAsync {
+  return async (app) => {
+    const { registry, close } = createMercatoMetrics(deps)
+    app.addHook('onClose', async () => { close() })
+    app.get('/metrics', {
+      schema: {
+        tags: ['meta'],
+        summary: 'Prometheus metrics: mercato_* plus libp2p\'s own',
+        response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } }
+      }
+    }, async (_req, reply) => {
+      const merged = deps.includeDefault === false ? registry : Registry.merge([registry, defaultRegistry])
+      const text = await merged.metrics()
+      return await reply.type(merged.contentType).send(text)
+    })
+  }
+}
