@@ -9,6 +9,11 @@ import { loadConfig, expandHome, loadDefaults, type Config } from './config.js'
 import { ConfigError, isMercatoError } from './errors.js'
 import { configureLogger } from './logger.js'
 import { VERSION } from './version.js'
+import { registerLedgerCommands } from './ledger/cli.js'
+import { registerExecCommand } from './executor/cli.js'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { registerClientCommands } from './cli/client-commands.js'
 
 function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
@@ -71,6 +76,17 @@ export function flagsToOverrides (flags: StartFlags): Record<string, any> {
   if (flags.price != null) o.provider.price = flags.price
   if (flags.slots != null) o.provider.slots = flags.slots
   return o
+}
+
+/** The local gateway's URL from config (defaults → env). */
+export function localGatewayUrl (): string {
+  try {
+    const cfg = loadConfig({})
+    const host = cfg.gateway.host === '0.0.0.0' ? '127.0.0.1' : cfg.gateway.host
+    return `http://${host.includes(':') ? `[${host}]` : host}:${cfg.gateway.port}`
+  } catch {
+    return 'http://127.0.0.1:8420'
+  }
 }
 
 export function resolveDataDir (flag?: string): string {
@@ -158,6 +174,28 @@ export function buildProgram (): Command {
       } catch (err) { fail(err) }
     })
 
+  registerClientCommands(program)
+  registerLedgerCommands(program, {
+    openLocalLedger: async (dataDir, opts) => {
+      const { loadOrCreateIdentity } = await import('./p2p/index.js')
+      const { openLedger } = await import('./ledger/index.js')
+      const id = await loadOrCreateIdentity(dataDir)
+      return await openLedger({ signer: id.signer, path: join(dataDir, 'ledger'), readOnly: opts?.readOnly })
+    },
+    gatewayUrl: ({ gateway }) => gateway ?? process.env.MERCATO_API ?? localGatewayUrl(),
+    resolveDataDir,
+    gatewayHeaders: async ({ dataDir }) => {
+      try {
+        const token = (await readFile(join(dataDir, 'gateway.token'), 'utf8')).trim()
+        const headers: Record<string, string> = {}
+        if (token !== '') headers.authorization = `Bearer ${token}`
+        return headers
+      } catch {
+        return {}
+      }
+    }
+  })
+  registerExecCommand(program)
   return program
 }
 

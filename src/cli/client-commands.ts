@@ -1,0 +1,393 @@
+/**
+ * The `mercato` commands that talk to a running node through its gateway:
+ * `submit`, `jobs`, `job`, `cancel`, `peers`, `providers`, `balance`.
+ *
+ * Every one takes `--api URL` (default `$MERCATO_API` or
+ * http://127.0.0.1:8420) and `--token T` (default `$MERCATO_API_TOKEN`).
+ * Results go to stdout; progress, explanations and errors go to stderr, so
+ * `mercato submit job.js --wait > out.txt` keeps only the job's output.
+ */
+import { InvalidArgumentError, type Command } from 'commander'
+import { readFile, stat } from 'node:fs/promises'
+import { dirname, extname, resolve } from 'node:path'
+import {
+  MercatoClient, MercatoApiError, MercatoConnectionError, DEFAULT_URL, ENV_URL,
+  type JobSpec, type JobStatus, type JobView, type ResultView
+} from '../client/index.js'
+import { Progress, shortId } from './progress.js'
+import { registerDevnetCommand } from './devnet.js'
+
+const STATUSES: JobStatus[] = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled']
+
+/** A user mistake on the command line: one line, exit 2. */
+class UsageError extends Error {
+  constructor (message: string) { super(message); this.name = 'UsageError' }
+}
+
+interface ApiFlags { api?: string, token?: string }
+
+function out (s: string): void { process.stdout.write(s) }
+function err (s: string): void { process.stderr.write(s) }
+
+function collect (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}
+
+function intFlag (min: number) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (value.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer ≥ ${min}, got "${value}"`)
+    return n
+  }
+}
+
+function numberFlag () {
+  return (value: string): number => {
+    const n = Number(value)
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a number ≥ 0, got "${value}"`)
+    return n
+  }
+}
+
+export function apiUrl (flags: ApiFlags): string {
+  return flags.api ?? process.env[ENV_URL] ?? DEFAULT_URL
+}
+
+function clientFor (flags: ApiFlags): MercatoClient {
+  return new MercatoClient({ url: apiUrl(flags), token: flags.token })
+}
+
+/** Run a command body; turn the client's errors into one line and an exit code. */
+async function run (flags: ApiFlags, body: (client: MercatoClient) => Promise<number | undefined>): Promise<void> {
+  let code: number | undefined
+  try {
+    code = await body(clientFor(flags))
+  } catch (e: any) {
+    if (e instanceof MercatoConnectionError) {
+      const why = e.cause instanceof Error && /no answer in/.test(e.cause.message) ? ` (${e.cause.message})` : ' (start one with `npm start`)'
+      err(`mercato: no Mercato node at ${e.url}${why}\n`)
+      code = 1
+    } else if (e instanceof MercatoApiError) {
+      const hint = e.code === 'unauthorized' ? '; pass --token or set MERCATO_API_TOKEN (the token is in <dataDir>/gateway.token)' : ''
+      err(`mercato: ${e.message} (${e.code})${hint}\n`)
+      code = 1
+    } else if (e instanceof UsageError) {
+      err(`mercato: ${e.message}\n`)
+      code = 2
+    } else {
+      err(`mercato: ${e?.message ?? String(e)}\n`)
+      code = 1
+    }
+  }
+  process.exitCode = code ?? 0
+}
+
+function withApi (cmd: Command): Command {
+  return cmd
+    .option('--api <url>', `gateway of the node to use (default $${ENV_URL} or ${DEFAULT_URL})`)
+    .option('--token <token>', 'gateway bearer token (default $MERCATO_API_TOKEN)')
+}
+
+// ---------------------------------------------------------------- submit
+
+export interface SubmitFlags extends ApiFlags {
+  arg?: string[]
+  stdin?: string
+  input?: string
+  maxPrice?: number
+  replicas?: number
+  timeout?: number
+  memory?: number
+  wait?: boolean
+  json?: boolean
+}
+
+async function exists (path: string): Promise<boolean> {
+  try { return (await stat(path)).isFile() } catch { return false }
+}
+
+async function readInput (path: string): Promise<Buffer> {
+  if (path === '-') {
+    const chunks: Buffer[] = []
+    for await (const c of process.stdin) chunks.push(c as Buffer)
+    return Buffer.concat(chunks)
+  }
+  try { return await readFile(path) } catch (e: any) { throw new UsageError(`cannot read ${path}: ${e.code ?? e.message}`) }
+}
+
+/** Turn the file argument and flags into a job spec, uploading modules it names. */
+export async function buildSpec (client: MercatoClient, file: string, flags: SubmitFlags): Promise<JobSpec> {
+  const ext = extname(file).toLowerCase()
+  let spec: JobSpec
+  if (ext === '.wasm') {
+    const bytes = await readInput(file)
+    spec = { engine: 'wasm', module: await client.uploadBlob(bytes) }
+  } else if (ext === '.js' || ext === '.mjs') {
+    spec = { engine: 'js', source: (await readInput(file)).toString('utf8') }
+  } else if (ext === '.json') {
+    let parsed: any
+    try { parsed = JSON.parse((await readInput(file)).toString('utf8')) } catch (e: any) {
+      if (e instanceof UsageError) throw e
+      throw new UsageError(`${file}: not valid JSON (${e.message})`)
+    }
+    if (parsed == null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError(`${file}: expected a job spec object such as {"engine":"wasm","module":"./hello.wasm"}`)
+    spec = parsed as JobSpec
+    const base = dirname(resolve(file))
+    // "module" may name a local file (relative to the spec): upload it and use its CID
+    if (typeof spec.module === 'string' && await exists(resolve(base, spec.module))) {
+      spec.module = await client.uploadBlob(await readFile(resolve(base, spec.module)))
+    }
+    // "source" may name a local .js file
+    if (typeof spec.source === 'string' && /\.m?js$/.test(spec.source) && !spec.source.includes('\n') && await exists(resolve(base, spec.source))) {
+      spec.source = await readFile(resolve(base, spec.source), 'utf8')
+    }
+  } else {
+    throw new UsageError(`${file}: expected a .wasm module, a .js file or a .json job spec`)
+  }
+  if (flags.arg != null) spec.args = flags.arg
+  if (flags.stdin != null) spec.stdin = new Uint8Array(await readInput(flags.stdin))
+  if (flags.input != null) {
+    try { spec.input = JSON.parse(flags.input) } catch (e: any) { throw new UsageError(`--input: not valid JSON (${e.message})`) }
+  }
+  if (flags.maxPrice != null) spec.maxPrice = flags.maxPrice
+  if (flags.replicas != null) spec.replicas = flags.replicas
+  if (flags.timeout != null || flags.memory != null) {
+    spec.limits = { ...spec.limits }
+    if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
+    if (flags.memory != null) spec.limits.memoryMb = flags.memory
+  }
+  return spec
+}
+
+function printDeclines (job: JobView): void {
+  if (job.declines.length === 0) {
+    err(`no provider bid on job ${job.id}, and none said why (no provider was reachable, or none answered in time)\n`)
+    return
+  }
+  err(`no provider bid on job ${job.id}; ${job.declines.length} declined:\n`)
+  for (const d of job.declines) err(`  ${d.provider}  ${d.reason}${d.detail != null && d.detail !== '' ? `  ${d.detail}` : ''}\n`)
+}
+
+function printResult (job: JobView, result: ResultView): void {
+  if (result.stdout !== '') out(result.stdout.endsWith('\n') ? result.stdout : result.stdout + '\n')
+  if (result.stderr !== '') err(result.stderr.endsWith('\n') ? result.stderr : result.stderr + '\n')
+  if (job.engine === 'js' && result.output !== undefined) out(JSON.stringify(result.output, null, 2) + '\n')
+  if (result.truncated) err('(output truncated at the job\'s outputBytes limit)\n')
+  if (result.error != null) err(`${result.error.name}: ${result.error.message}\n`)
+}
+
+/** The exit code of `submit --wait`: the job's own for a completed job, else 1. */
+function exitCodeOf (job: JobView, result: ResultView | null): number {
+  if (job.status !== 'completed' || result == null) return 1
+  if (result.error != null && result.exitCode === 0) return 1
+  return result.exitCode >= 0 && result.exitCode <= 255 ? result.exitCode : 1
+}
+
+async function submit (client: MercatoClient, file: string, flags: SubmitFlags): Promise<number> {
+  const spec = await buildSpec(client, file, flags)
+  const { id, status } = await client.submit(spec)
+  if (flags.wait !== true) {
+    out(flags.json === true ? JSON.stringify({ id, status }) + '\n' : id + '\n')
+    return 0
+  }
+  const ac = new AbortController()
+  const onSigint = (): void => { ac.abort() }
+  process.once('SIGINT', onSigint)
+  const showProgress = flags.json !== true
+  const progress = new Progress({ write: err, tty: process.stderr.isTTY === true, columns: process.stderr.columns > 0 ? process.stderr.columns : undefined })
+  let job: JobView
+  try {
+    job = await client.wait(id, { signal: ac.signal, onEvent: showProgress ? (e) => { progress.onEvent(e) } : undefined })
+  } catch (e) {
+    if (ac.signal.aborted) {
+      if (showProgress) progress.finish()
+      err(`stopped following job ${id}; it goes on (see it with \`mercato job ${id}\`, stop it with \`mercato cancel ${id}\`)\n`)
+      return 130
+    }
+    throw e
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+  if (showProgress) progress.finish()
+  const result = job.status === 'completed' ? await client.result(id) : null
+  if (flags.json === true) {
+    out(JSON.stringify({ job, result }) + '\n')
+  } else if (result != null) {
+    printResult(job, result)
+  } else if (job.status === 'no-bids') {
+    printDeclines(job)
+  } else if (job.status === 'failed') {
+    err(`job ${id} failed${job.error != null ? `: ${job.error}` : ''}\n`)
+    for (const a of job.attempts) err(`  attempt ${a.attempt}: ${a.provider} at ${a.price}: ${a.state}${a.reason != null ? ` (${a.reason})` : ''}\n`)
+  } else {
+    err(`job ${id} ${job.status}\n`)
+  }
+  return exitCodeOf(job, result)
+}
+
+// ---------------------------------------------------------------- tables
+
+/** Columns padded to their widest cell; the last one is not padded. */
+export function table (rows: string[][]): string {
+  if (rows.length === 0) return ''
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
+  return rows.map(r => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n'
+}
+
+function ms (n: number | null | undefined): string {
+  if (n == null) return '-'
+  return n < 10_000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`
+}
+
+function credits (n: number): string {
+  return `${n} credit${n === 1 ? '' : 's'}`
+}
+
+function when (ts: number | null | undefined): string {
+  if (ts == null) return '-'
+  return new Date(ts).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+}
+
+function jobsTable (jobs: JobView[]): string {
+  const rows = [['ID', 'STATUS', 'ENGINE', 'PRICE', 'PROVIDER', 'LATENCY', 'CREATED']]
+  for (const j of jobs) rows.push([j.id, j.status, j.engine, j.price == null ? '-' : String(j.price), j.provider == null ? '-' : shortId(j.provider), ms(j.latencyMs), when(j.createdAt)])
+  return table(rows)
+}
+
+function jobText (job: JobView, result: ResultView | null): string {
+  const lines: Array<[string, string]> = [
+    ['Job', job.id],
+    ['Status', job.status + (job.error != null ? ` (${job.error})` : '')],
+    ['Engine', job.engine],
+    ['Price', `${job.price == null ? '-' : credits(job.price)} (max ${job.maxPrice})`],
+    ['Provider', job.providers.length > 0 ? job.providers.join(', ') : '-'],
+    ['Replicas', String(job.replicas)],
+    ['Created', when(job.createdAt)],
+    ['Completed', when(job.completedAt)],
+    ['Latency', ms(job.latencyMs)]
+  ]
+  let s = lines.map(([k, v]) => `${k.padEnd(10)}${v}`).join('\n') + '\n'
+  if (job.bids.length > 0) {
+    s += `\nBids (${job.bids.length})\n`
+    s += table(job.bids.map(b => ['  ' + b.provider, credits(b.price), `start ~${b.estStartMs} ms`]))
+  }
+  if (job.attempts.length > 0) {
+    s += `\nAttempts (${job.attempts.length})\n`
+    s += table(job.attempts.map(a => [`  #${a.attempt}`, a.provider, credits(a.price), a.state + (a.reason != null ? ` (${a.reason})` : '')]))
+  }
+  if (job.declines.length > 0) {
+    s += `\nDeclines (${job.declines.length})\n`
+    s += table(job.declines.map(d => ['  ' + d.provider, d.reason, d.detail ?? '']))
+  }
+  if (result != null) {
+    s += `\nResult    exit ${result.exitCode}, ${ms(result.usage.wallMs)} wall, ${result.usage.outputBytes} bytes out, hash ${result.resultHash}\n`
+    if (result.error != null) s += `Error     ${result.error.name}: ${result.error.message}\n`
+    if (result.stdout !== '') s += 'Stdout\n' + result.stdout.replace(/^/gm, '  ').replace(/\s*$/, '') + '\n'
+    if (result.output !== undefined) s += `Output    ${JSON.stringify(result.output)}\n`
+  }
+  return s
+}
+
+// ---------------------------------------------------------------- register
+
+export function registerClientCommands (program: Command): void {
+  withApi(program.command('submit')
+    .description('submit a job: a .wasm module, a .js file (main(input) returns the output) or a .json job spec')
+    .argument('<file>', 'file.wasm, file.js or job.json')
+    .option('--arg <arg>', 'argument passed to the program (repeatable)', collect)
+    .option('--stdin <file>', 'file given to the program as stdin ("-" for this stdin)')
+    .option('--input <json>', 'JSON input (js: the argument of main)')
+    .option('--max-price <credits>', 'most you pay, in credits', numberFlag())
+    .option('--replicas <k>', 'run on k providers and compare results', intFlag(1))
+    .option('--timeout <ms>', 'wall-clock limit of the run', intFlag(1))
+    .option('--memory <mb>', 'memory limit of the run', intFlag(1))
+    .option('--wait', 'follow the job to its end, then print its output')
+    .option('--json', 'print JSON for scripts ({id,status}; with --wait {job,result})'))
+    .action(async (file: string, flags: SubmitFlags) => { await run(flags, async (c) => await submit(c, file, flags)) })
+
+  withApi(program.command('jobs')
+    .description('list this node\'s jobs, newest first')
+    .option('--status <status>', `only jobs in this state (${STATUSES.join(', ')})`)
+    .option('--limit <n>', 'at most n jobs', intFlag(1))
+    .option('--json', 'print JSON'))
+    .action(async (flags: ApiFlags & { status?: string, limit?: number, json?: boolean }) => {
+      await run(flags, async (c) => {
+        if (flags.status != null && !STATUSES.includes(flags.status as JobStatus)) throw new UsageError(`--status: expected one of ${STATUSES.join(', ')}, got "${flags.status}"`)
+        const jobs = await c.jobs({ status: flags.status as JobStatus | undefined, limit: flags.limit })
+        if (flags.json === true) out(JSON.stringify(jobs) + '\n')
+        else if (jobs.length === 0) err('no jobs\n')
+        else out(jobsTable(jobs))
+        return 0
+      })
+    })
+
+  withApi(program.command('job')
+    .description('show one job: state, bids, attempts, declines and result')
+    .argument('<id>', 'job id')
+    .option('--json', 'print JSON ({job,result})'))
+    .action(async (id: string, flags: ApiFlags & { json?: boolean }) => {
+      await run(flags, async (c) => {
+        const job = await c.job(id)
+        const result = job.status === 'completed' ? await c.result(id) : null
+        out(flags.json === true ? JSON.stringify({ job, result }) + '\n' : jobText(job, result))
+        return 0
+      })
+    })
+
+  withApi(program.command('cancel')
+    .description('cancel a job that has not finished')
+    .argument('<id>', 'job id'))
+    .action(async (id: string, flags: ApiFlags) => {
+      await run(flags, async (c) => {
+        const job = await c.cancel(id)
+        out(`${job.id} ${job.status}\n`)
+        return 0
+      })
+    })
+
+  withApi(program.command('peers')
+    .description('the peers the node is connected to')
+    .option('--json', 'print JSON'))
+    .action(async (flags: ApiFlags & { json?: boolean }) => {
+      await run(flags, async (c) => {
+        const peers = await c.peers()
+        if (flags.json === true) out(JSON.stringify(peers) + '\n')
+        else if (peers.length === 0) err('no peers\n')
+        else out(table([['PEER ID', 'ADDRESSES'], ...peers.map(p => [p.peerId + (p.flagged === true ? ' (flagged)' : ''), p.addresses.join(' ')])]))
+        return 0
+      })
+    })
+
+  withApi(program.command('providers')
+    .description('providers the node knows: engines, last ask, reputation')
+    .option('--json', 'print JSON'))
+    .action(async (flags: ApiFlags & { json?: boolean }) => {
+      await run(flags, async (c) => {
+        const providers = await c.providers()
+        if (flags.json === true) { out(JSON.stringify(providers) + '\n'); return 0 }
+        if (providers.length === 0) { err('no providers known yet\n'); return 0 }
+        const rows = [['PEER ID', 'ENGINES', 'LAST ASK', 'SCORE', 'DONE', 'FAILED', 'LOST', 'MISMATCH']]
+        for (const p of providers) {
+          const s = p.standing
+          rows.push([p.peerId + (p.self ? ' (self)' : ''), p.engines.join(',') || '-', p.lastAsk == null ? '-' : String(p.lastAsk), s == null ? '-' : String(s.score), String(s?.completed ?? 0), String(s?.failed ?? 0), String(s?.lost ?? 0), String(s?.mismatched ?? 0)])
+        }
+        out(table(rows))
+        return 0
+      })
+    })
+
+  withApi(program.command('balance')
+    .description('credits this node earned as a provider and spent as a requester')
+    .option('--json', 'print JSON'))
+    .action(async (flags: ApiFlags & { json?: boolean }) => {
+      await run(flags, async (c) => {
+        const b = await c.balance()
+        out(flags.json === true
+          ? JSON.stringify(b) + '\n'
+          : `PeerId   ${b.peerId}\nEarned   ${b.earned}\nSpent    ${b.spent}\nBalance  ${b.balance}\n`)
+        return 0
+      })
+    })
+
+  registerDevnetCommand(program)
+}

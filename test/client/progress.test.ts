@@ -1,0 +1,72 @@
+import { expect } from 'chai'
+import { Progress, shortId } from '../../src/cli/progress.js'
+import { readSse } from '../../src/client/sse.js'
+import type { JobEvent } from '../../src/client/index.js'
+
+const A = '12D3KooWAbcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNx9'
+const B = '12D3KooWZyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPOk7'
+
+function ev (type: string, data: Record<string, unknown> = {}): JobEvent {
+  return { type: type as JobEvent['type'], ts: 0, jobId: 'j', ...data }
+}
+
+describe('submit --wait progress line', () => {
+  it('shortens a PeerId', () => {
+    expect(shortId(A)).to.equal('12D3…x9')
+  })
+
+  it('on a TTY rewrites one line: announced → 4 bids → awarded … → running → done', () => {
+    let written = ''
+    const p = new Progress({ write: (s) => { written += s }, tty: true, columns: 200 })
+    p.onEvent(ev('announced', { round: 1 }))
+    for (let i = 1; i <= 4; i++) p.onEvent(ev('bid', { provider: A, price: i, bids: i }))
+    p.onEvent(ev('awarded', { provider: A, price: 3 }))
+    p.onEvent(ev('accepted', { provider: A }))
+    p.onEvent(ev('running', { provider: A }))
+    const last = p.onEvent(ev('settled', { latencyMs: 14 }))
+    p.finish()
+    expect(last).to.equal('announced → 4 bids → awarded to 12D3…x9 at 3 credits → running → done in 14 ms')
+    expect(written.endsWith(`\r${last}\x1b[K\n`)).to.equal(true)
+    expect(written.split('\n')).to.have.length(2) // one line, then the newline
+  })
+
+  it('elsewhere writes each step once it is final, and shows a failover', () => {
+    const lines: string[] = []
+    const p = new Progress({ write: (s) => { lines.push(s) }, tty: false })
+    p.onEvent(ev('announced'))
+    p.onEvent(ev('bid', { bids: 1 }))
+    p.onEvent(ev('decline', { provider: B, reason: 'price' }))
+    p.onEvent(ev('bid', { bids: 2 }))
+    expect(lines.join('')).to.equal('announced\n')
+    p.onEvent(ev('awarded', { provider: A, price: 1 }))
+    p.onEvent(ev('running', { provider: A }))
+    p.onEvent(ev('suspect', { provider: A, silentMs: 800 }))
+    p.onEvent(ev('handover', { from: A, to: B, reason: 'silent' }))
+    p.onEvent(ev('awarded', { provider: B, price: 2 }))
+    p.onEvent(ev('running', { provider: B }))
+    p.onEvent(ev('settled', { latencyMs: 2100 }))
+    p.finish()
+    expect(lines.join('')).to.equal([
+      'announced', '2 bids, 1 decline', 'awarded to 12D3…x9 at 1 credit', 'running', '12D3…x9 silent 800 ms',
+      '12D3…x9 lost (silent), handing over', 'awarded to 12D3…k7 at 2 credits', 'running', 'done in 2100 ms', ''
+    ].join('\n'))
+  })
+})
+
+describe('server-sent events reader', () => {
+  function stream (chunks: string[]): ReadableStream<Uint8Array> {
+    const enc = new TextEncoder()
+    return new ReadableStream({ start (c) { for (const s of chunks) c.enqueue(enc.encode(s)); c.close() } })
+  }
+
+  it('parses events split anywhere, CRLF, comments and multi-line data', async () => {
+    const text = ': hello\n\nevent: bid\ndata: {"a":1}\n\nevent: x\r\ndata: one\r\ndata: two\r\n\r\ndata: plain\n\nevent: end\ndata: {}\n\n'
+    for (const size of [1, 3, 7, text.length]) {
+      const chunks: string[] = []
+      for (let i = 0; i < text.length; i += size) chunks.push(text.slice(i, i + size))
+      const got = []
+      for await (const m of readSse(stream(chunks))) got.push([m.event, m.data])
+      expect(got, `chunks of ${size}`).to.deep.equal([['bid', '{"a":1}'], ['x', 'one\ntwo'], ['message', 'plain'], ['end', '{}']])
+    }
+  })
+})
