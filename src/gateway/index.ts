@@ -31,7 +31,7 @@ import Fastify, { type FastifyInstance, type FastifyPluginAsync, type RouteOptio
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { timingSafeEqual } from 'node:crypto'
-import { isMercatoError } from '../errors.js'
+import { ConfigError, isMercatoError } from '../errors.js'
 import { logger } from '../logger.js'
 import { VERSION } from '../version.js'
 import { GatewayError, GATEWAY_ERRORS, statusOf } from './errors.js'
@@ -130,6 +130,9 @@ function pathOf (url: string): string {
 export async function buildGateway (init: GatewayInit): Promise<FastifyInstance> {
   const host = init.host ?? DEFAULT_HOST
   const loopback = isLoopbackHost(host)
+  if (!loopback && (init.token == null || init.token === '')) {
+    throw new ConfigError('gateway.host', `config key "gateway.host": binding ${host} (not loopback) needs a token; the node generates one into the data dir`)
+  }
   const app = Fastify({
     bodyLimit: init.bodyLimitBytes ?? BODY_LIMIT_BYTES,
     logger: false,
