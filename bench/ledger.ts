@@ -8,7 +8,7 @@
  * LevelDB in a temp dir, removed afterwards. BENCH_RECORDS overrides 100,000.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir, availableParallelism } from 'node:os'
+import { tmpdir, availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { randomSigner, canonicalEncode } from '../src/crypto/index.js'
 import { openLedger } from '../src/ledger/index.js'
@@ -62,6 +62,8 @@ async function main (): Promise<void> {
       recordBytes,
       verifyOk: report.ok && report.count === N,
       cores: availableParallelism(),
+      // other processes compete for the 2 cores: read the figures with this
+      loadAvg1m: Math.round(loadavg()[0] * 100) / 100,
       node: process.version
     }) + '\n')
   } finally {
