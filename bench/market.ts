@@ -1,0 +1,125 @@
+/**
+ * Market benchmark: a 10-process mesh on this machine (1 requester, 9
+ * providers with different asks), measured through the requester's gateway.
+ * Prints ONE JSON object. Not a test: nothing here asserts.
+ *
+ *   npm run bench            (BENCH_QUICK=1 for a shorter run)
+ */
+import '../src/polyfill.js'
+import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../test/helpers/cli.js'
+
+const QUICK = process.env.BENCH_QUICK === '1'
+const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
+const LONG = (n: number): Record<string, unknown> => ({ engine: 'js', source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n }, limits: { timeoutMs: 30_000 }, maxPrice: 100 })
+
+function pct (xs: number[], p: number): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return Math.round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] * 10) / 10
+}
+
+async function submit (node: NodeProcess, spec: unknown): Promise<string> {
+  const res = await fetch(`${node.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
+  if (res.status !== 202) throw new Error(`submit: ${res.status} ${await res.text()}`)
+  return (await res.json() as { id: string }).id
+}
+
+/** Follow the job's event stream until it ends; returns its events. */
+async function follow (node: NodeProcess, id: string): Promise<Array<{ type: string, ts: number, [k: string]: any }>> {
+  const res = await fetch(`${node.gatewayUrl}/v1/jobs/${id}/events`)
+  const text = await res.text()
+  return text.split('\n\n').map(block => /^data: (.*)$/m.exec(block)?.[1]).filter((d): d is string => d != null && d !== '{}').map(d => JSON.parse(d))
+}
+
+async function runJob (node: NodeProcess, spec: unknown): Promise<{ ms: number, status: string }> {
+  const t0 = performance.now()
+  const id = await submit(node, spec)
+  const events = await follow(node, id)
+  const last = events.at(-1)
+  return { ms: performance.now() - t0, status: last?.type === 'settled' ? 'completed' : String(last?.type) }
+}
+
+async function main (): Promise<void> {
+  const requester = await startNodeProcess(['--no-provide'])
+  const boot = requester.addresses[0]
+  const prices = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const providers = await Promise.all(prices.map(async p => await startNodeProcess(['--bootstrap', boot, '--price', String(p)])))
+  const providersSeen = async (): Promise<number> => {
+    const list = (await getJson(`${requester.gatewayUrl}/v1/providers`)).body as Array<{ peerId: string }>
+    const connected = new Set(((await getJson(`${requester.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>).map(p => p.peerId))
+    return list.filter(p => connected.has(p.peerId)).length
+  }
+  await waitFor(async () => await providersSeen() >= 9, 60_000)
+
+  // warm up every provider's sandbox
+  for (let i = 0; i < 20; i++) await runJob(requester, TRIVIAL)
+
+  // 1. one at a time
+  const single: number[] = []
+  for (let i = 0; i < (QUICK ? 50 : 200); i++) {
+    const r = await runJob(requester, TRIVIAL)
+    if (r.status === 'completed') single.push(r.ms)
+  }
+
+  // 2. sustained load: C jobs in flight for D ms
+  const concurrency = 32
+  const durationMs = QUICK ? 5_000 : 15_000
+  const loaded: number[] = []
+  let failed = 0
+  const end = Date.now() + durationMs
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (Date.now() < end) {
+      const r = await runJob(requester, TRIVIAL).catch(() => ({ ms: 0, status: 'error' }))
+      if (r.status === 'completed') loaded.push(r.ms); else failed++
+    }
+  }))
+  const jobsPerSec = loaded.length / ((performance.now() - t0) / 1000)
+
+  // 3. failover: kill -9 the provider running a job; time until the runner-up accepted
+  const failover: number[] = []
+  const killToResult: number[] = []
+  const trials = QUICK ? 5 : 20
+  for (let t = 0; t < trials; t++) {
+    const id = await submit(requester, LONG(9_000_000)) // ≈ 300 ms of QuickJS work
+    let running: any
+    await waitFor(async () => { running = (await getJson(`${requester.gatewayUrl}/v1/jobs/${id}`)).body; return running.status === 'running' || running.status === 'completed' }, 20_000, 2)
+    if (running.status !== 'running') continue
+    const i = providers.findIndex(p => p.peerId === running.provider)
+    const victim = providers[i]
+    const killedAt = Date.now()
+    victim.proc.kill('SIGKILL')
+    const events = await follow(requester, id)
+    const accepted = events.find(e => e.type === 'accepted' && e.provider !== victim.peerId && e.ts >= killedAt)
+    const settled = events.find(e => e.type === 'settled')
+    if (accepted != null) failover.push(accepted.ts - killedAt)
+    if (settled != null) killToResult.push(settled.ts - killedAt)
+    await victim.exited
+    providers[i] = await startNodeProcess(['--bootstrap', boot, '--price', String(prices[i])], { dataDir: victim.dataDir })
+    await waitFor(async () => await providersSeen() >= 9, 60_000)
+  }
+
+  process.stdout.write(JSON.stringify({
+    nodes: 10,
+    latencyMsP50: pct(single, 50),
+    latencyMsP99: pct(single, 99),
+    latencyRuns: single.length,
+    jobsPerSec: Math.round(jobsPerSec * 10) / 10,
+    concurrency,
+    latencyMsP50UnderLoad: pct(loaded, 50),
+    latencyMsP99UnderLoad: pct(loaded, 99),
+    failedUnderLoad: failed,
+    failoverMsP50: pct(failover, 50),
+    failoverMsMax: failover.length > 0 ? Math.max(...failover) : null,
+    failoverTrials: failover.length,
+    killToResultMsP50: pct(killToResult, 50),
+    killToResultMsMax: killToResult.length > 0 ? Math.max(...killToResult) : null,
+    node: process.version
+  }) + '\n')
+}
+
+main().then(async () => { await stopAll(); process.exit(0) }, async (err) => {
+  process.stderr.write(`bench failed: ${err?.stack ?? err}\n`)
+  await stopAll()
+  process.exit(1)
+})
