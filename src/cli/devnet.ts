@@ -229,6 +229,7 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
     return await finishUp()
   }
   if (stopping) return await finishUp()
+  const upSecs = ((performance.now() - t0) / 1000).toFixed(1)
   for (const n of nodes) watch(n)
 
   for (const n of nodes) {
@@ -241,7 +242,9 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
   if (!stopping) {
     const secs = ((performance.now() - t0) / 1000).toFixed(1)
     if (mesh.ok) {
-      line(`devnet ready in ${secs} s: every node sees the other ${opts.nodes - 1}`)
+      line(opts.nodes > 1
+        ? `devnet ready in ${secs} s: every node sees the other ${opts.nodes - 1} (processes up in ${upSecs} s)`
+        : `devnet ready in ${secs} s`)
     } else {
       warn(`devnet: the mesh is not complete after ${MESH_TIMEOUT_MS / 1000} s (${mesh.missing.join('; ')}); running anyway`)
       line(`devnet ready in ${secs} s (mesh incomplete)`)
