@@ -70,3 +70,27 @@ describe('server-sent events reader', () => {
     }
   })
 })
+
+describe('MercatoClient.wait over a stream that breaks', () => {
+  it('reconnects and skips the events it has seen', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    const frames = (types: string[], end: boolean): string => types.map(t => `event: ${t}\ndata: ${JSON.stringify({ type: t, ts: 0, jobId: 'j' })}\n\n`).join('') + (end ? 'event: end\ndata: {}\n\n' : '')
+    let streams = 0
+    let status = 'running'
+    const fakeFetch = (async (url: string) => {
+      if (url.endsWith('/events')) {
+        streams++
+        const body = streams === 1 ? frames(['announced', 'bid'], false) : frames(['announced', 'bid', 'awarded', 'settled'], true)
+        if (streams > 1) status = 'completed'
+        return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } })
+      }
+      return new Response(JSON.stringify({ id: 'j', status }), { status: 200, headers: { 'content-type': 'application/json' } })
+    }) as typeof fetch
+    const client = new MercatoClient({ url: 'http://x', fetch: fakeFetch })
+    const seen: string[] = []
+    const job = await client.wait('j', { onEvent: (e) => { seen.push(e.type) } })
+    expect(job.status).to.equal('completed')
+    expect(streams).to.equal(2)
+    expect(seen).to.deep.equal(['announced', 'bid', 'awarded', 'settled'])
+  })
+})
