@@ -27,7 +27,10 @@ describe('three nodes as separate processes through the real CLI', function () {
       return views.every((peers, i) => nodes.filter((_, j) => j !== i).every(o => peers.some(p => p.peerId === o.peerId)))
     }, 20_000)
 
-    // gossip: each node's signed ledger head is published on the heads topic; b's head reaches c
+    // gossip: b runs a job of its own, so its ledger grows and its signed head is published on
+    // the heads topic; the head crosses the mesh to c
+    const submitted = await getJson(`${b.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ engine: 'js', source: 'function main () { return 1 }' }) })
+    expect(submitted.status).to.equal(202)
     await waitFor(async () => {
       const peers = (await getJson(`${c.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string, head?: { seq: number } }>
       return peers.some(p => p.peerId === b.peerId && p.head != null)
