@@ -27,14 +27,14 @@
  * await gw.stop()
  * ```
  */
-import Fastify, { type FastifyInstance, type FastifyPluginAsync, type RouteOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type RouteOptions } from 'fastify'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { timingSafeEqual } from 'node:crypto'
 import { ConfigError, isMercatoError } from '../errors.js'
 import { logger } from '../logger.js'
 import { VERSION } from '../version.js'
-import { GatewayError, GATEWAY_ERRORS, statusOf } from './errors.js'
+import { GATEWAY_ERRORS, statusOf, type GatewayErrorCode } from './errors.js'
 import { SHARED_SCHEMAS, errorResponses } from './schemas.js'
 import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, TOKEN_COOKIE } from './constants.js'
 
@@ -139,7 +139,11 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     return503OnClosing: true,
     forceCloseConnections: true,
     // schemas never strip or invent fields; query strings are coerced to their declared types
-    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } }
+    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
+    // a path that does not decode (`/%zz`) is refused before routing: same shape as every error
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as FastifyReply).status(400).send({ error: { code: 'invalid-request', message: err.message } })
+    }
   })
   const log = logger('gateway')
   const routes: RouteEntry[] = []
@@ -178,16 +182,21 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
 
+  // refusals answer directly (not by throwing), so no plugin's own error handler can reshape them
+  const refuse = async (reply: FastifyReply, code: GatewayErrorCode): Promise<FastifyReply> => {
+    return await reply.status(GATEWAY_ERRORS[code].status).send({ error: { code, message: GATEWAY_ERRORS[code].message } })
+  }
+
   app.addHook('onRequest', async (req, reply) => {
     // DNS rebinding: on loopback, the Host header must name a loopback host
     const hostHeader = req.headers.host
-    if (loopback && hostHeader != null && !isLoopbackHost(hostOf(hostHeader))) throw new GatewayError('foreign-host')
+    if (loopback && hostHeader != null && !isLoopbackHost(hostOf(hostHeader))) return await refuse(reply, 'foreign-host')
     // CSRF: browsers send Origin on cross-site requests; only our own origin is welcome
     const origin = req.headers.origin
     if (origin != null) {
-      let originHost: string
-      try { originHost = new URL(origin).host } catch { throw new GatewayError('foreign-origin') }
-      if (origin === 'null' || hostHeader == null || originHost !== hostHeader) throw new GatewayError('foreign-origin')
+      let originHost: string | undefined
+      try { originHost = new URL(origin).host } catch {}
+      if (origin === 'null' || originHost == null || hostHeader == null || originHost !== hostHeader) return await refuse(reply, 'foreign-origin')
     }
     if (init.token != null) {
       const auth = req.headers.authorization ?? ''
@@ -196,10 +205,9 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
       // the dashboard's way in: GET /?token=… sets the cookie and drops the token from the address bar
       const query = req.query as Record<string, unknown> | undefined
       if (req.method === 'GET' && pathOf(req.url) === '/' && typeof query?.token === 'string' && tokenMatches(query.token, init.token)) {
-        void reply.header('set-cookie', `${TOKEN_COOKIE}=${encodeURIComponent(init.token)}; Path=/; HttpOnly; SameSite=Strict`).redirect('/', 303)
-        return await reply
+        return await reply.header('set-cookie', `${TOKEN_COOKIE}=${encodeURIComponent(init.token)}; Path=/; HttpOnly; SameSite=Strict`).redirect('/', 303)
       }
-      throw new GatewayError('unauthorized')
+      return await refuse(reply, 'unauthorized')
     }
   })
 

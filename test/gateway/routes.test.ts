@@ -153,7 +153,7 @@ describe('gateway routes', function () {
       expect(page.records).to.have.length(3)
       const verify = (await call({ url: '/v1/ledger/verify' })).json()
       expect(verify.ok).to.equal(true)
-      expect(verify.count).to.equal(head.seq + 1)
+      expect(verify.count).to.be.at.least(head.seq + 1) // the log may grow meanwhile
       const rec = (await call({ url: `/v1/ledger/records/${page.records[1].id}` })).json()
       expect(rec.seq).to.equal(1)
       expect((await call({ url: '/v1/ledger/records/0' })).json().id).to.equal(page.records[0].id)
