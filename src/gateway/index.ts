@@ -155,13 +155,13 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
 
   app.addHook('onRoute', (route: RouteOptions) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method]
-    for (const m of methods) routes.push({ method: m, url: route.url, pattern: routePattern(route.url), schema: route.schema as any })
     const schema = (route.schema ?? {}) as Record<string, any>
-    if (schema.hide === true) return
-    // every route may answer these; a route's own declarations win
-    const mutating = methods.includes('POST') || methods.includes('DELETE')
-    schema.response = { ...errorResponses(401, 403, 405, 500, ...(mutating ? [400, 413, 415] : [])), ...(schema.response ?? {}) }
-    route.schema = schema
+    if (schema.hide !== true) {
+      // every route may answer these; a route's own declarations win. A copy: plugins may share schema objects
+      const mutating = methods.includes('POST') || methods.includes('DELETE')
+      route.schema = { ...schema, response: { ...errorResponses(401, 403, 405, 500, ...(mutating ? [400, 413, 415] : [])), ...(schema.response ?? {}) } }
+    }
+    for (const m of methods) routes.push({ method: m, url: route.url, pattern: routePattern(route.url), schema: route.schema as any })
   })
 
   // JSON and raw bytes only: a text/plain POST is what a cross-site form can send without a preflight
