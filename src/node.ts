@@ -145,7 +145,7 @@ export class MercatoNode implements GatewayNode {
           bodyLimitBytes: cfg.gateway.bodyLimitBytes,
           plugins: [
             jobRoutes({ market: this.market }),
-            ledgerRoutes({ ledger: this.ledger }),
+            ledgerRoutes({ ledger: this.ledger, audit: this.audit }),
             metricsRoutes({ market: this.market, executor: this.executor, ledger: this.ledger }),
             dashboardRoutes()
           ]

@@ -456,6 +456,7 @@ export class Requester {
     job.attempts.push(attempt)
     if (job.status === 'bidding') this.setStatus(job, 'awarded')
     await this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award })
+    if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); return }
     this.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
     let channel: MessageChannel
     try {
@@ -463,6 +464,7 @@ export class Requester {
         ? this.deps.localProvider.openAward()
         : await this.deps.network.openChannel(winner.provider, AWARD_PROTOCOL, { maxMessageBytes: MAX_CHANNEL_BYTES, signal: AbortSignal.timeout(3000) })
       attempt.channel = channel
+      if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); channel.abort(new Error('cancelled')); return }
       await channel.send(canonicalEncode({ t: 'award', m: award } satisfies ChannelFrame))
     } catch (err: any) {
       await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
@@ -595,12 +597,31 @@ export class Requester {
     attempt.resultHash = r.resultHash
     await this.deps.ledger.append('result', { jobId: job.id, side: 'requester', result })
     this.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
-    if (job.status === 'completed' || job.final != null) {
-      // a late result: the job was already settled with someone else's
-      attempt.state = 'superseded'
+    if (job.status === 'cancelled') {
+      attempt.state = 'cancelled'
       attempt.endedAt = Date.now()
-      await this.settle(job, attempt, result, resultId, 'superseded', 0)
-      this.emit(job, 'superseded', { provider: attempt.provider })
+      return
+    }
+    if (job.final != null) {
+      const finalHash = job.final.result.payload.resultHash
+      attempt.endedAt = Date.now()
+      if (job.replicas > 1 && attempt.state !== 'lost' && r.resultHash === finalHash) {
+        // a replica we awarded finished after the quorum, with the same answer: it did the work asked
+        attempt.state = 'completed'
+        job.results.set(attempt.provider, { signed: result, id: resultId })
+        job.final.providers.push(attempt.provider)
+        job.final.price += attempt.price
+        await this.settle(job, attempt, result, resultId, 'paid', attempt.price)
+      } else if (job.replicas > 1 && attempt.state !== 'lost') {
+        // a replica outvoted by the quorum that was already in
+        attempt.state = 'mismatch'
+        await this.recordMismatch(job, attempt.provider, result, resultId, finalHash, job.final.providers)
+      } else {
+        // a late result from a replaced provider: recorded, never paid
+        attempt.state = 'superseded'
+        await this.settle(job, attempt, result, resultId, 'superseded', 0)
+        this.emit(job, 'superseded', { provider: attempt.provider })
+      }
       return
     }
     job.results.set(attempt.provider, { signed: result, id: resultId })
@@ -659,25 +680,24 @@ export class Requester {
       if (res.signed.payload.resultHash === hash) continue
       const att = job.attempts.find(a => a.provider === provider)
       if (att != null) att.state = 'mismatch'
-      this.deps.reputation.record(provider, 'mismatched')
-      await this.deps.ledger.append('mismatch', { jobId: job.id, side: 'requester', provider, result: res.signed, majorityHash: hash, agreeing })
-      this.emit(job, 'mismatch', { provider, resultHash: res.signed.payload.resultHash, majorityHash: hash })
-      await this.settle(job, att, res.signed, res.id, 'failed', 0)
+      await this.recordMismatch(job, provider, res.signed, res.id, hash, agreeing)
     }
-    // stop replicas still running: the quorum is in
-    for (const a of job.attempts) {
-      if (a.state === 'offered' || a.state === 'accepted' || a.state === 'running') {
-        a.state = 'cancelled'
-        a.endedAt = Date.now()
-        a.channel?.abort(new Error('quorum reached'))
-      }
-    }
+    // replicas still running finish in the background: a matching answer is paid, a different one
+    // is a mismatch (tally of late results in onResult); the job is settled now
     this.setStatus(job, 'completed')
     this.stats.completed++
     const latency = (job.completedAt ?? Date.now()) - job.createdAt
     this.stats.latencyMs.push(latency)
     if (this.stats.latencyMs.length > 10_000) this.stats.latencyMs.splice(0, 5_000)
     this.emit(job, 'settled', { providers: agreeing, price: job.final.price, resultHash: hash, latencyMs: latency })
+  }
+
+  private async recordMismatch (job: RequesterJob, provider: string, result: Signed<Result>, resultId: string, majorityHash: string, agreeing: string[]): Promise<void> {
+    this.deps.reputation.record(provider, 'mismatched')
+    await this.deps.ledger.append('mismatch', { jobId: job.id, side: 'requester', provider, result, majorityHash, agreeing: [...agreeing] })
+    this.emit(job, 'mismatch', { provider, resultHash: result.payload.resultHash, majorityHash })
+    const att = job.attempts.find(a => a.provider === provider)
+    await this.settle(job, att, result, resultId, 'failed', 0)
   }
 
   private async settle (job: RequesterJob, attempt: Attempt | undefined, result: Signed<Result>, resultId: string, status: 'paid' | 'superseded' | 'failed', price: number): Promise<void> {
@@ -931,6 +951,11 @@ export class Requester {
       error: job.error
     }
   }
+}
+
+/** Status re-read after an await (a cancel may have landed meanwhile). */
+function isCancelled (job: RequesterJob): boolean {
+  return job.status === 'cancelled'
 }
 
 function specSummary (spec: JobSpecWire): Record<string, unknown> {

@@ -81,6 +81,17 @@ describe('market: five nodes, three providers', function () {
     expect(job2.declines.map(d => d.reason)).to.deep.equal(['price', 'price', 'price'])
   })
 
+  it('a cancel during the bid window sticks: no award, no payment', async () => {
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 2 }, bidWindowMs: 300 })
+    await requester.market.cancel(submitted.id)
+    await new Promise(resolve => setTimeout(resolve, 800))
+    const job = requester.market.get(submitted.id)
+    expect(job.status).to.equal('cancelled')
+    expect(job.attempts.filter(a => a.state !== 'cancelled')).to.deep.equal([])
+    const records = await requester.ledger.byJob(submitted.id)
+    expect(records.filter(r => r.type === 'receipt')).to.deep.equal([])
+  })
+
   it('a wasm module travels by CID over the blob protocol', async () => {
     const { readFile } = await import('node:fs/promises')
     const wasm = new Uint8Array(await readFile(new URL('../fixtures/wasm/hello.wasm', import.meta.url)))
@@ -113,7 +124,10 @@ describe('market: replicas', function () {
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     const result = requester.market.result(job.id)
     expect(result.stdout).to.equal('doubling 5\n')
-    expect(new Set(result.providers)).to.deep.equal(new Set([honest1.peerId, honest2.peerId]))
+    expect(result.providers).to.have.length.greaterThanOrEqual(2)
+    for (const p of result.providers) expect([honest1.peerId, honest2.peerId]).to.include(p)
+    // the liar's replica may finish after the quorum is in: it is judged when it does
+    await waitFor(async () => (await requester.ledger.byJob(job.id)).some(r => r.type === 'mismatch'), 10_000)
     const records = await requester.ledger.byJob(job.id)
     const mismatches = records.filter(r => r.type === 'mismatch')
     expect(mismatches).to.have.length(1)

@@ -16,7 +16,7 @@ import { isMercatoError, InvalidInputError, NotFoundError, MercatoError } from '
 import { isPeerId } from '../../crypto/index.js'
 import { isRecordType, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit } from '../../ledger/index.js'
 import { recordToJson } from '../../ledger/json.js'
-import { zodValidated } from '../schemas.js'
+import { SHARED_SCHEMAS, zodValidated } from '../schemas.js'
 
 const DEFAULT_LIMIT = 100
 
@@ -149,6 +149,8 @@ export interface LedgerRoutesDeps {
 export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
   const { ledger, audit } = deps
   return async (app) => {
+    // the shared schemas ($ref 'Error#', ...) when this plugin runs on its own, outside buildGateway
+    for (const schema of SHARED_SCHEMAS) if (app.getSchema(schema.$id) == null) app.addSchema(schema)
     // the same error shape as the gateway, also when this plugin runs on its own
     app.setErrorHandler((err: any, _req, reply) => {
       if (isMercatoError(err)) return reply.status(err.status).send({ error: { code: err.code, message: err.message } })
