@@ -62,6 +62,8 @@ export class Provider {
   private readonly offers = new Map<string, Signed<Offer>>()
   private readonly seenAwards = new Set<string>()
   private readonly held = new Map<string, HeldJob>()
+  /** offers checked by the gossip validator, handed to the handler without a second decode */
+  private readonly validated = new WeakMap<Uint8Array, Signed<Offer>>()
   private running = 0
   private sweeper?: NodeJS.Timeout
   private readonly avgRunMs = { value: 50 }
@@ -129,6 +131,7 @@ export class Provider {
   private validateOffer (msg: TopicMessage): ValidationResult {
     try {
       const offer = this.checkOffer(msg.data, msg.from)
+      this.validated.set(msg.data, offer)
       return offer.signer === this.peerId ? 'ignore' : 'accept'
     } catch (err: any) {
       // an expired offer may be an honest late delivery: ignore, do not punish
@@ -137,8 +140,10 @@ export class Provider {
   }
 
   private onGossipOffer (msg: TopicMessage): void {
-    let offer: Signed<Offer>
-    try { offer = decodeSigned(msg.data, 'offer', MAX_OFFER_BYTES) } catch { return }
+    let offer = this.validated.get(msg.data)
+    if (offer == null) {
+      try { offer = decodeSigned(msg.data, 'offer', MAX_OFFER_BYTES) } catch { return }
+    }
     if (offer.signer === this.peerId) return
     this.onOffer(offer)
   }

@@ -214,8 +214,17 @@ export interface Signed<T = unknown> {
   sig: Uint8Array
 }
 
+/**
+ * Signed messages already checked in this process, by object identity. A message is verified when
+ * it arrives, and again when the ledger appends the record that embeds it; the second check is a
+ * lookup. Signed objects are treated as immutable once made or verified.
+ */
+const verified = new WeakSet<object>()
+
 export function signMessage<T> (signer: Signer, domain: string, payload: T): Signed<T> {
-  return { domain, signer: signer.peerId, payload, sig: signPayload(signer, domain, payload) }
+  const m = { domain, signer: signer.peerId, payload, sig: signPayload(signer, domain, payload) }
+  verified.add(m)
+  return m
 }
 
 /** True when `m` is shaped like a {@link Signed} message (not that it verifies). */
@@ -229,7 +238,10 @@ export function isSignedShape (m: unknown): m is Signed {
 export function verifyMessage (m: unknown, domain?: string): m is Signed {
   if (!isSignedShape(m)) return false
   if (domain != null && m.domain !== domain) return false
-  return verifyPayload(m.signer, m.domain, m.payload, m.sig)
+  if (verified.has(m)) return true
+  const ok = verifyPayload(m.signer, m.domain, m.payload, m.sig)
+  if (ok) verified.add(m)
+  return ok
 }
 
 /** Digest (CID string) of a signed message: the id others use to refer to it. */

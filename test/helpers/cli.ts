@@ -50,10 +50,10 @@ export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, t
 }
 
 /** Start `mercato start` with loopback defaults and wait until it prints its gateway. */
-export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number } = {}): Promise<NodeProcess> {
+export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number, nodeArgs?: string[] } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? await tempDir()
   const fullArgs = ['start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
-  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
   procs.add(proc)
   let stdout = ''
   let stderr = ''
