@@ -51,7 +51,8 @@ async function main (): Promise<void> {
   }
   await waitFor(async () => await providersSeen() >= 9, 60_000)
 
-  // warm up every provider's sandbox
+  // let the mesh settle (DHT walks back off once everyone is known), then warm up every sandbox
+  await new Promise(resolve => setTimeout(resolve, QUICK ? 5_000 : 15_000))
   for (let i = 0; i < 20; i++) await runJob(requester, TRIVIAL)
 
   // 1. one at a time

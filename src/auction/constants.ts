@@ -4,6 +4,8 @@ export const JOBS_TOPIC = 'mercato/jobs/1'
 export const RECEIPTS_TOPIC = 'mercato/receipts/1'
 /** Sealed bids and declines, provider → requester (request/response). */
 export const BID_PROTOCOL = '/mercato/bid/1.0.0'
+/** Bids and declines as messages on one long-lived stream per provider → requester pair. */
+export const BID_STREAM_PROTOCOL = '/mercato/bids/1.0.0'
 /** Offers sent directly to providers found in the DHT beyond our gossip mesh. */
 export const OFFER_PROTOCOL = '/mercato/offer/1.0.0'
 /** Award → accept, heartbeats, result: one long-lived channel per award. */

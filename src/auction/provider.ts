@@ -10,7 +10,7 @@ import type { Ledger } from '../ledger/index.js'
 import { computeResultHash, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
-  AWARD_PROTOCOL, BID_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
+  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_BID_BYTES, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
   MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
 } from './constants.js'
 import { checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type RefusalReason, type Result, type Award } from './messages.js'
@@ -62,6 +62,8 @@ export class Provider {
   private readonly offers = new Map<string, Signed<Offer>>()
   private readonly seenAwards = new Set<string>()
   private readonly held = new Map<string, HeldJob>()
+  /** one long-lived bid stream per requester */
+  private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
   /** offers checked by the gossip validator, handed to the handler without a second decode */
   private readonly validated = new WeakMap<Uint8Array, Signed<Offer>>()
   private running = 0
@@ -105,6 +107,8 @@ export class Provider {
 
   async stop (): Promise<void> {
     clearInterval(this.sweeper)
+    for (const ch of this.bidChannels.values()) void ch.then(c => { void c.close() }, () => {})
+    this.bidChannels.clear()
     const { network } = this.deps
     if (this.cfg.enabled) {
       network.unsubscribe(JOBS_TOPIC)
@@ -195,14 +199,37 @@ export class Provider {
     }
     const bytes = encodeSigned(msg)
     if (o.requester === this.peerId && this.deps.localRequester != null) {
-      await this.deps.localRequester.onBidMessage(bytes, this.peerId)
+      await this.deps.localRequester.onBidMessage(bytes, this.peerId).catch(() => {})
     } else {
-      await this.reach(o.requester, o.addrs)
-      await this.deps.network.request(o.requester, BID_PROTOCOL, bytes, { timeoutMs: 5000, maxResponseBytes: 1024 })
+      await this.sendBid(o.requester, o.addrs, bytes)
     }
-    void this.deps.ledger.append('offer', { jobId: o.jobId, side: 'provider', offer })
-      .then(async () => await this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', [decision.bid ? 'bid' : 'decline']: msg }))
+    // one record holds the offer we answered and our signed answer
+    void this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', offer, [decision.bid ? 'bid' : 'decline']: msg })
       .catch(err => { this.log.error({ err }, 'ledger append failed') })
+  }
+
+  /**
+   * Send a bid or decline on our long-lived bid stream to this requester (opened on first use);
+   * if that stream cannot be had, one request on the request/response protocol.
+   */
+  private async sendBid (requester: string, addrs: string[], bytes: Uint8Array): Promise<void> {
+    await this.reach(requester, addrs)
+    let channel = this.bidChannels.get(requester)
+    if (channel == null) {
+      channel = this.deps.network.openChannel(requester, BID_STREAM_PROTOCOL, { maxMessageBytes: MAX_BID_BYTES, signal: AbortSignal.timeout(3000) })
+      this.bidChannels.set(requester, channel)
+      channel.then(async (ch) => {
+        // the requester never writes; the loop ends when the stream does
+        try { for await (const _ of ch) { /* nothing */ } } catch {}
+        if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
+      }, () => { if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester) })
+    }
+    try {
+      await (await channel).send(bytes)
+    } catch {
+      if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
+      await this.deps.network.request(requester, BID_PROTOCOL, bytes, { timeoutMs: 5000, maxResponseBytes: 1024 })
+    }
   }
 
   /** Make sure we can reach the requester (dial its announced addresses if not connected). */

@@ -16,7 +16,7 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
-  AWARD_PROTOCOL, BID_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
+  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
   MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
@@ -86,7 +86,7 @@ interface RequesterJob {
   offer?: Signed<Offer>
   offerId?: string
   bids: Map<string, BidEntry>
-  declines: Map<string, { reason: Decline['reason'], detail?: string }>
+  declines: Map<string, { reason: Decline['reason'], detail?: string, signed?: Signed<Decline> }>
   attempts: Attempt[]
   excluded: Set<string>
   results: Map<string, { signed: Signed<Result>, id: string }>
@@ -98,6 +98,8 @@ interface RequesterJob {
   extraRuns: number
   handovers: number
   error?: string
+  /** the job record's append, awaited before the auction closes */
+  logged?: Promise<unknown>
 }
 
 export class JobStateError extends MercatoError {
@@ -133,6 +135,12 @@ export class Requester {
       await this.onBidMessage(data, ctx.from)
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_BID_BYTES, maxInboundStreams: 1024 })
+    // the same answers over one long-lived stream per provider: no stream set-up per bid
+    await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => {
+      for await (const data of channel) {
+        await this.onBidMessage(data, channel.remotePeer).catch(() => { /* refused and counted */ })
+      }
+    }, { maxMessageBytes: MAX_BID_BYTES, maxInboundStreams: 4 })
     this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
     this.watchdog.unref()
   }
@@ -145,6 +153,7 @@ export class Requester {
       for (const a of job.attempts) a.channel?.abort(new Error('requester stopping'))
     }
     await this.deps.network.unhandle(BID_PROTOCOL).catch(() => {})
+    await this.deps.network.unhandle(BID_STREAM_PROTOCOL).catch(() => {})
   }
 
   // ---------------------------------------------------------------- submit
@@ -180,7 +189,9 @@ export class Requester {
       handovers: 0
     }
     this.remember(job)
-    await this.deps.ledger.append('job', { jobId: id, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas })
+    // queued, not awaited: the offer record follows it in the same group commit, and the auction
+    // does not close before both are written (see announce)
+    job.logged = this.deps.ledger.append('job', { jobId: id, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas })
     await this.announce(job)
     return this.view(job)
   }
@@ -272,7 +283,11 @@ export class Requester {
     job.bids.clear()
     job.declines.clear()
     this.setStatus(job, 'bidding')
-    await this.deps.ledger.append('offer', { jobId: job.id, side: 'requester', offer })
+    // log and announce at once: the records are written in the time it takes providers to answer,
+    // and nothing is awarded before they are
+    const offerLogged = this.deps.ledger.append('offer', { jobId: job.id, side: 'requester', offer })
+    const logged = Promise.all([job.logged, offerLogged])
+    logged.catch(() => {}) // awaited below, before the auction closes
     const bidStart = Date.now()
     job.windowElapsed = false
     const closed = new Promise<void>((resolve) => {
@@ -297,9 +312,11 @@ export class Requester {
     }
     this.deps.localProvider?.onOffer(offer)
     void closed.then(async () => {
+      await logged
       job.closeBidding = undefined
       clearTimeout(job.biddingTimer)
       if (job.status !== 'bidding') return // cancelled meanwhile
+      await this.logAnswers(job)
       this.stats.auctionMs.push(Date.now() - bidStart)
       if (this.stats.auctionMs.length > 10_000) this.stats.auctionMs.splice(0, 5_000)
       await this.closeAuction(job)
@@ -307,6 +324,21 @@ export class Requester {
       this.log.error({ err, jobId: job.id }, 'auction failed')
       await this.fail(job, `auction failed: ${err?.message ?? err}`).catch(() => {})
     })
+  }
+
+  /**
+   * Log the sealed answers of one auction round: one `bid` record holding every signed bid
+   * considered (what the award's digests refer to) and one `decline` record holding every signed
+   * decline. One record per round instead of one per provider keeps the log and its signing cost
+   * proportional to jobs, not to the size of the mesh.
+   */
+  private async logAnswers (job: RequesterJob): Promise<void> {
+    const bids = [...job.bids.values()].map(b => b.signed)
+    const declines = [...job.declines.values()].flatMap(d => d.signed != null ? [d.signed] : [])
+    const writes: Array<Promise<unknown>> = []
+    if (bids.length > 0) writes.push(this.deps.ledger.append('bid', { jobId: job.id, side: 'requester', offerId: job.offerId, bids }))
+    if (declines.length > 0) writes.push(this.deps.ledger.append('decline', { jobId: job.id, side: 'requester', offerId: job.offerId, declines }))
+    await Promise.all(writes)
   }
 
   /** Providers we know can answer: the jobs-topic mesh, DHT engine providers, ourselves. */
@@ -356,9 +388,8 @@ export class Requester {
     if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
     if (kind === 'decline') {
       const d = msg.payload as Decline
-      job.declines.set(provider, { reason: d.reason, detail: d.detail })
+      job.declines.set(provider, { reason: d.reason, detail: d.detail, signed: msg as Signed<Decline> })
       this.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
-      void this.deps.ledger.append('decline', { jobId: job.id, side: 'requester', decline: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
     } else {
       const b = msg.payload as Bid
       if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)
@@ -367,7 +398,6 @@ export class Requester {
       const id = messageId(msg)
       job.bids.set(provider, { id, signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
       this.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
-      void this.deps.ledger.append('bid', { jobId: job.id, side: 'requester', bid: msg }).catch(err => { this.log.error({ err }, 'ledger append failed') })
     }
     // close early: enough bids, every known capable provider answered, or the first bid after the window
     if (job.bids.size >= job.minBids || this.allAnswered(job) || (job.windowElapsed && job.bids.size > 0)) job.closeBidding?.()
@@ -455,14 +485,24 @@ export class Requester {
     const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now }
     job.attempts.push(attempt)
     if (job.status === 'bidding') this.setStatus(job, 'awarded')
-    await this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award })
-    if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); return }
-    this.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
+    // the award is logged before it is sent; the channel opens while the record is written
+    const awardLogged = this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award })
+    awardLogged.catch(() => {}) // awaited below
     let channel: MessageChannel
     try {
-      channel = winner.provider === this.peerId && this.deps.localProvider != null
-        ? this.deps.localProvider.openAward()
-        : await this.deps.network.openChannel(winner.provider, AWARD_PROTOCOL, { maxMessageBytes: MAX_CHANNEL_BYTES, signal: AbortSignal.timeout(3000) })
+      const opening: Promise<MessageChannel> = winner.provider === this.peerId && this.deps.localProvider != null
+        ? Promise.resolve(this.deps.localProvider.openAward())
+        : this.deps.network.openChannel(winner.provider, AWARD_PROTOCOL, { maxMessageBytes: MAX_CHANNEL_BYTES, signal: AbortSignal.timeout(3000) })
+      opening.catch(() => {}) // awaited below
+      await awardLogged
+      if (isCancelled(job)) {
+        attempt.state = 'cancelled'
+        attempt.endedAt = Date.now()
+        void opening.then(ch => { ch.abort(new Error('cancelled')) }, () => {})
+        return
+      }
+      this.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
+      channel = await opening
       attempt.channel = channel
       if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); channel.abort(new Error('cancelled')); return }
       await channel.send(canonicalEncode({ t: 'award', m: award } satisfies ChannelFrame))
@@ -595,7 +635,9 @@ export class Requester {
     }
     const resultId = messageId(result)
     attempt.resultHash = r.resultHash
-    await this.deps.ledger.append('result', { jobId: job.id, side: 'requester', result })
+    // queued, not awaited: the receipt (appended after it, in order) is awaited before the job settles
+    const resultLogged = this.deps.ledger.append('result', { jobId: job.id, side: 'requester', result })
+    resultLogged.catch(err => { this.log.error({ err, jobId: job.id }, 'logging a result failed') })
     this.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
     if (job.status === 'cancelled') {
       attempt.state = 'cancelled'
@@ -794,9 +836,10 @@ export class Requester {
       }
       for (const r of recs) {
         const b = r.body as any
-        if (r.type === 'bid' && b.bid?.payload?.offerId === job.offerId) {
-          const bid = b.bid as Signed<Bid>
-          job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
+        if (r.type === 'bid' && b.offerId === job.offerId && Array.isArray(b.bids)) {
+          for (const bid of b.bids as Array<Signed<Bid>>) {
+            job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
+          }
         } else if (r.type === 'award') {
           const aw = b.award
           job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts })

@@ -15,6 +15,8 @@ export const INITIAL_QUERY_SELF_MS = 500
 export const MIN_PEERS = 8
 /** How often the discovery loop looks for more peers when below MIN_PEERS. */
 export const DISCOVERY_INTERVAL_MS = 2_000
+/** The longest wait between walks that keep meeting nobody new. */
+export const DISCOVERY_MAX_INTERVAL_MS = 60_000
 /** Response frame status bytes */
 export const FRAME_OK = 0
 export const FRAME_ERROR = 1

@@ -20,7 +20,7 @@ import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import {
-  DHT_PROTOCOL, DISCOVERY_INTERVAL_MS, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
+  DHT_PROTOCOL, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
   MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, MIN_PEERS, REQUEST_TIMEOUT_MS
 } from './constants.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
@@ -87,6 +87,7 @@ export class Libp2pNetwork implements Network {
   private readonly maxGossipBytes: number
   private discoveryTimer?: NodeJS.Timeout
   private discovering = false
+  private discoveryDelay = DISCOVERY_INTERVAL_MS
   private stopped = false
 
   constructor (node: Libp2p<Services>, init: NetworkInit) {
@@ -114,24 +115,42 @@ export class Libp2pNetwork implements Network {
 
   async start (): Promise<void> {
     await this.node.start()
-    this.discoveryTimer = setInterval(() => { void this.discover() }, DISCOVERY_INTERVAL_MS)
-    this.discoveryTimer.unref()
+    this.scheduleDiscovery(DISCOVERY_INTERVAL_MS)
+    // losing a peer is a reason to look again soon
+    this.node.addEventListener('peer:disconnect', () => {
+      if (this.discoveryDelay > DISCOVERY_INTERVAL_MS && !this.discovering) this.scheduleDiscovery(DISCOVERY_INTERVAL_MS)
+    })
     this.log.info({ addresses: this.addresses() }, 'network started')
   }
 
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    clearInterval(this.discoveryTimer)
+    clearTimeout(this.discoveryTimer)
     await this.node.stop()
     this.log.info('network stopped')
   }
 
-  /** Walk the DHT towards a random key to meet more peers while we have few. */
+  /**
+   * Walk the DHT towards a random key to meet more peers while we have few.
+   * A walk that meets nobody new doubles the wait before the next one (up to
+   * DISCOVERY_MAX_INTERVAL_MS): in a small mesh where everyone is already
+   * known, walking every few seconds only burns CPU on every node.
+   */
+  private scheduleDiscovery (delayMs: number): void {
+    clearTimeout(this.discoveryTimer)
+    if (this.stopped) return
+    this.discoveryDelay = delayMs
+    this.discoveryTimer = setTimeout(() => { void this.discover() }, delayMs)
+    this.discoveryTimer.unref()
+  }
+
   private async discover (): Promise<void> {
     if (this.discovering || this.stopped) return
-    if (this.node.getPeers().length >= MIN_PEERS || this.node.getPeers().length === 0) return
+    const peers = this.node.getPeers().length
+    if (peers >= MIN_PEERS || peers === 0 || process.env.NOWALK === "1") { this.scheduleDiscovery(DISCOVERY_INTERVAL_MS); return }
     this.discovering = true
+    let met = 0
     try {
       const key = new Uint8Array(32)
       globalThis.crypto.getRandomValues(key)
@@ -139,12 +158,13 @@ export class Libp2pNetwork implements Network {
       for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
         if (this.stopped) break
         if (peer.id.equals(this.node.peerId) || this.node.getConnections(peer.id).length > 0) continue
-        await this.node.dial(peer.id, { signal }).catch(() => {})
+        await this.node.dial(peer.id, { signal }).then(() => { met++ }, () => {})
       }
     } catch (err: any) {
       if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
     } finally {
       this.discovering = false
+      this.scheduleDiscovery(met > 0 ? DISCOVERY_INTERVAL_MS : Math.min(this.discoveryDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
     }
   }
 
@@ -284,7 +304,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal })
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -366,7 +386,7 @@ export class Libp2pNetwork implements Network {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal })
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
@@ -446,6 +466,8 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
         fastMsgIdFn: (msg) => Buffer.from(sha256(msg.data ?? new Uint8Array())).toString('base64'),
         allowPublishToZeroTopicPeers: true,
         ignoreDuplicatePublishError: true,
+        // IDONTWANT pays off for large messages; ours are a few KiB, where the control frames cost more than they save
+        idontwantMinDataSize: 64 * 1024,
         emitSelf: false,
         maxInboundDataLength: init.maxGossipBytes ?? MAX_GOSSIP_BYTES,
         scoreParams: {
