@@ -88,7 +88,7 @@ export class MercatoNode implements GatewayNode {
       mdns: cfg.p2p.mdns,
       maxConnections: cfg.p2p.maxConnections,
       dialTimeoutMs: cfg.p2p.dialTimeoutMs,
-      metrics: process.env.MERCATO_NO_LIBP2P_METRICS !== "1"
+      metrics: true
     })
     try {
       await this.network.start()

@@ -148,7 +148,7 @@ export class Libp2pNetwork implements Network {
   private async discover (): Promise<void> {
     if (this.discovering || this.stopped) return
     const peers = this.node.getPeers().length
-    if (peers >= MIN_PEERS || peers === 0 || process.env.NOWALK === "1") { this.scheduleDiscovery(DISCOVERY_INTERVAL_MS); return }
+    if (peers >= MIN_PEERS || peers === 0) { this.scheduleDiscovery(DISCOVERY_INTERVAL_MS); return }
     this.discovering = true
     let met = 0
     try {
