@@ -120,6 +120,8 @@ export class MercatoNode implements GatewayNode {
         enabled: cfg.provider.enabled,
         price: cfg.provider.price,
         slots: cfg.provider.slots > 0 ? cfg.provider.slots : poolSize,
+        // the executor queues what the pool cannot start at once (leave room for local `exec` use)
+        queue: Math.max(0, cfg.executor.queueSize - (cfg.provider.slots > 0 ? cfg.provider.slots : poolSize)),
         engines: cfg.provider.engines,
         maxTimeoutMs: cfg.executor.maxTimeoutMs,
         maxMemoryMb: cfg.executor.maxMemoryMb,

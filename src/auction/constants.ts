@@ -58,3 +58,7 @@ export const MAX_JOBS_IN_MEMORY = 10_000
 export const NO_BID_GRACE_MS = 1000
 /** After a requester restart, how long a provider may stay unreachable (while the mesh re-forms) before its award fails over. */
 export const RECOVERY_GRACE_MS = 10_000
+/** Most messages coalesced into one gossip message or bid frame. */
+export const MAX_BATCH_ITEMS = 64
+/** Largest coalesced gossip message (the gossip layer caps messages at 256 KiB). */
+export const MAX_BATCH_BYTES = 192 * 1024

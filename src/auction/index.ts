@@ -25,8 +25,8 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import type { Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
-import { BLOB_KEY_PREFIX, MAX_OFFER_BYTES, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
-import { decodeSigned, type Receipt } from './messages.js'
+import { BLOB_KEY_PREFIX, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
+import { decodeBatch, type Receipt } from './messages.js'
 import { Provider, type ProviderConfig } from './provider.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type RequesterConfig } from './requester.js'
@@ -144,10 +144,18 @@ export function createMarket (init: MarketInit): Market {
         else if (r.type === 'handover' && typeof b.from === 'string') reputation.record(b.from, 'lost')
         else if (r.type === 'mismatch' && typeof b.provider === 'string') reputation.record(b.provider, 'mismatched')
       }
+      // receipts arrive in batches ({ b: [...] }); the validator checks every one, the handler applies them
+      const checked = new WeakMap<Uint8Array, Array<Signed<Receipt>>>()
       init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
-        try { reputation.applyReceipt(decodeSigned(msg.data, 'receipt', MAX_OFFER_BYTES)) } catch {}
+        let receipts = checked.get(msg.data)
+        if (receipts == null) { try { receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return } }
+        for (const r of receipts) reputation.applyReceipt(r)
       }, (msg) => {
-        try { decodeSigned(msg.data, 'receipt', MAX_OFFER_BYTES); return 'accept' } catch { return 'reject' }
+        try {
+          const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+          checked.set(msg.data, receipts)
+          return receipts.length > 0 ? 'accept' : 'ignore'
+        } catch { return 'reject' }
       })
       await blobs.serve(init.network)
       await requester.start()

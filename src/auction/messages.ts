@@ -235,3 +235,36 @@ export function decodeSigned<K extends Kind> (data: Uint8Array, kind: K, maxByte
 }
 
 export { messageId }
+
+/** Several signed messages of one kind in one gossip message or stream frame: `{ b: [...] }`. */
+export function encodeBatch (items: Signed[]): Uint8Array {
+  return canonicalEncode({ b: items })
+}
+
+/**
+ * Size-cap and decode a batch; every item is checked as {@link checkSigned} does. Items that are
+ * merely expired are dropped (an honest late delivery); any other bad item refuses the whole batch.
+ */
+export function decodeBatch<K extends Kind> (data: Uint8Array, kind: K, maxBytes: number, maxItems: number, opts: { now?: number } = {}): Array<Signed<PayloadOf<K>>> {
+  if (data.length > maxBytes) throw new RefusedMessageError('too-large', `${kind} batch: ${data.length} bytes exceeds ${maxBytes}`)
+  let value: any
+  try {
+    value = canonicalDecode(data)
+  } catch {
+    throw new RefusedMessageError('bad-encoding', `${kind} batch: not canonical CBOR`)
+  }
+  const items = value?.b
+  if (!Array.isArray(items) || items.length === 0 || items.length > maxItems || Object.keys(value).length !== 1) {
+    throw new RefusedMessageError('bad-schema', `${kind} batch: expected { b: [1..${maxItems} items] }`)
+  }
+  const out: Array<Signed<PayloadOf<K>>> = []
+  for (const item of items) {
+    try {
+      out.push(checkSigned(item, kind, opts))
+    } catch (err) {
+      if (err instanceof RefusedMessageError && err.reason === 'expired') continue
+      throw err
+    }
+  }
+  return out
+}

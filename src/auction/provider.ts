@@ -11,15 +11,18 @@ import { computeResultHash, type Executor, type ExecJob, type ExecResult } from 
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_BID_BYTES, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
-  MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
+  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
 } from './constants.js'
-import { checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type RefusalReason, type Result, type Award } from './messages.js'
+import { Batcher } from './batcher.js'
+import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type RefusalReason, type Result, type Award } from './messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 
 export interface ProviderConfig {
   enabled: boolean
   price: number
   slots: number
+  /** awarded jobs allowed to wait for a free slot (default 0: only bid with a free slot) */
+  queue?: number
   engines: Array<'wasm' | 'js'>
   maxTimeoutMs: number
   maxMemoryMb: number
@@ -52,6 +55,10 @@ interface HeldJob {
 }
 
 const MAX_KNOWN_OFFERS = 10_000
+/** ask increase per job waiting ahead (0.5 = +50 % of the base price each) */
+const SURGE = 0.5
+/** executor errors that say nothing about the job: the award is dropped and the requester fails over */
+const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
 
 export class Provider {
   readonly refused = new Map<RefusalReason, number>()
@@ -65,7 +72,9 @@ export class Provider {
   /** one long-lived bid stream per requester */
   private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
   /** offers checked by the gossip validator, handed to the handler without a second decode */
-  private readonly validated = new WeakMap<Uint8Array, Signed<Offer>>()
+  private readonly validated = new WeakMap<Uint8Array, Array<Signed<Offer>>>()
+  /** answers produced in one turn for one requester go out as one frame on its bid stream */
+  private readonly bidBatches = new Map<string, Batcher<Signed>>()
   private running = 0
   private sweeper?: NodeJS.Timeout
   private readonly avgRunMs = { value: 50 }
@@ -79,6 +88,18 @@ export class Provider {
   get peerId (): string { return this.deps.signer.peerId }
   get enabled (): boolean { return this.cfg.enabled }
   get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.deps.executor.stats().poolSize }
+  /**
+   * Our ask now: the configured price while a slot is free; each job that would wait ahead of
+   * this one adds SURGE of it, so under load the work spreads to idle providers instead of
+   * queueing behind the cheapest one.
+   */
+  ask (): number {
+    const waiting = this.running - this.slots + 1
+    return waiting <= 0 ? this.cfg.price : Math.round(this.cfg.price * (1 + SURGE * waiting) * 100) / 100
+  }
+
+  /** awarded jobs that may wait for a slot (the executor's queue) */
+  get queue (): number { return this.cfg.queue ?? 0 }
   get busy (): number { return this.running }
   engines (): Array<'wasm' | 'js'> {
     const have = new Set(this.deps.executor.engines())
@@ -133,23 +154,28 @@ export class Provider {
   }
 
   private validateOffer (msg: TopicMessage): ValidationResult {
+    let offers: Array<Signed<Offer>>
     try {
-      const offer = this.checkOffer(msg.data, msg.from)
-      this.validated.set(msg.data, offer)
-      return offer.signer === this.peerId ? 'ignore' : 'accept'
+      offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
     } catch (err: any) {
-      // an expired offer may be an honest late delivery: ignore, do not punish
-      return err?.reason === 'expired' ? 'ignore' : 'reject'
+      this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      this.log.debug({ err: err.message, from: msg.from }, 'refused offer batch')
+      return 'reject'
     }
+    if (offers.length === 0) return 'ignore' // all expired: an honest late delivery
+    if (offers.some(o => o.signer !== offers[0].signer)) { this.count('bad-schema'); return 'reject' }
+    this.validated.set(msg.data, offers)
+    return offers[0].signer === this.peerId ? 'ignore' : 'accept'
   }
 
   private onGossipOffer (msg: TopicMessage): void {
-    let offer = this.validated.get(msg.data)
-    if (offer == null) {
-      try { offer = decodeSigned(msg.data, 'offer', MAX_OFFER_BYTES) } catch { return }
+    let offers = this.validated.get(msg.data)
+    if (offers == null) {
+      try { offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return }
     }
-    if (offer.signer === this.peerId) return
-    this.onOffer(offer)
+    for (const offer of offers) {
+      if (offer.signer !== this.peerId) this.onOffer(offer)
+    }
   }
 
   /** Decide on an offer and answer the requester with a signed bid or decline. */
@@ -166,12 +192,13 @@ export class Provider {
     return {
       enabled: this.cfg.enabled,
       engines: this.engines(),
-      price: this.cfg.price,
+      price: this.ask(),
       maxTimeoutMs: this.cfg.maxTimeoutMs,
       maxMemoryMb: this.cfg.maxMemoryMb,
       maxOutputBytes: this.cfg.maxOutputBytes,
       maxModuleBytes: MAX_BLOB_BYTES,
-      freeSlots: this.slots - this.running,
+      // a job beyond the running slots waits in the executor's queue; only a full queue says no
+      freeSlots: this.slots + this.queue - this.running,
       isFlagged: this.deps.isFlagged ?? (() => false)
     }
   }
@@ -187,8 +214,9 @@ export class Provider {
         jobId: o.jobId,
         offerId,
         provider: this.peerId,
-        price: this.cfg.price,
-        estStartMs: this.running >= this.slots ? Math.round(this.avgRunMs.value) : 0,
+        price: this.ask(),
+        // waiting jobs ahead of this one, times what a job has been taking
+        estStartMs: this.running >= this.slots ? Math.round((this.running - this.slots + 1) * this.avgRunMs.value / this.slots) : 0,
         ts: now,
         expires: now + BID_TTL_MS
       })
@@ -197,11 +225,10 @@ export class Provider {
       msg = sign(this.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: this.peerId, reason: decision.reason, detail: decision.detail, ts: now })
       this.stats.declines.set(decision.reason, (this.stats.declines.get(decision.reason) ?? 0) + 1)
     }
-    const bytes = encodeSigned(msg)
     if (o.requester === this.peerId && this.deps.localRequester != null) {
-      await this.deps.localRequester.onBidMessage(bytes, this.peerId).catch(() => {})
+      await this.deps.localRequester.onBidMessage(encodeSigned(msg), this.peerId).catch(() => {})
     } else {
-      await this.sendBid(o.requester, o.addrs, bytes)
+      await this.sendBid(o.requester, o.addrs, msg)
     }
     // one record holds the offer we answered and our signed answer
     void this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', offer, [decision.bid ? 'bid' : 'decline']: msg })
@@ -212,7 +239,19 @@ export class Provider {
    * Send a bid or decline on our long-lived bid stream to this requester (opened on first use);
    * if that stream cannot be had, one request on the request/response protocol.
    */
-  private async sendBid (requester: string, addrs: string[], bytes: Uint8Array): Promise<void> {
+  private async sendBid (requester: string, addrs: string[], msg: Signed): Promise<void> {
+    let batch = this.bidBatches.get(requester)
+    if (batch == null) {
+      batch = new Batcher<Signed>((items) => {
+        void this.flushBids(requester, addrs, items).catch(err => { this.log.debug({ err, requester }, 'could not deliver answers') })
+      }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * (MAX_BATCH_ITEMS - 1), sizeOf: (m) => encodeSigned(m).length })
+      this.bidBatches.set(requester, batch)
+      if (this.bidBatches.size > 1024) this.bidBatches.delete(this.bidBatches.keys().next().value as string)
+    }
+    batch.add(msg)
+  }
+
+  private async flushBids (requester: string, addrs: string[], items: Signed[]): Promise<void> {
     await this.reach(requester, addrs)
     let channel = this.bidChannels.get(requester)
     if (channel == null) {
@@ -225,10 +264,11 @@ export class Provider {
       }, () => { if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester) })
     }
     try {
-      await (await channel).send(bytes)
+      await (await channel).send(encodeBatch(items))
     } catch {
+      // no stream: one request per answer on the request/response protocol
       if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
-      await this.deps.network.request(requester, BID_PROTOCOL, bytes, { timeoutMs: 5000, maxResponseBytes: 1024 })
+      for (const m of items) await this.deps.network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
     }
   }
 
@@ -284,7 +324,7 @@ export class Provider {
     if (offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { this.count('unknown-job'); await refuse('unknown offer'); return }
     if (this.seenAwards.has(awardId)) { this.count('replay'); await refuse('award already seen'); return }
     this.seenAwards.add(awardId)
-    if (this.running >= this.slots) { await refuse('no-slot'); return }
+    if (this.running >= this.slots + this.queue) { await refuse('no-slot'); return }
     this.running++
     this.stats.awards++
     const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
@@ -314,7 +354,9 @@ export class Provider {
       try {
         exec = await this.deps.executor.run(job)
       } catch (err: any) {
-        // deterministic refusals of the sandbox (invalid module, unsupported engine) are results too
+        // a sandbox that cannot take the job now is our problem: let the requester fail over
+        if (TRANSIENT_EXEC_ERRORS.has(err?.code)) throw err
+        // deterministic refusals of the job itself (invalid module, unsupported engine) are results
         exec = failureResult(job.id, err)
       }
       this.avgRunMs.value = this.avgRunMs.value * 0.8 + (Date.now() - started) * 0.2

@@ -17,13 +17,14 @@ import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
-  MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
+  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
-  checkSigned, decodeSigned, encodeSigned, RefusedMessageError, sign, specSchema,
-  type Bid, type ChannelFrame, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result
+  checkSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, specSchema,
+  type Bid, type ChannelFrame, type Decline, type JobSpecWire, type Offer, type Receipt, type RefusalReason, type Result
 } from './messages.js'
 import { rankBids, settlementPrice } from './rules.js'
+import { Batcher } from './batcher.js'
 import { TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
 import type { Reputation } from './reputation.js'
 
@@ -120,7 +121,17 @@ export class Requester {
   private watchdog?: NodeJS.Timeout
   private stopped = false
 
+  /** offers announced in one turn go out as one gossip message */
+  private readonly offerBatch: Batcher<Signed<Offer>>
+  /** receipts signed in one turn go out as one gossip message */
+  private readonly receiptBatch: Batcher<Signed<Receipt>>
+
   constructor (deps: RequesterDeps) {
+    const gossipBatch = <T extends Signed>(topic: string): Batcher<T> => new Batcher<T>((items) => {
+      void deps.network.publish(topic, encodeBatch(items)).catch(err => { this.log.warn({ err, topic }, 'publish failed') })
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => encodeSigned(m).length })
+    this.offerBatch = gossipBatch(JOBS_TOPIC)
+    this.receiptBatch = gossipBatch(RECEIPTS_TOPIC)
     this.deps = deps
     this.cfg = deps.config
     this.log = logger('auction:requester', { peerId: deps.signer.peerId })
@@ -138,9 +149,21 @@ export class Requester {
     // the same answers over one long-lived stream per provider: no stream set-up per bid
     await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => {
       for await (const data of channel) {
-        await this.onBidMessage(data, channel.remotePeer).catch(() => { /* refused and counted */ })
+        // one frame carries the answers a provider produced in one turn: { b: [signed, ...] }
+        let items: unknown[]
+        try {
+          const value = canonicalDecode<{ b?: unknown }>(data)
+          if (!Array.isArray(value?.b) || value.b.length > MAX_BATCH_ITEMS) throw new Error('not a batch')
+          items = value.b
+        } catch {
+          this.refused.set('bad-encoding', (this.refused.get('bad-encoding') ?? 0) + 1)
+          continue
+        }
+        for (const item of items) {
+          try { this.onBidValue(item, channel.remotePeer) } catch { /* refused and counted */ }
+        }
       }
-    }, { maxMessageBytes: MAX_BID_BYTES, maxInboundStreams: 4 })
+    }, { maxMessageBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, maxInboundStreams: 4 })
     this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
     this.watchdog.unref()
   }
@@ -305,7 +328,7 @@ export class Requester {
     this.emit(job, 'announced', { round: job.round, knownProviders: known.size })
     // gossip to the mesh, direct to DHT-found providers outside it, and to ourselves
     const topicPeers = new Set(this.deps.network.topicPeers(JOBS_TOPIC))
-    void this.deps.network.publish(JOBS_TOPIC, bytes).catch(err => { this.log.warn({ err, jobId: job.id }, 'publishing offer failed') })
+    this.offerBatch.add(offer)
     for (const peer of known) {
       if (peer === this.peerId || topicPeers.has(peer)) continue
       void this.deps.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
@@ -372,6 +395,11 @@ export class Requester {
     let value: any
     if (data.length > MAX_BID_BYTES) this.refuse('too-large', `bid of ${data.length} bytes`, from)
     try { value = canonicalDecode(data) } catch { this.refuse('bad-encoding', 'bid is not canonical CBOR', from) }
+    this.onBidValue(value, from)
+  }
+
+  /** A decoded bid or decline (checked here: schema, signature, sender, job, state). */
+  onBidValue (value: any, from: string): void {
     const kind = value?.domain === 'mercato/v1/decline' ? 'decline' : 'bid'
     let msg: Signed<Bid> | Signed<Decline>
     try {
@@ -756,8 +784,7 @@ export class Requester {
     })
     await this.deps.ledger.append('receipt', { jobId: job.id, side: 'requester', receipt })
     this.deps.reputation.applyReceipt(receipt)
-    const bytes = encodeSigned(receipt)
-    void this.deps.network.publish(RECEIPTS_TOPIC, bytes).catch(() => {})
+    this.receiptBatch.add(receipt)
     if (attempt?.channel != null) await attempt.channel.send(canonicalEncode({ t: 'receipt', m: receipt })).catch(() => {})
   }
 

@@ -3,7 +3,7 @@ import { expect } from 'chai'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalDecode, canonicalEncode, messageId, randomSigner, signerFromSeed, type Signed } from '../../src/crypto/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, type Offer, type Award } from '../../src/auction/index.js'
-import { sign, encodeSigned } from '../../src/auction/messages.js'
+import { sign, encodeSigned, encodeBatch } from '../../src/auction/messages.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
@@ -28,7 +28,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     requester = await startTestNode({ provide: false })
     provider = await startTestNode({ price: 1, bootstrap: [requester.network.addresses()[0]] })
     attacker = await createNetwork({ seed, bootstrap: [requester.network.addresses()[0]] })
-    attacker.subscribe(JOBS_TOPIC, (msg) => { offers.push(canonicalDecode<Signed<Offer>>(msg.data)) })
+    attacker.subscribe(JOBS_TOPIC, (msg) => { offers.push(...canonicalDecode<{ b: Array<Signed<Offer>> }>(msg.data).b) })
     await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2 && attacker.isConnected(provider.peerId), 15_000)
   })
   after(async () => { await attacker?.stop(); await stopNodes() })
@@ -127,7 +127,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
       maxPrice: 50, replicas: 1, bidWindowMs: 50, ts: now, expires: now + 60_000, round: 0
     })
     await waitFor(() => attacker.topicPeers(JOBS_TOPIC).includes(provider.peerId), 10_000)
-    await attacker.publish(JOBS_TOPIC, encodeSigned(offer))
+    await attacker.publish(JOBS_TOPIC, encodeBatch([offer]))
     await waitFor(() => bidBytes != null, 5000)
     const bid = canonicalDecode<Signed<any>>(bidBytes as Uint8Array)
     const awardPayload = { v: 1 as const, jobId: offer.payload.jobId, offerId: messageId(offer), requester: me.peerId, provider: provider.peerId, bidId: messageId(bid), bids: [messageId(bid)], price: 1, attempt: 0, ts: Date.now(), expires: Date.now() + 60_000 }
@@ -158,7 +158,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     // a forged offer on gossip is rejected by the provider's validator
     const forgedOffer = { ...offer, payload: { ...offer.payload, maxPrice: 1e6 } }
     const before = p.get('bad-signature') ?? 0
-    await attacker.publish(JOBS_TOPIC, canonicalEncode(forgedOffer))
+    await attacker.publish(JOBS_TOPIC, encodeBatch([forgedOffer as any]))
     await waitFor(() => (p.get('bad-signature') ?? 0) > before, 5000)
     // and the provider still serves the honest market
     const ok = await requester.market.submit(JOB)
