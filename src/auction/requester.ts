@@ -192,25 +192,16 @@ export class Requester {
     globalThis.crypto.getRandomValues(nonce)
     const createdAt = Date.now()
     const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
-    const job: RequesterJob = {
+    const job = newJob({
       id,
       spec,
       maxPrice,
       replicas,
       minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas),
       bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs,
-      status: 'bidding',
       createdAt,
-      round: 0,
-      bids: new Map(),
-      declines: new Map(),
-      attempts: [],
-      excluded: new Set(),
-      results: new Map(),
-      events: [],
-      extraRuns: 0,
-      handovers: 0
-    }
+      round: 0
+    })
     this.remember(job)
     // queued, not awaited: the offer record follows it in the same group commit, and the auction
     // does not close before both are written (see announce)
@@ -840,27 +831,18 @@ export class Requester {
       const lastOffer = (offers.at(-1)?.body as any)?.offer as Signed<Offer> | undefined
       if (jobRec == null || lastOffer == null) continue
       const o = lastOffer.payload
-      const job: RequesterJob = {
+      const job = newJob({
         id: jobId,
         spec: o.spec,
         maxPrice: o.maxPrice,
         replicas: o.replicas,
         minBids: Math.max(this.cfg.minBids, o.replicas),
         bidWindowMs: o.bidWindowMs,
-        status: 'bidding',
         createdAt: jobRec.ts,
         round: o.round,
         offer: lastOffer,
-        offerId: messageId(lastOffer),
-        bids: new Map(),
-        declines: new Map(),
-        attempts: [],
-        excluded: new Set(),
-        results: new Map(),
-        events: [],
-        extraRuns: 0,
-        handovers: 0
-      }
+        offerId: messageId(lastOffer)
+      })
       for (const r of recs) {
         const b = r.body as any
         if (r.type === 'bid' && b.offerId === job.offerId && Array.isArray(b.bids)) {
@@ -1020,6 +1002,22 @@ export class Requester {
       latencyMs: job.completedAt != null ? job.completedAt - job.createdAt : null,
       error: job.error
     }
+  }
+}
+
+/** A job in the bidding state with empty books. */
+function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId'>>): RequesterJob {
+  return {
+    ...fields,
+    status: 'bidding',
+    bids: new Map(),
+    declines: new Map(),
+    attempts: [],
+    excluded: new Set(),
+    results: new Map(),
+    events: [],
+    extraRuns: 0,
+    handovers: 0
   }
 }
 
