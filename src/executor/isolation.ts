@@ -45,8 +45,12 @@ export interface IsolationProbe { pid: number, uid: number, networkInterfaces: s
 /** The command line that wraps the pool process. */
 export function isolationCommand (isolation: Exclude<Isolation, 'none'>): string[] {
   if (isolation === 'unshare') return ['unshare', '-Urn', '--']
-  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--']
+  // a private /tmp, but the project itself stays visible (read-only) even when it lives under /tmp
+  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, '--']
 }
+
+/** The checkout the pool's code is loaded from. */
+const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '')
 
 function rebuildError (e: { code: string, message: string }): Error {
   switch (e.code) {
