@@ -330,7 +330,9 @@ export class Requester {
       job.closeBidding = undefined
       clearTimeout(job.biddingTimer)
       if (job.status !== 'bidding') return // cancelled meanwhile
-      await this.logAnswers(job)
+      // queued before the award's record, and the ledger writes in order: the award is never
+      // logged without the bids it lists
+      this.logAnswers(job).catch(err => { this.log.error({ err, jobId: job.id }, 'logging the answers failed') })
       this.stats.auctionMs.push(Date.now() - bidStart)
       if (this.stats.auctionMs.length > 10_000) this.stats.auctionMs.splice(0, 5_000)
       await this.closeAuction(job)
