@@ -13,8 +13,12 @@ export class Batcher<T> {
   private readonly maxBytes: number
   private readonly sizeOf: (item: T) => number
 
-  constructor (flush: (items: T[]) => void, opts: { maxItems: number, maxBytes: number, sizeOf: (item: T) => number }) {
+  private readonly delayMs: number
+
+  /** `delayMs` > 0 holds a batch that long (for messages nobody waits on); 0 flushes on the next turn */
+  constructor (flush: (items: T[]) => void, opts: { maxItems: number, maxBytes: number, sizeOf: (item: T) => number, delayMs?: number }) {
     this.flushFn = flush
+    this.delayMs = opts.delayMs ?? 0
     this.maxItems = opts.maxItems
     this.maxBytes = opts.maxBytes
     this.sizeOf = opts.sizeOf
@@ -28,7 +32,8 @@ export class Batcher<T> {
     if (this.items.length >= this.maxItems) { this.flush(); return }
     if (!this.scheduled) {
       this.scheduled = true
-      setImmediate(() => { this.scheduled = false; this.flush() })
+      const run = (): void => { this.scheduled = false; this.flush() }
+      if (this.delayMs > 0) setTimeout(run, this.delayMs).unref(); else setImmediate(run)
     }
   }
 

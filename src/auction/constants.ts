@@ -62,3 +62,5 @@ export const RECOVERY_GRACE_MS = 10_000
 export const MAX_BATCH_ITEMS = 64
 /** Largest coalesced gossip message (the gossip layer caps messages at 256 KiB). */
 export const MAX_BATCH_BYTES = 192 * 1024
+/** How long receipts are gathered before they are gossiped together. */
+export const RECEIPT_GOSSIP_DELAY_MS = 250

@@ -17,7 +17,7 @@ import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
-  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
+  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, RECEIPT_GOSSIP_DELAY_MS, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
   checkSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, specSchema,
@@ -127,11 +127,13 @@ export class Requester {
   private readonly receiptBatch: Batcher<Signed<Receipt>>
 
   constructor (deps: RequesterDeps) {
-    const gossipBatch = <T extends Signed>(topic: string): Batcher<T> => new Batcher<T>((items) => {
+    const gossipBatch = <T extends Signed>(topic: string, delayMs: number): Batcher<T> => new Batcher<T>((items) => {
       void deps.network.publish(topic, encodeBatch(items)).catch(err => { this.log.warn({ err, topic }, 'publish failed') })
-    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => encodeSigned(m).length })
-    this.offerBatch = gossipBatch(JOBS_TOPIC)
-    this.receiptBatch = gossipBatch(RECEIPTS_TOPIC)
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => encodeSigned(m).length, delayMs })
+    this.offerBatch = gossipBatch(JOBS_TOPIC, 0)
+    // nobody waits on the public copy of a receipt (the provider gets its own on the award
+    // channel): gather them for a moment, one gossip round for many jobs
+    this.receiptBatch = gossipBatch(RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS)
     this.deps = deps
     this.cfg = deps.config
     this.log = logger('auction:requester', { peerId: deps.signer.peerId })
