@@ -77,8 +77,10 @@ export class MercatoNode implements GatewayNode {
 
     const poolSize = cfg.executor.poolSize > 0 ? cfg.executor.poolSize : cpus().length
     this.executor = createExecutor({ ...cfg.executor, poolSize, queueSize: cfg.executor.queueSize })
-    await this.executor.start()
-    this.defer('executor', async () => { await this.executor.stop() })
+    // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
+    const executorStarted = this.executor.start()
+    executorStarted.catch(() => {}) // awaited below
+    this.defer('executor', async () => { await executorStarted.catch(() => {}); await this.executor.stop() })
 
     this.network = await buildNetworkNode({
       seed: this.identity.seed,
@@ -108,6 +110,7 @@ export class MercatoNode implements GatewayNode {
     await this.audit.start()
     this.defer('audit', async () => { await this.audit.stop() })
 
+    await executorStarted
     this.market = createMarket({
       isFlagged: (peerId) => this.audit.isFlagged(peerId),
       network: this.network,
