@@ -13,10 +13,10 @@ export class Batcher<T> {
   private readonly maxBytes: number
   private readonly sizeOf: (item: T) => number
 
-  private readonly delayMs: number
+  private readonly delayMs: number | (() => number)
 
-  /** `delayMs` > 0 holds a batch that long (for messages nobody waits on); 0 flushes on the next turn */
-  constructor (flush: (items: T[]) => void, opts: { maxItems: number, maxBytes: number, sizeOf: (item: T) => number, delayMs?: number }) {
+  /** `delayMs` > 0 holds a batch that long (may be a function, read when a batch starts); 0 flushes on the next turn */
+  constructor (flush: (items: T[]) => void, opts: { maxItems: number, maxBytes: number, sizeOf: (item: T) => number, delayMs?: number | (() => number) }) {
     this.flushFn = flush
     this.delayMs = opts.delayMs ?? 0
     this.maxItems = opts.maxItems
@@ -33,7 +33,8 @@ export class Batcher<T> {
     if (!this.scheduled) {
       this.scheduled = true
       const run = (): void => { this.scheduled = false; this.flush() }
-      if (this.delayMs > 0) setTimeout(run, this.delayMs).unref(); else setImmediate(run)
+      const delay = typeof this.delayMs === 'function' ? this.delayMs() : this.delayMs
+      if (delay > 0) setTimeout(run, delay).unref(); else setImmediate(run)
     }
   }
 

@@ -64,3 +64,5 @@ export const MAX_BATCH_ITEMS = 64
 export const MAX_BATCH_BYTES = 192 * 1024
 /** How long receipts are gathered before they are gossiped together. */
 export const RECEIPT_GOSSIP_DELAY_MS = 250
+/** While other auctions are open, how long a new offer waits for company before it is gossiped. */
+export const OFFER_BATCH_DELAY_MS = 4

@@ -230,8 +230,9 @@ export class Provider {
     } else {
       await this.sendBid(o.requester, o.addrs, msg)
     }
-    // one record holds the offer we answered and our signed answer
-    void this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', offer, [decision.bid ? 'bid' : 'decline']: msg })
+    // our signed answer, naming the offer by id; the offer itself is logged with the award when we
+    // win (the requester's log holds every offer in full)
+    void this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', offerId, requester: o.requester, [decision.bid ? 'bid' : 'decline']: msg })
       .catch(err => { this.log.error({ err }, 'ledger append failed') })
   }
 
@@ -244,7 +245,8 @@ export class Provider {
     if (batch == null) {
       batch = new Batcher<Signed>((items) => {
         void this.flushBids(requester, addrs, items).catch(err => { this.log.debug({ err, requester }, 'could not deliver answers') })
-      }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * (MAX_BATCH_ITEMS - 1), sizeOf: (m) => encodeSigned(m).length })
+      // answers are schema-bounded (a few hundred bytes): count each at the cap rather than encode it to measure
+      }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, sizeOf: () => MAX_BID_BYTES })
       this.bidBatches.set(requester, batch)
       if (this.bidBatches.size > 1024) this.bidBatches.delete(this.bidBatches.keys().next().value as string)
     }
@@ -336,7 +338,7 @@ export class Provider {
     }
     const accept = sign(this.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, ts: Date.now() })
     await send({ t: 'accept', m: accept })
-    void this.deps.ledger.append('award', { jobId: a.jobId, side: 'provider', award })
+    void this.deps.ledger.append('award', { jobId: a.jobId, side: 'provider', offer, award })
       .then(async () => await this.deps.ledger.append('accept', { jobId: a.jobId, side: 'provider', accept }))
       .catch(err => { this.log.error({ err }, 'ledger append failed') })
 

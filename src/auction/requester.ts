@@ -17,7 +17,7 @@ import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
-  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, RECEIPT_GOSSIP_DELAY_MS, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
+  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, OFFER_BATCH_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
   checkSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, specSchema,
@@ -119,6 +119,10 @@ export class Requester {
   private readonly log: Logger
   private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
   private watchdog?: NodeJS.Timeout
+  /** encoded size of each offer we signed (measured once, for batching) */
+  private readonly encodedSize = new WeakMap<object, number>()
+  /** auctions announced and not yet closed */
+  private openAuctions = 0
   private stopped = false
 
   /** offers announced in one turn go out as one gossip message */
@@ -127,10 +131,12 @@ export class Requester {
   private readonly receiptBatch: Batcher<Signed<Receipt>>
 
   constructor (deps: RequesterDeps) {
-    const gossipBatch = <T extends Signed>(topic: string, delayMs: number): Batcher<T> => new Batcher<T>((items) => {
+    const gossipBatch = <T extends Signed>(topic: string, delayMs: number | (() => number)): Batcher<T> => new Batcher<T>((items) => {
       void deps.network.publish(topic, encodeBatch(items)).catch(err => { this.log.warn({ err, topic }, 'publish failed') })
-    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => encodeSigned(m).length, delayMs })
-    this.offerBatch = gossipBatch(JOBS_TOPIC, 0)
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => this.encodedSize.get(m) ?? MAX_BID_BYTES, delayMs })
+    // an offer alone goes out at once; while other auctions are open (we are busy), offers wait
+    // a few ms so that one gossip round carries many
+    this.offerBatch = gossipBatch(JOBS_TOPIC, () => this.openAuctions > 0 ? OFFER_BATCH_DELAY_MS : 0)
     // nobody waits on the public copy of a receipt (the provider gets its own on the award
     // channel): gather them for a moment, one gossip round for many jobs
     this.receiptBatch = gossipBatch(RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS)
@@ -294,6 +300,7 @@ export class Requester {
     const offer = sign(this.deps.signer, 'offer', payload)
     const bytes = encodeSigned(offer)
     if (bytes.length > MAX_OFFER_BYTES) throw new InvalidInputError(`the job offer is ${bytes.length} bytes; the limit is ${MAX_OFFER_BYTES} (upload large inputs as blobs)`, 'offer-too-large')
+    this.encodedSize.set(offer, bytes.length)
     job.offer = offer
     job.offerId = messageId(offer)
     job.bids.clear()
@@ -322,12 +329,14 @@ export class Requester {
     // gossip to the mesh, direct to DHT-found providers outside it, and to ourselves
     const topicPeers = new Set(this.deps.network.topicPeers(JOBS_TOPIC))
     this.offerBatch.add(offer)
+    this.openAuctions++
     for (const peer of known) {
       if (peer === this.peerId || topicPeers.has(peer)) continue
       void this.deps.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
     }
     this.deps.localProvider?.onOffer(offer)
     void closed.then(async () => {
+      this.openAuctions--
       await logged
       job.closeBidding = undefined
       clearTimeout(job.biddingTimer)

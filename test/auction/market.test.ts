@@ -61,8 +61,10 @@ describe('market: five nodes, three providers', function () {
     const loserRecords = await dear.ledger.byJob(job.id)
     expect(loserRecords.map(r => r.type)).to.not.include('award')
     const loserBid = loserRecords.find(r => r.type === 'bid')
-    expect((loserBid?.body as any).offer.payload.jobId).to.equal(job.id) // the offer it answered, signed by the requester
+    expect((loserBid?.body as any).offerId).to.equal(award.payload.offerId) // names the offer it answered
     expect((loserBid?.body as any).bid.signer).to.equal(dear.peerId)
+    const winnerAward = (await cheap.ledger.byJob(job.id)).find(r => r.type === 'award')
+    expect((winnerAward?.body as any).offer.signer).to.equal(requester.peerId) // the winner keeps the signed offer
     for (const n of nodes) {
       const report = await n.ledger.verify()
       expect(report.ok, JSON.stringify(report)).to.equal(true)
