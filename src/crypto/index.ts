@@ -33,13 +33,34 @@ export interface Signer {
 
 // ---------------------------------------------------------------- encoding
 
+/** True when a value holds an `undefined` member somewhere (DAG-CBOR cannot encode one). */
+function hasUndefined (value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return false
+  if (Array.isArray(value)) {
+    for (const v of value) if (v === undefined || hasUndefined(v)) return true
+    return false
+  }
+  if (CID.asCID(value) != null) return false
+  for (const k in value) {
+    const v = (value as Record<string, unknown>)[k]
+    if (v === undefined || hasUndefined(v)) return true
+  }
+  return false
+}
+
+/** A copy without `undefined` members; the value itself when it has none (the common case). */
 function strip (value: unknown): unknown {
+  if (!hasUndefined(value)) return value
+  return stripCopy(value)
+}
+
+function stripCopy (value: unknown): unknown {
   if (value === null || typeof value !== 'object') return value
   if (value instanceof Uint8Array || CID.asCID(value) != null) return value
-  if (Array.isArray(value)) return value.map(strip)
+  if (Array.isArray(value)) return value.map(stripCopy)
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(value)) {
-    if (v !== undefined) out[k] = strip(v)
+    if (v !== undefined) out[k] = stripCopy(v)
   }
   return out
 }
