@@ -109,7 +109,7 @@ export class Provider {
   async start (): Promise<void> {
     const { network } = this.deps
     // status answers even when not providing: we may hold results from before
-    await network.handle(STATUS_PROTOCOL, async (data, ctx) => canonicalEncode(this.statusFor(data, ctx.from)), { maxRequestBytes: 1024 })
+    await network.handle(STATUS_PROTOCOL, async (data, ctx) => canonicalEncode(await this.statusFor(data, ctx.from)), { maxRequestBytes: 1024 })
     this.sweeper = setInterval(() => { this.sweep() }, 60_000)
     this.sweeper.unref()
     if (!this.cfg.enabled) return
@@ -463,13 +463,21 @@ export class Provider {
     })
   }
 
-  private statusFor (data: Uint8Array, from: string): { state: string, result?: Signed<Result> } {
+  private async statusFor (data: Uint8Array, from: string): Promise<{ state: string, result?: Signed<Result> }> {
     let jobId: unknown
     try { jobId = canonicalDecode<{ jobId: unknown }>(data).jobId } catch { return { state: 'unknown' } }
-    if (typeof jobId !== 'string') return { state: 'unknown' }
+    if (typeof jobId !== 'string' || jobId.length > 128) return { state: 'unknown' }
     const held = this.held.get(jobId)
-    if (held == null || held.requester !== from) return { state: 'unknown' }
-    return held.result != null ? { state: 'done', result: held.result } : { state: held.state }
+    if (held != null) {
+      if (held.requester !== from) return { state: 'unknown' }
+      return held.result != null ? { state: 'done', result: held.result } : { state: held.state }
+    }
+    // not in memory (we restarted, or it aged out): our log still holds the signed result
+    const records = await this.deps.ledger.byJob(jobId)
+    const award = records.find(r => r.type === 'award' && (r.body as any).side === 'provider')
+    const result = records.findLast(r => r.type === 'result' && (r.body as any).side === 'provider')
+    if (award == null || (award.body as any).award?.signer !== from || result == null) return { state: 'unknown' }
+    return { state: 'done', result: (result.body as any).result as Signed<Result> }
   }
 
   /** Status for this node's own requester (local awards). */
