@@ -113,6 +113,7 @@ export class Provider {
     this.sweeper = setInterval(() => { this.sweep() }, 60_000)
     this.sweeper.unref()
     if (!this.cfg.enabled) return
+    this.warmUp()
     network.subscribe(JOBS_TOPIC, (msg) => { this.onGossipOffer(msg) }, (msg) => this.validateOffer(msg))
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
       const offer = this.checkOffer(data, ctx.from)
@@ -137,6 +138,28 @@ export class Provider {
       await network.unhandle(AWARD_PROTOCOL).catch(() => {})
     }
     await network.unhandle(STATUS_PROTOCOL).catch(() => {})
+  }
+
+  /**
+   * Run the offer → answer path once on a made-up offer (no network, no log), so the first real
+   * offer after start does not pay for schema compilation and cold code: a bid window is only
+   * tens of milliseconds.
+   */
+  private warmUp (): void {
+    try {
+      const now = Date.now()
+      const offer = sign(this.deps.signer, 'offer', {
+        v: 1, jobId: 'bafyreiwarmupwarmupwarmupwarmupwarmupwarmupwarmupwarmupwa', requester: this.peerId, addrs: [],
+        spec: { engine: 'js', source: 'function main () {}', args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 16, outputBytes: 1024 } },
+        maxPrice: 1, replicas: 1, bidWindowMs: 50, ts: now, expires: now + 60_000, round: 0
+      })
+      const [checked] = decodeBatch(encodeBatch([offer]), 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+      decide(checked.payload, this.strategyContext())
+      const bid = sign(this.deps.signer, 'bid', { v: 1, jobId: checked.payload.jobId, offerId: messageId(checked), provider: this.peerId, price: 1, estStartMs: 0, ts: now, expires: now + 60_000 })
+      decodeBatch(encodeBatch([bid]), 'bid', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+    } catch (err) {
+      this.log.debug({ err }, 'warm-up failed (harmless)')
+    }
   }
 
   private count (reason: RefusalReason): void {
