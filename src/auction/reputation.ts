@@ -19,6 +19,11 @@ export interface PeerStanding {
   score: number
 }
 
+/** Peers whose standing is kept (a table entry is ≈ 200 bytes). */
+const MAX_PEERS = 50_000
+/** Receipt ids remembered to count each receipt once. */
+const MAX_SEEN_RECEIPTS = 200_000
+
 /** Weights of the score: a mismatch (a wrong answer) costs more than a crash. */
 const WEIGHTS = { completed: 1, failed: -1, lost: -1, mismatched: -3 }
 
@@ -31,6 +36,8 @@ export class Reputation {
     if (s == null) {
       s = { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, score: 0 }
       this.peers.set(peerId, s)
+      // gossiped receipts can name any key: keep the table bounded (oldest entry out first)
+      if (this.peers.size > MAX_PEERS) this.peers.delete(this.peers.keys().next().value as string)
     }
     return s
   }
@@ -50,6 +57,7 @@ export class Reputation {
     const id = messageId(receipt)
     if (this.seen.has(id)) return false
     this.seen.add(id)
+    if (this.seen.size > MAX_SEEN_RECEIPTS) this.seen.delete(this.seen.values().next().value as string)
     const r = receipt.payload
     const provider = this.standing(r.provider)
     const requester = this.standing(r.requester)
