@@ -55,6 +55,8 @@ interface HeldJob {
 }
 
 const MAX_KNOWN_OFFERS = 10_000
+/** offers we bid on, kept to check awards against (each up to MAX_OFFER_BYTES) */
+const MAX_BID_OFFERS = 1_000
 /** ask increase per job waiting ahead (0.5 = +50 % of the base price each) */
 const SURGE = 0.5
 /** executor errors that say nothing about the job: the award is dropped and the requester fails over */
@@ -66,7 +68,10 @@ export class Provider {
   private readonly deps: ProviderDeps
   private readonly cfg: ProviderConfig
   private readonly log: Logger
+  /** offers we bid on, by id (an award must name one of them) */
   private readonly offers = new Map<string, Signed<Offer>>()
+  /** ids of offers already answered (duplicates over gossip and the direct path are dropped) */
+  private readonly answered = new Set<string>()
   private readonly seenAwards = new Set<string>()
   private readonly held = new Map<string, HeldJob>()
   /** one long-lived bid stream per requester */
@@ -204,9 +209,9 @@ export class Provider {
   /** Decide on an offer and answer the requester with a signed bid or decline. */
   onOffer (offer: Signed<Offer>): void {
     const offerId = messageId(offer)
-    if (this.offers.has(offerId)) return
-    this.offers.set(offerId, offer)
-    if (this.offers.size > MAX_KNOWN_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
+    if (this.answered.has(offerId)) return
+    this.answered.add(offerId)
+    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
     this.stats.offers++
     void this.answer(offer, offerId).catch(err => { this.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
   }
@@ -232,6 +237,9 @@ export class Provider {
     const now = Date.now()
     let msg: Signed
     if (decision.bid) {
+      // only offers we bid on can be awarded to us: keep those (bounded), not every offer heard
+      this.offers.set(offerId, offer)
+      if (this.offers.size > MAX_BID_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
       msg = sign(this.deps.signer, 'bid', {
         v: 1,
         jobId: o.jobId,
