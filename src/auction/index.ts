@@ -111,6 +111,7 @@ export function createMarket (init: MarketInit): Market {
     config: init.provider,
     isFlagged: init.isFlagged,
     localRequester: requester,
+    onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
     corruptResults: init.corruptResults
   })
 
@@ -149,7 +150,7 @@ export function createMarket (init: MarketInit): Market {
       init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
         let receipts = checked.get(msg.data)
         if (receipts == null) { try { receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return } }
-        for (const r of receipts) reputation.applyReceipt(r)
+        for (const r of receipts) reputation.applyReceipt(r, false)
       }, (msg) => {
         try {
           const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)

@@ -10,7 +10,7 @@
 import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../crypto/index.js'
 import { InvalidMessageError } from '../errors.js'
-import { DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES } from './constants.js'
+import { BID_TTL_MS, DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from './constants.js'
 
 const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
@@ -160,6 +160,9 @@ export const channelFrameSchema = z.discriminatedUnion('t', [
 ])
 export type ChannelFrame = z.infer<typeof channelFrameSchema>
 
+/** Longest lifetime (expires − ts) accepted per kind. */
+const MAX_LIFETIME_MS: Partial<Record<string, number>> = { offer: OFFER_TTL_MS, bid: BID_TTL_MS, award: BID_TTL_MS }
+
 const SCHEMAS = {
   offer: offerSchema,
   bid: bidSchema,
@@ -219,6 +222,11 @@ export function checkSigned<K extends Kind> (value: unknown, kind: K, opts: { no
   const now = opts.now ?? Date.now()
   if (p.ts > now + MAX_CLOCK_SKEW_MS) throw new RefusedMessageError('future', `${kind}: timestamp in the future`)
   if (typeof p.expires === 'number' && p.expires < now) throw new RefusedMessageError('expired', `${kind}: expired`)
+  // a message may not live longer than its kind allows (an offer signed to last a year is a replay tool)
+  const lifetime = MAX_LIFETIME_MS[kind]
+  if (lifetime != null && typeof p.expires === 'number' && p.expires - p.ts > lifetime + MAX_CLOCK_SKEW_MS) {
+    throw new RefusedMessageError('bad-schema', `${kind}: lifetime over ${lifetime} ms`)
+  }
   return m
 }
 

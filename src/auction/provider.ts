@@ -14,7 +14,7 @@ import {
   MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
 } from './constants.js'
 import { Batcher } from './batcher.js'
-import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type RefusalReason, type Result, type Award } from './messages.js'
+import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 
 export interface ProviderConfig {
@@ -41,6 +41,8 @@ export interface ProviderDeps {
   isFlagged?: (peerId: string) => boolean
   /** deliver a bid to this node's own requester */
   localRequester?: { onBidMessage: (data: Uint8Array, from: string) => Promise<void> }
+  /** a receipt paying us arrived on the award channel (firsthand: it moves our balance) */
+  onReceipt?: (receipt: Signed<Receipt>) => void
   /** test-only: corrupt every result (to test replica quorum) */
   corruptResults?: boolean
 }
@@ -69,7 +71,7 @@ export class Provider {
   private readonly cfg: ProviderConfig
   private readonly log: Logger
   /** offers we bid on, by id (an award must name one of them) */
-  private readonly offers = new Map<string, Signed<Offer>>()
+  private readonly offers = new Map<string, { offer: Signed<Offer>, bidId: string, price: number }>()
   /** ids of offers already answered (duplicates over gossip and the direct path are dropped) */
   private readonly answered = new Set<string>()
   private readonly seenAwards = new Set<string>()
@@ -237,10 +239,7 @@ export class Provider {
     const now = Date.now()
     let msg: Signed
     if (decision.bid) {
-      // only offers we bid on can be awarded to us: keep those (bounded), not every offer heard
-      this.offers.set(offerId, offer)
-      if (this.offers.size > MAX_BID_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
-      msg = sign(this.deps.signer, 'bid', {
+      const bid = sign(this.deps.signer, 'bid', {
         v: 1,
         jobId: o.jobId,
         offerId,
@@ -251,6 +250,10 @@ export class Provider {
         ts: now,
         expires: now + BID_TTL_MS
       })
+      // only offers we bid on can be awarded to us: keep those with our bid (bounded), not every offer heard
+      this.offers.set(offerId, { offer, bidId: messageId(bid), price: bid.payload.price })
+      if (this.offers.size > MAX_BID_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
+      msg = bid
       this.stats.bids++
     } else {
       msg = sign(this.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: this.peerId, reason: decision.reason, detail: decision.detail, ts: now })
@@ -261,10 +264,13 @@ export class Provider {
     } else {
       await this.sendBid(o.requester, o.addrs, msg)
     }
-    // our signed answer, naming the offer by id; the offer itself is logged with the award when we
-    // win (the requester's log holds every offer in full)
-    void this.deps.ledger.append(decision.bid ? 'bid' : 'decline', { jobId: o.jobId, side: 'provider', offerId, requester: o.requester, [decision.bid ? 'bid' : 'decline']: msg })
-      .catch(err => { this.log.error({ err }, 'ledger append failed') })
+    // our signed bid, naming the offer by id; the offer itself is logged with the award when we win
+    // (the requester's log holds every offer in full). Declines are logged by the requester only:
+    // anyone can send us offers, and declining must not cost us a record each.
+    if (decision.bid) {
+      void this.deps.ledger.append('bid', { jobId: o.jobId, side: 'provider', offerId, requester: o.requester, bid: msg })
+        .catch(err => { this.log.error({ err }, 'ledger append failed') })
+    }
   }
 
   /**
@@ -345,7 +351,8 @@ export class Provider {
   private async handleAward (award: Signed<Award>, channel: MessageChannel, it: AsyncIterator<Uint8Array>): Promise<void> {
     const a = award.payload
     const awardId = messageId(award)
-    const offer = this.offers.get(a.offerId)
+    const mine = this.offers.get(a.offerId)
+    const offer = mine?.offer
     const refuse = async (reason: string): Promise<void> => {
       this.stats.refusedAwards++
       const refusal = sign(this.deps.signer, 'refuse', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, reason, ts: Date.now() })
@@ -354,7 +361,9 @@ export class Provider {
     }
     if (a.provider !== this.peerId) { this.count('wrong-sender'); await refuse('award names another provider'); return }
     if (award.signer !== channel.remotePeer) { this.count('wrong-sender'); channel.abort(); return }
-    if (offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { this.count('unknown-job'); await refuse('unknown offer'); return }
+    if (mine == null || offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { this.count('unknown-job'); await refuse('unknown offer'); return }
+    if (a.bidId !== mine.bidId || a.price < mine.price) { this.count('wrong-state'); await refuse('award does not match our bid'); return }
+    if (this.deps.isFlagged?.(award.signer) === true) { this.count('wrong-state'); await refuse('requester is flagged for equivocation'); return }
     if (this.seenAwards.has(awardId)) { this.count('replay'); await refuse('award already seen'); return }
     this.seenAwards.add(awardId)
     if (this.running >= this.slots + this.queue) { await refuse('no-slot'); return }
@@ -428,6 +437,7 @@ export class Provider {
           const receipt = checkSigned(frame.m, 'receipt')
           if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== this.peerId) { this.count('wrong-sender'); continue }
           await this.deps.ledger.append('receipt', { jobId, side: 'provider', receipt })
+          this.deps.onReceipt?.(receipt)
           return
         } catch (err: any) {
           this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')

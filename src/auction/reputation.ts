@@ -16,6 +16,9 @@ export interface PeerStanding {
   earned: number
   /** credits spent as a requester */
   spent: number
+  /** receipts about this peer heard on gossip (informational; not in the score) */
+  heardPaid: number
+  heardFailed: number
   score: number
 }
 
@@ -34,7 +37,7 @@ export class Reputation {
   private standing (peerId: string): PeerStanding {
     let s = this.peers.get(peerId)
     if (s == null) {
-      s = { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, score: 0 }
+      s = { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, heardPaid: 0, heardFailed: 0, score: 0 }
       this.peers.set(peerId, s)
       // gossiped receipts can name any key: keep the table bounded (oldest entry out first)
       if (this.peers.size > MAX_PEERS) this.peers.delete(this.peers.keys().next().value as string)
@@ -52,14 +55,24 @@ export class Reputation {
     this.rescore(s)
   }
 
-  /** Apply a (verified) receipt once. */
-  applyReceipt (receipt: Signed<Receipt>): boolean {
+  /**
+   * Apply a (verified) receipt once. `firsthand` receipts are ours (we signed them, or we are the
+   * provider they pay); they move scores and balances. Receipts heard on gossip only count in
+   * `heardPaid`/`heardFailed`: any key can sign a receipt naming any provider, so hearsay must not
+   * decide who may bid.
+   */
+  applyReceipt (receipt: Signed<Receipt>, firsthand = true): boolean {
     const id = messageId(receipt)
     if (this.seen.has(id)) return false
     this.seen.add(id)
     if (this.seen.size > MAX_SEEN_RECEIPTS) this.seen.delete(this.seen.values().next().value as string)
     const r = receipt.payload
     const provider = this.standing(r.provider)
+    if (!firsthand) {
+      if (r.status === 'paid') provider.heardPaid++
+      else if (r.status === 'failed') provider.heardFailed++
+      return true
+    }
     const requester = this.standing(r.requester)
     if (r.status === 'paid') {
       provider.completed++

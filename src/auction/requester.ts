@@ -8,6 +8,7 @@
  * restart ({@link Requester.recover}).
  */
 import { EventEmitter } from 'node:events'
+import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, cidOfValue, messageId, type Signed, type Signer } from '../crypto/index.js'
 import { InvalidInputError, NotFoundError, MercatoError } from '../errors.js'
 import { logger, type Logger } from '../logger.js'
@@ -71,6 +72,10 @@ interface Attempt {
   endedAt?: number
   reason?: string
   resultHash?: string
+  /** when the job must have a result: award + estimated start + job timeout + a margin */
+  deadline: number
+  /** recovered after a restart: watched by status polls, not heartbeats */
+  polled?: boolean
 }
 
 interface RequesterJob {
@@ -466,12 +471,18 @@ export class Requester {
       await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: job.status, declines })
       return
     }
-    const need = job.replicas - this.activeAttempts(job).length
+    const need = this.runsWanted(job)
     for (let i = 0; i < need; i++) this.background(job, this.awardNext(job))
   }
 
-  private activeAttempts (job: RequesterJob): Attempt[] {
-    return job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running' || a.state === 'completed')
+  /** attempts whose provider holds the job now */
+  private inFlight (job: RequesterJob): Attempt[] {
+    return job.attempts.filter(a => a.state === 'offered' || a.state === 'accepted' || a.state === 'running')
+  }
+
+  /** runs still wanted: one per replica (plus extra runs after a disagreement), less results in and runs in flight */
+  private runsWanted (job: RequesterJob): number {
+    return Math.max(0, job.replicas + job.extraRuns - job.results.size - this.inFlight(job).length)
   }
 
   /** Award the best bidder not yet tried. */
@@ -493,7 +504,7 @@ export class Requester {
       return
     }
     if (job.attempts.length >= this.cfg.maxAttempts * job.replicas + job.extraRuns) {
-      if (this.activeAttempts(job).length === 0) await this.fail(job, `gave up after ${job.attempts.length} attempts`)
+      if (this.inFlight(job).length === 0) await this.fail(job, `gave up after ${job.attempts.length} attempts`)
       return
     }
     // uniform price among the remaining bidders: the (k+1)-th ask, capped at maxPrice
@@ -514,7 +525,7 @@ export class Requester {
       expires: now + BID_TTL_MS
     })
     const awardId = messageId(award)
-    const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now }
+    const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(now, winner.estStartMs, job.spec.limits.timeoutMs) }
     job.attempts.push(attempt)
     if (job.status === 'bidding') this.setStatus(job, 'awarded')
     // the award is logged before it is sent; the channel opens while the record is written
@@ -535,6 +546,11 @@ export class Requester {
       }
       this.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
       channel = await opening
+      if (attempt.state !== 'offered') {
+        // the watchdog gave up on this award while the stream was opening: never send it
+        channel.abort(new Error('award withdrawn'))
+        return
+      }
       attempt.channel = channel
       if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); channel.abort(new Error('cancelled')); return }
       await channel.send(canonicalEncode({ t: 'award', m: award } satisfies ChannelFrame))
@@ -613,6 +629,13 @@ export class Requester {
       if (job.status !== 'awarded' && job.status !== 'running') continue
       for (const a of job.attempts) {
         if (a.state !== 'accepted' && a.state !== 'running' && a.state !== 'offered') continue
+        if (now > a.deadline) {
+          // heartbeats alone do not buy a provider unlimited time
+          a.channel?.abort(new Error('deadline passed'))
+          this.background(job, this.lose(job, a, `no result by the deadline (${Math.round((a.deadline - a.awardedAt) / 1000)} s after the award)`))
+          continue
+        }
+        if (a.polled) continue // recovered after our restart: pollStatus owns it (with its own grace)
         const silent = now - a.lastSeen
         if (silent > this.cfg.lostAfterMs) {
           a.channel?.abort(new Error('provider silent'))
@@ -696,6 +719,14 @@ export class Requester {
         await this.settle(job, attempt, result, resultId, 'superseded', 0)
         this.emit(job, 'superseded', { provider: attempt.provider })
       }
+      return
+    }
+    if (attempt.state === 'lost' && job.replicas > 1) {
+      // its slot went to a runner-up: counting it too would pay two providers for one replica
+      attempt.state = 'superseded'
+      attempt.endedAt = Date.now()
+      await this.settle(job, attempt, result, resultId, 'superseded', 0)
+      this.emit(job, 'superseded', { provider: attempt.provider })
       return
     }
     job.results.set(attempt.provider, { signed: result, id: resultId })
@@ -864,7 +895,7 @@ export class Requester {
           }
         } else if (r.type === 'award') {
           const aw = b.award
-          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts })
+          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts, deadline: attemptDeadline(Date.now(), 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS, polled: true })
         } else if (r.type === 'accept') {
           const att = job.attempts.find(a => a.awardId === b.accept?.payload?.awardId)
           if (att != null) att.state = 'accepted'
@@ -892,11 +923,14 @@ export class Requester {
   private async pollStatus (job: RequesterJob, attempt: Attempt): Promise<void> {
     let failures = 0
     let firstFailure = 0
-    while (!this.stopped && !TERMINAL.has(job.status) && (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running')) {
+    while (!this.stopped && !TERMINAL.has(job.status) && (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running') && Date.now() <= attempt.deadline) {
       try {
-        const res = attempt.provider === this.peerId && this.deps.localProvider != null
+        const raw = attempt.provider === this.peerId && this.deps.localProvider != null
           ? this.deps.localProvider.status(job.id)
-          : canonicalDecode<{ state: string, result?: Signed<Result> }>(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, canonicalEncode({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
+          : canonicalDecode<unknown>(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, canonicalEncode({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
+        const parsed = statusReplySchema.safeParse(raw ?? { state: 'unknown' })
+        if (!parsed.success) throw new RefusedMessageError('bad-schema', 'status reply is not { state, result? }')
+        const res = parsed.data as { state: string, result?: Signed<Result> }
         failures = 0
         firstFailure = 0
         attempt.lastSeen = Date.now()
@@ -1017,6 +1051,15 @@ export class Requester {
     }
   }
 }
+
+/** Margin on top of the job's own timeout: fetching the module, queueing, sending the result. */
+const DEADLINE_MARGIN_MS = 15_000
+
+function attemptDeadline (awardedAt: number, estStartMs: number, timeoutMs: number): number {
+  return awardedAt + estStartMs + timeoutMs + DEADLINE_MARGIN_MS
+}
+
+const statusReplySchema = z.object({ state: z.string().max(32), result: z.unknown().optional() })
 
 /** A job in the bidding state with empty books. */
 function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId'>>): RequesterJob {

@@ -178,7 +178,9 @@ export const StandingSchema = {
     mismatched: { type: 'integer' },
     earned: { type: 'number' },
     spent: { type: 'number' },
-    score: { type: 'number' }
+    heardPaid: { type: 'integer', description: 'paid receipts about this peer heard on gossip (not in the score)' },
+    heardFailed: { type: 'integer', description: 'failed receipts about this peer heard on gossip (not in the score)' },
+    score: { type: 'number', description: 'from firsthand receipts and observations only' }
   },
   additionalProperties: true
 } as const

@@ -151,6 +151,8 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     expect(await tryAward(sign(me, 'award', { ...awardPayload, ts: Date.now() - 120_000, expires: Date.now() - 60_000 }))).to.equal('aborted')
     expect(p.get('expired')).to.be.greaterThan(0)
     expect(await tryAward(sign(me, 'award', { ...awardPayload, offerId: messageId(bid) }))).to.equal('refused:unknown offer')
+    expect(await tryAward(sign(me, 'award', { ...awardPayload, price: 0 }))).to.equal('refused:award does not match our bid')
+    expect(await tryAward(sign(me, 'award', { ...awardPayload, bidId: messageId(offer) }))).to.equal('refused:award does not match our bid')
     const good = sign(me, 'award', awardPayload)
     expect(await tryAward(good)).to.equal('accepted')
     expect(await tryAward(good)).to.equal('refused:award already seen')
@@ -160,6 +162,17 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     const before = p.get('bad-signature') ?? 0
     await attacker.publish(JOBS_TOPIC, encodeBatch([forgedOffer as any]))
     await waitFor(() => (p.get('bad-signature') ?? 0) > before, 5000)
+    // an offer signed to live for a year is refused (replay tool)
+    const longLived = sign(me, 'offer', { ...offer.payload, jobId: 'bafyreilonglivedofferlonglivedofferlonglivedofferlonglived', ts: Date.now(), expires: Date.now() + 365 * 24 * 3600_000 })
+    const schemaBefore = p.get('bad-schema') ?? 0
+    await attacker.publish(JOBS_TOPIC, encodeBatch([longLived]))
+    await waitFor(() => (p.get('bad-schema') ?? 0) > schemaBefore, 5000)
+    // receipts heard on gossip cannot sink a provider's standing: anyone can sign one
+    const score = requester.market.reputation.score(provider.peerId)
+    const fake = (i: number): any => sign(me, 'receipt', { v: 1, jobId: `bafyreifakereceipt${i}fakereceiptfakereceiptfakereceiptfake`, requester: me.peerId, provider: provider.peerId, resultId: messageId(offer), resultHash: '0'.repeat(64), price: 0, status: 'failed', ts: Date.now() })
+    await attacker.publish('mercato/receipts/1', encodeBatch([fake(1), fake(2), fake(3), fake(4), fake(5)]))
+    await waitFor(() => requester.market.reputation.get(provider.peerId).heardFailed >= 5, 5000)
+    expect(requester.market.reputation.score(provider.peerId)).to.equal(score)
     // and the provider still serves the honest market
     const ok = await requester.market.submit(JOB)
     expect((await requester.market.waitFor(ok.id, { signal: AbortSignal.timeout(20_000) })).status).to.equal('completed')

@@ -116,6 +116,20 @@ describe('market: replicas', function () {
   this.timeout(60_000)
   after(stopNodes)
 
+  it('replicas that disagree with no one left to break the tie end failed, not stuck', async () => {
+    const requester = await startTestNode({ provide: false, config: { auction: { maxAttempts: 2 } } })
+    const boot = [requester.network.addresses()[0]]
+    await Promise.all([
+      startTestNode({ price: 1, bootstrap: boot, corruptResults: true }),
+      startTestNode({ price: 2, bootstrap: boot })
+    ])
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 15_000)
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, replicas: 2, maxPrice: 10, bidWindowMs: 500 })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(30_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('failed')
+    await stopNodes()
+  })
+
   it('replicas 3 with one lying provider: the majority wins, the liar gets a mismatch record', async () => {
     const requester = await startTestNode({ provide: false })
     const boot = [requester.network.addresses()[0]]
