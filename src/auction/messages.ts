@@ -156,7 +156,9 @@ export const channelFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('refuse'), m: z.unknown() }),
   z.strictObject({ t: z.literal('hb'), ts, state: z.enum(['fetching', 'queued', 'running']) }),
   z.strictObject({ t: z.literal('result'), m: z.unknown() }),
-  z.strictObject({ t: z.literal('receipt'), m: z.unknown() })
+  z.strictObject({ t: z.literal('receipt'), m: z.unknown() }),
+  /** requester → provider: stop, the award is withdrawn (cancelled, handed over, quorum in) */
+  z.strictObject({ t: z.literal('cancel'), reason: z.string().max(128) })
 ])
 export type ChannelFrame = z.infer<typeof channelFrameSchema>
 

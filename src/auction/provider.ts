@@ -385,7 +385,10 @@ export class Provider {
     // heartbeats while we fetch and run
     const hb = setInterval(() => { void send({ t: 'hb', ts: Date.now(), state: held.state === 'done' ? 'running' : held.state }) }, this.cfg.heartbeatMs)
     // watch the channel for the receipt, and for the requester going away
-    const receiptP = this.readReceipt(it, a.jobId, award.signer).finally(() => { channelOpen = false })
+    // the requester may withdraw the award (a `cancel` frame): stop the run and free the slot.
+    // A channel that merely drops is not a withdrawal: a restarted requester collects the result.
+    const withdrawn = new AbortController()
+    const receiptP = this.readReceipt(it, a.jobId, award.signer, () => { withdrawn.abort(new Error('award withdrawn')) }).finally(() => { channelOpen = false })
     let result: Signed<Result>
     try {
       const started = Date.now()
@@ -394,7 +397,7 @@ export class Provider {
       void send({ t: 'hb', ts: Date.now(), state: 'running' })
       let exec: ExecResult
       try {
-        exec = await this.deps.executor.run(job)
+        exec = await this.deps.executor.run(job, { signal: withdrawn.signal })
       } catch (err: any) {
         // a sandbox that cannot take the job now is our problem: let the requester fail over
         if (TRANSIENT_EXEC_ERRORS.has(err?.code)) throw err
@@ -425,13 +428,14 @@ export class Provider {
     await channel.close().catch(() => {})
   }
 
-  private async readReceipt (it: AsyncIterator<Uint8Array>, jobId: string, requester: string): Promise<void> {
+  private async readReceipt (it: AsyncIterator<Uint8Array>, jobId: string, requester: string, onCancel: () => void): Promise<void> {
     try {
       while (true) {
         const next = await it.next()
         if (next.done === true) return
         let frame: ChannelFrame
         try { frame = canonicalDecode<ChannelFrame>(next.value) } catch { this.count('bad-encoding'); continue }
+        if (frame?.t === 'cancel') { onCancel(); return }
         if (frame?.t !== 'receipt') continue
         try {
           const receipt = checkSigned(frame.m, 'receipt')

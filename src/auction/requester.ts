@@ -631,14 +631,12 @@ export class Requester {
         if (a.state !== 'accepted' && a.state !== 'running' && a.state !== 'offered') continue
         if (now > a.deadline) {
           // heartbeats alone do not buy a provider unlimited time
-          a.channel?.abort(new Error('deadline passed'))
           this.background(job, this.lose(job, a, `no result by the deadline (${Math.round((a.deadline - a.awardedAt) / 1000)} s after the award)`))
           continue
         }
         if (a.polled) continue // recovered after our restart: pollStatus owns it (with its own grace)
         const silent = now - a.lastSeen
         if (silent > this.cfg.lostAfterMs) {
-          a.channel?.abort(new Error('provider silent'))
           this.background(job, this.lose(job, a, `silent for ${silent} ms`))
         } else if (silent > this.cfg.suspectAfterMs && !a.suspect) {
           a.suspect = true
@@ -654,7 +652,7 @@ export class Requester {
     attempt.state = 'lost'
     attempt.endedAt = Date.now()
     attempt.reason = reason
-    attempt.channel?.abort(new Error('lost'))
+    withdraw(attempt.channel, 'handed over')
     job.excluded.add(attempt.provider)
     this.deps.reputation.record(attempt.provider, 'lost')
     if (TERMINAL.has(job.status)) return
@@ -840,7 +838,7 @@ export class Requester {
       if (a.state === 'offered' || a.state === 'accepted' || a.state === 'running') {
         a.state = 'cancelled'
         a.endedAt = Date.now()
-        a.channel?.abort(new Error('cancelled'))
+        withdraw(a.channel, 'cancelled')
       }
     }
     job.closeBidding?.()
@@ -1076,6 +1074,22 @@ function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replic
     handovers: 0
   }
 }
+
+/**
+ * Withdraw an award: tell the provider to stop (a `cancel` frame, best effort), then close the
+ * stream. A provider whose stream merely drops keeps running, for a requester that restarts.
+ */
+function withdraw (channel: MessageChannel | undefined, reason: string): void {
+  if (channel == null) return
+  const frame = canonicalEncode({ t: 'cancel', reason } satisfies ChannelFrame)
+  const force = setTimeout(() => { channel.abort(new Error(reason)) }, WITHDRAW_FLUSH_MS)
+  force.unref()
+  // close (not abort) so the frame is flushed; a dead peer fails fast and the timer resets the stream
+  void channel.send(frame).then(async () => { await channel.close() }).catch(() => { channel.abort(new Error(reason)) }).finally(() => { clearTimeout(force) })
+}
+
+/** How long a withdrawn award's stream may take to flush its cancel frame before it is reset. */
+const WITHDRAW_FLUSH_MS = 1_000
 
 /** Status re-read after an await (a cancel may have landed meanwhile). */
 function isCancelled (job: RequesterJob): boolean {
