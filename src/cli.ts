@@ -102,12 +102,17 @@ async function runStart (flags: StartFlags): Promise<void> {
   } catch (err) { fail(err) }
   const startedAt = performance.now()
   configureLogger({ level: config.logLevel })
-  const { MercatoNode } = await import('./node.js')
+  const { MercatoNode, checkDataDir } = await import('./node.js')
+  const { loadOrCreateIdentity } = await import('./p2p/index.js')
+  // every log line carries the node's PeerId: learn it before anything starts
+  try {
+    await checkDataDir(config.dataDir)
+    configureLogger({ level: config.logLevel, peerId: (await loadOrCreateIdentity(config.dataDir)).peerId })
+  } catch (err) { fail(err) }
   const node = new MercatoNode(config)
   try {
     await node.start()
   } catch (err) { fail(err) }
-  configureLogger({ level: config.logLevel, peerId: node.peerId })
   const readyMs = Math.round(performance.now() - startedAt)
   out(`Mercato ${VERSION} node started`)
   out(`PeerId:  ${node.peerId}`)

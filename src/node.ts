@@ -205,7 +205,7 @@ export class MercatoNode implements GatewayNode {
 }
 
 /** Fail early, with the key named, when the data dir cannot be written. */
-async function checkDataDir (dir: string): Promise<void> {
+export async function checkDataDir (dir: string): Promise<void> {
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 })
     const probe = join(dir, `.write-test-${process.pid}`)

@@ -122,8 +122,14 @@ describe('p2p: request/response', function () {
   })
 
   it('finds DHT providers', async () => {
-    await a.provide('mercato:test:key')
-    const found = await b.findProviders('mercato:test:key', { signal: AbortSignal.timeout(5000) })
+    // the routing tables fill in the background after connecting: ask again until they have
+    let found: string[] = []
+    const end = Date.now() + 15_000
+    while (!found.includes(a.peerId) && Date.now() < end) {
+      await a.provide('mercato:test:key', { signal: AbortSignal.timeout(5000) }).catch(() => {})
+      found = await b.findProviders('mercato:test:key', { signal: AbortSignal.timeout(5000) })
+      if (!found.includes(a.peerId)) await new Promise(resolve => setTimeout(resolve, 250))
+    }
     expect(found).to.include(a.peerId)
   })
 })
