@@ -11,6 +11,7 @@ import { configureLogger } from './logger.js'
 import { VERSION } from './version.js'
 import { registerLedgerCommands } from './ledger/cli.js'
 import { registerExecCommand } from './executor/cli.js'
+import { TOKEN_FILE } from './gateway/token.js'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { registerClientCommands } from './cli/client-commands.js'
@@ -191,7 +192,7 @@ export function buildProgram (): Command {
     resolveDataDir,
     gatewayHeaders: async ({ dataDir }) => {
       try {
-        const token = (await readFile(join(dataDir, 'gateway.token'), 'utf8')).trim()
+        const token = (await readFile(join(dataDir, TOKEN_FILE), 'utf8')).trim()
         const headers: Record<string, string> = {}
         if (token !== '') headers.authorization = `Bearer ${token}`
         return headers

@@ -67,6 +67,8 @@ export interface Market {
   submit (spec: SubmitSpec): Promise<JobView>
   get (id: string): JobView
   list (opts?: { status?: JobStatus, limit?: number }): JobView[]
+  /** jobs by state, every state present */
+  statusCounts (): Map<JobStatus, number>
   cancel (id: string): Promise<JobView>
   result (id: string): ResultView
   jobEvents (id: string): JobEvent[]
@@ -146,15 +148,14 @@ export function createMarket (init: MarketInit): Market {
         else if (r.type === 'mismatch' && typeof b.provider === 'string') reputation.record(b.provider, 'mismatched')
       }
       // receipts arrive in batches ({ b: [...] }); the validator checks every one, the handler applies them
-      const checked = new WeakMap<Uint8Array, Array<Signed<Receipt>>>()
       init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
-        let receipts = checked.get(msg.data)
+        let receipts = msg.decoded as Array<Signed<Receipt>> | undefined
         if (receipts == null) { try { receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return } }
         for (const r of receipts) reputation.applyReceipt(r, false)
       }, (msg) => {
         try {
           const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-          checked.set(msg.data, receipts)
+          msg.decoded = receipts
           return receipts.length > 0 ? 'accept' : 'ignore'
         } catch { return 'reject' }
       })
@@ -178,6 +179,7 @@ export function createMarket (init: MarketInit): Market {
     submit: async (spec) => await requester.submit(spec),
     get: (id) => requester.get(id),
     list: (opts) => requester.list(opts),
+    statusCounts: () => requester.statusCounts(),
     cancel: async (id) => await requester.cancel(id),
     result: (id) => requester.result(id),
     jobEvents: (id) => requester.jobEvents(id),

@@ -14,7 +14,7 @@ import {
   MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
 } from './constants.js'
 import { Batcher } from './batcher.js'
-import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type DeclineReason, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
+import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 
 export interface ProviderConfig {
@@ -66,7 +66,6 @@ const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stoppe
 
 export class Provider {
   readonly refused = new Map<RefusalReason, number>()
-  readonly stats = { offers: 0, bids: 0, declines: new Map<DeclineReason, number>(), awards: 0, refusedAwards: 0, completed: 0 }
   private readonly deps: ProviderDeps
   private readonly cfg: ProviderConfig
   private readonly log: Logger
@@ -78,8 +77,6 @@ export class Provider {
   private readonly held = new Map<string, HeldJob>()
   /** one long-lived bid stream per requester */
   private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
-  /** offers checked by the gossip validator, handed to the handler without a second decode */
-  private readonly validated = new WeakMap<Uint8Array, Array<Signed<Offer>>>()
   /** answers produced in one turn for one requester go out as one frame on its bid stream */
   private readonly bidBatches = new Map<string, Batcher<Signed>>()
   private running = 0
@@ -194,12 +191,12 @@ export class Provider {
     }
     if (offers.length === 0) return 'ignore' // all expired: an honest late delivery
     if (offers.some(o => o.signer !== offers[0].signer)) { this.count('bad-schema'); return 'reject' }
-    this.validated.set(msg.data, offers)
+    msg.decoded = offers
     return offers[0].signer === this.peerId ? 'ignore' : 'accept'
   }
 
   private onGossipOffer (msg: TopicMessage): void {
-    let offers = this.validated.get(msg.data)
+    let offers = msg.decoded as Array<Signed<Offer>> | undefined
     if (offers == null) {
       try { offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return }
     }
@@ -214,7 +211,6 @@ export class Provider {
     if (this.answered.has(offerId)) return
     this.answered.add(offerId)
     if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
-    this.stats.offers++
     void this.answer(offer, offerId).catch(err => { this.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
   }
 
@@ -254,10 +250,8 @@ export class Provider {
       this.offers.set(offerId, { offer, bidId: messageId(bid), price: bid.payload.price })
       if (this.offers.size > MAX_BID_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
       msg = bid
-      this.stats.bids++
     } else {
       msg = sign(this.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: this.peerId, reason: decision.reason, detail: decision.detail, ts: now })
-      this.stats.declines.set(decision.reason, (this.stats.declines.get(decision.reason) ?? 0) + 1)
     }
     if (o.requester === this.peerId && this.deps.localRequester != null) {
       await this.deps.localRequester.onBidMessage(encodeSigned(msg), this.peerId).catch(() => {})
@@ -354,7 +348,6 @@ export class Provider {
     const mine = this.offers.get(a.offerId)
     const offer = mine?.offer
     const refuse = async (reason: string): Promise<void> => {
-      this.stats.refusedAwards++
       const refusal = sign(this.deps.signer, 'refuse', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, reason, ts: Date.now() })
       await channel.send(canonicalEncode({ t: 'refuse', m: refusal })).catch(() => {})
       await channel.close().catch(() => {})
@@ -368,7 +361,6 @@ export class Provider {
     this.seenAwards.add(awardId)
     if (this.running >= this.slots + this.queue) { await refuse('no-slot'); return }
     this.running++
-    this.stats.awards++
     const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
     this.held.set(a.jobId, held)
     let channelOpen = true
@@ -421,7 +413,6 @@ export class Provider {
     held.state = 'done'
     held.result = result
     held.doneAt = Date.now()
-    this.stats.completed++
     await this.deps.ledger.append('result', { jobId: a.jobId, side: 'provider', result }).catch(err => { this.log.error({ err }, 'ledger append failed') })
     await send({ t: 'result', m: result })
     await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, 10_000).unref())])

@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { z } from 'zod'
-import { canonicalDecode, canonicalEncode, cidOfValue, messageId, type Signed, type Signer } from '../crypto/index.js'
+import { canonicalDecode, canonicalEncode, cidOfValue, messageId, messageIdOfEncoded, type Signed, type Signer } from '../crypto/index.js'
 import { InvalidInputError, NotFoundError, MercatoError } from '../errors.js'
 import { logger, type Logger } from '../logger.js'
 import type { Network, MessageChannel } from '../p2p/index.js'
@@ -26,7 +26,7 @@ import {
 } from './messages.js'
 import { rankBids, settlementPrice } from './rules.js'
 import { Batcher } from './batcher.js'
-import { TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
+import { JOB_STATUSES, TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
 import type { Reputation } from './reputation.js'
 
 export interface RequesterConfig {
@@ -117,7 +117,6 @@ export class JobStateError extends MercatoError {
 export class Requester {
   readonly events = new EventEmitter()
   readonly refused = new Map<RefusalReason, number>()
-  readonly stats = { announced: 0, completed: 0, failovers: 0, noBids: 0, failed: 0, auctionMs: [] as number[], latencyMs: [] as number[] }
   private readonly jobs = new Map<string, RequesterJob>()
   private readonly deps: RequesterDeps
   private readonly cfg: RequesterConfig
@@ -169,7 +168,7 @@ export class Requester {
           if (!Array.isArray(value?.b) || value.b.length > MAX_BATCH_ITEMS) throw new Error('not a batch')
           items = value.b
         } catch {
-          this.refused.set('bad-encoding', (this.refused.get('bad-encoding') ?? 0) + 1)
+          this.count('bad-encoding')
           continue
         }
         for (const item of items) {
@@ -307,7 +306,7 @@ export class Requester {
     if (bytes.length > MAX_OFFER_BYTES) throw new InvalidInputError(`the job offer is ${bytes.length} bytes; the limit is ${MAX_OFFER_BYTES} (upload large inputs as blobs)`, 'offer-too-large')
     this.encodedSize.set(offer, bytes.length)
     job.offer = offer
-    job.offerId = messageId(offer)
+    job.offerId = messageIdOfEncoded(bytes) // the encoding is at hand: no second encode
     job.bids.clear()
     job.declines.clear()
     this.setStatus(job, 'bidding')
@@ -316,7 +315,6 @@ export class Requester {
     const offerLogged = this.deps.ledger.append('offer', { jobId: job.id, side: 'requester', offer })
     const logged = Promise.all([job.logged, offerLogged])
     logged.catch(() => {}) // awaited below, before the auction closes
-    const bidStart = Date.now()
     job.windowElapsed = false
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
@@ -328,7 +326,6 @@ export class Requester {
         job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
       }, job.bidWindowMs)
     })
-    this.stats.announced++
     const known = this.knownProviders(job)
     this.emit(job, 'announced', { round: job.round, knownProviders: known.size })
     // gossip to the mesh, direct to DHT-found providers outside it, and to ourselves
@@ -349,8 +346,6 @@ export class Requester {
       // queued before the award's record, and the ledger writes in order: the award is never
       // logged without the bids it lists
       this.logAnswers(job).catch(err => { this.log.error({ err, jobId: job.id }, 'logging the answers failed') })
-      this.stats.auctionMs.push(Date.now() - bidStart)
-      if (this.stats.auctionMs.length > 10_000) this.stats.auctionMs.splice(0, 5_000)
       await this.closeAuction(job)
     }).catch(async (err) => {
       this.log.error({ err, jobId: job.id }, 'auction failed')
@@ -393,8 +388,12 @@ export class Requester {
     }
   }
 
-  private refuse (reason: RefusalReason, detail: string, from: string): never {
+  private count (reason: RefusalReason): void {
     this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1)
+  }
+
+  private refuse (reason: RefusalReason, detail: string, from: string): never {
+    this.count(reason)
     this.log.debug({ reason, from, detail }, 'refused message')
     throw new RefusedMessageError(reason, detail)
   }
@@ -466,7 +465,6 @@ export class Requester {
       const declines = [...job.declines].map(([provider, d]) => ({ provider, ...d }))
       this.setStatus(job, job.attempts.length > 0 ? 'failed' : 'no-bids')
       job.error = job.attempts.length > 0 ? 'no provider left to run the job' : 'no provider bid'
-      if (job.status === 'no-bids') this.stats.noBids++; else this.stats.failed++
       this.emit(job, job.status === 'no-bids' ? 'no-bids' : 'failed', { declines })
       await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: job.status, declines })
       return
@@ -571,7 +569,7 @@ export class Requester {
         try {
           frame = canonicalDecode<ChannelFrame>(data)
         } catch {
-          this.refused.set('bad-encoding', (this.refused.get('bad-encoding') ?? 0) + 1)
+          this.count('bad-encoding')
           continue
         }
         if (frame?.t === 'accept') {
@@ -656,7 +654,6 @@ export class Requester {
     job.excluded.add(attempt.provider)
     this.deps.reputation.record(attempt.provider, 'lost')
     if (TERMINAL.has(job.status)) return
-    this.stats.failovers++
     job.handovers++
     const next = this.ranked(job).find(b => !job.attempts.some(a => a.provider === b.provider))
     this.emit(job, 'handover', { from: attempt.provider, to: next?.provider ?? null, reason, attempt: attempt.attempt })
@@ -673,17 +670,17 @@ export class Requester {
     try {
       result = checkSigned(m, 'result')
     } catch (err: any) {
-      this.refused.set(err.reason ?? 'bad-schema', (this.refused.get(err.reason ?? 'bad-schema') ?? 0) + 1)
+      this.count(err.reason ?? 'bad-schema')
       throw err
     }
     const r = result.payload
     if (result.signer !== attempt.provider || r.awardId !== attempt.awardId || r.jobId !== job.id) {
-      this.refused.set('wrong-sender', (this.refused.get('wrong-sender') ?? 0) + 1)
+      this.count('wrong-sender')
       throw new RefusedMessageError('wrong-sender', 'result does not match the award')
     }
     const expected = computeResultHash(job.id, { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output })
     if (expected !== r.resultHash) {
-      this.refused.set('bad-hash', (this.refused.get('bad-hash') ?? 0) + 1)
+      this.count('bad-hash')
       throw new RefusedMessageError('bad-hash', 'result hash does not match its contents')
     }
     const resultId = messageId(result)
@@ -788,10 +785,7 @@ export class Requester {
     // replicas still running finish in the background: a matching answer is paid, a different one
     // is a mismatch (tally of late results in onResult); the job is settled now
     this.setStatus(job, 'completed')
-    this.stats.completed++
     const latency = (job.completedAt ?? Date.now()) - job.createdAt
-    this.stats.latencyMs.push(latency)
-    if (this.stats.latencyMs.length > 10_000) this.stats.latencyMs.splice(0, 5_000)
     this.emit(job, 'settled', { providers: agreeing, price: job.final.price, resultHash: hash, latencyMs: latency })
   }
 
@@ -825,7 +819,6 @@ export class Requester {
     if (TERMINAL.has(job.status)) return
     job.error = reason
     this.setStatus(job, 'failed')
-    this.stats.failed++
     this.emit(job, 'failed', { reason })
     await this.deps.ledger.append('job', { jobId: job.id, side: 'requester', status: 'failed', reason })
   }
@@ -997,6 +990,12 @@ export class Requester {
     const job = this.jobs.get(id)
     if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
     return [...job.events]
+  }
+
+  statusCounts (): Map<JobStatus, number> {
+    const counts = new Map<JobStatus, number>(JOB_STATUSES.map(s => [s, 0]))
+    for (const job of this.jobs.values()) counts.set(job.status, (counts.get(job.status) ?? 0) + 1)
+    return counts
   }
 
   isTerminal (id: string): boolean {

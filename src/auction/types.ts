@@ -1,6 +1,8 @@
 import type { DeclineReason } from './messages.js'
 
-export type JobStatus = 'bidding' | 'awarded' | 'running' | 'completed' | 'failed' | 'no-bids' | 'cancelled'
+/** Every state a job can be in, in the order a job moves through them. */
+export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
+export type JobStatus = typeof JOB_STATUSES[number]
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'no-bids', 'cancelled'])
 
 export type JobEventType = 'announced' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'handover' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'

@@ -14,10 +14,11 @@ import {
   MercatoClient, MercatoApiError, MercatoConnectionError, DEFAULT_URL, ENV_URL,
   type JobSpec, type JobStatus, type JobView, type ResultView
 } from '../client/index.js'
+import { JOB_STATUSES } from '../auction/types.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 
-const STATUSES: JobStatus[] = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled']
+const STATUSES: readonly JobStatus[] = JOB_STATUSES
 
 /** A user mistake on the command line: one line, exit 2. */
 class UsageError extends Error {

@@ -42,7 +42,7 @@
  * (connection refused, unknown host, timeout) is a
  * {@link MercatoConnectionError}.
  */
-import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from '../auction/types.js'
+import { TERMINAL, type JobEvent, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../auction/types.js'
 import type { PeerStanding } from '../auction/index.js'
 import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
@@ -57,7 +57,7 @@ export type { NodeInfo, PeerView } from '../gateway/index.js'
 export type { PeerStanding } from '../auction/index.js'
 
 /** The statuses a job ends in. */
-export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(['completed', 'failed', 'no-bids', 'cancelled'])
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = TERMINAL
 
 /** A job as sent to `POST /v1/jobs`. */
 export interface JobSpec extends Omit<SubmitSpec, 'stdin'> {

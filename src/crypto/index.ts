@@ -269,3 +269,8 @@ export function verifyMessage (m: unknown, domain?: string): m is Signed {
 export function messageId (m: Signed): string {
   return cidOfValue(m)
 }
+
+/** {@link messageId} from the message's canonical encoding, when it is already at hand. */
+export function messageIdOfEncoded (encoded: Uint8Array): string {
+  return cidOfBytes(encoded, dagCbor.code)
+}

@@ -54,7 +54,8 @@ import * as C from './constants.js'
 
 export * from './errors.js'
 export { computeResultHash } from './hash.js'
-export type { FailureName } from './protocol.js'
+import type { FailureName } from './protocol.js'
+export type { FailureName }
 
 export type Engine = 'wasm' | 'js'
 
@@ -96,7 +97,8 @@ export interface ExecUsage {
   fuel?: number
 }
 
-export type ExecErrorName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted'
+/** The job-caused failures a result can carry (the worker protocol's names). */
+export type ExecErrorName = FailureName
 
 export interface ExecResult {
   /** The guest's exit code; -1 when the guest did not exit (stopped by the sandbox or trapped). */

@@ -92,6 +92,8 @@ export class ExecutorPool implements Executor {
   private readonly spares: Slot[] = []
   private readonly queue: Pending[] = []
   private readonly cache: LruCache<Promise<Compiled>>
+  /** CIDs of module buffers already hashed (a buffer is checked once, not on every run) */
+  private readonly hashed = new WeakMap<Uint8Array, string>()
   private readonly spec = workerSpec()
   private running = false
   private starting?: Promise<void>
@@ -226,13 +228,17 @@ export class ExecutorPool implements Executor {
   private async compile (job: ExecJob, limits: JobLimits): Promise<Compiled> {
     const bytes = job.module
     if (!(bytes instanceof Uint8Array)) throw new InvalidModuleError('wasm job without module bytes')
-    let cid: string
+    // hash a module's bytes once per buffer: a provider hands the same cached buffer to every run
+    let cid = this.hashed.get(bytes)
     if (job.moduleCid != null) {
-      if (!bytesMatchCid(bytes, job.moduleCid)) throw new InvalidModuleError(`module bytes do not match CID ${job.moduleCid}`)
-      cid = job.moduleCid
+      if (cid !== job.moduleCid) {
+        if (!bytesMatchCid(bytes, job.moduleCid)) throw new InvalidModuleError(`module bytes do not match CID ${job.moduleCid}`)
+        cid = job.moduleCid
+      }
     } else {
-      cid = cidOfBytes(bytes)
+      cid ??= cidOfBytes(bytes)
     }
+    this.hashed.set(bytes, cid)
     const maxPages = Math.floor(limits.memoryMb * 1024 * 1024 / WASM_PAGE)
     const fuel = limits.fuel != null
     const key = `${cid}/${maxPages}/${fuel ? 'fuel' : '-'}`

@@ -9,7 +9,11 @@
  * blob store, the ledger routes) and pass through the gateway unchanged;
  * they are listed so that clients have one place to look.
  */
-import { MercatoError } from '../errors.js'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { isMercatoError, MercatoError } from '../errors.js'
+import { logger } from '../logger.js'
+
+const log = logger('gateway')
 
 export const GATEWAY_ERRORS = {
   // raised by the gateway itself
@@ -54,4 +58,32 @@ export class GatewayError extends MercatoError {
     const def = GATEWAY_ERRORS[code]
     super(message ?? def.message, { code, status: def.status, name: 'GatewayError' })
   }
+}
+
+/**
+ * The one error handler: every error a route throws becomes `{ error: { code, message } }` with the
+ * status from the table above. Route plugins that may run on their own (tests) install it too.
+ */
+export function gatewayErrorHandler (err: any, req: FastifyRequest, reply: FastifyReply): void {
+  let status = 500
+  let code = 'internal'
+  let message: string = GATEWAY_ERRORS.internal.message
+  if (isMercatoError(err)) {
+    code = err.code; status = statusOf(err.code, err.status); message = err.message
+  } else if (err?.validation != null) {
+    code = 'invalid-request'; status = 400; message = err.message
+  } else if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    code = 'payload-too-large'; status = 413; message = GATEWAY_ERRORS['payload-too-large'].message
+  } else if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    code = 'unsupported-media-type'; status = 415; message = err.message
+  } else if (err?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && (err as any).statusCode === 400)) {
+    code = 'invalid-json'; status = 400; message = err.message
+  } else if (err?.name === 'AbortError' || err?.name === 'TimeoutError') {
+    code = 'timeout'; status = 504; message = String(err.message)
+  } else if (typeof err?.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    code = err.statusCode === 413 ? 'payload-too-large' : err.statusCode === 415 ? 'unsupported-media-type' : 'invalid-request'
+    status = statusOf(code, 400); message = String(err.message)
+  }
+  if (status >= 500) log.error({ err, url: req.url }, 'gateway error')
+  void reply.status(status).send({ error: { code, message } })
 }

@@ -31,10 +31,9 @@ import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRep
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { timingSafeEqual } from 'node:crypto'
-import { ConfigError, isMercatoError } from '../errors.js'
-import { logger } from '../logger.js'
+import { ConfigError } from '../errors.js'
 import { VERSION } from '../version.js'
-import { GATEWAY_ERRORS, statusOf, type GatewayErrorCode } from './errors.js'
+import { GATEWAY_ERRORS, gatewayErrorHandler, type GatewayErrorCode } from './errors.js'
 import { SHARED_SCHEMAS, errorResponses } from './schemas.js'
 import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, TOKEN_COOKIE } from './constants.js'
 
@@ -145,7 +144,6 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
       void (reply as FastifyReply).status(400).send({ error: { code: 'invalid-request', message: err.message } })
     }
   })
-  const log = logger('gateway')
   const routes: RouteEntry[] = []
   ;(app as any)[ROUTES] = routes
 
@@ -211,29 +209,7 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     }
   })
 
-  app.setErrorHandler((err: any, req, reply) => {
-    let status = 500
-    let code = 'internal'
-    let message: string = GATEWAY_ERRORS.internal.message
-    if (isMercatoError(err)) {
-      code = err.code; status = statusOf(err.code, err.status); message = err.message
-    } else if (err?.validation != null) {
-      code = 'invalid-request'; status = 400; message = err.message
-    } else if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      code = 'payload-too-large'; status = 413; message = GATEWAY_ERRORS['payload-too-large'].message
-    } else if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      code = 'unsupported-media-type'; status = 415; message = err.message
-    } else if (err?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && (err as any).statusCode === 400)) {
-      code = 'invalid-json'; status = 400; message = err.message
-    } else if (err?.name === 'AbortError' || err?.name === 'TimeoutError') {
-      code = 'timeout'; status = 504; message = String(err.message)
-    } else if (typeof err?.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-      code = err.statusCode === 413 ? 'payload-too-large' : err.statusCode === 415 ? 'unsupported-media-type' : 'invalid-request'
-      status = statusOf(code, 400); message = String(err.message)
-    }
-    if (status >= 500) log.error({ err, url: req.url }, 'gateway error')
-    void reply.status(status).send({ error: { code, message } })
-  })
+  app.setErrorHandler(gatewayErrorHandler)
 
   app.setNotFoundHandler((req, reply) => {
     const path = pathOf(req.url)

@@ -23,7 +23,8 @@ export interface MetricsMarket {
     off (event: 'job', listener: (e: JobEvent) => void): unknown
     off (event: 'done', listener: (id: string) => void): unknown
   }
-  list (opts?: { status?: JobStatus, limit?: number }): Array<{ status: JobStatus }>
+  /** jobs by state, every state present (a count, not a list of views) */
+  statusCounts (): Map<JobStatus, number>
   get (id: string): { bids: unknown[] }
   readonly requester: { readonly refused: ReadonlyMap<string, number> }
   readonly provider: { readonly slots: number, readonly busy: number, readonly refused: ReadonlyMap<string, number> }
@@ -46,9 +47,6 @@ export interface MetricsDeps {
   includeDefault?: boolean
 }
 
-const STATES: JobStatus[] = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled']
-/** jobs list cap per scrape: the requester keeps a bounded history anyway */
-const MAX_LISTED = 100_000
 
 /** Build the registry and the listeners that feed it; `close()` removes the listeners. */
 export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, close: () => void } {
@@ -61,9 +59,7 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     labelNames: ['state'],
     registers: [registry],
     collect () {
-      const counts = new Map<string, number>(STATES.map(s => [s, 0]))
-      for (const j of market.list({ limit: MAX_LISTED })) counts.set(j.status, (counts.get(j.status) ?? 0) + 1)
-      for (const [state, n] of counts) this.set({ state }, n)
+      for (const [state, n] of market.statusCounts()) this.set({ state }, n)
     }
   })
   const bidsPerJob = new Histogram({

@@ -66,7 +66,8 @@ export const PeerSchema = {
 const nullableString = { type: ['string', 'null'] } as const
 const nullableNumber = { type: ['number', 'null'] } as const
 
-export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
+import { JOB_STATUSES } from '../auction/types.js'
+export { JOB_STATUSES }
 
 export const JobViewSchema = {
   $id: 'JobView',

@@ -211,13 +211,14 @@ export class LedgerAuditService implements LedgerAudit {
   private validateHead (m: TopicMessage): ValidationResult {
     let head: SignedHead
     try { head = decodeHead(m.data) } catch { return 'reject' }
+    m.decoded = head
     if (head.signer === this.signer.peerId) return 'ignore'
     if (head.payload.ts > Date.now() + MAX_CLOCK_SKEW_MS) return 'ignore'
     return 'accept'
   }
 
   private onHead (m: TopicMessage): void {
-    try { this.observeHead(decodeHead(m.data)) } catch { /* the validator already refused it */ }
+    try { this.observeHead(m.decoded ?? decodeHead(m.data)) } catch { /* the validator already refused it */ }
   }
 
   observeHead (value: unknown): boolean {
@@ -258,13 +259,13 @@ export class LedgerAuditService implements LedgerAudit {
   // -------------------------------------------------------------- equivocation
 
   private validateProof (m: TopicMessage): ValidationResult {
-    try { decodeProof(m.data) } catch { return 'reject' }
+    try { m.decoded = decodeProof(m.data) } catch { return 'reject' }
     return 'accept'
   }
 
   private onProof (m: TopicMessage): void {
     let p: EquivocationProof
-    try { p = decodeProof(m.data) } catch { return }
+    try { p = (m.decoded as EquivocationProof | undefined) ?? decodeProof(m.data) } catch { return }
     if (p.peer === this.signer.peerId) {
       // someone holds two histories signed with our key (a restored backup, a cloned data dir, a stolen key)
       log.error({ seq: p.seq }, 'equivocation proof against this node: two different records or heads signed with our key')

@@ -90,10 +90,6 @@ export function isPlainMap (v: unknown): v is Record<string, unknown> {
   return v != null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) && CID.asCID(v) == null
 }
 
-export function unsignedPart (r: LedgerRecord): Omit<LedgerRecord, 'sig'> {
-  return { v: r.v, seq: r.seq, prev: r.prev, type: r.type, ts: r.ts, body: r.body, signer: r.signer }
-}
-
 /** The id of a record: CIDv1 (dag-cbor) of its canonical encoding, sig included. */
 export function recordId (r: LedgerRecord): string {
   return cidOfBytes(canonicalEncode(r), DAG_CBOR_CODE)

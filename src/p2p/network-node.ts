@@ -26,7 +26,7 @@ import {
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
   ChannelHandler, ChannelOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
-  RequestHandler, RequestOptions, TopicHandler, TopicValidator
+  RequestHandler, RequestOptions, TopicHandler, TopicMessage, TopicValidator
 } from './network.js'
 
 export interface NetworkInit {
@@ -83,7 +83,8 @@ export class Libp2pNetwork implements Network {
   private readonly node: Libp2p<Services>
   private readonly log: Logger
   private readonly handlers = new Map<string, TopicHandler>()
-  private readonly validators = new Map<string, TopicValidator>()
+  /** values decoded by topic validators, keyed by the message bytes they checked */
+  private readonly decoded = new WeakMap<Uint8Array, unknown>()
   private readonly maxGossipBytes: number
   private discoveryTimer?: NodeJS.Timeout
   private discovering = false
@@ -106,7 +107,7 @@ export class Libp2pNetwork implements Network {
       const handler = this.handlers.get(msg.topic)
       if (handler == null) return
       try {
-        handler({ topic: msg.topic, data: msg.data, from: propagationSource.toString() })
+        handler({ topic: msg.topic, data: msg.data, from: propagationSource.toString(), decoded: this.decoded.get(msg.data) })
       } catch (err) {
         this.log.warn({ err, topic: msg.topic }, 'topic handler threw')
       }
@@ -223,20 +224,21 @@ export class Libp2pNetwork implements Network {
       if (msg.data.length > maxBytes) return TopicValidatorResult.Reject
       if (validator == null) return TopicValidatorResult.Accept
       try {
-        const verdict = await validator({ topic, data: msg.data, from: peer.toString() })
+        const checked: TopicMessage = { topic, data: msg.data, from: peer.toString() }
+        const verdict = await validator(checked)
+        // what the validator decoded travels on to the handler: no second decode or signature check
+        if (checked.decoded !== undefined) this.decoded.set(msg.data, checked.decoded)
         return verdict === 'accept' ? TopicValidatorResult.Accept : verdict === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
       } catch (err) {
         this.log.debug({ err, topic }, 'topic validator threw; rejecting')
         return TopicValidatorResult.Reject
       }
     })
-    this.validators.set(topic, validator ?? (() => 'accept'))
     pubsub.subscribe(topic)
   }
 
   unsubscribe (topic: string): void {
     this.handlers.delete(topic)
-    this.validators.delete(topic)
     this.node.services.pubsub.topicValidators.delete(topic)
     this.node.services.pubsub.unsubscribe(topic)
   }

@@ -16,6 +16,11 @@ export interface TopicMessage {
   data: Uint8Array
   /** the peer that forwarded the message to us (not necessarily its author) */
   from: string
+  /**
+   * A validator may set this to what it decoded and checked; the handler then receives the same
+   * value and need not decode or verify again. Absent when no validator set it.
+   */
+  decoded?: unknown
 }
 
 export type TopicValidator = (msg: TopicMessage) => ValidationResult | Promise<ValidationResult>

@@ -12,7 +12,8 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import { isMercatoError, InvalidInputError, NotFoundError, MercatoError } from '../../errors.js'
+import { InvalidInputError, NotFoundError, MercatoError } from '../../errors.js'
+import { gatewayErrorHandler } from '../errors.js'
 import { isPeerId } from '../../crypto/index.js'
 import { isRecordType, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit } from '../../ledger/index.js'
 import { recordToJson } from '../../ledger/json.js'
@@ -152,11 +153,7 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
     // the shared schemas ($ref 'Error#', ...) when this plugin runs on its own, outside buildGateway
     for (const schema of SHARED_SCHEMAS) if (app.getSchema(schema.$id) == null) app.addSchema(schema)
     // the same error shape as the gateway, also when this plugin runs on its own
-    app.setErrorHandler((err: any, _req, reply) => {
-      if (isMercatoError(err)) return reply.status(err.status).send({ error: { code: err.code, message: err.message } })
-      if (err?.name === 'AbortError' || err?.name === 'TimeoutError') return reply.status(504).send({ error: { code: 'timeout', message: String(err.message) } })
-      return reply.status(500).send({ error: { code: 'internal', message: 'Internal error' } })
-    })
+    app.setErrorHandler(gatewayErrorHandler)
 
     app.get('/v1/ledger', { schema: routeSchemas.list, ...zodValidated }, async (req) => {
       const q = parse(listQuery, req.query)
