@@ -76,3 +76,9 @@ export const PROVEN_MARGIN_MS = 15_000
 export const UNPROVEN_MARGIN_MS = 3_000
 /** Penalty (bad marks, decaying) from which a provider without standing gets no probation while others can run the job: one failure, until one half-life has passed. */
 export const PROBATION_MAX_PENALTY = 0.5
+/**
+ * Half-life of a bad mark in the reputation (config `auction.forgiveHalfLifeMs`). Long enough that
+ * a provider that fails is passed over for the next jobs (a failure costs the requester up to a job
+ * timeout), short enough that a provider that crashed and came back is heard again within the hour.
+ */
+export const FORGIVE_HALF_LIFE_MS = 10 * 60_000

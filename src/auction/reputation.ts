@@ -10,6 +10,7 @@
  */
 import { messageId, type Signed } from '../crypto/index.js'
 import type { Receipt } from './messages.js'
+import { FORGIVE_HALF_LIFE_MS } from './constants.js'
 
 export interface PeerStanding {
   peerId: string
@@ -37,12 +38,6 @@ export interface ReputationOptions {
   now?: () => number
 }
 
-/**
- * Half-life of a bad mark. Long enough that a provider that fails is passed over for the next
- * jobs (a failure costs the requester a job timeout), short enough that a provider that crashed
- * and came back is heard again within the hour.
- */
-export const FORGIVE_HALF_LIFE_MS = 10 * 60_000
 
 /** Peers whose standing is kept (a table entry is ≈ 200 bytes). */
 const MAX_PEERS = 50_000
