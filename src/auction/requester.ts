@@ -921,7 +921,7 @@ export class Requester {
           }
         } else if (r.type === 'award') {
           const aw = b.award
-          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts, deadline: attemptDeadline('proven', Date.now(), 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS, polled: true, trust: this.trust(aw.payload.provider) })
+          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts, deadline: attemptDeadline('proven', Date.now(), 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS, polled: true, trust: b.trust === 'proven' || b.trust === 'unproven' || b.trust === 'doubtful' ? b.trust : this.trust(aw.payload.provider) })
         } else if (r.type === 'accept') {
           const att = job.attempts.find(a => a.awardId === b.accept?.payload?.awardId)
           if (att != null) att.state = 'accepted'
