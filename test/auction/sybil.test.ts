@@ -11,7 +11,6 @@ import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, createMarket, rankBids, settlementPrice, type Award, type Bid, type JobView, type Market, type Offer } from '../../src/auction/index.js'
 import { encodeSigned, sign } from '../../src/auction/messages.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
-import { waitFor } from '../helpers/nodes.js'
 
 const TIMEOUT_MS = 1000
 const JOB = { engine: 'js' as const, source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 50, limits: { timeoutMs: TIMEOUT_MS } }
