@@ -40,6 +40,7 @@ export { rankBids, settlementPrice, tieBreak } from './rules.js'
 export { decide, CHECKS } from './strategy.js'
 export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
+export { trustOf, eligibleBids, attemptDeadline, type Trust } from './trust.js'
 export { JobStateError } from './requester.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './messages.js'
 
@@ -81,7 +82,7 @@ export interface Market {
 export function createMarket (init: MarketInit): Market {
   const log = logger('auction', { peerId: init.signer.peerId })
   const blobs = new BlobStore(init.blobsDir)
-  const reputation = new Reputation()
+  const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   let provider!: Provider
   const requester = new Requester({
     network: init.network,

@@ -25,6 +25,7 @@ import {
   type Bid, type ChannelFrame, type Decline, type JobSpecWire, type Offer, type Receipt, type RefusalReason, type Result
 } from './messages.js'
 import { rankBids, settlementPrice } from './rules.js'
+import { attemptDeadline, countsTowardMinBids, eligibleBids, trustOf, type Trust } from './trust.js'
 import { Batcher } from './batcher.js'
 import { JOB_STATUSES, TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
 import type { Reputation } from './reputation.js'
@@ -38,6 +39,8 @@ export interface RequesterConfig {
   lostAfterMs: number
   defaultMaxPrice: number
   minReputation: number
+  /** bad marks in the reputation halve in this time (see reputation.ts); read by createMarket */
+  forgiveHalfLifeMs?: number
 }
 
 export interface RequesterDeps {
@@ -76,6 +79,8 @@ interface Attempt {
   deadline: number
   /** recovered after a restart: watched by status polls, not heartbeats */
   polled?: boolean
+  /** the provider's trust when it was awarded (an attempt on a non-proven one is the job's probation) */
+  trust: Trust
 }
 
 interface RequesterJob {
@@ -92,6 +97,8 @@ interface RequesterJob {
   offer?: Signed<Offer>
   offerId?: string
   bids: Map<string, BidEntry>
+  /** bids from proven providers this round (they count toward minBids) */
+  provenBids: number
   declines: Map<string, { reason: Decline['reason'], detail?: string, signed?: Signed<Decline> }>
   attempts: Attempt[]
   excluded: Set<string>
@@ -308,6 +315,7 @@ export class Requester {
     job.offer = offer
     job.offerId = messageIdOfEncoded(bytes) // the encoding is at hand: no second encode
     job.bids.clear()
+    job.provenBids = 0
     job.declines.clear()
     this.setStatus(job, 'bidding')
     // log and announce at once: the records are written in the time it takes providers to answer,
@@ -319,9 +327,10 @@ export class Requester {
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
       job.biddingTimer = setTimeout(() => {
-        // the window is over; with no bid yet and providers still silent, wait a little
-        // longer for the first one rather than declare no-bids on a slow network
-        if (job.bids.size > 0 || this.allAnswered(job)) { resolve(); return }
+        // the window is over; with no bid yet (or only bids from unproven providers while a proven
+        // one has not answered) and providers still silent, wait a little longer for the first one
+        // rather than declare no-bids, or hand the job to a swarm of fresh keys, on a slow network
+        if (job.provenBids > 0 || this.allAnswered(job) || (job.bids.size > 0 && !this.awaitingProven(job))) { resolve(); return }
         job.windowElapsed = true
         job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
       }, job.bidWindowMs)
@@ -433,10 +442,19 @@ export class Requester {
       if (this.deps.reputation.score(provider) < this.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
       const id = messageId(msg)
       job.bids.set(provider, { id, signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      if (countsTowardMinBids(this.trust(provider))) job.provenBids++
       this.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }
-    // close early: enough bids, every known capable provider answered, or the first bid after the window
-    if (job.bids.size >= job.minBids || this.allAnswered(job) || (job.windowElapsed && job.bids.size > 0)) job.closeBidding?.()
+    // close early: enough bids from proven providers (a swarm of fresh keys answering first must
+    // not close the window on the proven ones), every known capable provider answered, or the
+    // first bid after the window
+    if (job.provenBids >= job.minBids || this.allAnswered(job) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+  }
+
+  /** Is a provider we know, and trust, still to answer this round? */
+  private awaitingProven (job: RequesterJob): boolean {
+    for (const p of this.knownProviders(job)) if (!job.bids.has(p) && !job.declines.has(p) && this.trust(p) === 'proven') return true
+    return false
   }
 
   private allAnswered (job: RequesterJob): boolean {
@@ -451,6 +469,20 @@ export class Requester {
 
   private ranked (job: RequesterJob): BidEntry[] {
     return rankBids(job.id, [...job.bids.values()]).filter(b => !job.excluded.has(b.provider))
+  }
+
+  /** How far this requester trusts a provider, from its own firsthand standing (ourselves: fully). */
+  private trust (provider: string): Trust {
+    return provider === this.peerId ? 'proven' : trustOf(this.deps.reputation.peek(provider))
+  }
+
+  /** The ranked bids that may win the next attempt (trust.ts), and the providers tried before. */
+  private eligible (job: RequesterJob): { eligible: BidEntry[], tried: Set<string> } {
+    const tried = new Set(job.attempts.map(a => a.provider))
+    const probationUsed = job.attempts.some(a => a.trust !== 'proven')
+    const trust = new Map<string, Trust>()
+    const trustOfBid = (p: string): Trust => { let t = trust.get(p); if (t == null) { t = this.trust(p); trust.set(p, t) } return t }
+    return { eligible: eligibleBids(this.ranked(job), trustOfBid, tried, probationUsed), tried }
   }
 
   private async closeAuction (job: RequesterJob): Promise<void> {
@@ -483,11 +515,10 @@ export class Requester {
     return Math.max(0, job.replicas + job.extraRuns - job.results.size - this.inFlight(job).length)
   }
 
-  /** Award the best bidder not yet tried. */
+  /** Award the best eligible bidder not yet tried (trust.ts decides who is eligible). */
   private async awardNext (job: RequesterJob): Promise<void> {
     if (TERMINAL.has(job.status) || this.stopped) return
-    const tried = new Set(job.attempts.map(a => a.provider))
-    const ranked = this.ranked(job)
+    const { eligible: ranked, tried } = this.eligible(job)
     const candidates = ranked.filter(b => !tried.has(b.provider))
     const winner = candidates[0]
     if (winner == null) {
@@ -505,7 +536,7 @@ export class Requester {
       if (this.inFlight(job).length === 0) await this.fail(job, `gave up after ${job.attempts.length} attempts`)
       return
     }
-    // uniform price among the remaining bidders: the (k+1)-th ask, capped at maxPrice
+    // uniform price among the remaining eligible bidders: the (k+1)-th ask, capped at maxPrice
     const index = ranked.indexOf(winner)
     const price = settlementPrice(ranked, Math.min(job.replicas, ranked.length), Math.min(index, ranked.length - 1), job.maxPrice)
     const now = Date.now()
@@ -523,11 +554,14 @@ export class Requester {
       expires: now + BID_TTL_MS
     })
     const awardId = messageId(award)
-    const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(now, winner.estStartMs, job.spec.limits.timeoutMs) }
+    const trust = this.trust(winner.provider)
+    const attempt: Attempt = { provider: winner.provider, awardId, price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust }
     job.attempts.push(attempt)
     if (job.status === 'bidding') this.setStatus(job, 'awarded')
     // the award is logged before it is sent; the channel opens while the record is written
-    const awardLogged = this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award })
+    // with the award, the bids the winner rule ran over (trust.ts) and the winner's trust: an
+    // auditor re-runs rankBids and settlementPrice over exactly these
+    const awardLogged = this.deps.ledger.append('award', { jobId: job.id, side: 'requester', award, eligible: ranked.map(b => b.id).sort(), trust })
     awardLogged.catch(() => {}) // awaited below
     let channel: MessageChannel
     try {
@@ -655,7 +689,8 @@ export class Requester {
     this.deps.reputation.record(attempt.provider, 'lost')
     if (TERMINAL.has(job.status)) return
     job.handovers++
-    const next = this.ranked(job).find(b => !job.attempts.some(a => a.provider === b.provider))
+    const { eligible, tried } = this.eligible(job)
+    const next = eligible.find(b => !tried.has(b.provider))
     this.emit(job, 'handover', { from: attempt.provider, to: next?.provider ?? null, reason, attempt: attempt.attempt })
     this.log.info({ jobId: job.id, from: attempt.provider, to: next?.provider, reason }, 'handover')
     await this.deps.ledger.append('handover', { jobId: job.id, side: 'requester', from: attempt.provider, to: next?.provider ?? null, reason, attempt: attempt.attempt, awardId: attempt.awardId })
@@ -886,7 +921,7 @@ export class Requester {
           }
         } else if (r.type === 'award') {
           const aw = b.award
-          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts, deadline: attemptDeadline(Date.now(), 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS, polled: true })
+          job.attempts.push({ provider: aw.payload.provider, awardId: messageId(aw), price: aw.payload.price, attempt: aw.payload.attempt, state: 'offered', lastSeen: Date.now(), suspect: false, awardedAt: r.ts, deadline: attemptDeadline('proven', Date.now(), 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS, polled: true, trust: b.trust === 'proven' || b.trust === 'unproven' || b.trust === 'doubtful' ? b.trust : this.trust(aw.payload.provider) })
         } else if (r.type === 'accept') {
           const att = job.attempts.find(a => a.awardId === b.accept?.payload?.awardId)
           if (att != null) att.state = 'accepted'
@@ -1049,13 +1084,6 @@ export class Requester {
   }
 }
 
-/** Margin on top of the job's own timeout: fetching the module, queueing, sending the result. */
-const DEADLINE_MARGIN_MS = 15_000
-
-function attemptDeadline (awardedAt: number, estStartMs: number, timeoutMs: number): number {
-  return awardedAt + estStartMs + timeoutMs + DEADLINE_MARGIN_MS
-}
-
 const statusReplySchema = z.object({ state: z.string().max(32), result: z.unknown().optional() })
 
 /** A job in the bidding state with empty books. */
@@ -1064,6 +1092,7 @@ function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replic
     ...fields,
     status: 'bidding',
     bids: new Map(),
+    provenBids: 0,
     declines: new Map(),
     attempts: [],
     excluded: new Set(),
