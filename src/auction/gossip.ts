@@ -99,10 +99,13 @@ export class GossipGate<K extends Kind> {
     return signer === this.init.self ? 'ignore' : 'accept'
   }
 
-  /** Items of a message already validated (from `msg.decoded`), or checked now. */
+  /**
+   * Items of a message the validator accepted (from `msg.decoded`), or checked again now when
+   * the value did not travel with it (the validator already remembered them: not a replay).
+   */
   items (msg: TopicMessage): Array<GossipItem<PayloadOf<K>>> {
     if (msg.decoded != null) return msg.decoded as Array<GossipItem<PayloadOf<K>>>
-    try { return this.check(msg.data) } catch { return [] }
+    try { return this.check(msg.data, false) } catch { return [] }
   }
 
   /**
@@ -116,7 +119,7 @@ export class GossipGate<K extends Kind> {
     return true
   }
 
-  private check (data: Uint8Array): Array<GossipItem<PayloadOf<K>>> {
+  private check (data: Uint8Array, skipKnown = true): Array<GossipItem<PayloadOf<K>>> {
     const kind = this.kind
     if (data.length > this.maxBytes) throw new RefusedMessageError('too-large', `${kind} batch: ${data.length} bytes exceeds ${this.maxBytes}`)
     let value: any
@@ -139,7 +142,7 @@ export class GossipGate<K extends Kind> {
         else if (item.signer !== signer) throw new RefusedMessageError('bad-schema', `${kind} batch: items from more than one signer`)
       }
       // known: checked when first seen, delivered then; neither verified nor delivered again
-      if (this.seen.has(id)) { replays++; continue }
+      if (skipKnown && this.seen.has(id)) { replays++; continue }
       try {
         out.push({ id, m: checkSigned(item, kind) })
       } catch (err) {
