@@ -25,8 +25,12 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import type { Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
-import { BLOB_KEY_PREFIX, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
-import { decodeBatch, type Receipt } from './messages.js'
+import {
+  BLOB_KEY_PREFIX, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL, JOBS_TOPIC, MAX_SEEN_ITEMS, MAX_RATE_KEYS,
+  OFFER_RATE_PER_KEY, OFFER_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPT_BURST_PER_KEY
+} from './constants.js'
+import { GossipGate } from './gossip.js'
+import type { Receipt, RefusalReason } from './messages.js'
 import { Provider, type ProviderConfig } from './provider.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type RequesterConfig } from './requester.js'
@@ -42,6 +46,7 @@ export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
 export { trustOf, eligibleBids, attemptDeadline, type Trust } from './trust.js'
 export { JobStateError } from './requester.js'
+export { GossipGate, SeenSet, KeyedRateLimit } from './gossip.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './messages.js'
 
 export interface MarketInit {
@@ -84,6 +89,14 @@ export function createMarket (init: MarketInit): Market {
   const blobs = new BlobStore(init.blobsDir)
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   let provider!: Provider
+  const countInto = (map: Map<RefusalReason, number>) => (reason: RefusalReason): void => { map.set(reason, (map.get(reason) ?? 0) + 1) }
+  // every node validates and relays both batched topics; only providers act on offers
+  const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
+    maxSeen: MAX_SEEN_ITEMS,
+    rate: { perSec: OFFER_RATE_PER_KEY, burst: OFFER_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
+    count: (reason) => { countInto(provider.refused)(reason) },
+    self: init.signer.peerId
+  })
   const requester = new Requester({
     network: init.network,
     signer: init.signer,
@@ -115,7 +128,15 @@ export function createMarket (init: MarketInit): Market {
     isFlagged: init.isFlagged,
     localRequester: requester,
     onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
+    offerGate,
     corruptResults: init.corruptResults
+  })
+
+  const receiptGate = new GossipGate('receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
+    maxSeen: MAX_SEEN_ITEMS,
+    rate: { perSec: RECEIPT_RATE_PER_KEY, burst: RECEIPT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
+    count: countInto(requester.refused),
+    self: init.signer.peerId
   })
 
   async function scanLedger (): Promise<LedgerRecord[]> {
@@ -148,18 +169,14 @@ export function createMarket (init: MarketInit): Market {
         else if (r.type === 'handover' && typeof b.from === 'string') reputation.record(b.from, 'lost')
         else if (r.type === 'mismatch' && typeof b.provider === 'string') reputation.record(b.provider, 'mismatched')
       }
-      // receipts arrive in batches ({ b: [...] }); the validator checks every one, the handler applies them
+      // receipts and offers arrive in batches ({ b: [...] }); the gate checks every new item once
+      // (replays of known items are neither verified nor delivered again), the handler applies them
       init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
-        let receipts = msg.decoded as Array<Signed<Receipt>> | undefined
-        if (receipts == null) { try { receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return } }
-        for (const r of receipts) reputation.applyReceipt(r, false)
-      }, (msg) => {
-        try {
-          const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-          msg.decoded = receipts
-          return receipts.length > 0 ? 'accept' : 'ignore'
-        } catch { return 'reject' }
-      })
+        for (const r of receiptGate.items(msg)) reputation.applyReceipt(r.m, false)
+      }, (msg) => receiptGate.validate(msg))
+      // every node relays the jobs topic, providing or not: a requester-only node between two parts
+      // of the mesh must not split job gossip
+      init.network.subscribe(JOBS_TOPIC, (msg) => { provider.onGossipOffers(offerGate.items(msg)) }, (msg) => offerGate.validate(msg))
       await blobs.serve(init.network)
       await requester.start()
       await provider.start()
@@ -170,6 +187,7 @@ export function createMarket (init: MarketInit): Market {
       await provider.stop()
       await requester.stop()
       init.network.unsubscribe(RECEIPTS_TOPIC)
+      init.network.unsubscribe(JOBS_TOPIC)
       await init.network.unhandle('/mercato/blob/1.0.0').catch(() => {})
     },
     async uploadBlob (bytes) {

@@ -5,16 +5,18 @@
  */
 import { canonicalDecode, canonicalEncode, messageId, type Signed, type Signer } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
-import type { MessageChannel, Network, TopicMessage, ValidationResult } from '../p2p/index.js'
+import type { MessageChannel, Network } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
 import { computeResultHash, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
-  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_BID_BYTES, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
-  MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
+  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_ANSWER_DIALS, MAX_BID_BYTES, MAX_BID_OFFERS,
+  ENGINE_KEY_PREFIX, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL,
+  UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
 } from './constants.js'
 import { Batcher } from './batcher.js'
-import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
+import { KeyedRateLimit, type GossipGate, type GossipItem } from './gossip.js'
+import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type ChannelFrame, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 
 export interface ProviderConfig {
@@ -29,6 +31,12 @@ export interface ProviderConfig {
   maxOutputBytes: number
   heartbeatMs: number
   resultRetentionMs: number
+  /**
+   * May answers to a requester we are not connected to dial its loopback / private addresses?
+   * Off by default: a signed offer must not make providers probe their own network. Devnets
+   * and tests on one machine turn it on.
+   */
+  dialPrivateAddresses?: boolean
 }
 
 export interface ProviderDeps {
@@ -43,9 +51,13 @@ export interface ProviderDeps {
   localRequester?: { onBidMessage: (data: Uint8Array, from: string) => Promise<void> }
   /** a receipt paying us arrived on the award channel (firsthand: it moves our balance) */
   onReceipt?: (receipt: Signed<Receipt>) => void
+  /** the jobs topic's gate (replays and per-key rates), shared with the gossip validator */
+  offerGate?: GossipGate<'offer'>
   /** test-only: corrupt every result (to test replica quorum) */
   corruptResults?: boolean
 }
+
+interface BidOffer { offer: Signed<Offer>, bid: Signed<Bid>, bidId: string, price: number, requester: string }
 
 interface HeldJob {
   jobId: string
@@ -57,8 +69,8 @@ interface HeldJob {
 }
 
 const MAX_KNOWN_OFFERS = 10_000
-/** offers we bid on, kept to check awards against (each up to MAX_OFFER_BYTES) */
-const MAX_BID_OFFERS = 1_000
+/** requesters remembered as having paid us (their answers are always logged) */
+const MAX_PAYING_REQUESTERS = 4096
 /** ask increase per job waiting ahead (0.5 = +50 % of the base price each) */
 const SURGE = 0.5
 /** executor errors that say nothing about the job: the award is dropped and the requester fails over */
@@ -69,8 +81,19 @@ export class Provider {
   private readonly deps: ProviderDeps
   private readonly cfg: ProviderConfig
   private readonly log: Logger
-  /** offers we bid on, by id (an award must name one of them) */
-  private readonly offers = new Map<string, { offer: Signed<Offer>, bidId: string, price: number }>()
+  /** offers we bid on, by id (an award must name one of them); bounded, with a fair share per requester */
+  private readonly offers = new Map<string, BidOffer>()
+  /** ids of the offers kept per requester, oldest first */
+  private readonly offersBy = new Map<string, Set<string>>()
+  /** requesters that paid us: every answer to them is logged */
+  private readonly paidBy = new Set<string>()
+  /** standalone bid records for requesters that never paid us: a small shared budget */
+  private readonly unprovenRecords = new KeyedRateLimit(UNPROVEN_BID_RECORDS_PER_SEC, UNPROVEN_BID_RECORDS_BURST, 1)
+  /** answer dials in flight, and requesters we could not dial lately (until when) */
+  private readonly dialing = new Map<string, Promise<boolean>>()
+  private readonly dialFailed = new Map<string, number>()
+  /** answers dropped because the requester could not be reached (no connection, no dial allowed or possible) */
+  unreachable = 0
   /** ids of offers already answered (duplicates over gossip and the direct path are dropped) */
   private readonly answered = new Set<string>()
   private readonly seenAwards = new Set<string>()
@@ -118,10 +141,13 @@ export class Provider {
     this.sweeper.unref()
     if (!this.cfg.enabled) return
     this.warmUp()
-    network.subscribe(JOBS_TOPIC, (msg) => { this.onGossipOffer(msg) }, (msg) => this.validateOffer(msg))
+    // gossiped offers arrive through the market's jobs-topic subscription (every node relays it)
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
       const offer = this.checkOffer(data, ctx.from)
-      this.onOffer(offer)
+      const id = messageId(offer)
+      // the same replay and per-key rate checks as the gossip validator
+      if (this.deps.offerGate != null && !this.deps.offerGate.admit(offer.signer, id)) return new Uint8Array(0)
+      if (offer.signer !== this.peerId) this.onOffer(offer, id)
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_OFFER_BYTES })
     await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await this.onAwardChannel(channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
@@ -137,7 +163,6 @@ export class Provider {
     this.bidChannels.clear()
     const { network } = this.deps
     if (this.cfg.enabled) {
-      network.unsubscribe(JOBS_TOPIC)
       await network.unhandle(OFFER_PROTOCOL).catch(() => {})
       await network.unhandle(AWARD_PROTOCOL).catch(() => {})
     }
@@ -180,34 +205,17 @@ export class Provider {
     }
   }
 
-  private validateOffer (msg: TopicMessage): ValidationResult {
-    let offers: Array<Signed<Offer>>
-    try {
-      offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-    } catch (err: any) {
-      this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
-      this.log.debug({ err: err.message, from: msg.from }, 'refused offer batch')
-      return 'reject'
-    }
-    if (offers.length === 0) return 'ignore' // all expired: an honest late delivery
-    if (offers.some(o => o.signer !== offers[0].signer)) { this.count('bad-schema'); return 'reject' }
-    msg.decoded = offers
-    return offers[0].signer === this.peerId ? 'ignore' : 'accept'
-  }
-
-  private onGossipOffer (msg: TopicMessage): void {
-    let offers = msg.decoded as Array<Signed<Offer>> | undefined
-    if (offers == null) {
-      try { offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return }
-    }
-    for (const offer of offers) {
-      if (offer.signer !== this.peerId) this.onOffer(offer)
+  /** Offers the jobs topic's validator accepted (checked once, there). */
+  onGossipOffers (items: Array<GossipItem<Offer>>): void {
+    if (!this.cfg.enabled) return
+    for (const { id, m } of items) {
+      if (m.signer !== this.peerId) this.onOffer(m, id)
     }
   }
 
   /** Decide on an offer and answer the requester with a signed bid or decline. */
-  onOffer (offer: Signed<Offer>): void {
-    const offerId = messageId(offer)
+  onOffer (offer: Signed<Offer>, id?: string): void {
+    const offerId = id ?? messageId(offer)
     if (this.answered.has(offerId)) return
     this.answered.add(offerId)
     if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
@@ -247,8 +255,7 @@ export class Provider {
         expires: now + BID_TTL_MS
       })
       // only offers we bid on can be awarded to us: keep those with our bid (bounded), not every offer heard
-      this.offers.set(offerId, { offer, bidId: messageId(bid), price: bid.payload.price })
-      if (this.offers.size > MAX_BID_OFFERS) this.offers.delete(this.offers.keys().next().value as string)
+      this.keepOffer(offerId, { offer, bid, bidId: messageId(bid), price: bid.payload.price, requester: o.requester })
       msg = bid
     } else {
       msg = sign(this.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: this.peerId, reason: decision.reason, detail: decision.detail, ts: now })
@@ -256,12 +263,13 @@ export class Provider {
     if (o.requester === this.peerId && this.deps.localRequester != null) {
       await this.deps.localRequester.onBidMessage(encodeSigned(msg), this.peerId).catch(() => {})
     } else {
-      await this.sendBid(o.requester, o.addrs, msg)
+      await this.sendBid(o.requester, msg)
     }
-    // our signed bid, naming the offer by id; the offer itself is logged with the award when we win
-    // (the requester's log holds every offer in full). Declines are logged by the requester only:
-    // anyone can send us offers, and declining must not cost us a record each.
-    if (decision.bid) {
+    // our signed bid, naming the offer by id; the offer and the bid are logged with the award when
+    // we win (the requester's log holds every offer and every bid in full). Anyone can sign offers,
+    // so an answer costs us a record of its own only for a requester that paid us before, or from
+    // a small shared budget for the others. Declines are logged by the requester only.
+    if (decision.bid && (o.requester === this.peerId || this.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1))) {
       void this.deps.ledger.append('bid', { jobId: o.jobId, side: 'provider', offerId, requester: o.requester, bid: msg })
         .catch(err => { this.log.error({ err }, 'ledger append failed') })
     }
@@ -271,11 +279,11 @@ export class Provider {
    * Send a bid or decline on our long-lived bid stream to this requester (opened on first use);
    * if that stream cannot be had, one request on the request/response protocol.
    */
-  private async sendBid (requester: string, addrs: string[], msg: Signed): Promise<void> {
+  private async sendBid (requester: string, msg: Signed): Promise<void> {
     let batch = this.bidBatches.get(requester)
     if (batch == null) {
       batch = new Batcher<Signed>((items) => {
-        void this.flushBids(requester, addrs, items).catch(err => { this.log.debug({ err, requester }, 'could not deliver answers') })
+        void this.flushBids(requester, items).catch(err => { this.log.debug({ err, requester }, 'could not deliver answers') })
       // answers are schema-bounded (a few hundred bytes): count each at the cap rather than encode it to measure
       }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, sizeOf: () => MAX_BID_BYTES })
       this.bidBatches.set(requester, batch)
@@ -284,8 +292,10 @@ export class Provider {
     batch.add(msg)
   }
 
-  private async flushBids (requester: string, addrs: string[], items: Signed[]): Promise<void> {
-    await this.reach(requester, addrs)
+  private async flushBids (requester: string, items: Signed[]): Promise<void> {
+    // only over a connection we have or were allowed to make: opening a stream to a peer we are
+    // not connected to would make libp2p dial whatever addresses it holds for it
+    if (!await this.reach(requester)) { this.unreachable += items.length; return }
     let channel = this.bidChannels.get(requester)
     if (channel == null) {
       channel = this.deps.network.openChannel(requester, BID_STREAM_PROTOCOL, { maxMessageBytes: MAX_BID_BYTES, signal: AbortSignal.timeout(3000) })
@@ -301,17 +311,67 @@ export class Provider {
     } catch {
       // no stream: one request per answer on the request/response protocol
       if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
-      for (const m of items) await this.deps.network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
+      for (const m of items) {
+        if (!this.deps.network.isConnected(requester)) { this.unreachable++; continue }
+        await this.deps.network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
+      }
     }
   }
 
-  /** Make sure we can reach the requester (dial its announced addresses if not connected). */
-  private async reach (peer: string, addrs: string[]): Promise<void> {
-    if (this.deps.network.isConnected(peer)) return
-    for (const addr of addrs) {
-      if (!addr.endsWith(`/p2p/${peer}`)) continue
-      try { await this.deps.network.dial(addr, { signal: AbortSignal.timeout(3000) }); return } catch {}
+  /**
+   * Can we deliver answers to this requester? Yes over a connection we have (the requester is a
+   * gossip neighbour, or sent us the offer directly). Otherwise we dial its PeerId, never the
+   * addresses its offer names (anyone can sign an offer naming any host and port): libp2p uses
+   * what the peer said of itself over identify, or the DHT, and only public IP addresses unless
+   * `dialPrivateAddresses` is on. Bounded: MAX_ANSWER_DIALS at once, one per requester, and a
+   * requester we failed to dial is not dialled again for ANSWER_DIAL_BACKOFF_MS.
+   */
+  private async reach (peer: string): Promise<boolean> {
+    const network = this.deps.network
+    if (network.isConnected(peer)) return true
+    const pending = this.dialing.get(peer)
+    if (pending != null) return await pending
+    const failedAt = this.dialFailed.get(peer)
+    if (failedAt != null && Date.now() - failedAt < ANSWER_DIAL_BACKOFF_MS) return false
+    if (this.dialing.size >= MAX_ANSWER_DIALS) return false
+    const dial = network.dial(peer, { signal: AbortSignal.timeout(ANSWER_DIAL_TIMEOUT_MS), publicOnly: this.cfg.dialPrivateAddresses !== true })
+      .then(() => { this.dialFailed.delete(peer); return true }, (err) => {
+        this.log.debug({ err, peer }, 'could not reach requester to answer')
+        this.dialFailed.set(peer, Date.now())
+        if (this.dialFailed.size > MAX_KNOWN_OFFERS) this.dialFailed.delete(this.dialFailed.keys().next().value as string)
+        return false
+      })
+      .finally(() => { this.dialing.delete(peer) })
+    this.dialing.set(peer, dial)
+    return await dial
+  }
+
+  /**
+   * Keep an offer we bid on. When the cache is full the entry dropped is the oldest of the
+   * requester holding the most (the newcomer's own oldest when it holds as many): a flood from
+   * one key only ever evicts that key's offers, never another requester's pending ones.
+   */
+  private keepOffer (offerId: string, entry: BidOffer): void {
+    if (this.offers.size >= MAX_BID_OFFERS) {
+      let victim = entry.requester
+      let most = this.offersBy.get(victim)?.size ?? 0
+      for (const [requester, ids] of this.offersBy) if (ids.size > most) { most = ids.size; victim = requester }
+      const oldest = this.offersBy.get(victim)?.values().next().value
+      if (oldest != null) this.dropOffer(oldest)
     }
+    this.offers.set(offerId, entry)
+    let ids = this.offersBy.get(entry.requester)
+    if (ids == null) { ids = new Set(); this.offersBy.set(entry.requester, ids) }
+    ids.add(offerId)
+  }
+
+  private dropOffer (offerId: string): void {
+    const entry = this.offers.get(offerId)
+    if (entry == null) return
+    this.offers.delete(offerId)
+    const ids = this.offersBy.get(entry.requester)
+    ids?.delete(offerId)
+    if (ids?.size === 0) this.offersBy.delete(entry.requester)
   }
 
   // ---------------------------------------------------------------- awards
@@ -354,12 +414,15 @@ export class Provider {
     }
     if (a.provider !== this.peerId) { this.count('wrong-sender'); await refuse('award names another provider'); return }
     if (award.signer !== channel.remotePeer) { this.count('wrong-sender'); channel.abort(); return }
+    // before the offer check: an accepted award's offer is dropped from the cache
+    if (this.seenAwards.has(awardId)) { this.count('replay'); await refuse('award already seen'); return }
     if (mine == null || offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { this.count('unknown-job'); await refuse('unknown offer'); return }
     if (a.bidId !== mine.bidId || a.price < mine.price) { this.count('wrong-state'); await refuse('award does not match our bid'); return }
     if (this.deps.isFlagged?.(award.signer) === true) { this.count('wrong-state'); await refuse('requester is flagged for equivocation'); return }
-    if (this.seenAwards.has(awardId)) { this.count('replay'); await refuse('award already seen'); return }
     this.seenAwards.add(awardId)
     if (this.running >= this.slots + this.queue) { await refuse('no-slot'); return }
+    // the award was for this one bid: one job, one provider, so the offer is no longer needed
+    this.dropOffer(a.offerId)
     this.running++
     const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
     this.held.set(a.jobId, held)
@@ -370,7 +433,8 @@ export class Provider {
     }
     const accept = sign(this.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, ts: Date.now() })
     await send({ t: 'accept', m: accept })
-    void this.deps.ledger.append('award', { jobId: a.jobId, side: 'provider', offer, award })
+    // the award record holds the requester's signed offer and award and our own signed bid
+    void this.deps.ledger.append('award', { jobId: a.jobId, side: 'provider', offer, bid: mine.bid, award })
       .then(async () => await this.deps.ledger.append('accept', { jobId: a.jobId, side: 'provider', accept }))
       .catch(err => { this.log.error({ err }, 'ledger append failed') })
 
@@ -432,6 +496,10 @@ export class Provider {
           const receipt = checkSigned(frame.m, 'receipt')
           if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== this.peerId) { this.count('wrong-sender'); continue }
           await this.deps.ledger.append('receipt', { jobId, side: 'provider', receipt })
+          if (receipt.payload.status === 'paid') {
+            this.paidBy.add(requester)
+            if (this.paidBy.size > MAX_PAYING_REQUESTERS) this.paidBy.delete(this.paidBy.values().next().value as string)
+          }
           this.deps.onReceipt?.(receipt)
           return
         } catch (err: any) {
@@ -526,6 +594,9 @@ export class Provider {
   private sweep (): void {
     const cutoff = Date.now() - this.cfg.resultRetentionMs
     for (const [id, h] of this.held) if (h.doneAt != null && h.doneAt < cutoff) this.held.delete(id)
+    // an expired bid cannot be awarded any more
+    const now = Date.now()
+    for (const [id, entry] of this.offers) if (entry.bid.payload.expires < now) this.dropOffer(id)
     if (this.seenAwards.size > MAX_KNOWN_OFFERS) this.seenAwards.clear()
   }
 }

@@ -17,7 +17,7 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
-  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
+  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
   MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, OFFER_BATCH_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
@@ -41,6 +41,8 @@ export interface RequesterConfig {
   minReputation: number
   /** bad marks in the reputation halve in this time (see reputation.ts); read by createMarket */
   forgiveHalfLifeMs?: number
+  /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
+  bidStreamIdleMs?: number
 }
 
 export interface RequesterDeps {
@@ -115,6 +117,16 @@ interface RequesterJob {
   logged?: Promise<unknown>
 }
 
+/** Why a requester closed a provider's bid stream (garbage, a forged answer, or idle). */
+export class BidStreamClosedError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'bid-stream-closed', status: 400, name: 'BidStreamClosedError' })
+  }
+}
+
+/** Refusals that close a bid stream: no honest provider sends these. */
+const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
+
 export class JobStateError extends MercatoError {
   constructor (message: string) {
     super(message, { code: 'conflict', status: 409, name: 'JobStateError' })
@@ -166,25 +178,56 @@ export class Requester {
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_BID_BYTES, maxInboundStreams: 1024 })
     // the same answers over one long-lived stream per provider: no stream set-up per bid
-    await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => {
-      for await (const data of channel) {
-        // one frame carries the answers a provider produced in one turn: { b: [signed, ...] }
-        let items: unknown[]
-        try {
-          const value = canonicalDecode<{ b?: unknown }>(data)
-          if (!Array.isArray(value?.b) || value.b.length > MAX_BATCH_ITEMS) throw new Error('not a batch')
-          items = value.b
-        } catch {
-          this.count('bad-encoding')
-          continue
-        }
-        for (const item of items) {
-          try { this.onBidValue(item, channel.remotePeer) } catch { /* refused and counted */ }
-        }
-      }
-    }, { maxMessageBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, maxInboundStreams: 4 })
+    await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => { await this.readBidStream(channel) }, { maxMessageBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, maxInboundStreams: 4 })
     this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
     this.watchdog.unref()
+  }
+
+  /**
+   * One provider's bid stream: each frame carries the answers it produced in one turn,
+   * `{ b: [signed, ...] }`. A frame that is not one, or an answer no honest provider sends
+   * (bad schema or signature, signed by someone else), closes the stream; so does silence for
+   * `bidStreamIdleMs` (the provider opens a new stream with its next answer).
+   */
+  private async readBidStream (channel: MessageChannel): Promise<void> {
+    const idleMs = this.cfg.bidStreamIdleMs ?? BID_STREAM_IDLE_MS
+    const it = channel[Symbol.asyncIterator]()
+    const close = (reason: string): void => {
+      this.log.debug({ from: channel.remotePeer, reason }, 'closing bid stream')
+      channel.abort(new BidStreamClosedError(reason))
+    }
+    while (true) {
+      let timer: NodeJS.Timeout | undefined
+      const idle = new Promise<'idle'>((resolve) => { timer = setTimeout(() => { resolve('idle') }, idleMs) })
+      let next: IteratorResult<Uint8Array> | 'idle'
+      try {
+        const reading = it.next()
+        reading.catch(() => {}) // still pending when the stream is closed for idling
+        next = await Promise.race([reading, idle])
+      } finally {
+        clearTimeout(timer)
+      }
+      if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
+      if (next.done === true) return
+      let items: unknown[]
+      try {
+        const value = canonicalDecode<{ b?: unknown }>(next.value)
+        if (!Array.isArray(value?.b) || value.b.length === 0 || value.b.length > MAX_BATCH_ITEMS || Object.keys(value).length !== 1) throw new Error('not a batch')
+        items = value.b
+      } catch {
+        this.count('bad-encoding')
+        close('garbage frame')
+        return
+      }
+      for (const item of items) {
+        try {
+          this.onBidValue(item, channel.remotePeer)
+        } catch (err: any) {
+          // refused and counted; late, unknown or repeated answers happen to honest providers
+          if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
+        }
+      }
+    }
   }
 
   async stop (): Promise<void> {
