@@ -31,6 +31,8 @@ export const configSchema = z.strictObject({
     bootstrap: z.array(peerMultiaddr),
     mdns: z.boolean(),
     maxConnections: z.number().int().min(1),
+    // addresses exempt from every inbound connection limit (see NetworkInit.allow); empty by default
+    allow: z.array(multiaddrString),
     dialTimeoutMs: z.number().int().min(100)
   }),
   gateway: z.strictObject({
