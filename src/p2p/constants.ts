@@ -23,6 +23,8 @@ export const FAILED_PEER_RETRY_MS = 60_000
 export const MAX_FAILED_PEERS = 1024
 /** First wait before redialling a bootstrap peer that did not answer (it may be starting a second later than us). */
 export const BOOTSTRAP_INITIAL_BACKOFF_MS = 1_000
+/** Time allowed for one keeper dial (bootstrap or discovered peer): a loopback dial takes ms, a WAN one well under a second; a hung dial must not block the next redial for long. */
+export const DIAL_TIMEOUT_MS = 10_000
 /** Longest wait between redials of a bootstrap peer while we are below MIN_PEERS: an absent bootstrap costs one dial a minute. */
 export const BOOTSTRAP_MAX_BACKOFF_MS = 60_000
 /** How often the discovery loop looks for more peers when below MIN_PEERS. */

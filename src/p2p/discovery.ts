@@ -27,7 +27,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import {
-  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
+  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
   MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MIN_PEERS, TARGET_PEERS
 } from './constants.js'
 
@@ -110,6 +110,12 @@ export class PeerKeeper {
     clearTimeout(this.walkTimer)
   }
 
+  /** The bootstrap peers' redial state (for tests and diagnostics). */
+  bootstrapState (): Array<{ peerId: string, dialing: boolean, backoffMs: number, nextDialInMs: number }> {
+    const now = Date.now()
+    return this.bootstrap.map(b => ({ peerId: b.peerId.toString(), dialing: b.dialing, backoffMs: b.backoffMs, nextDialInMs: Math.max(0, b.nextDialAt - now) }))
+  }
+
   private peerCount (): number {
     return this.node.getPeers().length
   }
@@ -131,7 +137,7 @@ export class PeerKeeper {
         if (b.dialing || b.nextDialAt > now || b.peerId.equals(this.node.peerId)) continue
         if (this.node.getConnections(b.peerId).length > 0) continue
         b.dialing = true
-        this.node.dial(b.addr, { signal: AbortSignal.timeout(Math.max(this.maxBackoffMs, 10_000)) }).then(() => {
+        this.node.dial(b.addr, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(() => {
           b.backoffMs = this.initialBackoffMs
           b.nextDialAt = 0
           this.log.debug({ peer: b.peerId.toString() }, 'bootstrap peer connected')
@@ -170,7 +176,7 @@ export class PeerKeeper {
     if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) return
     this.dialing.add(id)
     const target = peer.multiaddrs.length > 0 ? peer.multiaddrs : peer.id
-    this.node.dial(target, { signal: AbortSignal.timeout(DISCOVERY_INTERVAL_MS * 5) }).then(() => {
+    this.node.dial(target, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(() => {
       this.failed.delete(id)
       this.log.debug({ peer: id }, 'dialled a discovered peer')
     }, (err: any) => {
