@@ -14,6 +14,8 @@ import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '.
 
 const QUICK = process.env.BENCH_QUICK === '1'
 /** How long to wait for the requester to see all nine providers before measuring with whom it has. */
+/** Ten node processes starting at once on a loaded 2-core machine can take a minute to be ready. */
+const START_TIMEOUT_MS = 120_000
 const MESH_WAIT_MS = Number(process.env.BENCH_MESH_WAIT_MS ?? 60_000)
 const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
 const LONG = (n: number): Record<string, unknown> => ({ engine: 'js', source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n }, limits: { timeoutMs: 30_000 }, maxPrice: 100 })
@@ -46,10 +48,10 @@ async function runJob (node: NodeProcess, spec: unknown): Promise<{ ms: number, 
 }
 
 async function main (): Promise<void> {
-  const requester = await startNodeProcess(['--no-provide'])
+  const requester = await startNodeProcess(['--no-provide'], { timeoutMs: START_TIMEOUT_MS })
   const boot = requester.addresses[0]
   const prices = [1, 2, 3, 4, 5, 6, 7, 8, 9]
-  const providers = await Promise.all(prices.map(async p => await startNodeProcess(['--bootstrap', boot, '--price', String(p)])))
+  const providers = await Promise.all(prices.map(async p => await startNodeProcess(['--bootstrap', boot, '--price', String(p)], { timeoutMs: START_TIMEOUT_MS })))
   const providersSeen = async (): Promise<number> => {
     const list = (await getJson(`${requester.gatewayUrl}/v1/providers`)).body as Array<{ peerId: string }>
     const connected = new Set(((await getJson(`${requester.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>).map(p => p.peerId))
@@ -111,7 +113,7 @@ async function main (): Promise<void> {
     if (accepted != null) failover.push(accepted.ts - killedAt)
     if (settled != null) killToResult.push(settled.ts - killedAt)
     await victim.exited
-    providers[i] = await startNodeProcess(['--bootstrap', boot, '--price', String(prices[i])], { dataDir: victim.dataDir })
+    providers[i] = await startNodeProcess(['--bootstrap', boot, '--price', String(prices[i])], { dataDir: victim.dataDir, timeoutMs: START_TIMEOUT_MS })
     await awaitMesh(`after restarting provider ${i + 1}`, 30_000)
   }
 
