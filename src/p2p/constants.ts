@@ -19,6 +19,8 @@ export const TARGET_PEERS = 16
 export const MAX_DISCOVERY_DIALS = 4
 /** A discovered peer whose dial failed is not dialled again before this (mDNS re-announces every 10 s). */
 export const FAILED_PEER_RETRY_MS = 60_000
+/** Addresses tried per discovered peer, one after another (a peer announcing hundreds costs us a few dials). */
+export const MAX_ADDRS_PER_PEER = 8
 /** Failed discovered peers remembered (oldest forgotten first): bounds the memory a flood of announcements costs. */
 export const MAX_FAILED_PEERS = 1024
 /** First wait before redialling a bootstrap peer that did not answer (it may be starting a second later than us). */

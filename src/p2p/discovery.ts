@@ -28,7 +28,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
-  MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MIN_PEERS, TARGET_PEERS
+  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MIN_PEERS, TARGET_PEERS
 } from './constants.js'
 
 export interface PeerKeeperInit {
@@ -49,6 +49,11 @@ interface BootstrapPeer {
   backoffMs: number
   nextDialAt: number
   dialing: boolean
+}
+
+function isLoopback (ma: Multiaddr): boolean {
+  const host = ma.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value ?? ''
+  return host.startsWith('127.') || host === '::1'
 }
 
 /** `ms` ± 25 %, so that nodes started together spread their redials. */
@@ -175,8 +180,7 @@ export class PeerKeeper {
     const failedAt = this.failed.get(id)
     if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) return
     this.dialing.add(id)
-    const target = peer.multiaddrs.length > 0 ? peer.multiaddrs : peer.id
-    this.node.dial(target, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(() => {
+    this.dialAddresses(peer).then(() => {
       this.failed.delete(id)
       this.log.debug({ peer: id }, 'dialled a discovered peer')
     }, (err: any) => {
@@ -185,6 +189,29 @@ export class PeerKeeper {
       if (this.failed.size > MAX_FAILED_PEERS) this.failed.delete(this.failed.keys().next().value as string)
       this.log.debug({ peer: id, err: err?.message }, 'could not dial a discovered peer')
     }).finally(() => { this.dialing.delete(id) })
+  }
+
+  /**
+   * Dial a discovered peer one address at a time, loopback last: mDNS answers carry 127.0.0.1 too,
+   * which on another host (or network namespace) is ourselves or a stranger, and one failed address
+   * must not fail the whole dial. Each address names the PeerId, so only that peer is accepted.
+   */
+  private async dialAddresses (peer: PeerInfo): Promise<void> {
+    const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS)
+    const addrs = [...peer.multiaddrs].sort((a, b) => Number(isLoopback(a)) - Number(isLoopback(b))).slice(0, MAX_ADDRS_PER_PEER)
+    if (addrs.length === 0) { await this.node.dial(peer.id, { signal }); return }
+    let lastError: unknown
+    for (const a of addrs) {
+      const withId = a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.id.toString()}`)
+      try {
+        await this.node.dial(withId, { signal })
+        return
+      } catch (err) {
+        lastError = err
+        if (signal.aborted) break
+      }
+    }
+    throw lastError
   }
 
   // ------------------------------------------------------------ DHT walks
