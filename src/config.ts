@@ -31,6 +31,8 @@ export const configSchema = z.strictObject({
     bootstrap: z.array(peerMultiaddr),
     mdns: z.boolean(),
     maxConnections: z.number().int().min(1),
+    // addresses exempt from every inbound connection limit (see NetworkInit.allow); empty by default
+    allow: z.array(z.string().refine(s => isMultiaddr(s) && /^\/ip[46]\/[^/]+(\/ipcidr\/\d+)?$/.test(s), { message: 'an address prefix such as /ip4/127.0.0.1 or /ip4/10.0.0.0/ipcidr/8' })),
     dialTimeoutMs: z.number().int().min(100)
   }),
   gateway: z.strictObject({

@@ -89,6 +89,7 @@ export class MercatoNode implements GatewayNode {
       bootstrap: cfg.p2p.bootstrap,
       mdns: cfg.p2p.mdns,
       maxConnections: cfg.p2p.maxConnections,
+      allow: cfg.p2p.allow,
       dialTimeoutMs: cfg.p2p.dialTimeoutMs,
       metrics: true
     })

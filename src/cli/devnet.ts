@@ -4,7 +4,7 @@
  * Starts N nodes as separate processes (`node --import tsx src/cli.ts start`),
  * each with its own data dir under one directory (a temp dir removed on exit
  * unless `--data-dir` is given), p2p on 127.0.0.1 with random ports and mDNS
- * off, gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
+ * off and loopback exempt from inbound connection limits (`p2p.allow`), gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
  * Node 0 starts first and is every other node's bootstrap. Every node
  * provides compute, node i asking i + 1 credits, so auctions have a visible
  * winner. When each node sees the other N - 1 the devnet prints
@@ -81,9 +81,10 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
   ]
   if (bootstrap != null) args.push('--bootstrap', bootstrap)
   // its own process group: Ctrl-C reaches the devnet, which stops the nodes in order
-  // every devnet node is on 127.0.0.1: a provider may dial a requester's loopback address to answer
-  const env = { ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env })
+  // every devnet node is on 127.0.0.1: loopback is exempt from inbound connection limits (p2p.allow),
+  // and a provider may dial a requester's loopback address to answer
+  const env = { ...process.env, MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1', MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const log = createWriteStream(join(dir, `node-${index}.log`), { flags: 'a' })
   logs.push(log)
   const tail: string[] = []
