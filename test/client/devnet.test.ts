@@ -25,7 +25,7 @@ describe('mercato devnet and the client commands, as real processes', function (
   let dataDir = ''
 
   before(async () => {
-    devnet = spawn(process.execPath, ['--import', 'tsx', CLI, 'devnet', '--nodes', '3', '--base-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    devnet = spawn(process.execPath, [CLI, 'devnet', '--nodes', '3', '--base-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
     devnet.stdout!.on('data', (d) => { stdout += d })
     devnet.stderr!.on('data', (d) => { stderr += d })
     exited = new Promise(resolve => { devnet!.on('exit', (code) => { resolve(code) }) })

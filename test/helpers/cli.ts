@@ -8,8 +8,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
-export const CLI = join(ROOT, 'src/cli.ts')
-export const TSX = join(ROOT, 'node_modules/.bin/tsx')
+/**
+ * The `mercato` command as users run it: bin/mercato.js on the compiled
+ * dist/ with plain node (`npm test` builds dist/ first).
+ */
+export const CLI = join(ROOT, 'bin/mercato.js')
 
 export interface NodeProcess {
   proc: ChildProcess
@@ -38,7 +41,7 @@ export interface RunResult { code: number | null, stdout: string, stderr: string
 /** Run the CLI to completion. */
 export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, timeoutMs?: number } = {}): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     procs.add(proc)
     let stdout = ''
     let stderr = ''
@@ -53,7 +56,7 @@ export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, t
 export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number, nodeArgs?: string[] } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? await tempDir()
   const fullArgs = ['start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
   procs.add(proc)
   let stdout = ''
   let stderr = ''
