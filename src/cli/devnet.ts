@@ -40,7 +40,9 @@ export const MAX_NODES = 64
  * tsx (`--import` by absolute URL, so it works from any directory).
  */
 function nodeCommand (): string[] {
-  if (!import.meta.url.endsWith('.ts')) return [fileURLToPath(new URL('../cli.js', import.meta.url))]
+  // the devnet's own node flags (bin/mercato.js's --max-semi-space-size) apply to its nodes too
+  const flags = process.execArgv.filter(a => !a.startsWith('--inspect') && !a.includes('tsx'))
+  if (!import.meta.url.endsWith('.ts')) return [...flags, fileURLToPath(new URL('../cli.js', import.meta.url))]
   return ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('../cli.ts', import.meta.url))]
 }
 

@@ -53,10 +53,12 @@ interface Slot {
  * parent's module hooks to a worker's entry, so a two-line bootstrap
  * registers tsx in the worker and then imports worker.ts.
  */
-function workerSpec (): { entry: string | URL, eval: boolean, execArgv: string[] } {
+function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
   const isTs = import.meta.url.endsWith('.ts')
+  // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
+  // throw on per-process ones such as --expose-gc)
+  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false }
   const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
-  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false, execArgv }
   const api = import.meta.resolve('tsx/esm/api')
   const target = new URL('./worker.ts', import.meta.url).href
   const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`

@@ -3,6 +3,7 @@
  * dir made here is removed by `stopAll()` (call it in an after() hook).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +14,8 @@ export const ROOT = new URL('../../', import.meta.url).pathname
  * dist/ with plain node (`npm test` builds dist/ first).
  */
 export const CLI = join(ROOT, 'bin/mercato.js')
+/** The node flags on bin/mercato.js's `#!/usr/bin/env -S node ...` line, as a shell would pass them. */
+export const NODE_FLAGS = readFileSync(CLI, 'utf8').split('\n')[0].replace(/^#!\S*env -S node\s*|^#!\S*\s*/, '').split(/\s+/).filter(f => f.startsWith('--'))
 
 export interface NodeProcess {
   proc: ChildProcess
@@ -41,7 +44,7 @@ export interface RunResult { code: number | null, stdout: string, stderr: string
 /** Run the CLI to completion. */
 export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, timeoutMs?: number } = {}): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     procs.add(proc)
     let stdout = ''
     let stderr = ''
@@ -56,7 +59,7 @@ export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, t
 export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number, nodeArgs?: string[] } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? await tempDir()
   const fullArgs = ['start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [...NODE_FLAGS, ...(opts.nodeArgs ?? []), CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
   procs.add(proc)
   let stdout = ''
   let stderr = ''
