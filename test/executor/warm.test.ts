@@ -76,4 +76,16 @@ describe('executor warm-up policy', function () {
     await slot.ready
     expect(slot.state).to.equal('idle')
   })
+
+  it("a fresh worker's first JS job is untouched by the worker's QuickJS warm-up run", async () => {
+    executor = createExecutor({ poolSize: 1, warmWorkers: 1 })
+    await executor.start()
+    const job = { id: 'same', engine: 'js' as const, source: 'function main (i) { console.log("r", Math.random()); return i + 1 }', input: 41, limits: LIMITS }
+    const first = await executor.run(job)
+    const second = await executor.run(job)
+    expect(first.error).to.equal(undefined)
+    expect(first.output).to.equal(42)
+    expect(text(first.stdout)).to.match(/^r 0\.\d+\n$/)
+    expect(first.resultHash).to.equal(second.resultHash)
+  })
 })
