@@ -3,7 +3,6 @@
  * The `mercato` command. Output meant for people or scripts goes to stdout;
  * logs (pino JSON) go to stderr.
  */
-import './polyfill.js'
 import { Command, Option } from 'commander'
 import { loadConfig, expandHome, loadDefaults, type Config } from './config.js'
 import { ConfigError, isMercatoError } from './errors.js'
@@ -204,6 +203,9 @@ export function buildProgram (): Command {
   registerExecCommand(program)
   return program
 }
+
+// Node 20 lacks Promise.withResolvers (libp2p calls it); newer lines never load the polyfill
+if (typeof Promise.withResolvers !== 'function') await import('./polyfill.js')
 
 const isMain = process.argv[1] != null && /cli\.(ts|js)$|bin\/mercato(\.js)?$/.test(process.argv[1])
 if (isMain) {

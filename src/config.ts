@@ -48,6 +48,7 @@ export const configSchema = z.strictObject({
   }),
   executor: z.strictObject({
     poolSize: z.number().int().min(0).max(256),
+    warmWorkers: z.number().int().min(0).max(256),
     queueSize: z.number().int().min(0),
     maxTimeoutMs: z.number().int().min(1),
     maxMemoryMb: z.number().int().min(1),

@@ -139,6 +139,10 @@ export type Isolation = 'none' | 'unshare' | 'bwrap'
 export interface ExecutorInit {
   /** Workers; 0 = number of cores. */
   poolSize: number
+  /** Workers started with the pool and kept while idle (≤ poolSize); the others start when jobs wait and stop when idle. */
+  warmWorkers: number
+  /** How long a worker beyond the warm ones may sit idle before it stops (default WORKER_IDLE_MS). */
+  workerIdleMs?: number
   queueSize: number
   maxTimeoutMs: number
   maxMemoryMb: number
@@ -151,6 +155,7 @@ export interface ExecutorInit {
 
 export const DEFAULT_INIT: ExecutorInit = {
   poolSize: C.POOL_SIZE,
+  warmWorkers: C.WARM_WORKERS,
   queueSize: C.QUEUE_SIZE,
   maxTimeoutMs: C.MAX_TIMEOUT_MS,
   maxMemoryMb: C.MAX_MEMORY_MB,
