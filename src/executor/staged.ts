@@ -256,14 +256,15 @@ export async function execStaged (dir: string, io: { stderr: { write: (s: string
   } catch (err: any) {
     const code = isMercatoError(err) ? err.code : 'error'
     encoded = encodeStagedResult({ refusal: { code, message: String(err?.message ?? err).slice(0, 4096) } })
-  } finally {
-    await executor.stop().catch(() => {})
   }
   try {
+    // the result first (the provider is waiting for it), then the sandbox is taken down
     await writeAtomically(dir, STAGED_RESULT_FILE, encoded)
   } catch (err: any) {
     io.stderr.write(`mercato exec-staged: cannot write the result in ${dir}: ${err?.message ?? err}\n`)
     return 1
+  } finally {
+    await executor.stop().catch(() => {})
   }
   return 0
 }

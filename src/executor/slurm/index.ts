@@ -118,6 +118,11 @@ export class SlurmBackend implements ExecutorBackend {
   private readonly slurm: SlurmCommands
   private readonly stageDir: string
   private readonly jobs = new Set<Tracked>()
+  /**
+   * Slurm jobs whose result we have but that Slurm still runs (the sandbox process exiting): they
+   * still hold their CPU, so capacity counts them until squeue says they ended.
+   */
+  private readonly lingering = new Map<string, number>()
   private running = false
   private pollTimer?: NodeJS.Timeout
   private resultTimer?: NodeJS.Timeout
@@ -144,7 +149,7 @@ export class SlurmBackend implements ExecutorBackend {
   engines (): Engine[] { return [...this.exec.engines] }
 
   capacity (): BackendCapacity {
-    const inFlight = this.jobs.size
+    const inFlight = this.jobs.size + this.lingering.size
     let slots = Math.max(inFlight, this.free0 + this.inFlight0)
     if (this.init.maxJobs > 0) slots = Math.min(slots, this.init.maxJobs)
     return { slots, inFlight, startMs: Math.round(this.startMs), source: 'cluster', updatedAt: this.updatedAt }
@@ -175,6 +180,7 @@ export class SlurmBackend implements ExecutorBackend {
     clearTimeout(this.resultTimer)
     const jobs = [...this.jobs]
     this.jobs.clear()
+    this.lingering.clear()
     await Promise.all(jobs.map(async t => {
       this.settle(t, new ExecutorStoppedError('executor stopped'))
       if (t.slurmId != null) await this.slurm.scancel(t.slurmId).catch(() => {})
@@ -193,6 +199,7 @@ export class SlurmBackend implements ExecutorBackend {
     let resolveP!: (r: ExecResult) => void
     let rejectP!: (e: unknown) => void
     const promise = new Promise<ExecResult>((resolve, reject) => { resolveP = resolve; rejectP = reject })
+    promise.catch(() => {}) // awaited below; it may settle (abort, failed submit) before that
     const t: Tracked = { job, dir, outputBytes: limits.outputBytes, state: 'queued', submittedAt: Date.now(), misses: 0, checking: false, settled: false, resolve: resolveP, reject: rejectP, onState: opts.onState }
     this.jobs.add(t)
     const onAbort = (): void => {
@@ -301,7 +308,7 @@ export class SlurmBackend implements ExecutorBackend {
   }
 
   private async readCapacity (): Promise<void> {
-    const inFlight = this.jobs.size
+    const inFlight = this.jobs.size + this.lingering.size
     const { idle, total, pending } = await this.slurm.freeCpus()
     this.free0 = Math.max(0, idle - pending)
     this.inFlight0 = inFlight
@@ -316,15 +323,21 @@ export class SlurmBackend implements ExecutorBackend {
     try {
       await this.readCapacity().catch(err => { log.warn({ err }, 'cannot read the cluster\'s free CPUs') })
       const submitted = [...this.jobs].filter(t => t.slurmId != null)
-      if (submitted.length === 0) return
+      if (submitted.length === 0 && this.lingering.size === 0) return
       let states: Map<string, JobState>
       try {
-        states = await this.slurm.states(submitted.map(t => t.slurmId as string))
+        states = await this.slurm.states([...submitted.map(t => t.slurmId as string), ...this.lingering.keys()])
       } catch (err) {
         log.warn({ err }, 'cannot read job states from Slurm')
         return
       }
       for (const t of submitted) this.onSlurmState(t, states.get(t.slurmId as string))
+      const now = Date.now()
+      for (const [id, since] of this.lingering) {
+        const s = states.get(id)
+        // ended (or forgotten by the controller, or lingering far too long): its CPU is free again
+        if (s == null || s.state === 'COMPLETED' || C.FAILED_STATES.has(s.state) || now - since > C.COMMAND_TIMEOUT_MS * 6) this.lingering.delete(id)
+      }
     } finally {
       this.polling = false
     }
@@ -397,6 +410,7 @@ export class SlurmBackend implements ExecutorBackend {
       }
       if (result == null) return
       this.setState(t, 'running', 'RUNNING')
+      this.lingering.set(t.slurmId, Date.now())
       this.settle(t, result, true)
       await this.cleanup(t)
     } finally {
