@@ -26,7 +26,8 @@ function p50 (xs: number[]): number {
 }
 
 describe('Slurm backend: a provider in front of a cluster (@slow)', function () {
-  this.timeout(180_000)
+  // generous: on a loaded 2-core machine one Slurm job (Node and the sandbox starting on the node) took 25 s
+  this.timeout(300_000)
   let cluster: SlurmCluster | undefined
   let stageDir: string | undefined
   let requester: MercatoNode
@@ -36,6 +37,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   const states: BackendStateEvent[] = []
 
   before(async function () {
+    if (process.env.SLURM_TEST_LOG != null) (await import('../../src/logger.js')).configureLogger({ level: 'debug', destination: (await import('node:fs')).createWriteStream(process.env.SLURM_TEST_LOG) })
     const why = clusterUnavailable()
     if (why != null) {
       if (process.env.CI === 'true') throw new Error(why)
@@ -57,7 +59,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
         price: 1,
         slots: 0,
         bootstrap: boot,
-        config: { executor: { backend: 'slurm', slurm: { stageDir, conf: cluster.conf, pollMs: 200 } } }
+        config: { executor: { backend: 'slurm', slurm: { stageDir, conf: cluster.conf, pollMs: 200, maxPendingMs: 240_000 } } }
       }),
       startTestNode({ price: 5, slots: 2, bootstrap: boot })
     ])
@@ -90,7 +92,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     expect(onSlurm.info().provider.slots).to.equal(c.cpus)
   })
 
-  it('same results and result hash as the local backend (wasm, js, a trap, a refusal); per-job overhead', async () => {
+  it('same results and result hash as the local backend (wasm, js, a trap, a refusal)', async () => {
     const localBackend = new LocalBackend(createExecutor({ poolSize: 1 }))
     await localBackend.start()
     try {
@@ -101,9 +103,8 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
         { id: 'same-entropy', engine: 'wasm', module: new Uint8Array(await readFile(join(FIXTURES, 'wasm/entropy.wasm'))), limits: LIMITS, seed: 'seed-1' },
         { id: 'same-trap', engine: 'wasm', module: new Uint8Array(await readFile(join(FIXTURES, 'wasm/trap.wasm'))), limits: LIMITS }
       ]
-      // as many at once as the cluster has CPUs (the provider never asks for more)
-      const slurmRuns = []
-      for (let i = 0; i < jobs.length; i += (cluster as SlurmCluster).cpus) slurmRuns.push(...await Promise.all(jobs.slice(i, i + (cluster as SlurmCluster).cpus).map(async j => await backend.run(j))))
+      // all at once: Slurm queues what its CPUs cannot start yet
+      const slurmRuns = await Promise.all(jobs.map(async j => await backend.run(j)))
       for (const [i, j] of jobs.entries()) {
         const l = await localBackend.run(j)
         const s = slurmRuns[i]
@@ -118,8 +119,16 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
       const refusals = await Promise.all([backend.run(bad), localBackend.run(bad)].map(async p => await p.then(() => 'resolved', (err: any) => `${err.code}: ${err.message}`)))
       expect(refusals[0]).to.match(/^invalid-module/)
       expect(refusals[0]).to.equal(refusals[1])
+    } finally {
+      await localBackend.stop()
+    }
+  })
 
-      // per-job overhead: a trivial job, one at a time, on each backend
+  it('per-job overhead of the Slurm path against the local one (reported, not asserted)', async () => {
+    const localBackend = new LocalBackend(createExecutor({ poolSize: 1 }))
+    await localBackend.start()
+    try {
+      // a trivial job, one at a time, on each backend
       const trivial = (k: number): ExecJob => ({ id: `trivial-${k}`, engine: 'js', source: 'function main (x) { return x + 1 }', input: k, limits: LIMITS })
       const localMs: number[] = []
       const slurmMs: number[] = []
@@ -140,7 +149,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   it('a job auctioned on the mesh is won by the Slurm provider and runs as a Slurm job', async () => {
     const source = await readFile(join(FIXTURES, 'js/random.js'), 'utf8')
     const submitted = await requester.market.submit({ engine: 'js', source, input: { n: 4 }, limits: LIMITS, maxPrice: 20, bidWindowMs: 2000 })
-    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(60_000) })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(180_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.provider).to.equal(onSlurm.peerId)
     const events = requester.market.jobEvents(job.id).map(e => e.type)
@@ -180,7 +189,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 30_000)
     const [id] = slurmIds(submitted.id)
     await (cluster as SlurmCluster).cmd('scancel', [id])
-    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(60_000) })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(180_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.provider).to.equal(local.peerId)
     const first = job.attempts.find(a => a.provider === onSlurm.peerId)

@@ -48,6 +48,9 @@ export { SlurmCommands } from './commands.js'
 
 const log = logger('executor:slurm')
 
+/** A Slurm job with a result that Slurm still shows running after this long stops counting against capacity. */
+const LINGER_MAX_MS = 60_000
+
 export interface SlurmInit {
   /** A directory the compute nodes see at the same path (jobs are staged there). */
   stageDir: string
@@ -230,7 +233,10 @@ export class SlurmBackend implements ExecutorBackend {
       log.debug({ jobId: job.id, slurmJobId: t.slurmId }, 'submitted')
       this.events.emit('state', { jobId: job.id, state: 'queued', ref: t.slurmId, detail: 'PENDING' })
       opts.onState?.('queued')
-      if (t.settled) await this.cancel(t) // aborted while sbatch ran
+      if (t.settled) { // aborted while sbatch ran
+        this.lingering.set(t.slurmId, Date.now())
+        await this.cancel(t)
+      }
       else this.scheduleResults()
     } catch (err) {
       this.settle(t, err)
@@ -255,6 +261,8 @@ export class SlurmBackend implements ExecutorBackend {
     if (t.settled) return
     t.settled = true
     this.jobs.delete(t)
+    // its Slurm job may hold a CPU a little longer (the sandbox exiting, a scancel under way)
+    if (t.slurmId != null && this.running) this.lingering.set(t.slurmId, Date.now())
     if (ok) {
       const r = outcome as ExecResult
       if (r.error != null) this.failed++; else this.completed++
@@ -307,11 +315,18 @@ export class SlurmBackend implements ExecutorBackend {
     // kept referenced: a job in flight keeps the process alive, as one in the local pool does
   }
 
+  /** Our jobs that hold (or wait for) a CPU in Slurm's eyes: in flight, or with a result but not yet ended. */
+  private ours (): Set<Tracked | string> { return new Set<Tracked | string>([...this.jobs, ...this.lingering.keys()]) }
+
   private async readCapacity (): Promise<void> {
-    const inFlight = this.jobs.size + this.lingering.size
+    const before = this.ours()
     const { idle, total, pending } = await this.slurm.freeCpus()
     this.free0 = Math.max(0, idle - pending)
-    this.inFlight0 = inFlight
+    // only jobs ours for the whole read are surely reflected in it: one that ended meanwhile may
+    // already show as an idle CPU, one submitted meanwhile may not show yet (counted from now on)
+    let throughout = 0
+    for (const j of this.ours()) if (before.has(j)) throughout++
+    this.inFlight0 = throughout
     this.total = total
     this.updatedAt = Date.now()
     this.events.emit('capacity', this.capacity())
@@ -321,25 +336,30 @@ export class SlurmBackend implements ExecutorBackend {
     if (this.polling) return
     this.polling = true
     try {
+      // job states first (jobs that ended stop counting), then the free CPUs
+      await this.readStates()
       await this.readCapacity().catch(err => { log.warn({ err }, 'cannot read the cluster\'s free CPUs') })
-      const submitted = [...this.jobs].filter(t => t.slurmId != null)
-      if (submitted.length === 0 && this.lingering.size === 0) return
-      let states: Map<string, JobState>
-      try {
-        states = await this.slurm.states([...submitted.map(t => t.slurmId as string), ...this.lingering.keys()])
-      } catch (err) {
-        log.warn({ err }, 'cannot read job states from Slurm')
-        return
-      }
-      for (const t of submitted) this.onSlurmState(t, states.get(t.slurmId as string))
-      const now = Date.now()
-      for (const [id, since] of this.lingering) {
-        const s = states.get(id)
-        // ended (or forgotten by the controller, or lingering far too long): its CPU is free again
-        if (s == null || s.state === 'COMPLETED' || C.FAILED_STATES.has(s.state) || now - since > C.COMMAND_TIMEOUT_MS * 6) this.lingering.delete(id)
-      }
     } finally {
       this.polling = false
+    }
+  }
+
+  private async readStates (): Promise<void> {
+    const submitted = [...this.jobs].filter(t => t.slurmId != null)
+    if (submitted.length === 0 && this.lingering.size === 0) return
+    let states: Map<string, JobState>
+    try {
+      states = await this.slurm.states([...submitted.map(t => t.slurmId as string), ...this.lingering.keys()])
+    } catch (err) {
+      log.warn({ err }, 'cannot read job states from Slurm')
+      return
+    }
+    for (const t of submitted) this.onSlurmState(t, states.get(t.slurmId as string))
+    const now = Date.now()
+    for (const [id, since] of this.lingering) {
+      const s = states.get(id)
+      // ended (or forgotten by the controller, or lingering far too long): its CPU is free again
+      if (s == null || s.state === 'COMPLETED' || C.FAILED_STATES.has(s.state) || now - since > LINGER_MAX_MS) this.lingering.delete(id)
     }
   }
 
@@ -410,7 +430,6 @@ export class SlurmBackend implements ExecutorBackend {
       }
       if (result == null) return
       this.setState(t, 'running', 'RUNNING')
-      this.lingering.set(t.slurmId, Date.now())
       this.settle(t, result, true)
       await this.cleanup(t)
     } finally {
