@@ -101,7 +101,8 @@ interface Tracked {
   /** set when Slurm says the job ended; the result may still be on its way */
   endedAt?: number
   endedState?: string
-  checking: boolean
+  /** the look at the stage dir under way, if any */
+  checking?: Promise<void>
   settled: boolean
   resolve: (r: ExecResult) => void
   reject: (e: unknown) => void
@@ -203,7 +204,7 @@ export class SlurmBackend implements ExecutorBackend {
     let rejectP!: (e: unknown) => void
     const promise = new Promise<ExecResult>((resolve, reject) => { resolveP = resolve; rejectP = reject })
     promise.catch(() => {}) // awaited below; it may settle (abort, failed submit) before that
-    const t: Tracked = { job, dir, outputBytes: limits.outputBytes, state: 'queued', submittedAt: Date.now(), misses: 0, checking: false, settled: false, resolve: resolveP, reject: rejectP, onState: opts.onState }
+    const t: Tracked = { job, dir, outputBytes: limits.outputBytes, state: 'queued', submittedAt: Date.now(), misses: 0, settled: false, resolve: resolveP, reject: rejectP, onState: opts.onState }
     this.jobs.add(t)
     const onAbort = (): void => {
       if (t.settled) return
@@ -393,6 +394,8 @@ export class SlurmBackend implements ExecutorBackend {
   /** Slurm says the job is over: one last look for its result, then a named failure. */
   private endedWithoutResult (t: Tracked, state: string, message: string): void {
     void (async () => {
+      // a look that started before Slurm's answer may have missed the result: wait for it, then look again
+      await this.checkOne(t)
       await this.checkOne(t)
       if (t.settled) return
       this.fail(t, state, message)
@@ -409,32 +412,35 @@ export class SlurmBackend implements ExecutorBackend {
     await Promise.all([...this.jobs].map(async t => { await this.checkOne(t) }))
   }
 
+  /** Look in the job's stage dir for `started` and `result.cbor` (one look at a time; a caller during a look shares it). */
   private async checkOne (t: Tracked): Promise<void> {
-    if (t.settled || t.slurmId == null || t.checking) return
-    t.checking = true
-    try {
-      if (t.state === 'queued') {
-        const started = await stat(join(t.dir, STAGED_STARTED_FILE)).then(() => true, () => false)
-        if (started) this.setState(t, 'running', 'RUNNING')
-      }
-      const exists = await stat(join(t.dir, STAGED_RESULT_FILE)).then(() => true, () => false)
-      if (!exists || t.settled) return
-      let result: ExecResult | undefined
-      try {
-        result = await readStagedResult(t.dir, t.job.id, t.outputBytes)
-      } catch (err) {
-        // a refusal of the job (invalid module, ...) or a result that fails its checks
-        this.settle(t, err)
-        await this.cleanup(t)
-        return
-      }
-      if (result == null) return
-      this.setState(t, 'running', 'RUNNING')
-      this.settle(t, result, true)
-      await this.cleanup(t)
-    } finally {
-      t.checking = false
+    if (t.settled || t.slurmId == null) return
+    if (t.checking != null) { await t.checking; return }
+    t.checking = this.look(t).finally(() => { t.checking = undefined })
+    await t.checking
+  }
+
+  private async look (t: Tracked): Promise<void> {
+    if (t.settled || t.slurmId == null) return
+    if (t.state === 'queued') {
+      const started = await stat(join(t.dir, STAGED_STARTED_FILE)).then(() => true, () => false)
+      if (started) this.setState(t, 'running', 'RUNNING')
     }
+    const exists = await stat(join(t.dir, STAGED_RESULT_FILE)).then(() => true, () => false)
+    if (!exists || t.settled) return
+    let result: ExecResult | undefined
+    try {
+      result = await readStagedResult(t.dir, t.job.id, t.outputBytes)
+    } catch (err) {
+      // a refusal of the job (invalid module, ...) or a result that fails its checks
+      this.settle(t, err)
+      await this.cleanup(t)
+      return
+    }
+    if (result == null) return
+    this.setState(t, 'running', 'RUNNING')
+    this.settle(t, result, true)
+    await this.cleanup(t)
   }
 }
 
