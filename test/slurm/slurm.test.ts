@@ -17,6 +17,8 @@ import { clusterUnavailable, startSlurmCluster, type SlurmCluster } from './clus
 
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname
 const LIMITS = { timeoutMs: 20_000, memoryMb: 64, outputBytes: 65536 }
+/** Long enough for both providers to answer on a loaded machine (the window closes early once both did). */
+const BID_WINDOW_MS = 10_000
 /** CPU work whose length is set by its input, the same answer everywhere. */
 const SPIN = 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }'
 
@@ -66,7 +68,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     backend = onSlurm.executor as SlurmBackend
     expect(backend).to.be.instanceOf(SlurmBackend)
     backend.events.on('state', (e) => { states.push(e) })
-    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 15_000)
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 60_000)
   })
 
   after(async () => {
@@ -74,6 +76,9 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     await cluster?.stop()
     if (stageDir != null) await rm(stageDir, { recursive: true, force: true })
   })
+
+  // each test starts with the Slurm provider idle (nothing left in flight by the one before)
+  beforeEach(async () => { if (backend != null) await waitFor(() => backend.capacity().inFlight === 0 && onSlurm.market.provider.busy === 0, 120_000, 100) })
 
   /** The Slurm job ids that ran a market job. */
   function slurmIds (jobId: string): string[] {
@@ -148,7 +153,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
 
   it('a job auctioned on the mesh is won by the Slurm provider and runs as a Slurm job', async () => {
     const source = await readFile(join(FIXTURES, 'js/random.js'), 'utf8')
-    const submitted = await requester.market.submit({ engine: 'js', source, input: { n: 4 }, limits: LIMITS, maxPrice: 20, bidWindowMs: 2000 })
+    const submitted = await requester.market.submit({ engine: 'js', source, input: { n: 4 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(180_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.provider).to.equal(onSlurm.peerId)
@@ -175,8 +180,8 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   })
 
   it('a withdrawal cancels the Slurm job (scancel)', async () => {
-    const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 2_000_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: 2000 })
-    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 30_000)
+    const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 2_000_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })
+    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 90_000)
     const [id] = slurmIds(submitted.id)
     await requester.market.cancel(submitted.id)
     await waitFor(() => states.some(s => s.jobId === submitted.id && s.state === 'cancelled'), 15_000)
@@ -185,8 +190,8 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   })
 
   it('a Slurm job killed behind the provider\'s back is a named failure, and the requester fails over', async () => {
-    const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 3_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: 2000 })
-    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 30_000)
+    const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 3_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })
+    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 90_000)
     const [id] = slurmIds(submitted.id)
     await (cluster as SlurmCluster).cmd('scancel', [id])
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(180_000) })
@@ -212,7 +217,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
         await new Promise(resolve => setTimeout(resolve, 50))
       }
     })()
-    const ids = await Promise.all(Array.from({ length: 50 }, async (_, k) => (await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 1000 + k }, limits: LIMITS, maxPrice: 20, bidWindowMs: 3000 })).id))
+    const ids = await Promise.all(Array.from({ length: 50 }, async (_, k) => (await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 1000 + k }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })).id))
     const jobs = await Promise.all(ids.map(async id => await requester.market.waitFor(id, { signal: AbortSignal.timeout(90_000) })))
     sampling = false
     await sampler
