@@ -186,7 +186,8 @@ export function refusalError (code: string, message: string): Error {
     case 'queue-full': return new QueueFullError(message)
     case 'aborted': return new AbortedError(message)
     case 'executor-stopped': return new ExecutorStoppedError(message)
-    default: return new MercatoError(message, { code, name: 'ExecutorError' })
+    // anything else went wrong on the compute node, not in the job: retryable, so the requester fails over
+    default: return new MercatoError(message, { code, name: 'ExecutorError', retryable: true })
   }
 }
 
