@@ -316,8 +316,15 @@ export class SlurmBackend implements ExecutorBackend {
     // kept referenced: a job in flight keeps the process alive, as one in the local pool does
   }
 
-  /** Our jobs that hold (or wait for) a CPU in Slurm's eyes: in flight, or with a result but not yet ended. */
-  private ours (): Set<Tracked | string> { return new Set<Tracked | string>([...this.jobs, ...this.lingering.keys()]) }
+  /**
+   * Our jobs Slurm knows of: submitted and in flight, or with a result but not yet ended. (A job
+   * still being staged or submitted is not in Slurm's figures yet: it is counted against them.)
+   */
+  private ours (): Set<Tracked | string> {
+    const out = new Set<Tracked | string>(this.lingering.keys())
+    for (const t of this.jobs) if (t.slurmId != null) out.add(t)
+    return out
+  }
 
   private async readCapacity (): Promise<void> {
     const before = this.ours()
