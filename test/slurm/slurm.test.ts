@@ -3,6 +3,7 @@
  * test (./cluster.ts). Needs root, slurm-wlm and munge: CI installs them
  * (.ci/run); elsewhere the suite is skipped with the reason, and under CI=true
  * a cluster that cannot start fails it with a one-line reason.
+ * SLURM_TEST_LOG=<file> writes the nodes' debug logs there.
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
