@@ -72,10 +72,10 @@ export class SlurmCommands {
    * CPUs asked for by anyone's pending jobs in that partition.
    */
   async freeCpus (): Promise<{ idle: number, total: number, pending: number }> {
-    const [info, queue] = await Promise.all([
-      this.run('sinfo', ['-h', '-N', '-o', '%N|%P|%C']),
-      this.run('squeue', ['-h', '-t', 'PENDING', '-o', '%P|%C'])
-    ])
+    // pending first, then idle: a job that starts in between is then counted twice as busy (once
+    // pending, once allocated), never twice as free (not pending yet still idle)
+    const queue = await this.run('squeue', ['-h', '-t', 'PENDING', '-o', '%P|%C'])
+    const info = await this.run('sinfo', ['-h', '-N', '-o', '%N|%P|%C'])
     const ours = (p: string): boolean => this.partition != null ? p.replace(/\*$/, '') === this.partition : p.endsWith('*')
     let partition = this.partition
     const nodes = new Map<string, { idle: number, total: number }>()

@@ -154,7 +154,8 @@ export class SlurmBackend implements ExecutorBackend {
 
   capacity (): BackendCapacity {
     const inFlight = this.jobs.size + this.lingering.size
-    let slots = Math.max(inFlight, this.free0 + this.inFlight0)
+    // never more than the partition has, whatever a read that raced with a job's end said
+    let slots = Math.max(inFlight, Math.min(this.total, this.free0 + this.inFlight0))
     if (this.init.maxJobs > 0) slots = Math.min(slots, this.init.maxJobs)
     return { slots, inFlight, startMs: Math.round(this.startMs), source: 'cluster', updatedAt: this.updatedAt }
   }
