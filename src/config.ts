@@ -54,7 +54,22 @@ export const configSchema = z.strictObject({
     maxMemoryMb: z.number().int().min(1),
     maxOutputBytes: z.number().int().min(0),
     moduleCacheSize: z.number().int().min(0),
-    isolation: z.enum(['none', 'unshare', 'bwrap'])
+    isolation: z.enum(['none', 'unshare', 'bwrap']),
+    backend: z.enum(['local', 'slurm']),
+    slurm: z.strictObject({
+      stageDir: z.string(),
+      partition: z.string(),
+      account: z.string(),
+      conf: z.string(),
+      maxJobs: z.number().int().min(0),
+      pollMs: z.number().int().min(50),
+      maxPendingMs: z.number().int().min(1000),
+      memOverheadMb: z.number().int().min(0),
+      startAllowanceMs: z.number().int().min(1000),
+      sbatchArgs: z.array(z.string()),
+      command: z.array(z.string()),
+      keepStaged: z.boolean()
+    })
   }),
   provider: z.strictObject({
     enabled: z.boolean(),
@@ -152,6 +167,7 @@ export function validateConfig (input: Json): Config {
   }
   const cfg = parsed.data
   cfg.dataDir = expandHome(cfg.dataDir)
+  if (cfg.executor.slurm.stageDir !== '') cfg.executor.slurm.stageDir = expandHome(cfg.executor.slurm.stageDir)
   return cfg
 }
 

@@ -7,7 +7,7 @@ import { canonicalDecode, canonicalEncode, messageId, type Signed, type Signer }
 import { logger, type Logger } from '../logger.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
-import { computeResultHash, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
+import { asBackend, computeResultHash, type Executor, type ExecutorBackend, type ExecJob, type ExecResult } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_ANSWER_DIALS, MAX_BID_BYTES, MAX_BID_OFFERS,
@@ -73,7 +73,10 @@ const MAX_KNOWN_OFFERS = 10_000
 const MAX_PAYING_REQUESTERS = 4096
 /** ask increase per job waiting ahead (0.5 = +50 % of the base price each) */
 const SURGE = 0.5
-/** executor errors that say nothing about the job: the award is dropped and the requester fails over */
+/**
+ * executor errors that say nothing about the job: the award is dropped and the requester fails over.
+ * Also any `retryable` error, such as a backend that lost the job (a Slurm job that failed or was preempted).
+ */
 const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
 
 export class Provider {
@@ -81,6 +84,8 @@ export class Provider {
   private readonly deps: ProviderDeps
   private readonly cfg: ProviderConfig
   private readonly log: Logger
+  /** where won jobs run (the local pool, or a cluster): its capacity is our slots */
+  private readonly backend: ExecutorBackend
   /** offers we bid on, by id (an award must name one of them); bounded, with a fair share per requester */
   private readonly offers = new Map<string, BidOffer>()
   /** ids of the offers kept per requester, oldest first */
@@ -109,12 +114,14 @@ export class Provider {
   constructor (deps: ProviderDeps) {
     this.deps = deps
     this.cfg = deps.config
+    this.backend = asBackend(deps.executor)
     this.log = logger('auction:provider', { peerId: deps.signer.peerId })
   }
 
   get peerId (): string { return this.deps.signer.peerId }
   get enabled (): boolean { return this.cfg.enabled }
-  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.deps.executor.stats().poolSize }
+  /** jobs we may have in flight: the configured number, or what the backend has room for now (a cluster's free CPUs) */
+  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.backend.capacity().slots }
   /**
    * Our ask now: the configured price while a slot is free; each job that would wait ahead of
    * this one adds SURGE of it, so under load the work spreads to idle providers instead of
@@ -129,7 +136,7 @@ export class Provider {
   get queue (): number { return this.cfg.queue ?? 0 }
   get busy (): number { return this.running }
   engines (): Array<'wasm' | 'js'> {
-    const have = new Set(this.deps.executor.engines())
+    const have = new Set(this.backend.engines())
     return this.cfg.engines.filter(e => have.has(e))
   }
 
@@ -249,8 +256,8 @@ export class Provider {
         offerId,
         provider: this.peerId,
         price: this.ask(),
-        // waiting jobs ahead of this one, times what a job has been taking
-        estStartMs: this.running >= this.slots ? Math.round((this.running - this.slots + 1) * this.avgRunMs.value / this.slots) : 0,
+        // waiting jobs ahead of this one, times what a job has been taking, plus the backend's own start-up (a cluster's)
+        estStartMs: (this.running >= this.slots ? Math.round((this.running - this.slots + 1) * this.avgRunMs.value / Math.max(1, this.slots)) : 0) + this.backend.capacity().startMs,
         ts: now,
         expires: now + BID_TTL_MS
       })
@@ -449,14 +456,16 @@ export class Provider {
     try {
       const started = Date.now()
       const job = await this.buildExecJob(offer.payload, award.signer)
-      held.state = 'running'
-      void send({ t: 'hb', ts: Date.now(), state: 'running' })
       let exec: ExecResult
       try {
-        exec = await this.deps.executor.run(job, { signal: withdrawn.signal })
+        // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
+        exec = await this.backend.run(job, {
+          signal: withdrawn.signal,
+          onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) }
+        })
       } catch (err: any) {
-        // a sandbox that cannot take the job now is our problem: let the requester fail over
-        if (TRANSIENT_EXEC_ERRORS.has(err?.code)) throw err
+        // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
+        if (TRANSIENT_EXEC_ERRORS.has(err?.code) || err?.retryable === true) throw err
         // deterministic refusals of the job itself (invalid module, unsupported engine) are results
         exec = failureResult(job.id, err)
       }

@@ -56,6 +56,7 @@ import * as C from './constants.js'
 
 export * from './errors.js'
 export { computeResultHash } from './hash.js'
+export * from './backend.js'
 import type { FailureName } from './protocol.js'
 export type { FailureName }
 
@@ -171,3 +172,6 @@ export function createExecutor (init: Partial<ExecutorInit> = {}): Executor {
   if (full.isolation !== 'none') return new IsolatedExecutor(full)
   return new ExecutorPool(full)
 }
+
+export { createSlurmBackend, SlurmBackend, SlurmJobFailedError, SlurmUnavailableError, DEFAULT_SLURM_INIT, type SlurmInit } from './slurm/index.js'
+export { mercatoCommand } from './command.js'
