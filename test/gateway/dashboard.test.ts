@@ -29,6 +29,16 @@ import { JS_ECHO, JS_SLOW } from './helpers.js'
 const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
+type Bid = { provider: string, price: number }
+const ranked = (bids: Bid[]): Bid[] => [...bids].sort((x, y) => x.price - y.price)
+/** What the page must say about the winner, in words (one winner, second price). */
+function ruleFor (bids: Bid[], paid: number): string {
+  const short = (id: string): string => id.slice(0, 8) + '…' + id.slice(-6)
+  const credits = (n: number): string => `${n} credit${n === 1 ? '' : 's'}`
+  if (bids.length === 1) return `the only bid: ${credits(bids[0].price)} from ${short(bids[0].provider)}; with no second bid it is paid its own ask` + (paid !== bids[0].price ? ` (capped at the max price: paid ${paid})` : '')
+  return `cheapest of ${bids.length} bids: ${credits(bids[0].price)} from ${short(bids[0].provider)}; paid the second price, ${bids[1].price}` + (paid !== bids[1].price ? ` (capped at the max price: paid ${paid})` : '')
+}
+
 describe('dashboard in headless Chromium', function () {
   this.timeout(60_000)
   let a: MercatoNode
@@ -42,11 +52,20 @@ describe('dashboard in headless Chromium', function () {
   const problems: string[] = []
 
   const watch = (p: Page): Page => {
-    p.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`) })
+    p.on('console', (m) => {
+      if (m.type() !== 'error') return
+      const url = m.location().url
+      // the errors these tests cause on purpose: an audit of a bad PeerId (400), an unknown job (404), the cut stream
+      if (/Failed to load resource: the server responded with a status of 400/.test(m.text()) && url.includes('/v1/ledger/audit/not-a-peer')) return
+      if (/Failed to load resource: the server responded with a status of 404/.test(m.text()) && url.includes('/no-such-job')) return
+      if (/ERR_INCOMPLETE_CHUNKED_ENCODING/.test(m.text()) && url.endsWith('/v1/events')) return
+      problems.push(`console: ${m.text()} (${url})`)
+    })
     p.on('pageerror', (err) => { problems.push(`page error: ${err.message}`) })
     return p
   }
-  const noOverflow = async (p: Page, what: string): Promise<void> => {
+  const noOverflow = async (p: Page, what: string, shot?: string): Promise<void> => {
+    if (shot != null) await p.screenshot({ path: join(shots, shot), fullPage: true })
     const o = await p.evaluate(() => ({
       scroll: document.documentElement.scrollWidth,
       inner: window.innerWidth,
@@ -101,7 +120,13 @@ describe('dashboard in headless Chromium', function () {
     // static files only (the JSON answers are data, not page weight)
     const staticBytes = await page.evaluate(() => performance.getEntriesByType('resource').filter((e: any) => e.name.includes('/static/')).reduce((n, e: any) => n + (e.decodedBodySize as number), 0))
     const html = Number((await (await fetch(a.gateway!.url + '/')).arrayBuffer()).byteLength)
-    process.stderr.write(`      front page: html ${html} B + static ${staticBytes} B = ${((html + staticBytes) / 1024).toFixed(1)} KiB (all responses ${(bytes / 1024).toFixed(1)} KiB); first contentful paint ${fcp.toFixed(0)} ms; jobs shown after ${withData} ms\n`)
+    // again, warm (the first load also starts Chromium's renderer)
+    const t1 = Date.now()
+    await page.reload({ waitUntil: 'load' })
+    await page.locator('#jobs tr[data-job]').first().waitFor({ timeout: 10_000 })
+    const withDataWarm = Date.now() - t1
+    const fcpWarm = await page.evaluate(() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1)
+    process.stderr.write(`      front page: html ${html} B + static ${staticBytes} B = ${((html + staticBytes) / 1024).toFixed(1)} KiB (all responses ${(bytes / 1024).toFixed(1)} KiB); first contentful paint ${fcp.toFixed(0)} ms (warm ${fcpWarm.toFixed(0)} ms); jobs shown after ${withData} ms (warm ${withDataWarm} ms)\n`)
     expect(html + staticBytes).to.be.at.most(300 * 1024)
     expect(fcp).to.be.greaterThan(0)
     expect(fcp, 'first render (generous: the machine is shared)').to.be.lessThan(5_000)
@@ -153,9 +178,9 @@ describe('dashboard in headless Chromium', function () {
     const rows = await page.locator('#ledger-records tr[data-seq]').evaluateAll(trs => trs.map(tr => ({ seq: Number((tr as HTMLElement).dataset.seq), sig: (tr as HTMLElement).dataset.sig, link: (tr as HTMLElement).dataset.link })))
     expect(rows.every(r => r.sig === 'ok' && r.link === 'ok'), JSON.stringify(rows)).to.equal(true)
     expect(rows.map(r => r.seq)).to.deep.equal([...rows.map(r => r.seq)].sort((x, y) => y - x))
-    const newest = rows[0].seq
-    await page.click('#ledger-next')
-    await page.waitForFunction((s) => Number((document.querySelector('#ledger-records tr[data-seq]') as HTMLElement)?.dataset.seq) === s - 25, newest, { timeout: 10_000 })
+    // older: the page after the oldest record shown (read and clicked in one step: the newest page follows the log)
+    const oldest = await page.evaluate(() => { const trs = document.querySelectorAll('#ledger-records tr[data-seq]'); document.getElementById('ledger-next')!.click(); return Number((trs[trs.length - 1] as HTMLElement).dataset.seq) })
+    await page.waitForFunction((s) => Number((document.querySelector('#ledger-records tr[data-seq]') as HTMLElement)?.dataset.seq) === s - 1, oldest, { timeout: 10_000 })
     await page.click('#ledger-first')
     await page.locator('#ledger-type').selectOption('receipt')
     await page.waitForFunction(() => { const trs = Array.from(document.querySelectorAll('#ledger-records tr[data-seq]')) as HTMLElement[]; return trs.length > 0 && trs.every(t => t.dataset.type === 'receipt' && t.dataset.sig === 'ok' && t.dataset.link === 'ok') }, null, { timeout: 10_000 })
@@ -198,8 +223,7 @@ describe('dashboard in headless Chromium', function () {
     for (const [w, h] of [[1024, 800], [1400, 1000], [1920, 1080], [390, 844]]) {
       await page.setViewportSize({ width: w, height: h })
       await page.waitForTimeout(400) // the charts follow the width after a resize
-      await noOverflow(page, `front page at ${w} px`)
-      if (w === 1400 || w === 390) await page.screenshot({ path: join(shots, `front-${w}x${h}.png`), fullPage: true })
+      await noOverflow(page, `front page at ${w} px`, `front-${w}x${h}.png`)
     }
     await page.emulateMedia({ colorScheme: 'dark' })
     await page.setViewportSize({ width: 1400, height: 1000 })
@@ -237,8 +261,15 @@ describe('dashboard in headless Chromium', function () {
     expect(at('handover').t).to.be.greaterThan(at('awarded').t)
     expect(at('result').t).to.be.greaterThan(at('handover').t)
     expect(at('result').left).to.be.greaterThan(at('handover').left)
-    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal(2)
-    expect(await jobPage.locator('#rule').innerText()).to.match(/^cheapest of 2 bids: 3 credits from .*; paid the second price, 5; after a handover, .* took over at \d+/)
+    // the rule in words, from the bids the job got (under load one provider may miss the bid window)
+    const history = a.market.jobEvents(job.id)
+    const awardTs = history.find(e => e.type === 'awarded')!.ts
+    const bids = ranked(history.filter(e => e.type === 'bid' && e.ts <= awardTs) as unknown as Bid[])
+    const late = history.filter(e => e.type === 'bid' && e.ts > awardTs).length
+    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal(a.market.jobEvents(job.id).filter(e => e.type === 'bid').length)
+    const short = (id: string): string => id.slice(0, 8) + '…' + id.slice(-6)
+    const took = `; after a handover, ${short(other.peerId)} took over at ${done.attempts[1].price}`
+    expect(await jobPage.locator('#rule').innerText()).to.equal(ruleFor(bids, done.attempts[0].price) + (late > 0 ? ` (${late} more bid${late === 1 ? '' : 's'} came after the award)` : '') + took)
     expect(await jobPage.locator('#attempts tr[data-attempt]').count()).to.equal(2)
     expect(JSON.parse(await jobPage.locator('#result-output').innerText())).to.be.a('number')
     expect(await jobPage.locator('#result-download').getAttribute('href')).to.equal(`/v1/jobs/${job.id}/result`)
@@ -249,13 +280,11 @@ describe('dashboard in headless Chromium', function () {
     expect(new Set(checks)).to.deep.equal(new Set(['ok/ok']))
     await jobPage.click('#verify')
     await jobPage.locator('#verify-result.ok').waitFor({ timeout: 10_000 })
-    expect(await jobPage.locator('#verify-result').innerText()).to.match(/✓ \d+ records of this job/)
-    await noOverflow(jobPage, 'job page at 1400 px')
-    await jobPage.screenshot({ path: join(shots, 'job-handover-1400x1000.png'), fullPage: true })
+    expect(await jobPage.locator('#verify-result').innerText()).to.match(/^✓ \d+ records of this job: signatures and links verified; the whole log \(\d+ records\) verifies$/)
+    await noOverflow(jobPage, 'job page at 1400 px', 'job-handover-1400x1000.png')
     await jobPage.setViewportSize({ width: 390, height: 844 })
     await jobPage.waitForTimeout(300)
-    await noOverflow(jobPage, 'job page at 390 px')
-    await jobPage.screenshot({ path: join(shots, 'job-handover-390x844.png'), fullPage: true })
+    await noOverflow(jobPage, 'job page at 390 px', 'job-handover-390x844.png')
     // the front page's mesh follows peers that go: the stopped provider leaves the inner ring
     await page.waitForFunction((id) => document.querySelector(`#mesh g[data-peer="${id}"]`)?.querySelector('title')?.textContent?.includes('not connected') ?? false, victim.peerId, { timeout: 15_000 })
     await jobPage.close()
@@ -265,12 +294,16 @@ describe('dashboard in headless Chromium', function () {
     await page.goto(`${a.gateway!.url}/jobs/${jobs[0]}`)
     await page.waitForFunction(() => document.body.dataset.loaded === 'completed', null, { timeout: 10_000 })
     expect(await page.locator('.lane[data-lane="attempt"]').count()).to.equal(1)
-    expect(await page.locator('#rule').innerText()).to.match(/^(cheapest of 2 bids: 3 credits from .*; paid the second price, 5|the only bid: \d+ credits)/)
+    const j = a.market.get(jobs[0])
+    const history = a.market.jobEvents(jobs[0])
+    const awardTs = history.find(e => e.type === 'awarded')!.ts
+    const inTime = history.filter(e => e.type === 'bid' && e.ts <= awardTs) as unknown as Bid[]
+    const late = history.filter(e => e.type === 'bid' && e.ts > awardTs).length
+    expect(await page.locator('#rule').innerText()).to.equal(ruleFor(ranked(inTime), j.price!) + (late > 0 ? ` (${late} more bid${late === 1 ? '' : 's'} came after the award)` : ''))
+    if (inTime.length === 2) expect(await page.locator('#rule').innerText()).to.match(/^cheapest of 2 bids: 3 credits from 12D3KooW…\w{6}; paid the second price, 5$/)
     await page.goto(`${a.gateway!.url}/jobs/no-such-job`)
     await page.locator('#conn.down').waitFor({ timeout: 10_000 })
     expect(await page.locator('#conn').innerText()).to.equal('no such job on this node')
-    // a 404 from the API is a console error by Chromium's rules: drop exactly that one
-    const rest = problems.filter(p => !/Failed to load resource: the server responded with a status of 404/.test(p))
-    expect(rest, rest.join('\n')).to.deep.equal([])
+    expect(problems, problems.join('\n')).to.deep.equal([])
   })
 })

@@ -57,12 +57,11 @@ async function refreshProviders () {
     const s = p.standing
     const word = standingOf(s, state.flagged.has(p.peerId))
     return el('tr', { 'data-provider': p.peerId, 'data-standing': word },
-      el('td', { class: 'mono nw', title: p.peerId }, short(p.peerId), p.self ? ' (this node)' : ''),
+      el('td', {}, el('span', { class: 'mono', title: p.peerId }, short(p.peerId)), p.self ? ' (this node) ' : ' ', el('span', { class: `pill ${word}` }, word === 'unknown' ? 'new' : word)),
       el('td', {}, (p.engines ?? []).join(', ')),
       el('td', { class: 'num' }, p.lastAsk ?? '–'),
       el('td', { class: 'num' }, s ? s.score : '–'),
-      el('td', { class: 'num' }, s ? `${s.completed}/${s.lost}/${s.mismatched}` : '–'),
-      el('td', {}, el('span', { class: `pill ${word}` }, word === 'unknown' ? 'new' : word)))
+      el('td', { class: 'num' }, s ? `${s.completed} · ${s.lost} · ${s.mismatched}` : '–'))
   }))
   drawMesh()
   drawCharts()
@@ -247,7 +246,7 @@ function latencyHistogram () {
   }
   return { data: [LAT_BUCKETS.map((_, i) => i), counts], n }
 }
-const latLabel = (i) => LAT_BUCKETS[i] === Infinity ? '>30 s' : `≤${fmtMs(LAT_BUCKETS[i]).replace(' ', '')}`
+const latLabel = (i) => LAT_BUCKETS[i] === Infinity ? '>30s' : LAT_BUCKETS[i] < 1000 ? `${LAT_BUCKETS[i]}ms` : `${LAT_BUCKETS[i] / 1000}s`
 
 function bidsHistogram () {
   const done = state.jobs.filter(j => TERMINAL.has(j.status))
@@ -296,8 +295,9 @@ function drawCharts () {
   if (charts['chart-latency'] == null) {
     makeChart('chart-latency', {
       scales: { x: { time: false, range: [-0.5, LAT_BUCKETS.length - 0.5] }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
-      axes: [{ ...axes('')[0], values: (_u, v) => v.map(i => Number.isInteger(i) && i >= 0 && i < LAT_BUCKETS.length ? latLabel(i) : ''), splits: () => LAT_BUCKETS.map((_, i) => i) }, axes('jobs')[1]],
-      series: [{ label: 'latency', value: (_u, i) => i == null ? '' : latLabel(i) }, { label: 'jobs', stroke: warn, fill: warn + '55', paths: bars, points: { show: false } }]
+      // each bar is the jobs up to its label (and above the one before); every other label when narrow
+      axes: [{ ...axes('')[0], label: 'up to', values: (u, v) => v.map(i => Number.isInteger(i) && i >= 0 && i < LAT_BUCKETS.length && (u.width >= 560 || i % 2 === 0) ? latLabel(i) : ''), splits: () => LAT_BUCKETS.map((_, i) => i) }, axes('jobs')[1]],
+      series: [{ label: 'up to', value: (_u, i) => i == null ? '' : latLabel(i) }, { label: 'jobs', stroke: warn, fill: warn + '55', paths: bars, points: { show: false } }]
     }, lat.data)
   } else charts['chart-latency'].setData(lat.data)
   setPoints('chart-latency', lat.n)
@@ -350,7 +350,7 @@ function drawMesh () {
     el('svg:title', {}, `${n.id}${cls === 'self' ? ' (this node)' : ''}${provider.has(n.id) ? ' · provider' : ''}${n.connected ? ' · connected' : n.id === state.self ? '' : ' · not connected'} · ${cls}`),
     el('svg:circle', { cx: n.x, cy: n.y, r }),
     el('svg:text', { x: n.x, y: n.y + r + 12, 'text-anchor': 'middle' }, label))
-  const groups = nodes.map(n => dot(n, standingOf(standing.get(n.id), state.flagged.has(n.id)), short(n.id).slice(0, 8) + (provider.has(n.id) ? ' $' : ''), n.connected ? 9 : 7))
+  const groups = nodes.map(n => dot(n, standingOf(standing.get(n.id), state.flagged.has(n.id)), '…' + n.id.slice(-6), n.connected ? 9 : 7))
   const self = state.self ? dot({ id: state.self, x: cx, y: cy, connected: true }, 'self', 'this node', 12) : null
   svg.replaceChildren(...lines, ...groups, ...(self ? [self] : []))
   svg.dataset.peers = String(inner.length)

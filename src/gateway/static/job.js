@@ -22,7 +22,11 @@ function ranked (bids) {
 
 /** The winner rule, in words, from the bids and what was paid. */
 function ruleText (j) {
-  const bids = ranked(j.bids)
+  // the bids in hand when the first award was made (a bid that comes later cannot win that round)
+  const award = events.find(e => e.type === 'awarded')
+  const inTime = award == null ? j.bids : events.filter(e => e.type === 'bid' && e.ts <= award.ts).map(e => ({ provider: e.provider, price: e.price }))
+  const late = award == null ? 0 : events.filter(e => e.type === 'bid' && e.ts > award.ts).length
+  const bids = ranked(inTime.length > 0 ? inTime : j.bids)
   if (bids.length === 0) return j.status === 'bidding' ? 'waiting for bids…' : 'no provider bid (at or under the max price of ' + credits(j.maxPrice) + ')'
   const first = j.attempts[0]
   const paid = first?.price ?? j.price
@@ -37,6 +41,7 @@ function ruleText (j) {
   } else {
     text = `the ${Math.min(k, bids.length)} cheapest of ${bids.length} bids win (${k} replicas); each is paid the ${k + 1}th price${paid != null ? `, ${paid}` : ''}`
   }
+  if (late > 0) text += ` (${late} more bid${late === 1 ? '' : 's'} came after the award)`
   const later = j.attempts.filter(a => a.attempt > (first?.attempt ?? 0) && a.provider !== first?.provider)
   for (const a of later) text += `; after a handover, ${short(a.provider)} took over at ${a.price}`
   if (j.status === 'bidding') text = 'so far: ' + text
