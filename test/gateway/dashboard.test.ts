@@ -126,7 +126,8 @@ describe('dashboard in headless Chromium', function () {
     await page.locator('#jobs tr[data-job]').first().waitFor({ timeout: 10_000 })
     const withDataWarm = Date.now() - t1
     const fcpWarm = await page.evaluate(() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1)
-    process.stderr.write(`      front page: html ${html} B + static ${staticBytes} B = ${((html + staticBytes) / 1024).toFixed(1)} KiB (all responses ${(bytes / 1024).toFixed(1)} KiB); first contentful paint ${fcp.toFixed(0)} ms (warm ${fcpWarm.toFixed(0)} ms); jobs shown after ${withData} ms (warm ${withDataWarm} ms)\n`)
+    const firstData = Number(await page.evaluate(() => document.body.dataset.firstDataMs))
+    process.stderr.write(`      front page: html ${html} B + static ${staticBytes} B = ${((html + staticBytes) / 1024).toFixed(1)} KiB (all responses ${(bytes / 1024).toFixed(1)} KiB); first contentful paint ${fcp.toFixed(0)} ms (warm ${fcpWarm.toFixed(0)} ms); jobs shown after ${withData} ms (warm ${withDataWarm} ms; ${firstData} ms after navigation by the page's clock)\n`)
     expect(html + staticBytes).to.be.at.most(300 * 1024)
     expect(fcp).to.be.greaterThan(0)
     expect(fcp, 'first render (generous: the machine is shared)').to.be.lessThan(5_000)
@@ -224,6 +225,7 @@ describe('dashboard in headless Chromium', function () {
       await page.setViewportSize({ width: w, height: h })
       await page.waitForTimeout(400) // the charts follow the width after a resize
       await noOverflow(page, `front page at ${w} px`, `front-${w}x${h}.png`)
+      if (w === 390) await page.screenshot({ path: join(shots, `front-${w}x${h}-first-screen.png`) })
     }
     await page.emulateMedia({ colorScheme: 'dark' })
     await page.setViewportSize({ width: 1400, height: 1000 })
@@ -261,15 +263,14 @@ describe('dashboard in headless Chromium', function () {
     expect(at('handover').t).to.be.greaterThan(at('awarded').t)
     expect(at('result').t).to.be.greaterThan(at('handover').t)
     expect(at('result').left).to.be.greaterThan(at('handover').left)
-    // the rule in words, from the bids the job got (under load one provider may miss the bid window)
-    const history = a.market.jobEvents(job.id)
-    const awardTs = history.find(e => e.type === 'awarded')!.ts
-    const bids = ranked(history.filter(e => e.type === 'bid' && e.ts <= awardTs) as unknown as Bid[])
-    const late = history.filter(e => e.type === 'bid' && e.ts > awardTs).length
-    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal(a.market.jobEvents(job.id).filter(e => e.type === 'bid').length)
+    // the rule in words: the first award, then the handover (to the runner-up, or to a new round's winner)
     const short = (id: string): string => id.slice(0, 8) + '…' + id.slice(-6)
-    const took = `; after a handover, ${short(other.peerId)} took over at ${done.attempts[1].price}`
-    expect(await jobPage.locator('#rule').innerText()).to.equal(ruleFor(bids, done.attempts[0].price) + (late > 0 ? ` (${late} more bid${late === 1 ? '' : 's'} came after the award)` : '') + took)
+    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal(a.market.jobEvents(job.id).filter(e => e.type === 'bid').length)
+    const rule = await jobPage.locator('#rule').innerText()
+    expect(rule).to.match(/^(cheapest of \d bids: \d+ credits from \S+; paid the second price, \d+|the only bid: \d+ credits from \S+; with no second bid it is paid its own ask)/)
+    expect(rule).to.include(`from ${short(victim.peerId)}`)
+    expect(rule).to.match(/; after a handover, (the runner-up |offered again: .*)/)
+    expect(rule.slice(rule.indexOf('after a handover'))).to.include(short(other.peerId))
     expect(await jobPage.locator('#attempts tr[data-attempt]').count()).to.equal(2)
     expect(JSON.parse(await jobPage.locator('#result-output').innerText())).to.be.a('number')
     expect(await jobPage.locator('#result-download').getAttribute('href')).to.equal(`/v1/jobs/${job.id}/result`)
@@ -285,6 +286,8 @@ describe('dashboard in headless Chromium', function () {
     await jobPage.setViewportSize({ width: 390, height: 844 })
     await jobPage.waitForTimeout(300)
     await noOverflow(jobPage, 'job page at 390 px', 'job-handover-390x844.png')
+    await jobPage.emulateMedia({ colorScheme: 'dark' })
+    await jobPage.screenshot({ path: join(shots, 'job-handover-390x844-dark.png'), fullPage: true })
     // the front page's mesh follows peers that go: the stopped provider leaves the inner ring
     await page.waitForFunction((id) => document.querySelector(`#mesh g[data-peer="${id}"]`)?.querySelector('title')?.textContent?.includes('not connected') ?? false, victim.peerId, { timeout: 15_000 })
     await jobPage.close()

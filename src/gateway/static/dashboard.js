@@ -96,6 +96,8 @@ async function refreshJobs () {
   }
   renderAuctions()
   drawCharts()
+  // when the page first showed data (the test reads it: first render)
+  if (document.body.dataset.firstDataMs == null) document.body.dataset.firstDataMs = String(Math.round(performance.now()))
 }
 
 function renderAuctions () {
@@ -320,6 +322,12 @@ function drawCharts () {
   $('market-summary').textContent = settled.length === 0 ? 'no finished jobs yet' : `${settled.length} jobs finished · latency p50 ${fmtMs(percentile(ls, 0.5))}, p99 ${fmtMs(percentile(ls, 0.99))}`
 }
 
+// the colours come from the stylesheet: a switch between light and dark rebuilds the charts
+matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+  for (const [id, u] of Object.entries(charts)) { u.destroy(); delete charts[id] }
+  drawCharts()
+})
+
 let resizeTimer = null
 new ResizeObserver(() => {
   clearTimeout(resizeTimer)
@@ -390,8 +398,8 @@ async function loadLedger () {
     return el('tr', { 'data-seq': r.seq, 'data-type': r.type, 'data-sig': r.check?.sig, 'data-link': r.check?.link },
       el('td', { class: 'num mono' }, r.seq),
       el('td', {}, r.type),
-      el('td', { class: 'nw' }, new Date(r.ts).toLocaleTimeString()),
-      el('td', {}, typeof job === 'string' ? jobLink(job) : '–'),
+      el('td', { class: 'nw hide-sm' }, new Date(r.ts).toLocaleTimeString()),
+      el('td', { class: 'nw' }, typeof job === 'string' ? jobLink(job) : '–'),
       el('td', { class: `chk ${r.check?.sig === 'ok' ? 'ok' : 'bad'}`, title: r.sig }, r.check?.sig === 'ok' ? '✓ signed' : `✗ ${r.check?.sig ?? 'unchecked'}`),
       el('td', { class: `chk ${r.check?.link === 'ok' ? 'ok' : 'bad'}`, title: r.prev ?? 'first record' }, r.check?.link === 'ok' ? (r.prev == null ? '✓ first' : '✓ linked') : '✗ broken'),
       el('td', { class: 'mono hide-sm', title: r.id }, short(r.id)))

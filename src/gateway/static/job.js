@@ -20,32 +20,50 @@ function ranked (bids) {
   return [...best.values()].sort((a, b) => a.price - b.price || (a.estStartMs ?? 0) - (b.estStartMs ?? 0))
 }
 
-/** The winner rule, in words, from the bids and what was paid. */
-function ruleText (j) {
-  // the bids in hand when the first award was made (a bid that comes later cannot win that round)
-  const award = events.find(e => e.type === 'awarded')
-  const inTime = award == null ? j.bids : events.filter(e => e.type === 'bid' && e.ts <= award.ts).map(e => ({ provider: e.provider, price: e.price }))
-  const late = award == null ? 0 : events.filter(e => e.type === 'bid' && e.ts > award.ts).length
-  const bids = ranked(inTime.length > 0 ? inTime : j.bids)
-  if (bids.length === 0) return j.status === 'bidding' ? 'waiting for bids…' : 'no provider bid (at or under the max price of ' + credits(j.maxPrice) + ')'
-  const first = j.attempts[0]
-  const paid = first?.price ?? j.price
+/** The job's auction rounds (a handover with no runner-up offers the job again): each with its bids and awards. */
+function rounds () {
+  const out = []
+  for (const e of events) {
+    if (e.type === 'announced' && e.recovered !== true) out.push({ ts: e.ts, bids: [], awards: [] })
+    const r = out[out.length - 1]
+    if (r == null) continue
+    if (e.type === 'bid') r.bids.push(e)
+    if (e.type === 'awarded') r.awards.push(e)
+  }
+  return out
+}
+
+/** One round in words: who won and what it is paid, from the bids in hand at its first award. */
+function roundText (r, j) {
+  const first = r.awards[0]
+  const inTime = ranked(first == null ? r.bids : r.bids.filter(b => b.ts <= first.ts))
+  const late = first == null ? 0 : r.bids.length - inTime.length
+  if (inTime.length === 0) return j.status === 'bidding' ? 'waiting for bids…' : `no provider bid (at or under the max price of ${credits(j.maxPrice)})`
   const k = j.replicas ?? 1
+  const paid = first?.price
   let text
   if (k === 1) {
-    const win = bids[0]
-    text = bids.length === 1
+    const win = inTime[0]
+    const second = inTime.length === 1 ? win.price : inTime[1].price
+    text = inTime.length === 1
       ? `the only bid: ${credits(win.price)} from ${short(win.provider)}; with no second bid it is paid its own ask`
-      : `cheapest of ${bids.length} bids: ${credits(win.price)} from ${short(win.provider)}; paid the second price, ${bids[1].price}`
-    if (paid != null && paid !== (bids.length === 1 ? win.price : bids[1].price)) text += ` (capped at the max price: paid ${paid})`
+      : `cheapest of ${inTime.length} bids: ${credits(win.price)} from ${short(win.provider)}; paid the second price, ${second}`
+    if (paid != null && paid !== second) text += ` (capped at the max price: paid ${paid})`
   } else {
-    text = `the ${Math.min(k, bids.length)} cheapest of ${bids.length} bids win (${k} replicas); each is paid the ${k + 1}th price${paid != null ? `, ${paid}` : ''}`
+    text = `the ${Math.min(k, inTime.length)} cheapest of ${inTime.length} bids win (${k} replicas); each is paid the ${k + 1}th price${paid != null ? `, ${paid}` : ''}`
   }
   if (late > 0) text += ` (${late} more bid${late === 1 ? '' : 's'} came after the award)`
-  const later = j.attempts.filter(a => a.attempt > (first?.attempt ?? 0) && a.provider !== first?.provider)
-  for (const a of later) text += `; after a handover, ${short(a.provider)} took over at ${a.price}`
-  if (j.status === 'bidding') text = 'so far: ' + text
+  // a later award in the same round: the runner-up took over
+  for (const a of r.awards.slice(k)) text += `; after a handover, the runner-up ${short(a.provider)} took over at ${a.price}`
   return text
+}
+
+/** The winner rule in words, round by round. */
+function ruleText (j) {
+  const rs = rounds()
+  if (rs.length === 0) return ''
+  const text = rs.map((r, i) => (i === 0 ? '' : 'after a handover, offered again: ') + roundText(r, j)).join('; ')
+  return (j.status === 'bidding' ? 'so far: ' : '') + text
 }
 
 function niceStep (span) {
@@ -97,7 +115,7 @@ function drawTimeline () {
     bar.style.left = pos(a.awardedAt)
     bar.style.width = `${Math.max(0.3, (end - a.awardedAt) / span * 100).toFixed(3)}%`
     const mine = events.filter(e => (e.provider === a.provider || e.from === a.provider) && !['bid', 'decline', 'awarded', 'settled'].includes(e.type) && e.ts >= a.awardedAt - 1 && (a.endedAt == null || e.ts <= a.endedAt + 1))
-    lanes.push(lane(el('span', {}, `attempt ${a.attempt} `, el('span', { class: 'mono', title: a.provider }, short(a.provider)), el('br'), el('span', { class: `pill s-${a.state === 'completed' ? 'completed' : a.state === 'lost' || a.state === 'refused' ? 'failed' : 'running'}` }, a.state)),
+    lanes.push(lane(el('span', {}, `attempt ${a.attempt + 1} `, el('span', { class: 'mono', title: a.provider }, short(a.provider)), el('br'), el('span', { class: `pill s-${a.state === 'completed' ? 'completed' : a.state === 'lost' || a.state === 'refused' ? 'failed' : 'running'}` }, a.state)),
       { 'data-lane': 'attempt', 'data-attempt': a.attempt, 'data-provider': a.provider, 'data-state': a.state },
       bar, ...mine.map(e => mark(e.ts, e.type, eventDetail(e)))))
   }
@@ -124,19 +142,23 @@ function drawTimeline () {
 
 function drawTables () {
   const j = view
-  const bids = ranked(j.bids)
-  $('bid-count').textContent = bids.length
-  fill('bids', 'bids-empty', bids.map((b, i) => el('tr', { 'data-provider': b.provider },
-    el('td', { class: 'num' }, i + 1),
+  // every round's bids, cheapest first within a round
+  const rs = rounds()
+  const t0 = events[0]?.ts ?? j.createdAt
+  const rows = []
+  rs.forEach((r, i) => ranked(r.bids).forEach((b, rank) => rows.push(el('tr', { 'data-provider': b.provider, 'data-round': i + 1 },
+    el('td', { class: 'num' }, rs.length > 1 ? `${i + 1}.${rank + 1}` : rank + 1),
     el('td', { class: 'mono', title: b.provider }, short(b.provider)),
     el('td', { class: 'num' }, b.price),
-    el('td', { class: 'num' }, b.estStartMs != null ? fmtMs(b.estStartMs) : '–'))))
+    el('td', { class: 'num' }, `+${Math.round(b.ts - t0)} ms`)))))
+  $('bid-count').textContent = rows.length
+  fill('bids', 'bids-empty', rows)
   fill('declines', 'declines-empty', j.declines.map(d => el('tr', { 'data-provider': d.provider },
     el('td', { class: 'mono', title: d.provider }, short(d.provider)),
     el('td', {}, d.reason, d.detail ? ` (${d.detail})` : ''))))
   $('attempt-count').textContent = j.attempts.length
   fill('attempts', 'attempts-empty', j.attempts.map(a => el('tr', { 'data-attempt': a.attempt, 'data-provider': a.provider, 'data-state': a.state },
-    el('td', { class: 'num' }, a.attempt),
+    el('td', { class: 'num' }, a.attempt + 1),
     el('td', { class: 'mono', title: a.provider }, short(a.provider)),
     el('td', { class: 'num' }, a.price),
     el('td', {}, a.state),
@@ -156,7 +178,7 @@ async function drawResult () {
   dl.href = `/v1/jobs/${encodeURIComponent(jobId)}/result`
   dl.setAttribute('download', `${jobId}.result.json`)
   dl.hidden = false
-  $('result').replaceChildren(
+  $('result').replaceChildren(...[
     el('div', { class: 'row' },
       el('span', { class: r.exitCode === 0 ? 'pill good' : 'pill flagged' }, `exit ${r.exitCode}`),
       el('span', { class: 'muted' }, `ran ${fmtMs(r.usage.wallMs)} · memory ${(r.usage.memoryBytes / 1048576).toFixed(1)} MiB · output ${r.usage.outputBytes} B${r.truncated ? ' (truncated)' : ''}`),
@@ -165,7 +187,7 @@ async function drawResult () {
     r.stdout ? el('div', {}, el('h3', {}, 'stdout'), el('pre', {}, r.stdout)) : null,
     r.stderr ? el('div', {}, el('h3', {}, 'stderr'), el('pre', {}, r.stderr)) : null,
     r.error ? el('div', { class: 'bad' }, `${r.error.name}: ${r.error.message}`) : null,
-    el('div', { class: 'muted mono' }, `result hash ${r.resultHash}`))
+    el('div', { class: 'muted mono' }, `result hash ${r.resultHash}`)].filter(x => x != null))
 }
 
 function drawRecords () {
