@@ -109,12 +109,22 @@ function drawTimeline () {
   const lanes = [lane('auction', { 'data-lane': 'auction' }, ...auction.map(e => mark(e.ts, e.type, [e.provider ? short(e.provider) : '', eventDetail(e)].filter(Boolean).join(' · '))))]
   // one lane per attempt, in order: its bar from award to end, and what the provider did
   const attempts = [...j.attempts].sort((a, b) => a.attempt - b.attempt || a.awardedAt - b.awardedAt)
+  // each provider's event goes to that provider's latest attempt awarded by then
+  const laneOf = new Map()
+  for (const e of events) {
+    const who = e.type === 'handover' ? e.from : e.provider
+    if (who == null || ['bid', 'decline', 'awarded', 'settled'].includes(e.type)) continue
+    const att = attempts.filter(a => a.provider === who && a.awardedAt <= e.ts + 5).pop() ?? attempts.find(a => a.provider === who)
+    if (att == null) continue
+    if (!laneOf.has(att)) laneOf.set(att, [])
+    laneOf.get(att).push(e)
+  }
   for (const a of attempts) {
     const end = a.endedAt ?? (live ? Date.now() : t1)
     const bar = el('span', { class: `bar ${a.state}`, title: `${a.state} ${fmtMs(end - a.awardedAt)}` })
     bar.style.left = pos(a.awardedAt)
     bar.style.width = `${Math.max(0.3, (end - a.awardedAt) / span * 100).toFixed(3)}%`
-    const mine = events.filter(e => (e.provider === a.provider || e.from === a.provider) && !['bid', 'decline', 'awarded', 'settled'].includes(e.type) && e.ts >= a.awardedAt - 1 && (a.endedAt == null || e.ts <= a.endedAt + 1))
+    const mine = laneOf.get(a) ?? []
     lanes.push(lane(el('span', {}, `attempt ${a.attempt + 1} `, el('span', { class: 'mono', title: a.provider }, short(a.provider)), el('br'), el('span', { class: `pill s-${a.state === 'completed' ? 'completed' : a.state === 'lost' || a.state === 'refused' ? 'failed' : 'running'}` }, a.state)),
       { 'data-lane': 'attempt', 'data-attempt': a.attempt, 'data-provider': a.provider, 'data-state': a.state },
       bar, ...mine.map(e => mark(e.ts, e.type, eventDetail(e)))))
