@@ -52,7 +52,7 @@ describe('gateway routes', function () {
       expect(doc.components.schemas.Error.properties.error.required).to.deep.equal(['code', 'message'])
       expect(doc.paths['/v1/jobs'].post.requestBody.content['application/json'].schema.properties.engine.enum).to.deep.equal(['wasm', 'js'])
       expect(doc.paths['/v1/jobs/{id}/events'].get.responses['200'].content['text/event-stream']).to.be.an('object')
-      expect(doc.paths['/v1/ledger'].get.parameters.map((p: any) => p.name).sort()).to.deep.equal(['from', 'job', 'limit', 'type'])
+      expect(doc.paths['/v1/ledger'].get.parameters.map((p: any) => p.name).sort()).to.deep.equal(['check', 'from', 'job', 'limit', 'type'])
     })
 
     it('GET /docs serves the docs page, offline', async () => {
