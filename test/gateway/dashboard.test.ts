@@ -10,8 +10,8 @@
  * No console errors anywhere (a CSP violation would be one); no horizontal
  * overflow from 390 to 1,920 px; the front page weighs ≤ 300 KiB.
  *
- * Screenshots go to the test's temp dir (printed), or to
- * MERCATO_SCREENSHOT_DIR when set.
+ * Screenshots go to the test's temp dir (printed; removed with it unless
+ * MERCATO_KEEP_SCREENSHOTS=1), or to MERCATO_SCREENSHOT_DIR when set.
  *
  * CI installs chromium (.ci/install-chromium.sh). Without it the test fails
  * with a clear message in CI and is skipped elsewhere.
@@ -104,7 +104,8 @@ describe('dashboard in headless Chromium', function () {
   after(async () => {
     await browser?.close().catch(() => {})
     await stopNodes()
-    if (process.env.MERCATO_SCREENSHOT_DIR == null && process.env.MERCATO_KEEP_SCREENSHOTS == null && dir != null) await rm(dir, { recursive: true, force: true })
+    // the temp dir goes, screenshots with it, unless asked to keep them (MERCATO_KEEP_SCREENSHOTS=1)
+    if (dir != null && (process.env.MERCATO_SCREENSHOT_DIR != null || process.env.MERCATO_KEEP_SCREENSHOTS == null)) await rm(dir, { recursive: true, force: true })
   })
 
   it('the front page weighs ≤ 300 KiB with its scripts and renders quickly', async () => {
