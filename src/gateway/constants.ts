@@ -13,3 +13,12 @@ export const SSE_PING_MS = 15_000
 
 /** How often the dashboard refreshes peers and providers without an event. */
 export const DASHBOARD_POLL_MS = 3_000
+
+/** `GET /v1/events/recent` reads the events of this many newest jobs: enough to fill the dashboard's event log, bounded work per call. */
+export const RECENT_EVENTS_JOBS = 50
+
+/** Most events `GET /v1/events/recent` returns (the dashboard keeps 80). */
+export const RECENT_EVENTS_MAX = 500
+
+/** Most records `GET /v1/ledger?check=true` checks per call (a signature check each, ≈ 60 µs). */
+export const LEDGER_CHECK_MAX = 200

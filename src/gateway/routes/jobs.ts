@@ -9,7 +9,9 @@
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
  *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live
  *   DELETE /v1/jobs/:id            cancel
+ *   GET    /v1/jobs/:id/history    the job's events so far (JSON), oldest first
  *   GET    /v1/events              server-sent events of every job, live
+ *   GET    /v1/events/recent       the latest events of the newest jobs (JSON), newest first
  *   GET    /v1/providers           known providers with standing
  *   GET    /v1/balance             this node's credits earned and spent
  *
@@ -23,6 +25,7 @@ import { InvalidInputError } from '../../errors.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
+import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX } from '../constants.js'
 
 const limits = z.strictObject({
   timeoutMs: z.number().int().min(1).optional(),
@@ -43,6 +46,10 @@ export const jobBodySchema = z.strictObject({
   replicas: z.number().int().min(1).max(15).optional(),
   minBids: z.number().int().min(1).max(100).optional(),
   bidWindowMs: z.number().int().min(1).max(60_000).optional()
+})
+
+const recentQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(RECENT_EVENTS_MAX).optional()
 })
 
 const listQuery = z.object({
@@ -150,6 +157,29 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       if (market.requester.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
       market.events.on('done', onDone)
+    })
+
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id/history', {
+      schema: { tags: ['jobs'], summary: "A job's events so far, oldest first (what the job page draws)", params: idParams, response: { 200: { type: 'array', items: { $ref: 'JobEvent#' } }, ...errorResponses(404) } }
+    }, async (req) => market.jobEvents(req.params.id))
+
+    app.get('/v1/events/recent', {
+      schema: {
+        tags: ['jobs'],
+        summary: `The latest events of the ${RECENT_EVENTS_JOBS} newest jobs, newest first (the dashboard catches up with it)`,
+        querystring: { type: 'object', properties: { limit: { type: 'integer', minimum: 1, maximum: RECENT_EVENTS_MAX, default: 100 } } },
+        response: { 200: { type: 'array', items: { $ref: 'JobEvent#' } }, ...errorResponses(400) }
+      },
+      ...zodValidated
+    }, async (req) => {
+      const q = recentQuery.safeParse(req.query)
+      if (!q.success) throw new InvalidInputError(`${q.error.issues[0].path.join('.')}: ${q.error.issues[0].message}`, 'invalid-request')
+      const limit = q.data.limit ?? 100
+      const events: JobEvent[] = []
+      for (const job of market.list({ limit: RECENT_EVENTS_JOBS })) {
+        try { events.push(...market.jobEvents(job.id)) } catch {} // forgotten between list and read
+      }
+      return events.sort((a, b) => b.ts - a.ts).slice(0, limit)
     })
 
     app.get('/v1/events', {

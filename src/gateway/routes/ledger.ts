@@ -1,7 +1,10 @@
 /**
  * Ledger routes.
  *
- *   GET /v1/ledger?from=N&limit=M[&type=T][&job=ID]   records (JSON view), oldest first
+ *   GET /v1/ledger?from=N&limit=M[&type=T][&job=ID][&check=true]
+ *                                                     records (JSON view), oldest first; with check, each record
+ *                                                     says whether its signature verifies and its `prev` names
+ *                                                     the record before it (at most LEDGER_CHECK_MAX records)
  *   GET /v1/ledger/head                               { signer, seq, id, count }
  *   GET /v1/ledger/verify                             verify the whole log: { ok, count, headId, firstBad? }
  *   GET /v1/ledger/records/:id                        one record by id (or by seq, all digits)
@@ -15,7 +18,8 @@ import { z } from 'zod'
 import { InvalidInputError, NotFoundError, MercatoError } from '../../errors.js'
 import { gatewayErrorHandler } from '../errors.js'
 import { isPeerId } from '../../crypto/index.js'
-import { isRecordType, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit } from '../../ledger/index.js'
+import { isRecordType, checkRecord, recordId, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit, type LedgerRecord } from '../../ledger/index.js'
+import { LEDGER_CHECK_MAX } from '../constants.js'
 import { recordToJson } from '../../ledger/json.js'
 import { SHARED_SCHEMAS, zodValidated } from '../schemas.js'
 
@@ -25,7 +29,8 @@ const listQuery = z.object({
   from: z.coerce.number().int().min(0).optional(),
   limit: z.coerce.number().int().min(1).max(MAX_RANGE_LIMIT).optional(),
   type: z.string().refine(isRecordType, { message: `one of ${RECORD_TYPES.join(', ')}` }).optional(),
-  job: z.string().min(1).max(256).optional()
+  job: z.string().min(1).max(256).optional(),
+  check: z.union([z.boolean(), z.enum(['true', 'false'])]).optional()
 })
 
 // Route schemas (the OpenAPI document). Self-contained (no $ref), so the
@@ -52,7 +57,13 @@ const recordShape = {
     ts: { type: 'number' },
     signer: { type: 'string' },
     body: { type: 'object', additionalProperties: true },
-    sig: { type: 'string' }
+    sig: { type: 'string' },
+    check: {
+      type: 'object',
+      description: 'with `check=true`: the signature (`ok` or the problem) and the link to the record before (`ok`, `broken`)',
+      properties: { sig: { type: 'string' }, link: { type: 'string', enum: ['ok', 'broken'] } },
+      additionalProperties: false
+    }
   },
   additionalProperties: true
 }
@@ -67,7 +78,8 @@ const routeSchemas = {
         from: { type: 'integer', minimum: 0, default: 0 },
         limit: { type: 'integer', minimum: 1, maximum: MAX_RANGE_LIMIT, default: DEFAULT_LIMIT },
         type: { type: 'string', enum: [...RECORD_TYPES] },
-        job: { type: 'string', minLength: 1, maxLength: 256 }
+        job: { type: 'string', minLength: 1, maxLength: 256 },
+        check: { type: 'boolean', description: `check each record's signature and link (at most ${LEDGER_CHECK_MAX} records)` }
       }
     },
     response: {
@@ -142,6 +154,23 @@ function parse<T> (schema: z.ZodType<T>, value: unknown): T {
   return r.data
 }
 
+/** Each record as JSON with its check: signature verified, `prev` equal to the id of the record before it. */
+async function checked (ledger: Ledger, records: LedgerRecord[]): Promise<Array<ReturnType<typeof recordToJson> & { check: { sig: string, link: 'ok' | 'broken' } }>> {
+  const ids = new Map<number, string>()
+  const out = []
+  for (const r of records) {
+    const c = checkRecord(r, ledger.signer)
+    if (c.id != null) ids.set(r.seq, c.id)
+    let prevId: string | null | undefined = r.seq === 0 ? null : ids.get(r.seq - 1)
+    if (prevId === undefined) {
+      const before = await ledger.get(r.seq - 1)
+      prevId = before == null ? undefined : recordId(before) // its id only: its own signature is its own row's check
+    }
+    out.push({ ...recordToJson(r, c.id), check: { sig: c.problem ?? 'ok', link: prevId !== undefined && r.prev === prevId ? 'ok' as const : 'broken' as const } })
+  }
+  return out
+}
+
 export interface LedgerRoutesDeps {
   ledger: Ledger
   audit?: LedgerAudit
@@ -167,10 +196,13 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
       } else {
         records = await ledger.range(from, limit)
       }
+      const check = q.check === true || q.check === 'true'
+      if (check) records = records.slice(0, LEDGER_CHECK_MAX)
       const head = ledger.head()
       const last = records[records.length - 1]
       const next = q.job == null && q.type == null && last != null && last.seq < head.seq ? last.seq + 1 : null
-      return { signer: ledger.signer, head, records: records.map((r) => recordToJson(r)), next }
+      if (!check) return { signer: ledger.signer, head, records: records.map((r) => recordToJson(r)), next }
+      return { signer: ledger.signer, head, records: await checked(ledger, records), next }
     })
 
     app.get('/v1/ledger/head', { schema: routeSchemas.head }, async () => ({ signer: ledger.signer, ...ledger.head() }))
