@@ -1,5 +1,5 @@
 /**
- * Copies the files under src/ that tsc does not emit (dashboard.html,
+ * Copies the files under src/ that tsc does not emit (the dashboard's static/ files,
  * verify-worker.js: anything read or loaded at run time relative to its
  * module) to the same place under dist/, so the compiled code finds them.
  * Run by `npm run build` after tsc.

@@ -55,7 +55,7 @@ describe('the npm package in a plain JavaScript project @slow', function () {
     expect(files).to.include.members(['dist', 'bin', 'config', 'package.json'])
     expect(files).to.not.include('src')
     await access(join(pkg, 'dist/client/index.d.ts'))
-    await access(join(pkg, 'dist/gateway/dashboard.html'))
+    await access(join(pkg, 'dist/gateway/static/index.html'))
     const manifest = JSON.parse(await readFile(join(pkg, 'package.json'), 'utf8'))
     expect(manifest.exports['./client'].types).to.equal('./dist/client/index.d.ts')
     expect(Object.keys(manifest.dependencies)).to.not.include('tsx')
