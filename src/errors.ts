@@ -47,6 +47,27 @@ export class ConfigError extends MercatoError {
   }
 }
 
+/** An operation was aborted through its AbortSignal (HTTP 499). */
+export class AbortError extends MercatoError {
+  constructor (message = 'Aborted') {
+    super(message, { code: 'aborted', status: 499, name: 'AbortError' })
+  }
+}
+
+/** A user mistake on the command line: the CLI prints one line and exits 2. */
+export class UsageError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'usage', status: 400, name: 'UsageError' })
+  }
+}
+
+/** An operation does not fit the job's current state (HTTP 409): cancel a finished job, read a missing result. */
+export class JobStateError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'conflict', status: 409, name: 'JobStateError' })
+  }
+}
+
 export function isMercatoError (err: unknown): err is MercatoError {
   return err instanceof MercatoError
 }

@@ -25,7 +25,7 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import type { Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
-import { BLOB_KEY_PREFIX, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
+import { BLOB_KEY_PREFIX, BLOB_PROTOCOL, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
 import { decodeBatch, type Receipt } from './messages.js'
 import { Provider, type ProviderConfig } from './provider.js'
 import { Reputation, type PeerStanding } from './reputation.js'
@@ -40,7 +40,7 @@ export { rankBids, settlementPrice, tieBreak } from './rules.js'
 export { decide, CHECKS } from './strategy.js'
 export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
-export { JobStateError } from './requester.js'
+export { JobStateError } from '../errors.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './messages.js'
 
 export interface MarketInit {
@@ -169,7 +169,7 @@ export function createMarket (init: MarketInit): Market {
       await provider.stop()
       await requester.stop()
       init.network.unsubscribe(RECEIPTS_TOPIC)
-      await init.network.unhandle('/mercato/blob/1.0.0').catch(() => {})
+      await init.network.unhandle(BLOB_PROTOCOL).catch(() => {})
     },
     async uploadBlob (bytes) {
       const cid = await blobs.put(bytes)

@@ -10,6 +10,7 @@
 import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../crypto/index.js'
 import { InvalidMessageError } from '../errors.js'
+import { ENGINES } from '../engines.js'
 import { BID_TTL_MS, DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from './constants.js'
 
 const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
@@ -27,7 +28,7 @@ export const limitsSchema = z.strictObject({
 
 /** What a job runs: the part of the spec every provider sees. */
 export const specSchema = z.strictObject({
-  engine: z.enum(['wasm', 'js']),
+  engine: z.enum(ENGINES),
   module: z.strictObject({ cid, size: z.number().int().min(1) }).optional(),
   source: z.string().max(MAX_INLINE_BYTES).optional(),
   args: z.array(z.string().max(4096)).max(256),

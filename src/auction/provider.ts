@@ -7,7 +7,7 @@ import { canonicalDecode, canonicalEncode, messageId, type Signed, type Signer }
 import { logger, type Logger } from '../logger.js'
 import type { MessageChannel, Network, TopicMessage, ValidationResult } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
-import { computeResultHash, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
+import { computeResultHash, type Engine, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_BID_BYTES, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
@@ -23,7 +23,7 @@ export interface ProviderConfig {
   slots: number
   /** awarded jobs allowed to wait for a free slot (default 0: only bid with a free slot) */
   queue?: number
-  engines: Array<'wasm' | 'js'>
+  engines: Engine[]
   maxTimeoutMs: number
   maxMemoryMb: number
   maxOutputBytes: number
@@ -105,7 +105,7 @@ export class Provider {
   /** awarded jobs that may wait for a slot (the executor's queue) */
   get queue (): number { return this.cfg.queue ?? 0 }
   get busy (): number { return this.running }
-  engines (): Array<'wasm' | 'js'> {
+  engines (): Engine[] {
     const have = new Set(this.deps.executor.engines())
     return this.cfg.engines.filter(e => have.has(e))
   }

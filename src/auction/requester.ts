@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, cidOfValue, messageId, messageIdOfEncoded, type Signed, type Signer } from '../crypto/index.js'
-import { InvalidInputError, NotFoundError, MercatoError } from '../errors.js'
+import { InvalidInputError, JobStateError, NotFoundError } from '../errors.js'
 import { logger, type Logger } from '../logger.js'
 import type { Network, MessageChannel } from '../p2p/index.js'
 import type { Ledger, LedgerRecord } from '../ledger/index.js'
@@ -106,12 +106,6 @@ interface RequesterJob {
   error?: string
   /** the job record's append, awaited before the auction closes */
   logged?: Promise<unknown>
-}
-
-export class JobStateError extends MercatoError {
-  constructor (message: string) {
-    super(message, { code: 'conflict', status: 409, name: 'JobStateError' })
-  }
 }
 
 export class Requester {

@@ -49,9 +49,3 @@ export function settlementPrice (ranked: RankedBid[], k: number, index: number, 
   const price = clearing != null ? clearing.price : winner.price
   return Math.min(Math.max(price, winner.price), maxPrice)
 }
-
-/** Re-check an award: is `provider` the rightful winner among these bids at this attempt? */
-export function recheckWinner (jobId: string, bids: RankedBid[], excluded: Set<string>, provider: string): boolean {
-  const ranked = rankBids(jobId, bids).filter(b => !excluded.has(b.provider))
-  return ranked[0]?.provider === provider
-}

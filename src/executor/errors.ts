@@ -26,12 +26,8 @@ export class QueueFullError extends MercatoError {
   }
 }
 
-/** The caller's AbortSignal fired before the job finished (the guest was stopped). */
-export class AbortedError extends MercatoError {
-  constructor (message = 'Job aborted') {
-    super(message, { code: 'aborted', status: 499, name: 'AbortedError' })
-  }
-}
+/** The caller's AbortSignal fired before the job finished (the guest was stopped): the shared {@link AbortError}. */
+export { AbortError as AbortedError } from '../errors.js'
 
 /** The executor is not started (or was stopped while the job waited). */
 export class ExecutorStoppedError extends MercatoError {

@@ -20,6 +20,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
 import type { Market, JobEvent } from '../../auction/index.js'
 import { InvalidInputError } from '../../errors.js'
+import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
@@ -31,7 +32,7 @@ const limits = z.strictObject({
 })
 
 export const jobBodySchema = z.strictObject({
-  engine: z.enum(['wasm', 'js']),
+  engine: z.enum(ENGINES),
   module: z.string().min(1).max(128).optional(),
   source: z.string().optional(),
   args: z.array(z.string()).max(256).optional(),
