@@ -20,13 +20,13 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Signer } from '../crypto/index.js'
-import type { Network } from '../p2p/index.js'
+import type { Network, TopicVerdict } from '../p2p/index.js'
 import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import type { Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
 import { BLOB_KEY_PREFIX, BLOB_PROTOCOL, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL } from './constants.js'
-import { decodeBatch, type Receipt } from './messages.js'
+import { decodeBatch, type Receipt } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type RequesterConfig } from './requester.js'
@@ -36,12 +36,12 @@ import type { Signed } from '../crypto/index.js'
 
 export * from './types.js'
 export * from './constants.js'
-export { rankBids, settlementPrice, tieBreak } from './rules.js'
+export { rankBids, settlementPrice, tieBreak } from './protocol/rules.js'
 export { decide, CHECKS } from './strategy.js'
 export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
 export { JobStateError } from '../errors.js'
-export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './messages.js'
+export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './protocol/messages.js'
 
 export interface MarketInit {
   network: Network
@@ -148,16 +148,13 @@ export function createMarket (init: MarketInit): Market {
         else if (r.type === 'mismatch' && typeof b.provider === 'string') reputation.record(b.provider, 'mismatched')
       }
       // receipts arrive in batches ({ b: [...] }); the validator checks every one, the handler applies them
-      init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
-        let receipts = msg.decoded as Array<Signed<Receipt>> | undefined
-        if (receipts == null) { try { receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return } }
-        for (const r of receipts) reputation.applyReceipt(r, false)
-      }, (msg) => {
+      init.network.subscribe(RECEIPTS_TOPIC, (msg): TopicVerdict<Array<Signed<Receipt>>> => {
         try {
           const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-          msg.decoded = receipts
-          return receipts.length > 0 ? 'accept' : 'ignore'
-        } catch { return 'reject' }
+          return receipts.length > 0 ? { result: 'accept', value: receipts } : { result: 'ignore' }
+        } catch { return { result: 'reject' } }
+      }, (msg) => {
+        for (const r of msg.value) reputation.applyReceipt(r, false)
       })
       await blobs.serve(init.network)
       await requester.start()

@@ -3,9 +3,9 @@
  * (sealed, peer to peer), accept awards, fetch the module, run it in the
  * executor with heartbeats, return a signed result, keep it for a while.
  */
-import { canonicalDecode, canonicalEncode, messageId, type Signed, type Signer } from '../crypto/index.js'
+import { canonicalEncode, messageId, type Signed, type Signer } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
-import type { MessageChannel, Network, TopicMessage, ValidationResult } from '../p2p/index.js'
+import type { MessageChannel, Network, RawTopicMessage, TopicVerdict } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
 import { computeResultHash, type Engine, type Executor, type ExecJob, type ExecResult } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
@@ -13,8 +13,12 @@ import {
   AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, BLOB_KEY_PREFIX, MAX_BID_BYTES, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BLOB_BYTES, MAX_CHANNEL_BYTES,
   MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL
 } from './constants.js'
+import { MAX_STATUS_REQUEST_BYTES } from './protocol/messages.js'
 import { Batcher } from './batcher.js'
-import { checkSigned, decodeBatch, decodeSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, type ChannelFrame, type Offer, type Receipt, type RefusalReason, type Result, type Award } from './messages.js'
+import {
+  decodeBatch, decodeFrame, decodeSigned, decodeStatusRequest, encodeBatch, encodeFrame, encodeSigned, encodeStatusReply, RefusedMessageError, sign,
+  type Award, type Frame, type Offer, type Receipt, type RefusalReason, type Result, type StatusReply
+} from './protocol/messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 
 export interface ProviderConfig {
@@ -113,12 +117,12 @@ export class Provider {
   async start (): Promise<void> {
     const { network } = this.deps
     // status answers even when not providing: we may hold results from before
-    await network.handle(STATUS_PROTOCOL, async (data, ctx) => canonicalEncode(await this.statusFor(data, ctx.from)), { maxRequestBytes: 1024 })
+    await network.handle(STATUS_PROTOCOL, async (data, ctx) => encodeStatusReply(await this.statusFor(data, ctx.from)), { maxRequestBytes: MAX_STATUS_REQUEST_BYTES })
     this.sweeper = setInterval(() => { this.sweep() }, 60_000)
     this.sweeper.unref()
     if (!this.cfg.enabled) return
     this.warmUp()
-    network.subscribe(JOBS_TOPIC, (msg) => { this.onGossipOffer(msg) }, (msg) => this.validateOffer(msg))
+    network.subscribe(JOBS_TOPIC, (msg) => this.decodeOffers(msg), (msg) => { this.onGossipOffers(msg.value) })
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
       const offer = this.checkOffer(data, ctx.from)
       this.onOffer(offer)
@@ -180,26 +184,22 @@ export class Provider {
     }
   }
 
-  private validateOffer (msg: TopicMessage): ValidationResult {
+  /** The jobs topic's decoder: a batch of offers from one requester, every one checked. */
+  private decodeOffers (msg: RawTopicMessage): TopicVerdict<Array<Signed<Offer>>> {
     let offers: Array<Signed<Offer>>
     try {
       offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
     } catch (err: any) {
       this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
       this.log.debug({ err: err.message, from: msg.from }, 'refused offer batch')
-      return 'reject'
+      return { result: 'reject' }
     }
-    if (offers.length === 0) return 'ignore' // all expired: an honest late delivery
-    if (offers.some(o => o.signer !== offers[0].signer)) { this.count('bad-schema'); return 'reject' }
-    msg.decoded = offers
-    return offers[0].signer === this.peerId ? 'ignore' : 'accept'
+    if (offers.length === 0) return { result: 'ignore' } // all expired: an honest late delivery
+    if (offers.some(o => o.signer !== offers[0].signer)) { this.count('bad-schema'); return { result: 'reject' } }
+    return offers[0].signer === this.peerId ? { result: 'ignore' } : { result: 'accept', value: offers }
   }
 
-  private onGossipOffer (msg: TopicMessage): void {
-    let offers = msg.decoded as Array<Signed<Offer>> | undefined
-    if (offers == null) {
-      try { offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS) } catch { return }
-    }
+  private onGossipOffers (offers: Array<Signed<Offer>>): void {
     for (const offer of offers) {
       if (offer.signer !== this.peerId) this.onOffer(offer)
     }
@@ -323,18 +323,16 @@ export class Provider {
       new Promise<never>((_resolve, reject) => setTimeout(() => { reject(new Error('no award in time')) }, 5000).unref())
     ])
     if (first.done === true) return
-    let frame: ChannelFrame
-    try { frame = canonicalDecode<ChannelFrame>(first.value) } catch { this.count('bad-encoding'); channel.abort(); return }
-    if (frame?.t !== 'award') { this.count('bad-schema'); channel.abort(); return }
-    let award: Signed<Award>
+    let frame: Frame
     try {
-      award = checkSigned(frame.m, 'award')
+      frame = decodeFrame(first.value)
     } catch (err: any) {
       this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
       channel.abort()
       return
     }
-    await this.handleAward(award, channel, it)
+    if (frame.t !== 'award') { this.count('bad-schema'); channel.abort(); return }
+    await this.handleAward(frame.m, channel, it)
   }
 
   /** A local award channel: this node awarded itself. */
@@ -349,7 +347,7 @@ export class Provider {
     const offer = mine?.offer
     const refuse = async (reason: string): Promise<void> => {
       const refusal = sign(this.deps.signer, 'refuse', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, reason, ts: Date.now() })
-      await channel.send(canonicalEncode({ t: 'refuse', m: refusal })).catch(() => {})
+      await channel.send(encodeFrame({ t: 'refuse', m: refusal })).catch(() => {})
       await channel.close().catch(() => {})
     }
     if (a.provider !== this.peerId) { this.count('wrong-sender'); await refuse('award names another provider'); return }
@@ -364,9 +362,9 @@ export class Provider {
     const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
     this.held.set(a.jobId, held)
     let channelOpen = true
-    const send = async (f: ChannelFrame): Promise<void> => {
+    const send = async (f: Frame): Promise<void> => {
       if (!channelOpen) return
-      try { await channel.send(canonicalEncode(f)) } catch { channelOpen = false }
+      try { await channel.send(encodeFrame(f)) } catch { channelOpen = false }
     }
     const accept = sign(this.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: this.peerId, ts: Date.now() })
     await send({ t: 'accept', m: accept })
@@ -424,19 +422,15 @@ export class Provider {
       while (true) {
         const next = await it.next()
         if (next.done === true) return
-        let frame: ChannelFrame
-        try { frame = canonicalDecode<ChannelFrame>(next.value) } catch { this.count('bad-encoding'); continue }
-        if (frame?.t === 'cancel') { onCancel(); return }
-        if (frame?.t !== 'receipt') continue
-        try {
-          const receipt = checkSigned(frame.m, 'receipt')
-          if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== this.peerId) { this.count('wrong-sender'); continue }
-          await this.deps.ledger.append('receipt', { jobId, side: 'provider', receipt })
-          this.deps.onReceipt?.(receipt)
-          return
-        } catch (err: any) {
-          this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
-        }
+        let frame: Frame
+        try { frame = decodeFrame(next.value) } catch (err: any) { this.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema'); continue }
+        if (frame.t === 'cancel') { onCancel(); return }
+        if (frame.t !== 'receipt') continue
+        const receipt = frame.m
+        if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== this.peerId) { this.count('wrong-sender'); continue }
+        await this.deps.ledger.append('receipt', { jobId, side: 'provider', receipt })
+        this.deps.onReceipt?.(receipt)
+        return
       }
     } catch {
       // channel reset: the requester went away; the result stays available over the status protocol
@@ -499,10 +493,9 @@ export class Provider {
     })
   }
 
-  private async statusFor (data: Uint8Array, from: string): Promise<{ state: string, result?: Signed<Result> }> {
-    let jobId: unknown
-    try { jobId = canonicalDecode<{ jobId: unknown }>(data).jobId } catch { return { state: 'unknown' } }
-    if (typeof jobId !== 'string' || jobId.length > 128) return { state: 'unknown' }
+  private async statusFor (data: Uint8Array, from: string): Promise<StatusReply> {
+    let jobId: string
+    try { jobId = decodeStatusRequest(data).jobId } catch { return { state: 'unknown' } }
     const held = this.held.get(jobId)
     if (held != null) {
       if (held.requester !== from) return { state: 'unknown' }
@@ -517,7 +510,7 @@ export class Provider {
   }
 
   /** Status for this node's own requester (local awards). */
-  localStatus (jobId: string): { state: string, result?: Signed<Result> } | undefined {
+  localStatus (jobId: string): StatusReply | undefined {
     const held = this.held.get(jobId)
     if (held == null) return undefined
     return held.result != null ? { state: 'done', result: held.result } : { state: held.state }

@@ -4,7 +4,7 @@
  * verified before they are applied and each is counted once.
  */
 import { messageId, type Signed } from '../crypto/index.js'
-import type { Receipt } from './messages.js'
+import type { Receipt } from './protocol/messages.js'
 
 export interface PeerStanding {
   peerId: string

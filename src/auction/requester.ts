@@ -17,14 +17,14 @@ import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import { computeResultHash } from '../executor/index.js'
 import type { BlobStore } from './blobs.js'
 import {
-  AWARD_PROTOCOL, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
+  AWARD_PROTOCOL, BID_PROTOCOL, DOMAIN, BID_STREAM_PROTOCOL, BID_TTL_MS, DEFAULT_LIMITS, ENGINE_KEY_PREFIX, FAILOVER_BACKOFF_MS, JOBS_TOPIC, MAX_BID_BYTES,
   MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHANNEL_BYTES, OFFER_BATCH_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, MAX_EXTRA_RUNS, NO_BID_GRACE_MS, RECOVERY_GRACE_MS, MAX_JOBS_IN_MEMORY, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_TTL_MS, RECEIPTS_TOPIC, STATUS_PROTOCOL
 } from './constants.js'
 import {
-  checkSigned, encodeBatch, encodeSigned, RefusedMessageError, sign, specSchema,
-  type Bid, type ChannelFrame, type Decline, type JobSpecWire, type Offer, type Receipt, type RefusalReason, type Result
-} from './messages.js'
-import { rankBids, settlementPrice } from './rules.js'
+  decodeAnswer, decodeAnswers, decodeFrame, decodeStatusReply, encodeBatch, encodeFrame, encodeSigned, encodeStatusRequest, RefusedMessageError, sign, specSchema,
+  type Answer, type Bid, type Decline, type Frame, type JobSpecWire, type Offer, type Receipt, type RefusalReason, type Result, type StatusReply
+} from './protocol/messages.js'
+import { rankBids, settlementPrice } from './protocol/rules.js'
 import { Batcher } from './batcher.js'
 import { JOB_STATUSES, TERMINAL, type AttemptView, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from './types.js'
 import type { Reputation } from './reputation.js'
@@ -51,7 +51,7 @@ export interface RequesterDeps {
   localProvider?: {
     onOffer: (offer: Signed<Offer>) => void
     openAward: () => MessageChannel
-    status: (jobId: string) => { state: string, result?: Signed<Result> } | undefined
+    status: (jobId: string) => StatusReply | undefined
     engines: () => string[]
   }
   isFlagged?: (peerId: string) => boolean
@@ -156,17 +156,16 @@ export class Requester {
     await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => {
       for await (const data of channel) {
         // one frame carries the answers a provider produced in one turn: { b: [signed, ...] }
-        let items: unknown[]
+        let items: Array<Answer | RefusedMessageError>
         try {
-          const value = canonicalDecode<{ b?: unknown }>(data)
-          if (!Array.isArray(value?.b) || value.b.length > MAX_BATCH_ITEMS) throw new Error('not a batch')
-          items = value.b
+          items = decodeAnswers(data)
         } catch {
           this.count('bad-encoding')
           continue
         }
         for (const item of items) {
-          try { this.onBidValue(item, channel.remotePeer) } catch { /* refused and counted */ }
+          if (item instanceof RefusedMessageError) { this.count(item.reason); continue }
+          try { this.onAnswer(item, channel.remotePeer) } catch { /* refused and counted */ }
         }
       }
     }, { maxMessageBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, maxInboundStreams: 4 })
@@ -394,21 +393,18 @@ export class Requester {
 
   /** A bid or decline arrived from `from` (authenticated PeerId, or ourselves). */
   async onBidMessage (data: Uint8Array, from: string): Promise<void> {
-    let value: any
-    if (data.length > MAX_BID_BYTES) this.refuse('too-large', `bid of ${data.length} bytes`, from)
-    try { value = canonicalDecode(data) } catch { this.refuse('bad-encoding', 'bid is not canonical CBOR', from) }
-    this.onBidValue(value, from)
-  }
-
-  /** A decoded bid or decline (checked here: schema, signature, sender, job, state). */
-  onBidValue (value: any, from: string): void {
-    const kind = value?.domain === 'mercato/v1/decline' ? 'decline' : 'bid'
-    let msg: Signed<Bid> | Signed<Decline>
+    let msg: Answer
     try {
-      msg = kind === 'bid' ? checkSigned(value, 'bid') : checkSigned(value, 'decline')
+      msg = decodeAnswer(data)
     } catch (err: any) {
       this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
     }
+    this.onAnswer(msg, from)
+  }
+
+  /** A checked bid or decline: sender, job, state. */
+  onAnswer (msg: Answer, from: string): void {
+    const kind = msg.domain === DOMAIN.decline ? 'decline' : 'bid'
     if (msg.signer !== from) this.refuse('wrong-sender', `${kind} signed by ${msg.signer} but sent by ${from}`, from)
     const job = this.jobs.get(msg.payload.jobId)
     if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
@@ -545,7 +541,7 @@ export class Requester {
       }
       attempt.channel = channel
       if (isCancelled(job)) { attempt.state = 'cancelled'; attempt.endedAt = Date.now(); channel.abort(new Error('cancelled')); return }
-      await channel.send(canonicalEncode({ t: 'award', m: award } satisfies ChannelFrame))
+      await channel.send(encodeFrame({ t: 'award', m: award }))
     } catch (err: any) {
       await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
       return
@@ -559,21 +555,23 @@ export class Requester {
       for await (const data of channel) {
         attempt.lastSeen = Date.now()
         if (attempt.suspect) attempt.suspect = false
-        let frame: ChannelFrame
+        let frame: Frame
         try {
-          frame = canonicalDecode<ChannelFrame>(data)
-        } catch {
-          this.count('bad-encoding')
+          frame = decodeFrame(data)
+        } catch (err: any) {
+          this.count(err.reason ?? 'bad-encoding')
+          // a well-formed frame carrying a bad signed message ends the award; garbage is skipped
+          if (err.inner === true) throw err
           continue
         }
-        if (frame?.t === 'accept') {
-          const accept = checkSigned(frame.m, 'accept')
+        if (frame.t === 'accept') {
+          const accept = frame.m
           if (accept.signer !== attempt.provider || accept.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'accept does not match the award')
           if (attempt.state === 'offered') attempt.state = 'accepted'
           this.emit(job, 'accepted', { provider: attempt.provider, attempt: attempt.attempt })
           void this.deps.ledger.append('accept', { jobId: job.id, side: 'requester', accept }).catch(err => { this.log.error({ err }, 'ledger append failed') })
-        } else if (frame?.t === 'refuse') {
-          const refuse = checkSigned(frame.m, 'refuse')
+        } else if (frame.t === 'refuse') {
+          const refuse = frame.m
           if (refuse.signer !== attempt.provider || refuse.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'refusal does not match the award')
           attempt.state = 'refused'
           attempt.endedAt = Date.now()
@@ -582,13 +580,13 @@ export class Requester {
           await channel.close()
           await this.awardNext(job)
           return
-        } else if (frame?.t === 'hb') {
+        } else if (frame.t === 'hb') {
           if (frame.state === 'running' && attempt.state === 'accepted') {
             attempt.state = 'running'
             if (job.status === 'awarded') this.setStatus(job, 'running')
             this.emit(job, 'running', { provider: attempt.provider })
           }
-        } else if (frame?.t === 'result') {
+        } else if (frame.t === 'result') {
           await this.onResult(job, attempt, frame.m)
           if (attempt.state === 'completed' || attempt.state === 'superseded' || attempt.state === 'mismatch') {
             await channel.close().catch(() => {})
@@ -659,14 +657,7 @@ export class Requester {
 
   // ---------------------------------------------------------------- results and settlement
 
-  private async onResult (job: RequesterJob, attempt: Attempt, m: unknown): Promise<void> {
-    let result: Signed<Result>
-    try {
-      result = checkSigned(m, 'result')
-    } catch (err: any) {
-      this.count(err.reason ?? 'bad-schema')
-      throw err
-    }
+  private async onResult (job: RequesterJob, attempt: Attempt, result: Signed<Result>): Promise<void> {
     const r = result.payload
     if (result.signer !== attempt.provider || r.awardId !== attempt.awardId || r.jobId !== job.id) {
       this.count('wrong-sender')
@@ -806,7 +797,7 @@ export class Requester {
     await this.deps.ledger.append('receipt', { jobId: job.id, side: 'requester', receipt })
     this.deps.reputation.applyReceipt(receipt)
     this.receiptBatch.add(receipt)
-    if (attempt?.channel != null) await attempt.channel.send(canonicalEncode({ t: 'receipt', m: receipt })).catch(() => {})
+    if (attempt?.channel != null) await attempt.channel.send(encodeFrame({ t: 'receipt', m: receipt })).catch(() => {})
   }
 
   private async fail (job: RequesterJob, reason: string): Promise<void> {
@@ -910,12 +901,9 @@ export class Requester {
     let firstFailure = 0
     while (!this.stopped && !TERMINAL.has(job.status) && (attempt.state === 'offered' || attempt.state === 'accepted' || attempt.state === 'running') && Date.now() <= attempt.deadline) {
       try {
-        const raw = attempt.provider === this.peerId && this.deps.localProvider != null
-          ? this.deps.localProvider.status(job.id)
-          : canonicalDecode<unknown>(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, canonicalEncode({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
-        const parsed = statusReplySchema.safeParse(raw ?? { state: 'unknown' })
-        if (!parsed.success) throw new RefusedMessageError('bad-schema', 'status reply is not { state, result? }')
-        const res = parsed.data as { state: string, result?: Signed<Result> }
+        const res: StatusReply = attempt.provider === this.peerId && this.deps.localProvider != null
+          ? this.deps.localProvider.status(job.id) ?? { state: 'unknown' }
+          : decodeStatusReply(await this.deps.network.request(attempt.provider, STATUS_PROTOCOL, encodeStatusRequest({ jobId: job.id, awardId: attempt.awardId }), { timeoutMs: 2000, maxResponseBytes: MAX_CHANNEL_BYTES }))
         failures = 0
         firstFailure = 0
         attempt.lastSeen = Date.now()
@@ -1050,8 +1038,6 @@ function attemptDeadline (awardedAt: number, estStartMs: number, timeoutMs: numb
   return awardedAt + estStartMs + timeoutMs + DEADLINE_MARGIN_MS
 }
 
-const statusReplySchema = z.object({ state: z.string().max(32), result: z.unknown().optional() })
-
 /** A job in the bidding state with empty books. */
 function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId'>>): RequesterJob {
   return {
@@ -1074,7 +1060,7 @@ function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replic
  */
 function withdraw (channel: MessageChannel | undefined, reason: string): void {
   if (channel == null) return
-  const frame = canonicalEncode({ t: 'cancel', reason } satisfies ChannelFrame)
+  const frame = encodeFrame({ t: 'cancel', reason })
   const force = setTimeout(() => { channel.abort(new Error(reason)) }, WITHDRAW_FLUSH_MS)
   force.unref()
   // close (not abort) so the frame is flushed; a dead peer fails fast and the timer resets the stream

@@ -1,5 +1,5 @@
 import type { Engine } from '../engines.js'
-import type { DeclineReason } from './messages.js'
+import type { DeclineReason } from './protocol/messages.js'
 
 /** Every state a job can be in, in the order a job moves through them. */
 export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const

@@ -3,7 +3,7 @@ import { expect } from 'chai'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalDecode, canonicalEncode, messageId, randomSigner, signerFromSeed, type Signed } from '../../src/crypto/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, type Offer, type Award } from '../../src/auction/index.js'
-import { sign, encodeSigned, encodeBatch } from '../../src/auction/messages.js'
+import { sign, encodeSigned, encodeBatch } from '../../src/auction/protocol/messages.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 

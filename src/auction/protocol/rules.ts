@@ -9,7 +9,7 @@
  * winners, each is paid the (k+1)-th lowest ask, capped at maxPrice; when
  * there is no (k+1)-th ask, each winner is paid its own ask.
  */
-import { sha256, toHex } from '../crypto/index.js'
+import { sha256, toHex } from '../../crypto/index.js'
 
 export interface RankedBid {
   provider: string
