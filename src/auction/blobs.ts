@@ -7,7 +7,7 @@
 import { mkdir, readFile, writeFile, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bytesMatchCid, cidOfBytes, isCid } from '../crypto/index.js'
-import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/messages.js'
+import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
 import { InvalidInputError, NotFoundError } from '../errors.js'
 import type { Network } from '../p2p/index.js'
 import { logger } from '../logger.js'

@@ -90,7 +90,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
       }
     }, async (req, reply) => {
-      const bytes = await market.blobs.get(req.params.cid)
+      const bytes = await market.getBlob(req.params.cid)
       if (bytes == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
       return await reply.type('application/octet-stream').send(Buffer.from(bytes))
     })
@@ -148,7 +148,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         market.events.off('done', onDone)
       })
       for (const e of past) stream.send(e.type, e)
-      if (market.requester.isTerminal(id)) { stream.end(); return }
+      if (market.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
       market.events.on('done', onDone)
     })
@@ -165,7 +165,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       schema: { tags: ['market'], summary: 'Known providers: engines, last ask, standing', response: { 200: { type: 'array', items: { $ref: 'Provider#' } } } }
     }, async () => {
       const standings = new Map(market.standings().map(s => [s.peerId, s]))
-      return market.requester.knownProviderList().map(p => ({ ...p, standing: standings.get(p.peerId) ?? null }))
+      return market.providers().map(p => ({ ...p, standing: standings.get(p.peerId) ?? null }))
     })
 
     app.get('/v1/balance', {

@@ -1,0 +1,176 @@
+/**
+ * The provider's bidding desk: offers in, sealed answers out.
+ *
+ * Offers arrive on the jobs topic (a batch per gossip message, every item
+ * checked by the topic's decoder) or directly on `/mercato/offer/1.0.0`.
+ * Each new offer runs the strategy chain (`strategy.ts`); the answer, a
+ * signed Bid or a signed Decline with its reason, goes to the requester on
+ * one long-lived bid stream per requester (answers of one turn in one
+ * frame), or as one request each when no stream can be had. Our own
+ * requester is reached the same way, through the loopback.
+ */
+import { messageId, type Signed } from '../../crypto/index.js'
+import type { MessageChannel, RawTopicMessage, TopicVerdict } from '../../p2p/index.js'
+import { Batcher } from '../batcher.js'
+import { BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_BLOB_BYTES } from '../constants.js'
+import { decodeBatch, encodeBatch, encodeSigned, RefusedMessageError, sign, type Offer } from '../protocol/messages.js'
+import { decide, type Decision, type StrategyContext } from './strategy.js'
+import { MAX_BID_OFFERS, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+
+export class ProviderBidding {
+  private readonly ctx: ProviderContext
+  /** ids of offers already answered */
+  private readonly answered = new Set<string>()
+  /** one long-lived bid stream per requester */
+  private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
+  /** answers produced in one turn for one requester go out as one frame on its bid stream */
+  private readonly bidBatches = new Map<string, Batcher<Signed>>()
+
+  constructor (ctx: ProviderContext) {
+    this.ctx = ctx
+  }
+
+  stop (): void {
+    for (const ch of this.bidChannels.values()) void ch.then(c => { void c.close() }, () => {})
+    this.bidChannels.clear()
+  }
+
+  /** The jobs topic's decoder: a batch of offers from one requester, every one checked. */
+  decodeOffers (msg: RawTopicMessage): TopicVerdict<Array<Signed<Offer>>> {
+    let offers: Array<Signed<Offer>>
+    try {
+      offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+    } catch (err: any) {
+      this.ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      this.ctx.log.debug({ err: err.message, from: msg.from }, 'refused offer batch')
+      return { result: 'reject' }
+    }
+    if (offers.length === 0) return { result: 'ignore' } // all expired: an honest late delivery
+    if (offers.some(o => o.signer !== offers[0].signer)) { this.ctx.count('bad-schema'); return { result: 'reject' } }
+    return { result: 'accept', value: offers }
+  }
+
+  /** Decide on an offer and answer the requester with a signed bid or decline. */
+  onOffer (offer: Signed<Offer>): void {
+    const offerId = messageId(offer)
+    if (this.answered.has(offerId)) return
+    this.answered.add(offerId)
+    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
+    void this.answer(offer, offerId).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
+  }
+
+  strategyContext (): StrategyContext {
+    const { ctx } = this
+    return {
+      enabled: ctx.cfg.enabled,
+      engines: ctx.engines(),
+      price: ctx.ask(),
+      maxTimeoutMs: ctx.cfg.maxTimeoutMs,
+      maxMemoryMb: ctx.cfg.maxMemoryMb,
+      maxOutputBytes: ctx.cfg.maxOutputBytes,
+      maxModuleBytes: MAX_BLOB_BYTES,
+      // a job beyond the running slots waits in the executor's queue; only a full queue says no
+      freeSlots: ctx.slots() + ctx.queue() - ctx.state.running,
+      isFlagged: ctx.deps.isFlagged ?? (() => false)
+    }
+  }
+
+  private async answer (offer: Signed<Offer>, offerId: string): Promise<void> {
+    const { ctx } = this
+    const o = offer.payload
+    const decision: Decision = decide(o, this.strategyContext())
+    const now = Date.now()
+    let msg: Signed
+    if (decision.bid) {
+      const slots = ctx.slots()
+      const running = ctx.state.running
+      const bid = sign(ctx.deps.signer, 'bid', {
+        v: 1,
+        jobId: o.jobId,
+        offerId,
+        provider: ctx.peerId,
+        price: ctx.ask(),
+        // waiting jobs ahead of this one, times what a job has been taking
+        estStartMs: running >= slots ? Math.round((running - slots + 1) * ctx.state.avgRunMs / slots) : 0,
+        ts: now,
+        expires: now + BID_TTL_MS
+      })
+      // only offers we bid on can be awarded to us: keep those with our bid (bounded), not every offer heard
+      ctx.state.offers.set(offerId, { offer, bidId: messageId(bid), price: bid.payload.price })
+      if (ctx.state.offers.size > MAX_BID_OFFERS) ctx.state.offers.delete(ctx.state.offers.keys().next().value as string)
+      msg = bid
+      // our signed bid, naming the offer by id; the offer itself is logged with the award when we win
+      // (the requester's log holds every offer in full). Declines are logged by the requester only:
+      // anyone can send us offers, and declining must not cost us a record each.
+      void ctx.journal.bid(offerId, o.requester, bid).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+    } else {
+      msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
+    }
+    this.send(o.requester, o.addrs, msg)
+  }
+
+  /**
+   * Queue an answer for our long-lived bid stream to this requester (opened on first use);
+   * answers of one turn leave as one frame.
+   */
+  private send (requester: string, addrs: string[], msg: Signed): void {
+    let batch = this.bidBatches.get(requester)
+    if (batch == null) {
+      batch = new Batcher<Signed>((items) => {
+        void this.flush(requester, addrs, items).catch(err => { this.ctx.log.debug({ err, requester }, 'could not deliver answers') })
+      // answers are schema-bounded (a few hundred bytes): count each at the cap rather than encode it to measure
+      }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, sizeOf: () => MAX_BID_BYTES })
+      this.bidBatches.set(requester, batch)
+      if (this.bidBatches.size > 1024) this.bidBatches.delete(this.bidBatches.keys().next().value as string)
+    }
+    batch.add(msg)
+  }
+
+  /** Send on the bid stream; if that stream cannot be had, one request per answer. */
+  private async flush (requester: string, addrs: string[], items: Signed[]): Promise<void> {
+    const { network } = this.ctx
+    await this.reach(requester, addrs)
+    let channel = this.bidChannels.get(requester)
+    if (channel == null) {
+      channel = network.openChannel(requester, BID_STREAM_PROTOCOL, { maxMessageBytes: MAX_BID_BYTES, signal: AbortSignal.timeout(3000) })
+      this.bidChannels.set(requester, channel)
+      channel.then(async (ch) => {
+        // the requester never writes; the loop ends when the stream does
+        try { for await (const _ of ch) { /* nothing */ } } catch {}
+        if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
+      }, () => { if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester) })
+    }
+    try {
+      await (await channel).send(encodeBatch(items))
+    } catch {
+      // no stream: one request per answer on the request/response protocol
+      if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
+      for (const m of items) await network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
+    }
+  }
+
+  /** Make sure we can reach the requester (dial its announced addresses if not connected). */
+  private async reach (peer: string, addrs: string[]): Promise<void> {
+    const { network } = this.ctx
+    if (network.isConnected(peer)) return
+    for (const addr of addrs) {
+      if (!addr.endsWith(`/p2p/${peer}`)) continue
+      try { await network.dial(addr, { signal: AbortSignal.timeout(3000) }); return } catch {}
+    }
+  }
+
+  /** Run the offer → answer path once on a made-up offer (no network, no log): see Provider.warmUp. */
+  warmUp (): void {
+    const { ctx } = this
+    const now = Date.now()
+    const offer = sign(ctx.deps.signer, 'offer', {
+      v: 1, jobId: 'bafyreiwarmupwarmupwarmupwarmupwarmupwarmupwarmupwarmupwa', requester: ctx.peerId, addrs: [],
+      spec: { engine: 'js', source: 'function main () {}', args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 16, outputBytes: 1024 } },
+      maxPrice: 1, replicas: 1, bidWindowMs: 50, ts: now, expires: now + 60_000, round: 0
+    })
+    const [checked] = decodeBatch(encodeBatch([offer]), 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+    decide(checked.payload, this.strategyContext())
+    const bid = sign(ctx.deps.signer, 'bid', { v: 1, jobId: checked.payload.jobId, offerId: messageId(checked), provider: ctx.peerId, price: 1, estStartMs: 0, ts: now, expires: now + 60_000 })
+    decodeBatch(encodeBatch([bid]), 'bid', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
+  }
+}
