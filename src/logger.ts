@@ -11,11 +11,12 @@ import { pino, type Logger, type LevelWithSilent } from 'pino'
 
 export type { Logger }
 
+// logs go to stderr from the first line on: stdout belongs to command output (`mercato exec --json` prints one JSON document there)
 let root: Logger = pino({
   name: 'mercato',
   level: process.env.MERCATO_LOG_LEVEL ?? (process.env.NODE_ENV === 'test' ? 'silent' : 'info'),
   base: { pid: process.pid }
-})
+}, pino.destination(2))
 let generation = 0
 let rootPeerId: string | undefined
 

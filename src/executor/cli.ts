@@ -8,10 +8,14 @@
  *
  * Prints the job's stdout (and stderr to stderr; for a JS job, its output as
  * JSON), or with --json one object { exitCode, stdout, stderr, output,
- * resultHash, usage, truncated, error? }. Exit code: the job's exit code, or
- * 3 when the sandbox stopped or refused the job (timeout, memory-limit,
- * output-limit, trap, fuel-exhausted, invalid-module, ...); 2 for bad usage
- * (unreadable file, --input that is not JSON).
+ * resultHash, usage, truncated, error? }; stdout then holds exactly that one
+ * JSON document (logs go to stderr). Exit code: the job's exit code when it
+ * is 0–125; 3 when the sandbox stopped or refused the job (timeout,
+ * memory-limit, output-limit, trap, fuel-exhausted, sandbox-crash,
+ * invalid-module, ...) or when the job's exit code cannot be passed on (above
+ * 125: a shell reads 126–255 as "cannot execute", "not found" or a signal, and
+ * 256 would read as 0; wasmtime traps on them); 2 for bad usage (unreadable
+ * file, --input that is not JSON).
  */
 import { readFile } from 'node:fs/promises'
 import { extname } from 'node:path'
@@ -22,6 +26,8 @@ import { createExecutor, type ExecJob, type ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
 export const EXIT_USAGE = 2
+/** The highest job exit code passed on as the process's own (see the module doc). */
+export const EXIT_CODE_MAX = 125
 /** CLI defaults: generous for trying a job locally, within the provider ceilings. */
 export const EXEC_DEFAULT_TIMEOUT_MS = 10_000
 export const EXEC_DEFAULT_MEMORY_MB = 128
@@ -114,7 +120,11 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
     if (result.error != null) io.stderr.write(`mercato exec: ${result.error.name}: ${result.error.message}\n`)
   }
   if (result.error != null) return EXIT_SANDBOX_FAILURE
-  return result.exitCode & 0xff
+  if (result.exitCode < 0 || result.exitCode > EXIT_CODE_MAX) {
+    io.stderr.write(`mercato exec: the job exited with code ${result.exitCode}, outside 0-${EXIT_CODE_MAX}: exiting ${EXIT_SANDBOX_FAILURE}\n`)
+    return EXIT_SANDBOX_FAILURE
+  }
+  return result.exitCode
 }
 
 async function buildJob (file: string, opts: ExecOptions): Promise<ExecJob> {

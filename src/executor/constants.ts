@@ -39,6 +39,39 @@ export const WORKER_HEAP_MB = 128
  */
 export const JS_STACK_BYTES = 256 * 1024
 
+/**
+ * Module budget: what a module can make the engine allocate before or
+ * outside its linear memory, checked on the bytes before compiling (see
+ * wasm-module.ts). Every figure is far above what a real WASI program uses
+ * (a clang or rustc program: 1 table of a few thousand entries, a handful of
+ * globals and data segments) and far below V8's own limits, which are sized
+ * for browsers, not for a provider running strangers' code next to its node.
+ *
+ * Tables: V8 holds ≈ 31 bytes per funcref element (measured: a 7 M-entry
+ * table, 59 bytes of module, took +218 MB of RSS, outside every other
+ * limit). Table elements are charged TABLE_ELEMENT_BYTES each against the
+ * job's memory cap (the first TABLE_FREE_BYTES are free, so a program's
+ * small function table does not cost it a whole memory page).
+ */
+export const MAX_TABLES = 8
+/** Table elements of a module in total (declared maxima after capping). wasmtime's pooling default is 20 000 per table. */
+export const MAX_TABLE_ELEMENTS = 100_000
+export const TABLE_ELEMENT_BYTES = 32
+export const TABLE_FREE_BYTES = 65536
+/** Entries in all element segments (measured: instantiating 1 M active entries takes ≈ 8 s of native code). */
+export const MAX_ELEMENT_ENTRIES = 100_000
+export const MAX_ELEMENT_SEGMENTS = 10_000
+export const MAX_DATA_SEGMENTS = 10_000
+/** Functions, imported + defined (measured: 500 000 empty functions, 2 MB of module, compile in 2 s and take +41 MB). */
+export const MAX_FUNCTIONS = 100_000
+/** Locals of one function, and of all functions together (compile time and frame size grow with them). */
+export const MAX_FUNCTION_LOCALS = 50_000
+export const MAX_TOTAL_LOCALS = 4_000_000
+export const MAX_GLOBALS = 10_000
+export const MAX_IMPORTS = 1_000
+export const MAX_EXPORTS = 10_000
+export const MAX_TYPES = 10_000
+
 /** Virtual clock start (2024-01-01T00:00:00Z): what guests see as "now". */
 export const VIRTUAL_EPOCH_MS = 1_704_067_200_000
 /** Each WASI clock read advances the virtual clock by this much (so busy-waits end deterministically). */

@@ -19,9 +19,10 @@
  *   one in an endless loop or trying to sleep (WASI never blocks: sleeping
  *   advances a virtual clock; a looping wasm guest's worker is terminated;
  *   QuickJS is interrupted by its interrupt handler).
- * - Memory: the module's memory maximum is rewritten to the job's cap before
- *   compilation (modules that cannot be capped are refused); QuickJS gets a
- *   memory limit and a stack cap.
+ * - Memory: the module's memory and table maxima are rewritten so that
+ *   linear memory + tables stay within the job's cap before compilation
+ *   (modules that cannot be capped, or that exceed the module budget, are
+ *   refused); QuickJS gets a memory limit and a stack cap.
  * - Output: stdout + stderr (+ JS output JSON) are counted in bytes at write
  *   time and cut at the job's cap (`truncated`, error `output-limit`, and the
  *   guest is stopped).
@@ -35,7 +36,8 @@
  *   output })) lets anyone re-check a result ({@link computeResultHash}).
  *
  * Job-caused failures (timeout, memory-limit, output-limit, trap,
- * fuel-exhausted) RESOLVE with `result.error` set. Refusals THROW named
+ * fuel-exhausted; with outer isolation sandbox-crash) RESOLVE with
+ * `result.error` set. Refusals THROW named
  * errors (errors.ts): invalid-module, unsupported-engine, queue-full, aborted.
  *
  * @example

@@ -14,6 +14,10 @@
  * serialization, so bytes travel as Uint8Array). Refusals keep their names:
  * the child sends the error code and the parent rebuilds the same class.
  * Turn it on in the provider config: "executor": { "isolation": "bwrap" }.
+ *
+ * A job that brings the pool process down (an engine bug, a native
+ * allocation no limit caught) fails alone with `sandbox-crash`; the other
+ * jobs are sent again to a fresh pool process (see `crashed`).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { availableParallelism } from 'node:os'
@@ -21,6 +25,7 @@ import { fileURLToPath } from 'node:url'
 import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { computeResultHash } from './hash.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation } from './index.js'
 
 const log = logger('executor:isolation')
@@ -35,6 +40,7 @@ export type ParentMessage =
 
 export type ChildMessage =
   | { type: 'ready' }
+  | { type: 'started', id: number }
   | { type: 'result', id: number, result: ExecResult, stats: ExecutorStats }
   | { type: 'error', id: number, error: { code: string, message: string }, stats: ExecutorStats }
   | { type: 'probe', id: number, probe: IsolationProbe }
@@ -70,15 +76,58 @@ function childEnv (): NodeJS.ProcessEnv {
   return env
 }
 
-interface InFlight { resolve: (r: any) => void, reject: (e: unknown) => void, cleanup?: () => void }
+/**
+ * A job the pool process died under is sent again at most this often (a
+ * pool process that dies on every start must not make a job loop forever).
+ */
+const MAX_CRASH_RETRIES = 2
+
+interface Entry {
+  /** Message id in the current pool process (a new one each time the job is sent). */
+  id: number
+  job: ExecJob
+  resolve: (r: ExecResult) => void
+  reject: (e: unknown) => void
+  cleanup?: () => void
+  /** The pool process reported the job on a worker. */
+  started: boolean
+  /** A suspect of a crash: sent again only alone, with nothing else running. */
+  quarantined: boolean
+  crashes: number
+}
+
+interface Probe { resolve: (p: IsolationProbe) => void, reject: (e: unknown) => void }
+
+/**
+ * The result of a job that brought the pool process down while it ran
+ * alone: a named job failure, so the job is not taken for a transient
+ * provider problem and offered again.
+ */
+function crashResult (job: ExecJob, why: string): ExecResult {
+  const empty = new Uint8Array(0)
+  return {
+    exitCode: -1,
+    stdout: empty,
+    stderr: empty,
+    truncated: false,
+    resultHash: computeResultHash(job.id, { exitCode: -1, stdout: empty, stderr: empty }),
+    usage: { wallMs: 0, memoryBytes: 0, outputBytes: 0 },
+    error: { name: 'sandbox-crash', message: `the job brought the sandbox process down (${why})` }
+  }
+}
 
 export class IsolatedExecutor implements Executor {
   private readonly init: ExecutorInit
   private readonly size: number
   private child?: ChildProcess
   private starting?: Promise<void>
+  private stopping = false
   private nextId = 1
-  private readonly inflight = new Map<number, InFlight>()
+  /** Jobs sent to the current pool process, by message id. */
+  private readonly inflight = new Map<number, Entry>()
+  /** Jobs waiting in this process: while the pool restarts, or while a suspect runs alone. */
+  private readonly held: Entry[] = []
+  private readonly probes = new Map<number, Probe>()
   private last: ExecutorStats
 
   constructor (init: ExecutorInit) {
@@ -90,11 +139,17 @@ export class IsolatedExecutor implements Executor {
   engines (): Engine[] { return [...this.init.engines] }
 
   stats (): ExecutorStats {
-    const waiting = this.inflight.size
-    return { ...this.last, busy: Math.min(waiting, this.size), queued: Math.max(0, waiting - this.size) }
+    const waiting = this.inflight.size + this.held.length
+    return { ...this.last, busy: Math.min(this.inflight.size, this.size), queued: Math.max(0, waiting - Math.min(this.inflight.size, this.size)) }
+  }
+
+  /** Ids of the jobs the pool process reports running on a worker (diagnostics, tests). */
+  runningJobs (): string[] {
+    return [...this.inflight.values()].filter(e => e.started).map(e => e.job.id)
   }
 
   async start (): Promise<void> {
+    this.stopping = false
     if (this.child != null && this.starting == null) return
     this.starting ??= this.spawnChild()
     try { await this.starting } finally { this.starting = undefined }
@@ -112,6 +167,7 @@ export class IsolatedExecutor implements Executor {
       env: childEnv()
     })
     this.child = child
+    let ready = false
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { reject(new Error('isolated executor did not start in time')) }, CHILD_START_TIMEOUT_MS)
       child.once('error', (err) => { clearTimeout(timer); reject(err) })
@@ -119,27 +175,86 @@ export class IsolatedExecutor implements Executor {
         clearTimeout(timer)
         reject(new Error(`isolated executor exited (${code ?? signal ?? '?'}) before it was ready`))
         if (this.child === child) this.child = undefined
-        for (const [, f] of this.inflight) { f.cleanup?.(); f.reject(new ExecutorStoppedError('isolated executor exited')) }
-        this.inflight.clear()
+        for (const [, p] of this.probes) p.reject(new ExecutorStoppedError('isolated executor exited'))
+        this.probes.clear()
+        if (ready) this.crashed(signal != null ? `signal ${signal}` : `exit code ${String(code)}`)
       })
       child.on('message', (m: ChildMessage) => {
-        if (m.type === 'ready') { clearTimeout(timer); resolve(); return }
-        const f = this.inflight.get(m.id)
-        if (f == null) return
+        if (m.type === 'ready') { ready = true; clearTimeout(timer); resolve(); return }
+        if (m.type === 'probe') { this.probes.get(m.id)?.resolve(m.probe); this.probes.delete(m.id); return }
+        const e = this.inflight.get(m.id)
+        if (e == null) return
+        if (m.type === 'started') { e.started = true; return }
         this.inflight.delete(m.id)
-        f.cleanup?.()
-        if (m.type === 'result') { this.last = m.stats; f.resolve(m.result) } else if (m.type === 'error') { this.last = m.stats; f.reject(rebuildError(m.error)) } else f.resolve(m.probe)
+        e.cleanup?.()
+        this.last = m.stats
+        if (m.type === 'result') e.resolve(m.result); else e.reject(rebuildError(m.error))
+        this.pump()
       })
     }).catch((err: unknown) => {
       child.kill('SIGKILL')
-      this.child = undefined
+      if (this.child === child) this.child = undefined
       throw err
     })
     log.debug({ isolation: this.init.isolation, pid: child.pid }, 'isolated executor started')
   }
 
-  private send (m: ParentMessage): void {
-    this.child?.send(m)
+  /**
+   * The pool process died with jobs in it. A job that ran alone is blamed:
+   * it resolves with a `sandbox-crash` failure. Jobs that ran together are
+   * suspects: each is sent again alone, and blamed only if it brings the
+   * pool down again. Jobs still waiting for a worker are innocent and are
+   * sent again as usual. Then the pool process is started again.
+   */
+  private crashed (why: string): void {
+    if (this.stopping) return
+    const lost = [...this.inflight.values()]
+    this.inflight.clear()
+    const running = lost.filter(e => e.started)
+    // no job reported running (it died before the report arrived): every job is a suspect
+    const suspects = running.length > 0 ? running : lost
+    const retry: Entry[] = []
+    for (const e of lost) {
+      if (suspects.length === 1 && suspects[0] === e) {
+        log.warn({ jobId: e.job.id, why }, 'a job brought the isolated executor down: failed')
+        e.cleanup?.()
+        e.resolve(crashResult(e.job, why))
+        continue
+      }
+      e.crashes++
+      if (e.crashes > MAX_CRASH_RETRIES) {
+        e.cleanup?.()
+        e.reject(new ExecutorStoppedError(`isolated executor died ${e.crashes} times while this job waited (${why})`))
+        continue
+      }
+      e.quarantined = e.quarantined || suspects.includes(e)
+      retry.push(e)
+    }
+    if (lost.length > 0) log.warn({ why, lost: lost.length, suspects: suspects.length }, 'isolated executor died: restarting it')
+    this.held.unshift(...retry)
+    if (this.held.length === 0) return // restarted on the next run()
+    this.start().then(() => { this.pump() }, (err: unknown) => {
+      for (const e of this.held.splice(0)) { e.cleanup?.(); e.reject(new ExecutorStoppedError(`isolated executor could not be restarted: ${err instanceof Error ? err.message : String(err)}`)) }
+    })
+  }
+
+  /** Send what may run now: a suspect only alone; nothing else while a suspect waits or runs. */
+  private pump (): void {
+    if (this.child == null || this.starting != null) return
+    for (const e of this.inflight.values()) if (e.quarantined) return
+    const q = this.held.findIndex(e => e.quarantined)
+    if (q >= 0) {
+      if (this.inflight.size === 0) this.send(this.held.splice(q, 1)[0])
+      return
+    }
+    for (const e of this.held.splice(0)) this.send(e)
+  }
+
+  private send (e: Entry): void {
+    e.id = this.nextId++
+    e.started = false
+    this.inflight.set(e.id, e)
+    this.child?.send({ type: 'run', id: e.id, job: e.job } satisfies ParentMessage)
   }
 
   async run (job: ExecJob, opts: { signal?: AbortSignal } = {}): Promise<ExecResult> {
@@ -147,16 +262,19 @@ export class IsolatedExecutor implements Executor {
     if (signal?.aborted === true) throw new AbortedError()
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here`)
     await this.start()
-    const id = this.nextId++
     return await new Promise<ExecResult>((resolve, reject) => {
-      const f: InFlight = { resolve, reject }
+      const e: Entry = { id: 0, job, resolve, reject, started: false, quarantined: false, crashes: 0 }
       if (signal != null) {
-        const onAbort = (): void => { this.send({ type: 'abort', id }) }
+        const onAbort = (): void => {
+          const h = this.held.indexOf(e)
+          if (h >= 0) { this.held.splice(h, 1); e.cleanup?.(); reject(new AbortedError()); return }
+          if (this.inflight.get(e.id) === e) this.child?.send({ type: 'abort', id: e.id } satisfies ParentMessage)
+        }
         signal.addEventListener('abort', onAbort, { once: true })
-        f.cleanup = () => { signal.removeEventListener('abort', onAbort) }
+        e.cleanup = () => { signal.removeEventListener('abort', onAbort) }
       }
-      this.inflight.set(id, f)
-      this.send({ type: 'run', id, job })
+      this.held.push(e)
+      this.pump()
     })
   }
 
@@ -165,12 +283,15 @@ export class IsolatedExecutor implements Executor {
     await this.start()
     const id = this.nextId++
     return await new Promise<IsolationProbe>((resolve, reject) => {
-      this.inflight.set(id, { resolve, reject })
-      this.send({ type: 'probe', id, paths })
+      this.probes.set(id, { resolve, reject })
+      this.child?.send({ type: 'probe', id, paths } satisfies ParentMessage)
     })
   }
 
   async stop (): Promise<void> {
+    this.stopping = true
+    for (const e of [...this.held.splice(0), ...this.inflight.values()]) { e.cleanup?.(); e.reject(new ExecutorStoppedError('executor stopped')) }
+    this.inflight.clear()
     const child = this.child
     if (child == null) return
     this.child = undefined

@@ -59,7 +59,25 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick) {
     if (typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint' || v === undefined) return String(v)
     try { const s = JSON.stringify(v); return s === undefined ? String(v) : s } catch { return String(v) }
   }
-  const out = (fd) => (...args) => { write(fd, args.map(fmt).join(' ') + '\\n') }
+  // text goes out in pieces: converting one huge string to UTF-8 at once needs as much again of
+  // the capped heap, and a failed conversion would lose the output silently
+  const CHUNK = 65536
+  const put = (fd, text) => {
+    for (let i = 0; i < text.length;) {
+      let j = Math.min(text.length, i + CHUNK)
+      if (j < text.length) { const c = text.charCodeAt(j - 1); if (c >= 0xd800 && c <= 0xdbff) j-- }
+      if (!write(fd, i === 0 && j === text.length ? text : text.slice(i, j))) return false
+      i = j
+    }
+    return true
+  }
+  const out = (fd) => (...args) => {
+    for (let i = 0; i < args.length; i++) {
+      if (i > 0 && !put(fd, ' ')) return
+      if (!put(fd, fmt(args[i]))) return
+    }
+    put(fd, '\\n')
+  }
   globalThis.console = { log: out(1), info: out(1), debug: out(1), warn: out(2), error: out(2), trace: out(2) }
 })`
 
@@ -153,10 +171,17 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     ctx = rt.newContext()
     const c = ctx
     const write = keep(c.newFunction('write', (fdH, textH) => {
-      if (stop != null) return
+      if (stop != null) return c.false
       const fd = c.getNumber(fdH) === 2 ? 2 : 1
-      sink.write(fd, encoder.encode(c.getString(textH)))
-      if (sink.truncated) stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+      const text = c.getString(textH)
+      if (text === '' && c.getNumber(keep(c.getProp(textH, 'length'))) > 0) {
+        // QuickJS could not convert the string (its heap is full): never drop output silently
+        stop = new Stop('memory-limit', `JS heap exceeded ${job.memoryBytes} bytes while writing output`)
+        return c.false
+      }
+      sink.write(fd, encoder.encode(text))
+      if (sink.truncated) { stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`); return c.false }
+      return c.true
     }))
     const call = (fn: QuickJSHandle, ...args: QuickJSHandle[]): QuickJSHandle => {
       const r = c.callFunction(fn, c.undefined, ...args)

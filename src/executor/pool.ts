@@ -29,6 +29,8 @@ interface Pending {
   reject: (err: unknown) => void
   signal?: AbortSignal
   onAbort?: () => void
+  /** Called when the job is handed to a worker (the isolated host reports it: crash blame). */
+  onStart?: () => void
 }
 
 interface Running extends Pending {
@@ -154,8 +156,8 @@ export class ExecutorPool implements Executor {
     log.debug('executor stopped')
   }
 
-  async run (job: ExecJob, opts: { signal?: AbortSignal } = {}): Promise<ExecResult> {
-    const { signal } = opts
+  async run (job: ExecJob, opts: { signal?: AbortSignal, onStart?: () => void } = {}): Promise<ExecResult> {
+    const { signal, onStart } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (job == null || typeof job.id !== 'string') throw new TypeError('job.id must be a string')
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here (engines: ${this.init.engines.join(', ')})`)
@@ -208,7 +210,7 @@ export class ExecutorPool implements Executor {
     if (!this.running) throw new ExecutorStoppedError()
     this.checkQueue()
     return await new Promise<ExecResult>((resolve, reject) => {
-      const pending: Pending = { job, msg, limits, resolve, reject, signal }
+      const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart }
       if (signal != null) {
         pending.onAbort = () => { this.abort(pending) }
         signal.addEventListener('abort', pending.onAbort, { once: true })
@@ -367,6 +369,7 @@ export class ExecutorPool implements Executor {
         }, p.limits.timeoutMs + grace)
       }
       slot.running = running
+      p.onStart?.()
       slot.worker.postMessage(p.msg)
     }
   }

@@ -4,7 +4,8 @@
  */
 import type { MemoryInfo } from './wasm-module.js'
 
-export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted'
+/** `sandbox-crash`: the job brought the (isolated) pool process down while it ran alone. */
+export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted' | 'sandbox-crash'
 
 export interface WorkerInit {
   output: SharedArrayBuffer

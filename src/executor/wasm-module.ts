@@ -10,6 +10,15 @@
  *   failure (`memory-limit`), not a bad module.
  * - Imports: functions only from `wasi_snapshot_preview1`, plus the memory;
  *   anything else (tables, globals, foreign functions) is refused.
+ * - Tables: at most MAX_TABLES, MAX_TABLE_ELEMENTS elements in all; each
+ *   table's maximum is rewritten (a table without a maximum cannot grow), so
+ *   `table.grow` fails (returns -1) at the cap. Table elements are charged
+ *   against the job's memory cap: the memory's maximum is lowered by what
+ *   the tables may hold, so linear memory + tables stay within the cap.
+ * - Budget: counts of everything else the engine allocates for a module
+ *   (functions, locals, globals, types, imports, exports, element and data
+ *   segments and their entries) are checked before compiling
+ *   (constants.ts); over budget is `invalid-module`.
  * - Grow hook: every `memory.grow` is replaced by a call to an appended
  *   function that records a failed grow in an exported global, so the host
  *   knows exactly when a job ran into its memory cap.
@@ -22,7 +31,11 @@
  * Appending (a type, a function, globals, exports) never shifts existing
  * indices, so no other part of the module needs renumbering.
  */
-import { FUEL_EXPORT, FUEL_UNMETERED, GROW_FAILED_EXPORT, WASI_MODULE } from './constants.js'
+import {
+  FUEL_EXPORT, FUEL_UNMETERED, GROW_FAILED_EXPORT, WASI_MODULE,
+  MAX_TABLES, MAX_TABLE_ELEMENTS, TABLE_ELEMENT_BYTES, TABLE_FREE_BYTES, MAX_ELEMENT_ENTRIES, MAX_ELEMENT_SEGMENTS,
+  MAX_DATA_SEGMENTS, MAX_FUNCTIONS, MAX_FUNCTION_LOCALS, MAX_TOTAL_LOCALS, MAX_GLOBALS, MAX_IMPORTS, MAX_EXPORTS, MAX_TYPES
+} from './constants.js'
 
 export const WASM_PAGE = 65536
 
@@ -182,6 +195,123 @@ function cappedLimits (l: Limits, maxPages: number): { bytes: number[], info: { 
   return { bytes: [0x01, ...leb(l.min), ...leb(max)], info: { initialPages: l.min, maximumPages: max } }
 }
 
+// ---------------------------------------------------------------- budget
+
+interface TableEntry {
+  /** Bytes before the limits (reftype, or the 0x40 0x00 reftype prefix). */
+  head: Uint8Array
+  limits: Limits
+  /** Bytes after the limits (the init expression of a 0x40 table). */
+  tail: Uint8Array
+}
+
+function overBudget (what: string, n: number, max: number): void {
+  if (n > max) throw new ModuleRejected(`${what}: ${n} exceeds the sandbox's limit of ${max}`)
+}
+
+/** Skip a constant expression (up to and including its `end`). */
+function skipConstExpr (r: Reader): void {
+  for (;;) {
+    const op = r.u8()
+    if (op === Op.End) return
+    try {
+      skipImmediates(r, op)
+    } catch (err) {
+      if (err instanceof Unsupported) throw new ModuleRejected(`unsupported constant expression: ${err.message}`)
+      throw err
+    }
+  }
+}
+
+function readRefType (r: Reader): void {
+  try { readValtype(r) } catch (err) {
+    if (err instanceof Unsupported) throw new ModuleRejected(`unsupported reference type: ${err.message}`)
+    throw err
+  }
+}
+
+function readTables (bytes: Uint8Array, s: Section | undefined): TableEntry[] {
+  if (s == null) return []
+  const r = new Reader(bytes, s.start, s.end)
+  const n = r.u32()
+  overBudget('tables', n, MAX_TABLES)
+  const tables: TableEntry[] = []
+  for (let i = 0; i < n; i++) {
+    const headStart = r.pos
+    const withInit = r.buf[r.pos] === 0x40
+    if (withInit) { r.u8(); if (r.u8() !== 0x00) throw new ModuleRejected('bad table encoding') }
+    readRefType(r)
+    const head = bytes.subarray(headStart, r.pos)
+    const limits = readLimits(r)
+    if ((limits.flags & 0x04) !== 0) throw new ModuleRejected('64-bit tables are not allowed')
+    if ((limits.flags & 0x02) !== 0) throw new ModuleRejected('shared tables are not allowed')
+    const tailStart = r.pos
+    if (withInit) skipConstExpr(r)
+    tables.push({ head, limits, tail: bytes.subarray(tailStart, r.pos) })
+  }
+  return tables
+}
+
+/**
+ * Check the counts of everything the engine allocates for a module against
+ * the sandbox's budget (constants.ts). Tables are handled by readTables.
+ */
+function checkBudget (bytes: Uint8Array, find: (id: number) => Section | undefined, importedFuncs: number): void {
+  overBudget('types', vecCount(bytes, find(1)), MAX_TYPES)
+  overBudget('functions', importedFuncs + vecCount(bytes, find(3)), MAX_FUNCTIONS)
+  overBudget('globals', vecCount(bytes, find(6)), MAX_GLOBALS)
+  overBudget('exports', vecCount(bytes, find(7)), MAX_EXPORTS)
+  overBudget('data segments', vecCount(bytes, find(11)), MAX_DATA_SEGMENTS)
+  const dc = find(12)
+  if (dc != null) overBudget('data segments', new Reader(bytes, dc.start, dc.end).u32(), MAX_DATA_SEGMENTS)
+
+  const elem = find(9)
+  if (elem != null) {
+    const r = new Reader(bytes, elem.start, elem.end)
+    const n = r.u32()
+    overBudget('element segments', n, MAX_ELEMENT_SEGMENTS)
+    let entries = 0
+    for (let i = 0; i < n; i++) {
+      const flags = r.u32()
+      if (flags > 7) throw new ModuleRejected(`bad element segment flags ${flags}`)
+      const passiveOrDeclared = (flags & 1) !== 0
+      const explicitTable = (flags & 2) !== 0
+      const exprs = (flags & 4) !== 0
+      if (!passiveOrDeclared && explicitTable) r.u32() // table index
+      if (!passiveOrDeclared) skipConstExpr(r) // offset
+      if (passiveOrDeclared || explicitTable) {
+        if (exprs) readRefType(r); else r.u8() // reftype / elemkind
+      }
+      const k = r.u32()
+      entries += k
+      overBudget('element segment entries', entries, MAX_ELEMENT_ENTRIES)
+      for (let j = 0; j < k; j++) { if (exprs) skipConstExpr(r); else r.u32() }
+    }
+  }
+
+  const code = find(10)
+  if (code != null) {
+    const r = new Reader(bytes, code.start, code.end)
+    const n = r.u32()
+    let total = 0
+    for (let i = 0; i < n; i++) {
+      const size = r.u32()
+      const end = r.pos + size
+      const br = new Reader(bytes, r.pos, Math.min(end, code.end))
+      const groups = br.u32()
+      let locals = 0
+      for (let g = 0; g < groups; g++) {
+        locals += br.u32()
+        overBudget(`locals of function ${importedFuncs + i}`, locals, MAX_FUNCTION_LOCALS)
+        readRefType(br)
+      }
+      total += locals
+      overBudget('locals of all functions', total, MAX_TOTAL_LOCALS)
+      r.skip(size)
+    }
+  }
+}
+
 // ---------------------------------------------------------------- code
 
 const enum Op {
@@ -337,56 +467,95 @@ export function prepareModule (bytes: Uint8Array, opts: PrepareOptions): Prepare
   }
   const find = (id: number): Section | undefined => sections.find(s => s.id === id)
 
-  let memory: MemoryInfo | undefined
-  let memoryCount = 0
-  let importedFuncs = 0
-  let importedGlobals = 0
-  const replaced = new Map<number, Uint8Array>() // section id -> new payload
-
-  // imports
-  const imp = find(2)
-  if (imp != null) {
-    const ir = new Reader(bytes, imp.start, imp.end)
-    const n = ir.u32()
-    const out: Array<Uint8Array | number[]> = [leb(n)]
-    for (let i = 0; i < n; i++) {
-      const entryStart = ir.pos
-      const mod = ir.name()
-      const name = ir.name()
-      const kind = ir.u8()
-      if (kind === 0) {
-        ir.u32()
-        if (mod !== WASI_MODULE) throw new ModuleRejected(`import ${mod}.${name}: only ${WASI_MODULE} functions can be imported`)
-        importedFuncs++
-        out.push(bytes.subarray(entryStart, ir.pos))
-      } else if (kind === 2) {
-        const headEnd = ir.pos
-        const capped = cappedLimits(readLimits(ir), opts.maxPages)
-        memoryCount++
-        memory = { imported: true, module: mod, name, ...capped.info }
-        out.push(bytes.subarray(entryStart, headEnd), capped.bytes)
-      } else {
-        throw new ModuleRejected(`import ${mod}.${name}: only functions and a memory can be imported (kind ${kind})`)
+  // imports and the memory, capped at `maxPages`
+  const capMemories = (maxPages: number): { memory?: MemoryInfo, importedFuncs: number, payloads: Map<number, Uint8Array> } => {
+    let memory: MemoryInfo | undefined
+    let memoryCount = 0
+    let importedFuncs = 0
+    const payloads = new Map<number, Uint8Array>()
+    const imp = find(2)
+    if (imp != null) {
+      const ir = new Reader(bytes, imp.start, imp.end)
+      const n = ir.u32()
+      overBudget('imports', n, MAX_IMPORTS)
+      const out: Array<Uint8Array | number[]> = [leb(n)]
+      for (let i = 0; i < n; i++) {
+        const entryStart = ir.pos
+        const mod = ir.name()
+        const name = ir.name()
+        const kind = ir.u8()
+        if (kind === 0) {
+          ir.u32()
+          if (mod !== WASI_MODULE) throw new ModuleRejected(`import ${mod}.${name}: only ${WASI_MODULE} functions can be imported`)
+          importedFuncs++
+          out.push(bytes.subarray(entryStart, ir.pos))
+        } else if (kind === 2) {
+          const headEnd = ir.pos
+          const capped = cappedLimits(readLimits(ir), maxPages)
+          memoryCount++
+          memory = { imported: true, module: mod, name, ...capped.info }
+          out.push(bytes.subarray(entryStart, headEnd), capped.bytes)
+        } else {
+          throw new ModuleRejected(`import ${mod}.${name}: only functions and a memory can be imported (kind ${kind})`)
+        }
       }
+      payloads.set(2, concat(out))
     }
-    replaced.set(2, concat(out))
+    const mem = find(5)
+    if (mem != null) {
+      const mr = new Reader(bytes, mem.start, mem.end)
+      const n = mr.u32()
+      const out: Array<Uint8Array | number[]> = [leb(n)]
+      for (let i = 0; i < n; i++) {
+        const capped = cappedLimits(readLimits(mr), maxPages)
+        memoryCount++
+        memory = { imported: false, ...capped.info }
+        out.push(capped.bytes)
+      }
+      payloads.set(5, concat(out))
+    }
+    if (memoryCount > 1) throw new ModuleRejected('more than one memory is not allowed')
+    return { memory, importedFuncs, payloads }
   }
 
-  // memory section
-  const mem = find(5)
-  if (mem != null) {
-    const mr = new Reader(bytes, mem.start, mem.end)
-    const n = mr.u32()
-    const out: Array<Uint8Array | number[]> = [leb(n)]
-    for (let i = 0; i < n; i++) {
-      const capped = cappedLimits(readLimits(mr), opts.maxPages)
-      memoryCount++
-      memory = { imported: false, ...capped.info }
-      out.push(capped.bytes)
+  // first pass: shape and the memory's initial size against the whole cap
+  const first = capMemories(opts.maxPages)
+  const importedFuncs = first.importedFuncs
+  const importedGlobals = 0 // global imports are refused
+  checkBudget(bytes, find, importedFuncs)
+
+  // tables: count, elements, and their bytes against the job's memory cap
+  const capBytes = opts.maxPages * WASM_PAGE
+  const tables = readTables(bytes, find(4))
+  const replaced = new Map<number, Uint8Array>() // section id -> new payload
+  let tableBytes = 0
+  if (tables.length > 0) {
+    const minElements = tables.reduce((n, t) => n + t.limits.min, 0)
+    overBudget('table elements', minElements, MAX_TABLE_ELEMENTS)
+    const memoryBytes = (first.memory?.initialPages ?? 0) * WASM_PAGE
+    const charge = (elements: number): number => Math.max(0, elements * TABLE_ELEMENT_BYTES - TABLE_FREE_BYTES)
+    if (memoryBytes + charge(minElements) > capBytes) {
+      throw new MemoryCapExceeded(`tables of ${minElements} elements (${minElements * TABLE_ELEMENT_BYTES} bytes) and ${memoryBytes} bytes of initial memory exceed the cap of ${capBytes} bytes`)
     }
-    replaced.set(5, concat(out))
+    // growth room: what the cap and the element limit leave, given out table by table
+    const byCap = Math.floor((capBytes - memoryBytes + TABLE_FREE_BYTES) / TABLE_ELEMENT_BYTES)
+    let elements = minElements
+    const out: Array<Uint8Array | number[]> = [leb(tables.length)]
+    for (const t of tables) {
+      const wanted = (t.limits.max ?? t.limits.min) - t.limits.min
+      const grant = Math.max(0, Math.min(wanted, MAX_TABLE_ELEMENTS - elements, byCap - elements))
+      elements += grant
+      out.push(t.head, [0x01, ...leb(t.limits.min), ...leb(t.limits.min + grant)], t.tail)
+    }
+    replaced.set(4, concat(out))
+    tableBytes = charge(elements)
   }
-  if (memoryCount > 1) throw new ModuleRejected('more than one memory is not allowed')
+
+  // second pass: the memory's maximum leaves room for the tables
+  const { memory, payloads } = tableBytes > 0
+    ? capMemories(Math.min(opts.maxPages, Math.floor((capBytes - tableBytes) / WASM_PAGE)))
+    : first
+  for (const [id, payload] of payloads) replaced.set(id, payload)
 
   // exports: is there a _start?
   let hasStart = false

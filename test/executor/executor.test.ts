@@ -186,11 +186,13 @@ describe('executor', function () {
       const small = createExecutor({ poolSize: 1, queueSize: 1, engines: ['wasm'] })
       await small.start()
       try {
+        // the loop holds the only worker long enough for the queue to fill (under load, compiling alone can take a while)
+        const until = async (ok: () => boolean): Promise<void> => { for (let i = 0; i < 1000 && !ok(); i++) await new Promise(resolve => setTimeout(resolve, 10)) }
         const lim = { ...LIMITS, timeoutMs: 150 }
-        const first = small.run({ id: 'a', engine: 'wasm', module: wasm('loop'), limits: lim })
-        await new Promise(resolve => setTimeout(resolve, 20))
+        const first = small.run({ id: 'a', engine: 'wasm', module: wasm('loop'), limits: { ...lim, timeoutMs: 5000 } })
+        await until(() => small.stats().busy === 1)
         const second = small.run({ id: 'b', engine: 'wasm', module: wasm('hello'), limits: lim })
-        await new Promise(resolve => setTimeout(resolve, 20))
+        await until(() => small.stats().queued === 1)
         expect(small.stats()).to.include({ busy: 1, queued: 1 })
         const err = await small.run({ id: 'c', engine: 'wasm', module: wasm('hello'), limits: lim }).catch(e => e)
         expect(err).to.be.instanceOf(QueueFullError)
