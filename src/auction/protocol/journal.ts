@@ -62,7 +62,7 @@ const BODIES = {
   decline: z.object({ jobId, side: requesterSide, offerId: z.string(), declines: z.array(signedDecline) }),
   award: z.union([
     z.object({ jobId, side: requesterSide, award: signedAward }),
-    z.object({ jobId, side: providerSide, offer: signedOffer, award: signedAward })
+    z.object({ jobId, side: providerSide, offer: signedOffer, bid: signedBid.optional(), award: signedAward })
   ]),
   accept: z.object({ jobId, side: z.enum(['requester', 'provider']), accept: signedAccept }),
   handover: z.object({ jobId, side: requesterSide, from: z.string(), to: z.string().nullable(), reason: z.string(), attempt: z.number(), awardId: z.string() }),
