@@ -69,7 +69,8 @@ export const configSchema = z.strictObject({
     lostAfterMs: z.number().int().min(10),
     defaultMaxPrice: z.number().min(0),
     resultRetentionMs: z.number().int().min(0),
-    minReputation: z.number()
+    minReputation: z.number(),
+    forgiveHalfLifeMs: z.number().int().min(1)
   })
 })
 

@@ -66,3 +66,19 @@ export const MAX_BATCH_BYTES = 192 * 1024
 export const RECEIPT_GOSSIP_DELAY_MS = 250
 /** While other auctions are open, how long a new offer waits for company before it is gossiped. */
 export const OFFER_BATCH_DELAY_MS = 4
+/** Margin on top of a proven provider's estimated start and the job's timeout: fetching the module, queueing, sending the result. */
+export const PROVEN_MARGIN_MS = 15_000
+/**
+ * Margin on top of the job's timeout for a provider that has not proven itself to this requester
+ * (its estimated start is not believed either): a hostile newcomer that accepts and never answers
+ * holds a job at most timeout + this, once per job (see trust.ts).
+ */
+export const UNPROVEN_MARGIN_MS = 3_000
+/** Penalty (bad marks, decaying) from which a provider without standing gets no probation while others can run the job: one failure, until one half-life has passed. */
+export const PROBATION_MAX_PENALTY = 0.5
+/**
+ * Half-life of a bad mark in the reputation (config `auction.forgiveHalfLifeMs`). Long enough that
+ * a provider that fails is passed over for the next jobs (a failure costs the requester up to a job
+ * timeout), short enough that a provider that crashed and came back is heard again within the hour.
+ */
+export const FORGIVE_HALF_LIFE_MS = 10 * 60_000

@@ -46,6 +46,7 @@ export { rankBids, settlementPrice, tieBreak } from './protocol/rules.js'
 export { decide, CHECKS } from './provider/strategy.js'
 export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
+export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/trust.js'
 export { JobStateError } from '../errors.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
 export type { KnownProvider, RequesterConfig } from './requester/index.js'
@@ -100,7 +101,7 @@ export function createMarket (init: MarketInit): Market {
   // both roles talk over the network only; the loopback lets each reach the other on this node
   const network = withLoopback(init.network)
   const blobs = new BlobStore(init.blobsDir)
-  const reputation = new Reputation()
+  const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged })
   const provider = new Provider({
     network,

@@ -2,9 +2,15 @@
  * Balances and reputation, derived from receipts and from what this node saw
  * itself (losses, mismatches). Nothing here is trusted input: receipts are
  * verified before they are applied and each is counted once.
+ *
+ * Bad marks are forgiven with time: each one weighs into `penalty`, which halves
+ * every `forgiveHalfLifeMs`, so a provider that crashed and came back is heard
+ * again and can earn its standing back; completed jobs stay. See trust.ts for
+ * how the score decides who is awarded.
  */
 import { messageId, type Signed } from '../crypto/index.js'
 import type { Receipt } from './protocol/messages.js'
+import { FORGIVE_HALF_LIFE_MS } from './constants.js'
 
 export interface PeerStanding {
   peerId: string
@@ -19,8 +25,19 @@ export interface PeerStanding {
   /** receipts about this peer heard on gossip (informational; not in the score) */
   heardPaid: number
   heardFailed: number
+  /** the weight of the bad marks still remembered (failed, lost, 3 × mismatched), halving every half-life */
+  penalty: number
+  /** completed − penalty */
   score: number
 }
+
+export interface ReputationOptions {
+  /** bad marks lose half their weight in this time (default {@link FORGIVE_HALF_LIFE_MS}) */
+  forgiveHalfLifeMs?: number
+  /** clock (tests) */
+  now?: () => number
+}
+
 
 /** Peers whose standing is kept (a table entry is ≈ 200 bytes). */
 const MAX_PEERS = 50_000
@@ -28,16 +45,28 @@ const MAX_PEERS = 50_000
 const MAX_SEEN_RECEIPTS = 200_000
 
 /** Weights of the score: a mismatch (a wrong answer) costs more than a crash. */
-const WEIGHTS = { completed: 1, failed: -1, lost: -1, mismatched: -3 }
+const WEIGHTS = { completed: 1, failed: 1, lost: 1, mismatched: 3 }
+
+interface Entry extends PeerStanding {
+  /** when `penalty` was last brought up to date */
+  penaltyAt: number
+}
 
 export class Reputation {
-  private readonly peers = new Map<string, PeerStanding>()
+  private readonly peers = new Map<string, Entry>()
   private readonly seen = new Set<string>()
+  private readonly halfLifeMs: number
+  private readonly now: () => number
 
-  private standing (peerId: string): PeerStanding {
+  constructor (opts: ReputationOptions = {}) {
+    this.halfLifeMs = opts.forgiveHalfLifeMs ?? FORGIVE_HALF_LIFE_MS
+    this.now = opts.now ?? Date.now
+  }
+
+  private standing (peerId: string): Entry {
     let s = this.peers.get(peerId)
     if (s == null) {
-      s = { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, heardPaid: 0, heardFailed: 0, score: 0 }
+      s = { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, heardPaid: 0, heardFailed: 0, penalty: 0, score: 0, penaltyAt: this.now() }
       this.peers.set(peerId, s)
       // gossiped receipts can name any key: keep the table bounded (oldest entry out first)
       if (this.peers.size > MAX_PEERS) this.peers.delete(this.peers.keys().next().value as string)
@@ -45,13 +74,22 @@ export class Reputation {
     return s
   }
 
-  private rescore (s: PeerStanding): void {
-    s.score = s.completed * WEIGHTS.completed + s.failed * WEIGHTS.failed + s.lost * WEIGHTS.lost + s.mismatched * WEIGHTS.mismatched
+  /** Bring the penalty's decay up to now and recompute the score. */
+  private rescore (s: Entry): Entry {
+    const now = this.now()
+    if (s.penalty > 0 && now > s.penaltyAt) {
+      s.penalty *= 0.5 ** ((now - s.penaltyAt) / this.halfLifeMs)
+      if (s.penalty < 1e-3) s.penalty = 0
+    }
+    s.penaltyAt = now
+    s.score = s.completed * WEIGHTS.completed - s.penalty
+    return s
   }
 
   record (peerId: string, kind: 'failed' | 'lost' | 'mismatched'): void {
-    const s = this.standing(peerId)
+    const s = this.rescore(this.standing(peerId))
     s[kind]++
+    s.penalty += WEIGHTS[kind]
     this.rescore(s)
   }
 
@@ -74,26 +112,42 @@ export class Reputation {
       return true
     }
     const requester = this.standing(r.requester)
+    this.rescore(provider)
     if (r.status === 'paid') {
       provider.completed++
       provider.earned += r.price
       requester.spent += r.price
     } else if (r.status === 'failed') {
       provider.failed++
+      provider.penalty += WEIGHTS.failed
     }
     this.rescore(provider)
     return true
   }
 
+  /** completed − the penalty still remembered (0 for a peer never seen) */
   score (peerId: string): number {
-    return this.peers.get(peerId)?.score ?? 0
+    const s = this.peers.get(peerId)
+    return s == null ? 0 : this.rescore(s).score
   }
 
   get (peerId: string): PeerStanding {
-    return { ...this.standing(peerId) }
+    return view(this.rescore(this.standing(peerId)))
+  }
+
+  /** Standing of a peer without adding it to the table (a stranger's standing is all zeros). */
+  peek (peerId: string): PeerStanding {
+    const s = this.peers.get(peerId)
+    return s != null ? view(this.rescore(s)) : { peerId, completed: 0, failed: 0, lost: 0, mismatched: 0, earned: 0, spent: 0, heardPaid: 0, heardFailed: 0, penalty: 0, score: 0 }
   }
 
   all (): PeerStanding[] {
-    return [...this.peers.values()].map(s => ({ ...s }))
+    return [...this.peers.values()].map(s => view(this.rescore(s)))
   }
+}
+
+function view (s: Entry): PeerStanding {
+  const { penaltyAt: _, ...out } = s
+  // rounded for display; the table keeps the exact values
+  return { ...out, penalty: Math.round(s.penalty * 1000) / 1000, score: Math.round(s.score * 1000) / 1000 }
 }

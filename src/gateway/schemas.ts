@@ -182,7 +182,8 @@ export const StandingSchema = {
     spent: { type: 'number' },
     heardPaid: { type: 'integer', description: 'paid receipts about this peer heard on gossip (not in the score)' },
     heardFailed: { type: 'integer', description: 'failed receipts about this peer heard on gossip (not in the score)' },
-    score: { type: 'number', description: 'from firsthand receipts and observations only' }
+    penalty: { type: 'number', description: 'weight of the bad marks still remembered (failed + lost + 3 × mismatched), halving every auction.forgiveHalfLifeMs' },
+    score: { type: 'number', description: 'completed − penalty, from firsthand receipts and observations only' }
   },
   additionalProperties: true
 } as const

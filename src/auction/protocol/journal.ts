@@ -34,6 +34,10 @@ const signedResult = stored('result', resultSchema)
 const signedReceipt = stored('receipt', receiptSchema)
 
 const jobId = z.string()
+
+/** How far a requester trusted the provider it awarded (requester/trust.ts names them). */
+export const TRUST_LEVELS = ['proven', 'unproven', 'doubtful'] as const
+export type TrustLevel = typeof TRUST_LEVELS[number]
 const requesterSide = z.literal('requester')
 const providerSide = z.literal('provider')
 
@@ -61,7 +65,7 @@ const BODIES = {
   ]),
   decline: z.object({ jobId, side: requesterSide, offerId: z.string(), declines: z.array(signedDecline) }),
   award: z.union([
-    z.object({ jobId, side: requesterSide, award: signedAward }),
+    z.object({ jobId, side: requesterSide, award: signedAward, eligible: z.array(z.string()).optional(), trust: z.enum(TRUST_LEVELS).optional() }),
     z.object({ jobId, side: providerSide, offer: signedOffer, bid: signedBid.optional(), award: signedAward })
   ]),
   accept: z.object({ jobId, side: z.enum(['requester', 'provider']), accept: signedAccept }),
@@ -124,8 +128,9 @@ export class Journal {
     await Promise.all(writes)
   }
 
-  award (award: Signed<Award>): Promise<void> {
-    return this.write('award', { jobId: award.payload.jobId, side: 'requester', award })
+  /** an award, with the ids of the bids the winner rule ran over and the winner's trust */
+  award (award: Signed<Award>, eligible: string[], trust: TrustLevel): Promise<void> {
+    return this.write('award', { jobId: award.payload.jobId, side: 'requester', award, eligible, trust })
   }
 
   handover (jobId: string, h: { from: string, to: string | null, reason: string, attempt: number, awardId: string }): Promise<void> {
@@ -172,6 +177,8 @@ function specSummary (spec: JobSpecWire): Record<string, unknown> {
 /** One award as the requester's log remembers it. */
 export interface AwardHistory {
   award: Signed<Award>
+  /** the winner's trust as logged with the award (absent in logs from before trust) */
+  trust?: TrustLevel
   awardId: string
   ts: number
   accepted: boolean
@@ -205,7 +212,7 @@ export function readJobHistory (records: MarketRecord[], idOf: (m: Signed) => st
   const awards: AwardHistory[] = []
   for (const r of mine) {
     if (r.type === 'bid' && r.body.side === 'requester' && r.body.offerId === offerId) bids.push(...r.body.bids)
-    else if (r.type === 'award') awards.push({ award: r.body.award, awardId: idOf(r.body.award), ts: r.ts, accepted: false, handedOver: false })
+    else if (r.type === 'award' && r.body.side === 'requester') awards.push({ award: r.body.award, trust: r.body.trust, awardId: idOf(r.body.award), ts: r.ts, accepted: false, handedOver: false })
     else if (r.type === 'accept') {
       const a = awards.find(a => a.awardId === r.body.accept.payload.awardId)
       if (a != null) a.accepted = true

@@ -15,6 +15,7 @@ import { AWARD_PROTOCOL, BID_TTL_MS, FAILOVER_BACKOFF_MS, MAX_CHANNEL_BYTES } fr
 import { RefusedMessageError, sign } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
 import { attemptDeadline, isInFlight, next } from './plan.js'
+import type { Trust } from './trust.js'
 import { isTerminal, planView, type Attempt, type BidEntry, type RequesterContext, type RequesterJob } from './job.js'
 import type { Settlement } from './settle.js'
 
@@ -34,7 +35,7 @@ export class Awards {
    * Award `winner` at `price`. The attempt is recorded at once (before any await), so a planner
    * asked meanwhile counts it in flight.
    */
-  async award (job: RequesterJob, winner: BidEntry, price: number): Promise<void> {
+  async award (job: RequesterJob, winner: BidEntry, price: number, trust: Trust, eligible: BidEntry[]): Promise<void> {
     const { ctx } = this
     if (isTerminal(job) || ctx.stopped()) return
     const now = Date.now()
@@ -51,11 +52,13 @@ export class Awards {
       ts: now,
       expires: now + BID_TTL_MS
     })
-    const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(now, winner.estStartMs, job.spec.limits.timeoutMs) }
+    const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust }
     job.attempts.push(attempt)
     if (job.status === 'bidding') ctx.setStatus(job, 'awarded')
-    // the award is logged before it is sent; the channel opens while the record is written
-    const awardLogged = ctx.journal.award(award)
+    // the award is logged before it is sent; the channel opens while the record is written. With
+    // it, the bids the winner rule ran over and the winner's trust: an auditor re-runs rankBids and
+    // settlementPrice over exactly these
+    const awardLogged = ctx.journal.award(award, eligible.map(b => b.id).sort(), trust)
     awardLogged.catch(() => {}) // awaited below
     let channel: MessageChannel
     try {
@@ -146,7 +149,7 @@ export class Awards {
     if (isTerminal(job)) return
     job.handovers++
     // who the planner would award next, for the record (it decides again after the backoff)
-    const preview = next(planView(job), { type: 'ended' }, ctx.planConfig)
+    const preview = next(planView(job, ctx.trust), { type: 'ended' }, ctx.planConfig)
     const to = preview.kind === 'award' ? preview.awards[0].bid.provider : null
     ctx.emit(job, 'handover', { from: attempt.provider, to, reason, attempt: attempt.attempt })
     ctx.log.info({ jobId: job.id, from: attempt.provider, to, reason }, 'handover')

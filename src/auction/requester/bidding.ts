@@ -21,6 +21,7 @@ import {
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
 import type { RequesterContext, RequesterJob } from './job.js'
+import { countsTowardMinBids } from './trust.js'
 
 /** The requester's bidding desk: announcements out, answers in. */
 export class Bidding {
@@ -97,6 +98,7 @@ export class Bidding {
     job.offer = offer
     job.offerId = messageIdOfEncoded(bytes) // the encoding is at hand: no second encode
     job.bids.clear()
+    job.provenBids = 0
     job.declines.clear()
     ctx.setStatus(job, 'bidding')
     // log and announce at once: the records are written in the time it takes providers to answer,
@@ -107,9 +109,10 @@ export class Bidding {
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
       job.biddingTimer = setTimeout(() => {
-        // the window is over; with no bid yet and providers still silent, wait a little
-        // longer for the first one rather than declare no-bids on a slow network
-        if (job.bids.size > 0 || this.allAnswered(job)) { resolve(); return }
+        // the window is over; with no bid yet (or only bids from unproven providers while a proven
+        // one has not answered) and providers still silent, wait a little longer for the first one
+        // rather than declare no-bids, or hand the job to a swarm of fresh keys, on a slow network
+        if (job.provenBids > 0 || this.allAnswered(job) || (job.bids.size > 0 && !this.awaitingProven(job))) { resolve(); return }
         job.windowElapsed = true
         job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
       }, job.bidWindowMs)
@@ -214,10 +217,19 @@ export class Bidding {
       if (ctx.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
       if (ctx.deps.reputation.score(provider) < ctx.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
       job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }
-    // close early: enough bids, every known capable provider answered, or the first bid after the window
-    if (job.bids.size >= job.minBids || this.allAnswered(job) || (job.windowElapsed === true && job.bids.size > 0)) job.closeBidding?.()
+    // close early: enough bids from proven providers (a swarm of fresh keys answering first must
+    // not close the window on the proven ones), every known capable provider answered, or the
+    // first bid after the window
+    if (job.provenBids >= job.minBids || this.allAnswered(job) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+  }
+
+  /** Is a provider we know, and trust, still to answer this round? */
+  private awaitingProven (job: RequesterJob): boolean {
+    for (const p of this.knownProviders(job)) if (!job.bids.has(p) && !job.declines.has(p) && this.ctx.trust(p) === 'proven') return true
+    return false
   }
 
   private allAnswered (job: RequesterJob): boolean {

@@ -29,6 +29,7 @@ import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
 import { pollStatus, rebuildJobs } from './recover.js'
 import * as views from './views.js'
+import { trustOf } from './trust.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
@@ -67,6 +68,8 @@ export class Requester {
       emit: (job, type, data) => { this.emit(job, type, data) },
       setStatus: (job, status) => { this.setStatus(job, status) },
       count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
+      // our own jobs on our own provider: we trust ourselves fully
+      trust: (provider) => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider)),
       drive: async (job, event) => { await this.drive(job, event) },
       fail: async (job, reason, status) => { await this.fail(job, reason, status) },
       background: (job, p) => { this.background(job, p) }
@@ -99,7 +102,7 @@ export class Requester {
   /** Ask the planner what follows `event` for this job, and do it. */
   private async drive (job: RequesterJob, event: PlanEvent): Promise<void> {
     if (this.stopped && event.type !== 'cancel') return
-    const step = next(planView(job), event, this.ctx.planConfig)
+    const step = next(planView(job, this.ctx.trust), event, this.ctx.planConfig)
     switch (step.kind) {
       case 'wait':
         return
@@ -111,7 +114,7 @@ export class Requester {
       case 'award':
         if (step.extraRun) job.extraRuns++
         // each award records its attempt before its first await: the next one sees it
-        for (const { bid, price } of step.awards) this.background(job, this.awards.award(job, bid, price))
+        for (const { bid, price, trust, eligible } of step.awards) this.background(job, this.awards.award(job, bid, price, trust, eligible))
         return
       case 'settle':
         await this.settlement.settle(job, step.hash, step.agreeing, step.outvoted)

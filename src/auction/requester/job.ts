@@ -14,6 +14,7 @@ import type { Journal } from '../protocol/journal.js'
 import type { Bid, Decline, JobSpecWire, Offer, RefusalReason, Result } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
+import type { Trust } from './trust.js'
 
 export interface RequesterConfig {
   bidWindowMs: number
@@ -24,6 +25,8 @@ export interface RequesterConfig {
   lostAfterMs: number
   defaultMaxPrice: number
   minReputation: number
+  /** bad marks in the reputation halve in this time (see reputation.ts); read by createMarket */
+  forgiveHalfLifeMs?: number
 }
 
 export interface RequesterDeps {
@@ -62,6 +65,8 @@ export interface RequesterJob {
   offer?: Signed<Offer>
   offerId?: string
   bids: Map<string, BidEntry>
+  /** bids from proven providers this round (they count toward minBids) */
+  provenBids: number
   declines: Map<string, { reason: Decline['reason'], detail?: string, signed?: Signed<Decline> }>
   attempts: Attempt[]
   excluded: Set<string>
@@ -93,6 +98,8 @@ export interface RequesterContext {
   emit (job: RequesterJob, type: JobEventType, data?: Record<string, unknown>): void
   setStatus (job: RequesterJob, status: JobStatus): void
   count (reason: RefusalReason): void
+  /** how far we trust a provider, from our own firsthand standing of it (trust.ts) */
+  trust (provider: string): Trust
   /** ask the planner what to do after `event`, and do it */
   drive (job: RequesterJob, event: PlanEvent): Promise<void>
   /** end the job as failed (or no-bids) with a reason, logged */
@@ -107,6 +114,7 @@ export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 
     ...fields,
     status: 'bidding',
     bids: new Map(),
+    provenBids: 0,
     declines: new Map(),
     attempts: [],
     excluded: new Set(),
@@ -118,7 +126,7 @@ export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 
 }
 
 /** The job as the planner reads it. */
-export function planView (job: RequesterJob): PlanJob<BidEntry> {
+export function planView (job: RequesterJob, trustOf: (provider: string) => Trust): PlanJob<BidEntry> {
   const results = new Map<string, string>()
   for (const [provider, r] of job.results) results.set(provider, r.signed.payload.resultHash)
   return {
@@ -132,7 +140,8 @@ export function planView (job: RequesterJob): PlanJob<BidEntry> {
     excluded: job.excluded,
     attempts: job.attempts,
     results,
-    finalHash: job.final?.result.payload.resultHash
+    finalHash: job.final?.result.payload.resultHash,
+    trustOf
   }
 }
 

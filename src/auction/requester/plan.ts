@@ -13,6 +13,9 @@
  * - **Runner-up first.** When an award ends (refused, lost) the best
  *   untried bidder of the round gets it; only when none is left and nothing
  *   is in flight is the job announced again, or failed at the limit.
+ * - **Trust** (`trust.ts`). Only eligible bids may win: while a proven
+ *   provider still bids, an unproven one gets at most one (probation)
+ *   attempt per job; the price is the uniform price over the eligible bids.
  * - **Quorum.** A majority of `replicas` agreeing on a result hash settles
  *   the job; disagreement with nothing in flight buys an extra run, up to
  *   `maxExtraRuns`.
@@ -22,6 +25,9 @@
 import type { RankedBid } from '../protocol/rules.js'
 import { rankBids, settlementPrice } from '../protocol/rules.js'
 import { TERMINAL, type AttemptView, type JobStatus } from '../types.js'
+import { eligibleBids, type Trust } from './trust.js'
+
+export { attemptDeadline } from './trust.js'
 
 export type AttemptState = AttemptView['state']
 
@@ -42,6 +48,8 @@ export interface PlanConfig {
 export interface PlanAttempt {
   provider: string
   state: AttemptState
+  /** the provider's trust when it was awarded (an attempt on a non-proven one is the job's probation) */
+  trust: Trust
 }
 
 /** The job as the planner sees it. */
@@ -62,6 +70,8 @@ export interface PlanJob<B extends RankedBid = RankedBid> {
   results: ReadonlyMap<string, string>
   /** the settled result's hash, once the job is settled */
   finalHash?: string
+  /** how far the requester trusts a provider now (trust.ts) */
+  trustOf: (provider: string) => Trust
 }
 
 export type PlanEvent =
@@ -79,8 +89,8 @@ export type Step<B extends RankedBid = RankedBid> =
   | { kind: 'wait' }
   /** announce again as `round`; `extraRun`: count one more extra run first */
   | { kind: 'announce', round: number, extraRun: boolean }
-  /** award these bids at these prices */
-  | { kind: 'award', awards: Array<{ bid: B, price: number }>, extraRun: boolean }
+  /** award these bids at these prices; `eligible`: the bids the winner rule ran over */
+  | { kind: 'award', awards: Array<{ bid: B, price: number, trust: Trust, eligible: B[] }>, extraRun: boolean }
   /** the quorum agrees on `hash`: pay `agreeing`, record a mismatch for `outvoted` */
   | { kind: 'settle', hash: string, agreeing: string[], outvoted: string[] }
   | { kind: 'fail', status: 'failed' | 'no-bids', reason: string }
@@ -146,23 +156,33 @@ function afterWindow<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig): St
 function award<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig, count: number, extraRun: boolean): Step<B> {
   const busy = inFlightCount(job) > 0
   const ranked = rankedBids(job)
+  const trustCache = new Map<string, Trust>()
+  const trustOf = (p: string): Trust => { let t = trustCache.get(p); if (t == null) { t = job.trustOf(p); trustCache.set(p, t) } return t }
+  // picked one by one: each pick is tried, and a non-proven pick uses up the job's probation
   const tried = new Set(job.attempts.map(a => a.provider))
-  const candidates = ranked.filter(b => !tried.has(b.provider))
-  if (candidates.length === 0) {
-    if (busy) return { kind: 'wait' }
-    if (canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun }
-    return { kind: 'fail', status: 'failed', reason: `no provider left to run the job after ${job.round + 1} announcements` }
-  }
+  let probationUsed = job.attempts.some(a => a.trust !== 'proven')
   const cap = cfg.maxAttempts * job.replicas + job.extraRuns + (extraRun ? 1 : 0)
-  const room = Math.min(count, cap - job.attempts.length, candidates.length)
-  if (room <= 0) return busy ? { kind: 'wait' } : { kind: 'fail', status: 'failed', reason: `gave up after ${job.attempts.length} attempts` }
-  // uniform price among the remaining bidders: the (k+1)-th ask, capped at maxPrice
-  const k = Math.min(job.replicas, ranked.length)
-  const awards = candidates.slice(0, room).map(bid => {
-    const index = Math.min(ranked.indexOf(bid), ranked.length - 1)
-    return { bid, price: settlementPrice(ranked, k, index, job.maxPrice) }
-  })
-  return { kind: 'award', awards, extraRun }
+  const awards: Array<{ bid: B, price: number, trust: Trust, eligible: B[] }> = []
+  while (awards.length < count) {
+    const eligible = eligibleBids(ranked, trustOf, tried, probationUsed)
+    const winner = eligible.find(b => !tried.has(b.provider))
+    if (winner == null) break
+    if (job.attempts.length + awards.length >= cap) {
+      if (awards.length > 0) break
+      return busy ? { kind: 'wait' } : { kind: 'fail', status: 'failed', reason: `gave up after ${job.attempts.length} attempts` }
+    }
+    // uniform price among the eligible bidders: the (k+1)-th ask, capped at maxPrice
+    const index = Math.min(eligible.indexOf(winner), eligible.length - 1)
+    const price = settlementPrice(eligible, Math.min(job.replicas, eligible.length), index, job.maxPrice)
+    const trust = trustOf(winner.provider)
+    awards.push({ bid: winner, price, trust, eligible })
+    tried.add(winner.provider)
+    if (trust !== 'proven') probationUsed = true
+  }
+  if (awards.length > 0) return { kind: 'award', awards, extraRun }
+  if (busy) return { kind: 'wait' }
+  if (canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun }
+  return { kind: 'fail', status: 'failed', reason: `no provider left to run the job after ${job.round + 1} announcements` }
 }
 
 /** A result was counted: settle once a quorum agrees; otherwise run more, or give up. */
@@ -256,14 +276,6 @@ export function liveness (a: WatchedAttempt, now: number, cfg: LivenessConfig): 
   if (silent > cfg.lostAfterMs) return { kind: 'lost', reason: `silent for ${silent} ms` }
   if (silent > cfg.suspectAfterMs && !a.suspect) return { kind: 'suspect', silentMs: silent }
   return { kind: 'ok' }
-}
-
-/** Margin on top of the job's own timeout: fetching the module, queueing, sending the result. */
-export const DEADLINE_MARGIN_MS = 15_000
-
-/** When an award must have a result: award + estimated start + job timeout + a margin. */
-export function attemptDeadline (awardedAt: number, estStartMs: number, timeoutMs: number): number {
-  return awardedAt + estStartMs + timeoutMs + DEADLINE_MARGIN_MS
 }
 
 // ---------------------------------------------------------------- status after a restart

@@ -67,8 +67,9 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
         lastSeen: now,
         suspect: false,
         awardedAt: a.ts,
-        deadline: attemptDeadline(now, 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS,
-        polled: true
+        deadline: attemptDeadline('proven', now, 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS,
+        polled: true,
+        trust: a.trust ?? ctx.trust(aw.provider)
       })
       if (a.handedOver) job.excluded.add(aw.provider)
     }

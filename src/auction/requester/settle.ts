@@ -51,7 +51,7 @@ export class Settlement {
     // queued, not awaited: the receipt (appended after it, in order) is awaited before the job settles
     ctx.journal.result('requester', result).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging a result failed') })
     ctx.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
-    switch (treatResult(planView(job), attempt, r.resultHash)) {
+    switch (treatResult(planView(job, ctx.trust), attempt, r.resultHash)) {
       case 'cancelled':
         end(attempt, 'cancelled')
         return

@@ -28,11 +28,12 @@ function job (over: Partial<Omit<PlanJob, 'results'>> & { results?: Record<strin
     excluded: new Set(),
     attempts: [],
     results: new Map(Object.entries(results ?? {})),
+    trustOf: () => 'proven',
     ...rest
   }
 }
 
-const att = (provider: string, state: PlanAttempt['state']): PlanAttempt => ({ provider, state })
+const att = (provider: string, state: PlanAttempt['state'], trust: PlanAttempt['trust'] = 'proven'): PlanAttempt => ({ provider, state, trust })
 
 function awarded (step: Step): Array<[string, number]> {
   expect(step.kind, JSON.stringify(step)).to.equal('award')
@@ -105,6 +106,35 @@ describe('requester plan (pure)', () => {
       expect(step).to.deep.equal({ kind: 'fail', status: 'failed', reason: 'gave up after 3 attempts' })
       const busy = job({ status: 'awarded', replicas: 1, bids, attempts: [...tried, att('d', 'running')], extraRuns: 1 })
       expect(next(busy, { type: 'ended' }, CFG)).to.deep.equal({ kind: 'wait' })
+    })
+  })
+
+  describe('trust (who may win)', () => {
+    const trust = (t: Record<string, 'proven' | 'unproven' | 'doubtful'>) => (p: string) => t[p] ?? 'proven'
+
+    it('one probation attempt per job for an unproven bidder, priced over the eligible bids', () => {
+      const bids = [bid('u1', 1), bid('u2', 2), bid('p', 5), bid('q', 6)]
+      const trustOf = trust({ u1: 'unproven', u2: 'unproven' })
+      const first = next(job({ bids, trustOf }), { type: 'closed' }, CFG)
+      expect(awarded(first)).to.deep.equal([['u1', 2]])
+      expect(first.kind === 'award' && first.awards[0].trust).to.equal('unproven')
+      // u1 lost: its probation is used, so the next award skips u2 for the proven p, at q's ask
+      const after = job({ status: 'awarded', bids, trustOf, excluded: new Set(['u1']), attempts: [att('u1', 'lost', 'unproven')] })
+      const step = next(after, { type: 'ended' }, CFG)
+      expect(awarded(step)).to.deep.equal([['p', 6]])
+      expect(step.kind === 'award' && step.awards[0].eligible.map(b => b.provider)).to.deep.equal(['p', 'q'])
+    })
+
+    it('replicas: the probation is used by the first non-proven pick within one step', () => {
+      const bids = [bid('u1', 1), bid('u2', 2), bid('p', 5), bid('q', 6)]
+      const step = next(job({ replicas: 2, bids, trustOf: trust({ u1: 'unproven', u2: 'unproven' }) }), { type: 'closed' }, CFG)
+      expect(awarded(step).map(([p]) => p)).to.deep.equal(['u1', 'p'])
+    })
+
+    it('nobody proven bids: the job runs on the others, unproven before doubtful', () => {
+      const bids = [bid('d', 1), bid('u', 2)]
+      const step = next(job({ bids, trustOf: trust({ d: 'doubtful', u: 'unproven' }) }), { type: 'closed' }, CFG)
+      expect(awarded(step).map(([p]) => p)).to.deep.equal(['u'])
     })
   })
 
@@ -193,7 +223,7 @@ describe('requester plan (pure)', () => {
   })
 
   describe('liveness and deadlines', () => {
-    const base: WatchedAttempt = { provider: 'a', state: 'running', lastSeen: 1000, suspect: false, awardedAt: 1000, deadline: attemptDeadline(1000, 0, 5000) }
+    const base: WatchedAttempt = { provider: 'a', state: 'running', trust: 'proven', lastSeen: 1000, suspect: false, awardedAt: 1000, deadline: attemptDeadline('proven', 1000, 0, 5000) }
     const cfg = { suspectAfterMs: 750, lostAfterMs: 1500 }
 
     it('heartbeats in time: ok; a short silence: suspect (once); a long one: lost', () => {
