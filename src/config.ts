@@ -58,7 +58,8 @@ export const configSchema = z.strictObject({
     enabled: z.boolean(),
     price: z.number().min(0),
     slots: z.number().int().min(0),
-    engines: z.array(z.enum(ENGINES))
+    engines: z.array(z.enum(ENGINES)),
+    dialPrivateAddresses: z.boolean()
   }),
   auction: z.strictObject({
     bidWindowMs: z.number().int().min(1),
@@ -70,7 +71,8 @@ export const configSchema = z.strictObject({
     defaultMaxPrice: z.number().min(0),
     resultRetentionMs: z.number().int().min(0),
     minReputation: z.number(),
-    forgiveHalfLifeMs: z.number().int().min(1)
+    forgiveHalfLifeMs: z.number().int().min(1),
+    bidStreamIdleMs: z.number().int().min(100)
   })
 })
 

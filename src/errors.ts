@@ -68,6 +68,13 @@ export class JobStateError extends MercatoError {
   }
 }
 
+/** A requester closed a provider's bid stream: garbage, a forged answer, or idle. */
+export class BidStreamClosedError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'bid-stream-closed', status: 400, name: 'BidStreamClosedError' })
+  }
+}
+
 export function isMercatoError (err: unknown): err is MercatoError {
   return err instanceof MercatoError
 }

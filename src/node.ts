@@ -130,7 +130,8 @@ export class MercatoNode implements GatewayNode {
         maxMemoryMb: cfg.executor.maxMemoryMb,
         maxOutputBytes: cfg.executor.maxOutputBytes,
         heartbeatMs: cfg.auction.heartbeatMs,
-        resultRetentionMs: cfg.auction.resultRetentionMs
+        resultRetentionMs: cfg.auction.resultRetentionMs,
+        dialPrivateAddresses: cfg.provider.dialPrivateAddresses
       },
       // test-only switch (replica quorum tests): this provider lies about its output
       corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'

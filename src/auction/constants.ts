@@ -82,3 +82,46 @@ export const PROBATION_MAX_PENALTY = 0.5
  * timeout), short enough that a provider that crashed and came back is heard again within the hour.
  */
 export const FORGIVE_HALF_LIFE_MS = 10 * 60_000
+/**
+ * Item ids remembered per batched topic for replay checks. An offer lives at most 10 min; at
+ * 100 items/s this remembers a minute of traffic, after which a replayed item is verified once
+ * more and then dropped by the provider's own answered-offer check.
+ */
+export const MAX_SEEN_ITEMS = 8192
+/**
+ * Offers per second a node forwards and answers per requester key (and the burst). An honest
+ * requester here peaks near 90 jobs/s (the benchmark); past this a key's offers are ignored
+ * (not forwarded, not answered), so one key cannot make the mesh verify, sign and store
+ * without bound.
+ */
+export const OFFER_RATE_PER_KEY = 250
+export const OFFER_BURST_PER_KEY = 1000
+/** Receipts per second per requester key (one per settled job, so the same bound as offers). */
+export const RECEIPT_RATE_PER_KEY = 250
+export const RECEIPT_BURST_PER_KEY = 1000
+/** Keys with a rate bucket (the least recently seen are forgotten first). */
+export const MAX_RATE_KEYS = 4096
+/** Offers a provider keeps to check awards against (its bids), all requesters together. */
+export const MAX_BID_OFFERS = 1000
+/**
+ * Standalone `bid` records a provider writes for requesters that never paid it: a burst and a
+ * refill per second. Its bid is always logged inside the `award` record when it wins; a
+ * requester that paid it has every answer logged. Anyone can sign offers, so unproven offers
+ * must not cost a log record each.
+ */
+export const UNPROVEN_BID_RECORDS_BURST = 32
+export const UNPROVEN_BID_RECORDS_PER_SEC = 0.1
+/**
+ * Dials a provider makes to reach requesters it is not connected to, to deliver answers:
+ * at most this many at once (all requesters), one at a time per requester, and after a
+ * failed dial no new one to that requester for ANSWER_DIAL_BACKOFF_MS.
+ */
+export const MAX_ANSWER_DIALS = 4
+export const ANSWER_DIAL_BACKOFF_MS = 30_000
+/** How long one answer dial may take. */
+export const ANSWER_DIAL_TIMEOUT_MS = 3000
+/**
+ * A bid stream with no frame for this long is closed by the requester (the provider opens a
+ * new one with its next answer); an idle stream otherwise holds a stream slot forever.
+ */
+export const BID_STREAM_IDLE_MS = 30_000

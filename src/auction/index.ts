@@ -27,14 +27,18 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Signed, Signer } from '../crypto/index.js'
-import { withLoopback, type Network, type TopicVerdict } from '../p2p/index.js'
+import { withLoopback, type Network } from '../p2p/index.js'
 import type { Ledger, LedgerRecord } from '../ledger/index.js'
 import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
-import { BLOB_KEY_PREFIX, BLOB_PROTOCOL, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC } from './constants.js'
+import {
+  BLOB_KEY_PREFIX, BLOB_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
+  OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
+} from './constants.js'
+import { GossipGate } from './protocol/gossip.js'
 import { readRecord, readStanding } from './protocol/journal.js'
-import { decodeBatch, type Receipt, type RefusalReason } from './protocol/messages.js'
+import type { Receipt, RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type KnownProvider, type RequesterConfig } from './requester/index.js'
@@ -48,6 +52,7 @@ export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
 export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/trust.js'
 export { JobStateError } from '../errors.js'
+export { GossipGate, SeenSet, KeyedRateLimit } from './protocol/gossip.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
 export type { KnownProvider, RequesterConfig } from './requester/index.js'
 export type { ProviderConfig } from './provider/index.js'
@@ -90,6 +95,8 @@ export interface Market {
   providers (): ProviderListing[]
   /** this node as a provider: its slots, how many are busy, its engines */
   capacity (): { enabled: boolean, slots: number, busy: number, engines: Engine[] }
+  /** answers this node's provider could not deliver (requester not reachable, no dial allowed) */
+  answersUndelivered (): number
   /** messages refused from the network, by role and reason */
   refusals (): { requester: ReadonlyMap<RefusalReason, number>, provider: ReadonlyMap<RefusalReason, number> }
   balance (): { peerId: string, earned: number, spent: number, balance: number }
@@ -103,8 +110,25 @@ export function createMarket (init: MarketInit): Market {
   const blobs = new BlobStore(init.blobsDir)
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged })
+  const countInto = (map: Map<RefusalReason, number>) => (reason: RefusalReason): void => { map.set(reason, (map.get(reason) ?? 0) + 1) }
+  const providerRefused = new Map<RefusalReason, number>()
+  // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
+  const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
+    maxSeen: MAX_SEEN_ITEMS,
+    rate: { perSec: OFFER_RATE_PER_KEY, burst: OFFER_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
+    count: countInto(providerRefused),
+    self: init.signer.peerId
+  })
+  const receiptGate = new GossipGate('receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
+    maxSeen: MAX_SEEN_ITEMS,
+    rate: { perSec: RECEIPT_RATE_PER_KEY, burst: RECEIPT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
+    count: countInto(requester.refused),
+    self: init.signer.peerId
+  })
   const provider = new Provider({
     network,
+    refused: providerRefused,
+    offerGate,
     signer: init.signer,
     ledger: init.ledger,
     executor: init.executor,
@@ -140,15 +164,16 @@ export function createMarket (init: MarketInit): Market {
         if (s?.kind === 'receipt') reputation.applyReceipt(s.receipt)
         else if (s != null) reputation.record(s.provider, s.kind)
       }
-      // receipts arrive in batches ({ b: [...] }); the decoder checks every one, the handler applies them
-      network.subscribe(RECEIPTS_TOPIC, (msg): TopicVerdict<Array<Signed<Receipt>>> => {
-        try {
-          const receipts = decodeBatch(msg.data, 'receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-          return receipts.length > 0 ? { result: 'accept', value: receipts } : { result: 'ignore' }
-        } catch { return { result: 'reject' } }
-      }, (msg) => {
-        for (const r of msg.value) reputation.applyReceipt(r, false)
+      // receipts and offers arrive in batches ({ b: [...] }); the gate checks every new item once
+      // (replays of known items are neither verified nor delivered again), the handler applies them
+      network.subscribe(RECEIPTS_TOPIC, (msg) => receiptGate.decode(msg), (msg) => {
+        for (const r of msg.value) reputation.applyReceipt(r.m, false)
       })
+      // every node relays the jobs topic, providing or not: a requester-only node between two parts
+      // of the mesh must not split job gossip. A provider hears its own offers too (through the
+      // loopback); a node that does not provide only relays, so it is not a topic peer to itself.
+      const jobsNetwork = provider.enabled ? network : init.network
+      jobsNetwork.subscribe(JOBS_TOPIC, (msg) => offerGate.decode(msg), (msg) => { provider.onGossipOffers(msg.value) })
       await blobs.serve(network)
       await requester.start()
       await provider.start()
@@ -159,6 +184,7 @@ export function createMarket (init: MarketInit): Market {
       await provider.stop()
       await requester.stop()
       network.unsubscribe(RECEIPTS_TOPIC)
+      network.unsubscribe(JOBS_TOPIC)
       await network.unhandle(BLOB_PROTOCOL).catch(() => {})
     },
     async uploadBlob (bytes) {
@@ -205,6 +231,7 @@ export function createMarket (init: MarketInit): Market {
     },
     capacity: () => ({ enabled: provider.enabled, slots: provider.slots, busy: provider.busy, engines: provider.engines() }),
     refusals: () => ({ requester: requester.refused, provider: provider.refused }),
+    answersUndelivered: () => provider.unreachable,
     balance () {
       const me = reputation.get(init.signer.peerId)
       return { peerId: init.signer.peerId, earned: me.earned, spent: me.spent, balance: me.earned - me.spent }

@@ -81,7 +81,9 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
   ]
   if (bootstrap != null) args.push('--bootstrap', bootstrap)
   // its own process group: Ctrl-C reaches the devnet, which stops the nodes in order
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  // every devnet node is on 127.0.0.1: a provider may dial a requester's loopback address to answer
+  const env = { ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env })
   const log = createWriteStream(join(dir, `node-${index}.log`), { flags: 'a' })
   logs.push(log)
   const tail: string[] = []

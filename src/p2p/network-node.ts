@@ -10,7 +10,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { mdns } from '@libp2p/mdns'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -19,13 +19,14 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
+import { isPublicAddress } from './multiaddr.js'
 import {
   DHT_PROTOCOL, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
   MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, MIN_PEERS, REQUEST_TIMEOUT_MS
 } from './constants.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
-  ChannelHandler, ChannelOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
+  ChannelHandler, ChannelOptions, DialOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
   RequestHandler, RequestOptions, TopicDecoder, TopicHandler, TopicVerdict
 } from './network.js'
 
@@ -198,12 +199,38 @@ export class Libp2pNetwork implements Network {
     }
   }
 
-  async dial (target: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+  async dial (target: string, opts: DialOptions = {}): Promise<string> {
+    if (opts.publicOnly === true) return await this.dialPublic(target, opts.signal)
     try {
       const conn = await this.node.dial(this.target(target), { signal: opts.signal })
       return conn.remotePeer.toString()
     } catch (err: any) {
       if (err instanceof PeerUnreachableError) throw err
+      throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
+    }
+  }
+
+  /** Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId. */
+  private async dialPublic (target: string, signal?: AbortSignal): Promise<string> {
+    const t = this.target(target)
+    let addrs: Multiaddr[]
+    let peer: PeerId | undefined
+    if ('getComponents' in t) {
+      addrs = [t]
+    } else {
+      peer = t
+      if (this.node.getConnections(peer).length > 0) return target
+      addrs = (await this.node.peerStore.get(peer).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
+      if (addrs.length === 0) {
+        addrs = (await this.node.peerRouting.findPeer(peer, { signal }).catch(() => null))?.multiaddrs ?? []
+      }
+    }
+    const publicAddrs = addrs.filter(a => isPublicAddress(a))
+    if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
+    try {
+      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer?.toString() ?? ''}`)) : publicAddrs, { signal })
+      return conn.remotePeer.toString()
+    } catch (err: any) {
       throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
     }
   }

@@ -90,6 +90,12 @@ export interface ChannelOptions {
   maxInboundStreams?: number
 }
 
+export interface DialOptions {
+  signal?: AbortSignal
+  /** dial only public IP addresses (default false) */
+  publicOnly?: boolean
+}
+
 export interface NetworkEvents {
   'peer:connect': string
   'peer:disconnect': string
@@ -102,8 +108,12 @@ export interface Network {
   /** connected peers */
   peers (): PeerSummary[]
   isConnected (peerId: string): boolean
-  /** dial a multiaddr string or a known PeerId */
-  dial (target: string, opts?: { signal?: AbortSignal }): Promise<string>
+  /**
+   * Dial a multiaddr string or a PeerId (addresses from the peer store: what the peer said of
+   * itself over identify, or the DHT). `publicOnly`: dial only public IP addresses (no
+   * loopback, private, link-local, unique-local or DNS names), for dials a stranger asked for.
+   */
+  dial (target: string, opts?: DialOptions): Promise<string>
   hangUp (peerId: string): Promise<void>
 
   /** subscribe to a topic and take every message as it is (`value` is the bytes) */

@@ -23,7 +23,8 @@ describe('market: five nodes, three providers', function () {
       startTestNode({ price: 8, bootstrap: boot })
     ])
     nodes = [requester, other, cheap, middle, dear]
-    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+    // every node relays the jobs topic (providers or not): wait for the three providers by name
+    await waitFor(() => [cheap, middle, dear].every(p => requester.network.topicPeers(JOBS_TOPIC).includes(p.peerId)), 15_000)
   })
   after(stopNodes)
 

@@ -53,7 +53,9 @@ export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, t
 export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number, nodeArgs?: string[] } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? await tempDir()
   const fullArgs = ['start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', CLI, ...fullArgs], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  // every test node is on 127.0.0.1: answers may dial loopback addresses
+  const env = { ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true', ...opts.env }
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', CLI, ...fullArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   procs.add(proc)
   let stdout = ''
   let stderr = ''

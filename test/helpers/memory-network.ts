@@ -12,6 +12,7 @@
  * await b.request(a.peerId, '/echo/1.0.0', bytes)
  * ```
  */
+import { createHash } from 'node:crypto'
 import { randomSigner } from '../../src/crypto/index.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from '../../src/p2p/errors.js'
 import type {
@@ -26,13 +27,38 @@ interface Sub { handler: TopicHandler<any>, decode: TopicDecoder<any> }
 
 export interface GossipRecord { topic: string, from: string, to: string, result: 'accept' | 'ignore' | 'reject' }
 
+export interface MemoryHubOptions {
+  /**
+   * Gossip as gossipsub does: a node that accepts a message forwards it to its other linked
+   * subscribers, and each node takes a message (by content hash) once. Off by default: every
+   * node is linked to every other and hears each publish directly.
+   */
+  relay?: boolean
+  /** a dial (request, channel) to a peer whose link was cut links them again, as a TCP dial would */
+  dialable?: boolean
+}
+
 export class MemoryHub {
+  readonly opts: MemoryHubOptions
   readonly nodes = new Map<string, MemoryNetwork>()
   readonly providers = new Map<string, Set<string>>()
   /** every gossip delivery and its validation result (for assertions) */
   readonly gossipLog: GossipRecord[] = []
   /** drop links: `${a}|${b}` (both directions) */
   private readonly cut = new Set<string>()
+
+  constructor (opts: MemoryHubOptions = {}) {
+    this.opts = opts
+  }
+
+  /** link two nodes again (a dial across a cut) */
+  connect (a: string, b: string): void {
+    if (!this.cut.has(`${a}|${b}`)) return
+    this.cut.delete(`${a}|${b}`)
+    this.cut.delete(`${b}|${a}`)
+    this.nodes.get(a)?.emit('peer:connect', b)
+    this.nodes.get(b)?.emit('peer:connect', a)
+  }
 
   createNode (peerId: string = randomSigner().peerId): MemoryNetwork {
     const node = new MemoryNetwork(this, peerId)
@@ -70,6 +96,8 @@ export class MemoryNetwork implements Network {
   readonly handlers = new Map<string, { handler: RequestHandler, opts: HandleOptions }>()
   readonly channelHandlers = new Map<string, { handler: ChannelHandler, opts: ChannelOptions }>()
   maxGossipBytes = 256 * 1024
+  /** gossip taken (content hashes), with relay on */
+  private readonly seenGossip = new Set<string>()
 
   private readonly events = new EventTarget()
 
@@ -98,6 +126,7 @@ export class MemoryNetwork implements Network {
 
   async dial (target: string): Promise<string> {
     const id = target.startsWith('/') ? target.split('/').pop() ?? '' : target
+    if (this.hub.opts.dialable === true && id !== this.peerId && this.hub.nodes.has(id)) this.hub.connect(this.peerId, id)
     if (!this.hub.linked(this.peerId, id)) throw new PeerUnreachableError(`cannot reach ${target}`)
     return id
   }
@@ -119,9 +148,16 @@ export class MemoryNetwork implements Network {
 
   async publish (topic: string, data: Uint8Array): Promise<number> {
     if (data.length > this.maxGossipBytes) throw new MessageTooLargeError(`gossip message of ${data.length} bytes`)
+    if (this.hub.opts.relay === true) this.seenGossip.add(gossipId(data))
+    return this.forward(topic, data)
+  }
+
+  /** send to every linked subscriber (but `except`); with relay on, each forwards what it accepts */
+  private forward (topic: string, data: Uint8Array, except?: string): number {
     let n = 0
+    const relay = this.hub.opts.relay === true
     for (const node of this.hub.nodes.values()) {
-      if (!this.hub.linked(this.peerId, node.peerId)) continue
+      if (node.peerId === except || !this.hub.linked(this.peerId, node.peerId)) continue
       const sub = node.subs.get(topic)
       if (sub == null) continue
       n++
@@ -129,10 +165,18 @@ export class MemoryNetwork implements Network {
       // deliver asynchronously, like a network
       setImmediate(() => {
         void (async () => {
+          if (relay) {
+            const id = gossipId(data)
+            if (node.seenGossip.has(id)) return
+            node.seenGossip.add(id)
+          }
           let verdict
           try { verdict = await sub.decode(msg) } catch { verdict = { result: 'reject' as const } }
           this.hub.gossipLog.push({ topic, from: this.peerId, to: node.peerId, result: verdict.result })
-          if (verdict.result === 'accept' && node.subs.get(topic) === sub) sub.handler({ ...msg, value: verdict.value })
+          if (verdict.result === 'accept' && node.subs.get(topic) === sub) {
+            sub.handler({ ...msg, value: verdict.value })
+            if (relay) node.forward(topic, data, this.peerId)
+          }
         })()
       })
     }
@@ -274,4 +318,8 @@ function channelPair (a: string, b: string, protocol: string, maxBytes: number):
   x.peer = y
   y.peer = x
   return [x, y]
+}
+
+function gossipId (data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
 }

@@ -31,7 +31,8 @@ export async function startTestNode (opts: TestNodeOptions = {}): Promise<Mercat
     p2p: { listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: opts.bootstrap ?? [], mdns: false },
     gateway: { enabled: opts.gateway ?? false, port: 0 },
     executor: { poolSize: 1 },
-    provider: { enabled: opts.provide ?? true, price: opts.price ?? 10, slots: opts.slots ?? 2 },
+    // every test node is on 127.0.0.1: answers may dial loopback addresses
+    provider: { enabled: opts.provide ?? true, price: opts.price ?? 10, slots: opts.slots ?? 2, dialPrivateAddresses: true },
     ledger: { headIntervalMs: 1000, headDebounceMs: 50 }
   }, opts.config ?? {})
   const config = loadConfig({ env: {}, overrides })

@@ -146,8 +146,9 @@ export class Journal {
     return this.write('bid', { jobId: bid.payload.jobId, side: 'provider', offerId, requester, bid })
   }
 
-  awarded (offer: Signed<Offer>, award: Signed<Award>): Promise<void> {
-    return this.write('award', { jobId: award.payload.jobId, side: 'provider', offer, award })
+  /** an award we took: the requester's signed offer and award, and our own signed bid */
+  awarded (offer: Signed<Offer>, bid: Signed<Bid>, award: Signed<Award>): Promise<void> {
+    return this.write('award', { jobId: award.payload.jobId, side: 'provider', offer, bid, award })
   }
 
   // both sides

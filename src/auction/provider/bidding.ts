@@ -2,7 +2,8 @@
  * The provider's bidding desk: offers in, sealed answers out.
  *
  * Offers arrive on the jobs topic (a batch per gossip message, every item
- * checked by the topic's decoder) or directly on `/mercato/offer/1.0.0`.
+ * checked once by the topic's gate, `protocol/gossip.ts`) or directly on
+ * `/mercato/offer/1.0.0`.
  * Each new offer runs the strategy chain (`strategy.ts`); the answer, a
  * signed Bid or a signed Decline with its reason, goes to the requester on
  * one long-lived bid stream per requester (answers of one turn in one
@@ -10,12 +11,16 @@
  * requester is reached the same way, through the loopback.
  */
 import { messageId, type Signed } from '../../crypto/index.js'
-import type { MessageChannel, RawTopicMessage, TopicVerdict } from '../../p2p/index.js'
+import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
-import { BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_BLOB_BYTES } from '../constants.js'
-import { decodeBatch, encodeBatch, encodeSigned, RefusedMessageError, sign, type Offer } from '../protocol/messages.js'
+import {
+  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+  MAX_BID_BYTES, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
+} from '../constants.js'
+import { KeyedRateLimit } from '../protocol/gossip.js'
+import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
-import { MAX_BID_OFFERS, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+import { keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
 
 export class ProviderBidding {
   private readonly ctx: ProviderContext
@@ -25,6 +30,13 @@ export class ProviderBidding {
   private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
   /** answers produced in one turn for one requester go out as one frame on its bid stream */
   private readonly bidBatches = new Map<string, Batcher<Signed>>()
+  /** standalone bid records for requesters that never paid us: a small shared budget */
+  private readonly unprovenRecords = new KeyedRateLimit(UNPROVEN_BID_RECORDS_PER_SEC, UNPROVEN_BID_RECORDS_BURST, 1)
+  /** answer dials in flight, and requesters we could not dial lately (until when) */
+  private readonly dialing = new Map<string, Promise<boolean>>()
+  private readonly dialFailed = new Map<string, number>()
+  /** answers dropped because the requester could not be reached (no connection, no dial allowed or possible) */
+  unreachable = 0
 
   constructor (ctx: ProviderContext) {
     this.ctx = ctx
@@ -35,24 +47,9 @@ export class ProviderBidding {
     this.bidChannels.clear()
   }
 
-  /** The jobs topic's decoder: a batch of offers from one requester, every one checked. */
-  decodeOffers (msg: RawTopicMessage): TopicVerdict<Array<Signed<Offer>>> {
-    let offers: Array<Signed<Offer>>
-    try {
-      offers = decodeBatch(msg.data, 'offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS)
-    } catch (err: any) {
-      this.ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
-      this.ctx.log.debug({ err: err.message, from: msg.from }, 'refused offer batch')
-      return { result: 'reject' }
-    }
-    if (offers.length === 0) return { result: 'ignore' } // all expired: an honest late delivery
-    if (offers.some(o => o.signer !== offers[0].signer)) { this.ctx.count('bad-schema'); return { result: 'reject' } }
-    return { result: 'accept', value: offers }
-  }
-
   /** Decide on an offer and answer the requester with a signed bid or decline. */
-  onOffer (offer: Signed<Offer>): void {
-    const offerId = messageId(offer)
+  onOffer (offer: Signed<Offer>, id?: string): void {
+    const offerId = id ?? messageId(offer)
     if (this.answered.has(offerId)) return
     this.answered.add(offerId)
     if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
@@ -96,28 +93,30 @@ export class ProviderBidding {
         expires: now + BID_TTL_MS
       })
       // only offers we bid on can be awarded to us: keep those with our bid (bounded), not every offer heard
-      ctx.state.offers.set(offerId, { offer, bidId: messageId(bid), price: bid.payload.price })
-      if (ctx.state.offers.size > MAX_BID_OFFERS) ctx.state.offers.delete(ctx.state.offers.keys().next().value as string)
+      keepOffer(ctx.state, offerId, { offer, bid, bidId: messageId(bid), price: bid.payload.price, requester: o.requester })
       msg = bid
-      // our signed bid, naming the offer by id; the offer itself is logged with the award when we win
-      // (the requester's log holds every offer in full). Declines are logged by the requester only:
-      // anyone can send us offers, and declining must not cost us a record each.
-      void ctx.journal.bid(offerId, o.requester, bid).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+      // our signed bid, naming the offer by id; the offer and the bid are logged with the award when
+      // we win (the requester's log holds every offer and every bid in full). Anyone can sign offers,
+      // so an answer costs us a record of its own only for a requester that paid us before (or
+      // ourselves), or from a small shared budget for the others. Declines are logged by the requester only.
+      if (ctx.state.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1)) {
+        void ctx.journal.bid(offerId, o.requester, bid).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+      }
     } else {
       msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
     }
-    this.send(o.requester, o.addrs, msg)
+    this.send(o.requester, msg)
   }
 
   /**
    * Queue an answer for our long-lived bid stream to this requester (opened on first use);
    * answers of one turn leave as one frame.
    */
-  private send (requester: string, addrs: string[], msg: Signed): void {
+  private send (requester: string, msg: Signed): void {
     let batch = this.bidBatches.get(requester)
     if (batch == null) {
       batch = new Batcher<Signed>((items) => {
-        void this.flush(requester, addrs, items).catch(err => { this.ctx.log.debug({ err, requester }, 'could not deliver answers') })
+        void this.flush(requester, items).catch(err => { this.ctx.log.debug({ err, requester }, 'could not deliver answers') })
       // answers are schema-bounded (a few hundred bytes): count each at the cap rather than encode it to measure
       }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, sizeOf: () => MAX_BID_BYTES })
       this.bidBatches.set(requester, batch)
@@ -127,9 +126,11 @@ export class ProviderBidding {
   }
 
   /** Send on the bid stream; if that stream cannot be had, one request per answer. */
-  private async flush (requester: string, addrs: string[], items: Signed[]): Promise<void> {
+  private async flush (requester: string, items: Signed[]): Promise<void> {
     const { network } = this.ctx
-    await this.reach(requester, addrs)
+    // only over a connection we have or were allowed to make: opening a stream to a peer we are
+    // not connected to would make libp2p dial whatever addresses it holds for it
+    if (!await this.reach(requester)) { this.unreachable += items.length; return }
     let channel = this.bidChannels.get(requester)
     if (channel == null) {
       channel = network.openChannel(requester, BID_STREAM_PROTOCOL, { maxMessageBytes: MAX_BID_BYTES, signal: AbortSignal.timeout(3000) })
@@ -145,18 +146,39 @@ export class ProviderBidding {
     } catch {
       // no stream: one request per answer on the request/response protocol
       if (this.bidChannels.get(requester) === channel) this.bidChannels.delete(requester)
-      for (const m of items) await network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
+      for (const m of items) {
+        if (!network.isConnected(requester)) { this.unreachable++; continue }
+        await network.request(requester, BID_PROTOCOL, encodeSigned(m), { timeoutMs: 5000, maxResponseBytes: 1024 })
+      }
     }
   }
 
-  /** Make sure we can reach the requester (dial its announced addresses if not connected). */
-  private async reach (peer: string, addrs: string[]): Promise<void> {
+  /**
+   * Can we deliver answers to this requester? Yes over a connection we have (the requester is a
+   * gossip neighbour, sent us the offer directly, or is ourselves). Otherwise we dial its PeerId,
+   * never the addresses its offer names (anyone can sign an offer naming any host and port):
+   * libp2p uses what the peer said of itself over identify, or the DHT, and only public IP
+   * addresses unless `dialPrivateAddresses` is on. Bounded: MAX_ANSWER_DIALS at once, one per
+   * requester, and a requester we failed to dial is not dialled again for ANSWER_DIAL_BACKOFF_MS.
+   */
+  private async reach (peer: string): Promise<boolean> {
     const { network } = this.ctx
-    if (network.isConnected(peer)) return
-    for (const addr of addrs) {
-      if (!addr.endsWith(`/p2p/${peer}`)) continue
-      try { await network.dial(addr, { signal: AbortSignal.timeout(3000) }); return } catch {}
-    }
+    if (network.isConnected(peer)) return true
+    const pending = this.dialing.get(peer)
+    if (pending != null) return await pending
+    const failedAt = this.dialFailed.get(peer)
+    if (failedAt != null && Date.now() - failedAt < ANSWER_DIAL_BACKOFF_MS) return false
+    if (this.dialing.size >= MAX_ANSWER_DIALS) return false
+    const dial = network.dial(peer, { signal: AbortSignal.timeout(ANSWER_DIAL_TIMEOUT_MS), publicOnly: this.ctx.cfg.dialPrivateAddresses !== true })
+      .then(() => { this.dialFailed.delete(peer); return true }, (err) => {
+        this.ctx.log.debug({ err, peer }, 'could not reach requester to answer')
+        this.dialFailed.set(peer, Date.now())
+        if (this.dialFailed.size > MAX_KNOWN_OFFERS) this.dialFailed.delete(this.dialFailed.keys().next().value as string)
+        return false
+      })
+      .finally(() => { this.dialing.delete(peer) })
+    this.dialing.set(peer, dial)
+    return await dial
   }
 
   /** Run the offer → answer path once on a made-up offer (no network, no log): see Provider.warmUp. */

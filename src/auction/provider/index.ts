@@ -8,11 +8,12 @@
  * receipt; `status.ts` answers a restarted requester. This file wires them
  * to the network and holds the numbers they share (slots, queue, the ask).
  */
-import type { Signed } from '../../crypto/index.js'
+import { messageId, type Signed } from '../../crypto/index.js'
+import type { GossipItem } from '../protocol/gossip.js'
 import type { Engine } from '../../executor/index.js'
 import { logger, type Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
-import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
+import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
 import { Journal } from '../protocol/journal.js'
 import { decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
@@ -28,7 +29,7 @@ export { decide, CHECKS, type Decision, type StrategyContext } from './strategy.
 const SURGE = 0.5
 
 export class Provider {
-  readonly refused = new Map<RefusalReason, number>()
+  readonly refused: Map<RefusalReason, number>
   private readonly deps: ProviderDeps
   private readonly cfg: ProviderConfig
   private readonly log: Logger
@@ -39,6 +40,7 @@ export class Provider {
 
   constructor (deps: ProviderDeps) {
     this.deps = deps
+    this.refused = deps.refused ?? new Map()
     this.cfg = deps.config
     this.network = deps.network
     this.log = logger('auction:provider', { peerId: deps.signer.peerId })
@@ -54,7 +56,8 @@ export class Provider {
       queue: () => this.queue,
       ask: () => this.ask(),
       engines: () => this.engines(),
-      state: { running: 0, avgRunMs: 50, offers: new Map(), seenAwards: new Set(), held: new Map() }
+      // we pay ourselves: our own requester's answers are always logged
+      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new Set(), held: new Map() }
     }
     this.bidding = new ProviderBidding(this.ctx)
   }
@@ -89,9 +92,13 @@ export class Provider {
     this.sweeper.unref()
     if (!this.cfg.enabled) return
     this.warmUp()
-    network.subscribe(JOBS_TOPIC, (msg) => this.bidding.decodeOffers(msg), (msg) => { this.onOffers(msg.value) })
+    // gossiped offers arrive through the market's jobs-topic subscription (every node relays it)
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
-      this.bidding.onOffer(this.checkOffer(data, ctx.from))
+      const offer = this.checkOffer(data, ctx.from)
+      const id = messageId(offer)
+      // the same replay and per-key rate checks as the jobs topic's gate
+      if (this.deps.offerGate != null && !this.deps.offerGate.admit(offer.signer, id)) return new Uint8Array(0)
+      this.bidding.onOffer(offer, id)
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_OFFER_BYTES })
     await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await onAwardChannel(this.ctx, channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
@@ -106,17 +113,20 @@ export class Provider {
     this.bidding.stop()
     const { network } = this
     if (this.cfg.enabled) {
-      network.unsubscribe(JOBS_TOPIC)
       await network.unhandle(OFFER_PROTOCOL).catch(() => {})
       await network.unhandle(AWARD_PROTOCOL).catch(() => {})
     }
     await network.unhandle(STATUS_PROTOCOL).catch(() => {})
   }
 
-  /** Offers from the jobs topic (ours too, through the loopback). */
-  onOffers (offers: Array<Signed<Offer>>): void {
-    for (const offer of offers) this.bidding.onOffer(offer)
+  /** Offers the jobs topic's gate accepted (ours too, through the loopback). */
+  onGossipOffers (items: Array<GossipItem<Offer>>): void {
+    if (!this.cfg.enabled) return
+    for (const { id, m } of items) this.bidding.onOffer(m, id)
   }
+
+  /** answers that could not be delivered (the requester was not reachable) */
+  get unreachable (): number { return this.bidding.unreachable }
 
   /**
    * Run the offer → answer path once on a made-up offer (no network, no log), so the first real

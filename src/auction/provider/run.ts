@@ -17,7 +17,7 @@ import type { MessageChannel } from '../../p2p/index.js'
 import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
-import type { HeldJob, ProviderContext } from './state.js'
+import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 
 /** executor errors that say nothing about the job: the award is dropped and the requester fails over */
 const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
@@ -59,12 +59,15 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   }
   if (a.provider !== ctx.peerId) { ctx.count('wrong-sender'); await refuse('award names another provider'); return }
   if (award.signer !== channel.remotePeer) { ctx.count('wrong-sender'); channel.abort(); return }
+  // before the offer check: an accepted award's offer is dropped from the cache
+  if (state.seenAwards.has(awardId)) { ctx.count('replay'); await refuse('award already seen'); return }
   if (mine == null || offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { ctx.count('unknown-job'); await refuse('unknown offer'); return }
   if (a.bidId !== mine.bidId || a.price < mine.price) { ctx.count('wrong-state'); await refuse('award does not match our bid'); return }
   if (ctx.deps.isFlagged?.(award.signer) === true) { ctx.count('wrong-state'); await refuse('requester is flagged for equivocation'); return }
-  if (state.seenAwards.has(awardId)) { ctx.count('replay'); await refuse('award already seen'); return }
   state.seenAwards.add(awardId)
   if (state.running >= ctx.slots() + ctx.queue()) { await refuse('no-slot'); return }
+  // the award was for this one bid: one job, one provider, so the offer is no longer needed
+  dropOffer(state, a.offerId)
   state.running++
   const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
   state.held.set(a.jobId, held)
@@ -75,7 +78,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   }
   const accept = sign(ctx.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: ctx.peerId, ts: Date.now() })
   await send({ t: 'accept', m: accept })
-  void ctx.journal.awarded(offer, award)
+  // the award record holds the requester's signed offer and award and our own signed bid
+  void ctx.journal.awarded(offer, mine.bid, award)
     .then(async () => { await ctx.journal.accept('provider', accept) })
     .catch(err => { ctx.log.error({ err }, 'ledger append failed') })
 
@@ -135,6 +139,10 @@ async function readReceipt (ctx: ProviderContext, it: AsyncIterator<Uint8Array>,
       const receipt = frame.m
       if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== ctx.peerId) { ctx.count('wrong-sender'); continue }
       await ctx.journal.receipt('provider', receipt)
+      if (receipt.payload.status === 'paid') {
+        ctx.state.paidBy.add(requester)
+        if (ctx.state.paidBy.size > MAX_PAYING_REQUESTERS) ctx.state.paidBy.delete(ctx.state.paidBy.values().next().value as string)
+      }
       ctx.deps.onReceipt?.(receipt)
       return
     }

@@ -9,8 +9,10 @@ import type { Ledger } from '../../ledger/index.js'
 import type { Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import type { BlobStore } from '../blobs.js'
+import { MAX_BID_OFFERS } from '../constants.js'
 import type { Journal } from '../protocol/journal.js'
-import type { Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
+import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
+import type { GossipGate } from '../protocol/gossip.js'
 
 export interface ProviderConfig {
   enabled: boolean
@@ -24,6 +26,12 @@ export interface ProviderConfig {
   maxOutputBytes: number
   heartbeatMs: number
   resultRetentionMs: number
+  /**
+   * May answers to a requester we are not connected to dial its loopback / private addresses?
+   * Off by default: a signed offer must not make providers probe their own network. Devnets
+   * and tests on one machine turn it on.
+   */
+  dialPrivateAddresses?: boolean
 }
 
 export interface ProviderDeps {
@@ -34,6 +42,10 @@ export interface ProviderDeps {
   blobs: BlobStore
   config: ProviderConfig
   isFlagged?: (peerId: string) => boolean
+  /** the jobs topic's gate (replays and per-key rates), shared with the topic's decoder */
+  offerGate?: GossipGate<'offer'>
+  /** where refusals are counted (shared with the jobs topic's gate) */
+  refused?: Map<RefusalReason, number>
   /** a receipt paying us arrived on the award channel (firsthand: it moves our balance) */
   onReceipt?: (receipt: Signed<Receipt>) => void
   /** test-only: corrupt every result (to test replica quorum) */
@@ -52,8 +64,11 @@ export interface HeldJob {
 
 /** Offers we answered (duplicates over gossip and the direct path are dropped). */
 export const MAX_KNOWN_OFFERS = 10_000
-/** Offers we bid on, kept to check awards against (each up to MAX_OFFER_BYTES). */
-export const MAX_BID_OFFERS = 1_000
+/** requesters remembered as having paid us (their answers are always logged) */
+export const MAX_PAYING_REQUESTERS = 4096
+
+/** An offer we bid on, with our bid: an award must name it. */
+export interface BidOffer { offer: Signed<Offer>, bid: Signed<Bid>, bidId: string, price: number, requester: string }
 
 export interface ProviderContext {
   readonly peerId: string
@@ -75,9 +90,41 @@ export interface ProviderContext {
     running: number
     /** what a job has been taking, smoothed */
     avgRunMs: number
-    /** offers we bid on, by id (an award must name one of them) */
-    readonly offers: Map<string, { offer: Signed<Offer>, bidId: string, price: number }>
+    /** offers we bid on, by id (an award must name one of them); bounded, with a fair share per requester */
+    readonly offers: Map<string, BidOffer>
+    /** ids of the offers kept per requester, oldest first */
+    readonly offersBy: Map<string, Set<string>>
+    /** requesters that paid us (and ourselves): every answer to them is logged */
+    readonly paidBy: Set<string>
     readonly seenAwards: Set<string>
     readonly held: Map<string, HeldJob>
   }
+}
+
+/**
+ * Keep an offer we bid on. When the cache is full the entry dropped is the oldest of the
+ * requester holding the most (the newcomer's own oldest when it holds as many): a flood from
+ * one key only ever evicts that key's offers, never another requester's pending ones.
+ */
+export function keepOffer (state: ProviderContext['state'], offerId: string, entry: BidOffer): void {
+  if (state.offers.size >= MAX_BID_OFFERS) {
+    let victim = entry.requester
+    let most = state.offersBy.get(victim)?.size ?? 0
+    for (const [requester, ids] of state.offersBy) if (ids.size > most) { most = ids.size; victim = requester }
+    const oldest = state.offersBy.get(victim)?.values().next().value
+    if (oldest != null) dropOffer(state, oldest)
+  }
+  state.offers.set(offerId, entry)
+  let ids = state.offersBy.get(entry.requester)
+  if (ids == null) { ids = new Set(); state.offersBy.set(entry.requester, ids) }
+  ids.add(offerId)
+}
+
+export function dropOffer (state: ProviderContext['state'], offerId: string): void {
+  const entry = state.offers.get(offerId)
+  if (entry == null) return
+  state.offers.delete(offerId)
+  const ids = state.offersBy.get(entry.requester)
+  ids?.delete(offerId)
+  if (ids?.size === 0) state.offersBy.delete(entry.requester)
 }

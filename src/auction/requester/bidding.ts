@@ -11,17 +11,20 @@
  * comes next.
  */
 import { messageId, messageIdOfEncoded, type Signed } from '../../crypto/index.js'
-import { InvalidInputError } from '../../errors.js'
+import { BidStreamClosedError, InvalidInputError } from '../../errors.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
 import {
-  BID_PROTOCOL, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
+  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
   MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
 import type { RequesterContext, RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
+
+/** Refusals that close a bid stream: no honest provider sends these. */
+const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
 
 /** The requester's bidding desk: announcements out, answers in. */
 export class Bidding {
@@ -58,19 +61,49 @@ export class Bidding {
     await this.ctx.network.unhandle(BID_STREAM_PROTOCOL).catch(() => {})
   }
 
-  /** One provider's bid stream: each frame carries the answers it produced in one turn. */
+  /**
+   * One provider's bid stream: each frame carries the answers it produced in one turn,
+   * `{ b: [signed, ...] }`. A frame that is not one, or an answer no honest provider sends
+   * (bad schema or signature, signed by someone else), closes the stream; so does silence for
+   * `bidStreamIdleMs` (the provider opens a new stream with its next answer).
+   */
   private async readBidStream (channel: MessageChannel): Promise<void> {
-    for await (const data of channel) {
+    const { ctx } = this
+    const idleMs = ctx.cfg.bidStreamIdleMs ?? BID_STREAM_IDLE_MS
+    const it = channel[Symbol.asyncIterator]()
+    const close = (reason: string): void => {
+      ctx.log.debug({ from: channel.remotePeer, reason }, 'closing bid stream')
+      channel.abort(new BidStreamClosedError(reason))
+    }
+    while (true) {
+      let timer: NodeJS.Timeout | undefined
+      const idle = new Promise<'idle'>((resolve) => { timer = setTimeout(() => { resolve('idle') }, idleMs) })
+      let next: IteratorResult<Uint8Array> | 'idle'
+      try {
+        const reading = it.next()
+        reading.catch(() => {}) // still pending when the stream is closed for idling
+        next = await Promise.race([reading, idle])
+      } finally {
+        clearTimeout(timer)
+      }
+      if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
+      if (next.done === true) return
       let items: Array<Answer | RefusedMessageError>
       try {
-        items = decodeAnswers(data)
+        items = decodeAnswers(next.value)
       } catch {
-        this.ctx.count('bad-encoding')
-        continue
+        ctx.count('bad-encoding')
+        close('garbage frame')
+        return
       }
       for (const item of items) {
-        if (item instanceof RefusedMessageError) { this.ctx.count(item.reason); continue }
-        try { this.onAnswer(item, channel.remotePeer) } catch { /* refused and counted */ }
+        try {
+          if (item instanceof RefusedMessageError) this.refuse(item.reason, item.message, channel.remotePeer)
+          this.onAnswer(item, channel.remotePeer)
+        } catch (err: any) {
+          // refused and counted; late, unknown or repeated answers happen to honest providers
+          if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
+        }
       }
     }
   }

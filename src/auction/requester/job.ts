@@ -27,6 +27,8 @@ export interface RequesterConfig {
   minReputation: number
   /** bad marks in the reputation halve in this time (see reputation.ts); read by createMarket */
   forgiveHalfLifeMs?: number
+  /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
+  bidStreamIdleMs?: number
 }
 
 export interface RequesterDeps {

@@ -1,0 +1,148 @@
+/**
+ * What a batched market topic (`mercato/jobs/1`, `mercato/receipts/1`) lets
+ * through, on every node, before anything else sees a message:
+ *
+ * - **Replays.** A batch `{ b: [...] }` gets a new gossip id whenever it is
+ *   re-wrapped, so the gossip layer's own duplicate check does not see a
+ *   captured item sent again. Each item is named by its own id (the CID of the
+ *   signed envelope) and remembered once checked: a batch whose items are all
+ *   known is ignored (not verified, delivered or forwarded again), a batch that
+ *   holds one item twice is rejected, and known items in a mixed batch are
+ *   neither verified again nor delivered again.
+ * - **Floods from one key.** Items are counted per signer in a token bucket;
+ *   past it, the batch is ignored (not forwarded), so one key cannot make the
+ *   mesh verify, store and answer without bound.
+ */
+import { canonicalDecode, messageId, type Signed } from '../../crypto/index.js'
+import type { RawTopicMessage, TopicVerdict } from '../../p2p/index.js'
+import { checkSigned, RefusedMessageError, type Kind, type PayloadOf, type RefusalReason } from './messages.js'
+
+/** A checked item and its id. */
+export interface GossipItem<T> { id: string, m: Signed<T> }
+
+/** Ids remembered, oldest forgotten first. */
+export class SeenSet {
+  private readonly ids = new Set<string>()
+  constructor (private readonly max: number) {}
+  has (id: string): boolean { return this.ids.has(id) }
+  add (id: string): void {
+    if (this.ids.has(id)) return
+    this.ids.add(id)
+    if (this.ids.size > this.max) this.ids.delete(this.ids.values().next().value as string)
+  }
+
+  get size (): number { return this.ids.size }
+}
+
+/** One token bucket per key (bounded: the least recently refilled keys are forgotten first). */
+export class KeyedRateLimit {
+  private readonly buckets = new Map<string, { tokens: number, at: number }>()
+  constructor (private readonly perSec: number, private readonly burst: number, private readonly maxKeys: number) {}
+
+  /** Take `n` tokens from `key`'s bucket; false (and nothing taken) when it has fewer. */
+  take (key: string, n: number, now = Date.now()): boolean {
+    let b = this.buckets.get(key)
+    if (b == null) {
+      b = { tokens: this.burst, at: now }
+    } else {
+      this.buckets.delete(key) // re-inserted below: the map stays ordered by last use
+      b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perSec / 1000)
+      b.at = now
+    }
+    this.buckets.set(key, b)
+    if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value as string)
+    if (b.tokens < n) return false
+    b.tokens -= n
+    return true
+  }
+}
+
+export interface GossipGateInit {
+  /** item ids remembered for replay checks */
+  maxSeen: number
+  /** items per second per signer, and the burst allowed */
+  rate?: { perSec: number, burst: number, maxKeys: number }
+  /** count a refusal (by reason) */
+  count: (reason: RefusalReason) => void
+  /** our own PeerId: our own items coming back from the network are ignored (our own delivery to ourselves, through the loopback, is not) */
+  self?: string
+}
+
+/**
+ * The decoder of a batched topic of one kind. `decode` answers accept / ignore / reject; what it
+ * accepts is the new items only (each checked once: size, encoding, schema, signature,
+ * freshness), handed to the topic's handler, which neither decodes nor verifies again.
+ */
+export class GossipGate<K extends Kind> {
+  private readonly seen: SeenSet
+  private readonly rate?: KeyedRateLimit
+  readonly ignored = { replay: 0, rate: 0 }
+
+  constructor (private readonly kind: K, private readonly maxBytes: number, private readonly maxItems: number, private readonly init: GossipGateInit) {
+    this.seen = new SeenSet(init.maxSeen)
+    if (init.rate != null) this.rate = new KeyedRateLimit(init.rate.perSec, init.rate.burst, init.rate.maxKeys)
+  }
+
+  decode (msg: RawTopicMessage): TopicVerdict<Array<GossipItem<PayloadOf<K>>>> {
+    let items: Array<GossipItem<PayloadOf<K>>>
+    try {
+      items = this.check(msg.data)
+    } catch (err: any) {
+      this.init.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      return { result: 'reject' }
+    }
+    if (items.length === 0) return { result: 'ignore' } // every item known or expired: nothing new to deliver or forward
+    const signer = items[0].m.signer
+    // our own items coming back from a peer: nothing new for anyone
+    if (signer === this.init.self && msg.from !== this.init.self) return { result: 'ignore' }
+    if (this.rate != null && !this.rate.take(signer, items.length)) { this.ignored.rate++; return { result: 'ignore' } }
+    for (const it of items) this.seen.add(it.id)
+    return { result: 'accept', value: items }
+  }
+
+  /**
+   * The same checks for an item that came another way (a direct offer): false when it is known
+   * or its signer is over its rate; otherwise it is remembered and true.
+   */
+  admit (signer: string, id: string): boolean {
+    if (this.seen.has(id)) { this.ignored.replay++; this.init.count('replay'); return false }
+    if (this.rate != null && !this.rate.take(signer, 1)) { this.ignored.rate++; return false }
+    this.seen.add(id)
+    return true
+  }
+
+  private check (data: Uint8Array): Array<GossipItem<PayloadOf<K>>> {
+    const kind = this.kind
+    if (data.length > this.maxBytes) throw new RefusedMessageError('too-large', `${kind} batch: ${data.length} bytes exceeds ${this.maxBytes}`)
+    let value: any
+    try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', `${kind} batch: not canonical CBOR`) }
+    const raw = value?.b
+    if (!Array.isArray(raw) || raw.length === 0 || raw.length > this.maxItems || Object.keys(value).length !== 1) {
+      throw new RefusedMessageError('bad-schema', `${kind} batch: expected { b: [1..${this.maxItems} items] }`)
+    }
+    const ids = new Set<string>()
+    const out: Array<GossipItem<PayloadOf<K>>> = []
+    let signer: string | undefined
+    let replays = 0
+    for (const item of raw) {
+      let id: string
+      try { id = messageId(item) } catch { throw new RefusedMessageError('bad-encoding', `${kind} batch: an item cannot be encoded`) }
+      if (ids.has(id)) throw new RefusedMessageError('replay', `${kind} batch: one item twice`)
+      ids.add(id)
+      if (typeof item?.signer === 'string') {
+        if (signer == null) signer = item.signer
+        else if (item.signer !== signer) throw new RefusedMessageError('bad-schema', `${kind} batch: items from more than one signer`)
+      }
+      // known: checked when first seen, delivered then; neither verified nor delivered again
+      if (this.seen.has(id)) { replays++; continue }
+      try {
+        out.push({ id, m: checkSigned(item, kind) })
+      } catch (err) {
+        if (err instanceof RefusedMessageError && err.reason === 'expired') continue
+        throw err
+      }
+    }
+    if (replays > 0) { this.ignored.replay += replays; this.init.count('replay') }
+    return out
+  }
+}
