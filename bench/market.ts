@@ -4,11 +4,19 @@
  * Prints ONE JSON object. Not a test: nothing here asserts.
  *
  *   npm run bench            (BENCH_QUICK=1 for a shorter run)
+ *
+ * It waits up to BENCH_MESH_WAIT_MS (60 s) for the requester to see all nine
+ * providers, then measures with whom it sees and says how many (stderr, and
+ * `providersSeenAtStart` in the JSON).
  */
 import '../src/polyfill.js'
 import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
+/** How long to wait for the requester to see all nine providers before measuring with whom it has. */
+/** Ten node processes starting at once on a loaded 2-core machine can take a minute to be ready. */
+const START_TIMEOUT_MS = 120_000
+const MESH_WAIT_MS = Number(process.env.BENCH_MESH_WAIT_MS ?? 60_000)
 const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
 const LONG = (n: number): Record<string, unknown> => ({ engine: 'js', source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n }, limits: { timeoutMs: 30_000 }, maxPrice: 100 })
 
@@ -40,16 +48,25 @@ async function runJob (node: NodeProcess, spec: unknown): Promise<{ ms: number, 
 }
 
 async function main (): Promise<void> {
-  const requester = await startNodeProcess(['--no-provide'])
+  const requester = await startNodeProcess(['--no-provide'], { timeoutMs: START_TIMEOUT_MS })
   const boot = requester.addresses[0]
   const prices = [1, 2, 3, 4, 5, 6, 7, 8, 9]
-  const providers = await Promise.all(prices.map(async p => await startNodeProcess(['--bootstrap', boot, '--price', String(p)])))
+  const providers = await Promise.all(prices.map(async p => await startNodeProcess(['--bootstrap', boot, '--price', String(p)], { timeoutMs: START_TIMEOUT_MS })))
   const providersSeen = async (): Promise<number> => {
     const list = (await getJson(`${requester.gatewayUrl}/v1/providers`)).body as Array<{ peerId: string }>
     const connected = new Set(((await getJson(`${requester.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>).map(p => p.peerId))
     return list.filter(p => connected.has(p.peerId)).length
   }
-  await waitFor(async () => await providersSeen() >= 9, 60_000)
+  /** Wait (bounded) until the requester sees all nine providers; returns how many it sees. */
+  const awaitMesh = async (what: string, timeoutMs: number): Promise<number> => {
+    const t0 = Date.now()
+    await waitFor(async () => await providersSeen() >= 9, timeoutMs).catch(() => {})
+    const seen = await providersSeen()
+    if (seen < 9) process.stderr.write(`bench: ${what}: the requester sees ${seen} of 9 providers after ${Math.round((Date.now() - t0) / 1000)} s; going on with them\n`)
+    else process.stderr.write(`bench: ${what}: the requester sees all 9 providers after ${Date.now() - t0} ms\n`)
+    return seen
+  }
+  const seenAtStart = await awaitMesh('mesh', MESH_WAIT_MS)
 
   // let the mesh settle (DHT walks back off once everyone is known), then warm up every sandbox
   await new Promise(resolve => setTimeout(resolve, QUICK ? 5_000 : 15_000))
@@ -96,12 +113,13 @@ async function main (): Promise<void> {
     if (accepted != null) failover.push(accepted.ts - killedAt)
     if (settled != null) killToResult.push(settled.ts - killedAt)
     await victim.exited
-    providers[i] = await startNodeProcess(['--bootstrap', boot, '--price', String(prices[i])], { dataDir: victim.dataDir })
-    await waitFor(async () => await providersSeen() >= 9, 60_000)
+    providers[i] = await startNodeProcess(['--bootstrap', boot, '--price', String(prices[i])], { dataDir: victim.dataDir, timeoutMs: START_TIMEOUT_MS })
+    await awaitMesh(`after restarting provider ${i + 1}`, 30_000)
   }
 
   process.stdout.write(JSON.stringify({
     nodes: 10,
+    providersSeenAtStart: seenAtStart,
     latencyMsP50: pct(single, 50),
     latencyMsP99: pct(single, 99),
     latencyRuns: single.length,

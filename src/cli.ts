@@ -3,7 +3,6 @@
  * The `mercato` command. Output meant for people or scripts goes to stdout;
  * logs (pino JSON) go to stderr.
  */
-import './polyfill.js'
 import { Command, Option } from 'commander'
 import { loadConfig, expandHome, loadDefaults, type Config } from './config.js'
 import { ConfigError, isMercatoError } from './errors.js'
@@ -11,6 +10,7 @@ import { configureLogger } from './logger.js'
 import { VERSION } from './version.js'
 import { registerLedgerCommands } from './ledger/cli.js'
 import { registerExecCommand } from './executor/cli.js'
+import { registerExecStagedCommand } from './executor/staged.js'
 import { TOKEN_FILE } from './gateway/token.js'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -62,6 +62,7 @@ interface StartFlags {
   provide?: boolean
   price?: number
   slots?: number
+  executor?: string
 }
 
 /** Flags → config overrides (only what was given). */
@@ -76,6 +77,7 @@ export function flagsToOverrides (flags: StartFlags): Record<string, any> {
   if (flags.provide != null) o.provider.enabled = flags.provide
   if (flags.price != null) o.provider.price = flags.price
   if (flags.slots != null) o.provider.slots = flags.slots
+  if (flags.executor != null) o.executor = { backend: flags.executor }
   return o
 }
 
@@ -161,7 +163,8 @@ export function buildProgram (): Command {
     .option('--provide', 'offer compute to the network (default from config)')
     .option('--no-provide', 'do not offer compute')
     .option('--price <credits>', 'ask in credits per job', parseNumber('price'))
-    .option('--slots <n>', 'jobs run at once (default: number of cores)', parseNumber('slots'))
+    .option('--slots <n>', 'jobs run at once (default: number of cores; on Slurm: the cluster\'s free CPUs)', parseNumber('slots'))
+    .addOption(new Option('--executor <backend>', 'where won jobs run: this machine, or a Slurm cluster (see README)').choices(['local', 'slurm']))
     .action(async (flags: StartFlags) => {
       // commander sets mdns=true by default for --no-mdns; only an explicit --no-mdns overrides config
       if (!process.argv.includes('--no-mdns')) delete flags.mdns
@@ -202,8 +205,12 @@ export function buildProgram (): Command {
     }
   })
   registerExecCommand(program)
+  registerExecStagedCommand(program)
   return program
 }
+
+// Node 20 lacks Promise.withResolvers (libp2p calls it); newer lines never load the polyfill
+if (typeof Promise.withResolvers !== 'function') await import('./polyfill.js')
 
 const isMain = process.argv[1] != null && /cli\.(ts|js)$|bin\/mercato(\.js)?$/.test(process.argv[1])
 if (isMain) {

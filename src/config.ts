@@ -32,6 +32,8 @@ export const configSchema = z.strictObject({
     bootstrap: z.array(peerMultiaddr),
     mdns: z.boolean(),
     maxConnections: z.number().int().min(1),
+    // addresses exempt from every inbound connection limit (see NetworkInit.allow); empty by default
+    allow: z.array(z.string().refine(s => isMultiaddr(s) && /^\/ip[46]\/[^/]+(\/ipcidr\/\d+)?$/.test(s), { message: 'an address prefix such as /ip4/127.0.0.1 or /ip4/10.0.0.0/ipcidr/8' })),
     dialTimeoutMs: z.number().int().min(100)
   }),
   gateway: z.strictObject({
@@ -47,12 +49,28 @@ export const configSchema = z.strictObject({
   }),
   executor: z.strictObject({
     poolSize: z.number().int().min(0).max(256),
+    warmWorkers: z.number().int().min(0).max(256),
     queueSize: z.number().int().min(0),
     maxTimeoutMs: z.number().int().min(1),
     maxMemoryMb: z.number().int().min(1),
     maxOutputBytes: z.number().int().min(0),
     moduleCacheSize: z.number().int().min(0),
-    isolation: z.enum(['none', 'unshare', 'bwrap'])
+    isolation: z.enum(['none', 'unshare', 'bwrap']),
+    backend: z.enum(['local', 'slurm']),
+    slurm: z.strictObject({
+      stageDir: z.string(),
+      partition: z.string(),
+      account: z.string(),
+      conf: z.string(),
+      maxJobs: z.number().int().min(0),
+      pollMs: z.number().int().min(50),
+      maxPendingMs: z.number().int().min(1000),
+      memOverheadMb: z.number().int().min(0),
+      startAllowanceMs: z.number().int().min(1000),
+      sbatchArgs: z.array(z.string()),
+      command: z.array(z.string()),
+      keepStaged: z.boolean()
+    })
   }),
   provider: z.strictObject({
     enabled: z.boolean(),
@@ -150,6 +168,7 @@ export function validateConfig (input: Json): Config {
   }
   const cfg = parsed.data
   cfg.dataDir = expandHome(cfg.dataDir)
+  if (cfg.executor.slurm.stageDir !== '') cfg.executor.slurm.stageDir = expandHome(cfg.executor.slurm.stageDir)
   return cfg
 }
 

@@ -11,7 +11,8 @@
  * await node.stop()
  * ```
  */
-import './polyfill.js'
+// Node 20 lacks Promise.withResolvers (libp2p calls it); newer lines never load the polyfill
+if (typeof Promise.withResolvers !== 'function') await import('./polyfill.js')
 
 export { MercatoNode, startNode, type NodeOptions } from './node.js'
 export { loadConfig, validateConfig, configSchema, type Config } from './config.js'

@@ -14,7 +14,7 @@ import { buildNetworkNode, loadOrCreateIdentity, type Identity, type NetworkNode
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
 import { openLedger, createLedgerAudit, type Ledger, type LedgerAudit } from './ledger/index.js'
-import { createExecutor, type Executor } from './executor/index.js'
+import { createExecutor, createSlurmBackend, type Executor } from './executor/index.js'
 import { createMarket, type Market } from './auction/index.js'
 import { jobRoutes } from './gateway/routes/jobs.js'
 import { ledgerRoutes } from './gateway/routes/ledger.js'
@@ -75,8 +75,13 @@ export class MercatoNode implements GatewayNode {
     this.ledger = await openLedger({ signer: this.identity.signer, path: join(cfg.dataDir, 'ledger') })
     this.defer('ledger', async () => { await this.ledger.close() })
 
-    const poolSize = cfg.executor.poolSize > 0 ? cfg.executor.poolSize : cpus().length
-    this.executor = createExecutor({ ...cfg.executor, poolSize, queueSize: cfg.executor.queueSize })
+    const { backend, slurm, ...pool } = cfg.executor
+    const poolSize = pool.poolSize > 0 ? pool.poolSize : cpus().length
+    const onSlurm = backend === 'slurm'
+    this.executor = onSlurm
+      // won jobs go to the cluster; the pool settings are the ceilings each job is clamped to
+      ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines })
+      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize })
     // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below
@@ -89,6 +94,7 @@ export class MercatoNode implements GatewayNode {
       bootstrap: cfg.p2p.bootstrap,
       mdns: cfg.p2p.mdns,
       maxConnections: cfg.p2p.maxConnections,
+      allow: cfg.p2p.allow,
       dialTimeoutMs: cfg.p2p.dialTimeoutMs,
       metrics: true
     })
@@ -122,9 +128,10 @@ export class MercatoNode implements GatewayNode {
       provider: {
         enabled: cfg.provider.enabled,
         price: cfg.provider.price,
-        slots: cfg.provider.slots > 0 ? cfg.provider.slots : poolSize,
-        // the executor queues what the pool cannot start at once (leave room for local `exec` use)
-        queue: Math.max(0, cfg.executor.queueSize - (cfg.provider.slots > 0 ? cfg.provider.slots : poolSize)),
+        // on Slurm: 0 = follow the cluster's free CPUs (provider.slots is the backend's cap, above)
+        slots: onSlurm ? 0 : cfg.provider.slots > 0 ? cfg.provider.slots : poolSize,
+        // the executor queues what the pool cannot start at once (leave room for local `exec` use); Slurm: bid only with free CPUs
+        queue: onSlurm ? 0 : Math.max(0, cfg.executor.queueSize - (cfg.provider.slots > 0 ? cfg.provider.slots : poolSize)),
         engines: cfg.provider.engines,
         maxTimeoutMs: cfg.executor.maxTimeoutMs,
         maxMemoryMb: cfg.executor.maxMemoryMb,

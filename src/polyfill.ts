@@ -1,6 +1,8 @@
 /**
  * Node 20 has no `Promise.withResolvers` (ES2024), but libp2p 3 and several of
- * its dependencies call it. Every entry point imports this module first.
+ * its dependencies call it. The entry points (bin/mercato.js, cli.ts, index.ts)
+ * import this module only on a Node.js line that lacks it; tests import it
+ * directly.
  */
 declare global {
   interface PromiseConstructor {

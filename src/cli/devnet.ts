@@ -1,10 +1,11 @@
 /**
  * `mercato devnet --nodes N`: a local Mercato network in one command.
  *
- * Starts N nodes as separate processes (`node --import tsx src/cli.ts start`),
+ * Starts N nodes as separate processes (`node dist/cli.js start`; from the
+ * TypeScript sources under tsx, `node --import tsx src/cli.ts start`),
  * each with its own data dir under one directory (a temp dir removed on exit
  * unless `--data-dir` is given), p2p on 127.0.0.1 with random ports and mDNS
- * off, gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
+ * off and loopback exempt from inbound connection limits (`p2p.allow`), gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
  * Node 0 starts first and is every other node's bootstrap. Every node
  * provides compute, node i asking i + 1 credits, so auctions have a visible
  * winner. When each node sees the other N - 1 the devnet prints
@@ -18,12 +19,13 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { InvalidArgumentError, type Command } from 'commander'
 import { MercatoClient } from '../client/index.js'
 
 /** Default first gateway port: the one `mercato start` uses, so node 0 is "the local node". */
 export const DEFAULT_BASE_PORT = 8420
-/** How long a node may take to print "Ready" (a cold tsx start is ~1-2 s; CI machines are slower). */
+/** How long a node may take to print "Ready" (≈ 0.3 s compiled, 1-2 s under tsx; a loaded machine is much slower). */
 export const START_TIMEOUT_MS = 30_000
 /** How long the mesh may take to form (DHT discovery between non-bootstrap nodes takes a few seconds). */
 export const MESH_TIMEOUT_MS = 30_000
@@ -32,11 +34,16 @@ export const KILL_AFTER_MS = 5000
 /** At most this many nodes: each is a Node.js process of ~100 MiB. */
 export const MAX_NODES = 64
 
-const CLI = new URL('../cli.ts', import.meta.url).pathname
-
-/** `--import <tsx>` by absolute URL, so the devnet works from any directory. */
-function tsxImport (): string {
-  try { return import.meta.resolve('tsx') } catch { return 'tsx' }
+/**
+ * How a node process is started: the compiled CLI with plain node, or, when
+ * the devnet itself runs from the TypeScript sources, the same sources under
+ * tsx (`--import` by absolute URL, so it works from any directory).
+ */
+function nodeCommand (): string[] {
+  // the devnet's own node flags (bin/mercato.js's --max-semi-space-size) apply to its nodes too
+  const flags = process.execArgv.filter(a => !a.startsWith('--inspect') && !a.includes('tsx'))
+  if (!import.meta.url.endsWith('.ts')) return [...flags, fileURLToPath(new URL('../cli.js', import.meta.url))]
+  return ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('../cli.ts', import.meta.url))]
 }
 
 function line (s: string): void { process.stdout.write(s + '\n') }
@@ -70,7 +77,7 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
   await mkdir(dataDir, { recursive: true })
   const price = index + 1
   const args = [
-    '--import', tsxImport(), CLI, 'start',
+    ...nodeCommand(), 'start',
     '--data-dir', dataDir,
     '--listen', '/ip4/127.0.0.1/tcp/0',
     '--gateway', `127.0.0.1:${opts.basePort === 0 ? 0 : opts.basePort + index}`,
@@ -81,9 +88,10 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
   ]
   if (bootstrap != null) args.push('--bootstrap', bootstrap)
   // its own process group: Ctrl-C reaches the devnet, which stops the nodes in order
-  // every devnet node is on 127.0.0.1: a provider may dial a requester's loopback address to answer
-  const env = { ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env })
+  // every devnet node is on 127.0.0.1: loopback is exempt from inbound connection limits (p2p.allow),
+  // and a provider may dial a requester's loopback address to answer
+  const env = { ...process.env, MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1', MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const log = createWriteStream(join(dir, `node-${index}.log`), { flags: 'a' })
   logs.push(log)
   const tail: string[] = []

@@ -20,11 +20,14 @@ export const MODULE_CACHE_SIZE = 64
 /** A JS job whose interrupt handler did not stop it is killed this long after its deadline (the 250 ms guarantee includes it). */
 export const JS_HARD_KILL_GRACE_MS = 100
 /**
- * Warm workers kept aside: a worker killed at a deadline is replaced at once
- * by the spare while a new spare starts (starting a worker takes 100–300 ms,
- * most of it loading modules).
+ * Workers started with the pool and kept while idle. One warm worker serves a
+ * job on an idle node at once (a cold worker takes 30–100 ms to start
+ * compiled, most of it loading QuickJS) and costs ≈ 10 MiB; more start on
+ * demand up to the pool size. 0 = no worker until the first job.
  */
-export const SPARE_WORKERS = 1
+export const WARM_WORKERS = 1
+/** A worker beyond the warm ones stops after this long without a job, returning its memory. */
+export const WORKER_IDLE_MS = 30_000
 /** How long start() waits for a worker to report ready before failing. */
 export const WORKER_START_TIMEOUT_MS = 30_000
 /** A worker whose last job used more guest memory than this is replaced, so its RSS returns to the OS. */

@@ -56,6 +56,7 @@ import * as C from './constants.js'
 
 export * from './errors.js'
 export { computeResultHash } from './hash.js'
+export * from './backend.js'
 import type { FailureName } from './protocol.js'
 export type { FailureName }
 
@@ -140,6 +141,10 @@ export type Isolation = 'none' | 'unshare' | 'bwrap'
 export interface ExecutorInit {
   /** Workers; 0 = number of cores. */
   poolSize: number
+  /** Workers started with the pool and kept while idle (≤ poolSize); the others start when jobs wait and stop when idle. */
+  warmWorkers: number
+  /** How long a worker beyond the warm ones may sit idle before it stops (default WORKER_IDLE_MS). */
+  workerIdleMs?: number
   queueSize: number
   maxTimeoutMs: number
   maxMemoryMb: number
@@ -152,6 +157,7 @@ export interface ExecutorInit {
 
 export const DEFAULT_INIT: ExecutorInit = {
   poolSize: C.POOL_SIZE,
+  warmWorkers: C.WARM_WORKERS,
   queueSize: C.QUEUE_SIZE,
   maxTimeoutMs: C.MAX_TIMEOUT_MS,
   maxMemoryMb: C.MAX_MEMORY_MB,
@@ -167,3 +173,6 @@ export function createExecutor (init: Partial<ExecutorInit> = {}): Executor {
   if (full.isolation !== 'none') return new IsolatedExecutor(full)
   return new ExecutorPool(full)
 }
+
+export { createSlurmBackend, SlurmBackend, SlurmJobFailedError, SlurmUnavailableError, DEFAULT_SLURM_INIT, type SlurmInit } from './slurm/index.js'
+export { mercatoCommand } from './command.js'

@@ -13,7 +13,7 @@ import { LruCache } from './module-cache.js'
 import { outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash } from './hash.js'
-import { JS_HARD_KILL_GRACE_MS, SPARE_WORKERS, WORKER_HEAP_MB, WORKER_START_TIMEOUT_MS } from './constants.js'
+import { JS_HARD_KILL_GRACE_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
@@ -45,6 +45,8 @@ interface Slot {
   everReady: boolean
   running?: Running
   ready: Promise<void>
+  /** set while an idle worker beyond the warm ones waits to be stopped */
+  idleTimer?: NodeJS.Timeout
 }
 
 /**
@@ -53,10 +55,12 @@ interface Slot {
  * parent's module hooks to a worker's entry, so a two-line bootstrap
  * registers tsx in the worker and then imports worker.ts.
  */
-function workerSpec (): { entry: string | URL, eval: boolean, execArgv: string[] } {
+function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
   const isTs = import.meta.url.endsWith('.ts')
+  // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
+  // throw on per-process ones such as --expose-gc)
+  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false }
   const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
-  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false, execArgv }
   const api = import.meta.resolve('tsx/esm/api')
   const target = new URL('./worker.ts', import.meta.url).href
   const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`
@@ -90,8 +94,9 @@ export function clampLimits (l: JobLimits, init: ExecutorInit): JobLimits {
 export class ExecutorPool implements Executor {
   private readonly init: ExecutorInit
   private readonly size: number
+  /** live workers (starting, idle or busy): `warm` of them always, up to `size` while there is work */
   private readonly slots: Slot[] = []
-  private readonly spares: Slot[] = []
+  private readonly warm: number
   private readonly queue: Pending[] = []
   private readonly cache: LruCache<Promise<Compiled>>
   /** CIDs of module buffers already hashed (a buffer is checked once, not on every run) */
@@ -105,6 +110,7 @@ export class ExecutorPool implements Executor {
   constructor (init: ExecutorInit) {
     this.init = init
     this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
+    this.warm = Math.max(0, Math.min(Math.floor(init.warmWorkers ?? 1), this.size))
     this.cache = new LruCache(init.moduleCacheSize)
   }
 
@@ -128,11 +134,11 @@ export class ExecutorPool implements Executor {
   async start (): Promise<void> {
     if (this.running) return
     this.starting ??= (async () => {
-      for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
+      // warm workers start now (a broken setup fails start()); the rest start when jobs wait
+      for (let i = 0; i < this.warm; i++) this.slots.push(this.spawn())
       await Promise.all(this.slots.map(async s => { await s.ready }))
       this.running = true
-      for (let i = 0; i < SPARE_WORKERS; i++) this.spares.push(this.spawn())
-      log.debug({ poolSize: this.size }, 'executor started')
+      log.debug({ poolSize: this.size, warm: this.warm }, 'executor started')
     })()
     try { await this.starting } finally { this.starting = undefined }
   }
@@ -141,8 +147,9 @@ export class ExecutorPool implements Executor {
     if (!this.running && this.slots.length === 0) return
     this.running = false
     for (const p of this.queue.splice(0)) { this.detach(p); p.reject(new ExecutorStoppedError('executor stopped')) }
-    const slots = [...this.slots.splice(0), ...this.spares.splice(0)]
+    const slots = this.slots.splice(0)
     await Promise.all(slots.map(async s => {
+      clearTimeout(s.idleTimer)
       if (s.running != null) {
         clearTimeout(s.running.timer)
         this.detach(s.running)
@@ -223,7 +230,7 @@ export class ExecutorPool implements Executor {
   // ---------------------------------------------------------------- internals
 
   private checkQueue (): void {
-    const idle = this.slots.some(s => s.state === 'idle')
+    const idle = this.slots.some(s => s.state === 'idle') || this.slots.length < this.size
     if (!idle && this.queue.length >= this.init.queueSize) throw new QueueFullError(`executor queue is full (${this.queue.length} waiting)`)
   }
 
@@ -305,10 +312,9 @@ export class ExecutorPool implements Executor {
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'ready') {
         clearTimeout(startTimer)
-        if (slot.state === 'starting') slot.state = 'idle'
         slot.everReady = true
         markReady()
-        this.dispatch()
+        if (slot.state === 'starting') this.idle(slot)
       } else {
         this.finish(slot, m)
       }
@@ -326,24 +332,46 @@ export class ExecutorPool implements Executor {
     return slot
   }
 
-  /** Terminate a worker and put a fresh one in its place. */
+  /**
+   * Terminate a worker (killed, faulted or recycled). A fresh one takes its
+   * place if the pool is below its warm count; waiting jobs start more.
+   */
   private replace (slot: Slot): void {
     if (slot.state === 'dead') return
-    slot.state = 'dead'
-    slot.worker.terminate().catch(() => {})
-    const spareAt = this.spares.indexOf(slot)
-    if (spareAt >= 0) this.spares.splice(spareAt, 1)
-    const i = this.slots.indexOf(slot)
+    this.retire(slot)
     if (!this.running) return
-    if (i >= 0) {
-      // a warm spare takes the place at once; otherwise a fresh worker
-      const warm = this.spares.findIndex(s => s.state === 'idle')
-      this.slots[i] = warm >= 0 ? this.spares.splice(warm, 1)[0] : this.spawnLogged()
+    if (!slot.everReady) {
+      // it never started: do not loop on a broken setup; fail what waits for it if nothing else can run it
+      if (!this.slots.some(s => s.everReady)) {
+        for (const p of this.queue.splice(0)) { this.detach(p); p.reject(new ExecutorStoppedError('executor worker failed to start')) }
+      }
+      return
     }
-    // refill spares, unless this very worker was a spare that never started (do not loop on a broken setup)
-    const failedSpare = spareAt >= 0 && !slot.everReady
-    while (!failedSpare && this.spares.length < SPARE_WORKERS) this.spares.push(this.spawnLogged())
+    if (this.slots.length < this.warm) this.slots.push(this.spawnLogged())
     this.dispatch()
+  }
+
+  private retire (slot: Slot): void {
+    slot.state = 'dead'
+    clearTimeout(slot.idleTimer)
+    slot.worker.terminate().catch(() => {})
+    const i = this.slots.indexOf(slot)
+    if (i >= 0) this.slots.splice(i, 1)
+  }
+
+  /** A worker is free: give it work; a worker beyond the warm ones stops after WORKER_IDLE_MS without any. */
+  private idle (slot: Slot): void {
+    slot.state = 'idle'
+    this.dispatch()
+    if (slot.state !== 'idle' || this.slots.length <= this.warm) return
+    clearTimeout(slot.idleTimer)
+    slot.idleTimer = setTimeout(() => {
+      if (slot.state === 'idle' && this.slots.length > this.warm) {
+        this.retire(slot)
+        log.debug({ workers: this.slots.length }, 'idle executor worker stopped')
+      }
+    }, this.init.workerIdleMs ?? WORKER_IDLE_MS)
+    slot.idleTimer.unref()
   }
 
   private spawnLogged (): Slot {
@@ -358,6 +386,7 @@ export class ExecutorPool implements Executor {
       if (this.queue.length === 0) return
       if (slot.state !== 'idle') continue
       const p = this.queue.shift() as Pending
+      clearTimeout(slot.idleTimer)
       slot.state = 'busy'
       const grace = p.msg.engine === 'js' ? JS_HARD_KILL_GRACE_MS : 0
       const running: Running = {
@@ -371,6 +400,12 @@ export class ExecutorPool implements Executor {
       slot.running = running
       p.onStart?.()
       slot.worker.postMessage(p.msg)
+    }
+    // jobs still waiting: start workers for them, up to the pool size
+    let starting = this.slots.filter(s => s.state === 'starting').length
+    while (this.queue.length > starting && this.slots.length < this.size) {
+      this.slots.push(this.spawnLogged())
+      starting++
     }
   }
 
@@ -426,8 +461,7 @@ export class ExecutorPool implements Executor {
     if (done.recycle) {
       this.replace(slot)
     } else {
-      slot.state = 'idle'
-      this.dispatch()
+      this.idle(slot)
     }
   }
 

@@ -4,7 +4,7 @@
  * guest in a loop) and replaces it; nothing in here needs to clean up.
  */
 import { parentPort, workerData } from 'node:worker_threads'
-import { OutputSink } from './output.js'
+import { OutputSink, outputBufferSize } from './output.js'
 import { runWasm } from './wasm-engine.js'
 import type { DoneMessage, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
@@ -32,9 +32,17 @@ const sink = new OutputSink(init.output, init.maxOutputBytes)
 // replacement worker serves wasm jobs at once; a JS job waits for it.
 let jsEngine: Promise<typeof import('./js-engine.js')> | undefined
 const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEngine ??= import('./js-engine.js'))
+/**
+ * After loading QuickJS, the worker runs one trivial job into a scratch
+ * buffer: V8 compiles QuickJS's wasm functions lazily, on first call, so
+ * without this the first real JS job on a fresh worker pays for that (tens
+ * to hundreds of ms). JS jobs wait for it; its output goes nowhere.
+ */
+let jsWarm: Promise<void> = Promise.resolve()
 
 async function handle (msg: RunMessage): Promise<DoneMessage> {
   if (msg.engine === 'wasm') return runWasm(msg, sink)
+  await jsWarm
   return await (await loadJs()).runJs(msg, sink)
 }
 
@@ -55,5 +63,10 @@ port.on('message', (msg: RunMessage) => {
 
 port.postMessage({ type: 'ready' } satisfies WorkerMessage)
 if (init.js) {
-  loadJs().then(async js => { await js.loadQuickJS(init.jsMemoryBytes) }).catch((err: unknown) => { throw err })
+  const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
+  jsWarm = loadJs().then(async js => {
+    await js.loadQuickJS(init.jsMemoryBytes)
+    await js.runJs({ type: 'run', engine: 'js', source: 'function main (i) { return [i, Math.random(), Date.now()].length }', input: '1', timeoutMs: 5000, memoryBytes: init.jsMemoryBytes, outputBytes: 1024, seed: 'warm-up' }, scratch)
+  })
+  jsWarm.catch((err: unknown) => { throw err })
 }

@@ -11,8 +11,24 @@ export const MAX_INBOUND_STREAMS = 256
 export const MAX_OUTBOUND_STREAMS = 256
 /** First DHT self-query soon after start so a new node learns the mesh quickly. */
 export const INITIAL_QUERY_SELF_MS = 500
-/** Dial new peers found by the DHT while we have fewer connections than this. */
+/** Redial bootstrap peers and walk the DHT while we have fewer peers than this. */
 export const MIN_PEERS = 8
+/** Dial peers that discovery (mDNS, identify, the DHT) reports while we have fewer than this: room for gossipsub's mesh (D = 6, up to 12) and spares; beyond it, peers come to us. */
+export const TARGET_PEERS = 16
+/** Discovery dials in flight at once: a LAN neighbour announcing many (bogus) peers cannot make us open many sockets. */
+export const MAX_DISCOVERY_DIALS = 4
+/** A discovered peer whose dial failed is not dialled again before this (mDNS re-announces every 10 s). */
+export const FAILED_PEER_RETRY_MS = 60_000
+/** Addresses tried per discovered peer, one after another (a peer announcing hundreds costs us a few dials). */
+export const MAX_ADDRS_PER_PEER = 8
+/** Failed discovered peers remembered (oldest forgotten first): bounds the memory a flood of announcements costs. */
+export const MAX_FAILED_PEERS = 1024
+/** First wait before redialling a bootstrap peer that did not answer (it may be starting a second later than us). */
+export const BOOTSTRAP_INITIAL_BACKOFF_MS = 1_000
+/** Time allowed for one keeper dial (bootstrap or discovered peer): a loopback dial takes ms, a WAN one well under a second; a hung dial must not block the next redial for long. */
+export const DIAL_TIMEOUT_MS = 10_000
+/** Longest wait between redials of a bootstrap peer while we are below MIN_PEERS: an absent bootstrap costs one dial a minute. */
+export const BOOTSTRAP_MAX_BACKOFF_MS = 60_000
 /** How often the discovery loop looks for more peers when below MIN_PEERS. */
 export const DISCOVERY_INTERVAL_MS = 2_000
 /** The longest wait between walks that keep meeting nobody new. */

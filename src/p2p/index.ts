@@ -17,6 +17,7 @@
  */
 import { buildNetwork, type NetworkInit, type Libp2pNetwork } from './network-node.js'
 import type { Network } from './network.js'
+import { SCORE_THRESHOLDS } from './scoring.js'
 
 export type * from './network.js'
 export type { NetworkInit } from './network-node.js'
@@ -28,7 +29,14 @@ export { withLoopback, LoopbackNetwork } from './loopback.js'
 export interface NetworkNode extends Network {
   start (): Promise<void>
   stop (): Promise<void>
+  /** the gossip score we give a peer; below GRAYLIST_THRESHOLD everything it sends is dropped */
+  gossipScore (peerId: string): number
+  /** peers in our gossip mesh for a topic */
+  meshPeers (topic: string): string[]
 }
+
+/** Gossip score below which a peer's messages are dropped unread. */
+export const GRAYLIST_THRESHOLD = SCORE_THRESHOLDS.graylistThreshold
 
 /** Build and start a network node. */
 export async function createNetwork (init: NetworkInit = {}): Promise<NetworkNode> {

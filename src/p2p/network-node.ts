@@ -6,7 +6,6 @@ import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { gossipsub, StrictNoSign, TopicValidatorResult, type GossipSub, type GossipsubMessage, type Message } from '@libp2p/gossipsub'
-import { bootstrap } from '@libp2p/bootstrap'
 import { mdns } from '@libp2p/mdns'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -21,9 +20,11 @@ import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { isPublicAddress } from './multiaddr.js'
 import {
-  DHT_PROTOCOL, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, MIN_PEERS, REQUEST_TIMEOUT_MS
+  DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS
 } from './constants.js'
+import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
+import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
   ChannelHandler, ChannelOptions, DialOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
@@ -42,8 +43,14 @@ export interface NetworkInit {
   mdns?: boolean
   maxConnections?: number
   dialTimeoutMs?: number
-  /** multiaddr prefixes exempt from inbound connection rate limits (loopback by default) */
+  /**
+   * multiaddr prefixes (e.g. `/ip4/127.0.0.1`) exempt from every inbound connection limit: rate, pending
+   * and maxConnections. Empty by default: a local process is as much a stranger as a remote one.
+   * Devnets and tests opt in to loopback.
+   */
   allow?: string[]
+  /** bootstrap redial and discovery dial tuning (defaults in constants.ts) */
+  discovery?: Omit<PeerKeeperInit, 'bootstrap'>
   /** largest gossip message accepted (bytes) */
   maxGossipBytes?: number
   /** libp2p's own Prometheus metrics, in prom-client's default registry (the gateway's /metrics serves them) */
@@ -91,9 +98,7 @@ export class Libp2pNetwork implements Network {
   /** values accepted by topic decoders, keyed by the message bytes they checked (validator → handler) */
   private readonly decoded = new WeakMap<Uint8Array, unknown>()
   private readonly maxGossipBytes: number
-  private discoveryTimer?: NodeJS.Timeout
-  private discovering = false
-  private discoveryDelay = DISCOVERY_INTERVAL_MS
+  private readonly keeper: PeerKeeper
   private stopped = false
 
   constructor (node: Libp2p<Services>, init: NetworkInit) {
@@ -101,6 +106,7 @@ export class Libp2pNetwork implements Network {
     this.peerId = node.peerId.toString()
     this.log = logger('p2p', { peerId: this.peerId })
     this.maxGossipBytes = init.maxGossipBytes ?? MAX_GOSSIP_BYTES
+    this.keeper = new PeerKeeper(node, { ...init.discovery, bootstrap: init.bootstrap }, this.log)
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
       this.events.dispatchEvent(new CustomEvent('peer:connect', { detail: evt.detail.toString() }))
     })
@@ -115,57 +121,17 @@ export class Libp2pNetwork implements Network {
 
   async start (): Promise<void> {
     await this.node.start()
-    this.scheduleDiscovery(DISCOVERY_INTERVAL_MS)
-    // losing a peer is a reason to look again soon
-    this.node.addEventListener('peer:disconnect', () => {
-      if (this.discoveryDelay > DISCOVERY_INTERVAL_MS && !this.discovering) this.scheduleDiscovery(DISCOVERY_INTERVAL_MS)
-    })
+    // dial the bootstrap list, again while alone; dial what mDNS and the DHT find; walk the DHT (discovery.ts)
+    this.keeper.start()
     this.log.info({ addresses: this.addresses() }, 'network started')
   }
 
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    clearTimeout(this.discoveryTimer)
+    this.keeper.stop()
     await this.node.stop()
     this.log.info('network stopped')
-  }
-
-  /**
-   * Walk the DHT towards a random key to meet more peers while we have few.
-   * A walk that meets nobody new doubles the wait before the next one (up to
-   * DISCOVERY_MAX_INTERVAL_MS): in a small mesh where everyone is already
-   * known, walking every few seconds only burns CPU on every node.
-   */
-  private scheduleDiscovery (delayMs: number): void {
-    clearTimeout(this.discoveryTimer)
-    if (this.stopped) return
-    this.discoveryDelay = delayMs
-    this.discoveryTimer = setTimeout(() => { void this.discover() }, delayMs)
-    this.discoveryTimer.unref()
-  }
-
-  private async discover (): Promise<void> {
-    if (this.discovering || this.stopped) return
-    const peers = this.node.getPeers().length
-    if (peers >= MIN_PEERS || peers === 0) { this.scheduleDiscovery(DISCOVERY_INTERVAL_MS); return }
-    this.discovering = true
-    let met = 0
-    try {
-      const key = new Uint8Array(32)
-      globalThis.crypto.getRandomValues(key)
-      const signal = AbortSignal.timeout(DISCOVERY_INTERVAL_MS)
-      for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
-        if (this.stopped) break
-        if (peer.id.equals(this.node.peerId) || this.node.getConnections(peer.id).length > 0) continue
-        await this.node.dial(peer.id, { signal }).then(() => { met++ }, () => {})
-      }
-    } catch (err: any) {
-      if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
-    } finally {
-      this.discovering = false
-      this.scheduleDiscovery(met > 0 ? DISCOVERY_INTERVAL_MS : Math.min(this.discoveryDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
-    }
   }
 
   addresses (): string[] {
@@ -254,6 +220,8 @@ export class Libp2pNetwork implements Network {
       this.decoded.set(msg.data, verdict.value)
       return TopicValidatorResult.Accept
     })
+    // every topic we take part in is scored: rejected messages on it count against their forwarder (scoring.ts)
+    scoreTopic(pubsub, topic)
     pubsub.subscribe(topic)
   }
 
@@ -285,6 +253,16 @@ export class Libp2pNetwork implements Network {
     } catch (err) {
       this.log.warn({ err, topic }, 'topic handler threw')
     }
+  }
+
+  /** The gossip score we give a peer (below SCORE_THRESHOLDS.graylistThreshold we drop all it sends). */
+  gossipScore (peerId: string): number {
+    return gossipScore(this.node.services.pubsub, peerId)
+  }
+
+  /** Peers in our gossip mesh for `topic`. */
+  meshPeers (topic: string): string[] {
+    return (this.node.services.pubsub as any).getMeshPeers?.(topic) ?? []
   }
 
   unsubscribe (topic: string): void {
@@ -479,7 +457,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
   const peerDiscovery: any[] = []
-  if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 0 }))
+  // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
   const node = await createLibp2p<Services>({
     privateKey,
@@ -493,8 +471,8 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     connectionManager: {
       maxConnections: init.maxConnections ?? 300,
       dialTimeout: init.dialTimeoutMs ?? 5000,
-      // local processes (devnets, tests) are not rate limited as strangers are
-      allow: init.allow ?? ['/ip4/127.0.0.1', '/ip6/::1'],
+      // exempt from every inbound limit: nobody by default; devnets and tests opt in to loopback (p2p.allow)
+      allow: init.allow ?? [],
       inboundConnectionThreshold: 50,
       maxIncomingPendingConnections: 50
     },
@@ -522,10 +500,9 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
         idontwantMinDataSize: 64 * 1024,
         emitSelf: false,
         maxInboundDataLength: init.maxGossipBytes ?? MAX_GOSSIP_BYTES,
-        scoreParams: {
-          // many local nodes share 127.0.0.1; do not treat that as a Sybil attack
-          IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1'])
-        }
+        // rejected messages lower their forwarder's score on every topic we subscribe to (scoring.ts)
+        scoreParams: peerScoreParams(init.allow ?? []),
+        scoreThresholds: SCORE_THRESHOLDS
       }) as any
     }
   })

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { CLI, runCli, stopAll, tempDir, waitFor } from '../helpers/cli.js'
+import { CLI, NODE_FLAGS, runCli, stopAll, tempDir, waitFor } from '../helpers/cli.js'
 
 function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
@@ -25,7 +25,7 @@ describe('mercato devnet and the client commands, as real processes', function (
   let dataDir = ''
 
   before(async () => {
-    devnet = spawn(process.execPath, ['--import', 'tsx', CLI, 'devnet', '--nodes', '3', '--base-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    devnet = spawn(process.execPath, [...NODE_FLAGS, CLI, 'devnet', '--nodes', '3', '--base-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
     devnet.stdout!.on('data', (d) => { stdout += d })
     devnet.stderr!.on('data', (d) => { stderr += d })
     exited = new Promise(resolve => { devnet!.on('exit', (code) => { resolve(code) }) })

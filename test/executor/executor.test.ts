@@ -14,7 +14,7 @@ describe('executor', function () {
   let executor: Executor
 
   before(async () => {
-    executor = createExecutor({ poolSize: 2, queueSize: 8 })
+    executor = createExecutor({ poolSize: 2, warmWorkers: 2, queueSize: 8 })
     await executor.start()
   })
 

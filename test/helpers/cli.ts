@@ -3,13 +3,19 @@
  * dir made here is removed by `stopAll()` (call it in an after() hook).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
-export const CLI = join(ROOT, 'src/cli.ts')
-export const TSX = join(ROOT, 'node_modules/.bin/tsx')
+/**
+ * The `mercato` command as users run it: bin/mercato.js on the compiled
+ * dist/ with plain node (`npm test` builds dist/ first).
+ */
+export const CLI = join(ROOT, 'bin/mercato.js')
+/** The node flags on bin/mercato.js's `#!/usr/bin/env -S node ...` line, as a shell would pass them. */
+export const NODE_FLAGS = readFileSync(CLI, 'utf8').split('\n')[0].replace(/^#!\S*env -S node\s*|^#!\S*\s*/, '').split(/\s+/).filter(f => f.startsWith('--'))
 
 export interface NodeProcess {
   proc: ChildProcess
@@ -38,7 +44,7 @@ export interface RunResult { code: number | null, stdout: string, stderr: string
 /** Run the CLI to completion. */
 export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, timeoutMs?: number } = {}): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     procs.add(proc)
     let stdout = ''
     let stderr = ''
@@ -53,9 +59,10 @@ export async function runCli (args: string[], opts: { env?: NodeJS.ProcessEnv, t
 export async function startNodeProcess (args: string[] = [], opts: { env?: NodeJS.ProcessEnv, dataDir?: string, timeoutMs?: number, nodeArgs?: string[] } = {}): Promise<NodeProcess> {
   const dataDir = opts.dataDir ?? await tempDir()
   const fullArgs = ['start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
-  // every test node is on 127.0.0.1: answers may dial loopback addresses
-  const env = { ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true', ...opts.env }
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', CLI, ...fullArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // every test node is on 127.0.0.1: loopback is exempt from inbound connection limits and answers may
+  // dial loopback addresses, unless the caller's env says otherwise
+  const env = { MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1', ...process.env, MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true', ...opts.env }
+  const proc = spawn(process.execPath, [...NODE_FLAGS, ...(opts.nodeArgs ?? []), CLI, ...fullArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   procs.add(proc)
   let stdout = ''
   let stderr = ''

@@ -9,6 +9,9 @@ import { join } from 'node:path'
 import { loadConfig, merge } from '../../src/config.js'
 import { MercatoNode, type NodeOptions } from '../../src/node.js'
 
+/** Many test nodes share 127.0.0.1: they opt in to loopback being exempt from inbound connection limits (p2p.allow). */
+export const LOOPBACK = ['/ip4/127.0.0.1', '/ip6/::1']
+
 const started: MercatoNode[] = []
 const dirs: string[] = []
 
@@ -28,7 +31,7 @@ export async function startTestNode (opts: TestNodeOptions = {}): Promise<Mercat
   const overrides = merge({
     dataDir,
     logLevel: 'silent',
-    p2p: { listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: opts.bootstrap ?? [], mdns: false },
+    p2p: { listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: opts.bootstrap ?? [], mdns: false, allow: LOOPBACK },
     gateway: { enabled: opts.gateway ?? false, port: 0 },
     executor: { poolSize: 1 },
     // every test node is on 127.0.0.1: answers may dial loopback addresses

@@ -23,6 +23,14 @@ describe('config', function () {
     expect(c.gateway.host).to.equal('127.0.0.1')
   })
 
+  it('p2p.allow: empty by default (no address skips connection limits); IP prefixes only', () => {
+    expect(loadConfig({ env: {} }).p2p.allow).to.deep.equal([])
+    expect(loadConfig({ env: { MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1,/ip4/10.0.0.0/ipcidr/8' } }).p2p.allow).to.have.length(3)
+    for (const bad of ['/dns4/localhost', '127.0.0.1', '/ip4/127.0.0.1/tcp/4010']) {
+      expect(() => loadConfig({ env: { MERCATO_P2P_ALLOW: bad } }), bad).to.throw(/p2p\.allow/)
+    }
+  })
+
   it('maps every default key to a MERCATO_* variable', () => {
     const env = fromEnv({ MERCATO_DATA_DIR: '/x', MERCATO_AUCTION_BID_WINDOW_MS: '20', MERCATO_P2P_BOOTSTRAP: 'a,b' }, loadDefaults())
     expect(env).to.deep.equal({ dataDir: '/x', auction: { bidWindowMs: 20 }, p2p: { bootstrap: ['a', 'b'] } })

@@ -87,8 +87,8 @@ export class ProviderBidding {
         offerId,
         provider: ctx.peerId,
         price: ctx.ask(),
-        // waiting jobs ahead of this one, times what a job has been taking
-        estStartMs: running >= slots ? Math.round((running - slots + 1) * ctx.state.avgRunMs / slots) : 0,
+        // waiting jobs ahead of this one, times what a job has been taking, plus the backend's own start-up (a cluster's)
+        estStartMs: (running >= slots ? Math.round((running - slots + 1) * ctx.state.avgRunMs / Math.max(1, slots)) : 0) + ctx.backend.capacity().startMs,
         ts: now,
         expires: now + BID_TTL_MS
       })

@@ -10,7 +10,7 @@
  */
 import { messageId, type Signed } from '../../crypto/index.js'
 import type { GossipItem } from '../protocol/gossip.js'
-import type { Engine } from '../../executor/index.js'
+import { asBackend, type Engine } from '../../executor/index.js'
 import { logger, type Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
@@ -51,6 +51,7 @@ export class Provider {
       log: this.log,
       journal: new Journal(deps.ledger),
       network: deps.network,
+      backend: asBackend(deps.executor),
       count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
       slots: () => this.slots,
       queue: () => this.queue,
@@ -64,7 +65,8 @@ export class Provider {
 
   get peerId (): string { return this.deps.signer.peerId }
   get enabled (): boolean { return this.cfg.enabled }
-  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.deps.executor.stats().poolSize }
+  /** jobs we may have in flight: the configured number, or what the backend has room for now (a cluster's free CPUs) */
+  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.ctx.backend.capacity().slots }
   /** awarded jobs that may wait for a slot (the executor's queue) */
   get queue (): number { return this.cfg.queue ?? 0 }
   get busy (): number { return this.ctx.state.running }
@@ -80,7 +82,7 @@ export class Provider {
   }
 
   engines (): Engine[] {
-    const have = new Set(this.deps.executor.engines())
+    const have = new Set(this.ctx.backend.engines())
     return this.cfg.engines.filter(e => have.has(e))
   }
 

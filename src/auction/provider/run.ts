@@ -19,7 +19,10 @@ import { RefusedMessageError, sign, type Award, type Offer, type Result } from '
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
 import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 
-/** executor errors that say nothing about the job: the award is dropped and the requester fails over */
+/**
+ * executor errors that say nothing about the job: the award is dropped and the requester fails over.
+ * Also any `retryable` error, such as a backend that lost the job (a Slurm job that failed or was preempted).
+ */
 const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
 /** how long the first frame (the award) may take */
 const AWARD_WAIT_MS = 5000
@@ -92,14 +95,16 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   try {
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
-    held.state = 'running'
-    void send({ t: 'hb', ts: Date.now(), state: 'running' })
     let exec: ExecResult
     try {
-      exec = await ctx.deps.executor.run(job, { signal: withdrawn.signal })
+      // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
+      exec = await ctx.backend.run(job, {
+        signal: withdrawn.signal,
+        onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) }
+      })
     } catch (err: any) {
-      // a sandbox that cannot take the job now is our problem: let the requester fail over
-      if (TRANSIENT_EXEC_ERRORS.has(err?.code)) throw err
+      // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
+      if (TRANSIENT_EXEC_ERRORS.has(err?.code) || err?.retryable === true) throw err
       // deterministic refusals of the job itself (invalid module, unsupported engine) are results
       exec = failureResult(job.id, err)
     }

@@ -4,7 +4,7 @@
  * holds, how busy it is).
  */
 import type { Signed, Signer } from '../../crypto/index.js'
-import type { Engine, Executor } from '../../executor/index.js'
+import type { Engine, Executor, ExecutorBackend } from '../../executor/index.js'
 import type { Ledger } from '../../ledger/index.js'
 import type { Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
@@ -77,6 +77,8 @@ export interface ProviderContext {
   readonly log: Logger
   readonly journal: Journal
   readonly network: Network
+  /** where won jobs run (the local pool, or a cluster): its capacity is our slots */
+  readonly backend: ExecutorBackend
   count (reason: RefusalReason): void
   /** running slots (configured, or the executor's pool size) */
   slots (): number

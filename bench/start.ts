@@ -1,0 +1,213 @@
+/**
+ * Start-up and footprint benchmark: `npm run bench:start` prints ONE JSON
+ * object. Not a test: nothing here asserts.
+ *
+ * - baseline: `node -e 0` spawn → exit, p50 of 5 (this machine's raw process
+ *   start, from the same run: divide by it to compare machines).
+ * - start: `mercato start` spawn → "Ready" line, p50 of 5, and RSS at ready;
+ *   with the default warm-up policy (one warm sandbox worker) and with
+ *   `executor.warmWorkers: 0` (workers only on demand).
+ * - firstJob: on an executor idle for a second, the first trivial job's
+ *   latency (run() → result), JS and wasm, for both policies.
+ * - mesh: three nodes (node 0 the bootstrap), RSS of each after 60 s idle,
+ *   then after 1,000 and after 5,000 trivial JS jobs submitted through node
+ *   0's gateway (8 in flight); leakGrowthPct = (RSS@5000 − RSS@1000) / RSS@1000.
+ *
+ *   npm run bench:start                      compiled dist/ (what users run)
+ *   BENCH_START_TSX=1 npm run bench:start    the sources under tsx (0.1.0's way)
+ *   BENCH_QUICK=1 npm run bench:start        10 s idle, 200 / 1,000 jobs
+ *   BENCH_ROOT=<checkout>                    measure that checkout instead (a policy
+ *                                            it does not know is reported as null)
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { NODE_FLAGS } from '../test/helpers/cli.js'
+
+/** BENCH_ROOT: measure another checkout (e.g. a worktree of 0.1.0, with BENCH_START_TSX=1) */
+const ROOT = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url))
+const TSX = process.env.BENCH_START_TSX === '1'
+const QUICK = process.env.BENCH_QUICK === '1'
+const STARTS = 5
+const IDLE_MS = QUICK ? 10_000 : 60_000
+const JOBS = QUICK ? [200, 1000] : [1000, 5000]
+const IN_FLIGHT = 8
+const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
+
+const cmd = TSX ? ['--import', 'tsx', join(ROOT, 'src/cli.ts')] : [...NODE_FLAGS, join(ROOT, 'bin/mercato.js')]
+const dirs: string[] = []
+const procs = new Set<ChildProcess>()
+
+const p50 = (xs: number[]): number => Math.round([...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] * 10) / 10
+const mib = (kb: number): number => Math.round(kb / 1024 * 10) / 10
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/** Resident set of a process (all its threads), MiB. */
+async function rssOf (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return mib(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN))
+}
+
+interface Started { proc: ChildProcess, readyMs: number, rssMiB: number, gatewayUrl: string, address: string, stop: () => Promise<void> }
+
+async function startNode (extra: string[] = []): Promise<Started> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mercato-bench-start-'))
+  dirs.push(dataDir)
+  const args = [...cmd, 'start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...extra]
+  const t0 = performance.now()
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
+  procs.add(proc)
+  let out = ''
+  let err = ''
+  proc.stderr.on('data', (d) => { err += d })
+  const exited = new Promise<void>(resolve => proc.on('exit', () => { procs.delete(proc); resolve() }))
+  const readyMs = await new Promise<number>((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      out += d
+      if (/Ready in/.test(out)) resolve(performance.now() - t0)
+    })
+    void exited.then(() => { reject(new Error(`node exited before ready\n${out}\n${err}`)) })
+  })
+  const rssMiB = await rssOf(proc.pid as number)
+  return {
+    proc,
+    readyMs,
+    rssMiB,
+    gatewayUrl: /Gateway:\s+(\S+)/.exec(out)?.[1] ?? '',
+    address: /Listen:\s+(\S+)/.exec(out)?.[1] ?? '',
+    stop: async () => { proc.kill('SIGTERM'); await exited }
+  }
+}
+
+/** spawn → ready p50 and RSS at ready over STARTS sequential starts. */
+async function starts (extra: string[] = []): Promise<{ spawnToReadyMsP50: number, spawnToReadyMs: number[], rssAtReadyMiBP50: number }> {
+  const ms: number[] = []
+  const rss: number[] = []
+  for (let i = 0; i < STARTS; i++) {
+    const n = await startNode(extra)
+    ms.push(Math.round(n.readyMs))
+    rss.push(n.rssMiB)
+    await n.stop()
+  }
+  return { spawnToReadyMsP50: p50(ms), spawnToReadyMs: ms, rssAtReadyMiBP50: p50(rss) }
+}
+
+function baseline (): number {
+  const ms: number[] = []
+  for (let i = 0; i < STARTS; i++) {
+    const t = performance.now()
+    spawnSync(process.execPath, ['-e', '0'])
+    ms.push(performance.now() - t)
+  }
+  return p50(ms)
+}
+
+/** The first job on an executor that has sat idle for a second (compiled pool, as a node runs it). */
+async function firstJob (warmWorkers: number): Promise<{ jsMs: number, wasmMs: number }> {
+  const entry = join(ROOT, TSX ? 'src/executor/index.ts' : 'dist/executor/index.js')
+  const { createExecutor } = await import(entry) as typeof import('../src/executor/index.js')
+  const wasm = new Uint8Array(await readFile(join(ROOT, 'test/fixtures/wasm/trivial.wasm')))
+  const limits = { timeoutMs: 5000, memoryMb: 32, outputBytes: 65536 }
+  const once = async (engine: 'js' | 'wasm'): Promise<number> => {
+    const ex = createExecutor({ poolSize: 2, warmWorkers })
+    await ex.start()
+    await sleep(1000)
+    const t = performance.now()
+    const r = engine === 'js'
+      ? await ex.run({ id: 'first', engine: 'js', source: 'function main () { return 1 }', limits })
+      : await ex.run({ id: 'first', engine: 'wasm', module: wasm, limits })
+    const took = performance.now() - t
+    if (r.error != null) throw new Error(`first ${engine} job failed: ${r.error.message}`)
+    await ex.stop()
+    return Math.round(took * 10) / 10
+  }
+  return { jsMs: await once('js'), wasmMs: await once('wasm') }
+}
+
+async function runJob (gatewayUrl: string): Promise<boolean> {
+  const res = await fetch(`${gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(TRIVIAL) })
+  if (res.status !== 202) { await res.text(); return false }
+  const { id } = await res.json() as { id: string }
+  const events = await (await fetch(`${gatewayUrl}/v1/jobs/${id}/events`)).text()
+  return /"type":"settled"/.test(events)
+}
+
+async function jobs (gatewayUrl: string, n: number): Promise<{ completed: number, jobsPerSec: number }> {
+  let next = 0
+  let completed = 0
+  const t = performance.now()
+  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+    while (next < n) {
+      next++
+      if (await runJob(gatewayUrl).catch(() => false)) completed++
+    }
+  }))
+  return { completed, jobsPerSec: Math.round(completed / ((performance.now() - t) / 1000) * 10) / 10 }
+}
+
+async function mesh (): Promise<Record<string, unknown>> {
+  const first = await startNode()
+  const nodes = [first, ...await Promise.all([1, 2].map(async () => await startNode(['--bootstrap', first.address])))]
+  // wait until node 0 sees both providers
+  const end = Date.now() + 60_000
+  while (Date.now() < end) {
+    const peers = await (await fetch(`${first.gatewayUrl}/v1/peers`)).json() as unknown[]
+    if (peers.length >= 2) break
+    await sleep(200)
+  }
+  const rssAll = async (): Promise<number[]> => await Promise.all(nodes.map(async n => await rssOf(n.proc.pid as number)))
+  await sleep(IDLE_MS)
+  const idle = await rssAll()
+  const a = await jobs(first.gatewayUrl, JOBS[0])
+  const afterA = await rssAll()
+  const b = await jobs(first.gatewayUrl, JOBS[1] - JOBS[0])
+  const afterB = await rssAll()
+  await Promise.all(nodes.map(async n => { await n.stop() }))
+  const growth = afterB.map((x, i) => Math.round((x - afterA[i]) / afterA[i] * 1000) / 10)
+  return {
+    idleSec: IDLE_MS / 1000,
+    rssIdleMiB: idle,
+    [`rssAfter${JOBS[0]}JobsMiB`]: afterA,
+    [`rssAfter${JOBS[1]}JobsMiB`]: afterB,
+    leakGrowthPct: growth,
+    jobsCompleted: a.completed + b.completed,
+    jobsPerSec: b.jobsPerSec
+  }
+}
+
+async function main (): Promise<void> {
+  if (!TSX && spawnSync(process.execPath, ['-e', `require('node:fs').accessSync(${JSON.stringify(join(ROOT, 'dist/cli.js'))})`]).status !== 0) {
+    throw new Error('dist/ is missing: run `npm run build` first')
+  }
+  const noWarm = join(await mkdtemp(join(tmpdir(), 'mercato-bench-cfg-')), 'config.json')
+  dirs.push(join(noWarm, '..'))
+  await writeFile(noWarm, JSON.stringify({ executor: { warmWorkers: 0 } }))
+  const baselineNodeE0Ms = baseline()
+  const orNull = async <T> (f: () => Promise<T>): Promise<T | null> => await f().catch((err: Error) => { process.stderr.write(`skipped: ${err.message.split('\n')[0]}\n`); return null })
+  const warm1 = await starts()
+  const warm0 = await orNull(async () => await starts(['--config', noWarm]))
+  const first1 = await firstJob(1)
+  const first0 = await orNull(async () => await firstJob(0))
+  const m = await mesh()
+  process.stdout.write(JSON.stringify({
+    mode: TSX ? 'tsx (sources)' : 'compiled (dist/)',
+    node: process.version,
+    baselineNodeE0Ms,
+    start: { warmWorkers1: warm1, warmWorkers0: warm0 },
+    firstJobOnIdleExecutor: { warmWorkers1: first1, warmWorkers0: first0 },
+    mesh: m
+  }) + '\n')
+}
+
+main().then(async () => { await cleanup(); process.exit(0) }, async (err) => {
+  process.stderr.write(`bench failed: ${err?.stack ?? err}\n`)
+  await cleanup()
+  process.exit(1)
+})
+
+async function cleanup (): Promise<void> {
+  for (const p of procs) p.kill('SIGKILL')
+  await Promise.all(dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
+}

@@ -1,0 +1,255 @@
+/**
+ * Keeping a node in the mesh: the peer keeper.
+ *
+ * libp2p 3 finds peers (bootstrap list, mDNS, the DHT) but dials almost none
+ * of them: `@libp2p/bootstrap` dials its list once, mDNS only reports what it
+ * hears, and a DHT walk with no peer returns at once. A node whose first dial
+ * failed (its bootstrap peer was not up yet, or too busy to answer in time)
+ * stayed alone for good. The keeper closes those gaps:
+ *
+ * - **Bootstrap redial.** While the node has fewer than `minPeers` peers, every
+ *   bootstrap address it is not connected to is dialled again, each on its own
+ *   backoff: 1 s, 2 s, 4 s … capped at `bootstrapMaxBackoffMs`, each wait
+ *   jittered (±25 %) so that many nodes that started together do not redial in
+ *   step. A success resets that address' backoff; losing peers restarts the
+ *   loop.
+ * - **Discovered peers are dialled.** A peer that any discovery reports
+ *   (mDNS, identify, the DHT) is dialled while the node has fewer than
+ *   `targetPeers` peers: at most `maxDiscoveryDials` dials at a time, and a peer
+ *   whose dial failed is not tried again for `failedPeerRetryMs`, so a LAN
+ *   neighbour announcing bogus peers costs us a bounded number of dials.
+ * - **DHT walks.** While the node has some peers but fewer than `minPeers`, it
+ *   walks the DHT towards a random key and dials whom it meets. A walk that
+ *   meets nobody new doubles the wait before the next one.
+ */
+import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from '../logger.js'
+import {
+  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
+  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MIN_PEERS, TARGET_PEERS
+} from './constants.js'
+
+export interface PeerKeeperInit {
+  /** bootstrap multiaddrs, each ending in /p2p/<PeerId> */
+  bootstrap?: string[]
+  /** redial bootstrap peers and walk the DHT while below this many peers (default MIN_PEERS) */
+  minPeers?: number
+  /** dial discovered peers while below this many peers (default TARGET_PEERS) */
+  targetPeers?: number
+  bootstrapInitialBackoffMs?: number
+  bootstrapMaxBackoffMs?: number
+}
+
+interface BootstrapPeer {
+  addr: Multiaddr
+  peerId: PeerId
+  /** current backoff; doubles after each failed dial */
+  backoffMs: number
+  nextDialAt: number
+  dialing: boolean
+}
+
+function isLoopback (ma: Multiaddr): boolean {
+  const host = ma.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value ?? ''
+  return host.startsWith('127.') || host === '::1'
+}
+
+/** `ms` ± 25 %, so that nodes started together spread their redials. */
+export function jitter (ms: number, random: () => number = Math.random): number {
+  return Math.round(ms * (0.75 + random() * 0.5))
+}
+
+export class PeerKeeper {
+  private readonly node: Libp2p
+  private readonly log: Logger
+  private readonly minPeers: number
+  private readonly targetPeers: number
+  private readonly initialBackoffMs: number
+  private readonly maxBackoffMs: number
+  private readonly bootstrap: BootstrapPeer[] = []
+  /** peers whose discovery dial failed, with the time it failed (insertion order = age) */
+  private readonly failed = new Map<string, number>()
+  private readonly dialing = new Set<string>()
+  private bootstrapTimer?: NodeJS.Timeout
+  private walkTimer?: NodeJS.Timeout
+  private walking = false
+  private walkDelay = DISCOVERY_INTERVAL_MS
+  private running = false
+  private readonly onDiscovery = (evt: CustomEvent<PeerInfo>): void => { this.dialDiscovered(evt.detail) }
+  private readonly onDisconnect = (): void => {
+    if (!this.running) return
+    this.scheduleBootstrap(0)
+    if (this.walkDelay > DISCOVERY_INTERVAL_MS && !this.walking) this.scheduleWalk(DISCOVERY_INTERVAL_MS)
+  }
+
+  constructor (node: Libp2p, init: PeerKeeperInit, log: Logger) {
+    this.node = node
+    this.log = log
+    this.minPeers = init.minPeers ?? MIN_PEERS
+    this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
+    this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
+    this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
+    for (const s of init.bootstrap ?? []) {
+      const addr = multiaddr(s)
+      const id = addr.getComponents().findLast(c => c.name === 'p2p')?.value
+      if (id == null) continue // the config schema already requires /p2p/<id>
+      this.bootstrap.push({ addr, peerId: peerIdFromString(id), backoffMs: this.initialBackoffMs, nextDialAt: 0, dialing: false })
+    }
+  }
+
+  start (): void {
+    this.running = true
+    this.node.addEventListener('peer:discovery', this.onDiscovery)
+    this.node.addEventListener('peer:disconnect', this.onDisconnect)
+    this.scheduleBootstrap(0)
+    this.scheduleWalk(DISCOVERY_INTERVAL_MS)
+  }
+
+  stop (): void {
+    this.running = false
+    this.node.removeEventListener('peer:discovery', this.onDiscovery)
+    this.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    clearTimeout(this.bootstrapTimer)
+    clearTimeout(this.walkTimer)
+  }
+
+  /** The bootstrap peers' redial state (for tests and diagnostics). */
+  bootstrapState (): Array<{ peerId: string, dialing: boolean, backoffMs: number, nextDialInMs: number }> {
+    const now = Date.now()
+    return this.bootstrap.map(b => ({ peerId: b.peerId.toString(), dialing: b.dialing, backoffMs: b.backoffMs, nextDialInMs: Math.max(0, b.nextDialAt - now) }))
+  }
+
+  private peerCount (): number {
+    return this.node.getPeers().length
+  }
+
+  // ------------------------------------------------------------ bootstrap
+
+  private scheduleBootstrap (delayMs: number): void {
+    if (!this.running || this.bootstrap.length === 0) return
+    clearTimeout(this.bootstrapTimer)
+    this.bootstrapTimer = setTimeout(() => { this.dialBootstrap() }, Math.max(0, delayMs))
+    this.bootstrapTimer.unref()
+  }
+
+  private dialBootstrap (): void {
+    if (!this.running) return
+    const now = Date.now()
+    if (this.peerCount() < this.minPeers) {
+      for (const b of this.bootstrap) {
+        if (b.dialing || b.nextDialAt > now || b.peerId.equals(this.node.peerId)) continue
+        if (this.node.getConnections(b.peerId).length > 0) continue
+        b.dialing = true
+        this.node.dial(b.addr, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(() => {
+          b.backoffMs = this.initialBackoffMs
+          b.nextDialAt = 0
+          this.log.debug({ peer: b.peerId.toString() }, 'bootstrap peer connected')
+        }, (err: any) => {
+          b.nextDialAt = Date.now() + jitter(b.backoffMs)
+          this.log.debug({ peer: b.peerId.toString(), retryInMs: b.nextDialAt - Date.now(), err: err?.message }, 'bootstrap dial failed')
+          b.backoffMs = Math.min(b.backoffMs * 2, this.maxBackoffMs)
+        }).finally(() => {
+          b.dialing = false
+          this.scheduleBootstrap(this.nextBootstrapDelay())
+        })
+      }
+    }
+    this.scheduleBootstrap(this.nextBootstrapDelay())
+  }
+
+  /** Time until the next bootstrap peer is due; while at or above minPeers, look again every now and then. */
+  private nextBootstrapDelay (): number {
+    if (this.peerCount() >= this.minPeers) return this.maxBackoffMs
+    const now = Date.now()
+    let next = this.maxBackoffMs
+    for (const b of this.bootstrap) if (!b.dialing) next = Math.min(next, b.nextDialAt - now)
+    return Math.max(next, 50)
+  }
+
+  // ------------------------------------------------------------ discovered peers
+
+  private dialDiscovered (peer: PeerInfo): void {
+    if (!this.running) return
+    const id = peer.id.toString()
+    if (peer.id.equals(this.node.peerId) || this.dialing.has(id)) return
+    if (this.dialing.size >= MAX_DISCOVERY_DIALS) return
+    if (this.peerCount() >= this.targetPeers) return
+    if (this.node.getConnections(peer.id).length > 0) return
+    const failedAt = this.failed.get(id)
+    if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) return
+    this.dialing.add(id)
+    this.dialAddresses(peer).then(() => {
+      this.failed.delete(id)
+      this.log.debug({ peer: id }, 'dialled a discovered peer')
+    }, (err: any) => {
+      this.failed.delete(id)
+      this.failed.set(id, Date.now())
+      if (this.failed.size > MAX_FAILED_PEERS) this.failed.delete(this.failed.keys().next().value as string)
+      this.log.debug({ peer: id, err: err?.message }, 'could not dial a discovered peer')
+    }).finally(() => { this.dialing.delete(id) })
+  }
+
+  /**
+   * Dial a discovered peer one address at a time, loopback last: mDNS answers carry 127.0.0.1 too,
+   * which on another host (or network namespace) is ourselves or a stranger, and one failed address
+   * must not fail the whole dial. Each address names the PeerId, so only that peer is accepted.
+   */
+  private async dialAddresses (peer: PeerInfo): Promise<void> {
+    const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS)
+    const addrs = [...peer.multiaddrs].sort((a, b) => Number(isLoopback(a)) - Number(isLoopback(b))).slice(0, MAX_ADDRS_PER_PEER)
+    if (addrs.length === 0) { await this.node.dial(peer.id, { signal }); return }
+    let lastError: unknown
+    for (const a of addrs) {
+      const withId = a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.id.toString()}`)
+      try {
+        await this.node.dial(withId, { signal })
+        return
+      } catch (err) {
+        lastError = err
+        if (signal.aborted) break
+      }
+    }
+    throw lastError
+  }
+
+  // ------------------------------------------------------------ DHT walks
+
+  /**
+   * Walk the DHT towards a random key to meet more peers while we have few.
+   * A walk that meets nobody new doubles the wait before the next one (up to
+   * DISCOVERY_MAX_INTERVAL_MS): in a small mesh where everyone is already
+   * known, walking every few seconds only burns CPU on every node.
+   */
+  private scheduleWalk (delayMs: number): void {
+    clearTimeout(this.walkTimer)
+    if (!this.running) return
+    this.walkDelay = delayMs
+    this.walkTimer = setTimeout(() => { void this.walk() }, delayMs)
+    this.walkTimer.unref()
+  }
+
+  private async walk (): Promise<void> {
+    if (this.walking || !this.running) return
+    const peers = this.peerCount()
+    if (peers >= this.minPeers || peers === 0) { this.scheduleWalk(DISCOVERY_INTERVAL_MS); return }
+    this.walking = true
+    let met = 0
+    try {
+      const key = new Uint8Array(32)
+      globalThis.crypto.getRandomValues(key)
+      const signal = AbortSignal.timeout(DISCOVERY_INTERVAL_MS)
+      for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
+        if (!this.running) break
+        if (peer.id.equals(this.node.peerId) || this.node.getConnections(peer.id).length > 0) continue
+        await this.node.dial(peer.id, { signal }).then(() => { met++ }, () => {})
+      }
+    } catch (err: any) {
+      if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
+    } finally {
+      this.walking = false
+      this.scheduleWalk(met > 0 ? DISCOVERY_INTERVAL_MS : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
+    }
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The pool's warm-up policy: `warmWorkers` threads start with the pool and
+ * stay; more start when jobs wait (up to `poolSize`) and stop again after
+ * `workerIdleMs` without work, so an idle node keeps only its warm workers.
+ */
+import { expect } from 'chai'
+import { createExecutor, type Executor } from '../../src/executor/index.js'
+import { LIMITS, js, text, wasm } from './helpers.js'
+
+/** Live worker threads of a pool (starting, idle or busy). */
+function workers (executor: Executor): number {
+  return ((executor as any).slots as unknown[]).length
+}
+
+async function until (cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met in ${ms} ms`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+describe('executor warm-up policy', function () {
+  let executor: Executor | undefined
+  afterEach(async () => { await executor?.stop(); executor = undefined })
+
+  it('starts only the warm workers, however large the pool', async () => {
+    executor = createExecutor({ poolSize: 3, warmWorkers: 1 })
+    await executor.start()
+    expect(workers(executor)).to.equal(1)
+    expect(executor.stats().poolSize).to.equal(3)
+  })
+
+  it('with no warm worker, starts one for the first job and runs it', async () => {
+    executor = createExecutor({ poolSize: 2, warmWorkers: 0 })
+    await executor.start()
+    expect(workers(executor)).to.equal(0)
+    const r = await executor.run({ id: 'a', engine: 'js', source: js('hello'), limits: LIMITS })
+    expect(r.exitCode).to.equal(0)
+    expect(workers(executor)).to.equal(1)
+  })
+
+  it('starts workers for waiting jobs up to the pool size, and they run at once', async () => {
+    executor = createExecutor({ poolSize: 3, warmWorkers: 1 })
+    await executor.start()
+    const ac = new AbortController()
+    const lim = { ...LIMITS, timeoutMs: 60_000 }
+    const jobs = [0, 1, 2].map(async i => await executor!.run({ id: `c${i}`, engine: 'wasm', module: wasm('loop'), limits: lim }, { signal: ac.signal }).catch((err: Error) => err.name))
+    await until(() => executor!.stats().busy === 3, 30_000)
+    expect(workers(executor)).to.equal(3)
+    expect(executor.stats().queued).to.equal(0)
+    ac.abort()
+    expect(await Promise.all(jobs)).to.deep.equal(['AbortedError', 'AbortedError', 'AbortedError'])
+  })
+
+  it('stops idle workers beyond the warm ones, and keeps the warm one', async () => {
+    executor = createExecutor({ poolSize: 2, warmWorkers: 1, workerIdleMs: 200 })
+    await executor.start()
+    const rs = await Promise.all([0, 1, 2, 3].map(async i => await executor!.run({ id: `h${i}`, engine: 'wasm', module: wasm('hello'), args: [String(i)], limits: LIMITS })))
+    expect(rs.map(r => text(r.stdout))).to.deep.equal([0, 1, 2, 3].map(i => `hello, world\narg 1: ${i}\n`))
+    expect(workers(executor)).to.equal(2)
+    await until(() => workers(executor!) === 1, 10_000)
+    await new Promise(resolve => setTimeout(resolve, 400))
+    expect(workers(executor)).to.equal(1)
+    const r = await executor.run({ id: 'after', engine: 'js', source: js('hello'), limits: LIMITS })
+    expect(r.exitCode).to.equal(0)
+  })
+
+  it('a warm worker killed at a deadline is replaced, so the idle pool stays warm', async () => {
+    executor = createExecutor({ poolSize: 2, warmWorkers: 1 })
+    await executor.start()
+    const r = await executor.run({ id: 't', engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 100 } })
+    expect(r.error?.name).to.equal('timeout')
+    expect(workers(executor)).to.equal(1)
+    const slot = ((executor as any).slots as Array<{ ready: Promise<void>, state: string }>)[0]
+    await slot.ready
+    expect(slot.state).to.equal('idle')
+  })
+
+  it("a fresh worker's first JS job is untouched by the worker's QuickJS warm-up run", async () => {
+    executor = createExecutor({ poolSize: 1, warmWorkers: 1 })
+    await executor.start()
+    const job = { id: 'same', engine: 'js' as const, source: 'function main (i) { console.log("r", Math.random()); return i + 1 }', input: 41, limits: LIMITS }
+    const first = await executor.run(job)
+    const second = await executor.run(job)
+    expect(first.error).to.equal(undefined)
+    expect(first.output).to.equal(42)
+    expect(text(first.stdout)).to.match(/^r 0\.\d+\n$/)
+    expect(first.resultHash).to.equal(second.resultHash)
+  })
+})
