@@ -47,10 +47,10 @@ export class ConfigError extends MercatoError {
   }
 }
 
-/** An operation was aborted through its AbortSignal (HTTP 499). */
+/** An operation was aborted through its AbortSignal (HTTP 499). The one abort error; parts may name it their way. */
 export class AbortError extends MercatoError {
-  constructor (message = 'Aborted') {
-    super(message, { code: 'aborted', status: 499, name: 'AbortError' })
+  constructor (message = 'Aborted', name = 'AbortError') {
+    super(message, { code: 'aborted', status: 499, name })
   }
 }
 
