@@ -15,6 +15,7 @@ import { homedir } from 'node:os'
 import { resolve } from 'node:path'
 import { z } from 'zod'
 import { ConfigError } from './errors.js'
+import { ENGINES } from './engines.js'
 import { isMultiaddr } from './p2p/multiaddr.js'
 
 const multiaddrString = z.string().refine(isMultiaddr, { message: 'a multiaddr such as /ip4/127.0.0.1/tcp/4010' })
@@ -75,7 +76,7 @@ export const configSchema = z.strictObject({
     enabled: z.boolean(),
     price: z.number().min(0),
     slots: z.number().int().min(0),
-    engines: z.array(z.enum(['wasm', 'js'])),
+    engines: z.array(z.enum(ENGINES)),
     dialPrivateAddresses: z.boolean()
   }),
   auction: z.strictObject({

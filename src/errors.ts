@@ -47,6 +47,34 @@ export class ConfigError extends MercatoError {
   }
 }
 
+/** An operation was aborted through its AbortSignal (HTTP 499). The one abort error; parts may name it their way. */
+export class AbortError extends MercatoError {
+  constructor (message = 'Aborted', name = 'AbortError') {
+    super(message, { code: 'aborted', status: 499, name })
+  }
+}
+
+/** A user mistake on the command line: the CLI prints one line and exits 2. */
+export class UsageError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'usage', status: 400, name: 'UsageError' })
+  }
+}
+
+/** An operation does not fit the job's current state (HTTP 409): cancel a finished job, read a missing result. */
+export class JobStateError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'conflict', status: 409, name: 'JobStateError' })
+  }
+}
+
+/** A requester closed a provider's bid stream: garbage, a forged answer, or idle. */
+export class BidStreamClosedError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'bid-stream-closed', status: 400, name: 'BidStreamClosedError' })
+  }
+}
+
 export function isMercatoError (err: unknown): err is MercatoError {
   return err instanceof MercatoError
 }

@@ -185,6 +185,7 @@ export class MercatoNode implements GatewayNode {
   }
 
   info (): NodeInfo {
+    const capacity = this.market.capacity()
     return {
       peerId: this.identity.peerId,
       addresses: this.network.addresses(),
@@ -192,9 +193,9 @@ export class MercatoNode implements GatewayNode {
       provider: {
         enabled: this.config.provider.enabled,
         price: this.config.provider.price,
-        slots: this.market.provider.slots,
-        busy: this.market.provider.busy,
-        engines: this.market.provider.engines()
+        slots: capacity.slots,
+        busy: capacity.busy,
+        engines: capacity.engines
       }
     }
   }

@@ -6,7 +6,8 @@
  */
 import { mkdir, readFile, writeFile, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { bytesMatchCid, canonicalDecode, canonicalEncode, cidOfBytes, isCid } from '../crypto/index.js'
+import { bytesMatchCid, cidOfBytes, isCid } from '../crypto/index.js'
+import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
 import { InvalidInputError, NotFoundError } from '../errors.js'
 import type { Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
@@ -72,19 +73,18 @@ export class BlobStore {
   /** Serve blobs to peers. */
   async serve (network: Network): Promise<void> {
     await network.handle(BLOB_PROTOCOL, async (req) => {
-      const { cid } = canonicalDecode<{ cid: unknown }>(req)
-      if (typeof cid !== 'string') throw new InvalidInputError('cid must be a string')
+      const cid = decodeBlobRequest(req)
       const bytes = await this.get(cid)
       if (bytes == null) throw new NotFoundError(`no blob ${cid}`)
       return bytes
-    }, { maxRequestBytes: 512 })
+    }, { maxRequestBytes: MAX_BLOB_REQUEST_BYTES })
   }
 
   /** Fetch a blob from the first of `peers` that has it, verify and store it. */
   async fetch (network: Network, cid: string, peers: string[], opts: { signal?: AbortSignal, maxBytes?: number } = {}): Promise<Uint8Array> {
     const local = await this.get(cid)
     if (local != null) return local
-    const req = canonicalEncode({ cid })
+    const req = encodeBlobRequest(cid)
     let lastErr: unknown
     for (const peer of peers) {
       try {

@@ -17,37 +17,45 @@
  *    `mercato/receipts/1`.
  * A provider that goes silent is suspect; one whose connection drops or that
  * stays silent is lost: a Handover record, and the runner-up is awarded.
+ *
+ * Two roles over one protocol: `requester/` (a pure planner, `plan.ts`, and
+ * the driver that runs its steps) and `provider/`, which import nothing from
+ * each other; `protocol/` holds what both speak (messages, the journal of
+ * record bodies, the market's rules). A node reaches its own provider through
+ * the network like any peer (`withLoopback`). This file builds both roles
+ * and is the facade the gateway and the node use.
  */
 import type { EventEmitter } from 'node:events'
-import type { Signer } from '../crypto/index.js'
-import type { Network } from '../p2p/index.js'
+import type { Signed, Signer } from '../crypto/index.js'
+import { withLoopback, type Network } from '../p2p/index.js'
 import type { Ledger, LedgerRecord } from '../ledger/index.js'
-import type { Executor } from '../executor/index.js'
+import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
 import {
-  BLOB_KEY_PREFIX, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, RECEIPTS_TOPIC, AWARD_PROTOCOL, JOBS_TOPIC, MAX_SEEN_ITEMS, MAX_RATE_KEYS,
-  OFFER_RATE_PER_KEY, OFFER_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPT_BURST_PER_KEY
+  BLOB_KEY_PREFIX, BLOB_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
+  OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
 } from './constants.js'
-import { GossipGate } from './gossip.js'
-import type { Receipt, RefusalReason } from './messages.js'
-import { Provider, type ProviderConfig } from './provider.js'
+import { GossipGate } from './protocol/gossip.js'
+import { readRecord, readStanding } from './protocol/journal.js'
+import type { Receipt, RefusalReason } from './protocol/messages.js'
+import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
-import { Requester, type RequesterConfig } from './requester.js'
-import { localChannelPair } from './local-channel.js'
+import { Requester, type KnownProvider, type RequesterConfig } from './requester/index.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
-import type { Signed } from '../crypto/index.js'
 
 export * from './types.js'
 export * from './constants.js'
-export { rankBids, settlementPrice, tieBreak } from './rules.js'
-export { decide, CHECKS } from './strategy.js'
+export { rankBids, settlementPrice, tieBreak } from './protocol/rules.js'
+export { decide, CHECKS } from './provider/strategy.js'
 export { BlobStore } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
-export { trustOf, eligibleBids, attemptDeadline, type Trust } from './trust.js'
-export { JobStateError } from './requester.js'
-export { GossipGate, SeenSet, KeyedRateLimit } from './gossip.js'
-export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt } from './messages.js'
+export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/trust.js'
+export { JobStateError } from '../errors.js'
+export { GossipGate, SeenSet, KeyedRateLimit } from './protocol/gossip.js'
+export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
+export type { KnownProvider, RequesterConfig } from './requester/index.js'
+export type { ProviderConfig } from './provider/index.js'
 
 export interface MarketInit {
   network: Network
@@ -61,123 +69,112 @@ export interface MarketInit {
   corruptResults?: boolean
 }
 
+/** A provider as listed by `GET /v1/providers`. */
+export type ProviderListing = KnownProvider
+
 export interface Market {
-  readonly requester: Requester
-  readonly provider: Provider
   readonly reputation: Reputation
-  readonly blobs: BlobStore
   readonly events: EventEmitter
   start (): Promise<void>
   stop (): Promise<void>
   uploadBlob (bytes: Uint8Array): Promise<string>
+  /** a blob held here (undefined when not) */
+  getBlob (cid: string): Promise<Uint8Array | undefined>
   submit (spec: SubmitSpec): Promise<JobView>
   get (id: string): JobView
   list (opts?: { status?: JobStatus, limit?: number }): JobView[]
   /** jobs by state, every state present */
   statusCounts (): Map<JobStatus, number>
+  isTerminal (id: string): boolean
   cancel (id: string): Promise<JobView>
   result (id: string): ResultView
   jobEvents (id: string): JobEvent[]
   /** resolves with the job once it is completed, failed, no-bids or cancelled */
   waitFor (id: string, opts?: { signal?: AbortSignal }): Promise<JobView>
+  /** providers this node knows of (itself included when it provides) */
+  providers (): ProviderListing[]
+  /** this node as a provider: its slots, how many are busy, its engines */
+  capacity (): { enabled: boolean, slots: number, busy: number, engines: Engine[] }
+  /** answers this node's provider could not deliver (requester not reachable, no dial allowed) */
+  answersUndelivered (): number
+  /** messages refused from the network, by role and reason */
+  refusals (): { requester: ReadonlyMap<RefusalReason, number>, provider: ReadonlyMap<RefusalReason, number> }
   balance (): { peerId: string, earned: number, spent: number, balance: number }
   standings (): PeerStanding[]
 }
 
 export function createMarket (init: MarketInit): Market {
   const log = logger('auction', { peerId: init.signer.peerId })
+  // both roles talk over the network only; the loopback lets each reach the other on this node
+  const network = withLoopback(init.network)
   const blobs = new BlobStore(init.blobsDir)
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
-  let provider!: Provider
+  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged })
   const countInto = (map: Map<RefusalReason, number>) => (reason: RefusalReason): void => { map.set(reason, (map.get(reason) ?? 0) + 1) }
-  // every node validates and relays both batched topics; only providers act on offers
+  const providerRefused = new Map<RefusalReason, number>()
+  // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
   const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
     maxSeen: MAX_SEEN_ITEMS,
     rate: { perSec: OFFER_RATE_PER_KEY, burst: OFFER_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
-    count: (reason) => { countInto(provider.refused)(reason) },
+    count: countInto(providerRefused),
     self: init.signer.peerId
   })
-  const requester = new Requester({
-    network: init.network,
-    signer: init.signer,
-    ledger: init.ledger,
-    blobs,
-    reputation,
-    config: init.requester,
-    isFlagged: init.isFlagged,
-    localProvider: init.provider.enabled
-      ? {
-          onOffer: (offer) => { provider.onOffer(offer) },
-          openAward: () => {
-            const [mine, theirs] = localChannelPair(init.signer.peerId, AWARD_PROTOCOL)
-            provider.acceptLocal(theirs)
-            return mine
-          },
-          status: (jobId) => provider.localStatus(jobId),
-          engines: () => provider.engines()
-        }
-      : undefined
-  })
-  provider = new Provider({
-    network: init.network,
-    signer: init.signer,
-    ledger: init.ledger,
-    executor: init.executor,
-    blobs,
-    config: init.provider,
-    isFlagged: init.isFlagged,
-    localRequester: requester,
-    onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
-    offerGate,
-    corruptResults: init.corruptResults
-  })
-
   const receiptGate = new GossipGate('receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
     maxSeen: MAX_SEEN_ITEMS,
     rate: { perSec: RECEIPT_RATE_PER_KEY, burst: RECEIPT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
     count: countInto(requester.refused),
     self: init.signer.peerId
   })
+  const provider = new Provider({
+    network,
+    refused: providerRefused,
+    offerGate,
+    signer: init.signer,
+    ledger: init.ledger,
+    executor: init.executor,
+    blobs,
+    config: init.provider,
+    isFlagged: init.isFlagged,
+    onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
+    corruptResults: init.corruptResults
+  })
 
+  /** The market's records: recovery reads the requester's, standing reads receipts, handovers, mismatches. */
   async function scanLedger (): Promise<LedgerRecord[]> {
     const out: LedgerRecord[] = []
     const head = init.ledger.head()
     for (let from = 0; from <= head.seq; from += 1000) {
       const page = await init.ledger.range(from, 1000)
       if (page.length === 0) break
-      for (const r of page) {
-        const t = r.type
-        if (t === 'job' || t === 'offer' || t === 'bid' || t === 'award' || t === 'accept' || t === 'handover' || t === 'receipt' || t === 'mismatch') out.push(r)
-      }
+      for (const r of page) if (r.type !== 'result' && r.type !== 'decline' && r.type !== 'head' && r.type !== 'equivocation') out.push(r)
     }
     return out
   }
 
   const market: Market = {
-    requester,
-    provider,
     reputation,
-    blobs,
     events: requester.events,
     async start () {
       await blobs.start()
       // standing from our own log: receipts we signed or got, losses and mismatches we saw
       const records = await scanLedger()
       for (const r of records) {
-        const b = r.body as any
-        if (r.type === 'receipt' && b.receipt != null) reputation.applyReceipt(b.receipt)
-        else if (r.type === 'handover' && typeof b.from === 'string') reputation.record(b.from, 'lost')
-        else if (r.type === 'mismatch' && typeof b.provider === 'string') reputation.record(b.provider, 'mismatched')
+        const m = readRecord(r)
+        const s = m != null ? readStanding(m) : undefined
+        if (s?.kind === 'receipt') reputation.applyReceipt(s.receipt)
+        else if (s != null) reputation.record(s.provider, s.kind)
       }
       // receipts and offers arrive in batches ({ b: [...] }); the gate checks every new item once
       // (replays of known items are neither verified nor delivered again), the handler applies them
-      init.network.subscribe(RECEIPTS_TOPIC, (msg) => {
-        for (const r of receiptGate.items(msg)) reputation.applyReceipt(r.m, false)
-      }, (msg) => receiptGate.validate(msg))
+      network.subscribe(RECEIPTS_TOPIC, (msg) => receiptGate.decode(msg), (msg) => {
+        for (const r of msg.value) reputation.applyReceipt(r.m, false)
+      })
       // every node relays the jobs topic, providing or not: a requester-only node between two parts
-      // of the mesh must not split job gossip
-      init.network.subscribe(JOBS_TOPIC, (msg) => { provider.onGossipOffers(offerGate.items(msg)) }, (msg) => offerGate.validate(msg))
-      await blobs.serve(init.network)
+      // of the mesh must not split job gossip. A provider hears its own offers too (through the
+      // loopback); a node that does not provide only relays, so it is not a topic peer to itself.
+      const jobsNetwork = provider.enabled ? network : init.network
+      jobsNetwork.subscribe(JOBS_TOPIC, (msg) => offerGate.decode(msg), (msg) => { provider.onGossipOffers(msg.value) })
+      await blobs.serve(network)
       await requester.start()
       await provider.start()
       const resumed = await requester.recover(records)
@@ -186,19 +183,21 @@ export function createMarket (init: MarketInit): Market {
     async stop () {
       await provider.stop()
       await requester.stop()
-      init.network.unsubscribe(RECEIPTS_TOPIC)
-      init.network.unsubscribe(JOBS_TOPIC)
-      await init.network.unhandle('/mercato/blob/1.0.0').catch(() => {})
+      network.unsubscribe(RECEIPTS_TOPIC)
+      network.unsubscribe(JOBS_TOPIC)
+      await network.unhandle(BLOB_PROTOCOL).catch(() => {})
     },
     async uploadBlob (bytes) {
       const cid = await blobs.put(bytes)
-      void init.network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
+      void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
       return cid
     },
+    getBlob: async (cid) => await blobs.get(cid),
     submit: async (spec) => await requester.submit(spec),
     get: (id) => requester.get(id),
     list: (opts) => requester.list(opts),
     statusCounts: () => requester.statusCounts(),
+    isTerminal: (id) => requester.isTerminal(id),
     cancel: async (id) => await requester.cancel(id),
     result: (id) => requester.result(id),
     jobEvents: (id) => requester.jobEvents(id),
@@ -220,6 +219,19 @@ export function createMarket (init: MarketInit): Market {
         opts.signal?.addEventListener('abort', onAbort)
       })
     },
+    providers () {
+      const list = requester.knownProviderList()
+      if (!provider.enabled) return list
+      // this node as a provider: its engines from itself, not from what the DHT says of it
+      const self = list.find(p => p.self)
+      const engines = provider.engines()
+      if (self == null) return [...list, { peerId: init.signer.peerId, engines: [...engines].sort(), lastAsk: null, self: true }]
+      self.engines = [...new Set([...self.engines, ...engines])].sort()
+      return list
+    },
+    capacity: () => ({ enabled: provider.enabled, slots: provider.slots, busy: provider.busy, engines: provider.engines() }),
+    refusals: () => ({ requester: requester.refused, provider: provider.refused }),
+    answersUndelivered: () => provider.unreachable,
     balance () {
       const me = reputation.get(init.signer.peerId)
       return { peerId: init.signer.peerId, earned: me.earned, spent: me.spent, balance: me.earned - me.spent }

@@ -9,7 +9,7 @@
  * how the score decides who is awarded.
  */
 import { messageId, type Signed } from '../crypto/index.js'
-import type { Receipt } from './messages.js'
+import type { Receipt } from './protocol/messages.js'
 import { FORGIVE_HALF_LIFE_MS } from './constants.js'
 
 export interface PeerStanding {

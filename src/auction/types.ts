@@ -1,4 +1,5 @@
-import type { DeclineReason } from './messages.js'
+import type { Engine } from '../engines.js'
+import type { DeclineReason } from './protocol/messages.js'
 
 /** Every state a job can be in, in the order a job moves through them. */
 export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
@@ -16,7 +17,7 @@ export interface JobEvent {
 
 /** A job as the user submits it (the gateway turns JSON into this). */
 export interface SubmitSpec {
-  engine: 'wasm' | 'js'
+  engine: Engine
   /** CID of an uploaded wasm module */
   module?: string
   /** inline JS source */
@@ -45,7 +46,7 @@ export interface AttemptView {
 export interface JobView {
   id: string
   status: JobStatus
-  engine: 'wasm' | 'js'
+  engine: Engine
   /** the provider holding the job now (the first of them with replicas) */
   provider: string | null
   providers: string[]

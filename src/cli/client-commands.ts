@@ -15,15 +15,11 @@ import {
   type JobSpec, type JobStatus, type JobView, type ResultView
 } from '../client/index.js'
 import { JOB_STATUSES } from '../auction/types.js'
+import { UsageError } from '../errors.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
-
-/** A user mistake on the command line: one line, exit 2. */
-class UsageError extends Error {
-  constructor (message: string) { super(message); this.name = 'UsageError' }
-}
 
 interface ApiFlags { api?: string, token?: string }
 

@@ -21,7 +21,7 @@ import { readFile } from 'node:fs/promises'
 import { extname } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
-import { isMercatoError } from '../errors.js'
+import { isMercatoError, UsageError } from '../errors.js'
 import { createExecutor, type ExecJob, type ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
@@ -76,8 +76,6 @@ function positive (value: string | number | undefined, fallback: number, name: s
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number`)
   return n
 }
-
-class UsageError extends Error {}
 
 /** Runs the command; returns the process exit code. */
 export async function execCommand (file: string, opts: ExecOptions, io: ExecIo = defaultIo): Promise<number> {

@@ -3,7 +3,7 @@
  * `result.error`). Callers match `err.code` (or `err.name`), never the message.
  * A `queue-full` or `unsupported-engine` becomes a provider's decline reason.
  */
-import { MercatoError } from '../errors.js'
+import { AbortError, MercatoError } from '../errors.js'
 
 /** The module is not valid wasm, does not match its CID, or cannot be sandboxed (shared / 64-bit memory, foreign imports). */
 export class InvalidModuleError extends MercatoError {
@@ -26,10 +26,10 @@ export class QueueFullError extends MercatoError {
   }
 }
 
-/** The caller's AbortSignal fired before the job finished (the guest was stopped). */
-export class AbortedError extends MercatoError {
+/** The caller's AbortSignal fired before the job finished (the guest was stopped): the shared {@link AbortError}, named as the executor's API has always named it. */
+export class AbortedError extends AbortError {
   constructor (message = 'Job aborted') {
-    super(message, { code: 'aborted', status: 499, name: 'AbortedError' })
+    super(message, 'AbortedError')
   }
 }
 

@@ -60,7 +60,8 @@ export * from './backend.js'
 import type { FailureName } from './protocol.js'
 export type { FailureName }
 
-export type Engine = 'wasm' | 'js'
+export { ENGINES, type Engine } from '../engines.js'
+import { ENGINES, type Engine } from '../engines.js'
 
 export interface JobLimits {
   timeoutMs: number
@@ -163,7 +164,7 @@ export const DEFAULT_INIT: ExecutorInit = {
   maxOutputBytes: C.MAX_OUTPUT_BYTES,
   moduleCacheSize: C.MODULE_CACHE_SIZE,
   isolation: 'none',
-  engines: ['wasm', 'js']
+  engines: [...ENGINES]
 }
 
 export function createExecutor (init: Partial<ExecutorInit> = {}): Executor {

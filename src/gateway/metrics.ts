@@ -26,8 +26,8 @@ export interface MetricsMarket {
   /** jobs by state, every state present (a count, not a list of views) */
   statusCounts (): Map<JobStatus, number>
   get (id: string): { bids: unknown[] }
-  readonly requester: { readonly refused: ReadonlyMap<string, number> }
-  readonly provider: { readonly slots: number, readonly busy: number, readonly refused: ReadonlyMap<string, number> }
+  capacity (): { slots: number, busy: number }
+  refusals (): { requester: ReadonlyMap<string, number>, provider: ReadonlyMap<string, number> }
 }
 
 export interface MetricsExecutor {
@@ -95,8 +95,9 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     labelNames: ['state'],
     registers: [registry],
     collect () {
-      this.set({ state: 'busy' }, market.provider.busy)
-      this.set({ state: 'total' }, market.provider.slots)
+      const { busy, slots } = market.capacity()
+      this.set({ state: 'busy' }, busy)
+      this.set({ state: 'total' }, slots)
     }
   })
   new Gauge({
@@ -119,7 +120,8 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     labelNames: ['role', 'reason'],
     registers: [registry],
     collect () {
-      for (const [role, map] of [['requester', market.requester.refused], ['provider', market.provider.refused]] as const) {
+      const refused = market.refusals()
+      for (const [role, map] of [['requester', refused.requester], ['provider', refused.provider]] as const) {
         for (const [reason, n] of map) {
           const key = `${role}\0${reason}`
           const delta = n - (seenRefused.get(key) ?? 0)

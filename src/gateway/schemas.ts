@@ -67,6 +67,7 @@ const nullableString = { type: ['string', 'null'] } as const
 const nullableNumber = { type: ['number', 'null'] } as const
 
 import { JOB_STATUSES } from '../auction/types.js'
+import { ENGINES } from '../engines.js'
 export { JOB_STATUSES }
 
 export const JobViewSchema = {
@@ -76,7 +77,7 @@ export const JobViewSchema = {
   properties: {
     id: { type: 'string' },
     status: { type: 'string', enum: JOB_STATUSES },
-    engine: { type: 'string', enum: ['wasm', 'js'] },
+    engine: { type: 'string', enum: ENGINES },
     provider: { ...nullableString, description: 'the provider holding the job now' },
     providers: { type: 'array', items: { type: 'string' } },
     price: { ...nullableNumber, description: 'the settlement (second) price' },

@@ -31,7 +31,7 @@
 import { canonicalDecode, isPeerId, type Signer } from '../crypto/index.js'
 import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
-import type { Network, RequestContext, TopicMessage, ValidationResult } from '../p2p/network.js'
+import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
 import {
   AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
@@ -150,8 +150,8 @@ export class LedgerAuditService implements LedgerAudit {
         if (!this.flags.has(peer)) this.flags.set(peer, { seq, since: r.ts })
       }
     }
-    this.network.subscribe(HEADS_TOPIC, (m) => { this.onHead(m) }, (m) => this.validateHead(m))
-    this.network.subscribe(EQUIVOCATIONS_TOPIC, (m) => { this.onProof(m) }, (m) => this.validateProof(m))
+    this.network.subscribe(HEADS_TOPIC, (m) => this.decodeHeadMessage(m.data), (m) => { this.observeChecked(m.value) })
+    this.network.subscribe(EQUIVOCATIONS_TOPIC, (m) => this.decodeProofMessage(m.data), (m) => { this.onProof(m.value) })
     await this.network.handle(LOG_PROTOCOL, async (req, ctx) => await this.serveLog(req, ctx), {
       maxRequestBytes: MAX_LOG_REQUEST_BYTES
     })
@@ -208,22 +208,22 @@ export class LedgerAuditService implements LedgerAudit {
 
   // -------------------------------------------------------------- heads in
 
-  private validateHead (m: TopicMessage): ValidationResult {
+  private decodeHeadMessage (data: Uint8Array): TopicVerdict<SignedHead> {
     let head: SignedHead
-    try { head = decodeHead(m.data) } catch { return 'reject' }
-    m.decoded = head
-    if (head.signer === this.signer.peerId) return 'ignore'
-    if (head.payload.ts > Date.now() + MAX_CLOCK_SKEW_MS) return 'ignore'
-    return 'accept'
-  }
-
-  private onHead (m: TopicMessage): void {
-    try { this.observeHead(m.decoded ?? decodeHead(m.data)) } catch { /* the validator already refused it */ }
+    try { head = decodeHead(data) } catch { return { result: 'reject' } }
+    if (head.signer === this.signer.peerId) return { result: 'ignore' }
+    if (head.payload.ts > Date.now() + MAX_CLOCK_SKEW_MS) return { result: 'ignore' }
+    return { result: 'accept', value: head }
   }
 
   observeHead (value: unknown): boolean {
     let head: SignedHead
     try { head = checkHead(value) } catch { return false }
+    return this.observeChecked(head)
+  }
+
+  /** A head whose schema and signature are checked. */
+  private observeChecked (head: SignedHead): boolean {
     const peer = head.signer
     if (peer === this.signer.peerId) return false
     let t = this.heads.get(peer)
@@ -258,14 +258,11 @@ export class LedgerAuditService implements LedgerAudit {
 
   // -------------------------------------------------------------- equivocation
 
-  private validateProof (m: TopicMessage): ValidationResult {
-    try { m.decoded = decodeProof(m.data) } catch { return 'reject' }
-    return 'accept'
+  private decodeProofMessage (data: Uint8Array): TopicVerdict<EquivocationProof> {
+    try { return { result: 'accept', value: decodeProof(data) } } catch { return { result: 'reject' } }
   }
 
-  private onProof (m: TopicMessage): void {
-    let p: EquivocationProof
-    try { p = (m.decoded as EquivocationProof | undefined) ?? decodeProof(m.data) } catch { return }
+  private onProof (p: EquivocationProof): void {
     if (p.peer === this.signer.peerId) {
       // someone holds two histories signed with our key (a restored backup, a cloned data dir, a stolen key)
       log.error({ seq: p.seq }, 'equivocation proof against this node: two different records or heads signed with our key')

@@ -43,9 +43,5 @@ export class InvalidLogPageError extends MercatoError {
   }
 }
 
-/** An operation was aborted through its AbortSignal. */
-export class AbortError extends MercatoError {
-  constructor (message = 'Aborted') {
-    super(message, { code: 'aborted', status: 499, name: 'AbortError' })
-  }
-}
+/** An operation was aborted through its AbortSignal: the one shared class (src/errors.ts). */
+export { AbortError } from '../errors.js'

@@ -24,6 +24,7 @@ export type { NetworkInit } from './network-node.js'
 export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachableError } from './errors.js'
 export { loadOrCreateIdentity, identityFromSeed, IDENTITY_FILE, type Identity } from './identity.js'
 export { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
+export { withLoopback, LoopbackNetwork } from './loopback.js'
 
 export interface NetworkNode extends Network {
   start (): Promise<void>

@@ -28,7 +28,7 @@ import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './sc
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
   ChannelHandler, ChannelOptions, DialOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
-  RequestHandler, RequestOptions, TopicHandler, TopicMessage, TopicValidator
+  RequestHandler, RequestOptions, TopicDecoder, TopicHandler, TopicVerdict
 } from './network.js'
 
 export interface NetworkInit {
@@ -58,6 +58,9 @@ export interface NetworkInit {
 }
 
 type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
+
+/** the decoder of a topic subscribed without one: every message, as bytes */
+const rawDecoder: TopicDecoder<Uint8Array> = (msg) => ({ result: 'accept', value: msg.data })
 
 function isLengthError (err: any): boolean {
   return err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError' || err?.name === 'InvalidDataLengthLengthError'
@@ -90,8 +93,9 @@ export class Libp2pNetwork implements Network {
   readonly peerId: string
   private readonly node: Libp2p<Services>
   private readonly log: Logger
-  private readonly handlers = new Map<string, TopicHandler>()
-  /** values decoded by topic validators, keyed by the message bytes they checked */
+  /** per topic: its handler, and the decoder that runs as gossipsub's validator */
+  private readonly topics = new Map<string, { handler: TopicHandler<any>, decode: TopicDecoder<any> }>()
+  /** values accepted by topic decoders, keyed by the message bytes they checked (validator → handler) */
   private readonly decoded = new WeakMap<Uint8Array, unknown>()
   private readonly maxGossipBytes: number
   private readonly keeper: PeerKeeper
@@ -111,13 +115,7 @@ export class Libp2pNetwork implements Network {
     })
     node.services.pubsub.addEventListener('gossipsub:message', (evt: CustomEvent<GossipsubMessage>) => {
       const { msg, propagationSource } = evt.detail
-      const handler = this.handlers.get(msg.topic)
-      if (handler == null) return
-      try {
-        handler({ topic: msg.topic, data: msg.data, from: propagationSource.toString(), decoded: this.decoded.get(msg.data) })
-      } catch (err) {
-        this.log.warn({ err, topic: msg.topic }, 'topic handler threw')
-      }
+      void this.deliver(msg.topic, msg.data, propagationSource.toString())
     })
   }
 
@@ -209,27 +207,52 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- pubsub
 
-  subscribe (topic: string, handler: TopicHandler, validator?: TopicValidator): void {
-    this.handlers.set(topic, handler)
+  subscribe (topic: string, handler: TopicHandler<Uint8Array>): void
+  subscribe<T> (topic: string, decode: TopicDecoder<T>, handler: TopicHandler<T>): void
+  subscribe (topic: string, a: TopicHandler<any> | TopicDecoder<any>, b?: TopicHandler<any>): void {
+    const [decoder, handler]: [TopicDecoder<any>, TopicHandler<any>] = b != null ? [a as TopicDecoder<any>, b] : [rawDecoder, a as TopicHandler<any>]
+    this.topics.set(topic, { handler, decode: decoder })
     const pubsub = this.node.services.pubsub
-    const maxBytes = this.maxGossipBytes
     pubsub.topicValidators.set(topic, async (peer: PeerId, msg: Message) => {
-      if (msg.data.length > maxBytes) return TopicValidatorResult.Reject
-      if (validator == null) return TopicValidatorResult.Accept
-      try {
-        const checked: TopicMessage = { topic, data: msg.data, from: peer.toString() }
-        const verdict = await validator(checked)
-        // what the validator decoded travels on to the handler: no second decode or signature check
-        if (checked.decoded !== undefined) this.decoded.set(msg.data, checked.decoded)
-        return verdict === 'accept' ? TopicValidatorResult.Accept : verdict === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
-      } catch (err) {
-        this.log.debug({ err, topic }, 'topic validator threw; rejecting')
-        return TopicValidatorResult.Reject
-      }
+      const verdict = await this.check(topic, decoder, msg.data, peer.toString())
+      if (verdict.result !== 'accept') return verdict.result === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
+      // what the decoder produced travels on to the handler: no second decode or signature check
+      this.decoded.set(msg.data, verdict.value)
+      return TopicValidatorResult.Accept
     })
     // every topic we take part in is scored: rejected messages on it count against their forwarder (scoring.ts)
     scoreTopic(pubsub, topic)
     pubsub.subscribe(topic)
+  }
+
+  /** Size cap, then the topic's decoder; a decoder that throws rejects. */
+  private async check (topic: string, decode: TopicDecoder<any>, data: Uint8Array, from: string): Promise<TopicVerdict<unknown>> {
+    if (data.length > this.maxGossipBytes) return { result: 'reject' }
+    try {
+      return await decode({ topic, data, from })
+    } catch (err) {
+      this.log.debug({ err, topic }, 'topic decoder threw; rejecting')
+      return { result: 'reject' }
+    }
+  }
+
+  /** Hand an accepted message to its topic's handler with the value its decoder produced. */
+  private async deliver (topic: string, data: Uint8Array, from: string): Promise<void> {
+    const sub = this.topics.get(topic)
+    if (sub == null) return
+    let value = this.decoded.get(data)
+    if (value === undefined) {
+      // not seen by our validator (it cannot happen with gossipsub's validation on, but never hand over bytes unchecked)
+      const verdict = await this.check(topic, sub.decode, data, from)
+      if (verdict.result !== 'accept') return
+      value = verdict.value
+    }
+    this.decoded.delete(data)
+    try {
+      sub.handler({ topic, data, from, value })
+    } catch (err) {
+      this.log.warn({ err, topic }, 'topic handler threw')
+    }
   }
 
   /** The gossip score we give a peer (below SCORE_THRESHOLDS.graylistThreshold we drop all it sends). */
@@ -243,7 +266,7 @@ export class Libp2pNetwork implements Network {
   }
 
   unsubscribe (topic: string): void {
-    this.handlers.delete(topic)
+    this.topics.delete(topic)
     this.node.services.pubsub.topicValidators.delete(topic)
     this.node.services.pubsub.unsubscribe(topic)
   }

@@ -5,26 +5,36 @@
  *
  * Peers are named by PeerId strings; addresses are multiaddr strings.
  * Every message that arrives here has already been size-capped by the layer;
- * schema and signature checks are the caller's job (validators / handlers).
+ * schema and signature checks are the caller's job: a topic's decoder, a
+ * request or channel handler.
  */
 
 /** Gossip validation outcome: `reject` also lowers the sender's peer score. */
 export type ValidationResult = 'accept' | 'ignore' | 'reject'
 
-export interface TopicMessage {
+/** A gossip message as it arrives, before its topic's decoder has looked at it. */
+export interface RawTopicMessage {
   topic: string
   data: Uint8Array
   /** the peer that forwarded the message to us (not necessarily its author) */
   from: string
-  /**
-   * A validator may set this to what it decoded and checked; the handler then receives the same
-   * value and need not decode or verify again. Absent when no validator set it.
-   */
-  decoded?: unknown
 }
 
-export type TopicValidator = (msg: TopicMessage) => ValidationResult | Promise<ValidationResult>
-export type TopicHandler = (msg: TopicMessage) => void
+/** A gossip message its topic's decoder accepted: `value` is what the decoder produced. */
+export interface TopicMessage<T = Uint8Array> extends RawTopicMessage {
+  value: T
+}
+
+/** What a decoder says about a message: accepted with its decoded value, or ignored / rejected. */
+export type TopicVerdict<T> = { result: 'accept', value: T } | { result: 'ignore' | 'reject' }
+
+/**
+ * Decodes and checks a gossip message (size, schema, signature) before it is delivered or
+ * forwarded. Only an accepted message reaches the handler, with the decoded value: a handler
+ * never sees bytes its decoder refused, and never decodes twice. A decoder that throws rejects.
+ */
+export type TopicDecoder<T> = (msg: RawTopicMessage) => TopicVerdict<T> | Promise<TopicVerdict<T>>
+export type TopicHandler<T = Uint8Array> = (msg: TopicMessage<T>) => void
 
 export interface PeerSummary {
   peerId: string
@@ -106,8 +116,10 @@ export interface Network {
   dial (target: string, opts?: DialOptions): Promise<string>
   hangUp (peerId: string): Promise<void>
 
-  /** subscribe to a topic; the validator (if any) runs before the handler and before forwarding */
-  subscribe (topic: string, handler: TopicHandler, validator?: TopicValidator): void
+  /** subscribe to a topic and take every message as it is (`value` is the bytes) */
+  subscribe (topic: string, handler: TopicHandler<Uint8Array>): void
+  /** subscribe to a topic; the decoder runs before the handler and before forwarding, and only what it accepts is handled */
+  subscribe<T> (topic: string, decode: TopicDecoder<T>, handler: TopicHandler<T>): void
   unsubscribe (topic: string): void
   /** publish; resolves with the number of peers it was sent to (0 is not an error) */
   publish (topic: string, data: Uint8Array): Promise<number>

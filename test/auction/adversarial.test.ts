@@ -3,7 +3,7 @@ import { expect } from 'chai'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalDecode, canonicalEncode, messageId, randomSigner, signerFromSeed, type Signed } from '../../src/crypto/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, type Offer, type Award } from '../../src/auction/index.js'
-import { sign, encodeSigned, encodeBatch } from '../../src/auction/messages.js'
+import { sign, encodeSigned, encodeBatch } from '../../src/auction/protocol/messages.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
@@ -69,7 +69,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     const replayed = await send(valid)
     expect(replayed?.remoteCode).to.equal('refused-replay')
 
-    const refused = requester.market.requester.refused
+    const refused = requester.market.refusals().requester
     for (const reason of ['bad-signature', 'wrong-sender', 'expired', 'unknown-job', 'bad-encoding', 'replay'] as const) {
       expect(refused.get(reason) ?? 0, reason).to.be.greaterThan(0)
     }
@@ -99,7 +99,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
       await ch.send(canonicalEncode({ t: 'result', m: result }))
       for await (const _ of ch) { /* wait for the requester to hang up */ }
     })
-    const before = requester.market.requester.refused.get('bad-hash') ?? 0
+    const before = requester.market.refusals().requester.get('bad-hash') ?? 0
     const submitted = requester.market.submit({ ...JOB, bidWindowMs: 2000, minBids: 2 })
     const offer = await nextOffer()
     await submitted
@@ -112,7 +112,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     expect(job.provider).to.equal(provider.peerId)
     expect(job.attempts[0]).to.include({ provider: me.peerId, state: 'lost' })
     expect(requester.market.result(o.jobId).output).to.equal(2)
-    expect(requester.market.requester.refused.get('bad-hash')).to.equal(before + 1)
+    expect(requester.market.refusals().requester.get('bad-hash')).to.equal(before + 1)
     await attacker.unhandle(AWARD_PROTOCOL)
   })
 
@@ -145,7 +145,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
         return 'aborted'
       }
     }
-    const p = provider.market.provider.refused
+    const p = provider.market.refusals().provider
     expect(await tryAward({ ...sign(me, 'award', awardPayload), sig: new Uint8Array(64) })).to.equal('aborted')
     expect(p.get('bad-signature')).to.be.greaterThan(0)
     expect(await tryAward(sign(me, 'award', { ...awardPayload, ts: Date.now() - 120_000, expires: Date.now() - 60_000 }))).to.equal('aborted')

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalEncode, randomSigner, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
 import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, createMarket, type Market, type Offer } from '../../src/auction/index.js'
-import { sign, encodeBatch } from '../../src/auction/messages.js'
+import { sign, encodeBatch } from '../../src/auction/protocol/messages.js'
 import { openLedger } from '../../src/ledger/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import type { MercatoNode } from '../../src/node.js'
@@ -64,8 +64,8 @@ describe('hostile: offers never make a provider dial the addresses they name (it
       await attacker.publish(JOBS_TOPIC, encodeBatch([offerFrom(key, Array.from({ length: 16 }, () => `${target}/p2p/${key.peerId}`))]))
     }
     // every answer has been given up as undeliverable (or, before the fix, the dials began)
-    const unreachable = (): number => provider.market.provider.unreachable
-    await waitFor(() => listener.connections() > 0 || (unreachable() >= 100 && strict.market.provider.unreachable >= 100), 30_000).catch(() => {})
+    const unreachable = (): number => provider.market.answersUndelivered()
+    await waitFor(() => listener.connections() > 0 || (unreachable() >= 100 && strict.market.answersUndelivered() >= 100), 30_000).catch(() => {})
     expect(listener.connections(), 'TCP connections to the port the offers named').to.equal(0)
     expect(unreachable()).to.equal(100)
   })
@@ -96,9 +96,9 @@ describe('hostile: offers never make a provider dial the addresses they name (it
     await new Promise(resolve => setTimeout(resolve, 500)) // identify has run
     await liar.stop()
     await waitFor(() => !provider.network.isConnected(key.peerId) && !strict.network.isConnected(key.peerId), 10_000)
-    const strictUnreachable = strict.market.provider.unreachable
+    const strictUnreachable = strict.market.answersUndelivered()
     for (let i = 0; i < 50; i++) await attacker.publish(JOBS_TOPIC, encodeBatch([offerFrom(key, [])]))
-    await waitFor(() => strict.market.provider.unreachable - strictUnreachable >= 50, 20_000)
+    await waitFor(() => strict.market.answersUndelivered() - strictUnreachable >= 50, 20_000)
     // 50 offers from one unreachable key: one dial (then a backoff), never one per offer
     expect(lax.calls.filter(c => c.target === key.peerId)).to.have.length(1)
     expect(tight.calls.filter(c => c.target === key.peerId)).to.have.length(1)

@@ -109,7 +109,7 @@ describe('market: five nodes, three providers', function () {
     const result = requester.market.result(job.id)
     expect(result.exitCode).to.equal(0)
     expect(result.stdout).to.match(/world/)
-    expect(await cheap.market.blobs.has(cid)).to.equal(true)
+    expect(await cheap.market.getBlob(cid) != null).to.equal(true)
   })
 })
 

@@ -47,10 +47,10 @@ describe('market: withdrawing an award', function () {
     const long = { engine: 'js' as const, source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n: 300_000_000 }, limits: { timeoutMs: 60_000 } }
     const submitted = await requester.market.submit(long)
     await waitFor(() => requester.market.get(submitted.id).status === 'running', 15_000)
-    expect(provider.market.provider.busy).to.equal(1)
+    expect(provider.market.capacity().busy).to.equal(1)
     const t0 = Date.now()
     await requester.market.cancel(submitted.id)
-    await waitFor(() => provider.market.provider.busy === 0, 5_000)
+    await waitFor(() => provider.market.capacity().busy === 0, 5_000)
     expect(Date.now() - t0).to.be.lessThan(5_000) // the job alone would run for many seconds
     expect(provider.executor.stats().busy).to.equal(0)
   })

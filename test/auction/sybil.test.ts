@@ -9,7 +9,7 @@ import { canonicalDecode, canonicalEncode, messageId, randomSigner, type Signed,
 import { computeResultHash, createExecutor, type Executor } from '../../src/executor/index.js'
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, createMarket, rankBids, settlementPrice, type Award, type Bid, type JobView, type Market, type Offer } from '../../src/auction/index.js'
-import { encodeSigned, sign } from '../../src/auction/messages.js'
+import { encodeSigned, sign } from '../../src/auction/protocol/messages.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
 
 const TIMEOUT_MS = 1000

@@ -1,9 +1,9 @@
 import { expect } from 'chai'
-import { attemptDeadline, eligibleBids, trustOf, type Trust } from '../../src/auction/trust.js'
+import { attemptDeadline, eligibleBids, trustOf, type Trust } from '../../src/auction/requester/trust.js'
 import { PROVEN_MARGIN_MS, UNPROVEN_MARGIN_MS } from '../../src/auction/constants.js'
 import { Reputation } from '../../src/auction/reputation.js'
 import { randomSigner } from '../../src/crypto/index.js'
-import { sign } from '../../src/auction/messages.js'
+import { sign } from '../../src/auction/protocol/messages.js'
 
 const bids = (...providers: string[]): Array<{ provider: string }> => providers.map(provider => ({ provider }))
 const names = (list: Array<{ provider: string }>): string[] => list.map(b => b.provider)

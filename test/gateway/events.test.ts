@@ -53,7 +53,7 @@ describe('gateway event streams', function () {
     provider = await startTestNode({ price: 4 })
     requester = await startTestNode({ provide: false, gateway: true, bootstrap: provider.network.addresses() })
     url = requester.gateway!.url
-    await waitFor(() => requester.market.requester.knownProviderList().some(p => p.peerId === provider.peerId), 15_000, 50)
+    await waitFor(() => requester.market.providers().some(p => p.peerId === provider.peerId), 15_000, 50)
   })
 
   after(async () => { await stopNodes() })

@@ -17,13 +17,13 @@ import { randomSigner } from '../../src/crypto/index.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from '../../src/p2p/errors.js'
 import type {
   ChannelHandler, ChannelOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
-  RequestHandler, RequestOptions, TopicHandler, TopicValidator
+  RequestHandler, RequestOptions, TopicDecoder, TopicHandler
 } from '../../src/p2p/network.js'
 
 const DEFAULT_MAX_BYTES = 1024 * 1024
 const DEFAULT_TIMEOUT_MS = 10_000
 
-interface Sub { handler: TopicHandler, validator?: TopicValidator }
+interface Sub { handler: TopicHandler<any>, decode: TopicDecoder<any> }
 
 export interface GossipRecord { topic: string, from: string, to: string, result: 'accept' | 'ignore' | 'reject' }
 
@@ -135,8 +135,11 @@ export class MemoryNetwork implements Network {
     this.hub.disconnect(this.peerId, peerId)
   }
 
-  subscribe (topic: string, handler: TopicHandler, validator?: TopicValidator): void {
-    this.subs.set(topic, { handler, validator })
+  subscribe (topic: string, handler: TopicHandler<Uint8Array>): void
+  subscribe<T> (topic: string, decode: TopicDecoder<T>, handler: TopicHandler<T>): void
+  subscribe (topic: string, a: TopicHandler<any> | TopicDecoder<any>, b?: TopicHandler<any>): void {
+    if (b != null) this.subs.set(topic, { decode: a as TopicDecoder<any>, handler: b })
+    else this.subs.set(topic, { decode: (msg) => ({ result: 'accept', value: msg.data }), handler: a as TopicHandler<any> })
   }
 
   unsubscribe (topic: string): void {
@@ -167,10 +170,11 @@ export class MemoryNetwork implements Network {
             if (node.seenGossip.has(id)) return
             node.seenGossip.add(id)
           }
-          const result = sub.validator != null ? await sub.validator(msg) : 'accept'
-          this.hub.gossipLog.push({ topic, from: this.peerId, to: node.peerId, result })
-          if (result === 'accept' && node.subs.get(topic) === sub) {
-            sub.handler(msg)
+          let verdict
+          try { verdict = await sub.decode(msg) } catch { verdict = { result: 'reject' as const } }
+          this.hub.gossipLog.push({ topic, from: this.peerId, to: node.peerId, result: verdict.result })
+          if (verdict.result === 'accept' && node.subs.get(topic) === sub) {
+            sub.handler({ ...msg, value: verdict.value })
             if (relay) node.forward(topic, data, this.peerId)
           }
         })()

@@ -1,6 +1,6 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { createNetwork, GRAYLIST_THRESHOLD, type NetworkNode } from '../../src/p2p/index.js'
+import { createNetwork, GRAYLIST_THRESHOLD, type NetworkNode, type TopicVerdict } from '../../src/p2p/index.js'
 import { JOBS_TOPIC, RECEIPTS_TOPIC } from '../../src/auction/index.js'
 import { EQUIVOCATIONS_TOPIC, HEADS_TOPIC } from '../../src/ledger/constants.js'
 import type { MercatoNode } from '../../src/node.js'
@@ -34,7 +34,7 @@ describe('p2p: gossip scoring', function () {
     const delivered: number[] = []
     let validated = 0
     // byte 0 = 1: valid; anything else: rejected (as a bad signature would be)
-    victim.subscribe(TOPIC, (m) => { delivered.push(m.data[1]) }, (m) => { validated++; return m.data[0] === 1 ? 'accept' : 'reject' })
+    victim.subscribe(TOPIC, (m): TopicVerdict<Uint8Array> => { validated++; return m.data[0] === 1 ? { result: 'accept', value: m.data } : { result: 'reject' } }, (m) => { delivered.push(m.data[1]) })
     const attacker = await net(victim.addresses()[0])
     attacker.subscribe(TOPIC, () => {})
     await waitFor(() => victim.meshPeers(TOPIC).includes(attacker.peerId), 15_000)
@@ -74,7 +74,7 @@ describe('p2p: gossip scoring', function () {
     const c = await net(a.addresses()[0])
     await b.dial(c.addresses()[0])
     let got = 0
-    for (const n of [a, b, c]) n.subscribe(TOPIC, () => { got++ }, (m) => m.data[0] === 1 ? 'accept' : 'reject')
+    for (const n of [a, b, c]) n.subscribe(TOPIC, (m): TopicVerdict<Uint8Array> => m.data[0] === 1 ? { result: 'accept', value: m.data } : { result: 'reject' }, () => { got++ })
     await waitFor(() => [a, b, c].every(n => n.meshPeers(TOPIC).length === 2), 15_000)
     const pairs: Array<[NetworkNode, NetworkNode]> = [[a, b], [a, c], [b, a], [b, c], [c, a], [c, b]]
     let min = Infinity

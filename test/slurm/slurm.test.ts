@@ -79,7 +79,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   })
 
   // each test starts with the Slurm provider idle (nothing left in flight by the one before)
-  beforeEach(async () => { if (backend != null) await waitFor(() => backend.capacity().inFlight === 0 && onSlurm.market.provider.busy === 0, 120_000, 100) })
+  beforeEach(async () => { if (backend != null) await waitFor(() => backend.capacity().inFlight === 0 && onSlurm.market.capacity().busy === 0, 120_000, 100) })
 
   /** The Slurm job ids that ran a market job. */
   function slurmIds (jobId: string): string[] {
@@ -94,7 +94,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
   it('the provider advertises the cluster\'s free CPUs as its slots', () => {
     const c = cluster as SlurmCluster
     expect(backend.clusterCpus()).to.equal(c.cpus)
-    expect(onSlurm.market.provider.slots).to.equal(c.cpus)
+    expect(onSlurm.market.capacity().slots).to.equal(c.cpus)
     expect(onSlurm.info().provider.slots).to.equal(c.cpus)
   })
 
@@ -187,7 +187,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     await requester.market.cancel(submitted.id)
     await waitFor(() => states.some(s => s.jobId === submitted.id && s.state === 'cancelled'), 15_000)
     await waitFor(async () => (await slurmState(id)).state === 'CANCELLED', 15_000, 100)
-    await waitFor(() => onSlurm.market.provider.busy === 0, 10_000)
+    await waitFor(() => onSlurm.market.capacity().busy === 0, 10_000)
   })
 
   it('a Slurm job killed behind the provider\'s back is a named failure, and the requester fails over', async () => {
@@ -214,7 +214,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     const sampler = (async () => {
       while (sampling) {
         const ours = (await c.cmd('squeue', ['-h', '-t', 'PENDING,RUNNING,CONFIGURING', '-o', '%j']).catch(() => '')).split('\n').filter(l => l.startsWith('mercato-')).length
-        samples.push({ slots: onSlurm.market.provider.slots, busy: onSlurm.market.provider.busy, ours })
+        samples.push({ slots: onSlurm.market.capacity().slots, busy: onSlurm.market.capacity().busy, ours })
         await new Promise(resolve => setTimeout(resolve, 50))
       }
     })()

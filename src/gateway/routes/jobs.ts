@@ -22,6 +22,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
 import type { Market, JobEvent } from '../../auction/index.js'
 import { InvalidInputError } from '../../errors.js'
+import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
@@ -34,7 +35,7 @@ const limits = z.strictObject({
 })
 
 export const jobBodySchema = z.strictObject({
-  engine: z.enum(['wasm', 'js']),
+  engine: z.enum(ENGINES),
   module: z.string().min(1).max(128).optional(),
   source: z.string().optional(),
   args: z.array(z.string()).max(256).optional(),
@@ -96,7 +97,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
       }
     }, async (req, reply) => {
-      const bytes = await market.blobs.get(req.params.cid)
+      const bytes = await market.getBlob(req.params.cid)
       if (bytes == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
       return await reply.type('application/octet-stream').send(Buffer.from(bytes))
     })
@@ -154,7 +155,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         market.events.off('done', onDone)
       })
       for (const e of past) stream.send(e.type, e)
-      if (market.requester.isTerminal(id)) { stream.end(); return }
+      if (market.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
       market.events.on('done', onDone)
     })
@@ -194,7 +195,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       schema: { tags: ['market'], summary: 'Known providers: engines, last ask, standing', response: { 200: { type: 'array', items: { $ref: 'Provider#' } } } }
     }, async () => {
       const standings = new Map(market.standings().map(s => [s.peerId, s]))
-      return market.requester.knownProviderList().map(p => ({ ...p, standing: standings.get(p.peerId) ?? null }))
+      return market.providers().map(p => ({ ...p, standing: standings.get(p.peerId) ?? null }))
     })
 
     app.get('/v1/balance', {

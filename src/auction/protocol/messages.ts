@@ -1,5 +1,8 @@
 /**
- * The market's wire messages: one zod schema and one codec each.
+ * The market's signed messages: one zod schema and one codec each. Together
+ * with `frames.ts` (answers, award-channel frames, status, blob requests)
+ * this is everything that crosses a topic, a request or a stream, decoded
+ * here and nowhere else.
  *
  * Every message is a {@link Signed} envelope (domain-separated Ed25519 over
  * the canonical DAG-CBOR payload), carrying a version, the signer, a
@@ -8,15 +11,16 @@
  * before anything else sees the message.
  */
 import { z } from 'zod'
-import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../crypto/index.js'
-import { InvalidMessageError } from '../errors.js'
-import { BID_TTL_MS, DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from './constants.js'
+import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../../crypto/index.js'
+import { InvalidMessageError } from '../../errors.js'
+import { ENGINES } from '../../engines.js'
+import { BID_TTL_MS, DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from '../constants.js'
 
-const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
-const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
-const cid = z.string().min(8).max(128)
-const jobId = z.string().min(8).max(128)
-const ts = z.number().int().nonnegative()
+export const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
+export const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
+export const cid = z.string().min(8).max(128)
+export const jobId = z.string().min(8).max(128)
+export const ts = z.number().int().nonnegative()
 const price = z.number().finite().nonnegative().max(1e12)
 
 export const limitsSchema = z.strictObject({
@@ -27,7 +31,7 @@ export const limitsSchema = z.strictObject({
 
 /** What a job runs: the part of the spec every provider sees. */
 export const specSchema = z.strictObject({
-  engine: z.enum(['wasm', 'js']),
+  engine: z.enum(ENGINES),
   module: z.strictObject({ cid, size: z.number().int().min(1) }).optional(),
   source: z.string().max(MAX_INLINE_BYTES).optional(),
   args: z.array(z.string().max(4096)).max(256),
@@ -149,19 +153,6 @@ export const receiptSchema = z.strictObject({
 })
 export type Receipt = z.infer<typeof receiptSchema>
 
-/** Frames on the award channel. */
-export const channelFrameSchema = z.discriminatedUnion('t', [
-  z.strictObject({ t: z.literal('award'), m: z.unknown() }),
-  z.strictObject({ t: z.literal('accept'), m: z.unknown() }),
-  z.strictObject({ t: z.literal('refuse'), m: z.unknown() }),
-  z.strictObject({ t: z.literal('hb'), ts, state: z.enum(['fetching', 'queued', 'running']) }),
-  z.strictObject({ t: z.literal('result'), m: z.unknown() }),
-  z.strictObject({ t: z.literal('receipt'), m: z.unknown() }),
-  /** requester → provider: stop, the award is withdrawn (cancelled, handed over, quorum in) */
-  z.strictObject({ t: z.literal('cancel'), reason: z.string().max(128) })
-])
-export type ChannelFrame = z.infer<typeof channelFrameSchema>
-
 /** Longest lifetime (expires − ts) accepted per kind. */
 const MAX_LIFETIME_MS: Partial<Record<string, number>> = { offer: OFFER_TTL_MS, bid: BID_TTL_MS, award: BID_TTL_MS }
 
@@ -184,6 +175,8 @@ export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-s
 
 export class RefusedMessageError extends InvalidMessageError {
   readonly reason: RefusalReason
+  /** set by {@link decodeFrame}: the frame was well formed, the signed message inside it was refused */
+  inner = false
   constructor (reason: RefusalReason, message: string) {
     super(message, `refused-${reason}`)
     this.name = 'RefusedMessageError'

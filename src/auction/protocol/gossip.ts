@@ -13,8 +13,8 @@
  *   past it, the batch is ignored (not forwarded), so one key cannot make the
  *   mesh verify, store and answer without bound.
  */
-import { canonicalDecode, messageId, type Signed } from '../crypto/index.js'
-import type { TopicMessage, ValidationResult } from '../p2p/index.js'
+import { canonicalDecode, messageId, type Signed } from '../../crypto/index.js'
+import type { RawTopicMessage, TopicVerdict } from '../../p2p/index.js'
 import { checkSigned, RefusedMessageError, type Kind, type PayloadOf, type RefusalReason } from './messages.js'
 
 /** A checked item and its id. */
@@ -64,14 +64,14 @@ export interface GossipGateInit {
   rate?: { perSec: number, burst: number, maxKeys: number }
   /** count a refusal (by reason) */
   count: (reason: RefusalReason) => void
-  /** our own PeerId: our own items coming back are ignored */
+  /** our own PeerId: our own items coming back from the network are ignored (our own delivery to ourselves, through the loopback, is not) */
   self?: string
 }
 
 /**
- * The validator of a batched topic of one kind. `validate` answers accept / ignore / reject and
- * leaves in `msg.decoded` the new items only (each checked once: size, encoding, schema,
- * signature, freshness), so the handler neither decodes nor verifies again.
+ * The decoder of a batched topic of one kind. `decode` answers accept / ignore / reject; what it
+ * accepts is the new items only (each checked once: size, encoding, schema, signature,
+ * freshness), handed to the topic's handler, which neither decodes nor verifies again.
  */
 export class GossipGate<K extends Kind> {
   private readonly seen: SeenSet
@@ -83,29 +83,21 @@ export class GossipGate<K extends Kind> {
     if (init.rate != null) this.rate = new KeyedRateLimit(init.rate.perSec, init.rate.burst, init.rate.maxKeys)
   }
 
-  validate (msg: TopicMessage): ValidationResult {
+  decode (msg: RawTopicMessage): TopicVerdict<Array<GossipItem<PayloadOf<K>>>> {
     let items: Array<GossipItem<PayloadOf<K>>>
     try {
       items = this.check(msg.data)
     } catch (err: any) {
       this.init.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
-      return 'reject'
+      return { result: 'reject' }
     }
-    if (items.length === 0) return 'ignore' // every item known or expired: nothing new to deliver or forward
+    if (items.length === 0) return { result: 'ignore' } // every item known or expired: nothing new to deliver or forward
     const signer = items[0].m.signer
-    if (this.rate != null && !this.rate.take(signer, items.length)) { this.ignored.rate++; return 'ignore' }
+    // our own items coming back from a peer: nothing new for anyone
+    if (signer === this.init.self && msg.from !== this.init.self) return { result: 'ignore' }
+    if (this.rate != null && !this.rate.take(signer, items.length)) { this.ignored.rate++; return { result: 'ignore' } }
     for (const it of items) this.seen.add(it.id)
-    msg.decoded = items
-    return signer === this.init.self ? 'ignore' : 'accept'
-  }
-
-  /**
-   * Items of a message the validator accepted (from `msg.decoded`), or checked again now when
-   * the value did not travel with it (the validator already remembered them: not a replay).
-   */
-  items (msg: TopicMessage): Array<GossipItem<PayloadOf<K>>> {
-    if (msg.decoded != null) return msg.decoded as Array<GossipItem<PayloadOf<K>>>
-    try { return this.check(msg.data, false) } catch { return [] }
+    return { result: 'accept', value: items }
   }
 
   /**
@@ -119,7 +111,7 @@ export class GossipGate<K extends Kind> {
     return true
   }
 
-  private check (data: Uint8Array, skipKnown = true): Array<GossipItem<PayloadOf<K>>> {
+  private check (data: Uint8Array): Array<GossipItem<PayloadOf<K>>> {
     const kind = this.kind
     if (data.length > this.maxBytes) throw new RefusedMessageError('too-large', `${kind} batch: ${data.length} bytes exceeds ${this.maxBytes}`)
     let value: any
@@ -142,7 +134,7 @@ export class GossipGate<K extends Kind> {
         else if (item.signer !== signer) throw new RefusedMessageError('bad-schema', `${kind} batch: items from more than one signer`)
       }
       // known: checked when first seen, delivered then; neither verified nor delivered again
-      if (skipKnown && this.seen.has(id)) { replays++; continue }
+      if (this.seen.has(id)) { replays++; continue }
       try {
         out.push({ id, m: checkSigned(item, kind) })
       } catch (err) {

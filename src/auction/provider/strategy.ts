@@ -3,7 +3,7 @@
  * the chain stops at the first "no". Cheap checks on the offer come before
  * checks on our resources, so a flood of unsuitable offers costs little.
  */
-import type { DeclineReason, Offer } from './messages.js'
+import type { DeclineReason, Offer } from '../protocol/messages.js'
 
 export type Decision = { bid: true } | { bid: false, reason: DeclineReason, detail?: string }
 

@@ -25,7 +25,7 @@
  * has not had its probation attempt yet — i.e. ask less than the proven bidders (or tie and win the
  * tie-break) and less than any other unproven bidder — and then deliver within timeout + 3 s.
  */
-import { PROBATION_MAX_PENALTY, PROVEN_MARGIN_MS, UNPROVEN_MARGIN_MS } from './constants.js'
+import { PROBATION_MAX_PENALTY, PROVEN_MARGIN_MS, UNPROVEN_MARGIN_MS } from '../constants.js'
 
 export { PROBATION_MAX_PENALTY, PROVEN_MARGIN_MS, UNPROVEN_MARGIN_MS }
 

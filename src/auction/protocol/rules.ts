@@ -9,7 +9,7 @@
  * winners, each is paid the (k+1)-th lowest ask, capped at maxPrice; when
  * there is no (k+1)-th ask, each winner is paid its own ask.
  */
-import { sha256, toHex } from '../crypto/index.js'
+import { sha256, toHex } from '../../crypto/index.js'
 
 export interface RankedBid {
   provider: string
@@ -48,10 +48,4 @@ export function settlementPrice (ranked: RankedBid[], k: number, index: number, 
   const clearing = ranked[k]
   const price = clearing != null ? clearing.price : winner.price
   return Math.min(Math.max(price, winner.price), maxPrice)
-}
-
-/** Re-check an award: is `provider` the rightful winner among these bids at this attempt? */
-export function recheckWinner (jobId: string, bids: RankedBid[], excluded: Set<string>, provider: string): boolean {
-  const ranked = rankBids(jobId, bids).filter(b => !excluded.has(b.provider))
-  return ranked[0]?.provider === provider
 }

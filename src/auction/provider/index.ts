@@ -1,0 +1,155 @@
+/**
+ * The provider role: hear offers, decide with a reason, bid (sealed, peer to
+ * peer), accept awards, fetch the module, run it in the executor with
+ * heartbeats, return a signed result, keep it for a while.
+ *
+ * `bidding.ts` turns offers into answers (the strategy chain is
+ * `strategy.ts`); `run.ts` takes an award from its first frame to the
+ * receipt; `status.ts` answers a restarted requester. This file wires them
+ * to the network and holds the numbers they share (slots, queue, the ask).
+ */
+import { messageId, type Signed } from '../../crypto/index.js'
+import type { GossipItem } from '../protocol/gossip.js'
+import { asBackend, type Engine } from '../../executor/index.js'
+import { logger, type Logger } from '../../logger.js'
+import type { Network } from '../../p2p/index.js'
+import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
+import { Journal } from '../protocol/journal.js'
+import { decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
+import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
+import { ProviderBidding } from './bidding.js'
+import { onAwardChannel } from './run.js'
+import { statusFor, sweep } from './status.js'
+import type { ProviderConfig, ProviderContext, ProviderDeps } from './state.js'
+
+export type { ProviderConfig, ProviderDeps } from './state.js'
+export { decide, CHECKS, type Decision, type StrategyContext } from './strategy.js'
+
+/** ask increase per job waiting ahead (0.5 = +50 % of the base price each) */
+const SURGE = 0.5
+
+export class Provider {
+  readonly refused: Map<RefusalReason, number>
+  private readonly deps: ProviderDeps
+  private readonly cfg: ProviderConfig
+  private readonly log: Logger
+  private readonly network: Network
+  private readonly ctx: ProviderContext
+  private readonly bidding: ProviderBidding
+  private sweeper?: NodeJS.Timeout
+
+  constructor (deps: ProviderDeps) {
+    this.deps = deps
+    this.refused = deps.refused ?? new Map()
+    this.cfg = deps.config
+    this.network = deps.network
+    this.log = logger('auction:provider', { peerId: deps.signer.peerId })
+    this.ctx = {
+      peerId: deps.signer.peerId,
+      deps,
+      cfg: this.cfg,
+      log: this.log,
+      journal: new Journal(deps.ledger),
+      network: deps.network,
+      backend: asBackend(deps.executor),
+      count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
+      slots: () => this.slots,
+      queue: () => this.queue,
+      ask: () => this.ask(),
+      engines: () => this.engines(),
+      // we pay ourselves: our own requester's answers are always logged
+      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new Set(), held: new Map() }
+    }
+    this.bidding = new ProviderBidding(this.ctx)
+  }
+
+  get peerId (): string { return this.deps.signer.peerId }
+  get enabled (): boolean { return this.cfg.enabled }
+  /** jobs we may have in flight: the configured number, or what the backend has room for now (a cluster's free CPUs) */
+  get slots (): number { return this.cfg.slots > 0 ? this.cfg.slots : this.ctx.backend.capacity().slots }
+  /** awarded jobs that may wait for a slot (the executor's queue) */
+  get queue (): number { return this.cfg.queue ?? 0 }
+  get busy (): number { return this.ctx.state.running }
+
+  /**
+   * Our ask now: the configured price while a slot is free; each job that would wait ahead of
+   * this one adds SURGE of it, so under load the work spreads to idle providers instead of
+   * queueing behind the cheapest one.
+   */
+  ask (): number {
+    const waiting = this.ctx.state.running - this.slots + 1
+    return waiting <= 0 ? this.cfg.price : Math.round(this.cfg.price * (1 + SURGE * waiting) * 100) / 100
+  }
+
+  engines (): Engine[] {
+    const have = new Set(this.ctx.backend.engines())
+    return this.cfg.engines.filter(e => have.has(e))
+  }
+
+  async start (): Promise<void> {
+    const { network } = this
+    // status answers even when not providing: we may hold results from before
+    await network.handle(STATUS_PROTOCOL, async (data, ctx) => encodeStatusReply(await statusFor(this.ctx, data, ctx.from)), { maxRequestBytes: MAX_STATUS_REQUEST_BYTES })
+    this.sweeper = setInterval(() => { sweep(this.ctx) }, 60_000)
+    this.sweeper.unref()
+    if (!this.cfg.enabled) return
+    this.warmUp()
+    // gossiped offers arrive through the market's jobs-topic subscription (every node relays it)
+    await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
+      const offer = this.checkOffer(data, ctx.from)
+      const id = messageId(offer)
+      // the same replay and per-key rate checks as the jobs topic's gate
+      if (this.deps.offerGate != null && !this.deps.offerGate.admit(offer.signer, id)) return new Uint8Array(0)
+      this.bidding.onOffer(offer, id)
+      return new Uint8Array(0)
+    }, { maxRequestBytes: MAX_OFFER_BYTES })
+    await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await onAwardChannel(this.ctx, channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
+    // advertise our engines in the DHT so requesters beyond our gossip mesh find us
+    for (const engine of this.engines()) {
+      void network.provide(ENGINE_KEY_PREFIX + engine, { signal: AbortSignal.timeout(30_000) }).catch(err => { this.log.debug({ err, engine }, 'DHT provide failed (will work once we have peers)') })
+    }
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.sweeper)
+    this.bidding.stop()
+    const { network } = this
+    if (this.cfg.enabled) {
+      await network.unhandle(OFFER_PROTOCOL).catch(() => {})
+      await network.unhandle(AWARD_PROTOCOL).catch(() => {})
+    }
+    await network.unhandle(STATUS_PROTOCOL).catch(() => {})
+  }
+
+  /** Offers the jobs topic's gate accepted (ours too, through the loopback). */
+  onGossipOffers (items: Array<GossipItem<Offer>>): void {
+    if (!this.cfg.enabled) return
+    for (const { id, m } of items) this.bidding.onOffer(m, id)
+  }
+
+  /** answers that could not be delivered (the requester was not reachable) */
+  get unreachable (): number { return this.bidding.unreachable }
+
+  /**
+   * Run the offer → answer path once on a made-up offer (no network, no log), so the first real
+   * offer after start does not pay for schema compilation and cold code: a bid window is only
+   * tens of milliseconds.
+   */
+  private warmUp (): void {
+    try {
+      this.bidding.warmUp()
+    } catch (err) {
+      this.log.debug({ err }, 'warm-up failed (harmless)')
+    }
+  }
+
+  private checkOffer (data: Uint8Array, from?: string): Signed<Offer> {
+    try {
+      return decodeSigned(data, 'offer', MAX_OFFER_BYTES)
+    } catch (err: any) {
+      this.ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+      this.log.debug({ err: err.message, from }, 'refused offer')
+      throw err
+    }
+  }
+}

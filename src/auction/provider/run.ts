@@ -1,0 +1,208 @@
+/**
+ * An award, from the provider's side: check it, accept or refuse, fetch the
+ * module, run the job in the executor with heartbeats, send the signed
+ * Result, log the Receipt.
+ *
+ * The first frame on `/mercato/award/1.0.0` must be an Award (decoded and
+ * signature-checked by the protocol codec) signed by the peer on the other
+ * end, for an offer we bid on, naming our bid at no less than our ask, not
+ * seen before, from a requester not flagged. The requester may withdraw the
+ * award (a `cancel` frame): the run stops and the slot is freed. A channel
+ * that merely drops is not a withdrawal: we finish, and a restarted
+ * requester collects the result over the status protocol.
+ */
+import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
+import { computeResultHash, type ExecJob, type ExecResult } from '../../executor/index.js'
+import type { MessageChannel } from '../../p2p/index.js'
+import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
+import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
+import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
+import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
+
+/**
+ * executor errors that say nothing about the job: the award is dropped and the requester fails over.
+ * Also any `retryable` error, such as a backend that lost the job (a Slurm job that failed or was preempted).
+ */
+const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
+/** how long the first frame (the award) may take */
+const AWARD_WAIT_MS = 5000
+/** how long we wait for the receipt after sending the result */
+const RECEIPT_WAIT_MS = 10_000
+
+/** Take an award channel from its first frame to the receipt. */
+export async function onAwardChannel (ctx: ProviderContext, channel: MessageChannel): Promise<void> {
+  const it = channel[Symbol.asyncIterator]()
+  const first = await Promise.race([
+    it.next(),
+    new Promise<never>((_resolve, reject) => setTimeout(() => { reject(new Error('no award in time')) }, AWARD_WAIT_MS).unref())
+  ])
+  if (first.done === true) return
+  let frame: Frame
+  try {
+    frame = decodeFrame(first.value)
+  } catch (err: any) {
+    ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+    channel.abort()
+    return
+  }
+  if (frame.t !== 'award') { ctx.count('bad-schema'); channel.abort(); return }
+  await handleAward(ctx, frame.m, channel, it)
+}
+
+async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel: MessageChannel, it: AsyncIterator<Uint8Array>): Promise<void> {
+  const { state } = ctx
+  const a = award.payload
+  const awardId = messageId(award)
+  const mine = state.offers.get(a.offerId)
+  const offer = mine?.offer
+  const refuse = async (reason: string): Promise<void> => {
+    const refusal = sign(ctx.deps.signer, 'refuse', { v: 1, jobId: a.jobId, awardId, provider: ctx.peerId, reason, ts: Date.now() })
+    await channel.send(encodeFrame({ t: 'refuse', m: refusal })).catch(() => {})
+    await channel.close().catch(() => {})
+  }
+  if (a.provider !== ctx.peerId) { ctx.count('wrong-sender'); await refuse('award names another provider'); return }
+  if (award.signer !== channel.remotePeer) { ctx.count('wrong-sender'); channel.abort(); return }
+  // before the offer check: an accepted award's offer is dropped from the cache
+  if (state.seenAwards.has(awardId)) { ctx.count('replay'); await refuse('award already seen'); return }
+  if (mine == null || offer == null || offer.signer !== award.signer || offer.payload.jobId !== a.jobId) { ctx.count('unknown-job'); await refuse('unknown offer'); return }
+  if (a.bidId !== mine.bidId || a.price < mine.price) { ctx.count('wrong-state'); await refuse('award does not match our bid'); return }
+  if (ctx.deps.isFlagged?.(award.signer) === true) { ctx.count('wrong-state'); await refuse('requester is flagged for equivocation'); return }
+  state.seenAwards.add(awardId)
+  if (state.running >= ctx.slots() + ctx.queue()) { await refuse('no-slot'); return }
+  // the award was for this one bid: one job, one provider, so the offer is no longer needed
+  dropOffer(state, a.offerId)
+  state.running++
+  const held: HeldJob = { jobId: a.jobId, awardId, requester: award.signer, state: 'fetching' }
+  state.held.set(a.jobId, held)
+  let channelOpen = true
+  const send = async (f: Frame): Promise<void> => {
+    if (!channelOpen) return
+    try { await channel.send(encodeFrame(f)) } catch { channelOpen = false }
+  }
+  const accept = sign(ctx.deps.signer, 'accept', { v: 1, jobId: a.jobId, awardId, provider: ctx.peerId, ts: Date.now() })
+  await send({ t: 'accept', m: accept })
+  // the award record holds the requester's signed offer and award and our own signed bid
+  void ctx.journal.awarded(offer, mine.bid, award)
+    .then(async () => { await ctx.journal.accept('provider', accept) })
+    .catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+
+  // heartbeats while we fetch and run
+  const hb = setInterval(() => { void send({ t: 'hb', ts: Date.now(), state: held.state === 'done' ? 'running' : held.state }) }, ctx.cfg.heartbeatMs)
+  // watch the channel for the receipt, and for the requester withdrawing the award
+  const withdrawn = new AbortController()
+  const receiptP = readReceipt(ctx, it, a.jobId, award.signer, () => { withdrawn.abort(new Error('award withdrawn')) }).finally(() => { channelOpen = false })
+  let result: Signed<Result>
+  try {
+    const started = Date.now()
+    const job = await buildExecJob(ctx, offer.payload, award.signer)
+    let exec: ExecResult
+    try {
+      // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
+      exec = await ctx.backend.run(job, {
+        signal: withdrawn.signal,
+        onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) }
+      })
+    } catch (err: any) {
+      // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
+      if (TRANSIENT_EXEC_ERRORS.has(err?.code) || err?.retryable === true) throw err
+      // deterministic refusals of the job itself (invalid module, unsupported engine) are results
+      exec = failureResult(job.id, err)
+    }
+    state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
+    result = signResult(ctx, a.jobId, awardId, exec)
+  } catch (err: any) {
+    // could not even fetch the module: let the requester fail over
+    ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
+    clearInterval(hb)
+    state.running--
+    state.held.delete(a.jobId)
+    channel.abort(err instanceof Error ? err : new Error(String(err)))
+    return
+  } finally {
+    clearInterval(hb)
+  }
+  state.running--
+  held.state = 'done'
+  held.result = result
+  held.doneAt = Date.now()
+  await ctx.journal.result('provider', result).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+  await send({ t: 'result', m: result })
+  await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, RECEIPT_WAIT_MS).unref())])
+  await channel.close().catch(() => {})
+}
+
+/** Read the award channel after the award: a receipt to log, or a withdrawal. */
+async function readReceipt (ctx: ProviderContext, it: AsyncIterator<Uint8Array>, jobId: string, requester: string, onCancel: () => void): Promise<void> {
+  try {
+    while (true) {
+      const next = await it.next()
+      if (next.done === true) return
+      let frame: Frame
+      try { frame = decodeFrame(next.value) } catch (err: any) { ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema'); continue }
+      if (frame.t === 'cancel') { onCancel(); return }
+      if (frame.t !== 'receipt') continue
+      const receipt = frame.m
+      if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== ctx.peerId) { ctx.count('wrong-sender'); continue }
+      await ctx.journal.receipt('provider', receipt)
+      if (receipt.payload.status === 'paid') {
+        ctx.state.paidBy.add(requester)
+        if (ctx.state.paidBy.size > MAX_PAYING_REQUESTERS) ctx.state.paidBy.delete(ctx.state.paidBy.values().next().value as string)
+      }
+      ctx.deps.onReceipt?.(receipt)
+      return
+    }
+  } catch {
+    // channel reset: the requester went away; the result stays available over the status protocol
+  }
+}
+
+async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string): Promise<ExecJob> {
+  const spec = o.spec
+  const job: ExecJob = { id: o.jobId, engine: spec.engine, args: spec.args, env: spec.env, stdin: spec.stdin, input: spec.input, limits: spec.limits, seed: o.jobId }
+  if (spec.engine === 'wasm' && spec.module != null) {
+    const cid = spec.module.cid
+    const maxBytes = Math.min(MAX_BLOB_BYTES, spec.module.size)
+    const { blobs } = ctx.deps
+    let module: Uint8Array
+    try {
+      module = await blobs.fetch(ctx.network, cid, [requester], { maxBytes })
+    } catch {
+      // the requester cannot serve it: ask the DHT who holds it
+      const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
+      module = await blobs.fetch(ctx.network, cid, holders, { maxBytes })
+    }
+    job.module = module
+    job.moduleCid = spec.module.cid
+  } else if (spec.source != null) {
+    job.source = spec.source
+  }
+  return job
+}
+
+function signResult (ctx: ProviderContext, jobId: string, awardId: string, exec: ExecResult): Signed<Result> {
+  let { stdout, output } = exec
+  let resultHash = exec.resultHash
+  if (ctx.deps.corruptResults === true) {
+    stdout = new Uint8Array([...stdout, 0x21])
+    resultHash = computeResultHash(jobId, { exitCode: exec.exitCode, stdout, stderr: exec.stderr, output })
+  }
+  try { canonicalEncode(output ?? null) } catch { output = JSON.stringify(output) }
+  return sign(ctx.deps.signer, 'result', {
+    v: 1, jobId, awardId, provider: ctx.peerId, exitCode: exec.exitCode, stdout, stderr: exec.stderr, output,
+    truncated: exec.truncated, resultHash, usage: exec.usage, error: exec.error, ts: Date.now()
+  })
+}
+
+function failureResult (jobId: string, err: any): ExecResult {
+  const stderr = new TextEncoder().encode(`${err?.code ?? 'error'}: ${err?.message ?? err}`)
+  const stdout = new Uint8Array(0)
+  return {
+    exitCode: 3,
+    stdout,
+    stderr,
+    truncated: false,
+    resultHash: computeResultHash(jobId, { exitCode: 3, stdout, stderr }),
+    usage: { wallMs: 0, memoryBytes: 0, outputBytes: stderr.length },
+    error: { name: typeof err?.code === 'string' ? err.code : 'trap', message: String(err?.message ?? err).slice(0, 1000) } as ExecResult['error']
+  }
+}

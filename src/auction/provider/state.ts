@@ -1,0 +1,132 @@
+/**
+ * What the provider's files share: the node's parts, its configuration, and
+ * the little state a provider keeps (offers it bid on, awards seen, jobs it
+ * holds, how busy it is).
+ */
+import type { Signed, Signer } from '../../crypto/index.js'
+import type { Engine, Executor, ExecutorBackend } from '../../executor/index.js'
+import type { Ledger } from '../../ledger/index.js'
+import type { Logger } from '../../logger.js'
+import type { Network } from '../../p2p/index.js'
+import type { BlobStore } from '../blobs.js'
+import { MAX_BID_OFFERS } from '../constants.js'
+import type { Journal } from '../protocol/journal.js'
+import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
+import type { GossipGate } from '../protocol/gossip.js'
+
+export interface ProviderConfig {
+  enabled: boolean
+  price: number
+  slots: number
+  /** awarded jobs allowed to wait for a free slot (default 0: only bid with a free slot) */
+  queue?: number
+  engines: Engine[]
+  maxTimeoutMs: number
+  maxMemoryMb: number
+  maxOutputBytes: number
+  heartbeatMs: number
+  resultRetentionMs: number
+  /**
+   * May answers to a requester we are not connected to dial its loopback / private addresses?
+   * Off by default: a signed offer must not make providers probe their own network. Devnets
+   * and tests on one machine turn it on.
+   */
+  dialPrivateAddresses?: boolean
+}
+
+export interface ProviderDeps {
+  network: Network
+  signer: Signer
+  ledger: Ledger
+  executor: Executor
+  blobs: BlobStore
+  config: ProviderConfig
+  isFlagged?: (peerId: string) => boolean
+  /** the jobs topic's gate (replays and per-key rates), shared with the topic's decoder */
+  offerGate?: GossipGate<'offer'>
+  /** where refusals are counted (shared with the jobs topic's gate) */
+  refused?: Map<RefusalReason, number>
+  /** a receipt paying us arrived on the award channel (firsthand: it moves our balance) */
+  onReceipt?: (receipt: Signed<Receipt>) => void
+  /** test-only: corrupt every result (to test replica quorum) */
+  corruptResults?: boolean
+}
+
+/** A job we were awarded: where it is, and its result once done (kept for status requests). */
+export interface HeldJob {
+  jobId: string
+  awardId: string
+  requester: string
+  state: 'fetching' | 'queued' | 'running' | 'done'
+  result?: Signed<Result>
+  doneAt?: number
+}
+
+/** Offers we answered (duplicates over gossip and the direct path are dropped). */
+export const MAX_KNOWN_OFFERS = 10_000
+/** requesters remembered as having paid us (their answers are always logged) */
+export const MAX_PAYING_REQUESTERS = 4096
+
+/** An offer we bid on, with our bid: an award must name it. */
+export interface BidOffer { offer: Signed<Offer>, bid: Signed<Bid>, bidId: string, price: number, requester: string }
+
+export interface ProviderContext {
+  readonly peerId: string
+  readonly deps: ProviderDeps
+  readonly cfg: ProviderConfig
+  readonly log: Logger
+  readonly journal: Journal
+  readonly network: Network
+  /** where won jobs run (the local pool, or a cluster): its capacity is our slots */
+  readonly backend: ExecutorBackend
+  count (reason: RefusalReason): void
+  /** running slots (configured, or the executor's pool size) */
+  slots (): number
+  /** awarded jobs that may wait for a slot (the executor's queue) */
+  queue (): number
+  /** our ask now (surge pricing under load) */
+  ask (): number
+  engines (): Engine[]
+  readonly state: {
+    /** jobs accepted and not finished (running or waiting for a slot) */
+    running: number
+    /** what a job has been taking, smoothed */
+    avgRunMs: number
+    /** offers we bid on, by id (an award must name one of them); bounded, with a fair share per requester */
+    readonly offers: Map<string, BidOffer>
+    /** ids of the offers kept per requester, oldest first */
+    readonly offersBy: Map<string, Set<string>>
+    /** requesters that paid us (and ourselves): every answer to them is logged */
+    readonly paidBy: Set<string>
+    readonly seenAwards: Set<string>
+    readonly held: Map<string, HeldJob>
+  }
+}
+
+/**
+ * Keep an offer we bid on. When the cache is full the entry dropped is the oldest of the
+ * requester holding the most (the newcomer's own oldest when it holds as many): a flood from
+ * one key only ever evicts that key's offers, never another requester's pending ones.
+ */
+export function keepOffer (state: ProviderContext['state'], offerId: string, entry: BidOffer): void {
+  if (state.offers.size >= MAX_BID_OFFERS) {
+    let victim = entry.requester
+    let most = state.offersBy.get(victim)?.size ?? 0
+    for (const [requester, ids] of state.offersBy) if (ids.size > most) { most = ids.size; victim = requester }
+    const oldest = state.offersBy.get(victim)?.values().next().value
+    if (oldest != null) dropOffer(state, oldest)
+  }
+  state.offers.set(offerId, entry)
+  let ids = state.offersBy.get(entry.requester)
+  if (ids == null) { ids = new Set(); state.offersBy.set(entry.requester, ids) }
+  ids.add(offerId)
+}
+
+export function dropOffer (state: ProviderContext['state'], offerId: string): void {
+  const entry = state.offers.get(offerId)
+  if (entry == null) return
+  state.offers.delete(offerId)
+  const ids = state.offersBy.get(entry.requester)
+  ids?.delete(offerId)
+  if (ids?.size === 0) state.offersBy.delete(entry.requester)
+}

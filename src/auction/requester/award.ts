@@ -1,0 +1,185 @@
+/**
+ * Award a bid and watch the award channel.
+ *
+ * `award` signs the Award (listing every bid considered), logs it, opens
+ * `/mercato/award/1.0.0` to the winner (ourselves too, through the
+ * loopback) and sends it. `watch` reads the channel's frames, each decoded
+ * by the protocol codec: accept, refuse, heartbeats, the result. A refusal,
+ * a reset, a close without a result or a bad signed message ends the award;
+ * `lose` hands the job over (a `handover` record) and asks the planner who
+ * is next.
+ */
+import { messageId } from '../../crypto/index.js'
+import type { MessageChannel } from '../../p2p/index.js'
+import { AWARD_PROTOCOL, BID_TTL_MS, FAILOVER_BACKOFF_MS, MAX_CHANNEL_BYTES } from '../constants.js'
+import { RefusedMessageError, sign } from '../protocol/messages.js'
+import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
+import { attemptDeadline, isInFlight, next } from './plan.js'
+import type { Trust } from './trust.js'
+import { isTerminal, planView, type Attempt, type BidEntry, type RequesterContext, type RequesterJob } from './job.js'
+import type { Settlement } from './settle.js'
+
+/** How long a withdrawn award's stream may take to flush its cancel frame before it is reset. */
+const WITHDRAW_FLUSH_MS = 1_000
+
+export class Awards {
+  private readonly ctx: RequesterContext
+  private readonly settlement: Settlement
+
+  constructor (ctx: RequesterContext, settlement: Settlement) {
+    this.ctx = ctx
+    this.settlement = settlement
+  }
+
+  /**
+   * Award `winner` at `price`. The attempt is recorded at once (before any await), so a planner
+   * asked meanwhile counts it in flight.
+   */
+  async award (job: RequesterJob, winner: BidEntry, price: number, trust: Trust, eligible: BidEntry[]): Promise<void> {
+    const { ctx } = this
+    if (isTerminal(job) || ctx.stopped()) return
+    const now = Date.now()
+    const award = sign(ctx.deps.signer, 'award', {
+      v: 1,
+      jobId: job.id,
+      offerId: job.offerId as string,
+      requester: ctx.peerId,
+      provider: winner.provider,
+      bidId: winner.id,
+      bids: [...job.bids.values()].map(b => b.id).sort(),
+      price,
+      attempt: job.attempts.length,
+      ts: now,
+      expires: now + BID_TTL_MS
+    })
+    const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust }
+    job.attempts.push(attempt)
+    if (job.status === 'bidding') ctx.setStatus(job, 'awarded')
+    // the award is logged before it is sent; the channel opens while the record is written. With
+    // it, the bids the winner rule ran over and the winner's trust: an auditor re-runs rankBids and
+    // settlementPrice over exactly these
+    const awardLogged = ctx.journal.award(award, eligible.map(b => b.id).sort(), trust)
+    awardLogged.catch(() => {}) // awaited below
+    let channel: MessageChannel
+    try {
+      const opening = ctx.network.openChannel(winner.provider, AWARD_PROTOCOL, { maxMessageBytes: MAX_CHANNEL_BYTES, signal: AbortSignal.timeout(3000) })
+      opening.catch(() => {}) // awaited below
+      await awardLogged
+      if (isCancelled(job)) {
+        end(attempt, 'cancelled')
+        void opening.then(ch => { ch.abort(new Error('cancelled')) }, () => {})
+        return
+      }
+      ctx.emit(job, 'awarded', { provider: winner.provider, price, attempt: attempt.attempt })
+      channel = await opening
+      if (attempt.state !== 'offered') {
+        // the watchdog gave up on this award while the stream was opening: never send it
+        channel.abort(new Error('award withdrawn'))
+        return
+      }
+      attempt.channel = channel
+      if (isCancelled(job)) { end(attempt, 'cancelled'); channel.abort(new Error('cancelled')); return }
+      await channel.send(encodeFrame({ t: 'award', m: award }))
+    } catch (err: any) {
+      await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
+      return
+    }
+    ctx.background(job, this.watch(job, attempt, channel))
+  }
+
+  /** Read the award channel until a result, a refusal or a loss. */
+  private async watch (job: RequesterJob, attempt: Attempt, channel: MessageChannel): Promise<void> {
+    const { ctx } = this
+    try {
+      for await (const data of channel) {
+        attempt.lastSeen = Date.now()
+        if (attempt.suspect) attempt.suspect = false
+        let frame: Frame
+        try {
+          frame = decodeFrame(data)
+        } catch (err: any) {
+          ctx.count(err.reason ?? 'bad-encoding')
+          // a well-formed frame carrying a bad signed message ends the award; garbage is skipped
+          if (err.inner === true) throw err
+          continue
+        }
+        if (frame.t === 'accept') {
+          const accept = frame.m
+          if (accept.signer !== attempt.provider || accept.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'accept does not match the award')
+          if (attempt.state === 'offered') attempt.state = 'accepted'
+          ctx.emit(job, 'accepted', { provider: attempt.provider, attempt: attempt.attempt })
+          void ctx.journal.accept('requester', accept).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+        } else if (frame.t === 'refuse') {
+          const refuse = frame.m
+          if (refuse.signer !== attempt.provider || refuse.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'refusal does not match the award')
+          end(attempt, 'refused', refuse.payload.reason)
+          ctx.emit(job, 'refused', { provider: attempt.provider, reason: refuse.payload.reason })
+          await channel.close()
+          await ctx.drive(job, { type: 'ended' })
+          return
+        } else if (frame.t === 'hb') {
+          if (frame.state === 'running' && attempt.state === 'accepted') {
+            attempt.state = 'running'
+            if (job.status === 'awarded') ctx.setStatus(job, 'running')
+            ctx.emit(job, 'running', { provider: attempt.provider })
+          }
+        } else if (frame.t === 'result') {
+          await this.settlement.onResult(job, attempt, frame.m)
+          if (attempt.state === 'completed' || attempt.state === 'superseded' || attempt.state === 'mismatch') {
+            await channel.close().catch(() => {})
+            return
+          }
+        }
+      }
+      // the provider closed the channel without a result
+      await this.lose(job, attempt, 'provider closed the award channel')
+    } catch (err: any) {
+      await this.lose(job, attempt, err instanceof RefusedMessageError ? err.message : `connection lost: ${err?.message ?? err}`)
+    }
+  }
+
+  /** The provider of an attempt is lost: log a handover and let the planner award the runner-up. */
+  async lose (job: RequesterJob, attempt: Attempt, reason: string): Promise<void> {
+    const { ctx } = this
+    if (!isInFlight(attempt.state)) return
+    end(attempt, 'lost', reason)
+    withdraw(attempt.channel, 'handed over')
+    job.excluded.add(attempt.provider)
+    ctx.deps.reputation.record(attempt.provider, 'lost')
+    if (isTerminal(job)) return
+    job.handovers++
+    // who the planner would award next, for the record (it decides again after the backoff)
+    const preview = next(planView(job, ctx.trust), { type: 'ended' }, ctx.planConfig)
+    const to = preview.kind === 'award' ? preview.awards[0].bid.provider : null
+    ctx.emit(job, 'handover', { from: attempt.provider, to, reason, attempt: attempt.attempt })
+    ctx.log.info({ jobId: job.id, from: attempt.provider, to, reason }, 'handover')
+    await ctx.journal.handover(job.id, { from: attempt.provider, to, reason, attempt: attempt.attempt, awardId: attempt.awardId })
+    if (job.handovers > 1) await new Promise(resolve => setTimeout(resolve, FAILOVER_BACKOFF_MS * 2 ** Math.min(job.handovers - 2, 5)))
+    await ctx.drive(job, { type: 'ended' })
+  }
+}
+
+/** Status re-read after an await (a cancel may have landed meanwhile). */
+function isCancelled (job: RequesterJob): boolean {
+  return job.status === 'cancelled'
+}
+
+/** An attempt ends: its state, when, and why. */
+export function end (attempt: Attempt, state: Attempt['state'], reason?: string): void {
+  attempt.state = state
+  attempt.endedAt = Date.now()
+  if (reason !== undefined) attempt.reason = reason
+}
+
+/**
+ * Withdraw an award: tell the provider to stop (a `cancel` frame, best effort), then close the
+ * stream. A provider whose stream merely drops keeps running, for a requester that restarts.
+ */
+export function withdraw (channel: MessageChannel | undefined, reason: string): void {
+  if (channel == null) return
+  const frame = encodeFrame({ t: 'cancel', reason })
+  const force = setTimeout(() => { channel.abort(new Error(reason)) }, WITHDRAW_FLUSH_MS)
+  force.unref()
+  // close (not abort) so the frame is flushed; a dead peer fails fast and the timer resets the stream
+  void channel.send(frame).then(async () => { await channel.close() }).catch(() => { channel.abort(new Error(reason)) }).finally(() => { clearTimeout(force) })
+}

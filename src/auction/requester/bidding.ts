@@ -1,0 +1,275 @@
+/**
+ * Announce a job and collect its sealed answers.
+ *
+ * `announce` signs the Offer, logs it, gossips it (in batches while other
+ * auctions are open) and sends it directly to providers the DHT names
+ * outside the gossip mesh, then opens the bid window. Answers arrive on a
+ * provider's bid stream (a batch per frame) or as single requests; each is
+ * checked by the protocol codec, then here for sender, job, round and
+ * standing. When the window closes the round's answers are logged (one
+ * record for the bids, one for the declines) and the planner is asked what
+ * comes next.
+ */
+import { messageId, messageIdOfEncoded, type Signed } from '../../crypto/index.js'
+import { BidStreamClosedError, InvalidInputError } from '../../errors.js'
+import type { MessageChannel } from '../../p2p/index.js'
+import { Batcher } from '../batcher.js'
+import {
+  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
+  MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
+} from '../constants.js'
+import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
+import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
+import type { RequesterContext, RequesterJob } from './job.js'
+import { countsTowardMinBids } from './trust.js'
+
+/** Refusals that close a bid stream: no honest provider sends these. */
+const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
+
+/** The requester's bidding desk: announcements out, answers in. */
+export class Bidding {
+  private readonly ctx: RequesterContext
+  private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
+  /** encoded size of each offer we signed (measured once, for batching) */
+  private readonly encodedSize = new WeakMap<object, number>()
+  /** auctions announced and not yet closed */
+  private openAuctions = 0
+  /** offers announced in one turn go out as one gossip message */
+  private readonly offerBatch: Batcher<Signed<Offer>>
+
+  constructor (ctx: RequesterContext) {
+    this.ctx = ctx
+    // an offer alone goes out at once; while other auctions are open (we are busy), offers wait
+    // a few ms so that one gossip round carries many
+    this.offerBatch = new Batcher<Signed<Offer>>((items) => {
+      void ctx.network.publish(JOBS_TOPIC, encodeBatch(items)).catch(err => { ctx.log.warn({ err, topic: JOBS_TOPIC }, 'publish failed') })
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: (m) => this.encodedSize.get(m) ?? MAX_BID_BYTES, delayMs: () => this.openAuctions > 0 ? OFFER_BATCH_DELAY_MS : 0 })
+  }
+
+  async start (): Promise<void> {
+    const { network } = this.ctx
+    await network.handle(BID_PROTOCOL, async (data, ctx) => {
+      this.onAnswerBytes(data, ctx.from)
+      return new Uint8Array(0)
+    }, { maxRequestBytes: MAX_BID_BYTES, maxInboundStreams: 1024 })
+    // the same answers over one long-lived stream per provider: no stream set-up per bid
+    await network.handleChannel(BID_STREAM_PROTOCOL, async (channel) => { await this.readBidStream(channel) }, { maxMessageBytes: MAX_BID_BYTES * MAX_BATCH_ITEMS, maxInboundStreams: 4 })
+  }
+
+  async stop (): Promise<void> {
+    await this.ctx.network.unhandle(BID_PROTOCOL).catch(() => {})
+    await this.ctx.network.unhandle(BID_STREAM_PROTOCOL).catch(() => {})
+  }
+
+  /**
+   * One provider's bid stream: each frame carries the answers it produced in one turn,
+   * `{ b: [signed, ...] }`. A frame that is not one, or an answer no honest provider sends
+   * (bad schema or signature, signed by someone else), closes the stream; so does silence for
+   * `bidStreamIdleMs` (the provider opens a new stream with its next answer).
+   */
+  private async readBidStream (channel: MessageChannel): Promise<void> {
+    const { ctx } = this
+    const idleMs = ctx.cfg.bidStreamIdleMs ?? BID_STREAM_IDLE_MS
+    const it = channel[Symbol.asyncIterator]()
+    const close = (reason: string): void => {
+      ctx.log.debug({ from: channel.remotePeer, reason }, 'closing bid stream')
+      channel.abort(new BidStreamClosedError(reason))
+    }
+    while (true) {
+      let timer: NodeJS.Timeout | undefined
+      const idle = new Promise<'idle'>((resolve) => { timer = setTimeout(() => { resolve('idle') }, idleMs) })
+      let next: IteratorResult<Uint8Array> | 'idle'
+      try {
+        const reading = it.next()
+        reading.catch(() => {}) // still pending when the stream is closed for idling
+        next = await Promise.race([reading, idle])
+      } finally {
+        clearTimeout(timer)
+      }
+      if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
+      if (next.done === true) return
+      let items: Array<Answer | RefusedMessageError>
+      try {
+        items = decodeAnswers(next.value)
+      } catch {
+        ctx.count('bad-encoding')
+        close('garbage frame')
+        return
+      }
+      for (const item of items) {
+        try {
+          if (item instanceof RefusedMessageError) this.refuse(item.reason, item.message, channel.remotePeer)
+          this.onAnswer(item, channel.remotePeer)
+        } catch (err: any) {
+          // refused and counted; late, unknown or repeated answers happen to honest providers
+          if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
+        }
+      }
+    }
+  }
+
+  /** Sign, log and send the job's offer for its current round; the window then closes on its own. */
+  async announce (job: RequesterJob): Promise<void> {
+    const { ctx } = this
+    const now = Date.now()
+    const offer = sign(ctx.deps.signer, 'offer', {
+      v: 1,
+      jobId: job.id,
+      requester: ctx.peerId,
+      addrs: ctx.network.addresses().slice(0, 16),
+      spec: job.spec,
+      maxPrice: job.maxPrice,
+      replicas: job.replicas,
+      bidWindowMs: job.bidWindowMs,
+      ts: now,
+      expires: now + OFFER_TTL_MS,
+      round: job.round
+    })
+    const bytes = encodeSigned(offer)
+    if (bytes.length > MAX_OFFER_BYTES) throw new InvalidInputError(`the job offer is ${bytes.length} bytes; the limit is ${MAX_OFFER_BYTES} (upload large inputs as blobs)`, 'offer-too-large')
+    this.encodedSize.set(offer, bytes.length)
+    job.offer = offer
+    job.offerId = messageIdOfEncoded(bytes) // the encoding is at hand: no second encode
+    job.bids.clear()
+    job.provenBids = 0
+    job.declines.clear()
+    ctx.setStatus(job, 'bidding')
+    // log and announce at once: the records are written in the time it takes providers to answer,
+    // and nothing is awarded before they are
+    const logged = Promise.all([job.logged, ctx.journal.offer(offer)])
+    logged.catch(() => {}) // awaited below, before the auction closes
+    job.windowElapsed = false
+    const closed = new Promise<void>((resolve) => {
+      job.closeBidding = resolve
+      job.biddingTimer = setTimeout(() => {
+        // the window is over; with no bid yet (or only bids from unproven providers while a proven
+        // one has not answered) and providers still silent, wait a little longer for the first one
+        // rather than declare no-bids, or hand the job to a swarm of fresh keys, on a slow network
+        if (job.provenBids > 0 || this.allAnswered(job) || (job.bids.size > 0 && !this.awaitingProven(job))) { resolve(); return }
+        job.windowElapsed = true
+        job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
+      }, job.bidWindowMs)
+    })
+    const known = this.knownProviders(job)
+    ctx.emit(job, 'announced', { round: job.round, knownProviders: known.size })
+    // gossip to the mesh (ourselves included, through the loopback), direct to DHT-found providers outside it
+    const topicPeers = new Set(ctx.network.topicPeers(JOBS_TOPIC))
+    this.offerBatch.add(offer)
+    this.openAuctions++
+    for (const peer of known) {
+      if (topicPeers.has(peer)) continue
+      void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+    }
+    void closed.then(async () => {
+      this.openAuctions--
+      await logged
+      job.closeBidding = undefined
+      clearTimeout(job.biddingTimer)
+      if (job.status !== 'bidding') return // cancelled meanwhile
+      // queued before the award's record, and the ledger writes in order: the award is never
+      // logged without the bids it lists
+      this.logAnswers(job).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging the answers failed') })
+      await ctx.drive(job, { type: 'closed' })
+    }).catch(async (err) => {
+      ctx.log.error({ err, jobId: job.id }, 'auction failed')
+      await ctx.fail(job, `auction failed: ${err?.message ?? err}`).catch(() => {})
+    })
+  }
+
+  /**
+   * Log the sealed answers of one auction round: one `bid` record holding every signed bid
+   * considered (what the award's digests refer to) and one `decline` record holding every signed
+   * decline. One record per round instead of one per provider keeps the log and its signing cost
+   * proportional to jobs, not to the size of the mesh.
+   */
+  private async logAnswers (job: RequesterJob): Promise<void> {
+    const bids = [...job.bids.values()].map(b => b.signed)
+    const declines = [...job.declines.values()].flatMap(d => d.signed != null ? [d.signed] : [])
+    await this.ctx.journal.answers(job.id, job.offerId as string, bids, declines)
+  }
+
+  /** Providers we know can answer: the jobs-topic mesh (ourselves too, when we provide) and DHT engine providers. */
+  knownProviders (job: RequesterJob): Set<string> {
+    const set = new Set(this.ctx.network.topicPeers(JOBS_TOPIC))
+    const dht = this.engineProviders.get(job.spec.engine)
+    if (dht != null) for (const p of dht.peers) set.add(p)
+    if (dht == null || Date.now() - dht.at > 30_000) void this.refreshEngineProviders(job.spec.engine)
+    return set
+  }
+
+  /** Engines each provider is known for (from the DHT). */
+  engineMap (): ReadonlyMap<string, { peers: string[] }> {
+    return this.engineProviders
+  }
+
+  private async refreshEngineProviders (engine: string): Promise<void> {
+    this.engineProviders.set(engine, { peers: this.engineProviders.get(engine)?.peers ?? [], at: Date.now() })
+    try {
+      const peers = await this.ctx.network.findProviders(ENGINE_KEY_PREFIX + engine, { signal: AbortSignal.timeout(5000), limit: 100 })
+      this.engineProviders.set(engine, { peers, at: Date.now() })
+    } catch (err) {
+      this.ctx.log.debug({ err, engine }, 'DHT provider lookup failed')
+    }
+  }
+
+  private refuse (reason: RefusalReason, detail: string, from: string): never {
+    this.ctx.count(reason)
+    this.ctx.log.debug({ reason, from, detail }, 'refused message')
+    throw new RefusedMessageError(reason, detail)
+  }
+
+  /** A single answer sent as a request, from `from` (the authenticated PeerId). */
+  onAnswerBytes (data: Uint8Array, from: string): void {
+    let msg: Answer
+    try {
+      msg = decodeAnswer(data)
+    } catch (err: any) {
+      this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
+    }
+    this.onAnswer(msg, from)
+  }
+
+  /** A checked bid or decline: sender, job, round, state, and the bidder's standing. */
+  onAnswer (msg: Answer, from: string): void {
+    const { ctx } = this
+    const kind = msg.domain === DOMAIN.decline ? 'decline' : 'bid'
+    if (msg.signer !== from) this.refuse('wrong-sender', `${kind} signed by ${msg.signer} but sent by ${from}`, from)
+    const job = ctx.jobs.get(msg.payload.jobId)
+    if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
+    const provider = msg.signer
+    if (job.bids.has(provider) || job.declines.has(provider)) this.refuse('replay', `second ${kind} from ${provider}`, from)
+    if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
+    if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
+    if (kind === 'decline') {
+      const d = msg.payload as Decline
+      job.declines.set(provider, { reason: d.reason, detail: d.detail, signed: msg as Signed<Decline> })
+      ctx.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
+    } else {
+      const b = msg.payload as Bid
+      if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)
+      if (ctx.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
+      if (ctx.deps.reputation.score(provider) < ctx.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
+      job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
+      ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
+    }
+    // close early: enough bids from proven providers (a swarm of fresh keys answering first must
+    // not close the window on the proven ones), every known capable provider answered, or the
+    // first bid after the window
+    if (job.provenBids >= job.minBids || this.allAnswered(job) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+  }
+
+  /** Is a provider we know, and trust, still to answer this round? */
+  private awaitingProven (job: RequesterJob): boolean {
+    for (const p of this.knownProviders(job)) if (!job.bids.has(p) && !job.declines.has(p) && this.ctx.trust(p) === 'proven') return true
+    return false
+  }
+
+  private allAnswered (job: RequesterJob): boolean {
+    if (job.bids.size + job.declines.size === 0) return false
+    const known = this.knownProviders(job)
+    if (known.size === 0) return false
+    for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) return false
+    return true
+  }
+}

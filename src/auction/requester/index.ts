@@ -1,0 +1,293 @@
+/**
+ * The requester role: the driver of a job's life.
+ *
+ * It never decides what happens next itself. On every event (the bid window
+ * closed, an award ended, a result was counted, a cancel, a restart) it asks
+ * the pure planner (`plan.ts`) for the next step and runs it with the step
+ * runners: `bidding.ts` (announce, collect answers), `award.ts` (award,
+ * watch, hand over), `settle.ts` (results, receipts, mismatches),
+ * `recover.ts` (rebuild from the log, status polls). `views.ts` builds what
+ * the gateway shows.
+ *
+ * A job's path: submit → announce (bidding) → window closes → planner:
+ * award → accept / heartbeats → result → planner: settle (or, on a loss,
+ * handover → planner: runner-up, announce again, or fail).
+ */
+import { EventEmitter } from 'node:events'
+import { canonicalEncode, cidOfValue } from '../../crypto/index.js'
+import { InvalidInputError, JobStateError } from '../../errors.js'
+import { logger, type Logger } from '../../logger.js'
+import type { LedgerRecord } from '../../ledger/index.js'
+import { DEFAULT_LIMITS, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_JOBS_IN_MEMORY } from '../constants.js'
+import { Journal } from '../protocol/journal.js'
+import { specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
+import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
+import { liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
+import { newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
+import { Bidding } from './bidding.js'
+import { Awards, end, withdraw } from './award.js'
+import { Settlement } from './settle.js'
+import { pollStatus, rebuildJobs } from './recover.js'
+import * as views from './views.js'
+import { trustOf } from './trust.js'
+
+export type { RequesterConfig, RequesterDeps } from './job.js'
+export type { KnownProvider } from './views.js'
+
+export class Requester {
+  readonly events = new EventEmitter()
+  readonly refused = new Map<RefusalReason, number>()
+  private readonly jobs = new Map<string, RequesterJob>()
+  private readonly deps: RequesterDeps
+  private readonly cfg: RequesterConfig
+  private readonly log: Logger
+  private readonly ctx: RequesterContext
+  private readonly bidding: Bidding
+  private readonly settlement: Settlement
+  private readonly awards: Awards
+  private watchdog?: NodeJS.Timeout
+  private stopped = false
+
+  constructor (deps: RequesterDeps) {
+    this.deps = deps
+    this.cfg = deps.config
+    this.log = logger('auction:requester', { peerId: deps.signer.peerId })
+    this.events.setMaxListeners(0)
+    const planConfig: PlanConfig = { maxAttempts: this.cfg.maxAttempts, maxExtraRuns: MAX_EXTRA_RUNS }
+    this.ctx = {
+      peerId: deps.signer.peerId,
+      deps,
+      cfg: this.cfg,
+      log: this.log,
+      journal: new Journal(deps.ledger),
+      planConfig,
+      network: deps.network,
+      events: this.events,
+      jobs: this.jobs,
+      stopped: () => this.stopped,
+      emit: (job, type, data) => { this.emit(job, type, data) },
+      setStatus: (job, status) => { this.setStatus(job, status) },
+      count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
+      // our own jobs on our own provider: we trust ourselves fully
+      trust: (provider) => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider)),
+      drive: async (job, event) => { await this.drive(job, event) },
+      fail: async (job, reason, status) => { await this.fail(job, reason, status) },
+      background: (job, p) => { this.background(job, p) }
+    }
+    this.bidding = new Bidding(this.ctx)
+    this.settlement = new Settlement(this.ctx)
+    this.awards = new Awards(this.ctx, this.settlement)
+  }
+
+  get peerId (): string { return this.deps.signer.peerId }
+
+  async start (): Promise<void> {
+    await this.bidding.start()
+    this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
+    this.watchdog.unref()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearInterval(this.watchdog)
+    for (const job of this.jobs.values()) {
+      clearTimeout(job.biddingTimer)
+      for (const a of job.attempts) a.channel?.abort(new Error('requester stopping'))
+    }
+    await this.bidding.stop()
+  }
+
+  // ---------------------------------------------------------------- the driver
+
+  /** Ask the planner what follows `event` for this job, and do it. */
+  private async drive (job: RequesterJob, event: PlanEvent): Promise<void> {
+    if (this.stopped && event.type !== 'cancel') return
+    const step = next(planView(job, this.ctx.trust), event, this.ctx.planConfig)
+    switch (step.kind) {
+      case 'wait':
+        return
+      case 'announce':
+        if (step.extraRun) job.extraRuns++
+        job.round = step.round
+        await this.bidding.announce(job)
+        return
+      case 'award':
+        if (step.extraRun) job.extraRuns++
+        // each award records its attempt before its first await: the next one sees it
+        for (const { bid, price, trust, eligible } of step.awards) this.background(job, this.awards.award(job, bid, price, trust, eligible))
+        return
+      case 'settle':
+        await this.settlement.settle(job, step.hash, step.agreeing, step.outvoted)
+        return
+      case 'fail':
+        await this.fail(job, step.reason, step.status)
+        return
+      case 'cancel':
+        for (const i of step.withdraw) {
+          const a = job.attempts[i]
+          end(a, 'cancelled')
+          withdraw(a.channel, 'cancelled')
+        }
+        job.closeBidding?.()
+        this.setStatus(job, 'cancelled')
+        this.emit(job, 'cancelled')
+        await this.ctx.journal.ended(job.id, 'cancelled')
+        return
+      case 'poll':
+        this.setStatus(job, 'awarded')
+        for (const i of step.attempts) this.background(job, pollStatus(this.ctx, this.awards, this.settlement, job, job.attempts[i]))
+        return
+      case 'refuse':
+        throw new JobStateError(step.reason)
+    }
+  }
+
+  private async fail (job: RequesterJob, reason: string, status: 'failed' | 'no-bids' = 'failed'): Promise<void> {
+    if (TERMINAL.has(job.status)) return
+    job.error = reason
+    const declines = [...job.declines].map(([provider, d]) => ({ provider, reason: d.reason, detail: d.detail }))
+    this.setStatus(job, status)
+    this.emit(job, status, { reason, declines })
+    await this.ctx.journal.ended(job.id, status, { reason, declines })
+  }
+
+  /** Run a job step in the background; a failure fails the job instead of the process. */
+  private background (job: RequesterJob, p: Promise<unknown>): void {
+    p.catch(async (err) => {
+      this.log.error({ err, jobId: job.id }, 'job step failed')
+      await this.fail(job, `internal error: ${err?.message ?? err}`).catch(() => {})
+    })
+  }
+
+  private emit (job: RequesterJob, type: JobEventType, data: Record<string, unknown> = {}): void {
+    const event: JobEvent = { type, ts: Date.now(), jobId: job.id, ...data }
+    job.events.push(event)
+    this.events.emit('job', event)
+  }
+
+  private setStatus (job: RequesterJob, status: JobStatus): void {
+    if (job.status === status) return
+    job.status = status
+    if (TERMINAL.has(status)) {
+      job.completedAt = Date.now()
+      clearTimeout(job.biddingTimer)
+      this.events.emit('done', job.id)
+    }
+  }
+
+  /** Silent or late providers are suspect, then lost (plan.ts decides which). */
+  private checkHeartbeats (): void {
+    const now = Date.now()
+    for (const job of this.jobs.values()) {
+      if (job.status !== 'awarded' && job.status !== 'running') continue
+      for (const a of job.attempts) {
+        const l = liveness(a, now, this.cfg)
+        if (l.kind === 'lost') this.background(job, this.awards.lose(job, a, l.reason))
+        else if (l.kind === 'suspect') {
+          a.suspect = true
+          this.emit(job, 'suspect', { provider: a.provider, silentMs: l.silentMs })
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- submit, cancel, recover
+
+  /** Validate a spec, log the job, announce it. Resolves once announced. */
+  async submit (input: SubmitSpec): Promise<JobView> {
+    const spec = await this.buildSpec(input)
+    const maxPrice = input.maxPrice ?? this.cfg.defaultMaxPrice
+    if (!Number.isFinite(maxPrice) || maxPrice < 0) throw new InvalidInputError('maxPrice must be a number ≥ 0', 'invalid-spec')
+    const replicas = input.replicas ?? 1
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 15) throw new InvalidInputError('replicas must be an integer from 1 to 15', 'invalid-spec')
+    const nonce = new Uint8Array(16)
+    globalThis.crypto.getRandomValues(nonce)
+    const createdAt = Date.now()
+    const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
+    const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0 })
+    this.remember(job)
+    // queued, not awaited: the offer record follows it in the same group commit, and the auction
+    // does not close before both are written (see announce)
+    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas)
+    await this.bidding.announce(job)
+    return views.view(job)
+  }
+
+  private async buildSpec (input: SubmitSpec): Promise<JobSpecWire> {
+    const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
+    if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
+    if (input.input !== undefined) spec.input = input.input
+    if (input.engine === 'wasm') {
+      if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
+      const bytes = await this.deps.blobs.get(input.module)
+      if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-module')
+      spec.module = { cid: input.module, size: bytes.length }
+    } else if (input.engine === 'js') {
+      if (input.source == null && input.module == null) throw new InvalidInputError('a js job needs "source" (or "module": the CID of uploaded source)', 'invalid-spec')
+      if (input.source != null) spec.source = input.source
+      else {
+        const bytes = await this.deps.blobs.get(input.module as string)
+        if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store`, 'unknown-module')
+        spec.source = new TextDecoder().decode(bytes)
+      }
+    }
+    const parsed = specSchema.safeParse(spec)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new InvalidInputError(`${issue.path.join('.') || 'spec'}: ${issue.message}`, 'invalid-spec')
+    }
+    try {
+      canonicalEncode(parsed.data)
+    } catch (err: any) {
+      throw new InvalidInputError(`input: cannot be encoded (${err.message})`, 'invalid-spec')
+    }
+    return parsed.data
+  }
+
+  private remember (job: RequesterJob): void {
+    this.jobs.set(job.id, job)
+    if (this.jobs.size > MAX_JOBS_IN_MEMORY) {
+      for (const [id, j] of this.jobs) {
+        if (TERMINAL.has(j.status)) { this.jobs.delete(id); break }
+      }
+    }
+  }
+
+  async cancel (id: string): Promise<JobView> {
+    const job = views.jobOf(this.jobs, id)
+    await this.drive(job, { type: 'cancel' })
+    return views.view(job)
+  }
+
+  /**
+   * Rebuild unfinished jobs from the ledger: jobs still bidding are announced again; awarded jobs
+   * ask their provider for status and fail over if it is gone. Resolves once every job has been
+   * looked at.
+   */
+  async recover (records: Iterable<LedgerRecord>): Promise<number> {
+    const jobs = rebuildJobs(this.ctx, records)
+    for (const job of jobs) {
+      this.remember(job)
+      this.emit(job, 'announced', { recovered: true })
+      await this.drive(job, { type: 'recovered' }).catch(err => { this.log.error({ err, jobId: job.id }, 're-announce failed') })
+    }
+    return jobs.length
+  }
+
+  // ---------------------------------------------------------------- views
+
+  knownProviderList (): views.KnownProvider[] {
+    return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.jobs.values())
+  }
+
+  has (id: string): boolean { return this.jobs.has(id) }
+  get (id: string): JobView { return views.view(views.jobOf(this.jobs, id)) }
+  list (opts: { status?: JobStatus, limit?: number } = {}): JobView[] { return views.list(this.jobs, opts) }
+  jobEvents (id: string): JobEvent[] { return views.events(this.jobs, id) }
+  statusCounts (): Map<JobStatus, number> { return views.statusCounts(this.jobs) }
+  result (id: string): ResultView { return views.result(this.jobs, id) }
+  isTerminal (id: string): boolean {
+    const job = this.jobs.get(id)
+    return job != null && TERMINAL.has(job.status)
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * A job on the requester's side: its books (bids, declines, awards, results)
+ * and the context every requester file works in. The planner reads a job
+ * through {@link planView}; only the driver and the step runners change it.
+ */
+import type { EventEmitter } from 'node:events'
+import type { Signed, Signer } from '../../crypto/index.js'
+import type { Logger } from '../../logger.js'
+import type { Network, MessageChannel } from '../../p2p/index.js'
+import type { Ledger } from '../../ledger/index.js'
+import type { BlobStore } from '../blobs.js'
+import type { Reputation } from '../reputation.js'
+import type { Journal } from '../protocol/journal.js'
+import type { Bid, Decline, JobSpecWire, Offer, RefusalReason, Result } from '../protocol/messages.js'
+import { TERMINAL, type JobEvent, type JobEventType, type JobStatus } from '../types.js'
+import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
+import type { Trust } from './trust.js'
+
+export interface RequesterConfig {
+  bidWindowMs: number
+  minBids: number
+  maxAttempts: number
+  heartbeatMs: number
+  suspectAfterMs: number
+  lostAfterMs: number
+  defaultMaxPrice: number
+  minReputation: number
+  /** bad marks in the reputation halve in this time (see reputation.ts); read by createMarket */
+  forgiveHalfLifeMs?: number
+  /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
+  bidStreamIdleMs?: number
+}
+
+export interface RequesterDeps {
+  network: Network
+  signer: Signer
+  ledger: Ledger
+  blobs: BlobStore
+  reputation: Reputation
+  config: RequesterConfig
+  isFlagged?: (peerId: string) => boolean
+}
+
+export interface BidEntry { id: string, signed: Signed<Bid>, provider: string, price: number, estStartMs: number }
+
+export interface Attempt extends WatchedAttempt {
+  awardId: string
+  price: number
+  attempt: number
+  channel?: MessageChannel
+  endedAt?: number
+  reason?: string
+  resultHash?: string
+}
+
+export interface RequesterJob {
+  id: string
+  spec: JobSpecWire
+  maxPrice: number
+  replicas: number
+  minBids: number
+  bidWindowMs: number
+  status: JobStatus
+  createdAt: number
+  completedAt?: number
+  round: number
+  offer?: Signed<Offer>
+  offerId?: string
+  bids: Map<string, BidEntry>
+  /** bids from proven providers this round (they count toward minBids) */
+  provenBids: number
+  declines: Map<string, { reason: Decline['reason'], detail?: string, signed?: Signed<Decline> }>
+  attempts: Attempt[]
+  excluded: Set<string>
+  results: Map<string, { signed: Signed<Result>, id: string }>
+  final?: { result: Signed<Result>, providers: string[], price: number }
+  events: JobEvent[]
+  closeBidding?: () => void
+  biddingTimer?: NodeJS.Timeout
+  windowElapsed?: boolean
+  extraRuns: number
+  handovers: number
+  error?: string
+  /** the job record's append, awaited before the auction closes */
+  logged?: Promise<unknown>
+}
+
+/** What every requester file works with: the node's parts, the jobs, and the driver. */
+export interface RequesterContext {
+  readonly peerId: string
+  readonly deps: RequesterDeps
+  readonly cfg: RequesterConfig
+  readonly log: Logger
+  readonly journal: Journal
+  readonly planConfig: PlanConfig
+  readonly network: Network
+  readonly events: EventEmitter
+  readonly jobs: Map<string, RequesterJob>
+  readonly stopped: () => boolean
+  emit (job: RequesterJob, type: JobEventType, data?: Record<string, unknown>): void
+  setStatus (job: RequesterJob, status: JobStatus): void
+  count (reason: RefusalReason): void
+  /** how far we trust a provider, from our own firsthand standing of it (trust.ts) */
+  trust (provider: string): Trust
+  /** ask the planner what to do after `event`, and do it */
+  drive (job: RequesterJob, event: PlanEvent): Promise<void>
+  /** end the job as failed (or no-bids) with a reason, logged */
+  fail (job: RequesterJob, reason: string, status?: 'failed' | 'no-bids'): Promise<void>
+  /** run a job step in the background; a failure fails the job instead of the process */
+  background (job: RequesterJob, p: Promise<unknown>): void
+}
+
+/** A job in the bidding state with empty books. */
+export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId'>>): RequesterJob {
+  return {
+    ...fields,
+    status: 'bidding',
+    bids: new Map(),
+    provenBids: 0,
+    declines: new Map(),
+    attempts: [],
+    excluded: new Set(),
+    results: new Map(),
+    events: [],
+    extraRuns: 0,
+    handovers: 0
+  }
+}
+
+/** The job as the planner reads it. */
+export function planView (job: RequesterJob, trustOf: (provider: string) => Trust): PlanJob<BidEntry> {
+  const results = new Map<string, string>()
+  for (const [provider, r] of job.results) results.set(provider, r.signed.payload.resultHash)
+  return {
+    id: job.id,
+    status: job.status,
+    replicas: job.replicas,
+    maxPrice: job.maxPrice,
+    round: job.round,
+    extraRuns: job.extraRuns,
+    bids: [...job.bids.values()],
+    excluded: job.excluded,
+    attempts: job.attempts,
+    results,
+    finalHash: job.final?.result.payload.resultHash,
+    trustOf
+  }
+}
+
+export function isTerminal (job: RequesterJob): boolean {
+  return TERMINAL.has(job.status)
+}

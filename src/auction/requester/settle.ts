@@ -1,0 +1,140 @@
+/**
+ * Results and settlement.
+ *
+ * A result (already schema- and signature-checked by the protocol codec) is
+ * matched to its award and its hash re-computed from its contents; then the
+ * planner's {@link treatResult} says what it is: counted towards the
+ * quorum, a late replica paid or outvoted, superseded, or moot (cancelled).
+ * Settling signs a Receipt per provider, logs it, sends it on the award
+ * channel and gossips it (in batches) on `mercato/receipts/1`; outvoted
+ * replicas get a `mismatch` record and a `failed` receipt.
+ */
+import { messageId, type Signed } from '../../crypto/index.js'
+import { computeResultHash } from '../../executor/index.js'
+import { Batcher } from '../batcher.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
+import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
+import { encodeFrame } from '../protocol/frames.js'
+import { treatResult } from './plan.js'
+import { planView, type Attempt, type RequesterContext, type RequesterJob } from './job.js'
+import { end } from './award.js'
+
+export class Settlement {
+  private readonly ctx: RequesterContext
+  /** receipts signed in one turn go out as one gossip message */
+  private readonly receiptBatch: Batcher<Signed<Receipt>>
+
+  constructor (ctx: RequesterContext) {
+    this.ctx = ctx
+    // nobody waits on the public copy of a receipt (the provider gets its own on the award
+    // channel): gather them for a moment, one gossip round for many jobs
+    this.receiptBatch = new Batcher<Signed<Receipt>>((items) => {
+      void ctx.network.publish(RECEIPTS_TOPIC, encodeBatch(items)).catch(err => { ctx.log.warn({ err, topic: RECEIPTS_TOPIC }, 'publish failed') })
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: () => MAX_BID_BYTES, delayMs: RECEIPT_GOSSIP_DELAY_MS })
+  }
+
+  /** A checked result arrived for an attempt (on its channel, or in a status reply after a restart). */
+  async onResult (job: RequesterJob, attempt: Attempt, result: Signed<Result>): Promise<void> {
+    const { ctx } = this
+    const r = result.payload
+    if (result.signer !== attempt.provider || r.awardId !== attempt.awardId || r.jobId !== job.id) {
+      ctx.count('wrong-sender')
+      throw new RefusedMessageError('wrong-sender', 'result does not match the award')
+    }
+    const expected = computeResultHash(job.id, { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output })
+    if (expected !== r.resultHash) {
+      ctx.count('bad-hash')
+      throw new RefusedMessageError('bad-hash', 'result hash does not match its contents')
+    }
+    const resultId = messageId(result)
+    attempt.resultHash = r.resultHash
+    // queued, not awaited: the receipt (appended after it, in order) is awaited before the job settles
+    ctx.journal.result('requester', result).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging a result failed') })
+    ctx.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
+    switch (treatResult(planView(job, ctx.trust), attempt, r.resultHash)) {
+      case 'cancelled':
+        end(attempt, 'cancelled')
+        return
+      case 'late-paid': {
+        // a replica we awarded finished after the quorum, with the same answer: it did the work asked
+        const final = job.final as NonNullable<RequesterJob['final']>
+        end(attempt, 'completed')
+        job.results.set(attempt.provider, { signed: result, id: resultId })
+        final.providers.push(attempt.provider)
+        final.price += attempt.price
+        await this.receipt(job, attempt, result, resultId, 'paid', attempt.price)
+        return
+      }
+      case 'late-mismatch': {
+        // a replica outvoted by the quorum that was already in
+        const final = job.final as NonNullable<RequesterJob['final']>
+        end(attempt, 'mismatch')
+        await this.mismatch(job, attempt.provider, result, resultId, final.result.payload.resultHash, final.providers)
+        return
+      }
+      case 'superseded':
+        // a late result from a replaced provider: recorded, never paid
+        end(attempt, 'superseded')
+        await this.receipt(job, attempt, result, resultId, 'superseded', 0)
+        ctx.emit(job, 'superseded', { provider: attempt.provider })
+        return
+      case 'count':
+        job.results.set(attempt.provider, { signed: result, id: resultId })
+        end(attempt, 'completed')
+        await ctx.drive(job, { type: 'result' })
+    }
+  }
+
+  /** The quorum agrees on `hash`: pay the agreeing providers, record the outvoted ones, complete the job. */
+  async settle (job: RequesterJob, hash: string, agreeing: string[], outvoted: string[]): Promise<void> {
+    const { ctx } = this
+    if (job.final != null) return
+    const first = job.results.get(agreeing[0])?.signed as Signed<Result>
+    const completed = (p: string): Attempt | undefined => job.attempts.find(a => a.provider === p && a.state === 'completed')
+    job.final = { result: first, providers: [...agreeing], price: agreeing.reduce((sum, p) => sum + (completed(p)?.price ?? 0), 0) }
+    for (const provider of agreeing) {
+      const att = completed(provider) as Attempt
+      const res = job.results.get(provider) as { signed: Signed<Result>, id: string }
+      await this.receipt(job, att, res.signed, res.id, 'paid', att.price)
+    }
+    for (const provider of outvoted) {
+      const res = job.results.get(provider) as { signed: Signed<Result>, id: string }
+      const att = job.attempts.find(a => a.provider === provider)
+      if (att != null) att.state = 'mismatch'
+      await this.mismatch(job, provider, res.signed, res.id, hash, agreeing)
+    }
+    // replicas still running finish in the background: a matching answer is paid, a different one
+    // is a mismatch (treatResult on late results); the job is settled now
+    ctx.setStatus(job, 'completed')
+    const latency = (job.completedAt ?? Date.now()) - job.createdAt
+    ctx.emit(job, 'settled', { providers: agreeing, price: job.final.price, resultHash: hash, latencyMs: latency })
+  }
+
+  private async mismatch (job: RequesterJob, provider: string, result: Signed<Result>, resultId: string, majorityHash: string, agreeing: string[]): Promise<void> {
+    const { ctx } = this
+    ctx.deps.reputation.record(provider, 'mismatched')
+    await ctx.journal.mismatch(job.id, provider, result, majorityHash, agreeing)
+    ctx.emit(job, 'mismatch', { provider, resultHash: result.payload.resultHash, majorityHash })
+    const att = job.attempts.find(a => a.provider === provider)
+    await this.receipt(job, att, result, resultId, 'failed', 0)
+  }
+
+  private async receipt (job: RequesterJob, attempt: Attempt | undefined, result: Signed<Result>, resultId: string, status: Receipt['status'], price: number): Promise<void> {
+    const { ctx } = this
+    const receipt = sign(ctx.deps.signer, 'receipt', {
+      v: 1,
+      jobId: job.id,
+      requester: ctx.peerId,
+      provider: result.signer,
+      resultId,
+      resultHash: result.payload.resultHash,
+      price,
+      status,
+      ts: Date.now()
+    })
+    await ctx.journal.receipt('requester', receipt)
+    ctx.deps.reputation.applyReceipt(receipt)
+    this.receiptBatch.add(receipt)
+    if (attempt?.channel != null) await attempt.channel.send(encodeFrame({ t: 'receipt', m: receipt })).catch(() => {})
+  }
+}
