@@ -89,7 +89,7 @@ describe('dashboard in headless Chromium', function () {
     c = await startTestNode({ price: 3, slots: 1, bootstrap: b.network.addresses() })
     a = await startTestNode({ provide: false, gateway: true, bootstrap: [...b.network.addresses(), ...c.network.addresses()] })
     await waitFor(() => a.peers().length >= 2, 15_000, 50)
-    await waitFor(() => a.market.requester.knownProviderList().length >= 2, 15_000, 50)
+    await waitFor(() => a.market.providers().length >= 2, 15_000, 50)
     // jobs that ran before the page was opened (the events panel must show them too)
     for (let i = 0; i < 6; i++) {
       const job = await a.market.submit({ engine: 'js', source: JS_ECHO, input: i, maxPrice: 20 })
