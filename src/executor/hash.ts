@@ -15,3 +15,23 @@ export function computeResultHash (jobId: string, r: { exitCode: number, stdout:
   }
   return toHex(sha256(encoded))
 }
+
+/**
+ * A job failure that produced no output (a refusal at run time, a crash): exit code -1, empty
+ * streams, zero usage, and the result hash of exactly that, so every provider reports it alike.
+ */
+export function emptyFailure (jobId: string, error: { name: string, message: string }, fuelLimited = false): {
+  exitCode: number, stdout: Uint8Array, stderr: Uint8Array, truncated: boolean, resultHash: string,
+  usage: { wallMs: number, memoryBytes: number, outputBytes: number, fuel?: number }, error: { name: string, message: string }
+} {
+  const empty = new Uint8Array(0)
+  return {
+    exitCode: -1,
+    stdout: empty,
+    stderr: empty,
+    truncated: false,
+    resultHash: computeResultHash(jobId, { exitCode: -1, stdout: empty, stderr: empty }),
+    usage: fuelLimited ? { wallMs: 0, memoryBytes: 0, outputBytes: 0, fuel: 0 } : { wallMs: 0, memoryBytes: 0, outputBytes: 0 },
+    error
+  }
+}

@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url'
 import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
-import { computeResultHash } from './hash.js'
+import { emptyFailure } from './hash.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation } from './index.js'
 
 const log = logger('executor:isolation')
@@ -104,16 +104,7 @@ interface Probe { resolve: (p: IsolationProbe) => void, reject: (e: unknown) => 
  * provider problem and offered again.
  */
 function crashResult (job: ExecJob, why: string): ExecResult {
-  const empty = new Uint8Array(0)
-  return {
-    exitCode: -1,
-    stdout: empty,
-    stderr: empty,
-    truncated: false,
-    resultHash: computeResultHash(job.id, { exitCode: -1, stdout: empty, stderr: empty }),
-    usage: { wallMs: 0, memoryBytes: 0, outputBytes: 0 },
-    error: { name: 'sandbox-crash', message: `the job brought the sandbox process down (${why})` }
-  }
+  return emptyFailure(job.id, { name: 'sandbox-crash', message: `the job brought the sandbox process down (${why})` }) as ExecResult
 }
 
 export class IsolatedExecutor implements Executor {

@@ -12,7 +12,7 @@ import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError,
 import { LruCache } from './module-cache.js'
 import { outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
-import { computeResultHash } from './hash.js'
+import { computeResultHash, emptyFailure } from './hash.js'
 import { JS_HARD_KILL_GRACE_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
@@ -279,16 +279,7 @@ export class ExecutorPool implements Executor {
 
   private failure (job: ExecJob, limits: JobLimits, name: FailureName, message: string): ExecResult {
     this.failed++
-    const empty = new Uint8Array(0)
-    return {
-      exitCode: -1,
-      stdout: empty,
-      stderr: empty,
-      truncated: false,
-      resultHash: computeResultHash(job.id, { exitCode: -1, stdout: empty, stderr: empty }),
-      usage: { wallMs: 0, memoryBytes: 0, outputBytes: 0, fuel: limits.fuel != null ? 0 : undefined },
-      error: { name, message }
-    }
+    return emptyFailure(job.id, { name, message }, limits.fuel != null) as ExecResult
   }
 
   private spawn (): Slot {

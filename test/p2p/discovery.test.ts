@@ -1,9 +1,9 @@
 import '../../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
 import { expect } from 'chai'
 import { buildNetworkNode, createNetwork, identityFromSeed, type NetworkNode } from '../../src/p2p/index.js'
 import { jitter } from '../../src/p2p/discovery.js'
+import { freePort } from '../helpers/ports.js'
 
 const LOOPBACK = ['/ip4/127.0.0.1', '/ip6/::1']
 
@@ -15,17 +15,6 @@ async function waitFor (cond: () => boolean, timeoutMs: number, stepMs = 100): P
   }
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => { resolve(port) })
-    })
-  })
-}
 
 describe('p2p: discovery (bootstrap redial)', function () {
   this.timeout(120_000)

@@ -9,9 +9,9 @@ import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_proces
 import { randomBytes } from 'node:crypto'
 import { accessSync, constants } from 'node:fs'
 import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
+import { freePort } from '../helpers/ports.js'
 
 const TOOLS = ['munged', 'slurmctld', 'slurmd', 'sbatch', 'squeue', 'sinfo', 'scancel']
 
@@ -39,16 +39,6 @@ export function clusterUnavailable (): string | undefined {
   return undefined
 }
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => { resolve(port) })
-    })
-  })
-}
 
 async function waitFor (cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs
