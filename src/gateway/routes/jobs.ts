@@ -178,8 +178,9 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       const limit = q.data.limit ?? 100
       const events: JobEvent[] = []
       for (const job of market.list({ limit: RECENT_EVENTS_JOBS })) {
-        try { events.push(...market.jobEvents(job.id)) } catch {} // forgotten between list and read
+        try { events.push(...market.jobEvents(job.id).reverse()) } catch {} // forgotten between list and read
       }
+      // newest first; a stable sort keeps events of the same millisecond in the newest-first order built above
       return events.sort((a, b) => b.ts - a.ts).slice(0, limit)
     })
 
