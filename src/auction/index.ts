@@ -28,7 +28,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Signed, Signer } from '../crypto/index.js'
 import { withLoopback, type Network } from '../p2p/index.js'
-import type { Ledger, LedgerRecord } from '../ledger/index.js'
+import type { Ledger } from '../ledger/index.js'
 import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
@@ -37,7 +37,7 @@ import {
   OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
 } from './constants.js'
 import { GossipGate } from './protocol/gossip.js'
-import { readRecord, readStanding } from './protocol/journal.js'
+import { readRecord, readStanding, readStandingRecords } from './protocol/journal.js'
 import type { Receipt, RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
@@ -139,26 +139,13 @@ export function createMarket (init: MarketInit): Market {
     corruptResults: init.corruptResults
   })
 
-  /** The market's records: recovery reads the requester's, standing reads receipts, handovers, mismatches. */
-  async function scanLedger (): Promise<LedgerRecord[]> {
-    const out: LedgerRecord[] = []
-    const head = init.ledger.head()
-    for (let from = 0; from <= head.seq; from += 1000) {
-      const page = await init.ledger.range(from, 1000)
-      if (page.length === 0) break
-      for (const r of page) if (r.type !== 'result' && r.type !== 'decline' && r.type !== 'head' && r.type !== 'equivocation') out.push(r)
-    }
-    return out
-  }
-
   const market: Market = {
     reputation,
     events: requester.events,
     async start () {
       await blobs.start()
       // standing from our own log: receipts we signed or got, losses and mismatches we saw
-      const records = await scanLedger()
-      for (const r of records) {
+      for (const r of await readStandingRecords(init.ledger)) {
         const m = readRecord(r)
         const s = m != null ? readStanding(m) : undefined
         if (s?.kind === 'receipt') reputation.applyReceipt(s.receipt)
@@ -177,7 +164,7 @@ export function createMarket (init: MarketInit): Market {
       await blobs.serve(network)
       await requester.start()
       await provider.start()
-      const resumed = await requester.recover(records)
+      const resumed = await requester.recover()
       if (resumed > 0) log.info({ resumed }, 'resumed unfinished jobs from the ledger')
     },
     async stop () {

@@ -81,7 +81,7 @@ function localSource (ledger: Ledger): Source {
     async list (q) {
       let recs
       if (q.job != null) recs = (await ledger.byJob(q.job)).filter((r) => r.seq >= q.from && (q.type == null || r.type === q.type))
-      else if (q.type != null) recs = (await ledger.byType(q.type)).filter((r) => r.seq >= q.from)
+      else if (q.type != null) recs = await ledger.byType(q.type, { from: q.from, limit: q.limit })
       else recs = await ledger.range(q.from, q.limit)
       return recs.slice(0, q.limit).map((r) => recordToJson(r))
     },

@@ -5,7 +5,8 @@
  *   r!<seq, 14 hex digits>      → canonical bytes of the record
  *   i!<record id>               → seq (decimal, utf8)
  *   j!<jobId>\0<seq hex>        → empty (index of body.jobId)
- *   t!<type>\0<seq hex>         → empty (index of the rare types in TYPE_INDEXED)
+ *   t!<type>\0<seq hex>         → empty (index of the types in TYPE_INDEXED)
+ *   m!types                     → the TYPE_INDEXED list the t! index was built for
  *
  * Appends are serialised: `append()` checks the body (embedded signatures
  * included) and queues it, in call order. The pump signs queued records in
@@ -42,6 +43,7 @@ const REC_END = 'r"'
 const ID_PREFIX = 'i!'
 const JOB_PREFIX = 'j!'
 const TYPE_PREFIX = 't!'
+const TYPES_META_KEY = 'm!types'
 
 export function seqHex (seq: number): string {
   return seq.toString(16).padStart(SEQ_DIGITS, '0')
@@ -84,8 +86,10 @@ export interface Ledger {
   /** canonical bytes of records from `from`, at most `limit` records and about `maxBytes` (at least one record) */
   rangeEncoded (from: number, limit: number, maxBytes?: number): Promise<Uint8Array[]>
   byJob (jobId: string): Promise<LedgerRecord[]>
-  /** records of one type, oldest first (`limit` newest when `last` is set) */
-  byType (type: RecordType, opts?: { limit?: number, last?: boolean }): Promise<LedgerRecord[]>
+  /** records of one type, oldest first, from seq `from` (`limit` newest when `last` is set) */
+  byType (type: RecordType, opts?: { limit?: number, last?: boolean, from?: number }): Promise<LedgerRecord[]>
+  /** every record of one type, oldest first, read through the type index where there is one */
+  ofType (type: RecordType): AsyncIterable<LedgerRecord>
   /** the last stored record; seq -1 when empty */
   head (): LedgerHead
   /** verify the whole stored log (streaming; worker threads for long logs) */
@@ -123,8 +127,18 @@ interface Built {
   ops: BackendOp[]
 }
 
-/** Types indexed by `t!` keys: rare ones looked up on start (an index on every record would cost ≈ 10% of append throughput). */
-const TYPE_INDEXED = new Set<string>(['equivocation', 'mismatch', 'handover'])
+/**
+ * Types indexed by `t!` keys: the ones a node reads on start (its jobs for
+ * restart recovery; receipts, handovers, mismatches for standing;
+ * equivocations). At most two `job` and two `receipt` records per job, so
+ * the index costs a few percent of append throughput, not the ≈ 10% of an
+ * index on every record. Changing this list rebuilds the index on the next
+ * writable open (see `m!types`).
+ */
+const TYPE_INDEXED = new Set<string>(['job', 'receipt', 'handover', 'mismatch', 'equivocation'])
+const TYPE_INDEX_VERSION = [...TYPE_INDEXED].sort().join(',')
+/** Index entries written per batch while rebuilding the type index of an older log. */
+const REINDEX_BATCH_OPS = 5_000
 
 export class LedgerImpl implements Ledger {
   readonly signer: string
@@ -141,6 +155,8 @@ export class LedgerImpl implements Ledger {
   private pumpScheduled = false
   private closed = false
   private readonly listeners = new Set<(head: LedgerHead) => void>()
+  /** the t! index covers TYPE_INDEXED (false only for a read-only open of a log from an older version) */
+  private typeIndexCurrent = true
 
   constructor (signer: Signer | { peerId: string }, backend: LedgerBackend, readOnly = false) {
     this.key = 'sign' in signer ? signer : undefined
@@ -155,11 +171,36 @@ export class LedgerImpl implements Ledger {
     try {
       if (this.readOnly) await this.loadHead()
       else await this.checkTail()
+      await this.checkTypeIndex()
     } catch (err) {
       await this.backend.close()
       throw err
     }
     this.tip = { ...this.committed }
+  }
+
+  /**
+   * A log written by an older version has a t! index for fewer types:
+   * rebuild it (one pass over the log, once) when open for writing; a
+   * read-only open falls back to scanning for those types instead.
+   */
+  private async checkTypeIndex (): Promise<void> {
+    const meta = await this.backend.get(TYPES_META_KEY)
+    if (meta != null && dec.decode(meta) === TYPE_INDEX_VERSION) return
+    if (this.readOnly) { this.typeIndexCurrent = false; return }
+    const started = Date.now()
+    let ops: BackendOp[] = []
+    let entries = 0
+    for await (const [k, v] of this.backend.iterate({ gte: REC_PREFIX, lt: REC_END })) {
+      const r = decodeRecord(v)
+      if (r == null || !TYPE_INDEXED.has(r.type)) continue
+      ops.push({ type: 'put', key: typeKey(r.type, seqFromIndexKey(k)), value: EMPTY })
+      if (ops.length >= REINDEX_BATCH_OPS) { await this.backend.batch(ops); entries += ops.length; ops = [] }
+    }
+    entries += ops.length
+    ops.push({ type: 'put', key: TYPES_META_KEY, value: enc.encode(TYPE_INDEX_VERSION) })
+    await this.backend.batch(ops)
+    if (this.committed.seq >= 0) log.info({ types: TYPE_INDEX_VERSION, entries, ms: Date.now() - started }, 'ledger: type index rebuilt for this version')
   }
 
   private async lastEntries (n: number): Promise<Array<[string, Uint8Array]>> {
@@ -372,9 +413,9 @@ export class LedgerImpl implements Ledger {
     return out
   }
 
-  private async byIndex (prefix: string, limit: number, last: boolean): Promise<LedgerRecord[]> {
+  private async byIndex (prefix: string, limit: number, last: boolean, from = 0): Promise<LedgerRecord[]> {
     const seqs: number[] = []
-    for await (const [k] of this.backend.iterate({ gte: prefix + '\0', lt: prefix + '\x01', reverse: last, limit })) seqs.push(seqFromIndexKey(k))
+    for await (const [k] of this.backend.iterate({ gte: prefix + '\0' + seqHex(from), lt: prefix + '\x01', reverse: last, limit })) seqs.push(seqFromIndexKey(k))
     if (last) seqs.reverse()
     const out: LedgerRecord[] = []
     for (const s of seqs) {
@@ -389,19 +430,40 @@ export class LedgerImpl implements Ledger {
     return await this.byIndex(JOB_PREFIX + jobId, MAX_RANGE_LIMIT, false)
   }
 
-  async byType (type: RecordType, opts: { limit?: number, last?: boolean } = {}): Promise<LedgerRecord[]> {
+  async byType (type: RecordType, opts: { limit?: number, last?: boolean, from?: number } = {}): Promise<LedgerRecord[]> {
     if (!isRecordType(type)) return []
     const limit = Math.min(opts.limit ?? MAX_RANGE_LIMIT, MAX_RANGE_LIMIT)
-    if (TYPE_INDEXED.has(type)) return await this.byIndex(TYPE_PREFIX + type, limit, opts.last === true)
+    const from = Number.isSafeInteger(opts.from) && (opts.from as number) > 0 ? opts.from as number : 0
+    if (this.isTypeIndexed(type)) return await this.byIndex(TYPE_PREFIX + type, limit, opts.last === true, from)
     // not indexed: scan (newest first when `last`)
     const out: LedgerRecord[] = []
-    for await (const [, v] of this.backend.iterate({ gte: REC_PREFIX, lt: REC_END, reverse: opts.last === true })) {
+    for await (const [, v] of this.backend.iterate({ gte: recordKey(from), lt: REC_END, reverse: opts.last === true })) {
       const r = decodeRecord(v)
       if (r?.type === type) out.push(r)
       if (out.length >= limit) break
     }
     if (opts.last === true) out.reverse()
     return out
+  }
+
+  async * ofType (type: RecordType): AsyncIterable<LedgerRecord> {
+    if (!isRecordType(type)) return
+    if (!this.isTypeIndexed(type)) {
+      for await (const [, v] of this.backend.iterate({ gte: REC_PREFIX, lt: REC_END })) {
+        const r = decodeRecord(v)
+        if (r?.type === type) yield r
+      }
+      return
+    }
+    const prefix = TYPE_PREFIX + type
+    for await (const [k] of this.backend.iterate({ gte: prefix + '\0', lt: prefix + '\x01' })) {
+      const r = await this.get(seqFromIndexKey(k))
+      if (r != null) yield r
+    }
+  }
+
+  private isTypeIndexed (type: string): boolean {
+    return TYPE_INDEXED.has(type) && this.typeIndexCurrent
   }
 
   async verify (opts: { signal?: AbortSignal, workers?: number } = {}): Promise<VerifyReport> {

@@ -8,6 +8,7 @@ import {
   RECORD_TYPES, createRecord, verifyRecords, spliceSig, stripSig, recordId,
   type Ledger, type LedgerRecord, type RecordType, type VerifyReason
 } from '../../src/ledger/index.js'
+import type { BackendOp } from '../../src/ledger/backend.js'
 import { IMPLEMENTATIONS, delRaw, getRaw, putRaw, type LedgerEnv } from './helpers.js'
 
 function bodyFor (type: RecordType, i: number, other: Signer): Record<string, unknown> {
@@ -88,6 +89,43 @@ for (const impl of IMPLEMENTATIONS) {
       expect((await l.byType('handover')).map((r) => r.seq)).to.deep.equal([6])
       expect((await l.byType('bid')).map((r) => r.seq)).to.deep.equal([2])
       expect(await l.getById('bafyreigarbage')).to.equal(undefined)
+    })
+
+    it('reads the types a node reads on start (jobs, receipts, handovers, mismatches, equivocations) through the type index, pages by seq', async () => {
+      const l = await openL()
+      await fill(l, 3 * RECORD_TYPES.length, other)
+      const seqsOf = (type: RecordType): number[] => [0, 1, 2].map(k => k * RECORD_TYPES.length + RECORD_TYPES.indexOf(type))
+      for (const type of ['job', 'receipt', 'handover', 'mismatch', 'equivocation', 'bid'] as const) {
+        const it: number[] = []
+        for await (const r of l.ofType(type)) it.push(r.seq)
+        expect(it, type).to.deep.equal(seqsOf(type))
+        expect((await l.byType(type, { from: seqsOf(type)[1] })).map(r => r.seq), type).to.deep.equal(seqsOf(type).slice(1))
+        expect((await l.byType(type, { from: seqsOf(type)[0] + 1, limit: 1 })).map(r => r.seq), type).to.deep.equal([seqsOf(type)[1]])
+      }
+    })
+
+    it('a log from before the job and receipt type index gets it on the next writable open; a read-only open scans instead', async () => {
+      let l = await openL()
+      await fill(l, 2 * RECORD_TYPES.length, other)
+      await l.close()
+      // what an older version left: t! keys only for handover, mismatch, equivocation, and no m!types
+      await env.raw(async (b) => {
+        const ops: BackendOp[] = [{ type: 'del', key: 'm!types' }]
+        for await (const [k] of b.iterate({ gte: 't!', lt: 't"' })) if (k.startsWith('t!job\0') || k.startsWith('t!receipt\0')) ops.push({ type: 'del', key: k })
+        expect(ops.length).to.equal(5)
+        await b.batch(ops)
+      })
+      const jobSeqs = [0, RECORD_TYPES.length]
+      const ro = await openL({ readOnly: true })
+      expect((await ro.byType('job')).map(r => r.seq)).to.deep.equal(jobSeqs)
+      await ro.close()
+      l = await openL()
+      expect((await l.byType('job')).map(r => r.seq)).to.deep.equal(jobSeqs)
+      expect((await l.byType('receipt')).length).to.equal(2)
+      await l.close()
+      // the rebuilt index is stored: the t! keys are back
+      const keys = await env.raw(async (b) => { const out: string[] = []; for await (const [k] of b.iterate({ gte: 't!job\0', lt: 't!job\x01' })) out.push(k); return out })
+      expect(keys).to.have.length(2)
     })
 
     it('verifies embedded signed messages before appending', async () => {

@@ -246,3 +246,11 @@ export function readStanding (r: MarketRecord): StandingEvent | undefined {
   return undefined
 }
 
+/** The records that decide standing (receipts, handovers, mismatches), in log order, read through the type index. */
+export async function readStandingRecords (ledger: Pick<Ledger, 'ofType'>): Promise<LedgerRecord[]> {
+  const out: LedgerRecord[] = []
+  for (const type of ['receipt', 'handover', 'mismatch'] as const) {
+    for await (const r of ledger.ofType(type)) out.push(r)
+  }
+  return out.sort((a, b) => a.seq - b.seq)
+}

@@ -17,7 +17,6 @@ import { EventEmitter } from 'node:events'
 import { canonicalEncode, cidOfValue } from '../../crypto/index.js'
 import { InvalidInputError, JobStateError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
-import type { LedgerRecord } from '../../ledger/index.js'
 import { DEFAULT_LIMITS, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_JOBS_IN_MEMORY } from '../constants.js'
 import { Journal } from '../protocol/journal.js'
 import { specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
@@ -27,7 +26,7 @@ import { newJob, planView, type RequesterConfig, type RequesterContext, type Req
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
-import { pollStatus, rebuildJobs } from './recover.js'
+import { pollStatus, readUnfinished, rebuildJobs } from './recover.js'
 import * as views from './views.js'
 import { trustOf } from './trust.js'
 
@@ -264,8 +263,8 @@ export class Requester {
    * ask their provider for status and fail over if it is gone. Resolves once every job has been
    * looked at.
    */
-  async recover (records: Iterable<LedgerRecord>): Promise<number> {
-    const jobs = rebuildJobs(this.ctx, records)
+  async recover (): Promise<number> {
+    const jobs = rebuildJobs(this.ctx, await readUnfinished(this.deps.ledger))
     for (const job of jobs) {
       this.remember(job)
       this.emit(job, 'announced', { recovered: true })

@@ -10,7 +10,7 @@
  * provider that forgot the job or stayed unreachable past the grace period.
  */
 import { messageId } from '../../crypto/index.js'
-import type { LedgerRecord } from '../../ledger/index.js'
+import type { Ledger, LedgerRecord } from '../../ledger/index.js'
 import { MAX_CHANNEL_BYTES, RECOVERY_GRACE_MS, STATUS_PROTOCOL } from '../constants.js'
 import { readJobHistory, readRecord, type MarketRecord } from '../protocol/journal.js'
 import { RefusedMessageError } from '../protocol/messages.js'
@@ -30,6 +30,32 @@ function byJob (records: Iterable<LedgerRecord>): Map<string, MarketRecord[]> {
     list.push(m)
     out.set(m.body.jobId, list)
   }
+  return out
+}
+
+/**
+ * The records of the jobs this node submitted and has not finished, read
+ * through the ledger's indexes: the `job` records and the receipts (type
+ * index) say which jobs are still open (submitted, not ended, not paid), then
+ * each open job's records (job index). The work is a few small reads per job
+ * ever submitted plus the open jobs' records, not a pass over the whole log.
+ */
+export async function readUnfinished (ledger: Pick<Ledger, 'ofType' | 'byJob'>): Promise<LedgerRecord[]> {
+  const open = new Set<string>()
+  for await (const r of ledger.ofType('job')) {
+    const m = readRecord(r)
+    if (m?.type !== 'job' || m.body.side !== 'requester') continue
+    if (m.body.status === 'submitted') open.add(m.body.jobId)
+    else open.delete(m.body.jobId)
+  }
+  if (open.size > 0) {
+    for await (const r of ledger.ofType('receipt')) {
+      const m = readRecord(r)
+      if (m?.type === 'receipt' && m.body.side === 'requester' && m.body.receipt.payload.status === 'paid') open.delete(m.body.jobId)
+    }
+  }
+  const out: LedgerRecord[] = []
+  for (const jobId of open) out.push(...await ledger.byJob(jobId))
   return out
 }
 

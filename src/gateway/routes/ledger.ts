@@ -192,7 +192,7 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
       if (q.job != null) {
         records = (await ledger.byJob(q.job)).filter((r) => r.seq >= from && (q.type == null || r.type === q.type)).slice(0, limit)
       } else if (q.type != null && isRecordType(q.type)) {
-        records = (await ledger.byType(q.type)).filter((r) => r.seq >= from).slice(0, limit)
+        records = await ledger.byType(q.type, { from, limit })
       } else {
         records = await ledger.range(from, limit)
       }
