@@ -5,11 +5,15 @@
  *
  *   npm run bench            (BENCH_QUICK=1 for a shorter run)
  *
+ * `baseline` is the same run's raw speed (Ed25519 signs/s in this process,
+ * an empty gateway request's round trip): compare runs by it, not by date.
+ *
  * It waits up to BENCH_MESH_WAIT_MS (60 s) for the requester to see all nine
  * providers, then measures with whom it sees and says how many (stderr, and
  * `providersSeenAtStart` in the JSON).
  */
 import '../src/polyfill.js'
+import { randomSigner } from '../src/crypto/index.js'
 import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -47,6 +51,16 @@ async function runJob (node: NodeProcess, spec: unknown): Promise<{ ms: number, 
   return { ms: performance.now() - t0, status: last?.type === 'settled' ? 'completed' : String(last?.type) }
 }
 
+/** This machine's raw speed in this run, to compare runs by: Ed25519 signs per second (one core, 1 s). */
+function ed25519SignsPerSec (): number {
+  const signer = randomSigner()
+  const msg = new Uint8Array(200)
+  let n = 0
+  const t0 = performance.now()
+  while (performance.now() - t0 < 1000) { signer.sign(msg); n++ }
+  return Math.round(n / ((performance.now() - t0) / 1000))
+}
+
 async function main (): Promise<void> {
   const requester = await startNodeProcess(['--no-provide'], { timeoutMs: START_TIMEOUT_MS })
   const boot = requester.addresses[0]
@@ -71,6 +85,15 @@ async function main (): Promise<void> {
   // let the mesh settle (DHT walks back off once everyone is known), then warm up every sandbox
   await new Promise(resolve => setTimeout(resolve, QUICK ? 5_000 : 15_000))
   for (let i = 0; i < 20; i++) await runJob(requester, TRIVIAL)
+
+  // baseline, measured with the mesh up: raw signing speed, and an empty request to the gateway
+  const roundTrips: number[] = []
+  for (let i = 0; i < 200; i++) {
+    const t = performance.now()
+    await getJson(`${requester.gatewayUrl}/v1/ledger/head`)
+    roundTrips.push(performance.now() - t)
+  }
+  const baseline = { ed25519SignsPerSec: ed25519SignsPerSec(), gatewayRoundTripMsP50: pct(roundTrips, 50) }
 
   // 1. one at a time
   const single: number[] = []
@@ -133,7 +156,8 @@ async function main (): Promise<void> {
     failoverTrials: failover.length,
     killToResultMsP50: pct(killToResult, 50),
     killToResultMsMax: killToResult.length > 0 ? Math.max(...killToResult) : null,
-    node: process.version
+    node: process.version,
+    baseline
   }) + '\n')
 }
 
