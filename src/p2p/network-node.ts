@@ -356,9 +356,13 @@ export class Libp2pNetwork implements Network {
       let code = 'remote-error'
       let message = 'remote error'
       try {
-        const body = canonicalDecode<{ code: unknown, message: unknown }>(frame.subarray(1))
-        if (typeof body.code === 'string') code = body.code
-        if (typeof body.message === 'string') message = body.message
+        // the remote's error frame: a map with a short code and message; anything else stays generic
+        const body: unknown = canonicalDecode(frame.subarray(1))
+        if (typeof body === 'object' && body !== null) {
+          const { code: c, message: m } = body as Record<string, unknown>
+          if (typeof c === 'string' && c.length <= 64) code = c
+          if (typeof m === 'string') message = m.slice(0, 1000)
+        }
       } catch {}
       if (code === 'message-too-large') throw new MessageTooLargeError(`${protocol}: ${message}`)
       throw new RemoteError(`${protocol} to ${peer}: ${message}`, code)
