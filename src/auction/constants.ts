@@ -2,6 +2,8 @@
 export const JOBS_TOPIC = 'mercato/jobs/1'
 /** Gossip topic for signed receipts (the public price and performance record). */
 export const RECEIPTS_TOPIC = 'mercato/receipts/1'
+/** Gossip topic for providers' signed capacity adverts (the requesters' provider book). */
+export const ADVERTS_TOPIC = 'mercato/adverts/1'
 /** Sealed bids and declines, provider → requester (request/response). */
 export const BID_PROTOCOL = '/mercato/bid/1.0.0'
 /** Bids and declines as messages on one long-lived stream per provider → requester pair. */
@@ -27,7 +29,8 @@ export const DOMAIN = {
   accept: 'mercato/v1/accept',
   refuse: 'mercato/v1/refuse',
   result: 'mercato/v1/result',
-  receipt: 'mercato/v1/receipt'
+  receipt: 'mercato/v1/receipt',
+  advert: 'mercato/v1/advert'
 } as const
 
 /** Largest signed offer: the spec without large bytes (modules travel as blobs). */
@@ -125,3 +128,48 @@ export const ANSWER_DIAL_TIMEOUT_MS = 3000
  * new one with its next answer); an idle stream otherwise holds a stream slot forever.
  */
 export const BID_STREAM_IDLE_MS = 30_000
+
+// ---------------------------------------------------------------- the provider book (adverts, invitations)
+
+/**
+ * A provider re-sends its advert this often; an advert expires after ADVERT_TTL_MS, so a provider
+ * that left drops out of every book within three refreshes. The cost is one small gossip message
+ * per provider per minute, whatever the job rate.
+ */
+export const ADVERT_REFRESH_MS = 60_000
+export const ADVERT_TTL_MS = 3 * ADVERT_REFRESH_MS
+/** Right after start, when the mesh is still forming, the advert is sent again at these delays. */
+export const ADVERT_START_DELAYS_MS = [1_000, 3_000, 10_000, 30_000]
+/**
+ * A provider that hears an open call (an offer gossiped to everyone: some requester's book is
+ * thin) re-sends its advert, at most this often.
+ */
+export const ADVERT_ECHO_MS = 10_000
+/** Addresses carried in an advert. */
+export const MAX_ADVERT_ADDRS = 8
+/** Largest advert (or batch of them) accepted from the topic. */
+export const MAX_ADVERT_BYTES = 4 * 1024
+/** Adverts per second per provider key that a node forwards (and the burst): a few per refresh. */
+export const ADVERT_RATE_PER_KEY = 0.2
+export const ADVERT_BURST_PER_KEY = 5
+/** Providers a book holds; past it the entry heard from least recently is dropped. ≈ 1 KiB each. */
+export const MAX_BOOK_ENTRIES = 5_000
+/**
+ * Invitations per job, on top of the bids the job needs (max(minBids, replicas)): the cheapest
+ * proven providers of the book. A couple more than needed keeps the auction competitive when one
+ * is busy or gone.
+ */
+export const INVITE_EXTRA = 2
+/**
+ * Providers without standing with us invited per job: the cheapest of them. A newcomer that asks
+ * less than everyone is invited to its first job at once; a swarm of fresh keys gets at most
+ * this many seats, never the proven providers' seats.
+ */
+export const INVITE_UNPROVEN = 2
+/** Random capable providers invited per job besides the cheapest (exploration: a stale book heals). */
+export const INVITE_EXPLORE = 1
+/** An invitee's answer may arrive this long after its round closed and still count as an answer (slow is not silent). */
+export const INVITE_ANSWER_GRACE_MS = 5_000
+/** An invited provider that stays silent this many times in a row is benched for BOOK_BENCH_MS. */
+export const BOOK_STRIKES_OUT = 3
+export const BOOK_BENCH_MS = 10 * 60_000

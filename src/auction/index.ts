@@ -33,6 +33,7 @@ import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import { BlobStore } from './blobs.js'
 import {
+  ADVERT_BURST_PER_KEY, ADVERT_RATE_PER_KEY, ADVERTS_TOPIC, MAX_ADVERT_BYTES,
   BLOB_KEY_PREFIX, BLOB_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
   OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
 } from './constants.js'
@@ -42,6 +43,7 @@ import type { Receipt, RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type KnownProvider, type RequesterConfig } from './requester/index.js'
+import { ProviderBook } from './requester/book.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
 
 export * from './types.js'
@@ -109,7 +111,9 @@ export function createMarket (init: MarketInit): Market {
   const network = withLoopback(init.network)
   const blobs = new BlobStore(init.blobsDir)
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
-  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged })
+  // the provider book: every node hears adverts, its requester invites from them
+  const book = new ProviderBook()
+  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book })
   const countInto = (map: Map<RefusalReason, number>) => (reason: RefusalReason): void => { map.set(reason, (map.get(reason) ?? 0) + 1) }
   const providerRefused = new Map<RefusalReason, number>()
   // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
@@ -117,6 +121,12 @@ export function createMarket (init: MarketInit): Market {
     maxSeen: MAX_SEEN_ITEMS,
     rate: { perSec: OFFER_RATE_PER_KEY, burst: OFFER_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
     count: countInto(providerRefused),
+    self: init.signer.peerId
+  })
+  const advertGate = new GossipGate('advert', MAX_ADVERT_BYTES, 1, {
+    maxSeen: MAX_SEEN_ITEMS,
+    rate: { perSec: ADVERT_RATE_PER_KEY, burst: ADVERT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
+    count: countInto(requester.refused),
     self: init.signer.peerId
   })
   const receiptGate = new GossipGate('receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
@@ -161,6 +171,8 @@ export function createMarket (init: MarketInit): Market {
       // loopback); a node that does not provide only relays, so it is not a topic peer to itself.
       const jobsNetwork = provider.enabled ? network : init.network
       jobsNetwork.subscribe(JOBS_TOPIC, (msg) => offerGate.decode(msg), (msg) => { provider.onGossipOffers(msg.value) })
+      // capacity adverts (one per message): into the book; our own, through the loopback, too
+      network.subscribe(ADVERTS_TOPIC, (msg) => advertGate.decode(msg), (msg) => { for (const { m } of msg.value) book.add(m) })
       await blobs.serve(network)
       await requester.start()
       await provider.start()
@@ -172,6 +184,7 @@ export function createMarket (init: MarketInit): Market {
       await requester.stop()
       network.unsubscribe(RECEIPTS_TOPIC)
       network.unsubscribe(JOBS_TOPIC)
+      network.unsubscribe(ADVERTS_TOPIC)
       await network.unhandle(BLOB_PROTOCOL).catch(() => {})
     },
     async uploadBlob (bytes) {

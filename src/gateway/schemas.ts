@@ -197,7 +197,21 @@ export const ProviderSchema = {
     engines: { type: 'array', items: { type: 'string' } },
     lastAsk: { ...nullableNumber, description: 'its last bid price seen, if any' },
     self: { type: 'boolean' },
-    standing: { anyOf: [{ $ref: 'Standing#' }, { type: 'null' }] }
+    standing: { anyOf: [{ $ref: 'Standing#' }, { type: 'null' }] },
+    advert: {
+      description: 'its capacity advert as held in the book (null: none heard): what invitations are chosen from',
+      anyOf: [{
+        type: 'object',
+        properties: {
+          ask: { type: 'number' },
+          slots: { type: 'integer' },
+          caps: { type: 'object', properties: { timeoutMs: { type: 'integer' }, memoryMb: { type: 'integer' }, outputBytes: { type: 'integer' } } },
+          expires: { type: 'integer' },
+          strikes: { type: 'integer', description: 'invitations left unanswered in a row' },
+          benchedUntil: { ...nullableNumber, description: 'not invited before this time (silent or never accepted)' }
+        }
+      }, { type: 'null' }]
+    }
   },
   additionalProperties: true
 } as const

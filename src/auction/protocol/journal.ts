@@ -58,7 +58,8 @@ const BODIES = {
     reason: z.string().optional(),
     declines: z.array(declineNote).optional()
   }),
-  offer: z.object({ jobId, side: requesterSide, offer: signedOffer }),
+  /** `invited`: the providers the offer was sent to (absent: an open call on the jobs topic) */
+  offer: z.object({ jobId, side: requesterSide, offer: signedOffer, invited: z.array(z.string()).max(64).optional() }),
   bid: z.union([
     z.object({ jobId, side: requesterSide, offerId: z.string(), bids: z.array(signedBid) }),
     z.object({ jobId, side: providerSide, offerId: z.string(), requester: z.string(), bid: signedBid })
@@ -116,8 +117,9 @@ export class Journal {
     return this.write('job', { jobId, side: 'requester', status, ...extra })
   }
 
-  offer (offer: Signed<Offer>): Promise<void> {
-    return this.write('offer', { jobId: offer.payload.jobId, side: 'requester', offer })
+  /** an offer, and whom it was sent to when it was not an open call */
+  offer (offer: Signed<Offer>, invited?: string[]): Promise<void> {
+    return this.write('offer', invited == null ? { jobId: offer.payload.jobId, side: 'requester', offer } : { jobId: offer.payload.jobId, side: 'requester', offer, invited })
   }
 
   /** every bid of one auction round in one record, and every decline in another */

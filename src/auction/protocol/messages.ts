@@ -14,7 +14,7 @@ import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../../crypto/index.js'
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
-import { BID_TTL_MS, DOMAIN, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from '../constants.js'
+import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from '../constants.js'
 
 export const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
 export const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
@@ -140,6 +140,28 @@ export const resultSchema = z.strictObject({
 })
 export type Result = z.infer<typeof resultSchema>
 
+/**
+ * A provider's capacity advert (`mercato/adverts/1`): what it runs, its base ask, its slots and
+ * the largest job it takes. Requesters keep the freshest one per provider in their book and
+ * invite the providers that can plausibly win a job instead of calling the whole mesh. Sent on
+ * start, on change, and every ADVERT_REFRESH_MS; `seq` orders one provider's adverts.
+ */
+export const advertSchema = z.strictObject({
+  v: z.literal(1),
+  provider: peerId,
+  engines: z.array(z.enum(ENGINES)).min(1).max(ENGINES.length),
+  /** base ask per job while a slot is free (a bid may ask more when busy) */
+  ask: price,
+  slots: z.number().int().min(1).max(100_000),
+  /** the largest limits it accepts */
+  caps: limitsSchema,
+  addrs: z.array(z.string().max(256)).max(MAX_ADVERT_ADDRS),
+  seq: z.number().int().nonnegative(),
+  ts,
+  expires: ts
+})
+export type Advert = z.infer<typeof advertSchema>
+
 export const receiptSchema = z.strictObject({
   v: z.literal(1),
   jobId,
@@ -154,7 +176,7 @@ export const receiptSchema = z.strictObject({
 export type Receipt = z.infer<typeof receiptSchema>
 
 /** Longest lifetime (expires − ts) accepted per kind. */
-const MAX_LIFETIME_MS: Partial<Record<string, number>> = { offer: OFFER_TTL_MS, bid: BID_TTL_MS, award: BID_TTL_MS }
+const MAX_LIFETIME_MS: Partial<Record<string, number>> = { offer: OFFER_TTL_MS, bid: BID_TTL_MS, award: BID_TTL_MS, advert: ADVERT_TTL_MS }
 
 const SCHEMAS = {
   offer: offerSchema,
@@ -164,7 +186,8 @@ const SCHEMAS = {
   accept: acceptSchema,
   refuse: refuseSchema,
   result: resultSchema,
-  receipt: receiptSchema
+  receipt: receiptSchema,
+  advert: advertSchema
 } as const
 
 export type Kind = keyof typeof SCHEMAS

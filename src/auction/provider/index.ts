@@ -17,6 +17,7 @@ import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, 
 import { Journal } from '../protocol/journal.js'
 import { decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
+import { Advertiser } from './advert.js'
 import { ProviderBidding } from './bidding.js'
 import { onAwardChannel } from './run.js'
 import { statusFor, sweep } from './status.js'
@@ -36,6 +37,7 @@ export class Provider {
   private readonly network: Network
   private readonly ctx: ProviderContext
   private readonly bidding: ProviderBidding
+  readonly advertiser: Advertiser
   private sweeper?: NodeJS.Timeout
 
   constructor (deps: ProviderDeps) {
@@ -61,6 +63,7 @@ export class Provider {
       state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new Set(), held: new Map() }
     }
     this.bidding = new ProviderBidding(this.ctx)
+    this.advertiser = new Advertiser(this.ctx)
   }
 
   get peerId (): string { return this.deps.signer.peerId }
@@ -104,6 +107,8 @@ export class Provider {
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_OFFER_BYTES })
     await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await onAwardChannel(this.ctx, channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
+    // our capacity advert: requesters' books invite us to the jobs we can win
+    this.advertiser.start()
     // advertise our engines in the DHT so requesters beyond our gossip mesh find us
     for (const engine of this.engines()) {
       void network.provide(ENGINE_KEY_PREFIX + engine, { signal: AbortSignal.timeout(30_000) }).catch(err => { this.log.debug({ err, engine }, 'DHT provide failed (will work once we have peers)') })
@@ -112,6 +117,7 @@ export class Provider {
 
   async stop (): Promise<void> {
     clearInterval(this.sweeper)
+    this.advertiser.stop()
     this.bidding.stop()
     const { network } = this
     if (this.cfg.enabled) {
@@ -124,6 +130,8 @@ export class Provider {
   /** Offers the jobs topic's gate accepted (ours too, through the loopback). */
   onGossipOffers (items: Array<GossipItem<Offer>>): void {
     if (!this.cfg.enabled) return
+    // an offer called to the whole mesh: its requester's book lacks providers, so tell it about us
+    if (items.some(({ m }) => m.signer !== this.peerId)) this.advertiser.echo()
     for (const { id, m } of items) this.bidding.onOffer(m, id)
   }
 

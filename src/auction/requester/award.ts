@@ -142,6 +142,8 @@ export class Awards {
   async lose (job: RequesterJob, attempt: Attempt, reason: string): Promise<void> {
     const { ctx } = this
     if (!isInFlight(attempt.state)) return
+    // won and never accepted: out of our invitations for a while (it keeps its place when it ran)
+    if (attempt.state === 'offered') ctx.deps.book?.bench(attempt.provider)
     end(attempt, 'lost', reason)
     withdraw(attempt.channel, 'handed over')
     job.excluded.add(attempt.provider)

@@ -16,12 +16,13 @@ import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
 import {
   BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
-  MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
+  INVITE_ANSWER_GRACE_MS, MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
 import type { RequesterContext, RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
+import { chooseInvitees, type Invitation } from './invite.js'
 
 /** Refusals that close a bid stream: no honest provider sends these. */
 const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
@@ -134,31 +135,50 @@ export class Bidding {
     job.provenBids = 0
     job.declines.clear()
     ctx.setStatus(job, 'bidding')
+    // invite the providers of the book that can win it, or call the whole mesh when the book is thin
+    const invitation = this.invitation(job)
+    job.invited = invitation.mode === 'invite' ? new Set(invitation.peers) : undefined
     // log and announce at once: the records are written in the time it takes providers to answer,
     // and nothing is awarded before they are
-    const logged = Promise.all([job.logged, ctx.journal.offer(offer)])
+    const logged = Promise.all([job.logged, ctx.journal.offer(offer, invitation.mode === 'invite' ? invitation.peers : undefined)])
     logged.catch(() => {}) // awaited below, before the auction closes
     job.windowElapsed = false
+    job.extended = false
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
-      job.biddingTimer = setTimeout(() => {
+      const windowEnd = (): void => {
+        // an invitee that advertised less than the best bid so far is still to answer: one more
+        // window for it (price discovery: the cheapest, not the fastest)
+        if (!job.extended && this.awaitingCheaper(job)) {
+          job.extended = true
+          job.biddingTimer = setTimeout(windowEnd, job.bidWindowMs)
+          return
+        }
         // the window is over; with no bid yet (or only bids from unproven providers while a proven
         // one has not answered) and providers still silent, wait a little longer for the first one
         // rather than declare no-bids, or hand the job to a swarm of fresh keys, on a slow network
         if (job.provenBids > 0 || this.allAnswered(job) || (job.bids.size > 0 && !this.awaitingProven(job))) { resolve(); return }
         job.windowElapsed = true
         job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
-      }, job.bidWindowMs)
+      }
+      job.biddingTimer = setTimeout(windowEnd, job.bidWindowMs)
     })
-    const known = this.knownProviders(job)
-    ctx.emit(job, 'announced', { round: job.round, knownProviders: known.size })
-    // gossip to the mesh (ourselves included, through the loopback), direct to DHT-found providers outside it
-    const topicPeers = new Set(ctx.network.topicPeers(JOBS_TOPIC))
-    this.offerBatch.add(offer)
     this.openAuctions++
-    for (const peer of known) {
-      if (topicPeers.has(peer)) continue
-      void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+    if (invitation.mode === 'invite') {
+      ctx.emit(job, 'announced', { round: job.round, invited: invitation.peers.length })
+      // straight to each invitee (ourselves through the loopback): nobody else works on this job
+      for (const peer of invitation.peers) void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+    } else {
+      const known = this.knownProviders(job)
+      ctx.emit(job, 'announced', { round: job.round, knownProviders: known.size })
+      ctx.log.debug({ jobId: job.id, reason: invitation.reason }, 'open call')
+      // gossip to the mesh (ourselves included, through the loopback), direct to DHT-found providers outside it
+      const topicPeers = new Set(ctx.network.topicPeers(JOBS_TOPIC))
+      this.offerBatch.add(offer)
+      for (const peer of known) {
+        if (topicPeers.has(peer)) continue
+        void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+      }
     }
     void closed.then(async () => {
       this.openAuctions--
@@ -166,6 +186,7 @@ export class Bidding {
       job.closeBidding = undefined
       clearTimeout(job.biddingTimer)
       if (job.status !== 'bidding') return // cancelled meanwhile
+      this.tallyInvitees(job)
       // queued before the award's record, and the ledger writes in order: the award is never
       // logged without the bids it lists
       this.logAnswers(job).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging the answers failed') })
@@ -188,8 +209,50 @@ export class Bidding {
     await this.ctx.journal.answers(job.id, job.offerId as string, bids, declines)
   }
 
-  /** Providers we know can answer: the jobs-topic mesh (ourselves too, when we provide) and DHT engine providers. */
+  /** Whom to offer this round to (requester/invite.ts decides; the book and standings are read here). */
+  private invitation (job: RequesterJob): Invitation {
+    const book = this.ctx.deps.book
+    if (book == null) return { mode: 'open', reason: 'no provider book' }
+    return chooseInvitees({ id: job.id, spec: job.spec, maxPrice: job.maxPrice, need: job.minBids, excluded: job.excluded }, {
+      entries: book.current(),
+      trustOf: (p) => this.ctx.trust(p),
+      isFlagged: this.ctx.deps.isFlagged
+    })
+  }
+
+  /**
+   * After an invited round: an invitee that has not answered by INVITE_ANSWER_GRACE_MS after the
+   * round closed gets a strike (book.ts). A late answer is no strike: slow is not silent.
+   */
+  private tallyInvitees (job: RequesterJob): void {
+    const book = this.ctx.deps.book
+    if (book == null || job.invited == null) return
+    const silent = [...job.invited].filter(p => !job.heardFrom.has(p))
+    if (silent.length === 0) return
+    const t = setTimeout(() => { for (const p of silent) if (!job.heardFrom.has(p)) book.strike(p) }, INVITE_ANSWER_GRACE_MS)
+    t.unref()
+  }
+
+  /** Is an invitee that advertised less than the best bid so far still to answer? */
+  private awaitingCheaper (job: RequesterJob): boolean {
+    const book = this.ctx.deps.book
+    if (book == null || job.invited == null) return false
+    let best = Infinity
+    for (const b of job.bids.values()) best = Math.min(best, b.price)
+    for (const p of job.invited) {
+      if (job.heardFrom.has(p)) continue
+      const ask = book.get(p)?.advert.ask
+      if (ask != null && ask < best) return true
+    }
+    return false
+  }
+
+  /**
+   * Providers we expect an answer from: this round's invitees; for an open call, the jobs-topic
+   * mesh (ourselves too, when we provide) and DHT engine providers.
+   */
   knownProviders (job: RequesterJob): Set<string> {
+    if (job.invited != null) return new Set(job.invited)
     const set = new Set(this.ctx.network.topicPeers(JOBS_TOPIC))
     const dht = this.engineProviders.get(job.spec.engine)
     if (dht != null) for (const p of dht.peers) set.add(p)
@@ -237,6 +300,11 @@ export class Bidding {
     const job = ctx.jobs.get(msg.payload.jobId)
     if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
     const provider = msg.signer
+    // any answer from an invitee, even a late one, counts as an answer (no strike in the book)
+    if (job.invited?.has(provider) === true && !job.heardFrom.has(provider)) {
+      job.heardFrom.add(provider)
+      this.ctx.deps.book?.answered(provider)
+    }
     if (job.bids.has(provider) || job.declines.has(provider)) this.refuse('replay', `second ${kind} from ${provider}`, from)
     if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
     if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
@@ -253,10 +321,11 @@ export class Bidding {
       if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }
-    // close early: enough bids from proven providers (a swarm of fresh keys answering first must
-    // not close the window on the proven ones), every known capable provider answered, or the
-    // first bid after the window
-    if (job.provenBids >= job.minBids || this.allAnswered(job) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+    // close early: every invitee answered; for an open call, enough bids from proven providers (a
+    // swarm of fresh keys answering first must not close the window on the proven ones) or every
+    // known capable provider answered; or the first bid after the window. An invited round waits
+    // for all its invitees (a handful): the cheapest of them wins, not the fastest.
+    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
   }
 
   /** Is a provider we know, and trust, still to answer this round? */

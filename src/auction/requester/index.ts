@@ -276,7 +276,7 @@ export class Requester {
   // ---------------------------------------------------------------- views
 
   knownProviderList (): views.KnownProvider[] {
-    return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.jobs.values())
+    return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.jobs.values(), this.deps.book?.all() ?? [])
   }
 
   has (id: string): boolean { return this.jobs.has(id) }

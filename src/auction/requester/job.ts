@@ -15,6 +15,7 @@ import type { Bid, Decline, JobSpecWire, Offer, RefusalReason, Result } from '..
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
+import type { ProviderBook } from './book.js'
 
 export interface RequesterConfig {
   bidWindowMs: number
@@ -39,6 +40,8 @@ export interface RequesterDeps {
   reputation: Reputation
   config: RequesterConfig
   isFlagged?: (peerId: string) => boolean
+  /** the provider book (adverts heard on the adverts topic); without one every offer is an open call */
+  book?: ProviderBook
 }
 
 export interface BidEntry { id: string, signed: Signed<Bid>, provider: string, price: number, estStartMs: number }
@@ -78,6 +81,12 @@ export interface RequesterJob {
   closeBidding?: () => void
   biddingTimer?: NodeJS.Timeout
   windowElapsed?: boolean
+  /** this round's invitees; undefined when the round is an open call on the jobs topic */
+  invited?: Set<string>
+  /** invitees that answered this job, in any round, late answers included */
+  heardFrom: Set<string>
+  /** the window was extended once for an invitee that advertised less than the best bid */
+  extended?: boolean
   extraRuns: number
   handovers: number
   error?: string
@@ -120,6 +129,7 @@ export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 
     declines: new Map(),
     attempts: [],
     excluded: new Set(),
+    heardFrom: new Set(),
     results: new Map(),
     events: [],
     extraRuns: 0,

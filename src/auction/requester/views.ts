@@ -7,6 +7,7 @@ import { rankBids } from '../protocol/rules.js'
 import { JOB_STATUSES, type JobEvent, type JobStatus, type JobView, type ResultView } from '../types.js'
 import { isInFlight } from './plan.js'
 import { isTerminal, type RequesterJob } from './job.js'
+import type { BookEntry } from './book.js'
 
 export function jobOf (jobs: ReadonlyMap<string, RequesterJob>, id: string): RequesterJob {
   const job = jobs.get(id)
@@ -78,15 +79,26 @@ export function result (jobs: ReadonlyMap<string, RequesterJob>, id: string): Re
   }
 }
 
-export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean }
+/** What the book holds of a provider: its advert, and how it answered our invitations. */
+export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, expires: number, strikes: number, benchedUntil: number | null }
 
-/** Providers this node knows of: the jobs-topic mesh, DHT engine providers, and every bidder seen. */
-export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, jobs: Iterable<RequesterJob>): KnownProvider[] {
-  const out = new Map<string, { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean }>()
-  const get = (peerId: string): { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean } => {
+export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean, advert?: AdvertView | null }
+
+type Known = { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean, advert: AdvertView | null }
+
+/** Providers this node knows of: the jobs-topic mesh, DHT engine providers, the book's adverts, and every bidder seen. */
+export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, jobs: Iterable<RequesterJob>, book: readonly BookEntry[] = []): KnownProvider[] {
+  const out = new Map<string, Known>()
+  const get = (peerId: string): Known => {
     let e = out.get(peerId)
-    if (e == null) { e = { peerId, engines: new Set(), lastAsk: null, self: peerId === self }; out.set(peerId, e) }
+    if (e == null) { e = { peerId, engines: new Set(), lastAsk: null, self: peerId === self, advert: null }; out.set(peerId, e) }
     return e
+  }
+  for (const b of book) {
+    const a = b.advert
+    const e = get(a.provider)
+    for (const engine of a.engines) e.engines.add(engine)
+    e.advert = { ask: a.ask, slots: a.slots, caps: a.caps, expires: a.expires, strikes: b.strikes, benchedUntil: b.benchedUntil > Date.now() ? b.benchedUntil : null }
   }
   for (const p of topicPeers) get(p)
   for (const [engine, { peers }] of engineMap) for (const p of peers) get(p).engines.add(engine)

@@ -1,0 +1,80 @@
+/**
+ * The provider's capacity advert on `mercato/adverts/1`: engines, base ask,
+ * slots, the largest limits it takes. Requesters keep it in their book and
+ * invite the providers that can plausibly win a job (requester/invite.ts).
+ *
+ * Sent on start and again at ADVERT_START_DELAYS_MS (the mesh is still
+ * forming), then every ADVERT_REFRESH_MS, and on hearing an open call (a
+ * requester whose book is thin), at most every ADVERT_ECHO_MS. The cost is a few small gossip messages per
+ * provider per minute, independent of the job rate.
+ */
+import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
+import { encodeBatch, sign, type Advert } from '../protocol/messages.js'
+import type { ProviderContext } from './state.js'
+
+/** The schema's ceilings (limitsSchema): a provider configured above them advertises the ceiling. */
+const CAP_CEILING = { timeoutMs: 24 * 3600_000, memoryMb: 65536, outputBytes: 64 * 1024 * 1024 }
+
+export class Advertiser {
+  private readonly ctx: ProviderContext
+  private timers: NodeJS.Timeout[] = []
+  private seq = 0
+  private lastSent = 0
+  published = 0
+
+  constructor (ctx: ProviderContext) { this.ctx = ctx }
+
+  start (): void {
+    this.send()
+    for (const ms of ADVERT_START_DELAYS_MS) this.later(ms, () => { this.send() })
+    const refresh = setInterval(() => { this.send() }, ADVERT_REFRESH_MS)
+    refresh.unref()
+    this.timers.push(refresh)
+  }
+
+  stop (): void {
+    for (const t of this.timers) clearTimeout(t)
+    this.timers = []
+  }
+
+  /** We heard an open call: some requester's book lacks providers. */
+  echo (): void {
+    if (Date.now() - this.lastSent >= ADVERT_ECHO_MS) this.send()
+  }
+
+  /** The advert as it would be signed now. */
+  build (now = Date.now()): Advert {
+    const { cfg } = this.ctx
+    this.seq = Math.max(this.seq + 1, now) // ms-based: a restarted provider's adverts replace its old ones
+    return {
+      v: 1,
+      provider: this.ctx.peerId,
+      engines: this.ctx.engines(),
+      ask: cfg.price,
+      slots: Math.max(1, this.ctx.slots()),
+      caps: {
+        timeoutMs: Math.min(cfg.maxTimeoutMs, CAP_CEILING.timeoutMs),
+        memoryMb: Math.min(cfg.maxMemoryMb, CAP_CEILING.memoryMb),
+        outputBytes: Math.min(cfg.maxOutputBytes, CAP_CEILING.outputBytes)
+      },
+      addrs: this.ctx.network.addresses().slice(0, MAX_ADVERT_ADDRS),
+      seq: this.seq,
+      ts: now,
+      expires: now + ADVERT_TTL_MS
+    }
+  }
+
+  private send (): void {
+    if (this.ctx.engines().length === 0) return // nothing to run: nothing to advertise
+    const advert = sign(this.ctx.deps.signer, 'advert', this.build())
+    this.lastSent = Date.now()
+    this.published++
+    void this.ctx.network.publish(ADVERTS_TOPIC, encodeBatch([advert])).catch(err => { this.ctx.log.debug({ err }, 'advert not published (no peers yet)') })
+  }
+
+  private later (ms: number, fn: () => void): void {
+    const t = setTimeout(fn, ms)
+    t.unref()
+    this.timers.push(t)
+  }
+}

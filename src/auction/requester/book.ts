@@ -1,0 +1,97 @@
+/**
+ * The requester's provider book: the freshest capacity advert of each
+ * provider heard on `mercato/adverts/1`, and how each one answered our
+ * invitations. The planner's invitation rule (`invite.ts`) reads it to
+ * offer a job to the handful of providers that can plausibly win it.
+ *
+ * Bounded: at most MAX_BOOK_ENTRIES providers (the one heard from least
+ * recently goes first), one advert each (a newer `seq` replaces it, an older
+ * one is ignored), expired adverts dropped when read. A provider invited and
+ * silent BOOK_STRIKES_OUT times in a row is benched for BOOK_BENCH_MS; an
+ * answer clears its strikes. Nothing here is logged: an advert costs a map
+ * entry, not a record.
+ */
+import type { Signed } from '../../crypto/index.js'
+import { BOOK_BENCH_MS, BOOK_STRIKES_OUT, MAX_BOOK_ENTRIES } from '../constants.js'
+import type { Advert } from '../protocol/messages.js'
+
+export interface BookEntry {
+  advert: Advert
+  /** when we heard it */
+  at: number
+  /** invitations left unanswered in a row */
+  strikes: number
+  /** not invited before this time */
+  benchedUntil: number
+}
+
+export class ProviderBook {
+  private readonly entries = new Map<string, BookEntry>()
+  readonly counts = { added: 0, replaced: 0, stale: 0, evicted: 0, benched: 0 }
+
+  constructor (private readonly max = MAX_BOOK_ENTRIES) {}
+
+  get size (): number { return this.entries.size }
+
+  /** Take a checked advert; false when we hold a newer one of that provider. */
+  add (signed: Signed<Advert>, now = Date.now()): boolean {
+    const a = signed.payload
+    const held = this.entries.get(a.provider)
+    if (held != null && held.advert.seq >= a.seq) { this.counts.stale++; return false }
+    if (held != null) {
+      this.entries.delete(a.provider) // re-inserted: the map stays ordered by last heard
+      this.counts.replaced++
+    } else {
+      this.counts.added++
+    }
+    this.entries.set(a.provider, { advert: a, at: now, strikes: held?.strikes ?? 0, benchedUntil: held?.benchedUntil ?? 0 })
+    if (this.entries.size > this.max) {
+      this.entries.delete(this.entries.keys().next().value as string)
+      this.counts.evicted++
+    }
+    return true
+  }
+
+  get (provider: string): BookEntry | undefined { return this.entries.get(provider) }
+
+  /** Every entry held, benched ones too (for views). */
+  all (): BookEntry[] { return [...this.entries.values()] }
+
+  /** Fresh, not benched entries (expired ones are dropped on the way). */
+  current (now = Date.now()): BookEntry[] {
+    const out: BookEntry[] = []
+    for (const [p, e] of this.entries) {
+      if (e.advert.expires < now) { this.entries.delete(p); continue }
+      if (e.benchedUntil > now) continue
+      out.push(e)
+    }
+    return out
+  }
+
+  /** An invited provider did not answer in the window. */
+  strike (provider: string, now = Date.now()): void {
+    const e = this.entries.get(provider)
+    if (e == null) return
+    e.strikes++
+    if (e.strikes >= BOOK_STRIKES_OUT) {
+      e.strikes = 0
+      e.benchedUntil = now + BOOK_BENCH_MS
+      this.counts.benched++
+    }
+  }
+
+  /** An invited provider answered (a bid or a decline). */
+  answered (provider: string): void {
+    const e = this.entries.get(provider)
+    if (e != null) e.strikes = 0
+  }
+
+  /** A provider that took an award and dropped it is benched at once. */
+  bench (provider: string, now = Date.now()): void {
+    const e = this.entries.get(provider)
+    if (e == null) return
+    e.strikes = 0
+    e.benchedUntil = now + BOOK_BENCH_MS
+    this.counts.benched++
+  }
+}

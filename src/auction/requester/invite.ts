@@ -1,0 +1,93 @@
+/**
+ * Whom to offer a job to: the planner's invitation rule. PURE (the caller
+ * passes the book's entries, the standing of each provider and a random
+ * source).
+ *
+ * A job needs `need = max(minBids, replicas)` bids and gets
+ * `seats = need + INVITE_EXTRA` invitations, from the book's fresh entries
+ * that can run it (engine, limits within the advert's caps, base ask within
+ * maxPrice, not lost on this job, not flagged):
+ *
+ * - the cheapest **proven** providers first (price discovery: the cheapest
+ *   capable ones we trust are always asked; a swarm of fresh keys never
+ *   takes their seats);
+ * - the seats left, and at least INVITE_UNPROVEN, to the cheapest
+ *   providers **without standing** with us ('unproven' before 'doubtful'):
+ *   a newcomer that asks less than the others is invited to its first job
+ *   at once;
+ * - INVITE_EXPLORE more at random among the rest, so a provider the book
+ *   ranks badly is still asked now and then.
+ *
+ * When fewer than `seats` providers of the book can run the job, the book is
+ * too thin: the offer goes out as an **open call** on the jobs topic, as
+ * before the book existed. Ties in ask are broken by a hash of the job id
+ * and the provider, so equal providers share the work.
+ */
+import { createHash } from 'node:crypto'
+import { INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../constants.js'
+import type { JobSpecWire } from '../protocol/messages.js'
+import type { BookEntry } from './book.js'
+import type { Trust } from './trust.js'
+
+export interface InviteJob {
+  id: string
+  spec: JobSpecWire
+  maxPrice: number
+  need: number
+  /** providers lost on this job */
+  excluded: ReadonlySet<string>
+}
+
+export type Invitation =
+  | { mode: 'invite', peers: string[], proven: number, unproven: number, explored: number }
+  | { mode: 'open', reason: string }
+
+export interface InviteInput {
+  entries: readonly BookEntry[]
+  trustOf: (provider: string) => Trust
+  isFlagged?: (provider: string) => boolean
+  /** uniform in [0, 1) */
+  random?: () => number
+}
+
+/** Can this advert's provider run the job at this price? */
+export function canRun (e: BookEntry, job: InviteJob): boolean {
+  const a = e.advert
+  const l = job.spec.limits
+  return a.engines.includes(job.spec.engine) && a.ask <= job.maxPrice &&
+    l.timeoutMs <= a.caps.timeoutMs && l.memoryMb <= a.caps.memoryMb && l.outputBytes <= a.caps.outputBytes
+}
+
+function tieBreak (jobId: string, provider: string): string {
+  return createHash('sha256').update(jobId).update('\0').update(provider).digest('hex')
+}
+
+function cheapestFirst (jobId: string, entries: BookEntry[]): BookEntry[] {
+  const keyed = entries.map(e => ({ e, k: tieBreak(jobId, e.advert.provider) }))
+  keyed.sort((x, y) => x.e.advert.ask - y.e.advert.ask || (x.k < y.k ? -1 : x.k > y.k ? 1 : 0))
+  return keyed.map(x => x.e)
+}
+
+export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation {
+  const random = input.random ?? Math.random
+  const capable = input.entries.filter(e => canRun(e, job) && !job.excluded.has(e.advert.provider) && input.isFlagged?.(e.advert.provider) !== true)
+  const seats = job.need + INVITE_EXTRA
+  if (capable.length < seats) {
+    return { mode: 'open', reason: `the book has ${capable.length} provider(s) that can run this job; ${seats} wanted` }
+  }
+  const proven = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven')).slice(0, seats)
+  const rank = (e: BookEntry): number => input.trustOf(e.advert.provider) === 'unproven' ? 0 : 1
+  const others = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) !== 'proven'))
+    .sort((x, y) => rank(x) - rank(y)) // stable: cheapest first within each standing
+    .slice(0, Math.max(INVITE_UNPROVEN, seats - proven.length))
+  const chosen = [...proven, ...others]
+  const taken = new Set(chosen.map(e => e.advert.provider))
+  const rest = capable.filter(e => !taken.has(e.advert.provider))
+  let explored = 0
+  for (let i = 0; i < INVITE_EXPLORE && rest.length > 0; i++) {
+    const [pick] = rest.splice(Math.floor(random() * rest.length), 1)
+    chosen.push(pick)
+    explored++
+  }
+  return { mode: 'invite', peers: chosen.map(e => e.advert.provider), proven: proven.length, unproven: others.length, explored }
+}

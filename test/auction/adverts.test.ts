@@ -1,0 +1,106 @@
+/**
+ * The adverts topic against a hostile peer (in-memory network): floods from
+ * one key, thousands of throwaway keys, garbage and forged adverts. What an
+ * advert may cost a node is a bounded map entry: no log record, no answer,
+ * no crash; refusals are counted; honest jobs keep running.
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { canonicalEncode, randomSigner, type Signed, type Signer } from '../../src/crypto/index.js'
+import { ADVERTS_TOPIC, createMarket, type Market } from '../../src/auction/index.js'
+import { ADVERT_BURST_PER_KEY, MAX_BOOK_ENTRIES } from '../../src/auction/constants.js'
+import { encodeBatch, sign, type Advert } from '../../src/auction/protocol/messages.js'
+import { openLedger, type Ledger } from '../../src/ledger/index.js'
+import { createExecutor, type Executor } from '../../src/executor/index.js'
+import { waitFor } from '../helpers/nodes.js'
+import { MemoryHub } from '../helpers/memory-network.js'
+
+function advertFrom (signer: Signer, over: Partial<Advert> = {}): Signed<Advert> {
+  const now = Date.now()
+  return sign(signer, 'advert', {
+    v: 1, provider: signer.peerId, engines: ['js'], ask: 0, slots: 64,
+    caps: { timeoutMs: 60_000, memoryMb: 512, outputBytes: 1 << 20 }, addrs: [], seq: now, ts: now, expires: now + 120_000, ...over
+  })
+}
+
+describe('hostile: adverts (the provider book)', function () {
+  this.timeout(120_000)
+  let executor: Executor
+  let hub: MemoryHub
+  let market: Market
+  let ledger: Ledger
+
+  before(async () => {
+    executor = createExecutor({ poolSize: 1 })
+    await executor.start()
+  })
+  after(async () => { await executor.stop() })
+  beforeEach(async () => {
+    hub = new MemoryHub()
+    const signer = randomSigner()
+    ledger = await openLedger({ signer })
+    market = createMarket({
+      network: hub.createNode(signer.peerId),
+      signer,
+      ledger,
+      executor,
+      requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
+      provider: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
+    })
+    await market.start()
+  })
+  afterEach(async () => { await market.stop(); await ledger.close() })
+
+  const booked = (): number => market.providers().filter(p => p.advert != null).length
+  const gossip = (result: string): number => hub.gossipLog.filter(r => r.topic === ADVERTS_TOPIC && r.result === result).length
+
+  it('one key sending 1,000 adverts: a burst is heard, the rest ignored (not forwarded); one entry; no log record', async () => {
+    const attacker = hub.createNode()
+    const key = randomSigner()
+    const before = ledger.head().count
+    for (let i = 0; i < 1000; i++) await attacker.publish(ADVERTS_TOPIC, encodeBatch([advertFrom(key, { seq: Date.now() * 1000 + i })]))
+    await waitFor(() => gossip('accept') + gossip('ignore') >= 1000, 20_000)
+    expect(gossip('accept')).to.be.at.most(ADVERT_BURST_PER_KEY + 2) // the burst, and what refilled meanwhile
+    expect(gossip('ignore')).to.be.at.least(1000 - ADVERT_BURST_PER_KEY - 2)
+    expect(market.providers().filter(p => p.peerId === key.peerId)).to.have.length(1)
+    expect(ledger.head().count).to.equal(before)
+  })
+
+  it(`${MAX_BOOK_ENTRIES + 500} throwaway keys: the book stays at ${MAX_BOOK_ENTRIES} providers`, async () => {
+    const attacker = hub.createNode()
+    const before = ledger.head().count
+    const n = MAX_BOOK_ENTRIES + 500
+    for (let i = 0; i < n; i++) await attacker.publish(ADVERTS_TOPIC, encodeBatch([advertFrom(randomSigner())]))
+    await waitFor(() => gossip('accept') >= n, 60_000)
+    expect(booked()).to.equal(MAX_BOOK_ENTRIES) // our own advert was the first to go, with the oldest keys
+    expect(ledger.head().count).to.equal(before)
+  })
+
+  it('garbage, forged, oversized, expired-lifetime and two-in-one adverts are rejected and counted; honest jobs still run', async () => {
+    const attacker = hub.createNode()
+    const key = randomSigner()
+    const good = advertFrom(key)
+    const forged = { ...good, payload: { ...good.payload, ask: 99 } }
+    const other = advertFrom(randomSigner(), { provider: key.peerId })
+    const bad: Uint8Array[] = [
+      new Uint8Array([1, 2, 3]),
+      canonicalEncode({ b: [forged] }),
+      canonicalEncode({ b: [other] }),
+      canonicalEncode({ b: [good, advertFrom(randomSigner())] }), // one advert per message
+      canonicalEncode({ b: [advertFrom(key, { expires: Date.now() + 24 * 3600_000 })] }),
+      canonicalEncode({ b: [advertFrom(key, { addrs: Array(9).fill('/ip4/1.2.3.4/tcp/1') })] }),
+      new Uint8Array(8 * 1024)
+    ]
+    for (const data of bad) await attacker.publish(ADVERTS_TOPIC, data)
+    await waitFor(() => gossip('reject') >= bad.length, 5000)
+    expect(gossip('reject')).to.equal(bad.length)
+    expect(gossip('accept')).to.equal(0)
+    const refused = market.refusals().requester
+    const total = [...refused.values()].reduce((a, b) => a + b, 0)
+    expect(total).to.be.at.least(bad.length)
+    expect(booked()).to.be.at.most(1) // at most our own
+    const job = await market.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 10 })
+    const done = await market.waitFor(job.id, { signal: AbortSignal.timeout(15_000) })
+    expect(done.status).to.equal('completed')
+  })
+})
