@@ -159,7 +159,7 @@ export class MercatoNode implements GatewayNode {
           plugins: [
             jobRoutes({ market: this.market }),
             ledgerRoutes({ ledger: this.ledger, audit: this.audit }),
-            metricsRoutes({ market: this.market, executor: this.executor, ledger: this.ledger }),
+            metricsRoutes({ market: this.market, executor: this.executor, ledger: this.ledger, network: this.network }),
             dashboardRoutes()
           ]
         })

@@ -43,6 +43,8 @@ export interface MetricsDeps {
   market: MetricsMarket
   executor?: MetricsExecutor
   ledger?: MetricsLedger
+  /** the node's network: messages received from peers */
+  network?: { traffic?: () => { gossip: number, requests: number, frames: number } }
   /** include prom-client's default registry (libp2p, process); default true */
   includeDefault?: boolean
 }
@@ -111,6 +113,22 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
       this.set({ state: 'busy' }, s.busy)
       this.set({ state: 'total' }, s.poolSize)
       this.set({ state: 'queued' }, s.queued)
+    }
+  })
+  const seenTraffic = { gossip: 0, requests: 0, frames: 0 }
+  new Counter({
+    name: 'mercato_network_messages_received_total',
+    help: 'Messages received from peers, by kind: gossip (handed to a topic decoder), request, frame (channel message). Summed over a mesh, each transmission counts once.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect () {
+      const t = deps.network?.traffic?.()
+      if (t == null) return
+      for (const kind of ['gossip', 'requests', 'frames'] as const) {
+        const delta = t[kind] - seenTraffic[kind]
+        if (delta > 0) this.inc({ kind: kind === 'requests' ? 'request' : kind === 'frames' ? 'frame' : 'gossip' }, delta)
+        seenTraffic[kind] = t[kind]
+      }
     }
   })
   const seenRefused = new Map<string, number>()

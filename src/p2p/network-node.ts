@@ -28,7 +28,8 @@ import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './sc
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
   ChannelHandler, ChannelOptions, DialOptions, HandleOptions, MessageChannel, Network, NetworkEvents, PeerSummary,
-  RequestHandler, RequestOptions, TopicDecoder, TopicHandler, TopicVerdict
+  RequestHandler, RequestOptions, TopicDecoder, TopicHandler, TopicVerdict,
+  NetworkTraffic
 } from './network.js'
 
 export interface NetworkInit {
@@ -95,6 +96,8 @@ export class Libp2pNetwork implements Network {
   private readonly log: Logger
   /** per topic: its handler, and the decoder that runs as gossipsub's validator */
   private readonly topics = new Map<string, { handler: TopicHandler<any>, decode: TopicDecoder<any> }>()
+  /** messages received from peers (see NetworkTraffic) */
+  private readonly received: NetworkTraffic = { gossip: 0, requests: 0, frames: 0 }
   /** values accepted by topic decoders, keyed by the message bytes they checked (validator → handler) */
   private readonly decoded = new WeakMap<Uint8Array, unknown>()
   private readonly maxGossipBytes: number
@@ -214,6 +217,7 @@ export class Libp2pNetwork implements Network {
     this.topics.set(topic, { handler, decode: decoder })
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(topic, async (peer: PeerId, msg: Message) => {
+      this.received.gossip++
       const verdict = await this.check(topic, decoder, msg.data, peer.toString())
       if (verdict.result !== 'accept') return verdict.result === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
       // what the decoder produced travels on to the handler: no second decode or signature check
@@ -288,6 +292,10 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- request / response
 
+  traffic (): NetworkTraffic {
+    return { ...this.received }
+  }
+
   async handle (protocol: string, handler: RequestHandler, opts: HandleOptions = {}): Promise<void> {
     const maxRequestBytes = opts.maxRequestBytes ?? MAX_MESSAGE_BYTES
     const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS
@@ -300,6 +308,7 @@ export class Libp2pNetwork implements Network {
         let request: Uint8Array
         try {
           request = (await lp.read({ signal })).subarray()
+          this.received.requests++
         } catch (err: any) {
           if (isLengthError(err)) {
             await lp.write(errorFrame('message-too-large', `request exceeds ${maxRequestBytes} bytes`), { signal }).catch(() => {})
@@ -381,6 +390,7 @@ export class Libp2pNetwork implements Network {
 
   private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number): MessageChannel {
     const lp = lpStream(stream, { maxDataLength: maxMessageBytes })
+    const received = this.received
     return {
       remotePeer,
       protocol,
@@ -398,6 +408,7 @@ export class Libp2pNetwork implements Network {
             if (isLengthError(err)) throw new MessageTooLargeError(`channel message exceeds ${maxMessageBytes} bytes`)
             throw err
           }
+          received.frames++
           yield msg.subarray()
         }
       }

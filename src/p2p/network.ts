@@ -101,6 +101,13 @@ export interface NetworkEvents {
   'peer:disconnect': string
 }
 
+/**
+ * Messages received from other peers: gossip messages handed to a topic's decoder (before it
+ * judges them; duplicates gossipsub drops by id are not counted), requests read, channel
+ * messages read. Summed over every node of a mesh, each transmission is counted once.
+ */
+export interface NetworkTraffic { gossip: number, requests: number, frames: number }
+
 export interface Network {
   readonly peerId: string
   /** our listen addresses, each ending in /p2p/<peerId> */
@@ -137,6 +144,9 @@ export interface Network {
   provide (key: string, opts?: { signal?: AbortSignal }): Promise<void>
   /** PeerIds the DHT names as providers of `key` */
   findProviders (key: string, opts?: { signal?: AbortSignal, limit?: number }): Promise<string[]>
+
+  /** messages received from peers since start, by kind (what the mesh's work is counted in) */
+  traffic? (): NetworkTraffic
 
   addEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void
   removeEventListener<K extends keyof NetworkEvents> (type: K, listener: (evt: CustomEvent<NetworkEvents[K]>) => void): void

@@ -19,7 +19,7 @@ export function nodePlugins (node: MercatoNode): FastifyPluginAsync[] {
   return [
     jobRoutes({ market: node.market }),
     ledgerRoutes({ ledger: node.ledger }),
-    metricsRoutes({ market: node.market, executor: node.executor, ledger: node.ledger }),
+    metricsRoutes({ market: node.market, executor: node.executor, ledger: node.ledger, network: node.network }),
     dashboardRoutes()
   ]
 }
