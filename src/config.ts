@@ -90,7 +90,8 @@ export const configSchema = z.strictObject({
     resultRetentionMs: z.number().int().min(0),
     minReputation: z.number(),
     forgiveHalfLifeMs: z.number().int().min(1),
-    bidStreamIdleMs: z.number().int().min(100)
+    bidStreamIdleMs: z.number().int().min(100),
+    invitations: z.boolean()
   })
 })
 

@@ -213,6 +213,7 @@ export class Bidding {
   private invitation (job: RequesterJob): Invitation {
     const book = this.ctx.deps.book
     if (book == null) return { mode: 'open', reason: 'no provider book' }
+    if (this.ctx.cfg.invitations === false) return { mode: 'open', reason: 'auction.invitations is off' }
     return chooseInvitees({ id: job.id, spec: job.spec, maxPrice: job.maxPrice, need: job.minBids, excluded: job.excluded }, {
       entries: book.current(),
       trustOf: (p) => this.ctx.trust(p),

@@ -30,6 +30,8 @@ export interface RequesterConfig {
   forgiveHalfLifeMs?: number
   /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
   bidStreamIdleMs?: number
+  /** invite providers from the book (default true); false: every offer is an open call on the jobs topic */
+  invitations?: boolean
 }
 
 export interface RequesterDeps {
