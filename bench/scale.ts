@@ -1,0 +1,176 @@
+/**
+ * Scale benchmark: what one job costs the mesh as the mesh grows. For each
+ * size, a mesh of `mercato` processes on this machine (1 requester, the rest
+ * providers with distinct asks in random order), measured through the
+ * requester's gateway. Prints ONE JSON line per size. Not a test: nothing
+ * here asserts.
+ *
+ *   npm run bench:scale                               sizes 10, 20, 40
+ *   BENCH_SIZES=10,20 npm run bench:scale             other sizes
+ *   BENCH_INVITATIONS=0 npm run bench:scale           every offer an open call (0.1.0's market)
+ *
+ * Per size: `latencyMsP50/P99` (submit → settled, one job at a time),
+ * `jobsPerSec` (BENCH_CONCURRENCY jobs in flight), `meshCpuMsPerJob` (the
+ * CPU time of every node process, from /proc, over both phases, divided by
+ * the jobs run: background work included), `messagesPerJob` (messages every
+ * node received from peers: gossip, requests, channel frames, from each
+ * node's /metrics), `cheapestWonRatio` (sequential jobs won by the cheapest
+ * provider: every slot is free between them), and `baseline` (Ed25519
+ * signs/s in this process, measured in the same run). It waits a bounded
+ * time for the requester's book to hear every provider, then measures with
+ * what it has (`providersInBook`).
+ */
+import '../src/polyfill.js'
+import { readFileSync } from 'node:fs'
+import { randomSigner } from '../src/crypto/index.js'
+import { getJson, startNodeProcess, stopAll, waitFor, type NodeProcess } from '../test/helpers/cli.js'
+
+const SIZES = (process.env.BENCH_SIZES ?? '10,20,40').split(',').map(Number).filter(n => n >= 2)
+const INVITATIONS = process.env.BENCH_INVITATIONS !== '0'
+const SEQUENTIAL = Number(process.env.BENCH_JOBS ?? 40)
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8)
+const LOAD_MS = Number(process.env.BENCH_LOAD_MS ?? 8000)
+/** Processes started at once (a 2-core machine chokes on forty cold starts together). */
+const START_BATCH = 8
+const START_TIMEOUT_MS = 180_000
+const BOOK_WAIT_MS = 60_000
+const JOB = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 1000 }
+const CLK_TCK = 100 // Linux USER_HZ
+
+function pct (xs: number[], p: number): number | null {
+  if (xs.length === 0) return null
+  const s = [...xs].sort((a, b) => a - b)
+  return Math.round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] * 10) / 10
+}
+
+function shuffle<T> (xs: T[]): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j], xs[i]]
+  }
+  return xs
+}
+
+/** CPU ms (user + system) a process has used so far; 0 when it is gone. */
+function cpuMs (pid: number | undefined): number {
+  if (pid == null) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK
+  } catch {
+    return 0
+  }
+}
+
+/** Messages a node has received from peers (its /metrics). */
+async function messagesOf (node: NodeProcess): Promise<number> {
+  try {
+    const text = await (await fetch(`${node.gatewayUrl}/metrics`)).text()
+    let n = 0
+    for (const m of text.matchAll(/^mercato_network_messages_received_total\{[^}]*\} (\d+(?:\.\d+)?)/gm)) n += Number(m[1])
+    return n
+  } catch {
+    return 0
+  }
+}
+
+async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number }> {
+  const messages = (await Promise.all(nodes.map(messagesOf))).reduce((a, b) => a + b, 0)
+  return { cpu: nodes.reduce((a, n) => a + cpuMs(n.proc.pid), 0), messages }
+}
+
+async function runJob (node: NodeProcess): Promise<{ ms: number, status: string, provider?: string }> {
+  const t0 = performance.now()
+  const res = await fetch(`${node.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(JOB) })
+  if (res.status !== 202) return { ms: 0, status: `http ${res.status}` }
+  const { id } = await res.json() as { id: string }
+  // the event stream ends when the job does
+  await (await fetch(`${node.gatewayUrl}/v1/jobs/${id}/events`)).text()
+  const ms = performance.now() - t0
+  const view = (await getJson(`${node.gatewayUrl}/v1/jobs/${id}`)).body
+  return { ms, status: view.status, provider: view.provider }
+}
+
+function ed25519SignsPerSec (): number {
+  const signer = randomSigner()
+  const msg = new Uint8Array(200)
+  let n = 0
+  const t0 = performance.now()
+  while (performance.now() - t0 < 1000) { signer.sign(msg); n++ }
+  return Math.round(n / ((performance.now() - t0) / 1000))
+}
+
+async function measure (size: number): Promise<Record<string, unknown>> {
+  const env = { MERCATO_AUCTION_INVITATIONS: String(INVITATIONS) }
+  const requester = await startNodeProcess(['--no-provide'], { env, timeoutMs: START_TIMEOUT_MS })
+  const boot = requester.addresses[0]
+  const asks = shuffle(Array.from({ length: size - 1 }, (_, i) => i + 1))
+  const providers: NodeProcess[] = []
+  for (let i = 0; i < asks.length; i += START_BATCH) {
+    providers.push(...await Promise.all(asks.slice(i, i + START_BATCH).map(async ask => await startNodeProcess(['--bootstrap', boot, '--price', String(ask)], { env, timeoutMs: START_TIMEOUT_MS }))))
+  }
+  const cheapest = providers[asks.indexOf(1)].peerId
+  const inBook = async (): Promise<number> => ((await getJson(`${requester.gatewayUrl}/v1/providers`)).body as any[]).filter(p => p.advert != null).length
+  const t0 = Date.now()
+  await waitFor(async () => await inBook() >= providers.length, BOOK_WAIT_MS, 500).catch(() => {})
+  const providersInBook = await inBook()
+  process.stderr.write(`bench:scale: ${size} nodes: the book holds ${providersInBook} of ${providers.length} providers after ${Date.now() - t0} ms\n`)
+  for (let i = 0; i < 10; i++) await runJob(requester) // warm up every path
+  const nodes = [requester, ...providers]
+  const before = await snapshot(nodes)
+
+  const latencies: number[] = []
+  let cheapestWon = 0
+  let sequentialDone = 0
+  for (let i = 0; i < SEQUENTIAL; i++) {
+    const r = await runJob(requester)
+    if (r.status !== 'completed') continue
+    sequentialDone++
+    latencies.push(r.ms)
+    if (r.provider === cheapest) cheapestWon++
+  }
+  let loaded = 0
+  let failed = 0
+  const end = Date.now() + LOAD_MS
+  const tLoad = performance.now()
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (Date.now() < end) {
+      const r = await runJob(requester).catch(() => ({ status: 'error' }))
+      if (r.status === 'completed') loaded++; else failed++
+    }
+  }))
+  const jobsPerSec = loaded / ((performance.now() - tLoad) / 1000)
+  const after = await snapshot(nodes)
+  const jobs = sequentialDone + loaded
+  await stopAll()
+  return {
+    nodes: size,
+    mode: INVITATIONS ? 'invitations' : 'open-call',
+    providersInBook,
+    latencyMsP50: pct(latencies, 50),
+    latencyMsP99: pct(latencies, 99),
+    jobsPerSec: Math.round(jobsPerSec * 10) / 10,
+    concurrency: CONCURRENCY,
+    failedUnderLoad: failed,
+    meshCpuMsPerJob: jobs > 0 ? Math.round((after.cpu - before.cpu) / jobs * 10) / 10 : null,
+    messagesPerJob: jobs > 0 ? Math.round((after.messages - before.messages) / jobs * 10) / 10 : null,
+    cheapestWonRatio: sequentialDone > 0 ? Math.round(cheapestWon / sequentialDone * 100) / 100 : null,
+    jobs,
+    node: process.version
+  }
+}
+
+async function main (): Promise<void> {
+  const baseline = { ed25519SignsPerSec: ed25519SignsPerSec() }
+  for (const size of SIZES) {
+    const line = await measure(size)
+    process.stdout.write(JSON.stringify({ ...line, baseline }) + '\n')
+  }
+}
+
+main().then(async () => { await stopAll(); process.exit(0) }, async (err) => {
+  process.stderr.write(`bench:scale failed: ${err?.stack ?? err}\n`)
+  await stopAll()
+  process.exit(1)
+})
