@@ -13,7 +13,7 @@
  * `providersSeenAtStart` in the JSON).
  */
 import '../src/polyfill.js'
-import { randomSigner } from '../src/crypto/index.js'
+import { ed25519SignsPerSec } from './baseline.js'
 import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -49,16 +49,6 @@ async function runJob (node: NodeProcess, spec: unknown): Promise<{ ms: number, 
   const events = await follow(node, id)
   const last = events.at(-1)
   return { ms: performance.now() - t0, status: last?.type === 'settled' ? 'completed' : String(last?.type) }
-}
-
-/** This machine's raw speed in this run, to compare runs by: Ed25519 signs per second (one core, 1 s). */
-function ed25519SignsPerSec (): number {
-  const signer = randomSigner()
-  const msg = new Uint8Array(200)
-  let n = 0
-  const t0 = performance.now()
-  while (performance.now() - t0 < 1000) { signer.sign(msg); n++ }
-  return Math.round(n / ((performance.now() - t0) / 1000))
 }
 
 async function main (): Promise<void> {

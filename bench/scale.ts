@@ -22,7 +22,7 @@
  */
 import '../src/polyfill.js'
 import { readFileSync } from 'node:fs'
-import { randomSigner } from '../src/crypto/index.js'
+import { ed25519SignsPerSec } from './baseline.js'
 import { getJson, startNodeProcess, stopAll, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const SIZES = (process.env.BENCH_SIZES ?? '10,20,40').split(',').map(Number).filter(n => n >= 2)
@@ -90,15 +90,6 @@ async function runJob (node: NodeProcess): Promise<{ ms: number, status: string,
   const ms = performance.now() - t0
   const view = (await getJson(`${node.gatewayUrl}/v1/jobs/${id}`)).body
   return { ms, status: view.status, provider: view.provider }
-}
-
-function ed25519SignsPerSec (): number {
-  const signer = randomSigner()
-  const msg = new Uint8Array(200)
-  let n = 0
-  const t0 = performance.now()
-  while (performance.now() - t0 < 1000) { signer.sign(msg); n++ }
-  return Math.round(n / ((performance.now() - t0) / 1000))
 }
 
 async function measure (size: number): Promise<Record<string, unknown>> {
