@@ -15,7 +15,10 @@
  * the jobs run: background work included), `messagesPerJob` (messages every
  * node received from peers: gossip, requests, channel frames, from each
  * node's /metrics), `cheapestWonRatio` (sequential jobs won by the cheapest
- * provider: every slot is free between them), and `baseline` (Ed25519
+ * provider: every slot is free between them), the same two costs less what
+ * the idle mesh spends in as long (`…OverIdle`: gossip heartbeats, adverts,
+ * the DHT; at a few jobs a second on a loaded machine the idle cost is most
+ * of the raw figure), and `baseline` (Ed25519
  * signs/s in this process, measured in the same run). It waits a bounded
  * time for the requester's book to hear every provider, then measures with
  * what it has (`providersInBook`).
@@ -34,6 +37,8 @@ const LOAD_MS = Number(process.env.BENCH_LOAD_MS ?? 8000)
 const START_BATCH = 8
 const START_TIMEOUT_MS = 180_000
 const BOOK_WAIT_MS = 60_000
+/** How long the idle mesh is measured (its CPU and messages per second are subtracted in the `…OverIdle` figures). */
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 5000)
 const JOB = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 1000 }
 const CLK_TCK = 100 // Linux USER_HZ
 
@@ -109,7 +114,15 @@ async function measure (size: number): Promise<Record<string, unknown>> {
   process.stderr.write(`bench:scale: ${size} nodes: the book holds ${providersInBook} of ${providers.length} providers after ${Date.now() - t0} ms\n`)
   for (let i = 0; i < 10; i++) await runJob(requester) // warm up every path
   const nodes = [requester, ...providers]
+  // what the mesh spends with no job at all (gossip heartbeats, adverts, DHT, timers), per second
+  const idleStart = await snapshot(nodes)
+  const tIdle = performance.now()
+  await new Promise(resolve => setTimeout(resolve, IDLE_MS))
+  const idleEnd = await snapshot(nodes)
+  const idleSecs = (performance.now() - tIdle) / 1000
+  const idle = { cpuMsPerSec: (idleEnd.cpu - idleStart.cpu) / idleSecs, messagesPerSec: (idleEnd.messages - idleStart.messages) / idleSecs }
   const before = await snapshot(nodes)
+  const tJobs = performance.now()
 
   const latencies: number[] = []
   let cheapestWon = 0
@@ -133,7 +146,9 @@ async function measure (size: number): Promise<Record<string, unknown>> {
   }))
   const jobsPerSec = loaded / ((performance.now() - tLoad) / 1000)
   const after = await snapshot(nodes)
+  const jobsSecs = (performance.now() - tJobs) / 1000
   const jobs = sequentialDone + loaded
+  const perJob = (total: number, idlePerSec: number): number | null => jobs > 0 ? Math.round(Math.max(0, total - idlePerSec * jobsSecs) / jobs * 10) / 10 : null
   await stopAll()
   return {
     nodes: size,
@@ -146,6 +161,11 @@ async function measure (size: number): Promise<Record<string, unknown>> {
     failedUnderLoad: failed,
     meshCpuMsPerJob: jobs > 0 ? Math.round((after.cpu - before.cpu) / jobs * 10) / 10 : null,
     messagesPerJob: jobs > 0 ? Math.round((after.messages - before.messages) / jobs * 10) / 10 : null,
+    // the same less what the idle mesh spends in as long: what the jobs themselves cost
+    meshCpuMsPerJobOverIdle: perJob(after.cpu - before.cpu, idle.cpuMsPerSec),
+    messagesPerJobOverIdle: perJob(after.messages - before.messages, idle.messagesPerSec),
+    idleMeshCpuMsPerSec: Math.round(idle.cpuMsPerSec),
+    idleMessagesPerSec: Math.round(idle.messagesPerSec * 10) / 10,
     cheapestWonRatio: sequentialDone > 0 ? Math.round(cheapestWon / sequentialDone * 100) / 100 : null,
     jobs,
     node: process.version

@@ -65,8 +65,13 @@ export const RECOVERY_GRACE_MS = 10_000
 export const MAX_BATCH_ITEMS = 64
 /** Largest coalesced gossip message (the gossip layer caps messages at 256 KiB). */
 export const MAX_BATCH_BYTES = 192 * 1024
-/** How long receipts are gathered before they are gossiped together. */
-export const RECEIPT_GOSSIP_DELAY_MS = 250
+/**
+ * How long receipts are gathered before they are gossiped together. A receipt reaches every node
+ * (it is the public price record), so each gossip message costs the whole mesh: one a second
+ * carries every job of that second. The provider gets its own receipt on the award channel at once;
+ * only third parties' view of standings waits.
+ */
+export const RECEIPT_GOSSIP_DELAY_MS = 1000
 /** While other auctions are open, how long a new offer waits for company before it is gossiped. */
 export const OFFER_BATCH_DELAY_MS = 4
 /** Margin on top of a proven provider's estimated start and the job's timeout: fetching the module, queueing, sending the result. */
