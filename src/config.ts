@@ -90,7 +90,10 @@ export const configSchema = z.strictObject({
     resultRetentionMs: z.number().int().min(0),
     minReputation: z.number(),
     forgiveHalfLifeMs: z.number().int().min(1),
-    bidStreamIdleMs: z.number().int().min(100)
+    bidStreamIdleMs: z.number().int().min(100),
+    // finished jobs (and their approximate bytes) a requester holds in memory; older ones are read from the log
+    finishedJobsInMemory: z.number().int().min(0),
+    finishedJobBytesInMemory: z.number().int().min(0)
   })
 })
 

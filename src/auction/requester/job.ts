@@ -29,6 +29,10 @@ export interface RequesterConfig {
   forgiveHalfLifeMs?: number
   /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
   bidStreamIdleMs?: number
+  /** finished jobs held in memory, at most (default FINISHED_JOBS_IN_MEMORY); older ones are read from the log */
+  finishedJobsInMemory?: number
+  /** approximate bytes the finished jobs in memory may hold (default FINISHED_JOB_BYTES_IN_MEMORY) */
+  finishedJobBytesInMemory?: number
 }
 
 export interface RequesterDeps {
@@ -66,6 +70,8 @@ export interface RequesterJob {
   round: number
   offer?: Signed<Offer>
   offerId?: string
+  /** encoded size of the offer (its spec, inline source and input) */
+  offerBytes?: number
   bids: Map<string, BidEntry>
   /** bids from proven providers this round (they count toward minBids) */
   provenBids: number
@@ -83,6 +89,8 @@ export interface RequesterJob {
   error?: string
   /** the job record's append, awaited before the auction closes */
   logged?: Promise<unknown>
+  /** finished, its end logged, and counted among the finished jobs held (memory.ts) */
+  retired?: boolean
 }
 
 /** What every requester file works with: the node's parts, the jobs, and the driver. */
@@ -98,7 +106,8 @@ export interface RequesterContext {
   readonly jobs: Map<string, RequesterJob>
   readonly stopped: () => boolean
   emit (job: RequesterJob, type: JobEventType, data?: Record<string, unknown>): void
-  setStatus (job: RequesterJob, status: JobStatus): void
+  /** change the job's state; a terminal one stamps `completedAt` (`at`, or now) */
+  setStatus (job: RequesterJob, status: JobStatus, at?: number): void
   count (reason: RefusalReason): void
   /** how far we trust a provider, from our own firsthand standing of it (trust.ts) */
   trust (provider: string): Trust
@@ -108,6 +117,8 @@ export interface RequesterContext {
   fail (job: RequesterJob, reason: string, status?: 'failed' | 'no-bids'): Promise<void>
   /** run a job step in the background; a failure fails the job instead of the process */
   background (job: RequesterJob, p: Promise<unknown>): void
+  /** the job has ended and its end is in the log: it may leave memory (memory.ts) */
+  retire (job: RequesterJob): void
 }
 
 /** A job in the bidding state with empty books. */
