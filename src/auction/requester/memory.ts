@@ -8,6 +8,9 @@
  * requester reads a dropped job back from it by id (journal.ts
  * `readFinishedJob`). Each job is measured once, when it joins; eviction
  * pops from the front of the queue: O(1) amortised per job, no scans.
+ * Bytes are approximate: results and offers as encoded (an output decoded
+ * into many small values takes a few times that in the heap), plus fixed
+ * estimates per job and per event, bid, decline and attempt (constants.ts).
  */
 import { canonicalEncode, type Signed } from '../../crypto/index.js'
 import { JOB_BASE_BYTES, JOB_ITEM_BYTES } from '../constants.js'
