@@ -21,7 +21,7 @@ import { DEFAULT_LIMITS, FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, 
 import { Journal, readFinishedJob, readRecord, type FinishedJob, type MarketRecord } from '../protocol/journal.js'
 import { jobId as jobIdSchema, specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
-import { liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
+import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
 import { newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
@@ -270,6 +270,9 @@ export class Requester {
   private retire (job: RequesterJob): void {
     if (job.retired === true || this.jobs.get(job.id) !== job) return
     job.retired = true
+    // an ended attempt's award stream is closed: do not hold it (with its buffers and listeners)
+    // for as long as the job is held; a replica still running keeps its own
+    for (const a of job.attempts) if (!isInFlight(a.state)) a.channel = undefined
     for (const id of this.finished.add(job.id, heldBytes(job))) this.jobs.delete(id)
   }
 
