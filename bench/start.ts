@@ -9,13 +9,21 @@
  *   `executor.warmWorkers: 0` (workers only on demand).
  * - firstJob: on an executor idle for a second, the first trivial job's
  *   latency (run() → result), JS and wasm, for both policies.
- * - mesh: three nodes (node 0 the bootstrap), RSS of each after 60 s idle,
- *   then after 1,000 and after 5,000 trivial JS jobs submitted through node
- *   0's gateway (8 in flight); leakGrowthPct = (RSS@5000 − RSS@1000) / RSS@1000.
+ * - mesh (the leak check): three nodes, node 0 the bootstrap and the
+ *   submitting node (it does not provide), nodes 1 and 2 providers. RSS of
+ *   each after 60 s idle, then after 1,000 and after 5,000 trivial JS jobs
+ *   submitted through node 0's gateway (8 in flight), read from
+ *   /proc/<pid>/status VmRSS after 20 s without work (BENCH_SETTLE_MS; the RSS
+ *   right after the batch, garbage included, is reported too). `submitter`: node 0's RSS and
+ *   leakGrowthPct = (RSS@5000 − RSS@1000) / RSS@1000, and at both points the jobs
+ *   it holds in memory (its `mercato_jobs` gauge) and its JS heap and external
+ *   memory (its /metrics); `providers`: the RSS figures for nodes 1, 2.
  *
  *   npm run bench:start                      compiled dist/ (what users run)
  *   BENCH_START_TSX=1 npm run bench:start    the sources under tsx (0.1.0's way)
  *   BENCH_QUICK=1 npm run bench:start        10 s idle, 200 / 1,000 jobs
+ *   BENCH_JOBS=1000,5000                     the two job counts of the leak check
+ *   BENCH_LEAK_ONLY=1                        only the mesh (no start or first-job runs)
  *   BENCH_ROOT=<checkout>                    measure that checkout instead (a policy
  *                                            it does not know is reported as null)
  */
@@ -32,7 +40,11 @@ const TSX = process.env.BENCH_START_TSX === '1'
 const QUICK = process.env.BENCH_QUICK === '1'
 const STARTS = 5
 const IDLE_MS = QUICK ? 10_000 : 60_000
-const JOBS = QUICK ? [200, 1000] : [1000, 5000]
+/** quiet time after a batch of jobs before its RSS is read (BENCH_SETTLE_MS) */
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? (QUICK ? 5_000 : 20_000))
+const JOBS = process.env.BENCH_JOBS != null ? process.env.BENCH_JOBS.split(',').map(Number) : QUICK ? [200, 1000] : [1000, 5000]
+if (JOBS.length !== 2 || !JOBS.every(n => Number.isInteger(n) && n > 0) || JOBS[0] >= JOBS[1]) throw new Error('BENCH_JOBS: two job counts, the first smaller, e.g. 1000,5000')
+const LEAK_ONLY = process.env.BENCH_LEAK_ONLY === '1'
 const IN_FLIGHT = 8
 const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
 
@@ -134,7 +146,7 @@ async function runJob (gatewayUrl: string): Promise<boolean> {
   return /"type":"settled"/.test(events)
 }
 
-async function jobs (gatewayUrl: string, n: number): Promise<{ completed: number, jobsPerSec: number }> {
+async function jobs (gatewayUrl: string, n: number): Promise<{ completed: number, jobsPerSec: number, seconds: number }> {
   let next = 0
   let completed = 0
   const t = performance.now()
@@ -144,11 +156,22 @@ async function jobs (gatewayUrl: string, n: number): Promise<{ completed: number
       if (await runJob(gatewayUrl).catch(() => false)) completed++
     }
   }))
-  return { completed, jobsPerSec: Math.round(completed / ((performance.now() - t) / 1000) * 10) / 10 }
+  const seconds = (performance.now() - t) / 1000
+  return { completed, jobsPerSec: Math.round(completed / seconds * 10) / 10, seconds }
+}
+
+/** From a node's /metrics: the jobs it holds in memory (its `mercato_jobs{state}` gauge) and its JS heap and external memory (MiB). */
+async function nodeMemory (gatewayUrl: string): Promise<{ jobsHeld: number, heapUsedMiB: number, heapTotalMiB: number, externalMiB: number }> {
+  const text = await (await fetch(`${gatewayUrl}/metrics`)).text()
+  let jobsHeld = 0
+  for (const m of text.matchAll(/^mercato_jobs\{state="[^"]+"\} (\d+)$/gm)) jobsHeld += Number(m[1])
+  const metric = (name: string): number => mib(Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 1024)
+  return { jobsHeld, heapUsedMiB: metric('nodejs_heap_size_used_bytes'), heapTotalMiB: metric('nodejs_heap_size_total_bytes'), externalMiB: metric('nodejs_external_memory_bytes') }
 }
 
 async function mesh (): Promise<Record<string, unknown>> {
-  const first = await startNode()
+  // the submitting node does not provide: its memory is the requester's alone
+  const first = await startNode(['--no-provide'])
   const nodes = [first, ...await Promise.all([1, 2].map(async () => await startNode(['--bootstrap', first.address])))]
   // wait until node 0 sees both providers
   const end = Date.now() + 60_000
@@ -160,20 +183,39 @@ async function mesh (): Promise<Record<string, unknown>> {
   const rssAll = async (): Promise<number[]> => await Promise.all(nodes.map(async n => await rssOf(n.proc.pid as number)))
   await sleep(IDLE_MS)
   const idle = await rssAll()
+  // RSS right after a batch includes garbage V8 has not collected yet; after SETTLE_MS without
+  // work its memory reducer has run, and what is left is what the node holds
+  const settled = async (): Promise<{ busy: number[], rss: number[], mem: Awaited<ReturnType<typeof nodeMemory>> }> => {
+    const busy = await rssAll()
+    await sleep(SETTLE_MS)
+    return { busy, rss: await rssAll(), mem: await nodeMemory(first.gatewayUrl) }
+  }
   const a = await jobs(first.gatewayUrl, JOBS[0])
-  const afterA = await rssAll()
+  const afterA = await settled()
   const b = await jobs(first.gatewayUrl, JOBS[1] - JOBS[0])
-  const afterB = await rssAll()
+  const afterB = await settled()
   await Promise.all(nodes.map(async n => { await n.stop() }))
-  const growth = afterB.map((x, i) => Math.round((x - afterA[i]) / afterA[i] * 1000) / 10)
+  const growth = afterB.rss.map((x, i) => Math.round((x - afterA.rss[i]) / afterA.rss[i] * 1000) / 10)
   return {
     idleSec: IDLE_MS / 1000,
+    settleSec: SETTLE_MS / 1000,
     rssIdleMiB: idle,
-    [`rssAfter${JOBS[0]}JobsMiB`]: afterA,
-    [`rssAfter${JOBS[1]}JobsMiB`]: afterB,
-    leakGrowthPct: growth,
+    submitter: {
+      [`rssAfter${JOBS[0]}JobsMiB`]: afterA.rss[0],
+      [`rssAfter${JOBS[1]}JobsMiB`]: afterB.rss[0],
+      leakGrowthPct: growth[0],
+      rssRightAfterBatchMiB: [afterA.busy[0], afterB.busy[0]],
+      [`after${JOBS[0]}Jobs`]: afterA.mem,
+      [`after${JOBS[1]}Jobs`]: afterB.mem
+    },
+    providers: {
+      [`rssAfter${JOBS[0]}JobsMiB`]: afterA.rss.slice(1),
+      [`rssAfter${JOBS[1]}JobsMiB`]: afterB.rss.slice(1),
+      leakGrowthPct: growth.slice(1)
+    },
     jobsCompleted: a.completed + b.completed,
-    jobsPerSec: b.jobsPerSec
+    jobsPerSec: b.jobsPerSec,
+    secondsForJobs: Math.round(b.seconds + a.seconds)
   }
 }
 
@@ -186,10 +228,10 @@ async function main (): Promise<void> {
   await writeFile(noWarm, JSON.stringify({ executor: { warmWorkers: 0 } }))
   const baselineNodeE0Ms = baseline()
   const orNull = async <T> (f: () => Promise<T>): Promise<T | null> => await f().catch((err: Error) => { process.stderr.write(`skipped: ${err.message.split('\n')[0]}\n`); return null })
-  const warm1 = await starts()
-  const warm0 = await orNull(async () => await starts(['--config', noWarm]))
-  const first1 = await firstJob(1)
-  const first0 = await orNull(async () => await firstJob(0))
+  const warm1 = LEAK_ONLY ? null : await starts()
+  const warm0 = LEAK_ONLY ? null : await orNull(async () => await starts(['--config', noWarm]))
+  const first1 = LEAK_ONLY ? null : await firstJob(1)
+  const first0 = LEAK_ONLY ? null : await orNull(async () => await firstJob(0))
   const m = await mesh()
   process.stdout.write(JSON.stringify({
     mode: TSX ? 'tsx (sources)' : 'compiled (dist/)',

@@ -91,7 +91,10 @@ export const configSchema = z.strictObject({
     minReputation: z.number(),
     forgiveHalfLifeMs: z.number().int().min(1),
     bidStreamIdleMs: z.number().int().min(100),
-    invitations: z.boolean()
+    invitations: z.boolean(),
+    // finished jobs (and their approximate bytes) a requester holds in memory; older ones are read from the log
+    finishedJobsInMemory: z.number().int().min(0),
+    finishedJobBytesInMemory: z.number().int().min(0)
   })
 })
 

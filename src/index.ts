@@ -7,7 +7,7 @@
  * const node = await startNode(loadConfig({ overrides: { dataDir: '/tmp/m1', gateway: { port: 0 } } }))
  * const job = await node.market.submit({ engine: 'js', source: 'function main (i) { return i.x * 2 }', input: { x: 21 } })
  * await node.market.waitFor(job.id)
- * console.log(node.market.result(job.id).output) // 42
+ * console.log((await node.market.result(job.id)).output) // 42
  * await node.stop()
  * ```
  */

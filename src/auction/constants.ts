@@ -55,8 +55,28 @@ export const MAX_EXTRA_RUNS = 2
 export const FAILOVER_BACKOFF_MS = 25
 /** Default job limits when the spec gives none. */
 export const DEFAULT_LIMITS = { timeoutMs: 10_000, memoryMb: 64, outputBytes: 64 * 1024 }
-/** Keep finished jobs' events and results in memory (the ledger keeps everything). */
-export const MAX_JOBS_IN_MEMORY = 10_000
+/**
+ * Finished jobs a requester keeps in memory, with their events and results (config
+ * `auction.finishedJobsInMemory`); unfinished jobs are always kept. The log keeps every job: an
+ * older one is read back from it by id. A thousand covers the job list and the dashboard's recent
+ * jobs; 10,000 (0.1.0) held hundreds of MiB on a long-running node.
+ */
+export const FINISHED_JOBS_IN_MEMORY = 1000
+/**
+ * Approximate bytes the finished jobs in memory may hold (config `auction.finishedJobBytesInMemory`):
+ * results can be large (a record holds up to 768 KiB), so a count alone does not bound memory.
+ * 32 MiB is about a quarter of a node's resident size at rest.
+ */
+export const FINISHED_JOB_BYTES_IN_MEMORY = 32 * 1024 * 1024
+/**
+ * What a finished job is counted as holding besides its results, its offer and its items (see
+ * requester/memory.ts): the job object, its maps and strings. Measured: a trivial finished job
+ * (one bid, one attempt, ten events) holds 7–8 KiB of heap (a requester with 1,000 such jobs held
+ * vs none, heap after GC); with these figures it is counted as 8.5 KiB.
+ */
+export const JOB_BASE_BYTES = 4096
+/** Counted per event, bid, decline and attempt a finished job holds (a few hundred bytes each in the heap). */
+export const JOB_ITEM_BYTES = 384
 /** After the bid window, how long we still wait for a first bid before declaring no-bids (cold providers can take longer than a tight window). */
 export const NO_BID_GRACE_MS = 1000
 /** After a requester restart, how long a provider may stay unreachable (while the mesh re-forms) before its award fails over. */

@@ -42,7 +42,7 @@ import { readRecord, readStanding, readStandingRecords } from './protocol/journa
 import type { Receipt, RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
-import { Requester, type KnownProvider, type RequesterConfig } from './requester/index.js'
+import { Requester, type HeldJobs, type KnownProvider, type RequesterConfig } from './requester/index.js'
 import { ProviderBook } from './requester/book.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
 
@@ -56,7 +56,7 @@ export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/
 export { JobStateError } from '../errors.js'
 export { GossipGate, SeenSet, KeyedRateLimit } from './protocol/gossip.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
-export type { KnownProvider, RequesterConfig } from './requester/index.js'
+export type { HeldJobs, KnownProvider, RequesterConfig } from './requester/index.js'
 export type { ProviderConfig } from './provider/index.js'
 
 export interface MarketInit {
@@ -83,14 +83,26 @@ export interface Market {
   /** a blob held here (undefined when not) */
   getBlob (cid: string): Promise<Uint8Array | undefined>
   submit (spec: SubmitSpec): Promise<JobView>
-  get (id: string): JobView
+  /**
+   * A job: from memory while held (unfinished, or among the recent finished ones), else rebuilt
+   * from this node's log (a NotFoundError for an id it has no job of)
+   */
+  get (id: string): Promise<JobView>
+  /** the jobs held in memory, newest first (older ones are read by id with `get`) */
   list (opts?: { status?: JobStatus, limit?: number }): JobView[]
-  /** jobs by state, every state present */
+  /** jobs held in memory by state, every state present */
   statusCounts (): Map<JobStatus, number>
+  /** is the job held in memory and over? */
   isTerminal (id: string): boolean
   cancel (id: string): Promise<JobView>
-  result (id: string): ResultView
-  jobEvents (id: string): JobEvent[]
+  /** a finished job's result, from memory or from the log */
+  result (id: string): Promise<ResultView>
+  /** a job's events: empty for a finished job no longer held (the log keeps its records, not its events) */
+  jobEvents (id: string): Promise<JobEvent[]>
+  /** a job's events while it is held in memory (undefined when not): what a live stream starts from */
+  heldEvents (id: string): JobEvent[] | undefined
+  /** jobs held in memory, finished ones among them, and the finished ones' approximate bytes */
+  held (): HeldJobs
   /** resolves with the job once it is completed, failed, no-bids or cancelled */
   waitFor (id: string, opts?: { signal?: AbortSignal }): Promise<JobView>
   /** providers this node knows of (itself included when it provides) */
@@ -194,21 +206,28 @@ export function createMarket (init: MarketInit): Market {
     },
     getBlob: async (cid) => await blobs.get(cid),
     submit: async (spec) => await requester.submit(spec),
-    get: (id) => requester.get(id),
+    get: async (id) => await requester.get(id),
     list: (opts) => requester.list(opts),
     statusCounts: () => requester.statusCounts(),
     isTerminal: (id) => requester.isTerminal(id),
     cancel: async (id) => await requester.cancel(id),
-    result: (id) => requester.result(id),
-    jobEvents: (id) => requester.jobEvents(id),
+    result: async (id) => await requester.result(id),
+    jobEvents: async (id) => await requester.jobEvents(id),
+    heldEvents: (id) => requester.heldEvents(id),
+    held: () => requester.held(),
     async waitFor (id, opts = {}) {
-      requester.get(id) // throws if unknown
-      if (requester.isTerminal(id)) return requester.get(id)
+      const held = requester.peek(id)
+      // not held: finished (read from the log) or unknown (NotFoundError)
+      if (held == null) return await requester.get(id)
+      if (requester.isTerminal(id)) return held
       return await new Promise<JobView>((resolve, reject) => {
         const onDone = (doneId: string): void => {
           if (doneId !== id) return
           cleanup()
-          resolve(requester.get(id))
+          // 'done' is emitted while the job is still held
+          const view = requester.peek(id)
+          if (view != null) resolve(view)
+          else requester.get(id).then(resolve, reject)
         }
         const onAbort = (): void => { cleanup(); reject(opts.signal?.reason ?? new Error('aborted')) }
         const cleanup = (): void => {

@@ -25,7 +25,7 @@ export interface MetricsMarket {
   }
   /** jobs by state, every state present (a count, not a list of views) */
   statusCounts (): Map<JobStatus, number>
-  get (id: string): { bids: unknown[] }
+  get (id: string): Promise<{ bids: unknown[] }>
   capacity (): { slots: number, busy: number }
   refusals (): { requester: ReadonlyMap<string, number>, provider: ReadonlyMap<string, number> }
 }
@@ -57,7 +57,7 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
 
   new Gauge({
     name: 'mercato_jobs',
-    help: 'Jobs submitted by this node, by state',
+    help: 'Jobs submitted by this node and held in memory (unfinished, and the most recent finished ones), by state',
     labelNames: ['state'],
     registers: [registry],
     collect () {
@@ -168,7 +168,8 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
   }
   const onDone = (id: string): void => {
     announcedAt.delete(id)
-    try { bidsPerJob.observe(market.get(id).bids.length) } catch {}
+    // 'done' comes while the job is held: the view is read from memory at once
+    market.get(id).then(v => { bidsPerJob.observe(v.bids.length) }, () => {})
   }
   market.events.on('job', onJob)
   market.events.on('done', onDone)

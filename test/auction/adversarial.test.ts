@@ -77,7 +77,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     const job = await requester.market.waitFor(o.jobId, { signal: AbortSignal.timeout(20_000) })
     expect(job.status).to.equal('completed')
     expect(job.provider).to.equal(provider.peerId)
-    expect(requester.market.result(o.jobId).output).to.equal(2)
+    expect((await requester.market.result(o.jobId)).output).to.equal(2)
   })
 
   it('results: a winner that returns a forged result is refused and the job fails over', async () => {
@@ -111,7 +111,7 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.provider).to.equal(provider.peerId)
     expect(job.attempts[0]).to.include({ provider: me.peerId, state: 'lost' })
-    expect(requester.market.result(o.jobId).output).to.equal(2)
+    expect((await requester.market.result(o.jobId)).output).to.equal(2)
     expect(requester.market.refusals().requester.get('bad-hash')).to.equal(before + 1)
     await attacker.unhandle(AWARD_PROTOCOL)
   })

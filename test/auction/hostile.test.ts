@@ -256,7 +256,7 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     const done = await a.market.waitFor(job.id, { signal: AbortSignal.timeout(20_000) })
     expect(done.status, JSON.stringify(done)).to.equal('completed')
     expect(done.provider).to.equal(b.signer.peerId)
-    expect(a.market.result(job.id).output).to.equal(42)
+    expect((await a.market.result(job.id)).output).to.equal(42)
     expect(r.net.subs.has(JOBS_TOPIC)).to.equal(true)
   })
 })

@@ -17,7 +17,7 @@ describe('market: status protocol', function () {
     const submitted = await requester.market.submit({ engine: 'js', source: 'function main (i) { return i.x * 3 }', input: { x: 5 } })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
     expect(job.status).to.equal('completed')
-    const resultHash = requester.market.result(job.id).resultHash
+    const resultHash = (await requester.market.result(job.id)).resultHash
 
     // the provider restarts with the same identity and log; its memory of the job is gone
     const dataDir = provider.config.dataDir
@@ -46,7 +46,7 @@ describe('market: withdrawing an award', function () {
     await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 1, 15_000)
     const long = { engine: 'js' as const, source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n: 300_000_000 }, limits: { timeoutMs: 60_000 } }
     const submitted = await requester.market.submit(long)
-    await waitFor(() => requester.market.get(submitted.id).status === 'running', 15_000)
+    await waitFor(async () => (await requester.market.get(submitted.id)).status === 'running', 15_000)
     expect(provider.market.capacity().busy).to.equal(1)
     const t0 = Date.now()
     await requester.market.cancel(submitted.id)

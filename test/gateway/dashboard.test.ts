@@ -138,7 +138,7 @@ describe('dashboard in headless Chromium', function () {
     await page.locator(`#peers tr[data-peer="${b.peerId}"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#peers tr[data-peer="${c.peerId}"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#providers tr[data-provider="${c.peerId}"][data-standing="good"]`).waitFor({ timeout: 10_000 })
-    const done = a.market.get(jobs[0])
+    const done = await a.market.get(jobs[0])
     const row = page.locator(`#jobs tr[data-job="${jobs[0]}"][data-status="completed"]`)
     await row.waitFor({ timeout: 10_000 })
     const cells = await row.locator('td').allInnerTexts()
@@ -240,8 +240,8 @@ describe('dashboard in headless Chromium', function () {
     this.timeout(120_000)
     // a job long enough to stop its provider while it runs
     const job = await a.market.submit({ engine: 'js', source: JS_SLOW, input: { n: 60_000_000 }, limits: { timeoutMs: 60_000 }, maxPrice: 20 })
-    await waitFor(() => a.market.get(job.id).status === 'running', 30_000, 20)
-    const first = a.market.get(job.id).provider!
+    await waitFor(async () => (await a.market.get(job.id)).status === 'running', 30_000, 20)
+    const first = (await a.market.get(job.id)).provider!
     const victim = first === c.peerId ? c : b
     const other = victim === c ? b : c
     const jobPage = watch(await browser!.newPage({ viewport: { width: 1400, height: 1000 } }))
@@ -266,7 +266,7 @@ describe('dashboard in headless Chromium', function () {
     expect(at('result').left).to.be.greaterThan(at('handover').left)
     // the rule in words: the first award, then the handover (to the runner-up, or to a new round's winner)
     const short = (id: string): string => id.slice(0, 8) + '…' + id.slice(-6)
-    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal(a.market.jobEvents(job.id).filter(e => e.type === 'bid').length)
+    expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal((await a.market.jobEvents(job.id)).filter(e => e.type === 'bid').length)
     const rule = await jobPage.locator('#rule').innerText()
     expect(rule).to.match(/^(cheapest of \d bids: \d+ credits from \S+; paid the second price, \d+|the only bid: \d+ credits from \S+; with no second bid it is paid its own ask)/)
     expect(rule).to.include(`from ${short(victim.peerId)}`)
@@ -298,8 +298,8 @@ describe('dashboard in headless Chromium', function () {
     await page.goto(`${a.gateway!.url}/jobs/${jobs[0]}`)
     await page.waitForFunction(() => document.body.dataset.loaded === 'completed', null, { timeout: 10_000 })
     expect(await page.locator('.lane[data-lane="attempt"]').count()).to.equal(1)
-    const j = a.market.get(jobs[0])
-    const history = a.market.jobEvents(jobs[0])
+    const j = await a.market.get(jobs[0])
+    const history = await a.market.jobEvents(jobs[0])
     const awardTs = history.find(e => e.type === 'awarded')!.ts
     const inTime = history.filter(e => e.type === 'bid' && e.ts <= awardTs) as unknown as Bid[]
     const late = history.filter(e => e.type === 'bid' && e.ts > awardTs).length

@@ -128,7 +128,7 @@ describe('gateway routes', function () {
       const { id } = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_SLOW, input: { n: 20_000_000 }, limits: { timeoutMs: 10_000 } } })).json()
       expectError(await call({ url: `/v1/jobs/${id}/result` }), 409, 'conflict')
       // cancel once it runs (a cancel during the bid window is the market's business, not the gateway's)
-      await waitFor(() => node.market.get(id).status === 'running', 5000)
+      await waitFor(async () => (await node.market.get(id)).status === 'running', 5000)
       const cancelled = await call({ method: 'DELETE', url: `/v1/jobs/${id}` })
       expect(cancelled.statusCode).to.equal(200)
       expect(cancelled.json().status).to.equal('cancelled')

@@ -12,6 +12,7 @@
 import { z } from 'zod'
 import type { Signed } from '../../crypto/index.js'
 import type { Ledger, LedgerRecord } from '../../ledger/index.js'
+import { ENGINES, type Engine } from '../../engines.js'
 import { DOMAIN } from '../constants.js'
 import {
   acceptSchema, awardSchema, bidSchema, declineSchema, offerSchema, receiptSchema, resultSchema,
@@ -56,7 +57,10 @@ const BODIES = {
     maxPrice: z.number().optional(),
     replicas: z.number().optional(),
     reason: z.string().optional(),
-    declines: z.array(declineNote).optional()
+    declines: z.array(declineNote).optional(),
+    /** when the job was submitted (on `submitted`) or ended (otherwise); absent in older logs */
+    createdAt: z.number().optional(),
+    completedAt: z.number().optional()
   }),
   /** `invited`: the providers the offer was sent to (absent: an open call on the jobs topic) */
   offer: z.object({ jobId, side: requesterSide, offer: signedOffer, invited: z.array(z.string()).max(64).optional() }),
@@ -70,8 +74,9 @@ const BODIES = {
     z.object({ jobId, side: providerSide, offer: signedOffer, bid: signedBid.optional(), award: signedAward })
   ]),
   accept: z.object({ jobId, side: z.enum(['requester', 'provider']), accept: signedAccept }),
-  handover: z.object({ jobId, side: requesterSide, from: z.string(), to: z.string().nullable(), reason: z.string(), attempt: z.number(), awardId: z.string() }),
-  result: z.object({ jobId, side: z.enum(['requester', 'provider']), result: signedResult }),
+  // `at`: when the requester saw the attempt end (absent in older logs)
+  handover: z.object({ jobId, side: requesterSide, from: z.string(), to: z.string().nullable(), reason: z.string(), attempt: z.number(), awardId: z.string(), at: z.number().optional() }),
+  result: z.object({ jobId, side: z.enum(['requester', 'provider']), result: signedResult, at: z.number().optional() }),
   receipt: z.object({ jobId, side: z.enum(['requester', 'provider']), receipt: signedReceipt }),
   mismatch: z.object({ jobId, side: requesterSide, provider: z.string(), result: signedResult, majorityHash: z.string(), agreeing: z.array(z.string()) })
 } as const
@@ -109,12 +114,12 @@ export class Journal {
   }
 
   // requester side
-  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number): Promise<void> {
-    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas })
+  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number): Promise<void> {
+    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt })
   }
 
-  ended (jobId: string, status: Exclude<JobRecordStatus, 'submitted'>, extra: { reason?: string, declines?: Array<{ provider: string, reason: DeclineReason, detail?: string }> } = {}): Promise<void> {
-    return this.write('job', { jobId, side: 'requester', status, ...extra })
+  ended (jobId: string, status: Exclude<JobRecordStatus, 'submitted'>, completedAt: number, extra: { reason?: string, declines?: Array<{ provider: string, reason: DeclineReason, detail?: string }> } = {}): Promise<void> {
+    return this.write('job', { jobId, side: 'requester', status, ...extra, completedAt })
   }
 
   /** an offer, and whom it was sent to when it was not an open call */
@@ -135,7 +140,7 @@ export class Journal {
     return this.write('award', { jobId: award.payload.jobId, side: 'requester', award, eligible, trust })
   }
 
-  handover (jobId: string, h: { from: string, to: string | null, reason: string, attempt: number, awardId: string }): Promise<void> {
+  handover (jobId: string, h: { from: string, to: string | null, reason: string, attempt: number, awardId: string, at: number }): Promise<void> {
     return this.write('handover', { jobId, side: 'requester', ...h })
   }
 
@@ -158,8 +163,9 @@ export class Journal {
     return this.write('accept', { jobId: accept.payload.jobId, side, accept })
   }
 
-  result (side: 'requester' | 'provider', result: Signed<Result>): Promise<void> {
-    return this.write('result', { jobId: result.payload.jobId, side, result })
+  /** a result; `at` (the requester's) is when it arrived */
+  result (side: 'requester' | 'provider', result: Signed<Result>, at?: number): Promise<void> {
+    return this.write('result', { jobId: result.payload.jobId, side, result, ...(at !== undefined ? { at } : {}) })
   }
 
   receipt (side: 'requester' | 'provider', receipt: Signed<Receipt>): Promise<void> {
@@ -224,7 +230,106 @@ export function readJobHistory (records: MarketRecord[], idOf: (m: Signed) => st
       if (a != null) a.handedOver = true
     }
   }
-  return { jobId: job[0].body.jobId, createdAt: job[0].ts, finished, offer, bids, awards }
+  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, finished, offer, bids, awards }
+}
+
+/** One award of a finished job, and what the requester's log says became of it. */
+export interface FinishedAward {
+  award: Signed<Award>
+  awardId: string
+  /** the provider's signed accept was logged */
+  accepted: boolean
+  /** handed over (the provider was lost): why, and when (absent in older logs) */
+  lost?: { reason: string, at?: number }
+  /** the result it delivered, when it arrived (absent in older logs), and its receipt's status (none: counted, never receipted) */
+  result?: { signed: Signed<Result>, at?: number, receipt?: Receipt['status'] }
+}
+
+/** A job this node submitted and that has ended, as its requester-side records tell it. */
+export interface FinishedJob {
+  jobId: string
+  status: Exclude<JobRecordStatus, 'submitted'> | 'completed'
+  engine: Engine
+  maxPrice: number
+  replicas: number
+  createdAt: number
+  completedAt: number
+  /** why it failed (failed, no-bids) */
+  error?: string
+  /** the last round's offer, bids and declines (absent when the job ended before its offer was logged) */
+  offer?: Signed<Offer>
+  bids: Array<Signed<Bid>>
+  declines: Array<Signed<Decline>>
+  /** every award, oldest first */
+  awards: FinishedAward[]
+  /** the `paid` receipts, in log order: who was paid, and how much */
+  paid: Array<Signed<Receipt>>
+  /** the result the job settled on (the first paid receipt's) */
+  result?: Signed<Result>
+}
+
+/**
+ * Fold one job's records (oldest first) into the finished job they describe; undefined when
+ * the log does not show a job this node submitted and ended (no requester `job` record, no end
+ * yet, or too little to name its engine and price). `idOf` names a signed message (its CID).
+ * What the log does not hold: the job's event stream, why a provider refused an award, and
+ * whether an accepted replica was still running when the job settled.
+ */
+export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => string): FinishedJob | undefined {
+  const mine = records.filter(r => r.body.side === 'requester')
+  const jobRecords = recordsOf(mine, 'job')
+  const submitted = jobRecords.find(r => r.body.status === 'submitted')
+  if (submitted == null) return undefined
+  const ended = jobRecords.find(r => r.body.status !== 'submitted')
+  const receipts = recordsOf(mine, 'receipt').map(r => r.body.receipt)
+  const paid = receipts.filter(r => r.payload.status === 'paid')
+  const firstPaidSeq = recordsOf(mine, 'receipt').find(r => r.body.receipt.payload.status === 'paid')?.seq
+  // the job's end: its first terminal record (a job ends once)
+  let status: FinishedJob['status']
+  let completedAt: number
+  let error: string | undefined
+  if (ended != null && (firstPaidSeq == null || ended.seq < firstPaidSeq)) {
+    status = ended.body.status as FinishedJob['status']
+    completedAt = ended.body.completedAt ?? ended.ts
+    error = ended.body.reason
+  } else if (paid.length > 0) {
+    status = 'completed'
+    completedAt = paid[0].payload.ts
+  } else return undefined
+  const offer = recordsOf(mine, 'offer').at(-1)?.body.offer
+  const summaryEngine = submitted.body.spec?.engine
+  const engine = offer?.payload.spec.engine ?? ENGINES.find(e => e === summaryEngine)
+  const maxPrice = submitted.body.maxPrice ?? offer?.payload.maxPrice
+  const replicas = submitted.body.replicas ?? offer?.payload.replicas
+  if (engine == null || maxPrice == null || replicas == null) return undefined
+  const offerId = offer != null ? idOf(offer) : undefined
+  const bids: Array<Signed<Bid>> = []
+  const declines: Array<Signed<Decline>> = []
+  const awards: FinishedAward[] = []
+  const byAward = new Map<string, FinishedAward>()
+  const receiptOf = new Map(receipts.map(r => [r.payload.resultId, r.payload.status]))
+  let result: Signed<Result> | undefined
+  for (const r of mine) {
+    if (r.type === 'bid' && r.body.side === 'requester' && r.body.offerId === offerId) bids.push(...r.body.bids)
+    else if (r.type === 'decline' && r.body.offerId === offerId) declines.push(...r.body.declines)
+    else if (r.type === 'award' && r.body.side === 'requester') {
+      const a: FinishedAward = { award: r.body.award, awardId: idOf(r.body.award), accepted: false }
+      awards.push(a)
+      byAward.set(a.awardId, a)
+    } else if (r.type === 'accept') {
+      const a = byAward.get(r.body.accept.payload.awardId)
+      if (a != null) a.accepted = true
+    } else if (r.type === 'handover') {
+      const a = byAward.get(r.body.awardId)
+      if (a != null) a.lost = { reason: r.body.reason, at: r.body.at }
+    } else if (r.type === 'result') {
+      const id = idOf(r.body.result)
+      if (paid.length > 0 && id === paid[0].payload.resultId) result = r.body.result
+      const a = byAward.get(r.body.result.payload.awardId)
+      if (a != null && a.result == null) a.result = { signed: r.body.result, at: r.body.at, receipt: receiptOf.get(id) }
+    }
+  }
+  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, awards, paid, result }
 }
 
 /** A provider's own record of an award it took and the result it signed (for status after a restart). */

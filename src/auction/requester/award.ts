@@ -66,7 +66,8 @@ export class Awards {
       opening.catch(() => {}) // awaited below
       await awardLogged
       if (isCancelled(job)) {
-        end(attempt, 'cancelled')
+        // the cancel ended it already (it was in flight): keep the time it ended
+        if (isInFlight(attempt.state)) end(attempt, 'cancelled')
         void opening.then(ch => { ch.abort(new Error('cancelled')) }, () => {})
         return
       }
@@ -78,7 +79,7 @@ export class Awards {
         return
       }
       attempt.channel = channel
-      if (isCancelled(job)) { end(attempt, 'cancelled'); channel.abort(new Error('cancelled')); return }
+      if (isCancelled(job)) { if (isInFlight(attempt.state)) end(attempt, 'cancelled'); channel.abort(new Error('cancelled')); return }
       await channel.send(encodeFrame({ t: 'award', m: award }))
     } catch (err: any) {
       await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
@@ -155,7 +156,7 @@ export class Awards {
     const to = preview.kind === 'award' ? preview.awards[0].bid.provider : null
     ctx.emit(job, 'handover', { from: attempt.provider, to, reason, attempt: attempt.attempt })
     ctx.log.info({ jobId: job.id, from: attempt.provider, to, reason }, 'handover')
-    await ctx.journal.handover(job.id, { from: attempt.provider, to, reason, attempt: attempt.attempt, awardId: attempt.awardId })
+    await ctx.journal.handover(job.id, { from: attempt.provider, to, reason, attempt: attempt.attempt, awardId: attempt.awardId, at: attempt.endedAt ?? Date.now() })
     if (job.handovers > 1) await new Promise(resolve => setTimeout(resolve, FAILOVER_BACKOFF_MS * 2 ** Math.min(job.handovers - 2, 5)))
     await ctx.drive(job, { type: 'ended' })
   }
@@ -166,10 +167,10 @@ function isCancelled (job: RequesterJob): boolean {
   return job.status === 'cancelled'
 }
 
-/** An attempt ends: its state, when, and why. */
-export function end (attempt: Attempt, state: Attempt['state'], reason?: string): void {
+/** An attempt ends: its state, when (now unless told: the log keeps the same time), and why. */
+export function end (attempt: Attempt, state: Attempt['state'], reason?: string, at = Date.now()): void {
   attempt.state = state
-  attempt.endedAt = Date.now()
+  attempt.endedAt = at
   if (reason !== undefined) attempt.reason = reason
 }
 

@@ -14,14 +14,14 @@
  * handover → planner: runner-up, announce again, or fail).
  */
 import { EventEmitter } from 'node:events'
-import { canonicalEncode, cidOfValue } from '../../crypto/index.js'
-import { InvalidInputError, JobStateError } from '../../errors.js'
+import { canonicalEncode, cidOfValue, messageId } from '../../crypto/index.js'
+import { InvalidInputError, JobStateError, NotFoundError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
-import { DEFAULT_LIMITS, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_JOBS_IN_MEMORY } from '../constants.js'
-import { Journal } from '../protocol/journal.js'
-import { specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
+import { DEFAULT_LIMITS, FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
+import { Journal, readFinishedJob, readRecord, type FinishedJob, type MarketRecord } from '../protocol/journal.js'
+import { jobId as jobIdSchema, specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
-import { liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
+import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
 import { newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
@@ -29,9 +29,11 @@ import { Settlement } from './settle.js'
 import { pollStatus, readUnfinished, rebuildJobs } from './recover.js'
 import * as views from './views.js'
 import { trustOf } from './trust.js'
+import { FinishedJobs, heldBytes, type HeldJobs } from './memory.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
+export type { HeldJobs } from './memory.js'
 
 export class Requester {
   readonly events = new EventEmitter()
@@ -44,6 +46,8 @@ export class Requester {
   private readonly bidding: Bidding
   private readonly settlement: Settlement
   private readonly awards: Awards
+  /** the finished jobs held in memory, oldest first (memory.ts) */
+  private readonly finished: FinishedJobs
   private watchdog?: NodeJS.Timeout
   private stopped = false
 
@@ -52,6 +56,7 @@ export class Requester {
     this.cfg = deps.config
     this.log = logger('auction:requester', { peerId: deps.signer.peerId })
     this.events.setMaxListeners(0)
+    this.finished = new FinishedJobs({ maxJobs: this.cfg.finishedJobsInMemory ?? FINISHED_JOBS_IN_MEMORY, maxBytes: this.cfg.finishedJobBytesInMemory ?? FINISHED_JOB_BYTES_IN_MEMORY })
     const planConfig: PlanConfig = { maxAttempts: this.cfg.maxAttempts, maxExtraRuns: MAX_EXTRA_RUNS }
     this.ctx = {
       peerId: deps.signer.peerId,
@@ -65,13 +70,14 @@ export class Requester {
       jobs: this.jobs,
       stopped: () => this.stopped,
       emit: (job, type, data) => { this.emit(job, type, data) },
-      setStatus: (job, status) => { this.setStatus(job, status) },
+      setStatus: (job, status, at) => { this.setStatus(job, status, at) },
       count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
       // our own jobs on our own provider: we trust ourselves fully
       trust: (provider) => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider)),
       drive: async (job, event) => { await this.drive(job, event) },
       fail: async (job, reason, status) => { await this.fail(job, reason, status) },
-      background: (job, p) => { this.background(job, p) }
+      background: (job, p) => { this.background(job, p) },
+      retire: (job) => { this.retire(job) }
     }
     this.bidding = new Bidding(this.ctx)
     this.settlement = new Settlement(this.ctx)
@@ -121,17 +127,20 @@ export class Requester {
       case 'fail':
         await this.fail(job, step.reason, step.status)
         return
-      case 'cancel':
+      case 'cancel': {
+        const at = Date.now()
         for (const i of step.withdraw) {
           const a = job.attempts[i]
-          end(a, 'cancelled')
+          end(a, 'cancelled', undefined, at)
           withdraw(a.channel, 'cancelled')
         }
         job.closeBidding?.()
-        this.setStatus(job, 'cancelled')
+        this.setStatus(job, 'cancelled', at)
         this.emit(job, 'cancelled')
-        await this.ctx.journal.ended(job.id, 'cancelled')
+        await this.ctx.journal.ended(job.id, 'cancelled', at)
+        this.retire(job)
         return
+      }
       case 'poll':
         this.setStatus(job, 'awarded')
         for (const i of step.attempts) this.background(job, pollStatus(this.ctx, this.awards, this.settlement, job, job.attempts[i]))
@@ -147,7 +156,8 @@ export class Requester {
     const declines = [...job.declines].map(([provider, d]) => ({ provider, reason: d.reason, detail: d.detail }))
     this.setStatus(job, status)
     this.emit(job, status, { reason, declines })
-    await this.ctx.journal.ended(job.id, status, { reason, declines })
+    await this.ctx.journal.ended(job.id, status, job.completedAt ?? Date.now(), { reason, declines })
+    this.retire(job)
   }
 
   /** Run a job step in the background; a failure fails the job instead of the process. */
@@ -164,11 +174,11 @@ export class Requester {
     this.events.emit('job', event)
   }
 
-  private setStatus (job: RequesterJob, status: JobStatus): void {
+  private setStatus (job: RequesterJob, status: JobStatus, at = Date.now()): void {
     if (job.status === status) return
     job.status = status
     if (TERMINAL.has(status)) {
-      job.completedAt = Date.now()
+      job.completedAt = at
       clearTimeout(job.biddingTimer)
       this.events.emit('done', job.id)
     }
@@ -204,11 +214,20 @@ export class Requester {
     const createdAt = Date.now()
     const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
     const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0 })
-    this.remember(job)
+    this.jobs.set(id, job)
     // queued, not awaited: the offer record follows it in the same group commit, and the auction
     // does not close before both are written (see announce)
-    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas)
-    await this.bidding.announce(job)
+    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas, createdAt)
+    try {
+      await this.bidding.announce(job)
+    } catch (err: any) {
+      // never announced (its offer is too large): the caller gets the error and no id, so the job
+      // must not stay in memory as an unfinished job forever; the log says it failed
+      this.jobs.delete(id)
+      job.status = 'failed'
+      await this.ctx.journal.ended(id, 'failed', Date.now(), { reason: `not announced: ${err?.message ?? err}` }).catch(() => {})
+      throw err
+    }
     return views.view(job)
   }
 
@@ -243,17 +262,27 @@ export class Requester {
     return parsed.data
   }
 
-  private remember (job: RequesterJob): void {
-    this.jobs.set(job.id, job)
-    if (this.jobs.size > MAX_JOBS_IN_MEMORY) {
-      for (const [id, j] of this.jobs) {
-        if (TERMINAL.has(j.status)) { this.jobs.delete(id); break }
-      }
-    }
+  /**
+   * A finished job whose end is in the log joins the finished jobs held; the oldest leave memory
+   * while more than `finishedJobsInMemory` are held or they hold more than
+   * `finishedJobBytesInMemory` (memory.ts). A job that left is read back from the log by id.
+   */
+  private retire (job: RequesterJob): void {
+    if (job.retired === true || this.jobs.get(job.id) !== job) return
+    job.retired = true
+    // an ended attempt's award stream is closed: do not hold it (with its buffers and listeners)
+    // for as long as the job is held; a replica still running keeps its own
+    for (const a of job.attempts) if (!isInFlight(a.state)) a.channel = undefined
+    for (const id of this.finished.add(job.id, heldBytes(job))) this.jobs.delete(id)
   }
 
+  /** Cancel an unfinished job; 409 for a finished one (held or only in the log), 404 for an unknown one. */
   async cancel (id: string): Promise<JobView> {
-    const job = views.jobOf(this.jobs, id)
+    const job = this.jobs.get(id)
+    if (job == null) {
+      const done = await this.fromLog(id)
+      throw new JobStateError(`job ${id} is already ${done.status}`)
+    }
     await this.drive(job, { type: 'cancel' })
     return views.view(job)
   }
@@ -266,7 +295,7 @@ export class Requester {
   async recover (): Promise<number> {
     const jobs = rebuildJobs(this.ctx, await readUnfinished(this.deps.ledger))
     for (const job of jobs) {
-      this.remember(job)
+      this.jobs.set(job.id, job)
       this.emit(job, 'announced', { recovered: true })
       await this.drive(job, { type: 'recovered' }).catch(err => { this.log.error({ err, jobId: job.id }, 're-announce failed') })
     }
@@ -279,14 +308,66 @@ export class Requester {
     return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.jobs.values(), this.deps.book?.all() ?? [])
   }
 
-  has (id: string): boolean { return this.jobs.has(id) }
-  get (id: string): JobView { return views.view(views.jobOf(this.jobs, id)) }
+  /** A job held in memory (unfinished, or among the recent finished ones); undefined otherwise. */
+  peek (id: string): JobView | undefined {
+    const job = this.jobs.get(id)
+    return job != null ? views.view(job) : undefined
+  }
+
+  /** A job: from memory, or rebuilt from the log for a finished job no longer held (NotFoundError when unknown). */
+  async get (id: string): Promise<JobView> {
+    const job = this.jobs.get(id)
+    if (job != null) return views.view(job)
+    return views.viewFromLog(await this.fromLog(id))
+  }
+
+  /** A finished job's result: from memory or from the log; JobStateError while it has none. */
+  async result (id: string): Promise<ResultView> {
+    const job = this.jobs.get(id)
+    if (job != null) return views.result(job)
+    return views.resultFromLog(await this.fromLog(id))
+  }
+
+  /** Held jobs only: newest first. Older jobs are read by id. */
   list (opts: { status?: JobStatus, limit?: number } = {}): JobView[] { return views.list(this.jobs, opts) }
-  jobEvents (id: string): JobEvent[] { return views.events(this.jobs, id) }
+
+  /** A job's events while it is held in memory; undefined when it is not. */
+  heldEvents (id: string): JobEvent[] | undefined {
+    const job = this.jobs.get(id)
+    return job != null ? [...job.events] : undefined
+  }
+
+  /** A job's events: empty for a finished job no longer held (the log keeps records, not events); NotFoundError when unknown. */
+  async jobEvents (id: string): Promise<JobEvent[]> {
+    const held = this.heldEvents(id)
+    if (held != null) return held
+    await this.fromLog(id)
+    return []
+  }
+
+  /** Held jobs by state, every state present. */
   statusCounts (): Map<JobStatus, number> { return views.statusCounts(this.jobs) }
-  result (id: string): ResultView { return views.result(this.jobs, id) }
+
+  /** Is this job held and over? (A job not held is over too, or unknown: ask `get`.) */
   isTerminal (id: string): boolean {
     const job = this.jobs.get(id)
     return job != null && TERMINAL.has(job.status)
+  }
+
+  /** How many jobs memory holds, and the finished ones' approximate bytes. */
+  held (): HeldJobs {
+    return { jobs: this.jobs.size, finished: this.finished.count, finishedBytes: this.finished.bytes }
+  }
+
+  /** A finished job no longer held, read from the requester's records of it in the log (NotFoundError when there is none). */
+  private async fromLog (id: string): Promise<FinishedJob> {
+    const notFound = new NotFoundError(`no job ${id}`, 'job-not-found')
+    if (!jobIdSchema.safeParse(id).success) throw notFound
+    const records = (await this.deps.ledger.byJob(id)).map(readRecord).filter((r): r is MarketRecord => r != null)
+    const done = readFinishedJob(records, messageId)
+    // an unfinished job is always held; one the log shows unfinished and that is not held was cut
+    // off by a crash before its offer was logged (a restart cannot resume it, recover.ts): unknown
+    if (done == null) throw notFound
+    return done
   }
 }

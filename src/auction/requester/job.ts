@@ -32,6 +32,10 @@ export interface RequesterConfig {
   bidStreamIdleMs?: number
   /** invite providers from the book (default true); false: every offer is an open call on the jobs topic */
   invitations?: boolean
+  /** finished jobs held in memory, at most (default FINISHED_JOBS_IN_MEMORY); older ones are read from the log */
+  finishedJobsInMemory?: number
+  /** approximate bytes the finished jobs in memory may hold (default FINISHED_JOB_BYTES_IN_MEMORY) */
+  finishedJobBytesInMemory?: number
 }
 
 export interface RequesterDeps {
@@ -71,6 +75,8 @@ export interface RequesterJob {
   round: number
   offer?: Signed<Offer>
   offerId?: string
+  /** encoded size of the offer (its spec, inline source and input) */
+  offerBytes?: number
   bids: Map<string, BidEntry>
   /** bids from proven providers this round (they count toward minBids) */
   provenBids: number
@@ -94,6 +100,8 @@ export interface RequesterJob {
   error?: string
   /** the job record's append, awaited before the auction closes */
   logged?: Promise<unknown>
+  /** finished, its end logged, and counted among the finished jobs held (memory.ts) */
+  retired?: boolean
 }
 
 /** What every requester file works with: the node's parts, the jobs, and the driver. */
@@ -109,7 +117,8 @@ export interface RequesterContext {
   readonly jobs: Map<string, RequesterJob>
   readonly stopped: () => boolean
   emit (job: RequesterJob, type: JobEventType, data?: Record<string, unknown>): void
-  setStatus (job: RequesterJob, status: JobStatus): void
+  /** change the job's state; a terminal one stamps `completedAt` (`at`, or now) */
+  setStatus (job: RequesterJob, status: JobStatus, at?: number): void
   count (reason: RefusalReason): void
   /** how far we trust a provider, from our own firsthand standing of it (trust.ts) */
   trust (provider: string): Trust
@@ -119,6 +128,8 @@ export interface RequesterContext {
   fail (job: RequesterJob, reason: string, status?: 'failed' | 'no-bids'): Promise<void>
   /** run a job step in the background; a failure fails the job instead of the process */
   background (job: RequesterJob, p: Promise<unknown>): void
+  /** the job has ended and its end is in the log: it may leave memory (memory.ts) */
+  retire (job: RequesterJob): void
 }
 
 /** A job in the bidding state with empty books. */

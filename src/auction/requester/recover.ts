@@ -92,7 +92,7 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
         state: a.handedOver ? 'lost' : a.accepted ? 'accepted' : 'offered',
         lastSeen: now,
         suspect: false,
-        awardedAt: a.ts,
+        awardedAt: aw.ts,
         deadline: attemptDeadline('proven', now, 0, o.spec.limits.timeoutMs) + RECOVERY_GRACE_MS,
         polled: true,
         trust: a.trust ?? ctx.trust(aw.provider)

@@ -48,17 +48,19 @@ export class Settlement {
     }
     const resultId = messageId(result)
     attempt.resultHash = r.resultHash
+    // when it arrived: the attempt's end, kept in the log with the result
+    const at = Date.now()
     // queued, not awaited: the receipt (appended after it, in order) is awaited before the job settles
-    ctx.journal.result('requester', result).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging a result failed') })
+    ctx.journal.result('requester', result, at).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging a result failed') })
     ctx.emit(job, 'result', { provider: attempt.provider, resultHash: r.resultHash, exitCode: r.exitCode })
     switch (treatResult(planView(job, ctx.trust), attempt, r.resultHash)) {
       case 'cancelled':
-        end(attempt, 'cancelled')
+        end(attempt, 'cancelled', undefined, at)
         return
       case 'late-paid': {
         // a replica we awarded finished after the quorum, with the same answer: it did the work asked
         const final = job.final as NonNullable<RequesterJob['final']>
-        end(attempt, 'completed')
+        end(attempt, 'completed', undefined, at)
         job.results.set(attempt.provider, { signed: result, id: resultId })
         final.providers.push(attempt.provider)
         final.price += attempt.price
@@ -68,19 +70,19 @@ export class Settlement {
       case 'late-mismatch': {
         // a replica outvoted by the quorum that was already in
         const final = job.final as NonNullable<RequesterJob['final']>
-        end(attempt, 'mismatch')
+        end(attempt, 'mismatch', undefined, at)
         await this.mismatch(job, attempt.provider, result, resultId, final.result.payload.resultHash, final.providers)
         return
       }
       case 'superseded':
         // a late result from a replaced provider: recorded, never paid
-        end(attempt, 'superseded')
+        end(attempt, 'superseded', undefined, at)
         await this.receipt(job, attempt, result, resultId, 'superseded', 0)
         ctx.emit(job, 'superseded', { provider: attempt.provider })
         return
       case 'count':
         job.results.set(attempt.provider, { signed: result, id: resultId })
-        end(attempt, 'completed')
+        end(attempt, 'completed', undefined, at)
         await ctx.drive(job, { type: 'result' })
     }
   }
@@ -92,10 +94,13 @@ export class Settlement {
     const first = job.results.get(agreeing[0])?.signed as Signed<Result>
     const completed = (p: string): Attempt | undefined => job.attempts.find(a => a.provider === p && a.state === 'completed')
     job.final = { result: first, providers: [...agreeing], price: agreeing.reduce((sum, p) => sum + (completed(p)?.price ?? 0), 0) }
+    // the job completed when its first receipt was signed: a time the log keeps
+    let completedAt: number | undefined
     for (const provider of agreeing) {
       const att = completed(provider) as Attempt
       const res = job.results.get(provider) as { signed: Signed<Result>, id: string }
-      await this.receipt(job, att, res.signed, res.id, 'paid', att.price)
+      const receipt = await this.receipt(job, att, res.signed, res.id, 'paid', att.price)
+      completedAt ??= receipt.payload.ts
     }
     for (const provider of outvoted) {
       const res = job.results.get(provider) as { signed: Signed<Result>, id: string }
@@ -105,9 +110,11 @@ export class Settlement {
     }
     // replicas still running finish in the background: a matching answer is paid, a different one
     // is a mismatch (treatResult on late results); the job is settled now
-    ctx.setStatus(job, 'completed')
+    ctx.setStatus(job, 'completed', completedAt)
     const latency = (job.completedAt ?? Date.now()) - job.createdAt
     ctx.emit(job, 'settled', { providers: agreeing, price: job.final.price, resultHash: hash, latencyMs: latency })
+    // its receipts are in the log (the result records before them): it may leave memory
+    ctx.retire(job)
   }
 
   private async mismatch (job: RequesterJob, provider: string, result: Signed<Result>, resultId: string, majorityHash: string, agreeing: string[]): Promise<void> {
@@ -119,7 +126,7 @@ export class Settlement {
     await this.receipt(job, att, result, resultId, 'failed', 0)
   }
 
-  private async receipt (job: RequesterJob, attempt: Attempt | undefined, result: Signed<Result>, resultId: string, status: Receipt['status'], price: number): Promise<void> {
+  private async receipt (job: RequesterJob, attempt: Attempt | undefined, result: Signed<Result>, resultId: string, status: Receipt['status'], price: number): Promise<Signed<Receipt>> {
     const { ctx } = this
     const receipt = sign(ctx.deps.signer, 'receipt', {
       v: 1,
@@ -136,5 +143,6 @@ export class Settlement {
     ctx.deps.reputation.applyReceipt(receipt)
     this.receiptBatch.add(receipt)
     if (attempt?.channel != null) await attempt.channel.send(encodeFrame({ t: 'receipt', m: receipt })).catch(() => {})
+    return receipt
   }
 }

@@ -1,19 +1,18 @@
 /**
  * What the gateway shows of the requester's jobs: views built from a job's
- * books, never the books themselves.
+ * books, never the books themselves; or, for a finished job no longer held
+ * in memory, from what the log keeps of it (journal.ts `readFinishedJob`):
+ * the same fields, as far as the log holds them (see {@link viewFromLog}).
  */
-import { JobStateError, NotFoundError } from '../../errors.js'
+import { messageId, type Signed } from '../../crypto/index.js'
+import { JobStateError } from '../../errors.js'
+import type { FinishedAward, FinishedJob } from '../protocol/journal.js'
+import type { Result } from '../protocol/messages.js'
 import { rankBids } from '../protocol/rules.js'
-import { JOB_STATUSES, type JobEvent, type JobStatus, type JobView, type ResultView } from '../types.js'
+import { JOB_STATUSES, type AttemptView, type JobStatus, type JobView, type ResultView } from '../types.js'
 import { isInFlight } from './plan.js'
 import { isTerminal, type RequesterJob } from './job.js'
 import type { BookEntry } from './book.js'
-
-export function jobOf (jobs: ReadonlyMap<string, RequesterJob>, id: string): RequesterJob {
-  const job = jobs.get(id)
-  if (job == null) throw new NotFoundError(`no job ${id}`, 'job-not-found')
-  return job
-}
 
 export function view (job: RequesterJob): JobView {
   const holding = job.attempts.filter(a => isInFlight(a.state))
@@ -47,10 +46,6 @@ export function list (jobs: ReadonlyMap<string, RequesterJob>, opts: { status?: 
   return out
 }
 
-export function events (jobs: ReadonlyMap<string, RequesterJob>, id: string): JobEvent[] {
-  return [...jobOf(jobs, id).events]
-}
-
 /** Jobs by state, every state present. */
 export function statusCounts (jobs: ReadonlyMap<string, RequesterJob>): Map<JobStatus, number> {
   const counts = new Map<JobStatus, number>(JOB_STATUSES.map(s => [s, 0]))
@@ -58,13 +53,16 @@ export function statusCounts (jobs: ReadonlyMap<string, RequesterJob>): Map<JobS
   return counts
 }
 
-export function result (jobs: ReadonlyMap<string, RequesterJob>, id: string): ResultView {
-  const job = jobOf(jobs, id)
-  if (job.final == null) throw new JobStateError(`job ${id} is ${job.status}; no result yet`)
-  const r = job.final.result.payload
+export function result (job: RequesterJob): ResultView {
+  if (job.final == null) throw new JobStateError(`job ${job.id} is ${job.status}; no result yet`)
+  return resultView(job.id, job.final.result, job.final.providers, job.final.price)
+}
+
+function resultView (jobId: string, result: Signed<Result>, providers: string[], price: number): ResultView {
+  const r = result.payload
   const dec = new TextDecoder()
   return {
-    jobId: job.id,
+    jobId,
     exitCode: r.exitCode,
     stdout: dec.decode(r.stdout),
     stderr: dec.decode(r.stderr),
@@ -72,15 +70,77 @@ export function result (jobs: ReadonlyMap<string, RequesterJob>, id: string): Re
     truncated: r.truncated,
     error: r.error,
     resultHash: r.resultHash,
-    provider: job.final.providers[0],
-    providers: job.final.providers,
-    price: job.final.price,
+    provider: providers[0],
+    providers,
+    price,
     usage: r.usage
   }
 }
 
 /** What the book holds of a provider: its advert, and how it answered our invitations. */
 export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, expires: number, strikes: number, benchedUntil: number | null }
+
+/**
+ * A finished job's view rebuilt from the log: status, engine, provider(s), price, bids, declines,
+ * times and error as the in-memory view had them. Each attempt's state and end are what the log
+ * shows (see {@link attemptFromLog}).
+ */
+export function viewFromLog (f: FinishedJob): JobView {
+  const attempts = f.awards.map(a => attemptFromLog(a, f))
+  const holding = attempts.filter(a => isInFlight(a.state))
+  const paid = f.paid.length > 0 ? { providers: f.paid.map(r => r.payload.provider), price: paidPrice(f) } : undefined
+  const bids = f.bids.map(b => ({ id: messageId(b), provider: b.signer, price: b.payload.price, estStartMs: b.payload.estStartMs }))
+  return {
+    id: f.jobId,
+    status: f.status,
+    engine: f.engine,
+    provider: paid?.providers[0] ?? holding[0]?.provider ?? null,
+    providers: paid?.providers ?? holding.map(a => a.provider),
+    price: paid?.price ?? holding[0]?.price ?? null,
+    maxPrice: f.maxPrice,
+    replicas: f.replicas,
+    bids: rankBids(f.jobId, bids).map(b => ({ provider: b.provider, price: b.price, estStartMs: b.estStartMs, id: b.id })),
+    attempts,
+    declines: f.declines.map(d => ({ provider: d.signer, reason: d.payload.reason, detail: d.payload.detail })),
+    createdAt: f.createdAt,
+    completedAt: f.completedAt,
+    latencyMs: f.completedAt - f.createdAt,
+    error: f.error
+  }
+}
+
+/**
+ * An attempt as the log tells it: a paid, superseded or failed receipt (completed, superseded,
+ * mismatch), a handover (lost, with its reason), a result never receipted (completed, or
+ * cancelled in a cancelled job); with no end logged, cancelled in a cancelled job, else
+ * `accepted` when the provider's accept was logged (it may have been running), else `refused`
+ * (a refusal's reason and time are not logged).
+ */
+function attemptFromLog (a: FinishedAward, f: FinishedJob): AttemptView {
+  const aw = a.award.payload
+  const base = { provider: aw.provider, price: aw.price, attempt: aw.attempt, awardedAt: aw.ts }
+  if (a.lost != null) return { ...base, state: 'lost', endedAt: a.lost.at, reason: a.lost.reason }
+  if (a.result != null) {
+    const state = a.result.receipt === 'paid'
+      ? 'completed'
+      : a.result.receipt === 'superseded' ? 'superseded' : a.result.receipt === 'failed' ? 'mismatch' : f.status === 'cancelled' ? 'cancelled' : 'completed'
+    return { ...base, state, endedAt: a.result.at }
+  }
+  if (f.status === 'cancelled') return { ...base, state: 'cancelled', endedAt: f.completedAt }
+  return { ...base, state: a.accepted ? 'accepted' : 'refused' }
+}
+
+function paidPrice (f: FinishedJob): number {
+  return f.paid.reduce((sum, r) => sum + r.payload.price, 0)
+}
+
+/** A finished job's result from the log: the result its first paid receipt names, who was paid, and how much. */
+export function resultFromLog (f: FinishedJob): ResultView {
+  if (f.result == null) throw new JobStateError(`job ${f.jobId} is ${f.status}; no result yet`)
+  return resultView(f.jobId, f.result, f.paid.map(r => r.payload.provider), paidPrice(f))
+}
+
+export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean }
 
 export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean, advert?: AdvertView | null }
 

@@ -4,12 +4,18 @@
  *   POST   /v1/blobs               raw bytes → 201 { cid, size }
  *   GET    /v1/blobs/:cid          the bytes
  *   POST   /v1/jobs                job spec (JSON) → 202 { id, status }
- *   GET    /v1/jobs                list (?status=&limit=)
+ *   GET    /v1/jobs                list (?status=&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
  *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live
  *   DELETE /v1/jobs/:id            cancel
  *   GET    /v1/jobs/:id/history    the job's events so far (JSON), oldest first
+ *
+ * A node holds its unfinished jobs and its most recent finished ones in
+ * memory (`auction.finishedJobsInMemory`, `auction.finishedJobBytesInMemory`);
+ * an older job is read back from the log by id (`/v1/jobs/:id`, `/result`),
+ * not listed. Its events are not kept: `/history` is `[]` and `/events`
+ * ends at once.
  *   GET    /v1/events              server-sent events of every job, live
  *   GET    /v1/events/recent       the latest events of the newest jobs (JSON), newest first
  *   GET    /v1/providers           known providers with standing
@@ -120,7 +126,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     app.get('/v1/jobs', {
       schema: {
         tags: ['jobs'],
-        summary: 'Jobs submitted by this node, newest first',
+        summary: 'Jobs submitted by this node and held in memory (unfinished, and the most recent finished ones), newest first; older ones are read by id',
         querystring: { type: 'object', properties: { status: { type: 'string', enum: JOB_STATUSES }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } } },
         response: { 200: { type: 'array', items: { $ref: 'JobView#' } }, ...errorResponses(400) }
       },
@@ -133,21 +139,28 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id', {
       schema: { tags: ['jobs'], summary: 'One job: its bids, attempts and declines', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404) } }
-    }, async (req) => market.get(req.params.id))
+    }, async (req) => await market.get(req.params.id))
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', {
       schema: { tags: ['jobs'], summary: 'The result of a finished job (409 while it is not finished)', params: idParams, response: { 200: { $ref: 'ResultView#' }, ...errorResponses(404, 409) } }
-    }, async (req) => market.result(req.params.id))
+    }, async (req) => await market.result(req.params.id))
 
     app.delete<{ Params: { id: string } }>('/v1/jobs/:id', {
       schema: { tags: ['jobs'], summary: 'Cancel a job (409 when it is already over)', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404, 409) } }
     }, async (req) => await market.cancel(req.params.id))
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', {
-      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end`", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
+      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory)", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
     }, async (req, reply) => {
       const id = req.params.id
-      const past = market.jobEvents(id) // 404 when unknown
+      // read and subscribe in one turn, so no event falls between them
+      const past = market.heldEvents(id)
+      if (past == null) {
+        // not held: a finished job read from the log, whose events are not kept (404 when unknown)
+        await market.get(id)
+        openEventStream(req, reply, () => {}).end()
+        return
+      }
       const onEvent = (e: JobEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
       const onDone = (doneId: string): void => { if (doneId === id) setImmediate(() => { stream.end() }) }
       const stream = openEventStream(req, reply, () => {
@@ -161,8 +174,8 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     })
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/history', {
-      schema: { tags: ['jobs'], summary: "A job's events so far, oldest first (what the job page draws)", params: idParams, response: { 200: { type: 'array', items: { $ref: 'JobEvent#' } }, ...errorResponses(404) } }
-    }, async (req) => market.jobEvents(req.params.id))
+      schema: { tags: ['jobs'], summary: "A job's events so far, oldest first (what the job page draws); [] for a finished job no longer held in memory", params: idParams, response: { 200: { type: 'array', items: { $ref: 'JobEvent#' } }, ...errorResponses(404) } }
+    }, async (req) => await market.jobEvents(req.params.id))
 
     app.get('/v1/events/recent', {
       schema: {
@@ -178,7 +191,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       const limit = q.data.limit ?? 100
       const events: JobEvent[] = []
       for (const job of market.list({ limit: RECENT_EVENTS_JOBS })) {
-        try { events.push(...market.jobEvents(job.id).reverse()) } catch {} // forgotten between list and read
+        events.push(...(market.heldEvents(job.id) ?? []).reverse()) // listed jobs are held
       }
       // newest first; a stable sort keeps events of the same millisecond in the newest-first order built above
       return events.sort((a, b) => b.ts - a.ts).slice(0, limit)

@@ -45,7 +45,7 @@ describe('requester: what a node reads of its log on start', () => {
   it('the unfinished jobs and the standing records, without reading the rest of the log', async () => {
     const journal = new Journal(ledger)
     const ids = ['job-done-0001', 'job-open-0002', 'job-fail-0003', 'job-open-0004']
-    for (const id of ids) await journal.submitted(id, spec, 5, 1)
+    for (const id of ids) await journal.submitted(id, spec, 5, 1, Date.now())
     // most of a busy log: records of other types, of these jobs and others
     const filler: Array<Promise<unknown>> = []
     for (let i = 0; i < FILLER; i++) filler.push(ledger.append(i % 2 === 0 ? 'result' : 'decline', { jobId: ids[i % 4], side: 'provider', n: i }))
@@ -53,9 +53,9 @@ describe('requester: what a node reads of its log on start', () => {
     const requester = randomSigner()
     const receipt = sign(requester, 'receipt', { v: 1, jobId: 'job-done-0001', requester: requester.peerId, provider: randomSigner().peerId, resultId: 'bafyresult0001', resultHash: 'ab'.repeat(32), price: 3, status: 'paid', ts: Date.now() })
     await journal.receipt('requester', receipt)
-    await journal.ended('job-fail-0003', 'failed', { reason: 'no-bids' })
-    await journal.handover('job-open-0002', { from: 'peer-a', to: null, reason: 'lost', attempt: 1, awardId: 'aw-1' })
-    await journal.handover('job-done-0001', { from: 'peer-b', to: 'peer-c', reason: 'lost', attempt: 1, awardId: 'aw-2' })
+    await journal.ended('job-fail-0003', 'failed', Date.now(), { reason: 'no-bids' })
+    await journal.handover('job-open-0002', { from: 'peer-a', to: null, reason: 'lost', attempt: 1, awardId: 'aw-1', at: Date.now() })
+    await journal.handover('job-done-0001', { from: 'peer-b', to: 'peer-c', reason: 'lost', attempt: 1, awardId: 'aw-2', at: Date.now() })
 
     backend.recordsRead = 0
     const unfinished = await readUnfinished(ledger)
