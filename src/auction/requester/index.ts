@@ -14,22 +14,22 @@
  * handover → planner: runner-up, announce again, or fail).
  */
 import { EventEmitter } from 'node:events'
-import { canonicalEncode, cidOfValue, messageId } from '../../crypto/index.js'
-import { InvalidInputError, JobStateError, NotFoundError } from '../../errors.js'
+import { cidOfValue } from '../../crypto/index.js'
+import { InvalidInputError, JobStateError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
-import { DEFAULT_LIMITS, FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
-import { Journal, readFinishedJob, readRecord, type FinishedJob, type MarketRecord } from '../protocol/journal.js'
-import { jobId as jobIdSchema, specSchema, type JobSpecWire, type RefusalReason } from '../protocol/messages.js'
+import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
+import { Journal, type FinishedJob } from '../protocol/journal.js'
+import type { RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
 import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
-import { newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
+import { buildSpec, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
 import { pollStatus, readUnfinished, rebuildJobs } from './recover.js'
 import * as views from './views.js'
 import { trustOf } from './trust.js'
-import { FinishedJobs, heldBytes, type HeldJobs } from './memory.js'
+import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './memory.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
@@ -204,7 +204,7 @@ export class Requester {
 
   /** Validate a spec, log the job, announce it. Resolves once announced. */
   async submit (input: SubmitSpec): Promise<JobView> {
-    const spec = await this.buildSpec(input)
+    const spec = await buildSpec(input, this.deps.blobs)
     const maxPrice = input.maxPrice ?? this.cfg.defaultMaxPrice
     if (!Number.isFinite(maxPrice) || maxPrice < 0) throw new InvalidInputError('maxPrice must be a number ≥ 0', 'invalid-spec')
     const replicas = input.replicas ?? 1
@@ -229,37 +229,6 @@ export class Requester {
       throw err
     }
     return views.view(job)
-  }
-
-  private async buildSpec (input: SubmitSpec): Promise<JobSpecWire> {
-    const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
-    if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
-    if (input.input !== undefined) spec.input = input.input
-    if (input.engine === 'wasm') {
-      if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
-      const bytes = await this.deps.blobs.get(input.module)
-      if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-module')
-      spec.module = { cid: input.module, size: bytes.length }
-    } else if (input.engine === 'js') {
-      if (input.source == null && input.module == null) throw new InvalidInputError('a js job needs "source" (or "module": the CID of uploaded source)', 'invalid-spec')
-      if (input.source != null) spec.source = input.source
-      else {
-        const bytes = await this.deps.blobs.get(input.module as string)
-        if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store`, 'unknown-module')
-        spec.source = new TextDecoder().decode(bytes)
-      }
-    }
-    const parsed = specSchema.safeParse(spec)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      throw new InvalidInputError(`${issue.path.join('.') || 'spec'}: ${issue.message}`, 'invalid-spec')
-    }
-    try {
-      canonicalEncode(parsed.data)
-    } catch (err: any) {
-      throw new InvalidInputError(`input: cannot be encoded (${err.message})`, 'invalid-spec')
-    }
-    return parsed.data
   }
 
   /**
@@ -359,15 +328,5 @@ export class Requester {
     return { jobs: this.jobs.size, finished: this.finished.count, finishedBytes: this.finished.bytes }
   }
 
-  /** A finished job no longer held, read from the requester's records of it in the log (NotFoundError when there is none). */
-  private async fromLog (id: string): Promise<FinishedJob> {
-    const notFound = new NotFoundError(`no job ${id}`, 'job-not-found')
-    if (!jobIdSchema.safeParse(id).success) throw notFound
-    const records = (await this.deps.ledger.byJob(id)).map(readRecord).filter((r): r is MarketRecord => r != null)
-    const done = readFinishedJob(records, messageId)
-    // an unfinished job is always held; one the log shows unfinished and that is not held was cut
-    // off by a crash before its offer was logged (a restart cannot resume it, recover.ts): unknown
-    if (done == null) throw notFound
-    return done
-  }
+  private async fromLog (id: string): Promise<FinishedJob> { return await readFinishedFromLog(this.deps.ledger, id) }
 }

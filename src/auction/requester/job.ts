@@ -4,15 +4,17 @@
  * through {@link planView}; only the driver and the step runners change it.
  */
 import type { EventEmitter } from 'node:events'
-import type { Signed, Signer } from '../../crypto/index.js'
+import { canonicalEncode, type Signed, type Signer } from '../../crypto/index.js'
+import { InvalidInputError } from '../../errors.js'
 import type { Logger } from '../../logger.js'
 import type { Network, MessageChannel } from '../../p2p/index.js'
 import type { Ledger } from '../../ledger/index.js'
 import type { BlobStore } from '../blobs.js'
 import type { Reputation } from '../reputation.js'
 import type { Journal } from '../protocol/journal.js'
-import type { Bid, Decline, JobSpecWire, Offer, RefusalReason, Result } from '../protocol/messages.js'
-import { TERMINAL, type JobEvent, type JobEventType, type JobStatus } from '../types.js'
+import { specSchema, type Bid, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result } from '../protocol/messages.js'
+import { DEFAULT_LIMITS } from '../constants.js'
+import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type SubmitSpec } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
 import type { ProviderBook } from './book.js'
@@ -172,4 +174,36 @@ export function planView (job: RequesterJob, trustOf: (provider: string) => Trus
 
 export function isTerminal (job: RequesterJob): boolean {
   return TERMINAL.has(job.status)
+}
+
+/** A submitted spec as it goes on the wire: defaults filled, the module looked up, checked and encodable. */
+export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'>): Promise<JobSpecWire> {
+  const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
+  if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
+  if (input.input !== undefined) spec.input = input.input
+  if (input.engine === 'wasm') {
+    if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
+    const bytes = await blobs.get(input.module)
+    if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-module')
+    spec.module = { cid: input.module, size: bytes.length }
+  } else if (input.engine === 'js') {
+    if (input.source == null && input.module == null) throw new InvalidInputError('a js job needs "source" (or "module": the CID of uploaded source)', 'invalid-spec')
+    if (input.source != null) spec.source = input.source
+    else {
+      const bytes = await blobs.get(input.module as string)
+      if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store`, 'unknown-module')
+      spec.source = new TextDecoder().decode(bytes)
+    }
+  }
+  const parsed = specSchema.safeParse(spec)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new InvalidInputError(`${issue.path.join('.') || 'spec'}: ${issue.message}`, 'invalid-spec')
+  }
+  try {
+    canonicalEncode(parsed.data)
+  } catch (err: any) {
+    throw new InvalidInputError(`input: cannot be encoded (${err.message})`, 'invalid-spec')
+  }
+  return parsed.data
 }

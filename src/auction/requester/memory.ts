@@ -12,9 +12,12 @@
  * into many small values takes a few times that in the heap), plus fixed
  * estimates per job and per event, bid, decline and attempt (constants.ts).
  */
-import { canonicalEncode, type Signed } from '../../crypto/index.js'
+import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
+import { NotFoundError } from '../../errors.js'
+import type { Ledger } from '../../ledger/index.js'
 import { JOB_BASE_BYTES, JOB_ITEM_BYTES } from '../constants.js'
-import type { Result } from '../protocol/messages.js'
+import { readFinishedJob, readRecord, type FinishedJob, type MarketRecord } from '../protocol/journal.js'
+import { jobId as jobIdSchema, type Result } from '../protocol/messages.js'
 import type { RequesterJob } from './job.js'
 
 /** Approximate bytes a result holds: its stdout, stderr and encoded output, and its envelope. */
@@ -81,4 +84,16 @@ export class FinishedJobs {
     }
     return drop
   }
+}
+
+/** A finished job no longer held, read from the requester's records of it in the log (NotFoundError when there is none). */
+export async function readFinishedFromLog (ledger: Pick<Ledger, 'byJob'>, id: string): Promise<FinishedJob> {
+  const notFound = new NotFoundError(`no job ${id}`, 'job-not-found')
+  if (!jobIdSchema.safeParse(id).success) throw notFound
+  const records = (await ledger.byJob(id)).map(readRecord).filter((r): r is MarketRecord => r != null)
+  const done = readFinishedJob(records, messageId)
+  // an unfinished job is always held; one the log shows unfinished and that is not held was cut
+  // off by a crash before its offer was logged (a restart cannot resume it, recover.ts): unknown
+  if (done == null) throw notFound
+  return done
 }
