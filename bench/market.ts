@@ -13,7 +13,7 @@
  * `providersSeenAtStart` in the JSON).
  */
 import '../src/polyfill.js'
-import { ed25519SignsPerSec } from './baseline.js'
+import { ed25519SignsPerSec, pct } from './util.js'
 import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -23,12 +23,6 @@ const START_TIMEOUT_MS = 120_000
 const MESH_WAIT_MS = Number(process.env.BENCH_MESH_WAIT_MS ?? 60_000)
 const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
 const LONG = (n: number): Record<string, unknown> => ({ engine: 'js', source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }', input: { n }, limits: { timeoutMs: 30_000 }, maxPrice: 100 })
-
-function pct (xs: number[], p: number): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return Math.round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] * 10) / 10
-}
 
 async function submit (node: NodeProcess, spec: unknown): Promise<string> {
   const res = await fetch(`${node.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })

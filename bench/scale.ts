@@ -25,7 +25,7 @@
  */
 import '../src/polyfill.js'
 import { readFileSync } from 'node:fs'
-import { ed25519SignsPerSec } from './baseline.js'
+import { ed25519SignsPerSec, pct } from './util.js'
 import { getJson, startNodeProcess, stopAll, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const SIZES = (process.env.BENCH_SIZES ?? '10,20,40').split(',').map(Number).filter(n => n >= 2)
@@ -41,12 +41,6 @@ const BOOK_WAIT_MS = 60_000
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 5000)
 const JOB = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 1000 }
 const CLK_TCK = 100 // Linux USER_HZ
-
-function pct (xs: number[], p: number): number | null {
-  if (xs.length === 0) return null
-  const s = [...xs].sort((a, b) => a - b)
-  return Math.round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] * 10) / 10
-}
 
 function shuffle<T> (xs: T[]): T[] {
   for (let i = xs.length - 1; i > 0; i--) {

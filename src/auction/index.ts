@@ -39,7 +39,7 @@ import {
 } from './constants.js'
 import { GossipGate } from './protocol/gossip.js'
 import { readRecord, readStanding, readStandingRecords } from './protocol/journal.js'
-import type { Receipt, RefusalReason } from './protocol/messages.js'
+import { countInto, type Receipt, type RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type HeldJobs, type KnownProvider, type RequesterConfig } from './requester/index.js'
@@ -126,7 +126,6 @@ export function createMarket (init: MarketInit): Market {
   // the provider book: every node hears adverts, its requester invites from them
   const book = new ProviderBook()
   const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book })
-  const countInto = (map: Map<RefusalReason, number>) => (reason: RefusalReason): void => { map.set(reason, (map.get(reason) ?? 0) + 1) }
   const providerRefused = new Map<RefusalReason, number>()
   // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
   const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {

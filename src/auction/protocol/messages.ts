@@ -196,6 +196,11 @@ export type PayloadOf<K extends Kind> = z.infer<typeof SCHEMAS[K]>
 /** Reasons a message is refused, counted per reason. */
 export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash'
 
+/** A counter of refusals by reason, into `map` (the gossip gates and both roles count this way). */
+export function countInto (map: Map<RefusalReason, number>): (reason: RefusalReason) => void {
+  return (reason) => { map.set(reason, (map.get(reason) ?? 0) + 1) }
+}
+
 export class RefusedMessageError extends InvalidMessageError {
   readonly reason: RefusalReason
   /** set by {@link decodeFrame}: the frame was well formed, the signed message inside it was refused */

@@ -20,7 +20,6 @@ export class Advertiser {
   private timers: NodeJS.Timeout[] = []
   private seq = 0
   private lastSent = 0
-  published = 0
 
   constructor (ctx: ProviderContext) { this.ctx = ctx }
 
@@ -68,7 +67,6 @@ export class Advertiser {
     if (this.ctx.engines().length === 0) return // nothing to run: nothing to advertise
     const advert = sign(this.ctx.deps.signer, 'advert', this.build())
     this.lastSent = Date.now()
-    this.published++
     void this.ctx.network.publish(ADVERTS_TOPIC, encodeBatch([advert])).catch(err => { this.ctx.log.debug({ err }, 'advert not published (no peers yet)') })
   }
 

@@ -15,7 +15,7 @@ import { logger, type Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
 import { Journal } from '../protocol/journal.js'
-import { decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
+import { countInto, decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
 import { Advertiser } from './advert.js'
 import { ProviderBidding } from './bidding.js'
@@ -54,7 +54,7 @@ export class Provider {
       journal: new Journal(deps.ledger),
       network: deps.network,
       backend: asBackend(deps.executor),
-      count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
+      count: countInto(this.refused),
       slots: () => this.slots,
       queue: () => this.queue,
       ask: () => this.ask(),

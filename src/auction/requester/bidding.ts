@@ -252,8 +252,8 @@ export class Bidding {
    * Providers we expect an answer from: this round's invitees; for an open call, the jobs-topic
    * mesh (ourselves too, when we provide) and DHT engine providers.
    */
-  knownProviders (job: RequesterJob): Set<string> {
-    if (job.invited != null) return new Set(job.invited)
+  knownProviders (job: RequesterJob): ReadonlySet<string> {
+    if (job.invited != null) return job.invited
     const set = new Set(this.ctx.network.topicPeers(JOBS_TOPIC))
     const dht = this.engineProviders.get(job.spec.engine)
     if (dht != null) for (const p of dht.peers) set.add(p)

@@ -19,7 +19,7 @@ import { InvalidInputError, JobStateError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
 import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
 import { Journal, type FinishedJob } from '../protocol/journal.js'
-import type { RefusalReason } from '../protocol/messages.js'
+import { countInto, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
 import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
 import { buildSpec, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
@@ -71,7 +71,7 @@ export class Requester {
       stopped: () => this.stopped,
       emit: (job, type, data) => { this.emit(job, type, data) },
       setStatus: (job, status, at) => { this.setStatus(job, status, at) },
-      count: (reason) => { this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1) },
+      count: countInto(this.refused),
       // our own jobs on our own provider: we trust ourselves fully
       trust: (provider) => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider)),
       drive: async (job, event) => { await this.drive(job, event) },

@@ -39,7 +39,7 @@ export interface InviteJob {
 }
 
 export type Invitation =
-  | { mode: 'invite', peers: string[], proven: number, unproven: number, explored: number }
+  | { mode: 'invite', peers: string[], explored: number }
   | { mode: 'open', reason: string }
 
 export interface InviteInput {
@@ -89,5 +89,5 @@ export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation 
     chosen.push(pick)
     explored++
   }
-  return { mode: 'invite', peers: chosen.map(e => e.advert.provider), proven: proven.length, unproven: others.length, explored }
+  return { mode: 'invite', peers: chosen.map(e => e.advert.provider), explored }
 }
