@@ -29,6 +29,7 @@ describe('hostile: adverts (the provider book)', function () {
   let hub: MemoryHub
   let market: Market
   let ledger: Ledger
+  let self: string
 
   before(async () => {
     executor = createExecutor({ poolSize: 1 })
@@ -38,6 +39,7 @@ describe('hostile: adverts (the provider book)', function () {
   beforeEach(async () => {
     hub = new MemoryHub()
     const signer = randomSigner()
+    self = signer.peerId
     ledger = await openLedger({ signer })
     market = createMarket({
       network: hub.createNode(signer.peerId),
@@ -74,6 +76,42 @@ describe('hostile: adverts (the provider book)', function () {
     await waitFor(() => gossip('accept') >= n, 60_000)
     expect(booked()).to.equal(MAX_BOOK_ENTRIES) // our own advert was the first to go, with the oldest keys
     expect(ledger.head().count).to.equal(before)
+  })
+
+  it('keys that advertise the lowest ask and never answer: their invited round gets no bid, the next round is an open call and the job completes', async () => {
+    // a requester that does not provide; the market of beforeEach (ask 1) is the one honest provider
+    const signer = randomSigner()
+    const requesterLedger = await openLedger({ signer })
+    const requester = createMarket({
+      network: hub.createNode(signer.peerId),
+      signer,
+      ledger: requesterLedger,
+      executor,
+      requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
+      provider: { enabled: false, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
+    })
+    await requester.start()
+    try {
+      const attacker = hub.createNode()
+      for (let i = 0; i < 20; i++) await attacker.publish(ADVERTS_TOPIC, encodeBatch([advertFrom(randomSigner(), { ask: 0 })]))
+      await waitFor(() => requester.providers().filter(p => p.advert != null).length >= 21, 10_000)
+      const job = await requester.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 10 })
+      const done = await requester.waitFor(job.id, { signal: AbortSignal.timeout(20_000) })
+      expect(done.status, JSON.stringify(done)).to.equal('completed')
+      expect(done.provider).to.equal(self)
+      const offers = await requesterLedger.byType('offer', { limit: 10 })
+      const rounds = offers.filter(r => (r.body as any).jobId === job.id).map(r => (r.body as any).invited as string[] | undefined)
+      expect(rounds[0], 'first round invited').to.be.an('array')
+      if (rounds[0]?.includes(self) === true) { // the honest provider drew the explorer's seat (1 in 18): it won the invited round
+        expect(rounds).to.have.length(1)
+      } else { // the silent keys filled the invitation: nobody bid, then the open call
+        expect(rounds.length, 'rounds').to.be.at.least(2)
+        expect(rounds.at(-1), 'last round an open call').to.equal(undefined)
+      }
+    } finally {
+      await requester.stop()
+      await requesterLedger.close()
+    }
   })
 
   it('garbage, forged, oversized, expired-lifetime and two-in-one adverts are rejected and counted; honest jobs still run', async () => {

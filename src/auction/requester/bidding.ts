@@ -187,6 +187,7 @@ export class Bidding {
       clearTimeout(job.biddingTimer)
       if (job.status !== 'bidding') return // cancelled meanwhile
       this.tallyInvitees(job)
+      job.openNext = job.invited != null && job.bids.size === 0
       // queued before the award's record, and the ledger writes in order: the award is never
       // logged without the bids it lists
       this.logAnswers(job).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging the answers failed') })
@@ -214,6 +215,7 @@ export class Bidding {
     const book = this.ctx.deps.book
     if (book == null) return { mode: 'open', reason: 'no provider book' }
     if (this.ctx.cfg.invitations === false) return { mode: 'open', reason: 'auction.invitations is off' }
+    if (job.openNext === true) return { mode: 'open', reason: 'no invitee of the last round bid' }
     return chooseInvitees({ id: job.id, spec: job.spec, maxPrice: job.maxPrice, need: job.minBids, excluded: job.excluded }, {
       entries: book.current(),
       trustOf: (p) => this.ctx.trust(p),

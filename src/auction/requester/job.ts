@@ -93,6 +93,8 @@ export interface RequesterJob {
   windowElapsed?: boolean
   /** this round's invitees; undefined when the round is an open call on the jobs topic */
   invited?: Set<string>
+  /** the next round is an open call: an invited round heard from nobody */
+  openNext?: boolean
   /** invitees that answered this job, in any round, late answers included */
   heardFrom: Set<string>
   /** the window was extended once for an invitee that advertised less than the best bid */
@@ -164,6 +166,7 @@ export function planView (job: RequesterJob, trustOf: (provider: string) => Trus
     round: job.round,
     extraRuns: job.extraRuns,
     bids: [...job.bids.values()],
+    invitedRound: job.invited != null,
     excluded: job.excluded,
     attempts: job.attempts,
     results,

@@ -63,6 +63,8 @@ export interface PlanJob<B extends RankedBid = RankedBid> {
   extraRuns: number
   /** this round's bids */
   bids: Iterable<B>
+  /** this round went to invitees only (not an open call on the jobs topic) */
+  invitedRound?: boolean
   /** providers lost on this job: never awarded again */
   excluded: ReadonlySet<string>
   attempts: readonly PlanAttempt[]
@@ -143,7 +145,12 @@ function cancel (job: PlanJob<any>): Step<any> {
 
 /** The window closed: award one run per replica still wanted, or end the round. */
 function afterWindow<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig): Step<B> {
-  if (job.attempts.length === 0 && rankedBids(job).length === 0) return { kind: 'fail', status: 'no-bids', reason: 'no provider bid' }
+  if (job.attempts.length === 0 && rankedBids(job).length === 0) {
+    // nobody the book named answered (stale adverts, a loaded mesh): call the whole mesh before
+    // giving up, so a thin or wrong book never turns into no-bids
+    if (job.invitedRound === true && canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun: false }
+    return { kind: 'fail', status: 'no-bids', reason: 'no provider bid' }
+  }
   const wanted = job.replicas + job.extraRuns - job.results.size - inFlightCount(job)
   if (wanted <= 0) return { kind: 'wait' }
   return award(job, cfg, wanted, false)

@@ -46,6 +46,12 @@ describe('requester plan (pure)', () => {
       expect(next(job(), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'fail', status: 'no-bids', reason: 'no provider bid' })
     })
 
+    it('no bid from the invitees: the next round is announced (an open call), until the announcement limit', () => {
+      expect(next(job({ invitedRound: true }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'announce', round: 1, extraRun: false })
+      expect(next(job({ invitedRound: true, round: CFG.maxAttempts - 1 }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'fail', status: 'no-bids', reason: 'no provider bid' })
+      expect(next(job({ invitedRound: false, round: 1 }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'fail', status: 'no-bids', reason: 'no provider bid' })
+    })
+
     it('bids left: the cheapest wins at the second price', () => {
       const step = next(job({ bids: [bid('b', 5), bid('a', 3), bid('c', 8)] }), { type: 'closed' }, CFG)
       expect(awarded(step)).to.deep.equal([['a', 5]])
