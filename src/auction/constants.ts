@@ -198,3 +198,8 @@ export const INVITE_ANSWER_GRACE_MS = 5_000
 /** An invited provider that stays silent this many times in a row is benched for BOOK_BENCH_MS. */
 export const BOOK_STRIKES_OUT = 3
 export const BOOK_BENCH_MS = 10 * 60_000
+/**
+ * A provider's latest bid ranks it in the book instead of its advertised ask for this long; then the
+ * advert counts again (a surge is over, a liar gets one more seat: one wasted seat per 10 minutes).
+ */
+export const BOOK_OBSERVED_MS = 10 * 60_000

@@ -23,6 +23,7 @@ import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
 import type { RequesterContext, RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
 import { chooseInvitees, type Invitation } from './invite.js'
+import { effectiveAsk } from './book.js'
 
 /** Refusals that close a bid stream: no honest provider sends these. */
 const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
@@ -244,8 +245,8 @@ export class Bidding {
     for (const b of job.bids.values()) best = Math.min(best, b.price)
     for (const p of job.invited) {
       if (job.heardFrom.has(p)) continue
-      const ask = book.get(p)?.advert.ask
-      if (ask != null && ask < best) return true
+      const entry = book.get(p)
+      if (entry != null && effectiveAsk(entry) < best) return true
     }
     return false
   }
@@ -321,6 +322,7 @@ export class Bidding {
       if (ctx.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
       if (ctx.deps.reputation.score(provider) < ctx.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
       job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      ctx.deps.book?.observe(provider, b.price)
       if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }

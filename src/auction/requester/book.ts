@@ -8,11 +8,14 @@
  * recently goes first), one advert each (a newer `seq` replaces it, an older
  * one is ignored), expired adverts dropped when read. A provider invited and
  * silent BOOK_STRIKES_OUT times in a row is benched for BOOK_BENCH_MS; an
- * answer clears its strikes. Nothing here is logged: an advert costs a map
+ * answer clears its strikes. The price a provider last bid is kept beside its
+ * advert, and for BOOK_OBSERVED_MS it ranks the provider instead of the
+ * advertised ask: a provider that advertises a low ask and bids high (a liar,
+ * or one surging while busy) loses its cheap seat after one answer, not never. Nothing here is logged: an advert costs a map
  * entry, not a record.
  */
 import type { Signed } from '../../crypto/index.js'
-import { BOOK_BENCH_MS, BOOK_STRIKES_OUT, MAX_BOOK_ENTRIES } from '../constants.js'
+import { BOOK_BENCH_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, MAX_BOOK_ENTRIES } from '../constants.js'
 import type { Advert } from '../protocol/messages.js'
 
 export interface BookEntry {
@@ -23,6 +26,13 @@ export interface BookEntry {
   strikes: number
   /** not invited before this time */
   benchedUntil: number
+  /** the price of its latest bid to us, and when */
+  observed?: { price: number, at: number }
+}
+
+/** The price to rank a provider by: its latest bid while fresh, else its advertised ask. */
+export function effectiveAsk (e: BookEntry, now = Date.now()): number {
+  return e.observed != null && now - e.observed.at < BOOK_OBSERVED_MS ? e.observed.price : e.advert.ask
 }
 
 export class ProviderBook {
@@ -44,7 +54,7 @@ export class ProviderBook {
     } else {
       this.counts.added++
     }
-    this.entries.set(a.provider, { advert: a, at: now, strikes: held?.strikes ?? 0, benchedUntil: held?.benchedUntil ?? 0 })
+    this.entries.set(a.provider, { advert: a, at: now, strikes: held?.strikes ?? 0, benchedUntil: held?.benchedUntil ?? 0, observed: held?.observed })
     if (this.entries.size > this.max) {
       this.entries.delete(this.entries.keys().next().value as string)
       this.counts.evicted++
@@ -84,6 +94,12 @@ export class ProviderBook {
   answered (provider: string): void {
     const e = this.entries.get(provider)
     if (e != null) e.strikes = 0
+  }
+
+  /** A provider bid this price (any bid, invited or not). */
+  observe (provider: string, price: number, now = Date.now()): void {
+    const e = this.entries.get(provider)
+    if (e != null) e.observed = { price, at: now }
   }
 
   /** A provider that took an award and dropped it is benched at once. */

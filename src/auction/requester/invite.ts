@@ -26,7 +26,7 @@
 import { createHash } from 'node:crypto'
 import { INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../constants.js'
 import type { JobSpecWire } from '../protocol/messages.js'
-import type { BookEntry } from './book.js'
+import { effectiveAsk, type BookEntry } from './book.js'
 import type { Trust } from './trust.js'
 
 export interface InviteJob {
@@ -48,6 +48,7 @@ export interface InviteInput {
   isFlagged?: (provider: string) => boolean
   /** uniform in [0, 1) */
   random?: () => number
+  now?: number
 }
 
 /** Can this advert's provider run the job at this price? */
@@ -62,22 +63,23 @@ function tieBreak (jobId: string, provider: string): string {
   return createHash('sha256').update(jobId).update('\0').update(provider).digest('hex')
 }
 
-function cheapestFirst (jobId: string, entries: BookEntry[]): BookEntry[] {
-  const keyed = entries.map(e => ({ e, k: tieBreak(jobId, e.advert.provider) }))
-  keyed.sort((x, y) => x.e.advert.ask - y.e.advert.ask || (x.k < y.k ? -1 : x.k > y.k ? 1 : 0))
+function cheapestFirst (jobId: string, entries: BookEntry[], now: number): BookEntry[] {
+  const keyed = entries.map(e => ({ e, ask: effectiveAsk(e, now), k: tieBreak(jobId, e.advert.provider) }))
+  keyed.sort((x, y) => x.ask - y.ask || (x.k < y.k ? -1 : x.k > y.k ? 1 : 0))
   return keyed.map(x => x.e)
 }
 
 export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation {
   const random = input.random ?? Math.random
+  const now = input.now ?? Date.now()
   const capable = input.entries.filter(e => canRun(e, job) && !job.excluded.has(e.advert.provider) && input.isFlagged?.(e.advert.provider) !== true)
   const seats = job.need + INVITE_EXTRA
   if (capable.length < seats) {
     return { mode: 'open', reason: `the book has ${capable.length} provider(s) that can run this job; ${seats} wanted` }
   }
-  const proven = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven')).slice(0, seats)
+  const proven = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven'), now).slice(0, seats)
   const rank = (e: BookEntry): number => input.trustOf(e.advert.provider) === 'unproven' ? 0 : 1
-  const others = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) !== 'proven'))
+  const others = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) !== 'proven'), now)
     .sort((x, y) => rank(x) - rank(y)) // stable: cheapest first within each standing
     .slice(0, Math.max(INVITE_UNPROVEN, seats - proven.length))
   const chosen = [...proven, ...others]

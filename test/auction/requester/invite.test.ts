@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai'
 import { randomSigner, type Signer } from '../../../src/crypto/index.js'
-import { BOOK_BENCH_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../../../src/auction/constants.js'
+import { BOOK_BENCH_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../../../src/auction/constants.js'
 import { checkSigned, sign, type Advert, type JobSpecWire } from '../../../src/auction/protocol/messages.js'
 import { ProviderBook } from '../../../src/auction/requester/book.js'
 import { chooseInvitees, type InviteJob } from '../../../src/auction/requester/invite.js'
@@ -66,6 +66,20 @@ describe('requester: the provider book and the invitation rule', () => {
     const inv = chooseInvitees(job(), { entries: book.current(), trustOf, random: () => 0.99 })
     expect(inv.mode).to.equal('invite')
     if (inv.mode === 'invite') expect(inv.peers).to.include(peers[7])
+  })
+
+  it('a provider that advertises a low ask and bids high ranks by its bid from then on, and by its advert again once the bid is old', () => {
+    const { book, peers, trustOf } = market(10) // asks 1..10, all proven
+    const first = chooseInvitees(job(), { entries: book.current(), trustOf, random: () => 0 })
+    expect(first.mode === 'invite' && first.peers[0]).to.equal(peers[0])
+    const t0 = Date.now()
+    book.observe(peers[0], 9, t0) // advertised 1, bid 9
+    const after = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + 1000 })
+    expect(after.mode).to.equal('invite')
+    if (after.mode !== 'invite') return
+    expect(after.peers.slice(0, SEATS)).to.deep.equal(peers.slice(1, SEATS + 1)) // asks 2..6 take the seats
+    const later = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + BOOK_OBSERVED_MS + 1 })
+    expect(later.mode === 'invite' && later.peers[0]).to.equal(peers[0])
   })
 
   it('twenty free identities asking 0 take the newcomer seats and never a proven provider\'s seat', () => {
