@@ -203,3 +203,8 @@ export const BOOK_BENCH_MS = 10 * 60_000
  * advert counts again (a surge is over, a liar gets one more seat: one wasted seat per 10 minutes).
  */
 export const BOOK_OBSERVED_MS = 10 * 60_000
+/**
+ * A provider that declined with every slot busy is invited after those with room for this long (about
+ * two short jobs): under load the cheapest providers are full, and seats offered to them are wasted.
+ */
+export const BOOK_FULL_MS = 2_000

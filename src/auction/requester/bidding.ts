@@ -315,6 +315,7 @@ export class Bidding {
     if (kind === 'decline') {
       const d = msg.payload as Decline
       job.declines.set(provider, { reason: d.reason, detail: d.detail, signed: msg as Signed<Decline> })
+      if (d.reason === 'no-slot') ctx.deps.book?.full(provider)
       ctx.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
     } else {
       const b = msg.payload as Bid

@@ -15,7 +15,7 @@
  * entry, not a record.
  */
 import type { Signed } from '../../crypto/index.js'
-import { BOOK_BENCH_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, MAX_BOOK_ENTRIES } from '../constants.js'
+import { BOOK_BENCH_MS, BOOK_FULL_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, MAX_BOOK_ENTRIES } from '../constants.js'
 import type { Advert } from '../protocol/messages.js'
 
 export interface BookEntry {
@@ -28,6 +28,13 @@ export interface BookEntry {
   benchedUntil: number
   /** the price of its latest bid to us, and when */
   observed?: { price: number, at: number }
+  /** it declined for want of a free slot: invited after the others until then */
+  fullUntil?: number
+}
+
+/** Did it say it was full a moment ago? */
+export function isFull (e: BookEntry, now = Date.now()): boolean {
+  return e.fullUntil != null && e.fullUntil > now
 }
 
 /** The price to rank a provider by: its latest bid while fresh, else its advertised ask. */
@@ -54,7 +61,7 @@ export class ProviderBook {
     } else {
       this.counts.added++
     }
-    this.entries.set(a.provider, { advert: a, at: now, strikes: held?.strikes ?? 0, benchedUntil: held?.benchedUntil ?? 0, observed: held?.observed })
+    this.entries.set(a.provider, { advert: a, at: now, strikes: held?.strikes ?? 0, benchedUntil: held?.benchedUntil ?? 0, observed: held?.observed, fullUntil: held?.fullUntil })
     if (this.entries.size > this.max) {
       this.entries.delete(this.entries.keys().next().value as string)
       this.counts.evicted++
@@ -99,7 +106,15 @@ export class ProviderBook {
   /** A provider bid this price (any bid, invited or not). */
   observe (provider: string, price: number, now = Date.now()): void {
     const e = this.entries.get(provider)
-    if (e != null) e.observed = { price, at: now }
+    if (e == null) return
+    e.observed = { price, at: now }
+    e.fullUntil = undefined
+  }
+
+  /** It declined: every slot busy. For BOOK_FULL_MS the providers with room are invited before it. */
+  full (provider: string, now = Date.now()): void {
+    const e = this.entries.get(provider)
+    if (e != null) e.fullUntil = now + BOOK_FULL_MS
   }
 
   /** A provider that took an award and dropped it is benched at once. */

@@ -18,6 +18,11 @@
  * - INVITE_EXPLORE more at random among the rest, so a provider the book
  *   ranks badly is still asked now and then.
  *
+ * A provider that declined a moment ago for want of a free slot (BOOK_FULL_MS)
+ * is still invited but takes no seat: the next cheapest is asked too (at most
+ * twice the seats). A provider's latest bid ranks it in place of its
+ * advertised ask (BOOK_OBSERVED_MS): see book.ts.
+ *
  * When fewer than `seats` providers of the book can run the job, the book is
  * too thin: the offer goes out as an **open call** on the jobs topic, as
  * before the book existed. Ties in ask are broken by a hash of the job id
@@ -26,7 +31,7 @@
 import { createHash } from 'node:crypto'
 import { INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../constants.js'
 import type { JobSpecWire } from '../protocol/messages.js'
-import { effectiveAsk, type BookEntry } from './book.js'
+import { effectiveAsk, isFull, type BookEntry } from './book.js'
 import type { Trust } from './trust.js'
 
 export interface InviteJob {
@@ -69,6 +74,21 @@ function cheapestFirst (jobId: string, entries: BookEntry[], now: number): BookE
   return keyed.map(x => x.e)
 }
 
+/**
+ * The first `seats` of `sorted` that have room; a provider that just said it was full is invited
+ * too (it may have room again) but takes no seat: the next one is asked as well. At most 2 × seats.
+ */
+function takeSeats (sorted: BookEntry[], seats: number, now: number): BookEntry[] {
+  const out: BookEntry[] = []
+  let room = 0
+  for (const e of sorted) {
+    if (room >= seats || out.length >= 2 * seats) break
+    out.push(e)
+    if (!isFull(e, now)) room++
+  }
+  return out
+}
+
 export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation {
   const random = input.random ?? Math.random
   const now = input.now ?? Date.now()
@@ -77,12 +97,12 @@ export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation 
   if (capable.length < seats) {
     return { mode: 'open', reason: `the book has ${capable.length} provider(s) that can run this job; ${seats} wanted` }
   }
-  const proven = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven'), now).slice(0, seats)
+  const proven = takeSeats(cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven'), now), seats, now)
   const rank = (e: BookEntry): number => input.trustOf(e.advert.provider) === 'unproven' ? 0 : 1
   const others = cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) !== 'proven'), now)
     .sort((x, y) => rank(x) - rank(y)) // stable: cheapest first within each standing
-    .slice(0, Math.max(INVITE_UNPROVEN, seats - proven.length))
-  const chosen = [...proven, ...others]
+  const othersTaken = takeSeats(others, Math.max(INVITE_UNPROVEN, seats - proven.filter(e => !isFull(e, now)).length), now)
+  const chosen = [...proven, ...othersTaken]
   const taken = new Set(chosen.map(e => e.advert.provider))
   const rest = capable.filter(e => !taken.has(e.advert.provider))
   let explored = 0

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai'
 import { randomSigner, type Signer } from '../../../src/crypto/index.js'
-import { BOOK_BENCH_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../../../src/auction/constants.js'
+import { BOOK_BENCH_MS, BOOK_FULL_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../../../src/auction/constants.js'
 import { checkSigned, sign, type Advert, type JobSpecWire } from '../../../src/auction/protocol/messages.js'
 import { ProviderBook } from '../../../src/auction/requester/book.js'
 import { chooseInvitees, type InviteJob } from '../../../src/auction/requester/invite.js'
@@ -80,6 +80,24 @@ describe('requester: the provider book and the invitation rule', () => {
     expect(after.peers.slice(0, SEATS)).to.deep.equal(peers.slice(1, SEATS + 1)) // asks 2..6 take the seats
     const later = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + BOOK_OBSERVED_MS + 1 })
     expect(later.mode === 'invite' && later.peers[0]).to.equal(peers[0])
+  })
+
+  it('a provider that just declined with every slot busy is still invited but takes no seat, for BOOK_FULL_MS; a bid clears it', () => {
+    const { book, peers, trustOf } = market(12)
+    const t0 = Date.now()
+    book.full(peers[0], t0)
+    book.full(peers[1], t0)
+    const during = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + 100 })
+    expect(during.mode).to.equal('invite')
+    if (during.mode !== 'invite') return
+    // the two full ones, and SEATS with room after them
+    expect(during.peers.slice(0, SEATS + 2)).to.deep.equal(peers.slice(0, SEATS + 2))
+    book.observe(peers[1], 2, t0 + 200) // it bid again: it has room
+    const bid = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + 300 })
+    expect(bid.mode === 'invite' && bid.peers.slice(0, SEATS + 1)).to.deep.equal(peers.slice(0, SEATS + 1))
+    const after = chooseInvitees(job(), { entries: book.current(t0), trustOf, random: () => 0, now: t0 + BOOK_FULL_MS + 1 })
+    expect(after.mode === 'invite' && after.peers.slice(0, SEATS)).to.deep.equal(peers.slice(0, SEATS)) // full no more: SEATS seats again
+    expect(after.mode === 'invite' && after.peers).to.have.length(SEATS + INVITE_EXPLORE)
   })
 
   it('twenty free identities asking 0 take the newcomer seats and never a proven provider\'s seat', () => {
