@@ -17,7 +17,7 @@ import { openLedger } from '../../src/ledger/index.js'
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url))
 const KILLS = 30
 
-interface Run { child: ChildProcess, opened: Promise<void>, lastCommitted: () => number, exited: Promise<void> }
+interface Run { child: ChildProcess, opened: Promise<void>, committed: Promise<void>, lastCommitted: () => number, exited: Promise<void> }
 
 function startChild (path: string, seedHex: string): Run {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path, seedHex], {
@@ -28,6 +28,8 @@ function startChild (path: string, seedHex: string): Run {
   let buf = ''
   let onOpen!: () => void
   const opened = new Promise<void>((resolve) => { onOpen = resolve })
+  let onCommit!: () => void
+  const committed = new Promise<void>((resolve) => { onCommit = resolve })
   child.stdout?.on('data', (d: Buffer) => {
     buf += d.toString()
     let nl
@@ -35,7 +37,7 @@ function startChild (path: string, seedHex: string): Run {
       const line = buf.slice(0, nl)
       buf = buf.slice(nl + 1)
       if (line.startsWith('open ')) onOpen()
-      else if (line.startsWith('c ')) last = Math.max(last, Number(line.slice(2)))
+      else if (line.startsWith('c ')) { last = Math.max(last, Number(line.slice(2))); onCommit() }
     }
   })
   let stderr = ''
@@ -44,13 +46,13 @@ function startChild (path: string, seedHex: string): Run {
     if (stderr.length > 0 && !stderr.includes('SIGKILL')) process.stderr.write(stderr)
     resolve()
   }))
-  return { child, opened, lastCommitted: () => last, exited }
+  return { child, opened, committed, lastCommitted: () => last, exited }
 }
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('ledger crash safety @slow', function () {
-  this.timeout(120_000)
+  this.timeout(300_000) // 30 child processes under tsx: ~60 s on a quiet machine, minutes at load 30
   const dirs: string[] = []
   const children: ChildProcess[] = []
 
@@ -79,7 +81,9 @@ describe('ledger crash safety @slow', function () {
         // kill while it is starting or opening (tail check included)
         await sleep(Math.random() * 400)
       } else {
-        await Promise.race([run.opened, run.exited])
+        // from its first commit on (on a loaded machine opening alone can take longer than the
+        // sleep), a random moment in its appending
+        await Promise.race([run.committed, run.exited])
         await sleep(20 + Math.random() * 250)
       }
       run.child.kill('SIGKILL')
