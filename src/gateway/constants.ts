@@ -22,3 +22,11 @@ export const RECENT_EVENTS_MAX = 500
 
 /** Most records `GET /v1/ledger?check=true` checks per call (a signature check each, ≈ 60 µs). */
 export const LEDGER_CHECK_MAX = 200
+
+/**
+ * Live logs the gateway keeps per running job, for a subscriber that comes late (`/v1/jobs/:id/events`
+ * replays them): the last LOG_TAIL_BYTES of text, for at most LOG_TAIL_JOBS running jobs (the oldest
+ * tail goes first). A job's tail is dropped when it ends: its full output is in its result.
+ */
+export const LOG_TAIL_BYTES = 16 * 1024
+export const LOG_TAIL_JOBS = 64

@@ -7,7 +7,8 @@
  *   GET    /v1/jobs                list (?status=&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
- *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live
+ *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live; `log` events
+ *                                   carry a running job's live output (the last 16 KiB replayed)
  *   DELETE /v1/jobs/:id            cancel
  *   GET    /v1/jobs/:id/history    the job's events so far (JSON), oldest first
  *
@@ -26,7 +27,8 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import type { Market, JobEvent } from '../../auction/index.js'
+import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
+import { LogTails } from '../log-tail.js'
 import { InvalidInputError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
@@ -80,6 +82,11 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
   const jobBodyJsonSchema = documented(z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>)
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
   return async (app) => {
+    // live logs of running jobs, for subscribers that come late
+    const tails = new LogTails(market)
+    tails.start()
+    app.addHook('onClose', async () => { tails.stop() })
+
     app.post('/v1/blobs', {
       schema: {
         tags: ['jobs'],
@@ -150,7 +157,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     }, async (req) => await market.cancel(req.params.id))
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', {
-      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory)", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
+      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory). While the job runs, `log` events carry its live output (stream, text, attempt; the last few KiB are replayed to a late subscriber); they are not signed and not kept after the job ends: the full stdout/stderr are in the result", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
     }, async (req, reply) => {
       const id = req.params.id
       // read and subscribe in one turn, so no event falls between them
@@ -161,15 +168,18 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         openEventStream(req, reply, () => {}).end()
         return
       }
-      const onEvent = (e: JobEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
+      const onEvent = (e: JobEvent | LogEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
       const onDone = (doneId: string): void => { if (doneId === id) setImmediate(() => { stream.end() }) }
       const stream = openEventStream(req, reply, () => {
         market.events.off('job', onEvent)
+        market.events.off('log', onEvent)
         market.events.off('done', onDone)
       })
-      for (const e of past) stream.send(e.type, e)
+      // the job's steps and the tail of its live logs, in time order (a stable sort keeps each's own order)
+      for (const e of [...past, ...tails.get(id)].sort((a, b) => a.ts - b.ts)) stream.send(e.type, e)
       if (market.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
+      market.events.on('log', onEvent)
       market.events.on('done', onDone)
     })
 
