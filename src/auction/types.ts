@@ -59,6 +59,8 @@ export interface AttemptView {
   state: 'offered' | 'accepted' | 'running' | 'refused' | 'lost' | 'completed' | 'superseded' | 'mismatch' | 'cancelled'
   awardedAt: number
   endedAt?: number
+  /** when the provider was last heard from on the award channel (heartbeats, logs, result); held jobs only */
+  lastSeen?: number
   reason?: string
 }
 

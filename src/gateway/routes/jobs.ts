@@ -19,6 +19,7 @@
  * ends at once.
  *   GET    /v1/events              server-sent events of every job, live
  *   GET    /v1/events/recent       the latest events of the newest jobs (JSON), newest first
+ *   GET    /v1/market/history      asks, prices and latencies of the last 15 minutes
  *   GET    /v1/providers           known providers with standing
  *   GET    /v1/balance             this node's credits earned and spent
  *
@@ -29,6 +30,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
 import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
+import { MarketHistory } from '../market-history.js'
 import { InvalidInputError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
@@ -85,7 +87,10 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     // live logs of running jobs, for subscribers that come late
     const tails = new LogTails(market)
     tails.start()
-    app.addHook('onClose', async () => { tails.stop() })
+    // the market's last 15 minutes, for charts on a page opened just now
+    const history = new MarketHistory(market)
+    history.start()
+    app.addHook('onClose', async () => { tails.stop(); history.stop() })
 
     app.post('/v1/blobs', {
       schema: {
@@ -214,6 +219,24 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       const stream = openEventStream(req, reply, () => { market.events.off('job', onEvent) })
       market.events.on('job', onEvent)
     })
+
+    app.get('/v1/market/history', {
+      schema: {
+        tags: ['market'],
+        summary: "The market's last 15 minutes as this node saw it: known providers' asks (sampled every 10 s and when a job ends) and each finished job's price, latency and bid count (what the dashboard's charts start from)",
+        response: {
+          200: {
+            type: 'object',
+            required: ['windowMs', 'asks', 'jobs'],
+            properties: {
+              windowMs: { type: 'integer' },
+              asks: { type: 'array', items: { type: 'object', required: ['t', 'asks'], properties: { t: { type: 'number' }, asks: { type: 'object', additionalProperties: { type: 'number' } } } } },
+              jobs: { type: 'array', items: { type: 'object', required: ['id', 'status', 'completedAt', 'price', 'latencyMs', 'bids'], properties: { id: { type: 'string' }, status: { type: 'string' }, completedAt: { type: 'number' }, price: { type: ['number', 'null'] }, latencyMs: { type: ['number', 'null'] }, bids: { type: 'integer' } } } }
+            }
+          }
+        }
+      }
+    }, async () => history.view())
 
     app.get('/v1/providers', {
       schema: { tags: ['market'], summary: 'Known providers: engines, last ask, standing', response: { 200: { type: 'array', items: { $ref: 'Provider#' } } } }
