@@ -94,6 +94,25 @@ describe('live logs over the award channel (real nodes)', function () {
     expect(out2).to.equal(stdout)
   })
 
+  it('`mercato submit --wait` prints the live lines to stderr as they come, and the final output to stdout', async () => {
+    const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, 'submit', `${FIXTURES}js/slow-lines.js`, '--input', '{"lines":4,"spin":3000000}', '--timeout', '30000', '--wait', '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    let firstLineAt = 0
+    let firstStdoutAt = 0
+    proc.stdout.on('data', (d) => { if (firstStdoutAt === 0) firstStdoutAt = Date.now(); stdout += d })
+    proc.stderr.on('data', (d) => { stderr += d; if (firstLineAt === 0 && stderr.includes('line 0\n')) firstLineAt = Date.now() })
+    const code = await new Promise<number | null>((resolve) => { proc.on('exit', resolve) })
+    expect(code, stderr).to.equal(0)
+    // live: every line and the stderr lines on stderr, the first one before the final output
+    for (const l of ['line 0', 'line 1', 'line 2', 'line 3', 'progress 1', 'progress 3']) expect(stderr).to.include(l + '\n')
+    expect(firstLineAt).to.be.greaterThan(0)
+    expect(firstLineAt).to.be.lessThan(firstStdoutAt)
+    // the final output, once, on stdout (the result's stdout, then main's return value)
+    expect(stdout.startsWith('line 0\nline 1\nline 2\nline 3\n')).to.equal(true)
+    expect(stdout).to.include('"lines": 4')
+  })
+
   it('a job that floods its output is capped by its provider (rate and total), and says so', async () => {
     // (the flood stops at the job's 512 KiB output cap; its live logs at the provider's 32 KiB/s)
     const started = Date.now()

@@ -276,7 +276,7 @@ function liveState () {
   if (view == null) return
   if (!TERMINAL.has(view.status)) { s.textContent = '· following'; return }
   s.textContent = liveAttempt == null ? '' : '· ended (the full output is in the result)'
-  if (liveAttempt == null) $('live-empty').textContent = 'not followed live: the output is in the result'
+  if (liveAttempt == null) $('live-empty').textContent = stream != null ? 'the job wrote nothing while it ran' : 'the job was over when this page opened: its output is in the result'
 }
 
 let timer = null
