@@ -266,7 +266,7 @@ describe('dashboard in headless Chromium', function () {
     const text = await jobPage.locator('#live-log').innerText()
     for (let i = 0; i < 8; i++) expect(text).to.include(`line ${i}`)
     expect(await jobPage.locator('#live-log .stderr').allInnerTexts()).to.deep.equal(['progress 1\n', 'progress 3\n', 'progress 5\n', 'progress 7\n'])
-    expect(await jobPage.locator('#live-state').innerText()).to.include('ended')
+    expect(await jobPage.locator('#live-state').textContent()).to.include('ended')
     // the running span: heartbeats drawn as a bar inside the attempt's lane
     const hb = jobPage.locator('.lane[data-lane="attempt"] .bar.hb')
     expect(await hb.count()).to.equal(1)
