@@ -115,15 +115,17 @@ describe('live logs over the award channel (real nodes)', function () {
 
   it('a job that floods its output is capped by its provider (rate and total), and says so', async () => {
     // (the flood stops at the job's 512 KiB output cap; its live logs at the provider's 32 KiB/s)
-    const started = Date.now()
     const { id } = await client.submit({ engine: 'js', source: FLOOD, limits: { ...LIMITS, outputBytes: 512 * 1024 } })
     const logs = logsOf(await collect(client, id))
-    const secs = (Date.now() - started) / 1000
+    const result = await client.result(id)
+    // the provider lets through one second of burst plus its rate while the job ran (a flood runs
+    // for a fraction of a second; half a second more for the timers around it): well under the
+    // requester's own caps, so this is the provider's doing
+    const secs = result.usage.wallMs / 1000 + 0.5
     const bytes = logs.reduce((n, e) => n + Buffer.byteLength(e.text), 0)
     expect(bytes).to.be.greaterThan(0)
     expect(bytes).to.be.at.most(Math.min(LIVE_LOG_MAX_BYTES, LIVE_LOG_BYTES_PER_SEC * (secs + 1)))
     expect(logs.some(e => (e.dropped ?? 0) > 0)).to.equal(true)
-    const result = await client.result(id)
     expect(result.error?.name).to.equal('output-limit')
     expect(result.stdout.length).to.be.greaterThan(bytes)
   })
