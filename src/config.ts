@@ -77,7 +77,10 @@ export const configSchema = z.strictObject({
     price: z.number().min(0),
     slots: z.number().int().min(0),
     engines: z.array(z.enum(ENGINES)),
-    dialPrivateAddresses: z.boolean()
+    dialPrivateAddresses: z.boolean(),
+    // live logs sent per job (see auction/constants.ts LIVE_LOG_*)
+    liveLogBytesPerSec: z.number().int().min(0),
+    liveLogMaxBytes: z.number().int().min(0)
   }),
   auction: z.strictObject({
     bidWindowMs: z.number().int().min(1),
@@ -94,7 +97,10 @@ export const configSchema = z.strictObject({
     invitations: z.boolean(),
     // finished jobs (and their approximate bytes) a requester holds in memory; older ones are read from the log
     finishedJobsInMemory: z.number().int().min(0),
-    finishedJobBytesInMemory: z.number().int().min(0)
+    finishedJobBytesInMemory: z.number().int().min(0),
+    // live logs taken from one attempt of our jobs; beyond them a provider's log frames are dropped
+    liveLogBytesPerSec: z.number().int().min(0),
+    liveLogMaxBytes: z.number().int().min(0)
   })
 })
 

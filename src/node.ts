@@ -138,7 +138,9 @@ export class MercatoNode implements GatewayNode {
         maxOutputBytes: cfg.executor.maxOutputBytes,
         heartbeatMs: cfg.auction.heartbeatMs,
         resultRetentionMs: cfg.auction.resultRetentionMs,
-        dialPrivateAddresses: cfg.provider.dialPrivateAddresses
+        dialPrivateAddresses: cfg.provider.dialPrivateAddresses,
+        liveLogBytesPerSec: cfg.provider.liveLogBytesPerSec,
+        liveLogMaxBytes: cfg.provider.liveLogMaxBytes
       },
       // test-only switch (replica quorum tests): this provider lies about its output
       corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'

@@ -39,6 +39,28 @@ export const MAX_OFFER_BYTES = 128 * 1024
 export const MAX_BID_BYTES = 8 * 1024
 /** Largest message on an award channel: a result with capped stdout/stderr. */
 export const MAX_CHANNEL_BYTES = 4 * 1024 * 1024
+/**
+ * Live logs (stdout/stderr of a running job, streamed over the award channel; never signed, never
+ * in the ledger: the final stdout/stderr are in the signed result). The provider sends at most
+ * LIVE_LOG_BYTES_PER_SEC (one second of burst) and LIVE_LOG_MAX_BYTES per job (config
+ * `provider.liveLogBytesPerSec`, `provider.liveLogMaxBytes`): enough to watch a job's progress,
+ * small next to a result; a job's whole output is in its result anyway.
+ */
+export const LIVE_LOG_BYTES_PER_SEC = 32 * 1024
+export const LIVE_LOG_MAX_BYTES = 256 * 1024
+/**
+ * What a requester takes from one attempt (config `auction.liveLogBytesPerSec`,
+ * `auction.liveLogMaxBytes`): twice the provider's defaults, so an honest provider is never cut,
+ * and a provider that floods costs us at most this (the rest is dropped and counted).
+ */
+export const LIVE_LOG_ACCEPT_BYTES_PER_SEC = 64 * 1024
+export const LIVE_LOG_ACCEPT_MAX_BYTES = 1024 * 1024
+/** Log frames a requester takes per second from one attempt (a flood of tiny frames costs events, not bytes); the provider sends ≤ 10. */
+export const LIVE_LOG_ACCEPT_FRAMES_PER_SEC = 30
+/** Largest log frame's data: the provider splits larger chunks; a larger frame is refused. */
+export const LIVE_LOG_FRAME_BYTES = 16 * 1024
+/** The provider sends what a job wrote at most this often (batching lines into a few frames a second). */
+export const LIVE_LOG_FLUSH_MS = 200
 /** Largest blob (wasm module) served or fetched. */
 export const MAX_BLOB_BYTES = 16 * 1024 * 1024
 /** Largest inline JS source or stdin carried in an offer. */

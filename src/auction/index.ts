@@ -76,6 +76,10 @@ export type ProviderListing = KnownProvider
 
 export interface Market {
   readonly reputation: Reputation
+  /**
+   * `job` (JobEvent): every step of every job, kept with the job while it is held; `done` (job id):
+   * a job ended; `log` (LogEvent): live output of a running job, not kept (see requester/logs.ts)
+   */
   readonly events: EventEmitter
   start (): Promise<void>
   stop (): Promise<void>

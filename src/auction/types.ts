@@ -15,6 +15,25 @@ export interface JobEvent {
   [k: string]: unknown
 }
 
+/**
+ * Live output of a running job (emitted as `log` on the market's emitter, not kept with the job's
+ * events, never in the ledger): `text` is what attempt `attempt` (on `provider`) wrote to `stream`
+ * since the last one. `dropped`: bytes left out before it (rate or size caps); `capped`: this
+ * attempt's logs reached their cap, nothing more of it follows. A runner-up's logs start over with
+ * its own `attempt`. The job's full stdout/stderr are in its signed result.
+ */
+export interface LogEvent {
+  type: 'log'
+  ts: number
+  jobId: string
+  provider: string
+  attempt: number
+  stream: 'stdout' | 'stderr'
+  text: string
+  dropped?: number
+  capped?: boolean
+}
+
 /** A job as the user submits it (the gateway turns JSON into this). */
 export interface SubmitSpec {
   engine: Engine
@@ -40,6 +59,8 @@ export interface AttemptView {
   state: 'offered' | 'accepted' | 'running' | 'refused' | 'lost' | 'completed' | 'superseded' | 'mismatch' | 'cancelled'
   awardedAt: number
   endedAt?: number
+  /** when the provider was last heard from on the award channel (heartbeats, logs, result); held jobs only */
+  lastSeen?: number
   reason?: string
 }
 

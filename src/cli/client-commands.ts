@@ -1,6 +1,6 @@
 /**
  * The `mercato` commands that talk to a running node through its gateway:
- * `submit`, `jobs`, `job`, `cancel`, `peers`, `providers`, `balance`.
+ * `submit`, `jobs`, `job`, `logs`, `cancel`, `peers`, `providers`, `balance`.
  *
  * Every one takes `--api URL` (default `$MERCATO_API` or
  * http://127.0.0.1:8420) and `--token T` (default `$MERCATO_API_TOKEN`).
@@ -14,10 +14,11 @@ import {
   MercatoClient, MercatoApiError, MercatoConnectionError, DEFAULT_URL, ENV_URL,
   type JobSpec, type JobStatus, type JobView, type ResultView
 } from '../client/index.js'
-import { JOB_STATUSES } from '../auction/types.js'
+import { JOB_STATUSES, TERMINAL } from '../auction/types.js'
 import { UsageError } from '../errors.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
+import { LogPrinter } from './logs.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
 
@@ -192,9 +193,17 @@ async function submit (client: MercatoClient, file: string, flags: SubmitFlags):
   process.once('SIGINT', onSigint)
   const showProgress = flags.json !== true
   const progress = new Progress({ write: err, tty: process.stderr.isTTY === true, columns: process.stderr.columns > 0 ? process.stderr.columns : undefined })
+  // live logs go to stderr as they come (stdout keeps the job's final output), in whole lines so
+  // they do not tear the progress line
+  const lines = new LineBuffer((line) => { if (showProgress) progress.interject(line) })
+  const logs = new LogPrinter({ stdout: lines.write, stderr: lines.write, notice: lines.write })
   let job: JobView
   try {
-    job = await client.wait(id, { signal: ac.signal, onEvent: showProgress ? (e) => { progress.onEvent(e) } : undefined })
+    job = await client.wait(id, {
+      signal: ac.signal,
+      onEvent: showProgress ? (e) => { logs.onEvent(e); progress.onEvent(e) } : undefined,
+      onLog: showProgress ? (e) => { logs.onLog(e) } : undefined
+    })
   } catch (e) {
     if (ac.signal.aborted) {
       if (showProgress) progress.finish()
@@ -205,6 +214,7 @@ async function submit (client: MercatoClient, file: string, flags: SubmitFlags):
   } finally {
     process.off('SIGINT', onSigint)
   }
+  lines.end()
   if (showProgress) progress.finish()
   const result = job.status === 'completed' ? await client.result(id) : null
   if (flags.json === true) {
@@ -220,6 +230,55 @@ async function submit (client: MercatoClient, file: string, flags: SubmitFlags):
     err(`job ${id} ${job.status}\n`)
   }
   return exitCodeOf(job, result)
+}
+
+/** Text cut into whole lines (the rest is held until its newline, or `end`). */
+class LineBuffer {
+  private rest = ''
+  constructor (private readonly emit: (line: string) => void) {}
+  readonly write = (s: string): void => {
+    const text = this.rest + s
+    const cut = text.lastIndexOf('\n')
+    this.rest = text.slice(cut + 1)
+    if (cut >= 0) this.emit(text.slice(0, cut + 1))
+  }
+
+  end (): void {
+    if (this.rest !== '') this.emit(this.rest + '\n')
+    this.rest = ''
+  }
+}
+
+/**
+ * `mercato logs <id>`: the job's stdout/stderr from its result; with `-f`, its live output while
+ * it runs (stdout to stdout, stderr to stderr), completed from the result at the end.
+ */
+async function logs (client: MercatoClient, id: string, follow: boolean): Promise<number> {
+  const printer = new LogPrinter({ stdout: out, stderr: err, notice: err })
+  let job = await client.job(id)
+  if (!TERMINAL.has(job.status)) {
+    if (!follow) {
+      err(`job ${id} is ${job.status}: its output comes with its result (follow it live with \`mercato logs ${id} -f\`)\n`)
+      return 1
+    }
+    const ac = new AbortController()
+    const onSigint = (): void => { ac.abort() }
+    process.once('SIGINT', onSigint)
+    try {
+      job = await client.wait(id, { signal: ac.signal, onEvent: (e) => { printer.onEvent(e) }, onLog: (e) => { printer.onLog(e) } })
+    } catch (e) {
+      if (ac.signal.aborted) return 130
+      throw e
+    } finally {
+      process.off('SIGINT', onSigint)
+    }
+  }
+  if (job.status !== 'completed') {
+    err(`job ${id} ${job.status}${job.error != null ? `: ${job.error}` : ''}: no output\n`)
+    return 1
+  }
+  printer.finish(await client.result(id))
+  return 0
 }
 
 // ---------------------------------------------------------------- tables
@@ -329,6 +388,14 @@ export function registerClientCommands (program: Command): void {
         out(flags.json === true ? JSON.stringify({ job, result }) + '\n' : jobText(job, result))
         return 0
       })
+    })
+
+  withApi(program.command('logs')
+    .description("print a job's stdout and stderr; with -f, follow its live output while it runs")
+    .argument('<id>', 'job id')
+    .option('-f, --follow', 'follow the live output until the job ends'))
+    .action(async (id: string, flags: ApiFlags & { follow?: boolean }) => {
+      await run(flags, async (c) => await logs(c, id, flags.follow === true))
     })
 
   withApi(program.command('cancel')

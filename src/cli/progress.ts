@@ -104,6 +104,16 @@ export class Progress {
     return this.line()
   }
 
+  /** Print whole lines (live logs) above the progress: on a terminal the line is cleared, then redrawn. */
+  interject (text: string): void {
+    if (this.init.tty) {
+      this.init.write('\r\x1b[K' + text)
+      this.render()
+    } else {
+      this.init.write(text)
+    }
+  }
+
   line (): string {
     return this.steps.join(' → ')
   }

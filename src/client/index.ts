@@ -42,7 +42,7 @@
  * (connection refused, unknown host, timeout) is a
  * {@link MercatoConnectionError}.
  */
-import { TERMINAL, type JobEvent, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../auction/types.js'
+import { TERMINAL, type JobEvent, type JobStatus, type JobView, type LogEvent, type ResultView, type SubmitSpec } from '../auction/types.js'
 import type { PeerStanding } from '../auction/index.js'
 import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
@@ -52,7 +52,7 @@ import { readSse } from './sse.js'
 export { MercatoApiError, MercatoConnectionError } from './errors.js'
 export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
 export { readSse, type SseMessage } from './sse.js'
-export type { JobEvent, JobEventType, JobStatus, JobView, ResultView, AttemptView } from '../auction/types.js'
+export type { JobEvent, JobEventType, JobStatus, JobView, LogEvent, ResultView, AttemptView } from '../auction/types.js'
 export type { NodeInfo, PeerView } from '../gateway/index.js'
 export type { PeerStanding } from '../auction/index.js'
 
@@ -100,6 +100,8 @@ export interface CallOptions {
 export interface WaitOptions extends CallOptions {
   /** every event of the job, past ones first */
   onEvent?: (event: JobEvent) => void
+  /** live output while the job runs (`log` events; see {@link MercatoClient.logs}) */
+  onLog?: (event: LogEvent) => void
 }
 
 function env (name: string): string | undefined {
@@ -192,17 +194,29 @@ export class MercatoClient {
   /**
    * A job's events: the past ones, then live ones until the job ends (the
    * server's `end` event closes the iteration). Breaking out of the loop or
-   * aborting the signal closes the connection.
+   * aborting the signal closes the connection. While the job runs they
+   * include `log` events (its live output; the last few KiB replayed first).
    */
-  async * events (id: string, opts: CallOptions = {}): AsyncGenerator<JobEvent> {
+  async * events (id: string, opts: CallOptions = {}): AsyncGenerator<JobEvent | LogEvent> {
     const res = await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}/events`, { ...opts, stream: true, headers: { accept: 'text/event-stream' } })
     if (res.body == null) return
     for await (const msg of readSse(res.body, opts.signal)) {
       if (msg.event === 'end') return
-      let event: JobEvent
+      let event: JobEvent | LogEvent
       try { event = JSON.parse(msg.data) } catch { continue }
       yield event
     }
+  }
+
+  /**
+   * Follow a job's live output until the job ends: `log` events (stream,
+   * text, attempt, provider). A runner-up's logs start over with its own
+   * `attempt`. They are a live view, capped by the provider and this node
+   * (`dropped` / `capped` say when something was left out); the full
+   * stdout/stderr are in {@link result}.
+   */
+  async * logs (id: string, opts: CallOptions = {}): AsyncGenerator<LogEvent> {
+    for await (const e of this.events(id, opts)) if (e.type === 'log') yield e
   }
 
   /**
@@ -212,11 +226,19 @@ export class MercatoClient {
    */
   async wait (id: string, opts: WaitOptions = {}): Promise<JobView> {
     let seen = 0
+    // a reconnected stream replays the job's steps (skipped by count) and a tail of its logs (skipped by time)
+    let lastLogTs = 0
     for (let tries = 0; ; tries++) {
       let ended = false
       try {
         let i = 0
         for await (const e of this.events(id, opts)) {
+          if (e.type === 'log') {
+            if (e.ts <= lastLogTs && tries > 0) continue
+            lastLogTs = Math.max(lastLogTs, e.ts)
+            opts.onLog?.(e)
+            continue
+          }
           if (i++ < seen) continue
           seen++
           opts.onEvent?.(e)

@@ -13,7 +13,9 @@
  *   (a queued job is dropped, a running one is killed or `scancel`led) and the
  *   promise rejects with AbortedError. `onState` reports `queued` (waiting for
  *   the backend, e.g. PENDING in Slurm) and `running`; the provider turns
- *   them into its heartbeats.
+ *   them into its heartbeats. `onOutput` streams what the job writes while it
+ *   runs (the provider's live logs); a backend that cannot see a running job's
+ *   output (Slurm: it lands in a file on the compute node) sends none.
  * - `capacity()`: how many jobs this provider may have in flight right now
  *   (`slots`, ours included) and how many it has (`inFlight`). The provider's
  *   slots, free-slot check and surge price follow it.
@@ -26,7 +28,7 @@
  *   the award so the requester fails over.
  */
 import { EventEmitter } from 'node:events'
-import type { Engine, ExecJob, ExecResult, Executor, ExecutorStats } from './index.js'
+import type { Engine, ExecJob, ExecResult, Executor, ExecutorStats, OutputListener } from './index.js'
 
 export type BackendName = 'local' | 'slurm'
 
@@ -37,6 +39,8 @@ export interface BackendRunOptions {
   signal?: AbortSignal
   /** Called as the job moves (at least once with `running` before it resolves, unless it failed first). */
   onState?: (state: BackendJobState) => void
+  /** Live output while the job runs (the local pool reports it; the Slurm backend reports none). */
+  onOutput?: OutputListener
 }
 
 export interface BackendCapacity {
@@ -102,7 +106,7 @@ export class LocalBackend implements ExecutorBackend {
     try {
       opts.onState?.('running')
       this.events.emit('state', { jobId: job.id, state: 'running' })
-      const result = await this.executor.run(job, { signal: opts.signal })
+      const result = await this.executor.run(job, { signal: opts.signal, onOutput: opts.onOutput })
       this.events.emit('state', { jobId: job.id, state: result.error != null ? 'failed' : 'done', detail: result.error?.name })
       return result
     } catch (err: any) {

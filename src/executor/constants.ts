@@ -14,6 +14,12 @@ export const MAX_TIMEOUT_MS = 60_000
 export const MAX_MEMORY_MB = 256
 /** Ceiling on stdout + stderr (+ JS output JSON) of one job. Each worker keeps a shared buffer of twice this. */
 export const MAX_OUTPUT_BYTES = 1024 * 1024
+/**
+ * While a job runs with a live-output listener, the pool reads what the guest
+ * wrote so far (the shared output buffer) this often: live logs arrive within
+ * a tenth of a second, and a poll is a couple of Atomics loads when nothing is new.
+ */
+export const LIVE_OUTPUT_POLL_MS = 100
 /** Compiled wasm modules kept (LRU by CID + memory cap + fuel flag). */
 export const MODULE_CACHE_SIZE = 64
 

@@ -128,8 +128,21 @@ export interface ExecutorStats {
   failed: number
 }
 
+/**
+ * Live output: called with what the guest wrote to stdout (1) or stderr (2)
+ * since the last call, while it runs (every LIVE_OUTPUT_POLL_MS) and once more
+ * before the job resolves. The bytes are the same ones the result carries (so
+ * capped like it); a listener must not throw and must not keep them long.
+ */
+export type OutputListener = (fd: 1 | 2, data: Uint8Array) => void
+
+export interface RunOptions {
+  signal?: AbortSignal
+  onOutput?: OutputListener
+}
+
 export interface Executor {
-  run (job: ExecJob, opts?: { signal?: AbortSignal }): Promise<ExecResult>
+  run (job: ExecJob, opts?: RunOptions): Promise<ExecResult>
   stats (): ExecutorStats
   engines (): Engine[]
   start (): Promise<void>

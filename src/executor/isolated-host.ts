@@ -26,7 +26,11 @@ process.on('message', (m: ParentMessage) => {
   }
   const ac = new AbortController()
   aborts.set(m.id, ac)
-  pool.run(m.job, { signal: ac.signal, onStart: () => { send({ type: 'started', id: m.id }) } }).then(result => {
+  pool.run(m.job, {
+    signal: ac.signal,
+    onStart: () => { send({ type: 'started', id: m.id }) },
+    onOutput: m.live ? (fd, data) => { send({ type: 'output', id: m.id, fd, data }) } : undefined
+  }).then(result => {
     send({ type: 'result', id: m.id, result, stats: pool.stats() })
   }, (err: unknown) => {
     const code = isMercatoError(err) ? err.code : 'error'

@@ -26,7 +26,7 @@ import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { emptyFailure } from './hash.js'
-import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation } from './index.js'
+import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation, OutputListener, RunOptions } from './index.js'
 
 const log = logger('executor:isolation')
 
@@ -34,13 +34,15 @@ const log = logger('executor:isolation')
 const CHILD_START_TIMEOUT_MS = 30_000
 
 export type ParentMessage =
-  | { type: 'run', id: number, job: ExecJob }
+  | { type: 'run', id: number, job: ExecJob, live: boolean }
   | { type: 'abort', id: number }
   | { type: 'probe', id: number, paths: string[] }
 
 export type ChildMessage =
   | { type: 'ready' }
   | { type: 'started', id: number }
+  /** live output of a running job (sent only for jobs run with a listener) */
+  | { type: 'output', id: number, fd: 1 | 2, data: Uint8Array }
   | { type: 'result', id: number, result: ExecResult, stats: ExecutorStats }
   | { type: 'error', id: number, error: { code: string, message: string }, stats: ExecutorStats }
   | { type: 'probe', id: number, probe: IsolationProbe }
@@ -94,6 +96,7 @@ interface Entry {
   /** A suspect of a crash: sent again only alone, with nothing else running. */
   quarantined: boolean
   crashes: number
+  onOutput?: OutputListener
 }
 
 interface Probe { resolve: (p: IsolationProbe) => void, reject: (e: unknown) => void }
@@ -176,6 +179,7 @@ export class IsolatedExecutor implements Executor {
         const e = this.inflight.get(m.id)
         if (e == null) return
         if (m.type === 'started') { e.started = true; return }
+        if (m.type === 'output') { try { e.onOutput?.(m.fd, m.data) } catch {} return }
         this.inflight.delete(m.id)
         e.cleanup?.()
         this.last = m.stats
@@ -245,16 +249,16 @@ export class IsolatedExecutor implements Executor {
     e.id = this.nextId++
     e.started = false
     this.inflight.set(e.id, e)
-    this.child?.send({ type: 'run', id: e.id, job: e.job } satisfies ParentMessage)
+    this.child?.send({ type: 'run', id: e.id, job: e.job, live: e.onOutput != null } satisfies ParentMessage)
   }
 
-  async run (job: ExecJob, opts: { signal?: AbortSignal } = {}): Promise<ExecResult> {
+  async run (job: ExecJob, opts: RunOptions = {}): Promise<ExecResult> {
     const { signal } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here`)
     await this.start()
     return await new Promise<ExecResult>((resolve, reject) => {
-      const e: Entry = { id: 0, job, resolve, reject, started: false, quarantined: false, crashes: 0 }
+      const e: Entry = { id: 0, job, resolve, reject, started: false, quarantined: false, crashes: 0, onOutput: opts.onOutput }
       if (signal != null) {
         const onAbort = (): void => {
           const h = this.held.indexOf(e)

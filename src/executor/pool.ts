@@ -10,11 +10,11 @@ import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { logger } from '../logger.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { LruCache } from './module-cache.js'
-import { outputBufferSize, readOutput } from './output.js'
+import { HEADER_BYTES, outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash, emptyFailure } from './hash.js'
-import { JS_HARD_KILL_GRACE_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
-import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits } from './index.js'
+import { JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
+import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 const log = logger('executor')
@@ -31,11 +31,15 @@ interface Pending {
   onAbort?: () => void
   /** Called when the job is handed to a worker (the isolated host reports it: crash blame). */
   onStart?: () => void
+  onOutput?: OutputListener
 }
 
 interface Running extends Pending {
   startedAt: number
   timer: NodeJS.Timeout
+  /** live output: bytes of stdout and stderr already handed to onOutput, and the poll that hands more */
+  sent: [number, number]
+  poll?: NodeJS.Timeout
 }
 
 interface Slot {
@@ -152,6 +156,7 @@ export class ExecutorPool implements Executor {
       clearTimeout(s.idleTimer)
       if (s.running != null) {
         clearTimeout(s.running.timer)
+        clearInterval(s.running.poll)
         this.detach(s.running)
         s.running.reject(new ExecutorStoppedError('executor stopped'))
         s.running = undefined
@@ -163,8 +168,8 @@ export class ExecutorPool implements Executor {
     log.debug('executor stopped')
   }
 
-  async run (job: ExecJob, opts: { signal?: AbortSignal, onStart?: () => void } = {}): Promise<ExecResult> {
-    const { signal, onStart } = opts
+  async run (job: ExecJob, opts: RunOptions & { onStart?: () => void } = {}): Promise<ExecResult> {
+    const { signal, onStart, onOutput } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (job == null || typeof job.id !== 'string') throw new TypeError('job.id must be a string')
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here (engines: ${this.init.engines.join(', ')})`)
@@ -217,7 +222,7 @@ export class ExecutorPool implements Executor {
     if (!this.running) throw new ExecutorStoppedError()
     this.checkQueue()
     return await new Promise<ExecResult>((resolve, reject) => {
-      const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart }
+      const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart, onOutput }
       if (signal != null) {
         pending.onAbort = () => { this.abort(pending) }
         signal.addEventListener('abort', pending.onAbort, { once: true })
@@ -386,7 +391,17 @@ export class ExecutorPool implements Executor {
         timer: setTimeout(() => {
           this.settleKilled(slot, 'timeout', `timed out after ${p.limits.timeoutMs} ms`)
           this.replace(slot)
-        }, p.limits.timeoutMs + grace)
+        }, p.limits.timeoutMs + grace),
+        sent: [0, 0]
+      }
+      // the idle worker's buffer still holds its last job's lengths until it resets them: clear them
+      // here, so a live-output poll never hands this job the last one's output
+      const header = new Int32Array(slot.output, 0, 2)
+      Atomics.store(header, 0, 0)
+      Atomics.store(header, 1, 0)
+      if (p.onOutput != null) {
+        running.poll = setInterval(() => { this.pumpOutput(slot, running) }, LIVE_OUTPUT_POLL_MS)
+        running.poll.unref()
       }
       slot.running = running
       p.onStart?.()
@@ -398,6 +413,27 @@ export class ExecutorPool implements Executor {
       this.slots.push(this.spawnLogged())
       starting++
     }
+  }
+
+  /** Hand a running job's listener what its guest wrote since the last call. */
+  private pumpOutput (slot: Slot, r: Running): void {
+    if (slot.running !== r || r.onOutput == null) return
+    const header = new Int32Array(slot.output, 0, 2)
+    const region = this.init.maxOutputBytes
+    for (const fd of [1, 2] as const) {
+      const len = Math.min(Atomics.load(header, fd - 1), region)
+      const from = r.sent[fd - 1]
+      if (len <= from) continue
+      r.sent[fd - 1] = len
+      const start = HEADER_BYTES + (fd - 1) * region
+      try { r.onOutput(fd, new Uint8Array(slot.output).slice(start + from, start + len)) } catch (err) { log.warn({ err }, 'live output listener threw') }
+    }
+  }
+
+  /** The job is over: hand the listener the rest, stop polling. */
+  private endOutput (slot: Slot, r: Running): void {
+    this.pumpOutput(slot, r)
+    clearInterval(r.poll)
   }
 
   private detach (p: Pending): void {
@@ -414,6 +450,7 @@ export class ExecutorPool implements Executor {
     const slot = this.slots.find(s => s.running?.job === p.job && s.running?.resolve === p.resolve)
     if (slot?.running == null) return
     clearTimeout(slot.running.timer)
+    clearInterval(slot.running.poll)
     slot.running = undefined
     this.failed++
     p.reject(new AbortedError('job aborted while running'))
@@ -446,6 +483,7 @@ export class ExecutorPool implements Executor {
     const r = slot.running
     if (r == null || slot.state !== 'busy') return // killed already
     clearTimeout(r.timer)
+    this.endOutput(slot, r)
     slot.running = undefined
     this.detach(r)
     r.resolve(this.result(r, slot, done))
@@ -461,6 +499,7 @@ export class ExecutorPool implements Executor {
     const r = slot.running
     if (r == null) return
     clearTimeout(r.timer)
+    this.endOutput(slot, r)
     slot.running = undefined
     this.detach(r)
     const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)

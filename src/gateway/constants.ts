@@ -22,3 +22,23 @@ export const RECENT_EVENTS_MAX = 500
 
 /** Most records `GET /v1/ledger?check=true` checks per call (a signature check each, ≈ 60 µs). */
 export const LEDGER_CHECK_MAX = 200
+
+/**
+ * Live logs the gateway keeps per running job, for a subscriber that comes late (`/v1/jobs/:id/events`
+ * replays them): the last LOG_TAIL_BYTES of text, for at most LOG_TAIL_JOBS running jobs (the oldest
+ * tail goes first). A job's tail is dropped when it ends: its full output is in its result.
+ */
+export const LOG_TAIL_BYTES = 16 * 1024
+export const LOG_TAIL_JOBS = 64
+
+/**
+ * The market's recent history, kept by the gateway so the dashboard's charts have the last
+ * 15 minutes even on a page opened a moment ago: providers' asks sampled every
+ * MARKET_HISTORY_SAMPLE_MS (and whenever a job ends), at most MARKET_HISTORY_PROVIDERS of them per
+ * sample, and each finished job's price, latency and bid count (at most MARKET_HISTORY_JOBS).
+ * Bounded: ≈ 90 samples × 16 asks + 10 000 small entries, well under 2 MiB.
+ */
+export const MARKET_HISTORY_WINDOW_MS = 15 * 60_000
+export const MARKET_HISTORY_SAMPLE_MS = 10_000
+export const MARKET_HISTORY_PROVIDERS = 16
+export const MARKET_HISTORY_JOBS = 10_000

@@ -104,6 +104,7 @@ export const JobViewSchema = {
           state: { type: 'string' },
           awardedAt: { type: 'number' },
           endedAt: { type: 'number' },
+          lastSeen: { type: 'number', description: 'when the provider was last heard from (heartbeats, logs, result)' },
           reason: { type: 'string' }
         },
         additionalProperties: true

@@ -17,7 +17,7 @@
  * with a clear message in CI and is skipped elsewhere.
  */
 import { expect } from 'chai'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +27,8 @@ import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js
 import { JS_ECHO, JS_SLOW } from './helpers.js'
 
 const CHROMIUM = '/usr/bin/chromium'
+/** prints lines over a few seconds (busy loops between them): the job page shows them live */
+const SLOW_LINES = readFileSync(new URL('../fixtures/js/slow-lines.js', import.meta.url), 'utf8')
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
 type Bid = { provider: string, price: number }
@@ -50,6 +52,7 @@ describe('dashboard in headless Chromium', function () {
   let page: Page
   const jobs: string[] = []
   const problems: string[] = []
+  let pageOpenedAt = 0
 
   const watch = (p: Page): Page => {
     p.on('console', (m) => {
@@ -113,6 +116,7 @@ describe('dashboard in headless Chromium', function () {
     const onResponse = (r: any): void => { void r.body().then((buf: Buffer) => { bytes += buf.length }).catch(() => {}) }
     page.on('response', onResponse)
     const t0 = Date.now()
+    pageOpenedAt = t0
     await page.goto(a.gateway!.url + '/', { waitUntil: 'load' })
     await page.locator('#jobs tr[data-job]').first().waitFor({ timeout: 10_000 })
     const withData = Date.now() - t0
@@ -158,6 +162,12 @@ describe('dashboard in headless Chromium', function () {
       await page.waitForFunction((id) => Number(document.getElementById(id)?.dataset.points) > 0 && document.querySelector(`#${id} canvas`) != null, id, { timeout: 10_000 })
     }
     expect(Number(await page.locator('#chart-latency').getAttribute('data-points'))).to.be.at.least(jobs.length)
+    // the asks reach back before the page was opened: the node keeps the market's history
+    await page.waitForFunction(() => Number(document.getElementById('chart-price')?.dataset.askFrom) > 0, null, { timeout: 10_000 })
+    expect(Number(await page.locator('#chart-price').getAttribute('data-ask-from'))).to.be.lessThan(pageOpenedAt)
+    const history = await (await fetch(a.gateway!.url + '/v1/market/history')).json() as { asks: Array<{ t: number, asks: Record<string, number> }>, jobs: Array<{ id: string }> }
+    expect(history.jobs.map(j => j.id)).to.include.members(jobs)
+    expect(history.asks.some(s => s.asks[c.peerId] === 3 && s.t < pageOpenedAt)).to.equal(true)
     await page.locator(`#mesh g[data-kind="self"][data-peer="${a.peerId}"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#mesh g[data-peer="${c.peerId}"][data-kind="good"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#mesh g[data-peer="${b.peerId}"]`).waitFor({ timeout: 10_000 })
@@ -226,7 +236,12 @@ describe('dashboard in headless Chromium', function () {
       await page.setViewportSize({ width: w, height: h })
       await page.waitForTimeout(400) // the charts follow the width after a resize
       await noOverflow(page, `front page at ${w} px`, `front-${w}x${h}.png`)
-      if (w === 390) await page.screenshot({ path: join(shots, `front-${w}x${h}-first-screen.png`) })
+      if (w === 390) {
+        await page.screenshot({ path: join(shots, `front-${w}x${h}-first-screen.png`) })
+        // a phone gets one column: every card starts at the same left edge
+        const lefts = await page.locator('main > section').evaluateAll(ss => [...new Set(ss.filter(x => (x as HTMLElement).offsetParent != null).map(x => Math.round(x.getBoundingClientRect().left)))])
+        expect(lefts, 'one column at 390 px').to.have.length(1)
+      }
     }
     await page.emulateMedia({ colorScheme: 'dark' })
     await page.setViewportSize({ width: 1400, height: 1000 })
@@ -234,6 +249,34 @@ describe('dashboard in headless Chromium', function () {
     await page.screenshot({ path: join(shots, 'front-1400x1000-dark.png'), fullPage: true })
     await page.emulateMedia({ colorScheme: 'light' })
     process.stderr.write(`      screenshots in ${shots}\n`)
+  })
+
+  it('the job page shows a running job\'s live output as it comes, then its result', async function () {
+    this.timeout(90_000)
+    const job = await a.market.submit({ engine: 'js', source: SLOW_LINES, input: { lines: 8, spin: 5_000_000 }, limits: { timeoutMs: 60_000 }, maxPrice: 20 })
+    jobs.push(job.id)
+    const jobPage = watch(await browser!.newPage({ viewport: { width: 1400, height: 1000 } }))
+    await jobPage.goto(`${a.gateway!.url}/jobs/${job.id}`)
+    await jobPage.waitForFunction(() => (document.getElementById('live-log')?.textContent ?? '').includes('line 0'), null, { timeout: 30_000 })
+    // shown while the job still ran (it runs for several seconds: the page loads well before it ends)
+    const statusThen = (await a.market.get(job.id)).status
+    expect(['awarded', 'running']).to.include(statusThen)
+    expect((await jobPage.locator('#live-log .note').first().innerText()).trim()).to.match(/^— attempt 1 on 12D3KooW…\w{6} —$/)
+    await jobPage.waitForFunction(() => document.body.dataset.loaded === 'completed', null, { timeout: 60_000 })
+    const text = await jobPage.locator('#live-log').innerText()
+    for (let i = 0; i < 8; i++) expect(text).to.include(`line ${i}`)
+    expect(await jobPage.locator('#live-log .stderr').allInnerTexts()).to.deep.equal(['progress 1\n', 'progress 3\n', 'progress 5\n', 'progress 7\n'])
+    expect(await jobPage.locator('#live-state').textContent()).to.include('ended')
+    // the running span: heartbeats drawn as a bar inside the attempt's lane
+    const hb = jobPage.locator('.lane[data-lane="attempt"] .bar.hb')
+    expect(await hb.count()).to.equal(1)
+    const span = await hb.evaluate((b) => Number((b as HTMLElement).dataset.to) - Number((b as HTMLElement).dataset.from))
+    expect(span).to.be.greaterThan(500)
+    await noOverflow(jobPage, 'job page with live output at 1400 px', 'job-live-1400x1000.png')
+    await jobPage.setViewportSize({ width: 390, height: 844 })
+    await jobPage.waitForTimeout(300)
+    await noOverflow(jobPage, 'job page with live output at 390 px', 'job-live-390x844.png')
+    await jobPage.close()
   })
 
   it('the job page: a job handed over shows both attempts in order on its time line, the winner rule, result and checked records', async function () {
@@ -258,12 +301,18 @@ describe('dashboard in headless Chromium', function () {
     expect(lanes[0].attempt).to.be.lessThan(lanes[1].attempt)
     expect(lanes[0].state).to.be.oneOf(['lost', 'refused', 'cancelled'])
     expect(lanes[1].state).to.equal('completed')
+    // heartbeats as bars: the lost provider's running span stops before the handover, the runner-up's runs to the result
+    const hbs = await jobPage.locator('.lane[data-lane="attempt"]').evaluateAll(ls => ls.map(l => { const b = l.querySelector('.bar.hb') as HTMLElement | null; return b == null ? null : { from: Number(b.dataset.from), to: Number(b.dataset.to) } }))
     // the marks are placed to scale: the handover comes after the first award and before the result
     const marks = await jobPage.locator('.mark').evaluateAll(ms => ms.map(m => ({ type: (m as HTMLElement).dataset.type, t: Number((m as HTMLElement).dataset.t), left: parseFloat((m as HTMLElement).style.left) })))
     const at = (type: string): { t: number, left: number } => marks.find(m => m.type === type)!
     expect(at('handover').t).to.be.greaterThan(at('awarded').t)
     expect(at('result').t).to.be.greaterThan(at('handover').t)
     expect(at('result').left).to.be.greaterThan(at('handover').left)
+    expect(hbs[0], 'the first attempt ran').to.not.equal(null)
+    expect(hbs[0]!.to).to.be.at.most(at('handover').t)
+    expect(hbs[1]).to.not.equal(null)
+    expect(hbs[1]!.from).to.be.greaterThan(at('handover').t)
     // the rule in words: the first award, then the handover (to the runner-up, or to a new round's winner)
     const short = (id: string): string => id.slice(0, 8) + '…' + id.slice(-6)
     expect(await jobPage.locator('.mark[data-type="bid"]').count()).to.equal((await a.market.jobEvents(job.id)).filter(e => e.type === 'bid').length)

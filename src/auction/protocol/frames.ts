@@ -6,9 +6,9 @@
  */
 import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, type Signed } from '../../crypto/index.js'
-import { DOMAIN, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_CHANNEL_BYTES } from '../constants.js'
+import { DOMAIN, LIVE_LOG_FRAME_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_CHANNEL_BYTES } from '../constants.js'
 import {
-  checkSigned, cid, jobId, RefusedMessageError, ts,
+  bytes, checkSigned, cid, jobId, RefusedMessageError, ts,
   type Accept, type Award, type Bid, type Decline, type Receipt, type Refuse, type Result
 } from './messages.js'
 
@@ -20,6 +20,13 @@ const channelFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('hb'), ts, state: z.enum(['fetching', 'queued', 'running']) }),
   z.strictObject({ t: z.literal('result'), m: z.unknown() }),
   z.strictObject({ t: z.literal('receipt'), m: z.unknown() }),
+  /** provider → requester: live output of the running job (not signed, not logged; see provider/logs.ts) */
+  z.strictObject({
+    t: z.literal('log'),
+    fd: z.union([z.literal(1), z.literal(2)]),
+    data: bytes.refine(b => b.length <= LIVE_LOG_FRAME_BYTES, { message: 'log chunk too large' }),
+    dropped: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+  }),
   /** requester → provider: stop, the award is withdrawn (cancelled, handed over, quorum in) */
   z.strictObject({ t: z.literal('cancel'), reason: z.string().max(128) })
 ])
@@ -75,6 +82,8 @@ export type Frame =
   | { t: 'hb', ts: number, state: 'fetching' | 'queued' | 'running' }
   | { t: 'result', m: Signed<Result> }
   | { t: 'receipt', m: Signed<Receipt> }
+  /** provider → requester: live output (`fd` 1 stdout, 2 stderr); `dropped`: bytes left out (caps) before this chunk */
+  | { t: 'log', fd: 1 | 2, data: Uint8Array, dropped: number }
   /** requester → provider: stop, the award is withdrawn (cancelled, handed over, quorum in) */
   | { t: 'cancel', reason: string }
 
@@ -96,7 +105,7 @@ export function decodeFrame (data: Uint8Array, opts: { now?: number } = {}): Fra
   const f = parsed.data
   try {
     switch (f.t) {
-      case 'hb': case 'cancel': return f
+      case 'hb': case 'cancel': case 'log': return f
       case 'award': return { t: f.t, m: checkSigned(f.m, 'award', opts) }
       case 'accept': return { t: f.t, m: checkSigned(f.m, 'accept', opts) }
       case 'refuse': return { t: f.t, m: checkSigned(f.m, 'refuse', opts) }

@@ -1,7 +1,8 @@
 /**
  * An award, from the provider's side: check it, accept or refuse, fetch the
  * module, run the job in the executor with heartbeats, send the signed
- * Result, log the Receipt.
+ * Result, log the Receipt. While the job runs, what it writes goes to the
+ * requester as `log` frames (live logs, capped: see logs.ts).
  *
  * The first frame on `/mercato/award/1.0.0` must be an Award (decoded and
  * signature-checked by the protocol codec) signed by the peer on the other
@@ -17,7 +18,9 @@ import type { MessageChannel } from '../../p2p/index.js'
 import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
+import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../constants.js'
 import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
+import { LiveLogSender } from './logs.js'
 
 /**
  * executor errors that say nothing about the job: the award is dropped and the requester fails over.
@@ -26,6 +29,8 @@ import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } 
 const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
 /** how long the first frame (the award) may take */
 const AWARD_WAIT_MS = 5000
+/** how long the last live logs may hold back the result (a stuck channel holds the result anyway) */
+const LOG_CLOSE_WAIT_MS = 2000
 /** how long we wait for the receipt after sending the result */
 const RECEIPT_WAIT_MS = 10_000
 
@@ -90,6 +95,11 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   const hb = setInterval(() => { void send({ t: 'hb', ts: Date.now(), state: held.state === 'done' ? 'running' : held.state }) }, ctx.cfg.heartbeatMs)
   // watch the channel for the receipt, and for the requester withdrawing the award
   const withdrawn = new AbortController()
+  // live logs: what the job writes, capped, while it runs (none from a backend that cannot see it)
+  const logs = new LiveLogSender({
+    bytesPerSec: ctx.cfg.liveLogBytesPerSec ?? LIVE_LOG_BYTES_PER_SEC,
+    maxBytes: ctx.cfg.liveLogMaxBytes ?? LIVE_LOG_MAX_BYTES
+  }, send)
   const receiptP = readReceipt(ctx, it, a.jobId, award.signer, () => { withdrawn.abort(new Error('award withdrawn')) }).finally(() => { channelOpen = false })
   let result: Signed<Result>
   try {
@@ -100,7 +110,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
       // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
       exec = await ctx.backend.run(job, {
         signal: withdrawn.signal,
-        onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) }
+        onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) },
+        onOutput: logs.push
       })
     } catch (err: any) {
       // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
@@ -114,6 +125,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     // could not even fetch the module: let the requester fail over
     ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
     clearInterval(hb)
+    void logs.close()
     state.running--
     state.held.delete(a.jobId)
     channel.abort(err instanceof Error ? err : new Error(String(err)))
@@ -121,6 +133,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   } finally {
     clearInterval(hb)
   }
+  // the last of the live logs go before the result
+  await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
   state.running--
   held.state = 'done'
   held.result = result

@@ -32,6 +32,9 @@ export interface ProviderConfig {
    * and tests on one machine turn it on.
    */
   dialPrivateAddresses?: boolean
+  /** live logs sent per job: bytes per second (one second of burst) and in total (defaults LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES) */
+  liveLogBytesPerSec?: number
+  liveLogMaxBytes?: number
 }
 
 export interface ProviderDeps {

@@ -4,7 +4,7 @@
  * `award` signs the Award (listing every bid considered), logs it, opens
  * `/mercato/award/1.0.0` to the winner (ourselves too, through the
  * loopback) and sends it. `watch` reads the channel's frames, each decoded
- * by the protocol codec: accept, refuse, heartbeats, the result. A refusal,
+ * by the protocol codec: accept, refuse, heartbeats, live logs (logs.ts), the result. A refusal,
  * a reset, a close without a result or a bad signed message ends the award;
  * `lose` hands the job over (a `handover` record) and asks the planner who
  * is next.
@@ -18,6 +18,7 @@ import { attemptDeadline, isInFlight, next } from './plan.js'
 import type { Trust } from './trust.js'
 import { isTerminal, planView, type Attempt, type BidEntry, type RequesterContext, type RequesterJob } from './job.js'
 import type { Settlement } from './settle.js'
+import { LiveLogs } from './logs.js'
 
 /** How long a withdrawn award's stream may take to flush its cancel frame before it is reset. */
 const WITHDRAW_FLUSH_MS = 1_000
@@ -25,10 +26,12 @@ const WITHDRAW_FLUSH_MS = 1_000
 export class Awards {
   private readonly ctx: RequesterContext
   private readonly settlement: Settlement
+  private readonly logs: LiveLogs
 
   constructor (ctx: RequesterContext, settlement: Settlement) {
     this.ctx = ctx
     this.settlement = settlement
+    this.logs = new LiveLogs(ctx)
   }
 
   /**
@@ -124,7 +127,10 @@ export class Awards {
             if (job.status === 'awarded') ctx.setStatus(job, 'running')
             ctx.emit(job, 'running', { provider: attempt.provider })
           }
+        } else if (frame.t === 'log') {
+          this.logs.take(job, attempt, frame)
         } else if (frame.t === 'result') {
+          this.logs.end(job, attempt)
           await this.settlement.onResult(job, attempt, frame.m)
           if (attempt.state === 'completed' || attempt.state === 'superseded' || attempt.state === 'mismatch') {
             await channel.close().catch(() => {})
@@ -145,6 +151,7 @@ export class Awards {
     if (!isInFlight(attempt.state)) return
     // won and never accepted: out of our invitations for a while (it keeps its place when it ran)
     if (attempt.state === 'offered') ctx.deps.book?.bench(attempt.provider)
+    this.logs.end(job, attempt)
     end(attempt, 'lost', reason)
     withdraw(attempt.channel, 'handed over')
     job.excluded.add(attempt.provider)

@@ -38,6 +38,9 @@ export interface RequesterConfig {
   finishedJobsInMemory?: number
   /** approximate bytes the finished jobs in memory may hold (default FINISHED_JOB_BYTES_IN_MEMORY) */
   finishedJobBytesInMemory?: number
+  /** live logs taken from one attempt: bytes per second and in total (defaults LIVE_LOG_ACCEPT_*); the rest is dropped */
+  liveLogBytesPerSec?: number
+  liveLogMaxBytes?: number
 }
 
 export interface RequesterDeps {

@@ -7,7 +7,8 @@
  *   GET    /v1/jobs                list (?status=&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
- *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live
+ *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live; `log` events
+ *                                   carry a running job's live output (the last 16 KiB replayed)
  *   DELETE /v1/jobs/:id            cancel
  *   GET    /v1/jobs/:id/history    the job's events so far (JSON), oldest first
  *
@@ -18,6 +19,7 @@
  * ends at once.
  *   GET    /v1/events              server-sent events of every job, live
  *   GET    /v1/events/recent       the latest events of the newest jobs (JSON), newest first
+ *   GET    /v1/market/history      asks, prices and latencies of the last 15 minutes
  *   GET    /v1/providers           known providers with standing
  *   GET    /v1/balance             this node's credits earned and spent
  *
@@ -26,7 +28,9 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import type { Market, JobEvent } from '../../auction/index.js'
+import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
+import { LogTails } from '../log-tail.js'
+import { MarketHistory } from '../market-history.js'
 import { InvalidInputError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
@@ -80,6 +84,14 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
   const jobBodyJsonSchema = documented(z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>)
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
   return async (app) => {
+    // live logs of running jobs, for subscribers that come late
+    const tails = new LogTails(market)
+    tails.start()
+    // the market's last 15 minutes, for charts on a page opened just now
+    const history = new MarketHistory(market)
+    history.start()
+    app.addHook('onClose', async () => { tails.stop(); history.stop() })
+
     app.post('/v1/blobs', {
       schema: {
         tags: ['jobs'],
@@ -150,7 +162,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     }, async (req) => await market.cancel(req.params.id))
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', {
-      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory)", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
+      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory). While the job runs, `log` events carry its live output (stream, text, attempt; the last few KiB are replayed to a late subscriber); they are not signed and not kept after the job ends: the full stdout/stderr are in the result", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
     }, async (req, reply) => {
       const id = req.params.id
       // read and subscribe in one turn, so no event falls between them
@@ -161,15 +173,18 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
         openEventStream(req, reply, () => {}).end()
         return
       }
-      const onEvent = (e: JobEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
+      const onEvent = (e: JobEvent | LogEvent): void => { if (e.jobId === id) stream.send(e.type, e) }
       const onDone = (doneId: string): void => { if (doneId === id) setImmediate(() => { stream.end() }) }
       const stream = openEventStream(req, reply, () => {
         market.events.off('job', onEvent)
+        market.events.off('log', onEvent)
         market.events.off('done', onDone)
       })
-      for (const e of past) stream.send(e.type, e)
+      // the job's steps and the tail of its live logs, in time order (a stable sort keeps each's own order)
+      for (const e of [...past, ...tails.get(id)].sort((a, b) => a.ts - b.ts)) stream.send(e.type, e)
       if (market.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
+      market.events.on('log', onEvent)
       market.events.on('done', onDone)
     })
 
@@ -204,6 +219,24 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       const stream = openEventStream(req, reply, () => { market.events.off('job', onEvent) })
       market.events.on('job', onEvent)
     })
+
+    app.get('/v1/market/history', {
+      schema: {
+        tags: ['market'],
+        summary: "The market's last 15 minutes as this node saw it: known providers' asks (sampled every 10 s and when a job ends) and each finished job's price, latency and bid count (what the dashboard's charts start from)",
+        response: {
+          200: {
+            type: 'object',
+            required: ['windowMs', 'asks', 'jobs'],
+            properties: {
+              windowMs: { type: 'integer' },
+              asks: { type: 'array', items: { type: 'object', required: ['t', 'asks'], properties: { t: { type: 'number' }, asks: { type: 'object', additionalProperties: { type: 'number' } } } } },
+              jobs: { type: 'array', items: { type: 'object', required: ['id', 'status', 'completedAt', 'price', 'latencyMs', 'bids'], properties: { id: { type: 'string' }, status: { type: 'string' }, completedAt: { type: 'number' }, price: { type: ['number', 'null'] }, latencyMs: { type: ['number', 'null'] }, bids: { type: 'integer' } } } }
+            }
+          }
+        }
+      }
+    }, async () => history.view())
 
     app.get('/v1/providers', {
       schema: { tags: ['market'], summary: 'Known providers: engines, last ask, standing', response: { 200: { type: 'array', items: { $ref: 'Provider#' } } } }

@@ -70,6 +70,7 @@ function liveStream (url, onEvent, onBack, opts = {}) {
     for (const type of EVENT_TYPES) {
       es.addEventListener(type, (m) => { try { onEvent(JSON.parse(m.data)) } catch (err) { console.warn(err) } })
     }
+    if (opts.onLog != null) es.addEventListener('log', (m) => { try { opts.onLog(JSON.parse(m.data)) } catch (err) { console.warn(err) } })
     es.addEventListener('end', () => { es.close(); show('● finished', 'live'); opts.onEnd?.() })
   }
   open()

@@ -9,6 +9,7 @@ const LEDGER_PAGE = 25
 const state = {
   self: null, peers: [], providers: [], flagged: new Set(), auctions: new Map(), jobs: [],
   asks: new Map(), // provider → [[t (s), ask]]
+  historyJobs: [], // finished jobs of the last 15 minutes from the node's history (GET /v1/market/history)
   seenEvents: new Set(), ledger: { before: null, history: [], type: '' }
 }
 const charts = {}
@@ -174,6 +175,34 @@ function showError (err) { $('conn').textContent = `error: ${err.message}`; $('c
 
 // ---- charts (uPlot) ----------------------------------------------------------
 
+/** The market's last 15 minutes as the node kept them: asks and finished jobs from before the page opened. */
+async function loadHistory () {
+  const h = await api('/v1/market/history')
+  for (const sample of h.asks) {
+    const t = sample.t / 1000
+    for (const [peer, ask] of Object.entries(sample.asks)) {
+      const series = state.asks.get(peer) ?? []
+      series.push([t, ask])
+      state.asks.set(peer, series)
+    }
+  }
+  // the page's own samples (refreshProviders) come later in time: keep every series in order
+  for (const series of state.asks.values()) series.sort((x, y) => x[0] - y[0])
+  state.historyJobs = h.jobs
+  drawCharts()
+}
+
+/** Finished jobs for the charts: the node's history, and the jobs list (newer, and kept longer) over it. */
+function chartJobs () {
+  const byId = new Map()
+  for (const h of state.historyJobs) byId.set(h.id, h)
+  for (const j of state.jobs) {
+    if (j.completedAt == null) continue
+    byId.set(j.id, { id: j.id, status: j.status, completedAt: j.completedAt, price: j.price, latencyMs: j.latencyMs, bids: j.bids.length })
+  }
+  return [...byId.values()]
+}
+
 function percentile (sorted, p) {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
@@ -205,7 +234,7 @@ function rateData (now) {
   for (let t = start; t <= now; t += BUCKET_S) xs.push(t)
   const counts = xs.map(() => 0)
   const lats = xs.map(() => [])
-  for (const j of state.jobs) {
+  for (const j of chartJobs()) {
     if (j.completedAt == null) continue
     const t = j.completedAt / 1000
     if (t < start) continue
@@ -221,7 +250,7 @@ function rateData (now) {
 }
 
 function priceData (now) {
-  const done = state.jobs.filter(j => j.price != null && j.completedAt != null && j.completedAt / 1000 >= now - WINDOW_S).sort((a, b) => a.completedAt - b.completedAt)
+  const done = chartJobs().filter(j => j.price != null && j.completedAt / 1000 >= now - WINDOW_S).sort((a, b) => a.completedAt - b.completedAt)
   const provs = [...state.asks.keys()].slice(0, 8)
   const times = new Set(done.map(j => j.completedAt / 1000))
   for (const p of provs) for (const [t] of state.asks.get(p)) times.add(t)
@@ -241,7 +270,7 @@ const LAT_BUCKETS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 
 function latencyHistogram () {
   const counts = LAT_BUCKETS.map(() => 0)
   let n = 0
-  for (const j of state.jobs) {
+  for (const j of chartJobs()) {
     if (j.latencyMs == null) continue
     counts[LAT_BUCKETS.findIndex(b => j.latencyMs <= b)]++
     n++
@@ -251,10 +280,10 @@ function latencyHistogram () {
 const latLabel = (i) => LAT_BUCKETS[i] === Infinity ? '>30s' : LAT_BUCKETS[i] < 1000 ? `${LAT_BUCKETS[i]}ms` : `${LAT_BUCKETS[i] / 1000}s`
 
 function bidsHistogram () {
-  const done = state.jobs.filter(j => TERMINAL.has(j.status))
-  const max = Math.max(3, ...done.map(j => j.bids.length))
+  const done = chartJobs().filter(j => TERMINAL.has(j.status))
+  const max = Math.max(3, ...done.map(j => j.bids))
   const counts = Array.from({ length: Math.min(max, 20) + 1 }, () => 0)
-  for (const j of done) counts[Math.min(j.bids.length, counts.length - 1)]++
+  for (const j of done) counts[Math.min(j.bids, counts.length - 1)]++
   return { data: [counts.map((_, i) => i), counts], n: done.length }
 }
 
@@ -292,6 +321,9 @@ function drawCharts () {
     u._provs = key
   } else charts['chart-price'].setData(price.data)
   setPoints('chart-price', price.points)
+  // the earliest ask drawn (ms): the node's history reaches back before the page opened
+  const askFrom = Math.min(...price.provs.map(p => state.asks.get(p)[0][0]))
+  if (Number.isFinite(askFrom)) $('chart-price').dataset.askFrom = String(Math.round(askFrom * 1000))
 
   const lat = latencyHistogram()
   if (charts['chart-latency'] == null) {
@@ -317,7 +349,7 @@ function drawCharts () {
   } else charts['chart-bids'].setData(bids.data)
   setPoints('chart-bids', bids.n)
 
-  const settled = state.jobs.filter(j => j.latencyMs != null)
+  const settled = chartJobs().filter(j => j.latencyMs != null)
   const ls = settled.map(j => j.latencyMs).sort((a, b) => a - b)
   $('market-summary').textContent = settled.length === 0 ? 'no finished jobs yet' : `${settled.length} jobs finished · latency p50 ${fmtMs(percentile(ls, 0.5))}, p99 ${fmtMs(percentile(ls, 0.99))}`
 }
@@ -452,6 +484,7 @@ for (const o of $('ledger-type').dataset.types?.split(',') ?? []) if (o) $('ledg
 liveStream('/v1/events', onJobEvent, () => { void catchUp() })
 void poll()
 void refreshJobs().catch(showError)
+void loadHistory().catch(showError)
 void catchUp()
 void loadLedger().catch(showError)
 setInterval(poll, POLL_MS)

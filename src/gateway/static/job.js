@@ -125,9 +125,21 @@ function drawTimeline () {
     bar.style.left = pos(a.awardedAt)
     bar.style.width = `${Math.max(0.3, (end - a.awardedAt) / span * 100).toFixed(3)}%`
     const mine = laneOf.get(a) ?? []
+    // heartbeats as a span: from the first `running` to when the provider was last heard from
+    // (a lost attempt's span stops where its heartbeats did; the gap after it is the silence)
+    const running = mine.find(e => e.type === 'running')
+    const hb = []
+    if (running != null) {
+      const heard = a.endedAt == null && live ? Date.now() : Math.min(a.lastSeen ?? end, end)
+      const span2 = Math.max(0, heard - running.ts)
+      const b2 = el('span', { class: `bar hb ${a.state}`, 'data-from': Math.round(running.ts - t0), 'data-to': Math.round(heard - t0), title: `running, heartbeats for ${fmtMs(span2)}` })
+      b2.style.left = pos(running.ts)
+      b2.style.width = `${Math.max(0.3, span2 / span * 100).toFixed(3)}%`
+      hb.push(b2)
+    }
     lanes.push(lane(el('span', {}, `attempt ${a.attempt + 1} `, el('span', { class: 'mono', title: a.provider }, short(a.provider)), el('br'), el('span', { class: `pill s-${a.state === 'completed' ? 'completed' : a.state === 'lost' || a.state === 'refused' ? 'failed' : 'running'}` }, a.state)),
       { 'data-lane': 'attempt', 'data-attempt': a.attempt, 'data-provider': a.provider, 'data-state': a.state },
-      bar, ...mine.map(e => mark(e.ts, e.type, eventDetail(e)))))
+      bar, ...hb, ...mine.map(e => mark(e.ts, e.type, eventDetail(e)))))
   }
   // the outcome: settled, the receipt in the ledger, or how it ended
   const outcome = events.filter(e => ['settled', 'failed', 'cancelled'].includes(e.type))
@@ -224,7 +236,47 @@ async function load () {
   drawRecords()
   await drawResult().catch(err => { $('result').replaceChildren(el('div', { class: 'bad' }, err.message)) })
   document.body.dataset.loaded = view.status
+  liveState()
   return true
+}
+
+// ---- live output: `log` events while the job runs (not kept: the result has the full output)
+const LIVE_MAX_CHARS = 64 * 1024
+let liveAttempt = null
+let liveChars = 0
+const liveSeen = new Set()
+function onLog (e) {
+  // a reconnected stream replays the tail: skip what is already shown
+  const key = `${e.ts}|${e.attempt}|${e.stream}|${e.text.length}|${e.dropped ?? 0}`
+  if (liveSeen.has(key)) return
+  liveSeen.add(key)
+  if (liveSeen.size > 2000) liveSeen.delete(liveSeen.values().next().value)
+  const pre = $('live-log')
+  const add = (text, cls) => {
+    pre.append(el('span', { class: cls, 'data-attempt': e.attempt }, text))
+    liveChars += text.length
+    // keep the page small: the oldest lines go first
+    while (liveChars > LIVE_MAX_CHARS && pre.firstChild != null) { liveChars -= pre.firstChild.textContent.length; pre.firstChild.remove() }
+  }
+  if (e.attempt !== liveAttempt) {
+    add(`${liveAttempt == null ? '' : '\n'}— attempt ${e.attempt + 1} on ${short(e.provider)} —\n`, 'note')
+    liveAttempt = e.attempt
+  }
+  if (e.dropped > 0) add(`(${e.dropped} bytes left out)\n`, 'note')
+  if (e.text !== '') add(e.text, e.stream)
+  if (e.capped) add('(live output reached its cap; the full output is in the result)\n', 'note')
+  pre.hidden = false
+  $('live-empty').hidden = true
+  pre.dataset.lines = String((pre.textContent.match(/\n/g) ?? []).length)
+  pre.scrollTop = pre.scrollHeight
+}
+
+function liveState () {
+  const s = $('live-state')
+  if (view == null) return
+  if (!TERMINAL.has(view.status)) { s.textContent = '· following'; return }
+  s.textContent = liveAttempt == null ? '' : '· ended (the full output is in the result)'
+  if (liveAttempt == null) $('live-empty').textContent = stream != null ? 'the job wrote nothing while it ran' : 'the job was over when this page opened: its output is in the result'
 }
 
 let timer = null
@@ -255,7 +307,7 @@ document.title = `Mercato job ${short(jobId)}`
 void load().then((found) => {
   if (!found) return
   if (TERMINAL.has(view.status)) { $('conn').textContent = '● finished'; $('conn').className = 'conn live'; return }
-  stream = liveStream(`/v1/jobs/${encodeURIComponent(jobId)}/events`, schedule, schedule, { onEnd: schedule })
+  stream = liveStream(`/v1/jobs/${encodeURIComponent(jobId)}/events`, schedule, schedule, { onEnd: schedule, onLog })
   // the bars of running attempts grow with the clock
   setInterval(() => { if (view != null && !TERMINAL.has(view.status)) drawTimeline() }, 1000)
 })

@@ -1,0 +1,64 @@
+/**
+ * The last few live-log events of each running job (bounded by bytes per job
+ * and by jobs), so a page or `mercato logs -f` opened mid-run starts with
+ * recent output. Fed by the market's `log` events; a job's tail is dropped
+ * when the job ends.
+ */
+import type { Market, LogEvent } from '../auction/index.js'
+import { LOG_TAIL_BYTES, LOG_TAIL_JOBS } from './constants.js'
+
+interface Tail { events: LogEvent[], bytes: number }
+
+export class LogTails {
+  private readonly market: Market
+  private readonly tails = new Map<string, Tail>()
+  private readonly maxBytes: number
+  private readonly maxJobs: number
+  private readonly onLog = (e: LogEvent): void => { this.add(e) }
+  private readonly onDone = (id: string): void => { this.tails.delete(id) }
+
+  constructor (market: Market, opts: { maxBytes?: number, maxJobs?: number } = {}) {
+    this.market = market
+    this.maxBytes = opts.maxBytes ?? LOG_TAIL_BYTES
+    this.maxJobs = opts.maxJobs ?? LOG_TAIL_JOBS
+  }
+
+  start (): void {
+    this.market.events.on('log', this.onLog)
+    this.market.events.on('done', this.onDone)
+  }
+
+  stop (): void {
+    this.market.events.off('log', this.onLog)
+    this.market.events.off('done', this.onDone)
+    this.tails.clear()
+  }
+
+  /** The kept events of a job, oldest first. */
+  get (jobId: string): LogEvent[] {
+    return [...(this.tails.get(jobId)?.events ?? [])]
+  }
+
+  /** How many jobs have a tail, and their bytes (tests, metrics). */
+  size (): { jobs: number, bytes: number } {
+    let bytes = 0
+    for (const t of this.tails.values()) bytes += t.bytes
+    return { jobs: this.tails.size, bytes }
+  }
+
+  private add (e: LogEvent): void {
+    if (this.market.isTerminal(e.jobId)) return
+    let t = this.tails.get(e.jobId)
+    if (t == null) {
+      if (this.tails.size >= this.maxJobs) this.tails.delete(this.tails.keys().next().value as string)
+      t = { events: [], bytes: 0 }
+      this.tails.set(e.jobId, t)
+    }
+    // a single event larger than the tail keeps only its end
+    const text = e.text.length > this.maxBytes ? e.text.slice(e.text.length - this.maxBytes) : e.text
+    const kept = text === e.text ? e : { ...e, text }
+    t.events.push(kept)
+    t.bytes += kept.text.length
+    while (t.bytes > this.maxBytes && t.events.length > 1) t.bytes -= (t.events.shift() as LogEvent).text.length
+  }
+}
