@@ -10,6 +10,7 @@
  * The result is validated by one zod schema; a bad value is a
  * {@link ConfigError} naming the key and the expected form.
  */
+import { labelsSchema } from './labels.js'
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { resolve } from 'node:path'
@@ -77,6 +78,8 @@ export const configSchema = z.strictObject({
     price: z.number().min(0),
     slots: z.number().int().min(0),
     engines: z.array(z.enum(ENGINES)),
+    // what this provider says of itself (`region: eu`): Kubernetes label syntax, capped (src/labels.ts)
+    labels: labelsSchema,
     dialPrivateAddresses: z.boolean()
   }),
   auction: z.strictObject({
