@@ -84,8 +84,13 @@ export const labelKeySchema = z.string().max(317).superRefine((k, ctx) => { cons
 export const labelValueSchema = z.string().max(63).superRefine((v, ctx) => { const p = valueProblem(v); if (p != null) ctx.addIssue({ code: 'custom', message: p }) })
 
 /** A label set, as config, the API and the wire carry it. */
-export const labelsSchema = z.record(labelKeySchema, labelValueSchema).superRefine((labels, ctx) => {
+export const labelsSchema = z.record(z.string().max(317), labelValueSchema).superRefine((labels, ctx) => {
   const keys = Object.keys(labels)
+  // keys checked here rather than by the record's key schema: the issue then names the key
+  for (const k of keys) {
+    const p = keyProblem(k)
+    if (p != null) ctx.addIssue({ code: 'custom', message: p, path: [k] })
+  }
   if (keys.length > MAX_LABELS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_LABELS} labels (got ${keys.length})` })
   let bytes = 0
   for (const k of keys) bytes += k.length + labels[k].length
