@@ -204,6 +204,11 @@ const SET_TERM = /^(\S+)\s+(in|notin)\s*\(([^()]*)\)$/
 const WORD_TERM = /^(\S+)\s+(gt|lt)\s+(\S+)$/
 const UNKNOWN_WORD = /^(\S+)\s+(\S+)\s*(.*)$/
 
+/** A term as an error message shows it: quoted, at most 80 characters. */
+function quote (term: string): string {
+  return JSON.stringify(term.length > 80 ? term.slice(0, 79) + '…' : term)
+}
+
 /** One term of the string form → a constraint (unchecked). */
 function parseTerm (term: string): Constraint {
   if (term === '') throw new SelectorError('selector: empty term (two commas in a row, or a trailing comma)')
@@ -221,9 +226,9 @@ function parseTerm (term: string): Constraint {
   if (/^[^=!<>\s(),]+$/.test(term)) return { key: term, op: 'exists' }
   m = UNKNOWN_WORD.exec(term)
   if (m != null && !(CONSTRAINT_OPS as readonly string[]).includes(m[2])) {
-    throw new SelectorError(`selector term "${term}": unknown operator "${m[2]}"; use =, !=, in, notin, gt, lt, "key" (exists) or "!key" (not exists)`)
+    throw new SelectorError(`selector term ${quote(term)}: unknown operator "${m[2]}"; use =, !=, in, notin, gt, lt, "key" (exists) or "!key" (not exists)`)
   }
-  throw new SelectorError(`selector term "${term}": malformed; expected e.g. "region=eu", "gpu in (a100,h100)", "!spot" or "cores gt 8"`)
+  throw new SelectorError(`selector term ${quote(term)}: malformed; expected e.g. "region=eu", "gpu in (a100,h100)", "!spot" or "cores gt 8"`)
 }
 
 /** The string form → checked constraints; SelectorError naming the bad term. */
@@ -234,7 +239,7 @@ export function parseSelector (text: string): Constraint[] {
   for (const term of splitTerms(text)) {
     const c = parseTerm(term)
     const p = keyProblem(c.key) ?? arityProblem(c) ?? (c.values ?? []).map(valueProblem).find(x => x != null)
-    if (p != null) throw new SelectorError(`selector term "${term}": ${p}`)
+    if (p != null) throw new SelectorError(`selector term ${quote(term)}: ${p}`)
     out.push(c)
   }
   return checkConstraints(out)
