@@ -346,8 +346,9 @@ export class Bidding {
     if (constraints == null || constraints.length === 0) return
     const unmet = firstUnmet(b.labels, constraints)
     if (unmet != null) this.refuseBid(job, b.provider, 'unmet-constraint', `bid refused: its labels do not meet ${formatConstraint(unmet)}`, from)
+    // a fresh advert only: an expired one is no longer what the provider says of itself
     const advert = this.ctx.deps.book?.get(b.provider)?.advert
-    if (advert != null && !agreeOn(advert.labels ?? {}, b.labels ?? {}, constraints)) {
+    if (advert != null && advert.expires >= Date.now() && !agreeOn(advert.labels ?? {}, b.labels ?? {}, constraints)) {
       this.refuseBid(job, b.provider, 'label-mismatch', 'bid refused: its labels differ from the provider\'s advert', from)
     }
   }
