@@ -15,6 +15,7 @@ import { TOKEN_FILE } from './gateway/token.js'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { registerClientCommands } from './cli/client-commands.js'
+import { parseLabels } from './labels.js'
 
 function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
@@ -63,6 +64,7 @@ interface StartFlags {
   price?: number
   slots?: number
   executor?: string
+  label?: string[]
 }
 
 /** Flags → config overrides (only what was given). */
@@ -78,6 +80,12 @@ export function flagsToOverrides (flags: StartFlags): Record<string, any> {
   if (flags.price != null) o.provider.price = flags.price
   if (flags.slots != null) o.provider.slots = flags.slots
   if (flags.executor != null) o.executor = { backend: flags.executor }
+  if (flags.label != null) {
+    // merged over provider.labels from the config file (a key given here wins)
+    try {
+      o.provider.labels = parseLabels(flags.label, '--label')
+    } catch (err: any) { throw new ConfigError('provider.labels', `--label: ${err.message}`) }
+  }
   return o
 }
 
@@ -165,6 +173,7 @@ export function buildProgram (): Command {
     .option('--price <credits>', 'ask in credits per job', parseNumber('price'))
     .option('--slots <n>', 'jobs run at once (default: number of cores; on Slurm: the cluster\'s free CPUs)', parseNumber('slots'))
     .addOption(new Option('--executor <backend>', 'where won jobs run: this machine, or a Slurm cluster (see README)').choices(['local', 'slurm']))
+    .option('--label <key=value>', 'a label this provider carries, matched against job constraints (repeatable): --label region=eu --label licence=matlab', collect)
     .action(async (flags: StartFlags) => {
       // commander sets mdns=true by default for --no-mdns; only an explicit --no-mdns overrides config
       if (!process.argv.includes('--no-mdns')) delete flags.mdns

@@ -10,6 +10,7 @@
  * The result is validated by one zod schema; a bad value is a
  * {@link ConfigError} naming the key and the expected form.
  */
+import { labelsSchema } from './labels.js'
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { resolve } from 'node:path'
@@ -77,6 +78,8 @@ export const configSchema = z.strictObject({
     price: z.number().min(0),
     slots: z.number().int().min(0),
     engines: z.array(z.enum(ENGINES)),
+    // what this provider says of itself (`region: eu`): Kubernetes label syntax, capped (src/labels.ts)
+    labels: labelsSchema,
     dialPrivateAddresses: z.boolean(),
     // live logs sent per job (see auction/constants.ts LIVE_LOG_*)
     liveLogBytesPerSec: z.number().int().min(0),
@@ -136,6 +139,17 @@ export function fromEnv (env: NodeJS.ProcessEnv, defaults: Json, prefix = 'MERCA
   const out: Json = {}
   for (const [k, def] of Object.entries(defaults)) {
     const name = `${prefix}_${snake(k)}`
+    if (isPlainObject(def) && Object.keys(def).length === 0 && env[name] !== undefined) {
+      // a map with no default keys (provider.labels): MERCATO_PROVIDER_LABELS=region=eu,licence=matlab
+      const map: Record<string, string> = {}
+      for (const pair of (env[name] as string).split(',').map(s => s.trim()).filter(s => s !== '')) {
+        const i = pair.indexOf('=')
+        if (i <= 0) throw new ConfigError(name, `${name}: expected key=value[,key=value...], got "${pair}"`)
+        map[pair.slice(0, i).trim()] = pair.slice(i + 1).trim()
+      }
+      out[k] = map
+      continue
+    }
     if (isPlainObject(def)) {
       const sub = fromEnv(env, def, name)
       if (Object.keys(sub).length > 0) out[k] = sub

@@ -133,6 +133,7 @@ export class MercatoNode implements GatewayNode {
         // the executor queues what the pool cannot start at once (leave room for local `exec` use); Slurm: bid only with free CPUs
         queue: onSlurm ? 0 : Math.max(0, cfg.executor.queueSize - (cfg.provider.slots > 0 ? cfg.provider.slots : poolSize)),
         engines: cfg.provider.engines,
+        labels: cfg.provider.labels,
         maxTimeoutMs: cfg.executor.maxTimeoutMs,
         maxMemoryMb: cfg.executor.maxMemoryMb,
         maxOutputBytes: cfg.executor.maxOutputBytes,
@@ -197,7 +198,8 @@ export class MercatoNode implements GatewayNode {
         price: this.config.provider.price,
         slots: capacity.slots,
         busy: capacity.busy,
-        engines: capacity.engines
+        engines: capacity.engines,
+        labels: this.config.provider.labels
       }
     }
   }

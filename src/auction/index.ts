@@ -42,7 +42,7 @@ import { readRecord, readStanding, readStandingRecords } from './protocol/journa
 import { countInto, type Receipt, type RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
-import { Requester, type HeldJobs, type KnownProvider, type RequesterConfig } from './requester/index.js'
+import { Requester, type HeldJobs, type KnownProvider, type ListOptions, type RequesterConfig } from './requester/index.js'
 import { ProviderBook } from './requester/book.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
 
@@ -56,7 +56,8 @@ export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/
 export { JobStateError } from '../errors.js'
 export { GossipGate, SeenSet, KeyedRateLimit } from './protocol/gossip.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
-export type { HeldJobs, KnownProvider, RequesterConfig } from './requester/index.js'
+export type { HeldJobs, KnownProvider, ListOptions, RequesterConfig } from './requester/index.js'
+export { MAX_JOB_NAME } from './protocol/journal.js'
 export type { ProviderConfig } from './provider/index.js'
 
 export interface MarketInit {
@@ -93,7 +94,7 @@ export interface Market {
    */
   get (id: string): Promise<JobView>
   /** the jobs held in memory, newest first (older ones are read by id with `get`) */
-  list (opts?: { status?: JobStatus, limit?: number }): JobView[]
+  list (opts?: ListOptions): JobView[]
   /** jobs held in memory by state, every state present */
   statusCounts (): Map<JobStatus, number>
   /** is the job held in memory and over? */

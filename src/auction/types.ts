@@ -1,5 +1,6 @@
 import type { Engine } from '../engines.js'
 import type { DeclineReason } from './protocol/messages.js'
+import type { Constraint, Labels } from '../labels.js'
 
 /** Every state a job can be in, in the order a job moves through them. */
 export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
@@ -50,6 +51,11 @@ export interface SubmitSpec {
   replicas?: number
   minBids?: number
   bidWindowMs?: number
+  /** placement: only providers whose labels meet every one may run it (src/labels.ts) */
+  constraints?: Constraint[]
+  /** for people: a name and labels to list and filter jobs by (never sent to providers) */
+  name?: string
+  labels?: Labels
 }
 
 export interface AttemptView {
@@ -66,6 +72,12 @@ export interface AttemptView {
 
 export interface JobView {
   id: string
+  /** the user's name for the job, if given */
+  name?: string
+  /** the user's labels for the job ({} when none) */
+  labels: Labels
+  /** placement constraints ([] when none) */
+  constraints: Constraint[]
   status: JobStatus
   engine: Engine
   /** the provider holding the job now (the first of them with replicas) */

@@ -16,6 +16,7 @@ import {
 } from '../client/index.js'
 import { JOB_STATUSES, TERMINAL } from '../auction/types.js'
 import { UsageError } from '../errors.js'
+import { checkConstraints, checkLabels, formatSelector, parseLabels, parseSelector, toConstraints } from '../labels.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
@@ -98,6 +99,9 @@ export interface SubmitFlags extends ApiFlags {
   memory?: number
   wait?: boolean
   json?: boolean
+  constraint?: string[]
+  name?: string
+  label?: string[]
 }
 
 async function exists (path: string): Promise<boolean> {
@@ -149,12 +153,30 @@ export async function buildSpec (client: MercatoClient, file: string, flags: Sub
   }
   if (flags.maxPrice != null) spec.maxPrice = flags.maxPrice
   if (flags.replicas != null) spec.replicas = flags.replicas
+  applyPlacement(spec, flags)
   if (flags.timeout != null || flags.memory != null) {
     spec.limits = { ...spec.limits }
     if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
     if (flags.memory != null) spec.limits.memoryMb = flags.memory
   }
   return spec
+}
+
+/**
+ * `--constraint` (repeatable, ANDed with any in a .json spec), `--name`, `--label k=v`; checked
+ * here, so a bad selector or label is a usage error (exit 2) naming it, and nothing is submitted.
+ */
+function applyPlacement (spec: JobSpec, flags: SubmitFlags): void {
+  try {
+    const constraints = spec.constraints != null ? toConstraints(spec.constraints) : []
+    for (const text of flags.constraint ?? []) constraints.push(...parseSelector(text))
+    if (constraints.length > 0) spec.constraints = checkConstraints(constraints)
+    if (flags.label != null) spec.labels = { ...(spec.labels != null ? checkLabels(spec.labels) : {}), ...parseLabels(flags.label, '--label') }
+    else if (spec.labels != null) spec.labels = checkLabels(spec.labels)
+  } catch (e: any) {
+    throw new UsageError(e.message)
+  }
+  if (flags.name != null) spec.name = flags.name
 }
 
 function printDeclines (job: JobView): void {
@@ -305,14 +327,22 @@ function when (ts: number | null | undefined): string {
 }
 
 function jobsTable (jobs: JobView[]): string {
-  const rows = [['ID', 'STATUS', 'ENGINE', 'PRICE', 'PROVIDER', 'LATENCY', 'CREATED']]
-  for (const j of jobs) rows.push([j.id, j.status, j.engine, j.price == null ? '-' : String(j.price), j.provider == null ? '-' : shortId(j.provider), ms(j.latencyMs), when(j.createdAt)])
+  const rows = [['ID', 'NAME', 'STATUS', 'ENGINE', 'PRICE', 'PROVIDER', 'LATENCY', 'CREATED', 'LABELS']]
+  for (const j of jobs) rows.push([j.id, j.name ?? '-', j.status, j.engine, j.price == null ? '-' : String(j.price), j.provider == null ? '-' : shortId(j.provider), ms(j.latencyMs), when(j.createdAt), labelText(j.labels)])
   return table(rows)
+}
+
+function labelText (labels: Record<string, string> | undefined): string {
+  const entries = Object.entries(labels ?? {})
+  return entries.length === 0 ? '-' : entries.map(([k, v]) => `${k}=${v}`).join(',')
 }
 
 function jobText (job: JobView, result: ResultView | null): string {
   const lines: Array<[string, string]> = [
     ['Job', job.id],
+    ...(job.name != null ? [['Name', job.name] as [string, string]] : []),
+    ...(Object.keys(job.labels ?? {}).length > 0 ? [['Labels', labelText(job.labels)] as [string, string]] : []),
+    ...((job.constraints ?? []).length > 0 ? [['Runs on', formatSelector(job.constraints)] as [string, string]] : []),
     ['Status', job.status + (job.error != null ? ` (${job.error})` : '')],
     ['Engine', job.engine],
     ['Price', `${job.price == null ? '-' : credits(job.price)} (max ${job.maxPrice})`],
@@ -357,6 +387,9 @@ export function registerClientCommands (program: Command): void {
     .option('--replicas <k>', 'run on k providers and compare results', intFlag(1))
     .option('--timeout <ms>', 'wall-clock limit of the run', intFlag(1))
     .option('--memory <mb>', 'memory limit of the run', intFlag(1))
+    .option('--constraint <selector>', 'run only on providers whose labels match, e.g. "region=eu,gpu in (a100,h100),!spot" (repeatable; all must hold)', collect)
+    .option('--name <name>', 'a name for the job (shown in `mercato jobs`)')
+    .option('--label <key=value>', 'a label on the job, to list and filter by (repeatable)', collect)
     .option('--wait', 'follow the job to its end, then print its output')
     .option('--json', 'print JSON for scripts ({id,status}; with --wait {job,result})'))
     .action(async (file: string, flags: SubmitFlags) => { await run(flags, async (c) => await submit(c, file, flags)) })
@@ -365,11 +398,14 @@ export function registerClientCommands (program: Command): void {
     .description('list this node\'s jobs, newest first')
     .option('--status <status>', `only jobs in this state (${STATUSES.join(', ')})`)
     .option('--limit <n>', 'at most n jobs', intFlag(1))
+    .option('--label <key=value>', 'only jobs carrying this label (repeatable: all of them)', collect)
     .option('--json', 'print JSON'))
-    .action(async (flags: ApiFlags & { status?: string, limit?: number, json?: boolean }) => {
+    .action(async (flags: ApiFlags & { status?: string, limit?: number, label?: string[], json?: boolean }) => {
       await run(flags, async (c) => {
         if (flags.status != null && !STATUSES.includes(flags.status as JobStatus)) throw new UsageError(`--status: expected one of ${STATUSES.join(', ')}, got "${flags.status}"`)
-        const jobs = await c.jobs({ status: flags.status as JobStatus | undefined, limit: flags.limit })
+        let labels: Record<string, string> | undefined
+        try { labels = flags.label != null ? parseLabels(flags.label, '--label') : undefined } catch (e: any) { throw new UsageError(e.message) }
+        const jobs = await c.jobs({ status: flags.status as JobStatus | undefined, limit: flags.limit, labels })
         if (flags.json === true) out(JSON.stringify(jobs) + '\n')
         else if (jobs.length === 0) err('no jobs\n')
         else out(jobsTable(jobs))
@@ -430,10 +466,10 @@ export function registerClientCommands (program: Command): void {
         const providers = await c.providers()
         if (flags.json === true) { out(JSON.stringify(providers) + '\n'); return 0 }
         if (providers.length === 0) { err('no providers known yet\n'); return 0 }
-        const rows = [['PEER ID', 'ENGINES', 'LAST ASK', 'SCORE', 'DONE', 'FAILED', 'LOST', 'MISMATCH']]
+        const rows = [['PEER ID', 'ENGINES', 'LABELS', 'LAST ASK', 'SCORE', 'DONE', 'FAILED', 'LOST', 'MISMATCH']]
         for (const p of providers) {
           const s = p.standing
-          rows.push([p.peerId + (p.self ? ' (self)' : ''), p.engines.join(',') || '-', p.lastAsk == null ? '-' : String(p.lastAsk), s == null ? '-' : String(s.score), String(s?.completed ?? 0), String(s?.failed ?? 0), String(s?.lost ?? 0), String(s?.mismatched ?? 0)])
+          rows.push([p.peerId + (p.self ? ' (self)' : ''), p.engines.join(',') || '-', labelText(p.labels), p.lastAsk == null ? '-' : String(p.lastAsk), s == null ? '-' : String(s.score), String(s?.completed ?? 0), String(s?.failed ?? 0), String(s?.lost ?? 0), String(s?.mismatched ?? 0)])
         }
         out(table(rows))
         return 0

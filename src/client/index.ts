@@ -68,6 +68,8 @@ export interface JobSpec extends Omit<SubmitSpec, 'stdin'> {
 export interface ProviderView {
   peerId: string
   engines: string[]
+  /** what its advert says of it (`{ region: 'eu' }`); absent when the node holds no advert of it */
+  labels?: Record<string, string>
   /** the last price this provider bid on one of our jobs */
   lastAsk: number | null
   /** this node itself */
@@ -172,10 +174,11 @@ export class MercatoClient {
     return await this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`, opts)
   }
 
-  /** This node's jobs, newest first. */
-  async jobs (query: { status?: JobStatus, limit?: number } = {}, opts?: CallOptions): Promise<JobView[]> {
+  /** This node's jobs, newest first; `labels`: only jobs carrying every one of them. */
+  async jobs (query: { status?: JobStatus, limit?: number, labels?: Record<string, string> } = {}, opts?: CallOptions): Promise<JobView[]> {
     const q = new URLSearchParams()
     if (query.status != null) q.set('status', query.status)
+    for (const [k, v] of Object.entries(query.labels ?? {})) q.append('label', `${k}=${v}`)
     if (query.limit != null) q.set('limit', String(query.limit))
     const qs = q.toString()
     return await this.json('GET', `/v1/jobs${qs === '' ? '' : `?${qs}`}`, opts)

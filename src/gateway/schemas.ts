@@ -27,6 +27,26 @@ export const ErrorSchema = {
   additionalProperties: false
 } as const
 
+export const LabelsSchema = {
+  $id: 'Labels',
+  type: 'object',
+  description: 'key → value labels (Kubernetes label syntax, at most 16; see README "Labels and constraints")',
+  additionalProperties: { type: 'string' }
+} as const
+
+export const ConstraintSchema = {
+  $id: 'Constraint',
+  type: 'object',
+  description: 'one placement constraint: the provider\'s label `key` must satisfy `op` with `values`',
+  required: ['key', 'op'],
+  properties: {
+    key: { type: 'string' },
+    op: { type: 'string', enum: ['=', '!=', 'in', 'notin', 'exists', '!exists', 'gt', 'lt'] },
+    values: { type: 'array', items: { type: 'string' } }
+  },
+  additionalProperties: false
+} as const
+
 export const NodeInfoSchema = {
   $id: 'NodeInfo',
   type: 'object',
@@ -43,7 +63,8 @@ export const NodeInfoSchema = {
         price: { type: 'number', description: 'ask in credits per job' },
         slots: { type: 'integer' },
         busy: { type: 'integer' },
-        engines: { type: 'array', items: { type: 'string' } }
+        engines: { type: 'array', items: { type: 'string' } },
+        labels: { $ref: 'Labels#' }
       },
       additionalProperties: true
     }
@@ -73,9 +94,12 @@ export { JOB_STATUSES }
 export const JobViewSchema = {
   $id: 'JobView',
   type: 'object',
-  required: ['id', 'status', 'engine', 'provider', 'providers', 'price', 'maxPrice', 'replicas', 'bids', 'attempts', 'declines', 'createdAt', 'completedAt', 'latencyMs'],
+  required: ['id', 'labels', 'constraints', 'status', 'engine', 'provider', 'providers', 'price', 'maxPrice', 'replicas', 'bids', 'attempts', 'declines', 'createdAt', 'completedAt', 'latencyMs'],
   properties: {
     id: { type: 'string' },
+    name: { type: 'string', description: 'the name given at submit, if any' },
+    labels: { $ref: 'Labels#' },
+    constraints: { type: 'array', items: { $ref: 'Constraint#' } },
     status: { type: 'string', enum: JOB_STATUSES },
     engine: { type: 'string', enum: ENGINES },
     provider: { ...nullableString, description: 'the provider holding the job now' },
@@ -196,6 +220,7 @@ export const ProviderSchema = {
   properties: {
     peerId: { type: 'string' },
     engines: { type: 'array', items: { type: 'string' } },
+    labels: { $ref: 'Labels#', description: 'what its advert says of it (absent: no advert held)' },
     lastAsk: { ...nullableNumber, description: 'its last bid price seen, if any' },
     self: { type: 'boolean' },
     standing: { anyOf: [{ $ref: 'Standing#' }, { type: 'null' }] },
@@ -207,6 +232,7 @@ export const ProviderSchema = {
           ask: { type: 'number' },
           slots: { type: 'integer' },
           caps: { type: 'object', properties: { timeoutMs: { type: 'integer' }, memoryMb: { type: 'integer' }, outputBytes: { type: 'integer' } } },
+          labels: { $ref: 'Labels#' },
           expires: { type: 'integer' },
           strikes: { type: 'integer', description: 'invitations left unanswered in a row' },
           benchedUntil: { ...nullableNumber, description: 'not invited before this time (silent or never accepted)' }
@@ -231,7 +257,7 @@ export const BalanceSchema = {
 } as const
 
 export const SHARED_SCHEMAS = [
-  ErrorSchema, NodeInfoSchema, PeerSchema, JobViewSchema, JobEventSchema, ResultViewSchema, StandingSchema, ProviderSchema, BalanceSchema
+  ErrorSchema, LabelsSchema, ConstraintSchema, NodeInfoSchema, PeerSchema, JobViewSchema, JobEventSchema, ResultViewSchema, StandingSchema, ProviderSchema, BalanceSchema
 ]
 
 /** `{ status: { $ref: 'Error#' } }` for each status, for a route's `response`. */

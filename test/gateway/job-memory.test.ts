@@ -73,7 +73,8 @@ describe('finished jobs in memory: capped by count and bytes, older ones read fr
   })
 
   it(`holds at most ${CAP} finished jobs; older ones answer GET /v1/jobs/:id and /result from the log, as before`, async () => {
-    const completed = await run({ source: JS_ECHO, input: { k: 0, text: 'first' } })
+    // a name, labels and constraints: read back from the log like the rest (expectSameFromLog)
+    const completed = await run({ source: JS_ECHO, input: { k: 0, text: 'first' }, name: 'first', labels: { project: 'atlas' }, constraints: 'region!=us,!spot' })
     const noBids = await run({ source: JS_ECHO, input: 1, maxPrice: 1 }) // our provider asks 3
     const cancelled = await run({ source: JS_SLOW, input: { n: 1e10 }, limits: { timeoutMs: 30_000 } }, async (id) => {
       await waitFor(async () => (await node.market.get(id)).status === 'running', 15_000)
@@ -90,7 +91,8 @@ describe('finished jobs in memory: capped by count and bytes, older ones read fr
     const evicted = order.slice(0, order.length - CAP)
     expect(evicted).to.include.members([completed, noBids, cancelled])
     expect(order.slice(-CAP).every(isHeld)).to.equal(true)
-    expect(JSON.parse(seen.get(completed)!.view)).to.include({ status: 'completed' })
+    expect(JSON.parse(seen.get(completed)!.view)).to.include({ status: 'completed', name: 'first' })
+    expect(JSON.parse(seen.get(completed)!.view).constraints).to.have.length(2)
     expect(JSON.parse(seen.get(noBids)!.view)).to.include({ status: 'no-bids' })
     expect(JSON.parse(seen.get(cancelled)!.view)).to.include({ status: 'cancelled' })
     expect(JSON.parse(seen.get(cancelled)!.view).attempts.map((a: any) => a.state)).to.deep.equal(['cancelled'])

@@ -31,6 +31,20 @@ describe('config', function () {
     }
   })
 
+  it('provider.labels: none by default; from a file, MERCATO_PROVIDER_LABELS (k=v,k=v) or flags; a bad one names its key', async () => {
+    expect(loadConfig({ env: {} }).provider.labels).to.deep.equal({})
+    const dir = await tempDir()
+    const file = join(dir, 'labels.json')
+    await writeFile(file, JSON.stringify({ provider: { labels: { region: 'eu', 'example.com/gpu': 'a100' } } }))
+    expect(loadConfig({ file, env: {}, overrides: { provider: { labels: { region: 'uk' } } } }).provider.labels).to.deep.equal({ region: 'uk', 'example.com/gpu': 'a100' })
+    expect(loadConfig({ env: { MERCATO_PROVIDER_LABELS: 'region=eu, licence=matlab' } }).provider.labels).to.deep.equal({ region: 'eu', licence: 'matlab' })
+    expect(() => loadConfig({ env: { MERCATO_PROVIDER_LABELS: 'region' } })).to.throw(/MERCATO_PROVIDER_LABELS: expected key=value/)
+    expect(() => loadConfig({ env: {}, overrides: { provider: { labels: { 'bad key': 'x' } } } })).to.throw(/config key "provider\.labels\.bad key": expected label key "bad key"/)
+    expect(() => loadConfig({ env: {}, overrides: { provider: { labels: { region: 'e u' } } } })).to.throw(/config key "provider\.labels\.region": expected label value "e u"/)
+    const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']))
+    expect(() => loadConfig({ env: {}, overrides: { provider: { labels: many } } })).to.throw(/at most 16 labels/)
+  })
+
   it('maps every default key to a MERCATO_* variable', () => {
     const env = fromEnv({ MERCATO_DATA_DIR: '/x', MERCATO_AUCTION_BID_WINDOW_MS: '20', MERCATO_P2P_BOOTSTRAP: 'a,b' }, loadDefaults())
     expect(env).to.deep.equal({ dataDir: '/x', auction: { bidWindowMs: 20 }, p2p: { bootstrap: ['a', 'b'] } })

@@ -14,6 +14,7 @@ import type { Signed } from '../../crypto/index.js'
 import type { Ledger, LedgerRecord } from '../../ledger/index.js'
 import { ENGINES, type Engine } from '../../engines.js'
 import { DOMAIN } from '../constants.js'
+import { constraintsSchema, labelsSchema, type Constraint, type Labels } from '../../labels.js'
 import {
   acceptSchema, awardSchema, bidSchema, declineSchema, offerSchema, receiptSchema, resultSchema,
   type Accept, type Award, type Bid, type Decline, type DeclineReason, type JobSpecWire, type Offer, type Receipt, type Result
@@ -35,6 +36,12 @@ const signedResult = stored('result', resultSchema)
 const signedReceipt = stored('receipt', receiptSchema)
 
 const jobId = z.string()
+
+/** A job's name is for people: a line, not a document. */
+export const MAX_JOB_NAME = 128
+
+/** What a user says of a job besides its spec (kept by the requester, not sent to providers, except the constraints in the offer). */
+export interface JobMeta { name?: string, labels?: Labels, constraints?: Constraint[] }
 
 /** How far a requester trusted the provider it awarded (requester/trust.ts names them). */
 export const TRUST_LEVELS = ['proven', 'unproven', 'doubtful'] as const
@@ -60,6 +67,10 @@ const BODIES = {
     declines: z.array(declineNote).optional(),
     /** when the job was submitted (on `submitted`) or ended (otherwise); absent in older logs */
     createdAt: z.number().optional(),
+    /** on `submitted`: the user's name and labels for the job, and its placement constraints */
+    name: z.string().max(MAX_JOB_NAME).optional(),
+    labels: labelsSchema.optional(),
+    constraints: constraintsSchema.optional(),
     completedAt: z.number().optional()
   }),
   /** `invited`: the providers the offer was sent to (absent: an open call on the jobs topic) */
@@ -114,8 +125,13 @@ export class Journal {
   }
 
   // requester side
-  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number): Promise<void> {
-    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt })
+  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number, meta: JobMeta = {}): Promise<void> {
+    // absent fields stay absent (the canonical encoding has no `undefined`)
+    const extra: JobMeta = {}
+    if (meta.name != null) extra.name = meta.name
+    if (meta.labels != null && Object.keys(meta.labels).length > 0) extra.labels = meta.labels
+    if (meta.constraints != null && meta.constraints.length > 0) extra.constraints = meta.constraints
+    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt, ...extra })
   }
 
   ended (jobId: string, status: Exclude<JobRecordStatus, 'submitted'>, completedAt: number, extra: { reason?: string, declines?: Array<{ provider: string, reason: DeclineReason, detail?: string }> } = {}): Promise<void> {
@@ -183,6 +199,15 @@ function specSummary (spec: JobSpecWire): Record<string, unknown> {
 
 // ---------------------------------------------------------------- readers
 
+/** The name, labels and constraints a `submitted` job record holds (only the fields present). */
+function metaOf (body: BodyOf<'job'> | undefined): JobMeta {
+  const out: JobMeta = {}
+  if (body?.name != null) out.name = body.name
+  if (body?.labels != null) out.labels = body.labels
+  if (body?.constraints != null) out.constraints = body.constraints as Constraint[]
+  return out
+}
+
 /** One award as the requester's log remembers it. */
 export interface AwardHistory {
   award: Signed<Award>
@@ -195,7 +220,7 @@ export interface AwardHistory {
 }
 
 /** What a restarted requester needs of one job: its last offer, that round's bids, its awards. */
-export interface JobHistory {
+export interface JobHistory extends JobMeta {
   jobId: string
   createdAt: number
   /** ended without payment (failed, no-bids, cancelled) or paid */
@@ -230,7 +255,7 @@ export function readJobHistory (records: MarketRecord[], idOf: (m: Signed) => st
       if (a != null) a.handedOver = true
     }
   }
-  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, finished, offer, bids, awards }
+  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, finished, offer, bids, awards, ...metaOf(job.find(r => r.body.status === 'submitted')?.body) }
 }
 
 /** One award of a finished job, and what the requester's log says became of it. */
@@ -246,7 +271,7 @@ export interface FinishedAward {
 }
 
 /** A job this node submitted and that has ended, as its requester-side records tell it. */
-export interface FinishedJob {
+export interface FinishedJob extends JobMeta {
   jobId: string
   status: Exclude<JobRecordStatus, 'submitted'> | 'completed'
   engine: Engine
@@ -329,7 +354,7 @@ export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => s
       if (a != null && a.result == null) a.result = { signed: r.body.result, at: r.body.at, receipt: receiptOf.get(id) }
     }
   }
-  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, awards, paid, result }
+  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, awards, paid, result, ...metaOf(submitted.body) }
 }
 
 /** A provider's own record of an award it took and the result it signed (for status after a restart). */

@@ -14,6 +14,7 @@ import { z } from 'zod'
 import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, verifyMessage, type Signed, type Signer } from '../../crypto/index.js'
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
+import { constraintsSchema, labelsSchema } from '../../labels.js'
 import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from '../constants.js'
 
 export const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
@@ -55,7 +56,9 @@ export const offerSchema = z.strictObject({
   ts,
   expires: ts,
   /** re-announcement counter (restart, failover with no bids left) */
-  round: z.number().int().min(0).max(1000)
+  round: z.number().int().min(0).max(1000),
+  /** placement: the labels a provider must carry (src/labels.ts); absent: any provider */
+  constraints: constraintsSchema.min(1).optional()
 })
 export type Offer = z.infer<typeof offerSchema>
 
@@ -67,12 +70,18 @@ export const bidSchema = z.strictObject({
   price,
   /** when the provider expects to start, ms after award */
   estStartMs: z.number().int().min(0).max(24 * 3600_000),
+  /**
+   * for a constrained offer: the provider's labels on the keys its constraints name (absent keys
+   * left out). What the requester matches the constraints against, and compares with the
+   * provider's advert; the award's bid digests make the match re-checkable from the log.
+   */
+  labels: labelsSchema.optional(),
   ts,
   expires: ts
 })
 export type Bid = z.infer<typeof bidSchema>
 
-export const DECLINE_REASONS = ['engine', 'timeout-over-cap', 'memory-over-cap', 'output-over-cap', 'price', 'no-slot', 'requester-flagged', 'not-providing', 'module-too-large'] as const
+export const DECLINE_REASONS = ['engine', 'timeout-over-cap', 'memory-over-cap', 'output-over-cap', 'price', 'no-slot', 'requester-flagged', 'not-providing', 'module-too-large', 'constraint'] as const
 export type DeclineReason = typeof DECLINE_REASONS[number]
 
 export const declineSchema = z.strictObject({
@@ -156,6 +165,8 @@ export const advertSchema = z.strictObject({
   /** the largest limits it accepts */
   caps: limitsSchema,
   addrs: z.array(z.string().max(256)).max(MAX_ADVERT_ADDRS),
+  /** what it says of itself (`region=eu`): matched against job constraints; absent: none */
+  labels: labelsSchema.optional(),
   seq: z.number().int().nonnegative(),
   ts,
   expires: ts
@@ -194,7 +205,7 @@ export type Kind = keyof typeof SCHEMAS
 export type PayloadOf<K extends Kind> = z.infer<typeof SCHEMAS[K]>
 
 /** Reasons a message is refused, counted per reason. */
-export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash'
+export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash' | 'unmet-constraint' | 'label-mismatch'
 
 /** A counter of refusals by reason, into `map` (the gossip gates and both roles count this way). */
 export function countInto (map: Map<RefusalReason, number>): (reason: RefusalReason) => void {

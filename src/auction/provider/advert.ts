@@ -1,6 +1,6 @@
 /**
  * The provider's capacity advert on `mercato/adverts/1`: engines, base ask,
- * slots, the largest limits it takes. Requesters keep it in their book and
+ * slots, the largest limits it takes, its labels. Requesters keep it in their book and
  * invite the providers that can plausibly win a job (requester/invite.ts).
  *
  * Sent on start and again at ADVERT_START_DELAYS_MS (the mesh is still
@@ -57,6 +57,8 @@ export class Advertiser {
         outputBytes: Math.min(cfg.maxOutputBytes, CAP_CEILING.outputBytes)
       },
       addrs: this.ctx.network.addresses().slice(0, MAX_ADVERT_ADDRS),
+      // absent rather than empty: one encoding for "no labels"
+      ...(cfg.labels != null && Object.keys(cfg.labels).length > 0 ? { labels: cfg.labels } : {}),
       seq: this.seq,
       ts: now,
       expires: now + ADVERT_TTL_MS

@@ -19,6 +19,7 @@ import {
 } from '../constants.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
 import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
+import { labelsFor } from '../../labels.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
 import { keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
 
@@ -61,6 +62,7 @@ export class ProviderBidding {
     return {
       enabled: ctx.cfg.enabled,
       engines: ctx.engines(),
+      labels: ctx.cfg.labels ?? {},
       price: ctx.ask(),
       maxTimeoutMs: ctx.cfg.maxTimeoutMs,
       maxMemoryMb: ctx.cfg.maxMemoryMb,
@@ -89,6 +91,8 @@ export class ProviderBidding {
         price: ctx.ask(),
         // waiting jobs ahead of this one, times what a job has been taking, plus the backend's own start-up (a cluster's)
         estStartMs: (running >= slots ? Math.round((running - slots + 1) * ctx.state.avgRunMs / Math.max(1, slots)) : 0) + ctx.backend.capacity().startMs,
+        // a constrained job: sign what we are on the keys it looks at (the requester matches that, not a guess)
+        ...(o.constraints != null ? { labels: labelsFor(ctx.cfg.labels ?? {}, o.constraints) } : {}),
         ts: now,
         expires: now + BID_TTL_MS
       })

@@ -3,6 +3,7 @@
  * the little state a provider keeps (offers it bid on, awards seen, jobs it
  * holds, how busy it is).
  */
+import type { Labels } from '../../labels.js'
 import type { Signed, Signer } from '../../crypto/index.js'
 import type { Engine, Executor, ExecutorBackend } from '../../executor/index.js'
 import type { Ledger } from '../../ledger/index.js'
@@ -21,6 +22,8 @@ export interface ProviderConfig {
   /** awarded jobs allowed to wait for a free slot (default 0: only bid with a free slot) */
   queue?: number
   engines: Engine[]
+  /** what this provider says of itself (`region: 'eu'`), checked (src/labels.ts); signed into adverts and bids */
+  labels?: Labels
   maxTimeoutMs: number
   maxMemoryMb: number
   maxOutputBytes: number

@@ -3,6 +3,7 @@
  * the chain stops at the first "no". Cheap checks on the offer come before
  * checks on our resources, so a flood of unsuitable offers costs little.
  */
+import { firstUnmet, formatConstraint, type Labels } from '../../labels.js'
 import type { DeclineReason, Offer } from '../protocol/messages.js'
 
 export type Decision = { bid: true } | { bid: false, reason: DeclineReason, detail?: string }
@@ -10,6 +11,8 @@ export type Decision = { bid: true } | { bid: false, reason: DeclineReason, deta
 export interface StrategyContext {
   enabled: boolean
   engines: string[]
+  /** our labels, matched against the offer's constraints */
+  labels: Readonly<Labels>
   price: number
   maxTimeoutMs: number
   maxMemoryMb: number
@@ -26,6 +29,13 @@ const no = (reason: DeclineReason, detail?: string): Decision => ({ bid: false, 
 export const CHECKS: ReadonlyArray<[string, Check]> = [
   ['providing', (_o, c) => c.enabled ? undefined : no('not-providing')],
   ['engine', (o, c) => c.engines.includes(o.spec.engine) ? undefined : no('engine', `engine ${o.spec.engine} not offered (have ${c.engines.join(', ') || 'none'})`)],
+  ['constraint', (o, c) => {
+    const unmet = firstUnmet(c.labels, o.constraints)
+    if (unmet == null) return undefined
+    const detail = `constraint ${formatConstraint(unmet)} not met (${unmet.key}${Object.hasOwn(c.labels, unmet.key) ? `=${c.labels[unmet.key]}` : ' absent'})`
+    // a decline's detail is capped at 512 characters on the wire (an `in` of 16 long values is longer)
+    return no('constraint', detail.length > 500 ? detail.slice(0, 499) + '…' : detail)
+  }],
   ['timeout', (o, c) => o.spec.limits.timeoutMs <= c.maxTimeoutMs ? undefined : no('timeout-over-cap', `timeout ${o.spec.limits.timeoutMs} ms over cap ${c.maxTimeoutMs} ms`)],
   ['memory', (o, c) => o.spec.limits.memoryMb <= c.maxMemoryMb ? undefined : no('memory-over-cap', `memory ${o.spec.limits.memoryMb} MB over cap ${c.maxMemoryMb} MB`)],
   ['output', (o, c) => o.spec.limits.outputBytes <= c.maxOutputBytes ? undefined : no('output-over-cap', `output ${o.spec.limits.outputBytes} B over cap ${c.maxOutputBytes} B`)],

@@ -24,6 +24,7 @@ import type { RequesterContext, RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
 import { chooseInvitees, type Invitation } from './invite.js'
 import { effectiveAsk } from './book.js'
+import { agreeOn, firstUnmet, formatConstraint } from '../../labels.js'
 
 /** Refusals that close a bid stream: no honest provider sends these. */
 const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
@@ -125,7 +126,8 @@ export class Bidding {
       bidWindowMs: job.bidWindowMs,
       ts: now,
       expires: now + OFFER_TTL_MS,
-      round: job.round
+      round: job.round,
+      ...(job.constraints != null && job.constraints.length > 0 ? { constraints: job.constraints } : {})
     })
     const bytes = encodeSigned(offer)
     if (bytes.length > MAX_OFFER_BYTES) throw new InvalidInputError(`the job offer is ${bytes.length} bytes; the limit is ${MAX_OFFER_BYTES} (upload large inputs as blobs)`, 'offer-too-large')
@@ -217,7 +219,7 @@ export class Bidding {
     if (book == null) return { mode: 'open', reason: 'no provider book' }
     if (this.ctx.cfg.invitations === false) return { mode: 'open', reason: 'auction.invitations is off' }
     if (job.openNext === true) return { mode: 'open', reason: 'no invitee of the last round bid' }
-    return chooseInvitees({ id: job.id, spec: job.spec, maxPrice: job.maxPrice, need: job.minBids, excluded: job.excluded }, {
+    return chooseInvitees({ id: job.id, spec: job.spec, maxPrice: job.maxPrice, need: job.minBids, excluded: job.excluded, constraints: job.constraints }, {
       entries: book.current(),
       trustOf: (p) => this.ctx.trust(p),
       isFlagged: this.ctx.deps.isFlagged
@@ -322,6 +324,7 @@ export class Bidding {
       if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)
       if (ctx.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
       if (ctx.deps.reputation.score(provider) < ctx.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
+      this.checkLabels(job, b, from)
       job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
       ctx.deps.book?.observe(provider, b.price)
       if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
@@ -332,6 +335,36 @@ export class Bidding {
     // known capable provider answered; or the first bid after the window. An invited round waits
     // for all its invitees (a handful): the cheapest of them wins, not the fastest.
     if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+  }
+
+  /**
+   * A bid on a constrained job must carry the provider's signed labels, and they must meet every
+   * constraint: that signed claim is what the award rests on (the award lists the bid's digest, the
+   * log holds the bid). When our book holds the provider's advert, the advert must say the same on
+   * the keys the constraints name: a provider that tells the mesh one thing and a requester another
+   * wins nothing on the claim it made only once. Either refusal is counted, not fatal to the stream
+   * (a provider that relabelled itself on restart disagrees with its old advert until its new one
+   * arrives).
+   */
+  private checkLabels (job: RequesterJob, b: Bid, from: string): void {
+    const constraints = job.constraints
+    if (constraints == null || constraints.length === 0) return
+    const unmet = firstUnmet(b.labels, constraints)
+    if (unmet != null) this.refuseBid(job, b.provider, 'unmet-constraint', `bid refused: its labels do not meet ${formatConstraint(unmet)}`, from)
+    // a fresh advert only: an expired one is no longer what the provider says of itself
+    const advert = this.ctx.deps.book?.get(b.provider)?.advert
+    if (advert != null && advert.expires >= Date.now() && !agreeOn(advert.labels ?? {}, b.labels ?? {}, constraints)) {
+      this.refuseBid(job, b.provider, 'label-mismatch', 'bid refused: its labels differ from the provider\'s advert', from)
+    }
+  }
+
+  /** A bid refused on its labels counts as that provider's answer: a `constraint` decline (unsigned: its own words were a bid). */
+  private refuseBid (job: RequesterJob, provider: string, reason: RefusalReason, detail: string, from: string): never {
+    const clipped = detail.length > 500 ? detail.slice(0, 499) + '…' : detail
+    job.declines.set(provider, { reason: 'constraint', detail: clipped })
+    this.ctx.emit(job, 'decline', { provider, reason: 'constraint', detail: clipped })
+    if (this.allAnswered(job)) job.closeBidding?.()
+    this.refuse(reason, detail, from)
   }
 
   /** Is a provider we know, and trust, still to answer this round? */

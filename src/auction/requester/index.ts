@@ -18,7 +18,8 @@ import { cidOfValue } from '../../crypto/index.js'
 import { InvalidInputError, JobStateError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
 import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
-import { Journal, type FinishedJob } from '../protocol/journal.js'
+import { Journal, MAX_JOB_NAME, type FinishedJob, type JobMeta } from '../protocol/journal.js'
+import { checkConstraints, checkLabels } from '../../labels.js'
 import { countInto, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
 import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
@@ -34,6 +35,22 @@ import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './m
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
 export type { HeldJobs } from './memory.js'
+export type { ListOptions } from './views.js'
+
+/** The name, labels and constraints of a submitted job, checked (InvalidInputError / SelectorError naming the bad one). */
+function jobMeta (input: SubmitSpec): JobMeta {
+  const meta: JobMeta = {}
+  if (input.name != null) {
+    if (typeof input.name !== 'string' || input.name.length > MAX_JOB_NAME) throw new InvalidInputError(`name: a string of at most ${MAX_JOB_NAME} characters`, 'invalid-spec')
+    meta.name = input.name
+  }
+  if (input.labels != null) meta.labels = checkLabels(input.labels)
+  if (input.constraints != null) {
+    const cs = checkConstraints(input.constraints)
+    if (cs.length > 0) meta.constraints = cs
+  }
+  return meta
+}
 
 export class Requester {
   readonly events = new EventEmitter()
@@ -213,11 +230,12 @@ export class Requester {
     globalThis.crypto.getRandomValues(nonce)
     const createdAt = Date.now()
     const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
-    const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0 })
+    const meta = jobMeta(input)
+    const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0, ...meta })
     this.jobs.set(id, job)
     // queued, not awaited: the offer record follows it in the same group commit, and the auction
     // does not close before both are written (see announce)
-    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas, createdAt)
+    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas, createdAt, meta)
     try {
       await this.bidding.announce(job)
     } catch (err: any) {
@@ -298,7 +316,7 @@ export class Requester {
   }
 
   /** Held jobs only: newest first. Older jobs are read by id. */
-  list (opts: { status?: JobStatus, limit?: number } = {}): JobView[] { return views.list(this.jobs, opts) }
+  list (opts: views.ListOptions = {}): JobView[] { return views.list(this.jobs, opts) }
 
   /** A job's events while it is held in memory; undefined when it is not. */
   heldEvents (id: string): JobEvent[] | undefined {

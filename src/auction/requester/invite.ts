@@ -6,7 +6,8 @@
  * A job needs `need = max(minBids, replicas)` bids and gets
  * `seats = need + INVITE_EXTRA` invitations, from the book's fresh entries
  * that can run it (engine, limits within the advert's caps, base ask within
- * maxPrice, not lost on this job, not flagged):
+ * maxPrice, advertised labels meeting the job's constraints, not lost on this
+ * job, not flagged):
  *
  * - the cheapest **proven** providers first (price discovery: the cheapest
  *   capable ones we trust are always asked; a swarm of fresh keys never
@@ -30,6 +31,7 @@
  */
 import { createHash } from 'node:crypto'
 import { INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../constants.js'
+import { matches, type Constraint } from '../../labels.js'
 import type { JobSpecWire } from '../protocol/messages.js'
 import { effectiveAsk, isFull, type BookEntry } from './book.js'
 import type { Trust } from './trust.js'
@@ -41,6 +43,8 @@ export interface InviteJob {
   need: number
   /** providers lost on this job */
   excluded: ReadonlySet<string>
+  /** placement: only providers whose advertised labels meet them are invited */
+  constraints?: readonly Constraint[]
 }
 
 export type Invitation =
@@ -61,7 +65,8 @@ export function canRun (e: BookEntry, job: InviteJob): boolean {
   const a = e.advert
   const l = job.spec.limits
   return a.engines.includes(job.spec.engine) && a.ask <= job.maxPrice &&
-    l.timeoutMs <= a.caps.timeoutMs && l.memoryMb <= a.caps.memoryMb && l.outputBytes <= a.caps.outputBytes
+    l.timeoutMs <= a.caps.timeoutMs && l.memoryMb <= a.caps.memoryMb && l.outputBytes <= a.caps.outputBytes &&
+    matches(a.labels, job.constraints)
 }
 
 function tieBreak (jobId: string, provider: string): string {

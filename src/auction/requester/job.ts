@@ -18,6 +18,7 @@ import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type Submit
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
 import type { ProviderBook } from './book.js'
+import type { Constraint, Labels } from '../../labels.js'
 
 export interface RequesterConfig {
   bidWindowMs: number
@@ -70,6 +71,11 @@ export interface Attempt extends WatchedAttempt {
 export interface RequesterJob {
   id: string
   spec: JobSpecWire
+  /** placement: the labels a provider must carry (in the offer; every bid is matched against them) */
+  constraints?: Constraint[]
+  /** the user's name and labels for the job: kept here and in the job record, never sent to providers */
+  name?: string
+  labels?: Labels
   maxPrice: number
   replicas: number
   minBids: number
@@ -140,7 +146,7 @@ export interface RequesterContext {
 }
 
 /** A job in the bidding state with empty books. */
-export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId'>>): RequesterJob {
+export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId' | 'constraints' | 'name' | 'labels'>>): RequesterJob {
   return {
     ...fields,
     status: 'bidding',

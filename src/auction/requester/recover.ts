@@ -10,6 +10,7 @@
  * provider that forgot the job or stayed unreachable past the grace period.
  */
 import { messageId } from '../../crypto/index.js'
+import { matches } from '../../labels.js'
 import type { Ledger, LedgerRecord } from '../../ledger/index.js'
 import { MAX_CHANNEL_BYTES, RECOVERY_GRACE_MS, STATUS_PROTOCOL } from '../constants.js'
 import { readJobHistory, readRecord, type MarketRecord } from '../protocol/journal.js'
@@ -76,9 +77,15 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
       createdAt: h.createdAt,
       round: o.round,
       offer: h.offer,
-      offerId: messageId(h.offer)
+      offerId: messageId(h.offer),
+      // the offer carries the constraints it was announced with; name and labels are the job record's
+      constraints: o.constraints ?? h.constraints,
+      name: h.name,
+      labels: h.labels
     })
     for (const bid of h.bids) {
+      // only bids that met the constraints were logged; checked again, cheaply, on what the log says
+      if (!matches(bid.payload.labels, job.constraints)) continue
       job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
     }
     const now = Date.now()

@@ -13,11 +13,15 @@ import { JOB_STATUSES, type AttemptView, type JobStatus, type JobView, type Resu
 import { isInFlight } from './plan.js'
 import { isTerminal, type RequesterJob } from './job.js'
 import type { BookEntry } from './book.js'
+import type { Labels } from '../../labels.js'
 
 export function view (job: RequesterJob): JobView {
   const holding = job.attempts.filter(a => isInFlight(a.state))
   return {
     id: job.id,
+    ...(job.name != null ? { name: job.name } : {}),
+    labels: job.labels ?? {},
+    constraints: job.constraints ?? [],
     status: job.status,
     engine: job.spec.engine,
     provider: job.final?.providers[0] ?? holding[0]?.provider ?? null,
@@ -35,11 +39,20 @@ export function view (job: RequesterJob): JobView {
   }
 }
 
-/** Newest first, optionally one status only. */
-export function list (jobs: ReadonlyMap<string, RequesterJob>, opts: { status?: JobStatus, limit?: number } = {}): JobView[] {
+export interface ListOptions {
+  status?: JobStatus
+  limit?: number
+  /** only jobs carrying every one of these labels (`{ project: 'atlas' }`) */
+  labels?: Readonly<Labels>
+}
+
+/** Newest first, optionally one status only, optionally only jobs with these labels. */
+export function list (jobs: ReadonlyMap<string, RequesterJob>, opts: ListOptions = {}): JobView[] {
   const out: JobView[] = []
+  const wanted = opts.labels != null ? Object.entries(opts.labels) : []
   for (const job of [...jobs.values()].reverse()) {
     if (opts.status != null && job.status !== opts.status) continue
+    if (wanted.length > 0 && !wanted.every(([k, v]) => job.labels != null && Object.hasOwn(job.labels, k) && job.labels[k] === v)) continue
     out.push(view(job))
     if (out.length >= (opts.limit ?? 100)) break
   }
@@ -78,7 +91,7 @@ function resultView (jobId: string, result: Signed<Result>, providers: string[],
 }
 
 /** What the book holds of a provider: its advert, and how it answered our invitations. */
-export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, expires: number, strikes: number, benchedUntil: number | null }
+export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, labels: Labels, expires: number, strikes: number, benchedUntil: number | null }
 
 /**
  * A finished job's view rebuilt from the log: status, engine, provider(s), price, bids, declines,
@@ -92,6 +105,9 @@ export function viewFromLog (f: FinishedJob): JobView {
   const bids = f.bids.map(b => ({ id: messageId(b), provider: b.signer, price: b.payload.price, estStartMs: b.payload.estStartMs }))
   return {
     id: f.jobId,
+    ...(f.name != null ? { name: f.name } : {}),
+    labels: f.labels ?? {},
+    constraints: f.constraints ?? f.offer?.payload.constraints ?? [],
     status: f.status,
     engine: f.engine,
     provider: paid?.providers[0] ?? holding[0]?.provider ?? null,
@@ -142,7 +158,7 @@ export function resultFromLog (f: FinishedJob): ResultView {
 
 export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean }
 
-export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean, advert?: AdvertView | null }
+export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean, advert?: AdvertView | null, labels?: Labels }
 
 type Known = { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean, advert: AdvertView | null }
 
@@ -158,14 +174,15 @@ export function knownProviders (self: string, topicPeers: string[], engineMap: R
     const a = b.advert
     const e = get(a.provider)
     for (const engine of a.engines) e.engines.add(engine)
-    e.advert = { ask: a.ask, slots: a.slots, caps: a.caps, expires: a.expires, strikes: b.strikes, benchedUntil: b.benchedUntil > Date.now() ? b.benchedUntil : null }
+    e.advert = { ask: a.ask, slots: a.slots, caps: a.caps, labels: a.labels ?? {}, expires: a.expires, strikes: b.strikes, benchedUntil: b.benchedUntil > Date.now() ? b.benchedUntil : null }
   }
   for (const p of topicPeers) get(p)
   for (const [engine, { peers }] of engineMap) for (const p of peers) get(p).engines.add(engine)
   for (const job of jobs) {
     for (const b of job.bids.values()) { const e = get(b.provider); e.lastAsk = b.price; e.engines.add(job.spec.engine) }
   }
-  return [...out.values()].map(e => ({ ...e, engines: [...e.engines].sort() }))
+  // `labels`: what its advert says of it (absent when we hold no advert of it)
+  return [...out.values()].map(e => ({ ...e, engines: [...e.engines].sort(), ...(e.advert != null ? { labels: e.advert.labels } : {}) }))
 }
 
 export { isTerminal }

@@ -4,7 +4,7 @@
  *   POST   /v1/blobs               raw bytes → 201 { cid, size }
  *   GET    /v1/blobs/:cid          the bytes
  *   POST   /v1/jobs                job spec (JSON) → 202 { id, status }
- *   GET    /v1/jobs                list (?status=&limit=): the jobs held in memory
+ *   GET    /v1/jobs                list (?status=&label=k=v&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
  *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live; `log` events
@@ -32,6 +32,8 @@ import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
 import { InvalidInputError } from '../../errors.js'
+import { constraintsSchema, labelsSchema, MAX_LABELS, MAX_SELECTOR_CHARS, parseLabels, toConstraints, type Constraint } from '../../labels.js'
+import { MAX_JOB_NAME } from '../../auction/index.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
@@ -56,7 +58,12 @@ export const jobBodySchema = z.strictObject({
   maxPrice: z.number().min(0).optional(),
   replicas: z.number().int().min(1).max(15).optional(),
   minBids: z.number().int().min(1).max(100).optional(),
-  bidWindowMs: z.number().int().min(1).max(60_000).optional()
+  bidWindowMs: z.number().int().min(1).max(60_000).optional(),
+  /** placement: structured `[{ key, op, values }]`, or one selector string `region=eu,gpu in (a100,h100),!spot` */
+  constraints: z.union([z.string().max(MAX_SELECTOR_CHARS), constraintsSchema]).optional(),
+  /** for listing and filtering: `GET /v1/jobs?label=k=v` */
+  name: z.string().max(MAX_JOB_NAME).optional(),
+  labels: labelsSchema.optional()
 })
 
 const recentQuery = z.object({
@@ -65,11 +72,16 @@ const recentQuery = z.object({
 
 const listQuery = z.object({
   status: z.enum(JOB_STATUSES).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional()
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  /** `label=k=v`, repeatable: jobs carrying every one */
+  label: z.union([z.string(), z.array(z.string()).max(MAX_LABELS)]).optional()
 })
 
 export function parseJobBody (body: unknown): z.infer<typeof jobBodySchema> {
   if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new InvalidInputError('the body must be a JSON object (a job spec)', 'invalid-spec')
+  // constraints first, in either form: a bad operator or selector is named as such (invalid-selector)
+  const raw = body as Record<string, unknown>
+  if (raw.constraints !== undefined) body = { ...raw, constraints: toConstraints(raw.constraints) }
   const parsed = jobBodySchema.safeParse(body)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
@@ -131,7 +143,7 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     }, async (req, reply) => {
       if (req.body instanceof Uint8Array) throw new GatewayError('unsupported-media-type', 'a job spec is JSON: Content-Type: application/json')
       const spec = parseJobBody(req.body)
-      const job = await market.submit({ ...spec, stdin: spec.stdin != null ? new Uint8Array(Buffer.from(spec.stdin, 'base64')) : undefined })
+      const job = await market.submit({ ...spec, constraints: spec.constraints as Constraint[] | undefined, stdin: spec.stdin != null ? new Uint8Array(Buffer.from(spec.stdin, 'base64')) : undefined })
       return await reply.status(202).send({ id: job.id, status: job.status })
     })
 
@@ -139,14 +151,23 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
       schema: {
         tags: ['jobs'],
         summary: 'Jobs submitted by this node and held in memory (unfinished, and the most recent finished ones), newest first; older ones are read by id',
-        querystring: { type: 'object', properties: { status: { type: 'string', enum: JOB_STATUSES }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } } },
+        querystring: {
+          type: 'object',
+          properties: {
+            status: { type: 'string', enum: JOB_STATUSES },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+            label: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }], description: 'key=value, repeatable: only jobs carrying every one of these labels' }
+          }
+        },
         response: { 200: { type: 'array', items: { $ref: 'JobView#' } }, ...errorResponses(400) }
       },
       ...zodValidated
     }, async (req) => {
       const q = listQuery.safeParse(req.query)
       if (!q.success) throw new InvalidInputError(`${q.error.issues[0].path.join('.')}: ${q.error.issues[0].message}`, 'invalid-request')
-      return market.list(q.data)
+      const { label, ...rest } = q.data
+      const labels = label != null ? parseLabels(typeof label === 'string' ? [label] : label, 'label') : undefined
+      return market.list({ ...rest, labels })
     })
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id', {

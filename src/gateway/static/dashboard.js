@@ -19,13 +19,17 @@ function fill (tbodyId, emptyId, rows) {
   $(emptyId).hidden = rows.length > 0
 }
 
+/** `{ region: 'eu' }` → `region=eu` ('' for none) */
+const labelText = (labels) => Object.entries(labels ?? {}).map(([k, v]) => `${k}=${v}`).join(', ')
+
 async function refreshNode () {
   const info = await api('/v1/node')
   state.self = info.peerId
   $('node-id').textContent = short(info.peerId)
   $('node-id').title = info.peerId
   const p = info.provider
-  $('node-provider').textContent = p.enabled ? `provider: ask ${p.price}, slots ${p.busy}/${p.slots}, engines ${(p.engines ?? []).join(', ')}` : 'not a provider'
+  const labels = labelText(p.labels)
+  $('node-provider').textContent = p.enabled ? `provider: ask ${p.price}, slots ${p.busy}/${p.slots}, engines ${(p.engines ?? []).join(', ')}${labels ? `, labels ${labels}` : ''}` : 'not a provider'
   try {
     const b = await api('/v1/balance')
     $('node-balance').textContent = `earned ${b.earned} · spent ${b.spent}`
@@ -60,6 +64,7 @@ async function refreshProviders () {
     return el('tr', { 'data-provider': p.peerId, 'data-standing': word },
       el('td', {}, el('span', { class: 'mono', title: p.peerId }, short(p.peerId)), p.self ? ' (this node) ' : ' ', el('span', { class: `pill ${word}` }, word === 'unknown' ? 'new' : word)),
       el('td', {}, (p.engines ?? []).join(', ')),
+      el('td', { class: 'hide-sm', 'data-labels': '' }, labelText(p.labels) || '–'),
       el('td', { class: 'num' }, p.lastAsk ?? '–'),
       el('td', { class: 'num' }, s ? s.score : '–'),
       el('td', { class: 'num' }, s ? `${s.completed} · ${s.lost} · ${s.mismatched}` : '–'))
@@ -81,7 +86,7 @@ async function refreshJobs () {
   state.jobs = jobs
   $('job-count').textContent = jobs.length
   fill('jobs', 'jobs-empty', jobs.slice(0, 100).map(j => el('tr', { 'data-job': j.id, 'data-status': j.status },
-    el('td', { class: 'nw' }, jobLink(j.id)),
+    el('td', { class: 'nw' }, jobLink(j.id), j.name || labelText(j.labels) ? el('div', { class: 'muted', 'data-job-meta': '' }, [j.name, labelText(j.labels)].filter(Boolean).join(' · ')) : null),
     el('td', {}, el('span', { class: `pill s-${j.status}` }, j.status), j.error ? el('div', { class: 'bad' }, j.error) : null),
     el('td', { class: 'hide-sm' }, j.engine),
     el('td', { class: 'num' }, j.bids.length + (j.declines.length ? ` (+${j.declines.length} declined)` : '')),

@@ -8,6 +8,16 @@ let events = []
 let records = []
 let stream = null
 
+/** one constraint in the selector string form: `region=eu`, `gpu in (a100,h100)`, `!spot`, `cores gt 8` */
+function selectorText (c) {
+  const v = c.values ?? []
+  if (c.op === '=' || c.op === '!=') return `${c.key}${c.op}${v[0]}`
+  if (c.op === 'in' || c.op === 'notin') return `${c.key} ${c.op} (${v.join(',')})`
+  if (c.op === 'exists') return c.key
+  if (c.op === '!exists') return `!${c.key}`
+  return `${c.key} ${c.op} ${v[0]}`
+}
+
 function fill (tbodyId, emptyId, rows) {
   $(tbodyId).replaceChildren(...rows)
   $(emptyId).hidden = rows.length > 0
@@ -186,7 +196,9 @@ function drawTables () {
     el('td', {}, a.state),
     el('td', { class: 'num' }, a.endedAt != null ? fmtMs(a.endedAt - a.awardedAt) : '…'),
     el('td', {}, a.reason ?? ''))))
-  $('job-status').replaceChildren(el('span', { class: `pill s-${j.status}` }, j.status), ` ${j.engine} · max price ${j.maxPrice}`, j.price != null ? ` · paid ${j.price}` : '', j.latencyMs != null ? ` · latency ${fmtMs(j.latencyMs)}` : '', j.error ? el('span', { class: 'bad' }, ` · ${j.error}`) : '')
+  $('job-status').replaceChildren(el('span', { class: `pill s-${j.status}` }, j.status), ` ${j.engine} · max price ${j.maxPrice}`, j.price != null ? ` · paid ${j.price}` : '', j.latencyMs != null ? ` · latency ${fmtMs(j.latencyMs)}` : '', j.error ? el('span', { class: 'bad' }, ` · ${j.error}`) : '',
+    j.name ? ` · ${j.name}` : '', Object.keys(j.labels ?? {}).length > 0 ? ` · labels ${Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(', ')}` : '',
+    (j.constraints ?? []).length > 0 ? el('span', { 'data-constraints': '' }, ` · runs on ${j.constraints.map(selectorText).join(', ')}`) : '')
   $('rule').textContent = ruleText(j)
 }
 

@@ -5,8 +5,9 @@
  */
 import { expect } from 'chai'
 import { randomSigner, type Signer } from '../../../src/crypto/index.js'
-import { BOOK_BENCH_MS, BOOK_FULL_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../../../src/auction/constants.js'
-import { checkSigned, sign, type Advert, type JobSpecWire } from '../../../src/auction/protocol/messages.js'
+import { BOOK_BENCH_MS, BOOK_FULL_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN, MAX_ADVERT_ADDRS, MAX_ADVERT_BYTES } from '../../../src/auction/constants.js'
+import { parseSelector } from '../../../src/labels.js'
+import { checkSigned, encodeSigned, sign, type Advert, type JobSpecWire } from '../../../src/auction/protocol/messages.js'
 import { ProviderBook } from '../../../src/auction/requester/book.js'
 import { chooseInvitees, type InviteJob } from '../../../src/auction/requester/invite.js'
 import type { Trust } from '../../../src/auction/requester/trust.js'
@@ -125,6 +126,32 @@ describe('requester: the provider book and the invitation rule', () => {
     if (inv.mode !== 'invite') return
     for (const p of peers.slice(0, 5)) expect(inv.peers).to.not.include(p)
     expect(inv.peers.slice(0, SEATS)).to.deep.equal(peers.slice(5, 5 + SEATS))
+  })
+
+  it('only providers whose advertised labels meet the job\'s constraints are invited; too few of them is an open call', () => {
+    // even indexes in eu, odd in us; index 0 also has a gpu
+    const { book, peers, trustOf } = market(20, () => 'proven', (i) => ({ labels: i === 0 ? { region: 'eu', gpu: 'a100' } : { region: i % 2 === 0 ? 'eu' : 'us' } as Record<string, string> }))
+    const inv = chooseInvitees(job({ constraints: parseSelector('region=eu') }), { entries: book.current(), trustOf, random: () => 0 })
+    expect(inv.mode).to.equal('invite')
+    if (inv.mode !== 'invite') return
+    for (const p of inv.peers) expect(peers.indexOf(p) % 2, 'an invitee in us').to.equal(0)
+    expect(inv.peers.length).to.be.at.least(SEATS)
+    // one provider with a gpu: fewer than the seats, so every provider hears it (and the others decline)
+    expect(chooseInvitees(job({ constraints: parseSelector('gpu in (a100,h100)') }), { entries: book.current(), trustOf }).mode).to.equal('open')
+    // an advert without labels meets only constraints that hold for no labels
+    const bare = market(SEATS)
+    expect(chooseInvitees(job({ constraints: parseSelector('!spot') }), { entries: bare.book.current(), trustOf: bare.trustOf }).mode).to.equal('invite')
+    expect(chooseInvitees(job({ constraints: parseSelector('region!=us,spot') }), { entries: bare.book.current(), trustOf: bare.trustOf }).mode).to.equal('open')
+  })
+
+  it('an advert with the most labels and addresses allowed fits the advert size cap', () => {
+    const s = randomSigner()
+    const labels = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`k${i}${'k'.repeat(60)}`, 'v'.repeat(63)]))
+    const addrs = Array(MAX_ADVERT_ADDRS).fill('/ip6/' + 'f'.repeat(250).slice(0, 250))
+    const a = advert(s, { labels, addrs })
+    expect(checkSigned(a, 'advert').payload.labels).to.deep.equal(labels)
+    expect(encodeSigned(a).length).to.be.at.most(MAX_ADVERT_BYTES)
+    expect(() => checkSigned(advert(s, { labels: { 'bad key': 'x' } }), 'advert')).to.throw(/labels/)
   })
 
   it('a thin book is an open call: fewer capable providers than seats', () => {
