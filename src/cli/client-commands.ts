@@ -95,6 +95,7 @@ export interface SubmitFlags extends ApiFlags {
   replicas?: number
   timeout?: number
   memory?: number
+  queueTimeout?: number
   wait?: boolean
   json?: boolean
 }
@@ -148,6 +149,7 @@ export async function buildSpec (client: MercatoClient, file: string, flags: Sub
   }
   if (flags.maxPrice != null) spec.maxPrice = flags.maxPrice
   if (flags.replicas != null) spec.replicas = flags.replicas
+  if (flags.queueTimeout != null) spec.queueTimeoutMs = flags.queueTimeout
   if (flags.timeout != null || flags.memory != null) {
     spec.limits = { ...spec.limits }
     if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
@@ -298,6 +300,7 @@ export function registerClientCommands (program: Command): void {
     .option('--replicas <k>', 'run on k providers and compare results', intFlag(1))
     .option('--timeout <ms>', 'wall-clock limit of the run', intFlag(1))
     .option('--memory <mb>', 'memory limit of the run', intFlag(1))
+    .option('--queue-timeout <ms>', 'how long the job may wait queued for a provider (0: fail at once with no-bids; default: the node\'s auction.queueTimeoutMs, 5 min)', intFlag(0))
     .option('--wait', 'follow the job to its end, then print its output')
     .option('--json', 'print JSON for scripts ({id,status}; with --wait {job,result})'))
     .action(async (file: string, flags: SubmitFlags) => { await run(flags, async (c) => await submit(c, file, flags)) })

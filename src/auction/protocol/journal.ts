@@ -60,7 +60,9 @@ const BODIES = {
     declines: z.array(declineNote).optional(),
     /** when the job was submitted (on `submitted`) or ended (otherwise); absent in older logs */
     createdAt: z.number().optional(),
-    completedAt: z.number().optional()
+    completedAt: z.number().optional(),
+    /** on `submitted`: when the job's queue time ends (absent: it never queues) */
+    queueUntil: z.number().optional()
   }),
   /** `invited`: the providers the offer was sent to (absent: an open call on the jobs topic) */
   offer: z.object({ jobId, side: requesterSide, offer: signedOffer, invited: z.array(z.string()).max(64).optional() }),
@@ -114,8 +116,8 @@ export class Journal {
   }
 
   // requester side
-  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number): Promise<void> {
-    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt })
+  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number, queueUntil = 0): Promise<void> {
+    return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt, ...(queueUntil > 0 ? { queueUntil } : {}) })
   }
 
   ended (jobId: string, status: Exclude<JobRecordStatus, 'submitted'>, completedAt: number, extra: { reason?: string, declines?: Array<{ provider: string, reason: DeclineReason, detail?: string }> } = {}): Promise<void> {
@@ -198,6 +200,8 @@ export interface AwardHistory {
 export interface JobHistory {
   jobId: string
   createdAt: number
+  /** when the job's queue time ends (0: it never queues) */
+  queueUntil: number
   /** ended without payment (failed, no-bids, cancelled) or paid */
   finished: boolean
   offer: Signed<Offer>
@@ -230,7 +234,7 @@ export function readJobHistory (records: MarketRecord[], idOf: (m: Signed) => st
       if (a != null) a.handedOver = true
     }
   }
-  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, finished, offer, bids, awards }
+  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, queueUntil: job[0].body.queueUntil ?? 0, finished, offer, bids, awards }
 }
 
 /** One award of a finished job, and what the requester's log says became of it. */
@@ -260,6 +264,10 @@ export interface FinishedJob {
   offer?: Signed<Offer>
   bids: Array<Signed<Bid>>
   declines: Array<Signed<Decline>>
+  /** when its queue time ended (absent: it never queued) */
+  queueUntil?: number
+  /** the decline reasons the job's end record names (a queued job's: the latest of each provider over its rounds) */
+  endDeclines?: Array<{ provider: string, reason: string, detail?: string }>
   /** every award, oldest first */
   awards: FinishedAward[]
   /** the `paid` receipts, in log order: who was paid, and how much */
@@ -288,10 +296,12 @@ export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => s
   let status: FinishedJob['status']
   let completedAt: number
   let error: string | undefined
+  let endDeclines: FinishedJob['endDeclines']
   if (ended != null && (firstPaidSeq == null || ended.seq < firstPaidSeq)) {
     status = ended.body.status as FinishedJob['status']
     completedAt = ended.body.completedAt ?? ended.ts
     error = ended.body.reason
+    endDeclines = ended.body.declines?.map(d => ({ provider: d.provider, reason: d.reason, detail: d.detail }))
   } else if (paid.length > 0) {
     status = 'completed'
     completedAt = paid[0].payload.ts
@@ -329,7 +339,7 @@ export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => s
       if (a != null && a.result == null) a.result = { signed: r.body.result, at: r.body.at, receipt: receiptOf.get(id) }
     }
   }
-  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, awards, paid, result }
+  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, endDeclines, awards, paid, result, ...(submitted.body.queueUntil != null ? { queueUntil: submitted.body.queueUntil } : {}) }
 }
 
 /** A provider's own record of an award it took and the result it signed (for status after a restart). */

@@ -115,6 +115,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
     clearInterval(hb)
     state.running--
+    ctx.slotFreed()
     state.held.delete(a.jobId)
     channel.abort(err instanceof Error ? err : new Error(String(err)))
     return
@@ -122,6 +123,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     clearInterval(hb)
   }
   state.running--
+  ctx.slotFreed()
   held.state = 'done'
   held.result = result
   held.doneAt = Date.now()

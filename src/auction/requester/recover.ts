@@ -76,7 +76,9 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
       createdAt: h.createdAt,
       round: o.round,
       offer: h.offer,
-      offerId: messageId(h.offer)
+      offerId: messageId(h.offer),
+      // counted from submission: a restart does not give a queued job more time
+      queueUntil: h.queueUntil
     })
     for (const bid of h.bids) {
       job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })

@@ -26,7 +26,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import type { Market, JobEvent } from '../../auction/index.js'
+import { MAX_QUEUE_TIMEOUT_MS, type Market, type JobEvent } from '../../auction/index.js'
 import { InvalidInputError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
@@ -52,7 +52,9 @@ export const jobBodySchema = z.strictObject({
   maxPrice: z.number().min(0).optional(),
   replicas: z.number().int().min(1).max(15).optional(),
   minBids: z.number().int().min(1).max(100).optional(),
-  bidWindowMs: z.number().int().min(1).max(60_000).optional()
+  bidWindowMs: z.number().int().min(1).max(60_000).optional(),
+  /** how long the job may wait queued for a provider (ms, from submission); 0: no-bids at once; default auction.queueTimeoutMs */
+  queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS).optional()
 })
 
 const recentQuery = z.object({

@@ -38,7 +38,11 @@ function roundText (r, j) {
   const first = r.awards[0]
   const inTime = ranked(first == null ? r.bids : r.bids.filter(b => b.ts <= first.ts))
   const late = first == null ? 0 : r.bids.length - inTime.length
-  if (inTime.length === 0) return j.status === 'bidding' ? 'waiting for bids…' : `no provider bid (at or under the max price of ${credits(j.maxPrice)})`
+  if (inTime.length === 0) {
+    if (j.status === 'bidding') return 'waiting for bids…'
+    if (j.status === 'queued') return `queued: no provider bid yet; announced again until ${new Date(j.queueUntil).toLocaleTimeString()}, and at once when a provider frees a slot or joins`
+    return `no provider bid (at or under the max price of ${credits(j.maxPrice)})`
+  }
   const k = j.replicas ?? 1
   const paid = first?.price
   let text

@@ -1,0 +1,179 @@
+/**
+ * Queueing: a job that finds no acceptable bid waits `queued` instead of
+ * ending `no-bids`, is woken when a capable provider joins or frees a slot,
+ * survives a requester restart, ends `no-bids` with the collected reasons
+ * when its queue time passes, and the queue is capped. Real nodes on
+ * 127.0.0.1, port 0.
+ */
+import '../../src/polyfill.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import type { JobEvent, JobView } from '../../src/auction/index.js'
+import { queueDelay } from '../../src/auction/requester/queue.js'
+import { QUEUE_BACKOFF_MAX_MS, QUEUE_MIN_INTERVAL_MS } from '../../src/auction/constants.js'
+import type { MercatoNode } from '../../src/node.js'
+import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js'
+
+const JS = 'function main (input) { return { y: input.x * 2 } }'
+
+/** Resolve with the first event of this type for this job (from now on). */
+function nextEvent (node: MercatoNode, jobId: string, type: string, timeoutMs = 30_000): Promise<JobEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { node.market.events.off('job', on); reject(new Error(`no ${type} event in ${timeoutMs} ms`)) }, timeoutMs)
+    const on = (e: JobEvent): void => {
+      if (e.jobId !== jobId || e.type !== type) return
+      clearTimeout(timer)
+      node.market.events.off('job', on)
+      resolve(e)
+    }
+    node.market.events.on('job', on)
+  })
+}
+
+async function statusOf (node: MercatoNode, id: string): Promise<JobView> { return await node.market.get(id) }
+
+describe('queue: backoff (pure)', () => {
+  it('starts at 1 s, doubles to 30 s, with jitter, never under the minimum interval', () => {
+    let backoff = 0
+    const waits: number[] = []
+    for (let i = 0; i < 8; i++) {
+      const { delayMs, nextBackoffMs } = queueDelay(backoff, 0.5)
+      waits.push(delayMs)
+      backoff = nextBackoffMs
+    }
+    expect(waits).to.deep.equal([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+    expect(queueDelay(0, 0).delayMs).to.be.at.least(QUEUE_MIN_INTERVAL_MS)
+    expect(queueDelay(QUEUE_BACKOFF_MAX_MS, 0.999).delayMs).to.be.within(30_000, 37_500)
+    expect(queueDelay(QUEUE_BACKOFF_MAX_MS, 0).delayMs).to.equal(22_500)
+  })
+})
+
+describe('queue: jobs wait for a provider', function () {
+  this.timeout(90_000)
+  afterEach(stopNodes)
+
+  it('a job submitted with no provider is queued, then runs the moment a provider starts', async () => {
+    const requester = await startTestNode({ provide: false })
+    const submitted = await requester.market.submit({ engine: 'js', source: JS, input: { x: 21 } })
+    expect(submitted.status).to.equal('bidding')
+    // the default queue time (auction.queueTimeoutMs) is counted from submission
+    expect(submitted.queueUntil).to.equal(submitted.createdAt + 300_000)
+    await waitFor(async () => (await statusOf(requester, submitted.id)).status === 'queued', 10_000)
+    expect(requester.market.list({ status: 'queued' }).map(j => j.id)).to.deep.equal([submitted.id])
+    // let the backoff grow, so that the next scheduled announcement is far away: only a wake can be fast
+    let queued!: JobEvent
+    await waitFor(() => {
+      const ev = requester.market.heldEvents(submitted.id)?.findLast(e => e.type === 'queued')
+      if (ev == null || (ev.next as number) - Date.now() < 6000) return false
+      queued = ev
+      return true
+    }, 30_000, 20)
+    const awarded = nextEvent(requester, submitted.id, 'awarded')
+    const before = Date.now()
+    const provider = await startTestNode({ bootstrap: [requester.network.addresses()[0]] })
+    const ready = Date.now()
+    const award = await awarded
+    const readyToAward = award.ts - ready
+    console.log(`      provider start ${ready - before} ms; provider ready → award ${readyToAward} ms (next backoff announcement was ${(queued.next as number) - ready} ms away)`)
+    expect(award.provider).to.equal(provider.peerId)
+    // woken by the provider's advert, not by the backoff
+    expect(award.ts).to.be.below(queued.next as number)
+    const done = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(done.status, JSON.stringify(done)).to.equal('completed')
+    expect((await requester.market.result(done.id)).output).to.deep.equal({ y: 42 })
+    // events: the queued rounds are summed up by one 'queued' event, not one set of events per round
+    const types = (requester.market.heldEvents(done.id) ?? []).map(e => e.type)
+    expect(types.filter(t => t === 'queued')).to.have.length(1)
+    expect(types.filter(t => t === 'announced')).to.have.length(1)
+  })
+
+  it('a queued job whose time passes ends no-bids with the decline reasons, and its rounds cost no log records', async () => {
+    const requester = await startTestNode({ provide: false })
+    const provider = await startTestNode({ price: 10, bootstrap: [requester.network.addresses()[0]] })
+    await waitFor(() => requester.market.providers().some(p => p.peerId === provider.peerId && p.advert != null), 15_000)
+    // nobody bids at maxPrice 1: queued, announced again and again, then no-bids
+    const submitted = await requester.market.submit({ engine: 'js', source: JS, input: { x: 1 }, maxPrice: 1, queueTimeoutMs: 4000 })
+    await waitFor(async () => (await statusOf(requester, submitted.id)).status === 'queued', 10_000)
+    const rounds: JobEvent[] = []
+    const onEvent = (e: JobEvent): void => { if (e.jobId === submitted.id && e.type === 'announced') rounds.push(e) }
+    requester.market.events.on('job', onEvent)
+    const done = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    requester.market.events.off('job', onEvent)
+    expect(done.status).to.equal('no-bids')
+    expect(done.completedAt! - done.createdAt).to.be.within(4000, 10_000)
+    expect(done.error).to.match(/queue timeout/)
+    expect(done.declines).to.deep.equal([{ provider: provider.peerId, reason: 'price', detail: 'ask 10 over maxPrice 1' }])
+    expect(rounds.length, 'announced again from the queue').to.be.at.least(2)
+    // the requester's log: the job, the first round (offer, declines) and its end; nothing per queued round
+    let records: string[] = []
+    await waitFor(async () => {
+      records = (await requester.ledger.byJob(submitted.id)).map(r => `${r.type}:${String(r.body.status ?? '')}`)
+      return records.includes('job:no-bids')
+    }, 5000)
+    expect(records).to.deep.equal(['job:submitted', 'offer:', 'decline:', 'job:no-bids'])
+    // the provider logged nothing for the job, however often it was offered
+    expect(await provider.ledger.byJob(submitted.id)).to.have.length(0)
+    // read back from the log, the job shows the same reasons
+    const fromLog = await import('../../src/auction/protocol/journal.js').then(async j => j.readFinishedJob((await requester.ledger.byJob(submitted.id)).map(r => j.readRecord(r)!), () => 'x'))
+    expect(fromLog?.endDeclines).to.deep.equal([{ provider: provider.peerId, reason: 'price', detail: 'ask 10 over maxPrice 1' }])
+  })
+
+  it('queueTimeoutMs 0 keeps the fail-fast no-bids', async () => {
+    const requester = await startTestNode({ provide: false })
+    const submitted = await requester.market.submit({ engine: 'js', source: JS, input: { x: 1 }, queueTimeoutMs: 0 })
+    expect(submitted.queueUntil).to.equal(undefined)
+    const done = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(10_000) })
+    expect(done.status).to.equal('no-bids')
+    expect(done.completedAt! - done.createdAt).to.be.below(5000)
+    expect((requester.market.heldEvents(submitted.id) ?? []).map(e => e.type)).to.not.include('queued')
+  })
+
+  it('a requester restarted with a queued job still completes it, within the same deadline', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mercato-queue-'))
+    try {
+      let requester = await startTestNode({ provide: false, dataDir })
+      const submitted = await requester.market.submit({ engine: 'js', source: JS, input: { x: 4 }, queueTimeoutMs: 60_000 })
+      await waitFor(async () => (await statusOf(requester, submitted.id)).status === 'queued', 10_000)
+      await stopNode(requester)
+      requester = await startTestNode({ provide: false, dataDir })
+      await waitFor(async () => (await statusOf(requester, submitted.id).catch(() => undefined))?.status === 'queued', 10_000)
+      const view = await statusOf(requester, submitted.id)
+      expect(view.queueUntil).to.equal(submitted.createdAt + 60_000)
+      expect(view.createdAt).to.equal(submitted.createdAt)
+      await startTestNode({ bootstrap: [requester.network.addresses()[0]] })
+      const done = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(30_000) })
+      expect(done.status, JSON.stringify(done)).to.equal('completed')
+      expect((await requester.market.result(done.id)).output).to.deep.equal({ y: 8 })
+    } finally {
+      await stopNodes()
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  })
+
+  it('the queue is capped: a job that may queue gets 429 queue-full; one that may not still fails fast', async () => {
+    const requester = await startTestNode({ provide: false, gateway: true, config: { auction: { maxQueuedJobs: 2 } } })
+    const post = async (body: Record<string, unknown>): Promise<{ status: number, body: any }> => {
+      const res = await fetch(`${requester.gateway!.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      return { status: res.status, body: await res.json() }
+    }
+    const a = await post({ engine: 'js', source: JS })
+    const b = await post({ engine: 'js', source: JS })
+    expect([a.status, b.status]).to.deep.equal([202, 202])
+    await waitFor(async () => requester.market.list({ status: 'queued' }).length === 2, 10_000)
+    const listed = await (await fetch(`${requester.gateway!.url}/v1/jobs?status=queued`)).json() as JobView[]
+    expect(listed.map(j => j.id).sort()).to.deep.equal([a.body.id, b.body.id].sort())
+    expect(listed.every(j => j.status === 'queued' && j.queueUntil === j.createdAt + 300_000)).to.equal(true)
+    const c = await post({ engine: 'js', source: JS })
+    expect(c.status).to.equal(429)
+    expect(c.body.error.code).to.equal('queue-full')
+    const d = await post({ engine: 'js', source: JS, queueTimeoutMs: 0 })
+    expect(d.status).to.equal(202)
+    await waitFor(async () => (await statusOf(requester, d.body.id)).status === 'no-bids', 10_000)
+    // a bad value is named
+    const bad = await post({ engine: 'js', source: JS, queueTimeoutMs: -1 })
+    expect(bad.status).to.equal(400)
+    expect(bad.body.error.message).to.match(/queueTimeoutMs/)
+  })
+})
