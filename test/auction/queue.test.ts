@@ -15,6 +15,14 @@ import { queueDelay } from '../../src/auction/requester/queue.js'
 import { QUEUE_BACKOFF_MAX_MS, QUEUE_MIN_INTERVAL_MS } from '../../src/auction/constants.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { MemoryHub } from '../helpers/memory-network.js'
+import { Provider } from '../../src/auction/provider/index.js'
+import { BlobStore, BID_STREAM_PROTOCOL, OFFER_PROTOCOL, type Offer, type Signed } from '../../src/auction/index.js'
+import { decodeAnswers } from '../../src/auction/protocol/frames.js'
+import { encodeSigned, sign } from '../../src/auction/protocol/messages.js'
+import { messageId, randomSigner } from '../../src/crypto/index.js'
+import { openLedger } from '../../src/ledger/index.js'
+import { createExecutor, type Executor } from '../../src/executor/index.js'
 
 const JS = 'function main (input) { return { y: input.x * 2 } }'
 
@@ -198,5 +206,61 @@ describe('queue: jobs wait for a provider', function () {
     const bad = await post({ engine: 'js', source: JS, queueTimeoutMs: -1 })
     expect(bad.status).to.equal(400)
     expect(bad.body.error.message).to.match(/queueTimeoutMs/)
+  })
+})
+
+describe('queue: a provider stores nothing new for a job announced again', function () {
+  this.timeout(30_000)
+  let executor: Executor | undefined
+  let provider: Provider | undefined
+  after(async () => { await provider?.stop(); await executor?.stop() })
+
+  it('each newer round is answered once, older or repeated ones are ignored, one offer is kept and one bid record written', async () => {
+    const hub = new MemoryHub()
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    executor = createExecutor({ poolSize: 1 })
+    provider = new Provider({
+      network: hub.createNode(signer.peerId),
+      signer,
+      ledger,
+      executor,
+      blobs: new BlobStore(),
+      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
+    })
+    await provider.start()
+    // the requester: counts the answers it gets on its bid stream
+    const requester = randomSigner()
+    const net = hub.createNode(requester.peerId)
+    const answers: string[] = []
+    await net.handleChannel(BID_STREAM_PROTOCOL, async (ch) => {
+      for await (const frame of ch) for (const a of decodeAnswers(frame)) if (!(a instanceof Error)) answers.push(a.payload.offerId)
+    }, { maxMessageBytes: 1024 * 1024 })
+    const jobId = 'bafyreiqueuedjobqueuedjobqueuedjobqueuedjobqueuedjobqueu'
+    const t0 = Date.now()
+    const offer = (round: number, ts: number): Signed<Offer> => sign(requester, 'offer', {
+      v: 1, jobId, requester: requester.peerId, addrs: [],
+      spec: { engine: 'js', source: JS, input: { x: 1 }, args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 16, outputBytes: 1024 } },
+      maxPrice: 50, replicas: 1, bidWindowMs: 50, ts, expires: ts + 60_000, round
+    })
+    // one offer at a time, each answered before the next is sent
+    const send = async (o: Signed<Offer>, answered = true): Promise<void> => {
+      const n = answers.length
+      await net.request(signer.peerId, OFFER_PROTOCOL, encodeSigned(o))
+      if (answered) await waitFor(() => answers.length > n, 5000, 5)
+    }
+    const rounds = Array.from({ length: 40 }, (_, i) => offer(i, t0 + i * 10))
+    for (const o of rounds) await send(o)
+    await send(rounds[39], false) // the same offer again
+    await send(rounds[5], false) // an older round
+    await send(offer(3, t0 + 35), false) // an older round, never seen
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(answers).to.deep.equal(rounds.map(o => messageId(o)))
+    const state = (provider as any).ctx.state
+    expect(state.offers.size, 'offers kept to check awards against').to.equal(1)
+    expect([...state.offers.keys()]).to.deep.equal([messageId(rounds[39])])
+    expect((provider as any).bidding.answered.size, 'answered offers remembered').to.equal(1)
+    expect((await ledger.byJob(jobId)).map(r => r.type), 'records written').to.deep.equal(['bid'])
+    await ledger.close()
   })
 })

@@ -65,7 +65,7 @@ export class ProviderBidding {
     }
     this.answered.set(key, { id: offerId, ts: o.ts })
     if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.keys().next().value as string)
-    void this.answer(offer, offerId).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
+    void this.answer(offer, offerId, prev != null).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
   }
 
   strategyContext (): StrategyContext {
@@ -84,7 +84,8 @@ export class ProviderBidding {
     }
   }
 
-  private async answer (offer: Signed<Offer>, offerId: string): Promise<void> {
+  /** `again`: a later round of a job we answered before (its standalone bid record, if any, was written then) */
+  private async answer (offer: Signed<Offer>, offerId: string, again: boolean): Promise<void> {
     const { ctx } = this
     const o = offer.payload
     const decision: Decision = decide(o, this.strategyContext())
@@ -110,8 +111,9 @@ export class ProviderBidding {
       // our signed bid, naming the offer by id; the offer and the bid are logged with the award when
       // we win (the requester's log holds every offer and every bid in full). Anyone can sign offers,
       // so an answer costs us a record of its own only for a requester that paid us before (or
-      // ourselves), or from a small shared budget for the others. Declines are logged by the requester only.
-      if (ctx.state.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1)) {
+      // ourselves), or from a small shared budget for the others; and once per job: a job announced
+      // again (a queued job's rounds) costs no record per round. Declines are logged by the requester only.
+      if (!again && (ctx.state.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1))) {
         void ctx.journal.bid(offerId, o.requester, bid).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
       }
     } else {
