@@ -227,6 +227,14 @@ export const QUEUE_BACKOFF_MAX_MS = 30_000
 export const QUEUE_JITTER = 0.25
 /** A queued job is announced at most once per this long, wakes included: a storm of adverts cannot make it spam the mesh. */
 export const QUEUE_MIN_INTERVAL_MS = 1_000
+/**
+ * Announcements from the queue a requester makes per second, all queued jobs together (and the
+ * burst): a full queue (1,000 jobs) costs the mesh at most this many offers a second, well under
+ * the per-key offer rate providers allow (OFFER_RATE_PER_KEY), which fresh jobs keep. A queued job
+ * that finds no token waits a little longer.
+ */
+export const QUEUE_ANNOUNCE_RATE = 50
+export const QUEUE_ANNOUNCE_BURST = 100
 /** Queued jobs one advert wakes at most (the oldest first), whatever number of free slots it claims. */
 export const QUEUE_WAKE_PER_ADVERT = 16
 /** Decline reasons remembered per queued job across its rounds (the latest per provider). */

@@ -9,7 +9,8 @@
  *   provider with a free slot (a provider that joined, or that freed a slot
  *   after turning offers away) wakes the oldest matching queued jobs, at most
  *   as many as it has free slots (and QUEUE_WAKE_PER_ADVERT); a job is never
- *   announced more than once per QUEUE_MIN_INTERVAL_MS, wakes included.
+ *   announced more than once per QUEUE_MIN_INTERVAL_MS, wakes included, and
+ *   all queued jobs together at most QUEUE_ANNOUNCE_RATE times a second.
  * - **Ends.** When `queueUntil` (submission + queueTimeoutMs) passes, the job
  *   ends `no-bids` with the latest decline of each provider over its rounds.
  * - **Bounded.** At most `maxQueuedJobs` jobs wait; a job whose round finds
@@ -20,7 +21,11 @@
  * - **Restart.** The job record holds `queueUntil`: a restarted requester
  *   announces the job again and queues it for the time left.
  */
-import { QUEUE_BACKOFF_MAX_MS, QUEUE_BACKOFF_MS, QUEUE_JITTER, QUEUE_MAX_DECLINES, QUEUE_MIN_INTERVAL_MS, QUEUE_WAKE_PER_ADVERT, MAX_QUEUED_JOBS } from '../constants.js'
+import {
+  MAX_QUEUED_JOBS, QUEUE_ANNOUNCE_BURST, QUEUE_ANNOUNCE_RATE, QUEUE_BACKOFF_MAX_MS, QUEUE_BACKOFF_MS, QUEUE_JITTER, QUEUE_MAX_DECLINES,
+  QUEUE_MIN_INTERVAL_MS, QUEUE_WAKE_PER_ADVERT
+} from '../constants.js'
+import { KeyedRateLimit } from '../protocol/gossip.js'
 import type { Advert } from '../protocol/messages.js'
 import { canRun } from './invite.js'
 import type { RequesterContext, RequesterJob } from './job.js'
@@ -37,7 +42,9 @@ export class JobQueue {
   /** queued jobs, in the order they were queued (the oldest is woken first) */
   private readonly jobs = new Set<RequesterJob>()
   private readonly announce: (job: RequesterJob) => Promise<void>
-  readonly counts = { queued: 0, woken: 0, requeued: 0, expired: 0, full: 0 }
+  /** announcements from the queue, all jobs together */
+  private readonly rate = new KeyedRateLimit(QUEUE_ANNOUNCE_RATE, QUEUE_ANNOUNCE_BURST, 1)
+  readonly counts = { queued: 0, woken: 0, requeued: 0, expired: 0, full: 0, deferred: 0 }
 
   constructor (ctx: RequesterContext, announce: (job: RequesterJob) => Promise<void>) {
     this.ctx = ctx
@@ -129,6 +136,12 @@ export class JobQueue {
     const { ctx } = this
     if (ctx.stopped() || job.status !== 'queued' || job.closeBidding != null) return
     if (Date.now() >= job.queueUntil) { await this.expire(job); return }
+    if (!this.rate.take('queue', 1)) {
+      // the queue's announcement budget is spent this second: a little later, spread out
+      this.counts.deferred++
+      this.schedule(job, Date.now() + Math.ceil((1 + Math.random()) * 1000 * QUEUE_ANNOUNCE_BURST / QUEUE_ANNOUNCE_RATE / 2))
+      return
+    }
     this.counts.requeued++
     job.requeues++
     job.round++
