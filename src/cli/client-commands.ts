@@ -256,7 +256,7 @@ function jobsTable (jobs: JobView[]): string {
 function jobText (job: JobView, result: ResultView | null): string {
   const lines: Array<[string, string]> = [
     ['Job', job.id],
-    ['Status', job.status + (job.error != null ? ` (${job.error})` : '')],
+    ['Status', job.status + (job.error != null ? ` (${job.error})` : '') + (job.status === 'queued' && job.queueUntil != null ? ` (waiting for a provider until ${when(job.queueUntil)})` : '')],
     ['Engine', job.engine],
     ['Price', `${job.price == null ? '-' : credits(job.price)} (max ${job.maxPrice})`],
     ['Provider', job.providers.length > 0 ? job.providers.join(', ') : '-'],

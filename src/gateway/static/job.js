@@ -24,7 +24,8 @@ function ranked (bids) {
 function rounds () {
   const out = []
   for (const e of events) {
-    if (e.type === 'announced' && e.recovered !== true) out.push({ ts: e.ts, bids: [], awards: [] })
+    // a queued job's rounds (announced with queued: true) are one round with the one that got a bid
+    if (e.type === 'announced' && e.recovered !== true && e.queued !== true) out.push({ ts: e.ts, bids: [], awards: [] })
     const r = out[out.length - 1]
     if (r == null) continue
     if (e.type === 'bid') r.bids.push(e)
@@ -86,6 +87,7 @@ function eventDetail (e) {
   if (e.exitCode != null) bits.push(`exit ${e.exitCode}`)
   if (e.latencyMs != null) bits.push(`latency ${fmtMs(e.latencyMs)}`)
   if (e.bids != null && e.type === 'bid') bits.push(`bid #${e.bids}`)
+  if (e.type === 'queued' && e.until != null) bits.push(`waits for a provider until ${new Date(e.until).toLocaleTimeString()}`)
   if (e.detail) bits.push(String(e.detail))
   return bits.join(', ')
 }
@@ -109,7 +111,7 @@ function drawTimeline () {
   const lane = (label, attrs, ...marks) => el('div', { class: 'lane', ...attrs }, el('div', { class: 'label' }, label), el('div', { class: 'track' }, ...marks))
 
   // the auction: offer, bids, declines, awards
-  const auction = events.filter(e => ['announced', 'bid', 'decline', 'awarded', 'no-bids'].includes(e.type))
+  const auction = events.filter(e => ['announced', 'queued', 'bid', 'decline', 'awarded', 'no-bids'].includes(e.type))
   const lanes = [lane('auction', { 'data-lane': 'auction' }, ...auction.map(e => mark(e.ts, e.type, [e.provider ? short(e.provider) : '', eventDetail(e)].filter(Boolean).join(' · '))))]
   // one lane per attempt, in order: its bar from award to end, and what the provider did
   const attempts = [...j.attempts].sort((a, b) => a.attempt - b.attempt || a.awardedAt - b.awardedAt)
