@@ -45,10 +45,11 @@ export class Progress {
     switch (e.type) {
       case 'announced':
         if (e.queued === true) {
-          // a queued job's rounds: the 'queued' step stands for them all
-          this.bids = 0
-          this.declines = 0
-        } else if (e.recovered === true) this.push('recovered after restart')
+          // a queued job's rounds: the 'queued' step stands for them all (their answers are not counted)
+          this.bidding = false
+          break
+        }
+        if (e.recovered === true) this.push('recovered after restart')
         else if (typeof e.round === 'number' && e.round > 1) {
           this.push(`announced again (round ${e.round})`)
           this.bids = 0
