@@ -199,6 +199,12 @@ describe('queue: jobs wait for a provider', function () {
     const c = await post({ engine: 'js', source: JS })
     expect(c.status).to.equal(429)
     expect(c.body.error.code).to.equal('queue-full')
+    // cancelling a queued job makes room
+    const cancelled = await fetch(`${requester.gateway!.url}/v1/jobs/${a.body.id as string}`, { method: 'DELETE' })
+    expect(((await cancelled.json()) as JobView).status).to.equal('cancelled')
+    expect(requester.market.list({ status: 'queued' }).map(j => j.id)).to.deep.equal([b.body.id])
+    const e = await post({ engine: 'js', source: JS })
+    expect(e.status).to.equal(202)
     const d = await post({ engine: 'js', source: JS, queueTimeoutMs: 0 })
     expect(d.status).to.equal(202)
     await waitFor(async () => (await statusOf(requester, d.body.id)).status === 'no-bids', 10_000)
