@@ -18,6 +18,7 @@ import { z } from 'zod'
 import { ConfigError } from './errors.js'
 import { ENGINES } from './engines.js'
 import { isMultiaddr } from './p2p/multiaddr.js'
+import { MAX_QUEUE_TIMEOUT_MS } from './auction/constants.js'
 
 const multiaddrString = z.string().refine(isMultiaddr, { message: 'a multiaddr such as /ip4/127.0.0.1/tcp/4010' })
 const peerMultiaddr = z.string().refine(s => isMultiaddr(s) && s.includes('/p2p/'), { message: 'a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...' })
@@ -103,7 +104,11 @@ export const configSchema = z.strictObject({
     finishedJobBytesInMemory: z.number().int().min(0),
     // live logs taken from one attempt of our jobs; beyond them a provider's log frames are dropped
     liveLogBytesPerSec: z.number().int().min(0),
-    liveLogMaxBytes: z.number().int().min(0)
+    liveLogMaxBytes: z.number().int().min(0),
+    // how long a job with no acceptable bid waits for one by default (0: no-bids at once), and how
+    // many jobs may wait at once (constants.ts QUEUE_TIMEOUT_MS, MAX_QUEUED_JOBS say why)
+    queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS),
+    maxQueuedJobs: z.number().int().min(0)
   })
 })
 

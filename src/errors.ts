@@ -68,6 +68,13 @@ export class JobStateError extends MercatoError {
   }
 }
 
+/** The requester's queue holds `auction.maxQueuedJobs` jobs: a job that may queue is refused (HTTP 429); try again later, or submit with queueTimeoutMs 0. */
+export class QueueFullError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'queue-full', status: 429, retryable: true, name: 'QueueFullError' })
+  }
+}
+
 /** A requester closed a provider's bid stream: garbage, a forged answer, or idle. */
 export class BidStreamClosedError extends MercatoError {
   constructor (message: string) {

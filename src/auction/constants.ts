@@ -226,7 +226,48 @@ export const BOOK_BENCH_MS = 10 * 60_000
  */
 export const BOOK_OBSERVED_MS = 10 * 60_000
 /**
- * A provider that declined with every slot busy is invited after those with room for this long (about
- * two short jobs): under load the cheapest providers are full, and seats offered to them are wasted.
+ * A provider that declined with every slot busy is, for this long (about two short jobs), still
+ * invited but takes no seat: the next cheapest is asked too (under load the cheapest are full).
  */
 export const BOOK_FULL_MS = 2_000
+
+// ---------------------------------------------------------------- the queue (jobs waiting for a provider)
+
+/**
+ * How long a job with no acceptable bid waits for one (config `auction.queueTimeoutMs`, and
+ * `queueTimeoutMs` per job), counted from submission. Five minutes covers a provider restarting or
+ * a busy mesh draining a burst; a user who wants the old fail-fast `no-bids` says 0. A market built
+ * without the key (a bare `RequesterConfig`) does not queue.
+ */
+export const QUEUE_TIMEOUT_MS = 5 * 60_000
+/** The longest queue timeout a job may ask for: a queued job is held in memory and re-announced until then. */
+export const MAX_QUEUE_TIMEOUT_MS = 24 * 3600_000
+/**
+ * Jobs a requester holds queued at most (config `auction.maxQueuedJobs`). Each is held in memory
+ * (its offer, up to MAX_OFFER_BYTES) and re-announced: past the cap a submission that may queue is
+ * refused with `queue-full` (HTTP 429), and a job whose round finds the queue full ends `no-bids`.
+ */
+export const MAX_QUEUED_JOBS = 1000
+/**
+ * Re-announcement backoff of a queued job: the first after QUEUE_BACKOFF_MS, doubling up to
+ * QUEUE_BACKOFF_MAX_MS, each wait ±QUEUE_JITTER (so jobs queued together spread out). A provider
+ * that frees a slot or joins wakes matching jobs at once (its advert), so the backoff only bounds
+ * how stale a queued job can get when no advert says anything.
+ */
+export const QUEUE_BACKOFF_MS = 1_000
+export const QUEUE_BACKOFF_MAX_MS = 30_000
+export const QUEUE_JITTER = 0.25
+/** A queued job is announced at most once per this long, wakes included: a storm of adverts cannot make it spam the mesh. */
+export const QUEUE_MIN_INTERVAL_MS = 1_000
+/**
+ * Announcements from the queue a requester makes per second, all queued jobs together (and the
+ * burst): a full queue (1,000 jobs) costs the mesh at most this many offers a second, well under
+ * the per-key offer rate providers allow (OFFER_RATE_PER_KEY), which fresh jobs keep. A queued job
+ * that finds no token waits a little longer.
+ */
+export const QUEUE_ANNOUNCE_RATE = 50
+export const QUEUE_ANNOUNCE_BURST = 100
+/** Queued jobs one advert wakes at most (the oldest first), whatever number of free slots it claims. */
+export const QUEUE_WAKE_PER_ADVERT = 16
+/** Decline reasons remembered per queued job across its rounds (the latest per provider). */
+export const QUEUE_MAX_DECLINES = 256

@@ -187,8 +187,9 @@ export function createMarket (init: MarketInit): Market {
       // loopback); a node that does not provide only relays, so it is not a topic peer to itself.
       const jobsNetwork = provider.enabled ? network : init.network
       jobsNetwork.subscribe(JOBS_TOPIC, (msg) => offerGate.decode(msg), (msg) => { provider.onGossipOffers(msg.value) })
-      // capacity adverts (one per message): into the book; our own, through the loopback, too
-      network.subscribe(ADVERTS_TOPIC, (msg) => advertGate.decode(msg), (msg) => { for (const { m } of msg.value) book.add(m) })
+      // capacity adverts (one per message): into the book; our own, through the loopback, too. A new
+      // one (a provider joined, or freed a slot) wakes the queued jobs it can run
+      network.subscribe(ADVERTS_TOPIC, (msg) => advertGate.decode(msg), (msg) => { for (const { m } of msg.value) if (book.add(m)) requester.onAdvert(m.payload) })
       await blobs.serve(network)
       await requester.start()
       await provider.start()

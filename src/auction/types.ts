@@ -2,12 +2,16 @@ import type { Engine } from '../engines.js'
 import type { DeclineReason } from './protocol/messages.js'
 import type { Constraint, Labels } from '../labels.js'
 
-/** Every state a job can be in, in the order a job moves through them. */
-export const JOB_STATUSES = ['bidding', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
+/**
+ * Every state a job can be in, in the order a job moves through them. `queued`: no acceptable bid
+ * yet; the job is announced again with backoff, and at once when a capable provider frees a slot
+ * or joins, until its queue timeout (`queueTimeoutMs`) passes (then `no-bids`).
+ */
+export const JOB_STATUSES = ['bidding', 'queued', 'awarded', 'running', 'completed', 'failed', 'no-bids', 'cancelled'] as const
 export type JobStatus = typeof JOB_STATUSES[number]
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'no-bids', 'cancelled'])
 
-export type JobEventType = 'announced' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'handover' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'
+export type JobEventType = 'announced' | 'queued' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'handover' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'
 
 export interface JobEvent {
   type: JobEventType
@@ -56,6 +60,11 @@ export interface SubmitSpec {
   /** for people: a name and labels to list and filter jobs by (never sent to providers) */
   name?: string
   labels?: Labels
+  /**
+   * How long a job with no acceptable bid may wait in the queue, counted from submission (ms);
+   * 0: end `no-bids` at once. Default: the node's `auction.queueTimeoutMs`.
+   */
+  queueTimeoutMs?: number
 }
 
 export interface AttemptView {
@@ -93,6 +102,8 @@ export interface JobView {
   completedAt: number | null
   latencyMs: number | null
   error?: string
+  /** when the job's queue time ends (createdAt + queueTimeoutMs); absent when it may not queue */
+  queueUntil?: number
 }
 
 export interface ResultView {

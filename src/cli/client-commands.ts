@@ -97,6 +97,7 @@ export interface SubmitFlags extends ApiFlags {
   replicas?: number
   timeout?: number
   memory?: number
+  queueTimeout?: number
   wait?: boolean
   json?: boolean
   constraint?: string[]
@@ -154,6 +155,7 @@ export async function buildSpec (client: MercatoClient, file: string, flags: Sub
   if (flags.maxPrice != null) spec.maxPrice = flags.maxPrice
   if (flags.replicas != null) spec.replicas = flags.replicas
   applyPlacement(spec, flags)
+  if (flags.queueTimeout != null) spec.queueTimeoutMs = flags.queueTimeout
   if (flags.timeout != null || flags.memory != null) {
     spec.limits = { ...spec.limits }
     if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
@@ -343,7 +345,7 @@ function jobText (job: JobView, result: ResultView | null): string {
     ...(job.name != null ? [['Name', job.name] as [string, string]] : []),
     ...(Object.keys(job.labels ?? {}).length > 0 ? [['Labels', labelText(job.labels)] as [string, string]] : []),
     ...((job.constraints ?? []).length > 0 ? [['Runs on', formatSelector(job.constraints)] as [string, string]] : []),
-    ['Status', job.status + (job.error != null ? ` (${job.error})` : '')],
+    ['Status', job.status + (job.error != null ? ` (${job.error})` : '') + (job.status === 'queued' && job.queueUntil != null ? ` (waiting for a provider until ${when(job.queueUntil)})` : '')],
     ['Engine', job.engine],
     ['Price', `${job.price == null ? '-' : credits(job.price)} (max ${job.maxPrice})`],
     ['Provider', job.providers.length > 0 ? job.providers.join(', ') : '-'],
@@ -390,6 +392,7 @@ export function registerClientCommands (program: Command): void {
     .option('--constraint <selector>', 'run only on providers whose labels match, e.g. "region=eu,gpu in (a100,h100),!spot" (repeatable; all must hold)', collect)
     .option('--name <name>', 'a name for the job (shown in `mercato jobs`)')
     .option('--label <key=value>', 'a label on the job, to list and filter by (repeatable)', collect)
+    .option('--queue-timeout <ms>', 'how long the job may wait queued for a provider (0: fail at once with no-bids; default: the node\'s auction.queueTimeoutMs, 5 min)', intFlag(0))
     .option('--wait', 'follow the job to its end, then print its output')
     .option('--json', 'print JSON for scripts ({id,status}; with --wait {job,result})'))
     .action(async (file: string, flags: SubmitFlags) => { await run(flags, async (c) => await submit(c, file, flags)) })

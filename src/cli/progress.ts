@@ -44,6 +44,11 @@ export class Progress {
   onEvent (e: JobEvent): string {
     switch (e.type) {
       case 'announced':
+        if (e.queued === true) {
+          // a queued job's rounds: the 'queued' step stands for them all (their answers are not counted)
+          this.bidding = false
+          break
+        }
         if (e.recovered === true) this.push('recovered after restart')
         else if (typeof e.round === 'number' && e.round > 1) {
           this.push(`announced again (round ${e.round})`)
@@ -51,6 +56,14 @@ export class Progress {
           this.declines = 0
         } else if (!this.steps.includes('announced')) this.push('announced')
         this.bidding = true
+        break
+      case 'queued':
+        this.close()
+        this.bidding = false
+        if (!(this.steps.at(-1) ?? '').startsWith('queued')) {
+          const secs = typeof e.until === 'number' ? Math.max(0, Math.round((e.until - e.ts) / 1000)) : undefined
+          this.push(`queued: no provider yet${secs != null ? ` (waits up to ${secs} s)` : ''}`)
+        }
         break
       case 'bid':
         this.bids = typeof e.bids === 'number' ? e.bids : this.bids + 1

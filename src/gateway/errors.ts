@@ -33,6 +33,7 @@ export const GATEWAY_ERRORS = {
   'invalid-spec': { status: 400, message: 'The job spec is invalid (the message names the field)' },
   'unknown-module': { status: 400, message: 'The job names a module that is not in the blob store' },
   'offer-too-large': { status: 400, message: 'The job offer exceeds the gossip size limit' },
+  'queue-full': { status: 429, message: 'The node holds as many queued jobs as it may (auction.maxQueuedJobs); retry later, or submit with queueTimeoutMs 0' },
   'empty-blob': { status: 400, message: 'A blob must not be empty' },
   'blob-too-large': { status: 413, message: 'The blob exceeds the blob size limit' },
   'invalid-peer': { status: 400, message: 'Not a PeerId or multiaddr' },

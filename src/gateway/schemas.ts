@@ -146,7 +146,8 @@ export const JobViewSchema = {
     createdAt: { type: 'number', description: 'ms since the epoch' },
     completedAt: nullableNumber,
     latencyMs: nullableNumber,
-    error: { type: 'string' }
+    error: { type: 'string' },
+    queueUntil: { type: 'number', description: 'when the job\'s queue time ends (createdAt + queueTimeoutMs), ms since the epoch; absent when it may not queue' }
   },
   additionalProperties: true
 } as const
@@ -159,7 +160,7 @@ export const JobEventSchema = {
   properties: {
     type: {
       type: 'string',
-      enum: ['announced', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'handover', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
+      enum: ['announced', 'queued', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'handover', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
     },
     ts: { type: 'number' },
     jobId: { type: 'string' }

@@ -76,13 +76,13 @@ describe('market: five nodes, three providers', function () {
   })
 
   it('no capable provider: the job ends no-bids with each provider\'s reason', async () => {
-    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, limits: { memoryMb: 4096 } })
+    const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, limits: { memoryMb: 4096 }, queueTimeoutMs: 0 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
     expect(job.status).to.equal('no-bids')
     expect(job.declines).to.have.length(3)
     expect(new Set(job.declines.map(d => d.provider))).to.deep.equal(new Set([cheap.peerId, middle.peerId, dear.peerId]))
     for (const d of job.declines) expect(d.reason).to.equal('memory-over-cap')
-    const tooCheap = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, maxPrice: 1 })
+    const tooCheap = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 1 }, maxPrice: 1, queueTimeoutMs: 0 })
     const job2 = await requester.market.waitFor(tooCheap.id, { signal: AbortSignal.timeout(20_000) })
     expect(job2.status).to.equal('no-bids')
     expect(job2.declines.map(d => d.reason)).to.deep.equal(['price', 'price', 'price'])

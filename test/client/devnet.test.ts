@@ -77,10 +77,27 @@ describe('mercato devnet and the client commands, as real processes', function (
     expect(one.stdout).to.match(/Status\s+completed/).and.to.include('arg 1: one')
   })
 
-  it('a job nobody bids on prints every decline reason and exits 1', async () => {
+  it('a job nobody bids on prints every decline reason and exits 1 (--queue-timeout 0: at once)', async () => {
     const wasm = new URL('../fixtures/wasm/hello.wasm', import.meta.url).pathname
-    const res = await runCli(['submit', wasm, '--max-price', '0', '--wait', '--api', gateways[0]])
+    const res = await runCli(['submit', wasm, '--max-price', '0', '--queue-timeout', '0', '--wait', '--api', gateways[0]])
     expect(res.code).to.equal(1)
+    expect(res.stderr).to.match(/no provider bid on job \S+; 3 declined/)
+    expect(res.stderr.match(/ {2}12D3KooW\w+ {2}price {2}ask \d over maxPrice 0/g)).to.have.length(3)
+  })
+
+  it('a job nobody bids on waits queued (mercato jobs --status queued lists it) until its queue timeout, then prints the reasons', async () => {
+    const wasm = new URL('../fixtures/wasm/hello.wasm', import.meta.url).pathname
+    const t0 = Date.now()
+    const waiting = runCli(['submit', wasm, '--max-price', '0', '--queue-timeout', '4000', '--wait', '--api', gateways[0]])
+    let listed = ''
+    const end = Date.now() + 4000
+    while (Date.now() < end && !/queued/.test(listed)) {
+      listed = (await runCli(['jobs', '--status', 'queued', '--api', gateways[0]])).stdout
+    }
+    expect(listed).to.match(/\S+\s+queued\s+wasm/)
+    const res = await waiting
+    expect(res.code).to.equal(1)
+    expect(Date.now() - t0).to.be.at.least(4000)
     expect(res.stderr).to.match(/no provider bid on job \S+; 3 declined/)
     expect(res.stderr.match(/ {2}12D3KooW\w+ {2}price {2}ask \d over maxPrice 0/g)).to.have.length(3)
   })

@@ -30,6 +30,22 @@ describe('submit --wait progress line', () => {
     expect(written.split('\n')).to.have.length(2) // one line, then the newline
   })
 
+  it('a queued job: one "queued" step for all its rounds, then the award', () => {
+    const p = new Progress({ write: () => {}, tty: true, columns: 300 })
+    p.onEvent(ev('announced', { round: 0 }))
+    p.onEvent(ev('decline', { provider: B, reason: 'price' }))
+    for (let round = 1; round <= 5; round++) {
+      p.onEvent(ev('queued', { round: round - 1, until: 300_000, next: 1000 * round }))
+      p.onEvent(ev('announced', { round, queued: true }))
+      p.onEvent(ev('decline', { provider: B, reason: 'price' }))
+    }
+    p.onEvent(ev('bid', { provider: A, price: 2, bids: 1 }))
+    p.onEvent(ev('awarded', { provider: A, price: 2 }))
+    p.onEvent(ev('running', { provider: A }))
+    const last = p.onEvent(ev('settled', { latencyMs: 9000 }))
+    expect(last).to.equal('announced → 1 decline → queued: no provider yet (waits up to 300 s) → awarded to 12D3…x9 at 2 credits → running → done in 9000 ms')
+  })
+
   it('elsewhere writes each step once it is final, and shows a failover', () => {
     const lines: string[] = []
     const p = new Progress({ write: (s) => { lines.push(s) }, tty: false })

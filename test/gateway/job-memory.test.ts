@@ -75,7 +75,7 @@ describe('finished jobs in memory: capped by count and bytes, older ones read fr
   it(`holds at most ${CAP} finished jobs; older ones answer GET /v1/jobs/:id and /result from the log, as before`, async () => {
     // a name, labels and constraints: read back from the log like the rest (expectSameFromLog)
     const completed = await run({ source: JS_ECHO, input: { k: 0, text: 'first' }, name: 'first', labels: { project: 'atlas' }, constraints: 'region!=us,!spot' })
-    const noBids = await run({ source: JS_ECHO, input: 1, maxPrice: 1 }) // our provider asks 3
+    const noBids = await run({ source: JS_ECHO, input: 1, maxPrice: 1, queueTimeoutMs: 0 }) // our provider asks 3; fail fast, no queue
     const cancelled = await run({ source: JS_SLOW, input: { n: 1e10 }, limits: { timeoutMs: 30_000 } }, async (id) => {
       await waitFor(async () => (await node.market.get(id)).status === 'running', 15_000)
       const res = await app.inject({ method: 'DELETE', url: `/v1/jobs/${id}` })

@@ -137,7 +137,7 @@ describe('gateway routes', function () {
     })
 
     it('a job nobody can afford ends in no-bids, with the reasons', async () => {
-      const { id } = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_ECHO, maxPrice: 1 } })).json()
+      const { id } = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_ECHO, maxPrice: 1, queueTimeoutMs: 0 } })).json()
       const done = await finished(id)
       expect(done.status).to.equal('no-bids')
       const job = (await call({ url: `/v1/jobs/${id}` })).json()

@@ -71,7 +71,9 @@ const BODIES = {
     name: z.string().max(MAX_JOB_NAME).optional(),
     labels: labelsSchema.optional(),
     constraints: constraintsSchema.optional(),
-    completedAt: z.number().optional()
+    completedAt: z.number().optional(),
+    /** on `submitted`: when the job's queue time ends (absent: it never queues) */
+    queueUntil: z.number().optional()
   }),
   /** `invited`: the providers the offer was sent to (absent: an open call on the jobs topic) */
   offer: z.object({ jobId, side: requesterSide, offer: signedOffer, invited: z.array(z.string()).max(64).optional() }),
@@ -125,12 +127,13 @@ export class Journal {
   }
 
   // requester side
-  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number, meta: JobMeta = {}): Promise<void> {
+  submitted (jobId: string, spec: JobSpecWire, maxPrice: number, replicas: number, createdAt: number, meta: JobMeta = {}, queueUntil = 0): Promise<void> {
     // absent fields stay absent (the canonical encoding has no `undefined`)
-    const extra: JobMeta = {}
+    const extra: JobMeta & { queueUntil?: number } = {}
     if (meta.name != null) extra.name = meta.name
     if (meta.labels != null && Object.keys(meta.labels).length > 0) extra.labels = meta.labels
     if (meta.constraints != null && meta.constraints.length > 0) extra.constraints = meta.constraints
+    if (queueUntil > 0) extra.queueUntil = queueUntil
     return this.write('job', { jobId, side: 'requester', status: 'submitted', spec: specSummary(spec), maxPrice, replicas, createdAt, ...extra })
   }
 
@@ -223,6 +226,8 @@ export interface AwardHistory {
 export interface JobHistory extends JobMeta {
   jobId: string
   createdAt: number
+  /** when the job's queue time ends (0: it never queues) */
+  queueUntil: number
   /** ended without payment (failed, no-bids, cancelled) or paid */
   finished: boolean
   offer: Signed<Offer>
@@ -255,7 +260,7 @@ export function readJobHistory (records: MarketRecord[], idOf: (m: Signed) => st
       if (a != null) a.handedOver = true
     }
   }
-  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, finished, offer, bids, awards, ...metaOf(job.find(r => r.body.status === 'submitted')?.body) }
+  return { jobId: job[0].body.jobId, createdAt: job[0].body.createdAt ?? job[0].ts, queueUntil: job[0].body.queueUntil ?? 0, finished, offer, bids, awards, ...metaOf(job.find(r => r.body.status === 'submitted')?.body) }
 }
 
 /** One award of a finished job, and what the requester's log says became of it. */
@@ -285,6 +290,10 @@ export interface FinishedJob extends JobMeta {
   offer?: Signed<Offer>
   bids: Array<Signed<Bid>>
   declines: Array<Signed<Decline>>
+  /** when its queue time ended (absent: it never queued) */
+  queueUntil?: number
+  /** the decline reasons the job's end record names (a queued job's: the latest of each provider over its rounds) */
+  endDeclines?: Array<{ provider: string, reason: string, detail?: string }>
   /** every award, oldest first */
   awards: FinishedAward[]
   /** the `paid` receipts, in log order: who was paid, and how much */
@@ -313,10 +322,12 @@ export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => s
   let status: FinishedJob['status']
   let completedAt: number
   let error: string | undefined
+  let endDeclines: FinishedJob['endDeclines']
   if (ended != null && (firstPaidSeq == null || ended.seq < firstPaidSeq)) {
     status = ended.body.status as FinishedJob['status']
     completedAt = ended.body.completedAt ?? ended.ts
     error = ended.body.reason
+    endDeclines = ended.body.declines?.map(d => ({ provider: d.provider, reason: d.reason, detail: d.detail }))
   } else if (paid.length > 0) {
     status = 'completed'
     completedAt = paid[0].payload.ts
@@ -354,7 +365,7 @@ export function readFinishedJob (records: MarketRecord[], idOf: (m: Signed) => s
       if (a != null && a.result == null) a.result = { signed: r.body.result, at: r.body.at, receipt: receiptOf.get(id) }
     }
   }
-  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, awards, paid, result, ...metaOf(submitted.body) }
+  return { jobId: submitted.body.jobId, status, engine, maxPrice, replicas, createdAt: submitted.body.createdAt ?? submitted.ts, completedAt, error, offer, bids, declines, endDeclines, awards, paid, result, ...metaOf(submitted.body), ...(submitted.body.queueUntil != null ? { queueUntil: submitted.body.queueUntil } : {}) }
 }
 
 /** A provider's own record of an award it took and the result it signed (for status after a restart). */

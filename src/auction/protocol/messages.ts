@@ -162,6 +162,8 @@ export const advertSchema = z.strictObject({
   /** base ask per job while a slot is free (a bid may ask more when busy) */
   ask: price,
   slots: z.number().int().min(1).max(100_000),
+  /** slots free at the base ask when it was signed (absent from older providers): a queued job wakes on an advert with one */
+  free: z.number().int().min(0).max(100_000).optional(),
   /** the largest limits it accepts */
   caps: limitsSchema,
   addrs: z.array(z.string().max(256)).max(MAX_ADVERT_ADDRS),

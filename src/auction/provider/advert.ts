@@ -7,8 +7,16 @@
  * forming), then every ADVERT_REFRESH_MS, and on hearing an open call (a
  * requester whose book is thin), at most every ADVERT_ECHO_MS. The cost is a few small gossip messages per
  * provider per minute, independent of the job rate.
+ *
+ * And when a slot frees after we turned an offer away for want of one (`no-slot`, or a surge ask
+ * over the job's maxPrice): the requester has likely queued that job, and our advert (with `free`
+ * slots) wakes it at once. Every advert we send is counted against the per-key rate every node
+ * enforces on the topic (ADVERT_RATE_PER_KEY, burst ADVERT_BURST_PER_KEY); such a capacity advert
+ * waits until it fits rather than be dropped by our neighbours, so under steady load it costs at
+ * most one advert per 1 / ADVERT_RATE_PER_KEY seconds, whatever the job rate.
  */
-import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
+import { ADVERT_BURST_PER_KEY, ADVERT_ECHO_MS, ADVERT_RATE_PER_KEY, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
+import { KeyedRateLimit } from '../protocol/gossip.js'
 import { encodeBatch, sign, type Advert } from '../protocol/messages.js'
 import type { ProviderContext } from './state.js'
 
@@ -20,6 +28,11 @@ export class Advertiser {
   private timers: NodeJS.Timeout[] = []
   private seq = 0
   private lastSent = 0
+  /** our adverts, under the rate our neighbours' gates allow a key */
+  private readonly budget = new KeyedRateLimit(ADVERT_RATE_PER_KEY, ADVERT_BURST_PER_KEY, 1)
+  /** we turned an offer away for want of a slot since our last advert with a free one */
+  private short = false
+  private pending?: NodeJS.Timeout
 
   constructor (ctx: ProviderContext) { this.ctx = ctx }
 
@@ -34,6 +47,24 @@ export class Advertiser {
   stop (): void {
     for (const t of this.timers) clearTimeout(t)
     this.timers = []
+    clearTimeout(this.pending)
+    this.pending = undefined
+  }
+
+  /** We declined an offer for want of a slot: advertise when one frees. */
+  turnedAway (): void { this.short = true }
+
+  /** A slot freed: if we turned offers away since our last advert with a free slot, advertise now, or as soon as the rate allows. */
+  slotFreed (): void {
+    if (!this.short || this.pending != null || this.free() === 0) return
+    if (this.budget.take('self', 1)) { this.publish(); return }
+    this.pending = setTimeout(() => { this.pending = undefined; this.slotFreed() }, Math.ceil(1000 / ADVERT_RATE_PER_KEY))
+    this.pending.unref()
+  }
+
+  /** slots free at our base ask now */
+  private free (): number {
+    return Math.max(0, this.ctx.slots() - this.ctx.state.running)
   }
 
   /** We heard an open call: some requester's book lacks providers. */
@@ -51,6 +82,7 @@ export class Advertiser {
       engines: this.ctx.engines(),
       ask: cfg.price,
       slots: Math.max(1, this.ctx.slots()),
+      free: Math.min(this.free(), 100_000),
       caps: {
         timeoutMs: Math.min(cfg.maxTimeoutMs, CAP_CEILING.timeoutMs),
         memoryMb: Math.min(cfg.maxMemoryMb, CAP_CEILING.memoryMb),
@@ -65,9 +97,17 @@ export class Advertiser {
     }
   }
 
+  /** A scheduled advert (start, refresh, echo): counted against the rate, sent in any case (they are spaced to fit it). */
   private send (): void {
+    this.budget.take('self', 1)
+    this.publish()
+  }
+
+  private publish (): void {
     if (this.ctx.engines().length === 0) return // nothing to run: nothing to advertise
-    const advert = sign(this.ctx.deps.signer, 'advert', this.build())
+    const payload = this.build()
+    if ((payload.free ?? 0) > 0) this.short = false
+    const advert = sign(this.ctx.deps.signer, 'advert', payload)
     this.lastSent = Date.now()
     void this.ctx.network.publish(ADVERTS_TOPIC, encodeBatch([advert])).catch(err => { this.ctx.log.debug({ err }, 'advert not published (no peers yet)') })
   }

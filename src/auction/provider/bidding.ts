@@ -21,12 +21,16 @@ import { KeyedRateLimit } from '../protocol/gossip.js'
 import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
 import { labelsFor } from '../../labels.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
-import { keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+import { dropOffer, keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
 
 export class ProviderBidding {
   private readonly ctx: ProviderContext
-  /** ids of offers already answered */
-  private readonly answered = new Set<string>()
+  /**
+   * The offer we answered last for each job (by requester and job id): its id and timestamp. A job
+   * announced again (a queued job's rounds, a failover) replaces its entry, and its earlier offer
+   * is dropped from the offers we bid on: re-announcements of one job hold one entry, not one each.
+   */
+  private readonly answered = new Map<string, { id: string, ts: number }>()
   /** one long-lived bid stream per requester */
   private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
   /** answers produced in one turn for one requester go out as one frame on its bid stream */
@@ -51,10 +55,18 @@ export class ProviderBidding {
   /** Decide on an offer and answer the requester with a signed bid or decline. */
   onOffer (offer: Signed<Offer>, id?: string): void {
     const offerId = id ?? messageId(offer)
-    if (this.answered.has(offerId)) return
-    this.answered.add(offerId)
-    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.values().next().value as string)
-    void this.answer(offer, offerId).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
+    const o = offer.payload
+    const key = `${o.requester} ${o.jobId}`
+    const prev = this.answered.get(key)
+    // the same offer again (gossip and the direct path), or an older round of a job we saw announced since
+    if (prev != null && (prev.id === offerId || o.ts <= prev.ts)) return
+    if (prev != null) {
+      this.answered.delete(key) // re-inserted below: the map stays ordered by last offer
+      dropOffer(this.ctx.state, prev.id)
+    }
+    this.answered.set(key, { id: offerId, ts: o.ts })
+    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.keys().next().value as string)
+    void this.answer(offer, offerId, prev != null).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
   }
 
   strategyContext (): StrategyContext {
@@ -74,7 +86,8 @@ export class ProviderBidding {
     }
   }
 
-  private async answer (offer: Signed<Offer>, offerId: string): Promise<void> {
+  /** `again`: a later round of a job we answered before (its standalone bid record, if any, was written then) */
+  private async answer (offer: Signed<Offer>, offerId: string, again: boolean): Promise<void> {
     const { ctx } = this
     const o = offer.payload
     const decision: Decision = decide(o, this.strategyContext())
@@ -102,11 +115,14 @@ export class ProviderBidding {
       // our signed bid, naming the offer by id; the offer and the bid are logged with the award when
       // we win (the requester's log holds every offer and every bid in full). Anyone can sign offers,
       // so an answer costs us a record of its own only for a requester that paid us before (or
-      // ourselves), or from a small shared budget for the others. Declines are logged by the requester only.
-      if (ctx.state.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1)) {
+      // ourselves), or from a small shared budget for the others; and once per job: a job announced
+      // again (a queued job's rounds) costs no record per round. Declines are logged by the requester only.
+      if (!again && (ctx.state.paidBy.has(o.requester) || this.unprovenRecords.take('unproven', 1))) {
         void ctx.journal.bid(offerId, o.requester, bid).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
       }
     } else {
+      // turned away for want of a slot (or a surge ask): when one frees, our advert wakes the requester's queued job
+      if (decision.reason === 'no-slot' || (decision.reason === 'price' && ctx.cfg.price <= o.maxPrice)) ctx.turnedAway()
       msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
     }
     this.send(o.requester, msg)

@@ -59,6 +59,8 @@ export class Provider {
       queue: () => this.queue,
       ask: () => this.ask(),
       engines: () => this.engines(),
+      turnedAway: () => { this.advertiser.turnedAway() },
+      slotFreed: () => { this.advertiser.slotFreed() },
       // we pay ourselves: our own requester's answers are always logged
       state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new Set(), held: new Map() }
     }

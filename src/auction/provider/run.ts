@@ -127,6 +127,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     clearInterval(hb)
     void logs.close()
     state.running--
+    ctx.slotFreed()
     state.held.delete(a.jobId)
     channel.abort(err instanceof Error ? err : new Error(String(err)))
     return
@@ -136,6 +137,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   // the last of the live logs go before the result
   await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
   state.running--
+  ctx.slotFreed()
   held.state = 'done'
   held.result = result
   held.doneAt = Date.now()

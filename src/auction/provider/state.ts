@@ -93,6 +93,10 @@ export interface ProviderContext {
   /** our ask now (surge pricing under load) */
   ask (): number
   engines (): Engine[]
+  /** we turned an offer away for want of a free slot (no-slot, or a surge ask over its maxPrice) */
+  turnedAway (): void
+  /** a job ended and its slot is free (queued jobs of requesters we turned away may now run here) */
+  slotFreed (): void
   readonly state: {
     /** jobs accepted and not finished (running or waiting for a slot) */
     running: number

@@ -57,7 +57,7 @@ export class Awards {
     })
     const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust }
     job.attempts.push(attempt)
-    if (job.status === 'bidding') ctx.setStatus(job, 'awarded')
+    if (job.status === 'bidding' || job.status === 'queued') ctx.setStatus(job, 'awarded')
     // the award is logged before it is sent; the channel opens while the record is written. With
     // it, the bids the winner rule ran over and the winner's trust: an auditor re-runs rankBids and
     // settlementPrice over exactly these

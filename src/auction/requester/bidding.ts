@@ -29,6 +29,11 @@ import { agreeOn, firstUnmet, formatConstraint } from '../../labels.js'
 /** Refusals that close a bid stream: no honest provider sends these. */
 const BID_STREAM_FATAL = new Set<RefusalReason>(['bad-encoding', 'bad-schema', 'bad-signature', 'wrong-sender', 'too-large'])
 
+/** Is the job taking answers: bidding, or queued (between and during its queued rounds)? */
+function isCollecting (job: RequesterJob): boolean {
+  return job.status === 'bidding' || job.status === 'queued'
+}
+
 /** The requester's bidding desk: announcements out, answers in. */
 export class Bidding {
   private readonly ctx: RequesterContext
@@ -134,16 +139,23 @@ export class Bidding {
     this.encodedSize.set(offer, bytes.length)
     job.offer = offer
     job.offerId = messageIdOfEncoded(bytes) // the encoding is at hand: no second encode
+    job.announcedAt = now
     job.bids.clear()
     job.provenBids = 0
     job.declines.clear()
-    ctx.setStatus(job, 'bidding')
+    // a queued job stays queued through its rounds (queue.ts) until one gets a bid
+    const queued = job.status === 'queued'
+    if (!queued) ctx.setStatus(job, 'bidding')
     // invite the providers of the book that can win it, or call the whole mesh when the book is thin
     const invitation = this.invitation(job)
     job.invited = invitation.mode === 'invite' ? new Set(invitation.peers) : undefined
+    const invitees = invitation.mode === 'invite' ? invitation.peers : undefined
     // log and announce at once: the records are written in the time it takes providers to answer,
-    // and nothing is awarded before they are
-    const logged = Promise.all([job.logged, ctx.journal.offer(offer, invitation.mode === 'invite' ? invitation.peers : undefined)])
+    // and nothing is awarded before they are. A queued round's offer is logged only if it gets a
+    // bid (at the close, before the answers and the award): a job waiting in the queue costs the
+    // log nothing per round
+    let logged: Promise<unknown> = queued ? Promise.resolve(job.logged) : Promise.all([job.logged, ctx.journal.offer(offer, invitees)])
+    job.offerLogged = !queued
     logged.catch(() => {}) // awaited below, before the auction closes
     job.windowElapsed = false
     job.extended = false
@@ -167,13 +179,15 @@ export class Bidding {
       job.biddingTimer = setTimeout(windowEnd, job.bidWindowMs)
     })
     this.openAuctions++
+    // a queued round's announcement is told by the 'queued' event that follows it (one event per run of rounds)
+    const emitAnnounced = (data: Record<string, unknown>): void => { if (queued) ctx.events.emit('job', { type: 'announced', ts: now, jobId: job.id, queued: true, ...data }); else ctx.emit(job, 'announced', data) }
     if (invitation.mode === 'invite') {
-      ctx.emit(job, 'announced', { round: job.round, invited: invitation.peers.length })
+      emitAnnounced({ round: job.round, invited: invitation.peers.length })
       // straight to each invitee (ourselves through the loopback): nobody else works on this job
       for (const peer of invitation.peers) void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
     } else {
       const known = this.knownProviders(job)
-      ctx.emit(job, 'announced', { round: job.round, knownProviders: known.size })
+      emitAnnounced({ round: job.round, knownProviders: known.size })
       ctx.log.debug({ jobId: job.id, reason: invitation.reason }, 'open call')
       // gossip to the mesh (ourselves included, through the loopback), direct to DHT-found providers outside it
       const topicPeers = new Set(ctx.network.topicPeers(JOBS_TOPIC))
@@ -185,15 +199,21 @@ export class Bidding {
     }
     void closed.then(async () => {
       this.openAuctions--
+      // a queued round with a bid: its offer goes into the log now, before its answers and the award
+      if (!job.offerLogged && job.bids.size > 0 && isCollecting(job)) {
+        job.offerLogged = true
+        logged = Promise.all([logged, ctx.journal.offer(offer, invitees)])
+      }
       await logged
       job.closeBidding = undefined
       clearTimeout(job.biddingTimer)
-      if (job.status !== 'bidding') return // cancelled meanwhile
+      if (!isCollecting(job)) return // cancelled meanwhile
       this.tallyInvitees(job)
       job.openNext = job.invited != null && job.bids.size === 0
       // queued before the award's record, and the ledger writes in order: the award is never
-      // logged without the bids it lists
-      this.logAnswers(job).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging the answers failed') })
+      // logged without the bids it lists. A queued round without a bid logs nothing: its declines
+      // are kept for the job's end record
+      if (job.offerLogged) this.logAnswers(job).catch(err => { ctx.log.error({ err, jobId: job.id }, 'logging the answers failed') })
       await ctx.drive(job, { type: 'closed' })
     }).catch(async (err) => {
       ctx.log.error({ err, jobId: job.id }, 'auction failed')
@@ -313,12 +333,15 @@ export class Bidding {
     }
     if (job.bids.has(provider) || job.declines.has(provider)) this.refuse('replay', `second ${kind} from ${provider}`, from)
     if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
-    if (job.status !== 'bidding') this.refuse('wrong-state', `job is ${job.status}`, from)
+    // a queued job takes answers only while one of its rounds is open
+    if (job.status !== 'bidding' && (job.status !== 'queued' || job.closeBidding == null)) this.refuse('wrong-state', `job is ${job.status}`, from)
     if (kind === 'decline') {
       const d = msg.payload as Decline
       job.declines.set(provider, { reason: d.reason, detail: d.detail, signed: msg as Signed<Decline> })
       if (d.reason === 'no-slot') ctx.deps.book?.full(provider)
-      ctx.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
+      // a queued round's declines are summed up by its 'queued' event: a job queued for hours does not hold one event per decline
+      if (job.status === 'queued') ctx.events.emit('job', { type: 'decline', ts: Date.now(), jobId: job.id, provider, reason: d.reason, detail: d.detail })
+      else ctx.emit(job, 'decline', { provider, reason: d.reason, detail: d.detail })
     } else {
       const b = msg.payload as Bid
       if (b.price > job.maxPrice) this.refuse('wrong-state', `ask ${b.price} over maxPrice ${job.maxPrice}`, from)

@@ -15,15 +15,15 @@
  */
 import { EventEmitter } from 'node:events'
 import { cidOfValue } from '../../crypto/index.js'
-import { InvalidInputError, JobStateError } from '../../errors.js'
+import { InvalidInputError, JobStateError, QueueFullError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
-import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS } from '../constants.js'
+import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_QUEUE_TIMEOUT_MS } from '../constants.js'
 import { Journal, MAX_JOB_NAME, type FinishedJob, type JobMeta } from '../protocol/journal.js'
 import { checkConstraints, checkLabels } from '../../labels.js'
-import { countInto, type RefusalReason } from '../protocol/messages.js'
+import { countInto, type Advert, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
 import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
-import { buildSpec, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
+import { buildSpec, declinesOf, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
@@ -31,6 +31,7 @@ import { pollStatus, readUnfinished, rebuildJobs } from './recover.js'
 import * as views from './views.js'
 import { trustOf } from './trust.js'
 import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './memory.js'
+import { JobQueue } from './queue.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
@@ -63,6 +64,8 @@ export class Requester {
   private readonly bidding: Bidding
   private readonly settlement: Settlement
   private readonly awards: Awards
+  /** jobs waiting for a provider (queue.ts) */
+  private readonly queue: JobQueue
   /** the finished jobs held in memory, oldest first (memory.ts) */
   private readonly finished: FinishedJobs
   private watchdog?: NodeJS.Timeout
@@ -99,6 +102,7 @@ export class Requester {
     this.bidding = new Bidding(this.ctx)
     this.settlement = new Settlement(this.ctx)
     this.awards = new Awards(this.ctx, this.settlement)
+    this.queue = new JobQueue(this.ctx, async (job) => { await this.bidding.announce(job) })
   }
 
   get peerId (): string { return this.deps.signer.peerId }
@@ -112,6 +116,7 @@ export class Requester {
   async stop (): Promise<void> {
     this.stopped = true
     clearInterval(this.watchdog)
+    this.queue.stop()
     for (const job of this.jobs.values()) {
       clearTimeout(job.biddingTimer)
       for (const a of job.attempts) a.channel?.abort(new Error('requester stopping'))
@@ -164,13 +169,15 @@ export class Requester {
         return
       case 'refuse':
         throw new JobStateError(step.reason)
+      case 'queue':
+        await this.queue.park(job)
     }
   }
 
   private async fail (job: RequesterJob, reason: string, status: 'failed' | 'no-bids' = 'failed'): Promise<void> {
     if (TERMINAL.has(job.status)) return
     job.error = reason
-    const declines = [...job.declines].map(([provider, d]) => ({ provider, reason: d.reason, detail: d.detail }))
+    const declines = declinesOf(job)
     this.setStatus(job, status)
     this.emit(job, status, { reason, declines })
     await this.ctx.journal.ended(job.id, status, job.completedAt ?? Date.now(), { reason, declines })
@@ -193,6 +200,7 @@ export class Requester {
 
   private setStatus (job: RequesterJob, status: JobStatus, at = Date.now()): void {
     if (job.status === status) return
+    if (job.status === 'queued') this.queue.remove(job)
     job.status = status
     if (TERMINAL.has(status)) {
       job.completedAt = at
@@ -231,11 +239,16 @@ export class Requester {
     const createdAt = Date.now()
     const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
     const meta = jobMeta(input)
-    const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0, ...meta })
+    const queueTimeoutMs = input.queueTimeoutMs ?? this.cfg.queueTimeoutMs ?? 0
+    if (!Number.isInteger(queueTimeoutMs) || queueTimeoutMs < 0 || queueTimeoutMs > MAX_QUEUE_TIMEOUT_MS) throw new InvalidInputError(`queueTimeoutMs must be an integer from 0 to ${MAX_QUEUE_TIMEOUT_MS}`, 'invalid-spec')
+    // a job that may queue is refused while the queue is full (one that may not still fails fast)
+    if (queueTimeoutMs > 0 && this.queue.full()) throw new QueueFullError(`the queue holds ${this.queue.size} jobs (auction.maxQueuedJobs ${this.queue.cap}); retry later, or submit with queueTimeoutMs 0`)
+    const queueUntil = queueTimeoutMs > 0 ? createdAt + queueTimeoutMs : 0
+    const job = newJob({ id, spec, maxPrice, replicas, minBids: Math.max(input.minBids ?? this.cfg.minBids, replicas), bidWindowMs: input.bidWindowMs ?? this.cfg.bidWindowMs, createdAt, round: 0, queueUntil, ...meta })
     this.jobs.set(id, job)
     // queued, not awaited: the offer record follows it in the same group commit, and the auction
     // does not close before both are written (see announce)
-    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas, createdAt, meta)
+    job.logged = this.ctx.journal.submitted(id, spec, maxPrice, replicas, createdAt, meta, queueUntil)
     try {
       await this.bidding.announce(job)
     } catch (err: any) {
@@ -287,6 +300,20 @@ export class Requester {
       await this.drive(job, { type: 'recovered' }).catch(err => { this.log.error({ err, jobId: job.id }, 're-announce failed') })
     }
     return jobs.length
+  }
+
+  /**
+   * A new advert in the provider book (a provider joined, or re-advertised after freeing a slot):
+   * wake the queued jobs it can run (queue.ts). Returns how many were woken.
+   */
+  onAdvert (advert: Advert): number {
+    const entry = this.deps.book?.get(advert.provider)
+    return this.queue.wake(advert, entry ?? { advert, benchedUntil: 0 })
+  }
+
+  /** Jobs queued now, and the queue's cap and counters. */
+  queueStats (): { size: number, cap: number, counts: JobQueue['counts'] } {
+    return { size: this.queue.size, cap: this.queue.cap, counts: { ...this.queue.counts } }
   }
 
   // ---------------------------------------------------------------- views

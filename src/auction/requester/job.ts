@@ -42,6 +42,10 @@ export interface RequesterConfig {
   /** live logs taken from one attempt: bytes per second and in total (defaults LIVE_LOG_ACCEPT_*); the rest is dropped */
   liveLogBytesPerSec?: number
   liveLogMaxBytes?: number
+  /** how long a job with no acceptable bid waits for one when its spec does not say (ms); absent or 0: no-bids at once */
+  queueTimeoutMs?: number
+  /** jobs queued at once, at most (default MAX_QUEUED_JOBS) */
+  maxQueuedJobs?: number
 }
 
 export interface RequesterDeps {
@@ -115,6 +119,20 @@ export interface RequesterJob {
   logged?: Promise<unknown>
   /** finished, its end logged, and counted among the finished jobs held (memory.ts) */
   retired?: boolean
+  /** when its queue time ends (createdAt + queueTimeoutMs); 0: the job never queues */
+  queueUntil: number
+  /** announcements made from the queue (they do not count toward maxAttempts) */
+  requeues: number
+  /** the next re-announcement's backoff (queue.ts) */
+  queueBackoffMs: number
+  /** the queued job's next re-announcement (or its expiry) */
+  queueTimer?: NodeJS.Timeout
+  /** when the job was last announced */
+  announcedAt: number
+  /** the current round's offer is in the log (a queued round's offer is logged only when it gets a bid) */
+  offerLogged: boolean
+  /** the latest decline of each provider over the job's earlier rounds (at most QUEUE_MAX_DECLINES) */
+  pastDeclines: Map<string, { reason: Decline['reason'], detail?: string }>
 }
 
 /** What every requester file works with: the node's parts, the jobs, and the driver. */
@@ -146,9 +164,15 @@ export interface RequesterContext {
 }
 
 /** A job in the bidding state with empty books. */
-export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId' | 'constraints' | 'name' | 'labels'>>): RequesterJob {
+export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 'replicas' | 'minBids' | 'bidWindowMs' | 'createdAt' | 'round'> & Partial<Pick<RequesterJob, 'offer' | 'offerId' | 'constraints' | 'name' | 'labels' | 'queueUntil'>>): RequesterJob {
   return {
+    queueUntil: 0,
     ...fields,
+    requeues: 0,
+    queueBackoffMs: 0,
+    announcedAt: 0,
+    offerLogged: false,
+    pastDeclines: new Map(),
     status: 'bidding',
     bids: new Map(),
     provenBids: 0,
@@ -164,7 +188,7 @@ export function newJob (fields: Pick<RequesterJob, 'id' | 'spec' | 'maxPrice' | 
 }
 
 /** The job as the planner reads it. */
-export function planView (job: RequesterJob, trustOf: (provider: string) => Trust): PlanJob<BidEntry> {
+export function planView (job: RequesterJob, trustOf: (provider: string) => Trust, now = Date.now()): PlanJob<BidEntry> {
   const results = new Map<string, string>()
   for (const [provider, r] of job.results) results.set(provider, r.signed.payload.resultHash)
   return {
@@ -180,8 +204,18 @@ export function planView (job: RequesterJob, trustOf: (provider: string) => Trus
     attempts: job.attempts,
     results,
     finalHash: job.final?.result.payload.resultHash,
-    trustOf
+    trustOf,
+    queueUntil: job.queueUntil,
+    requeues: job.requeues,
+    now
   }
+}
+
+/** Every decline reason the job collected: the latest of each provider, this round's over earlier ones. */
+export function declinesOf (job: RequesterJob): Array<{ provider: string, reason: Decline['reason'], detail?: string }> {
+  const all = new Map(job.pastDeclines)
+  for (const [provider, d] of job.declines) { all.delete(provider); all.set(provider, { reason: d.reason, detail: d.detail }) }
+  return [...all].map(([provider, d]) => ({ provider, reason: d.reason, detail: d.detail }))
 }
 
 export function isTerminal (job: RequesterJob): boolean {

@@ -8,8 +8,11 @@
  * status, or wait. Every rule about retries lives here, once:
  *
  * - **Attempts.** A job is announced at most `maxAttempts` times
- *   ({@link canAnnounce}), and awarded at most `maxAttempts × replicas`
- *   times (plus one per extra run).
+ *   ({@link canAnnounce}; announcements from the queue do not count), and
+ *   awarded at most `maxAttempts × replicas` times (plus one per extra run).
+ * - **Queue.** A round that closes with no bid it could award and nothing in
+ *   flight queues the job while its queue time lasts (`queueUntil`);
+ *   after it, a job never awarded ends `no-bids`.
  * - **Runner-up first.** When an award ends (refused, lost) the best
  *   untried bidder of the round gets it; only when none is left and nothing
  *   is in flight is the job announced again, or failed at the limit.
@@ -74,6 +77,12 @@ export interface PlanJob<B extends RankedBid = RankedBid> {
   finalHash?: string
   /** how far the requester trusts a provider now (trust.ts) */
   trustOf: (provider: string) => Trust
+  /** when the job's queue time ends (0: it never queues) */
+  queueUntil?: number
+  /** announcements made from the queue (not counted toward maxAttempts) */
+  requeues?: number
+  /** the time the planner is asked at */
+  now?: number
 }
 
 export type PlanEvent =
@@ -102,10 +111,17 @@ export type Step<B extends RankedBid = RankedBid> =
   | { kind: 'poll', attempts: number[] }
   /** the event does not apply in this state (e.g. cancel a finished job) */
   | { kind: 'refuse', reason: string }
+  /** no bid to award and nothing in flight, with queue time left: wait in the queue (queue.ts) */
+  | { kind: 'queue' }
 
-/** The one rule about announcing again: at most `maxAttempts` announcements per job. */
-export function canAnnounce (job: Pick<PlanJob, 'round'>, cfg: PlanConfig): boolean {
-  return job.round + 1 < cfg.maxAttempts
+/** The one rule about announcing again: at most `maxAttempts` announcements per job, those from the queue not counted. */
+export function canAnnounce (job: Pick<PlanJob, 'round' | 'requeues'>, cfg: PlanConfig): boolean {
+  return job.round - (job.requeues ?? 0) + 1 < cfg.maxAttempts
+}
+
+/** Is there queue time left? */
+export function mayQueue (job: Pick<PlanJob, 'queueUntil' | 'now'>): boolean {
+  return (job.queueUntil ?? 0) > (job.now ?? Date.now())
 }
 
 /** Majority of the replicas. */
@@ -143,17 +159,25 @@ function cancel (job: PlanJob<any>): Step<any> {
   return { kind: 'cancel', withdraw }
 }
 
-/** The window closed: award one run per replica still wanted, or end the round. */
+/** The window closed: award one run per replica still wanted, queue the job, or end the round. */
 function afterWindow<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig): Step<B> {
-  if (job.attempts.length === 0 && rankedBids(job).length === 0) {
-    // nobody the book named answered (stale adverts, a loaded mesh): call the whole mesh before
-    // giving up, so a thin or wrong book never turns into no-bids
-    if (job.invitedRound === true && canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun: false }
-    return { kind: 'fail', status: 'no-bids', reason: 'no provider bid' }
-  }
+  const noBid = job.attempts.length === 0 && rankedBids(job).length === 0
+  // nobody the book named bid (stale adverts, a loaded mesh): call the whole mesh at once, before
+  // queueing or giving up, so a thin or wrong book never turns into a wait or no-bids
+  if (noBid && job.invitedRound === true && canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun: false }
+  // nothing this round could win and nothing running: wait in the queue while its time lasts
+  if (inFlightCount(job) === 0 && job.results.size === 0 && !hasCandidate(job) && mayQueue(job)) return { kind: 'queue' }
+  if (noBid) return { kind: 'fail', status: 'no-bids', reason: (job.queueUntil ?? 0) > 0 ? 'no provider bid before the queue timeout' : 'no provider bid' }
   const wanted = job.replicas + job.extraRuns - job.results.size - inFlightCount(job)
   if (wanted <= 0) return { kind: 'wait' }
   return award(job, cfg, wanted, false)
+}
+
+/** Has this round an eligible bidder not tried yet? */
+function hasCandidate<B extends RankedBid> (job: PlanJob<B>): boolean {
+  const tried = new Set(job.attempts.map(a => a.provider))
+  const probationUsed = job.attempts.some(a => a.trust !== 'proven')
+  return eligibleBids(rankedBids(job), job.trustOf, tried, probationUsed).some(b => !tried.has(b.provider))
 }
 
 /**

@@ -81,7 +81,9 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
       // the offer carries the constraints it was announced with; name and labels are the job record's
       constraints: o.constraints ?? h.constraints,
       name: h.name,
-      labels: h.labels
+      labels: h.labels,
+      // counted from submission: a restart does not give a queued job more time
+      queueUntil: h.queueUntil
     })
     for (const bid of h.bids) {
       // only bids that met the constraints were logged; checked again, cheaply, on what the log says

@@ -7,11 +7,11 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { JobStateError } from '../../errors.js'
 import type { FinishedAward, FinishedJob } from '../protocol/journal.js'
-import type { Result } from '../protocol/messages.js'
+import { DECLINE_REASONS, type DeclineReason, type Result } from '../protocol/messages.js'
 import { rankBids } from '../protocol/rules.js'
 import { JOB_STATUSES, type AttemptView, type JobStatus, type JobView, type ResultView } from '../types.js'
 import { isInFlight } from './plan.js'
-import { isTerminal, type RequesterJob } from './job.js'
+import { declinesOf, isTerminal, type RequesterJob } from './job.js'
 import type { BookEntry } from './book.js'
 import type { Labels } from '../../labels.js'
 
@@ -31,13 +31,16 @@ export function view (job: RequesterJob): JobView {
     replicas: job.replicas,
     bids: rankBids(job.id, [...job.bids.values()]).map(b => ({ provider: b.provider, price: b.price, estStartMs: b.estStartMs, id: b.id })),
     attempts: job.attempts.map(a => ({ provider: a.provider, price: a.price, attempt: a.attempt, state: a.state, awardedAt: a.awardedAt, endedAt: a.endedAt, lastSeen: a.lastSeen, reason: a.reason })),
-    declines: [...job.declines].map(([p, d]) => ({ provider: p, reason: d.reason, detail: d.detail })),
+    declines: declinesOf(job),
     createdAt: job.createdAt,
     completedAt: job.completedAt ?? null,
     latencyMs: job.completedAt != null ? job.completedAt - job.createdAt : null,
-    error: job.error
+    error: job.error,
+    ...(job.queueUntil > 0 ? { queueUntil: job.queueUntil } : {})
   }
 }
+
+const isDeclineReason = (r: string): r is DeclineReason => (DECLINE_REASONS as readonly string[]).includes(r)
 
 export interface ListOptions {
   status?: JobStatus
@@ -117,11 +120,15 @@ export function viewFromLog (f: FinishedJob): JobView {
     replicas: f.replicas,
     bids: rankBids(f.jobId, bids).map(b => ({ provider: b.provider, price: b.price, estStartMs: b.estStartMs, id: b.id })),
     attempts,
-    declines: f.declines.map(d => ({ provider: d.signer, reason: d.payload.reason, detail: d.payload.detail })),
+    // a no-bids job's end record names every decline it collected (a queued job's rounds are not logged one by one)
+    declines: f.status === 'no-bids' && f.endDeclines != null
+      ? f.endDeclines.flatMap(d => isDeclineReason(d.reason) ? [{ provider: d.provider, reason: d.reason, detail: d.detail }] : [])
+      : f.declines.map(d => ({ provider: d.signer, reason: d.payload.reason, detail: d.payload.detail })),
     createdAt: f.createdAt,
     completedAt: f.completedAt,
     latencyMs: f.completedAt - f.createdAt,
-    error: f.error
+    error: f.error,
+    ...(f.queueUntil != null ? { queueUntil: f.queueUntil } : {})
   }
 }
 

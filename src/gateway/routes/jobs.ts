@@ -28,7 +28,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
+import { MAX_QUEUE_TIMEOUT_MS, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
 import { InvalidInputError } from '../../errors.js'
@@ -63,7 +63,9 @@ export const jobBodySchema = z.strictObject({
   constraints: z.union([z.string().max(MAX_SELECTOR_CHARS), constraintsSchema]).optional(),
   /** for listing and filtering: `GET /v1/jobs?label=k=v` */
   name: z.string().max(MAX_JOB_NAME).optional(),
-  labels: labelsSchema.optional()
+  labels: labelsSchema.optional(),
+  /** how long the job may wait queued for a provider (ms, from submission); 0: no-bids at once; default auction.queueTimeoutMs */
+  queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS).optional()
 })
 
 const recentQuery = z.object({

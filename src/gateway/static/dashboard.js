@@ -158,12 +158,15 @@ async function catchUp () {
 function onJobEvent (e) {
   logEvents([e])
   let a = state.auctions.get(e.jobId)
+  if (e.type === 'announced' && e.queued === true && a && a.closedAt != null && !a.winner) { a.bids = []; a.declines = []; a.closedAt = null; a.outcome = undefined }
   if (e.type === 'announced' && !a) { a = { id: e.jobId, bids: [], declines: [], winner: null, closedAt: null }; state.auctions.set(e.jobId, a) }
   if (a) {
     if (e.type === 'bid' && !a.bids.some(b => b.provider === e.provider)) a.bids.push({ provider: e.provider, price: e.price })
     if (e.type === 'decline') a.declines.push({ provider: e.provider, reason: e.reason })
     if (e.type === 'awarded' && !a.winner) { a.winner = { provider: e.provider, price: e.price }; a.closedAt = Date.now() }
     if (['no-bids', 'failed', 'cancelled'].includes(e.type) && a.closedAt == null) { a.outcome = e.type; a.closedAt = Date.now() }
+    // queued: no provider yet; the card goes (the job stays in the list, badge "queued") and comes back if a round gets a bid
+    if (e.type === 'queued' && a.closedAt == null) { a.outcome = 'queued: waiting for a provider'; a.closedAt = Date.now() }
     renderAuctions()
   }
   scheduleJobs()

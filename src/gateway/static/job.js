@@ -34,7 +34,8 @@ function ranked (bids) {
 function rounds () {
   const out = []
   for (const e of events) {
-    if (e.type === 'announced' && e.recovered !== true) out.push({ ts: e.ts, bids: [], awards: [] })
+    // a queued job's rounds (announced with queued: true) are one round with the one that got a bid
+    if (e.type === 'announced' && e.recovered !== true && e.queued !== true) out.push({ ts: e.ts, bids: [], awards: [] })
     const r = out[out.length - 1]
     if (r == null) continue
     if (e.type === 'bid') r.bids.push(e)
@@ -48,7 +49,11 @@ function roundText (r, j) {
   const first = r.awards[0]
   const inTime = ranked(first == null ? r.bids : r.bids.filter(b => b.ts <= first.ts))
   const late = first == null ? 0 : r.bids.length - inTime.length
-  if (inTime.length === 0) return j.status === 'bidding' ? 'waiting for bids…' : `no provider bid (at or under the max price of ${credits(j.maxPrice)})`
+  if (inTime.length === 0) {
+    if (j.status === 'bidding') return 'waiting for bids…'
+    if (j.status === 'queued') return `queued: no provider bid yet; announced again until ${new Date(j.queueUntil).toLocaleTimeString()}, and at once when a provider frees a slot or joins`
+    return `no provider bid (at or under the max price of ${credits(j.maxPrice)})`
+  }
   const k = j.replicas ?? 1
   const paid = first?.price
   let text
@@ -92,6 +97,7 @@ function eventDetail (e) {
   if (e.exitCode != null) bits.push(`exit ${e.exitCode}`)
   if (e.latencyMs != null) bits.push(`latency ${fmtMs(e.latencyMs)}`)
   if (e.bids != null && e.type === 'bid') bits.push(`bid #${e.bids}`)
+  if (e.type === 'queued' && e.until != null) bits.push(`waits for a provider until ${new Date(e.until).toLocaleTimeString()}`)
   if (e.detail) bits.push(String(e.detail))
   return bits.join(', ')
 }
@@ -115,7 +121,7 @@ function drawTimeline () {
   const lane = (label, attrs, ...marks) => el('div', { class: 'lane', ...attrs }, el('div', { class: 'label' }, label), el('div', { class: 'track' }, ...marks))
 
   // the auction: offer, bids, declines, awards
-  const auction = events.filter(e => ['announced', 'bid', 'decline', 'awarded', 'no-bids'].includes(e.type))
+  const auction = events.filter(e => ['announced', 'queued', 'bid', 'decline', 'awarded', 'no-bids'].includes(e.type))
   const lanes = [lane('auction', { 'data-lane': 'auction' }, ...auction.map(e => mark(e.ts, e.type, [e.provider ? short(e.provider) : '', eventDetail(e)].filter(Boolean).join(' · '))))]
   // one lane per attempt, in order: its bar from award to end, and what the provider did
   const attempts = [...j.attempts].sort((a, b) => a.attempt - b.attempt || a.awardedAt - b.awardedAt)

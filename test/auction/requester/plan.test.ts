@@ -52,6 +52,26 @@ describe('requester plan (pure)', () => {
       expect(next(job({ invitedRound: false, round: 1 }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'fail', status: 'no-bids', reason: 'no provider bid' })
     })
 
+    it('no bid with queue time left: queue; once it has passed: no-bids', () => {
+      expect(next(job({ queueUntil: 2000, now: 1000 }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'queue' })
+      expect(next(job({ queueUntil: 2000, now: 2000 }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'fail', status: 'no-bids', reason: 'no provider bid before the queue timeout' })
+      // a bid to award: no queue
+      expect(awarded(next(job({ queueUntil: 2000, now: 1000, bids: [bid('a', 3)] }), { type: 'closed' }, CFG))).to.deep.equal([['a', 3]])
+    })
+
+    it('queue: only bids from providers already tried, nothing in flight: queue instead of announcing again at once', () => {
+      const attempts = [att('a', 'refused')]
+      expect(next(job({ queueUntil: 2000, now: 1000, attempts, bids: [bid('a', 3)] }), { type: 'closed' }, CFG)).to.deep.equal({ kind: 'queue' })
+      // something in flight: wait for it, never queue
+      expect(next(job({ queueUntil: 2000, now: 1000, replicas: 2, attempts: [att('a', 'running')], bids: [bid('a', 3)] }), { type: 'closed' }, CFG).kind).to.not.equal('queue')
+    })
+
+    it('announcements from the queue do not count toward maxAttempts', () => {
+      expect(canAnnounce({ round: 2 }, CFG)).to.equal(false)
+      expect(canAnnounce({ round: 12, requeues: 11 }, CFG)).to.equal(true)
+      expect(canAnnounce({ round: 12, requeues: 10 }, CFG)).to.equal(false)
+    })
+
     it('bids left: the cheapest wins at the second price', () => {
       const step = next(job({ bids: [bid('b', 5), bid('a', 3), bid('c', 8)] }), { type: 'closed' }, CFG)
       expect(awarded(step)).to.deep.equal([['a', 5]])
