@@ -56,7 +56,10 @@ describe('finished jobs in memory: capped by count and bytes, older ones read fr
     const b = seen.get(id)!
     const view = await get(`/v1/jobs/${id}`)
     expect(view.status, view.body).to.equal(200)
-    expect(JSON.parse(view.body)).to.deep.equal(JSON.parse(b.view))
+    // heartbeats are not logged: a job read from the log does not know when each provider was last heard
+    const withoutLastSeen = (v: any): any => ({ ...v, attempts: v.attempts.map(({ lastSeen, ...a }: any) => a) })
+    expect(JSON.parse(view.body).attempts.every((a: any) => a.lastSeen == null)).to.equal(true)
+    expect(JSON.parse(view.body)).to.deep.equal(withoutLastSeen(JSON.parse(b.view)))
     const result = await get(`/v1/jobs/${id}/result`)
     expect(result.status, result.body).to.equal(b.result.status)
     expect(JSON.parse(result.body)).to.deep.equal(JSON.parse(b.result.body))
