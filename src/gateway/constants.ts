@@ -22,3 +22,12 @@ export const RECENT_EVENTS_MAX = 500
 
 /** Most records `GET /v1/ledger?check=true` checks per call (a signature check each, ≈ 60 µs). */
 export const LEDGER_CHECK_MAX = 200
+
+/**
+ * Most job specs in one `POST /v1/jobs` batch: a CLI keeping 64 jobs in flight sends far fewer;
+ * the cap bounds the work (announcements, log appends) one request can start.
+ */
+export const JOBS_BATCH_MAX = 256
+
+/** Longest idempotency key: room for a UUID and a line number; it is hashed into the job id, never stored as is. */
+export const IDEMPOTENCY_KEY_MAX = 128
