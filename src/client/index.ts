@@ -75,6 +75,8 @@ export interface ProviderView {
   /** this node itself */
   self: boolean
   standing: PeerStanding | null
+  /** its capacity advert as the node holds it (null: none heard) */
+  advert?: { ask: number, slots: number, expires: number } | null
 }
 
 export interface BalanceView {
