@@ -246,7 +246,8 @@ export async function * submitMany (
           continue
         }
         await opts.onSubmitted?.(index, a.id)
-        watch(index, a.id, false)
+        // a repeated key answers with the job it already has: maybe over long ago, with no event to come
+        watch(index, a.id, TERMINAL.has(a.status))
       }
     } finally {
       submitting -= items.length
