@@ -59,6 +59,8 @@ export interface ManyResult {
   stderr?: string
   /** credits paid */
   price?: number
+  /** from submission to the end, as the node measured it */
+  latencyMs?: number
   error?: string
 }
 
@@ -175,6 +177,7 @@ export async function * submitMany (
     if (job.status === 'completed') {
       const res = await retrying(async () => await client.result(id, { signal }), signal)
       const r: ManyResult = { index: w.index, id, status: 'completed', exitCode: res.exitCode, price: res.price }
+      if (job.latencyMs != null) r.latencyMs = job.latencyMs
       if (res.output !== undefined) r.output = res.output
       if (res.stdout !== '') r.stdout = res.stdout
       if (res.stderr !== '') r.stderr = res.stderr
