@@ -164,36 +164,46 @@ export async function * submitMany (
   }
 
   /** Read a job that says it ended; hand out its result. */
-  const settle = async (id: string, w: Watched): Promise<void> => {
-    const job = await retrying(async () => await client.job(id, { signal }), signal)
-    if (!TERMINAL.has(job.status)) {
+  const settle = async (id: string, w: Watched, settled?: JobEvent): Promise<void> => {
+    // a `settled` event says the result is there: read it alone (one request per job, not two)
+    let res: ResultView | undefined
+    if (settled != null) {
+      try {
+        res = await retrying(async () => await client.result(id, { signal }), signal)
+      } catch (err) {
+        if (!(err instanceof MercatoApiError && err.status === 409)) throw err
+      }
+    }
+    const job = res == null ? await retrying(async () => await client.job(id, { signal }), signal) : undefined
+    if (job != null && !TERMINAL.has(job.status)) {
       // not over after all: its end will come (or came while we looked: look again)
       w.ending = false
       if (w.recheck) { w.recheck = false; ending(id) }
       return
     }
+    if (job?.status === 'completed') res = await retrying(async () => await client.result(id, { signal }), signal)
     if (!watched.delete(id)) return
     if (w.running) progress.running--; else progress.queued--
-    if (job.status === 'completed') {
-      const res = await retrying(async () => await client.result(id, { signal }), signal)
+    if (res != null) {
       const r: ManyResult = { index: w.index, id, status: 'completed', exitCode: res.exitCode, price: res.price }
-      if (job.latencyMs != null) r.latencyMs = job.latencyMs
+      const latencyMs = job?.latencyMs ?? settled?.latencyMs
+      if (typeof latencyMs === 'number') r.latencyMs = latencyMs
       if (res.output !== undefined) r.output = res.output
       if (res.stdout !== '') r.stdout = res.stdout
       if (res.stderr !== '') r.stderr = res.stderr
       if (res.error != null) r.error = `${res.error.name}: ${res.error.message}`
       finish(r)
-    } else {
+    } else if (job != null) {
       const reasons = job.status === 'no-bids' && job.declines.length > 0 ? `declined: ${[...new Set(job.declines.map(d => d.reason))].join(', ')}` : undefined
       finish({ index: w.index, id, status: job.status, error: job.error ?? reasons })
     }
   }
-  const ending = (id: string): void => {
+  const ending = (id: string, settled?: JobEvent): void => {
     const w = watched.get(id)
     if (w == null) return
     if (w.ending) { w.recheck = true; return }
     w.ending = true
-    settle(id, w).catch(fail)
+    settle(id, w, settled).catch(fail)
   }
 
   const watch = (index: number, id: string, checkNow: boolean): void => {
@@ -225,7 +235,7 @@ export async function * submitMany (
             }
             continue
           }
-          if (ENDING.has(e.type)) ending(e.jobId)
+          if (ENDING.has(e.type)) ending(e.jobId, e.type === 'settled' ? e : undefined)
           else if (RUNNING.has(e.type) && !w.running) { w.running = true; progress.queued--; progress.running++; report() } else if ((e.type === 'announced' || e.type === 'handover' || (e.type as string) === 'queued') && w.running) { w.running = false; progress.running--; progress.queued++; report() }
         }
       } catch (err) {
