@@ -65,6 +65,12 @@ export interface SubmitSpec {
    * 0: end `no-bids` at once. Default: the node's `auction.queueTimeoutMs`.
    */
   queueTimeoutMs?: number
+  /**
+   * A client-chosen key: the job's id is derived from it (and this node's PeerId), so a second
+   * submission with the same key returns the first job instead of starting another. Lets a client
+   * that crashed between submitting and recording the id submit again safely.
+   */
+  idempotencyKey?: string
 }
 
 export interface AttemptView {

@@ -8,8 +8,8 @@
  * `mercato submit job.js --wait > out.txt` keeps only the job's output.
  */
 import { InvalidArgumentError, type Command } from 'commander'
-import { readFile, stat } from 'node:fs/promises'
-import { dirname, extname, resolve } from 'node:path'
+import { readFile } from 'node:fs/promises'
+import { extname } from 'node:path'
 import {
   MercatoClient, MercatoApiError, MercatoConnectionError, DEFAULT_URL, ENV_URL,
   type JobSpec, type JobStatus, type JobView, type ResultView
@@ -17,6 +17,11 @@ import {
 import { JOB_STATUSES, TERMINAL } from '../auction/types.js'
 import { UsageError } from '../errors.js'
 import { checkConstraints, checkLabels, formatSelector, parseLabels, parseSelector, toConstraints } from '../labels.js'
+import { cidOfBytes } from '../crypto/index.js'
+import { loadSpecFile, parseVars, isSpecFile } from './spec-file.js'
+import { runEach, countLines } from './each.js'
+import { estimate, estimateText, type Estimate } from './estimate.js'
+import { MANY_PARALLEL } from '../client/constants.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
@@ -103,10 +108,11 @@ export interface SubmitFlags extends ApiFlags {
   constraint?: string[]
   name?: string
   label?: string[]
-}
-
-async function exists (path: string): Promise<boolean> {
-  try { return (await stat(path)).isFile() } catch { return false }
+  var?: string[]
+  dryRun?: boolean
+  each?: string
+  parallel?: number
+  out?: string
 }
 
 async function readInput (path: string): Promise<Buffer> {
@@ -118,35 +124,32 @@ async function readInput (path: string): Promise<Buffer> {
   try { return await readFile(path) } catch (e: any) { throw new UsageError(`cannot read ${path}: ${e.code ?? e.message}`) }
 }
 
-/** Turn the file argument and flags into a job spec, uploading modules it names. */
-export async function buildSpec (client: MercatoClient, file: string, flags: SubmitFlags): Promise<JobSpec> {
+/** A job spec built from the command line, before anything is sent: the module file to upload, if any. */
+export interface ResolvedSpec {
+  spec: JobSpec
+  /** bytes to upload before submitting; `spec.module` already holds their CID */
+  module?: { path: string, bytes: Uint8Array }
+}
+
+/** Turn the file argument and flags into a job spec, reading (not yet uploading) the files it names. */
+export async function resolveSpec (file: string, flags: SubmitFlags): Promise<ResolvedSpec> {
   const ext = extname(file).toLowerCase()
   let spec: JobSpec
+  let module: ResolvedSpec['module']
   if (ext === '.wasm') {
-    const bytes = await readInput(file)
-    spec = { engine: 'wasm', module: await client.uploadBlob(bytes) }
+    const bytes = new Uint8Array(await readInput(file))
+    module = { path: file, bytes }
+    spec = { engine: 'wasm', module: cidOfBytes(bytes) }
   } else if (ext === '.js' || ext === '.mjs') {
     spec = { engine: 'js', source: (await readInput(file)).toString('utf8') }
-  } else if (ext === '.json') {
-    let parsed: any
-    try { parsed = JSON.parse((await readInput(file)).toString('utf8')) } catch (e: any) {
-      if (e instanceof UsageError) throw e
-      throw new UsageError(`${file}: not valid JSON (${e.message})`)
-    }
-    if (parsed == null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError(`${file}: expected a job spec object such as {"engine":"wasm","module":"./hello.wasm"}`)
-    spec = parsed as JobSpec
-    const base = dirname(resolve(file))
-    // "module" may name a local file (relative to the spec): upload it and use its CID
-    if (typeof spec.module === 'string' && await exists(resolve(base, spec.module))) {
-      spec.module = await client.uploadBlob(await readFile(resolve(base, spec.module)))
-    }
-    // "source" may name a local .js file
-    if (typeof spec.source === 'string' && /\.m?js$/.test(spec.source) && !spec.source.includes('\n') && await exists(resolve(base, spec.source))) {
-      spec.source = await readFile(resolve(base, spec.source), 'utf8')
-    }
+  } else if (isSpecFile(file)) {
+    const loaded = await loadSpecFile(file, parseVars(flags.var))
+    spec = loaded.spec as unknown as JobSpec
+    module = loaded.module
   } else {
-    throw new UsageError(`${file}: expected a .wasm module, a .js file or a .json job spec`)
+    throw new UsageError(`${file}: expected a .wasm module, a .js file or a .yaml/.json job spec`)
   }
+  if (flags.var != null && !isSpecFile(file)) throw new UsageError('--var: only a .yaml or .json spec file has ${VAR}s to fill')
   if (flags.arg != null) spec.args = flags.arg
   if (flags.stdin != null) spec.stdin = new Uint8Array(await readInput(flags.stdin))
   if (flags.input != null) {
@@ -161,6 +164,13 @@ export async function buildSpec (client: MercatoClient, file: string, flags: Sub
     if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
     if (flags.memory != null) spec.limits.memoryMb = flags.memory
   }
+  return { spec, module }
+}
+
+/** Turn the file argument and flags into a job spec, uploading the module it names. */
+export async function buildSpec (client: MercatoClient, file: string, flags: SubmitFlags): Promise<JobSpec> {
+  const { spec, module } = await resolveSpec(file, flags)
+  if (module != null) spec.module = await client.uploadBlob(module.bytes)
   return spec
 }
 
@@ -205,8 +215,57 @@ function exitCodeOf (job: JobView, result: ResultView | null): number {
   return result.exitCode >= 0 && result.exitCode <= 255 ? result.exitCode : 1
 }
 
+/** `--dry-run`: the resolved spec (stdout) and its cost at the current asks; nothing is uploaded or submitted. */
+async function dryRun (client: MercatoClient, resolved: ResolvedSpec, flags: SubmitFlags): Promise<number> {
+  const spec: Record<string, unknown> = { ...resolved.spec }
+  if (spec.stdin instanceof Uint8Array) spec.stdin = Buffer.from(spec.stdin).toString('base64')
+  const jobs = flags.each != null ? await countLines(flags.each).catch(() => { throw new UsageError(`--each: cannot read ${flags.each ?? ''}`) }) : undefined
+  let est: Estimate | null = null
+  let why = ''
+  try {
+    est = estimate(resolved.spec, await client.providers(), jobs)
+  } catch (e) {
+    if (!(e instanceof MercatoConnectionError)) throw e
+    why = `cost: unknown (no Mercato node at ${e.url} to ask for the current asks)\n`
+  }
+  const module = resolved.module != null ? { path: resolved.module.path, size: resolved.module.bytes.length, cid: String(spec.module) } : undefined
+  if (flags.json === true) {
+    out(JSON.stringify({ spec, module, estimate: est }) + '\n')
+    return 0
+  }
+  out(JSON.stringify(spec, null, 2) + '\n')
+  if (module != null) err(`module: ${module.path} (${module.size} bytes), uploaded as ${module.cid} on submit\n`)
+  err(est != null ? estimateText(est) : why)
+  err('dry run: nothing submitted\n')
+  return 0
+}
+
 async function submit (client: MercatoClient, file: string, flags: SubmitFlags): Promise<number> {
-  const spec = await buildSpec(client, file, flags)
+  if (flags.each == null && (flags.parallel != null || flags.out != null)) throw new UsageError('--parallel and --out go with --each')
+  if (flags.each != null && flags.input != null) throw new UsageError('--input and --each: every line of --each is an input')
+  const resolved = await resolveSpec(file, flags)
+  if (flags.dryRun === true) return await dryRun(client, resolved, flags)
+  const spec = resolved.spec
+  if (resolved.module != null) spec.module = await client.uploadBlob(resolved.module.bytes)
+  if (flags.each != null) {
+    const ac = new AbortController()
+    const onSigint = (): void => { ac.abort() }
+    process.once('SIGINT', onSigint)
+    try {
+      return await runEach(client, spec, {
+        each: flags.each,
+        parallel: flags.parallel,
+        out: flags.out,
+        err,
+        out$: async (s) => { if (!process.stdout.write(s)) await new Promise(resolve => process.stdout.once('drain', resolve)) },
+        tty: process.stderr.isTTY === true,
+        columns: process.stderr.columns > 0 ? process.stderr.columns : undefined,
+        signal: ac.signal
+      })
+    } finally {
+      process.off('SIGINT', onSigint)
+    }
+  }
   const { id, status } = await client.submit(spec)
   if (flags.wait !== true) {
     out(flags.json === true ? JSON.stringify({ id, status }) + '\n' : id + '\n')
@@ -380,8 +439,8 @@ function jobText (job: JobView, result: ResultView | null): string {
 
 export function registerClientCommands (program: Command): void {
   withApi(program.command('submit')
-    .description('submit a job: a .wasm module, a .js file (main(input) returns the output) or a .json job spec')
-    .argument('<file>', 'file.wasm, file.js or job.json')
+    .description('submit a job: a .wasm module, a .js file (main(input) returns the output) or a .yaml/.json job spec; --each for one job per input line')
+    .argument('<file>', 'file.wasm, file.js, job.yaml or job.json')
     .option('--arg <arg>', 'argument passed to the program (repeatable)', collect)
     .option('--stdin <file>', 'file given to the program as stdin ("-" for this stdin)')
     .option('--input <json>', 'JSON input (js: the argument of main)')
@@ -393,6 +452,11 @@ export function registerClientCommands (program: Command): void {
     .option('--name <name>', 'a name for the job (shown in `mercato jobs`)')
     .option('--label <key=value>', 'a label on the job, to list and filter by (repeatable)', collect)
     .option('--queue-timeout <ms>', 'how long the job may wait queued for a provider (0: fail at once with no-bids; default: the node\'s auction.queueTimeoutMs, 5 min)', intFlag(0))
+    .option('--var <name=value>', 'fill ${name} in a .yaml/.json spec file (repeatable)', collect)
+    .option('--dry-run', 'print the resolved spec and what it would cost at the current asks; submit nothing')
+    .option('--each <inputs.ndjson>', 'one job per line of this file (the line is the input); results as NDJSON in input order')
+    .option('--parallel <n>', `with --each: jobs in flight at most (default ${MANY_PARALLEL})`, intFlag(1))
+    .option('--out <results.ndjson>', 'with --each: write results here (resumable: run the same command again after Ctrl-C)')
     .option('--wait', 'follow the job to its end, then print its output')
     .option('--json', 'print JSON for scripts ({id,status}; with --wait {job,result})'))
     .action(async (file: string, flags: SubmitFlags) => { await run(flags, async (c) => await submit(c, file, flags)) })

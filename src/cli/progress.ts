@@ -7,7 +7,7 @@
  * cut from the left to the terminal's width); elsewhere each step is a plain
  * line of its own, written once it is final.
  */
-import type { JobEvent } from '../client/index.js'
+import type { JobEvent, ManyProgress } from '../client/index.js'
 
 /** `12D3KooW…x9`: enough of a PeerId to tell devnet nodes apart on one line. */
 export function shortId (peerId: unknown): string {
@@ -177,5 +177,76 @@ export class Progress {
 
   private flushLines (upTo: number): void {
     for (; this.printed < upTo; this.printed++) this.init.write(this.steps[this.printed] + '\n')
+  }
+}
+
+/**
+ * The one progress line of `mercato submit --each`:
+ *
+ *   [██████░░░░░░] 5234/10000 · 5200 done · 40 running · 24 queued · 10 failed · 812 jobs/s · 5234 credits
+ *
+ * On a terminal it is redrawn in place at most every 100 ms; elsewhere a
+ * line is written every 5 s and once at the end.
+ */
+export class ArrayProgress {
+  private lastDraw = 0
+  private drawn = false
+
+  constructor (private readonly init: ProgressInit & { total?: number, already?: number }) {}
+
+  update (p: ManyProgress): void {
+    const now = Date.now()
+    if (now - this.lastDraw < (this.init.tty ? 100 : 5_000)) return
+    this.lastDraw = now
+    this.draw(p)
+  }
+
+  /** A message of its own (a bad line): clears the bar first on a terminal. */
+  note (s: string): void {
+    if (this.init.tty && this.drawn) this.init.write('\r\x1b[K')
+    this.init.write(s)
+    this.drawn = false
+  }
+
+  /** Draw the final counts and end the line. */
+  finish (p: ManyProgress | undefined): void {
+    if (p != null) this.draw(p)
+    if (this.init.tty && this.drawn) this.init.write('\n')
+    this.drawn = false
+  }
+
+  line (p: ManyProgress): string {
+    const already = this.init.already ?? 0
+    const finished = already + p.done + p.failed
+    const secs = Math.max(0.001, (Date.now() - p.startedAt) / 1000)
+    const rate = (p.done + p.failed) / secs
+    const parts = [
+      this.init.total != null ? `${finished}/${this.init.total}` : String(finished),
+      `${p.done + already} done`,
+      `${p.running} running`,
+      `${p.queued} queued`,
+      `${p.failed} failed`,
+      `${rate < 10 ? rate.toFixed(1) : Math.round(rate)} jobs/s`,
+      plural(Math.round(p.spent * 100) / 100, 'credit')
+    ]
+    let s = parts.join(' · ')
+    if (this.init.tty && this.init.total != null && this.init.total > 0) {
+      const width = 12
+      const full = Math.min(width, Math.round(width * finished / this.init.total))
+      s = `[${'█'.repeat(full)}${'░'.repeat(width - full)}] ${s}`
+    }
+    return s
+  }
+
+  private draw (p: ManyProgress): void {
+    let text = this.line(p)
+    if (this.init.tty) {
+      const width = Math.max(20, (this.init.columns ?? 80) - 1)
+      if (text.length > width) text = text.slice(0, width - 1) + '…'
+      this.init.write(`\r${text}\x1b[K`)
+      this.drawn = true
+    } else {
+      this.init.write(text + '\n')
+    }
   }
 }

@@ -11,3 +11,18 @@ export const REQUEST_TIMEOUT_MS = 30_000
 /** Environment variables the client reads when no option is given. */
 export const ENV_URL = 'MERCATO_API'
 export const ENV_TOKEN = 'MERCATO_API_TOKEN'
+
+/** `submitMany()`: jobs in flight at most unless told (`--parallel`): enough to keep a 10-provider mesh busy. */
+export const MANY_PARALLEL = 64
+
+/**
+ * `submitMany()` pulls no more inputs while this many results per slot wait for an earlier one
+ * (a slow first job): the memory held stays bounded by parallel × this, however long the input.
+ */
+export const MANY_WINDOW_PER_SLOT = 16
+
+/** `submitMany()` remembers the ends of this many jobs it did not yet know (an end that came before its id). */
+export const MANY_RECENT_ENDS = 4096
+
+/** `submitMany()` tries a broken request (connection, 5xx) this many more times, backing off; the keys make it safe. */
+export const MANY_RETRIES = 6

@@ -48,10 +48,12 @@ import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
+import { submitMany, type BatchAnswer, type ManyOptions, type ManyResult } from './many.js'
 
 export { MercatoApiError, MercatoConnectionError } from './errors.js'
 export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
 export { readSse, type SseMessage } from './sse.js'
+export { BadInput, type BatchAnswer, type ManyOptions, type ManyProgress, type ManyResult } from './many.js'
 export type { JobEvent, JobEventType, JobStatus, JobView, LogEvent, ResultView, AttemptView } from '../auction/types.js'
 export type { NodeInfo, PeerView } from '../gateway/index.js'
 export type { PeerStanding } from '../auction/index.js'
@@ -75,6 +77,8 @@ export interface ProviderView {
   /** this node itself */
   self: boolean
   standing: PeerStanding | null
+  /** its capacity advert as the node holds it (null: none heard) */
+  advert?: { ask: number, slots: number, expires: number } | null
 }
 
 export interface BalanceView {
@@ -115,6 +119,13 @@ function toBase64 (bytes: Uint8Array): string {
   let s = ''
   for (const b of bytes) s += String.fromCharCode(b)
   return btoa(s)
+}
+
+/** A spec as the API takes it: stdin bytes as base64. */
+function bodyOf (spec: JobSpec): Record<string, unknown> {
+  const body: Record<string, unknown> = { ...spec }
+  if (spec.stdin instanceof Uint8Array) body.stdin = toBase64(spec.stdin)
+  return body
 }
 
 export class MercatoClient {
@@ -164,9 +175,41 @@ export class MercatoClient {
 
   /** Announce a job; the auction runs on the node. */
   async submit (spec: JobSpec, opts?: CallOptions): Promise<{ id: string, status: JobStatus }> {
-    const body: Record<string, unknown> = { ...spec }
-    if (spec.stdin instanceof Uint8Array) body.stdin = toBase64(spec.stdin)
-    return await this.json('POST', '/v1/jobs', { ...opts, json: body })
+    return await this.json('POST', '/v1/jobs', { ...opts, json: bodyOf(spec) })
+  }
+
+  /**
+   * Announce a batch of jobs in one request (at most 256): one answer per spec, in order,
+   * `{ id, status }` or `{ error: { code, message } }` (a bad spec does not fail the others).
+   */
+  async submitBatch (specs: JobSpec[], opts?: CallOptions): Promise<BatchAnswer[]> {
+    return await this.json('POST', '/v1/jobs', { ...opts, json: specs.map(bodyOf) })
+  }
+
+  /**
+   * One job per input: `{ ...spec, input }`, at most `parallel` (64) in flight, each with the
+   * idempotency key `<keyPrefix>:<index>` (nothing is started twice, even when a batch is sent
+   * again). Yields the results in input order as soon as the ones before them are in. An input
+   * that is a {@link BadInput} is yielded as an `invalid` result, never submitted. See many.ts.
+   *
+   * ```ts
+   * for await (const r of client.submitMany({ engine: 'js', source }, [{ x: 1 }, { x: 2 }])) console.log(r.index, r.output)
+   * ```
+   */
+  submitMany (spec: JobSpec, inputs: Iterable<unknown> | AsyncIterable<unknown>, opts?: ManyOptions): AsyncGenerator<ManyResult> {
+    return submitMany(this, spec, inputs, opts)
+  }
+
+  /** Every job event of the node, live (`GET /v1/events`), until the signal aborts; `onOpen` once the stream is open. */
+  async * allEvents (opts: CallOptions & { onOpen?: () => void } = {}): AsyncGenerator<JobEvent> {
+    const res = await this.request('GET', '/v1/events', { ...opts, stream: true, headers: { accept: 'text/event-stream' } })
+    opts.onOpen?.()
+    if (res.body == null) return
+    for await (const msg of readSse(res.body, opts.signal)) {
+      let event: JobEvent
+      try { event = JSON.parse(msg.data) } catch { continue }
+      yield event
+    }
   }
 
   /** A job: status, bids, attempts, declines, price, latency. */

@@ -42,3 +42,12 @@ export const MARKET_HISTORY_WINDOW_MS = 15 * 60_000
 export const MARKET_HISTORY_SAMPLE_MS = 10_000
 export const MARKET_HISTORY_PROVIDERS = 16
 export const MARKET_HISTORY_JOBS = 10_000
+
+/**
+ * Most job specs in one `POST /v1/jobs` batch: a CLI keeping 64 jobs in flight sends far fewer;
+ * the cap bounds the work (announcements, log appends) one request can start.
+ */
+export const JOBS_BATCH_MAX = 256
+
+/** Longest idempotency key: room for a UUID and a line number; it is hashed into the job id, never stored as is. */
+export const IDEMPOTENCY_KEY_MAX = 128

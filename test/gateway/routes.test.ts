@@ -50,7 +50,10 @@ describe('gateway routes', function () {
         expect(doc.paths[path][r.method.toLowerCase()].responses['401'], `${r.method} ${path} declares 401`).to.be.an('object')
       }
       expect(doc.components.schemas.Error.properties.error.required).to.deep.equal(['code', 'message'])
-      expect(doc.paths['/v1/jobs'].post.requestBody.content['application/json'].schema.properties.engine.enum).to.deep.equal(['wasm', 'js'])
+      // one spec, or a batch of them
+      const [one, batch] = doc.paths['/v1/jobs'].post.requestBody.content['application/json'].schema.oneOf
+      expect(one.properties.engine.enum).to.deep.equal(['wasm', 'js'])
+      expect(batch.items.properties.engine.enum).to.deep.equal(['wasm', 'js'])
       expect(doc.paths['/v1/jobs/{id}/events'].get.responses['200'].content['text/event-stream']).to.be.an('object')
       expect(doc.paths['/v1/ledger'].get.parameters.map((p: any) => p.name).sort()).to.deep.equal(['check', 'from', 'job', 'limit', 'type'])
     })
@@ -204,12 +207,12 @@ describe('gateway routes', function () {
         [{ engine: 'js', source: 'x', limits: { timeoutMs: -1 } }, 'limits.timeoutMs'],
         [{ engine: 'js', source: 'x', surprise: true }, 'surprise'],
         [{ engine: 'wasm' }, 'module'],
-        [[1, 2], 'spec'],
+        [[], 'batch'],
         ['"just a string"', 'spec']
       ] as const
       for (const [payload, field] of bad) {
         const res = await call({ method: 'POST', url: '/v1/jobs', payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': 'application/json' } })
-        expectError(res, 400, 'invalid-spec')
+        expectError(res, 400, field === 'batch' ? 'invalid-request' : 'invalid-spec')
         expect(res.json().error.message, JSON.stringify(payload)).to.include(field === 'spec' ? 'JSON object' : field)
       }
       expectError(await call({ url: '/v1/jobs?limit=abc' }), 400, 'invalid-request')

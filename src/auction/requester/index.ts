@@ -57,6 +57,8 @@ export class Requester {
   readonly events = new EventEmitter()
   readonly refused = new Map<RefusalReason, number>()
   private readonly jobs = new Map<string, RequesterJob>()
+  /** submissions with an idempotency key under way, by the job id the key gives: a repeat waits for the first */
+  private readonly keyed = new Map<string, Promise<JobView>>()
   private readonly deps: RequesterDeps
   private readonly cfg: RequesterConfig
   private readonly log: Logger
@@ -229,6 +231,26 @@ export class Requester {
 
   /** Validate a spec, log the job, announce it. Resolves once announced. */
   async submit (input: SubmitSpec): Promise<JobView> {
+    if (input.idempotencyKey == null) return await this.submitNew(input)
+    // the id follows from the key: the same key finds the same job, held or in the log
+    const id = cidOfValue({ requester: this.peerId, idempotencyKey: input.idempotencyKey })
+    const pending = this.keyed.get(id)
+    if (pending != null) return await pending
+    const held = this.jobs.get(id)
+    if (held != null) return views.view(held)
+    const p = (async () => {
+      try {
+        return views.viewFromLog(await this.fromLog(id))
+      } catch (err: any) {
+        if (err?.code !== 'job-not-found') throw err
+        return await this.submitNew(input, id)
+      }
+    })()
+    this.keyed.set(id, p)
+    try { return await p } finally { this.keyed.delete(id) }
+  }
+
+  private async submitNew (input: SubmitSpec, keyedId?: string): Promise<JobView> {
     const spec = await buildSpec(input, this.deps.blobs)
     const maxPrice = input.maxPrice ?? this.cfg.defaultMaxPrice
     if (!Number.isFinite(maxPrice) || maxPrice < 0) throw new InvalidInputError('maxPrice must be a number ≥ 0', 'invalid-spec')
@@ -237,7 +259,7 @@ export class Requester {
     const nonce = new Uint8Array(16)
     globalThis.crypto.getRandomValues(nonce)
     const createdAt = Date.now()
-    const id = cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
+    const id = keyedId ?? cidOfValue({ requester: this.peerId, nonce, ts: createdAt })
     const meta = jobMeta(input)
     const queueTimeoutMs = input.queueTimeoutMs ?? this.cfg.queueTimeoutMs ?? 0
     if (!Number.isInteger(queueTimeoutMs) || queueTimeoutMs < 0 || queueTimeoutMs > MAX_QUEUE_TIMEOUT_MS) throw new InvalidInputError(`queueTimeoutMs must be an integer from 0 to ${MAX_QUEUE_TIMEOUT_MS}`, 'invalid-spec')

@@ -3,7 +3,9 @@
  *
  *   POST   /v1/blobs               raw bytes → 201 { cid, size }
  *   GET    /v1/blobs/:cid          the bytes
- *   POST   /v1/jobs                job spec (JSON) → 202 { id, status }
+ *   POST   /v1/jobs                job spec (JSON) → 202 { id, status }; an array of specs (a batch,
+ *                                   at most JOBS_BATCH_MAX) → 200, one { id, status } or { error } per item
+ *   GET    /v1/schema/job.json     the job spec as a JSON Schema (from the zod schema below)
  *   GET    /v1/jobs                list (?status=&label=k=v&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
@@ -31,14 +33,14 @@ import { z } from 'zod'
 import { MAX_QUEUE_TIMEOUT_MS, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
-import { InvalidInputError } from '../../errors.js'
+import { InvalidInputError, isMercatoError } from '../../errors.js'
 import { constraintsSchema, labelsSchema, MAX_LABELS, MAX_SELECTOR_CHARS, parseLabels, toConstraints, type Constraint } from '../../labels.js'
 import { MAX_JOB_NAME } from '../../auction/index.js'
 import { ENGINES } from '../../engines.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
-import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX } from '../constants.js'
+import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, IDEMPOTENCY_KEY_MAX } from '../constants.js'
 
 const limits = z.strictObject({
   timeoutMs: z.number().int().min(1).optional(),
@@ -65,8 +67,24 @@ export const jobBodySchema = z.strictObject({
   name: z.string().max(MAX_JOB_NAME).optional(),
   labels: labelsSchema.optional(),
   /** how long the job may wait queued for a provider (ms, from submission); 0: no-bids at once; default auction.queueTimeoutMs */
-  queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS).optional()
+  queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS).optional(),
+  idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_MAX).optional()
+    .describe('a client-chosen key: a second submission with the same key returns the first job instead of starting another')
 })
+
+/** The job spec as a JSON Schema (draft 2020-12), generated from {@link jobBodySchema}: what `/v1/schema/job.json` serves. */
+export function jobSpecJsonSchema (): Record<string, unknown> {
+  return z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>
+}
+
+/** The field a zod issue is about, and what is wrong with it: `limits.timeoutMs: Too small…`, `colour: unknown field`. */
+export function describeIssue (issue: z.core.$ZodIssue): { path: PropertyKey[], field: string, message: string } {
+  if (issue.code === 'unrecognized_keys') {
+    const path = [...issue.path, issue.keys[0]]
+    return { path, field: path.join('.'), message: issue.keys.length > 1 ? `unknown fields (${issue.keys.join(', ')})` : 'unknown field' }
+  }
+  return { path: issue.path, field: issue.path.join('.') || 'spec', message: issue.message }
+}
 
 const recentQuery = z.object({
   limit: z.coerce.number().int().min(1).max(RECENT_EVENTS_MAX).optional()
@@ -86,16 +104,34 @@ export function parseJobBody (body: unknown): z.infer<typeof jobBodySchema> {
   if (raw.constraints !== undefined) body = { ...raw, constraints: toConstraints(raw.constraints) }
   const parsed = jobBodySchema.safeParse(body)
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    const field = issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : issue.path.join('.')
-    throw new InvalidInputError(`${field || 'spec'}: ${issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message}`, 'invalid-spec')
+    const { field, message } = describeIssue(parsed.error.issues[0])
+    throw new InvalidInputError(`${field}: ${message}`, 'invalid-spec')
   }
   return parsed.data
 }
 
+type SubmitAnswer = { id: string, status: string } | { error: { code: string, message: string } }
+
+/** Submit one checked spec. */
+async function submitOne (market: Market, spec: z.infer<typeof jobBodySchema>): Promise<{ id: string, status: string }> {
+  const job = await market.submit({ ...spec, constraints: spec.constraints as Constraint[] | undefined, stdin: spec.stdin != null ? new Uint8Array(Buffer.from(spec.stdin, 'base64')) : undefined })
+  return { id: job.id, status: job.status }
+}
+
+/** One item of a batch: its job, or its own error (a bad item never fails the others). */
+async function submitItem (market: Market, body: unknown): Promise<SubmitAnswer> {
+  try {
+    return await submitOne(market, parseJobBody(body))
+  } catch (err: any) {
+    if (isMercatoError(err) && err.status < 500) return { error: { code: err.code, message: err.message } }
+    throw err
+  }
+}
+
 export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
   const { market } = deps
-  const jobBodyJsonSchema = documented(z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>)
+  const jobBodyJsonSchema = documented(jobSpecJsonSchema())
+  const submitted = { type: 'object', required: ['id', 'status'], properties: { id: { type: 'string' }, status: { type: 'string', enum: JOB_STATUSES } }, additionalProperties: false }
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
   return async (app) => {
     // live logs of running jobs, for subscribers that come late
@@ -137,17 +173,33 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     app.post('/v1/jobs', {
       schema: {
         tags: ['jobs'],
-        summary: 'Submit a job: it is announced and auctioned at once',
-        body: jobBodyJsonSchema,
-        response: { 202: { type: 'object', required: ['id', 'status'], properties: { id: { type: 'string' }, status: { type: 'string', enum: JOB_STATUSES } }, additionalProperties: false } }
+        summary: `Submit a job (202 { id, status }), or a batch of 1 to ${JOBS_BATCH_MAX} jobs as an array (200, one answer per item in order: { id, status } or { error })`,
+        body: { oneOf: [jobBodyJsonSchema, { type: 'array', minItems: 1, maxItems: JOBS_BATCH_MAX, items: jobBodyJsonSchema }] },
+        response: {
+          202: submitted,
+          200: { type: 'array', items: { oneOf: [submitted, { $ref: 'Error#' }] } },
+          ...errorResponses(400)
+        }
       },
       ...zodValidated
     }, async (req, reply) => {
       if (req.body instanceof Uint8Array) throw new GatewayError('unsupported-media-type', 'a job spec is JSON: Content-Type: application/json')
-      const spec = parseJobBody(req.body)
-      const job = await market.submit({ ...spec, constraints: spec.constraints as Constraint[] | undefined, stdin: spec.stdin != null ? new Uint8Array(Buffer.from(spec.stdin, 'base64')) : undefined })
-      return await reply.status(202).send({ id: job.id, status: job.status })
+      if (Array.isArray(req.body)) {
+        const items: unknown[] = req.body
+        if (items.length === 0 || items.length > JOBS_BATCH_MAX) throw new InvalidInputError(`a batch holds 1 to ${JOBS_BATCH_MAX} job specs, got ${items.length}`, 'invalid-request')
+        // in parallel: each resolves once announced; the answers keep the order of the items
+        return await reply.status(200).send(await Promise.all(items.map(async (item) => await submitItem(market, item))))
+      }
+      return await reply.status(202).send(await submitOne(market, parseJobBody(req.body)))
     })
+
+    app.get('/v1/schema/job.json', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'The job spec as a JSON Schema (draft 2020-12): what POST /v1/jobs and `mercato submit job.yaml` accept',
+        response: { 200: { type: 'object', additionalProperties: true } }
+      }
+    }, async (_req, reply) => await reply.type('application/schema+json').send(JSON.stringify({ ...jobSpecJsonSchema(), $id: 'job.json', title: 'Mercato job spec' })))
 
     app.get('/v1/jobs', {
       schema: {
