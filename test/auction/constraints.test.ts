@@ -15,6 +15,7 @@ import { decodeBatch, decodeSigned, encodeBatch, encodeSigned, sign, type Bid } 
 import type { Signed } from '../../src/crypto/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { labelsFor } from '../../src/labels.js'
+import { MercatoClient } from '../../src/client/index.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
 const SOURCE = 'function main (i) { return i.x + 1 }'
@@ -161,5 +162,14 @@ describe('constraints: placement by provider labels (real nodes)', function () {
     expect((await badLabel.json()).error.message).to.match(/labels/)
     const badFilter = await fetch(`${base}/v1/jobs?label=project`)
     expect(badFilter.status).to.equal(400)
+
+    // the client: the same through MercatoClient
+    const client = new MercatoClient({ url: base })
+    expect((await client.jobs({ labels: { project: 'atlas', stage: 'test' } })).map(j => j.id)).to.deep.equal([a.id])
+    expect((await client.providers()).find(p => p.peerId === us.peerId)?.labels).to.deep.equal({ region: 'us', cores: '4' })
+    const c = await client.submit(job({ name: 'via-client', labels: { project: 'atlas' }, constraints: [{ key: 'cores', op: 'lt', values: ['8'] }] }))
+    const done = await client.wait(c.id, { signal: AbortSignal.timeout(60_000) })
+    expect(done.provider).to.equal(us.peerId)
+    expect((await client.jobs({ labels: { project: 'atlas' } })).map(j => j.name)).to.deep.equal(['via-client', 'atlas-1'])
   })
 })
