@@ -105,7 +105,7 @@ describe('constraints: placement by provider labels (real nodes)', function () {
   })
 
   it('no provider matches: no-bids, and every decline says constraint and which one', async () => {
-    const submitted = await requester.market.submit(job({ constraints: [{ key: 'region', op: 'in', values: ['ap', 'sa'] }] }))
+    const submitted = await requester.market.submit(job({ constraints: [{ key: 'region', op: 'in', values: ['ap', 'sa'] }], queueTimeoutMs: 0 }))
     const done = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(60_000) })
     expect(done.status).to.equal('no-bids')
     const honest = done.declines.filter(d => d.provider === eu.peerId || d.provider === us.peerId)

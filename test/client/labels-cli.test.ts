@@ -33,7 +33,7 @@ describe('CLI: labels and constraints', function () {
     const ok = await runCli(['submit', script, '--constraint', 'region in (eu,uk),licence', '--name', 'first', '--label', 'project=atlas', '--wait', '--api', node.gatewayUrl])
     expect(ok.code, ok.stderr).to.equal(0)
     expect(ok.stdout).to.equal('42\n')
-    const none = await runCli(['submit', script, '--constraint', 'region=us', '--wait', '--api', node.gatewayUrl])
+    const none = await runCli(['submit', script, '--constraint', 'region=us', '--queue-timeout', '0', '--wait', '--api', node.gatewayUrl])
     expect(none.code).to.equal(1)
     expect(none.stderr).to.match(/constraint {2}constraint region=us not met \(region=eu\)/)
   })
