@@ -80,7 +80,7 @@ export interface AttemptView {
   state: 'offered' | 'accepted' | 'running' | 'refused' | 'lost' | 'completed' | 'superseded' | 'mismatch' | 'cancelled'
   awardedAt: number
   endedAt?: number
-  /** when the provider was last heard from on the award channel (heartbeats, logs, result); held jobs only */
+  /** while the attempt is in flight: when its provider was last heard from on the award channel (heartbeats, logs) */
   lastSeen?: number
   reason?: string
 }

@@ -59,8 +59,8 @@ describe('mercato devnet and the client commands, as real processes', function (
     const res = await runCli(['submit', file, '--wait', '--input', '{"name":"mercato","n":21}', '--api', gateways[1]])
     expect(res.code, res.stderr).to.equal(0)
     expect(res.stdout).to.equal('hello from the devnet, mercato\n{\n  "twice": 42\n}\n')
-    // progress (not a TTY: one step a line) goes to stderr
-    expect(res.stderr).to.match(/^announced\n\d+ bids?\nawarded to 12D3…\w\w at \d+ credits?\nrunning\ndone in \d+ ms\n$/)
+    // progress (not a TTY: one step a line) goes to stderr, and the job's live output with it, as it ran
+    expect(res.stderr).to.match(/^announced\n\d+ bids?\nawarded to 12D3…\w\w at \d+ credits?\nrunning\nhello from the devnet, mercato\ndone in \d+ ms\n$/)
 
     // --json for scripts; a wasm module is uploaded first
     const wasm = new URL('../fixtures/wasm/hello.wasm', import.meta.url).pathname

@@ -71,7 +71,7 @@ describe('live logs over the award channel (real nodes)', function () {
 
   it('`mercato logs <id> -f` prints the lines as they come; without -f, the final stdout', async () => {
     // long enough (several seconds) for the command to start while the job runs
-    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 5, spin: 4_000_000 }, limits: LIMITS })
+    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 5, spin: 8_000_000 }, limits: { ...LIMITS, timeoutMs: 60_000 } })
     const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, 'logs', id, '-f', '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''

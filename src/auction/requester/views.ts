@@ -30,7 +30,7 @@ export function view (job: RequesterJob): JobView {
     maxPrice: job.maxPrice,
     replicas: job.replicas,
     bids: rankBids(job.id, [...job.bids.values()]).map(b => ({ provider: b.provider, price: b.price, estStartMs: b.estStartMs, id: b.id })),
-    attempts: job.attempts.map(a => ({ provider: a.provider, price: a.price, attempt: a.attempt, state: a.state, awardedAt: a.awardedAt, endedAt: a.endedAt, lastSeen: a.lastSeen, reason: a.reason })),
+    attempts: job.attempts.map(a => ({ provider: a.provider, price: a.price, attempt: a.attempt, state: a.state, awardedAt: a.awardedAt, endedAt: a.endedAt, ...(isInFlight(a.state) ? { lastSeen: a.lastSeen } : {}), reason: a.reason })),
     declines: declinesOf(job),
     createdAt: job.createdAt,
     completedAt: job.completedAt ?? null,
