@@ -19,6 +19,8 @@ import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { isPublicAddress } from './multiaddr.js'
+import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type NatInit, type NatStatus } from './nat.js'
+import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
   MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS
@@ -56,9 +58,22 @@ export interface NetworkInit {
   maxGossipBytes?: number
   /** libp2p's own Prometheus metrics, in prom-client's default registry (the gateway's /metrics serves them) */
   metrics?: boolean
+  /** NAT traversal: relay client/server, UPnP (see nat.ts) */
+  nat?: NatInit
+  /** private network: only peers holding the same key can connect (see pnet.ts) */
+  networkKey?: NetworkKey
 }
 
-type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
+type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub, addressView: AddressView }
+
+/**
+ * Mercato's own protocols (offers, bids, awards, status, blobs, ledger audit)
+ * may run on limited (relayed) connections: that is how two nodes behind
+ * NATs trade. The relay's limits are sized for them (constants.ts). Gossipsub
+ * runs on them too (offers are KiB); the DHT keeps libp2p's default (direct
+ * connections only) and reaches NAT'd peers through public ones.
+ */
+const RUN_ON_LIMITED = true
 
 /** the decoder of a topic subscribed without one: every message, as bytes */
 const rawDecoder: TopicDecoder<Uint8Array> = (msg) => ({ result: 'accept', value: msg.data })
@@ -103,13 +118,29 @@ export class Libp2pNetwork implements Network {
   private readonly maxGossipBytes: number
   private readonly keeper: PeerKeeper
   private stopped = false
+  private readonly natInfo: { relayServer: boolean, upnp: boolean, privateNetwork: string | null }
+  private readonly networkKey?: NetworkKey
+  /** connections opened since start, by path */
+  readonly opened = { direct: 0, relayed: 0 }
 
-  constructor (node: Libp2p<Services>, init: NetworkInit) {
+  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
     this.node = node
+    this.natInfo = { ...natInfo, privateNetwork: init.networkKey?.fingerprint ?? null }
+    this.networkKey = init.networkKey
+    node.addEventListener('connection:open', (evt) => {
+      if (isRelayed(evt.detail.remoteAddr)) this.opened.relayed++
+      else this.opened.direct++
+    })
     this.peerId = node.peerId.toString()
     this.log = logger('p2p', { peerId: this.peerId })
     this.maxGossipBytes = init.maxGossipBytes ?? MAX_GOSSIP_BYTES
-    this.keeper = new PeerKeeper(node, { ...init.discovery, bootstrap: init.bootstrap }, this.log)
+    // a bootstrap peer's first failed dial is explained in a warning (a wrong private-network key
+    // otherwise looks like a node that simply finds nobody)
+    this.keeper = new PeerKeeper(node, {
+      ...init.discovery,
+      bootstrap: init.bootstrap,
+      explainFailure: async (addr, err) => await explainDialFailure(addr, err, this.networkKey)
+    }, this.log)
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
       this.events.dispatchEvent(new CustomEvent('peer:connect', { detail: evt.detail.toString() }))
     })
@@ -139,6 +170,28 @@ export class Libp2pNetwork implements Network {
 
   addresses (): string[] {
     return this.node.getMultiaddrs().map(ma => ma.toString())
+  }
+
+  /** Reachability, observed and announced addresses, relays in use, connections by path. */
+  natStatus (): NatStatus & { privateNetwork: string | null, opened: { direct: number, relayed: number } } {
+    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
+    const announced = this.node.getMultiaddrs()
+    const connections = { direct: 0, relayed: 0 }
+    for (const c of this.node.getConnections()) {
+      if (isRelayed(c.remoteAddr)) connections.relayed++
+      else connections.direct++
+    }
+    return {
+      reachability: reachabilityOf(meta),
+      observed: meta.filter(a => a.type === 'observed' || a.type === 'ip-mapping').map(a => ({ address: a.multiaddr.toString(), type: a.type, verified: a.verified })),
+      announced: announced.map(a => a.toString()),
+      relays: relaysOf(announced),
+      relayServer: this.natInfo.relayServer,
+      upnp: this.natInfo.upnp,
+      privateNetwork: this.natInfo.privateNetwork,
+      connections,
+      opened: { ...this.opened }
+    }
   }
 
   peers (): PeerSummary[] {
@@ -175,7 +228,8 @@ export class Libp2pNetwork implements Network {
       return conn.remotePeer.toString()
     } catch (err: any) {
       if (err instanceof PeerUnreachableError) throw err
-      throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
+      const reason = target.startsWith('/') ? await explainDialFailure(target, err, this.networkKey) : String(err?.message ?? err)
+      throw new PeerUnreachableError(`could not dial ${target}: ${reason}`, err)
     }
   }
 
@@ -330,7 +384,7 @@ export class Libp2pNetwork implements Network {
         this.log.debug({ err, protocol, from }, 'inbound request stream failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
       }
-    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS, runOnLimitedConnection: RUN_ON_LIMITED })
   }
 
   async unhandle (protocol: string): Promise<void> {
@@ -343,7 +397,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED })
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -424,14 +478,14 @@ export class Libp2pNetwork implements Network {
         this.log.debug({ err, protocol }, 'channel handler failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
       }
-    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS, runOnLimitedConnection: RUN_ON_LIMITED })
   }
 
   async openChannel (peer: string, protocol: string, opts: ChannelOptions & { signal?: AbortSignal } = {}): Promise<MessageChannel> {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
+      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED })
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
@@ -471,6 +525,7 @@ export class Libp2pNetwork implements Network {
 export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
+  const nat = natPieces(init.nat ?? {}, listen, init.announce ?? [])
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
@@ -478,8 +533,10 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     privateKey,
     start: false,
     metrics: init.metrics === true ? prometheusMetrics() : undefined,
-    addresses: { listen, announce: init.announce ?? [] },
-    transports: [tcp()],
+    // announced addresses are added to (not instead of) what the node finds itself, relay addresses included
+    addresses: { listen: [...listen, ...nat.listen], appendAnnounce: init.announce ?? [] },
+    transports: [tcp(), ...nat.transports],
+    connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery,
@@ -492,6 +549,8 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       maxIncomingPendingConnections: 50
     },
     services: {
+      ...nat.services,
+      addressView: (components: { addressManager: AddressView['addressManager'] }): AddressView => ({ addressManager: components.addressManager }),
       identify: identify(),
       // the connection monitor pings too; one outbound ping stream is not enough
       ping: ping({ maxOutboundStreams: 16, maxInboundStreams: 16 }),
@@ -514,6 +573,9 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
         // IDONTWANT pays off for large messages; ours are a few KiB, where the control frames cost more than they save
         idontwantMinDataSize: 64 * 1024,
         emitSelf: false,
+        // gossip also crosses relayed connections: two NAT'd peers joined by a relay hear each
+        // other's offers even when the public node between them does not subscribe (offers are KiB)
+        runOnLimitedConnection: RUN_ON_LIMITED,
         maxInboundDataLength: init.maxGossipBytes ?? MAX_GOSSIP_BYTES,
         // rejected messages lower their forwarder's score on every topic we subscribe to (scoring.ts)
         scoreParams: peerScoreParams(init.allow ?? []),
@@ -521,5 +583,5 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       }) as any
     }
   })
-  return new Libp2pNetwork(node, init)
+  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp })
 }
