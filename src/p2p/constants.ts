@@ -63,3 +63,11 @@ export const AUTONAT_STARTUP_DELAY_MS = 2_000
 /** Pause after a random-walk turn that found nobody (see nat.ts pacedRandomWalk); doubles up to the max. */
 export const RANDOM_WALK_PAUSE_MS = 1_000
 export const RANDOM_WALK_MAX_PAUSE_MS = 60_000
+/**
+ * A peer's addresses are asked of the DHT afresh (bypassing the peer store) at most this often, when
+ * dialling what the peer store holds failed: a node behind NAT is first known by its private
+ * addresses and only later by its relay address. One DHT query per peer per 10 s bounds the cost.
+ */
+export const ADDRESS_REFRESH_MS = 10_000
+/** Peers whose last refresh time is remembered (oldest forgotten first). */
+export const MAX_ADDRESS_REFRESHES = 1024

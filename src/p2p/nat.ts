@@ -210,13 +210,21 @@ export function reachabilityOf (meta: Array<{ multiaddr: Multiaddr, verified: bo
   return 'unknown'
 }
 
-/** Relays named in our circuit addresses: the part before /p2p-circuit. */
+/**
+ * Relays named in our circuit addresses: the part before /p2p-circuit, one per relay, its public
+ * address preferred (a relay also reaches us over its loopback or LAN address, which says nothing
+ * to a user).
+ */
 export function relaysOf (addrs: Multiaddr[]): string[] {
-  const out = new Set<string>()
+  const byRelay = new Map<string, string>()
   for (const a of addrs) {
     const s = a.toString()
     const i = s.indexOf('/p2p-circuit')
-    if (i > 0) out.add(s.slice(0, i))
+    if (i <= 0) continue
+    const relay = s.slice(0, i)
+    const id = relay.slice(relay.lastIndexOf('/p2p/') + 5)
+    const known = byRelay.get(id)
+    if (known == null || (!isPublicAddress(known) && isPublicAddress(relay))) byRelay.set(id, relay)
   }
-  return [...out]
+  return [...byRelay.values()]
 }

@@ -23,7 +23,7 @@ import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type 
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -122,6 +122,8 @@ export class Libp2pNetwork implements Network {
   private readonly networkKey?: NetworkKey
   /** connections opened since start, by path */
   readonly opened = { direct: 0, relayed: 0 }
+  /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
+  private readonly refreshedAt = new Map<string, number>()
 
   constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
     this.node = node
@@ -233,28 +235,75 @@ export class Libp2pNetwork implements Network {
     }
   }
 
-  /** Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId. */
+  /**
+   * Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId.
+   * A relay circuit through a public relay counts as public (its first hop is). When the peer store
+   * has no public address for the peer, or dialling them fails, the DHT is asked afresh once.
+   */
   private async dialPublic (target: string, signal?: AbortSignal): Promise<string> {
     const t = this.target(target)
-    let addrs: Multiaddr[]
-    let peer: PeerId | undefined
-    if ('getComponents' in t) {
-      addrs = [t]
-    } else {
-      peer = t
-      if (this.node.getConnections(peer).length > 0) return target
-      addrs = (await this.node.peerStore.get(peer).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
-      if (addrs.length === 0) {
-        addrs = (await this.node.peerRouting.findPeer(peer, { signal }).catch(() => null))?.multiaddrs ?? []
+    if ('getComponents' in t) return await this.dialPublicAddrs(target, undefined, [t], signal)
+    if (this.node.getConnections(t).length > 0) return target
+    let addrs = (await this.node.peerStore.get(t).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
+    if (addrs.some(a => isPublicAddress(a))) {
+      try {
+        return await this.dialPublicAddrs(target, t, addrs, signal)
+      } catch (err) {
+        if (signal?.aborted === true) throw err
       }
     }
+    addrs = await this.freshAddresses(t, signal)
+    return await this.dialPublicAddrs(target, t, addrs, signal)
+  }
+
+  private async dialPublicAddrs (target: string, peer: PeerId | undefined, addrs: Multiaddr[], signal?: AbortSignal): Promise<string> {
     const publicAddrs = addrs.filter(a => isPublicAddress(a))
     if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
     try {
-      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer?.toString() ?? ''}`)) : publicAddrs, { signal })
+      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.toString()}`)) : publicAddrs, { signal })
       return conn.remotePeer.toString()
     } catch (err: any) {
       throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
+    }
+  }
+
+  /**
+   * Ask the DHT for a peer's addresses, skipping the peer store (`useCache: false`), and merge them
+   * into it; at most once per ADDRESS_REFRESH_MS per peer. What the peer store holds for a peer we
+   * are not connected to can be stale: a node behind NAT is first heard of with its private and
+   * loopback addresses, and gets its relay (`/p2p-circuit`) address only once it holds a slot.
+   * Returns the addresses found (none when refreshed too recently or not found).
+   */
+  private async freshAddresses (peer: PeerId, signal?: AbortSignal): Promise<Multiaddr[]> {
+    const id = peer.toString()
+    const last = this.refreshedAt.get(id)
+    if (last != null && Date.now() - last < ADDRESS_REFRESH_MS) return []
+    this.refreshedAt.delete(id)
+    this.refreshedAt.set(id, Date.now())
+    if (this.refreshedAt.size > MAX_ADDRESS_REFRESHES) this.refreshedAt.delete(this.refreshedAt.keys().next().value as string)
+    try {
+      const info = await this.node.peerRouting.findPeer(peer, { signal, useCache: false } as any)
+      return info.multiaddrs
+    } catch (err) {
+      this.log.debug({ err, peer: id }, 'DHT lookup of a peer\'s addresses failed')
+      return []
+    }
+  }
+
+  /**
+   * Open a protocol stream. To a PeerId we are not connected to, a failed dial asks the DHT for
+   * fresh addresses (see freshAddresses) and tries once more.
+   */
+  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<Stream> {
+    const target = this.target(peer)
+    const opts = { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED }
+    try {
+      return await this.node.dialProtocol(target, protocol, opts)
+    } catch (err) {
+      if ('getComponents' in target || signal.aborted || this.node.getConnections(target).length > 0) throw err
+      const fresh = await this.freshAddresses(target, signal)
+      if (fresh.length === 0) throw err
+      return await this.node.dialProtocol(target, protocol, opts)
     }
   }
 
@@ -397,7 +446,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED })
+      stream = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -485,7 +534,7 @@ export class Libp2pNetwork implements Network {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED })
+      stream = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }

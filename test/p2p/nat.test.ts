@@ -29,6 +29,11 @@ describe('p2p: reachability', () => {
     ])).to.equal('private')
     expect(relaysOf([m('/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa')]))
       .to.deep.equal(['/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN'])
+    // one entry per relay, its public address rather than the loopback one it also reaches us by
+    expect(relaysOf([
+      m('/ip4/127.0.0.1/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa'),
+      m('/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa')
+    ])).to.deep.equal(['/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN'])
     expect(hasPublicAddress(['/ip4/127.0.0.1/tcp/0'], [])).to.equal(false)
     expect(hasPublicAddress(['/ip4/127.0.0.1/tcp/0'], ['/ip4/11.0.0.10/tcp/4010'])).to.equal(true)
   })
@@ -65,5 +70,40 @@ describe('p2p: private markets on loopback', function () {
     expect(err?.name).to.equal('PeerUnreachableError')
     expect(err.message).to.match(/does not hold this market's key/)
     expect(a.peers().map(p => p.peerId)).to.not.include(other.peerId)
+  })
+})
+
+describe('p2p: stale peer addresses', function () {
+  this.timeout(60_000)
+  const nodes: NetworkNode[] = []
+  after(async () => { await Promise.all(nodes.map(async n => n.stop())) })
+
+  // A node behind NAT is first heard of by its private addresses, and by its relay address only
+  // once it holds a slot: a peer that kept the first record could neither answer its offers nor
+  // reach it, and libp2p dials what the peer store holds without asking the DHT again.
+  it('a request to a peer whose stored addresses are dead asks the DHT afresh and gets through', async () => {
+    const allow = ['/ip4/127.0.0.1']
+    const hub = await createNetwork({ allow })
+    nodes.push(hub)
+    const boot = `${hub.addresses()[0]}`
+    const a = await createNetwork({ bootstrap: [boot], allow })
+    const b = await createNetwork({ bootstrap: [boot], allow })
+    nodes.push(a, b)
+    await a.handle('/test/echo/1', async (req) => req)
+    const deadline = Date.now() + 20_000
+    // the hub's DHT knows a, and b's DHT knows the hub (routing tables fill after identify)
+    const tableSize = (n: NetworkNode): number => (n as any).node.services.dht.routingTable.size
+    while (!(tableSize(hub) >= 2 && tableSize(b) >= 1) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    // b holds only a dead address for a (a closed port), and no connection to it
+    const closed = await createNetwork({ allow })
+    const deadAddr = multiaddr(closed.addresses()[0].split('/p2p/')[0])
+    await closed.stop()
+    const libp2pB = (b as any).node // the libp2p node inside (test set-up only: plant a stale record)
+    if (b.isConnected(a.peerId)) await b.hangUp(a.peerId)
+    const { peerIdFromString } = await import('@libp2p/peer-id')
+    await libp2pB.peerStore.save(peerIdFromString(a.peerId), { multiaddrs: [deadAddr] })
+    expect(b.isConnected(a.peerId)).to.equal(false)
+    const reply = await b.request(a.peerId, '/test/echo/1', new TextEncoder().encode('hi'), { timeoutMs: 10_000 })
+    expect(new TextDecoder().decode(reply)).to.equal('hi')
   })
 })
