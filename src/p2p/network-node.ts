@@ -297,6 +297,22 @@ export class Libp2pNetwork implements Network {
   private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<Stream> {
     const target = this.target(peer)
     const opts = { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED }
+    if (!('getComponents' in target)) {
+      // libp2p never reuses a limited (relayed) connection for a dial: it opens a new circuit
+      // through the relay for every stream, and drops it again as a duplicate. Two nodes behind
+      // NATs then churn circuits, and an award channel died with the circuit it rode on. Use the
+      // connection we have, an unlimited one first.
+      const open = this.node.getConnections(target).filter(c => c.status === 'open')
+      const conn = open.find(c => c.limits == null) ?? open[0]
+      if (conn != null) {
+        try {
+          return await conn.newStream(protocol, opts)
+        } catch (err) {
+          if (signal.aborted || conn.status === 'open') throw err
+          // closed under us: dial below
+        }
+      }
+    }
     try {
       return await this.node.dialProtocol(target, protocol, opts)
     } catch (err) {
