@@ -71,3 +71,7 @@ export const RANDOM_WALK_MAX_PAUSE_MS = 60_000
 export const ADDRESS_REFRESH_MS = 10_000
 /** Peers whose last refresh time is remembered (oldest forgotten first). */
 export const MAX_ADDRESS_REFRESHES = 1024
+/** After our addresses change (a UPnP mapping, a new observed address), wait this long for more changes before asking AutoNAT peers to check them. */
+export const REVERIFY_DELAY_MS = 1_000
+/** Peers asked to dial an unverified address back after an address change: AutoNAT v2 needs one success for a mapped address, a few for an observed one. */
+export const REVERIFY_PEERS = 4

@@ -23,7 +23,7 @@ import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type 
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -159,13 +159,45 @@ export class Libp2pNetwork implements Network {
     await this.node.start()
     // dial the bootstrap list, again while alone; dial what mDNS and the DHT find; walk the DHT (discovery.ts)
     this.keeper.start()
+    this.node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.log.info({ addresses: this.addresses() }, 'network started')
+  }
+
+  private reverifyTimer?: NodeJS.Timeout
+  private readonly onSelfUpdate = (): void => {
+    clearTimeout(this.reverifyTimer)
+    this.reverifyTimer = setTimeout(() => { this.reverify() }, REVERIFY_DELAY_MS)
+    this.reverifyTimer.unref()
+  }
+
+  /**
+   * AutoNAT v2 asks a peer to dial our unverified addresses only when that peer connects. A UPnP
+   * mapping appears seconds after start, once the first peers are already connected, so it was
+   * never checked and the node stayed `private` behind a router that forwards its port. When our
+   * addresses change and a public one is unverified, ask a few of the peers we are directly
+   * connected to (at most REVERIFY_PEERS, once per change).
+   */
+  private reverify (): void {
+    if (this.stopped) return
+    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
+    if (!meta.some(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))) return
+    const client = (this.node.services as any).autonat?.client
+    if (typeof client?.verifyExternalAddresses !== 'function') return
+    let asked = 0
+    for (const conn of this.node.getConnections()) {
+      if (asked >= REVERIFY_PEERS) break
+      if (conn.status !== 'open' || conn.limits != null) continue
+      asked++
+      client.verifyExternalAddresses(conn).catch((err: unknown) => { this.log.debug({ err }, 'AutoNAT re-check failed') })
+    }
   }
 
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
     this.keeper.stop()
+    clearTimeout(this.reverifyTimer)
+    this.node.removeEventListener('self:peer:update', this.onSelfUpdate)
     await this.node.stop()
     this.log.info('network stopped')
   }

@@ -14,21 +14,27 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { CLI, NODE_FLAGS, ROOT } from '../helpers/cli.js'
 
 const run = promisify(execFile)
 
-export const ROOT = new URL('../../', import.meta.url).pathname
-export const CLI = join(ROOT, 'src/cli.ts')
-
 /**
- * Every node in the harness gets a long dial timeout: a shared CI machine may
- * run many processes at once, and a handshake that runs out of its 5 s there
- * is not what these tests are about (libp2p's bootstrap dials only once).
+ * Allowances for a shared, loaded machine (every node of a scenario shares two cores with the rest
+ * of the suite; a node took 10-30 s to start here): a long dial timeout, one pooled executor worker,
+ * and a provider counted lost after 6 s of silence instead of 1.5 s (a provider starting its first
+ * job's worker under this load went silent for 1.5-1.8 s; what these tests check is the path, not
+ * that timing).
  */
-const HARNESS_ENV = { MERCATO_P2P_DIAL_TIMEOUT_MS: '30000' }
+const HARNESS_ENV = {
+  MERCATO_P2P_DIAL_TIMEOUT_MS: '30000',
+  MERCATO_EXECUTOR_POOL_SIZE: '1',
+  MERCATO_P2P_ALLOW: '',
+  MERCATO_AUCTION_SUSPECT_AFTER_MS: '3000',
+  MERCATO_AUCTION_LOST_AFTER_MS: '6000'
+}
 
 /** Why the harness cannot run here, or null when it can. */
 export function harnessUnavailable (): string | null {
@@ -36,6 +42,7 @@ export function harnessUnavailable (): string | null {
   if (process.getuid?.() !== 0) return 'network namespaces need root (run as root)'
   if (spawnSync('ip', ['-V']).status !== 0) return 'the `ip` command (iproute2) is missing'
   if (spawnSync('iptables', ['--version']).status !== 0) return 'iptables is missing (apt-get install -y iptables)'
+  if (spawnSync('curl', ['--version']).status !== 0) return 'curl is missing (apt-get install -y curl)'
   const probe = `mnprobe${process.pid}`
   const made = spawnSync('ip', ['netns', 'add', probe])
   spawnSync('ip', ['netns', 'del', probe])
@@ -143,11 +150,56 @@ export class Netns {
     await this.exec(ns, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan', '-j', 'MASQUERADE'])
     // a home router: replies come in, new connections from outside do not
     await this.exec(ns, 'iptables', ['-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'])
+    // ... except those to a port the router forwards (a UPnP / NAT-PMP mapping is a DNAT rule)
+    await this.exec(ns, 'iptables', ['-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'ACCEPT'])
     await this.exec(ns, 'iptables', ['-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-j', 'DROP'])
     const hostIp = `192.168.${r}.2`
     await this.exec(hostNs, 'ip', ['addr', 'add', `${hostIp}/24`, 'dev', 'eth0'])
     await this.exec(hostNs, 'ip', ['route', 'add', 'default', 'via', lanIp])
     return { ns, wanIp, lanIp, host: { ns: hostNs, ip: hostIp } }
+  }
+
+  /**
+   * Run miniupnpd (UPnP IGD + NAT-PMP) on a router, as a home router does: it answers SSDP and
+   * NAT-PMP on the LAN side and maps ports with nftables rules in the router's namespace (chains it
+   * is told the names of, created here, since Debian's nft_init.sh would install a drop policy).
+   * Returns the daemon's output so far (for failure notes).
+   */
+  async miniupnpd (router: Router): Promise<() => string> {
+    const dir = await this.tempDir()
+    const nft = join(dir, 'miniupnpd.nft')
+    await writeFile(nft, [
+      'table inet miniupnpd {',
+      '  chain forward {', '    type filter hook forward priority 0; policy accept;', '    jump forward_upnp', '  }',
+      '  chain forward_upnp {', '  }',
+      '  chain prerouting {', '    type nat hook prerouting priority -100; policy accept;', '    jump prerouting_upnp', '  }',
+      '  chain prerouting_upnp {', '  }',
+      '  chain postrouting {', '    type nat hook postrouting priority 100; policy accept;', '    jump postrouting_upnp', '  }',
+      '  chain postrouting_upnp {', '  }',
+      '}', ''
+    ].join('\n'))
+    await this.exec(router.ns, 'nft', ['-f', nft])
+    const conf = join(dir, 'miniupnpd.conf')
+    await writeFile(conf, [
+      'ext_ifname=wan', 'listening_ip=lan', 'enable_natpmp=yes', 'enable_upnp=yes', 'secure_mode=yes', 'system_uptime=yes',
+      'uuid=3a7c1c0e-7d1f-4a8e-9a59-6d0c5c1f2b11',
+      'upnp_table_name=miniupnpd', 'upnp_nat_table_name=miniupnpd', 'upnp_forward_chain=forward_upnp',
+      'upnp_nat_chain=prerouting_upnp', 'upnp_nat_postrouting_chain=postrouting_upnp',
+      `allow 1024-65535 ${router.lanIp.replace(/\.1$/, '.0')}/24 1024-65535`, 'deny 0-65535 0.0.0.0/0 0-65535', ''
+    ].join('\n'))
+    // SSDP (239.255.255.250) from the host goes out of its default route, to this router's LAN side
+    const proc = this.spawnIn(router.ns, 'miniupnpd', ['-f', conf, '-d', '-P', join(dir, 'miniupnpd.pid')])
+    let out = ''
+    proc.stdout?.on('data', (d) => { out += d })
+    proc.stderr?.on('data', (d) => { out += d })
+    await waitFor(() => /Listening for NAT-PMP/.test(out) || proc.exitCode != null, 10_000, 'miniupnpd to start', 50)
+    if (proc.exitCode != null) throw new Error(`miniupnpd exited: ${out.slice(-1000)}`)
+    return () => out
+  }
+
+  /** The port mappings miniupnpd holds now (the DNAT rules in the router's namespace). */
+  async mappings (router: Router): Promise<string> {
+    return await this.exec(router.ns, 'nft', ['list', 'chain', 'inet', 'miniupnpd', 'prerouting_upnp'])
   }
 
   async tempDir (): Promise<string> {
@@ -167,7 +219,8 @@ export class Netns {
   /** `mercato start` inside a namespace; resolves once it printed "Ready" */
   async startNode (ns: string, args: string[], opts: { timeoutMs?: number, env?: NodeJS.ProcessEnv } = {}): Promise<NodeProc> {
     const dataDir = await this.tempDir()
-    const full = ['--import', 'tsx', CLI, 'start', '--data-dir', dataDir, '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
+    // the compiled CLI, as users run it (`npm test` builds dist/ first)
+    const full = [...NODE_FLAGS, CLI, 'start', '--data-dir', dataDir, '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...args]
     const startedAt = Date.now()
     const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, ...full], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env: { ...process.env, ...HARNESS_ENV, ...opts.env } })
     this.procs.add(proc)
@@ -179,7 +232,7 @@ export class Netns {
       proc.on('exit', (code, signal) => { this.procs.delete(proc); resolve({ code, signal }) })
     })
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { reject(new Error(`node in ${ns} did not start in time\nstdout: ${stdout}\nstderr: ${stderr.slice(-2000)}`)) }, opts.timeoutMs ?? 300_000)
+      const timer = setTimeout(() => { reject(new Error(`node in ${ns} did not start in time\nstdout: ${stdout}\nstderr: ${stderr.slice(-2000)}`)) }, opts.timeoutMs ?? 120_000)
       const check = (): void => { if (/Ready in/.test(stdout)) { clearTimeout(timer); resolve() } }
       proc.stdout?.on('data', check)
       void exited.then(({ code }) => { clearTimeout(timer); reject(new Error(`node in ${ns} exited with ${code} before ready\nstdout: ${stdout}\nstderr: ${stderr.slice(-2000)}`)) })
