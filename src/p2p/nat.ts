@@ -170,9 +170,12 @@ export function natPieces (init: NatInit, listen: string[], announce: string[]):
   const beyondLoopback = listen.some(s => { try { return !isLoopbackAddr(multiaddr(s)) } catch { return false } })
   const slots = publicByConfig || !beyondLoopback ? 0 : (init.relayReservations ?? RELAY_RESERVATIONS)
   const upnp = init.upnp === true && beyondLoopback
-  const services: Record<string, any> = {
-    autonat: withPacedWalk(autoNATv2({ startupDelay: AUTONAT_STARTUP_DELAY_MS }) as any),
-    dcutr: dcutr()
+  const services: Record<string, any> = {}
+  // reachability checks and hole punching mean nothing on loopback; there they only cost every
+  // node of a devnet or a test mesh dial-backs and streams
+  if (beyondLoopback) {
+    services.autonat = withPacedWalk(autoNATv2({ startupDelay: AUTONAT_STARTUP_DELAY_MS }) as any)
+    services.dcutr = dcutr()
   }
   if (relayServer) {
     services.relay = circuitRelayServer({
