@@ -65,6 +65,10 @@ interface StartFlags {
   slots?: number
   executor?: string
   label?: string[]
+  announce?: string[]
+  relayServer?: boolean
+  upnp?: boolean
+  networkKey?: string
 }
 
 /** Flags → config overrides (only what was given). */
@@ -74,6 +78,10 @@ export function flagsToOverrides (flags: StartFlags): Record<string, any> {
   if (flags.logLevel != null) o.logLevel = flags.logLevel
   if (flags.listen != null) o.p2p.listen = flags.listen
   if (flags.bootstrap != null) o.p2p.bootstrap = flags.bootstrap
+  if (flags.announce != null) o.p2p.announce = flags.announce
+  if (flags.relayServer === true) o.p2p.relayServer = true
+  if (flags.upnp === false) o.p2p.upnp = false
+  if (flags.networkKey != null) o.p2p.networkKey = flags.networkKey
   if (flags.mdns === false) o.p2p.mdns = false
   if (flags.gateway != null) Object.assign(o.gateway, parseGateway(flags.gateway))
   if (flags.provide != null) o.provider.enabled = flags.provide
@@ -106,6 +114,18 @@ export function resolveDataDir (flag?: string): string {
   return expandHome(loadDefaults().dataDir)
 }
 
+/** How often `mercato start` checks whether its reachability changed (it prints a line when it does). */
+const REACHABILITY_POLL_MS = 1000
+
+/** One line: reachability, the relays in use, observed and verified public addresses. */
+function describeReachability (s: { reachability: string, relays: string[], observed: Array<{ address: string, verified: boolean }> }): string {
+  const parts = [s.reachability]
+  if (s.relays.length > 0) parts.push(`via relay ${s.relays.join(', ')}`)
+  const seen = s.observed.map(o => `${o.address}${o.verified ? ' (verified)' : ''}`)
+  if (seen.length > 0) parts.push(`observed ${seen.join(', ')}`)
+  return parts.join('; ')
+}
+
 async function runStart (flags: StartFlags): Promise<void> {
   let config: Config
   try {
@@ -130,7 +150,17 @@ async function runStart (flags: StartFlags): Promise<void> {
   for (const a of node.network.addresses()) out(`Listen:  ${a}`)
   if (node.gateway != null) out(`Gateway: ${node.gateway.url}`)
   out(`Data:    ${config.dataDir}`)
+  const net = node.network.natStatus()
+  out(`Network: ${net.privateNetwork != null ? `private market (key ${net.privateNetwork})` : 'open market'}; relay server ${net.relayServer ? 'on' : 'off'}; UPnP ${net.upnp ? 'on' : 'off'}`)
+  out(`Reachability: ${describeReachability(net)}`)
   out(`Ready in ${readyMs} ms (process up ${Math.round(process.uptime() * 1000)} ms, rss ${Math.round(process.memoryUsage().rss / 1048576)} MiB)`)
+  // reachability is learnt after start (relay slots, AutoNAT, UPnP): print each change
+  let lastReach = describeReachability(net)
+  const reachTimer = setInterval(() => {
+    const now = describeReachability(node.network.natStatus())
+    if (now !== lastReach) { lastReach = now; out(`Reachability: ${now}`) }
+  }, REACHABILITY_POLL_MS)
+  reachTimer.unref()
 
   let stopping = false
   const shutdown = (signal: string): void => {
@@ -174,7 +204,12 @@ export function buildProgram (): Command {
     .option('--slots <n>', 'jobs run at once (default: number of cores; on Slurm: the cluster\'s free CPUs)', parseNumber('slots'))
     .addOption(new Option('--executor <backend>', 'where won jobs run: this machine, or a Slurm cluster (see README)').choices(['local', 'slurm']))
     .option('--label <key=value>', 'a label this provider carries, matched against job constraints (repeatable): --label region=eu --label licence=matlab', collect)
+    .option('--announce <multiaddr>', 'also advertise this address, e.g. /ip4/PUBLIC-IP/tcp/4010 behind a forwarded port (repeatable)', collect)
+    .option('--relay-server', 'relay connections for peers behind NAT (default: only when this node has a public address)')
+    .option('--no-upnp', 'do not ask the router to forward a port (UPnP / NAT-PMP)')
+    .option('--network-key <file>', 'join only the private market that holds this key (make one with `mercato network-key FILE`)')
     .action(async (flags: StartFlags) => {
+      if (!process.argv.includes('--no-upnp')) delete flags.upnp
       // commander sets mdns=true by default for --no-mdns; only an explicit --no-mdns overrides config
       if (!process.argv.includes('--no-mdns')) delete flags.mdns
       if (!process.argv.includes('--provide') && !process.argv.includes('--no-provide')) delete flags.provide
@@ -189,6 +224,18 @@ export function buildProgram (): Command {
       try {
         const id = await loadOrCreateIdentity(resolveDataDir(flags.dataDir))
         out(id.peerId)
+      } catch (err) { fail(err) }
+    })
+
+  program.command('network-key')
+    .description('write a new private-market key to FILE (mode 0600); give the same file to every node of that market with --network-key')
+    .argument('<file>', 'where to write the key (must not exist)')
+    .action(async (file: string) => {
+      const { writeNetworkKey } = await import('./p2p/index.js')
+      try {
+        const key = await writeNetworkKey(file)
+        out(`Wrote private-market key ${file} (fingerprint ${key.fingerprint})`)
+        out(`Start every node of this market with: mercato start --network-key ${file}`)
       } catch (err) { fail(err) }
     })
 

@@ -36,7 +36,11 @@ export const configSchema = z.strictObject({
     maxConnections: z.number().int().min(1),
     // addresses exempt from every inbound connection limit (see NetworkInit.allow); empty by default
     allow: z.array(z.string().refine(s => isMultiaddr(s) && /^\/ip[46]\/[^/]+(\/ipcidr\/\d+)?$/.test(s), { message: 'an address prefix such as /ip4/127.0.0.1 or /ip4/10.0.0.0/ipcidr/8' })),
-    dialTimeoutMs: z.number().int().min(100)
+    dialTimeoutMs: z.number().int().min(100),
+    upnp: z.boolean(),
+    relayServer: z.preprocess(v => v === 'true' ? true : v === 'false' ? false : v, z.union([z.boolean(), z.literal('auto')])),
+    relayReservations: z.number().int().min(0).max(8),
+    networkKey: z.string().min(1).nullable()
   }),
   gateway: z.strictObject({
     enabled: z.boolean(),
@@ -198,6 +202,7 @@ export function validateConfig (input: Json): Config {
   const cfg = parsed.data
   cfg.dataDir = expandHome(cfg.dataDir)
   if (cfg.executor.slurm.stageDir !== '') cfg.executor.slurm.stageDir = expandHome(cfg.executor.slurm.stageDir)
+  if (cfg.p2p.networkKey != null) cfg.p2p.networkKey = expandHome(cfg.p2p.networkKey)
   return cfg
 }
 

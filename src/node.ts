@@ -10,7 +10,7 @@ import type { Config } from './config.js'
 import { ConfigError } from './errors.js'
 import { logger, type Logger } from './logger.js'
 import { VERSION } from './version.js'
-import { buildNetworkNode, loadOrCreateIdentity, type Identity, type NetworkNode } from './p2p/index.js'
+import { buildNetworkNode, loadOrCreateIdentity, loadNetworkKey, NetworkKeyError, type Identity, type NetworkNode } from './p2p/index.js'
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
 import { openLedger, createLedgerAudit, type Ledger, type LedgerAudit } from './ledger/index.js'
@@ -87,6 +87,15 @@ export class MercatoNode implements GatewayNode {
     executorStarted.catch(() => {}) // awaited below
     this.defer('executor', async () => { await executorStarted.catch(() => {}); await this.executor.stop() })
 
+    let networkKey
+    if (cfg.p2p.networkKey != null) {
+      try {
+        networkKey = await loadNetworkKey(cfg.p2p.networkKey)
+      } catch (err: any) {
+        if (err instanceof NetworkKeyError) throw new ConfigError('p2p.networkKey', `config key "p2p.networkKey": ${err.message}`)
+        throw err
+      }
+    }
     this.network = await buildNetworkNode({
       seed: this.identity.seed,
       listen: cfg.p2p.listen,
@@ -96,7 +105,9 @@ export class MercatoNode implements GatewayNode {
       maxConnections: cfg.p2p.maxConnections,
       allow: cfg.p2p.allow,
       dialTimeoutMs: cfg.p2p.dialTimeoutMs,
-      metrics: true
+      metrics: true,
+      nat: { upnp: cfg.p2p.upnp, relayServer: cfg.p2p.relayServer, relayReservations: cfg.p2p.relayReservations },
+      networkKey
     })
     try {
       await this.network.start()
@@ -193,6 +204,7 @@ export class MercatoNode implements GatewayNode {
       peerId: this.identity.peerId,
       addresses: this.network.addresses(),
       version: VERSION,
+      network: this.network.natStatus(),
       provider: {
         enabled: this.config.provider.enabled,
         price: this.config.provider.price,

@@ -39,12 +39,18 @@ export interface MetricsLedger {
   onChange (listener: (head: { seq: number }) => void): () => void
 }
 
+/** What the metrics need of the network: messages received, connections by path (relayed through a circuit relay, or direct). */
+export interface MetricsNetwork {
+  traffic?: () => { gossip: number, requests: number, frames: number }
+  natStatus?: () => { connections: { direct: number, relayed: number }, opened: { direct: number, relayed: number } }
+}
+
 export interface MetricsDeps {
   market: MetricsMarket
   executor?: MetricsExecutor
   ledger?: MetricsLedger
-  /** the node's network: messages received from peers */
-  network?: { traffic?: () => { gossip: number, requests: number, frames: number } }
+  /** the node's network: messages received from peers, connections by path */
+  network?: MetricsNetwork
   /** include prom-client's default registry (libp2p, process); default true */
   includeDefault?: boolean
 }
@@ -52,7 +58,7 @@ export interface MetricsDeps {
 
 /** Build the registry and the listeners that feed it; `close()` removes the listeners. */
 export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, close: () => void } {
-  const { market, executor, ledger } = deps
+  const { market, executor, ledger, network } = deps
   const registry = new Registry()
 
   new Gauge({
@@ -85,6 +91,31 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
   const failovers = new Counter({ name: 'mercato_failovers_total', help: 'Jobs handed over to a runner-up after their provider was lost', registers: [registry] })
   const events = new Counter({ name: 'mercato_job_events_total', help: 'Job events by type', labelNames: ['type'], registers: [registry] })
   const ledgerAppends = new Counter({ name: 'mercato_ledger_appends_total', help: 'Records appended to this node\'s ledger', registers: [registry] })
+  new Gauge({
+    name: 'mercato_connections',
+    help: 'Connections open now, by path: direct, or relayed through a circuit relay',
+    labelNames: ['path'],
+    registers: [registry],
+    collect () {
+      if (network?.natStatus == null) return
+      const { connections } = network.natStatus()
+      this.set({ path: 'direct' }, connections.direct)
+      this.set({ path: 'relayed' }, connections.relayed)
+    }
+  })
+  new Counter({
+    name: 'mercato_connections_opened_total',
+    help: 'Connections opened since start, by path: direct, or relayed through a circuit relay',
+    labelNames: ['path'],
+    registers: [registry],
+    collect () {
+      if (network?.natStatus == null) return
+      const { opened } = network.natStatus()
+      this.reset()
+      this.inc({ path: 'direct' }, opened.direct)
+      this.inc({ path: 'relayed' }, opened.relayed)
+    }
+  })
   new Gauge({
     name: 'mercato_ledger_head_seq',
     help: 'Sequence number of the ledger head (-1 when empty)',

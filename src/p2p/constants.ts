@@ -36,3 +36,42 @@ export const DISCOVERY_MAX_INTERVAL_MS = 60_000
 /** Response frame status bytes */
 export const FRAME_OK = 0
 export const FRAME_ERROR = 1
+/**
+ * Relay slots a node that is not publicly reachable holds: two, so that losing
+ * one relay leaves the node reachable through the other while it finds another.
+ */
+export const RELAY_RESERVATIONS = 2
+/** Reservations a relay server accepts (libp2p's default is 15; a market relay serves more home nodes, each costs one idle connection). */
+export const RELAY_MAX_RESERVATIONS = 128
+/**
+ * Longest life of one relayed connection. libp2p's default (2 min) is shorter
+ * than a job may run (executor.maxTimeoutMs 60 s, plus queueing and the result),
+ * and a relayed connection that ends mid-job makes the requester fail over.
+ * 30 min lets one connection carry a run of jobs; after that the next
+ * request dials a new circuit.
+ */
+export const RELAY_DURATION_LIMIT_MS = 30 * 60_000
+/**
+ * Bytes one relayed connection may carry in each direction. libp2p's default
+ * (128 KiB) is less than one module: modules are up to 16 MiB (a blob), a
+ * result up to 1 MiB, so 64 MiB carries a few jobs with large modules.
+ * This is the relay operator's cost per connection; it is bounded.
+ */
+export const RELAY_DATA_LIMIT_BYTES = 64n * 1024n * 1024n
+/** AutoNAT waits this long after start before asking peers to dial us back (libp2p's default is 5 s). */
+export const AUTONAT_STARTUP_DELAY_MS = 2_000
+/** Pause after a random-walk turn that found nobody (see nat.ts pacedRandomWalk); doubles up to the max. */
+export const RANDOM_WALK_PAUSE_MS = 1_000
+export const RANDOM_WALK_MAX_PAUSE_MS = 60_000
+/**
+ * A peer's addresses are asked of the DHT afresh (bypassing the peer store) at most this often, when
+ * dialling what the peer store holds failed: a node behind NAT is first known by its private
+ * addresses and only later by its relay address. One DHT query per peer per 10 s bounds the cost.
+ */
+export const ADDRESS_REFRESH_MS = 10_000
+/** Peers whose last refresh time is remembered (oldest forgotten first). */
+export const MAX_ADDRESS_REFRESHES = 1024
+/** After our addresses change (a UPnP mapping, a new observed address), wait this long for more changes before asking AutoNAT peers to check them. */
+export const REVERIFY_DELAY_MS = 1_000
+/** Peers asked to dial an unverified address back after an address change: AutoNAT v2 needs one success for a mapped address, a few for an observed one. */
+export const REVERIFY_PEERS = 4

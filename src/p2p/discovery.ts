@@ -40,6 +40,8 @@ export interface PeerKeeperInit {
   targetPeers?: number
   bootstrapInitialBackoffMs?: number
   bootstrapMaxBackoffMs?: number
+  /** words for a failed bootstrap dial, logged as a warning once per bootstrap peer (e.g. a private-network key mismatch) */
+  explainFailure?: (addr: string, err: unknown) => Promise<string>
 }
 
 interface BootstrapPeer {
@@ -49,6 +51,8 @@ interface BootstrapPeer {
   backoffMs: number
   nextDialAt: number
   dialing: boolean
+  /** a failed dial of this peer was already explained in a warning */
+  warned: boolean
 }
 
 function isLoopback (ma: Multiaddr): boolean {
@@ -68,6 +72,7 @@ export class PeerKeeper {
   private readonly targetPeers: number
   private readonly initialBackoffMs: number
   private readonly maxBackoffMs: number
+  private readonly explainFailure?: (addr: string, err: unknown) => Promise<string>
   private readonly bootstrap: BootstrapPeer[] = []
   /** peers whose discovery dial failed, with the time it failed (insertion order = age) */
   private readonly failed = new Map<string, number>()
@@ -91,11 +96,12 @@ export class PeerKeeper {
     this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
     this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
     this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
+    this.explainFailure = init.explainFailure
     for (const s of init.bootstrap ?? []) {
       const addr = multiaddr(s)
       const id = addr.getComponents().findLast(c => c.name === 'p2p')?.value
       if (id == null) continue // the config schema already requires /p2p/<id>
-      this.bootstrap.push({ addr, peerId: peerIdFromString(id), backoffMs: this.initialBackoffMs, nextDialAt: 0, dialing: false })
+      this.bootstrap.push({ addr, peerId: peerIdFromString(id), backoffMs: this.initialBackoffMs, nextDialAt: 0, dialing: false, warned: false })
     }
   }
 
@@ -150,6 +156,13 @@ export class PeerKeeper {
           b.nextDialAt = Date.now() + jitter(b.backoffMs)
           this.log.debug({ peer: b.peerId.toString(), retryInMs: b.nextDialAt - Date.now(), err: err?.message }, 'bootstrap dial failed')
           b.backoffMs = Math.min(b.backoffMs * 2, this.maxBackoffMs)
+          if (!b.warned && this.explainFailure != null && this.running) {
+            b.warned = true
+            const addr = b.addr.toString()
+            void this.explainFailure(addr, err).then(reason => {
+              if (this.running) this.log.warn({ bootstrap: addr, reason }, `cannot connect to bootstrap peer ${addr}: ${reason}`)
+            }, () => {})
+          }
         }).finally(() => {
           b.dialing = false
           this.scheduleBootstrap(this.nextBootstrapDelay())

@@ -29,3 +29,10 @@ export class PeerUnreachableError extends MercatoError {
     super(message, { code: 'peer-unreachable', status: 502, retryable: true, name: 'PeerUnreachableError', cause })
   }
 }
+
+/** A private-network key file is missing, unreadable or malformed. */
+export class NetworkKeyError extends MercatoError {
+  constructor (message: string, cause?: unknown) {
+    super(message, { code: 'network-key', status: 500, name: 'NetworkKeyError', cause })
+  }
+}

@@ -18,10 +18,13 @@
 import { buildNetwork, type NetworkInit, type Libp2pNetwork } from './network-node.js'
 import type { Network } from './network.js'
 import { SCORE_THRESHOLDS } from './scoring.js'
+import type { NatStatus } from './nat.js'
 
 export type * from './network.js'
 export type { NetworkInit } from './network-node.js'
-export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachableError } from './errors.js'
+export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachableError, NetworkKeyError } from './errors.js'
+export { loadNetworkKey, writeNetworkKey, parseNetworkKey, type NetworkKey } from './pnet.js'
+export type { NatStatus, Reachability } from './nat.js'
 export { loadOrCreateIdentity, identityFromSeed, IDENTITY_FILE, type Identity } from './identity.js'
 export { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
 export { withLoopback, LoopbackNetwork } from './loopback.js'
@@ -33,6 +36,15 @@ export interface NetworkNode extends Network {
   gossipScore (peerId: string): number
   /** peers in our gossip mesh for a topic */
   meshPeers (topic: string): string[]
+  /** reachability, observed/announced addresses, relays in use, connections by path */
+  natStatus (): NetworkStatus
+}
+
+export type NetworkStatus = NatStatus & {
+  /** fingerprint of the private-network key, or null on the open market */
+  privateNetwork: string | null
+  /** connections opened since start, by path */
+  opened: { direct: number, relayed: number }
 }
 
 /** Gossip score below which a peer's messages are dropped unread. */

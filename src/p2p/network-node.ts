@@ -19,9 +19,11 @@ import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { isPublicAddress } from './multiaddr.js'
+import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type NatInit, type NatStatus } from './nat.js'
+import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -56,9 +58,22 @@ export interface NetworkInit {
   maxGossipBytes?: number
   /** libp2p's own Prometheus metrics, in prom-client's default registry (the gateway's /metrics serves them) */
   metrics?: boolean
+  /** NAT traversal: relay client/server, UPnP (see nat.ts) */
+  nat?: NatInit
+  /** private network: only peers holding the same key can connect (see pnet.ts) */
+  networkKey?: NetworkKey
 }
 
-type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
+type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub, addressView: AddressView }
+
+/**
+ * Mercato's own protocols (offers, bids, awards, status, blobs, ledger audit)
+ * may run on limited (relayed) connections: that is how two nodes behind
+ * NATs trade. The relay's limits are sized for them (constants.ts). Gossipsub
+ * runs on them too (offers are KiB); the DHT keeps libp2p's default (direct
+ * connections only) and reaches NAT'd peers through public ones.
+ */
+const RUN_ON_LIMITED = true
 
 /** the decoder of a topic subscribed without one: every message, as bytes */
 const rawDecoder: TopicDecoder<Uint8Array> = (msg) => ({ result: 'accept', value: msg.data })
@@ -103,13 +118,31 @@ export class Libp2pNetwork implements Network {
   private readonly maxGossipBytes: number
   private readonly keeper: PeerKeeper
   private stopped = false
+  private readonly natInfo: { relayServer: boolean, upnp: boolean, privateNetwork: string | null }
+  private readonly networkKey?: NetworkKey
+  /** connections opened since start, by path */
+  readonly opened = { direct: 0, relayed: 0 }
+  /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
+  private readonly refreshedAt = new Map<string, number>()
 
-  constructor (node: Libp2p<Services>, init: NetworkInit) {
+  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
     this.node = node
+    this.natInfo = { ...natInfo, privateNetwork: init.networkKey?.fingerprint ?? null }
+    this.networkKey = init.networkKey
+    node.addEventListener('connection:open', (evt) => {
+      if (isRelayed(evt.detail.remoteAddr)) this.opened.relayed++
+      else this.opened.direct++
+    })
     this.peerId = node.peerId.toString()
     this.log = logger('p2p', { peerId: this.peerId })
     this.maxGossipBytes = init.maxGossipBytes ?? MAX_GOSSIP_BYTES
-    this.keeper = new PeerKeeper(node, { ...init.discovery, bootstrap: init.bootstrap }, this.log)
+    // a bootstrap peer's first failed dial is explained in a warning (a wrong private-network key
+    // otherwise looks like a node that simply finds nobody)
+    this.keeper = new PeerKeeper(node, {
+      ...init.discovery,
+      bootstrap: init.bootstrap,
+      explainFailure: async (addr, err) => await explainDialFailure(addr, err, this.networkKey)
+    }, this.log)
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
       this.events.dispatchEvent(new CustomEvent('peer:connect', { detail: evt.detail.toString() }))
     })
@@ -126,19 +159,73 @@ export class Libp2pNetwork implements Network {
     await this.node.start()
     // dial the bootstrap list, again while alone; dial what mDNS and the DHT find; walk the DHT (discovery.ts)
     this.keeper.start()
+    this.node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.log.info({ addresses: this.addresses() }, 'network started')
+  }
+
+  private reverifyTimer?: NodeJS.Timeout
+  private readonly onSelfUpdate = (): void => {
+    clearTimeout(this.reverifyTimer)
+    this.reverifyTimer = setTimeout(() => { this.reverify() }, REVERIFY_DELAY_MS)
+    this.reverifyTimer.unref()
+  }
+
+  /**
+   * AutoNAT v2 asks a peer to dial our unverified addresses only when that peer connects. A UPnP
+   * mapping appears seconds after start, once the first peers are already connected, so it was
+   * never checked and the node stayed `private` behind a router that forwards its port. When our
+   * addresses change and a public one is unverified, ask a few of the peers we are directly
+   * connected to (at most REVERIFY_PEERS, once per change).
+   */
+  private reverify (): void {
+    if (this.stopped) return
+    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
+    if (!meta.some(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))) return
+    const client = (this.node.services as any).autonat?.client
+    if (typeof client?.verifyExternalAddresses !== 'function') return
+    let asked = 0
+    for (const conn of this.node.getConnections()) {
+      if (asked >= REVERIFY_PEERS) break
+      if (conn.status !== 'open' || conn.limits != null) continue
+      asked++
+      client.verifyExternalAddresses(conn).catch((err: unknown) => { this.log.debug({ err }, 'AutoNAT re-check failed') })
+    }
   }
 
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
     this.keeper.stop()
+    clearTimeout(this.reverifyTimer)
+    this.node.removeEventListener('self:peer:update', this.onSelfUpdate)
     await this.node.stop()
     this.log.info('network stopped')
   }
 
   addresses (): string[] {
     return this.node.getMultiaddrs().map(ma => ma.toString())
+  }
+
+  /** Reachability, observed and announced addresses, relays in use, connections by path. */
+  natStatus (): NatStatus & { privateNetwork: string | null, opened: { direct: number, relayed: number } } {
+    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
+    const announced = this.node.getMultiaddrs()
+    const connections = { direct: 0, relayed: 0 }
+    for (const c of this.node.getConnections()) {
+      if (isRelayed(c.remoteAddr)) connections.relayed++
+      else connections.direct++
+    }
+    return {
+      reachability: reachabilityOf(meta),
+      observed: meta.filter(a => a.type === 'observed' || a.type === 'ip-mapping').map(a => ({ address: a.multiaddr.toString(), type: a.type, verified: a.verified })),
+      announced: announced.map(a => a.toString()),
+      relays: relaysOf(announced),
+      relayServer: this.natInfo.relayServer,
+      upnp: this.natInfo.upnp,
+      privateNetwork: this.natInfo.privateNetwork,
+      connections,
+      opened: { ...this.opened }
+    }
   }
 
   peers (): PeerSummary[] {
@@ -175,32 +262,96 @@ export class Libp2pNetwork implements Network {
       return conn.remotePeer.toString()
     } catch (err: any) {
       if (err instanceof PeerUnreachableError) throw err
+      const reason = target.startsWith('/') ? await explainDialFailure(target, err, this.networkKey) : String(err?.message ?? err)
+      throw new PeerUnreachableError(`could not dial ${target}: ${reason}`, err)
+    }
+  }
+
+  /**
+   * Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId.
+   * A relay circuit through a public relay counts as public (its first hop is). When the peer store
+   * has no public address for the peer, or dialling them fails, the DHT is asked afresh once.
+   */
+  private async dialPublic (target: string, signal?: AbortSignal): Promise<string> {
+    const t = this.target(target)
+    if ('getComponents' in t) return await this.dialPublicAddrs(target, undefined, [t], signal)
+    if (this.node.getConnections(t).length > 0) return target
+    let addrs = (await this.node.peerStore.get(t).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
+    if (addrs.some(a => isPublicAddress(a))) {
+      try {
+        return await this.dialPublicAddrs(target, t, addrs, signal)
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+      }
+    }
+    addrs = await this.freshAddresses(t, signal)
+    return await this.dialPublicAddrs(target, t, addrs, signal)
+  }
+
+  private async dialPublicAddrs (target: string, peer: PeerId | undefined, addrs: Multiaddr[], signal?: AbortSignal): Promise<string> {
+    const publicAddrs = addrs.filter(a => isPublicAddress(a))
+    if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
+    try {
+      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.toString()}`)) : publicAddrs, { signal })
+      return conn.remotePeer.toString()
+    } catch (err: any) {
       throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
     }
   }
 
-  /** Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId. */
-  private async dialPublic (target: string, signal?: AbortSignal): Promise<string> {
-    const t = this.target(target)
-    let addrs: Multiaddr[]
-    let peer: PeerId | undefined
-    if ('getComponents' in t) {
-      addrs = [t]
-    } else {
-      peer = t
-      if (this.node.getConnections(peer).length > 0) return target
-      addrs = (await this.node.peerStore.get(peer).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
-      if (addrs.length === 0) {
-        addrs = (await this.node.peerRouting.findPeer(peer, { signal }).catch(() => null))?.multiaddrs ?? []
+  /**
+   * Ask the DHT for a peer's addresses, skipping the peer store (`useCache: false`), and merge them
+   * into it; at most once per ADDRESS_REFRESH_MS per peer. What the peer store holds for a peer we
+   * are not connected to can be stale: a node behind NAT is first heard of with its private and
+   * loopback addresses, and gets its relay (`/p2p-circuit`) address only once it holds a slot.
+   * Returns the addresses found (none when refreshed too recently or not found).
+   */
+  private async freshAddresses (peer: PeerId, signal?: AbortSignal): Promise<Multiaddr[]> {
+    const id = peer.toString()
+    const last = this.refreshedAt.get(id)
+    if (last != null && Date.now() - last < ADDRESS_REFRESH_MS) return []
+    this.refreshedAt.delete(id)
+    this.refreshedAt.set(id, Date.now())
+    if (this.refreshedAt.size > MAX_ADDRESS_REFRESHES) this.refreshedAt.delete(this.refreshedAt.keys().next().value as string)
+    try {
+      const info = await this.node.peerRouting.findPeer(peer, { signal, useCache: false } as any)
+      return info.multiaddrs
+    } catch (err) {
+      this.log.debug({ err, peer: id }, 'DHT lookup of a peer\'s addresses failed')
+      return []
+    }
+  }
+
+  /**
+   * Open a protocol stream. To a PeerId we are not connected to, a failed dial asks the DHT for
+   * fresh addresses (see freshAddresses) and tries once more.
+   */
+  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<Stream> {
+    const target = this.target(peer)
+    const opts = { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED }
+    if (!('getComponents' in target)) {
+      // libp2p never reuses a limited (relayed) connection for a dial: it opens a new circuit
+      // through the relay for every stream, and drops it again as a duplicate. Two nodes behind
+      // NATs then churn circuits, and an award channel died with the circuit it rode on. Use the
+      // connection we have, an unlimited one first.
+      const open = this.node.getConnections(target).filter(c => c.status === 'open')
+      const conn = open.find(c => c.limits == null) ?? open[0]
+      if (conn != null) {
+        try {
+          return await conn.newStream(protocol, opts)
+        } catch (err) {
+          if (signal.aborted || conn.status === 'open') throw err
+          // closed under us: dial below
+        }
       }
     }
-    const publicAddrs = addrs.filter(a => isPublicAddress(a))
-    if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
     try {
-      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer?.toString() ?? ''}`)) : publicAddrs, { signal })
-      return conn.remotePeer.toString()
-    } catch (err: any) {
-      throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
+      return await this.node.dialProtocol(target, protocol, opts)
+    } catch (err) {
+      if ('getComponents' in target || signal.aborted || this.node.getConnections(target).length > 0) throw err
+      const fresh = await this.freshAddresses(target, signal)
+      if (fresh.length === 0) throw err
+      return await this.node.dialProtocol(target, protocol, opts)
     }
   }
 
@@ -330,7 +481,7 @@ export class Libp2pNetwork implements Network {
         this.log.debug({ err, protocol, from }, 'inbound request stream failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
       }
-    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS, runOnLimitedConnection: RUN_ON_LIMITED })
   }
 
   async unhandle (protocol: string): Promise<void> {
@@ -343,7 +494,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
+      stream = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -424,14 +575,14 @@ export class Libp2pNetwork implements Network {
         this.log.debug({ err, protocol }, 'channel handler failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
       }
-    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS })
+    }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS, runOnLimitedConnection: RUN_ON_LIMITED })
   }
 
   async openChannel (peer: string, protocol: string, opts: ChannelOptions & { signal?: AbortSignal } = {}): Promise<MessageChannel> {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     let stream: Stream
     try {
-      stream = await this.node.dialProtocol(this.target(peer), protocol, { signal, negotiateFully: false })
+      stream = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
@@ -471,6 +622,7 @@ export class Libp2pNetwork implements Network {
 export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
+  const nat = natPieces(init.nat ?? {}, listen, init.announce ?? [])
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
@@ -478,8 +630,10 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     privateKey,
     start: false,
     metrics: init.metrics === true ? prometheusMetrics() : undefined,
-    addresses: { listen, announce: init.announce ?? [] },
-    transports: [tcp()],
+    // announced addresses are added to (not instead of) what the node finds itself, relay addresses included
+    addresses: { listen: [...listen, ...nat.listen], appendAnnounce: init.announce ?? [] },
+    transports: [tcp(), ...nat.transports],
+    connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery,
@@ -492,6 +646,8 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       maxIncomingPendingConnections: 50
     },
     services: {
+      ...nat.services,
+      addressView: (components: { addressManager: AddressView['addressManager'] }): AddressView => ({ addressManager: components.addressManager }),
       identify: identify(),
       // the connection monitor pings too; one outbound ping stream is not enough
       ping: ping({ maxOutboundStreams: 16, maxInboundStreams: 16 }),
@@ -514,6 +670,9 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
         // IDONTWANT pays off for large messages; ours are a few KiB, where the control frames cost more than they save
         idontwantMinDataSize: 64 * 1024,
         emitSelf: false,
+        // gossip also crosses relayed connections: two NAT'd peers joined by a relay hear each
+        // other's offers even when the public node between them does not subscribe (offers are KiB)
+        runOnLimitedConnection: RUN_ON_LIMITED,
         maxInboundDataLength: init.maxGossipBytes ?? MAX_GOSSIP_BYTES,
         // rejected messages lower their forwarder's score on every topic we subscribe to (scoring.ts)
         scoreParams: peerScoreParams(init.allow ?? []),
@@ -521,5 +680,5 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       }) as any
     }
   })
-  return new Libp2pNetwork(node, init)
+  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp })
 }

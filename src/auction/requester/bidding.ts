@@ -396,8 +396,17 @@ export class Bidding {
     return false
   }
 
+  /**
+   * Has every provider we expect an answer from answered? For invitations that is exact: nobody
+   * else has the offer. For an open call it is only the providers we know of (gossip neighbours,
+   * DHT): the offer also reaches providers further along the mesh, such as one behind NAT whose
+   * answer comes through a relay, seconds later. So an open call short of `minBids` bids waits
+   * for its window: before, a NAT'd requester whose only neighbour was a providing relay closed
+   * every auction on the relay's bid, and the cheaper provider behind the other NAT never won.
+   */
   private allAnswered (job: RequesterJob): boolean {
     if (job.bids.size + job.declines.size === 0) return false
+    if (job.invited == null && job.bids.size < job.minBids) return false
     const known = this.knownProviders(job)
     if (known.size === 0) return false
     for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) return false

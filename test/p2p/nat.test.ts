@@ -1,0 +1,109 @@
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+import { generateNetworkKeyText, parseNetworkKey } from '../../src/p2p/pnet.js'
+import { pacedRandomWalk, reachabilityOf, relaysOf, hasPublicAddress } from '../../src/p2p/nat.js'
+
+describe('p2p: private-network keys', () => {
+  it('parses a generated key, and names what is wrong with a bad one', () => {
+    const text = generateNetworkKeyText()
+    const key = parseNetworkKey(text)
+    expect(key.fingerprint).to.match(/^[0-9a-f]{16}$/)
+    expect(parseNetworkKey(text.replace(/\n/g, '\r\n')).fingerprint).to.equal(key.fingerprint)
+    expect(() => parseNetworkKey('hello')).to.throw(/first line must be/)
+    expect(() => parseNetworkKey('/key/swarm/psk/1.0.0/\n/base64/\nabc')).to.throw(/second line/)
+    expect(() => parseNetworkKey('/key/swarm/psk/1.0.0/\n/base16/\nabcd')).to.throw(/64 hex digits/)
+  })
+})
+
+describe('p2p: reachability', () => {
+  const m = (s: string): ReturnType<typeof multiaddr> => multiaddr(s)
+  it('public with a verified public address, private with none or with a relay slot, unknown otherwise', () => {
+    expect(reachabilityOf([{ multiaddr: m('/ip4/11.0.0.10/tcp/4010'), verified: true }])).to.equal('public')
+    expect(reachabilityOf([{ multiaddr: m('/ip4/192.168.1.2/tcp/4010'), verified: true }])).to.equal('private')
+    expect(reachabilityOf([{ multiaddr: m('/ip4/11.0.1.1/tcp/5555'), verified: false }])).to.equal('unknown')
+    expect(reachabilityOf([
+      { multiaddr: m('/ip4/11.0.1.1/tcp/5555'), verified: false },
+      { multiaddr: m('/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit'), verified: true }
+    ])).to.equal('private')
+    expect(relaysOf([m('/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa')]))
+      .to.deep.equal(['/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN'])
+    // one entry per relay, its public address rather than the loopback one it also reaches us by
+    expect(relaysOf([
+      m('/ip4/127.0.0.1/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa'),
+      m('/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN/p2p-circuit/p2p/12D3KooWM4yu3nwurqBVmoxFPsAu9ZTe5X9SvZQhbq2pfkVJFpqa')
+    ])).to.deep.equal(['/ip4/11.0.0.10/tcp/4010/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN'])
+    expect(hasPublicAddress(['/ip4/127.0.0.1/tcp/0'], [])).to.equal(false)
+    expect(hasPublicAddress(['/ip4/127.0.0.1/tcp/0'], ['/ip4/11.0.0.10/tcp/4010'])).to.equal(true)
+  })
+
+  it('the paced random walk lets the event loop run when the DHT answers at once with nobody', async () => {
+    let queries = 0
+    const peerRouting: any = { async * getClosestPeers () { queries++ } }
+    const controller = new AbortController()
+    const walking = (async () => { for await (const _ of pacedRandomWalk(peerRouting).walk({ signal: controller.signal })) { /* none */ } })()
+    // libp2p's own walk loops without yielding here: this timer would never fire
+    const fired = await new Promise<boolean>((resolve) => { setTimeout(() => { resolve(true) }, 20) })
+    controller.abort()
+    await walking
+    expect(fired).to.equal(true)
+    expect(queries).to.be.within(1, 3)
+  })
+})
+
+describe('p2p: private markets on loopback', function () {
+  this.timeout(60_000)
+  const nodes: NetworkNode[] = []
+  after(async () => { await Promise.all(nodes.map(async n => n.stop())) })
+
+  it('same key connects; a different key or none never completes a connection, and the error says why', async () => {
+    const k1 = parseNetworkKey(generateNetworkKeyText())
+    const k2 = parseNetworkKey(generateNetworkKeyText())
+    const a = await createNetwork({ networkKey: k1 })
+    const same = await createNetwork({ networkKey: k1 })
+    const other = await createNetwork({ networkKey: k2 })
+    nodes.push(a, same, other)
+    expect(await same.dial(a.addresses()[0])).to.equal(a.peerId)
+    let err: any
+    try { await other.dial(a.addresses()[0]) } catch (e) { err = e }
+    expect(err?.name).to.equal('PeerUnreachableError')
+    expect(err.message).to.match(/does not hold this market's key/)
+    expect(a.peers().map(p => p.peerId)).to.not.include(other.peerId)
+  })
+})
+
+describe('p2p: stale peer addresses', function () {
+  this.timeout(60_000)
+  const nodes: NetworkNode[] = []
+  after(async () => { await Promise.all(nodes.map(async n => n.stop())) })
+
+  // A node behind NAT is first heard of by its private addresses, and by its relay address only
+  // once it holds a slot: a peer that kept the first record could neither answer its offers nor
+  // reach it, and libp2p dials what the peer store holds without asking the DHT again.
+  it('a request to a peer whose stored addresses are dead asks the DHT afresh and gets through', async () => {
+    const allow = ['/ip4/127.0.0.1']
+    const hub = await createNetwork({ allow })
+    nodes.push(hub)
+    const boot = `${hub.addresses()[0]}`
+    const a = await createNetwork({ bootstrap: [boot], allow })
+    const b = await createNetwork({ bootstrap: [boot], allow })
+    nodes.push(a, b)
+    await a.handle('/test/echo/1', async (req) => req)
+    const deadline = Date.now() + 20_000
+    // the hub's DHT knows a, and b's DHT knows the hub (routing tables fill after identify)
+    const tableSize = (n: NetworkNode): number => (n as any).node.services.dht.routingTable.size
+    while (!(tableSize(hub) >= 2 && tableSize(b) >= 1) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    // b holds only a dead address for a (a closed port), and no connection to it
+    const closed = await createNetwork({ allow })
+    const deadAddr = multiaddr(closed.addresses()[0].split('/p2p/')[0])
+    await closed.stop()
+    const libp2pB = (b as any).node // the libp2p node inside (test set-up only: plant a stale record)
+    if (b.isConnected(a.peerId)) await b.hangUp(a.peerId)
+    const { peerIdFromString } = await import('@libp2p/peer-id')
+    await libp2pB.peerStore.save(peerIdFromString(a.peerId), { multiaddrs: [deadAddr] })
+    expect(b.isConnected(a.peerId)).to.equal(false)
+    const reply = await b.request(a.peerId, '/test/echo/1', new TextEncoder().encode('hi'), { timeoutMs: 10_000 })
+    expect(new TextDecoder().decode(reply)).to.equal('hi')
+  })
+})
