@@ -35,6 +35,7 @@ import { effectiveAsk, ProviderBook } from '../src/auction/requester/book.js'
 import { chooseInvitees } from '../src/auction/requester/invite.js'
 import { eligibleBids, trustOf, type Trust } from '../src/auction/requester/trust.js'
 import { pct } from './util.js'
+import { mulberry32 } from '../test/helpers/random.js'
 
 const { values: opts } = parseArgs({
   options: {
@@ -104,17 +105,6 @@ interface Job {
   windowElapsed: boolean
   msgs: number
   done: boolean
-}
-
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** A binary heap of timed callbacks: the scheduler. */

@@ -5,24 +5,20 @@
  */
 import { expect } from 'chai'
 import Ajv2020 from 'ajv/dist/2020.js'
-import type { FastifyInstance, InjectOptions } from 'fastify'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { buildGateway } from '../../src/gateway/index.js'
 import { jobBodySchema } from '../../src/gateway/routes/jobs.js'
 import { JOBS_BATCH_MAX } from '../../src/gateway/constants.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes } from '../helpers/nodes.js'
-import { expectError, expectMatchesSchema, nodePlugins, JS_ECHO } from './helpers.js'
+import { checkedInject, expectError, nodePlugins, JS_ECHO } from './helpers.js'
 
 describe('gateway: job batches, idempotency keys, the spec schema', function () {
   this.timeout(30_000)
   let node: MercatoNode
   let app: FastifyInstance
 
-  async function call (opts: InjectOptions & { url: string }): Promise<Awaited<ReturnType<FastifyInstance['inject']>>> {
-    const res = await app.inject(opts)
-    if ((res.headers['content-type'] ?? '').toString().startsWith('application/json')) expectMatchesSchema(app, opts.method ?? 'GET', opts.url, res)
-    return res
-  }
+  const call = async (opts: InjectOptions & { url: string }): Promise<LightMyRequestResponse> => await checkedInject(app, opts)
 
   before(async () => {
     node = await startTestNode({ price: 3 })

@@ -9,22 +9,13 @@ import { expect } from 'chai'
 import { request, Agent } from 'node:http'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes } from '../helpers/nodes.js'
+import { mulberry32 } from '../helpers/random.js'
 
 const COUNT = 2_000
 const CONCURRENCY = 16
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed)
 
-/** mulberry32: small, seeded, good enough to pick cases */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+const rng = mulberry32
 
 interface Case { method: string, path: string, headers: Record<string, string>, body?: Buffer }
 

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai'
 import Ajv2020 from 'ajv/dist/2020.js'
-import type { FastifyInstance, FastifyPluginAsync, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { GATEWAY_ERRORS, SHARED_SCHEMAS, gatewayRoutes, isGatewayErrorCode, metricsRoutes, dashboardRoutes } from '../../src/gateway/index.js'
 import { jobRoutes } from '../../src/gateway/routes/jobs.js'
 import { ledgerRoutes } from '../../src/gateway/routes/ledger.js'
@@ -61,4 +61,11 @@ export function expectError (res: LightMyRequestResponse | { statusCode: number,
   if (code != null) expect(body.error.code).to.equal(code)
   expect(isGatewayErrorCode(body.error.code), `code ${body.error.code} is in the table`).to.equal(true)
   expect((GATEWAY_ERRORS as any)[body.error.code].status, `status of ${body.error.code}`).to.equal(status)
+}
+
+/** Inject a request; a JSON answer must match the route's declared response schema. */
+export async function checkedInject (app: FastifyInstance, opts: InjectOptions & { url: string }): Promise<LightMyRequestResponse> {
+  const res = await app.inject(opts)
+  if ((res.headers['content-type'] ?? '').toString().startsWith('application/json')) expectMatchesSchema(app, opts.method ?? 'GET', opts.url, res)
+  return res
 }

@@ -4,22 +4,18 @@
  * checked against the schema its route declares.
  */
 import { expect } from 'chai'
-import type { FastifyInstance, InjectOptions } from 'fastify'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { buildGateway, gatewayRoutes, GATEWAY_ERRORS } from '../../src/gateway/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
-import { expectError, expectMatchesSchema, nodePlugins, JS_ECHO, JS_SLOW } from './helpers.js'
+import { checkedInject, expectError, nodePlugins, JS_ECHO, JS_SLOW } from './helpers.js'
 
 describe('gateway routes', function () {
   this.timeout(30_000)
   let node: MercatoNode
   let app: FastifyInstance
 
-  async function call (opts: InjectOptions & { url: string }): Promise<Awaited<ReturnType<FastifyInstance['inject']>>> {
-    const res = await app.inject(opts)
-    if ((res.headers['content-type'] ?? '').toString().startsWith('application/json')) expectMatchesSchema(app, opts.method ?? 'GET', opts.url, res)
-    return res
-  }
+  const call = async (opts: InjectOptions & { url: string }): Promise<LightMyRequestResponse> => await checkedInject(app, opts)
 
   async function finished (id: string): Promise<any> {
     return await node.market.waitFor(id, { signal: AbortSignal.timeout(15_000) })
