@@ -403,10 +403,12 @@ export class Bidding {
    * answer comes through a relay, seconds later. So an open call short of `minBids` bids waits
    * for its window: before, a NAT'd requester whose only neighbour was a providing relay closed
    * every auction on the relay's bid, and the cheaper provider behind the other NAT never won.
+   * A round in which every known provider declined closes at once (nothing to wait for against a
+   * price; a queued job's rounds stay cheap and quick).
    */
   private allAnswered (job: RequesterJob): boolean {
     if (job.bids.size + job.declines.size === 0) return false
-    if (job.invited == null && job.bids.size < job.minBids) return false
+    if (job.invited == null && job.bids.size > 0 && job.bids.size < job.minBids) return false
     const known = this.knownProviders(job)
     if (known.size === 0) return false
     for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) return false
