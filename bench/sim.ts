@@ -27,6 +27,7 @@
  *   npm run sim -- --nodes 1000 --rates 5,20,50       one size, several network-wide job rates
  *   --minutes 5 --churn 0.05 --liars 0.1 --requesters 0.02 --seed 1 --modes invite,open
  */
+import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS, RECEIPT_GOSSIP_DELAY_MS } from '../src/auction/constants.js'
 import type { Signed } from '../src/crypto/index.js'
@@ -52,11 +53,12 @@ const { values: opts } = parseArgs({
 const list = (s: string): number[] => s.split(',').map(Number)
 
 // the protocol's figures (config/default.json, constants.ts)
-const BID_WINDOW_MS = 50
-const MIN_BIDS = 3
-const MAX_ATTEMPTS = 4
-const HEARTBEAT_MS = 250
-const LOST_AFTER_MS = 1500
+const AUCTION = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8')).auction
+const BID_WINDOW_MS: number = AUCTION.bidWindowMs
+const MIN_BIDS: number = AUCTION.minBids
+const MAX_ATTEMPTS: number = AUCTION.maxAttempts
+const HEARTBEAT_MS: number = AUCTION.heartbeatMs
+const LOST_AFTER_MS: number = AUCTION.lostAfterMs
 const MAX_PRICE = 100
 const GOSSIP_D = 6
 const SPEC: JobSpecWire = { engine: 'js', source: 'x', args: [], env: {}, limits: { timeoutMs: 10_000, memoryMb: 64, outputBytes: 65536 } }

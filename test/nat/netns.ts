@@ -17,7 +17,7 @@ import { promisify } from 'node:util'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI, NODE_FLAGS, ROOT } from '../helpers/cli.js'
+import { CLI, NODE_FLAGS, ROOT, type NodeProcess } from '../helpers/cli.js'
 
 const run = promisify(execFile)
 
@@ -62,16 +62,9 @@ async function sh (cmd: string, args: string[]): Promise<string> {
 export interface Host { ns: string, ip: string }
 export interface Router { ns: string, wanIp: string, lanIp: string, host: Host }
 
-export interface NodeProc {
+/** A node process inside a namespace: the loopback helper's node (test/helpers/cli.ts) plus where and how it runs. */
+export interface NodeProc extends Omit<NodeProcess, 'stop'> {
   ns: string
-  proc: ChildProcess
-  dataDir: string
-  peerId: string
-  addresses: string[]
-  gatewayUrl: string
-  stdout: () => string
-  stderr: () => string
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
   /** ms from spawn to the "Ready" line */
   readyMs: number
   startedAt: number
