@@ -16,7 +16,7 @@ import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
 import {
   BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
-  INVITE_ANSWER_GRACE_MS, MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
+  INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
@@ -162,11 +162,13 @@ export class Bidding {
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
       const windowEnd = (): void => {
-        // an invitee that advertised less than the best bid so far is still to answer: one more
-        // window for it (price discovery: the cheapest, not the fastest)
-        if (!job.extended && this.awaitingCheaper(job)) {
+        // an invitee that advertised less than the best bid so far is still to answer: wait for
+        // it, a window at a time, up to INVITE_CHEAPER_WAIT_MS after the offer (price discovery:
+        // the cheapest, not the fastest; a loaded provider answers in hundreds of ms)
+        const waited = Date.now() - now
+        if (waited < INVITE_CHEAPER_WAIT_MS && this.awaitingCheaper(job)) {
           job.extended = true
-          job.biddingTimer = setTimeout(windowEnd, job.bidWindowMs)
+          job.biddingTimer = setTimeout(windowEnd, Math.min(job.bidWindowMs, INVITE_CHEAPER_WAIT_MS - waited))
           return
         }
         // the window is over; with no bid yet (or only bids from unproven providers while a proven

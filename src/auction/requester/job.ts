@@ -110,7 +110,7 @@ export interface RequesterJob {
   openNext?: boolean
   /** invitees that answered this job, in any round, late answers included */
   heardFrom: Set<string>
-  /** the window was extended once for an invitee that advertised less than the best bid */
+  /** the window was extended for an invitee that advertised less than the best bid (up to INVITE_CHEAPER_WAIT_MS) */
   extended?: boolean
   extraRuns: number
   handovers: number

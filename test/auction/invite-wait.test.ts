@@ -1,0 +1,105 @@
+/**
+ * Price discovery in an invited round when the cheapest invitee is slow:
+ * the round waits for it (up to INVITE_CHEAPER_WAIT_MS after the offer)
+ * instead of handing the job to whoever answered within the 50 ms window;
+ * a cheapest invitee that never answers costs the job at most that wait.
+ * In-memory network; the slow provider's offers are delayed on arrival,
+ * as a loaded machine delays them.
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { randomSigner } from '../../src/crypto/index.js'
+import { createMarket, OFFER_PROTOCOL, type JobView, type Market } from '../../src/auction/index.js'
+import { INVITE_CHEAPER_WAIT_MS } from '../../src/auction/constants.js'
+import { openLedger, type Ledger } from '../../src/ledger/index.js'
+import { createExecutor, type Executor } from '../../src/executor/index.js'
+import { waitFor } from '../helpers/nodes.js'
+import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
+
+const JOB = { engine: 'js' as const, source: 'function main (i) { return i.x * 2 }', input: { x: 21 }, maxPrice: 50, queueTimeoutMs: 0 }
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+describe('market: an invited round waits for a slow cheaper invitee', function () {
+  this.timeout(60_000)
+  let executor: Executor
+  let hub: MemoryHub
+  const markets: Market[] = []
+  const ledgers: Ledger[] = []
+  let requester: Market
+  let asks: Map<string, number>
+  let nets: Map<number, MemoryNetwork>
+
+  async function node (price: number | null): Promise<{ market: Market, net: MemoryNetwork, peerId: string }> {
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    const net = hub.createNode(signer.peerId)
+    const market = createMarket({
+      network: net,
+      signer,
+      ledger,
+      executor,
+      requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
+      provider: { enabled: price != null, price: price ?? 0, slots: 2, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
+    })
+    await market.start()
+    markets.push(market)
+    ledgers.push(ledger)
+    return { market, net, peerId: signer.peerId }
+  }
+
+  /** Offers reach this provider `ms` late (Infinity: never answered). */
+  function delayOffers (net: MemoryNetwork, ms: number): void {
+    const h = net.handlers.get(OFFER_PROTOCOL)
+    if (h == null) throw new Error('no offer handler')
+    net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { if (ms === Infinity) return new Uint8Array(0); await sleep(ms); return await h.handler(data, ctx) } })
+  }
+
+  async function run (): Promise<{ view: JobView, ms: number }> {
+    const t0 = Date.now()
+    const { id } = await requester.submit(JOB)
+    let view!: JobView
+    await waitFor(async () => { view = await requester.get(id); return ['completed', 'failed', 'no-bids'].includes(view.status) }, 20_000, 10)
+    return { view, ms: Date.now() - t0 }
+  }
+
+  before(async () => {
+    executor = createExecutor({ poolSize: 2 })
+    await executor.start()
+    hub = new MemoryHub()
+    requester = (await node(null)).market
+    asks = new Map()
+    nets = new Map()
+    for (const price of [1, 3, 5]) {
+      const { net, peerId } = await node(price)
+      asks.set(peerId, price)
+      nets.set(price, net)
+    }
+    // three adverts in the book: minBids 1 + INVITE_EXTRA 2 seats, every job is an invitation
+    await waitFor(() => requester.providers().filter(p => p.advert != null && asks.has(p.peerId)).length === 3, 20_000)
+  })
+  after(async () => {
+    for (const m of markets.reverse()) await m.stop()
+    for (const l of ledgers) await l.close()
+    await executor.stop()
+  })
+
+  it('the cheapest invitee answering 400 ms late still wins (not the first to answer)', async () => {
+    delayOffers(nets.get(1)!, 400)
+    for (let i = 0; i < 3; i++) {
+      const { view } = await run()
+      expect(view.status, JSON.stringify(view)).to.equal('completed')
+      expect(view.bids.map(b => asks.get(b.provider)).sort(), 'every invitee bid').to.deep.equal([1, 3, 5])
+      expect(asks.get(view.provider as string), 'the winner\'s ask').to.equal(1)
+    }
+  })
+
+  it(`a cheapest invitee that never answers holds a job at most ~${INVITE_CHEAPER_WAIT_MS} ms; the next cheapest wins`, async () => {
+    delayOffers(nets.get(1)!, Infinity)
+    const { view, ms } = await run()
+    expect(view.status, JSON.stringify(view)).to.equal('completed')
+    expect(asks.get(view.provider as string)).to.equal(3)
+    expect(view.bids.map(b => asks.get(b.provider)).sort()).to.deep.equal([3, 5])
+    // a generous bound: the wait is capped, not open-ended
+    expect(ms).to.be.at.least(INVITE_CHEAPER_WAIT_MS - 50).and.below(INVITE_CHEAPER_WAIT_MS + 8_000)
+  })
+})
