@@ -18,7 +18,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
-import { isPublicAddress } from './multiaddr.js'
+import { addressesOf, isPublicAddress } from './multiaddr.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type NatInit, type NatStatus } from './nat.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
@@ -292,7 +292,9 @@ export class Libp2pNetwork implements Network {
     const publicAddrs = addrs.filter(a => isPublicAddress(a))
     if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
     try {
-      const conn = await this.node.dial(peer != null ? publicAddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.toString()}`)) : publicAddrs, { signal })
+      const dialable = peer != null ? addressesOf(peer.toString(), publicAddrs) : publicAddrs
+      if (dialable.length === 0) throw new Error('no address of this peer')
+      const conn = await this.node.dial(dialable, { signal })
       return conn.remotePeer.toString()
     } catch (err: any) {
       throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)

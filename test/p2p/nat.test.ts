@@ -4,6 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { generateNetworkKeyText, parseNetworkKey } from '../../src/p2p/pnet.js'
 import { pacedRandomWalk, reachabilityOf, relaysOf, hasPublicAddress } from '../../src/p2p/nat.js'
+import { addressesOf } from '../../src/p2p/multiaddr.js'
 
 describe('p2p: private-network keys', () => {
   it('parses a generated key, and names what is wrong with a bad one', () => {
@@ -49,6 +50,26 @@ describe('p2p: reachability', () => {
     await walking
     expect(fired).to.equal(true)
     expect(queries).to.be.within(1, 3)
+  })
+})
+
+describe('p2p: the addresses a dial to a peer takes', () => {
+  const peer = '12D3KooWBJKNTGpfJGhmD8MGPSDu9ntNEsVrqpZesH57RJQkEoM3'
+  const relay = '12D3KooWCxQjHXSWRPK5RV9XkPKDv4vtKZor6R9e2nt8QToAZrJ8'
+  it('relay addresses as identify reports them get the peer\'s id; another peer\'s address is dropped', () => {
+    const out = addressesOf(peer, [
+      multiaddr('/ip4/11.0.0.10/tcp/4010'),
+      multiaddr(`/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit`),
+      multiaddr(`/ip4/11.0.0.11/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`),
+      multiaddr(`/ip4/11.0.0.12/tcp/4010/p2p/${relay}`)
+    ]).map(a => a.toString())
+    expect(out).to.deep.equal([
+      `/ip4/11.0.0.10/tcp/4010/p2p/${peer}`,
+      `/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`,
+      `/ip4/11.0.0.11/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`
+    ])
+    // every address names the same peer: what libp2p requires of a multi-address dial
+    for (const a of out) expect(a.endsWith(`/p2p/${peer}`)).to.equal(true)
   })
 })
 
