@@ -73,5 +73,12 @@ export const ADDRESS_REFRESH_MS = 10_000
 export const MAX_ADDRESS_REFRESHES = 1024
 /** After our addresses change (a UPnP mapping, a new observed address), wait this long for more changes before asking AutoNAT peers to check them. */
 export const REVERIFY_DELAY_MS = 1_000
+/**
+ * How often a node with UPnP on looks at its unverified public addresses. libp2p adds a UPnP
+ * mapping to the address manager without a self:peer:update event, so AutoNAT was asked about it
+ * only when some peer next connected (75 s later in the NAT test); a change found here is checked
+ * at once. A look is a walk over a handful of addresses.
+ */
+export const ADDRESS_WATCH_MS = 2_000
 /** Peers asked to dial an unverified address back after an address change: AutoNAT v2 needs one success for a mapped address, a few for an observed one. */
 export const REVERIFY_PEERS = 4

@@ -23,7 +23,7 @@ import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type 
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -160,10 +160,27 @@ export class Libp2pNetwork implements Network {
     // dial the bootstrap list, again while alone; dial what mDNS and the DHT find; walk the DHT (discovery.ts)
     this.keeper.start()
     this.node.addEventListener('self:peer:update', this.onSelfUpdate)
+    // a UPnP mapping is added to the address manager without a self:peer:update event: watch for it
+    if (this.natInfo.upnp) {
+      this.addressWatch = setInterval(() => { this.watchAddresses() }, ADDRESS_WATCH_MS)
+      this.addressWatch.unref()
+    }
     this.log.info({ addresses: this.addresses() }, 'network started')
   }
 
   private reverifyTimer?: NodeJS.Timeout
+  private addressWatch?: NodeJS.Timeout
+  private unverifiedKey = ''
+  /** Re-check when the set of our unverified public addresses changed since the last look (a new UPnP mapping). */
+  private watchAddresses (): void {
+    const key = this.node.services.addressView.addressManager.getAddressesWithMetadata()
+      .filter(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))
+      .map(a => a.multiaddr.toString()).sort().join(' ')
+    if (key === this.unverifiedKey) return
+    this.unverifiedKey = key
+    if (key !== '') this.onSelfUpdate()
+  }
+
   private readonly onSelfUpdate = (): void => {
     clearTimeout(this.reverifyTimer)
     this.reverifyTimer = setTimeout(() => { this.reverify() }, REVERIFY_DELAY_MS)
@@ -197,6 +214,7 @@ export class Libp2pNetwork implements Network {
     this.stopped = true
     this.keeper.stop()
     clearTimeout(this.reverifyTimer)
+    clearInterval(this.addressWatch)
     this.node.removeEventListener('self:peer:update', this.onSelfUpdate)
     await this.node.stop()
     this.log.info('network stopped')
