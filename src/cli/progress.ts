@@ -89,6 +89,9 @@ export class Progress {
       case 'suspect':
         this.push(`${shortId(e.provider)} silent${typeof e.silentMs === 'number' ? ` ${e.silentMs} ms` : ''}`)
         break
+      case 'rerouted':
+        this.push(`${shortId(e.provider)} relay lost, asking through another path`)
+        break
       case 'handover':
         this.running = false
         this.push(`${shortId(e.from)} lost${e.reason != null ? ` (${String(e.reason)})` : ''}, handing over`)

@@ -559,12 +559,13 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- channels
 
-  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number): MessageChannel {
+  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection?: Connection): MessageChannel {
     const lp = lpStream(stream, { maxDataLength: maxMessageBytes })
     const received = this.received
     return {
       remotePeer,
       protocol,
+      relayed: connection != null && (connection.limits != null || isRelayed(connection.remoteAddr)),
       send: async (data: Uint8Array) => { await lp.write(data) },
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
@@ -590,7 +591,7 @@ export class Libp2pNetwork implements Network {
     const max = opts.maxMessageBytes ?? MAX_MESSAGE_BYTES
     await this.node.handle(protocol, async (stream: Stream, connection: Connection) => {
       try {
-        await handler(this.wrapChannel(stream, connection.remotePeer.toString(), protocol, max))
+        await handler(this.wrapChannel(stream, connection.remotePeer.toString(), protocol, max, connection))
       } catch (err: any) {
         this.log.debug({ err, protocol }, 'channel handler failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -606,7 +607,10 @@ export class Libp2pNetwork implements Network {
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
-    return this.wrapChannel(stream, peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES)
+    const remote = peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer
+    let connection: Connection | undefined
+    try { connection = this.node.getConnections(peerIdFromString(remote)).find(c => c.streams.includes(stream)) } catch {}
+    return this.wrapChannel(stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, connection)
   }
 
   // ---------------------------------------------------------------- DHT

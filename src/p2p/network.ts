@@ -76,6 +76,11 @@ export interface RequestOptions {
 export interface MessageChannel extends AsyncIterable<Uint8Array> {
   readonly remotePeer: string
   readonly protocol: string
+  /**
+   * The channel rides a relayed connection: it can die with the relay while the peer lives on
+   * (reachable through another relay). A direct channel that dies usually means the peer did.
+   */
+  readonly relayed?: boolean
   send (data: Uint8Array): Promise<void>
   /** graceful close (flushes) */
   close (): Promise<void>

@@ -36,6 +36,8 @@ export interface MemoryHubOptions {
   relay?: boolean
   /** a dial (request, channel) to a peer whose link was cut links them again, as a TCP dial would */
   dialable?: boolean
+  /** channels say they ride a relayed connection (`MessageChannel.relayed`) */
+  relayedChannels?: boolean
 }
 
 export class MemoryHub {
@@ -46,6 +48,8 @@ export class MemoryHub {
   readonly gossipLog: GossipRecord[] = []
   /** drop links: `${a}|${b}` (both directions) */
   private readonly cut = new Set<string>()
+  /** open channels between two nodes (either end), for {@link dropChannels} */
+  readonly channels = new Set<{ a: string, b: string, end: MessageChannel }>()
 
   constructor (opts: MemoryHubOptions = {}) {
     this.opts = opts
@@ -82,6 +86,15 @@ export class MemoryHub {
     this.cut.add(`${b}|${a}`)
     this.nodes.get(a)?.emit('peer:disconnect', b)
     this.nodes.get(b)?.emit('peer:disconnect', a)
+  }
+
+  /** Reset every open channel between two nodes, as a dying relay does to the circuits it carries; the nodes stay reachable. */
+  dropChannels (a: string, b: string): number {
+    let n = 0
+    for (const c of [...this.channels]) {
+      if ((c.a === a && c.b === b) || (c.a === b && c.b === a)) { c.end.abort(new Error('relay gone')); this.channels.delete(c); n++ }
+    }
+    return n
   }
 
   linked (a: string, b: string): boolean {
@@ -230,7 +243,8 @@ export class MemoryNetwork implements Network {
     const h = target?.channelHandlers.get(protocol)
     if (target == null || h == null) throw new RemoteError(`protocol ${protocol} not supported`, 'unsupported-protocol')
     const max = Math.min(opts.maxMessageBytes ?? DEFAULT_MAX_BYTES, h.opts.maxMessageBytes ?? DEFAULT_MAX_BYTES)
-    const [local, remote] = channelPair(this.peerId, target.peerId, protocol, max)
+    const [local, remote] = channelPair(this.peerId, target.peerId, protocol, max, this.hub.opts.relayedChannels === true)
+    this.hub.channels.add({ a: this.peerId, b: target.peerId, end: local })
     queueMicrotask(() => { void Promise.resolve(h.handler(remote)).catch(() => { remote.abort() }) })
     return local
   }
@@ -255,10 +269,11 @@ export class MemoryNetwork implements Network {
 }
 
 /** Two connected ends of an in-memory message channel. */
-function channelPair (a: string, b: string, protocol: string, maxBytes: number): [MessageChannel, MessageChannel] {
+function channelPair (a: string, b: string, protocol: string, maxBytes: number, relayed = false): [MessageChannel, MessageChannel] {
   class End implements MessageChannel {
     readonly remotePeer: string
     readonly protocol = protocol
+    readonly relayed = relayed
     peer!: End
     private readonly queue: Uint8Array[] = []
     private waiting: { resolve: (v: IteratorResult<Uint8Array>) => void, reject: (e: unknown) => void } | undefined

@@ -19,8 +19,6 @@ import { join } from 'node:path'
 import { Netns, harnessUnavailable, waitFor, type Host, type NodeProc, type Router } from './netns.js'
 import { generateNetworkKeyText } from '../../src/p2p/pnet.js'
 
-/** the scenarios not yet reliable in the full suite: only with MERCATO_NAT_ALL=1 */
-const itAll = process.env.MERCATO_NAT_ALL === '1' ? it : it.skip
 
 const unavailable = harnessUnavailable()
 const PORT = 4010
@@ -181,10 +179,7 @@ describe('NAT traversal across network namespaces @slow', function () {
         `requester's connections opened: ${relayed} relayed, ${direct} direct`)
     })
 
-    // scenarios 2 and 3 passed when run alone but not reliably inside the whole suite on this machine
-    // (AutoNAT's check of the UPnP mapping took 60–85 s; the relay kill failed once in two full runs):
-    // run them with MERCATO_NAT_ALL=1 until they do (issue 13 stays open for it)
-    itAll('scenario 3: UPnP — the node behind a miniupnpd router maps a port and becomes directly reachable', async function () {
+    it('scenario 3: UPnP — the node behind a miniupnpd router maps a port and becomes directly reachable', async function () {
       if (upnpWhyNot != null || upnpNode == null) {
         if (process.env.CI === 'true') throw new Error(`scenario 3 cannot run: ${upnpWhyNot ?? 'no node'}`)
         log(`scenario 3 skipped: ${upnpWhyNot ?? 'no node'}`)
@@ -203,7 +198,7 @@ describe('NAT traversal across network namespaces @slow', function () {
       log(`scenario 3: UPnP mapping ${mapped.address} (${mapped.type}) verified by AutoNAT ${publicMs} ms after start; reachability ${s.reachability}; r2 ↔ node: ${seenBy.join(', ')}`)
     })
 
-    itAll('scenario 2: the relay carrying a running job is killed: the job still completes, nothing is lost, the ledgers verify', async () => {
+    it('scenario 2: the relay carrying a running job is killed: the job still completes, nothing is lost, the ledgers verify', async () => {
       // a job long enough to kill the relay while it runs
       const source = 'function main () { let s = 0; for (let i = 0; i < 30000000; i++) s = (s + i) % 1000003; return s }'
       const id = await submit(net, requester, source, { bidWindowMs: 10_000, minBids: 2, limits: { timeoutMs: 60_000, memoryMb: 64, outputBytes: 65536 } })

@@ -19,6 +19,7 @@ import type { Trust } from './trust.js'
 import { isTerminal, planView, type Attempt, type BidEntry, type RequesterContext, type RequesterJob } from './job.js'
 import type { Settlement } from './settle.js'
 import { LiveLogs } from './logs.js'
+import { pollStatus } from './recover.js'
 
 /** How long a withdrawn award's stream may take to flush its cancel frame before it is reset. */
 const WITHDRAW_FLUSH_MS = 1_000
@@ -139,10 +140,32 @@ export class Awards {
         }
       }
       // the provider closed the channel without a result
-      await this.lose(job, attempt, 'provider closed the award channel')
+      await this.dropped(job, attempt, channel, 'provider closed the award channel')
     } catch (err: any) {
-      await this.lose(job, attempt, err instanceof RefusedMessageError ? err.message : `connection lost: ${err?.message ?? err}`)
+      if (err instanceof RefusedMessageError) await this.lose(job, attempt, err.message)
+      else await this.dropped(job, attempt, channel, `connection lost: ${err?.message ?? err}`)
     }
+  }
+
+  /**
+   * The award channel ended without a result. On a direct connection the provider is gone: hand
+   * over at once (failover in milliseconds). On a relayed one the relay may have died under a
+   * provider that lives on behind its NAT and keeps running the job: an accepted award is then
+   * followed by status polls (reaching the provider through another relay), with the grace a
+   * restart gets, and handed over only if the provider stays unreachable or forgot the job.
+   */
+  private async dropped (job: RequesterJob, attempt: Attempt, channel: MessageChannel, reason: string): Promise<void> {
+    const { ctx } = this
+    if (channel.relayed !== true || (attempt.state !== 'accepted' && attempt.state !== 'running') || isTerminal(job) || ctx.stopped()) {
+      await this.lose(job, attempt, reason)
+      return
+    }
+    this.logs.end(job, attempt)
+    attempt.channel = undefined
+    attempt.polled = true
+    ctx.log.info({ jobId: job.id, provider: attempt.provider, reason }, 'relayed award channel dropped; following the job by status')
+    ctx.emit(job, 'rerouted', { provider: attempt.provider, reason })
+    await pollStatus(ctx, this, this.settlement, job, attempt)
   }
 
   /** The provider of an attempt is lost: log a handover and let the planner award the runner-up. */

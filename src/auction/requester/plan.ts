@@ -331,10 +331,10 @@ export function afterStatus (
 ): StatusOutcome {
   if ('error' in reply) {
     if (reply.refused) return { kind: 'lost', reason: reply.error }
-    if (failures.count >= 3 && now - failures.since > graceMs) return { kind: 'lost', reason: `provider unreachable after restart: ${reply.error}` }
+    if (failures.count >= 3 && now - failures.since > graceMs) return { kind: 'lost', reason: `provider unreachable for ${Math.round((now - failures.since) / 1000)} s: ${reply.error}` }
     return { kind: 'retry' }
   }
-  if (reply.state === 'unknown') return { kind: 'lost', reason: 'provider does not know the job after our restart' }
+  if (reply.state === 'unknown') return { kind: 'lost', reason: 'provider does not know the job' }
   if (reply.hasResult) return { kind: 'result' }
   if (reply.state === 'running') return { kind: 'running' }
   return { kind: 'waiting' }

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id)
 const short = (id) => typeof id === 'string' && id.length > 16 ? id.slice(0, 8) + '…' + id.slice(-6) : String(id ?? '')
 const POLL_MS = Number(document.querySelector('meta[name="mercato-poll-ms"]')?.content) || 3000
-const EVENT_TYPES = ['announced', 'queued', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'handover', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
+const EVENT_TYPES = ['announced', 'queued', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'rerouted', 'handover', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
 const TERMINAL = new Set(['completed', 'failed', 'no-bids', 'cancelled'])
 
 function el (tag, attrs, ...children) {
