@@ -279,3 +279,6 @@ export const QUEUE_ANNOUNCE_BURST = 100
 export const QUEUE_WAKE_PER_ADVERT = 16
 /** Decline reasons remembered per queued job across its rounds (the latest per provider). */
 export const QUEUE_MAX_DECLINES = 256
+
+/** A job's name is for people: a line, not a document. */
+export const MAX_JOB_NAME = 128

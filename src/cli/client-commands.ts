@@ -208,7 +208,7 @@ function printResult (job: JobView, result: ResultView): void {
   if (result.error != null) err(`${result.error.name}: ${result.error.message}\n`)
 }
 
-/** The exit code of `submit --wait`: the job's own for a completed job, else 1. */
+/** The exit code of `submit --wait` and `logs`: the job's own for a completed job, else 1. */
 function exitCodeOf (job: JobView, result: ResultView | null): number {
   if (job.status !== 'completed' || result == null) return 1
   if (result.error != null && result.exitCode === 0) return 1
@@ -334,7 +334,8 @@ class LineBuffer {
 
 /**
  * `mercato logs <id>`: the job's stdout/stderr from its result; with `-f`, its live output while
- * it runs (stdout to stdout, stderr to stderr), completed from the result at the end.
+ * it runs (stdout to stdout, stderr to stderr), completed from the result at the end. Exit code as
+ * `submit --wait`: the job's own for a completed job (1 when the sandbox stopped it), else 1.
  */
 async function logs (client: MercatoClient, id: string, follow: boolean): Promise<number> {
   const printer = new LogPrinter({ stdout: out, stderr: err, notice: err })
@@ -360,8 +361,12 @@ async function logs (client: MercatoClient, id: string, follow: boolean): Promis
     err(`job ${id} ${job.status}${job.error != null ? `: ${job.error}` : ''}: no output\n`)
     return 1
   }
-  printer.finish(await client.result(id))
-  return 0
+  const result = await client.result(id)
+  printer.finish(result)
+  // what `submit --wait` says of a job that ran but did not succeed (a timeout, the output cap)
+  if (result.truncated) err('(output truncated at the job\'s outputBytes limit)\n')
+  if (result.error != null) err(`${result.error.name}: ${result.error.message}\n`)
+  return exitCodeOf(job, result)
 }
 
 // ---------------------------------------------------------------- tables

@@ -20,7 +20,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { LineCounter, parseDocument, visit, Scalar, type Document } from 'yaml'
-import { jobBodySchema, describeIssue } from '../gateway/routes/jobs.js'
+import { jobBodySchema, describeIssue } from '../gateway/job-spec.js'
 import { cidOfBytes } from '../crypto/index.js'
 import { UsageError } from '../errors.js'
 

@@ -8,6 +8,13 @@ export const DEFAULT_URL = 'http://127.0.0.1:8420'
  */
 export const REQUEST_TIMEOUT_MS = 30_000
 
+/**
+ * An event stream on which nothing arrives for this long is taken for dead and reconnected
+ * (`wait()`) or ended with StreamIdleError (`events()`): the gateway writes a keep-alive comment
+ * every 15 s (gateway SSE_PING_MS), so 45 s is three missed ones, not a quiet job.
+ */
+export const STREAM_IDLE_MS = 45_000
+
 /** Environment variables the client reads when no option is given. */
 export const ENV_URL = 'MERCATO_API'
 export const ENV_TOKEN = 'MERCATO_API_TOKEN'

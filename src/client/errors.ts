@@ -29,3 +29,18 @@ export class MercatoConnectionError extends Error {
     this.url = url
   }
 }
+
+/**
+ * An event stream went silent: nothing (not even the gateway's keep-alive comment, sent every 15 s)
+ * arrived for `idleMs`. The connection is closed; `wait()` asks the node and reconnects.
+ */
+export class StreamIdleError extends Error {
+  readonly code = 'stream-idle'
+  readonly idleMs: number
+
+  constructor (idleMs: number) {
+    super(`nothing arrived on the event stream for ${idleMs} ms (not even a keep-alive)`)
+    this.name = 'StreamIdleError'
+    this.idleMs = idleMs
+  }
+}

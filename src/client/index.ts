@@ -45,13 +45,13 @@
 import { TERMINAL, type JobEvent, type JobStatus, type JobView, type LogEvent, type ResultView, type SubmitSpec } from '../auction/types.js'
 import type { PeerStanding } from '../auction/index.js'
 import type { NodeInfo, PeerView } from '../gateway/index.js'
-import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
+import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
 import { submitMany, type BatchAnswer, type ManyOptions, type ManyResult } from './many.js'
 
-export { MercatoApiError, MercatoConnectionError } from './errors.js'
-export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS } from './constants.js'
+export { MercatoApiError, MercatoConnectionError, StreamIdleError } from './errors.js'
+export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
 export { readSse, type SseMessage } from './sse.js'
 export { BadInput, type BatchAnswer, type ManyOptions, type ManyProgress, type ManyResult } from './many.js'
 export type { JobEvent, JobEventType, JobStatus, JobView, LogEvent, ResultView, AttemptView } from '../auction/types.js'
@@ -95,6 +95,8 @@ export interface ClientOptions {
   token?: string
   /** per-request timeout for everything but the event stream (default 30 s) */
   timeoutMs?: number
+  /** an event stream silent this long (no event, no keep-alive) is dead (default 45 s; 0: never) */
+  streamIdleMs?: number
   /** a fetch to use instead of the global one */
   fetch?: typeof fetch
 }
@@ -132,12 +134,14 @@ export class MercatoClient {
   readonly url: string
   private readonly token?: string
   private readonly timeoutMs: number
+  private readonly streamIdleMs: number
   private readonly fetch: typeof fetch
 
   constructor (opts: ClientOptions = {}) {
     this.url = (opts.url ?? DEFAULT_URL).replace(/\/+$/, '')
     this.token = opts.token ?? env(ENV_TOKEN)
     this.timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS
+    this.streamIdleMs = opts.streamIdleMs ?? STREAM_IDLE_MS
     this.fetch = opts.fetch ?? globalThis.fetch.bind(globalThis)
   }
 
@@ -205,7 +209,7 @@ export class MercatoClient {
     const res = await this.request('GET', '/v1/events', { ...opts, stream: true, headers: { accept: 'text/event-stream' } })
     opts.onOpen?.()
     if (res.body == null) return
-    for await (const msg of readSse(res.body, opts.signal)) {
+    for await (const msg of readSse(res.body, opts.signal, this.streamIdleMs)) {
       let event: JobEvent
       try { event = JSON.parse(msg.data) } catch { continue }
       yield event
@@ -242,11 +246,13 @@ export class MercatoClient {
    * server's `end` event closes the iteration). Breaking out of the loop or
    * aborting the signal closes the connection. While the job runs they
    * include `log` events (its live output; the last few KiB replayed first).
+   * A stream on which nothing arrives for `streamIdleMs` (45 s: three of the
+   * gateway's keep-alives missed) is closed with a {@link StreamIdleError}.
    */
   async * events (id: string, opts: CallOptions = {}): AsyncGenerator<JobEvent | LogEvent> {
     const res = await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}/events`, { ...opts, stream: true, headers: { accept: 'text/event-stream' } })
     if (res.body == null) return
-    for await (const msg of readSse(res.body, opts.signal)) {
+    for await (const msg of readSse(res.body, opts.signal, this.streamIdleMs)) {
       if (msg.event === 'end') return
       let event: JobEvent | LogEvent
       try { event = JSON.parse(msg.data) } catch { continue }
@@ -267,8 +273,9 @@ export class MercatoClient {
 
   /**
    * Follow a job until it ends and return it (completed, failed, no-bids or
-   * cancelled). Uses the event stream; if the stream breaks before the end it
-   * reconnects and skips the events already seen.
+   * cancelled). Uses the event stream; if the stream breaks before the end (or
+   * goes silent: {@link StreamIdleError}) it asks the node for the job and
+   * reconnects, skipping the events already seen (at most five times).
    */
   async wait (id: string, opts: WaitOptions = {}): Promise<JobView> {
     let seen = 0

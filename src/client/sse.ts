@@ -4,14 +4,21 @@
  * lines `event:`, `data:` (several are joined by "\n"), `id:`, comments
  * starting with ":", and a blank line ending each event. CR, LF and CRLF
  * line ends are accepted.
+ *
+ * With `idleMs`, a stream on which nothing at all arrives (no event, no
+ * keep-alive comment) for that long is closed and the reader throws
+ * {@link StreamIdleError}: a connection that died without a FIN (a proxy or
+ * NAT dropping it, a frozen node) would otherwise be waited on forever.
  */
+import { StreamIdleError } from './errors.js'
+
 export interface SseMessage {
   event: string
   data: string
   id?: string
 }
 
-export async function * readSse (body: ReadableStream<Uint8Array>, signal?: AbortSignal): AsyncGenerator<SseMessage> {
+export async function * readSse (body: ReadableStream<Uint8Array>, signal?: AbortSignal, idleMs?: number): AsyncGenerator<SseMessage> {
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ''
@@ -24,7 +31,12 @@ export async function * readSse (body: ReadableStream<Uint8Array>, signal?: Abor
   try {
     while (true) {
       signal?.throwIfAborted()
-      const { value, done } = await reader.read()
+      let idle = false
+      const timer = idleMs != null && idleMs > 0 ? setTimeout(() => { idle = true; void reader.cancel().catch(() => {}) }, idleMs) : undefined
+      let chunk: ReadableStreamReadResult<Uint8Array>
+      try { chunk = await reader.read() } finally { clearTimeout(timer) }
+      if (idle) { finished = true; throw new StreamIdleError(idleMs as number) }
+      const { value, done } = chunk
       if (done) { finished = true; break }
       buffer += decoder.decode(value, { stream: true })
       let m: RegExpExecArray | null

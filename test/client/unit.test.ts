@@ -110,3 +110,40 @@ describe('MercatoClient.wait over a stream that breaks', () => {
     expect(seen).to.deep.equal(['announced', 'bid', 'awarded', 'settled'])
   })
 })
+
+describe('an event stream that goes silent (no event, no keep-alive)', () => {
+  // a gateway that opens the stream, says hello, then nothing, and never closes it (a connection
+  // dropped without a FIN by a proxy or NAT, a frozen node)
+  const silent = (jobStatus: string, counter: { streams: number }): typeof fetch => (async (url: string) => {
+    if (url.endsWith('/events')) {
+      counter.streams++
+      const body = new ReadableStream<Uint8Array>({ start (c) { c.enqueue(new TextEncoder().encode(': mercato\n\n')) } })
+      return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } })
+    }
+    return new Response(JSON.stringify({ id: 'j', status: jobStatus }), { status: 200, headers: { 'content-type': 'application/json' } })
+  }) as typeof fetch
+
+  it('events() ends with StreamIdleError after streamIdleMs', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    const client = new MercatoClient({ url: 'http://x', fetch: silent('running', { streams: 0 }), streamIdleMs: 200 })
+    const t0 = Date.now()
+    const err = await (async () => { for await (const _ of client.events('j')) {} })().then(() => null, (e: Error) => e)
+    expect(err?.name).to.equal('StreamIdleError')
+    expect(Date.now() - t0).to.be.below(10_000)
+  })
+
+  it('wait() reconnects when the job is still running, then gives up with StreamIdleError (no hang)', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    const counter = { streams: 0 }
+    const client = new MercatoClient({ url: 'http://x', fetch: silent('running', counter), streamIdleMs: 100 })
+    const err = await client.wait('j').then(() => null, (e: Error) => e)
+    expect(err?.name).to.equal('StreamIdleError')
+    expect(counter.streams).to.equal(6)
+  })
+
+  it('wait() returns the job when it ended while its stream was silent', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    const client = new MercatoClient({ url: 'http://x', fetch: silent('completed', { streams: 0 }), streamIdleMs: 100 })
+    expect((await client.wait('j')).status).to.equal('completed')
+  })
+})

@@ -1,6 +1,6 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { MercatoClient, type JobEvent, type LogEvent } from '../../src/client/index.js'
 import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../../src/auction/constants.js'
@@ -38,7 +38,12 @@ describe('live logs over the award channel (real nodes)', function () {
     client = new MercatoClient({ url: requester.gateway!.url })
     await waitFor(async () => (await client.providers()).filter(p => !p.self).length >= 2, 15_000)
   })
-  after(stopNodes)
+  // a `mercato logs` left running by a failed test
+  const followers = new Set<ChildProcess>()
+  after(async () => {
+    for (const p of followers) p.kill('SIGKILL')
+    await stopNodes()
+  })
 
   it('a js job printing lines over ~1 s shows `log` events before its result, the same text as the result', async () => {
     const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 5, spin: 800_000 }, limits: LIMITS, minBids: 2 })
@@ -69,32 +74,113 @@ describe('live logs over the award channel (real nodes)', function () {
     expect(textOf(logsOf(events), 'stdout')).to.equal(result.stdout)
   })
 
-  // KNOWN DEFECT (2026-12-02): on a quiet machine (CI) `logs -f` printed its first line 282 ms after
-  // the job completed although the job ran ~5 s: the follower does not yet receive the live lines
-  // reliably. Skipped until fixed; `submit --wait` and the events stream tests below cover live logs.
-  it.skip('`mercato logs <id> -f` prints the lines as they come; without -f, the final stdout', async () => {
-    // long enough (several seconds) for the command to start while the job runs
-    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 5, spin: 8_000_000 }, limits: { ...LIMITS, timeoutMs: 60_000 } })
-    const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, 'logs', id, '-f', '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })
+  /** Run `mercato logs ...` against the requester; `firstAt`: when its first stdout came. */
+  function follow (args: string[]): { proc: ChildProcess, done: Promise<{ code: number | null, stdout: string, stderr: string, firstAt: number }> } {
+    const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, 'logs', ...args, '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })
+    followers.add(proc)
     let stdout = ''
     let stderr = ''
     let firstAt = 0
     proc.stdout.on('data', (d) => { if (firstAt === 0) firstAt = Date.now(); stdout += d })
     proc.stderr.on('data', (d) => { stderr += d })
-    const code = await new Promise<number | null>((resolve) => { proc.on('exit', resolve) })
-    expect(code, stderr).to.equal(0)
-    expect(stdout).to.equal('line 0\nline 1\nline 2\nline 3\nline 4\n')
-    expect(stderr).to.equal('progress 1\nprogress 3\n')
-    const job = await client.job(id)
-    // the first line was printed before the job was over
-    expect(firstAt).to.be.greaterThan(0)
-    expect(firstAt).to.be.lessThan(job.completedAt as number)
+    const done = new Promise<{ code: number | null, stdout: string, stderr: string, firstAt: number }>((resolve) => {
+      proc.on('exit', (code) => { followers.delete(proc); resolve({ code, stdout, stderr, firstAt }) })
+    })
+    return { proc, done }
+  }
 
-    const after = spawn(process.execPath, [...NODE_FLAGS, CLI, 'logs', id, '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out2 = ''
-    after.stdout.on('data', (d) => { out2 += d })
-    expect(await new Promise<number | null>((resolve) => { after.on('exit', resolve) })).to.equal(0)
-    expect(out2).to.equal(stdout)
+  /**
+   * A job that waits, queued, until the follower is connected: its price is below every running
+   * provider's ask; returns the job id and a start() that brings a provider cheap enough.
+   */
+  async function queuedJob (spec: Record<string, unknown>): Promise<{ id: string, start: () => Promise<MercatoNode> }> {
+    const { id } = await client.submit({ engine: 'js', source: SLOW, limits: LIMITS, ...spec, maxPrice: 1 })
+    await waitFor(async () => (await client.job(id)).status === 'queued', 15_000)
+    return { id, start: async () => await startTestNode({ price: 1, bootstrap: requester.network.addresses() }) }
+  }
+
+  /** The follower's event stream is open on the gateway (it subscribed to the market's `log` events). */
+  async function connected (before: number): Promise<void> {
+    await waitFor(() => requester.market.events.listenerCount('log') > before, 60_000)
+  }
+
+  it('`mercato logs <id> -f` prints the lines as they come; without -f, the final stdout', async () => {
+    // the job waits (queued) until the follower is connected, however long the command takes to
+    // start; then it prints over a second or more, and the follower must show its first line
+    // before the job is over
+    const { id, start } = await queuedJob({ input: { lines: 5, spin: 3_000_000 } })
+    const before = requester.market.events.listenerCount('log')
+    const f = follow([id, '-f'])
+    await connected(before)
+    expect((await client.job(id)).status).to.equal('queued')
+    const cheap = await start()
+    try {
+      const { code, stdout, stderr, firstAt } = await f.done
+      expect(code, stderr).to.equal(0)
+      expect(stdout).to.equal('line 0\nline 1\nline 2\nline 3\nline 4\n')
+      expect(stderr).to.equal('progress 1\nprogress 3\n')
+      const job = await client.job(id)
+      expect(job.status).to.equal('completed')
+      expect(job.provider).to.equal(cheap.peerId)
+      // the first line was printed before the job was over
+      expect(firstAt).to.be.greaterThan(0)
+      expect(firstAt).to.be.lessThan(job.completedAt as number)
+
+      const after = await follow([id]).done
+      expect(after.code, after.stderr).to.equal(0)
+      expect(after.stdout).to.equal(stdout)
+    } finally {
+      await stopNode(cheap)
+    }
+  })
+
+  it('`mercato logs -f` on a job that is cancelled while it is followed ends with exit 1 and says so', async () => {
+    const { id } = await queuedJob({ input: { lines: 1 } })
+    const before = requester.market.events.listenerCount('log')
+    const f = follow([id, '-f'])
+    await connected(before)
+    await client.cancel(id)
+    const { code, stdout, stderr } = await f.done
+    expect(code).to.equal(1)
+    expect(stdout).to.equal('')
+    expect(stderr).to.equal(`job ${id} cancelled: no output\n`)
+  })
+
+  it('`mercato logs -f` on a job whose queue time passes ends with exit 1 and says so', async () => {
+    const { id } = await queuedJob({ input: { lines: 1 }, queueTimeoutMs: 3000 })
+    const { code, stdout, stderr } = await follow([id, '-f']).done
+    expect(code).to.equal(1)
+    expect(stdout).to.equal('')
+    expect(stderr).to.match(new RegExp(`^job ${id} no-bids`))
+  })
+
+  it('`mercato logs -f` on a job that never existed ends at once with exit 1, job-not-found', async () => {
+    const { code, stdout, stderr } = await follow(['bafyreinothere', '-f']).done
+    expect(code).to.equal(1)
+    expect(stdout).to.equal('')
+    expect(stderr).to.include('(job-not-found)')
+  })
+
+  it('`mercato logs -f` on a job the sandbox stops (timeout) prints its lines, then the error, exit 1', async () => {
+    const source = 'function main () { console.log(\'started\'); while (true) {} }'
+    const { id, start } = await queuedJob({ source, limits: { ...LIMITS, timeoutMs: 1500 } })
+    const before = requester.market.events.listenerCount('log')
+    const f = follow([id, '-f'])
+    await connected(before)
+    const cheap = await start()
+    try {
+      const { code, stdout, stderr } = await f.done
+      expect(stdout).to.equal('started\n')
+      expect(stderr).to.match(/^timeout: /m)
+      expect(code).to.equal(1)
+      // the same without -f, on the finished job
+      const after = await follow([id]).done
+      expect(after.stdout).to.equal('started\n')
+      expect(after.stderr).to.match(/^timeout: /m)
+      expect(after.code).to.equal(1)
+    } finally {
+      await stopNode(cheap)
+    }
   })
 
   it('`mercato submit --wait` prints the live lines to stderr as they come, and the final output to stdout', async () => {

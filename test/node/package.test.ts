@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process'
 import { readFile, writeFile, readdir, access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { ROOT, startNodeProcess, stopAll, tempDir, type NodeProcess } from '../helpers/cli.js'
+import { CLI, NODE_FLAGS, ROOT, startNodeProcess, stopAll, tempDir, type NodeProcess } from '../helpers/cli.js'
 
 const run = promisify(execFile)
 
@@ -28,6 +28,22 @@ describe('the compiled node (dist/)', function () {
     expect(res.status).to.equal(200)
     expect(await res.text()).to.match(/<html/i)
     await node.stop()
+  })
+
+  it('a client command (`mercato logs -f`) loads the client, not the node (no libp2p, fastify, market)', async () => {
+    // every module the command loads, named by a resolve hook (a data: URL: no file to ship)
+    const hooks = 'export async function resolve (s, c, next) { const r = await next(s, c); process.stderr.write("LOADED " + r.url + "\\n"); return r }'
+    const register = `import { register } from 'node:module'; register(${JSON.stringify('data:text/javascript,' + encodeURIComponent(hooks))})`
+    const { stderr } = await run(process.execPath, [...NODE_FLAGS, '--import', 'data:text/javascript,' + encodeURIComponent(register), CLI, 'logs', 'some-job', '-f', '--api', 'http://127.0.0.1:1'])
+      .catch((e: { stderr: string }) => e) // exit 1: no node there
+    const loaded = stderr.split('\n').filter(l => l.startsWith('LOADED ')).map(l => l.slice(7))
+    expect(stderr).to.include('no Mercato node at http://127.0.0.1:1')
+    // the hook saw the command's own modules
+    expect(loaded.some(u => u.endsWith('/dist/cli/client-commands.js'))).to.equal(true)
+    expect(loaded.some(u => u.endsWith('/dist/client/index.js'))).to.equal(true)
+    // the node's parts load only for `mercato start` (they took ≈ 2 s before the first request)
+    const heavy = loaded.filter(u => /\/node_modules\/(libp2p|@libp2p\/(tcp|kad-dht|gossipsub)|fastify|level)\/|\/dist\/(node|auction\/index|gateway\/index|gateway\/routes\/jobs|p2p\/index)\.js$/.test(u))
+    expect(heavy).to.deep.equal([])
   })
 })
 

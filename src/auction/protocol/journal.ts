@@ -13,7 +13,7 @@ import { z } from 'zod'
 import type { Signed } from '../../crypto/index.js'
 import type { Ledger, LedgerRecord } from '../../ledger/index.js'
 import { ENGINES, type Engine } from '../../engines.js'
-import { DOMAIN } from '../constants.js'
+import { DOMAIN, MAX_JOB_NAME } from '../constants.js'
 import { constraintsSchema, labelsSchema, type Constraint, type Labels } from '../../labels.js'
 import {
   acceptSchema, awardSchema, bidSchema, declineSchema, offerSchema, receiptSchema, resultSchema,
@@ -37,8 +37,7 @@ const signedReceipt = stored('receipt', receiptSchema)
 
 const jobId = z.string()
 
-/** A job's name is for people: a line, not a document. */
-export const MAX_JOB_NAME = 128
+export { MAX_JOB_NAME }
 
 /** What a user says of a job besides its spec (kept by the requester, not sent to providers, except the constraints in the offer). */
 export interface JobMeta { name?: string, labels?: Labels, constraints?: Constraint[] }

@@ -30,61 +30,18 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { z } from 'zod'
-import { MAX_QUEUE_TIMEOUT_MS, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
+import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
 import { InvalidInputError, isMercatoError } from '../../errors.js'
-import { constraintsSchema, labelsSchema, MAX_LABELS, MAX_SELECTOR_CHARS, parseLabels, toConstraints, type Constraint } from '../../labels.js'
-import { MAX_JOB_NAME } from '../../auction/index.js'
-import { ENGINES } from '../../engines.js'
+import { MAX_LABELS, parseLabels, toConstraints, type Constraint } from '../../labels.js'
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
-import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, IDEMPOTENCY_KEY_MAX } from '../constants.js'
+import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX } from '../constants.js'
+import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
-const limits = z.strictObject({
-  timeoutMs: z.number().int().min(1).optional(),
-  memoryMb: z.number().int().min(1).optional(),
-  outputBytes: z.number().int().min(0).optional()
-})
-
-export const jobBodySchema = z.strictObject({
-  engine: z.enum(ENGINES),
-  module: z.string().min(1).max(128).optional(),
-  source: z.string().optional(),
-  args: z.array(z.string()).max(256).optional(),
-  env: z.record(z.string(), z.string()).optional(),
-  stdin: z.string().max(200_000).regex(/^[A-Za-z0-9+/]*={0,2}$/, { message: 'base64' }).optional(),
-  input: z.unknown().optional(),
-  limits: limits.optional(),
-  maxPrice: z.number().min(0).optional(),
-  replicas: z.number().int().min(1).max(15).optional(),
-  minBids: z.number().int().min(1).max(100).optional(),
-  bidWindowMs: z.number().int().min(1).max(60_000).optional(),
-  /** placement: structured `[{ key, op, values }]`, or one selector string `region=eu,gpu in (a100,h100),!spot` */
-  constraints: z.union([z.string().max(MAX_SELECTOR_CHARS), constraintsSchema]).optional(),
-  /** for listing and filtering: `GET /v1/jobs?label=k=v` */
-  name: z.string().max(MAX_JOB_NAME).optional(),
-  labels: labelsSchema.optional(),
-  /** how long the job may wait queued for a provider (ms, from submission); 0: no-bids at once; default auction.queueTimeoutMs */
-  queueTimeoutMs: z.number().int().min(0).max(MAX_QUEUE_TIMEOUT_MS).optional(),
-  idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_MAX).optional()
-    .describe('a client-chosen key: a second submission with the same key returns the first job instead of starting another')
-})
-
-/** The job spec as a JSON Schema (draft 2020-12), generated from {@link jobBodySchema}: what `/v1/schema/job.json` serves. */
-export function jobSpecJsonSchema (): Record<string, unknown> {
-  return z.toJSONSchema(jobBodySchema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>
-}
-
-/** The field a zod issue is about, and what is wrong with it: `limits.timeoutMs: Too small…`, `colour: unknown field`. */
-export function describeIssue (issue: z.core.$ZodIssue): { path: PropertyKey[], field: string, message: string } {
-  if (issue.code === 'unrecognized_keys') {
-    const path = [...issue.path, issue.keys[0]]
-    return { path, field: path.join('.'), message: issue.keys.length > 1 ? `unknown fields (${issue.keys.join(', ')})` : 'unknown field' }
-  }
-  return { path: issue.path, field: issue.path.join('.') || 'spec', message: issue.message }
-}
+export { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
 const recentQuery = z.object({
   limit: z.coerce.number().int().min(1).max(RECENT_EVENTS_MAX).optional()
