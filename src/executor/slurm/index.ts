@@ -29,7 +29,8 @@
  * the cluster has room, and its advertised slots never exceed the cluster.
  */
 import { EventEmitter } from 'node:events'
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { access, mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { logger } from '../../logger.js'
@@ -172,7 +173,13 @@ export class SlurmBackend implements ExecutorBackend {
   async start (): Promise<void> {
     if (this.running) return
     await mkdir(this.stageDir, { recursive: true, mode: 0o700 })
-    // a cluster we cannot even ask is a configuration error: say so at start
+    // a cluster we cannot even ask is a configuration error: say so at start. A named slurm.conf
+    // that is not there fails at once (sinfo would retry it for 60 s before giving up)
+    if (this.init.conf !== '') {
+      await access(this.init.conf, constants.R_OK).catch((err: NodeJS.ErrnoException) => {
+        throw new SlurmUnavailableError(`executor.slurm.conf ${this.init.conf}: ${err.code === 'ENOENT' ? 'no such file' : 'not readable'}; sinfo and squeue need it to reach the cluster`, err)
+      })
+    }
     await this.readCapacity()
     this.running = true
     this.schedule()
