@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { CLI } from '../helpers/cli.js'
+import { CLI, NODE_FLAGS } from '../helpers/cli.js'
 
 
 const N = 3
@@ -80,7 +80,7 @@ describe('p2p: nodes on one LAN find each other by mDNS with no bootstrap list (
     const dir = await mkdtemp(join(tmpdir(), 'mercato-lan-'))
     dirs.push(dir)
     // defaults: mDNS on, no bootstrap list, no loopback exemption
-    const proc = spawn('ip', ['netns', 'exec', ns(i), process.execPath, '--import', 'tsx', CLI, 'start',
+    const proc = spawn('ip', ['netns', 'exec', ns(i), process.execPath, ...NODE_FLAGS, CLI, 'start',
       '--data-dir', dir, '--listen', '/ip4/0.0.0.0/tcp/4010', '--gateway', '127.0.0.1:8420', '--no-provide', '--log-level', 'warn'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MERCATO_P2P_ALLOW: '', MERCATO_EXECUTOR_POOL_SIZE: '1' } })
     procs.push(proc)

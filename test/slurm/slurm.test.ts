@@ -23,11 +23,6 @@ const BID_WINDOW_MS = 10_000
 /** CPU work whose length is set by its input, the same answer everywhere. */
 const SPIN = 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }'
 
-function p50 (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor((s.length - 1) / 2)]
-}
-
 describe('Slurm backend: a provider in front of a cluster (@slow)', function () {
   // generous: on a loaded 2-core machine one Slurm job (Node and the sandbox starting on the node) took 25 s
   this.timeout(300_000)
@@ -125,28 +120,6 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
       const refusals = await Promise.all([backend.run(bad), localBackend.run(bad)].map(async p => await p.then(() => 'resolved', (err: any) => `${err.code}: ${err.message}`)))
       expect(refusals[0]).to.match(/^invalid-module/)
       expect(refusals[0]).to.equal(refusals[1])
-    } finally {
-      await localBackend.stop()
-    }
-  })
-
-  it('per-job overhead of the Slurm path against the local one (reported, not asserted)', async () => {
-    const localBackend = new LocalBackend(createExecutor({ poolSize: 1 }))
-    await localBackend.start()
-    try {
-      // a trivial job, one at a time, on each backend
-      const trivial = (k: number): ExecJob => ({ id: `trivial-${k}`, engine: 'js', source: 'function main (x) { return x + 1 }', input: k, limits: LIMITS })
-      const localMs: number[] = []
-      const slurmMs: number[] = []
-      for (let k = 0; k < 3; k++) {
-        let t = performance.now()
-        await localBackend.run(trivial(k))
-        localMs.push(performance.now() - t)
-        t = performance.now()
-        await backend.run(trivial(k))
-        slurmMs.push(performance.now() - t)
-      }
-      process.stderr.write(`      per-job wall time, trivial js job, p50 of 3: local ${p50(localMs).toFixed(1)} ms, slurm ${p50(slurmMs).toFixed(0)} ms (overhead ${(p50(slurmMs) - p50(localMs)).toFixed(0)} ms); slurm runs: ${slurmMs.map(x => x.toFixed(0)).join(', ')}\n`)
     } finally {
       await localBackend.stop()
     }
