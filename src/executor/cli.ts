@@ -22,7 +22,7 @@ import { extname } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
 import { isMercatoError, UsageError } from '../errors.js'
-import { createExecutor, type ExecJob, type ExecResult } from './index.js'
+import type { ExecJob, ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
 export const EXIT_USAGE = 2
@@ -86,6 +86,8 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
     io.stderr.write(`mercato exec: ${err instanceof Error ? err.message : String(err)}\n`)
     return EXIT_USAGE
   }
+  // loaded when the command runs: every other `mercato` command starts without the sandbox's modules
+  const { createExecutor } = await import('./index.js')
   const executor = createExecutor({ poolSize: 1, queueSize: 1, maxOutputBytes: EXEC_OUTPUT_BYTES, maxTimeoutMs: Math.max(job.limits.timeoutMs, 1), maxMemoryMb: Math.max(job.limits.memoryMb, 1) })
   let result: ExecResult
   try {

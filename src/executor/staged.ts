@@ -22,7 +22,7 @@ import { canonicalDecode, canonicalEncode } from '../crypto/index.js'
 import { isMercatoError, MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { computeResultHash } from './hash.js'
-import { createExecutor, type ExecJob, type ExecResult, type Isolation } from './index.js'
+import type { ExecJob, ExecResult, Isolation } from './index.js'
 
 export const STAGED_JOB_FILE = 'job.cbor'
 export const STAGED_MODULE_FILE = 'module.wasm'
@@ -239,6 +239,8 @@ export async function execStaged (dir: string, io: { stderr: { write: (s: string
   }
   const l = job.limits
   // the job's own (already clamped) limits are the ceilings: the sandbox a provider's pool would give it
+  // (loaded when the command runs: every other `mercato` command starts without the sandbox's modules)
+  const { createExecutor } = await import('./index.js')
   const executor = createExecutor({
     poolSize: 1,
     queueSize: 1,

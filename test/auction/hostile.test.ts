@@ -263,7 +263,7 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
 
 describe('hostile: what counts as a public address (answer dials without dialPrivateAddresses)', () => {
   it('loopback, private, shared, link-local, unique-local, multicast and DNS names are not public', async () => {
-    const { isPublicAddress } = await import('../../src/p2p/multiaddr.js')
+    const { isPublicAddress } = await import('../../src/p2p/public-address.js')
     for (const a of ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/1', '/ip4/172.16.0.1/tcp/1', '/ip4/192.168.1.1/tcp/1', '/ip4/100.64.0.1/tcp/1', '/ip4/169.254.1.1/tcp/1', '/ip4/0.0.0.0/tcp/1', '/ip4/224.0.0.251/tcp/1', '/ip6/::1/tcp/1', '/ip6/fe80::1/tcp/1', '/ip6/fd00::1/tcp/1', '/dns4/localhost/tcp/1', '/dns4/example.com/tcp/1', 'not an address']) {
       expect(isPublicAddress(a), a).to.equal(false)
     }
