@@ -63,6 +63,15 @@ export const LIVE_LOG_FRAME_BYTES = 16 * 1024
 export const LIVE_LOG_FLUSH_MS = 200
 /** Largest blob (wasm module) served or fetched. */
 export const MAX_BLOB_BYTES = 16 * 1024 * 1024
+/**
+ * Output files a result may name, and their bytes together: what a requester will fetch for one
+ * result. The same as the executor's default caps (a provider's own caps may be lower, never need
+ * to be higher); each file is one blob, so at most MAX_BLOB_BYTES.
+ */
+export const MAX_RESULT_OUTPUTS = 64
+export const MAX_RESULT_OUTPUT_BYTES = 64 * 1024 * 1024
+/** How long a requester waits for one output file from the provider before it counts as not served. */
+export const OUTPUT_FETCH_TIMEOUT_MS = 30_000
 /** Largest inline JS source or stdin carried in an offer. */
 export const MAX_INLINE_BYTES = 64 * 1024
 /** Clock skew we tolerate on signed timestamps. */

@@ -70,6 +70,7 @@ export interface MarketInit {
   provider: ProviderConfig
   isFlagged?: (peerId: string) => boolean
   corruptResults?: boolean
+  withholdOutputs?: boolean
 }
 
 /** A provider as listed by `GET /v1/providers`. */
@@ -162,7 +163,8 @@ export function createMarket (init: MarketInit): Market {
     config: init.provider,
     isFlagged: init.isFlagged,
     onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
-    corruptResults: init.corruptResults
+    corruptResults: init.corruptResults,
+    withholdOutputs: init.withholdOutputs
   })
 
   const market: Market = {
