@@ -6,6 +6,7 @@
  */
 import { mkdir, readFile, writeFile, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { bytesMatchCid, cidOfBytes, isCid } from '../crypto/index.js'
 import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
 import { InvalidInputError, NotFoundError } from '../errors.js'
@@ -24,6 +25,7 @@ export class BlobStore {
   private readonly dir?: string
   private readonly memory = new Map<string, Uint8Array>()
   private readonly cache = new Map<string, Uint8Array>()
+  private writes = 0
 
   constructor (dir?: string) {
     this.dir = dir
@@ -50,7 +52,9 @@ export class BlobStore {
     if (this.dir == null) { this.memory.set(cid, bytes); return }
     const file = join(this.dir, cid)
     try { await stat(file); return } catch {}
-    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`
+    // a name of its own per write: two writes of one CID at once (replicas' identical outputs fetched
+    // together) must not share a temp file, or the second rename finds it gone
+    const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
     await writeFile(tmp, bytes)
     await rename(tmp, file)
   }

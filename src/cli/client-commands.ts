@@ -1,6 +1,6 @@
 /**
  * The `mercato` commands that talk to a running node through its gateway:
- * `submit`, `jobs`, `job`, `logs`, `cancel`, `peers`, `providers`, `balance`.
+ * `submit`, `jobs`, `job`, `logs`, `get`, `cancel`, `peers`, `providers`, `balance`.
  *
  * Every one takes `--api URL` (default `$MERCATO_API` or
  * http://127.0.0.1:8420) and `--token T` (default `$MERCATO_API_TOKEN`).
@@ -25,6 +25,7 @@ import { MANY_PARALLEL } from '../client/constants.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
+import { getOutputs } from './get.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
 
@@ -499,6 +500,14 @@ export function registerClientCommands (program: Command): void {
     .option('-f, --follow', 'follow the live output until the job ends'))
     .action(async (id: string, flags: ApiFlags & { follow?: boolean }) => {
       await run(flags, async (c) => await logs(c, id, flags.follow === true))
+    })
+
+  withApi(program.command('get')
+    .description("download a finished job's output files into a directory (checked against their CIDs; progress on stderr)")
+    .argument('<id>', 'job id')
+    .option('-o, --output <dir>', 'where to write them (their paths are kept)', '.'))
+    .action(async (id: string, flags: ApiFlags & { output: string }) => {
+      await run(flags, async (c) => await getOutputs(c, id, flags.output, { out, err, tty: process.stderr.isTTY === true }))
     })
 
   withApi(program.command('cancel')
