@@ -25,7 +25,7 @@ import { MANY_PARALLEL } from '../client/constants.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
-import { getOutputs } from './get.js'
+import { formatBytes, getOutputs } from './get.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
 
@@ -207,6 +207,9 @@ function printResult (job: JobView, result: ResultView): void {
   if (job.engine === 'js' && result.output !== undefined) out(JSON.stringify(result.output, null, 2) + '\n')
   if (result.truncated) err('(output truncated at the job\'s outputBytes limit)\n')
   if (result.error != null) err(`${result.error.name}: ${result.error.message}\n`)
+  // output files stay on the node until fetched: say how (stderr, so stdout keeps the job's output)
+  const files = result.outputs ?? []
+  if (files.length > 0) err(`${files.length} output file${files.length === 1 ? '' : 's'} (${files.map(o => o.path).slice(0, 5).join(', ')}${files.length > 5 ? ', …' : ''}): mercato get ${job.id} -o DIR\n`)
 }
 
 /** The exit code of `submit --wait`: the job's own for a completed job, else 1. */
@@ -432,6 +435,11 @@ function jobText (job: JobView, result: ResultView | null): string {
     if (result.error != null) s += `Error     ${result.error.name}: ${result.error.message}\n`
     if (result.stdout !== '') s += 'Stdout\n' + result.stdout.replace(/^/gm, '  ').replace(/\s*$/, '') + '\n'
     if (result.output !== undefined) s += `Output    ${JSON.stringify(result.output)}\n`
+    const files = result.outputs ?? []
+    if (files.length > 0) {
+      s += `\nOutput files (${files.length}; mercato get ${job.id} -o DIR)\n`
+      s += table(files.map(o => ['  ' + o.path, formatBytes(o.size), o.cid]))
+    }
   }
   return s
 }
