@@ -144,6 +144,30 @@ describe('market: output files', function () {
   })
 })
 
+describe('market: large output files', function () {
+  this.timeout(90_000)
+  after(stopNodes)
+
+  it('files at the per-file cap (3 × 16 MiB) travel whole, and the provider is not lost while they are fetched', async () => {
+    // (before: any frame over libp2p's 4 MiB read buffer aborted the blob stream, "Read buffer overflow";
+    // heartbeats stop once the result is sent, so the fetch is not judged by them: plan.test.ts)
+    const requester = await startTestNode({ provide: false })
+    const provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+    const source = `function main () { for (let i = 0; i < 3; i++) { const b = new Uint8Array(${16 * 1024 * 1024}); b[0] = i; b[b.length - 1] = 7; writeFile('big' + i + '.bin', b) } return 3 }`
+    const submitted = await requester.market.submit({ engine: 'js', source, limits: { memoryMb: 96, timeoutMs: 30_000 } })
+    const started = Date.now()
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(60_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    expect(job.attempts.map(a => a.state), JSON.stringify(job.attempts)).to.deep.equal(['completed'])
+    const result = await requester.market.result(job.id)
+    expect(result.outputs.map(o => o.size)).to.deep.equal([16 * 1024 * 1024, 16 * 1024 * 1024, 16 * 1024 * 1024])
+    const bytes = await requester.market.getBlob(result.outputs[2].cid, { cache: false })
+    expect([bytes?.[0], bytes?.[bytes.length - 1]]).to.deep.equal([2, 7])
+    process.stderr.write(`      3 × 16 MiB of outputs: submit → settled in ${Date.now() - started} ms\n`)
+  })
+})
+
 describe('market: output files and lying providers', function () {
   this.timeout(90_000)
   afterEach(stopNodes)

@@ -12,7 +12,7 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash } from '../../executor/index.js'
 import { Batcher } from '../batcher.js'
-import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_TIMEOUT_MS, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
 import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
 import { encodeFrame } from '../protocol/frames.js'
 import { treatResult } from './plan.js'
@@ -98,15 +98,27 @@ export class Settlement {
    */
   private async fetchOutputs (attempt: Attempt, r: Result): Promise<void> {
     const { ctx } = this
-    for (const o of r.outputs ?? []) {
-      if (o.size === 0) continue
-      try {
-        const bytes = await ctx.deps.blobs.fetch(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, cache: false, signal: AbortSignal.timeout(OUTPUT_FETCH_TIMEOUT_MS) })
-        if (bytes.length !== o.size) throw new Error(`${bytes.length} bytes, not ${o.size}`)
-      } catch (err: any) {
-        ctx.count('outputs-unavailable')
-        throw new RefusedMessageError('outputs-unavailable', `output ${o.path} (${o.cid}) not served by the provider: ${String(err?.message ?? err).slice(0, 200)}`)
+    const outputs = r.outputs ?? []
+    if (outputs.length === 0) return
+    // one budget for them all (the schema capped their count and sizes); meanwhile the attempt is
+    // not judged by heartbeats, which stop once the provider sent its result
+    const total = outputs.reduce((n, o) => n + o.size, 0)
+    const signal = AbortSignal.timeout(OUTPUT_FETCH_BASE_MS + Math.ceil(total / OUTPUT_FETCH_MIN_BYTES_PER_SEC * 1000))
+    attempt.collecting = true
+    try {
+      for (const o of outputs) {
+        if (o.size === 0) continue
+        try {
+          const bytes = await ctx.deps.blobs.fetch(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, cache: false, signal })
+          if (bytes.length !== o.size) throw new Error(`${bytes.length} bytes, not ${o.size}`)
+        } catch (err: any) {
+          ctx.count('outputs-unavailable')
+          throw new RefusedMessageError('outputs-unavailable', `output ${o.path} (${o.cid}) not served by the provider: ${String(err?.message ?? err).slice(0, 200)}`)
+        }
       }
+    } finally {
+      attempt.collecting = false
+      attempt.lastSeen = Date.now()
     }
   }
 
