@@ -67,7 +67,9 @@ export async function getOutputs (client: MercatoClient, id: string, dir: string
     const bytes = await client.downloadOutput(id, o.path, { onProgress: (got) => { draw(o.path, got) } })
     const part = `${target}.part`
     try {
-      await writeFile(part, bytes)
+      // a fresh file, never through a link someone left at <name>.part (the rename replaces a link at <name> itself)
+      await rm(part, { force: true })
+      await writeFile(part, bytes, { flag: 'wx' })
       await rename(part, target)
     } catch (e) {
       await rm(part, { force: true })

@@ -8,7 +8,7 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { readFile } from 'node:fs/promises'
-import { JOBS_TOPIC } from '../../src/auction/index.js'
+import { BLOB_PROTOCOL, JOBS_TOPIC } from '../../src/auction/index.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { MercatoClient, MercatoApiError } from '../../src/client/index.js'
 import type { MercatoNode } from '../../src/node.js'
@@ -199,6 +199,32 @@ describe('market: output files and lying providers', function () {
     // the liar's result differs only in the output: its stdout is the honest one
     const liarResult = records.find(r => r.type === 'result' && (r.body as any).result.signer === liar.peerId)
     expect(new TextDecoder().decode((liarResult?.body as any).result.payload.stdout)).to.equal('wrote 5 files\n')
+  })
+
+  it('a provider that serves other bytes than its result names: refused, handed over, not paid', async () => {
+    const requester = await startTestNode({ provide: false })
+    const boot = [requester.network.addresses()[0]]
+    const [forger, honest] = await Promise.all([
+      startTestNode({ price: 1, bootstrap: boot }),
+      startTestNode({ price: 2, bootstrap: boot })
+    ])
+    // the forger's blob protocol answers every request with 10 bytes of its own choosing (the size
+    // of the first output, data/numbers.bin): the right length, the wrong bytes
+    await forger.network.unhandle(BLOB_PROTOCOL)
+    await forger.network.handle(BLOB_PROTOCOL, async () => new TextEncoder().encode('forged!!!\n'), { maxRequestBytes: 1024 })
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 15_000)
+    const submitted = await requester.market.submit({ engine: 'js', source: WRITER, input: { name: 'mallory' }, maxPrice: 10, bidWindowMs: 1500 })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(40_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    expect(job.attempts[0].provider).to.equal(forger.peerId)
+    expect(job.attempts[0].state).to.equal('lost')
+    expect(job.attempts[0].reason).to.match(/output data\/numbers.bin .* not served by the provider: .*does not match/)
+    expect(job.providers).to.deep.equal([honest.peerId])
+    const records = await requester.ledger.byJob(job.id)
+    const paid = records.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')
+    expect(paid.map(r => (r.body as any).receipt.payload.provider)).to.deep.equal([honest.peerId])
+    const numbers = (await requester.market.result(job.id)).outputs[0]
+    expect([...(await requester.market.getBlob(numbers.cid))!]).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
   })
 
   it('a provider that names outputs it does not serve loses the award (outputs-unavailable) and the job fails over', async () => {

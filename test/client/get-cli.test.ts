@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai'
 import { createServer, type Server } from 'node:http'
-import { mkdir, readdir, readFile, symlink } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { getJson, runCli, startNodeProcess, stopAll, tempDir, waitFor, type NodeProcess } from '../helpers/cli.js'
 
@@ -54,6 +54,21 @@ describe('CLI: mercato get', function () {
     expect(res.code).to.equal(2)
     expect(res.stderr).to.match(/refusing output path "data\/numbers.bin"/)
     expect(await readdir(outside)).to.deep.equal([])
+  })
+
+  it('never writes through a link left at a file\'s name or its .part name in DIR', async () => {
+    const base = await tempDir()
+    const dir = join(base, 'out')
+    const victim = join(base, 'victim.txt')
+    await mkdir(dir)
+    await writeFile(victim, 'precious\n')
+    await symlink(victim, join(dir, 'report.txt'))
+    await symlink(victim, join(dir, 'report.txt.part'))
+    const res = await runCli(['get', jobId, '-o', dir, '--api', node.gatewayUrl])
+    expect(res.code, res.stderr).to.equal(0)
+    expect(await readFile(victim, 'utf8')).to.equal('precious\n')
+    expect(await readFile(join(dir, 'report.txt'), 'utf8')).to.equal('all good\n')
+    expect((await lstat(join(dir, 'report.txt'))).isSymbolicLink()).to.equal(false)
   })
 
   it('a node listing a path that escapes DIR: refused before anything is written', async () => {
