@@ -60,6 +60,12 @@ export const configSchema = z.strictObject({
     maxTimeoutMs: z.number().int().min(1),
     maxMemoryMb: z.number().int().min(1),
     maxOutputBytes: z.number().int().min(0),
+    /** caps on a job's output files; a file travels as one blob, so at most 16 MiB (the blob cap) */
+    outputFiles: z.strictObject({
+      files: z.number().int().min(0).max(64),
+      fileBytes: z.number().int().min(0).max(16 * 1024 * 1024),
+      totalBytes: z.number().int().min(0).max(64 * 1024 * 1024)
+    }),
     moduleCacheSize: z.number().int().min(0),
     isolation: z.enum(['none', 'unshare', 'bwrap']),
     backend: z.enum(['local', 'slurm']),

@@ -27,6 +27,8 @@ type Cleanup = { name: string, fn: () => Promise<void> }
 export interface NodeOptions {
   /** test-only: this provider corrupts its results (replica quorum tests) */
   corruptResults?: boolean
+  /** test-only: this provider names output files in its results without serving them */
+  withholdOutputs?: boolean
 }
 
 export class MercatoNode implements GatewayNode {
@@ -155,7 +157,8 @@ export class MercatoNode implements GatewayNode {
         liveLogMaxBytes: cfg.provider.liveLogMaxBytes
       },
       // test-only switch (replica quorum tests): this provider lies about its output
-      corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1'
+      corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1',
+      withholdOutputs: this.options.withholdOutputs
     })
     await this.market.start()
     this.defer('market', async () => { await this.market.stop() })

@@ -63,6 +63,20 @@ export const LIVE_LOG_FRAME_BYTES = 16 * 1024
 export const LIVE_LOG_FLUSH_MS = 200
 /** Largest blob (wasm module) served or fetched. */
 export const MAX_BLOB_BYTES = 16 * 1024 * 1024
+/**
+ * Output files a result may name, and their bytes together: what a requester will fetch for one
+ * result. The same as the executor's default caps (a provider's own caps may be lower, never need
+ * to be higher); each file is one blob, so at most MAX_BLOB_BYTES.
+ */
+export const MAX_RESULT_OUTPUTS = 64
+export const MAX_RESULT_OUTPUT_BYTES = 64 * 1024 * 1024
+/**
+ * How long a requester gives a provider to serve all of a result's output files: a base plus time
+ * for the bytes at a slow link's pace. Past it they count as not served. This is what a provider
+ * that serves slowly on purpose can hold a job for (at the caps: 10 s + 64 s).
+ */
+export const OUTPUT_FETCH_BASE_MS = 10_000
+export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
 /** Largest inline JS source or stdin carried in an offer. */
 export const MAX_INLINE_BYTES = 64 * 1024
 /** Clock skew we tolerate on signed timestamps. */

@@ -70,6 +70,7 @@ export interface MarketInit {
   provider: ProviderConfig
   isFlagged?: (peerId: string) => boolean
   corruptResults?: boolean
+  withholdOutputs?: boolean
 }
 
 /** A provider as listed by `GET /v1/providers`. */
@@ -85,8 +86,8 @@ export interface Market {
   start (): Promise<void>
   stop (): Promise<void>
   uploadBlob (bytes: Uint8Array): Promise<string>
-  /** a blob held here (undefined when not) */
-  getBlob (cid: string): Promise<Uint8Array | undefined>
+  /** a blob held here (undefined when not); `cache: false` reads it without keeping it in memory */
+  getBlob (cid: string, opts?: { cache?: boolean }): Promise<Uint8Array | undefined>
   submit (spec: SubmitSpec): Promise<JobView>
   /**
    * A job: from memory while held (unfinished, or among the recent finished ones), else rebuilt
@@ -162,7 +163,8 @@ export function createMarket (init: MarketInit): Market {
     config: init.provider,
     isFlagged: init.isFlagged,
     onReceipt: (receipt) => { reputation.applyReceipt(receipt) },
-    corruptResults: init.corruptResults
+    corruptResults: init.corruptResults,
+    withholdOutputs: init.withholdOutputs
   })
 
   const market: Market = {
@@ -209,7 +211,7 @@ export function createMarket (init: MarketInit): Market {
       void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
       return cid
     },
-    getBlob: async (cid) => await blobs.get(cid),
+    getBlob: async (cid, opts) => await blobs.get(cid, opts),
     submit: async (spec) => await requester.submit(spec),
     get: async (id) => await requester.get(id),
     list: (opts) => requester.list(opts),

@@ -118,6 +118,8 @@ export interface ResultView {
   stdout: string
   stderr: string
   output?: unknown
+  /** the files the job wrote, by path, CID and size (fetched and checked by this node); empty when none */
+  outputs: Array<{ path: string, cid: string, size: number }>
   truncated: boolean
   error?: { name: string, message: string }
   resultHash: string

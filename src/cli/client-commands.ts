@@ -1,6 +1,6 @@
 /**
  * The `mercato` commands that talk to a running node through its gateway:
- * `submit`, `jobs`, `job`, `logs`, `cancel`, `peers`, `providers`, `balance`.
+ * `submit`, `jobs`, `job`, `logs`, `get`, `cancel`, `peers`, `providers`, `balance`.
  *
  * Every one takes `--api URL` (default `$MERCATO_API` or
  * http://127.0.0.1:8420) and `--token T` (default `$MERCATO_API_TOKEN`).
@@ -25,6 +25,7 @@ import { MANY_PARALLEL } from '../client/constants.js'
 import { Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
+import { formatBytes, getOutputs } from './get.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
 
@@ -206,6 +207,9 @@ function printResult (job: JobView, result: ResultView): void {
   if (job.engine === 'js' && result.output !== undefined) out(JSON.stringify(result.output, null, 2) + '\n')
   if (result.truncated) err('(output truncated at the job\'s outputBytes limit)\n')
   if (result.error != null) err(`${result.error.name}: ${result.error.message}\n`)
+  // output files stay on the node until fetched: say how (stderr, so stdout keeps the job's output)
+  const files = result.outputs ?? []
+  if (files.length > 0) err(`${files.length} output file${files.length === 1 ? '' : 's'} (${files.map(o => o.path).slice(0, 5).join(', ')}${files.length > 5 ? ', …' : ''}): mercato get ${job.id} -o DIR\n`)
 }
 
 /** The exit code of `submit --wait` and `logs`: the job's own for a completed job, else 1. */
@@ -436,6 +440,11 @@ function jobText (job: JobView, result: ResultView | null): string {
     if (result.error != null) s += `Error     ${result.error.name}: ${result.error.message}\n`
     if (result.stdout !== '') s += 'Stdout\n' + result.stdout.replace(/^/gm, '  ').replace(/\s*$/, '') + '\n'
     if (result.output !== undefined) s += `Output    ${JSON.stringify(result.output)}\n`
+    const files = result.outputs ?? []
+    if (files.length > 0) {
+      s += `\nOutput files (${files.length}; mercato get ${job.id} -o DIR)\n`
+      s += table(files.map(o => ['  ' + o.path, formatBytes(o.size), o.cid]))
+    }
   }
   return s
 }
@@ -504,6 +513,14 @@ export function registerClientCommands (program: Command): void {
     .option('-f, --follow', 'follow the live output until the job ends'))
     .action(async (id: string, flags: ApiFlags & { follow?: boolean }) => {
       await run(flags, async (c) => await logs(c, id, flags.follow === true))
+    })
+
+  withApi(program.command('get')
+    .description("download a finished job's output files into a directory (checked against their CIDs; progress on stderr)")
+    .argument('<id>', 'job id')
+    .option('-o, --output <dir>', 'where to write them (their paths are kept)', '.'))
+    .action(async (id: string, flags: ApiFlags & { output: string }) => {
+      await run(flags, async (c) => await getOutputs(c, id, flags.output, { out, err, tty: process.stderr.isTTY === true }))
     })
 
   withApi(program.command('cancel')

@@ -48,13 +48,17 @@ import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
+import { cidOfRaw } from './cid.js'
 import { submitMany, type BatchAnswer, type ManyOptions, type ManyResult } from './many.js'
 
 export { MercatoApiError, MercatoConnectionError, StreamIdleError } from './errors.js'
+export { cidOfRaw } from './cid.js'
 export { DEFAULT_URL, ENV_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
 export { readSse, type SseMessage } from './sse.js'
 export { BadInput, type BatchAnswer, type ManyOptions, type ManyProgress, type ManyResult } from './many.js'
 export type { JobEvent, JobEventType, JobStatus, JobView, LogEvent, ResultView, AttemptView } from '../auction/types.js'
+/** An output file of a job: its path, CID (CIDv1 raw sha2-256) and size. */
+export type OutputRef = ResultView['outputs'][number]
 export type { NodeInfo, PeerView } from '../gateway/index.js'
 export type { PeerStanding } from '../auction/index.js'
 
@@ -234,6 +238,41 @@ export class MercatoClient {
   /** A finished job's result; a MercatoApiError with status 409 while it is not finished. */
   async result (id: string, opts?: CallOptions): Promise<ResultView> {
     return await this.json('GET', `/v1/jobs/${encodeURIComponent(id)}/result`, opts)
+  }
+
+  /** A finished job's output files (path, CID, size), sorted by path; empty when it wrote none (409 while it runs). */
+  async outputs (id: string, opts?: CallOptions): Promise<OutputRef[]> {
+    return await this.json('GET', `/v1/jobs/${encodeURIComponent(id)}/outputs`, opts)
+  }
+
+  /**
+   * Download one output file of a finished job. Streams it, calling
+   * `onProgress(received, total)` as bytes arrive; never takes more than
+   * the size the job's result names. The whole file is checked against its
+   * CID (a mismatch is a MercatoApiError `output-mismatch`); a `range`
+   * ({ start, end? }, inclusive) asks for part of it (206), which is not.
+   */
+  async downloadOutput (id: string, path: string, opts: CallOptions & { range?: { start: number, end?: number }, onProgress?: (received: number, total: number) => void } = {}): Promise<Uint8Array> {
+    const ref = (await this.outputs(id, opts)).find(o => o.path === path)
+    if (ref == null) throw new MercatoApiError(`job ${id} has no output ${JSON.stringify(path)}`, 'not-found', 404)
+    const headers: Record<string, string> = { accept: '*/*' }
+    if (opts.range != null) headers.range = `bytes=${opts.range.start}-${opts.range.end ?? ''}`
+    const url = `/v1/jobs/${encodeURIComponent(id)}/outputs/${path.split('/').map(encodeURIComponent).join('/')}`
+    const res = await this.request('GET', url, { signal: opts.signal, headers, stream: true })
+    const total = opts.range != null ? Number(res.headers.get('content-length') ?? ref.size) : ref.size
+    const out = new Uint8Array(Math.min(total, ref.size))
+    let received = 0
+    if (res.body != null) {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        if (received + chunk.length > out.length) throw new MercatoApiError(`output ${path} is longer than the ${out.length} bytes expected`, 'output-mismatch', 502)
+        out.set(chunk, received)
+        received += chunk.length
+        opts.onProgress?.(received, out.length)
+      }
+    }
+    if (received !== out.length) throw new MercatoApiError(`output ${path}: ${received} of ${out.length} bytes arrived`, 'output-mismatch', 502)
+    if (opts.range == null && await cidOfRaw(out) !== ref.cid) throw new MercatoApiError(`output ${path} does not match its CID ${ref.cid}`, 'output-mismatch', 502)
+    return out
   }
 
   /** Cancel a job that has not finished (409 when it has). */

@@ -17,11 +17,12 @@
  * 256 would read as 0; wasmtime traps on them); 2 for bad usage (unreadable
  * file, --input that is not JSON).
  */
-import { readFile } from 'node:fs/promises'
-import { extname } from 'node:path'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname, extname, resolve, sep } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
 import { isMercatoError, UsageError } from '../errors.js'
+import { isCanonicalOutputPath } from './files.js'
 import type { ExecJob, ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
@@ -40,6 +41,8 @@ export interface ExecOptions {
   timeout?: string | number
   memory?: string | number
   json?: boolean
+  /** write the job's output files under this directory */
+  outputs?: string
 }
 
 export interface ExecIo {
@@ -65,6 +68,7 @@ export function registerExecCommand (program: Command, io: ExecIo = defaultIo): 
     .option('--timeout <ms>', 'wall-clock limit in milliseconds', String(EXEC_DEFAULT_TIMEOUT_MS))
     .option('--memory <mb>', 'memory cap in MiB', String(EXEC_DEFAULT_MEMORY_MB))
     .option('--json', 'print one JSON object with the whole result')
+    .option('--outputs <dir>', 'write the files the job writes (wasm: /outputs; js: writeFile) under this directory')
     .action(async (file: string, opts: ExecOptions) => {
       process.exitCode = await execCommand(file, opts, io)
     })
@@ -112,7 +116,8 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
       resultHash: result.resultHash,
       usage: result.usage,
       truncated: result.truncated,
-      error: result.error
+      error: result.error,
+      outputs: (result.outputs ?? []).map(o => ({ path: o.path, cid: o.cid, size: o.size }))
     }) + '\n')
   } else {
     if (result.stdout.length > 0) io.stdout.write(result.stdout)
@@ -120,6 +125,17 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
     if (result.output !== undefined) io.stdout.write(JSON.stringify(result.output) + '\n')
     if (result.truncated) io.stderr.write('mercato exec: output truncated\n')
     if (result.error != null) io.stderr.write(`mercato exec: ${result.error.name}: ${result.error.message}\n`)
+  }
+  for (const o of result.outputs ?? []) {
+    if (opts.outputs != null) {
+      // the executor only hands back plain relative paths; checked again before touching the disk
+      const root = resolve(opts.outputs)
+      const target = resolve(root, o.path)
+      if (!isCanonicalOutputPath(o.path) || !target.startsWith(root + sep)) { io.stderr.write(`mercato exec: refusing output path ${JSON.stringify(o.path)}\n`); return EXIT_SANDBOX_FAILURE }
+      await mkdir(dirname(target), { recursive: true })
+      await writeFile(target, o.bytes)
+    }
+    if (opts.json !== true) io.stderr.write(`mercato exec: output file ${o.path} (${o.size} bytes, ${o.cid})${opts.outputs != null ? ` written under ${opts.outputs}` : ''}\n`)
   }
   if (result.error != null) return EXIT_SANDBOX_FAILURE
   if (result.exitCode < 0 || result.exitCode > EXIT_CODE_MAX) {

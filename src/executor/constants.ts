@@ -96,3 +96,22 @@ export const WASI_MODULE = 'wasi_snapshot_preview1'
 /** Exports the instrumenter adds. */
 export const FUEL_EXPORT = '__mercato_fuel'
 export const GROW_FAILED_EXPORT = '__mercato_grow_failed'
+
+/**
+ * Output files (a wasm job's `/outputs`, a JS job's `writeFile`). Each file
+ * travels to the requester as one blob, so a file is capped at the market's
+ * blob size (auction MAX_BLOB_BYTES, 16 MiB); the total bounds what one job
+ * holds in its worker's memory (files are captured in memory, never on the
+ * provider's disk until the job ended well) and what the requester fetches
+ * per result. Every provider must apply the same caps for replicas to agree,
+ * so they are market-wide defaults, not per-job settings.
+ */
+export const MAX_OUTPUT_FILES = 64
+export const MAX_OUTPUT_FILE_BYTES = 16 * 1024 * 1024
+export const MAX_OUTPUT_TOTAL_BYTES = 64 * 1024 * 1024
+/** Longest output path (UTF-8 bytes): room for a few directory levels, far below what any tool chokes on. */
+export const MAX_OUTPUT_PATH_BYTES = 256
+/** Output files a wasm guest may hold open at once (descriptors beyond stdio and the /outputs preopen). */
+export const MAX_OPEN_OUTPUT_FDS = 32
+/** Where a wasm guest finds its output directory (preopened, fd 3). */
+export const OUTPUTS_DIR = '/outputs'

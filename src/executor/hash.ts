@@ -1,17 +1,23 @@
 import { canonicalEncode, sha256, toHex } from '../crypto/index.js'
 
+/** An output file as a result names it: path, CID (CIDv1 raw sha2-256 of its bytes) and size. */
+export interface OutputRef { path: string, cid: string, size: number }
+
 /**
  * The hash a result carries: hex sha256 of canonicalEncode({ jobId, exitCode,
- * stdout, stderr, output }). Anyone holding the job id and the result can
- * recompute it; two providers that ran the same job agree on it.
+ * stdout, stderr, output, outputs }), where `outputs` (present only when the
+ * job wrote files) lists each file's { path, cid, size } in path order. Anyone
+ * holding the job id and the result can recompute it; two providers that ran
+ * the same job agree on it, output files included (their CIDs cover every byte).
  */
-export function computeResultHash (jobId: string, r: { exitCode: number, stdout: Uint8Array, stderr: Uint8Array, output?: unknown }): string {
+export function computeResultHash (jobId: string, r: { exitCode: number, stdout: Uint8Array, stderr: Uint8Array, output?: unknown, outputs?: OutputRef[] }): string {
+  const files = r.outputs != null && r.outputs.length > 0 ? { outputs: r.outputs.map(o => ({ path: o.path, cid: o.cid, size: o.size })) } : {}
   let encoded: Uint8Array
   try {
-    encoded = canonicalEncode({ jobId, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output })
+    encoded = canonicalEncode({ jobId, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output, ...files })
   } catch {
     // values DAG-CBOR cannot carry (e.g. integers beyond 64 bits): hash the output's JSON text instead
-    encoded = canonicalEncode({ jobId, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: JSON.stringify(r.output) })
+    encoded = canonicalEncode({ jobId, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: JSON.stringify(r.output), ...files })
   }
   return toHex(sha256(encoded))
 }

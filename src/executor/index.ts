@@ -26,6 +26,11 @@
  * - Output: stdout + stderr (+ JS output JSON) are counted in bytes at write
  *   time and cut at the job's cap (`truncated`, error `output-limit`, and the
  *   guest is stopped).
+ * - Output files: a wasm guest writes files under its preopened `/outputs`, a
+ *   JS guest calls `writeFile(path, data)`; both are captured in memory with
+ *   caps on the count, each file and the total (checked before allocating;
+ *   past one, `output-limit`) and returned sorted by path with their CIDs
+ *   (files.ts). The result hash covers them.
  * - Fuel (optional): a deterministic instruction budget for wasm (the module
  *   is instrumented); a coarse one for JS (QuickJS interrupt ticks).
  * - No host access: no host directories or files, no network, no host env.
@@ -55,7 +60,10 @@ import { IsolatedExecutor } from './isolation.js'
 import * as C from './constants.js'
 
 export * from './errors.js'
-export { computeResultHash } from './hash.js'
+export { computeResultHash, type OutputRef } from './hash.js'
+export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, comparePaths, type OutputCaps } from './files.js'
+import type { OutputCaps } from './files.js'
+import type { OutputRef } from './hash.js'
 export * from './backend.js'
 import type { FailureName } from './protocol.js'
 export type { FailureName }
@@ -111,12 +119,20 @@ export interface ExecResult {
   stderr: Uint8Array
   /** JS jobs: main()'s return value (JSON). */
   output?: unknown
+  /**
+   * The files the job wrote (wasm: under /outputs; js: writeFile), sorted by path; absent when it
+   * wrote none or failed. Each with its CID (raw sha2-256) and size, which the result hash covers.
+   */
+  outputs?: OutputFile[]
   truncated: boolean
-  /** hex sha256 of canonicalEncode({ jobId, exitCode, stdout, stderr, output }). */
+  /** hex sha256 of canonicalEncode({ jobId, exitCode, stdout, stderr, output, outputs? }). */
   resultHash: string
   usage: ExecUsage
   error?: { name: ExecErrorName, message: string }
 }
+
+/** An output file with its bytes (the result hash covers its path, CID and size). */
+export interface OutputFile extends OutputRef { bytes: Uint8Array }
 
 export interface ExecutorStats {
   poolSize: number
@@ -163,6 +179,8 @@ export interface ExecutorInit {
   maxMemoryMb: number
   maxOutputBytes: number
   moduleCacheSize: number
+  /** Caps on a job's output files (count, per file, total); default DEFAULT_OUTPUT_CAPS. */
+  outputFiles?: OutputCaps
   /** Outer isolation: run the pool in a child process without network (see docs/EXECUTOR.md). */
   isolation: Isolation
   engines: Engine[]
@@ -175,6 +193,7 @@ export const DEFAULT_INIT: ExecutorInit = {
   maxTimeoutMs: C.MAX_TIMEOUT_MS,
   maxMemoryMb: C.MAX_MEMORY_MB,
   maxOutputBytes: C.MAX_OUTPUT_BYTES,
+  outputFiles: { files: C.MAX_OUTPUT_FILES, fileBytes: C.MAX_OUTPUT_FILE_BYTES, totalBytes: C.MAX_OUTPUT_TOTAL_BYTES },
   moduleCacheSize: C.MODULE_CACHE_SIZE,
   isolation: 'none',
   engines: [...ENGINES]

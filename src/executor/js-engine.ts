@@ -16,6 +16,7 @@ import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
+import { normaliseOutputPath, OutputFiles } from './files.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
 /**
@@ -25,7 +26,7 @@ import type { DoneMessage, FailureName, RunJs } from './protocol.js'
  */
 export const JS_FUEL_PER_INTERRUPT = 10_000
 
-const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick) {
+const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf) {
   'use strict'
   let a = s0 >>> 0, b = s1 >>> 0, c = s2 >>> 0, d = s3 >>> 0
   function sfc32 () {
@@ -79,6 +80,41 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick) {
     put(fd, '\\n')
   }
   globalThis.console = { log: out(1), info: out(1), debug: out(1), warn: out(2), error: out(2), trace: out(2) }
+  const utf8 = (s) => {
+    const out = new Uint8Array(s.length * 3)
+    let j = 0
+    for (let i = 0; i < s.length; i++) {
+      let c = s.charCodeAt(i)
+      if (c < 0x80) { out[j++] = c; continue }
+      if (c < 0x800) { out[j++] = 0xc0 | (c >> 6); out[j++] = 0x80 | (c & 63); continue }
+      if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+        const d = s.charCodeAt(i + 1)
+        if (d >= 0xdc00 && d < 0xe000) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00); i++
+          out[j++] = 0xf0 | (c >> 18); out[j++] = 0x80 | ((c >> 12) & 63); out[j++] = 0x80 | ((c >> 6) & 63); out[j++] = 0x80 | (c & 63)
+          continue
+        }
+      }
+      if (c >= 0xd800 && c < 0xe000) c = 0xfffd
+      out[j++] = 0xe0 | (c >> 12); out[j++] = 0x80 | ((c >> 6) & 63); out[j++] = 0x80 | (c & 63)
+    }
+    return out.subarray(0, j)
+  }
+  // output files: writeFile(path, data) creates or replaces one (data: a string, written as UTF-8, an ArrayBuffer or a view)
+  function writeFile (path, data) {
+    if (typeof path !== 'string') throw new TypeError('writeFile: the path must be a string')
+    let r
+    // the host reads strings as C strings, which end at NUL: such a string is encoded here
+    if (typeof data === 'string' && data.indexOf('\\0') >= 0) data = utf8(data)
+    if (typeof data === 'string') r = wf(path, data, 0, -1)
+    else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength)
+    else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength)
+    else throw new TypeError('writeFile: data must be a string, an ArrayBuffer or a typed array')
+    if (r === true) return undefined
+    if (r === false) throw new Error('writeFile: output limit reached')
+    throw new TypeError('writeFile: ' + r)
+  }
+  Object.defineProperty(globalThis, 'writeFile', { value: writeFile, writable: false, configurable: false })
 })`
 
 const HARNESS = `(function (input) {
@@ -150,6 +186,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   let output: string | undefined
   let error: DoneMessage['error']
   let memoryBytes = 0
+  const outputs = new OutputFiles(job.files)
 
   let rt: QuickJSRuntime | undefined
   let ctx: QuickJSContext | undefined
@@ -183,6 +220,43 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       if (sink.truncated) { stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`); return c.false }
       return c.true
     }))
+    // writeFile(path, data): the caps are checked on the sizes before any byte is copied out of QuickJS
+    const caps = job.files
+    const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH) => {
+      if (stop != null) return c.false
+      const path = c.getString(pathH)
+      // a C string conversion stops at NUL: a path whose length changed held one
+      if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return keep(c.newString('invalid output path (invalid)'))
+      const n = normaliseOutputPath(path)
+      if ('problem' in n) return keep(c.newString(`invalid output path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`))
+      const room = Math.min(caps.fileBytes, caps.totalBytes - (outputs.totalBytes - outputs.size(n.path)))
+      const limit = (): QuickJSHandle => {
+        stop = new Stop('output-limit', outputs.limitHit ?? `output file ${n.path} exceeded the output file caps (${caps.fileBytes} bytes a file, ${caps.totalBytes} in total)`)
+        return c.false
+      }
+      const len = c.getNumber(lenH)
+      let bytes: Uint8Array
+      if (len < 0) {
+        // a string: its UTF-8 form is at least as long as its length in UTF-16 units
+        const units = c.getNumber(keep(c.getProp(dataH, 'length')))
+        if (units > room) return limit()
+        const text = c.getString(dataH)
+        if (text === '' && units > 0) { stop = new Stop('memory-limit', `JS heap exceeded ${job.memoryBytes} bytes while writing a file`); return c.false }
+        if (text.length !== units) return keep(c.newString('the string could not be read whole'))
+        bytes = encoder.encode(text)
+      } else {
+        const off = c.getNumber(offH)
+        const real = c.getNumber(keep(c.getProp(dataH, 'byteLength')))
+        if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || off + len > real) return keep(c.newString('data out of range'))
+        if (len > room) return limit()
+        const view = c.getArrayBuffer(dataH)
+        try { bytes = view.value.slice(off, off + len) } finally { view.dispose() }
+      }
+      const problem = outputs.writeWhole(n.path, bytes)
+      if (problem === 'limit') return limit()
+      if (problem != null) return keep(c.newString(`cannot write ${JSON.stringify(n.path)} (${problem === 'is-dir' ? 'a directory of other outputs' : problem === 'not-dir' ? 'a parent is a file' : problem})`))
+      return c.true
+    }))
     const call = (fn: QuickJSHandle, ...args: QuickJSHandle[]): QuickJSHandle => {
       const r = c.callFunction(fn, c.undefined, ...args)
       if (r.error != null) throw keep(r.error)
@@ -195,7 +269,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     }
 
     const prelude = evaluate(PRELUDE, 'mercato:prelude')
-    call(prelude, write, ...seedWords(job.seed).map(n => keep(c.newNumber(n))), keep(c.newNumber(VIRTUAL_EPOCH_MS)), keep(c.newNumber(JS_CLOCK_TICK_MS)))
+    call(prelude, write, ...seedWords(job.seed).map(n => keep(c.newNumber(n))), keep(c.newNumber(VIRTUAL_EPOCH_MS)), keep(c.newNumber(JS_CLOCK_TICK_MS)), writeFile)
     const harness = evaluate(HARNESS, 'mercato:harness')
     const stringify = evaluate(STRINGIFY, 'mercato:harness')
     evaluate(job.source, 'job.js')
@@ -277,10 +351,13 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     exitCode = -1
     output = undefined
   }
+  // a failed job has no output files (like its output value)
+  const files = error == null ? outputs.take() : undefined
   return {
     type: 'done',
     exitCode,
     output,
+    files: files != null && files.length > 0 ? files : undefined,
     truncated: sink.truncated,
     wallMs: performance.now() - started,
     memoryBytes,

@@ -13,8 +13,9 @@ import { LruCache } from './module-cache.js'
 import { HEADER_BYTES, outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash, emptyFailure } from './hash.js'
+import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
 import { JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
-import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputListener, RunOptions } from './index.js'
+import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 const log = logger('executor')
@@ -120,6 +121,10 @@ export class ExecutorPool implements Executor {
 
   engines (): Engine[] { return [...this.init.engines] }
 
+  private outputCaps (): OutputCaps {
+    return { ...DEFAULT_OUTPUT_CAPS, ...(this.init.outputFiles ?? {}) }
+  }
+
   stats (): ExecutorStats {
     return {
       poolSize: this.size,
@@ -200,7 +205,8 @@ export class ExecutorPool implements Executor {
         memoryBytes: limits.memoryMb * 1024 * 1024,
         outputBytes: limits.outputBytes,
         fuel: limits.fuel,
-        seed
+        seed,
+        files: this.outputCaps()
       }
     } else {
       if (typeof job.source !== 'string') throw new InvalidModuleError('js job without source')
@@ -215,7 +221,8 @@ export class ExecutorPool implements Executor {
         memoryBytes: limits.memoryMb * 1024 * 1024,
         outputBytes: limits.outputBytes,
         fuel: limits.fuel,
-        seed
+        seed,
+        files: this.outputCaps()
       }
     }
     if (isAborted(signal)) throw new AbortedError()
@@ -457,16 +464,20 @@ export class ExecutorPool implements Executor {
     this.replace(slot)
   }
 
-  private result (r: Running, slot: Slot, d: { exitCode: number, output?: string, truncated: boolean, wallMs: number, memoryBytes: number, fuel?: number, error?: DoneMessage['error'] }): ExecResult {
+  private result (r: Running, slot: Slot, d: { exitCode: number, output?: string, truncated: boolean, wallMs: number, memoryBytes: number, fuel?: number, error?: DoneMessage['error'], files?: DoneMessage['files'] }): ExecResult {
     const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)
     const output = d.output !== undefined ? JSON.parse(d.output) as unknown : undefined
+    const outputs: OutputFile[] | undefined = d.error == null && d.files != null && d.files.length > 0
+      ? d.files.map(f => ({ path: f.path, cid: cidOfBytes(f.bytes), size: f.bytes.length, bytes: f.bytes }))
+      : undefined
     const result: ExecResult = {
       exitCode: d.exitCode,
       stdout,
       stderr,
       output,
+      ...(outputs != null ? { outputs } : {}),
       truncated: d.truncated,
-      resultHash: computeResultHash(r.job.id, { exitCode: d.exitCode, stdout, stderr, output }),
+      resultHash: computeResultHash(r.job.id, { exitCode: d.exitCode, stdout, stderr, output, outputs }),
       usage: {
         wallMs: Math.round((performance.now() - r.startedAt) * 1000) / 1000,
         memoryBytes: d.memoryBytes,

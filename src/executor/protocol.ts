@@ -3,6 +3,7 @@
  * not travel in these: it is in the worker's shared output buffer.
  */
 import type { MemoryInfo } from './wasm-module.js'
+import type { OutputCaps } from './files.js'
 
 /** `sandbox-crash`: the job brought the (isolated) pool process down while it ran alone. */
 export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted' | 'sandbox-crash'
@@ -30,6 +31,8 @@ export interface RunWasm {
   outputBytes: number
   fuel?: number
   seed: string
+  /** caps on the files the guest writes under /outputs */
+  files: OutputCaps
 }
 
 export interface RunJs {
@@ -43,6 +46,8 @@ export interface RunJs {
   outputBytes: number
   fuel?: number
   seed: string
+  /** caps on the files the guest writes with writeFile() */
+  files: OutputCaps
 }
 
 export type RunMessage = RunWasm | RunJs
@@ -57,6 +62,8 @@ export interface DoneMessage {
   memoryBytes: number
   fuel?: number
   error?: { name: FailureName, message: string }
+  /** The files the guest wrote, sorted by path (only when it ended without error; transferred, not copied). */
+  files?: Array<{ path: string, bytes: Uint8Array }>
   /** The worker asks to be replaced (guest memory to give back, a faulted engine). */
   recycle: boolean
 }

@@ -18,10 +18,12 @@ import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Command } from 'commander'
 import { z } from 'zod'
-import { canonicalDecode, canonicalEncode } from '../crypto/index.js'
+import { canonicalDecode, canonicalEncode, cidOfBytes } from '../crypto/index.js'
 import { isMercatoError, MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { computeResultHash } from './hash.js'
+import { outputListProblem } from './files.js'
+import { MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from './constants.js'
 import type { ExecJob, ExecResult, Isolation } from './index.js'
 
 export const STAGED_JOB_FILE = 'job.cbor'
@@ -88,7 +90,9 @@ const stagedResultSchema = z.union([
     truncated: z.boolean(),
     resultHash: z.string().regex(/^[0-9a-f]{64}$/),
     usage: z.strictObject({ wallMs: z.number(), memoryBytes: z.number(), outputBytes: z.number(), fuel: z.number().optional() }),
-    error: z.strictObject({ name: failureNames, message: z.string().max(4096) }).optional()
+    error: z.strictObject({ name: failureNames, message: z.string().max(4096) }).optional(),
+    /** the output files, sorted by path (their CIDs are recomputed here, and the hash checked over them) */
+    files: z.array(z.strictObject({ path: z.string().max(1024), bytes: z.instanceof(Uint8Array) })).max(MAX_OUTPUT_FILES).optional()
   }),
   z.strictObject({ v: z.literal(1), refusal: z.strictObject({ code: z.string().max(64), message: z.string().max(4096) }) })
 ])
@@ -168,7 +172,8 @@ export function encodeStagedResult (r: ExecResult | { refusal: { code: string, m
     truncated: r.truncated,
     resultHash: r.resultHash,
     usage: r.usage,
-    error: r.error
+    error: r.error,
+    ...(r.outputs != null && r.outputs.length > 0 ? { files: r.outputs.map(o => ({ path: o.path, bytes: o.bytes })) } : {})
   }
   try {
     return canonicalEncode({ ...body, output: r.output })
@@ -200,7 +205,7 @@ export async function readStagedResult (dir: string, jobId: string, outputBytes:
   const file = join(dir, STAGED_RESULT_FILE)
   let bytes: Uint8Array
   try {
-    bytes = await readCapped(file, outputBytes * 2 + STAGED_RESULT_SLACK_BYTES)
+    bytes = await readCapped(file, outputBytes * 2 + MAX_OUTPUT_TOTAL_BYTES + STAGED_RESULT_SLACK_BYTES)
   } catch (err: any) {
     if (err?.code === 'ENOENT') return undefined
     throw new StagedResultError(`cannot read the staged result: ${err?.message ?? err}`, err)
@@ -223,6 +228,11 @@ export async function readStagedResult (dir: string, jobId: string, outputBytes:
     usage: parsed.usage
   }
   if (parsed.error != null) result.error = parsed.error
+  if (parsed.files != null && parsed.files.length > 0) {
+    const problem = outputListProblem(parsed.files.map(f => f.path))
+    if (problem != null) throw new StagedResultError(`the staged result's output files are malformed: ${problem}`)
+    result.outputs = parsed.files.map(f => ({ path: f.path, cid: cidOfBytes(f.bytes), size: f.bytes.length, bytes: f.bytes }))
+  }
   if (computeResultHash(jobId, result) !== result.resultHash) throw new StagedResultError('the staged result hash does not match its contents')
   return result
 }

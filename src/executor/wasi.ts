@@ -2,10 +2,14 @@
  * A minimal, in-memory WASI preview1 host (worker side).
  *
  * What a guest gets: args, env, stdin (bytes given by the job), stdout and
- * stderr (captured, capped), a virtual clock and seeded randomness. What it
- * does not get: any file, directory (no preopens, so libc cannot even name a
- * path), socket, or host environment. Every other preview1 call answers
- * ENOSYS / EBADF.
+ * stderr (captured, capped), a virtual clock and seeded randomness, and one
+ * preopened directory, `/outputs` (fd 3): an in-memory, write-only directory
+ * whose files are the job's output files (files.ts: paths checked, caps
+ * checked before any allocation, a write past a cap stops the job with
+ * `output-limit`). Files there can be created, written, seeked, stat'ed and
+ * unlinked; directories created; nothing can be read back or listed. What it
+ * does not get: any host file or directory, socket, or host environment.
+ * Every other preview1 call answers ENOSYS / EBADF.
  *
  * Memory safety: every pointer + length a guest passes is checked against
  * its memory BEFORE any work is done (no host allocation sized by the
@@ -23,16 +27,48 @@
  * random bytes on every provider.
  */
 import { createCipheriv, createHash } from 'node:crypto'
-import { VIRTUAL_EPOCH_MS, WASI_CLOCK_TICK_NS } from './constants.js'
+import { MAX_OPEN_OUTPUT_FDS, MAX_OUTPUT_PATH_BYTES, OUTPUTS_DIR, VIRTUAL_EPOCH_MS, WASI_CLOCK_TICK_NS } from './constants.js'
 import type { OutputSink } from './output.js'
+import { normaliseOutputPath, type CreateProblem, type OutputFiles } from './files.js'
 
 const ESUCCESS = 0
 const EBADF = 8
+const EEXIST = 20
 const EFAULT = 21
+const EILSEQ = 25
 const EINVAL = 28
+const EISDIR = 31
+const EMFILE = 33
+const ENAMETOOLONG = 37
+const ENOENT = 44
 const ENOSYS = 52
+const ENOTDIR = 54
 const ENOTSOCK = 57
+const ENOTSUP = 58
 const ESPIPE = 70
+const ENOTCAPABLE = 76
+
+const FILETYPE_DIRECTORY = 3
+const FILETYPE_REGULAR_FILE = 4
+const OFLAGS_CREAT = 1
+const OFLAGS_DIRECTORY = 2
+const OFLAGS_EXCL = 4
+const OFLAGS_TRUNC = 8
+const FDFLAGS_APPEND = 1
+/** The output directory's descriptor (the first after stdio, where libc looks for preopens). */
+const OUTPUTS_FD = 3
+
+const PROBLEM_ERRNO: Record<CreateProblem, number> = {
+  empty: ENOENT,
+  escape: ENOTCAPABLE,
+  invalid: EILSEQ,
+  'too-long': ENAMETOOLONG,
+  exists: EEXIST,
+  'is-dir': EISDIR,
+  'not-dir': ENOTDIR,
+  'not-found': ENOENT,
+  limit: EMFILE
+}
 
 /** random_get fills guest memory in pieces of this size: host memory stays small, and the loop can be terminated. */
 const RANDOM_CHUNK = 65536
@@ -57,7 +93,11 @@ export interface WasiOptions {
   stdin: Uint8Array
   sink: OutputSink
   seed: string
+  /** The job's output directory, preopened as /outputs (fd 3); absent: no directory at all. */
+  outputs?: OutputFiles
 }
+
+interface OpenFile { path: string, pos: number, append: boolean }
 
 export type WasiFunction = (...args: any[]) => number | undefined
 
@@ -75,6 +115,10 @@ export class Wasi {
   private readonly epochNs = BigInt(VIRTUAL_EPOCH_MS) * 1_000_000n
   private readonly seed: string
   private rng?: ReturnType<typeof createCipheriv>
+  private readonly outputs?: OutputFiles
+  private readonly outputsName = new TextEncoder().encode(OUTPUTS_DIR)
+  /** Open output files by descriptor (4 and up). */
+  private readonly open = new Map<number, OpenFile>()
   /** Virtual nanoseconds the guest asked to sleep (reported, never waited). */
   sleptNs = 0n
 
@@ -86,6 +130,7 @@ export class Wasi {
     this.stdin = opts.stdin
     this.sink = opts.sink
     this.seed = opts.seed
+    this.outputs = opts.outputs
   }
 
   bind (memory: WebAssembly.Memory): void {
@@ -185,6 +230,7 @@ export class Wasi {
       },
 
       fd_write: (fd: number, iovs: number, n: number, nwritten: number) => {
+        if (this.open.has(fd >>> 0)) return this.fileWrite(fd >>> 0, iovs >>> 0, n >>> 0, nwritten >>> 0)
         if (fd !== 1 && fd !== 2) return EBADF
         iovs >>>= 0; n >>>= 0; nwritten >>>= 0
         if (!this.inBounds(nwritten, 4) || this.iovecs(iovs, n) < 0) return EFAULT
@@ -217,46 +263,90 @@ export class Wasi {
         v.setUint32(nread, total, true)
         return ESUCCESS
       },
-      fd_close: (fd: number) => fd >>> 0 <= 2 ? ESUCCESS : EBADF,
-      fd_sync: (fd: number) => fd >>> 0 <= 2 ? ESUCCESS : EBADF,
-      fd_datasync: (fd: number) => fd >>> 0 <= 2 ? ESUCCESS : EBADF,
-      fd_seek: (fd: number) => fd >>> 0 <= 2 ? ESPIPE : EBADF,
-      fd_tell: (fd: number) => fd >>> 0 <= 2 ? ESPIPE : EBADF,
+      fd_close: (fd: number) => {
+        fd >>>= 0
+        if (this.open.delete(fd)) return ESUCCESS
+        return fd <= 2 || this.isOutputsDir(fd) ? ESUCCESS : EBADF
+      },
+      fd_sync: (fd: number) => this.known(fd >>> 0) ? ESUCCESS : EBADF,
+      fd_datasync: (fd: number) => this.known(fd >>> 0) ? ESUCCESS : EBADF,
+      fd_seek: (fd: number, offset: bigint, whence: number, ptr: number) => this.seek(fd >>> 0, BigInt.asIntN(64, BigInt(offset)), whence >>> 0, ptr >>> 0),
+      fd_tell: (fd: number, ptr: number) => this.seek(fd >>> 0, 0n, 1, ptr >>> 0),
       fd_fdstat_get: (fd: number, ptr: number) => {
-        if (fd >>> 0 > 2) return EBADF
+        fd >>>= 0
+        if (!this.known(fd)) return EBADF
         ptr >>>= 0
         if (!this.inBounds(ptr, 24)) return EFAULT
         const v = this.mem()
-        v.setUint8(ptr, FILETYPE_CHARACTER_DEVICE)
-        v.setUint16(ptr + 2, fd === 0 ? 0 : 1 /* append */, true)
+        const file = this.open.get(fd)
+        v.setUint8(ptr, file != null ? FILETYPE_REGULAR_FILE : this.isOutputsDir(fd) ? FILETYPE_DIRECTORY : FILETYPE_CHARACTER_DEVICE)
+        v.setUint16(ptr + 2, fd === 0 || this.isOutputsDir(fd) ? 0 : file != null && !file.append ? 0 : FDFLAGS_APPEND, true)
         v.setBigUint64(ptr + 8, RIGHTS_ALL, true)
-        v.setBigUint64(ptr + 16, 0n, true)
+        v.setBigUint64(ptr + 16, this.isOutputsDir(fd) ? RIGHTS_ALL : 0n, true)
         return ESUCCESS
       },
-      fd_fdstat_set_flags: (fd: number) => fd >>> 0 <= 2 ? ESUCCESS : EBADF,
+      fd_fdstat_set_flags: (fd: number) => this.known(fd >>> 0) ? ESUCCESS : EBADF,
       fd_filestat_get: (fd: number, ptr: number) => {
-        if (fd >>> 0 > 2) return EBADF
+        fd >>>= 0
+        if (!this.known(fd)) return EBADF
         ptr >>>= 0
         if (!this.inBounds(ptr, 64)) return EFAULT
+        const file = this.open.get(fd)
+        return this.filestat(ptr, file != null ? FILETYPE_REGULAR_FILE : this.isOutputsDir(fd) ? FILETYPE_DIRECTORY : FILETYPE_CHARACTER_DEVICE, file != null ? this.outputs?.size(file.path) ?? 0 : 0)
+      },
+      // one preopened directory, /outputs (fd 3), when the job has an output directory; nothing else
+      fd_prestat_get: (fd: number, ptr: number) => {
+        if (!this.isOutputsDir(fd >>> 0)) return EBADF
+        ptr >>>= 0
+        if (!this.inBounds(ptr, 8)) return EFAULT
         const v = this.mem()
-        for (let i = 0; i < 64; i += 8) v.setBigUint64(ptr + i, 0n, true)
-        v.setUint8(ptr + 16, FILETYPE_CHARACTER_DEVICE)
-        v.setBigUint64(ptr + 24, 1n, true)
+        v.setUint8(ptr, 0 /* directory */)
+        v.setUint32(ptr + 4, this.outputsName.length, true)
         return ESUCCESS
       },
-      // no preopened directories: libc finds nothing to resolve paths against (these touch no memory)
-      fd_prestat_get: () => EBADF,
-      fd_prestat_dir_name: () => EBADF,
-      path_open: () => EBADF,
-      path_filestat_get: () => EBADF,
-      path_create_directory: () => EBADF,
-      path_unlink_file: () => EBADF,
-      path_remove_directory: () => EBADF,
-      path_rename: () => EBADF,
-      path_symlink: () => EBADF,
-      path_readlink: () => EBADF,
-      path_link: () => EBADF,
-      fd_readdir: () => EBADF,
+      fd_prestat_dir_name: (fd: number, ptr: number, len: number) => {
+        if (!this.isOutputsDir(fd >>> 0)) return EBADF
+        ptr >>>= 0; len >>>= 0
+        if (len < this.outputsName.length) return EINVAL
+        if (!this.inBounds(ptr, this.outputsName.length)) return EFAULT
+        this.mem()
+        this.u8.set(this.outputsName, ptr)
+        return ESUCCESS
+      },
+      path_open: (fd: number, _dirflags: number, path: number, pathLen: number, oflags: number, _base: bigint, _inheriting: bigint, fdflags: number, fdPtr: number) =>
+        this.pathOpen(fd >>> 0, path >>> 0, pathLen >>> 0, oflags >>> 0, fdflags >>> 0, fdPtr >>> 0),
+      path_filestat_get: (fd: number, _flags: number, path: number, pathLen: number, ptr: number) => {
+        const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
+        if (typeof p === 'number') return p
+        ptr >>>= 0
+        if (!this.inBounds(ptr, 64)) return EFAULT
+        const outputs = this.outputs as OutputFiles
+        if (p === '') return this.filestat(ptr, FILETYPE_DIRECTORY, 0)
+        if (outputs.has(p)) return this.filestat(ptr, FILETYPE_REGULAR_FILE, outputs.size(p))
+        if (outputs.isDir(p)) return this.filestat(ptr, FILETYPE_DIRECTORY, 0)
+        return ENOENT
+      },
+      path_create_directory: (fd: number, path: number, pathLen: number) => {
+        const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
+        if (typeof p === 'number') return p
+        if (p === '') return EEXIST
+        const problem = (this.outputs as OutputFiles).mkdir(p)
+        return problem != null ? PROBLEM_ERRNO[problem] : ESUCCESS
+      },
+      path_unlink_file: (fd: number, path: number, pathLen: number) => {
+        const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
+        if (typeof p === 'number') return p
+        const outputs = this.outputs as OutputFiles
+        if (outputs.isDir(p) || p === '') return EISDIR
+        for (const f of this.open.values()) if (f.path === p) return ENOTSUP // keep it simple: no unlinking open files
+        return outputs.remove(p) ? ESUCCESS : ENOENT
+      },
+      path_remove_directory: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_rename: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_symlink: (_old: number, _len: number, fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_readlink: (fd: number) => this.isOutputsDir(fd >>> 0) ? EINVAL : EBADF,
+      path_link: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      fd_readdir: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
 
       poll_oneoff: (inPtr: number, outPtr: number, nsubs: number, neventsPtr: number) => this.poll(inPtr >>> 0, outPtr >>> 0, nsubs >>> 0, neventsPtr >>> 0),
       sched_yield: () => ESUCCESS,
@@ -283,6 +373,94 @@ export class Wasi {
       sock_send: (fd: number) => Wasi.notSocket(fd),
       sock_shutdown: (fd: number) => Wasi.notSocket(fd)
     }
+  }
+
+  private isOutputsDir (fd: number): boolean {
+    return fd === OUTPUTS_FD && this.outputs != null
+  }
+
+  /** stdio, the output directory, or an open output file */
+  private known (fd: number): boolean {
+    return fd <= 2 || this.isOutputsDir(fd) || this.open.has(fd)
+  }
+
+  private filestat (ptr: number, type: number, size: number): number {
+    const v = this.mem()
+    for (let i = 0; i < 64; i += 8) v.setBigUint64(ptr + i, 0n, true)
+    v.setUint8(ptr + 16, type)
+    v.setBigUint64(ptr + 24, 1n, true)
+    v.setBigUint64(ptr + 32, BigInt(size), true)
+    return ESUCCESS
+  }
+
+  /**
+   * A path the guest names relative to the output directory: '' for the directory itself, the
+   * normalised path, or an errno (bad descriptor, out of range, too long, not UTF-8, escaping).
+   * The length is checked before anything is copied out of guest memory.
+   */
+  private guestPath (fd: number, ptr: number, len: number): string | number {
+    if (!this.isOutputsDir(fd)) return this.open.has(fd) ? ENOTDIR : EBADF
+    if (len === 0) return ENOENT
+    if (len > MAX_OUTPUT_PATH_BYTES) return ENAMETOOLONG
+    if (!this.inBounds(ptr, len)) return EFAULT
+    this.mem()
+    let text: string
+    try { text = new TextDecoder('utf-8', { fatal: true }).decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+    if (text === '.' || /^(\.\/)*\.?$/.test(text)) return ''
+    const n = normaliseOutputPath(text)
+    return 'problem' in n ? PROBLEM_ERRNO[n.problem] : n.path
+  }
+
+  private pathOpen (fd: number, path: number, pathLen: number, oflags: number, fdflags: number, fdPtr: number): number {
+    const p = this.guestPath(fd, path, pathLen)
+    if (typeof p === 'number') return p
+    if (!this.inBounds(fdPtr, 4)) return EFAULT
+    const outputs = this.outputs as OutputFiles
+    // directories (opendir, O_DIRECTORY) are not listed: the output directory is write-only
+    if (p === '' || (oflags & OFLAGS_DIRECTORY) !== 0) return p === '' || outputs.isDir(p) ? ENOTSUP : outputs.has(p) ? ENOTDIR : ENOENT
+    if (this.open.size >= MAX_OPEN_OUTPUT_FDS) return EMFILE
+    const problem = outputs.open(p, { create: (oflags & OFLAGS_CREAT) !== 0, exclusive: (oflags & OFLAGS_EXCL) !== 0, truncate: (oflags & OFLAGS_TRUNC) !== 0 })
+    if (problem === 'limit') throw new OutputLimitReached()
+    if (problem != null) return PROBLEM_ERRNO[problem]
+    let next = OUTPUTS_FD + 1
+    while (this.open.has(next)) next++
+    this.open.set(next, { path: p, pos: 0, append: (fdflags & FDFLAGS_APPEND) !== 0 })
+    this.mem().setUint32(fdPtr, next, true)
+    return ESUCCESS
+  }
+
+  private fileWrite (fd: number, iovs: number, n: number, nwritten: number): number {
+    if (!this.inBounds(nwritten, 4) || this.iovecs(iovs, n) < 0) return EFAULT
+    const file = this.open.get(fd) as OpenFile
+    const outputs = this.outputs as OutputFiles
+    const v = this.mem()
+    let total = 0
+    if (file.append) file.pos = outputs.size(file.path)
+    for (let i = 0; i < n; i++) {
+      const ptr = v.getUint32(iovs + i * 8, true)
+      const len = v.getUint32(iovs + i * 8 + 4, true)
+      if (len === 0) continue
+      // a write past a cap stops the job (output-limit): nothing is allocated beyond the cap
+      if (!outputs.write(file.path, file.pos, this.u8.subarray(ptr, ptr + len))) throw new OutputLimitReached()
+      file.pos += len
+      total += len
+    }
+    v.setUint32(nwritten, total, true)
+    return ESUCCESS
+  }
+
+  private seek (fd: number, offset: bigint, whence: number, ptr: number): number {
+    const file = this.open.get(fd)
+    if (file == null) return fd <= 2 || this.isOutputsDir(fd) ? ESPIPE : EBADF
+    if (!this.inBounds(ptr, 8)) return EFAULT
+    const size = BigInt((this.outputs as OutputFiles).size(file.path))
+    const base = whence === 0 ? 0n : whence === 1 ? BigInt(file.pos) : whence === 2 ? size : -1n
+    if (base < 0n) return EINVAL
+    const pos = base + offset
+    if (pos < 0n || pos > BigInt((this.outputs as OutputFiles).caps.fileBytes)) return EINVAL
+    file.pos = Number(pos)
+    this.mem().setBigUint64(ptr, pos, true)
+    return ESUCCESS
   }
 
   /** Never blocks: fd events are ready at once; otherwise the virtual clock jumps to the earliest timeout. */

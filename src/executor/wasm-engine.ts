@@ -5,12 +5,14 @@
 import { FUEL_EXPORT, FUEL_UNMETERED, GROW_FAILED_EXPORT, RECYCLE_MEMORY_BYTES, WASI_MODULE } from './constants.js'
 import { OutputLimitReached, Wasi, WasiExit } from './wasi.js'
 import type { OutputSink } from './output.js'
+import { OutputFiles } from './files.js'
 import type { DoneMessage, RunWasm } from './protocol.js'
 
 export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
   const started = performance.now()
   sink.reset(job.outputBytes)
-  const wasi = new Wasi({ args: job.args, env: job.env, stdin: job.stdin, sink, seed: job.seed })
+  const outputs = new OutputFiles(job.files)
+  const wasi = new Wasi({ args: job.args, env: job.env, stdin: job.stdin, sink, seed: job.seed, outputs })
   const wasiNames: string[] = []
   for (const imp of WebAssembly.Module.imports(job.module)) {
     if (imp.module === WASI_MODULE && imp.kind === 'function') wasiNames.push(imp.name)
@@ -40,7 +42,7 @@ export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
     if (err instanceof WasiExit) {
       exitCode = err.code
     } else if (err instanceof OutputLimitReached) {
-      error = { name: 'output-limit', message: `output exceeded ${job.outputBytes} bytes` }
+      error = { name: 'output-limit', message: outputs.limitHit ?? `output exceeded ${job.outputBytes} bytes` }
     } else {
       error = { name: 'trap', message: err instanceof Error ? `${err.name}: ${err.message}` : String(err) }
     }
@@ -62,9 +64,12 @@ export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
   }
   if (error == null && sink.truncated) error = { name: 'output-limit', message: `output exceeded ${job.outputBytes} bytes` }
 
+  // a failed job has no output files (like a JS job's output value): nothing half-written is kept
+  const files = error == null ? outputs.take() : undefined
   return {
     type: 'done',
     exitCode: error != null && error.name !== 'memory-limit' ? -1 : exitCode,
+    files: files != null && files.length > 0 ? files : undefined,
     truncated: sink.truncated,
     wallMs: performance.now() - started,
     memoryBytes,

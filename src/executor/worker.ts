@@ -47,7 +47,8 @@ async function handle (msg: RunMessage): Promise<DoneMessage> {
 }
 
 port.on('message', (msg: RunMessage) => {
-  handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage) }, (err: unknown) => {
+  // output files are moved to the main thread, not copied
+  handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage, (done.files ?? []).map(f => f.bytes.buffer as ArrayBuffer)) }, (err: unknown) => {
     const done: DoneMessage = {
       type: 'done',
       exitCode: -1,
@@ -66,7 +67,7 @@ if (init.js) {
   const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
   jsWarm = loadJs().then(async js => {
     await js.loadQuickJS(init.jsMemoryBytes)
-    await js.runJs({ type: 'run', engine: 'js', source: 'function main (i) { return [i, Math.random(), Date.now()].length }', input: '1', timeoutMs: 5000, memoryBytes: init.jsMemoryBytes, outputBytes: 1024, seed: 'warm-up' }, scratch)
+    await js.runJs({ type: 'run', engine: 'js', source: 'function main (i) { return [i, Math.random(), Date.now()].length }', input: '1', timeoutMs: 5000, memoryBytes: init.jsMemoryBytes, outputBytes: 1024, seed: 'warm-up', files: { files: 0, fileBytes: 0, totalBytes: 0 } }, scratch)
   })
   jsWarm.catch((err: unknown) => { throw err })
 }

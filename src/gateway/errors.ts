@@ -27,6 +27,7 @@ export const GATEWAY_ERRORS = {
   conflict: { status: 409, message: 'The resource is not in a state that allows this' },
   'payload-too-large': { status: 413, message: 'The body exceeds the size limit' },
   'unsupported-media-type': { status: 415, message: 'Unsupported content type' },
+  'range-not-satisfiable': { status: 416, message: 'The requested range lies beyond the end of the file' },
   internal: { status: 500, message: 'Internal error' },
   unavailable: { status: 503, message: 'The node is not ready for this' },
   // raised by the market, blob store and ledger, answered as is

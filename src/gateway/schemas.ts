@@ -168,6 +168,19 @@ export const JobEventSchema = {
   additionalProperties: true
 } as const
 
+export const OutputRefSchema = {
+  $id: 'OutputRef',
+  type: 'object',
+  description: 'An output file of a job: its path in the job\'s output directory, its CID (CIDv1 raw sha2-256) and size',
+  required: ['path', 'cid', 'size'],
+  properties: {
+    path: { type: 'string' },
+    cid: { type: 'string' },
+    size: { type: 'integer' }
+  },
+  additionalProperties: false
+} as const
+
 export const ResultViewSchema = {
   $id: 'ResultView',
   type: 'object',
@@ -178,6 +191,11 @@ export const ResultViewSchema = {
     stdout: { type: 'string' },
     stderr: { type: 'string' },
     output: { description: 'the JSON output of a js job' },
+    outputs: {
+      type: 'array',
+      description: 'the files the job wrote (GET /v1/jobs/{id}/outputs/{path} downloads one)',
+      items: { $ref: 'OutputRef#' }
+    },
     truncated: { type: 'boolean' },
     error: { type: 'object', properties: { name: { type: 'string' }, message: { type: 'string' } }, additionalProperties: true },
     resultHash: { type: 'string' },
@@ -258,7 +276,7 @@ export const BalanceSchema = {
 } as const
 
 export const SHARED_SCHEMAS = [
-  ErrorSchema, LabelsSchema, ConstraintSchema, NodeInfoSchema, PeerSchema, JobViewSchema, JobEventSchema, ResultViewSchema, StandingSchema, ProviderSchema, BalanceSchema
+  ErrorSchema, LabelsSchema, ConstraintSchema, NodeInfoSchema, PeerSchema, JobViewSchema, JobEventSchema, OutputRefSchema, ResultViewSchema, StandingSchema, ProviderSchema, BalanceSchema
 ]
 
 /** `{ status: { $ref: 'Error#' } }` for each status, for a route's `response`. */

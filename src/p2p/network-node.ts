@@ -79,6 +79,17 @@ const RUN_ON_LIMITED = true
 /** the decoder of a topic subscribed without one: every message, as bytes */
 const rawDecoder: TopicDecoder<Uint8Array> = (msg) => ({ result: 'accept', value: msg.data })
 
+/**
+ * libp2p's byte stream buffers unread bytes up to 4 MiB by default and aborts the stream past
+ * that, whatever frame size we allow: a frame larger than 4 MiB (a 16 MiB blob, an output file)
+ * could never arrive. The buffer may hold a whole frame of the size we accept (plus its length
+ * prefix), never less than libp2p's default.
+ */
+const LP_DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
+function lpLimits (maxDataLength: number): { maxDataLength: number, maxBufferSize: number } {
+  return { maxDataLength, maxBufferSize: Math.max(LP_DEFAULT_BUFFER_BYTES, maxDataLength + 16) }
+}
+
 function isLengthError (err: any): boolean {
   return err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError' || err?.name === 'InvalidDataLengthLengthError'
 }
@@ -473,7 +484,7 @@ export class Libp2pNetwork implements Network {
     const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS
     await this.node.handle(protocol, async (stream: Stream, connection: Connection) => {
       const signal = AbortSignal.timeout(timeoutMs)
-      const lp = lpStream(stream, { maxDataLength: Math.max(maxRequestBytes, 1) })
+      const lp = lpStream(stream, lpLimits(Math.max(maxRequestBytes, 1)))
       const from = connection.remotePeer.toString()
       let response: Uint8Array
       try {
@@ -521,7 +532,7 @@ export class Libp2pNetwork implements Network {
       if (err instanceof PeerUnreachableError) throw err
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
-    const lp = lpStream(stream, { maxDataLength: maxResponseBytes + 1 })
+    const lp = lpStream(stream, lpLimits(maxResponseBytes + 1))
     try {
       let writeError: unknown
       await lp.write(data, { signal }).catch(err => { writeError = err })
@@ -561,7 +572,7 @@ export class Libp2pNetwork implements Network {
   // ---------------------------------------------------------------- channels
 
   private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection?: Connection): MessageChannel {
-    const lp = lpStream(stream, { maxDataLength: maxMessageBytes })
+    const lp = lpStream(stream, lpLimits(maxMessageBytes))
     const received = this.received
     return {
       remotePeer,

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -30,6 +30,18 @@ describe('executor: mercato exec', () => {
     expect(io.out()).to.equal('hello, world\narg 1: x\narg 2: y\n')
     const io2 = capture()
     expect(await execCommand(wasmFile('hello'), { arg: ['!'] }, io2)).to.equal(7)
+  })
+
+  it('--outputs DIR writes the files a wasm job wrote under /outputs; --json lists them', async () => {
+    const target = join(dir, 'outs')
+    const io = capture()
+    expect(await execCommand(wasmFile('outputs'), { outputs: target }, io)).to.equal(0)
+    expect(readFileSync(join(target, 'report.txt'), 'utf8')).to.equal('hello from wasm\nsecond line\n')
+    expect([...readFileSync(join(target, 'data/bytes.bin'))]).to.deep.equal([0, 1, 2, 255])
+    expect(io.err()).to.match(/output file report.txt \(28 bytes, bafkrei\w+\) written under/)
+    const json = capture()
+    expect(await execCommand(wasmFile('outputs'), { json: true }, json)).to.equal(0)
+    expect(JSON.parse(json.out()).outputs.map((o: any) => [o.path, o.size])).to.deep.equal([['data/bytes.bin', 4], ['report.txt', 28]])
   })
 
   it('feeds --stdin', async () => {

@@ -279,6 +279,29 @@ describe('dashboard in headless Chromium', function () {
     await jobPage.close()
   })
 
+  it('the job page lists a job\'s output files with download links that serve their bytes', async () => {
+    const source = `function main () { writeFile('report.txt', 'hello from outputs\\n'); writeFile('deep/dir/data.bin', new Uint8Array([1, 2, 3])); return 2 }`
+    const job = await a.market.submit({ engine: 'js', source, maxPrice: 20 })
+    const done = await a.market.waitFor(job.id, { signal: AbortSignal.timeout(20_000) })
+    expect(done.status).to.equal('completed')
+    const jobPage = watch(await browser!.newPage({ viewport: { width: 1400, height: 1000 } }))
+    await jobPage.goto(`${a.gateway!.url}/jobs/${job.id}`)
+    await jobPage.locator('#outputs a').first().waitFor({ timeout: 15_000 })
+    const links = await jobPage.locator('#outputs a').evaluateAll(as => as.map(l => ({ text: l.textContent, href: (l as HTMLAnchorElement).getAttribute('href'), download: (l as HTMLAnchorElement).getAttribute('download') })))
+    expect(links).to.deep.equal([
+      { text: 'deep/dir/data.bin', href: `/v1/jobs/${encodeURIComponent(job.id)}/outputs/deep/dir/data.bin`, download: 'data.bin' },
+      { text: 'report.txt', href: `/v1/jobs/${encodeURIComponent(job.id)}/outputs/report.txt`, download: 'report.txt' }
+    ])
+    // the links serve the bytes (fetched by the page itself, same origin, same CSP)
+    const got = await jobPage.evaluate(async (hrefs) => await Promise.all(hrefs.map(async h => Array.from(new Uint8Array(await (await fetch(h as string)).arrayBuffer())))), links.map(l => l.href))
+    expect(got[0]).to.deep.equal([1, 2, 3])
+    expect(new TextDecoder().decode(new Uint8Array(got[1]))).to.equal('hello from outputs\n')
+    await jobPage.setViewportSize({ width: 390, height: 844 })
+    await jobPage.waitForTimeout(300)
+    await noOverflow(jobPage, 'job page with outputs at 390 px', 'job-outputs-390x844.png')
+    await jobPage.close()
+  })
+
   it('the job page: a job handed over shows both attempts in order on its time line, the winner rule, result and checked records', async function () {
     this.timeout(120_000)
     // a job long enough to stop its provider while it runs

@@ -41,7 +41,8 @@ describe('gateway routes', function () {
       expect(routes.length).to.be.greaterThan(18)
       for (const r of routes) {
         expect(r.schema?.response, `${r.method} ${r.url} has response schemas`).to.be.an('object')
-        const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}')
+        // a wildcard (`/outputs/*`) is `{*}` in the document
+        const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\/\*$/, '/{*}')
         expect(doc.paths[path]?.[r.method.toLowerCase()], `${r.method} ${path} in the document`).to.be.an('object')
         expect(doc.paths[path][r.method.toLowerCase()].responses['401'], `${r.method} ${path} declares 401`).to.be.an('object')
       }

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { canonicalDecode, canonicalEncode } from '../../src/crypto/index.js'
 import { createExecutor, mercatoCommand, type ExecJob, type Executor } from '../../src/executor/index.js'
 import { execStaged, readStagedResult, stageJob, STAGED_RESULT_FILE } from '../../src/executor/staged.js'
+import { MAX_OUTPUT_TOTAL_BYTES } from '../../src/executor/constants.js'
 
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname
 const LIMITS = { timeoutMs: 5000, memoryMb: 64, outputBytes: 4096 }
@@ -34,7 +35,9 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
   it('a job run from its stage dir gives the same result and hash as the local pool (wasm with args, env, stdin; js with input)', async () => {
     const jobs: ExecJob[] = [
       { id: 'st-wasm', engine: 'wasm', module: new Uint8Array(await readFile(join(FIXTURES, 'wasm/echo.wasm'))), args: ['x', 'y z'], env: { A: 'b' }, stdin: new Uint8Array([0, 255, 10]), limits: LIMITS },
-      { id: 'st-js', engine: 'js', source: await readFile(join(FIXTURES, 'js/random.js'), 'utf8'), input: { n: 3, nested: [1, 'two', null] }, limits: LIMITS, seed: 'other-seed' }
+      { id: 'st-js', engine: 'js', source: await readFile(join(FIXTURES, 'js/random.js'), 'utf8'), input: { n: 3, nested: [1, 'two', null] }, limits: LIMITS, seed: 'other-seed' },
+      // output files travel in result.cbor; their CIDs are recomputed on the provider's side
+      { id: 'st-files', engine: 'wasm', module: new Uint8Array(await readFile(join(FIXTURES, 'wasm/outputs.wasm'))), limits: LIMITS }
     ]
     for (const job of jobs) {
       const d = join(dir, job.id)
@@ -45,7 +48,9 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
       expect(staged?.resultHash, job.id).to.equal(local.resultHash)
       expect(staged?.stdout, job.id).to.deep.equal(local.stdout)
       expect(staged?.output, job.id).to.deep.equal(local.output)
+      expect(staged?.outputs?.map(o => [o.path, o.cid, o.size]), job.id).to.deep.equal(local.outputs?.map(o => [o.path, o.cid, o.size]))
     }
+    expect(jobs.length).to.equal(3)
   })
 
   it('a refusal on the compute node is the same named error on the provider', async () => {
@@ -71,7 +76,8 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
     const forged = await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => err)
     expect(forged?.code).to.equal('staged-result-invalid')
     // or makes it huge: refused by size before it is decoded
-    await writeFile(file, new Uint8Array(LIMITS.outputBytes * 2 + 128 * 1024))
+    // (room for stdout, stderr and the largest output files a job may write, then some)
+    await writeFile(file, new Uint8Array(LIMITS.outputBytes * 2 + MAX_OUTPUT_TOTAL_BYTES + 128 * 1024))
     const huge = await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => err)
     expect(huge?.code).to.equal('staged-result-invalid')
     expect(huge?.message).to.match(/cap/)

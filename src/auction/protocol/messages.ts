@@ -15,7 +15,8 @@ import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, ver
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { constraintsSchema, labelsSchema } from '../../labels.js'
-import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, OFFER_TTL_MS } from '../constants.js'
+import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
+import { outputListProblem } from '../../executor/index.js'
 
 export const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
 export const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
@@ -132,6 +133,22 @@ export const refuseSchema = z.strictObject({
 })
 export type Refuse = z.infer<typeof refuseSchema>
 
+/** An output file a result names: its path in the job's output directory, its CID (raw sha2-256) and size. */
+export const outputRefSchema = z.strictObject({
+  path: z.string().min(1).max(1024),
+  cid: z.string().regex(/^b[a-z2-7]{20,100}$/),
+  size: z.number().int().min(0).max(MAX_BLOB_BYTES)
+})
+export type OutputRefWire = z.infer<typeof outputRefSchema>
+
+/** A result's outputs: plain relative paths, sorted, no duplicates, within the count and total caps. */
+export const outputsSchema = z.array(outputRefSchema).max(MAX_RESULT_OUTPUTS).superRefine((list, ctx) => {
+  const problem = outputListProblem(list.map(o => o.path))
+  if (problem != null) ctx.addIssue({ code: 'custom', message: problem })
+  const total = list.reduce((n, o) => n + o.size, 0)
+  if (total > MAX_RESULT_OUTPUT_BYTES) ctx.addIssue({ code: 'custom', message: `outputs total ${total} bytes, over ${MAX_RESULT_OUTPUT_BYTES}` })
+})
+
 export const resultSchema = z.strictObject({
   v: z.literal(1),
   jobId,
@@ -141,6 +158,8 @@ export const resultSchema = z.strictObject({
   stdout: bytes,
   stderr: bytes,
   output: z.unknown().optional(),
+  /** the files the job wrote (absent when none); the result hash covers them */
+  outputs: outputsSchema.optional(),
   truncated: z.boolean(),
   resultHash: z.string().regex(/^[0-9a-f]{64}$/),
   usage: z.strictObject({ wallMs: z.number().min(0), memoryBytes: z.number().min(0), outputBytes: z.number().min(0), fuel: z.number().min(0).optional() }),
@@ -207,7 +226,7 @@ export type Kind = keyof typeof SCHEMAS
 export type PayloadOf<K extends Kind> = z.infer<typeof SCHEMAS[K]>
 
 /** Reasons a message is refused, counted per reason. */
-export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash' | 'unmet-constraint' | 'label-mismatch'
+export type RefusalReason = 'too-large' | 'bad-encoding' | 'bad-schema' | 'bad-signature' | 'expired' | 'future' | 'wrong-sender' | 'unknown-job' | 'replay' | 'wrong-state' | 'bad-hash' | 'unmet-constraint' | 'label-mismatch' | 'outputs-unavailable'
 
 /** A counter of refusals by reason, into `map` (the gossip gates and both roles count this way). */
 export function countInto (map: Map<RefusalReason, number>): (reason: RefusalReason) => void {

@@ -12,7 +12,7 @@
  * that merely drops is not a withdrawal: we finish, and a restarted
  * requester collects the result over the status protocol.
  */
-import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
+import { canonicalEncode, cidOfBytes, messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash, type ExecJob, type ExecResult } from '../../executor/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
@@ -120,6 +120,9 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
       exec = failureResult(job.id, err)
     }
     state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
+    if (ctx.deps.corruptResults === true) exec = corrupt(a.jobId, exec)
+    // the output files become blobs (served over the blob protocol) before the result names them
+    await storeOutputs(ctx, exec)
     result = signResult(ctx, a.jobId, awardId, exec)
   } catch (err: any) {
     // could not even fetch the module: let the requester fail over
@@ -195,17 +198,38 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
   return job
 }
 
-function signResult (ctx: ProviderContext, jobId: string, awardId: string, exec: ExecResult): Signed<Result> {
-  let { stdout, output } = exec
-  let resultHash = exec.resultHash
-  if (ctx.deps.corruptResults === true) {
-    stdout = new Uint8Array([...stdout, 0x21])
-    resultHash = computeResultHash(jobId, { exitCode: exec.exitCode, stdout, stderr: exec.stderr, output })
+/**
+ * Store a result's output files as blobs (not cached in memory: they are served once or twice).
+ * Empty files are not stored: the requester knows their bytes. A provider told to withhold
+ * them (a test switch) claims them without serving them.
+ */
+async function storeOutputs (ctx: ProviderContext, exec: ExecResult): Promise<void> {
+  if (exec.outputs == null || ctx.deps.withholdOutputs === true) return
+  for (const o of exec.outputs) {
+    if (o.size > 0) await ctx.deps.blobs.put(o.bytes, { cache: false })
   }
+}
+
+/** Test switch (replica quorum tests): a consistent liar. One byte of its first output file differs, or else its stdout. */
+function corrupt (jobId: string, exec: ExecResult): ExecResult {
+  let { stdout, outputs } = exec
+  if (outputs != null && outputs.length > 0 && outputs[0].size > 0) {
+    const bytes = outputs[0].bytes.slice()
+    bytes[0] ^= 0x01
+    outputs = [{ ...outputs[0], bytes, cid: cidOfBytes(bytes) }, ...outputs.slice(1)]
+  } else {
+    stdout = new Uint8Array([...stdout, 0x21])
+  }
+  return { ...exec, stdout, outputs, resultHash: computeResultHash(jobId, { exitCode: exec.exitCode, stdout, stderr: exec.stderr, output: exec.output, outputs }) }
+}
+
+function signResult (ctx: ProviderContext, jobId: string, awardId: string, exec: ExecResult): Signed<Result> {
+  let { output } = exec
   try { canonicalEncode(output ?? null) } catch { output = JSON.stringify(output) }
+  const outputs = exec.outputs != null && exec.outputs.length > 0 ? { outputs: exec.outputs.map(o => ({ path: o.path, cid: o.cid, size: o.size })) } : {}
   return sign(ctx.deps.signer, 'result', {
-    v: 1, jobId, awardId, provider: ctx.peerId, exitCode: exec.exitCode, stdout, stderr: exec.stderr, output,
-    truncated: exec.truncated, resultHash, usage: exec.usage, error: exec.error, ts: Date.now()
+    v: 1, jobId, awardId, provider: ctx.peerId, exitCode: exec.exitCode, stdout: exec.stdout, stderr: exec.stderr, output, ...outputs,
+    truncated: exec.truncated, resultHash: exec.resultHash, usage: exec.usage, error: exec.error, ts: Date.now()
   })
 }
 

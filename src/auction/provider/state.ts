@@ -56,6 +56,8 @@ export interface ProviderDeps {
   onReceipt?: (receipt: Signed<Receipt>) => void
   /** test-only: corrupt every result (to test replica quorum) */
   corruptResults?: boolean
+  /** test-only: name output files in results without storing them (a provider that does not serve its outputs) */
+  withholdOutputs?: boolean
 }
 
 /** A job we were awarded: where it is, and its result once done (kept for status requests). */

@@ -293,6 +293,12 @@ export interface WatchedAttempt extends PlanAttempt {
   deadline: number
   /** recovered after a restart: watched by status polls (with their own grace), not heartbeats */
   polled?: boolean
+  /**
+   * its result is in and its output files are being fetched: the provider sends no heartbeats
+   * after its result, and the fetch has its own time budget (settle.ts), so neither silence nor
+   * the run deadline applies
+   */
+  collecting?: boolean
 }
 
 export type Liveness = { kind: 'ok' } | { kind: 'suspect', silentMs: number } | { kind: 'lost', reason: string }
@@ -300,6 +306,7 @@ export type Liveness = { kind: 'ok' } | { kind: 'suspect', silentMs: number } | 
 /** Is the provider of an in-flight attempt still with us at `now`? */
 export function liveness (a: WatchedAttempt, now: number, cfg: LivenessConfig): Liveness {
   if (!IN_FLIGHT.has(a.state)) return { kind: 'ok' }
+  if (a.collecting === true) return { kind: 'ok' }
   // heartbeats alone do not buy a provider unlimited time
   if (now > a.deadline) return { kind: 'lost', reason: `no result by the deadline (${Math.round((a.deadline - a.awardedAt) / 1000)} s after the award)` }
   if (a.polled === true) return { kind: 'ok' }

@@ -12,7 +12,7 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash } from '../../executor/index.js'
 import { Batcher } from '../batcher.js'
-import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
 import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
 import { encodeFrame } from '../protocol/frames.js'
 import { treatResult } from './plan.js'
@@ -41,11 +41,13 @@ export class Settlement {
       ctx.count('wrong-sender')
       throw new RefusedMessageError('wrong-sender', 'result does not match the award')
     }
-    const expected = computeResultHash(job.id, { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output })
+    const expected = computeResultHash(job.id, { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output, outputs: r.outputs })
     if (expected !== r.resultHash) {
       ctx.count('bad-hash')
       throw new RefusedMessageError('bad-hash', 'result hash does not match its contents')
     }
+    // the output files it names must be here, every byte checked against its CID, before it counts
+    if (job.status !== 'cancelled') await this.fetchOutputs(attempt, r)
     const resultId = messageId(result)
     attempt.resultHash = r.resultHash
     // when it arrived: the attempt's end, kept in the log with the result
@@ -84,6 +86,39 @@ export class Settlement {
         job.results.set(attempt.provider, { signed: result, id: resultId })
         end(attempt, 'completed', undefined, at)
         await ctx.drive(job, { type: 'result' })
+    }
+  }
+
+  /**
+   * Fetch a result's output files from its provider, one at a time (at most one file's bytes in
+   * memory), each capped at the size the result names and checked against its CID and size by the
+   * blob store. A file the provider does not serve, or serves wrong, is an `outputs-unavailable`
+   * refusal: the award is lost and handed over, never paid. Files already here (a replica's twin)
+   * are not fetched again.
+   */
+  private async fetchOutputs (attempt: Attempt, r: Result): Promise<void> {
+    const { ctx } = this
+    const outputs = r.outputs ?? []
+    if (outputs.length === 0) return
+    // one budget for them all (the schema capped their count and sizes); meanwhile the attempt is
+    // not judged by heartbeats, which stop once the provider sent its result
+    const total = outputs.reduce((n, o) => n + o.size, 0)
+    const signal = AbortSignal.timeout(OUTPUT_FETCH_BASE_MS + Math.ceil(total / OUTPUT_FETCH_MIN_BYTES_PER_SEC * 1000))
+    attempt.collecting = true
+    try {
+      for (const o of outputs) {
+        if (o.size === 0) continue
+        try {
+          const bytes = await ctx.deps.blobs.fetch(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, cache: false, signal })
+          if (bytes.length !== o.size) throw new Error(`${bytes.length} bytes, not ${o.size}`)
+        } catch (err: any) {
+          ctx.count('outputs-unavailable')
+          throw new RefusedMessageError('outputs-unavailable', `output ${o.path} (${o.cid}) not served by the provider: ${String(err?.message ?? err).slice(0, 200)}`)
+        }
+      }
+    } finally {
+      attempt.collecting = false
+      attempt.lastSeen = Date.now()
     }
   }
 

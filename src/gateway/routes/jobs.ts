@@ -9,6 +9,8 @@
  *   GET    /v1/jobs                list (?status=&label=k=v&limit=): the jobs held in memory
  *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
+ *   GET    /v1/jobs/:id/outputs    its output files: [{ path, cid, size }] (409 while not finished)
+ *   GET    /v1/jobs/:id/outputs/*  one output file's bytes (Range: 206 / 416; never active content)
  *   GET    /v1/jobs/:id/events     server-sent events: past ones, then live; `log` events
  *                                   carry a running job's live output (the last 16 KiB replayed)
  *   DELETE /v1/jobs/:id            cancel
@@ -38,6 +40,7 @@ import { MAX_LABELS, parseLabels, toConstraints, type Constraint } from '../../l
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
+import { contentDisposition, OUTPUT_CSP, outputContentType, parseRange } from '../outputs.js'
 import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX } from '../constants.js'
 import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
@@ -188,6 +191,51 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', {
       schema: { tags: ['jobs'], summary: 'The result of a finished job (409 while it is not finished)', params: idParams, response: { 200: { $ref: 'ResultView#' }, ...errorResponses(404, 409) } }
     }, async (req) => await market.result(req.params.id))
+
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id/outputs', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'The output files of a finished job, by path, CID and size (sorted by path; 409 while it is not finished)',
+        params: idParams,
+        response: { 200: { type: 'array', items: { $ref: 'OutputRef#' } }, ...errorResponses(404, 409) }
+      }
+    }, async (req) => (await market.result(req.params.id)).outputs)
+
+    app.get<{ Params: { id: string, '*': string } }>('/v1/jobs/:id/outputs/*', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'One output file of a finished job, by its path (URL-encoded segments). Supports Range (206, 416); served as plain text, JSON, CSV or an image when its name says so, else as an octet-stream attachment, never as active content',
+        params: { type: 'object', required: ['id'], properties: { id: { type: 'string' }, '*': { type: 'string' } } },
+        response: {
+          200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+          206: { description: 'the requested range', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+          ...errorResponses(404, 409, 416)
+        }
+      }
+    }, async (req, reply) => {
+      const path = req.params['*']
+      const ref = (await market.result(req.params.id)).outputs.find(o => o.path === path)
+      if (ref == null) throw new GatewayError('not-found', `job ${req.params.id} has no output ${JSON.stringify(path.slice(0, 256))}`)
+      // checked against its CID when it arrived and again when read; not kept in memory after
+      const bytes = ref.size === 0 ? new Uint8Array(0) : await market.getBlob(ref.cid, { cache: false })
+      if (bytes == null) throw new GatewayError('not-found', `output ${path} (${ref.cid}) is no longer in this node's blob store`)
+      const range = parseRange(req.headers.range, bytes.length)
+      if (range === 'unsatisfiable') {
+        void reply.header('content-range', `bytes */${bytes.length}`)
+        throw new GatewayError('range-not-satisfiable', `range ${req.headers.range ?? ''} lies outside the ${bytes.length} bytes of ${path}`)
+      }
+      const { type, inline } = outputContentType(path)
+      void reply
+        .header('accept-ranges', 'bytes')
+        .header('etag', `"${ref.cid}"`)
+        .header('x-content-type-options', 'nosniff')
+        .header('content-security-policy', OUTPUT_CSP)
+        .header('content-disposition', contentDisposition(path, inline))
+        .type(type)
+      const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      if (range == null) return await reply.send(body)
+      return await reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${bytes.length}`).send(body.subarray(range.start, range.end + 1))
+    })
 
     app.delete<{ Params: { id: string } }>('/v1/jobs/:id', {
       schema: { tags: ['jobs'], summary: 'Cancel a job (409 when it is already over)', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404, 409) } }

@@ -1,5 +1,6 @@
 // One job's page: its life on a time line drawn to scale (ms), the winner
-// rule in words, bids, declines, attempts, the result, and the job's ledger
+// rule in words, bids, declines, attempts, the result with its output files
+// (download links), and the job's ledger
 // records with a verify button. Follows the job live while it runs.
 'use strict'
 const jobId = decodeURIComponent(location.pathname.replace(/^\/jobs\//, '').replace(/\/$/, ''))
@@ -229,7 +230,21 @@ async function drawResult () {
     r.stdout ? el('div', {}, el('h3', {}, 'stdout'), el('pre', {}, r.stdout)) : null,
     r.stderr ? el('div', {}, el('h3', {}, 'stderr'), el('pre', {}, r.stderr)) : null,
     r.error ? el('div', { class: 'bad' }, `${r.error.name}: ${r.error.message}`) : null,
+    outputsTable(r.outputs ?? []),
     el('div', { class: 'muted mono' }, `result hash ${r.resultHash}`)].filter(x => x != null))
+}
+
+/** The files the job wrote, each a download link (served as an attachment unless plain text, JSON, CSV or an image). */
+function outputsTable (outputs) {
+  if (outputs.length === 0) return null
+  const base = `/v1/jobs/${encodeURIComponent(jobId)}/outputs/`
+  const size = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`
+  const rows = outputs.map(o => el('tr', {},
+    el('td', {}, el('a', { href: base + o.path.split('/').map(encodeURIComponent).join('/'), download: o.path.split('/').pop() }, o.path)),
+    el('td', { class: 'num' }, size(o.size)),
+    el('td', { class: 'mono hide-sm', title: o.cid }, short(o.cid))))
+  return el('div', {}, el('h3', {}, `output files (${outputs.length})`),
+    el('div', { class: 'scroll' }, el('table', { id: 'outputs' }, el('thead', {}, el('tr', {}, el('th', {}, 'path'), el('th', { class: 'num' }, 'size'), el('th', { class: 'hide-sm' }, 'CID'))), el('tbody', {}, rows))))
 }
 
 function drawRecords () {

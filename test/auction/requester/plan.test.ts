@@ -266,6 +266,12 @@ describe('requester plan (pure)', () => {
       expect(step.kind === 'lost' && step.reason).to.match(/deadline/)
     })
 
+    it('an attempt whose result is in while its output files are fetched is not lost for silence or the deadline (the fetch has its own budget)', () => {
+      const collecting = { ...base, collecting: true }
+      expect(liveness(collecting, 60_000, cfg)).to.deep.equal({ kind: 'ok' })
+      expect(liveness(collecting, base.deadline + 1, cfg)).to.deep.equal({ kind: 'ok' })
+    })
+
     it('awards that ended are not watched; recovered ones are left to status polls', () => {
       expect(liveness({ ...base, state: 'completed' }, 1e12, cfg)).to.deep.equal({ kind: 'ok' })
       expect(liveness({ ...base, polled: true }, 5000, cfg)).to.deep.equal({ kind: 'ok' })
