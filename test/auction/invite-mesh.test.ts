@@ -70,14 +70,23 @@ describe('market: invitations from the provider book (10 processes) @slow', func
 
     // a newcomer asking less than everyone, never heard of by the requester
     const newcomer = await startNodeProcess(['--bootstrap', boot, '--price', '1'], { timeoutMs: 120_000 })
+    const readyAt = Date.now()
+    // its first jobs are counted from when the requester has heard of it (its advert crossed the mesh)
+    await waitFor(async () => (await advertised()).some(p => p.peerId === newcomer.peerId), 60_000, 100)
+    const heardMs = Date.now() - readyAt
     let wonAt = -1
+    let last: any
     for (let i = 0; i < 20 && wonAt < 0; i++) {
-      const { view } = await submitAndWait(requester)
+      const { id, view } = await submitAndWait(requester)
       expect(view.status).to.equal('completed')
+      last = { id, view }
       if (view.provider === newcomer.peerId) wonAt = i + 1
-      else await new Promise(resolve => setTimeout(resolve, 250)) // its advert is on its way
     }
-    process.stdout.write(`      the newcomer (ask 1) won job ${wonAt} after it started\n`)
-    expect(wonAt, 'the newcomer never won').to.be.greaterThan(0)
+    process.stdout.write(`      the newcomer (ask 1) was in the requester's book ${heardMs} ms after it was ready and won job ${wonAt} after that\n`)
+    if (wonAt < 0) {
+      const entry = ((await getJson(`${requester.gatewayUrl}/v1/providers`)).body as any[]).find(p => p.peerId === newcomer.peerId)
+      const records = (await getJson(`${requester.gatewayUrl}/v1/ledger?job=${last.id}`)).body.records as any[]
+      expect.fail(`the newcomer never won: its book entry ${JSON.stringify(entry)}; the last job's bids ${JSON.stringify(last.view.bids)} and offers ${JSON.stringify(records.filter(r => r.type === 'offer').map(r => r.body.invited ?? 'open call'))}`)
+    }
   })
 })
