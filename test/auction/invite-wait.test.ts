@@ -8,13 +8,12 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { randomSigner } from '../../src/crypto/index.js'
-import { createMarket, OFFER_PROTOCOL, type JobView, type Market } from '../../src/auction/index.js'
+import { OFFER_PROTOCOL, type JobView, type Market } from '../../src/auction/index.js'
 import { INVITE_CHEAPER_WAIT_MS } from '../../src/auction/constants.js'
-import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
+import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 const JOB = { engine: 'js' as const, source: 'function main (i) { return i.x * 2 }', input: { x: 21 }, maxPrice: 50, queueTimeoutMs: 0 }
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -23,29 +22,10 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
   this.timeout(60_000)
   let executor: Executor
   let hub: MemoryHub
-  const markets: Market[] = []
-  const ledgers: Ledger[] = []
+  const started: MemoryMarket[] = []
   let requester: Market
   let asks: Map<string, number>
   let nets: Map<number, MemoryNetwork>
-
-  async function node (price: number | null): Promise<{ market: Market, net: MemoryNetwork, peerId: string }> {
-    const signer = randomSigner()
-    const ledger = await openLedger({ signer })
-    const net = hub.createNode(signer.peerId)
-    const market = createMarket({
-      network: net,
-      signer,
-      ledger,
-      executor,
-      requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
-      provider: { enabled: price != null, price: price ?? 0, slots: 2, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
-    })
-    await market.start()
-    markets.push(market)
-    ledgers.push(ledger)
-    return { market, net, peerId: signer.peerId }
-  }
 
   /** Offers reach this provider `ms` late (Infinity: never answered). */
   function delayOffers (net: MemoryNetwork, ms: number): void {
@@ -66,20 +46,22 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
     executor = createExecutor({ poolSize: 2 })
     await executor.start()
     hub = new MemoryHub()
-    requester = (await node(null)).market
+    const r = await startMemoryMarket(hub, executor)
+    started.push(r)
+    requester = r.market
     asks = new Map()
     nets = new Map()
     for (const price of [1, 3, 5]) {
-      const { net, peerId } = await node(price)
-      asks.set(peerId, price)
-      nets.set(price, net)
+      const p = await startMemoryMarket(hub, executor, { price, slots: 2 })
+      started.push(p)
+      asks.set(p.peerId, price)
+      nets.set(price, p.net)
     }
     // three adverts in the book: minBids 1 + INVITE_EXTRA 2 seats, every job is an invitation
     await waitFor(() => requester.providers().filter(p => p.advert != null && asks.has(p.peerId)).length === 3, 20_000)
   })
   after(async () => {
-    for (const m of markets.reverse()) await m.stop()
-    for (const l of ledgers) await l.close()
+    await stopMemoryMarkets(started)
     await executor.stop()
   })
 

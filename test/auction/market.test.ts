@@ -3,7 +3,7 @@ import { expect } from 'chai'
 import { JOBS_TOPIC, rankBids, settlementPrice, type Bid, type Award, type Signed } from '../../src/auction/index.js'
 import { messageId } from '../../src/crypto/index.js'
 import type { MercatoNode } from '../../src/node.js'
-import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { startLiarAndTwoHonest, startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
 const JS_DOUBLE = 'function main (input) { console.log("doubling", input.x); return { y: input.x * 2 } }'
 
@@ -132,14 +132,7 @@ describe('market: replicas', function () {
   })
 
   it('replicas 3 with one lying provider: the majority wins, the liar gets a mismatch record', async () => {
-    const requester = await startTestNode({ provide: false })
-    const boot = [requester.network.addresses()[0]]
-    const [liar, honest1, honest2] = await Promise.all([
-      startTestNode({ price: 1, bootstrap: boot, corruptResults: true }),
-      startTestNode({ price: 2, bootstrap: boot }),
-      startTestNode({ price: 3, bootstrap: boot })
-    ])
-    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+    const { requester, liar, honest1, honest2 } = await startLiarAndTwoHonest()
     const submitted = await requester.market.submit({ engine: 'js', source: JS_DOUBLE, input: { x: 5 }, replicas: 3, maxPrice: 10, bidWindowMs: 3000 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')

@@ -12,7 +12,7 @@ import { BLOB_PROTOCOL, JOBS_TOPIC } from '../../src/auction/index.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { MercatoClient, MercatoApiError } from '../../src/client/index.js'
 import type { MercatoNode } from '../../src/node.js'
-import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { startLiarAndTwoHonest, startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
 const WRITER = `function main (i) {
   writeFile('report.txt', 'hello ' + i.name + '\\n')
@@ -173,14 +173,7 @@ describe('market: output files and lying providers', function () {
   afterEach(stopNodes)
 
   it('replicas 3, one provider alters one byte of an output: it is outvoted and not paid', async () => {
-    const requester = await startTestNode({ provide: false })
-    const boot = [requester.network.addresses()[0]]
-    const [liar, honest1, honest2] = await Promise.all([
-      startTestNode({ price: 1, bootstrap: boot, corruptResults: true }),
-      startTestNode({ price: 2, bootstrap: boot }),
-      startTestNode({ price: 3, bootstrap: boot })
-    ])
-    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+    const { requester, liar, honest1, honest2 } = await startLiarAndTwoHonest()
     const submitted = await requester.market.submit({ engine: 'js', source: WRITER, input: { name: 'bob' }, replicas: 3, maxPrice: 10, bidWindowMs: 3000 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(30_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')

@@ -9,12 +9,11 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { randomSigner } from '../../src/crypto/index.js'
-import { createMarket, type JobEvent, type JobView, type Market } from '../../src/auction/index.js'
-import { openLedger, type Ledger } from '../../src/ledger/index.js'
+import type { JobEvent, JobView, Market } from '../../src/auction/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub } from '../helpers/memory-network.js'
+import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 // runs a second or two: long enough to cut its channel while it runs
 const SLOW = { engine: 'js' as const, source: 'function main () { let s = 0; for (let i = 0; i < 20000000; i++) s = (s + i) % 1000003; return s }', maxPrice: 50, queueTimeoutMs: 0, limits: { timeoutMs: 30_000, memoryMb: 64, outputBytes: 65536 } }
@@ -22,41 +21,21 @@ const SLOW = { engine: 'js' as const, source: 'function main () { let s = 0; for
 describe('market: an award channel that dies with its relay', function () {
   this.timeout(90_000)
   let executor: Executor
-  let markets: Market[] = []
-  let ledgers: Ledger[] = []
+  const started: MemoryMarket[] = []
 
   before(async () => {
     executor = createExecutor({ poolSize: 1 })
     await executor.start()
   })
   after(async () => { await executor.stop() })
-  afterEach(async () => {
-    for (const m of markets.reverse()) await m.stop()
-    for (const l of ledgers) await l.close()
-    markets = []
-    ledgers = []
-  })
+  afterEach(async () => { await stopMemoryMarkets(started) })
 
   async function pair (relayedChannels: boolean): Promise<{ hub: MemoryHub, requester: Market, requesterId: string, providerId: string }> {
     const hub = new MemoryHub({ relayedChannels, dialable: true })
-    const ids: string[] = []
-    for (const provide of [false, true]) {
-      const signer = randomSigner()
-      const ledger = await openLedger({ signer })
-      const market = createMarket({
-        network: hub.createNode(signer.peerId),
-        signer,
-        ledger,
-        executor,
-        requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
-        provider: { enabled: provide, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 30_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
-      })
-      await market.start()
-      markets.push(market)
-      ledgers.push(ledger)
-      ids.push(signer.peerId)
-    }
-    return { hub, requester: markets[0], requesterId: ids[0], providerId: ids[1] }
+    const requester = await startMemoryMarket(hub, executor)
+    const provider = await startMemoryMarket(hub, executor, { price: 1, maxTimeoutMs: 30_000 })
+    started.push(requester, provider)
+    return { hub, requester: requester.market, requesterId: requester.peerId, providerId: provider.peerId }
   }
 
   /** Submit, cut the channels once the job runs, and wait for the end. */

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, merge } from '../../src/config.js'
 import { MercatoNode, type NodeOptions } from '../../src/node.js'
+import { JOBS_TOPIC } from '../../src/auction/index.js'
 
 /** Many test nodes share 127.0.0.1: they opt in to loopback being exempt from inbound connection limits (p2p.allow). */
 export const LOOPBACK = ['/ip4/127.0.0.1', '/ip6/::1']
@@ -62,4 +63,21 @@ export async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs
     if (Date.now() > end) throw new Error(`condition not met in ${timeoutMs} ms`)
     await new Promise(resolve => setTimeout(resolve, stepMs))
   }
+}
+
+/**
+ * A requester and three providers bootstrapped to it, on the jobs topic: the first provider
+ * (price 1, the cheapest, so a replica job always includes it) corrupts its results, the other
+ * two (prices 2 and 3) are honest.
+ */
+export async function startLiarAndTwoHonest (): Promise<{ requester: MercatoNode, liar: MercatoNode, honest1: MercatoNode, honest2: MercatoNode }> {
+  const requester = await startTestNode({ provide: false })
+  const boot = [requester.network.addresses()[0]]
+  const [liar, honest1, honest2] = await Promise.all([
+    startTestNode({ price: 1, bootstrap: boot, corruptResults: true }),
+    startTestNode({ price: 2, bootstrap: boot }),
+    startTestNode({ price: 3, bootstrap: boot })
+  ])
+  await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 3, 15_000)
+  return { requester, liar, honest1, honest2 }
 }

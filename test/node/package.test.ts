@@ -31,9 +31,13 @@ describe('the compiled node (dist/)', function () {
   })
 
   it('a client command (`mercato logs -f`) loads the client, not the node (no libp2p, fastify, market)', async () => {
-    // every module the command loads, named by a resolve hook (a data: URL: no file to ship)
-    const hooks = 'export async function resolve (s, c, next) { const r = await next(s, c); process.stderr.write("LOADED " + r.url + "\\n"); return r }'
-    const register = `import { register } from 'node:module'; register(${JSON.stringify('data:text/javascript,' + encodeURIComponent(hooks))})`
+    // every module the command loads, named by a resolve hook (a data: URL: no file to ship). In-thread
+    // hooks (module.registerHooks) where Node has them; else off-thread ones. Written with writeSync:
+    // on Node 24 an off-thread hook's process.stderr.write was lost when the command exited
+    const hooks = 'import { writeSync } from "node:fs"; export async function resolve (s, c, next) { const r = await next(s, c); writeSync(2, "LOADED " + r.url + "\\n"); return r }'
+    const register = 'import * as m from "node:module"; import { writeSync } from "node:fs"; ' +
+      'if (typeof m.registerHooks === "function") m.registerHooks({ resolve (s, c, next) { const r = next(s, c); writeSync(2, "LOADED " + r.url + "\\n"); return r } }); ' +
+      `else m.register(${JSON.stringify('data:text/javascript,' + encodeURIComponent(hooks))})`
     const { stderr } = await run(process.execPath, [...NODE_FLAGS, '--import', 'data:text/javascript,' + encodeURIComponent(register), CLI, 'logs', 'some-job', '-f', '--api', 'http://127.0.0.1:1'])
       .catch((e: { stderr: string }) => e) // exit 1: no node there
     const loaded = stderr.split('\n').filter(l => l.startsWith('LOADED ')).map(l => l.slice(7))
