@@ -35,6 +35,8 @@ export interface LogEvent {
   attempt: number
   stream: 'stdout' | 'stderr'
   text: string
+  /** the event's place among the attempt's log events (0, 1, …): a replayed tail is told from new events by it */
+  seq: number
   dropped?: number
   capped?: boolean
 }

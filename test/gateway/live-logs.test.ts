@@ -63,7 +63,8 @@ describe('live logs over the award channel (real nodes)', function () {
   })
 
   it('a late subscriber gets the tail of the live logs first', async () => {
-    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 6, spin: 1_200_000 }, limits: LIMITS })
+    // long enough that the job still runs when the subscriber comes (a faster V8 ran 1.2M spins a line before it did)
+    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 6, spin: 4_000_000 }, limits: LIMITS })
     // wait until some output came, then subscribe
     let seen = false
     const onLog = (e: LogEvent): void => { if (e.jobId === id) seen = true }

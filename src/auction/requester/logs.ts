@@ -20,6 +20,8 @@ interface AttemptLog {
   /** bytes the provider or we left out since the last event */
   dropped: number
   capped: boolean
+  /** events sent for this attempt */
+  seq: number
 }
 
 /** Frames a requester ever takes from one attempt: its byte total in the smallest useful chunks. */
@@ -44,7 +46,8 @@ export class LiveLogs {
         frames: new RateBudget(LIVE_LOG_ACCEPT_FRAMES_PER_SEC, MAX_FRAMES_TOTAL),
         decoders: [new TextDecoder('utf-8', { fatal: false }), new TextDecoder('utf-8', { fatal: false })],
         dropped: 0,
-        capped: false
+        capped: false,
+        seq: 0
       }
       this.attempts.set(attempt, s)
     }
@@ -62,7 +65,8 @@ export class LiveLogs {
       provider: attempt.provider,
       attempt: attempt.attempt,
       stream: frame.fd === 2 ? 'stderr' : 'stdout',
-      text: n > 0 ? s.decoders[frame.fd - 1].decode(frame.data.subarray(0, n), { stream: true }) : ''
+      text: n > 0 ? s.decoders[frame.fd - 1].decode(frame.data.subarray(0, n), { stream: true }) : '',
+      seq: s.seq++
     }
     if (s.dropped > 0) { event.dropped = s.dropped; s.dropped = 0 }
     if (s.bytes.exhausted && !s.capped) {
@@ -78,7 +82,7 @@ export class LiveLogs {
   end (job: RequesterJob, attempt: Attempt): void {
     const s = this.attempts.get(attempt)
     if (s == null || s.capped || s.dropped === 0) return
-    const event: LogEvent = { type: 'log', ts: Date.now(), jobId: job.id, provider: attempt.provider, attempt: attempt.attempt, stream: 'stdout', text: '', dropped: s.dropped }
+    const event: LogEvent = { type: 'log', ts: Date.now(), jobId: job.id, provider: attempt.provider, attempt: attempt.attempt, stream: 'stdout', text: '', dropped: s.dropped, seq: s.seq++ }
     s.dropped = 0
     this.ctx.events.emit('log', event)
   }

@@ -281,8 +281,9 @@ let liveAttempt = null
 let liveChars = 0
 const liveSeen = new Set()
 function onLog (e) {
-  // a reconnected stream replays the tail: skip what is already shown
-  const key = `${e.ts}|${e.attempt}|${e.stream}|${e.text.length}|${e.dropped ?? 0}`
+  // a reconnected stream replays the tail: skip what is already shown (by the event's place in its
+  // attempt's logs: two chunks can share a millisecond and a length)
+  const key = `${e.attempt}|${e.seq}`
   if (liveSeen.has(key)) return
   liveSeen.add(key)
   if (liveSeen.size > 2000) liveSeen.delete(liveSeen.values().next().value)
