@@ -39,10 +39,13 @@ export interface MetricsLedger {
   onChange (listener: (head: { seq: number }) => void): () => void
 }
 
+interface ByPath { direct: number, relayed: number }
+const PATHS = ['direct', 'relayed'] as const
+
 /** What the metrics need of the network: messages received, connections by path (relayed through a circuit relay, or direct). */
 export interface MetricsNetwork {
   traffic?: () => { gossip: number, requests: number, frames: number }
-  natStatus?: () => { connections: { direct: number, relayed: number }, opened: { direct: number, relayed: number } }
+  connectionsByPath?: () => { open: ByPath, opened: ByPath }
 }
 
 export interface MetricsDeps {
@@ -97,10 +100,9 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     labelNames: ['path'],
     registers: [registry],
     collect () {
-      if (network?.natStatus == null) return
-      const { connections } = network.natStatus()
-      this.set({ path: 'direct' }, connections.direct)
-      this.set({ path: 'relayed' }, connections.relayed)
+      const open = network?.connectionsByPath?.().open
+      if (open == null) return
+      for (const path of PATHS) this.set({ path }, open[path])
     }
   })
   new Counter({
@@ -109,11 +111,10 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     labelNames: ['path'],
     registers: [registry],
     collect () {
-      if (network?.natStatus == null) return
-      const { opened } = network.natStatus()
+      const opened = network?.connectionsByPath?.().opened
+      if (opened == null) return
       this.reset()
-      this.inc({ path: 'direct' }, opened.direct)
-      this.inc({ path: 'relayed' }, opened.relayed)
+      for (const path of PATHS) this.inc({ path }, opened[path])
     }
   })
   new Gauge({

@@ -38,6 +38,13 @@ export interface NetworkNode extends Network {
   meshPeers (topic: string): string[]
   /** reachability, observed/announced addresses, relays in use, connections by path */
   natStatus (): NetworkStatus
+  /** connections open now and opened since start, by path (a metrics scrape's share of natStatus) */
+  connectionsByPath (): ConnectionsByPath
+}
+
+export interface ConnectionsByPath {
+  open: { direct: number, relayed: number }
+  opened: { direct: number, relayed: number }
 }
 
 export type NetworkStatus = NatStatus & {

@@ -240,11 +240,7 @@ export class Libp2pNetwork implements Network {
   natStatus (): NatStatus & { privateNetwork: string | null, opened: { direct: number, relayed: number } } {
     const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
     const announced = this.node.getMultiaddrs()
-    const connections = { direct: 0, relayed: 0 }
-    for (const c of this.node.getConnections()) {
-      if (isRelayed(c.remoteAddr)) connections.relayed++
-      else connections.direct++
-    }
+    const { open: connections, opened } = this.connectionsByPath()
     return {
       reachability: reachabilityOf(meta),
       observed: meta.filter(a => a.type === 'observed' || a.type === 'ip-mapping').map(a => ({ address: a.multiaddr.toString(), type: a.type, verified: a.verified })),
@@ -254,8 +250,17 @@ export class Libp2pNetwork implements Network {
       upnp: this.natInfo.upnp,
       privateNetwork: this.natInfo.privateNetwork,
       connections,
-      opened: { ...this.opened }
+      opened
     }
+  }
+
+  connectionsByPath (): { open: { direct: number, relayed: number }, opened: { direct: number, relayed: number } } {
+    const open = { direct: 0, relayed: 0 }
+    for (const c of this.node.getConnections()) {
+      if (isRelayed(c.remoteAddr)) open.relayed++
+      else open.direct++
+    }
+    return { open, opened: { ...this.opened } }
   }
 
   peers (): PeerSummary[] {
