@@ -20,7 +20,7 @@ import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf } from './multiaddr.js'
 import { isPublicAddress } from './public-address.js'
-import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type NatInit, type NatStatus } from './nat.js'
+import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus } from './nat.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
@@ -185,9 +185,8 @@ export class Libp2pNetwork implements Network {
   private unverifiedKey = ''
   /** Re-check when the set of our unverified public addresses changed since the last look (a new UPnP mapping). */
   private watchAddresses (): void {
-    const key = this.node.services.addressView.addressManager.getAddressesWithMetadata()
-      .filter(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))
-      .map(a => a.multiaddr.toString()).sort().join(' ')
+    const key = unverifiedPublic(this.node.services.addressView.addressManager.getAddressesWithMetadata())
+      .map(a => a.toString()).sort().join(' ')
     if (key === this.unverifiedKey) return
     this.unverifiedKey = key
     if (key !== '') this.onSelfUpdate()
@@ -208,8 +207,7 @@ export class Libp2pNetwork implements Network {
    */
   private reverify (): void {
     if (this.stopped) return
-    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
-    if (!meta.some(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))) return
+    if (unverifiedPublic(this.node.services.addressView.addressManager.getAddressesWithMetadata()).length === 0) return
     const client = (this.node.services as any).autonat?.client
     if (typeof client?.verifyExternalAddresses !== 'function') return
     let asked = 0
