@@ -353,12 +353,13 @@ export class Libp2pNetwork implements Network {
   }
 
   /**
-   * Open a protocol stream. To a PeerId we are not connected to, a failed dial asks the DHT for
-   * fresh addresses (see freshAddresses) and tries once more.
+   * Open a protocol stream, with the connection it rides on. To a PeerId we are not connected to,
+   * a failed dial asks the DHT for fresh addresses (see freshAddresses) and tries once more.
    */
-  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<Stream> {
+  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<{ stream: Stream, connection: Connection }> {
     const target = this.target(peer)
     const opts = { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED }
+    const on = async (connection: Connection): Promise<{ stream: Stream, connection: Connection }> => ({ stream: await connection.newStream(protocol, opts), connection })
     if (!('getComponents' in target)) {
       // libp2p never reuses a limited (relayed) connection for a dial: it opens a new circuit
       // through the relay for every stream, and drops it again as a duplicate. Two nodes behind
@@ -368,20 +369,21 @@ export class Libp2pNetwork implements Network {
       const conn = open.find(c => c.limits == null) ?? open[0]
       if (conn != null) {
         try {
-          return await conn.newStream(protocol, opts)
+          return await on(conn)
         } catch (err) {
           if (signal.aborted || conn.status === 'open') throw err
           // closed under us: dial below
         }
       }
     }
+    // what libp2p's dialProtocol does (dial, then a stream on that connection), keeping the connection
     try {
-      return await this.node.dialProtocol(target, protocol, opts)
+      return await on(await this.node.dial(target, opts))
     } catch (err) {
       if ('getComponents' in target || signal.aborted || this.node.getConnections(target).length > 0) throw err
       const fresh = await this.freshAddresses(target, signal)
       if (fresh.length === 0) throw err
-      return await this.node.dialProtocol(target, protocol, opts)
+      return await on(await this.node.dial(target, opts))
     }
   }
 
@@ -524,7 +526,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.openStream(peer, protocol, signal)
+      ({ stream } = await this.openStream(peer, protocol, signal))
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -569,13 +571,13 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- channels
 
-  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection?: Connection): MessageChannel {
+  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection: Connection): MessageChannel {
     const lp = lpStream(stream, lpLimits(maxMessageBytes))
     const received = this.received
     return {
       remotePeer,
       protocol,
-      relayed: connection != null && (connection.limits != null || isRelayed(connection.remoteAddr)),
+      relayed: connection.limits != null || isRelayed(connection.remoteAddr),
       send: async (data: Uint8Array) => { await lp.write(data) },
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
@@ -611,16 +613,14 @@ export class Libp2pNetwork implements Network {
 
   async openChannel (peer: string, protocol: string, opts: ChannelOptions & { signal?: AbortSignal } = {}): Promise<MessageChannel> {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
-    let stream: Stream
+    let opened: { stream: Stream, connection: Connection }
     try {
-      stream = await this.openStream(peer, protocol, signal)
+      opened = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
     const remote = peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer
-    let connection: Connection | undefined
-    try { connection = this.node.getConnections(peerIdFromString(remote)).find(c => c.streams.includes(stream)) } catch {}
-    return this.wrapChannel(stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, connection)
+    return this.wrapChannel(opened.stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, opened.connection)
   }
 
   // ---------------------------------------------------------------- DHT
