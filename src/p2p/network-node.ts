@@ -65,6 +65,14 @@ export interface NetworkInit {
   networkKey?: NetworkKey
 }
 
+/** What `natStatus()` reports: NAT traversal, the private network, connections opened. */
+export type NetworkStatus = NatStatus & {
+  /** fingerprint of the private-network key, or null on the open market */
+  privateNetwork: string | null
+  /** connections opened since start, by path */
+  opened: { direct: number, relayed: number }
+}
+
 type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub, addressView: AddressView }
 
 /**
@@ -130,16 +138,16 @@ export class Libp2pNetwork implements Network {
   private readonly maxGossipBytes: number
   private readonly keeper: PeerKeeper
   private stopped = false
-  private readonly natInfo: { relayServer: boolean, upnp: boolean, privateNetwork: string | null }
+  private readonly natInfo: { relayServer: boolean, upnp: boolean }
   private readonly networkKey?: NetworkKey
   /** connections opened since start, by path */
-  readonly opened = { direct: 0, relayed: 0 }
+  private readonly opened = { direct: 0, relayed: 0 }
   /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
   private readonly refreshedAt = new Map<string, number>()
 
   constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
     this.node = node
-    this.natInfo = { ...natInfo, privateNetwork: init.networkKey?.fingerprint ?? null }
+    this.natInfo = natInfo
     this.networkKey = init.networkKey
     node.addEventListener('connection:open', (evt) => {
       if (isRelayed(evt.detail.remoteAddr)) this.opened.relayed++
@@ -235,7 +243,7 @@ export class Libp2pNetwork implements Network {
   }
 
   /** Reachability, observed and announced addresses, relays in use, connections by path. */
-  natStatus (): NatStatus & { privateNetwork: string | null, opened: { direct: number, relayed: number } } {
+  natStatus (): NetworkStatus {
     const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
     const announced = this.node.getMultiaddrs()
     const connections = { direct: 0, relayed: 0 }
@@ -250,7 +258,7 @@ export class Libp2pNetwork implements Network {
       relays: relaysOf(announced),
       relayServer: this.natInfo.relayServer,
       upnp: this.natInfo.upnp,
-      privateNetwork: this.natInfo.privateNetwork,
+      privateNetwork: this.networkKey?.fingerprint ?? null,
       connections,
       opened: { ...this.opened }
     }
