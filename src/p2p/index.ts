@@ -15,15 +15,14 @@
  * await net.stop()
  * ```
  */
-import { buildNetwork, type NetworkInit, type Libp2pNetwork } from './network-node.js'
+import { buildNetwork, type NetworkInit, type Libp2pNetwork, type NetworkStatus } from './network-node.js'
 import type { Network } from './network.js'
 import { SCORE_THRESHOLDS } from './scoring.js'
-import type { NatStatus } from './nat.js'
 
 export type * from './network.js'
-export type { NetworkInit } from './network-node.js'
+export type { NetworkInit, NetworkStatus } from './network-node.js'
 export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachableError, NetworkKeyError } from './errors.js'
-export { loadNetworkKey, writeNetworkKey, parseNetworkKey, type NetworkKey } from './pnet.js'
+export { loadNetworkKey, writeNetworkKey, type NetworkKey } from './pnet.js'
 export type { NatStatus, Reachability } from './nat.js'
 export { loadOrCreateIdentity, identityFromSeed, IDENTITY_FILE, type Identity } from './identity.js'
 export { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
@@ -44,13 +43,6 @@ export interface NetworkNode extends Network {
 
 export interface ConnectionsByPath {
   open: { direct: number, relayed: number }
-  opened: { direct: number, relayed: number }
-}
-
-export type NetworkStatus = NatStatus & {
-  /** fingerprint of the private-network key, or null on the open market */
-  privateNetwork: string | null
-  /** connections opened since start, by path */
   opened: { direct: number, relayed: number }
 }
 

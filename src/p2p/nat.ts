@@ -30,8 +30,7 @@ import { autoNATv2 } from '@libp2p/autonat-v2'
 import { uPnPNAT } from '@libp2p/upnp-nat'
 import { dcutr } from '@libp2p/dcutr'
 import { webSockets } from '@libp2p/websockets'
-import { isPrivateIp } from '@libp2p/utils'
-import { Circuit } from '@multiformats/multiaddr-matcher'
+import { isLoopback, isPrivateIp } from '@libp2p/utils'
 import { isPublicAddress } from './public-address.js'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { AddressManager, RandomWalk } from '@libp2p/interface-internal'
@@ -68,21 +67,19 @@ export interface NatStatus {
   connections: { direct: number, relayed: number }
 }
 
-/** True for a multiaddr that starts with a public IP (multiaddr.ts) and is not a relay circuit. */
+/** Whether an address (a connection's remote address, one of ours) goes through a relay: it has a /p2p-circuit component. */
+export function isRelayed (ma: Multiaddr): boolean {
+  return ma.getComponents().some(c => c.name === 'p2p-circuit')
+}
+
+/** True for a multiaddr that starts with a public IP (public-address.ts) and is not a relay circuit. */
 export function isPublicAddr (ma: Multiaddr): boolean {
-  return !Circuit.matches(ma) && isPublicAddress(ma)
+  return !isRelayed(ma) && isPublicAddress(ma)
 }
 
-function isLoopbackAddr (ma: Multiaddr): boolean {
-  const c = ma.getComponents()[0]
-  if (c?.name === 'ip4') return c.value?.startsWith('127.') === true
-  if (c?.name === 'ip6') return c.value === '::1'
-  return false
-}
-
-/** Whether a relayed connection: its remote address goes through /p2p-circuit. */
-export function isRelayed (remoteAddr: Multiaddr): boolean {
-  return Circuit.matches(remoteAddr) || remoteAddr.toString().includes('/p2p-circuit')
+/** Our public addresses (not relay circuits) that no peer has confirmed yet. */
+export function unverifiedPublic (meta: Array<{ multiaddr: Multiaddr, verified: boolean }>): Multiaddr[] {
+  return meta.filter(a => !a.verified && isPublicAddr(a.multiaddr)).map(a => a.multiaddr)
 }
 
 /**
@@ -167,7 +164,7 @@ export function natPieces (init: NatInit, listen: string[], announce: string[]):
   const publicByConfig = hasPublicAddress(listen, announce)
   const relayServer = init.relayServer === true || (init.relayServer !== false && publicByConfig)
   // a node on loopback only (tests, devnets) has no router to ask and no one outside to reach it
-  const beyondLoopback = listen.some(s => { try { return !isLoopbackAddr(multiaddr(s)) } catch { return false } })
+  const beyondLoopback = listen.some(s => { try { return !isLoopback(multiaddr(s)) } catch { return false } })
   const slots = publicByConfig || !beyondLoopback ? 0 : (init.relayReservations ?? RELAY_RESERVATIONS)
   const upnp = init.upnp === true && beyondLoopback
   const services: Record<string, any> = {}

@@ -20,7 +20,7 @@ import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf } from './multiaddr.js'
 import { isPublicAddress } from './public-address.js'
-import { natPieces, reachabilityOf, relaysOf, isRelayed, type AddressView, type NatInit, type NatStatus } from './nat.js'
+import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus } from './nat.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
@@ -63,6 +63,14 @@ export interface NetworkInit {
   nat?: NatInit
   /** private network: only peers holding the same key can connect (see pnet.ts) */
   networkKey?: NetworkKey
+}
+
+/** What `natStatus()` reports: NAT traversal, the private network, connections opened. */
+export type NetworkStatus = NatStatus & {
+  /** fingerprint of the private-network key, or null on the open market */
+  privateNetwork: string | null
+  /** connections opened since start, by path */
+  opened: { direct: number, relayed: number }
 }
 
 type Services = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub, addressView: AddressView }
@@ -130,16 +138,16 @@ export class Libp2pNetwork implements Network {
   private readonly maxGossipBytes: number
   private readonly keeper: PeerKeeper
   private stopped = false
-  private readonly natInfo: { relayServer: boolean, upnp: boolean, privateNetwork: string | null }
+  private readonly natInfo: { relayServer: boolean, upnp: boolean }
   private readonly networkKey?: NetworkKey
   /** connections opened since start, by path */
-  readonly opened = { direct: 0, relayed: 0 }
+  private readonly opened = { direct: 0, relayed: 0 }
   /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
   private readonly refreshedAt = new Map<string, number>()
 
   constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
     this.node = node
-    this.natInfo = { ...natInfo, privateNetwork: init.networkKey?.fingerprint ?? null }
+    this.natInfo = natInfo
     this.networkKey = init.networkKey
     node.addEventListener('connection:open', (evt) => {
       if (isRelayed(evt.detail.remoteAddr)) this.opened.relayed++
@@ -185,9 +193,8 @@ export class Libp2pNetwork implements Network {
   private unverifiedKey = ''
   /** Re-check when the set of our unverified public addresses changed since the last look (a new UPnP mapping). */
   private watchAddresses (): void {
-    const key = this.node.services.addressView.addressManager.getAddressesWithMetadata()
-      .filter(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))
-      .map(a => a.multiaddr.toString()).sort().join(' ')
+    const key = unverifiedPublic(this.node.services.addressView.addressManager.getAddressesWithMetadata())
+      .map(a => a.toString()).sort().join(' ')
     if (key === this.unverifiedKey) return
     this.unverifiedKey = key
     if (key !== '') this.onSelfUpdate()
@@ -208,8 +215,7 @@ export class Libp2pNetwork implements Network {
    */
   private reverify (): void {
     if (this.stopped) return
-    const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
-    if (!meta.some(a => !a.verified && isPublicAddress(a.multiaddr) && !isRelayed(a.multiaddr))) return
+    if (unverifiedPublic(this.node.services.addressView.addressManager.getAddressesWithMetadata()).length === 0) return
     const client = (this.node.services as any).autonat?.client
     if (typeof client?.verifyExternalAddresses !== 'function') return
     let asked = 0
@@ -237,7 +243,7 @@ export class Libp2pNetwork implements Network {
   }
 
   /** Reachability, observed and announced addresses, relays in use, connections by path. */
-  natStatus (): NatStatus & { privateNetwork: string | null, opened: { direct: number, relayed: number } } {
+  natStatus (): NetworkStatus {
     const meta = this.node.services.addressView.addressManager.getAddressesWithMetadata()
     const announced = this.node.getMultiaddrs()
     const { open: connections, opened } = this.connectionsByPath()
@@ -248,7 +254,7 @@ export class Libp2pNetwork implements Network {
       relays: relaysOf(announced),
       relayServer: this.natInfo.relayServer,
       upnp: this.natInfo.upnp,
-      privateNetwork: this.natInfo.privateNetwork,
+      privateNetwork: this.networkKey?.fingerprint ?? null,
       connections,
       opened
     }
@@ -360,12 +366,13 @@ export class Libp2pNetwork implements Network {
   }
 
   /**
-   * Open a protocol stream. To a PeerId we are not connected to, a failed dial asks the DHT for
-   * fresh addresses (see freshAddresses) and tries once more.
+   * Open a protocol stream, with the connection it rides on. To a PeerId we are not connected to,
+   * a failed dial asks the DHT for fresh addresses (see freshAddresses) and tries once more.
    */
-  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<Stream> {
+  private async openStream (peer: string, protocol: string, signal: AbortSignal): Promise<{ stream: Stream, connection: Connection }> {
     const target = this.target(peer)
     const opts = { signal, negotiateFully: false, runOnLimitedConnection: RUN_ON_LIMITED }
+    const on = async (connection: Connection): Promise<{ stream: Stream, connection: Connection }> => ({ stream: await connection.newStream(protocol, opts), connection })
     if (!('getComponents' in target)) {
       // libp2p never reuses a limited (relayed) connection for a dial: it opens a new circuit
       // through the relay for every stream, and drops it again as a duplicate. Two nodes behind
@@ -375,20 +382,21 @@ export class Libp2pNetwork implements Network {
       const conn = open.find(c => c.limits == null) ?? open[0]
       if (conn != null) {
         try {
-          return await conn.newStream(protocol, opts)
+          return await on(conn)
         } catch (err) {
           if (signal.aborted || conn.status === 'open') throw err
           // closed under us: dial below
         }
       }
     }
+    // what libp2p's dialProtocol does (dial, then a stream on that connection), keeping the connection
     try {
-      return await this.node.dialProtocol(target, protocol, opts)
+      return await on(await this.node.dial(target, opts))
     } catch (err) {
       if ('getComponents' in target || signal.aborted || this.node.getConnections(target).length > 0) throw err
       const fresh = await this.freshAddresses(target, signal)
       if (fresh.length === 0) throw err
-      return await this.node.dialProtocol(target, protocol, opts)
+      return await on(await this.node.dial(target, opts))
     }
   }
 
@@ -531,7 +539,7 @@ export class Libp2pNetwork implements Network {
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     let stream: Stream
     try {
-      stream = await this.openStream(peer, protocol, signal)
+      ({ stream } = await this.openStream(peer, protocol, signal))
     } catch (err: any) {
       if (timeout.aborted) throw new RequestTimeoutError(`${protocol} to ${peer}: timed out dialing`)
       if (err instanceof PeerUnreachableError) throw err
@@ -576,13 +584,13 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- channels
 
-  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection?: Connection): MessageChannel {
+  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection: Connection): MessageChannel {
     const lp = lpStream(stream, lpLimits(maxMessageBytes))
     const received = this.received
     return {
       remotePeer,
       protocol,
-      relayed: connection != null && (connection.limits != null || isRelayed(connection.remoteAddr)),
+      relayed: connection.limits != null || isRelayed(connection.remoteAddr),
       send: async (data: Uint8Array) => { await lp.write(data) },
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
@@ -618,16 +626,14 @@ export class Libp2pNetwork implements Network {
 
   async openChannel (peer: string, protocol: string, opts: ChannelOptions & { signal?: AbortSignal } = {}): Promise<MessageChannel> {
     const signal = opts.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
-    let stream: Stream
+    let opened: { stream: Stream, connection: Connection }
     try {
-      stream = await this.openStream(peer, protocol, signal)
+      opened = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
     const remote = peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer
-    let connection: Connection | undefined
-    try { connection = this.node.getConnections(peerIdFromString(remote)).find(c => c.streams.includes(stream)) } catch {}
-    return this.wrapChannel(stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, connection)
+    return this.wrapChannel(opened.stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, opened.connection)
   }
 
   // ---------------------------------------------------------------- DHT

@@ -15,6 +15,7 @@
  * output without revealing it.
  */
 import { readFile, writeFile, stat } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { preSharedKey, generateKey } from '@libp2p/pnet'
 import type { ConnectionProtector } from '@libp2p/interface'
 import { sha256 } from '../crypto/index.js'
@@ -91,7 +92,6 @@ const PROBE_TIMEOUT_MS = 2_000
 async function tcpAccepts (addr: string): Promise<boolean> {
   const m = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(addr)
   if (m == null) return false
-  const { connect } = await import('node:net')
   return await new Promise<boolean>((resolve) => {
     const sock = connect({ host: m[1], port: Number(m[2]), timeout: PROBE_TIMEOUT_MS })
     const done = (ok: boolean): void => { sock.destroy(); resolve(ok) }
