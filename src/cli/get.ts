@@ -13,7 +13,9 @@
 import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
 import type { MercatoClient, OutputRef } from '../client/index.js'
-import { isCanonicalOutputPath } from '../executor/index.js'
+// files.js, not the executor's index: that loads the sandbox (pool, workers), which every `mercato`
+// command would then load at start
+import { isCanonicalOutputPath } from '../executor/files.js'
 import { UsageError } from '../errors.js'
 
 export interface GetIo {
