@@ -61,7 +61,7 @@ export async function getOutputs (client: MercatoClient, id: string, dir: string
     // a directory on the way that is a symbolic link out of DIR is refused too
     const parent = await realpath(dirname(target))
     if (!isWithin(realRoot, parent)) throw new UsageError(`refusing output path ${JSON.stringify(o.path)}: ${dirname(target)} leads outside ${root}`)
-    const bytes = await client.downloadOutput(id, o.path, { onProgress: (got) => { draw(o.path, got) } })
+    const bytes = await client.downloadOutput(id, o, { onProgress: (got) => { draw(o.path, got) } })
     const part = `${target}.part`
     try {
       // a fresh file, never through a link someone left at <name>.part (the rename replaces a link at <name> itself)
