@@ -19,6 +19,7 @@ import { ConfigError } from './errors.js'
 import { ENGINES } from './engines.js'
 import { isMultiaddr } from './p2p/multiaddr.js'
 import { MAX_QUEUE_TIMEOUT_MS } from './auction/constants.js'
+import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from './executor/constants.js'
 
 const multiaddrString = z.string().refine(isMultiaddr, { message: 'a multiaddr such as /ip4/127.0.0.1/tcp/4010' })
 const peerMultiaddr = z.string().refine(s => isMultiaddr(s) && s.includes('/p2p/'), { message: 'a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...' })
@@ -62,9 +63,9 @@ export const configSchema = z.strictObject({
     maxOutputBytes: z.number().int().min(0),
     /** caps on a job's output files; a file travels as one blob, so at most 16 MiB (the blob cap) */
     outputFiles: z.strictObject({
-      files: z.number().int().min(0).max(64),
-      fileBytes: z.number().int().min(0).max(16 * 1024 * 1024),
-      totalBytes: z.number().int().min(0).max(64 * 1024 * 1024)
+      files: z.number().int().min(0).max(MAX_OUTPUT_FILES),
+      fileBytes: z.number().int().min(0).max(MAX_OUTPUT_FILE_BYTES),
+      totalBytes: z.number().int().min(0).max(MAX_OUTPUT_TOTAL_BYTES)
     }),
     moduleCacheSize: z.number().int().min(0),
     isolation: z.enum(['none', 'unshare', 'bwrap']),

@@ -1,3 +1,5 @@
+import { MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from '../executor/constants.js'
+
 /** Gossip topic for signed job offers. */
 export const JOBS_TOPIC = 'mercato/jobs/1'
 /** Gossip topic for signed receipts (the public price and performance record). */
@@ -68,8 +70,8 @@ export const MAX_BLOB_BYTES = 16 * 1024 * 1024
  * result. The same as the executor's default caps (a provider's own caps may be lower, never need
  * to be higher); each file is one blob, so at most MAX_BLOB_BYTES.
  */
-export const MAX_RESULT_OUTPUTS = 64
-export const MAX_RESULT_OUTPUT_BYTES = 64 * 1024 * 1024
+export const MAX_RESULT_OUTPUTS = MAX_OUTPUT_FILES
+export const MAX_RESULT_OUTPUT_BYTES = MAX_OUTPUT_TOTAL_BYTES
 /**
  * How long a requester gives a provider to serve all of a result's output files: a base plus time
  * for the bytes at a slow link's pace. Past it they count as not served. This is what a provider
