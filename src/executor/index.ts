@@ -60,7 +60,7 @@ import { IsolatedExecutor } from './isolation.js'
 import * as C from './constants.js'
 
 export * from './errors.js'
-export { computeResultHash, type OutputRef } from './hash.js'
+export { computeResultHash, outputsField, type OutputRef } from './hash.js'
 export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, outputTarget, comparePaths, type OutputCaps } from './files.js'
 import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
 import type { OutputRef } from './hash.js'
