@@ -61,7 +61,7 @@ import * as C from './constants.js'
 
 export * from './errors.js'
 export { computeResultHash, outputsField, type OutputRef } from './hash.js'
-export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, outputTarget, comparePaths, type OutputCaps } from './files.js'
+export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, outputTarget, type OutputCaps } from './files.js'
 import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
 import type { OutputRef } from './hash.js'
 export * from './backend.js'
