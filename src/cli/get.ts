@@ -11,20 +11,17 @@
  * per file elsewhere); stdout lists the files written, one path a line.
  */
 import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises'
-import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
+import { dirname, relative, resolve } from 'node:path'
 import type { MercatoClient, OutputRef } from '../client/index.js'
-import { isCanonicalOutputPath } from '../executor/index.js'
+// files.js, not the executor's index: that loads the sandbox (pool, workers), which every `mercato`
+// command would then load at start
+import { isWithin, outputTarget } from '../executor/files.js'
 import { UsageError } from '../errors.js'
 
 export interface GetIo {
   out: (s: string) => void
   err: (s: string) => void
   tty: boolean
-}
-
-function inside (root: string, target: string): boolean {
-  const rel = relative(root, target)
-  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
 }
 
 export function formatBytes (n: number): string {
@@ -40,7 +37,7 @@ export async function getOutputs (client: MercatoClient, id: string, dir: string
   const root = resolve(dir)
   // every path first: one bad path and nothing is written
   for (const o of outputs) {
-    if (!isCanonicalOutputPath(o.path) || !inside(root, resolve(root, o.path))) {
+    if (outputTarget(root, o.path) == null) {
       throw new UsageError(`refusing output path ${JSON.stringify(o.path.slice(0, 200))}: it would land outside ${root}`)
     }
   }
@@ -63,8 +60,8 @@ export async function getOutputs (client: MercatoClient, id: string, dir: string
     await mkdir(dirname(target), { recursive: true })
     // a directory on the way that is a symbolic link out of DIR is refused too
     const parent = await realpath(dirname(target))
-    if (parent !== realRoot && !parent.startsWith(realRoot + sep)) throw new UsageError(`refusing output path ${JSON.stringify(o.path)}: ${dirname(target)} leads outside ${root}`)
-    const bytes = await client.downloadOutput(id, o.path, { onProgress: (got) => { draw(o.path, got) } })
+    if (!isWithin(realRoot, parent)) throw new UsageError(`refusing output path ${JSON.stringify(o.path)}: ${dirname(target)} leads outside ${root}`)
+    const bytes = await client.downloadOutput(id, o, { onProgress: (got) => { draw(o.path, got) } })
     const part = `${target}.part`
     try {
       // a fresh file, never through a link someone left at <name>.part (the rename replaces a link at <name> itself)

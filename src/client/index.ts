@@ -251,10 +251,12 @@ export class MercatoClient {
    * the size the job's result names. The whole file is checked against its
    * CID (a mismatch is a MercatoApiError `output-mismatch`); a `range`
    * ({ start, end? }, inclusive) asks for part of it (206), which is not.
+   * `file` is a path, or an entry of {@link outputs} (then the list is not asked for again).
    */
-  async downloadOutput (id: string, path: string, opts: CallOptions & { range?: { start: number, end?: number }, onProgress?: (received: number, total: number) => void } = {}): Promise<Uint8Array> {
-    const ref = (await this.outputs(id, opts)).find(o => o.path === path)
-    if (ref == null) throw new MercatoApiError(`job ${id} has no output ${JSON.stringify(path)}`, 'not-found', 404)
+  async downloadOutput (id: string, file: string | OutputRef, opts: CallOptions & { range?: { start: number, end?: number }, onProgress?: (received: number, total: number) => void } = {}): Promise<Uint8Array> {
+    const ref = typeof file === 'string' ? (await this.outputs(id, opts)).find(o => o.path === file) : file
+    if (ref == null) throw new MercatoApiError(`job ${id} has no output ${JSON.stringify(file)}`, 'not-found', 404)
+    const path = ref.path
     const headers: Record<string, string> = { accept: '*/*' }
     if (opts.range != null) headers.range = `bytes=${opts.range.start}-${opts.range.end ?? ''}`
     const url = `/v1/jobs/${encodeURIComponent(id)}/outputs/${path.split('/').map(encodeURIComponent).join('/')}`

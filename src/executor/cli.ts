@@ -18,11 +18,11 @@
  * file, --input that is not JSON).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { dirname, extname, resolve, sep } from 'node:path'
+import { dirname, extname } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
 import { isMercatoError, UsageError } from '../errors.js'
-import { isCanonicalOutputPath } from './files.js'
+import { outputTarget } from './files.js'
 import type { ExecJob, ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
@@ -129,9 +129,8 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
   for (const o of result.outputs ?? []) {
     if (opts.outputs != null) {
       // the executor only hands back plain relative paths; checked again before touching the disk
-      const root = resolve(opts.outputs)
-      const target = resolve(root, o.path)
-      if (!isCanonicalOutputPath(o.path) || !target.startsWith(root + sep)) { io.stderr.write(`mercato exec: refusing output path ${JSON.stringify(o.path)}\n`); return EXIT_SANDBOX_FAILURE }
+      const target = outputTarget(opts.outputs, o.path)
+      if (target == null) { io.stderr.write(`mercato exec: refusing output path ${JSON.stringify(o.path)}\n`); return EXIT_SANDBOX_FAILURE }
       await mkdir(dirname(target), { recursive: true })
       await writeFile(target, o.bytes)
     }

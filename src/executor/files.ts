@@ -14,6 +14,7 @@
  * their paths, so the same job lists the same outputs in the same order on
  * every provider.
  */
+import { isAbsolute, relative, resolve, sep } from 'node:path'
 import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_PATH_BYTES, MAX_OUTPUT_TOTAL_BYTES } from './constants.js'
 
 export interface OutputCaps {
@@ -59,6 +60,23 @@ export function normaliseOutputPath (path: string): { path: string } | { problem
 export function isCanonicalOutputPath (path: string): boolean {
   const n = normaliseOutputPath(path)
   return 'path' in n && n.path === path
+}
+
+/** `target` is `root` itself or lies below it (both absolute). */
+export function isWithin (root: string, target: string): boolean {
+  const rel = relative(root, target)
+  return rel === '' || (rel !== '..' && !rel.startsWith('..' + sep) && !isAbsolute(rel))
+}
+
+/**
+ * Where output `path` lands in directory `root` on disk, or undefined when it is not a canonical
+ * output path or would not land strictly inside `root`: what `mercato get` and `mercato exec
+ * --outputs` check before they write a file a job named.
+ */
+export function outputTarget (root: string, path: string): string | undefined {
+  if (!isCanonicalOutputPath(path)) return undefined
+  const target = resolve(root, path)
+  return target !== resolve(root) && isWithin(resolve(root), target) ? target : undefined
 }
 
 /** Compare paths by their UTF-8 bytes (the one order every provider and requester uses). */

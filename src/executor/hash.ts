@@ -4,6 +4,14 @@ import { canonicalEncode, sha256, toHex } from '../crypto/index.js'
 export interface OutputRef { path: string, cid: string, size: number }
 
 /**
+ * How a result carries its output files, and what its hash covers: `{ outputs }`, each file's
+ * path, CID and size (not its bytes), when the job wrote any; `{}` when it wrote none.
+ */
+export function outputsField (outputs: OutputRef[] | undefined): { outputs?: OutputRef[] } {
+  return outputs != null && outputs.length > 0 ? { outputs: outputs.map(o => ({ path: o.path, cid: o.cid, size: o.size })) } : {}
+}
+
+/**
  * The hash a result carries: hex sha256 of canonicalEncode({ jobId, exitCode,
  * stdout, stderr, output, outputs }), where `outputs` (present only when the
  * job wrote files) lists each file's { path, cid, size } in path order. Anyone
@@ -11,7 +19,7 @@ export interface OutputRef { path: string, cid: string, size: number }
  * the same job agree on it, output files included (their CIDs cover every byte).
  */
 export function computeResultHash (jobId: string, r: { exitCode: number, stdout: Uint8Array, stderr: Uint8Array, output?: unknown, outputs?: OutputRef[] }): string {
-  const files = r.outputs != null && r.outputs.length > 0 ? { outputs: r.outputs.map(o => ({ path: o.path, cid: o.cid, size: o.size })) } : {}
+  const files = outputsField(r.outputs)
   let encoded: Uint8Array
   try {
     encoded = canonicalEncode({ jobId, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, output: r.output, ...files })

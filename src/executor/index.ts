@@ -60,9 +60,9 @@ import { IsolatedExecutor } from './isolation.js'
 import * as C from './constants.js'
 
 export * from './errors.js'
-export { computeResultHash, type OutputRef } from './hash.js'
-export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, comparePaths, type OutputCaps } from './files.js'
-import type { OutputCaps } from './files.js'
+export { computeResultHash, outputsField, type OutputRef } from './hash.js'
+export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, outputTarget, type OutputCaps } from './files.js'
+import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
 import type { OutputRef } from './hash.js'
 export * from './backend.js'
 import type { FailureName } from './protocol.js'
@@ -193,7 +193,7 @@ export const DEFAULT_INIT: ExecutorInit = {
   maxTimeoutMs: C.MAX_TIMEOUT_MS,
   maxMemoryMb: C.MAX_MEMORY_MB,
   maxOutputBytes: C.MAX_OUTPUT_BYTES,
-  outputFiles: { files: C.MAX_OUTPUT_FILES, fileBytes: C.MAX_OUTPUT_FILE_BYTES, totalBytes: C.MAX_OUTPUT_TOTAL_BYTES },
+  outputFiles: DEFAULT_OUTPUT_CAPS,
   moduleCacheSize: C.MODULE_CACHE_SIZE,
   isolation: 'none',
   engines: [...ENGINES]

@@ -98,6 +98,8 @@ export function clampLimits (l: JobLimits, init: ExecutorInit): JobLimits {
 
 export class ExecutorPool implements Executor {
   private readonly init: ExecutorInit
+  /** caps on each job's output files (init.outputFiles over the defaults), handed to the worker with every job */
+  private readonly outputCaps: OutputCaps
   private readonly size: number
   /** live workers (starting, idle or busy): `warm` of them always, up to `size` while there is work */
   private readonly slots: Slot[] = []
@@ -117,13 +119,10 @@ export class ExecutorPool implements Executor {
     this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
     this.warm = Math.max(0, Math.min(Math.floor(init.warmWorkers ?? 1), this.size))
     this.cache = new LruCache(init.moduleCacheSize)
+    this.outputCaps = { ...DEFAULT_OUTPUT_CAPS, ...(init.outputFiles ?? {}) }
   }
 
   engines (): Engine[] { return [...this.init.engines] }
-
-  private outputCaps (): OutputCaps {
-    return { ...DEFAULT_OUTPUT_CAPS, ...(this.init.outputFiles ?? {}) }
-  }
 
   stats (): ExecutorStats {
     return {
@@ -206,7 +205,7 @@ export class ExecutorPool implements Executor {
         outputBytes: limits.outputBytes,
         fuel: limits.fuel,
         seed,
-        files: this.outputCaps()
+        files: this.outputCaps
       }
     } else {
       if (typeof job.source !== 'string') throw new InvalidModuleError('js job without source')
@@ -222,7 +221,7 @@ export class ExecutorPool implements Executor {
         outputBytes: limits.outputBytes,
         fuel: limits.fuel,
         seed,
-        files: this.outputCaps()
+        files: this.outputCaps
       }
     }
     if (isAborted(signal)) throw new AbortedError()

@@ -73,6 +73,8 @@ const PROBLEM_ERRNO: Record<CreateProblem, number> = {
 /** random_get fills guest memory in pieces of this size: host memory stays small, and the loop can be terminated. */
 const RANDOM_CHUNK = 65536
 const ZEROS = new Uint8Array(RANDOM_CHUNK)
+/** Guest paths must be valid UTF-8 (EILSEQ otherwise); one decoder for them all (it keeps no state between calls). */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true })
 
 const FILETYPE_CHARACTER_DEVICE = 2
 const RIGHTS_ALL = 0x1fffffffn
@@ -405,8 +407,8 @@ export class Wasi {
     if (!this.inBounds(ptr, len)) return EFAULT
     this.mem()
     let text: string
-    try { text = new TextDecoder('utf-8', { fatal: true }).decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
-    if (text === '.' || /^(\.\/)*\.?$/.test(text)) return ''
+    try { text = STRICT_UTF8.decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+    if (/^(\.\/)*\.?$/.test(text)) return ''
     const n = normaliseOutputPath(text)
     return 'problem' in n ? PROBLEM_ERRNO[n.problem] : n.path
   }

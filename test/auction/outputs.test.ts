@@ -8,11 +8,11 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { readFile } from 'node:fs/promises'
-import { BLOB_PROTOCOL, JOBS_TOPIC } from '../../src/auction/index.js'
+import { BLOB_PROTOCOL, JOBS_TOPIC, type JobView } from '../../src/auction/index.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { MercatoClient, MercatoApiError } from '../../src/client/index.js'
 import type { MercatoNode } from '../../src/node.js'
-import { startLiarAndTwoHonest, startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { startLiarAndTwoHonest, startTestNode, stopNodes, waitFor, type TestNodeOptions } from '../helpers/nodes.js'
 
 const WRITER = `function main (i) {
   writeFile('report.txt', 'hello ' + i.name + '\\n')
@@ -194,51 +194,48 @@ describe('market: output files and lying providers', function () {
     expect(new TextDecoder().decode((liarResult?.body as any).result.payload.stdout)).to.equal('wrote 5 files\n')
   })
 
-  it('a provider that serves other bytes than its result names: refused, handed over, not paid', async () => {
+  /**
+   * A requester, a cheaper provider that misbehaves and an honest one: the job goes to the cheap
+   * one first, which loses the award (its first attempt `lost`), and the honest one completes it
+   * and is the only one paid.
+   */
+  async function failsOver (bad: TestNodeOptions, name: string, setup?: (bad: MercatoNode) => Promise<void>): Promise<{ requester: MercatoNode, job: JobView }> {
     const requester = await startTestNode({ provide: false })
     const boot = [requester.network.addresses()[0]]
-    const [forger, honest] = await Promise.all([
-      startTestNode({ price: 1, bootstrap: boot }),
+    const [cheap, honest] = await Promise.all([
+      startTestNode({ ...bad, price: 1, bootstrap: boot }),
       startTestNode({ price: 2, bootstrap: boot })
     ])
-    // the forger's blob protocol answers every request with 10 bytes of its own choosing (the size
-    // of the first output, data/numbers.bin): the right length, the wrong bytes
-    await forger.network.unhandle(BLOB_PROTOCOL)
-    await forger.network.handle(BLOB_PROTOCOL, async () => new TextEncoder().encode('forged!!!\n'), { maxRequestBytes: 1024 })
+    await setup?.(cheap)
     await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 15_000)
-    const submitted = await requester.market.submit({ engine: 'js', source: WRITER, input: { name: 'mallory' }, maxPrice: 10, bidWindowMs: 1500 })
+    const submitted = await requester.market.submit({ engine: 'js', source: WRITER, input: { name }, maxPrice: 10, bidWindowMs: 1500 })
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(40_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
-    expect(job.attempts[0].provider).to.equal(forger.peerId)
+    expect(job.attempts[0].provider).to.equal(cheap.peerId)
     expect(job.attempts[0].state).to.equal('lost')
-    expect(job.attempts[0].reason).to.match(/output data\/numbers.bin .* not served by the provider: .*does not match/)
     expect(job.providers).to.deep.equal([honest.peerId])
     const records = await requester.ledger.byJob(job.id)
     const paid = records.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')
     expect(paid.map(r => (r.body as any).receipt.payload.provider)).to.deep.equal([honest.peerId])
+    return { requester, job }
+  }
+
+  it('a provider that serves other bytes than its result names: refused, handed over, not paid', async () => {
+    const { requester, job } = await failsOver({}, 'mallory', async (forger) => {
+      // the forger's blob protocol answers every request with 10 bytes of its own choosing (the size
+      // of the first output, data/numbers.bin): the right length, the wrong bytes
+      await forger.network.unhandle(BLOB_PROTOCOL)
+      await forger.network.handle(BLOB_PROTOCOL, async () => new TextEncoder().encode('forged!!!\n'), { maxRequestBytes: 1024 })
+    })
+    expect(job.attempts[0].reason).to.match(/output data\/numbers.bin .* not served by the provider: .*does not match/)
     const numbers = (await requester.market.result(job.id)).outputs[0]
     expect([...(await requester.market.getBlob(numbers.cid))!]).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
   })
 
   it('a provider that names outputs it does not serve loses the award (outputs-unavailable) and the job fails over', async () => {
-    const requester = await startTestNode({ provide: false })
-    const boot = [requester.network.addresses()[0]]
-    const [withholder, honest] = await Promise.all([
-      startTestNode({ price: 1, bootstrap: boot, withholdOutputs: true }),
-      startTestNode({ price: 2, bootstrap: boot })
-    ])
-    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).length === 2, 15_000)
-    const submitted = await requester.market.submit({ engine: 'js', source: WRITER, input: { name: 'eve' }, maxPrice: 10, bidWindowMs: 1500 })
-    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(40_000) })
-    expect(job.status, JSON.stringify(job)).to.equal('completed')
-    expect(job.attempts[0].provider).to.equal(withholder.peerId)
-    expect(job.attempts[0].state).to.equal('lost')
+    const { requester, job } = await failsOver({ withholdOutputs: true }, 'eve')
     expect(job.attempts[0].reason).to.match(/output .* not served by the provider/)
-    expect(job.providers).to.deep.equal([honest.peerId])
     expect(requester.market.refusals().requester.get('outputs-unavailable')).to.be.at.least(1)
-    const records = await requester.ledger.byJob(job.id)
-    const paid = records.filter(r => r.type === 'receipt' && (r.body as any).receipt.payload.status === 'paid')
-    expect(paid.map(r => (r.body as any).receipt.payload.provider)).to.deep.equal([honest.peerId])
     expect(new TextDecoder().decode(await requester.market.getBlob((await requester.market.result(job.id)).outputs.find(o => o.path === 'report.txt')!.cid))).to.equal('hello eve\n')
   })
 })

@@ -139,7 +139,6 @@ export const outputRefSchema = z.strictObject({
   cid: z.string().regex(/^b[a-z2-7]{20,100}$/),
   size: z.number().int().min(0).max(MAX_BLOB_BYTES)
 })
-export type OutputRefWire = z.infer<typeof outputRefSchema>
 
 /** A result's outputs: plain relative paths, sorted, no duplicates, within the count and total caps. */
 export const outputsSchema = z.array(outputRefSchema).max(MAX_RESULT_OUTPUTS).superRefine((list, ctx) => {

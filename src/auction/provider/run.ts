@@ -13,7 +13,7 @@
  * requester collects the result over the status protocol.
  */
 import { canonicalEncode, cidOfBytes, messageId, type Signed } from '../../crypto/index.js'
-import { computeResultHash, type ExecJob, type ExecResult } from '../../executor/index.js'
+import { computeResultHash, outputsField, type ExecJob, type ExecResult } from '../../executor/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
@@ -226,9 +226,8 @@ function corrupt (jobId: string, exec: ExecResult): ExecResult {
 function signResult (ctx: ProviderContext, jobId: string, awardId: string, exec: ExecResult): Signed<Result> {
   let { output } = exec
   try { canonicalEncode(output ?? null) } catch { output = JSON.stringify(output) }
-  const outputs = exec.outputs != null && exec.outputs.length > 0 ? { outputs: exec.outputs.map(o => ({ path: o.path, cid: o.cid, size: o.size })) } : {}
   return sign(ctx.deps.signer, 'result', {
-    v: 1, jobId, awardId, provider: ctx.peerId, exitCode: exec.exitCode, stdout: exec.stdout, stderr: exec.stderr, output, ...outputs,
+    v: 1, jobId, awardId, provider: ctx.peerId, exitCode: exec.exitCode, stdout: exec.stdout, stderr: exec.stderr, output, ...outputsField(exec.outputs),
     truncated: exec.truncated, resultHash: exec.resultHash, usage: exec.usage, error: exec.error, ts: Date.now()
   })
 }

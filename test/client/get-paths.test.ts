@@ -1,0 +1,54 @@
+/**
+ * `mercato get`'s path check on its own (getOutputs with a client that lists fixed outputs): a
+ * name that merely starts with two dots is an ordinary file inside DIR, a `..` segment is not.
+ */
+import { expect } from 'chai'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { getOutputs } from '../../src/cli/get.js'
+import type { MercatoClient, OutputRef } from '../../src/client/index.js'
+import { cidOfBytes } from '../../src/crypto/index.js'
+import { outputTarget } from '../../src/executor/index.js'
+
+const enc = new TextEncoder()
+
+/** A client that lists `files` (path: text) as a finished job's outputs and serves their bytes. */
+function listing (files: Record<string, string>): MercatoClient {
+  const refs: OutputRef[] = Object.entries(files).map(([path, text]) => ({ path, cid: cidOfBytes(enc.encode(text)), size: enc.encode(text).length }))
+  return {
+    outputs: async () => refs,
+    downloadOutput: async (_id: string, path: string | OutputRef) => enc.encode(files[typeof path === 'string' ? path : path.path])
+  } as unknown as MercatoClient
+}
+
+describe('mercato get: output paths', () => {
+  let base: string
+  beforeEach(async () => { base = await mkdtemp(join(tmpdir(), 'mercato-get-')) })
+  afterEach(async () => { await rm(base, { recursive: true, force: true }) })
+  const io = { out: () => {}, err: () => {}, tty: false }
+
+  it('a file whose name starts with ".." is written inside DIR', async () => {
+    const code = await getOutputs(listing({ '..notes.txt': 'dots\n', 'a/..b': 'deep\n' }), 'job', base, io)
+    expect(code).to.equal(0)
+    expect(await readFile(join(base, '..notes.txt'), 'utf8')).to.equal('dots\n')
+    expect(await readFile(join(base, 'a', '..b'), 'utf8')).to.equal('deep\n')
+  })
+
+  it('a ".." segment or an absolute path is refused and nothing is written', async () => {
+    for (const bad of ['../x', 'a/../../x', '/etc/x', 'a/..', '']) {
+      await getOutputs(listing({ 'ok.txt': 'ok\n', [bad]: 'bad\n' }), 'job', base, io).then(
+        () => expect.fail(`${JSON.stringify(bad)} was accepted`),
+        (err: Error) => { expect(err.name).to.equal('UsageError') })
+      expect(await readdir(base)).to.deep.equal([])
+    }
+  })
+
+  it('outputTarget: inside the root, also when the root is /', () => {
+    expect(outputTarget('/tmp/d', '..x')).to.equal('/tmp/d/..x')
+    expect(outputTarget('/tmp/d/', 'a/b')).to.equal('/tmp/d/a/b')
+    expect(outputTarget('/', 'a/b')).to.equal('/a/b')
+    expect(outputTarget('/tmp/d', '../d2/x')).to.equal(undefined)
+    expect(outputTarget('/tmp/d', '.')).to.equal(undefined)
+  })
+})
