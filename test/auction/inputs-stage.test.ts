@@ -1,0 +1,111 @@
+/**
+ * A provider staging URL inputs (src/auction/provider/inputs.ts), against a local HTTP server:
+ * the hostile cases one by one, each a named failure with nothing left on disk. The provider
+ * context is the part staging reads (its config and logger); the market tests run it on real nodes.
+ */
+import { expect } from 'chai'
+import { createHash } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { InputFailure, stageInputs } from '../../src/auction/provider/inputs.js'
+import type { ProviderContext } from '../../src/auction/provider/state.js'
+import type { Offer } from '../../src/auction/protocol/messages.js'
+import { logger } from '../../src/logger.js'
+
+const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+describe('provider: staging URL inputs', function () {
+  this.timeout(20_000)
+  let server: Server
+  let base: string
+  let root: string
+  let hits = 0
+
+  before(async () => {
+    server = createServer((req, res) => {
+      hits++
+      if (req.url === '/ok') { res.end('ok bytes'); return }
+      if (req.url === '/loop') { res.writeHead(302, { location: '/loop' }); res.end(); return }
+      if (req.url === '/to-data') { res.writeHead(301, { location: 'data:text/plain,hi' }); res.end(); return }
+      if (req.url === '/declared-huge') { res.writeHead(200, { 'content-length': String(10 * 1024 * 1024) }); res.write('x'); return }
+      if (req.url === '/drip') { res.writeHead(200); const t = setInterval(() => { if (res.destroyed) clearInterval(t); else res.write('d') }, 20); res.on('close', () => { clearInterval(t) }); return }
+      res.writeHead(404); res.end()
+    })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  })
+  beforeEach(async () => { root = await mkdtemp(join(tmpdir(), 'mercato-stage-')) })
+  afterEach(async () => { await rm(root, { recursive: true, force: true }) })
+  after(async () => {
+    server.closeAllConnections()
+    await new Promise(resolve => server.close(resolve))
+  })
+
+  const ctx = (cfg: Record<string, unknown> = {}): ProviderContext => ({
+    cfg: { dialPrivateAddresses: true, inputsDir: root, inputs: { maxFileBytes: 1024 * 1024, urlTimeoutMs: 1000 }, ...cfg },
+    log: logger('test:inputs')
+  }) as unknown as ProviderContext
+  const offer = (inputs: unknown[]): Offer => ({ jobId: 'job-stage-test', spec: { inputs } }) as unknown as Offer
+  const stage = async (inputs: unknown[], cfg?: Record<string, unknown>, signal = new AbortController().signal): Promise<unknown> =>
+    await stageInputs(ctx(cfg), offer(inputs), 'requester', signal).then(s => s, (e: unknown) => e)
+  const empty = async (): Promise<void> => { expect(await readdir(root)).to.deep.equal([]) }
+
+  it('stages a good input in a folder of the job, removed on request', async () => {
+    const s = await stage([{ path: 'a', url: `${base}/ok`, sha256: sha256('ok bytes'), size: 8 }]) as any
+    expect(s.inputs).to.have.length(1)
+    expect(await readFile(s.inputs[0].file, 'utf8')).to.equal('ok bytes')
+    await s.remove()
+    await empty()
+  })
+
+  it('refuses loopback and private hosts unless the provider allows private addresses, without a request', async () => {
+    const before = hits
+    for (const url of [`${base}/ok`, `http://localhost:${new URL(base).port}/ok`, 'http://10.1.2.3/x', 'http://[::1]/x', 'http://169.254.169.254/latest/meta-data/', 'http://[::ffff:127.0.0.1]/x']) {
+      const e = await stage([{ path: 'a', url, sha256: sha256('ok bytes') }], { dialPrivateAddresses: false }) as InputFailure
+      expect(e, url).to.be.instanceOf(InputFailure)
+      expect(e.code).to.equal('input-unreachable')
+      expect(e.message).to.match(/is a private address/)
+    }
+    expect(hits).to.equal(before)
+    await empty()
+  })
+
+  it('names redirect loops and redirects to data: as input-unreachable', async () => {
+    const loop = await stage([{ path: 'a', url: `${base}/loop`, sha256: sha256('') }]) as InputFailure
+    expect(loop.code).to.equal('input-unreachable')
+    expect(loop.message).to.match(/more than 5 redirects/)
+    const data = await stage([{ path: 'a', url: `${base}/to-data`, sha256: sha256('hi') }]) as InputFailure
+    expect(data.message).to.match(/redirected to a data: URL/)
+    await empty()
+  })
+
+  it('stops at a declared Content-Length over the cap without reading the body', async () => {
+    const e = await stage([{ path: 'a', url: `${base}/declared-huge`, sha256: sha256('') }]) as InputFailure
+    expect(e.code).to.equal('input-too-large')
+    await empty()
+  })
+
+  it('a size other than the spec names is input-mismatch', async () => {
+    const e = await stage([{ path: 'a', url: `${base}/ok`, sha256: sha256('ok bytes'), size: 9 }]) as InputFailure
+    expect(e.code).to.equal('input-mismatch')
+    expect(e.message).to.match(/8 bytes .* not 9/)
+    await empty()
+  })
+
+  it('a slow drip is cut at the timeout (input-unreachable); a withdrawn award passes its reason through', async () => {
+    const started = Date.now()
+    const e = await stage([{ path: 'a', url: `${base}/drip`, sha256: sha256('') }]) as InputFailure
+    expect(e.code).to.equal('input-unreachable')
+    expect(e.message).to.match(/not fetched within 1000 ms/)
+    expect(Date.now() - started).to.be.below(3000)
+    const ac = new AbortController()
+    setTimeout(() => { ac.abort(new Error('award withdrawn')) }, 200)
+    const w = await stage([{ path: 'a', url: `${base}/drip`, sha256: sha256('') }], {}, ac.signal) as Error
+    expect(w).to.not.be.instanceOf(InputFailure)
+    expect(w.message).to.equal('award withdrawn')
+    await empty()
+  })
+})
