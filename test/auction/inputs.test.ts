@@ -89,7 +89,11 @@ describe('market: input files', function () {
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(result.error).to.equal(undefined)
     expect(result.output).to.deep.equal({ files: ['a.txt', 'data/b.csv'], a: 'hello blob', csv: CSV, bytes: 10 })
-    expect(job.result?.providers ?? result.providers).to.have.length(2)
+    expect(result.providers).to.have.length(2)
+    // each provider's signed result, as the requester logged it: two providers, one hash
+    const logged = (await requester.ledger.byJob(job.id)).filter(r => r.type === 'result').map(r => (r.body as any).result)
+    expect(new Set(logged.map((m: any) => m.signer)).size).to.equal(2)
+    expect(new Set(logged.map((m: any) => m.payload.resultHash))).to.deep.equal(new Set([result.resultHash]))
     await waitFor(async () => { try { await nothingStaged(); return true } catch { return false } }, 5000)
   })
 
@@ -151,6 +155,12 @@ describe('market: input files', function () {
     const b = await run({ inputs: [{ path: 'big', url: `${base}/forever`, sha256: sha256(''), size: 5 * 1024 * 1024 }] })
     expect(b.job.status).to.equal('no-bids')
     expect(b.job.declines[0].reason).to.equal('input-too-large')
+  })
+
+  it('providers advertise their input limits; GET /v1/providers shows them', async () => {
+    await waitFor(async () => (await client.providers()).filter((p: any) => p.advert?.inputs != null).length === 2, 15_000)
+    const listed = (await client.providers()).find((p: any) => p.peerId === providers[0].peerId) as any
+    expect(listed.advert.inputs).to.deep.equal({ files: 8, fileBytes: 1024 * 1024, totalBytes: 4 * 1024 * 1024 })
   })
 
   it('refuses bad input lists at submission with a clear error', async () => {
