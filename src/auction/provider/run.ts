@@ -1,6 +1,7 @@
 /**
  * An award, from the provider's side: check it, accept or refuse, fetch the
- * module, run the job in the executor with heartbeats, send the signed
+ * module and the input files (inputs.ts: a failure there is a named failure
+ * result, the job does not run), run the job in the executor with heartbeats, send the signed
  * Result, log the Receipt. While the job runs, what it writes goes to the
  * requester as `log` frames (live logs, capped: see logs.ts).
  *
@@ -25,9 +26,12 @@ import { InputFailure, stageInputs, type StagedInputs } from './inputs.js'
 
 /**
  * executor errors that say nothing about the job: the award is dropped and the requester fails over.
+ * `invalid-inputs` is among them: the inputs were checked with the offer and staged by us, so a
+ * sandbox that cannot open them (a backend without input files, an isolation that hides our data
+ * dir) is our problem, not a result to sign.
  * Also any `retryable` error, such as a backend that lost the job (a Slurm job that failed or was preempted).
  */
-const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
+const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped', 'invalid-inputs'])
 /** how long the first frame (the award) may take */
 const AWARD_WAIT_MS = 5000
 /** how long the last live logs may hold back the result (a stuck channel holds the result anyway) */
