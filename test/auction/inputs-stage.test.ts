@@ -14,6 +14,7 @@ import { InputFailure, stageInputs } from '../../src/auction/provider/inputs.js'
 import type { ProviderContext } from '../../src/auction/provider/state.js'
 import type { Offer } from '../../src/auction/protocol/messages.js'
 import { logger } from '../../src/logger.js'
+import { decide, type StrategyContext } from '../../src/auction/provider/strategy.js'
 
 const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -107,5 +108,40 @@ describe('provider: staging URL inputs', function () {
     expect(w).to.not.be.instanceOf(InputFailure)
     expect(w.message).to.equal('award withdrawn')
     await empty()
+  })
+})
+
+describe('provider: bid strategy on input files', () => {
+  const ctx: StrategyContext = {
+    enabled: true, engines: ['js'], labels: {}, price: 1, maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, maxModuleBytes: 1 << 24,
+    inputsSupported: true, maxInputFiles: 2, maxInputFileBytes: 100, maxInputTotalBytes: 150, freeSlots: 1, isFlagged: () => false
+  }
+  const offer = (inputs?: unknown[], engine = 'js'): Offer => ({ requester: 'r', maxPrice: 10, spec: { engine, limits: { timeoutMs: 1000, memoryMb: 8, outputBytes: 10 }, ...(inputs != null ? { inputs } : {}) } }) as unknown as Offer
+  const blob = (path: string, size: number): unknown => ({ path, cid: 'bafkrei', size })
+  const url = (path: string, size?: number): unknown => ({ path, url: 'https://example.org/x', sha256: '0'.repeat(64), ...(size != null ? { size } : {}) })
+
+  it('bids on jobs without inputs, and on inputs within the limits (a URL without a size is checked as it arrives)', () => {
+    expect(decide(offer(), ctx)).to.deep.equal({ bid: true })
+    expect(decide(offer([blob('a', 100), url('b', 50)]), ctx)).to.deep.equal({ bid: true })
+    expect(decide(offer([url('a'), url('b')]), ctx)).to.deep.equal({ bid: true })
+  })
+
+  it('declines input-too-large: too many files, a file over the cap, the total over the cap', () => {
+    for (const [inputs, why] of [
+      [[blob('a', 1), blob('b', 1), blob('c', 1)], /3 input files, over 2/],
+      [[blob('a', 101)], /input a of 101 B over 100 B/],
+      [[url('a', 101)], /input a of 101 B over 100 B/],
+      [[blob('a', 100), url('b', 51)], /inputs of 151 B over 150 B in total/]
+    ] as Array<[unknown[], RegExp]>) {
+      const d = decide(offer(inputs), ctx) as { bid: false, reason: string, detail: string }
+      expect(d.reason).to.equal('input-too-large')
+      expect(d.detail).to.match(why)
+    }
+  })
+
+  it('declines inputs-unsupported on a backend without input files (Slurm)', () => {
+    const d = decide(offer([blob('a', 1)]), { ...ctx, inputsSupported: false }) as { bid: false, reason: string }
+    expect(d.reason).to.equal('inputs-unsupported')
+    expect(decide(offer(), { ...ctx, inputsSupported: false })).to.deep.equal({ bid: true })
   })
 })
