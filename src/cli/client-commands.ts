@@ -170,6 +170,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   const ext = extname(file).toLowerCase()
   let spec: JobSpec
   let module: ResolvedSpec['module']
+  let files: ResolvedSpec['files']
   if (ext === '.wasm') {
     const bytes = new Uint8Array(await readInput(file))
     module = { path: file, bytes }
@@ -180,6 +181,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
     const loaded = await loadSpecFile(file, parseVars(flags.var))
     spec = loaded.spec as unknown as JobSpec
     module = loaded.module
+    files = loaded.files
   } else {
     throw new UsageError(`${file}: expected a .wasm module, a .js file or a .yaml/.json job spec`)
   }
@@ -189,10 +191,10 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   if (flags.input != null) {
     try { spec.input = JSON.parse(flags.input) } catch (e: any) { throw new UsageError(`--input: not valid JSON (${e.message})`) }
   }
-  let files: ResolvedSpec['files']
   if (flags.file != null && flags.file.length > 0) {
-    files = await readInputFiles(flags.file)
-    const inputs = [...(spec.inputs ?? []), ...files.map(f => ({ path: f.name, cid: cidOfBytes(f.bytes) }))]
+    const flagged = await readInputFiles(flags.file)
+    files = [...(files ?? []), ...flagged]
+    const inputs = [...(spec.inputs ?? []), ...flagged.map(f => ({ path: f.name, cid: cidOfBytes(f.bytes) }))]
     const problem = inputListProblem(inputs.map(i => i.path))
     if (problem != null) throw new UsageError(`--file: ${problem}`)
     spec.inputs = inputs

@@ -59,6 +59,23 @@ describe('CLI: submit --file', function () {
     })
   }
 
+  it('a spec file names input files by local path (cid: ./file): uploaded, replaced by their CIDs', async () => {
+    await writeFile(join(dir, 'job.yaml'), [
+      'engine: js',
+      'source: ./job.js',
+      'inputs:',
+      '  - path: data.csv',
+      '    cid: ./local.csv'
+    ].join('\n') + '\n')
+    const res = await runCli(['submit', join(dir, 'job.yaml'), '--file', `docs/notes.txt=${join(dir, 'notes.txt')}`, '--wait', '--api', node.gatewayUrl])
+    expect(res.code, res.stderr).to.equal(0)
+    expect(JSON.parse(res.stdout.slice(res.stdout.indexOf('{')))).to.deep.equal({ files: ['data.csv', 'docs/notes.txt'], first: 'ada,1', notes: 'some notes' })
+    await writeFile(join(dir, 'bad.yaml'), 'engine: js\nsource: ./job.js\ninputs:\n  - path: data.csv\n    cid: ./gone.csv\n')
+    const bad = await runCli(['submit', join(dir, 'bad.yaml'), '--api', node.gatewayUrl])
+    expect(bad.code).to.equal(2)
+    expect(bad.stderr).to.match(/bad\.yaml:5: inputs\.0\.cid: cannot read \.\/gone\.csv \(ENOENT\)/)
+  })
+
   it('exits 2 when two --file flags name the same input', async () => {
     const local = join(dir, 'local.csv')
     const res = await runCli(['submit', join(dir, 'job.js'), '--file', `a=${local}`, '--file', `a=${local}`, '--api', node.gatewayUrl])
