@@ -298,11 +298,12 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
         stop = new Stop('memory-limit', `input ${n.path} of ${size} bytes does not fit in the job's ${job.memoryBytes} bytes of memory`)
         return c.false
       }
-      const bytes = Buffer.allocUnsafe(size)
+      // one host copy, read in place; QuickJS takes its own copy of it
+      const bytes = new Uint8Array(size)
       const got = inputs.read(n.path, bytes, 0, size, 0)
-      const exact = got === size ? bytes : bytes.subarray(0, got)
-      if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(exact.toString('utf8')))
-      return keep(c.newArrayBuffer(exact.buffer.slice(exact.byteOffset, exact.byteOffset + exact.length)))
+      const exact = got === size ? bytes : bytes.slice(0, got)
+      if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(Buffer.from(exact.buffer, 0, exact.length).toString('utf8')))
+      return keep(c.newArrayBuffer(exact.buffer))
     }))
     const listFiles = keep(c.newFunction('listFiles', () => keep(c.newString(JSON.stringify(inputs.list())))))
     const call = (fn: QuickJSHandle, ...args: QuickJSHandle[]): QuickJSHandle => {

@@ -335,7 +335,7 @@ export class Wasi {
         const file = this.open.get(fd)
         return this.filestat(ptr, file != null ? FILETYPE_REGULAR_FILE : this.isOutputsDir(fd) ? FILETYPE_DIRECTORY : FILETYPE_CHARACTER_DEVICE, file != null ? this.outputs?.size(file.path) ?? 0 : 0)
       },
-      // one preopened directory, /outputs (fd 3), when the job has an output directory; nothing else
+      // preopened directories: /outputs (fd 3) when the job has an output directory, /inputs (fd 4) when it has inputs; nothing else
       fd_prestat_get: (fd: number, ptr: number) => {
         const name = this.preopenName(fd >>> 0)
         if (name == null) return EBADF
