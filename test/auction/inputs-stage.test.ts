@@ -15,6 +15,8 @@ import type { ProviderContext } from '../../src/auction/provider/state.js'
 import type { Offer } from '../../src/auction/protocol/messages.js'
 import { logger } from '../../src/logger.js'
 import { decide, type StrategyContext } from '../../src/auction/provider/strategy.js'
+import { canRun, type InviteJob } from '../../src/auction/requester/invite.js'
+import type { BookEntry } from '../../src/auction/requester/book.js'
 
 const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -143,5 +145,22 @@ describe('provider: bid strategy on input files', () => {
     const d = decide(offer([blob('a', 1)]), { ...ctx, inputsSupported: false }) as { bid: false, reason: string }
     expect(d.reason).to.equal('inputs-unsupported')
     expect(decide(offer(), { ...ctx, inputsSupported: false })).to.deep.equal({ bid: true })
+  })
+})
+
+describe('requester: invitations respect advertised input limits', () => {
+  const entry = (inputs?: { files: number, fileBytes: number, totalBytes: number }): BookEntry => ({
+    advert: { provider: 'p', engines: ['js'], ask: 1, slots: 1, caps: { timeoutMs: 10_000, memoryMb: 64, outputBytes: 65536 }, ...(inputs != null ? { inputs } : {}) }
+  }) as unknown as BookEntry
+  const job = (inputs?: unknown[]): InviteJob => ({ id: 'j', maxPrice: 10, need: 1, excluded: new Set(), spec: { engine: 'js', limits: { timeoutMs: 1000, memoryMb: 8, outputBytes: 10 }, ...(inputs != null ? { inputs } : {}) } }) as unknown as InviteJob
+
+  it('invites a provider whose limits the known sizes fit, not one they exceed; an advert without limits is not ruled out', () => {
+    const limits = { files: 2, fileBytes: 100, totalBytes: 150 }
+    expect(canRun(entry(limits), job())).to.equal(true)
+    expect(canRun(entry(limits), job([{ path: 'a', cid: 'x', size: 100 }]))).to.equal(true)
+    expect(canRun(entry(limits), job([{ path: 'a', cid: 'x', size: 101 }]))).to.equal(false)
+    expect(canRun(entry(limits), job([{ path: 'a', cid: 'x', size: 100 }, { path: 'b', cid: 'y', size: 51 }]))).to.equal(false)
+    expect(canRun(entry(limits), job([{ path: 'a' }, { path: 'b' }, { path: 'c' }]))).to.equal(false)
+    expect(canRun(entry(), job([{ path: 'a', cid: 'x', size: 1e9 }]))).to.equal(true)
   })
 })
