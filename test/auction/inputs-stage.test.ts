@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai'
 import { createHash } from 'node:crypto'
+import { gzipSync } from 'node:zlib'
 import { createServer, type Server } from 'node:http'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -31,6 +32,7 @@ describe('provider: staging URL inputs', function () {
     server = createServer((req, res) => {
       hits++
       if (req.url === '/ok') { res.end('ok bytes'); return }
+      if (req.url === '/gzip-bomb') { const z = gzipSync(Buffer.alloc(10 * 1024 * 1024)); res.writeHead(200, { 'content-encoding': 'gzip', 'content-length': String(z.length) }); res.end(z); return }
       if (req.url === '/loop') { res.writeHead(302, { location: '/loop' }); res.end(); return }
       if (req.url === '/to-data') { res.writeHead(301, { location: 'data:text/plain,hi' }); res.end(); return }
       if (req.url === '/declared-huge') { res.writeHead(200, { 'content-length': String(10 * 1024 * 1024) }); res.write('x'); return }
@@ -87,6 +89,12 @@ describe('provider: staging URL inputs', function () {
 
   it('stops at a declared Content-Length over the cap without reading the body', async () => {
     const e = await stage([{ path: 'a', url: `${base}/declared-huge`, sha256: sha256('') }]) as InputFailure
+    expect(e.code).to.equal('input-too-large')
+    await empty()
+  })
+
+  it('a gzip bomb (10 KiB on the wire, 10 MiB decoded) is cut at the cap on its decoded bytes', async () => {
+    const e = await stage([{ path: 'a', url: `${base}/gzip-bomb`, sha256: sha256('') }]) as InputFailure
     expect(e.code).to.equal('input-too-large')
     await empty()
   })
