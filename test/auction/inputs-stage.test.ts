@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { InputFailure, stageInputs } from '../../src/auction/provider/inputs.js'
 import type { ProviderContext } from '../../src/auction/provider/state.js'
-import type { Offer } from '../../src/auction/protocol/messages.js'
+import { specSchema, type Offer } from '../../src/auction/protocol/messages.js'
 import { logger } from '../../src/logger.js'
 import { decide, type StrategyContext } from '../../src/auction/provider/strategy.js'
 import { canRun, type InviteJob } from '../../src/auction/requester/invite.js'
@@ -170,5 +170,32 @@ describe('requester: invitations respect advertised input limits', () => {
     expect(canRun(entry(limits), job([{ path: 'a', cid: 'x', size: 100 }, { path: 'b', cid: 'y', size: 51 }]))).to.equal(false)
     expect(canRun(entry(limits), job([{ path: 'a' }, { path: 'b' }, { path: 'c' }]))).to.equal(false)
     expect(canRun(entry(), job([{ path: 'a', cid: 'x', size: 1e9 }]))).to.equal(true)
+  })
+})
+
+describe('wire: a signed offer\'s inputs are checked before use', () => {
+  const spec = (inputs: unknown): unknown => ({ engine: 'js', source: '1', args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 8, outputBytes: 10 }, inputs })
+  const cid = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
+  const problem = (inputs: unknown): string | undefined => {
+    const r = specSchema.safeParse(spec(inputs))
+    return r.success ? undefined : r.error.issues.map(i => i.message).join('; ')
+  }
+
+  it('takes blob and URL inputs with plain paths', () => {
+    expect(problem([{ path: 'a', cid, size: 1 }, { path: 'd/b', url: 'https://x.org/b', sha256: '0'.repeat(64) }])).to.equal(undefined)
+  })
+
+  it('refuses escaping, duplicate and clashing paths, non-http URLs, oversize blobs, too many inputs, too many characters', () => {
+    const url = (path: string, u = 'https://x.org/b'): unknown => ({ path, url: u, sha256: '0'.repeat(64) })
+    expect(problem([url('../a')])).to.match(/not a plain relative path/)
+    expect(problem([url('a/./b')])).to.match(/canonical form/)
+    expect(problem([url('a'), url('a')])).to.match(/listed twice/)
+    expect(problem([url('a'), url('a/b')])).to.match(/both a file and a directory/)
+    expect(problem([url('a', 'file:///etc/passwd')])).to.match(/http/)
+    expect(problem([url('a', 'javascript:alert(1)')])).to.match(/http/)
+    expect(problem([{ path: 'a', cid, size: 17 * 1024 * 1024 }])).to.match(/Too big|less than or equal/i)
+    expect(problem(Array.from({ length: 65 }, (_, i) => url(`f${i}`)))).to.match(/Too big|at most|64/i)
+    expect(problem(Array.from({ length: 20 }, (_, i) => url(`f${i}`, `https://x.org/${'a'.repeat(2000)}`)))).to.match(/over 32768/)
+    expect(problem([])).to.match(/Too small|at least/i)
   })
 })
