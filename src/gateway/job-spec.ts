@@ -3,7 +3,7 @@
  * zod issue is named to a user. Shared by the gateway's job routes and the
  * CLI's spec files (`mercato submit job.yaml`).
  *
- * Kept light on purpose: this file imports zod and a few constants only,
+ * Kept light on purpose: this file imports zod, a few constants and the path rules (executor/files.ts) only,
  * never the market, fastify or libp2p. The `mercato` client commands load
  * it; when they loaded it through routes/jobs.ts they also loaded the whole
  * node (≈ 2 s before `mercato logs -f` could even connect).
