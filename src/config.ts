@@ -95,7 +95,14 @@ export const configSchema = z.strictObject({
     dialPrivateAddresses: z.boolean(),
     // live logs sent per job (see auction/constants.ts LIVE_LOG_*)
     liveLogBytesPerSec: z.number().int().min(0),
-    liveLogMaxBytes: z.number().int().min(0)
+    liveLogMaxBytes: z.number().int().min(0),
+    // input files of won jobs (see auction/constants.ts INPUT_*): how many, bytes per file and in total, time per URL
+    inputs: z.strictObject({
+      maxFiles: z.number().int().min(0).max(64),
+      maxFileBytes: z.number().int().min(0),
+      maxTotalBytes: z.number().int().min(0),
+      urlTimeoutMs: z.number().int().min(1)
+    })
   }),
   auction: z.strictObject({
     bidWindowMs: z.number().int().min(1),

@@ -130,6 +130,8 @@ export class MercatoNode implements GatewayNode {
     this.defer('audit', async () => { await this.audit.stop() })
 
     await executorStarted
+    // input files staged for jobs a previous run did not finish: nothing half-fetched is kept
+    await rm(join(cfg.dataDir, 'inputs'), { recursive: true, force: true })
     this.market = createMarket({
       isFlagged: (peerId) => this.audit.isFlagged(peerId),
       network: this.network,
@@ -154,7 +156,10 @@ export class MercatoNode implements GatewayNode {
         resultRetentionMs: cfg.auction.resultRetentionMs,
         dialPrivateAddresses: cfg.provider.dialPrivateAddresses,
         liveLogBytesPerSec: cfg.provider.liveLogBytesPerSec,
-        liveLogMaxBytes: cfg.provider.liveLogMaxBytes
+        liveLogMaxBytes: cfg.provider.liveLogMaxBytes,
+        inputs: cfg.provider.inputs,
+        // a folder per running job's input files; what a crash left is removed below, before the market starts
+        inputsDir: join(cfg.dataDir, 'inputs')
       },
       // test-only switch (replica quorum tests): this provider lies about its output
       corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1',

@@ -79,6 +79,20 @@ export const MAX_RESULT_OUTPUT_BYTES = MAX_OUTPUT_TOTAL_BYTES
  */
 export const OUTPUT_FETCH_BASE_MS = 10_000
 export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
+/**
+ * Input files (job spec `inputs`): at most MAX_JOB_INPUTS of them (the executor's figure), each URL
+ * at most MAX_INPUT_URL_CHARS, and the paths and URLs together at most MAX_INPUTS_SPEC_CHARS, so
+ * that a job's inputs, its inline source and the rest of its offer fit in MAX_OFFER_BYTES.
+ */
+export const MAX_INPUT_URL_CHARS = 2048
+export const MAX_INPUTS_SPEC_CHARS = 32 * 1024
+/** Provider defaults for input files (config `provider.inputs`): per file, all of a job's together, how many. */
+export const INPUT_MAX_FILE_BYTES = 256 * 1024 * 1024
+export const INPUT_MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+/** How long a provider gives one URL input to arrive in full (config `provider.inputs.urlTimeoutMs`). */
+export const INPUT_URL_TIMEOUT_MS = 120_000
+/** Redirects a provider follows for one URL input (each to http or https only). */
+export const INPUT_URL_MAX_REDIRECTS = 5
 /** Largest inline JS source or stdin carried in an offer. */
 export const MAX_INLINE_BYTES = 64 * 1024
 /** Clock skew we tolerate on signed timestamps. */

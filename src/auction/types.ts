@@ -52,6 +52,8 @@ export interface SubmitSpec {
   env?: Record<string, string>
   stdin?: Uint8Array
   input?: unknown
+  /** input files: a blob in this node's store (`cid`; its size is looked up) or a URL pinned by sha256 */
+  inputs?: Array<{ path: string, cid: string } | { path: string, url: string, sha256: string, size?: number }>
   limits?: { timeoutMs?: number, memoryMb?: number, outputBytes?: number }
   maxPrice?: number
   replicas?: number

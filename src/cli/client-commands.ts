@@ -8,7 +8,7 @@
  * `mercato submit job.js --wait > out.txt` keeps only the job's output.
  */
 import { InvalidArgumentError, type Command } from 'commander'
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { extname } from 'node:path'
 import {
   MercatoClient, MercatoApiError, MercatoConnectionError, DEFAULT_URL, ENV_URL,
@@ -18,6 +18,8 @@ import { JOB_STATUSES, TERMINAL } from '../auction/types.js'
 import { UsageError } from '../errors.js'
 import { checkConstraints, checkLabels, formatSelector, parseLabels, parseSelector, toConstraints } from '../labels.js'
 import { cidOfBytes } from '../crypto/index.js'
+import { inputListProblem } from '../executor/files.js'
+import { MAX_BLOB_BYTES } from '../auction/constants.js'
 import { loadSpecFile, parseVars, isSpecFile } from './spec-file.js'
 import { runEach, countLines } from './each.js'
 import { estimate, estimateText, type Estimate } from './estimate.js'
@@ -110,6 +112,8 @@ export interface SubmitFlags extends ApiFlags {
   name?: string
   label?: string[]
   var?: string[]
+  /** `--file name=./local` (repeatable): upload the local file and name it as input `name` */
+  file?: string[]
   dryRun?: boolean
   each?: string
   parallel?: number
@@ -130,6 +134,35 @@ export interface ResolvedSpec {
   spec: JobSpec
   /** bytes to upload before submitting; `spec.module` already holds their CID */
   module?: { path: string, bytes: Uint8Array }
+  /** `--file` inputs to upload before submitting; `spec.inputs` already names them by CID */
+  files?: Array<{ name: string, path: string, bytes: Uint8Array }>
+}
+
+/**
+ * `--file name=./local.csv` (repeatable): each local file is read (it becomes a blob, so at most
+ * MAX_BLOB_BYTES) and named as input `name`. A flag without `=`, a bad name, a duplicate or a file
+ * that cannot be read is a usage error (exit 2) naming it.
+ */
+async function readInputFiles (flags: string[]): Promise<NonNullable<ResolvedSpec['files']>> {
+  const files: NonNullable<ResolvedSpec['files']> = []
+  for (const f of flags) {
+    const eq = f.indexOf('=')
+    if (eq <= 0 || eq === f.length - 1) throw new UsageError(`--file: expected NAME=PATH (the input's name in the job, then a local file), got "${f}"`)
+    const name = f.slice(0, eq)
+    const path = f.slice(eq + 1)
+    let size: number
+    try {
+      const st = await stat(path)
+      if (!st.isFile()) throw Object.assign(new Error(), { code: 'not a regular file' })
+      size = st.size
+    } catch (e: any) {
+      throw new UsageError(`--file ${name}=${path}: cannot read ${path} (${e.code ?? e.message})`)
+    }
+    if (size === 0) throw new UsageError(`--file ${name}=${path}: the file is empty (an input blob must not be)`)
+    if (size > MAX_BLOB_BYTES) throw new UsageError(`--file ${name}=${path}: ${size} bytes, over the ${MAX_BLOB_BYTES} bytes a blob may have (serve it over HTTP and name it as a URL input in a spec file)`)
+    files.push({ name, path, bytes: new Uint8Array(await readInput(path)) })
+  }
+  return files
 }
 
 /** Turn the file argument and flags into a job spec, reading (not yet uploading) the files it names. */
@@ -137,6 +170,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   const ext = extname(file).toLowerCase()
   let spec: JobSpec
   let module: ResolvedSpec['module']
+  let files: ResolvedSpec['files']
   if (ext === '.wasm') {
     const bytes = new Uint8Array(await readInput(file))
     module = { path: file, bytes }
@@ -147,6 +181,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
     const loaded = await loadSpecFile(file, parseVars(flags.var))
     spec = loaded.spec as unknown as JobSpec
     module = loaded.module
+    files = loaded.files
   } else {
     throw new UsageError(`${file}: expected a .wasm module, a .js file or a .yaml/.json job spec`)
   }
@@ -155,6 +190,14 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   if (flags.stdin != null) spec.stdin = new Uint8Array(await readInput(flags.stdin))
   if (flags.input != null) {
     try { spec.input = JSON.parse(flags.input) } catch (e: any) { throw new UsageError(`--input: not valid JSON (${e.message})`) }
+  }
+  if (flags.file != null && flags.file.length > 0) {
+    const flagged = await readInputFiles(flags.file)
+    files = [...(files ?? []), ...flagged]
+    const inputs = [...(spec.inputs ?? []), ...flagged.map(f => ({ path: f.name, cid: cidOfBytes(f.bytes) }))]
+    const problem = inputListProblem(inputs.map(i => i.path))
+    if (problem != null) throw new UsageError(`--file: ${problem}`)
+    spec.inputs = inputs
   }
   if (flags.maxPrice != null) spec.maxPrice = flags.maxPrice
   if (flags.replicas != null) spec.replicas = flags.replicas
@@ -165,14 +208,23 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
     if (flags.timeout != null) spec.limits.timeoutMs = flags.timeout
     if (flags.memory != null) spec.limits.memoryMb = flags.memory
   }
-  return { spec, module }
+  return { spec, module, files }
 }
 
-/** Turn the file argument and flags into a job spec, uploading the module it names. */
-export async function buildSpec (client: MercatoClient, file: string, flags: SubmitFlags): Promise<JobSpec> {
-  const { spec, module } = await resolveSpec(file, flags)
+/** Upload what a resolved spec names by CID (its module, its `--file` inputs); the node must answer the same CIDs. */
+async function uploadFiles (client: MercatoClient, resolved: ResolvedSpec): Promise<JobSpec> {
+  const { spec, module } = resolved
   if (module != null) spec.module = await client.uploadBlob(module.bytes)
+  for (const f of resolved.files ?? []) {
+    const cid = await client.uploadBlob(f.bytes)
+    if (cid !== cidOfBytes(f.bytes)) throw new Error(`the node stored ${f.path} as ${cid}, not ${cidOfBytes(f.bytes)}`)
+  }
   return spec
+}
+
+/** Turn the file argument and flags into a job spec, uploading the module and input files it names. */
+export async function buildSpec (client: MercatoClient, file: string, flags: SubmitFlags): Promise<JobSpec> {
+  return await uploadFiles(client, await resolveSpec(file, flags))
 }
 
 /**
@@ -239,6 +291,7 @@ async function dryRun (client: MercatoClient, resolved: ResolvedSpec, flags: Sub
   }
   out(JSON.stringify(spec, null, 2) + '\n')
   if (module != null) err(`module: ${module.path} (${module.size} bytes), uploaded as ${module.cid} on submit\n`)
+  for (const f of resolved.files ?? []) err(`input ${f.name}: ${f.path} (${f.bytes.length} bytes), uploaded on submit\n`)
   err(est != null ? estimateText(est) : why)
   err('dry run: nothing submitted\n')
   return 0
@@ -249,8 +302,7 @@ async function submit (client: MercatoClient, file: string, flags: SubmitFlags):
   if (flags.each != null && flags.input != null) throw new UsageError('--input and --each: every line of --each is an input')
   const resolved = await resolveSpec(file, flags)
   if (flags.dryRun === true) return await dryRun(client, resolved, flags)
-  const spec = resolved.spec
-  if (resolved.module != null) spec.module = await client.uploadBlob(resolved.module.bytes)
+  const spec = await uploadFiles(client, resolved)
   if (flags.each != null) {
     const ac = new AbortController()
     const onSigint = (): void => { ac.abort() }
@@ -458,6 +510,7 @@ export function registerClientCommands (program: Command): void {
     .option('--arg <arg>', 'argument passed to the program (repeatable)', collect)
     .option('--stdin <file>', 'file given to the program as stdin ("-" for this stdin)')
     .option('--input <json>', 'JSON input (js: the argument of main)')
+    .option('--file <name=path>', 'upload a local file and give it to the job as input file <name> (wasm: /inputs/<name>; js: readFile(name)) (repeatable)', collect)
     .option('--max-price <credits>', 'most you pay, in credits', numberFlag())
     .option('--replicas <k>', 'run on k providers and compare results', intFlag(1))
     .option('--timeout <ms>', 'wall-clock limit of the run', intFlag(1))

@@ -13,8 +13,9 @@
  * after its files are read, and an error names the field and its line. File
  * references (a value starting with `./` or `../`): `module` (any engine;
  * a bare name of an existing file too), `source` (a .js file's text; a bare
- * name of an existing .js/.mjs file too), `stdin` (the bytes) and `input`
- * (a .json file, parsed). JSON files are read by the same YAML parser (JSON
+ * name of an existing .js/.mjs file too), `stdin` (the bytes), `input`
+ * (a .json file, parsed) and an input file's `cid` (`inputs: [{ path:
+ * data.csv, cid: ./local.csv }]`: uploaded, replaced by its CID). JSON files are read by the same YAML parser (JSON
  * is YAML), so their errors carry lines too.
  */
 import { readFile, stat } from 'node:fs/promises'
@@ -30,6 +31,8 @@ export interface LoadedSpec {
   spec: Record<string, unknown>
   /** the module file to upload (its CID is already in `spec.module`) */
   module?: { path: string, bytes: Uint8Array }
+  /** input files to upload (their CIDs are already in `spec.inputs`) */
+  files?: Array<{ name: string, path: string, bytes: Uint8Array }>
 }
 
 const VAR = /\$\$\{|\$\{([^}]*)\}/g
@@ -112,12 +115,24 @@ export async function loadSpecFile (file: string, vars: Map<string, string>): Pr
     try { spec.input = JSON.parse(bytes.toString('utf8')) } catch (e: any) { throw new UsageError(`${lineOf(['input'])}: input: ${spec.input} is not valid JSON (${e.message})`) }
   }
 
+  const files: NonNullable<LoadedSpec['files']> = []
+  if (Array.isArray(spec.inputs)) {
+    spec.inputs = await Promise.all(spec.inputs.map(async (i: unknown, k: number) => {
+      if (i == null || typeof i !== 'object' || typeof (i as any).cid !== 'string' || !isPathRef((i as any).cid)) return i
+      const ref = (i as { cid: string }).cid
+      let bytes: Uint8Array
+      try { bytes = new Uint8Array(await readFile(resolve(base, ref))) } catch (e: any) { throw new UsageError(`${lineOf(['inputs', k, 'cid'])}: inputs.${k}.cid: cannot read ${ref} (${e.code ?? e.message})`) }
+      files.push({ name: String((i as any).path), path: resolve(base, ref), bytes })
+      return { ...i, cid: cidOfBytes(bytes) }
+    }))
+  }
+
   const parsed = jobBodySchema.safeParse(spec)
   if (!parsed.success) {
     const { path, field, message } = describeIssue(parsed.error.issues[0])
     throw new UsageError(`${lineOf(path)}: ${field}: ${message}`)
   }
-  return { spec, module }
+  return { spec, module, ...(files.length > 0 ? { files } : {}) }
 }
 
 /** The node at `path`, or the nearest ancestor that exists (for a line to point at). */

@@ -17,12 +17,12 @@
  * 256 would read as 0; wasmtime traps on them); 2 for bad usage (unreadable
  * file, --input that is not JSON).
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { dirname, extname } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
 import { isMercatoError, UsageError } from '../errors.js'
-import { outputTarget } from './files.js'
+import { inputListProblem, outputTarget } from './files.js'
 import type { ExecJob, ExecResult } from './index.js'
 
 export const EXIT_SANDBOX_FAILURE = 3
@@ -43,6 +43,8 @@ export interface ExecOptions {
   json?: boolean
   /** write the job's output files under this directory */
   outputs?: string
+  /** `name=path` (repeatable): a local file the job reads as input `name` (read in place, never copied) */
+  file?: string[]
 }
 
 export interface ExecIo {
@@ -69,6 +71,7 @@ export function registerExecCommand (program: Command, io: ExecIo = defaultIo): 
     .option('--memory <mb>', 'memory cap in MiB', String(EXEC_DEFAULT_MEMORY_MB))
     .option('--json', 'print one JSON object with the whole result')
     .option('--outputs <dir>', 'write the files the job writes (wasm: /outputs; js: writeFile) under this directory')
+    .option('--file <name=path>', 'a local file the job reads as input <name> (wasm: /inputs/<name>; js: readFile(name)) (repeatable)', collect, [])
     .action(async (file: string, opts: ExecOptions) => {
       process.exitCode = await execCommand(file, opts, io)
     })
@@ -170,6 +173,27 @@ async function buildJob (file: string, opts: ExecOptions): Promise<ExecJob> {
   const limits = { timeoutMs, memoryMb, outputBytes: EXEC_OUTPUT_BYTES }
   // a stable id: the same file gives the same result hash on every run
   const id = `local:${cid}`
-  if (isWasm) return { id, engine: 'wasm', module: bytes, moduleCid: cid, args: opts.arg ?? [], stdin, limits }
-  return { id, engine: 'js', source: new TextDecoder().decode(bytes), input, args: opts.arg ?? [], stdin, limits }
+  const inputs = await inputFiles(opts.file ?? [])
+  if (isWasm) return { id, engine: 'wasm', module: bytes, moduleCid: cid, args: opts.arg ?? [], stdin, limits, inputs }
+  return { id, engine: 'js', source: new TextDecoder().decode(bytes), input, args: opts.arg ?? [], stdin, limits, inputs }
+}
+
+/** `--file name=path` flags into the job's inputs (checked: syntax, names, each a readable file); undefined when none. */
+async function inputFiles (flags: string[]): Promise<ExecJob['inputs']> {
+  if (flags.length === 0) return undefined
+  const inputs: NonNullable<ExecJob['inputs']> = []
+  for (const f of flags) {
+    const eq = f.indexOf('=')
+    if (eq <= 0 || eq === f.length - 1) throw new UsageError(`--file: expected NAME=PATH (the input's name in the job, then a local file), got "${f}"`)
+    const file = f.slice(eq + 1)
+    try {
+      if (!(await stat(file)).isFile()) throw Object.assign(new Error(), { code: 'not a regular file' })
+    } catch (err) {
+      throw new UsageError(`--file ${f}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+    }
+    inputs.push({ path: f.slice(0, eq), file })
+  }
+  const problem = inputListProblem(inputs.map(i => i.path))
+  if (problem != null) throw new UsageError(`--file: ${problem}`)
+  return inputs
 }

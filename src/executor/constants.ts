@@ -115,3 +115,13 @@ export const MAX_OUTPUT_PATH_BYTES = 256
 export const MAX_OPEN_OUTPUT_FDS = 32
 /** Where a wasm guest finds its output directory (preopened, fd 3). */
 export const OUTPUTS_DIR = '/outputs'
+
+/**
+ * Input files: a job's inputs are mounted read-only under this directory (wasm: the second
+ * preopened directory, fd 4, after /outputs; js: readFile/listFiles name paths relative to it).
+ */
+export const INPUTS_DIR = '/inputs'
+/** Most input files a job may name (each is a path, a CID or a URL in the signed offer: they must fit in it). */
+export const MAX_JOB_INPUTS = 64
+/** Input files (and directories) a wasm guest may have open at once. */
+export const MAX_OPEN_INPUT_FDS = 32

@@ -39,3 +39,10 @@ export class ExecutorStoppedError extends MercatoError {
     super(message, { code: 'executor-stopped', status: 503, retryable: true, name: 'ExecutorStoppedError' })
   }
 }
+
+/** The job's input files are not usable: a bad path, a duplicate, a file that cannot be opened (`input-unavailable`). */
+export class InvalidInputsError extends MercatoError {
+  constructor (message: string, cause?: unknown) {
+    super(message, { code: 'invalid-inputs', status: 400, name: 'InvalidInputsError', cause })
+  }
+}

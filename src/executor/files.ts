@@ -236,3 +236,25 @@ export class OutputFiles {
     return out.sort((a, b) => comparePaths(a.path, b.path))
   }
 }
+
+/**
+ * A job's input paths (in any order): each a canonical relative path (the output path rules), none
+ * listed twice, and no path a directory of another (`a` and `a/b`). Returns the first problem, or
+ * undefined. What the job spec, the wire schema and the executor all check.
+ */
+export function inputListProblem (paths: string[]): string | undefined {
+  const seen = new Set<string>()
+  for (const p of paths) {
+    const n = normaliseOutputPath(p)
+    if ('problem' in n) return `input path ${JSON.stringify(p.slice(0, 64))} is not a plain relative path (${n.problem === 'escape' ? 'absolute or escaping with ..' : n.problem})`
+    if (n.path !== p) return `input path ${JSON.stringify(p.slice(0, 64))} is not in canonical form (write ${JSON.stringify(n.path)})`
+    if (seen.has(p)) return `input path ${JSON.stringify(p)} is listed twice`
+    seen.add(p)
+  }
+  for (const p of paths) {
+    for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) {
+      if (seen.has(p.slice(0, i))) return `input path ${JSON.stringify(p.slice(0, i))} is both a file and a directory`
+    }
+  }
+  return undefined
+}

@@ -61,7 +61,7 @@ import * as C from './constants.js'
 
 export * from './errors.js'
 export { computeResultHash, outputsField, type OutputRef } from './hash.js'
-export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, outputTarget, type OutputCaps } from './files.js'
+export { DEFAULT_OUTPUT_CAPS, normaliseOutputPath, isCanonicalOutputPath, outputListProblem, inputListProblem, outputTarget, type OutputCaps } from './files.js'
 import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
 import type { OutputRef } from './hash.js'
 export * from './backend.js'
@@ -98,7 +98,16 @@ export interface ExecJob {
   limits: JobLimits
   /** Determinism seed (defaults to the job id). */
   seed?: string
+  /**
+   * Input files: `path` as the guest sees it (under /inputs for wasm, readFile(path) for js), `file`
+   * the host file holding its bytes (read as the guest reads, never loaded whole). Paths follow the
+   * output path rules (relative, no `..`, no duplicates, no file/directory clash: inputListProblem).
+   */
+  inputs?: ExecInput[]
 }
+
+/** One input file of a job: its path inside the job, and the host file with its bytes. */
+export interface ExecInput { path: string, file: string }
 
 export interface ExecUsage {
   wallMs: number

@@ -17,6 +17,7 @@ import { createRequire } from 'node:module'
 import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
 import { normaliseOutputPath, OutputFiles } from './files.js'
+import { InputFiles } from './inputs.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
 /**
@@ -26,7 +27,7 @@ import type { DoneMessage, FailureName, RunJs } from './protocol.js'
  */
 export const JS_FUEL_PER_INTERRUPT = 10_000
 
-const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf) {
+const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf, rf, lf) {
   'use strict'
   let a = s0 >>> 0, b = s1 >>> 0, c = s2 >>> 0, d = s3 >>> 0
   function sfc32 () {
@@ -115,6 +116,31 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf) {
     throw new TypeError('writeFile: ' + r)
   }
   Object.defineProperty(globalThis, 'writeFile', { value: writeFile, writable: false, configurable: false })
+  // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string; listFiles() every path, sorted
+  function readFile (path, encoding) {
+    if (typeof path !== 'string') throw new TypeError('readFile: the path must be a string')
+    if (encoding !== undefined && encoding !== 'utf8' && encoding !== 'utf-8') throw new TypeError('readFile: the only encoding is utf8')
+    const r = rf(path, encoding !== undefined)
+    if (r instanceof Error) throw r
+    if (typeof r === 'string' || encoding === undefined) return typeof r === 'string' ? r : new Uint8Array(r)
+    // text with NUL bytes (the host passes strings as C strings): decoded here
+    const b = new Uint8Array(r)
+    let out = ''
+    for (let i = 0; i < b.length;) {
+      const c = b[i]
+      let cp = 0xfffd, n = 1
+      if (c < 0x80) { cp = c }
+      else if (c >= 0xc2 && c < 0xe0 && (b[i + 1] & 0xc0) === 0x80) { cp = ((c & 31) << 6) | (b[i + 1] & 63); n = 2 }
+      else if (c >= 0xe0 && c < 0xf0 && (b[i + 1] & 0xc0) === 0x80 && (b[i + 2] & 0xc0) === 0x80) { cp = ((c & 15) << 12) | ((b[i + 1] & 63) << 6) | (b[i + 2] & 63); n = 3; if (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000)) cp = 0xfffd }
+      else if (c >= 0xf0 && c < 0xf5 && (b[i + 1] & 0xc0) === 0x80 && (b[i + 2] & 0xc0) === 0x80 && (b[i + 3] & 0xc0) === 0x80) { cp = ((c & 7) << 18) | ((b[i + 1] & 63) << 12) | ((b[i + 2] & 63) << 6) | (b[i + 3] & 63); n = 4; if (cp < 0x10000 || cp > 0x10ffff) cp = 0xfffd }
+      out += String.fromCodePoint(cp)
+      i += n
+    }
+    return out
+  }
+  function listFiles () { return JSON.parse(lf()) }
+  Object.defineProperty(globalThis, 'readFile', { value: readFile, writable: false, configurable: false })
+  Object.defineProperty(globalThis, 'listFiles', { value: listFiles, writable: false, configurable: false })
 })`
 
 const HARNESS = `(function (input) {
@@ -257,6 +283,29 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       if (problem != null) return keep(c.newString(`cannot write ${JSON.stringify(n.path)} (${problem === 'is-dir' ? 'a directory of other outputs' : problem === 'not-dir' ? 'a parent is a file' : problem})`))
       return c.true
     }))
+    // readFile(path, text): the file's size is checked against the job's memory before a byte is read
+    const inputs = new InputFiles(job.inputs ?? [])
+    const fail = (why: string): QuickJSHandle => keep(c.newError({ name: 'Error', message: `readFile: ${why}` }))
+    const readFile = keep(c.newFunction('readFile', (pathH, textH) => {
+      if (stop != null) return fail('stopped')
+      const path = c.getString(pathH)
+      if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return fail('invalid input path')
+      const n = normaliseOutputPath(path)
+      if ('problem' in n) return fail(`invalid input path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`)
+      if (!inputs.isFile(n.path)) return fail(`no input file ${JSON.stringify(n.path)}${inputs.isDir(n.path) ? ' (a directory)' : ''}`)
+      const size = inputs.size(n.path)
+      if (size > job.memoryBytes) {
+        stop = new Stop('memory-limit', `input ${n.path} of ${size} bytes does not fit in the job's ${job.memoryBytes} bytes of memory`)
+        return c.false
+      }
+      // one host copy, read in place; QuickJS takes its own copy of it
+      const bytes = new Uint8Array(size)
+      const got = inputs.read(n.path, bytes, 0, size, 0)
+      const exact = got === size ? bytes : bytes.slice(0, got)
+      if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(Buffer.from(exact.buffer, 0, exact.length).toString('utf8')))
+      return keep(c.newArrayBuffer(exact.buffer))
+    }))
+    const listFiles = keep(c.newFunction('listFiles', () => keep(c.newString(JSON.stringify(inputs.list())))))
     const call = (fn: QuickJSHandle, ...args: QuickJSHandle[]): QuickJSHandle => {
       const r = c.callFunction(fn, c.undefined, ...args)
       if (r.error != null) throw keep(r.error)
@@ -269,7 +318,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     }
 
     const prelude = evaluate(PRELUDE, 'mercato:prelude')
-    call(prelude, write, ...seedWords(job.seed).map(n => keep(c.newNumber(n))), keep(c.newNumber(VIRTUAL_EPOCH_MS)), keep(c.newNumber(JS_CLOCK_TICK_MS)), writeFile)
+    call(prelude, write, ...seedWords(job.seed).map(n => keep(c.newNumber(n))), keep(c.newNumber(VIRTUAL_EPOCH_MS)), keep(c.newNumber(JS_CLOCK_TICK_MS)), writeFile, readFile, listFiles)
     const harness = evaluate(HARNESS, 'mercato:harness')
     const stringify = evaluate(STRINGIFY, 'mercato:harness')
     evaluate(job.source, 'job.js')

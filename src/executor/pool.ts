@@ -5,17 +5,19 @@
  * were killed or faulted.
  */
 import { Worker } from 'node:worker_threads'
+import { closeSync, fstatSync, openSync, constants as fsc } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { logger } from '../logger.js'
-import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidInputsError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { LruCache } from './module-cache.js'
 import { HEADER_BYTES, outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash, emptyFailure } from './hash.js'
-import { DEFAULT_OUTPUT_CAPS, type OutputCaps } from './files.js'
-import { JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
-import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
+import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps } from './files.js'
+import type { InputEntry } from './inputs.js'
+import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
+import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 const log = logger('executor')
@@ -94,6 +96,37 @@ export function clampLimits (l: JobLimits, init: ExecutorInit): JobLimits {
   }
   if (typeof l?.fuel === 'number' && Number.isFinite(l.fuel) && l.fuel >= 0) limits.fuel = Math.floor(l.fuel)
   return limits
+}
+
+/**
+ * Open a job's input files read-only (no symlink followed at the last step) and take their sizes:
+ * the worker reads through these descriptors, the pool closes them when the job ends. Refuses a
+ * bad list (paths, duplicates, clashes, too many) or a file that cannot be opened.
+ */
+export function openInputs (inputs: ExecInput[]): InputEntry[] {
+  if (!Array.isArray(inputs)) throw new InvalidInputsError('job inputs must be a list')
+  if (inputs.length > MAX_JOB_INPUTS) throw new InvalidInputsError(`more than ${MAX_JOB_INPUTS} input files`)
+  const problem = inputListProblem(inputs.map(i => String(i?.path)))
+  if (problem != null) throw new InvalidInputsError(problem)
+  const opened: InputEntry[] = []
+  try {
+    for (const i of inputs) {
+      let fd: number
+      try { fd = openSync(i.file, fsc.O_RDONLY | fsc.O_NOFOLLOW) } catch (err: any) { throw new InvalidInputsError(`input ${i.path}: cannot open (${String(err?.code ?? err)})`, err) }
+      opened.push({ path: i.path, fd, size: 0 })
+      const st = fstatSync(fd)
+      if (!st.isFile()) throw new InvalidInputsError(`input ${i.path}: not a regular file`)
+      opened[opened.length - 1].size = st.size
+    }
+  } catch (err) {
+    closeInputs(opened)
+    throw err
+  }
+  return opened
+}
+
+export function closeInputs (entries: InputEntry[] | undefined): void {
+  for (const e of entries ?? []) { try { closeSync(e.fd) } catch {} }
 }
 
 export class ExecutorPool implements Executor {
@@ -227,6 +260,17 @@ export class ExecutorPool implements Executor {
     if (isAborted(signal)) throw new AbortedError()
     if (!this.running) throw new ExecutorStoppedError()
     this.checkQueue()
+    // input files: opened here, read by the worker through the descriptors, closed when the job ends
+    const inputs = job.inputs != null ? openInputs(job.inputs) : undefined
+    if (inputs != null) msg.inputs = inputs
+    try {
+      return await this.enqueue(job, msg, limits, signal, onStart, onOutput)
+    } finally {
+      closeInputs(inputs)
+    }
+  }
+
+  private async enqueue (job: ExecJob, msg: RunMessage, limits: JobLimits, signal: AbortSignal | undefined, onStart: (() => void) | undefined, onOutput: OutputListener | undefined): Promise<ExecResult> {
     return await new Promise<ExecResult>((resolve, reject) => {
       const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart, onOutput }
       if (signal != null) {

@@ -4,6 +4,7 @@
  */
 import type { MemoryInfo } from './wasm-module.js'
 import type { OutputCaps } from './files.js'
+import type { InputEntry } from './inputs.js'
 
 /** `sandbox-crash`: the job brought the (isolated) pool process down while it ran alone. */
 export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' | 'fuel-exhausted' | 'sandbox-crash'
@@ -33,6 +34,8 @@ export interface RunWasm {
   seed: string
   /** caps on the files the guest writes under /outputs */
   files: OutputCaps
+  /** the job's input files (open descriptors, owned by the pool), mounted read-only at /inputs; absent: no /inputs */
+  inputs?: InputEntry[]
 }
 
 export interface RunJs {
@@ -48,6 +51,8 @@ export interface RunJs {
   seed: string
   /** caps on the files the guest writes with writeFile() */
   files: OutputCaps
+  /** the job's input files (open descriptors, owned by the pool), read with readFile() */
+  inputs?: InputEntry[]
 }
 
 export type RunMessage = RunWasm | RunJs

@@ -7,7 +7,12 @@
  * whose files are the job's output files (files.ts: paths checked, caps
  * checked before any allocation, a write past a cap stops the job with
  * `output-limit`). Files there can be created, written, seeked, stat'ed and
- * unlinked; directories created; nothing can be read back or listed. What it
+ * unlinked; directories created; nothing can be read back or listed. When
+ * the job has input files, a second preopened directory, `/inputs` (fd 4):
+ * read-only (creating, truncating, writing, removing answer EROFS), its files
+ * read, pread, seeked and stat'ed, its directories listed (fd_readdir, names
+ * sorted by their UTF-8 bytes); reads go from the host file straight into
+ * guest memory (inputs.ts), never through a copy of the whole file. What it
  * does not get: any host file or directory, socket, or host environment.
  * Every other preview1 call answers ENOSYS / EBADF.
  *
@@ -27,9 +32,10 @@
  * random bytes on every provider.
  */
 import { createCipheriv, createHash } from 'node:crypto'
-import { MAX_OPEN_OUTPUT_FDS, MAX_OUTPUT_PATH_BYTES, OUTPUTS_DIR, VIRTUAL_EPOCH_MS, WASI_CLOCK_TICK_NS } from './constants.js'
+import { INPUTS_DIR, MAX_OPEN_INPUT_FDS, MAX_OPEN_OUTPUT_FDS, MAX_OUTPUT_PATH_BYTES, OUTPUTS_DIR, VIRTUAL_EPOCH_MS, WASI_CLOCK_TICK_NS } from './constants.js'
 import type { OutputSink } from './output.js'
 import { normaliseOutputPath, type CreateProblem, type OutputFiles } from './files.js'
+import type { InputFiles } from './inputs.js'
 
 const ESUCCESS = 0
 const EBADF = 8
@@ -46,6 +52,7 @@ const ENOTDIR = 54
 const ENOTSOCK = 57
 const ENOTSUP = 58
 const ESPIPE = 70
+const EROFS = 69
 const ENOTCAPABLE = 76
 
 const FILETYPE_DIRECTORY = 3
@@ -57,6 +64,11 @@ const OFLAGS_TRUNC = 8
 const FDFLAGS_APPEND = 1
 /** The output directory's descriptor (the first after stdio, where libc looks for preopens). */
 const OUTPUTS_FD = 3
+/** The input directory's descriptor (the second preopen), when the job has inputs. */
+const INPUTS_FD = 4
+/** fd_write among an fd's rights: an input is opened read-only or not at all */
+const RIGHT_FD_WRITE = 1n << 6n
+const ENCODER = new TextEncoder()
 
 const PROBLEM_ERRNO: Record<CreateProblem, number> = {
   empty: ENOENT,
@@ -97,9 +109,13 @@ export interface WasiOptions {
   seed: string
   /** The job's output directory, preopened as /outputs (fd 3); absent: no directory at all. */
   outputs?: OutputFiles
+  /** The job's input files, preopened read-only as /inputs (fd 4); absent: no /inputs. Needs `outputs`. */
+  inputs?: InputFiles
 }
 
 interface OpenFile { path: string, pos: number, append: boolean }
+/** An open input file or directory ('' is /inputs itself). */
+interface OpenInput { path: string, dir: boolean, pos: number }
 
 export type WasiFunction = (...args: any[]) => number | undefined
 
@@ -119,6 +135,10 @@ export class Wasi {
   private rng?: ReturnType<typeof createCipheriv>
   private readonly outputs?: OutputFiles
   private readonly outputsName = new TextEncoder().encode(OUTPUTS_DIR)
+  private readonly inputs?: InputFiles
+  private readonly inputsName = new TextEncoder().encode(INPUTS_DIR)
+  /** Open input files and directories by descriptor (5 and up, shared with output files). */
+  private readonly inOpen = new Map<number, OpenInput>()
   /** Open output files by descriptor (4 and up). */
   private readonly open = new Map<number, OpenFile>()
   /** Virtual nanoseconds the guest asked to sleep (reported, never waited). */
@@ -133,6 +153,7 @@ export class Wasi {
     this.sink = opts.sink
     this.seed = opts.seed
     this.outputs = opts.outputs
+    this.inputs = opts.outputs != null ? opts.inputs : undefined
   }
 
   bind (memory: WebAssembly.Memory): void {
@@ -233,6 +254,7 @@ export class Wasi {
 
       fd_write: (fd: number, iovs: number, n: number, nwritten: number) => {
         if (this.open.has(fd >>> 0)) return this.fileWrite(fd >>> 0, iovs >>> 0, n >>> 0, nwritten >>> 0)
+        if (this.isInput(fd >>> 0)) return EBADF // inputs are read-only
         if (fd !== 1 && fd !== 2) return EBADF
         iovs >>>= 0; n >>>= 0; nwritten >>>= 0
         if (!this.inBounds(nwritten, 4) || this.iovecs(iovs, n) < 0) return EFAULT
@@ -249,6 +271,7 @@ export class Wasi {
         return ESUCCESS
       },
       fd_read: (fd: number, iovs: number, n: number, nread: number) => {
+        if (this.isInput(fd >>> 0)) return this.inputRead(fd >>> 0, iovs >>> 0, n >>> 0, nread >>> 0, undefined)
         if (fd !== 0) return EBADF
         iovs >>>= 0; n >>>= 0; nread >>>= 0
         if (!this.inBounds(nread, 4) || this.iovecs(iovs, n) < 0) return EFAULT
@@ -265,10 +288,16 @@ export class Wasi {
         v.setUint32(nread, total, true)
         return ESUCCESS
       },
+      fd_pread: (fd: number, iovs: number, n: number, offset: bigint, nread: number) => {
+        if (!this.isInput(fd >>> 0)) return this.known(fd >>> 0) ? ESPIPE : EBADF
+        const at = BigInt.asIntN(64, BigInt(offset))
+        if (at < 0n) return EINVAL
+        return this.inputRead(fd >>> 0, iovs >>> 0, n >>> 0, nread >>> 0, at > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(at))
+      },
       fd_close: (fd: number) => {
         fd >>>= 0
-        if (this.open.delete(fd)) return ESUCCESS
-        return fd <= 2 || this.isOutputsDir(fd) ? ESUCCESS : EBADF
+        if (this.open.delete(fd) || this.inOpen.delete(fd)) return ESUCCESS
+        return fd <= 2 || this.isOutputsDir(fd) || this.isInputsDir(fd) ? ESUCCESS : EBADF
       },
       fd_sync: (fd: number) => this.known(fd >>> 0) ? ESUCCESS : EBADF,
       fd_datasync: (fd: number) => this.known(fd >>> 0) ? ESUCCESS : EBADF,
@@ -280,6 +309,14 @@ export class Wasi {
         ptr >>>= 0
         if (!this.inBounds(ptr, 24)) return EFAULT
         const v = this.mem()
+        const input = this.inputAt(fd)
+        if (input != null) {
+          v.setUint8(ptr, input.dir ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE)
+          v.setUint16(ptr + 2, 0, true)
+          v.setBigUint64(ptr + 8, RIGHTS_ALL & ~RIGHT_FD_WRITE, true)
+          v.setBigUint64(ptr + 16, input.dir ? RIGHTS_ALL & ~RIGHT_FD_WRITE : 0n, true)
+          return ESUCCESS
+        }
         const file = this.open.get(fd)
         v.setUint8(ptr, file != null ? FILETYPE_REGULAR_FILE : this.isOutputsDir(fd) ? FILETYPE_DIRECTORY : FILETYPE_CHARACTER_DEVICE)
         v.setUint16(ptr + 2, fd === 0 || this.isOutputsDir(fd) ? 0 : file != null && !file.append ? 0 : FDFLAGS_APPEND, true)
@@ -293,31 +330,47 @@ export class Wasi {
         if (!this.known(fd)) return EBADF
         ptr >>>= 0
         if (!this.inBounds(ptr, 64)) return EFAULT
+        const input = this.inputAt(fd)
+        if (input != null) return this.filestat(ptr, input.dir ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE, input.dir ? 0 : this.inputs?.size(input.path) ?? 0)
         const file = this.open.get(fd)
         return this.filestat(ptr, file != null ? FILETYPE_REGULAR_FILE : this.isOutputsDir(fd) ? FILETYPE_DIRECTORY : FILETYPE_CHARACTER_DEVICE, file != null ? this.outputs?.size(file.path) ?? 0 : 0)
       },
-      // one preopened directory, /outputs (fd 3), when the job has an output directory; nothing else
+      // preopened directories: /outputs (fd 3) when the job has an output directory, /inputs (fd 4) when it has inputs; nothing else
       fd_prestat_get: (fd: number, ptr: number) => {
-        if (!this.isOutputsDir(fd >>> 0)) return EBADF
+        const name = this.preopenName(fd >>> 0)
+        if (name == null) return EBADF
         ptr >>>= 0
         if (!this.inBounds(ptr, 8)) return EFAULT
         const v = this.mem()
         v.setUint8(ptr, 0 /* directory */)
-        v.setUint32(ptr + 4, this.outputsName.length, true)
+        v.setUint32(ptr + 4, name.length, true)
         return ESUCCESS
       },
       fd_prestat_dir_name: (fd: number, ptr: number, len: number) => {
-        if (!this.isOutputsDir(fd >>> 0)) return EBADF
+        const name = this.preopenName(fd >>> 0)
+        if (name == null) return EBADF
         ptr >>>= 0; len >>>= 0
-        if (len < this.outputsName.length) return EINVAL
-        if (!this.inBounds(ptr, this.outputsName.length)) return EFAULT
+        if (len < name.length) return EINVAL
+        if (!this.inBounds(ptr, name.length)) return EFAULT
         this.mem()
-        this.u8.set(this.outputsName, ptr)
+        this.u8.set(name, ptr)
         return ESUCCESS
       },
-      path_open: (fd: number, _dirflags: number, path: number, pathLen: number, oflags: number, _base: bigint, _inheriting: bigint, fdflags: number, fdPtr: number) =>
-        this.pathOpen(fd >>> 0, path >>> 0, pathLen >>> 0, oflags >>> 0, fdflags >>> 0, fdPtr >>> 0),
+      path_open: (fd: number, _dirflags: number, path: number, pathLen: number, oflags: number, base: bigint, _inheriting: bigint, fdflags: number, fdPtr: number) =>
+        this.inputDir(fd >>> 0) != null
+          ? this.inputOpen(fd >>> 0, path >>> 0, pathLen >>> 0, oflags >>> 0, BigInt(base), fdflags >>> 0, fdPtr >>> 0)
+          : this.pathOpen(fd >>> 0, path >>> 0, pathLen >>> 0, oflags >>> 0, fdflags >>> 0, fdPtr >>> 0),
       path_filestat_get: (fd: number, _flags: number, path: number, pathLen: number, ptr: number) => {
+        if (this.inputDir(fd >>> 0) != null) {
+          const ip = this.inputPath(fd >>> 0, path >>> 0, pathLen >>> 0)
+          if (typeof ip === 'number') return ip
+          ptr >>>= 0
+          if (!this.inBounds(ptr, 64)) return EFAULT
+          const inputs = this.inputs as InputFiles
+          if (inputs.isFile(ip)) return this.filestat(ptr, FILETYPE_REGULAR_FILE, inputs.size(ip))
+          if (inputs.isDir(ip)) return this.filestat(ptr, FILETYPE_DIRECTORY, 0)
+          return ENOENT
+        }
         const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
         if (typeof p === 'number') return p
         ptr >>>= 0
@@ -329,6 +382,7 @@ export class Wasi {
         return ENOENT
       },
       path_create_directory: (fd: number, path: number, pathLen: number) => {
+        if (this.inputDir(fd >>> 0) != null) return EROFS
         const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
         if (typeof p === 'number') return p
         if (p === '') return EEXIST
@@ -336,6 +390,7 @@ export class Wasi {
         return problem != null ? PROBLEM_ERRNO[problem] : ESUCCESS
       },
       path_unlink_file: (fd: number, path: number, pathLen: number) => {
+        if (this.inputDir(fd >>> 0) != null) return EROFS
         const p = this.guestPath(fd >>> 0, path >>> 0, pathLen >>> 0)
         if (typeof p === 'number') return p
         const outputs = this.outputs as OutputFiles
@@ -343,12 +398,13 @@ export class Wasi {
         for (const f of this.open.values()) if (f.path === p) return ENOTSUP // keep it simple: no unlinking open files
         return outputs.remove(p) ? ESUCCESS : ENOENT
       },
-      path_remove_directory: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
-      path_rename: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
-      path_symlink: (_old: number, _len: number, fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
-      path_readlink: (fd: number) => this.isOutputsDir(fd >>> 0) ? EINVAL : EBADF,
-      path_link: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
-      fd_readdir: (fd: number) => this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_remove_directory: (fd: number) => this.inputDir(fd >>> 0) != null ? EROFS : this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_rename: (fd: number, _p: number, _l: number, fd2: number) => this.inputDir(fd >>> 0) != null || this.inputDir(fd2 >>> 0) != null ? EROFS : this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_symlink: (_old: number, _len: number, fd: number) => this.inputDir(fd >>> 0) != null ? EROFS : this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      path_readlink: (fd: number) => this.isOutputsDir(fd >>> 0) || this.inputDir(fd >>> 0) != null ? EINVAL : EBADF,
+      path_link: (fd: number, _f: number, _p: number, _l: number, fd2: number) => this.inputDir(fd >>> 0) != null || this.inputDir(fd2 >>> 0) != null ? EROFS : this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
+      fd_readdir: (fd: number, buf: number, bufLen: number, cookie: bigint, usedPtr: number) =>
+        this.inputDir(fd >>> 0) != null ? this.readdir(fd >>> 0, buf >>> 0, bufLen >>> 0, BigInt(cookie), usedPtr >>> 0) : this.isOutputsDir(fd >>> 0) ? ENOTSUP : EBADF,
 
       poll_oneoff: (inPtr: number, outPtr: number, nsubs: number, neventsPtr: number) => this.poll(inPtr >>> 0, outPtr >>> 0, nsubs >>> 0, neventsPtr >>> 0),
       sched_yield: () => ESUCCESS,
@@ -381,9 +437,129 @@ export class Wasi {
     return fd === OUTPUTS_FD && this.outputs != null
   }
 
-  /** stdio, the output directory, or an open output file */
+  /** stdio, the output directory, an open output file, or an input */
   private known (fd: number): boolean {
-    return fd <= 2 || this.isOutputsDir(fd) || this.open.has(fd)
+    return fd <= 2 || this.isOutputsDir(fd) || this.open.has(fd) || this.isInput(fd)
+  }
+
+  private isInputsDir (fd: number): boolean {
+    return fd === INPUTS_FD && this.inputs != null
+  }
+
+  private preopenName (fd: number): Uint8Array | undefined {
+    return this.isOutputsDir(fd) ? this.outputsName : this.isInputsDir(fd) ? this.inputsName : undefined
+  }
+
+  /** The input directory or an open input (file or directory) at `fd`. */
+  private inputAt (fd: number): OpenInput | undefined {
+    return this.isInputsDir(fd) ? { path: '', dir: true, pos: 0 } : this.inOpen.get(fd)
+  }
+
+  private isInput (fd: number): boolean { return this.inputAt(fd) != null }
+
+  /** The input directory path ('' for /inputs) of a directory descriptor, or undefined. */
+  private inputDir (fd: number): string | undefined {
+    const i = this.inputAt(fd)
+    return i?.dir === true ? i.path : undefined
+  }
+
+  /** The lowest descriptor free for a newly opened file (after stdio and the preopens). */
+  private nextFd (): number {
+    let next = (this.inputs != null ? INPUTS_FD : OUTPUTS_FD) + 1
+    while (this.open.has(next) || this.inOpen.has(next)) next++
+    return next
+  }
+
+  /**
+   * A path the guest names relative to an input directory descriptor: the path under /inputs ('' for
+   * /inputs itself), or an errno. The output path rules apply (no absolute path, no `..`).
+   */
+  private inputPath (fd: number, ptr: number, len: number): string | number {
+    const base = this.inputDir(fd)
+    if (base == null) return this.isInput(fd) ? ENOTDIR : EBADF
+    if (len === 0) return ENOENT
+    if (len > MAX_OUTPUT_PATH_BYTES) return ENAMETOOLONG
+    if (!this.inBounds(ptr, len)) return EFAULT
+    this.mem()
+    let text: string
+    try { text = STRICT_UTF8.decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+    if (/^(\.\/)*\.?\/*$/.test(text)) return base
+    const n = normaliseOutputPath(text)
+    if ('problem' in n) return PROBLEM_ERRNO[n.problem]
+    return base === '' ? n.path : `${base}/${n.path}`
+  }
+
+  private inputOpen (fd: number, path: number, pathLen: number, oflags: number, rights: bigint, fdflags: number, fdPtr: number): number {
+    const p = this.inputPath(fd, path, pathLen)
+    if (typeof p === 'number') return p
+    if (!this.inBounds(fdPtr, 4)) return EFAULT
+    const inputs = this.inputs as InputFiles
+    const exists = inputs.isFile(p) || inputs.isDir(p)
+    // nothing under /inputs can be created, truncated or written
+    if ((oflags & (OFLAGS_TRUNC | OFLAGS_EXCL)) !== 0 || (fdflags & FDFLAGS_APPEND) !== 0 || (rights & RIGHT_FD_WRITE) !== 0n) return EROFS
+    if (!exists) return (oflags & OFLAGS_CREAT) !== 0 ? EROFS : ENOENT
+    const dir = inputs.isDir(p)
+    if ((oflags & OFLAGS_DIRECTORY) !== 0 && !dir) return ENOTDIR
+    if (this.inOpen.size >= MAX_OPEN_INPUT_FDS) return EMFILE
+    const next = this.nextFd()
+    this.inOpen.set(next, { path: p, dir, pos: 0 })
+    this.mem().setUint32(fdPtr, next, true)
+    return ESUCCESS
+  }
+
+  /** fd_read (at the file's position) and fd_pread (at `at`) on an input file: straight from the host file into guest memory. */
+  private inputRead (fd: number, iovs: number, n: number, nread: number, at: number | undefined): number {
+    const file = this.inOpen.get(fd)
+    if (file == null) return this.isInputsDir(fd) ? EISDIR : EBADF
+    if (file.dir) return EISDIR
+    if (!this.inBounds(nread, 4) || this.iovecs(iovs, n) < 0) return EFAULT
+    const inputs = this.inputs as InputFiles
+    const v = this.mem()
+    let pos = at ?? file.pos
+    let total = 0
+    for (let i = 0; i < n; i++) {
+      const ptr = v.getUint32(iovs + i * 8, true)
+      const len = v.getUint32(iovs + i * 8 + 4, true)
+      if (len === 0) continue
+      const k = inputs.read(file.path, this.u8, ptr, len, pos)
+      pos += k
+      total += k
+      if (k < len) break
+    }
+    if (at == null) file.pos = pos
+    v.setUint32(nread, total, true)
+    return ESUCCESS
+  }
+
+  /**
+   * fd_readdir on an input directory: its entries sorted by the UTF-8 bytes of their names (the same
+   * order on every provider), `cookie` the index to start at. Entries that do not fit are cut, as
+   * preview1 says (a full buffer tells the caller to ask again).
+   */
+  private readdir (fd: number, buf: number, bufLen: number, cookie: bigint, usedPtr: number): number {
+    const dir = this.inputDir(fd) as string
+    if (!this.inBounds(buf, bufLen) || !this.inBounds(usedPtr, 4)) return EFAULT
+    const inputs = this.inputs as InputFiles
+    const names = inputs.entries(dir) ?? []
+    this.mem()
+    let used = 0
+    const header = new DataView(new ArrayBuffer(24))
+    for (let i = cookie < 0n ? names.length : Number(cookie > BigInt(names.length) ? BigInt(names.length) : cookie); i < names.length && used < bufLen; i++) {
+      const name = ENCODER.encode(names[i])
+      const child = dir === '' ? names[i] : `${dir}/${names[i]}`
+      header.setBigUint64(0, BigInt(i + 1), true)
+      header.setBigUint64(8, BigInt(i + 2), true) // a non-zero inode, so libc does not stat each entry
+      header.setUint32(16, name.length, true)
+      header.setUint8(20, inputs.isDir(child) ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE)
+      const entry = new Uint8Array(24 + name.length)
+      entry.set(new Uint8Array(header.buffer), 0)
+      entry.set(name, 24)
+      const k = Math.min(entry.length, bufLen - used)
+      this.u8.set(entry.subarray(0, k), buf + used)
+      used += k
+    }
+    this.mem().setUint32(usedPtr, used, true)
+    return ESUCCESS
   }
 
   private filestat (ptr: number, type: number, size: number): number {
@@ -424,8 +600,7 @@ export class Wasi {
     const problem = outputs.open(p, { create: (oflags & OFLAGS_CREAT) !== 0, exclusive: (oflags & OFLAGS_EXCL) !== 0, truncate: (oflags & OFLAGS_TRUNC) !== 0 })
     if (problem === 'limit') throw new OutputLimitReached()
     if (problem != null) return PROBLEM_ERRNO[problem]
-    let next = OUTPUTS_FD + 1
-    while (this.open.has(next)) next++
+    const next = this.nextFd()
     this.open.set(next, { path: p, pos: 0, append: (fdflags & FDFLAGS_APPEND) !== 0 })
     this.mem().setUint32(fdPtr, next, true)
     return ESUCCESS
@@ -452,6 +627,19 @@ export class Wasi {
   }
 
   private seek (fd: number, offset: bigint, whence: number, ptr: number): number {
+    const input = this.inOpen.get(fd)
+    if (input != null && !input.dir) {
+      if (!this.inBounds(ptr, 8)) return EFAULT
+      const size = BigInt((this.inputs as InputFiles).size(input.path))
+      const base = whence === 0 ? 0n : whence === 1 ? BigInt(input.pos) : whence === 2 ? size : -1n
+      if (base < 0n) return EINVAL
+      const pos = base + offset
+      if (pos < 0n || pos > BigInt(Number.MAX_SAFE_INTEGER)) return EINVAL
+      input.pos = Number(pos)
+      this.mem().setBigUint64(ptr, pos, true)
+      return ESUCCESS
+    }
+    if (this.isInput(fd)) return ESPIPE
     const file = this.open.get(fd)
     if (file == null) return fd <= 2 || this.isOutputsDir(fd) ? ESPIPE : EBADF
     if (!this.inBounds(ptr, 8)) return EFAULT

@@ -6,13 +6,15 @@ import { FUEL_EXPORT, FUEL_UNMETERED, GROW_FAILED_EXPORT, RECYCLE_MEMORY_BYTES, 
 import { OutputLimitReached, Wasi, WasiExit } from './wasi.js'
 import type { OutputSink } from './output.js'
 import { OutputFiles } from './files.js'
+import { InputFiles } from './inputs.js'
 import type { DoneMessage, RunWasm } from './protocol.js'
 
 export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
   const started = performance.now()
   sink.reset(job.outputBytes)
   const outputs = new OutputFiles(job.files)
-  const wasi = new Wasi({ args: job.args, env: job.env, stdin: job.stdin, sink, seed: job.seed, outputs })
+  const inputs = job.inputs != null ? new InputFiles(job.inputs) : undefined
+  const wasi = new Wasi({ args: job.args, env: job.env, stdin: job.stdin, sink, seed: job.seed, outputs, inputs })
   const wasiNames: string[] = []
   for (const imp of WebAssembly.Module.imports(job.module)) {
     if (imp.module === WASI_MODULE && imp.kind === 'function') wasiNames.push(imp.name)

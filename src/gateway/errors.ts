@@ -33,6 +33,7 @@ export const GATEWAY_ERRORS = {
   // raised by the market, blob store and ledger, answered as is
   'invalid-spec': { status: 400, message: 'The job spec is invalid (the message names the field)' },
   'unknown-module': { status: 400, message: 'The job names a module that is not in the blob store' },
+  'unknown-input': { status: 400, message: 'The job names an input blob that is not in the blob store (upload it first: POST /v1/blobs)' },
   'offer-too-large': { status: 400, message: 'The job offer exceeds the gossip size limit' },
   'queue-full': { status: 429, message: 'The node holds as many queued jobs as it may (auction.maxQueuedJobs); retry later, or submit with queueTimeoutMs 0' },
   'empty-blob': { status: 400, message: 'A blob must not be empty' },

@@ -3,13 +3,15 @@
  * zod issue is named to a user. Shared by the gateway's job routes and the
  * CLI's spec files (`mercato submit job.yaml`).
  *
- * Kept light on purpose: this file imports zod and a few constants only,
+ * Kept light on purpose: this file imports zod, a few constants and the path rules (executor/files.ts) only,
  * never the market, fastify or libp2p. The `mercato` client commands load
  * it; when they loaded it through routes/jobs.ts they also loaded the whole
  * node (≈ 2 s before `mercato logs -f` could even connect).
  */
 import { z } from 'zod'
-import { MAX_JOB_NAME, MAX_QUEUE_TIMEOUT_MS } from '../auction/constants.js'
+import { MAX_INPUT_URL_CHARS, MAX_JOB_NAME, MAX_QUEUE_TIMEOUT_MS } from '../auction/constants.js'
+import { MAX_JOB_INPUTS } from '../executor/constants.js'
+import { inputListProblem } from '../executor/files.js'
 import { constraintsSchema, labelsSchema, MAX_SELECTOR_CHARS } from '../labels.js'
 import { ENGINES } from '../engines.js'
 import { IDEMPOTENCY_KEY_MAX } from './constants.js'
@@ -20,6 +22,21 @@ const limits = z.strictObject({
   outputBytes: z.number().int().min(0).optional()
 })
 
+const inputPath = z.string().min(1).max(1024).describe('where the job finds the file: /inputs/<path> (wasm), readFile(path) (js); relative, no ..')
+/** `[{ path, cid }]` (a blob uploaded with POST /v1/blobs) or `[{ path, url, sha256, size? }]` (fetched by the provider) */
+const inputsField = z.array(z.union([
+  z.strictObject({ path: inputPath, cid: z.string().min(8).max(128).describe('CID of a blob in this node\'s store (POST /v1/blobs)') }),
+  z.strictObject({
+    path: inputPath,
+    url: z.string().max(MAX_INPUT_URL_CHARS).refine(u => { try { return ['http:', 'https:'].includes(new URL(u).protocol) } catch { return false } }, { message: 'an http:// or https:// URL' }),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, { message: 'a hex sha256 (64 lowercase hex digits)' }),
+    size: z.number().int().min(0).optional().describe('bytes, when known: providers decline what is over their limit before fetching')
+  })
+])).min(1).max(MAX_JOB_INPUTS).superRefine((list, ctx) => {
+  const problem = inputListProblem(list.map(i => i.path))
+  if (problem != null) ctx.addIssue({ code: 'custom', message: problem })
+})
+
 export const jobBodySchema = z.strictObject({
   engine: z.enum(ENGINES),
   module: z.string().min(1).max(128).optional(),
@@ -28,6 +45,8 @@ export const jobBodySchema = z.strictObject({
   env: z.record(z.string(), z.string()).optional(),
   stdin: z.string().max(200_000).regex(/^[A-Za-z0-9+/]*={0,2}$/, { message: 'base64' }).optional(),
   input: z.unknown().optional(),
+  /** input files the job reads (read-only): blobs by CID, or URLs pinned by sha256 */
+  inputs: inputsField.optional(),
   limits: limits.optional(),
   maxPrice: z.number().min(0).optional(),
   replicas: z.number().int().min(1).max(15).optional(),

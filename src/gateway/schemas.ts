@@ -251,6 +251,7 @@ export const ProviderSchema = {
           ask: { type: 'number' },
           slots: { type: 'integer' },
           caps: { type: 'object', properties: { timeoutMs: { type: 'integer' }, memoryMb: { type: 'integer' }, outputBytes: { type: 'integer' } } },
+          inputs: { type: 'object', description: 'its input file limits (absent from older providers): files, bytes per file, bytes in total', properties: { files: { type: 'integer' }, fileBytes: { type: 'integer' }, totalBytes: { type: 'integer' } } },
           labels: { $ref: 'Labels#' },
           expires: { type: 'integer' },
           strikes: { type: 'integer', description: 'invitations left unanswered in a row' },

@@ -32,6 +32,23 @@ describe('executor: mercato exec', () => {
     expect(await execCommand(wasmFile('hello'), { arg: ['!'] }, io2)).to.equal(7)
   })
 
+  it('--file name=path gives a wasm job /inputs/<name> and a js job readFile(name); bad flags are usage errors', async () => {
+    writeFileSync(join(dir, 'local.txt'), 'from a local file\n')
+    const io = capture()
+    expect(await execCommand(wasmFile('read-inputs'), { file: [`data.txt=${join(dir, 'local.txt')}`] }, io)).to.equal(0)
+    expect(io.out()).to.equal('data.txt\nfrom a local file\nrofs\n')
+    const js = join(dir, 'read.js')
+    writeFileSync(js, 'function main () { return [listFiles(), readFile("in/a.txt", "utf8")] }')
+    const io2 = capture()
+    expect(await execCommand(js, { file: [`in/a.txt=${join(dir, 'local.txt')}`] }, io2)).to.equal(0)
+    expect(JSON.parse(io2.out())).to.deep.equal([['in/a.txt'], 'from a local file\n'])
+    for (const [flag, why] of [['nonsense', /expected NAME=PATH/], [`a=${join(dir, 'missing')}`, /cannot read .*missing \(ENOENT\)/], [`../a=${js}`, /not a plain relative path/]] as Array<[string, RegExp]>) {
+      const bad = capture()
+      expect(await execCommand(js, { file: [flag] }, bad)).to.equal(EXIT_USAGE)
+      expect(bad.err()).to.match(why)
+    }
+  })
+
   it('--outputs DIR writes the files a wasm job wrote under /outputs; --json lists them', async () => {
     const target = join(dir, 'outs')
     const io = capture()

@@ -15,8 +15,9 @@ import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, ver
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { constraintsSchema, labelsSchema } from '../../labels.js'
-import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
-import { outputListProblem } from '../../executor/index.js'
+import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_INPUT_URL_CHARS, MAX_INPUTS_SPEC_CHARS, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
+import { inputListProblem, outputListProblem } from '../../executor/index.js'
+import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 
 export const peerId = z.string().refine(isPeerId, { message: 'a PeerId' })
 export const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'bytes' })
@@ -31,6 +32,30 @@ export const limitsSchema = z.strictObject({
   outputBytes: z.number().int().min(0).max(64 * 1024 * 1024)
 })
 
+/** An http(s) URL, as a provider will fetch it (nothing else: no file:, data:, ftp:). */
+export const httpUrl = z.string().min(1).max(MAX_INPUT_URL_CHARS).refine(u => {
+  try { const p = new URL(u).protocol; return p === 'http:' || p === 'https:' } catch { return false }
+}, { message: 'an http:// or https:// URL' })
+
+/**
+ * A job's input file, as the signed offer names it: a blob (CID and size, fetched over the blob
+ * protocol from the requester or a holder) or a URL (fetched by the provider, its bytes pinned by
+ * sha256; `size` when known, so a provider can decline what it would not hold).
+ */
+export const inputRefSchema = z.union([
+  z.strictObject({ path: z.string().min(1).max(1024), cid: z.string().regex(/^b[a-z2-7]{20,100}$/), size: z.number().int().min(1).max(MAX_BLOB_BYTES) }),
+  z.strictObject({ path: z.string().min(1).max(1024), url: httpUrl, sha256: z.string().regex(/^[0-9a-f]{64}$/, { message: 'a hex sha256' }), size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional() })
+])
+export type InputRef = z.infer<typeof inputRefSchema>
+
+/** A job's inputs: plain relative paths, none twice, no file/directory clash, within the count and the offer's room. */
+export const inputsSchema = z.array(inputRefSchema).min(1).max(MAX_JOB_INPUTS).superRefine((list, ctx) => {
+  const problem = inputListProblem(list.map(i => i.path))
+  if (problem != null) ctx.addIssue({ code: 'custom', message: problem })
+  const chars = list.reduce((n, i) => n + i.path.length + ('url' in i ? i.url.length : 0), 0)
+  if (chars > MAX_INPUTS_SPEC_CHARS) ctx.addIssue({ code: 'custom', message: `input paths and URLs total ${chars} characters, over ${MAX_INPUTS_SPEC_CHARS}` })
+})
+
 /** What a job runs: the part of the spec every provider sees. */
 export const specSchema = z.strictObject({
   engine: z.enum(ENGINES),
@@ -40,7 +65,9 @@ export const specSchema = z.strictObject({
   env: z.record(z.string().max(256), z.string().max(4096)),
   stdin: bytes.refine(b => b.length <= MAX_INLINE_BYTES, { message: `at most ${MAX_INLINE_BYTES} bytes` }).optional(),
   input: z.unknown().optional(),
-  limits: limitsSchema
+  limits: limitsSchema,
+  /** input files (absent when none): signed with the offer, so every replica reads the same bytes */
+  inputs: inputsSchema.optional()
 })
 export type JobSpecWire = z.infer<typeof specSchema>
 
@@ -82,7 +109,7 @@ export const bidSchema = z.strictObject({
 })
 export type Bid = z.infer<typeof bidSchema>
 
-export const DECLINE_REASONS = ['engine', 'timeout-over-cap', 'memory-over-cap', 'output-over-cap', 'price', 'no-slot', 'requester-flagged', 'not-providing', 'module-too-large', 'constraint'] as const
+export const DECLINE_REASONS = ['engine', 'timeout-over-cap', 'memory-over-cap', 'output-over-cap', 'price', 'no-slot', 'requester-flagged', 'not-providing', 'module-too-large', 'constraint', 'input-too-large', 'inputs-unsupported'] as const
 export type DeclineReason = typeof DECLINE_REASONS[number]
 
 export const declineSchema = z.strictObject({
@@ -184,6 +211,8 @@ export const advertSchema = z.strictObject({
   free: z.number().int().min(0).max(100_000).optional(),
   /** the largest limits it accepts */
   caps: limitsSchema,
+  /** its input file limits: how many, bytes per file, bytes in total (absent from older providers) */
+  inputs: z.strictObject({ files: z.number().int().min(0).max(MAX_JOB_INPUTS), fileBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), totalBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).optional(),
   addrs: z.array(z.string().max(256)).max(MAX_ADVERT_ADDRS),
   /** what it says of itself (`region=eu`): matched against job constraints; absent: none */
   labels: labelsSchema.optional(),

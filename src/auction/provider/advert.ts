@@ -18,7 +18,7 @@
 import { ADVERT_BURST_PER_KEY, ADVERT_ECHO_MS, ADVERT_RATE_PER_KEY, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
 import { encodeBatch, sign, type Advert } from '../protocol/messages.js'
-import type { ProviderContext } from './state.js'
+import { inputLimits, type ProviderContext } from './state.js'
 
 /** The schema's ceilings (limitsSchema): a provider configured above them advertises the ceiling. */
 const CAP_CEILING = { timeoutMs: 24 * 3600_000, memoryMb: 65536, outputBytes: 64 * 1024 * 1024 }
@@ -75,6 +75,7 @@ export class Advertiser {
   /** The advert as it would be signed now. */
   build (now = Date.now()): Advert {
     const { cfg } = this.ctx
+    const limits = inputLimits(cfg)
     this.seq = Math.max(this.seq + 1, now) // ms-based: a restarted provider's adverts replace its old ones
     return {
       v: 1,
@@ -88,6 +89,7 @@ export class Advertiser {
         memoryMb: Math.min(cfg.maxMemoryMb, CAP_CEILING.memoryMb),
         outputBytes: Math.min(cfg.maxOutputBytes, CAP_CEILING.outputBytes)
       },
+      inputs: { files: limits.maxFiles, fileBytes: limits.maxFileBytes, totalBytes: limits.maxTotalBytes },
       addrs: this.ctx.network.addresses().slice(0, MAX_ADVERT_ADDRS),
       // absent rather than empty: one encoding for "no labels"
       ...(cfg.labels != null && Object.keys(cfg.labels).length > 0 ? { labels: cfg.labels } : {}),

@@ -21,7 +21,7 @@ import { KeyedRateLimit } from '../protocol/gossip.js'
 import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
 import { labelsFor } from '../../labels.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
-import { dropOffer, keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+import { dropOffer, inputLimits, keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
 
 export class ProviderBidding {
   private readonly ctx: ProviderContext
@@ -71,6 +71,7 @@ export class ProviderBidding {
 
   strategyContext (): StrategyContext {
     const { ctx } = this
+    const inputs = inputLimits(ctx.cfg)
     return {
       enabled: ctx.cfg.enabled,
       engines: ctx.engines(),
@@ -80,6 +81,10 @@ export class ProviderBidding {
       maxMemoryMb: ctx.cfg.maxMemoryMb,
       maxOutputBytes: ctx.cfg.maxOutputBytes,
       maxModuleBytes: MAX_BLOB_BYTES,
+      inputsSupported: ctx.backend.name !== 'slurm',
+      maxInputFiles: inputs.maxFiles,
+      maxInputFileBytes: inputs.maxFileBytes,
+      maxInputTotalBytes: inputs.maxTotalBytes,
       // a job beyond the running slots waits in the executor's queue; only a full queue says no
       freeSlots: ctx.slots() + ctx.queue() - ctx.state.running,
       isFlagged: ctx.deps.isFlagged ?? (() => false)

@@ -1,6 +1,7 @@
 /**
  * An award, from the provider's side: check it, accept or refuse, fetch the
- * module, run the job in the executor with heartbeats, send the signed
+ * module and the input files (inputs.ts: a failure there is a named failure
+ * result, the job does not run), run the job in the executor with heartbeats, send the signed
  * Result, log the Receipt. While the job runs, what it writes goes to the
  * requester as `log` frames (live logs, capped: see logs.ts).
  *
@@ -21,12 +22,16 @@ import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
 import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../constants.js'
 import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 import { LiveLogSender } from './logs.js'
+import { InputFailure, stageInputs, type StagedInputs } from './inputs.js'
 
 /**
  * executor errors that say nothing about the job: the award is dropped and the requester fails over.
+ * `invalid-inputs` is among them: the inputs were checked with the offer and staged by us, so a
+ * sandbox that cannot open them (a backend without input files, an isolation that hides our data
+ * dir) is our problem, not a result to sign.
  * Also any `retryable` error, such as a backend that lost the job (a Slurm job that failed or was preempted).
  */
-const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped'])
+const TRANSIENT_EXEC_ERRORS = new Set(['queue-full', 'aborted', 'executor-stopped', 'invalid-inputs'])
 /** how long the first frame (the award) may take */
 const AWARD_WAIT_MS = 5000
 /** how long the last live logs may hold back the result (a stuck channel holds the result anyway) */
@@ -102,23 +107,22 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   }, send)
   const receiptP = readReceipt(ctx, it, a.jobId, award.signer, () => { withdrawn.abort(new Error('award withdrawn')) }).finally(() => { channelOpen = false })
   let result: Signed<Result>
+  // the job's input files on disk, removed when it is over
+  let staged: StagedInputs | undefined
   try {
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
-    let exec: ExecResult
+    let exec: ExecResult | undefined
     try {
-      // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
-      exec = await ctx.backend.run(job, {
-        signal: withdrawn.signal,
-        onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) },
-        onOutput: logs.push
-      })
-    } catch (err: any) {
-      // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
-      if (TRANSIENT_EXEC_ERRORS.has(err?.code) || err?.retryable === true) throw err
-      // deterministic refusals of the job itself (invalid module, unsupported engine) are results
+      staged = await stageInputs(ctx, offer.payload, award.signer, withdrawn.signal)
+      if (staged != null) job.inputs = staged.inputs
+    } catch (err) {
+      // inputs other than the offer pins (or not to be had): a named failure, not a run
+      if (!(err instanceof InputFailure)) throw err
+      ctx.log.info({ jobId: a.jobId, code: err.code, why: err.message }, 'job inputs refused')
       exec = failureResult(job.id, err)
     }
+    exec ??= await runJob(ctx, job, held, withdrawn.signal, send, logs)
     state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
     if (ctx.deps.corruptResults === true) exec = corrupt(a.jobId, exec)
     // the output files become blobs (served over the blob protocol) before the result names them
@@ -136,6 +140,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     return
   } finally {
     clearInterval(hb)
+    if (staged != null) void staged.remove()
   }
   // the last of the live logs go before the result
   await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
@@ -148,6 +153,23 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   await send({ t: 'result', m: result })
   await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, RECEIPT_WAIT_MS).unref())])
   await channel.close().catch(() => {})
+}
+
+/** Run the job in the backend; a deterministic refusal of the job itself is a (failure) result. */
+async function runJob (ctx: ProviderContext, job: ExecJob, held: HeldJob, signal: AbortSignal, send: (f: Frame) => Promise<void>, logs: LiveLogSender): Promise<ExecResult> {
+  try {
+    // heartbeats follow the backend: queued (e.g. PENDING in Slurm), then running
+    return await ctx.backend.run(job, {
+      signal,
+      onState: (state) => { held.state = state; void send({ t: 'hb', ts: Date.now(), state }) },
+      onOutput: logs.push
+    })
+  } catch (err: any) {
+    // a sandbox that cannot take the job now, or a backend that lost it, is our problem: let the requester fail over
+    if (TRANSIENT_EXEC_ERRORS.has(err?.code) || err?.retryable === true) throw err
+    // deterministic refusals of the job itself (invalid module, unsupported engine) are results
+    return failureResult(job.id, err)
+  }
 }
 
 /** Read the award channel after the award: a receipt to log, or a withdrawal. */

@@ -10,7 +10,8 @@ import type { Ledger } from '../../ledger/index.js'
 import type { Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import type { BlobStore } from '../blobs.js'
-import { MAX_BID_OFFERS } from '../constants.js'
+import { INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL_TIMEOUT_MS, MAX_BID_OFFERS } from '../constants.js'
+import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 import type { Journal } from '../protocol/journal.js'
 import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
 import type { GossipGate } from '../protocol/gossip.js'
@@ -38,6 +39,24 @@ export interface ProviderConfig {
   /** live logs sent per job: bytes per second (one second of burst) and in total (defaults LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES) */
   liveLogBytesPerSec?: number
   liveLogMaxBytes?: number
+  /** input file limits (defaults in constants.ts INPUT_*): advertised, checked when bidding and while fetching */
+  inputs?: Partial<InputLimits>
+  /** where a job's input files are staged while it runs (default: a folder in the OS temp dir) */
+  inputsDir?: string
+}
+
+/** A provider's input file limits: how many files, bytes per file and in total, and how long one URL may take. */
+export interface InputLimits { maxFiles: number, maxFileBytes: number, maxTotalBytes: number, urlTimeoutMs: number }
+
+/** The configured input limits over the defaults. */
+export function inputLimits (cfg: ProviderConfig): InputLimits {
+  const i = cfg.inputs ?? {}
+  return {
+    maxFiles: Math.min(i.maxFiles ?? MAX_JOB_INPUTS, MAX_JOB_INPUTS),
+    maxFileBytes: i.maxFileBytes ?? INPUT_MAX_FILE_BYTES,
+    maxTotalBytes: i.maxTotalBytes ?? INPUT_MAX_TOTAL_BYTES,
+    urlTimeoutMs: i.urlTimeoutMs ?? INPUT_URL_TIMEOUT_MS
+  }
 }
 
 export interface ProviderDeps {

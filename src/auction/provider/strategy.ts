@@ -18,6 +18,12 @@ export interface StrategyContext {
   maxMemoryMb: number
   maxOutputBytes: number
   maxModuleBytes: number
+  /** input files: most files, bytes per file, bytes in total (sizes a spec names; a URL input without a size is checked as it arrives) */
+  /** can our backend run jobs with input files (the Slurm backend cannot) */
+  inputsSupported: boolean
+  maxInputFiles: number
+  maxInputFileBytes: number
+  maxInputTotalBytes: number
   freeSlots: number
   isFlagged: (peerId: string) => boolean
 }
@@ -40,6 +46,19 @@ export const CHECKS: ReadonlyArray<[string, Check]> = [
   ['memory', (o, c) => o.spec.limits.memoryMb <= c.maxMemoryMb ? undefined : no('memory-over-cap', `memory ${o.spec.limits.memoryMb} MB over cap ${c.maxMemoryMb} MB`)],
   ['output', (o, c) => o.spec.limits.outputBytes <= c.maxOutputBytes ? undefined : no('output-over-cap', `output ${o.spec.limits.outputBytes} B over cap ${c.maxOutputBytes} B`)],
   ['module', (o, c) => (o.spec.module?.size ?? 0) <= c.maxModuleBytes ? undefined : no('module-too-large', `module of ${o.spec.module?.size} B over ${c.maxModuleBytes} B`)],
+  ['inputs', (o, c) => {
+    const inputs = o.spec.inputs ?? []
+    if (inputs.length === 0) return undefined
+    if (!c.inputsSupported) return no('inputs-unsupported', 'this provider\'s backend does not run jobs with input files')
+    if (inputs.length > c.maxInputFiles) return no('input-too-large', `${inputs.length} input files, over ${c.maxInputFiles}`)
+    let total = 0
+    for (const i of inputs) {
+      const size = i.size ?? 0
+      if (size > c.maxInputFileBytes) return no('input-too-large', `input ${i.path.slice(0, 64)} of ${size} B over ${c.maxInputFileBytes} B`)
+      total += size
+    }
+    return total <= c.maxInputTotalBytes ? undefined : no('input-too-large', `inputs of ${total} B over ${c.maxInputTotalBytes} B in total`)
+  }],
   ['price', (o, c) => c.price <= o.maxPrice ? undefined : no('price', `ask ${c.price} over maxPrice ${o.maxPrice}`)],
   ['requester', (o, c) => c.isFlagged(o.requester) ? no('requester-flagged', 'requester is flagged for equivocation') : undefined],
   ['capacity', (_o, c) => c.freeSlots > 0 ? undefined : no('no-slot', 'every slot is busy')]

@@ -66,7 +66,19 @@ export function canRun (e: BookEntry, job: InviteJob): boolean {
   const l = job.spec.limits
   return a.engines.includes(job.spec.engine) && a.ask <= job.maxPrice &&
     l.timeoutMs <= a.caps.timeoutMs && l.memoryMb <= a.caps.memoryMb && l.outputBytes <= a.caps.outputBytes &&
-    matches(a.labels, job.constraints)
+    inputsFit(a.inputs, job.spec.inputs) && matches(a.labels, job.constraints)
+}
+
+/** The job's input files within an advert's input limits (sizes the spec names; an advert without limits: unknown, so yes). */
+function inputsFit (limits: { files: number, fileBytes: number, totalBytes: number } | undefined, inputs: ReadonlyArray<{ size?: number }> | undefined): boolean {
+  if (limits == null || inputs == null || inputs.length === 0) return true
+  if (inputs.length > limits.files) return false
+  let total = 0
+  for (const i of inputs) {
+    if ((i.size ?? 0) > limits.fileBytes) return false
+    total += i.size ?? 0
+  }
+  return total <= limits.totalBytes
 }
 
 function tieBreak (jobId: string, provider: string): string {

@@ -227,6 +227,19 @@ export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'
   const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
   if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
   if (input.input !== undefined) spec.input = input.input
+  if (input.inputs != null && input.inputs.length > 0) {
+    const inputs: unknown[] = []
+    for (const i of input.inputs) {
+      if ('cid' in i && typeof i.cid === 'string') {
+        const bytes = await blobs.get(i.cid, { cache: false })
+        if (bytes == null) throw new InvalidInputError(`input ${i.path}: blob ${i.cid} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-input')
+        inputs.push({ path: i.path, cid: i.cid, size: bytes.length })
+      } else {
+        inputs.push(i)
+      }
+    }
+    spec.inputs = inputs
+  }
   if (input.engine === 'wasm') {
     if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
     const bytes = await blobs.get(input.module)

@@ -95,7 +95,7 @@ function resultView (jobId: string, result: Signed<Result>, providers: string[],
 }
 
 /** What the book holds of a provider: its advert, and how it answered our invitations. */
-export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, labels: Labels, expires: number, strikes: number, benchedUntil: number | null }
+export interface AdvertView { ask: number, slots: number, caps: { timeoutMs: number, memoryMb: number, outputBytes: number }, inputs?: { files: number, fileBytes: number, totalBytes: number }, labels: Labels, expires: number, strikes: number, benchedUntil: number | null }
 
 /**
  * A finished job's view rebuilt from the log: status, engine, provider(s), price, bids, declines,
@@ -182,7 +182,7 @@ export function knownProviders (self: string, topicPeers: string[], engineMap: R
     const a = b.advert
     const e = get(a.provider)
     for (const engine of a.engines) e.engines.add(engine)
-    e.advert = { ask: a.ask, slots: a.slots, caps: a.caps, labels: a.labels ?? {}, expires: a.expires, strikes: b.strikes, benchedUntil: b.benchedUntil > Date.now() ? b.benchedUntil : null }
+    e.advert = { ask: a.ask, slots: a.slots, caps: a.caps, ...(a.inputs != null ? { inputs: a.inputs } : {}), labels: a.labels ?? {}, expires: a.expires, strikes: b.strikes, benchedUntil: b.benchedUntil > Date.now() ? b.benchedUntil : null }
   }
   for (const p of topicPeers) get(p)
   for (const [engine, { peers }] of engineMap) for (const p of peers) get(p).engines.add(engine)

@@ -34,7 +34,7 @@ import { constants } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { logger } from '../../logger.js'
-import { AbortedError, ExecutorStoppedError, UnsupportedEngineError } from '../errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidInputsError, UnsupportedEngineError } from '../errors.js'
 import { clampLimits } from '../pool.js'
 import { mercatoCommand } from '../command.js'
 import { readStagedResult, stageJob, STAGED_RESULT_FILE, STAGED_STARTED_FILE } from '../staged.js'
@@ -206,6 +206,8 @@ export class SlurmBackend implements ExecutorBackend {
     if (!this.running) throw new ExecutorStoppedError()
     if (job == null || typeof job.id !== 'string') throw new TypeError('job.id must be a string')
     if (!this.exec.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here (engines: ${this.exec.engines.join(', ')})`)
+    // input files are not staged to compute nodes (yet): providers on Slurm decline such jobs (inputs-unsupported)
+    if (job.inputs != null && job.inputs.length > 0) throw new InvalidInputsError('the Slurm backend does not run jobs with input files')
     const limits = clampLimits(job.limits, this.exec)
     const dir = join(this.stageDir, `${safeName(job.id)}.${randomBytes(6).toString('hex')}`)
     let resolveP!: (r: ExecResult) => void

@@ -1,0 +1,187 @@
+/**
+ * A won job's input files, from the provider's side: fetched before the job starts, kept on disk in
+ * a folder of their own (under `provider.inputsDir`), handed to the executor as file paths (it
+ * reads them as the guest reads, never whole), and removed when the job is over.
+ *
+ * - Blob inputs (`{ path, cid, size }`) come over the blob protocol from the requester, or from a
+ *   holder the DHT names, each capped at the size the signed offer gives and checked against its CID.
+ * - URL inputs (`{ path, url, sha256, size? }`) are fetched with `fetch()`: http and https only (a
+ *   redirect elsewhere, to `file:` or `data:` say, is refused; at most INPUT_URL_MAX_REDIRECTS hops),
+ *   streamed to disk and stopped at the provider's per-file cap (or the room left in its total cap),
+ *   within `urlTimeoutMs` for the whole body, and the pinned sha256 (and size, when given) checked
+ *   before the job starts. Unless the provider allows private addresses (`dialPrivateAddresses`,
+ *   devnets and tests), a URL whose host resolves to a loopback, private or link-local address is
+ *   refused: a signed offer must not make providers probe their own network.
+ *
+ * Each problem is a named failure ({@link InputFailure}), the same on every provider that meets it,
+ * so replicas agree on it: `input-mismatch` (bytes other than pinned), `input-too-large` (over a
+ * cap), `input-unreachable` (not served, HTTP error, timeout, a refused address or redirect). A
+ * failed fetch leaves nothing behind: the job's folder goes with the failure.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { lookup } from 'node:dns/promises'
+import { BlockList, isIP } from 'node:net'
+import { mkdir, open, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { ExecInput } from '../../executor/index.js'
+import { BLOB_KEY_PREFIX, INPUT_URL_MAX_REDIRECTS, MAX_BLOB_BYTES } from '../constants.js'
+import type { InputRef, Offer } from '../protocol/messages.js'
+import { inputLimits, type ProviderContext } from './state.js'
+
+export type InputFailureName = 'input-mismatch' | 'input-too-large' | 'input-unreachable'
+
+/** A job's inputs could not be had as the offer pins them: the job ends with this failure (a signed result naming it). */
+export class InputFailure extends Error {
+  readonly code: InputFailureName
+  constructor (code: InputFailureName, message: string) {
+    super(message)
+    this.name = 'InputFailure'
+    this.code = code
+  }
+}
+
+/** Addresses a URL input may not reach unless the provider allows private addresses. */
+const PRIVATE = new BlockList()
+for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.168.0.0', 16], ['224.0.0.0', 4], ['240.0.0.0', 4]] as const) PRIVATE.addSubnet(net, bits, 'ipv4')
+for (const [net, bits] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) PRIVATE.addSubnet(net, bits, 'ipv6')
+
+function isPrivateAddress (address: string): boolean {
+  const family = isIP(address)
+  if (family === 4) return PRIVATE.check(address, 'ipv4')
+  if (family === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+    return mapped != null ? PRIVATE.check(mapped[1], 'ipv4') : PRIVATE.check(address, 'ipv6')
+  }
+  return true
+}
+
+/** The staged inputs of one job, and how to remove them. */
+export interface StagedInputs { inputs: ExecInput[], dir: string, remove: () => Promise<void> }
+
+/**
+ * Fetch a job's inputs into a folder of its own. Throws {@link InputFailure} (the folder removed), or
+ * the signal's reason when the award was withdrawn.
+ */
+export async function stageInputs (ctx: ProviderContext, o: Offer, requester: string, signal: AbortSignal): Promise<StagedInputs | undefined> {
+  const list = o.spec.inputs ?? []
+  if (list.length === 0) return undefined
+  const limits = inputLimits(ctx.cfg)
+  if (list.length > limits.maxFiles) throw new InputFailure('input-too-large', `${list.length} input files, over ${limits.maxFiles}`)
+  const root = ctx.cfg.inputsDir ?? join(tmpdir(), `mercato-inputs-${process.pid}`)
+  const dir = join(root, `${createHash('sha256').update(o.jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+  const remove = async (): Promise<void> => { await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove staged inputs') }) }
+  await mkdir(dir, { recursive: true })
+  const inputs: ExecInput[] = []
+  let total = 0
+  try {
+    for (let k = 0; k < list.length; k++) {
+      signal.throwIfAborted()
+      const i = list[k]
+      const file = join(dir, String(k))
+      const room = Math.min(limits.maxFileBytes, limits.maxTotalBytes - total)
+      if (i.size != null && i.size > limits.maxFileBytes) throw new InputFailure('input-too-large', `input ${i.path}: ${i.size} bytes, over ${limits.maxFileBytes} a file`)
+      if (i.size != null && i.size > room) throw new InputFailure('input-too-large', `input ${i.path}: ${i.size} bytes, over the ${limits.maxTotalBytes} bytes all inputs may take`)
+      total += 'cid' in i
+        ? await fetchBlobInput(ctx, i, requester, file, signal)
+        : await fetchUrlInput(ctx, i, file, room, Math.min(limits.urlTimeoutMs, 24 * 3600_000), signal)
+      inputs.push({ path: i.path, file })
+    }
+  } catch (err) {
+    await remove()
+    throw err
+  }
+  return { inputs, dir, remove }
+}
+
+async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
+  const { blobs } = ctx.deps
+  const maxBytes = Math.min(i.size, MAX_BLOB_BYTES)
+  let bytes: Uint8Array
+  try {
+    bytes = await blobs.fetch(ctx.network, i.cid, [requester], { maxBytes, cache: false, signal })
+  } catch {
+    signal.throwIfAborted()
+    // the requester cannot serve it: ask the DHT who holds it
+    const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + i.cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
+    try {
+      bytes = await blobs.fetch(ctx.network, i.cid, holders, { maxBytes, cache: false, signal })
+    } catch (err) {
+      signal.throwIfAborted()
+      ctx.log.debug({ err, cid: i.cid }, 'input blob not served')
+      throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
+    }
+  }
+  if (bytes.length !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${bytes.length} bytes, not ${i.size}`)
+  await writeFile(file, bytes, { flag: 'wx' })
+  return bytes.length
+}
+
+/** Fetch one URL input into `file`, at most `maxBytes`, within `timeoutMs`; returns its size once its sha256 (and size) matched. */
+async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: string }>, file: string, maxBytes: number, timeoutMs: number, signal: AbortSignal): Promise<number> {
+  const timeout = AbortSignal.timeout(timeoutMs)
+  const both = AbortSignal.any([signal, timeout])
+  const unreachable = (why: string): InputFailure => new InputFailure('input-unreachable', `input ${i.path}: ${why}`)
+  const tooLarge = (): InputFailure => new InputFailure('input-too-large', `input ${i.path}: more than ${maxBytes} bytes at ${i.url.slice(0, 200)}`)
+  // every error while fetching: a withdrawal passes through, a timeout and the rest are named
+  const named = (err: unknown): unknown => {
+    if (err instanceof InputFailure) return err
+    if (signal.aborted) return signal.reason
+    if (timeout.aborted) return unreachable(`not fetched within ${timeoutMs} ms`)
+    ctx.log.debug({ err, url: i.url }, 'URL input not fetched')
+    return unreachable(`${i.url.slice(0, 200)} could not be fetched`)
+  }
+  let url = new URL(i.url)
+  let res: Response
+  try {
+    for (let hop = 0; ; hop++) {
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw unreachable(`redirected to a ${url.protocol} URL (http and https only)`)
+      if (ctx.cfg.dialPrivateAddresses !== true) {
+        const host = url.hostname.replace(/^\[|\]$/g, '')
+        const addrs = isIP(host) !== 0 ? [{ address: host }] : await lookup(host, { all: true }).catch(() => [])
+        if (addrs.length === 0) throw unreachable(`host ${host.slice(0, 200)} does not resolve`)
+        if (addrs.some(a => isPrivateAddress(a.address))) throw unreachable(`host ${host.slice(0, 200)} is a private address`)
+      }
+      res = await fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' } })
+      const location = res.headers.get('location')
+      if (res.status >= 300 && res.status < 400 && location != null) {
+        await res.body?.cancel().catch(() => {})
+        if (hop >= INPUT_URL_MAX_REDIRECTS) throw unreachable(`more than ${INPUT_URL_MAX_REDIRECTS} redirects`)
+        try { url = new URL(location, url) } catch { throw unreachable('redirected to an invalid URL') }
+        continue
+      }
+      break
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {})
+      throw unreachable(`HTTP ${res.status} from ${i.url.slice(0, 200)}`)
+    }
+    const declared = Number(res.headers.get('content-length') ?? NaN)
+    if (Number.isFinite(declared) && declared > maxBytes) { await res.body?.cancel().catch(() => {}); throw tooLarge() }
+  } catch (err) {
+    throw named(err)
+  }
+  // streamed to disk, hashed on the way, stopped at the cap
+  const hash = createHash('sha256')
+  let size = 0
+  const fh = await open(file, 'wx')
+  try {
+    if (res.body != null) {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        size += chunk.length
+        if (size > maxBytes) throw tooLarge()
+        hash.update(chunk)
+        await fh.write(chunk)
+      }
+    }
+  } catch (err) {
+    await res.body?.cancel().catch(() => {})
+    throw named(err)
+  } finally {
+    await fh.close()
+  }
+  const digest = hash.digest('hex')
+  if (digest !== i.sha256) throw new InputFailure('input-mismatch', `input ${i.path}: sha256 ${digest} of ${i.url.slice(0, 200)}, not the pinned ${i.sha256}`)
+  if (i.size != null && size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: ${size} bytes at ${i.url.slice(0, 200)}, not ${i.size}`)
+  return size
+}
