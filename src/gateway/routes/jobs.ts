@@ -31,8 +31,9 @@
  * field); the route schemas describe them for the OpenAPI document.
  */
 import type { FastifyPluginAsync } from 'fastify'
+import { Readable } from 'node:stream'
 import { z } from 'zod'
-import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
+import { BlobTooLargeError, MAX_UPLOAD_BYTES, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
 import { InvalidInputError, isMercatoError } from '../../errors.js'
@@ -88,8 +89,9 @@ async function submitItem (market: Market, body: unknown): Promise<SubmitAnswer>
   }
 }
 
-export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
+export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): FastifyPluginAsync {
   const { market } = deps
+  const maxUploadBytes = deps.maxUploadBytes ?? MAX_UPLOAD_BYTES
   const jobBodyJsonSchema = documented(jobSpecJsonSchema())
   const submitted = { type: 'object', required: ['id', 'status'], properties: { id: { type: 'string' }, status: { type: 'string', enum: JOB_STATUSES } }, additionalProperties: false }
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
@@ -102,32 +104,58 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     history.start()
     app.addHook('onClose', async () => { tails.stop(); history.stop() })
 
-    app.post('/v1/blobs', {
-      schema: {
-        tags: ['jobs'],
-        summary: 'Upload a module or input (raw bytes, Content-Type: application/octet-stream); returns its CID',
-        body: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'raw bytes' } } } },
-        response: { 201: { type: 'object', required: ['cid', 'size'], properties: { cid: { type: 'string' }, size: { type: 'integer' } }, additionalProperties: false } }
-      },
-      ...zodValidated
-    }, async (req, reply) => {
-      const body = req.body
-      if (!(body instanceof Uint8Array)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
-      const cid = await market.uploadBlob(new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
-      return await reply.status(201).send({ cid, size: body.byteLength })
+    // uploads stream: in this scope an octet-stream body is handed over as the request stream, read a
+    // chunk at a time into the importer (never whole), up to maxUploadBytes
+    await app.register(async (scope) => {
+      scope.removeContentTypeParser('application/octet-stream')
+      scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
+      scope.post('/v1/blobs', {
+        schema: {
+          tags: ['jobs'],
+          summary: `Upload a module or data (raw bytes, Content-Type: application/octet-stream, streamed; at most gateway.maxUploadBytes, default ${MAX_UPLOAD_BYTES / 1024 / 1024} MiB); returns its CID, the one \`ipfs add --cid-version 1\` computes`,
+          body: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'raw bytes' } } } },
+          response: { 201: { type: 'object', required: ['cid', 'size'], properties: { cid: { type: 'string' }, size: { type: 'integer' } }, additionalProperties: false } }
+        },
+        ...zodValidated
+      }, async (req, reply) => {
+        const body = req.body as unknown
+        if (!(body instanceof Readable)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
+        const declared = Number(req.headers['content-length'])
+        if (Number.isFinite(declared) && declared > maxUploadBytes) {
+          // refused before a byte is read; the connection closes rather than drain the body
+          reply.header('connection', 'close')
+          throw new BlobTooLargeError(`the upload is ${declared} bytes; this node takes at most ${maxUploadBytes} (gateway.maxUploadBytes)`)
+        }
+        // a client that goes away mid-upload aborts the import (its blocks are dropped)
+        const gone = new AbortController()
+        const onClose = (): void => { if (!body.readableEnded) gone.abort(new GatewayError('invalid-request', 'the upload was cut short')) }
+        req.raw.on('close', onClose)
+        try {
+          const { cid, size } = await market.uploadBlobStream(body, { maxBytes: maxUploadBytes, signal: gone.signal })
+          return await reply.status(201).send({ cid, size })
+        } catch (err) {
+          if (isMercatoError(err) && err.code === 'blob-too-large') {
+            reply.header('connection', 'close')
+            throw new BlobTooLargeError(`the upload exceeds ${maxUploadBytes} bytes (gateway.maxUploadBytes)`)
+          }
+          throw err
+        } finally {
+          req.raw.off('close', onClose)
+        }
+      })
     })
 
     app.get<{ Params: { cid: string } }>('/v1/blobs/:cid', {
       schema: {
         tags: ['jobs'],
-        summary: 'The bytes of a blob (fetched from peers when not held here)',
+        summary: 'The bytes of a blob held here, streamed',
         params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string' } } },
         response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
       }
     }, async (req, reply) => {
-      const bytes = await market.getBlob(req.params.cid)
-      if (bytes == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
-      return await reply.type('application/octet-stream').send(Buffer.from(bytes))
+      const blob = await market.catBlob(req.params.cid)
+      if (blob == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
+      return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
     })
 
     app.post('/v1/jobs', {
