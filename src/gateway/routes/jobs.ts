@@ -131,7 +131,9 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         const onClose = (): void => { if (!body.readableEnded) gone.abort(new GatewayError('invalid-request', 'the upload was cut short')) }
         req.raw.on('close', onClose)
         try {
-          const { cid, size } = await market.uploadBlobStream(body, { maxBytes: maxUploadBytes, signal: gone.signal })
+          // read without destroying the request on an early stop: the 413 still has to go out on its socket
+          const chunks = body.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>
+          const { cid, size } = await market.uploadBlobStream(chunks, { maxBytes: maxUploadBytes, signal: gone.signal })
           return await reply.status(201).send({ cid, size })
         } catch (err) {
           if (isMercatoError(err) && err.code === 'blob-too-large') {
