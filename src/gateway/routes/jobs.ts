@@ -147,16 +147,23 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       })
     })
 
-    app.get<{ Params: { cid: string } }>('/v1/blobs/:cid', {
+    app.get<{ Params: { cid: string }, Querystring: { from?: string } }>('/v1/blobs/:cid', {
       schema: {
         tags: ['jobs'],
-        summary: 'The bytes of a blob held here, streamed',
-        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string' } } },
-        response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
+        summary: 'The bytes of a blob, streamed; one not held here is fetched first, block by block, from `from` or the holders the DHT names (at most gateway.maxUploadBytes)',
+        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string', maxLength: 128 } } },
+        querystring: { type: 'object', properties: { from: { type: 'string', maxLength: 2048, description: 'comma-separated PeerIds or multiaddrs to fetch from' } }, additionalProperties: false },
+        response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404, 413, 502) }
       }
     }, async (req, reply) => {
-      const blob = await market.catBlob(req.params.cid)
-      if (blob == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
+      const { cid } = req.params
+      let blob = await market.catBlob(cid)
+      if (blob == null) {
+        const from = req.query.from?.split(',').map(p => p.trim()).filter(p => p !== '').slice(0, 8)
+        await market.fetchBlob(cid, { from, maxBytes: maxUploadBytes })
+        blob = await market.catBlob(cid)
+        if (blob == null) throw new GatewayError('not-found', `no blob ${cid}`)
+      }
       return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
     })
 
