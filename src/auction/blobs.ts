@@ -39,7 +39,7 @@ import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './
 import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
 import type { Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
-import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, MAX_BLOB_BYTES, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES } from './constants.js'
+import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, MAX_BLOB_BYTES, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES } from './constants.js'
 import { BlockStore } from './blocks.js'
 
 const log = logger('auction:blobs')
@@ -232,7 +232,8 @@ export class BlobStore {
       throw new InvalidBlobError(`${cid}: ${err?.message ?? err}`)
     }
     if (entry.type !== 'file' && entry.type !== 'raw') throw new InvalidBlobError(`${cid} is a UnixFS ${entry.type}, not a file`)
-    yield * entry.content({ offset: opts.offset, length: opts.length, signal: opts.signal })
+    // the exporter reads every child of a node at once unless told otherwise: 174 leaves, 43 MiB ahead of the reader
+    yield * entry.content({ offset: opts.offset, length: opts.length, signal: opts.signal, blockReadConcurrency: BLOB_READ_AHEAD_BLOCKS })
   }
 
   /** The size of a blob held whole, or undefined (not held, or some block missing). */

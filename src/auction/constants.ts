@@ -76,6 +76,8 @@ export const MAX_BLOCK_BYTES = 2 * 1024 * 1024
 export const MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 /** Blocks a fetch asks for at once: enough to hide a round trip per 256 KiB block, few enough to bound memory (8 × 2 MiB). */
 export const BLOB_FETCH_CONCURRENCY = 8
+/** Blocks a read (`cat`, `get`, `GET /v1/blobs/:cid`) loads ahead of its reader: 1 MiB of 256 KiB leaves keeps the disk busy without buffering the file. */
+export const BLOB_READ_AHEAD_BLOCKS = 4
 /** Deepest DAG walked: 174-link balanced trees of 256 KiB leaves need depth 4 for 200 GiB. */
 export const MAX_DAG_DEPTH = 8
 /**
