@@ -122,8 +122,9 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         if (!(body instanceof Readable)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
         const declared = Number(req.headers['content-length'])
         if (Number.isFinite(declared) && declared > maxUploadBytes) {
-          // refused before a byte is read; the connection closes rather than drain the body
-          reply.header('connection', 'close')
+          // refused before a byte is read; node's HTTP server then reads and discards the body (not
+          // stored, bounded by its request timeout) so that every client reads the answer: one that
+          // is still sending when the socket closes (EPIPE) would never see it
           throw new BlobTooLargeError(`the upload is ${declared} bytes; this node takes at most ${maxUploadBytes} (gateway.maxUploadBytes)`)
         }
         // a client that goes away mid-upload aborts the import (its blocks are dropped)
@@ -137,7 +138,6 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
           return await reply.status(201).send({ cid, size })
         } catch (err) {
           if (isMercatoError(err) && err.code === 'blob-too-large') {
-            reply.header('connection', 'close')
             throw new BlobTooLargeError(`the upload exceeds ${maxUploadBytes} bytes (gateway.maxUploadBytes)`)
           }
           throw err
