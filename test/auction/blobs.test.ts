@@ -6,11 +6,13 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
 import { BlobStore, BLOB_PROTOCOL, MAX_BLOB_BYTES } from '../../src/auction/index.js'
 import { decodeBlobRequest } from '../../src/auction/protocol/frames.js'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
@@ -72,6 +74,15 @@ describe('blobs as UnixFS DAGs', function () {
     expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
   })
 
+  it('reads a blob of the first release: one file <blobs>/<raw CID> holding the whole blob', async () => {
+    const s = await store()
+    const bytes = randomBytes(5 * 1024 * 1024)
+    const cid = CID.createV1(0x55, { code: 0x12, size: 32, digest: createHash('sha256').update(bytes).digest(), bytes: new Uint8Array([0x12, 0x20, ...createHash('sha256').update(bytes).digest()]) } as any).toString()
+    await writeFile(join(dirs[dirs.length - 1], cid), bytes)
+    expect(await s.size(cid)).to.equal(bytes.length)
+    expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
+  })
+
   it('an upload past its cap is refused (blob-too-large) and leaves no block, staged or stored', async () => {
     const s = await store()
     const before = await s.blocks.count()
@@ -103,6 +114,7 @@ describe('blobs as UnixFS DAGs', function () {
     })
     after(async () => { await Promise.all([a?.stop(), b?.stop(), liar?.stop()]) })
     beforeEach(async () => { sb = await store() })
+    afterEach(async () => { await liar.unhandle(BLOB_PROTOCOL).catch(() => {}) })
 
     it('fetches a multi-block blob block by block, every block verified, and serves it on', async () => {
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
@@ -156,6 +168,70 @@ describe('blobs as UnixFS DAGs', function () {
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
       expect(Buffer.compare(bytes, big)).to.equal(0)
       expect(sa.stats().blocksServed - servedByA).to.equal(22 - held)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    /** Serve `blocks` (CID → bytes) from the liar; returns the count of requests it answered. */
+    async function liarServes (blocks: Map<string, Uint8Array>): Promise<{ served: number }> {
+      const count = { served: 0 }
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        const bytes = blocks.get(decodeBlobRequest(req))
+        if (bytes == null) throw new Error('no such block')
+        count.served++
+        return bytes
+      })
+      return count
+    }
+    async function dagPbBlock (unixfs: UnixFS, links: CID[]): Promise<{ cid: CID, bytes: Uint8Array }> {
+      const bytes = dagPb.encode({ Data: unixfs.marshal(), Links: links.map(Hash => ({ Hash, Tsize: 0 })) })
+      const { sha256 } = await import('multiformats/hashes/sha2')
+      return { cid: CID.createV1(dagPb.code, await sha256.digest(bytes)), bytes }
+    }
+
+    it('a root that understates its size: the bytes are counted as they come and the fetch stops at maxBytes', async () => {
+      const blocks = new Map<string, Uint8Array>()
+      const leaves: CID[] = []
+      for (let i = 0; i < 24; i++) {
+        const leaf = randomBytes(256 * 1024)
+        const cid = CID.parse(await new BlobStore().put(leaf)) // a raw block's CID
+        blocks.set(cid.toString(), leaf)
+        leaves.push(cid)
+      }
+      const liarRoot = new UnixFS({ type: 'file' })
+      for (let i = 0; i < 24; i++) liarRoot.addBlockSize(1n) // claims 24 bytes
+      const root = await dagPbBlock(liarRoot, leaves)
+      blocks.set(root.cid.toString(), root.bytes)
+      const count = await liarServes(blocks)
+      const err = await sb.fetch(b, root.cid.toString(), [liar.addresses()[0]], { maxBytes: 600 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-too-large')
+      // the root, the 3 leaves that cross 600 KiB, and at most one window (8) of requests already in flight
+      expect(count.served).to.be.at.most(1 + 3 + 8)
+      expect(await sb.has(root.cid.toString())).to.equal(false)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('a root that is a UnixFS directory, not a file: invalid-blob, nothing below it is asked for', async () => {
+      const dir = await dagPbBlock(new UnixFS({ type: 'directory' }), [CID.parse(bigCid)])
+      const count = await liarServes(new Map([[dir.cid.toString(), dir.bytes]]))
+      const err = await sb.fetch(b, dir.cid.toString(), [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.name).to.equal('InvalidBlobError')
+      expect(err.code).to.equal('invalid-blob')
+      expect(count.served).to.equal(1)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('a block larger than a block may be: refused by size at the frame, not buffered', async () => {
+      // a dag-pb root linking to a raw "leaf" of 3 MiB (over MAX_BLOCK_BYTES, 2 MiB)
+      const huge = randomBytes(3 * 1024 * 1024)
+      const hugeCid = CID.parse(await new BlobStore().put(huge))
+      const file = new UnixFS({ type: 'file' })
+      file.addBlockSize(BigInt(huge.length))
+      const root = await dagPbBlock(file, [hugeCid])
+      await liarServes(new Map([[root.cid.toString(), root.bytes], [hugeCid.toString(), huge]]))
+      const err = await sb.fetch(b, root.cid.toString(), [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-not-found')
+      expect(err.message).to.match(/exceeds/)
+      expect(await sb.blocks.has(hugeCid)).to.equal(false)
       await liar.unhandle(BLOB_PROTOCOL)
     })
 
