@@ -207,11 +207,13 @@ export class BlobStore {
       }
     }
     try {
-      const entry = await importByteStream(capped(), staging, { signal } as any)
+      // the importer's defaults: kubo's `ipfs add --cid-version 1` (see the module doc)
+      const entry = await importByteStream(capped(), staging)
       signal?.throwIfAborted()
       if (total === 0) throw new InvalidInputError('empty blob', 'empty-blob')
+      const blocks = staging.size
       await staging.commit()
-      log.debug({ cid: entry.cid.toString(), bytes: total, blocks: staging.size }, 'blob imported')
+      log.debug({ cid: entry.cid.toString(), bytes: total, blocks }, 'blob imported')
       return entry.cid.toString()
     } catch (err) {
       await staging.discard()

@@ -32,6 +32,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { Readable } from 'node:stream'
+import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { BlobTooLargeError, MAX_UPLOAD_BYTES, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
@@ -42,7 +43,7 @@ import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
 import { contentDisposition, OUTPUT_CSP, outputContentType, parseRange } from '../outputs.js'
-import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX } from '../constants.js'
+import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, UPLOAD_DRAIN_MS } from '../constants.js'
 import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
 export { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
@@ -89,6 +90,16 @@ async function submitItem (market: Market, body: unknown): Promise<SubmitAnswer>
   }
 }
 
+/** After a refused upload: let the client finish sending (discarded) for UPLOAD_DRAIN_MS at most, then drop the connection. */
+function drainThenClose (raw: IncomingMessage): void {
+  if (raw.readableEnded) return
+  const timer = setTimeout(() => { raw.socket?.destroy() }, UPLOAD_DRAIN_MS)
+  timer.unref()
+  const clear = (): void => { clearTimeout(timer) }
+  raw.once('end', clear)
+  raw.once('close', clear)
+}
+
 export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): FastifyPluginAsync {
   const { market } = deps
   const maxUploadBytes = deps.maxUploadBytes ?? MAX_UPLOAD_BYTES
@@ -122,9 +133,10 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         if (!(body instanceof Readable)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
         const declared = Number(req.headers['content-length'])
         if (Number.isFinite(declared) && declared > maxUploadBytes) {
-          // refused before a byte is read; node's HTTP server then reads and discards the body (not
-          // stored, bounded by its request timeout) so that every client reads the answer: one that
-          // is still sending when the socket closes (EPIPE) would never see it
+          // refused before a byte is read; node's HTTP server then reads and discards the body (never
+          // stored) so that every client reads the answer: one still sending when the socket closes
+          // (EPIPE) would never see it. A client that keeps sending past UPLOAD_DRAIN_MS is cut off.
+          drainThenClose(req.raw)
           throw new BlobTooLargeError(`the upload is ${declared} bytes; this node takes at most ${maxUploadBytes} (gateway.maxUploadBytes)`)
         }
         // a client that goes away mid-upload aborts the import (its blocks are dropped)
@@ -138,6 +150,7 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
           return await reply.status(201).send({ cid, size })
         } catch (err) {
           if (isMercatoError(err) && err.code === 'blob-too-large') {
+            drainThenClose(req.raw)
             throw new BlobTooLargeError(`the upload exceeds ${maxUploadBytes} bytes (gateway.maxUploadBytes)`)
           }
           throw err
