@@ -48,7 +48,9 @@ export const configSchema = z.strictObject({
     host: z.string().min(1),
     port,
     requireToken: z.boolean(),
-    bodyLimitBytes: z.number().int().min(1024)
+    bodyLimitBytes: z.number().int().min(1024),
+    /** largest upload to POST /v1/blobs (streamed to disk, never held whole); 413 past it */
+    maxUploadBytes: z.number().int().min(1024)
   }),
   ledger: z.strictObject({
     headIntervalMs: z.number().int().min(100),

@@ -179,7 +179,7 @@ export class MercatoNode implements GatewayNode {
           token,
           bodyLimitBytes: cfg.gateway.bodyLimitBytes,
           plugins: [
-            jobRoutes({ market: this.market }),
+            jobRoutes({ market: this.market, maxUploadBytes: cfg.gateway.maxUploadBytes }),
             ledgerRoutes({ ledger: this.ledger, audit: this.audit }),
             metricsRoutes({ market: this.market, executor: this.executor, ledger: this.ledger, network: this.network }),
             dashboardRoutes()

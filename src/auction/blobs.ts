@@ -1,115 +1,413 @@
 /**
- * Content-addressed blobs (wasm modules, large inputs), named by CIDv1
- * (raw, sha2-256). Stored as files under `<dataDir>/blobs`, served to peers
- * over `/mercato/blob/1.0.0`, fetched from the requester or from peers the
- * DHT names as holders, and always verified against their CID.
+ * Content-addressed blobs (wasm modules, inputs, output files), named by CIDv1 and kept as blocks
+ * (see blocks.ts).
+ *
+ * Two ways in:
+ * - {@link BlobStore.putStream} (uploads, `POST /v1/blobs`) builds a UnixFS file DAG with the IPFS
+ *   ecosystem's own importer (ipfs-unixfs-importer) and its defaults, the same options as
+ *   `ipfs add --cid-version 1` in kubo: 256 KiB chunks (`size-262144`), raw leaves, balanced layout
+ *   with at most 174 links per node. A blob of up to 256 KiB is one raw block (`bafkrei…`, the
+ *   sha2-256 of its bytes); a larger one a dag-pb root (`bafybei…`) over raw leaves. Either CID is
+ *   the one any IPFS tool computes for the same bytes with those options.
+ * - {@link BlobStore.put} (modules read whole, output files the executor names by the raw sha2-256
+ *   CID of their bytes) stores the bytes as one raw block, as the first release did, so that the
+ *   CID the executor computed stays the blob's name (≤ MAX_BLOB_BYTES).
+ *
+ * Blobs are read back with the exporter (ipfs-unixfs-exporter): {@link BlobStore.cat} streams a
+ * range, {@link BlobStore.get} returns the whole.
+ *
+ * ## The blob protocol, `/mercato/blob/2.0.0`
+ * One request per block: `{ cid }` (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame,
+ * ≤ MAX_BLOCK_BYTES; a raw root, a whole-blob block of the first release, may be as large as the
+ * caller's size cap, ≤ MAX_BLOB_BYTES). The fetcher walks the DAG from its root, a few blocks at a
+ * time: every block is hashed against its CID as it arrives (a peer sending a wrong block is caught
+ * at that block and dropped), dag-pb nodes must be UnixFS file nodes, the bytes the DAG describes
+ * are counted against the caller's `maxBytes` as they come (and the root's declared size is checked
+ * before any leaf is asked for), the depth and the number of nodes visited are capped. Blocks are
+ * stored as they arrive: a transfer that breaks resumes from what is held, asking only for the
+ * missing blocks. A blob counts as held only when every block of its DAG is.
  */
-import { mkdir, readFile, writeFile, rename, stat } from 'node:fs/promises'
-import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
-import { bytesMatchCid, cidOfBytes, isCid } from '../crypto/index.js'
+import { createHash } from 'node:crypto'
+import { importByteStream } from 'ipfs-unixfs-importer'
+import { exporter } from 'ipfs-unixfs-exporter'
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { cidOfBytes } from '../crypto/index.js'
 import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
-import { InvalidInputError, NotFoundError } from '../errors.js'
+import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
 import type { Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
-import { BLOB_PROTOCOL, MAX_BLOB_BYTES } from './constants.js'
+import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, MAX_BLOB_BYTES, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES } from './constants.js'
+import { BlockStore } from './blocks.js'
 
 const log = logger('auction:blobs')
+
+const SHA2_256 = 0x12
+
+/** A blob larger than the caller's cap (an upload past `blobs.maxUploadBytes`, a fetch past `maxBytes`). HTTP 413. */
+export class BlobTooLargeError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'blob-too-large', status: 413, name: 'BlobTooLargeError' })
+  }
+}
+
+/** A peer sent a block whose bytes do not hash to its CID. */
+export class BlockMismatchError extends MercatoError {
+  readonly peer: string
+  readonly block: string
+  constructor (peer: string, block: string) {
+    super(`block ${block} from ${peer} does not match its CID`, { code: 'block-mismatch', status: 502, name: 'BlockMismatchError' })
+    this.peer = peer
+    this.block = block
+  }
+}
+
+/** A DAG that is not a UnixFS file Mercato reads: unknown codec or hash, a directory, too deep, sizes that disagree. */
+export class InvalidBlobError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'invalid-blob', status: 400, name: 'InvalidBlobError' })
+  }
+}
 
 export interface BlobOptions {
   /** keep the bytes in the in-memory cache (default true) */
   cache?: boolean
 }
 
+export interface PutStreamOptions {
+  /** refuse (BlobTooLargeError) past this many bytes; default MAX_UPLOAD_BYTES */
+  maxBytes?: number
+  signal?: AbortSignal
+}
+
+export interface CatOptions {
+  offset?: number
+  length?: number
+  signal?: AbortSignal
+}
+
+export interface FetchOptions extends BlobOptions {
+  signal?: AbortSignal
+  /** most bytes the blob may have (default MAX_BLOB_BYTES) */
+  maxBytes?: number
+}
+
+/** What the store has done, for tests and status. */
+export interface BlobStats {
+  /** blocks fetched from peers (each verified) */
+  blocksFetched: number
+  /** blocks served to peers */
+  blocksServed: number
+}
+
+function parseCid (cid: string): CID | undefined {
+  try { return CID.parse(cid) } catch { return undefined }
+}
+
+function blockMatches (bytes: Uint8Array, cid: CID): boolean {
+  if (cid.multihash.code !== SHA2_256) return false
+  const digest = createHash('sha256').update(bytes).digest()
+  const expected = cid.multihash.digest
+  return expected.length === digest.length && Buffer.compare(digest, expected) === 0
+}
+
+function checkKind (cid: CID): void {
+  if (cid.multihash.code !== SHA2_256) throw new InvalidBlobError(`${cid.toString()}: only sha2-256 blocks are supported`)
+  if (cid.code !== raw.code && cid.code !== dagPb.code) throw new InvalidBlobError(`${cid.toString()}: codec 0x${cid.code.toString(16)} is not raw or dag-pb`)
+}
+
+/** A dag-pb block as a UnixFS file node (throws InvalidBlobError otherwise). */
+function fileNode (bytes: Uint8Array, cid: CID): { links: CID[], data: number, fileSize: number } {
+  let node: dagPb.PBNode
+  let unixfs: UnixFS
+  try {
+    node = dagPb.decode(bytes)
+    if (node.Data == null) throw new Error('no data')
+    unixfs = UnixFS.unmarshal(node.Data)
+  } catch (err: any) {
+    throw new InvalidBlobError(`${cid.toString()}: not a UnixFS node (${err?.message ?? err})`)
+  }
+  if (unixfs.type !== 'file' && unixfs.type !== 'raw') throw new InvalidBlobError(`${cid.toString()}: a UnixFS ${unixfs.type}, not a file`)
+  return { links: node.Links.map(l => l.Hash), data: unixfs.data?.length ?? 0, fileSize: Number(unixfs.fileSize()) }
+}
+
+/** Run at most `n` tasks at once. */
+function limiter (n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0
+  const waiting: Array<() => void> = []
+  return async (task) => {
+    if (active >= n) await new Promise<void>(resolve => waiting.push(resolve))
+    active++
+    try { return await task() } finally {
+      active--
+      waiting.shift()?.()
+    }
+  }
+}
+
 export class BlobStore {
-  private readonly dir?: string
-  private readonly memory = new Map<string, Uint8Array>()
+  readonly blocks: BlockStore
   private readonly cache = new Map<string, Uint8Array>()
-  private writes = 0
+  private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0 }
+  /** the exporter's view of the store: every block read is checked against its CID */
+  private readonly reader: { get: (cid: CID) => AsyncGenerator<Uint8Array> }
 
   constructor (dir?: string) {
-    this.dir = dir
+    const blocks = this.blocks = new BlockStore(dir)
+    this.reader = {
+      get: async function * (cid: CID): AsyncGenerator<Uint8Array> {
+        const bytes = await blocks.get(cid)
+        if (bytes == null) throw new NotFoundError(`block ${cid.toString()} is not held`, 'blob-incomplete')
+        if (!blockMatches(bytes, cid)) throw new InvalidBlobError(`stored block ${cid.toString()} does not match its CID`)
+        yield bytes
+      }
+    }
   }
 
   async start (): Promise<void> {
-    if (this.dir != null) await mkdir(this.dir, { recursive: true })
+    await this.blocks.start()
+  }
+
+  stats (): BlobStats {
+    return { ...this.counters }
   }
 
   /**
-   * Store bytes under their CID. `cache: false` keeps them out of the in-memory cache (output files:
-   * large, read once or twice, and many of them).
+   * Store bytes as one raw block under the raw sha2-256 CID of the whole (≤ MAX_BLOB_BYTES), the
+   * name the executor gives output files. `cache: false` keeps them out of the in-memory cache
+   * (output files: large, read once or twice, and many of them).
    */
   async put (bytes: Uint8Array, opts: BlobOptions = {}): Promise<string> {
     if (bytes.length === 0) throw new InvalidInputError('empty blob', 'empty-blob')
-    if (bytes.length > MAX_BLOB_BYTES) throw new InvalidInputError(`blob of ${bytes.length} bytes exceeds ${MAX_BLOB_BYTES}`, 'blob-too-large')
+    if (bytes.length > MAX_BLOB_BYTES) throw new BlobTooLargeError(`blob of ${bytes.length} bytes exceeds ${MAX_BLOB_BYTES}`)
     const cid = cidOfBytes(bytes)
-    await this.putVerified(cid, bytes, opts)
+    await this.blocks.put(cid, bytes)
+    if (opts.cache !== false) this.remember(cid, bytes)
     return cid
   }
 
-  private async putVerified (cid: string, bytes: Uint8Array, opts: BlobOptions = {}): Promise<void> {
-    if (opts.cache !== false) this.remember(cid, bytes)
-    if (this.dir == null) { this.memory.set(cid, bytes); return }
-    const file = join(this.dir, cid)
-    try { await stat(file); return } catch {}
-    // a name of its own per write: two writes of one CID at once (replicas' identical outputs fetched
-    // together) must not share a temp file, or the second rename finds it gone
-    const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
-    await writeFile(tmp, bytes)
-    await rename(tmp, file)
-  }
-
-  private remember (cid: string, bytes: Uint8Array): void {
-    this.cache.set(cid, bytes)
-    if (this.cache.size > 32) this.cache.delete(this.cache.keys().next().value as string)
-  }
-
-  async get (cid: string, opts: BlobOptions = {}): Promise<Uint8Array | undefined> {
-    if (!isCid(cid)) return undefined
-    const hit = this.cache.get(cid) ?? this.memory.get(cid)
-    if (hit != null) return hit
-    if (this.dir == null) return undefined
+  /**
+   * Import a byte stream as a UnixFS file (kubo's `ipfs add --cid-version 1` options) and return its
+   * CID. Past `maxBytes` it throws BlobTooLargeError; the blocks written so far are dropped (they
+   * wait in a staging area until the import is complete), so nothing of a refused upload is held.
+   */
+  async putStream (source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, opts: PutStreamOptions = {}): Promise<string> {
+    const limit = opts.maxBytes ?? MAX_UPLOAD_BYTES
+    const staging = await this.blocks.staging()
+    let total = 0
+    const signal = opts.signal
+    async function * capped (): AsyncGenerator<Uint8Array> {
+      for await (const chunk of source) {
+        signal?.throwIfAborted()
+        total += chunk.length
+        if (total > limit) throw new BlobTooLargeError(`the upload exceeds ${limit} bytes`)
+        if (chunk.length > 0) yield chunk
+      }
+    }
     try {
-      const bytes = new Uint8Array(await readFile(join(this.dir, cid)))
-      if (!bytesMatchCid(bytes, cid)) { log.warn({ cid }, 'stored blob does not match its CID; ignoring'); return undefined }
-      if (opts.cache !== false) this.remember(cid, bytes)
-      return bytes
+      // the importer's defaults: kubo's `ipfs add --cid-version 1` (see the module doc)
+      const entry = await importByteStream(capped(), staging)
+      signal?.throwIfAborted()
+      if (total === 0) throw new InvalidInputError('empty blob', 'empty-blob')
+      const blocks = staging.size
+      await staging.commit()
+      log.debug({ cid: entry.cid.toString(), bytes: total, blocks }, 'blob imported')
+      return entry.cid.toString()
+    } catch (err) {
+      await staging.discard()
+      throw err
+    }
+  }
+
+  /** Stream the bytes of a held blob (`offset`, `length` select a range). Throws NotFoundError when a block is missing. */
+  async * cat (cid: string, opts: CatOptions = {}): AsyncGenerator<Uint8Array> {
+    const parsed = parseCid(cid)
+    if (parsed == null) throw new NotFoundError(`no blob ${cid}`, 'blob-not-found')
+    checkKind(parsed)
+    let entry
+    try {
+      entry = await exporter(parsed, this.reader, { signal: opts.signal })
+    } catch (err: any) {
+      if (err instanceof MercatoError) throw err
+      throw new InvalidBlobError(`${cid}: ${err?.message ?? err}`)
+    }
+    if (entry.type !== 'file' && entry.type !== 'raw') throw new InvalidBlobError(`${cid} is a UnixFS ${entry.type}, not a file`)
+    // the exporter reads every child of a node at once unless told otherwise: 174 leaves, 43 MiB ahead of the reader
+    yield * entry.content({ offset: opts.offset, length: opts.length, signal: opts.signal, blockReadConcurrency: BLOB_READ_AHEAD_BLOCKS })
+  }
+
+  /** The size of a blob held whole, or undefined (not held, or some block missing). */
+  async size (cid: string): Promise<number | undefined> {
+    const parsed = parseCid(cid)
+    if (parsed == null) return undefined
+    try {
+      return await this.walk(parsed, { limit: Number.MAX_SAFE_INTEGER })
     } catch {
       return undefined
     }
   }
 
   async has (cid: string): Promise<boolean> {
-    return (await this.get(cid)) != null
+    return (await this.size(cid)) != null
   }
 
-  /** Serve blobs to peers. */
+  private remember (cid: string, bytes: Uint8Array): void {
+    if (bytes.length > MAX_BLOB_BYTES) return
+    this.cache.set(cid, bytes)
+    if (this.cache.size > 32) this.cache.delete(this.cache.keys().next().value as string)
+  }
+
+  /** The whole blob, or undefined when it is not held whole (or a stored block is damaged). */
+  async get (cid: string, opts: BlobOptions = {}): Promise<Uint8Array | undefined> {
+    const hit = this.cache.get(cid)
+    if (hit != null) return hit
+    const parsed = parseCid(cid)
+    if (parsed == null) return undefined
+    try {
+      checkKind(parsed)
+      const parts: Uint8Array[] = []
+      for await (const part of this.cat(cid)) parts.push(part)
+      const bytes = parts.length === 1 ? parts[0] : new Uint8Array(Buffer.concat(parts))
+      if (opts.cache !== false) this.remember(cid, bytes)
+      return bytes
+    } catch (err: any) {
+      if (err?.code !== 'blob-incomplete' && err?.code !== 'blob-not-found') log.warn({ cid, err: err?.message }, 'stored blob cannot be read; ignoring')
+      return undefined
+    }
+  }
+
+  /**
+   * Walk a blob's DAG from its root, checking its shape and counting the file's bytes against
+   * `limit`. Missing blocks are asked of `fetchBlock` (the network); without it, a missing block
+   * ends the walk with `undefined`. Returns the file's size.
+   */
+  private async walk (root: CID, opts: { limit: number, fetchBlock?: (cid: CID, maxBytes: number) => Promise<Uint8Array>, signal?: AbortSignal }): Promise<number | undefined> {
+    const { limit, fetchBlock } = opts
+    // an average block of 1 KiB at least: a DAG of empty nodes linking each other many times is work, not data
+    const maxVisits = Math.ceil(limit / 1024) + 1024
+    let total = 0
+    let visits = 0
+    let missing = false
+    let declared: number | undefined
+    const add = (n: number): void => {
+      total += n
+      if (total > limit) throw new BlobTooLargeError(`blob ${root.toString()} exceeds ${limit} bytes`)
+    }
+    const visit = async (cid: CID, depth: number): Promise<void> => {
+      opts.signal?.throwIfAborted()
+      if (missing) return
+      if (depth > MAX_DAG_DEPTH) throw new InvalidBlobError(`blob ${root.toString()}: DAG deeper than ${MAX_DAG_DEPTH}`)
+      if (++visits > maxVisits) throw new InvalidBlobError(`blob ${root.toString()}: more than ${maxVisits} nodes for ${limit} bytes`)
+      checkKind(cid)
+      if (cid.code === raw.code) {
+        const held = await this.blocks.sizeOf(cid)
+        if (held != null) { add(held); return }
+        if (fetchBlock == null) { missing = true; return }
+        // a whole-blob raw block (put, or the first release) may be larger than a chunk; never past the cap
+        const bytes = await fetchBlock(cid, depth === 0 ? Math.min(limit, Math.max(MAX_BLOB_BYTES, MAX_BLOCK_BYTES)) : MAX_BLOCK_BYTES)
+        add(bytes.length)
+        return
+      }
+      let bytes = await this.blocks.get(cid)
+      if (bytes == null) {
+        if (fetchBlock == null) { missing = true; return }
+        bytes = await fetchBlock(cid, MAX_BLOCK_BYTES)
+      }
+      const node = fileNode(bytes, cid)
+      if (depth === 0) {
+        declared = node.fileSize
+        if (declared > limit) throw new BlobTooLargeError(`blob ${root.toString()} is ${declared} bytes; the limit is ${limit}`)
+      }
+      add(node.data)
+      await Promise.all(node.links.map(async link => { await visit(link, depth + 1) }))
+    }
+    await visit(root, 0)
+    if (missing) return undefined
+    if (declared != null && declared !== total) throw new InvalidBlobError(`blob ${root.toString()} declares ${declared} bytes and holds ${total}`)
+    return total
+  }
+
+  /** Serve blocks to peers (`/mercato/blob/2.0.0`: `{ cid }` → the block). */
   async serve (network: Network): Promise<void> {
     await network.handle(BLOB_PROTOCOL, async (req) => {
       const cid = decodeBlobRequest(req)
-      // what peers ask for is not kept in the cache: a stranger cannot evict our hot modules by asking
-      const bytes = await this.get(cid, { cache: false })
-      if (bytes == null) throw new NotFoundError(`no blob ${cid}`)
+      const parsed = parseCid(cid)
+      // what peers ask for is not cached: a stranger cannot evict our hot modules by asking
+      const bytes = parsed != null ? await this.blocks.get(parsed) : undefined
+      if (bytes == null) throw new NotFoundError(`no block ${cid}`)
+      this.counters.blocksServed++
       return bytes
     }, { maxRequestBytes: MAX_BLOB_REQUEST_BYTES })
   }
 
-  /** Fetch a blob from the first of `peers` that has it, verify and store it. */
-  async fetch (network: Network, cid: string, peers: string[], opts: { signal?: AbortSignal, maxBytes?: number } & BlobOptions = {}): Promise<Uint8Array> {
-    const local = await this.get(cid, opts)
-    if (local != null) return local
-    const req = encodeBlobRequest(cid)
+  /**
+   * Fetch the blocks of a blob that are not held yet from `peers` (each block from the first peer
+   * that has it; a peer that fails or lies is dropped), verifying each; returns the blob's size.
+   * Throws BlobTooLargeError past `maxBytes` (default MAX_BLOB_BYTES), BlockMismatchError when the
+   * only peers that answered sent wrong bytes, NotFoundError (`blob-not-found`) otherwise.
+   */
+  async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}): Promise<number> {
+    const root = parseCid(cid)
+    if (root == null) throw new NotFoundError(`not a CID: ${cid.slice(0, 128)}`, 'blob-not-found')
+    const limit = opts.maxBytes ?? MAX_BLOB_BYTES
+    const alive = [...peers]
     let lastErr: unknown
-    for (const peer of peers) {
-      try {
-        const bytes = await network.request(peer, BLOB_PROTOCOL, req, { signal: opts.signal, maxResponseBytes: opts.maxBytes ?? MAX_BLOB_BYTES })
-        if (!bytesMatchCid(bytes, cid)) { lastErr = new Error(`blob from ${peer} does not match ${cid}`); continue }
-        await this.putVerified(cid, bytes, opts)
+    const stop = new AbortController()
+    const signal = opts.signal != null ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal
+    const slot = limiter(BLOB_FETCH_CONCURRENCY)
+    const fetchBlock = async (block: CID, maxBytes: number): Promise<Uint8Array> => await slot(async () => {
+      const key = block.toString()
+      const req = encodeBlobRequest(key)
+      for (const peer of [...alive]) {
+        signal.throwIfAborted()
+        if (!alive.includes(peer)) continue
+        let bytes: Uint8Array
+        try {
+          bytes = await network.request(peer, BLOB_PROTOCOL, req, { signal, maxResponseBytes: maxBytes })
+        } catch (err) {
+          signal.throwIfAborted()
+          lastErr = err
+          alive.splice(alive.indexOf(peer), 1)
+          continue
+        }
+        if (!blockMatches(bytes, block)) {
+          lastErr = new BlockMismatchError(peer, key)
+          log.warn({ peer, cid, block: key }, 'peer sent a block that does not match its CID; dropping it')
+          alive.splice(alive.indexOf(peer), 1)
+          continue
+        }
+        await this.blocks.put(block, bytes)
+        this.counters.blocksFetched++
         return bytes
-      } catch (err) {
-        lastErr = err
       }
+      if (lastErr instanceof BlockMismatchError) throw lastErr
+      throw new NotFoundError(`blob ${cid}: block ${key} not found at ${peers.length} peer(s): ${(lastErr as any)?.message ?? 'no peers'}`, 'blob-not-found')
+    })
+    try {
+      const size = await this.walk(root, { limit, fetchBlock, signal })
+      if (size == null) throw new NotFoundError(`blob ${cid} is incomplete`, 'blob-not-found')
+      return size
+    } catch (err) {
+      if (opts.signal?.aborted === true) throw opts.signal.reason ?? err
+      throw err
+    } finally {
+      stop.abort()
     }
-    throw new NotFoundError(`blob ${cid} not found at ${peers.length} peer(s): ${(lastErr as any)?.message ?? 'no peers'}`, 'blob-not-found')
+  }
+
+  /** Fetch a blob (the blocks not held) from `peers`, verify and store it; returns its bytes. */
+  async fetch (network: Network, cid: string, peers: string[], opts: FetchOptions = {}): Promise<Uint8Array> {
+    const size = await this.size(cid)
+    if (size != null) {
+      if (size > (opts.maxBytes ?? MAX_BLOB_BYTES)) throw new BlobTooLargeError(`blob ${cid} is ${size} bytes; the limit is ${opts.maxBytes ?? MAX_BLOB_BYTES}`)
+      const local = await this.get(cid, opts)
+      if (local != null) return local
+    }
+    await this.pull(network, cid, peers, opts)
+    const bytes = await this.get(cid, opts)
+    if (bytes == null) throw new NotFoundError(`blob ${cid} could not be read after fetching`, 'blob-not-found')
+    return bytes
   }
 }

@@ -15,7 +15,8 @@ export const OFFER_PROTOCOL = '/mercato/offer/1.0.0'
 /** Award → accept, heartbeats, result: one long-lived channel per award. */
 export const AWARD_PROTOCOL = '/mercato/award/1.0.0'
 /** Content-addressed module and input bytes. */
-export const BLOB_PROTOCOL = '/mercato/blob/1.0.0'
+/** Blocks of blobs, one request per block (2.0.0: 1.0.0 sent a whole blob in one frame). */
+export const BLOB_PROTOCOL = '/mercato/blob/2.0.0'
 /** A restarted requester asks a provider about a job it awarded. */
 export const STATUS_PROTOCOL = '/mercato/status/1.0.0'
 /** DHT key prefix under which providers advertise an engine. */
@@ -65,6 +66,20 @@ export const LIVE_LOG_FRAME_BYTES = 16 * 1024
 export const LIVE_LOG_FLUSH_MS = 200
 /** Largest blob (wasm module) served or fetched. */
 export const MAX_BLOB_BYTES = 16 * 1024 * 1024
+/**
+ * Largest block fetched (besides a whole-blob raw root, see blobs.ts): the importer writes 256 KiB
+ * leaves and nodes of a few KiB; 2 MiB is what IPFS' bitswap accepts, so DAGs built by other IPFS
+ * tools (1 MiB chunks) fit too. Below libp2p's 4 MiB stream buffer.
+ */
+export const MAX_BLOCK_BYTES = 2 * 1024 * 1024
+/** Default cap of an upload (`POST /v1/blobs`, config `blobs.maxUploadBytes`): a data set, not a disk. */
+export const MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+/** Blocks a fetch asks for at once: enough to hide a round trip per 256 KiB block, few enough to bound memory (8 × 2 MiB). */
+export const BLOB_FETCH_CONCURRENCY = 8
+/** Blocks a read (`cat`, `get`, `GET /v1/blobs/:cid`) loads ahead of its reader: 1 MiB of 256 KiB leaves keeps the disk busy without buffering the file. */
+export const BLOB_READ_AHEAD_BLOCKS = 4
+/** Deepest DAG walked: 174-link balanced trees of 256 KiB leaves need depth 4 for 200 GiB. */
+export const MAX_DAG_DEPTH = 8
 /**
  * Output files a result may name, and their bytes together: what a requester will fetch for one
  * result. The same as the executor's default caps (a provider's own caps may be lower, never need

@@ -50,7 +50,7 @@ export * from './types.js'
 export * from './constants.js'
 export { rankBids, settlementPrice, tieBreak } from './protocol/rules.js'
 export { decide, CHECKS } from './provider/strategy.js'
-export { BlobStore } from './blobs.js'
+export { BlobStore, BlobTooLargeError, BlockMismatchError, InvalidBlobError } from './blobs.js'
 export { Reputation, type PeerStanding } from './reputation.js'
 export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/trust.js'
 export { JobStateError } from '../errors.js'
@@ -86,6 +86,15 @@ export interface Market {
   start (): Promise<void>
   stop (): Promise<void>
   uploadBlob (bytes: Uint8Array): Promise<string>
+  /** import a byte stream as a UnixFS file (streamed into blocks, never held whole); BlobTooLargeError past `maxBytes` */
+  uploadBlobStream (source: AsyncIterable<Uint8Array>, opts?: { maxBytes?: number, signal?: AbortSignal }): Promise<{ cid: string, size: number }>
+  /**
+   * Fetch the blocks of a blob not held here, from `from` (PeerIds or multiaddrs) or else from the
+   * holders the DHT names; each block verified, at most `maxBytes`. Returns the blob's size.
+   */
+  fetchBlob (cid: string, opts: { from?: string[], maxBytes: number, signal?: AbortSignal }): Promise<number>
+  /** a held blob's bytes as a stream (a range with `offset`, `length`); undefined when not held whole */
+  catBlob (cid: string, opts?: { offset?: number, length?: number, signal?: AbortSignal }): Promise<{ size: number, content: AsyncIterable<Uint8Array> } | undefined>
   /** a blob held here (undefined when not); `cache: false` reads it without keeping it in memory */
   getBlob (cid: string, opts?: { cache?: boolean }): Promise<Uint8Array | undefined>
   submit (spec: SubmitSpec): Promise<JobView>
@@ -211,7 +220,27 @@ export function createMarket (init: MarketInit): Market {
       void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
       return cid
     },
+    async uploadBlobStream (source, opts = {}) {
+      const cid = await blobs.putStream(source, opts)
+      const size = await blobs.size(cid)
+      if (size == null) throw new Error(`blob ${cid} vanished after its import`)
+      void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
+      return { cid, size }
+    },
     getBlob: async (cid, opts) => await blobs.get(cid, opts),
+    async fetchBlob (cid, opts) {
+      const held = await blobs.size(cid)
+      if (held != null) return held
+      const peers = opts.from != null && opts.from.length > 0
+        ? opts.from
+        : await network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
+      return await blobs.pull(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
+    },
+    async catBlob (cid, opts = {}) {
+      const size = await blobs.size(cid)
+      if (size == null) return undefined
+      return { size, content: blobs.cat(cid, opts) }
+    },
     submit: async (spec) => await requester.submit(spec),
     get: async (id) => await requester.get(id),
     list: (opts) => requester.list(opts),

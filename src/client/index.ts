@@ -169,16 +169,34 @@ export class MercatoClient {
     return await this.json('GET', '/v1/balance', opts)
   }
 
-  /** Store bytes (a wasm module) on the node; returns their CID. */
-  async uploadBlob (bytes: Uint8Array, opts?: CallOptions): Promise<string> {
+  /** Store bytes (a wasm module) or a stream of them on the node; returns their CID. */
+  async uploadBlob (data: Uint8Array | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>, opts?: CallOptions): Promise<string> {
+    return (await this.upload(data, opts)).cid
+  }
+
+  /**
+   * Store bytes on the node and return `{ cid, size }`. A stream (a Node ReadStream, a web
+   * ReadableStream, any async iterable of chunks) is sent as it is read, never held whole; the
+   * node refuses more than its `gateway.maxUploadBytes` (413, `blob-too-large`). The CID is the
+   * one `ipfs add --cid-version 1` computes for the same bytes.
+   */
+  async upload (data: Uint8Array | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>, opts?: CallOptions): Promise<{ cid: string, size: number }> {
+    const streamed = !(data instanceof Uint8Array)
     const res = await this.request('POST', '/v1/blobs', {
       ...opts,
       // a copy on its own ArrayBuffer: BodyInit does not take views of a SharedArrayBuffer
-      body: new Uint8Array(bytes) as Uint8Array<ArrayBuffer>,
-      headers: { 'content-type': 'application/octet-stream' }
+      body: streamed ? toReadableStream(data) : new Uint8Array(data) as Uint8Array<ArrayBuffer>,
+      headers: { 'content-type': 'application/octet-stream' },
+      // a large upload takes as long as it takes; the caller's signal still stops it
+      stream: streamed
     })
-    const body = await res.json() as { cid: string, size: number }
-    return body.cid
+    return await res.json() as { cid: string, size: number }
+  }
+
+  /** Upload a file, streamed from disk (Node.js); returns `{ cid, size }`. */
+  async uploadFile (path: string, opts?: CallOptions): Promise<{ cid: string, size: number }> {
+    const { createReadStream } = await import('node:fs')
+    return await this.upload(createReadStream(path, { highWaterMark: 256 * 1024 }), opts)
   }
 
   /** Announce a job; the auction runs on the node. */
@@ -366,7 +384,10 @@ export class MercatoClient {
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
     let res: Response
     try {
-      res = await this.fetch(this.url + path, { method, headers, body: opts.body, signal })
+      // a streamed body needs `duplex: 'half'` (fetch's rule for request streams)
+      const init: RequestInit & { duplex?: 'half' } = { method, headers, body: opts.body, signal }
+      if (opts.body instanceof ReadableStream) init.duplex = 'half'
+      res = await this.fetch(this.url + path, init)
     } catch (err: any) {
       if (opts.signal?.aborted === true) throw err
       if (timeout?.aborted === true) throw new MercatoConnectionError(this.url, new Error(`no answer in ${this.timeoutMs} ms`))
@@ -385,4 +406,18 @@ export class MercatoClient {
     }
     return res
   }
+}
+
+/** A web ReadableStream of the chunks (pulled one at a time: backpressure reaches the source). */
+function toReadableStream (data: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>): ReadableStream<Uint8Array<ArrayBuffer>> {
+  if (data instanceof ReadableStream) return data as ReadableStream<Uint8Array<ArrayBuffer>>
+  const it = data[Symbol.asyncIterator]()
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({
+    async pull (controller) {
+      const { value, done } = await it.next()
+      if (done === true) controller.close()
+      else controller.enqueue(new Uint8Array(value.buffer as ArrayBuffer, value.byteOffset, value.byteLength))
+    },
+    async cancel (reason) { await it.return?.(reason) }
+  })
 }

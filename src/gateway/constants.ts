@@ -5,6 +5,12 @@ export const DEFAULT_PORT = 8420
 /** Largest request body: a wasm module or input blob fits; a runaway upload does not fill memory. */
 export const BODY_LIMIT_BYTES = 16 * 1024 * 1024
 
+/**
+ * After an upload is refused (413), the rest of its body is read and discarded for at most this
+ * long so that a client still sending sees the answer (curl, fetch); then the connection is dropped.
+ */
+export const UPLOAD_DRAIN_MS = 30_000
+
 /** The dashboard's cookie carrying the token (browsers cannot set Authorization on page loads or EventSource). */
 export const TOKEN_COOKIE = 'mercato_token'
 

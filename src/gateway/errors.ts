@@ -42,6 +42,8 @@ export const GATEWAY_ERRORS = {
   'invalid-input': { status: 400, message: 'The input is invalid' },
   'job-not-found': { status: 404, message: 'No such job' },
   'blob-not-found': { status: 404, message: 'No such blob' },
+  'block-mismatch': { status: 502, message: 'A peer sent a block that does not match its CID' },
+  'invalid-blob': { status: 400, message: 'The CID does not name a UnixFS file this node reads (codec, hash, shape)' },
   timeout: { status: 504, message: 'The operation timed out' }
 } as const
 

@@ -111,6 +111,24 @@ describe('market: five nodes, three providers', function () {
     expect(result.stdout).to.match(/world/)
     expect(await cheap.market.getBlob(cid) != null).to.equal(true)
   })
+
+  it('a module uploaded as a multi-block UnixFS DAG (dag-pb CID) runs like any other', async () => {
+    const { readFile } = await import('node:fs/promises')
+    const hello = new Uint8Array(await readFile(new URL('../fixtures/wasm/hello.wasm', import.meta.url)))
+    // pad the module past one 256 KiB chunk with a custom section (id 0, LEB128 size, name "pad")
+    const pad = new Uint8Array(300 * 1024)
+    const body = new Uint8Array([3, ...new TextEncoder().encode('pad'), ...pad])
+    const leb: number[] = []
+    for (let n = body.length; ; n >>>= 7) { const byte = n & 0x7f; if (n >>> 7 === 0) { leb.push(byte); break } leb.push(byte | 0x80) }
+    const wasm = new Uint8Array([...hello, 0, ...leb, ...body])
+    const { cid, size } = await requester.market.uploadBlobStream((async function * () { yield wasm })())
+    expect(size).to.equal(wasm.length)
+    expect(cid).to.match(/^bafybei/) // dag-pb root over 256 KiB raw leaves
+    const submitted = await requester.market.submit({ engine: 'wasm', module: cid, args: ['dag'] })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    expect((await requester.market.result(job.id)).stdout).to.match(/dag/)
+  })
 })
 
 describe('market: replicas', function () {

@@ -9,6 +9,8 @@ import { buildGateway, gatewayRoutes, GATEWAY_ERRORS } from '../../src/gateway/i
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 import { checkedInject, expectError, nodePlugins, JS_ECHO, JS_SLOW } from './helpers.js'
+import { jobRoutes } from '../../src/gateway/routes/jobs.js'
+import { Readable } from 'node:stream'
 
 describe('gateway routes', function () {
   this.timeout(30_000)
@@ -243,8 +245,16 @@ describe('gateway routes', function () {
       const small = await buildGateway({ node, bodyLimitBytes: 1024, plugins: nodePlugins(node) })
       try {
         expectError(await small.inject({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: 'x'.repeat(2048) } }), 413, 'payload-too-large')
-        expectError(await small.inject({ method: 'POST', url: '/v1/blobs', payload: Buffer.alloc(4096, 1), headers: { 'content-type': 'application/octet-stream' } }), 413, 'payload-too-large')
+        // uploads stream to disk: their cap is gateway.maxUploadBytes, not the body limit
+        const upload = await small.inject({ method: 'POST', url: '/v1/blobs', payload: Buffer.alloc(4096, 1), headers: { 'content-type': 'application/octet-stream' } })
+        expect(upload.statusCode).to.equal(201)
       } finally { await small.close() }
+      const capped = await buildGateway({ node, plugins: [jobRoutes({ market: node.market, maxUploadBytes: 2048 })] })
+      try {
+        expectError(await capped.inject({ method: 'POST', url: '/v1/blobs', payload: Buffer.alloc(4096, 2), headers: { 'content-type': 'application/octet-stream' } }), 413, 'blob-too-large')
+        // without a declared length (chunked): refused as the bytes pass the cap
+        expectError(await capped.inject({ method: 'POST', url: '/v1/blobs', payload: Readable.from([Buffer.alloc(1500, 3), Buffer.alloc(1500, 4)]), headers: { 'content-type': 'application/octet-stream' } }), 413, 'blob-too-large')
+      } finally { await capped.close() }
     })
 
     it('415 for a wrong content type', async () => {

@@ -16,6 +16,8 @@
 import { canonicalEncode, cidOfBytes, messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash, outputsField, type ExecJob, type ExecResult } from '../../executor/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
 import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
@@ -213,7 +215,9 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
       module = await blobs.fetch(ctx.network, cid, holders, { maxBytes })
     }
     job.module = module
-    job.moduleCid = spec.module.cid
+    // the blob store checked the bytes block by block against the CID; the executor checks a raw CID
+    // (the sha2-256 of the whole) again, and names a module uploaded as a UnixFS DAG by that hash itself
+    if (isRawCid(cid)) job.moduleCid = cid
   } else if (spec.source != null) {
     job.source = spec.source
   }
@@ -266,4 +270,8 @@ function failureResult (jobId: string, err: any): ExecResult {
     usage: { wallMs: 0, memoryBytes: 0, outputBytes: stderr.length },
     error: { name: typeof err?.code === 'string' ? err.code : 'trap', message: String(err?.message ?? err).slice(0, 1000) } as ExecResult['error']
   }
+}
+
+function isRawCid (cid: string): boolean {
+  try { return CID.parse(cid).code === raw.code } catch { return false }
 }

@@ -13,7 +13,7 @@ import type { BlobStore } from '../blobs.js'
 import type { Reputation } from '../reputation.js'
 import type { Journal } from '../protocol/journal.js'
 import { specSchema, type Bid, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result } from '../protocol/messages.js'
-import { DEFAULT_LIMITS } from '../constants.js'
+import { DEFAULT_LIMITS, MAX_BLOB_BYTES } from '../constants.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type SubmitSpec } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
@@ -223,7 +223,7 @@ export function isTerminal (job: RequesterJob): boolean {
 }
 
 /** A submitted spec as it goes on the wire: defaults filled, the module looked up, checked and encodable. */
-export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'>): Promise<JobSpecWire> {
+export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get' | 'size'>): Promise<JobSpecWire> {
   const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
   if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
   if (input.input !== undefined) spec.input = input.input
@@ -242,6 +242,9 @@ export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'
   }
   if (input.engine === 'wasm') {
     if (input.module == null) throw new InvalidInputError('a wasm job needs "module": the CID of an uploaded module', 'invalid-spec')
+    // an upload may be far larger than a module: refuse it by its size before reading it whole
+    const size = await blobs.size(input.module)
+    if (size != null && size > MAX_BLOB_BYTES) throw new InvalidInputError(`module ${input.module} is ${size} bytes; a module is at most ${MAX_BLOB_BYTES}`, 'invalid-spec')
     const bytes = await blobs.get(input.module)
     if (bytes == null) throw new InvalidInputError(`module ${input.module} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-module')
     spec.module = { cid: input.module, size: bytes.length }

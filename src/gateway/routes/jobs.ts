@@ -31,8 +31,10 @@
  * field); the route schemas describe them for the OpenAPI document.
  */
 import type { FastifyPluginAsync } from 'fastify'
+import { Readable } from 'node:stream'
+import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
-import type { Market, JobEvent, LogEvent } from '../../auction/index.js'
+import { BlobTooLargeError, MAX_UPLOAD_BYTES, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
 import { MarketHistory } from '../market-history.js'
 import { InvalidInputError, isMercatoError } from '../../errors.js'
@@ -41,7 +43,7 @@ import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
 import { contentDisposition, OUTPUT_CSP, outputContentType, parseRange } from '../outputs.js'
-import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX } from '../constants.js'
+import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, UPLOAD_DRAIN_MS } from '../constants.js'
 import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
 export { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
@@ -88,8 +90,19 @@ async function submitItem (market: Market, body: unknown): Promise<SubmitAnswer>
   }
 }
 
-export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
+/** After a refused upload: let the client finish sending (discarded) for UPLOAD_DRAIN_MS at most, then drop the connection. */
+function drainThenClose (raw: IncomingMessage): void {
+  if (raw.readableEnded) return
+  const timer = setTimeout(() => { raw.socket?.destroy() }, UPLOAD_DRAIN_MS)
+  timer.unref()
+  const clear = (): void => { clearTimeout(timer) }
+  raw.once('end', clear)
+  raw.once('close', clear)
+}
+
+export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): FastifyPluginAsync {
   const { market } = deps
+  const maxUploadBytes = deps.maxUploadBytes ?? MAX_UPLOAD_BYTES
   const jobBodyJsonSchema = documented(jobSpecJsonSchema())
   const submitted = { type: 'object', required: ['id', 'status'], properties: { id: { type: 'string' }, status: { type: 'string', enum: JOB_STATUSES } }, additionalProperties: false }
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', description: 'the job id' } } }
@@ -102,32 +115,69 @@ export function jobRoutes (deps: { market: Market }): FastifyPluginAsync {
     history.start()
     app.addHook('onClose', async () => { tails.stop(); history.stop() })
 
-    app.post('/v1/blobs', {
-      schema: {
-        tags: ['jobs'],
-        summary: 'Upload a module or input (raw bytes, Content-Type: application/octet-stream); returns its CID',
-        body: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'raw bytes' } } } },
-        response: { 201: { type: 'object', required: ['cid', 'size'], properties: { cid: { type: 'string' }, size: { type: 'integer' } }, additionalProperties: false } }
-      },
-      ...zodValidated
-    }, async (req, reply) => {
-      const body = req.body
-      if (!(body instanceof Uint8Array)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
-      const cid = await market.uploadBlob(new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
-      return await reply.status(201).send({ cid, size: body.byteLength })
+    // uploads stream: in this scope an octet-stream body is handed over as the request stream, read a
+    // chunk at a time into the importer (never whole), up to maxUploadBytes
+    await app.register(async (scope) => {
+      scope.removeContentTypeParser('application/octet-stream')
+      scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
+      scope.post('/v1/blobs', {
+        schema: {
+          tags: ['jobs'],
+          summary: `Upload a module or data (raw bytes, Content-Type: application/octet-stream, streamed; at most gateway.maxUploadBytes, default ${MAX_UPLOAD_BYTES / 1024 / 1024} MiB); returns its CID, the one \`ipfs add --cid-version 1\` computes`,
+          body: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', description: 'raw bytes' } } } },
+          response: { 201: { type: 'object', required: ['cid', 'size'], properties: { cid: { type: 'string' }, size: { type: 'integer' } }, additionalProperties: false } }
+        },
+        ...zodValidated
+      }, async (req, reply) => {
+        const body = req.body as unknown
+        if (!(body instanceof Readable)) throw new GatewayError('unsupported-media-type', 'upload raw bytes with Content-Type: application/octet-stream')
+        const declared = Number(req.headers['content-length'])
+        if (Number.isFinite(declared) && declared > maxUploadBytes) {
+          // refused before a byte is read; node's HTTP server then reads and discards the body (never
+          // stored) so that every client reads the answer: one still sending when the socket closes
+          // (EPIPE) would never see it. A client that keeps sending past UPLOAD_DRAIN_MS is cut off.
+          drainThenClose(req.raw)
+          throw new BlobTooLargeError(`the upload is ${declared} bytes; this node takes at most ${maxUploadBytes} (gateway.maxUploadBytes)`)
+        }
+        // a client that goes away mid-upload aborts the import (its blocks are dropped)
+        const gone = new AbortController()
+        const onClose = (): void => { if (!body.readableEnded) gone.abort(new GatewayError('invalid-request', 'the upload was cut short')) }
+        req.raw.on('close', onClose)
+        try {
+          // read without destroying the request on an early stop: the 413 still has to go out on its socket
+          const chunks = body.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>
+          const { cid, size } = await market.uploadBlobStream(chunks, { maxBytes: maxUploadBytes, signal: gone.signal })
+          return await reply.status(201).send({ cid, size })
+        } catch (err) {
+          if (isMercatoError(err) && err.code === 'blob-too-large') {
+            drainThenClose(req.raw)
+            throw new BlobTooLargeError(`the upload exceeds ${maxUploadBytes} bytes (gateway.maxUploadBytes)`)
+          }
+          throw err
+        } finally {
+          req.raw.off('close', onClose)
+        }
+      })
     })
 
-    app.get<{ Params: { cid: string } }>('/v1/blobs/:cid', {
+    app.get<{ Params: { cid: string }, Querystring: { from?: string } }>('/v1/blobs/:cid', {
       schema: {
         tags: ['jobs'],
-        summary: 'The bytes of a blob (fetched from peers when not held here)',
-        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string' } } },
-        response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404) }
+        summary: 'The bytes of a blob, streamed; one not held here is fetched first, block by block, from `from` or the holders the DHT names (at most gateway.maxUploadBytes)',
+        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string', maxLength: 128 } } },
+        querystring: { type: 'object', properties: { from: { type: 'string', maxLength: 2048, description: 'comma-separated PeerIds or multiaddrs to fetch from' } }, additionalProperties: false },
+        response: { 200: { description: 'the bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errorResponses(400, 404, 413, 502) }
       }
     }, async (req, reply) => {
-      const bytes = await market.getBlob(req.params.cid)
-      if (bytes == null) throw new GatewayError('not-found', `no blob ${req.params.cid}`)
-      return await reply.type('application/octet-stream').send(Buffer.from(bytes))
+      const { cid } = req.params
+      let blob = await market.catBlob(cid)
+      if (blob == null) {
+        const from = req.query.from?.split(',').map(p => p.trim()).filter(p => p !== '').slice(0, 8)
+        await market.fetchBlob(cid, { from, maxBytes: maxUploadBytes })
+        blob = await market.catBlob(cid)
+        if (blob == null) throw new GatewayError('not-found', `no blob ${cid}`)
+      }
+      return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
     })
 
     app.post('/v1/jobs', {

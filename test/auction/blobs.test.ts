@@ -1,0 +1,246 @@
+/**
+ * Blobs as UnixFS DAGs: the CIDs IPFS tools compute, uploads refused past their cap with nothing
+ * kept, and the block-by-block blob protocol between two real libp2p nodes on 127.0.0.1 (a
+ * multi-block transfer, a peer lying about one block, a broken transfer resumed).
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { importBytes } from 'ipfs-unixfs-importer'
+import { CID } from 'multiformats/cid'
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
+import { BlobStore, BLOB_PROTOCOL, MAX_BLOB_BYTES } from '../../src/auction/index.js'
+import { decodeBlobRequest } from '../../src/auction/protocol/frames.js'
+import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+
+const dirs: string[] = []
+async function store (): Promise<BlobStore> {
+  const dir = await mkdtemp(join(tmpdir(), 'mercato-blobs-'))
+  dirs.push(dir)
+  const s = new BlobStore(dir)
+  await s.start()
+  return s
+}
+
+/** The CID ipfs-unixfs-importer computes on its own, with its defaults, into a blockstore that keeps nothing. */
+async function importerCid (bytes: Uint8Array): Promise<string> {
+  return (await importBytes(bytes, { put: async (cid: CID) => cid })).cid.toString()
+}
+
+async function * chunks (bytes: Uint8Array, size = 65_536): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size)
+}
+
+async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const p of it) parts.push(p)
+  return Buffer.concat(parts)
+}
+
+describe('blobs as UnixFS DAGs', function () {
+  this.timeout(60_000)
+  after(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+
+  it('names a file as kubo does: "Hello IPFS\\n" with ipfs add --cid-version 1 is bafkreidfdrlk…', async () => {
+    // kubo test/sharness/t0124-gateway-ipns-record/README.md: FILE_CID=$(echo "Hello IPFS" | ipfs add --cid-version 1 -q)
+    const s = await store()
+    const cid = await s.putStream(chunks(new TextEncoder().encode('Hello IPFS\n')))
+    expect(cid).to.equal('bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244')
+  })
+
+  it('a multi-block file: the importer\'s own CID, 256 KiB raw leaves under a dag-pb root, read back whole and by range', async () => {
+    const s = await store()
+    const bytes = randomBytes(3 * 1024 * 1024 + 12_345)
+    const cid = await s.putStream(chunks(bytes, 100_000))
+    expect(cid).to.equal(await importerCid(bytes))
+    expect(CID.parse(cid).code).to.equal(0x70) // dag-pb
+    expect(await s.blocks.count()).to.equal(13 + 1) // ceil(size / 256 KiB) leaves and the root
+    expect(await s.size(cid)).to.equal(bytes.length)
+    expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
+    const part = await collect(s.cat(cid, { offset: 262_140, length: 10 }))
+    expect(part.equals(bytes.subarray(262_140, 262_150))).to.equal(true)
+  })
+
+  it('put() keeps a whole-blob raw block under the sha2-256 CID of the bytes (the name executors give outputs)', async () => {
+    const s = await store()
+    const bytes = randomBytes(1024 * 1024)
+    const cid = await s.put(bytes)
+    const digest = CID.parse(cid).multihash.digest
+    expect(Buffer.from(digest).equals(createHash('sha256').update(bytes).digest())).to.equal(true)
+    expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
+  })
+
+  it('reads a blob of the first release: one file <blobs>/<raw CID> holding the whole blob', async () => {
+    const s = await store()
+    const bytes = randomBytes(5 * 1024 * 1024)
+    const cid = CID.createV1(0x55, { code: 0x12, size: 32, digest: createHash('sha256').update(bytes).digest(), bytes: new Uint8Array([0x12, 0x20, ...createHash('sha256').update(bytes).digest()]) } as any).toString()
+    await writeFile(join(dirs[dirs.length - 1], cid), bytes)
+    expect(await s.size(cid)).to.equal(bytes.length)
+    expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
+  })
+
+  it('an upload past its cap is refused (blob-too-large) and leaves no block, staged or stored', async () => {
+    const s = await store()
+    const before = await s.blocks.count()
+    const err = await s.putStream(chunks(randomBytes(2 * 1024 * 1024)), { maxBytes: 1024 * 1024 }).catch(e => e)
+    expect(err.name).to.equal('BlobTooLargeError')
+    expect(err.code).to.equal('blob-too-large')
+    expect(await s.blocks.count()).to.equal(before)
+    const dir = dirs[dirs.length - 1]
+    expect(await readdir(join(dir, 'staging')).catch(() => [])).to.deep.equal([])
+  })
+
+  describe('the blob protocol between two nodes', () => {
+    let a: NetworkNode
+    let b: NetworkNode
+    let liar: NetworkNode
+    let sa: BlobStore
+    let sb: BlobStore
+    let big: Uint8Array
+    let bigCid: string
+
+    before(async () => {
+      a = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, allow: ['/ip4/127.0.0.1'] })
+      b = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, allow: ['/ip4/127.0.0.1'] })
+      liar = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, allow: ['/ip4/127.0.0.1'] })
+      sa = await store()
+      await sa.serve(a)
+      big = randomBytes(5 * 1024 * 1024 + 777) // 21 leaves and a root
+      bigCid = await sa.putStream(chunks(big))
+    })
+    after(async () => { await Promise.all([a?.stop(), b?.stop(), liar?.stop()]) })
+    beforeEach(async () => { sb = await store() })
+    afterEach(async () => { await liar.unhandle(BLOB_PROTOCOL).catch(() => {}) })
+
+    it('fetches a multi-block blob block by block, every block verified, and serves it on', async () => {
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(sb.stats().blocksFetched).to.equal(22)
+      expect(await sb.has(bigCid)).to.equal(true)
+    })
+
+    it('refuses a blob larger than the caller\'s maxBytes from its root, before any leaf', async () => {
+      const err = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 1024 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-too-large')
+      expect(sb.stats().blocksFetched).to.equal(1)
+      expect(await sb.has(bigCid)).to.equal(false)
+    })
+
+    it('catches a peer that sends one wrong block at that block (BlockMismatchError), keeps nothing wrong', async () => {
+      // the liar serves the real blocks, except the 6th block asked for: one byte flipped
+      let served = 0
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        const cid = decodeBlobRequest(req)
+        const block = (await sa.blocks.get(cid))!
+        if (++served === 6) { const bad = new Uint8Array(block); bad[100] ^= 1; return bad }
+        return block
+      })
+      const err = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.name).to.equal('BlockMismatchError')
+      expect(err.code).to.equal('block-mismatch')
+      // caught as it arrived: the fetch stopped within one window of concurrent requests, not after the whole blob
+      expect(served).to.be.lessThan(6 + 8 + 1)
+      expect(await sb.has(bigCid)).to.equal(false)
+      // every block kept is a true one; an honest peer completes the blob from there
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('resumes a broken transfer: the second fetch asks only for the blocks not held', async () => {
+      // a peer that goes away after 9 blocks
+      let served = 0
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        if (served >= 9) throw new Error('gone')
+        served++
+        return (await sa.blocks.get(decodeBlobRequest(req)))!
+      })
+      const err = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-not-found')
+      const held = await sb.blocks.count()
+      // what arrived before the break is kept (a block in flight when the fetch gave up may be lost)
+      expect(held).to.be.within(1, 9)
+      const servedByA = sa.stats().blocksServed
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(sa.stats().blocksServed - servedByA).to.equal(22 - held)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    /** Serve `blocks` (CID → bytes) from the liar; returns the count of requests it answered. */
+    async function liarServes (blocks: Map<string, Uint8Array>): Promise<{ served: number }> {
+      const count = { served: 0 }
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        const bytes = blocks.get(decodeBlobRequest(req))
+        if (bytes == null) throw new Error('no such block')
+        count.served++
+        return bytes
+      })
+      return count
+    }
+    async function dagPbBlock (unixfs: UnixFS, links: CID[]): Promise<{ cid: CID, bytes: Uint8Array }> {
+      const bytes = dagPb.encode({ Data: unixfs.marshal(), Links: links.map(Hash => ({ Hash, Tsize: 0 })) })
+      const { sha256 } = await import('multiformats/hashes/sha2')
+      return { cid: CID.createV1(dagPb.code, await sha256.digest(bytes)), bytes }
+    }
+
+    it('a root that understates its size: the bytes are counted as they come and the fetch stops at maxBytes', async () => {
+      const blocks = new Map<string, Uint8Array>()
+      const leaves: CID[] = []
+      for (let i = 0; i < 24; i++) {
+        const leaf = randomBytes(256 * 1024)
+        const cid = CID.parse(await new BlobStore().put(leaf)) // a raw block's CID
+        blocks.set(cid.toString(), leaf)
+        leaves.push(cid)
+      }
+      const liarRoot = new UnixFS({ type: 'file' })
+      for (let i = 0; i < 24; i++) liarRoot.addBlockSize(1n) // claims 24 bytes
+      const root = await dagPbBlock(liarRoot, leaves)
+      blocks.set(root.cid.toString(), root.bytes)
+      const count = await liarServes(blocks)
+      const err = await sb.fetch(b, root.cid.toString(), [liar.addresses()[0]], { maxBytes: 600 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-too-large')
+      // the root, the 3 leaves that cross 600 KiB, and at most one window (8) of requests already in flight
+      expect(count.served).to.be.at.most(1 + 3 + 8)
+      expect(await sb.has(root.cid.toString())).to.equal(false)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('a root that is a UnixFS directory, not a file: invalid-blob, nothing below it is asked for', async () => {
+      const dir = await dagPbBlock(new UnixFS({ type: 'directory' }), [CID.parse(bigCid)])
+      const count = await liarServes(new Map([[dir.cid.toString(), dir.bytes]]))
+      const err = await sb.fetch(b, dir.cid.toString(), [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.name).to.equal('InvalidBlobError')
+      expect(err.code).to.equal('invalid-blob')
+      expect(count.served).to.equal(1)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('a block larger than a block may be: refused by size at the frame, not buffered', async () => {
+      // a dag-pb root linking to a raw "leaf" of 3 MiB (over MAX_BLOCK_BYTES, 2 MiB)
+      const huge = randomBytes(3 * 1024 * 1024)
+      const hugeCid = CID.parse(await new BlobStore().put(huge))
+      const file = new UnixFS({ type: 'file' })
+      file.addBlockSize(BigInt(huge.length))
+      const root = await dagPbBlock(file, [hugeCid])
+      await liarServes(new Map([[root.cid.toString(), root.bytes], [hugeCid.toString(), huge]]))
+      const err = await sb.fetch(b, root.cid.toString(), [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-not-found')
+      expect(err.message).to.match(/exceeds/)
+      expect(await sb.blocks.has(hugeCid)).to.equal(false)
+      await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    it('a small blob put() whole (an output file, a module) still travels as one raw block', async () => {
+      const out = randomBytes(3 * 1024 * 1024)
+      const cid = await sa.put(out, { cache: false })
+      const bytes = await sb.fetch(b, cid, [a.addresses()[0]], { maxBytes: MAX_BLOB_BYTES })
+      expect(Buffer.compare(bytes, out)).to.equal(0)
+      expect(sb.stats().blocksFetched).to.equal(1)
+    })
+  })
+})
