@@ -100,6 +100,8 @@ export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
  * that a job's inputs, its inline source and the rest of its offer fit in MAX_OFFER_BYTES.
  */
 export const MAX_INPUT_URL_CHARS = 2048
+/** Largest input file a job spec may name by CID (providers' own limits, `provider.inputs`, are lower: 256 MiB by default). */
+export const MAX_INPUT_BLOB_BYTES = 2 ** 32
 export const MAX_INPUTS_SPEC_CHARS = 32 * 1024
 /** Provider defaults for input files (config `provider.inputs`): per file, all of a job's together, how many. */
 export const INPUT_MAX_FILE_BYTES = 256 * 1024 * 1024

@@ -17,10 +17,9 @@ import {
 import { JOB_STATUSES, TERMINAL } from '../auction/types.js'
 import { UsageError } from '../errors.js'
 import { checkConstraints, checkLabels, formatSelector, parseLabels, parseSelector, toConstraints } from '../labels.js'
-import { cidOfBytes } from '../crypto/index.js'
 import { inputListProblem } from '../executor/files.js'
-import { MAX_BLOB_BYTES } from '../auction/constants.js'
-import { loadSpecFile, parseVars, isSpecFile } from './spec-file.js'
+import { uploadCidOfBytes, uploadCidOfFile } from './upload-cid.js'
+import { loadSpecFile, parseVars, isSpecFile, type InputFile } from './spec-file.js'
 import { runEach, countLines } from './each.js'
 import { estimate, estimateText, type Estimate } from './estimate.js'
 import { MANY_PARALLEL } from '../client/constants.js'
@@ -134,13 +133,13 @@ export interface ResolvedSpec {
   spec: JobSpec
   /** bytes to upload before submitting; `spec.module` already holds their CID */
   module?: { path: string, bytes: Uint8Array }
-  /** `--file` inputs to upload before submitting; `spec.inputs` already names them by CID */
-  files?: Array<{ name: string, path: string, bytes: Uint8Array }>
+  /** `--file` inputs to upload (streamed) before submitting; `spec.inputs` already names them by their upload CID */
+  files?: InputFile[]
 }
 
 /**
- * `--file name=./local.csv` (repeatable): each local file is read (it becomes a blob, so at most
- * MAX_BLOB_BYTES) and named as input `name`. A flag without `=`, a bad name, a duplicate or a file
+ * `--file name=./local.csv` (repeatable): each local file is named as input `name` by the CID its
+ * upload will have (computed from a stream of the file; the file is uploaded on submit, streamed). A flag without `=`, a bad name, a duplicate or a file
  * that cannot be read is a usage error (exit 2) naming it.
  */
 async function readInputFiles (flags: string[]): Promise<NonNullable<ResolvedSpec['files']>> {
@@ -159,8 +158,7 @@ async function readInputFiles (flags: string[]): Promise<NonNullable<ResolvedSpe
       throw new UsageError(`--file ${name}=${path}: cannot read ${path} (${e.code ?? e.message})`)
     }
     if (size === 0) throw new UsageError(`--file ${name}=${path}: the file is empty (an input blob must not be)`)
-    if (size > MAX_BLOB_BYTES) throw new UsageError(`--file ${name}=${path}: ${size} bytes, over the ${MAX_BLOB_BYTES} bytes a blob may have (serve it over HTTP and name it as a URL input in a spec file)`)
-    files.push({ name, path, bytes: new Uint8Array(await readInput(path)) })
+    files.push({ name, path, size, cid: await uploadCidOfFile(path) })
   }
   return files
 }
@@ -174,7 +172,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   if (ext === '.wasm') {
     const bytes = new Uint8Array(await readInput(file))
     module = { path: file, bytes }
-    spec = { engine: 'wasm', module: cidOfBytes(bytes) }
+    spec = { engine: 'wasm', module: await uploadCidOfBytes(bytes) }
   } else if (ext === '.js' || ext === '.mjs') {
     spec = { engine: 'js', source: (await readInput(file)).toString('utf8') }
   } else if (isSpecFile(file)) {
@@ -194,7 +192,7 @@ export async function resolveSpec (file: string, flags: SubmitFlags): Promise<Re
   if (flags.file != null && flags.file.length > 0) {
     const flagged = await readInputFiles(flags.file)
     files = [...(files ?? []), ...flagged]
-    const inputs = [...(spec.inputs ?? []), ...flagged.map(f => ({ path: f.name, cid: cidOfBytes(f.bytes) }))]
+    const inputs = [...(spec.inputs ?? []), ...flagged.map(f => ({ path: f.name, cid: f.cid }))]
     const problem = inputListProblem(inputs.map(i => i.path))
     if (problem != null) throw new UsageError(`--file: ${problem}`)
     spec.inputs = inputs
@@ -216,8 +214,8 @@ async function uploadFiles (client: MercatoClient, resolved: ResolvedSpec): Prom
   const { spec, module } = resolved
   if (module != null) spec.module = await client.uploadBlob(module.bytes)
   for (const f of resolved.files ?? []) {
-    const cid = await client.uploadBlob(f.bytes)
-    if (cid !== cidOfBytes(f.bytes)) throw new Error(`the node stored ${f.path} as ${cid}, not ${cidOfBytes(f.bytes)}`)
+    const { cid } = await client.uploadFile(f.path)
+    if (cid !== f.cid) throw new Error(`the node stored ${f.path} as ${cid}, not ${f.cid} (did the file change while it was uploaded?)`)
   }
   return spec
 }
@@ -291,7 +289,7 @@ async function dryRun (client: MercatoClient, resolved: ResolvedSpec, flags: Sub
   }
   out(JSON.stringify(spec, null, 2) + '\n')
   if (module != null) err(`module: ${module.path} (${module.size} bytes), uploaded as ${module.cid} on submit\n`)
-  for (const f of resolved.files ?? []) err(`input ${f.name}: ${f.path} (${f.bytes.length} bytes), uploaded on submit\n`)
+  for (const f of resolved.files ?? []) err(`input ${f.name}: ${f.path} (${f.size} bytes), uploaded as ${f.cid} on submit\n`)
   err(est != null ? estimateText(est) : why)
   err('dry run: nothing submitted\n')
   return 0

@@ -22,8 +22,11 @@ import { readFile, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { LineCounter, parseDocument, visit, Scalar, type Document } from 'yaml'
 import { jobBodySchema, describeIssue } from '../gateway/job-spec.js'
-import { cidOfBytes } from '../crypto/index.js'
+import { uploadCidOfBytes, uploadCidOfFile } from './upload-cid.js'
 import { UsageError } from '../errors.js'
+
+/** A local file named as a job input: uploaded (streamed) on submit, named in the spec by its upload CID. */
+export interface InputFile { name: string, path: string, size: number, cid: string }
 
 /** A spec file read and checked: the spec as it will be posted, and the module bytes to upload first. */
 export interface LoadedSpec {
@@ -31,8 +34,8 @@ export interface LoadedSpec {
   spec: Record<string, unknown>
   /** the module file to upload (its CID is already in `spec.module`) */
   module?: { path: string, bytes: Uint8Array }
-  /** input files to upload (their CIDs are already in `spec.inputs`) */
-  files?: Array<{ name: string, path: string, bytes: Uint8Array }>
+  /** input files to upload, streamed (their upload CIDs are already in `spec.inputs`) */
+  files?: InputFile[]
 }
 
 const VAR = /\$\$\{|\$\{([^}]*)\}/g
@@ -104,7 +107,7 @@ export async function loadSpecFile (file: string, vars: Map<string, string>): Pr
   if (typeof spec.module === 'string' && (isPathRef(spec.module) || await isFile(resolve(base, spec.module)))) {
     const bytes = new Uint8Array(await readRef('module', spec.module))
     module = { path: resolve(base, spec.module), bytes }
-    spec.module = cidOfBytes(bytes)
+    spec.module = await uploadCidOfBytes(bytes)
   }
   if (typeof spec.source === 'string' && (isPathRef(spec.source) || (/\.m?js$/.test(spec.source) && !spec.source.includes('\n') && await isFile(resolve(base, spec.source))))) {
     spec.source = (await readRef('source', spec.source)).toString('utf8')
@@ -120,10 +123,18 @@ export async function loadSpecFile (file: string, vars: Map<string, string>): Pr
     spec.inputs = await Promise.all(spec.inputs.map(async (i: unknown, k: number) => {
       if (i == null || typeof i !== 'object' || typeof (i as any).cid !== 'string' || !isPathRef((i as any).cid)) return i
       const ref = (i as { cid: string }).cid
-      let bytes: Uint8Array
-      try { bytes = new Uint8Array(await readFile(resolve(base, ref))) } catch (e: any) { throw new UsageError(`${lineOf(['inputs', k, 'cid'])}: inputs.${k}.cid: cannot read ${ref} (${e.code ?? e.message})`) }
-      files.push({ name: String((i as any).path), path: resolve(base, ref), bytes })
-      return { ...i, cid: cidOfBytes(bytes) }
+      const path = resolve(base, ref)
+      let size: number
+      let cid: string
+      try {
+        const st = await stat(path)
+        if (!st.isFile()) throw Object.assign(new Error(), { code: 'not a regular file' })
+        size = st.size
+        cid = await uploadCidOfFile(path)
+      } catch (e: any) { throw new UsageError(`${lineOf(['inputs', k, 'cid'])}: inputs.${k}.cid: cannot read ${ref} (${e.code ?? e.message})`) }
+      if (size === 0) throw new UsageError(`${lineOf(['inputs', k, 'cid'])}: inputs.${k}.cid: ${ref} is empty (an input blob must not be)`)
+      files.push({ name: String((i as any).path), path, size, cid })
+      return { ...i, cid }
     }))
   }
 

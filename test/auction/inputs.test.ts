@@ -97,6 +97,24 @@ describe('market: input files', function () {
     await waitFor(async () => { try { await nothingStaged(); return true } catch { return false } }, 5000)
   })
 
+  it('a blob input of several blocks (a UnixFS DAG) reaches the job whole, fetched block by block', async () => {
+    const bytes = new Uint8Array(900 * 1024)
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919 + (i >> 11)) & 0xff
+    const cid = await client.uploadBlob(bytes)
+    expect(cid, 'a dag-pb root over 256 KiB leaves').to.match(/^bafybei/)
+    const source = `function main () {
+      const b = readFile('big.bin'); let h = 0
+      for (let i = 0; i < b.length; i++) h = (Math.imul(h, 31) + b[i]) | 0
+      return { n: b.length, h }
+    }`
+    let h = 0
+    for (const b of bytes) h = (Math.imul(h, 31) + b) | 0
+    const { job, result } = await run({ source, inputs: [{ path: 'big.bin', cid }], limits: { memoryMb: 32 } })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    expect(result.output).to.deep.equal({ n: bytes.length, h })
+    await waitFor(async () => { try { await nothingStaged(); return true } catch { return false } }, 5000)
+  })
+
   it('a wasm job reads its blob inputs under /inputs', async () => {
     const module = await client.uploadBlob(await readFile(join(FIXTURES, 'wasm/read-inputs.wasm')))
     const data = await client.uploadBlob(new TextEncoder().encode('wasm reads this\n'))

@@ -42,6 +42,25 @@ describe('CLI: submit --file', function () {
     expect(output).to.deep.equal({ files: ['data.csv', 'docs/notes.txt'], first: 'ada,1', notes: 'some notes' })
   })
 
+  it('a file of several blocks: the CLI names it by the CID the node gives its upload, and the job reads it all', async () => {
+    const big = Buffer.alloc(700 * 1024)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 9)) & 0xff
+    await writeFile(join(dir, 'big.bin'), big)
+    await writeFile(join(dir, 'count.js'), 'function main () { const b = readFile("big.bin"); let s = 0; for (let i = 0; i < b.length; i++) s = (s + b[i]) | 0; return { n: b.length, s } }')
+    const dry = await runCli(['submit', join(dir, 'count.js'), '--file', `big.bin=${join(dir, 'big.bin')}`, '--dry-run', '--api', node.gatewayUrl])
+    expect(dry.code, dry.stderr).to.equal(0)
+    const cid = JSON.parse(dry.stdout).inputs[0].cid as string
+    expect(cid).to.match(/^bafybei/)
+    const res = await runCli(['submit', join(dir, 'count.js'), '--file', `big.bin=${join(dir, 'big.bin')}`, '--wait', '--json', '--api', node.gatewayUrl])
+    expect(res.code, res.stderr).to.equal(0)
+    let s = 0
+    for (const b of big) s = (s + b) | 0
+    expect(res.stdout).to.contain(JSON.stringify({ n: big.length, s }))
+    const blob = await fetch(`${node.gatewayUrl}/v1/blobs/${cid}`)
+    expect(blob.status).to.equal(200)
+    expect(Buffer.from(await blob.arrayBuffer()).equals(big)).to.equal(true)
+  })
+
   for (const [flag, why] of [
     ['data.csv=./no/such/file.csv', /--file data\.csv=\.\/no\/such\/file\.csv: cannot read \.\/no\/such\/file\.csv \(ENOENT\)/],
     ['nonsense', /--file: expected NAME=PATH/],

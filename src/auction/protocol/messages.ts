@@ -15,7 +15,7 @@ import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, ver
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { constraintsSchema, labelsSchema } from '../../labels.js'
-import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_INPUT_URL_CHARS, MAX_INPUTS_SPEC_CHARS, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
+import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_INPUT_BLOB_BYTES, MAX_INPUT_URL_CHARS, MAX_INPUTS_SPEC_CHARS, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
 import { inputListProblem, outputListProblem } from '../../executor/index.js'
 import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 
@@ -43,7 +43,7 @@ export const httpUrl = z.string().min(1).max(MAX_INPUT_URL_CHARS).refine(u => {
  * sha256; `size` when known, so a provider can decline what it would not hold).
  */
 export const inputRefSchema = z.union([
-  z.strictObject({ path: z.string().min(1).max(1024), cid: z.string().regex(/^b[a-z2-7]{20,100}$/), size: z.number().int().min(1).max(MAX_BLOB_BYTES) }),
+  z.strictObject({ path: z.string().min(1).max(1024), cid: z.string().regex(/^b[a-z2-7]{20,100}$/), size: z.number().int().min(1).max(MAX_INPUT_BLOB_BYTES) }),
   z.strictObject({ path: z.string().min(1).max(1024), url: httpUrl, sha256: z.string().regex(/^[0-9a-f]{64}$/, { message: 'a hex sha256' }), size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional() })
 ])
 export type InputRef = z.infer<typeof inputRefSchema>

@@ -21,11 +21,14 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
 import { BlockList, isIP } from 'node:net'
-import { mkdir, open, rm, writeFile } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
+import { mkdir, open, rm } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
-import { BLOB_KEY_PREFIX, INPUT_URL_MAX_REDIRECTS, MAX_BLOB_BYTES } from '../constants.js'
+import { BLOB_KEY_PREFIX, INPUT_URL_MAX_REDIRECTS } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
 import { inputLimits, type ProviderContext } from './state.js'
 
@@ -96,25 +99,27 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
 
 async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
   const { blobs } = ctx.deps
-  const maxBytes = Math.min(i.size, MAX_BLOB_BYTES)
-  let bytes: Uint8Array
+  // block by block into the blob store (each block checked against its CID, capped at the size the
+  // offer names), then streamed into the job's folder: never the whole input in memory
+  let size: number
   try {
-    bytes = await blobs.fetch(ctx.network, i.cid, [requester], { maxBytes, cache: false, signal })
+    size = await blobs.pull(ctx.network, i.cid, [requester], { maxBytes: i.size, signal })
   } catch {
     signal.throwIfAborted()
-    // the requester cannot serve it: ask the DHT who holds it
+    // the requester cannot serve it (or not all of it): ask the DHT who holds it; blocks already
+    // fetched are not asked for again
     const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + i.cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
     try {
-      bytes = await blobs.fetch(ctx.network, i.cid, holders, { maxBytes, cache: false, signal })
+      size = await blobs.pull(ctx.network, i.cid, holders, { maxBytes: i.size, signal })
     } catch (err) {
       signal.throwIfAborted()
       ctx.log.debug({ err, cid: i.cid }, 'input blob not served')
       throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
     }
   }
-  if (bytes.length !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${bytes.length} bytes, not ${i.size}`)
-  await writeFile(file, bytes, { flag: 'wx' })
-  return bytes.length
+  if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
+  await pipeline(Readable.from(blobs.cat(i.cid, { signal })), createWriteStream(file, { flags: 'wx' }), { signal })
+  return size
 }
 
 /** Fetch one URL input into `file`, at most `maxBytes`, within `timeoutMs`; returns its size once its sha256 (and size) matched. */

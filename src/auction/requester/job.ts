@@ -13,7 +13,7 @@ import type { BlobStore } from '../blobs.js'
 import type { Reputation } from '../reputation.js'
 import type { Journal } from '../protocol/journal.js'
 import { specSchema, type Bid, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result } from '../protocol/messages.js'
-import { DEFAULT_LIMITS, MAX_BLOB_BYTES } from '../constants.js'
+import { DEFAULT_LIMITS, MAX_BLOB_BYTES, MAX_INPUT_BLOB_BYTES } from '../constants.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type SubmitSpec } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
@@ -231,9 +231,10 @@ export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'
     const inputs: unknown[] = []
     for (const i of input.inputs) {
       if ('cid' in i && typeof i.cid === 'string') {
-        const bytes = await blobs.get(i.cid, { cache: false })
-        if (bytes == null) throw new InvalidInputError(`input ${i.path}: blob ${i.cid} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-input')
-        inputs.push({ path: i.path, cid: i.cid, size: bytes.length })
+        const size = await blobs.size(i.cid)
+        if (size == null) throw new InvalidInputError(`input ${i.path}: blob ${i.cid} is not in this node's blob store; upload it first (POST /v1/blobs)`, 'unknown-input')
+        if (size > MAX_INPUT_BLOB_BYTES) throw new InvalidInputError(`input ${i.path}: blob ${i.cid} is ${size} bytes; an input file is at most ${MAX_INPUT_BLOB_BYTES}`, 'invalid-spec')
+        inputs.push({ path: i.path, cid: i.cid, size })
       } else {
         inputs.push(i)
       }

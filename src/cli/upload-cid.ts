@@ -1,0 +1,30 @@
+/**
+ * The CID a node gives bytes uploaded with `POST /v1/blobs`, computed here
+ * without a node and without keeping a block: the same importer with the
+ * same options as the node's blob store (ipfs-unixfs-importer's defaults,
+ * kubo's `ipfs add --cid-version 1`), fed from a file stream, so a 256 MiB
+ * input costs a chunk of memory, not 256 MiB. The CLI names inputs by this
+ * CID before it uploads them (a dry run shows it) and checks that the node
+ * answers the same one.
+ */
+import { createReadStream } from 'node:fs'
+import type { CID } from 'multiformats/cid'
+
+type Source = AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+
+async function cidOf (source: Source): Promise<string> {
+  // loaded when a command uploads something: most commands never do
+  const { importByteStream } = await import('ipfs-unixfs-importer')
+  const discard = { put: (cid: CID): CID => cid }
+  return (await importByteStream(source, discard)).cid.toString()
+}
+
+/** The upload CID of a local file, read as a stream. */
+export async function uploadCidOfFile (path: string): Promise<string> {
+  return await cidOf(createReadStream(path))
+}
+
+/** The upload CID of bytes already in memory (a module). */
+export async function uploadCidOfBytes (bytes: Uint8Array): Promise<string> {
+  return await cidOf([bytes])
+}
