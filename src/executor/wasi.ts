@@ -477,12 +477,8 @@ export class Wasi {
   private inputPath (fd: number, ptr: number, len: number): string | number {
     const base = this.inputDir(fd)
     if (base == null) return this.isInput(fd) ? ENOTDIR : EBADF
-    if (len === 0) return ENOENT
-    if (len > MAX_OUTPUT_PATH_BYTES) return ENAMETOOLONG
-    if (!this.inBounds(ptr, len)) return EFAULT
-    this.mem()
-    let text: string
-    try { text = STRICT_UTF8.decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+    const text = this.pathText(ptr, len)
+    if (typeof text === 'number') return text
     if (/^(\.\/)*\.?\/*$/.test(text)) return base
     const n = normaliseOutputPath(text)
     if ('problem' in n) return PROBLEM_ERRNO[n.problem]
@@ -572,18 +568,26 @@ export class Wasi {
   }
 
   /**
+   * The text of a path in guest memory, or an errno: empty, too long, out of range or not UTF-8.
+   * The length is checked before anything is copied out of guest memory.
+   */
+  private pathText (ptr: number, len: number): string | number {
+    if (len === 0) return ENOENT
+    if (len > MAX_OUTPUT_PATH_BYTES) return ENAMETOOLONG
+    if (!this.inBounds(ptr, len)) return EFAULT
+    this.mem()
+    try { return STRICT_UTF8.decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+  }
+
+  /**
    * A path the guest names relative to the output directory: '' for the directory itself, the
    * normalised path, or an errno (bad descriptor, out of range, too long, not UTF-8, escaping).
    * The length is checked before anything is copied out of guest memory.
    */
   private guestPath (fd: number, ptr: number, len: number): string | number {
     if (!this.isOutputsDir(fd)) return this.open.has(fd) ? ENOTDIR : EBADF
-    if (len === 0) return ENOENT
-    if (len > MAX_OUTPUT_PATH_BYTES) return ENAMETOOLONG
-    if (!this.inBounds(ptr, len)) return EFAULT
-    this.mem()
-    let text: string
-    try { text = STRICT_UTF8.decode(this.u8.subarray(ptr, ptr + len)) } catch { return EILSEQ }
+    const text = this.pathText(ptr, len)
+    if (typeof text === 'number') return text
     if (/^(\.\/)*\.?$/.test(text)) return ''
     const n = normaliseOutputPath(text)
     return 'problem' in n ? PROBLEM_ERRNO[n.problem] : n.path

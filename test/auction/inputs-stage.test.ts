@@ -18,6 +18,7 @@ import { logger } from '../../src/logger.js'
 import { decide, type StrategyContext } from '../../src/auction/provider/strategy.js'
 import { canRun, type InviteJob } from '../../src/auction/requester/invite.js'
 import type { BookEntry } from '../../src/auction/requester/book.js'
+import { MAX_INPUT_BLOB_BYTES } from '../../src/auction/constants.js'
 
 const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -193,7 +194,7 @@ describe('wire: a signed offer\'s inputs are checked before use', () => {
     expect(problem([url('a'), url('a/b')])).to.match(/both a file and a directory/)
     expect(problem([url('a', 'file:///etc/passwd')])).to.match(/http/)
     expect(problem([url('a', 'javascript:alert(1)')])).to.match(/http/)
-    expect(problem([{ path: 'a', cid, size: 17 * 1024 * 1024 }])).to.match(/Too big|less than or equal/i)
+    expect(problem([{ path: 'a', cid, size: MAX_INPUT_BLOB_BYTES + 1 }])).to.match(/Too big|less than or equal/i)
     expect(problem(Array.from({ length: 65 }, (_, i) => url(`f${i}`)))).to.match(/Too big|at most|64/i)
     expect(problem(Array.from({ length: 20 }, (_, i) => url(`f${i}`, `https://x.org/${'a'.repeat(2000)}`)))).to.match(/over 32768/)
     expect(problem([])).to.match(/Too small|at least/i)
