@@ -28,7 +28,7 @@
  * missing blocks. A blob counts as held only when every block of its DAG is.
  */
 import { createHash } from 'node:crypto'
-import { importByteStream } from 'ipfs-unixfs-importer'
+import { importFile } from './unixfs.js'
 import { exporter } from 'ipfs-unixfs-exporter'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
@@ -208,13 +208,13 @@ export class BlobStore {
     }
     try {
       // the importer's defaults: kubo's `ipfs add --cid-version 1` (see the module doc)
-      const entry = await importByteStream(capped(), staging)
+      const cid = await importFile(capped(), staging)
       signal?.throwIfAborted()
       if (total === 0) throw new InvalidInputError('empty blob', 'empty-blob')
       const blocks = staging.size
       await staging.commit()
-      log.debug({ cid: entry.cid.toString(), bytes: total, blocks }, 'blob imported')
-      return entry.cid.toString()
+      log.debug({ cid, bytes: total, blocks }, 'blob imported')
+      return cid
     } catch (err) {
       await staging.discard()
       throw err

@@ -1,11 +1,10 @@
 /**
  * The CID a node gives bytes uploaded with `POST /v1/blobs`, computed here
- * without a node and without keeping a block: the same importer with the
- * same options as the node's blob store (ipfs-unixfs-importer's defaults,
- * kubo's `ipfs add --cid-version 1`), fed from a file stream, so a 256 MiB
- * input costs a chunk of memory, not 256 MiB. The CLI names inputs by this
- * CID before it uploads them (a dry run shows it) and checks that the node
- * answers the same one.
+ * without a node and without keeping a block: the node's own import
+ * (auction/unixfs.ts) fed from a file stream, so a 256 MiB input costs a
+ * chunk of memory, not 256 MiB. The CLI names inputs by this CID before it
+ * uploads them (a dry run shows it) and checks that the node answers the
+ * same one.
  */
 import { createReadStream } from 'node:fs'
 import type { CID } from 'multiformats/cid'
@@ -14,9 +13,9 @@ type Source = AsyncIterable<Uint8Array> | Iterable<Uint8Array>
 
 async function cidOf (source: Source): Promise<string> {
   // loaded when a command uploads something: most commands never do
-  const { importByteStream } = await import('ipfs-unixfs-importer')
+  const { importFile } = await import('../auction/unixfs.js')
   const discard = { put: (cid: CID): CID => cid }
-  return (await importByteStream(source, discard)).cid.toString()
+  return await importFile(source, discard)
 }
 
 /** The upload CID of a local file, read as a stream. */
