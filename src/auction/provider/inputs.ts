@@ -28,9 +28,9 @@ import { pipeline } from 'node:stream/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
-import { BLOB_KEY_PREFIX, INPUT_URL_MAX_REDIRECTS } from '../constants.js'
+import { INPUT_URL_MAX_REDIRECTS } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
-import { inputLimits, type ProviderContext } from './state.js'
+import { fromRequesterOrHolders, inputLimits, type ProviderContext } from './state.js'
 
 export type InputFailureName = 'input-mismatch' | 'input-too-large' | 'input-unreachable'
 
@@ -103,19 +103,11 @@ async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid:
   // offer names), then streamed into the job's folder: never the whole input in memory
   let size: number
   try {
-    size = await blobs.pull(ctx.network, i.cid, [requester], { maxBytes: i.size, signal })
-  } catch {
+    size = await fromRequesterOrHolders(ctx, i.cid, requester, async peers => await blobs.pull(ctx.network, i.cid, peers, { maxBytes: i.size, signal }), signal)
+  } catch (err) {
     signal.throwIfAborted()
-    // the requester cannot serve it (or not all of it): ask the DHT who holds it; blocks already
-    // fetched are not asked for again
-    const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + i.cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
-    try {
-      size = await blobs.pull(ctx.network, i.cid, holders, { maxBytes: i.size, signal })
-    } catch (err) {
-      signal.throwIfAborted()
-      ctx.log.debug({ err, cid: i.cid }, 'input blob not served')
-      throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
-    }
+    ctx.log.debug({ err, cid: i.cid }, 'input blob not served')
+    throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
   }
   if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
   await pipeline(Readable.from(blobs.cat(i.cid, { signal })), createWriteStream(file, { flags: 'wx' }), { signal })

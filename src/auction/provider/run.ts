@@ -18,11 +18,11 @@ import { computeResultHash, outputsField, type ExecJob, type ExecResult } from '
 import type { MessageChannel } from '../../p2p/index.js'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import { BLOB_KEY_PREFIX, MAX_BLOB_BYTES } from '../constants.js'
+import { MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
 import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../constants.js'
-import { dropOffer, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
+import { dropOffer, fromRequesterOrHolders, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 import { LiveLogSender } from './logs.js'
 import { InputFailure, stageInputs, type StagedInputs } from './inputs.js'
 
@@ -206,15 +206,7 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
     const cid = spec.module.cid
     const maxBytes = Math.min(MAX_BLOB_BYTES, spec.module.size)
     const { blobs } = ctx.deps
-    let module: Uint8Array
-    try {
-      module = await blobs.fetch(ctx.network, cid, [requester], { maxBytes })
-    } catch {
-      // the requester cannot serve it: ask the DHT who holds it
-      const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
-      module = await blobs.fetch(ctx.network, cid, holders, { maxBytes })
-    }
-    job.module = module
+    job.module = await fromRequesterOrHolders(ctx, cid, requester, async peers => await blobs.fetch(ctx.network, cid, peers, { maxBytes }))
     // the blob store checked the bytes block by block against the CID; the executor checks a raw CID
     // (the sha2-256 of the whole) again, and names a module uploaded as a UnixFS DAG by that hash itself
     if (isRawCid(cid)) job.moduleCid = cid

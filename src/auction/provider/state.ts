@@ -10,7 +10,7 @@ import type { Ledger } from '../../ledger/index.js'
 import type { Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import type { BlobStore } from '../blobs.js'
-import { INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL_TIMEOUT_MS, MAX_BID_OFFERS } from '../constants.js'
+import { BLOB_KEY_PREFIX, INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL_TIMEOUT_MS, MAX_BID_OFFERS } from '../constants.js'
 import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 import type { Journal } from '../protocol/journal.js'
 import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
@@ -160,4 +160,18 @@ export function dropOffer (state: ProviderContext['state'], offerId: string): vo
   const ids = state.offersBy.get(entry.requester)
   ids?.delete(offerId)
   if (ids?.size === 0) state.offersBy.delete(entry.requester)
+}
+
+/**
+ * A blob a job names (its module, an input), got by `get` from the job's requester, or when the
+ * requester cannot serve it, from the holders the DHT names (3 s to ask).
+ */
+export async function fromRequesterOrHolders<T> (ctx: ProviderContext, cid: string, requester: string, get: (peers: string[]) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  try {
+    return await get([requester])
+  } catch {
+    signal?.throwIfAborted()
+    const holders = await ctx.network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
+    return await get(holders)
+  }
 }
