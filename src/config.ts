@@ -52,6 +52,14 @@ export const configSchema = z.strictObject({
     /** largest upload to POST /v1/blobs (streamed to disk, never held whole); 413 past it */
     maxUploadBytes: z.number().int().min(1024)
   }),
+  // the block store (auction/blob-gc.ts): blobs past cacheMaxBytes that nothing pins are removed,
+  // oldest first; a provider keeps the output files of the jobs it ran for outputRetentionMs
+  blobs: z.strictObject({
+    cacheMaxBytes: z.number().int().min(0),
+    outputRetentionMs: z.number().int().min(0),
+    collectIntervalMs: z.number().int().min(0),
+    collectGraceMs: z.number().int().min(0)
+  }),
   ledger: z.strictObject({
     headIntervalMs: z.number().int().min(100),
     headDebounceMs: z.number().int().min(0)

@@ -139,6 +139,7 @@ export class MercatoNode implements GatewayNode {
       ledger: this.ledger,
       executor: this.executor,
       blobsDir: join(cfg.dataDir, 'blobs'),
+      blobs: cfg.blobs,
       requester: cfg.auction,
       provider: {
         enabled: cfg.provider.enabled,

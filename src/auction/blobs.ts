@@ -41,6 +41,7 @@ import type { Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
 import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, MAX_BLOB_BYTES, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES } from './constants.js'
 import { BlockStore } from './blocks.js'
+import { BlobCollector } from './blob-gc.js'
 
 const log = logger('auction:blobs')
 
@@ -149,6 +150,8 @@ function limiter (n: number): <T>(task: () => Promise<T>) => Promise<T> {
 
 export class BlobStore {
   readonly blocks: BlockStore
+  /** pins, holds and the collector of cached blobs (blob-gc.ts) */
+  readonly gc: BlobCollector
   private readonly cache = new Map<string, Uint8Array>()
   private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0 }
   /** the exporter's view of the store: every block read is checked against its CID */
@@ -156,6 +159,7 @@ export class BlobStore {
 
   constructor (dir?: string) {
     const blocks = this.blocks = new BlockStore(dir)
+    this.gc = new BlobCollector(blocks, dir)
     this.reader = {
       get: async function * (cid: CID): AsyncGenerator<Uint8Array> {
         const bytes = await blocks.get(cid)
@@ -168,6 +172,7 @@ export class BlobStore {
 
   async start (): Promise<void> {
     await this.blocks.start()
+    await this.gc.load()
   }
 
   stats (): BlobStats {

@@ -20,6 +20,7 @@ export class BlockStore {
   private readonly dir?: string
   private readonly blocksDir?: string
   private readonly memory = new Map<string, Uint8Array>()
+  private readonly memoryTimes = new Map<string, number>()
   private writes = 0
 
   constructor (dir?: string) {
@@ -61,13 +62,40 @@ export class BlockStore {
   /** Store a verified block (no-op when held). */
   async put (cid: CID | string, bytes: Uint8Array): Promise<void> {
     const key = cid.toString()
-    if (this.blocksDir == null) { this.memory.set(key, bytes); return }
+    if (this.blocksDir == null) {
+      if (!this.memory.has(key)) this.memoryTimes.set(key, Date.now())
+      this.memory.set(key, bytes)
+      return
+    }
     const file = join(this.blocksDir, key)
     try { await stat(file); return } catch {}
     // a name of its own per write: two writes of one block at once must not share a temp file
     const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
     await writeFile(tmp, bytes)
     await rename(tmp, file)
+  }
+
+  /**
+   * Every block in `blocks/` with its size and when it was written (ms since the epoch), for the
+   * collector (blobs.ts). In memory, the time is when the block was put.
+   */
+  async list (): Promise<Array<{ key: string, bytes: number, writtenMs: number }>> {
+    if (this.blocksDir == null) return [...this.memory].map(([key, bytes]) => ({ key, bytes: bytes.length, writtenMs: this.memoryTimes.get(key) ?? 0 }))
+    const out: Array<{ key: string, bytes: number, writtenMs: number }> = []
+    for (const name of await readdir(this.blocksDir)) {
+      if (name.endsWith('.tmp')) continue
+      try {
+        const s = await stat(join(this.blocksDir, name))
+        out.push({ key: name, bytes: s.size, writtenMs: s.mtimeMs })
+      } catch {} // removed meanwhile
+    }
+    return out
+  }
+
+  /** Remove a block from `blocks/` (the collector's; no-op when it is not there). */
+  async delete (key: string): Promise<void> {
+    if (this.blocksDir == null) { this.memory.delete(key); this.memoryTimes.delete(key); return }
+    await unlink(join(this.blocksDir, key)).catch(() => {})
   }
 
   /** Number of blocks held in `blocks/` (tests, status). */

@@ -66,6 +66,8 @@ export interface MarketInit {
   ledger: Ledger
   executor: Executor
   blobsDir?: string
+  /** the block store's collector (config `blobs`); defaults in blob-gc.ts */
+  blobs?: { cacheMaxBytes: number, outputRetentionMs: number, collectIntervalMs: number, collectGraceMs: number }
   requester: RequesterConfig
   provider: ProviderConfig
   isFlagged?: (peerId: string) => boolean
@@ -93,6 +95,11 @@ export interface Market {
    * holders the DHT names; each block verified, at most `maxBytes`. Returns the blob's size.
    */
   fetchBlob (cid: string, opts: { from?: string[], maxBytes: number, signal?: AbortSignal }): Promise<number>
+  /**
+   * Stop keeping a blob the user uploaded (or a result's output file): it becomes cache, removed
+   * once the store is past `blobs.cacheMaxBytes` (blob-gc.ts). False when it was not pinned.
+   */
+  unpinBlob (cid: string): boolean
   /** a held blob's bytes as a stream (a range with `offset`, `length`); undefined when not held whole */
   catBlob (cid: string, opts?: { offset?: number, length?: number, signal?: AbortSignal }): Promise<{ size: number, content: AsyncIterable<Uint8Array> } | undefined>
   /** a blob held here (undefined when not); `cache: false` reads it without keeping it in memory */
@@ -181,6 +188,12 @@ export function createMarket (init: MarketInit): Market {
     events: requester.events,
     async start () {
       await blobs.start()
+      if (init.blobs != null) {
+        const b = init.blobs
+        blobs.gc.start({ maxBytes: b.cacheMaxBytes, intervalMs: b.collectIntervalMs, graceMs: b.collectGraceMs, outputRetentionMs: b.outputRetentionMs })
+      } else {
+        blobs.gc.start()
+      }
       // standing from our own log: receipts we signed or got, losses and mismatches we saw
       for (const r of await readStandingRecords(init.ledger)) {
         const m = readRecord(r)
@@ -214,14 +227,17 @@ export function createMarket (init: MarketInit): Market {
       network.unsubscribe(JOBS_TOPIC)
       network.unsubscribe(ADVERTS_TOPIC)
       await network.unhandle(BLOB_PROTOCOL).catch(() => {})
+      await blobs.gc.stop()
     },
     async uploadBlob (bytes) {
       const cid = await blobs.put(bytes)
+      blobs.gc.pin(cid, 'upload')
       void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
       return cid
     },
     async uploadBlobStream (source, opts = {}) {
       const cid = await blobs.putStream(source, opts)
+      blobs.gc.pin(cid, 'upload')
       const size = await blobs.size(cid)
       if (size == null) throw new Error(`blob ${cid} vanished after its import`)
       void network.provide(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
@@ -235,6 +251,11 @@ export function createMarket (init: MarketInit): Market {
         ? opts.from
         : await network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
       return await blobs.pull(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
+    },
+    unpinBlob (cid) {
+      const had = blobs.gc.unpin(cid)
+      if (had) blobs.gc.collectSoon()
+      return had
     },
     async catBlob (cid, opts = {}) {
       const size = await blobs.size(cid)

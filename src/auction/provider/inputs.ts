@@ -99,8 +99,23 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
 
 async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
   const { blobs } = ctx.deps
-  // block by block into the blob store (each block checked against its CID, capped at the size the
-  // offer names), then streamed into the job's folder: never the whole input in memory
+  // held from the first block to the last byte copied: the collector must not take it meanwhile;
+  // afterwards it is cache, collected when the store is past blobs.cacheMaxBytes
+  const release = blobs.gc.hold(i.cid)
+  try {
+    return await pullInto(ctx, i, requester, file, signal)
+  } finally {
+    release()
+    blobs.gc.collectSoon()
+  }
+}
+
+/**
+ * Block by block into the blob store (each block checked against its CID, capped at the size the
+ * offer names), then streamed into the job's folder: never the whole input in memory.
+ */
+async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
+  const { blobs } = ctx.deps
   let size: number
   try {
     size = await fromRequesterOrHolders(ctx, i.cid, requester, async peers => await blobs.pull(ctx.network, i.cid, peers, { maxBytes: i.size, signal }), signal)

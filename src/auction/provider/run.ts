@@ -224,7 +224,10 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
 async function storeOutputs (ctx: ProviderContext, exec: ExecResult): Promise<void> {
   if (exec.outputs == null || ctx.deps.withholdOutputs === true) return
   for (const o of exec.outputs) {
-    if (o.size > 0) await ctx.deps.blobs.put(o.bytes, { cache: false })
+    if (o.size === 0) continue
+    const cid = await ctx.deps.blobs.put(o.bytes, { cache: false })
+    // served to the requester (and its user) for blobs.outputRetentionMs, then collectable
+    ctx.deps.blobs.gc.pin(cid, 'output')
   }
 }
 

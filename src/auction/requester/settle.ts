@@ -111,6 +111,8 @@ export class Settlement {
         try {
           const bytes = await ctx.deps.blobs.fetch(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, cache: false, signal })
           if (bytes.length !== o.size) throw new Error(`${bytes.length} bytes, not ${o.size}`)
+          // the user's results: kept until the user removes them (blob-gc.ts)
+          ctx.deps.blobs.gc.pin(o.cid, 'result')
         } catch (err: any) {
           ctx.count('outputs-unavailable')
           throw new RefusedMessageError('outputs-unavailable', `output ${o.path} (${o.cid}) not served by the provider: ${String(err?.message ?? err).slice(0, 200)}`)

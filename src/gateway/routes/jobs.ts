@@ -3,6 +3,7 @@
  *
  *   POST   /v1/blobs               raw bytes → 201 { cid, size }
  *   GET    /v1/blobs/:cid          the bytes
+ *   DELETE /v1/blobs/:cid          stop keeping an upload (it becomes cache: blobs.cacheMaxBytes)
  *   POST   /v1/jobs                job spec (JSON) → 202 { id, status }; an array of specs (a batch,
  *                                   at most JOBS_BATCH_MAX) → 200, one { id, status } or { error } per item
  *   GET    /v1/schema/job.json     the job spec as a JSON Schema (from the zod schema below)
@@ -179,6 +180,19 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         if (blob == null) throw new GatewayError('not-found', `no blob ${cid}`)
       }
       return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
+    })
+
+    app.delete<{ Params: { cid: string } }>('/v1/blobs/:cid', {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Stop keeping a blob this node\'s user uploaded (or an output file of its jobs): it stays readable until the collector needs its room (blobs.cacheMaxBytes, oldest first); 404 when it was not kept',
+        params: { type: 'object', required: ['cid'], properties: { cid: { type: 'string', maxLength: 128 } } },
+        response: { 200: { type: 'object', required: ['cid', 'pinned'], properties: { cid: { type: 'string' }, pinned: { type: 'boolean' } } }, ...errorResponses(404) }
+      }
+    }, async (req) => {
+      const { cid } = req.params
+      if (!market.unpinBlob(cid)) throw new GatewayError('not-found', `blob ${cid} is not kept by this node (never uploaded, or already released)`)
+      return { cid, pinned: false }
     })
 
     app.post('/v1/jobs', {

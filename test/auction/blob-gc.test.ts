@@ -1,0 +1,193 @@
+/**
+ * The block store's collector (auction/blob-gc.ts): pinned and held blobs stay, cached ones go
+ * oldest first once the store is past its size, shared blocks stay, young blocks stay, pins outlive
+ * a restart and expire; end to end, a provider keeps the output files of the job it ran and drops
+ * the input it fetched, and the requester keeps the upload and the result until the user releases
+ * the upload (`DELETE /v1/blobs/:cid`).
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as dagPb from '@ipld/dag-pb'
+import { BlobStore, JOBS_TOPIC } from '../../src/auction/index.js'
+import { MercatoClient } from '../../src/client/index.js'
+import type { MercatoNode } from '../../src/node.js'
+import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+
+const KiB = 1024
+const dirs: string[] = []
+
+async function store (): Promise<{ s: BlobStore, dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'mercato-blob-gc-'))
+  dirs.push(dir)
+  const s = new BlobStore(dir)
+  await s.start()
+  return { s, dir }
+}
+
+async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> { yield bytes }
+
+/** Every block of a held blob's DAG. */
+async function blocksOf (s: BlobStore, root: string): Promise<string[]> {
+  const out: string[] = []
+  const visit = async (cid: CID): Promise<void> => {
+    out.push(cid.toString())
+    if (cid.code !== dagPb.code) return
+    const bytes = await s.blocks.get(cid)
+    for (const l of dagPb.decode(bytes!).Links) await visit(l.Hash)
+  }
+  await visit(CID.parse(root))
+  return out
+}
+
+/** Make a blob's blocks look written `agoMs` ago. */
+async function age (dir: string, keys: string[], agoMs: number): Promise<void> {
+  const t = (Date.now() - agoMs) / 1000
+  for (const k of keys) await utimes(join(dir, 'blocks', k), t, t)
+}
+
+describe('blob store: what is kept, what is collected', function () {
+  this.timeout(30_000)
+  after(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+
+  it('cached blobs go oldest first until the store fits; pinned and held ones stay whole', async () => {
+    const { s, dir } = await store()
+    const pinned = await s.putStream(once(randomBytes(600 * KiB)))
+    const held = await s.putStream(once(randomBytes(300 * KiB)))
+    const old = await s.putStream(once(randomBytes(300 * KiB)))
+    const newer = await s.putStream(once(randomBytes(300 * KiB)))
+    await age(dir, await blocksOf(s, pinned), 60_000)
+    await age(dir, await blocksOf(s, held), 60_000)
+    await age(dir, await blocksOf(s, old), 50_000)
+    await age(dir, await blocksOf(s, newer), 40_000)
+    s.gc.pin(pinned, 'upload')
+    const release = s.gc.hold(held)
+    // 1,500 KiB held; room for 1,300 KiB: the oldest cached blob goes, and only it
+    s.gc.start({ maxBytes: 1300 * KiB, graceMs: 1000, intervalMs: 0 })
+    const r = await s.gc.collect()
+    expect(r.removedBlocks).to.be.greaterThan(0)
+    expect(r.storeBytes).to.be.at.most(1300 * KiB)
+    expect(await s.size(pinned)).to.equal(600 * KiB)
+    expect(await s.size(held)).to.equal(300 * KiB)
+    expect(await s.size(old), 'the oldest cached blob').to.equal(undefined)
+    expect(await s.size(newer)).to.equal(300 * KiB)
+    // released, the held blob is cache like any other, and older than `newer`
+    release()
+    s.gc.start({ maxBytes: 950 * KiB, graceMs: 1000, intervalMs: 0 })
+    await s.gc.collect()
+    expect(await s.size(held)).to.equal(undefined)
+    expect(await s.size(pinned)).to.equal(600 * KiB)
+    expect(await s.size(newer)).to.equal(300 * KiB)
+    await s.gc.stop()
+  })
+
+  it('never takes a block written within the grace period, nor one a pinned blob shares', async () => {
+    const { s, dir } = await store()
+    const bytes = randomBytes(512 * KiB)
+    const a = await s.putStream(once(bytes))
+    // the same bytes as one raw block (put): a different root, and its own block
+    const b = await s.put(bytes.subarray(0, 200 * KiB))
+    // a second DAG sharing a's first leaf: its root differs, its first block is a's
+    const c = await s.putStream(once(Buffer.concat([bytes.subarray(0, 256 * KiB), randomBytes(300 * KiB)])))
+    const shared = (await blocksOf(s, a))[1]
+    expect(await blocksOf(s, c)).to.include(shared)
+    s.gc.pin(a, 'upload')
+    s.gc.start({ maxBytes: 0, graceMs: 60_000, intervalMs: 0 })
+    let r = await s.gc.collect()
+    expect(r.removedBlocks, 'everything is young').to.equal(0)
+    expect(await s.size(b)).to.equal(200 * KiB)
+    await age(dir, [...await blocksOf(s, a), ...await blocksOf(s, c), b], 120_000)
+    r = await s.gc.collect()
+    expect(await s.size(a)).to.equal(512 * KiB)
+    expect(await s.size(b)).to.equal(undefined)
+    expect(await s.size(c)).to.equal(undefined)
+    expect(await s.blocks.has(CID.parse(shared)), 'the shared leaf').to.equal(true)
+    expect(r.storeBytes).to.equal(r.keptBytes)
+    await s.gc.stop()
+  })
+
+  it('pins outlive a restart; an expired pin is dropped and its blob collected; a damaged pins file is survived', async () => {
+    const { s, dir } = await store()
+    const kept = await s.putStream(once(randomBytes(100 * KiB)))
+    const output = await s.putStream(once(randomBytes(100 * KiB)))
+    s.gc.pin(kept, 'upload')
+    s.gc.pin(output, 'output', 50)
+    expect(s.gc.pinned(output)).to.equal('output')
+    await s.gc.stop() // the pins are written
+    const again = new BlobStore(dir)
+    await again.start()
+    expect(again.gc.pinned(kept)).to.equal('upload')
+    await new Promise(resolve => setTimeout(resolve, 80))
+    expect(again.gc.pinned(output), 'expired').to.equal(undefined)
+    await age(dir, [...await blocksOf(again, kept), ...await blocksOf(again, output)], 60_000)
+    again.gc.start({ maxBytes: 0, graceMs: 1000, intervalMs: 0 })
+    const r = await again.gc.collect()
+    expect(r.expiredPins).to.equal(1)
+    expect(await again.size(kept)).to.equal(100 * KiB)
+    expect(await again.size(output)).to.equal(undefined)
+    await again.gc.stop()
+    // a damaged file: logged, the store starts, nothing is pinned
+    await writeFile(join(dir, 'pins.json'), '{not json')
+    const third = new BlobStore(dir)
+    await third.start()
+    expect(third.gc.pinned(kept)).to.equal(undefined)
+  })
+
+  describe('end to end: a provider and a requester (real nodes on 127.0.0.1)', function () {
+    this.timeout(60_000)
+    let requester: MercatoNode
+    let provider: MercatoNode
+    let client: MercatoClient
+    // no room for cache, no grace: what is not pinned or held goes at the next collection
+    const TIGHT = { blobs: { cacheMaxBytes: 0, collectGraceMs: 0, collectIntervalMs: 0, outputRetentionMs: 3_600_000 } }
+    before(async () => {
+      requester = await startTestNode({ provide: false, gateway: true, config: TIGHT })
+      provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses(), config: TIGHT })
+      client = new MercatoClient({ url: requester.gateway!.url })
+      await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+    })
+    after(stopNodes)
+
+    const blockFiles = async (node: MercatoNode): Promise<string[]> => await readdir(join(node.config.dataDir, 'blobs', 'blocks'))
+
+    it('the provider drops the input it fetched and keeps the output it made; the requester keeps upload and result until released', async () => {
+      const input = randomBytes(700 * KiB)
+      const cid = await client.uploadBlob(input)
+      const source = `function main () {
+        const b = readFile('in.bin'); const out = new Uint8Array(b.length)
+        for (let i = 0; i < b.length; i++) out[i] = b[i] ^ 0x5a
+        writeFile('out.bin', out)
+        return b.length
+      }`
+      const { id } = await client.submit({ engine: 'js', source, inputs: [{ path: 'in.bin', cid }], limits: { memoryMb: 32 }, queueTimeoutMs: 0 } as any)
+      const job = await client.wait(id, { timeoutMs: 30_000 } as any)
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      const result = await client.result(id)
+      expect(result.output).to.equal(input.length)
+      const out = result.outputs?.find((o: any) => o.path === 'out.bin') as { cid: string, size: number }
+      expect(out?.size).to.equal(input.length)
+      // the provider: the input's blocks were fetched, then collected soon after the job; the output stays
+      const inputBlocks = await blocksOf(new BlobStore(join(requester.config.dataDir, 'blobs')), cid)
+      await waitFor(async () => {
+        const held = await blockFiles(provider)
+        return inputBlocks.every(b => !held.includes(b)) && held.includes(out.cid)
+      }, 10_000)
+      // the requester: upload and result stay through a collection
+      const downloaded = Buffer.from(await (await fetch(`${requester.gateway!.url}/v1/jobs/${id}/outputs/out.bin`)).arrayBuffer())
+      expect(downloaded.equals(Buffer.from(input.map(b => b ^ 0x5a)))).to.equal(true)
+      const res = await fetch(`${requester.gateway!.url}/v1/blobs/${cid}`, { method: 'DELETE' })
+      expect(res.status).to.equal(200)
+      expect(await res.json()).to.deep.equal({ cid, pinned: false })
+      // released: collected (no grace here); a second DELETE is a 404
+      await waitFor(async () => !(await blockFiles(requester)).includes(cid), 10_000)
+      expect((await blockFiles(requester)).includes(out.cid), 'the result stays').to.equal(true)
+      const again = await fetch(`${requester.gateway!.url}/v1/blobs/${cid}`, { method: 'DELETE' })
+      expect(again.status).to.equal(404)
+      expect((await again.json() as any).error.code).to.equal('not-found')
+    })
+  })
+})
