@@ -76,6 +76,11 @@ describe('provider: staging URL inputs', function () {
       expect(e.message).to.match(/is a private address/)
     }
     expect(hits).to.equal(before)
+    // a name is checked where it is connected to (no second lookup a rebinding DNS could answer
+    // differently): one that resolves nowhere is named as such
+    const nowhere = await stage([{ path: 'a', url: 'http://mercato-test.invalid/x', sha256: sha256('') }], { dialPrivateAddresses: false }) as InputFailure
+    expect(nowhere.code).to.equal('input-unreachable')
+    expect(nowhere.message).to.match(/mercato-test\.invalid does not resolve/)
     await empty()
   })
 

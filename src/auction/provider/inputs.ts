@@ -19,8 +19,9 @@
  * failed fetch leaves nothing behind: the job's folder goes with the failure.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { lookup } from 'node:dns/promises'
-import { BlockList, isIP } from 'node:net'
+import { lookup, type LookupAddress } from 'node:dns'
+import { BlockList, isIP, type LookupFunction } from 'node:net'
+import { Agent, fetch, type Response } from 'undici'
 import { createWriteStream } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
 import { Readable } from 'node:stream'
@@ -58,6 +59,31 @@ function isPrivateAddress (address: string): boolean {
   }
   return true
 }
+
+/** A name that resolved to a private address (the connection was never made). */
+class PrivateAddressError extends Error {
+  readonly code = 'EPRIVATE'
+}
+
+/**
+ * DNS for URL inputs, checked where the connection is made: the addresses checked are the ones
+ * connected to. (Checking a name first and letting fetch() resolve it again would let a name that
+ * answers a public address, then 127.0.0.1, reach the provider's own services: DNS rebinding.)
+ */
+const publicLookup: LookupFunction = (hostname, options, callback) => {
+  lookup(hostname, { ...options, all: true }, (err, addresses: LookupAddress[]) => {
+    if (err != null) { callback(err, '', 0); return }
+    if (addresses.length === 0 || addresses.some(a => isPrivateAddress(a.address))) {
+      callback(new PrivateAddressError(`host ${hostname.slice(0, 200)} is a private address`), '', 0)
+      return
+    }
+    if (options.all === true) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses)
+    else callback(null, addresses[0].address, addresses[0].family)
+  })
+}
+/** URL inputs of a provider that does not dial private addresses, and of one that does. */
+const publicOnly = new Agent({ connect: { lookup: publicLookup } })
+const anyAddress = new Agent()
 
 /** The staged inputs of one job, and how to remove them. */
 export interface StagedInputs { inputs: ExecInput[], dir: string, remove: () => Promise<void> }
@@ -140,6 +166,9 @@ async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: 
     if (err instanceof InputFailure) return err
     if (signal.aborted) return signal.reason
     if (timeout.aborted) return unreachable(`not fetched within ${timeoutMs} ms`)
+    const cause = (err as { cause?: unknown })?.cause
+    if (cause instanceof PrivateAddressError) return unreachable(cause.message)
+    if ((cause as { code?: string })?.code === 'ENOTFOUND') return unreachable(`host ${new URL(i.url).hostname.slice(0, 200)} does not resolve`)
     ctx.log.debug({ err, url: i.url }, 'URL input not fetched')
     return unreachable(`${i.url.slice(0, 200)} could not be fetched`)
   }
@@ -148,13 +177,11 @@ async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: 
   try {
     for (let hop = 0; ; hop++) {
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw unreachable(`redirected to a ${url.protocol} URL (http and https only)`)
-      if (ctx.cfg.dialPrivateAddresses !== true) {
-        const host = url.hostname.replace(/^\[|\]$/g, '')
-        const addrs = isIP(host) !== 0 ? [{ address: host }] : await lookup(host, { all: true }).catch(() => [])
-        if (addrs.length === 0) throw unreachable(`host ${host.slice(0, 200)} does not resolve`)
-        if (addrs.some(a => isPrivateAddress(a.address))) throw unreachable(`host ${host.slice(0, 200)} is a private address`)
-      }
-      res = await fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' } })
+      const strict = ctx.cfg.dialPrivateAddresses !== true
+      // an address literal is never looked up: checked here; a name is checked as it is connected to
+      const host = url.hostname.replace(/^\[|\]$/g, '')
+      if (strict && isIP(host) !== 0 && isPrivateAddress(host)) throw unreachable(`host ${host.slice(0, 200)} is a private address`)
+      res = await fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' }, dispatcher: strict ? publicOnly : anyAddress })
       const location = res.headers.get('location')
       if (res.status >= 300 && res.status < 400 && location != null) {
         await res.body?.cancel().catch(() => {})
