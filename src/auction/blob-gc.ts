@@ -18,10 +18,13 @@
  * pinned blob and a cached one stays (blocks are counted once, by their CID). Blobs of the first
  * release (one file per blob beside `blocks/`) are never collected.
  *
- * Pins live in `pins.json` beside `blocks/` (rewritten whole, through a temporary file and a
- * rename, when they change): a restart keeps them. Without a data dir they live in memory.
+ * Pins live in `pins.log` beside `blocks/`, one JSON line per change appended (`["+", cid,
+ * reason, untilMs?]`, `["-", cid]`), so a pin costs one short write however many there are; the
+ * log is rewritten with only the live pins (a temporary file and a rename) at start-up and when it
+ * holds more than twice as many lines as pins. A restart keeps them; a damaged line (a crash
+ * mid-append) is skipped. Without a data dir they live in memory.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { appendFile, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
@@ -70,27 +73,38 @@ export class BlobCollector {
   private soon?: ReturnType<typeof setTimeout>
   private running?: Promise<CollectResult>
   private saving: Promise<void> = Promise.resolve()
+  /** lines in the pins log */
+  private lines = 0
   /** bumped by every pin and hold: a run re-marks when it changed under it */
   private epoch = 0
-  private dirty = false
 
   constructor (private readonly blocks: BlockStore, dir?: string) {
-    if (dir != null) this.file = join(dir, 'pins.json')
+    if (dir != null) this.file = join(dir, 'pins.log')
   }
 
-  /** Read the pins a previous run left (a damaged file is logged and ignored: its blobs become cache). */
+  /** Read the pins a previous run left (damaged lines are skipped), then rewrite the log compacted. */
   async load (): Promise<void> {
     if (this.file == null) return
     let text: string
     try { text = await readFile(this.file, 'utf8') } catch { return }
-    try {
-      const entries = JSON.parse(text) as Array<[string, Pin]>
-      for (const [cid, pin] of entries) {
-        if (typeof cid === 'string' && pin != null && typeof pin.reason === 'string') this.pins.set(cid, pin)
+    let damaged = 0
+    const now = Date.now()
+    for (const line of text.split('\n')) {
+      if (line === '') continue
+      try {
+        const [op, cid, reason, untilMs] = JSON.parse(line) as [string, string, PinReason?, number?]
+        if (typeof cid !== 'string') throw new Error('no cid')
+        if (op === '-') this.pins.delete(cid)
+        else if (op === '+' && typeof reason === 'string' && (untilMs == null || untilMs > now)) this.pins.set(cid, untilMs != null ? { reason, untilMs } : { reason })
+        else if (op !== '+') throw new Error(`unknown op ${String(op)}`)
+      } catch {
+        damaged++
       }
-    } catch (err: any) {
-      log.warn({ file: this.file, err: err?.message }, 'pins file is damaged; its blobs are kept as cache')
     }
+    if (damaged > 0) log.warn({ file: this.file, damaged }, 'skipped damaged lines in the pins log')
+    this.lines = this.pins.size
+    this.write(async file => { await this.compact(file) })
+    await this.saving
   }
 
   /** Start collecting every `intervalMs` (and once now). */
@@ -124,12 +138,12 @@ export class BlobCollector {
     if (old != null && (old.untilMs == null || (untilMs != null && old.untilMs >= untilMs))) return
     this.pins.set(cid, untilMs != null ? { reason, untilMs } : { reason })
     this.epoch++
-    this.save()
+    this.append(untilMs != null ? ['+', cid, reason, untilMs] : ['+', cid, reason])
   }
 
   unpin (cid: string): boolean {
     const had = this.pins.delete(cid)
-    if (had) this.save()
+    if (had) this.append(['-', cid])
     return had
   }
 
@@ -177,7 +191,8 @@ export class BlobCollector {
     for (const [cid, pin] of this.pins) {
       if (pin.untilMs != null && pin.untilMs <= now) { this.pins.delete(cid); expiredPins++ }
     }
-    if (expiredPins > 0) this.save()
+    // expired pins need no line: load() skips them; the log is compacted when it has grown
+    if (this.lines > 2 * this.pins.size + 1000) this.write(async file => { await this.compact(file) })
     const live = new Set<string>()
     const markAll = async (): Promise<void> => {
       const epoch = this.epoch
@@ -233,17 +248,23 @@ export class BlobCollector {
     await visit(cid, 0)
   }
 
-  /** Write the pins (writes are chained: the file always ends as the last state). */
-  private save (): void {
-    if (this.file == null) return
-    this.dirty = true
+  private append (entry: unknown[]): void {
+    this.lines++
+    this.write(async file => { await appendFile(file, JSON.stringify(entry) + '\n') })
+  }
+
+  /** Rewrite the log with the live pins only. */
+  private async compact (file: string): Promise<void> {
+    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
+    await writeFile(tmp, [...this.pins].map(([cid, p]) => JSON.stringify(p.untilMs != null ? ['+', cid, p.reason, p.untilMs] : ['+', cid, p.reason]) + '\n').join(''))
+    await rename(tmp, file)
+    this.lines = this.pins.size
+  }
+
+  /** Writes to the log, one after another in the order asked (a failure is logged, not thrown). */
+  private write (op: (file: string) => Promise<void>): void {
     const file = this.file
-    this.saving = this.saving.then(async () => {
-      if (!this.dirty) return
-      this.dirty = false
-      const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
-      await writeFile(tmp, JSON.stringify([...this.pins]))
-      await rename(tmp, file)
-    }).catch((err: any) => { log.warn({ err: err?.message }, 'could not save the pins') })
+    if (file == null) return
+    this.saving = this.saving.then(async () => { await op(file) }).catch((err: any) => { log.warn({ err: err?.message }, 'could not write the pins log') })
   }
 }
