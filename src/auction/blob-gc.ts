@@ -73,6 +73,9 @@ export class BlobCollector {
   private soon?: ReturnType<typeof setTimeout>
   private running?: Promise<CollectResult>
   private saving: Promise<void> = Promise.resolve()
+  /** the store's bytes at the last run, and the store's `written` counter then */
+  private lastStoreBytes = 0
+  private writtenAtLast = 0
   /** lines in the pins log */
   private lines = 0
   /** bumped by every pin and hold: a run re-marks when it changed under it */
@@ -167,9 +170,14 @@ export class BlobCollector {
     }
   }
 
-  /** Run the collector in `delayMs` (calls within the delay share one run). */
+  /**
+   * Run the collector in `delayMs` (calls within the delay share one run) — when the store may be
+   * past its size: the last run's size plus what was written since (no listing of the store after
+   * every job while it has room).
+   */
   collectSoon (delayMs = 1000): void {
     if (this.soon != null) return
+    if (delayMs > 0 && this.lastStoreBytes + (this.blocks.written - this.writtenAtLast) <= this.opts.maxBytes) return
     this.soon = setTimeout(() => {
       this.soon = undefined
       this.collect().catch((err: any) => { log.warn({ err: err?.message }, 'blob collection failed') })
@@ -202,6 +210,7 @@ export class BlobCollector {
     }
     await markAll()
     let marked = this.epoch
+    const written = this.blocks.written
     const all = await this.blocks.list()
     let storeBytes = 0
     let keptBytes = 0
@@ -225,6 +234,8 @@ export class BlobCollector {
         removedBlocks++
       }
     }
+    this.lastStoreBytes = storeBytes
+    this.writtenAtLast = written
     const result = { removedBlocks, freedBytes, storeBytes, keptBytes, expiredPins }
     if (removedBlocks > 0 || expiredPins > 0) log.info(result, 'blob store collected')
     return result

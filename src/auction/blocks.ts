@@ -22,6 +22,8 @@ export class BlockStore {
   private readonly memory = new Map<string, Uint8Array>()
   private readonly memoryTimes = new Map<string, number>()
   private writes = 0
+  /** bytes of blocks written since start (puts and staged blocks), for the collector's estimate */
+  written = 0
 
   constructor (dir?: string) {
     this.dir = dir
@@ -71,6 +73,7 @@ export class BlockStore {
     try { await stat(file); return } catch {}
     // a name of its own per write: two writes of one block at once must not share a temp file
     const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
+    this.written += bytes.length
     await writeFile(tmp, bytes)
     await rename(tmp, file)
   }
@@ -143,6 +146,7 @@ export class Staging {
     const key = cid.toString()
     if (this.blocks.has(key)) return cid
     const data = await toBytes(bytes)
+    this.store.written += data.length
     if (this.dir == null) { this.blocks.set(key, data); return cid }
     const file = join(this.dir, key)
     // reserve the name first: the importer writes blocks concurrently, a block twice in a file is common
