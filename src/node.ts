@@ -214,6 +214,7 @@ export class MercatoNode implements GatewayNode {
       addresses: this.network.addresses(),
       version: VERSION,
       network: this.network.natStatus(),
+      blobs: this.market.blobStatus(),
       provider: {
         enabled: this.config.provider.enabled,
         price: this.config.provider.price,

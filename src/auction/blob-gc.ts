@@ -62,6 +62,18 @@ export interface CollectResult {
   expiredPins: number
 }
 
+/** What `GET /v1/node` shows of the store (`blobs`). */
+export interface BlobStoreStatus {
+  /** bytes held: the last collection's count plus what was written since (an estimate between runs) */
+  storeBytes: number
+  cacheMaxBytes: number
+  /** blobs pinned, and held by running jobs */
+  pins: number
+  held: number
+  /** the last collection: when (ms since the epoch), blocks and bytes removed; null before the first */
+  lastCollection: { at: number, removedBlocks: number, freedBytes: number } | null
+}
+
 export const DEFAULT_COLLECTOR: CollectorOptions = { maxBytes: 4 * 1024 ** 3, intervalMs: 10 * 60_000, graceMs: 10 * 60_000, outputRetentionMs: 24 * 3600_000 }
 
 export class BlobCollector {
@@ -76,6 +88,7 @@ export class BlobCollector {
   /** the store's bytes at the last run, and the store's `written` counter then */
   private lastStoreBytes = 0
   private writtenAtLast = 0
+  private last: BlobStoreStatus['lastCollection'] = null
   /** lines in the pins log */
   private lines = 0
   /** bumped by every pin and hold: a run re-marks when it changed under it */
@@ -154,6 +167,16 @@ export class BlobCollector {
     const pin = this.pins.get(cid)
     if (pin == null || (pin.untilMs != null && pin.untilMs <= Date.now())) return undefined
     return pin.reason
+  }
+
+  status (): BlobStoreStatus {
+    return {
+      storeBytes: this.lastStoreBytes + (this.blocks.written - this.writtenAtLast),
+      cacheMaxBytes: this.opts.maxBytes,
+      pins: this.pins.size,
+      held: this.holds.size,
+      lastCollection: this.last
+    }
   }
 
   /** Keep `cid` while it is in use; call the returned function when done. */
@@ -236,6 +259,7 @@ export class BlobCollector {
     }
     this.lastStoreBytes = storeBytes
     this.writtenAtLast = written
+    this.last = { at: now, removedBlocks, freedBytes }
     const result = { removedBlocks, freedBytes, storeBytes, keptBytes, expiredPins }
     if (removedBlocks > 0 || expiredPins > 0) log.info(result, 'blob store collected')
     return result

@@ -31,6 +31,8 @@ import { withLoopback, type Network } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
 import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
+import type { BlobStoreStatus } from './blob-gc.js'
+export type { BlobStoreStatus, PinReason } from './blob-gc.js'
 import { BlobStore } from './blobs.js'
 import {
   ADVERT_BURST_PER_KEY, ADVERT_RATE_PER_KEY, ADVERTS_TOPIC, MAX_ADVERT_BYTES,
@@ -100,6 +102,8 @@ export interface Market {
    * once the store is past `blobs.cacheMaxBytes` (blob-gc.ts). False when it was not pinned.
    */
   unpinBlob (cid: string): boolean
+  /** the block store's size, pins and last collection (`GET /v1/node` `blobs`) */
+  blobStatus (): BlobStoreStatus
   /** a held blob's bytes as a stream (a range with `offset`, `length`); undefined when not held whole */
   catBlob (cid: string, opts?: { offset?: number, length?: number, signal?: AbortSignal }): Promise<{ size: number, content: AsyncIterable<Uint8Array> } | undefined>
   /** a blob held here (undefined when not); `cache: false` reads it without keeping it in memory */
@@ -252,6 +256,7 @@ export function createMarket (init: MarketInit): Market {
         : await network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
       return await blobs.pull(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
     },
+    blobStatus: () => blobs.gc.status(),
     unpinBlob (cid) {
       const had = blobs.gc.unpin(cid)
       if (had) blobs.gc.collectSoon()

@@ -206,6 +206,12 @@ describe('blob store: what is kept, what is collected', function () {
       // released: collected (no grace here); a second DELETE is a 404
       await waitFor(async () => !(await blockFiles(requester)).includes(cid), 10_000)
       expect((await blockFiles(requester)).includes(out.cid), 'the result stays').to.equal(true)
+      // what the node shows of its store: the result pinned (the upload released), the collection that took the upload
+      const info = await (await fetch(`${requester.gateway!.url}/v1/node`)).json() as any
+      expect(info.blobs.pins).to.equal(1)
+      expect(info.blobs.cacheMaxBytes).to.equal(0)
+      expect(info.blobs.lastCollection.at).to.be.a('number')
+      expect(info.blobs.storeBytes).to.be.at.least(input.length)
       const again = await fetch(`${requester.gateway!.url}/v1/blobs/${cid}`, { method: 'DELETE' })
       expect(again.status).to.equal(404)
       expect((await again.json() as any).error.code).to.equal('not-found')
