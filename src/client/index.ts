@@ -175,6 +175,14 @@ export class MercatoClient {
   }
 
   /**
+   * Stop keeping a blob uploaded to this node (or an output file of its jobs): it becomes cache,
+   * removed when the node's store needs room. Throws MercatoApiError `not-found` when it was not kept.
+   */
+  async releaseBlob (cid: string, opts?: CallOptions): Promise<void> {
+    await this.json('DELETE', `/v1/blobs/${encodeURIComponent(cid)}`, opts)
+  }
+
+  /**
    * Store bytes on the node and return `{ cid, size }`. A stream (a Node ReadStream, a web
    * ReadableStream, any async iterable of chunks) is sent as it is read, never held whole; the
    * node refuses more than its `gateway.maxUploadBytes` (413, `blob-too-large`). The CID is the

@@ -203,6 +203,9 @@ describe('blob store: what is kept, what is collected', function () {
       const res = await fetch(`${requester.gateway!.url}/v1/blobs/${cid}`, { method: 'DELETE' })
       expect(res.status).to.equal(200)
       expect(await res.json()).to.deep.equal({ cid, pinned: false })
+      // the client's way, for a blob that was never kept
+      const never = await client.releaseBlob('bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244').then(() => undefined, (e: any) => e)
+      expect(never?.code).to.equal('not-found')
       // released: collected (no grace here); a second DELETE is a 404
       await waitFor(async () => !(await blockFiles(requester)).includes(cid), 10_000)
       expect((await blockFiles(requester)).includes(out.cid), 'the result stays').to.equal(true)
