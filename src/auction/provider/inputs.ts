@@ -21,7 +21,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { lookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP, type LookupFunction } from 'node:net'
-import { Agent, fetch, type Response } from 'undici'
+import type { Agent, Response } from 'undici'
 import { createWriteStream } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
 import { Readable } from 'node:stream'
@@ -81,9 +81,16 @@ const publicLookup: LookupFunction = (hostname, options, callback) => {
     else callback(null, addresses[0].address, addresses[0].family)
   })
 }
-/** URL inputs of a provider that does not dial private addresses, and of one that does. */
-const publicOnly = new Agent({ connect: { lookup: publicLookup } })
-const anyAddress = new Agent()
+/**
+ * The HTTP client of URL inputs (undici, loaded with the first URL input: most nodes never fetch
+ * one), with an agent for a provider that does not dial private addresses and one for one that does.
+ */
+interface HttpClient { fetch: typeof import('undici').fetch, publicOnly: Agent, anyAddress: Agent }
+let http: Promise<HttpClient> | undefined
+async function httpClient (): Promise<HttpClient> {
+  http ??= import('undici').then(({ Agent, fetch }) => ({ fetch, publicOnly: new Agent({ connect: { lookup: publicLookup } }), anyAddress: new Agent() }))
+  return await http
+}
 
 /** The staged inputs of one job, and how to remove them. */
 export interface StagedInputs { inputs: ExecInput[], dir: string, remove: () => Promise<void> }
@@ -181,7 +188,8 @@ async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: 
       // an address literal is never looked up: checked here; a name is checked as it is connected to
       const host = url.hostname.replace(/^\[|\]$/g, '')
       if (strict && isIP(host) !== 0 && isPrivateAddress(host)) throw unreachable(`host ${host.slice(0, 200)} is a private address`)
-      res = await fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' }, dispatcher: strict ? publicOnly : anyAddress })
+      const client = await httpClient()
+      res = await client.fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' }, dispatcher: strict ? client.publicOnly : client.anyAddress })
       const location = res.headers.get('location')
       if (res.status >= 300 && res.status < 400 && location != null) {
         await res.body?.cancel().catch(() => {})
