@@ -74,7 +74,7 @@ export interface BlobStoreStatus {
   lastCollection: { at: number, removedBlocks: number, freedBytes: number } | null
 }
 
-export const DEFAULT_COLLECTOR: CollectorOptions = { maxBytes: 4 * 1024 ** 3, intervalMs: 10 * 60_000, graceMs: 10 * 60_000, outputRetentionMs: 24 * 3600_000 }
+export const DEFAULT_COLLECTOR: CollectorOptions = { maxBytes: 4 * 1024 ** 3, intervalMs: 10 * 60_000, graceMs: 10 * 60_000, outputRetentionMs: 3600_000 }
 
 export class BlobCollector {
   private readonly pins = new Map<string, Pin>()
