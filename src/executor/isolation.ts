@@ -20,11 +20,13 @@
  * jobs are sent again to a fresh pool process (see `crashed`).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { availableParallelism } from 'node:os'
+import { mkdir } from 'node:fs/promises'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
-import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidModuleError, OutputStorageError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { emptyFailure } from './hash.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation, OutputListener, RunOptions } from './index.js'
 
@@ -50,11 +52,14 @@ export type ChildMessage =
 /** What the isolated process sees of its host (tests, `mercato` diagnostics). */
 export interface IsolationProbe { pid: number, uid: number, networkInterfaces: string[], visible: Record<string, boolean> }
 
-/** The command line that wraps the pool process. */
-export function isolationCommand (isolation: Exclude<Isolation, 'none'>): string[] {
+/**
+ * The command line that wraps the pool process. `writable`: folders bwrap binds read-write (the
+ * jobs' output staging root: the one place the pool process writes), the rest stays read-only.
+ */
+export function isolationCommand (isolation: Exclude<Isolation, 'none'>, writable: string[] = []): string[] {
   if (isolation === 'unshare') return ['unshare', '-Urn', '--']
   // a private /tmp, but the project itself stays visible (read-only) even when it lives under /tmp
-  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, '--']
+  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, ...writable.flatMap(d => ['--bind', d, d]), '--']
 }
 
 /** The checkout the pool's code is loaded from. */
@@ -67,6 +72,7 @@ function rebuildError (e: { code: string, message: string }): Error {
     case 'queue-full': return new QueueFullError(e.message)
     case 'aborted': return new AbortedError(e.message)
     case 'executor-stopped': return new ExecutorStoppedError(e.message)
+    case 'output-storage': return new OutputStorageError(e.message)
     default: return new MercatoError(e.message, { code: e.code, name: 'ExecutorError' })
   }
 }
@@ -153,8 +159,11 @@ export class IsolatedExecutor implements Executor {
     const isTs = import.meta.url.endsWith('.ts')
     const host = fileURLToPath(new URL(isTs ? './isolated-host.ts' : './isolated-host.js', import.meta.url))
     const execArgv = isTs ? ['--import', import.meta.resolve('tsx')] : []
-    const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>)
-    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none' }
+    // output files: jobs write them under one root, the only folder the pool process may write (bwrap)
+    const outputsRoot = resolve(this.init.outputsRoot ?? join(tmpdir(), 'mercato-outputs'))
+    await mkdir(outputsRoot, { recursive: true, mode: 0o700 })
+    const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>, [outputsRoot])
+    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot }
     const child = spawn(cmd, [...wrap, process.execPath, ...execArgv, host, JSON.stringify(init)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',

@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
-import { normaliseOutputPath, OutputFiles } from './files.js'
+import { normaliseOutputPath, OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
@@ -282,7 +282,8 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   let output: string | undefined
   let error: DoneMessage['error']
   let memoryBytes = 0
-  const outputs = new OutputFiles(job.files)
+  const outputs = new OutputFiles(job.files, job.outputDir, job.fdTable != null ? new Int32Array(job.fdTable) : undefined)
+  let hostError: string | undefined
 
   let rt: QuickJSRuntime | undefined
   let ctx: QuickJSContext | undefined
@@ -351,7 +352,15 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
         const view = c.getArrayBuffer(dataH)
         try { bytes = view.value.slice(off, off + len) } finally { view.dispose() }
       }
-      const problem = outputs.writeWhole(n.path, bytes)
+      let problem
+      try {
+        problem = outputs.writeWhole(n.path, bytes)
+      } catch (err) {
+        if (!(err instanceof OutputDiskError)) throw err
+        hostError = err.message
+        stop = new Stop('trap', err.message)
+        return c.false
+      }
       if (problem === 'limit') return limit()
       if (problem != null) return keep(c.newString(`cannot write ${JSON.stringify(n.path)} (${problem === 'is-dir' ? 'a directory of other outputs' : problem === 'not-dir' ? 'a parent is a file' : problem})`))
       return c.true
@@ -474,9 +483,11 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   const recycling = recycle || (error?.name === 'memory-limit' && !error.message.startsWith('stack'))
   if (!recycling) prepareSpare(QJS)
   // a failed job has no output files (like its output value)
-  const files = error == null ? outputs.take() : undefined
+  const files = error == null && hostError == null ? outputs.take() : undefined
+  if (files == null) outputs.discard()
   return {
     type: 'done',
+    hostError,
     exitCode,
     output,
     files: files != null && files.length > 0 ? files : undefined,
