@@ -28,6 +28,7 @@ import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, OutputStorageError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { emptyFailure } from './hash.js'
+import { isWithin } from './files.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation, OutputListener, RunOptions } from './index.js'
 
 const log = logger('executor:isolation')
@@ -160,7 +161,7 @@ export class IsolatedExecutor implements Executor {
     const host = fileURLToPath(new URL(isTs ? './isolated-host.ts' : './isolated-host.js', import.meta.url))
     const execArgv = isTs ? ['--import', import.meta.resolve('tsx')] : []
     // output files: jobs write them under one root, the only folder the pool process may write (bwrap)
-    const outputsRoot = resolve(this.init.outputsRoot ?? join(tmpdir(), 'mercato-outputs'))
+    const outputsRoot = this.outputsRoot()
     await mkdir(outputsRoot, { recursive: true, mode: 0o700 })
     const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>, [outputsRoot])
     const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot }
@@ -261,10 +262,19 @@ export class IsolatedExecutor implements Executor {
     this.child?.send({ type: 'run', id: e.id, job: e.job, live: e.onOutput != null } satisfies ParentMessage)
   }
 
+  /** Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes nothing). */
+  private outputsRoot (): string {
+    return resolve(this.init.outputsRoot ?? join(tmpdir(), 'mercato-outputs'))
+  }
+
   async run (job: ExecJob, opts: RunOptions = {}): Promise<ExecResult> {
     const { signal } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here`)
+    // under bwrap a folder outside the root would be the sandbox's own (its private /tmp) or read-only
+    if (this.init.isolation === 'bwrap' && job.outputDir != null && !isWithin(this.outputsRoot(), resolve(job.outputDir))) {
+      throw new OutputStorageError(`the job's output folder ${job.outputDir} is not under the isolated executor's outputs root ${this.outputsRoot()}`)
+    }
     await this.start()
     return await new Promise<ExecResult>((resolve, reject) => {
       const e: Entry = { id: 0, job, resolve, reject, started: false, quarantined: false, crashes: 0, onOutput: opts.onOutput }
