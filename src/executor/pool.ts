@@ -324,13 +324,17 @@ export class ExecutorPool implements Executor {
       result = await this.enqueue(job, msg, limits, signal, onStart, onOutput, guard)
       return result
     } finally {
-      // a killed worker's descriptors are closed only once its thread is gone (never under a live writer)
-      const gone = guard.exited != null ? await guard.exited : true
-      if (gone) {
-        closeInputs(inputs)
-        closeOutputFds(stage.table)
+      // a killed worker's descriptors are closed, and what it wrote removed, only once its thread is
+      // gone (never under a live writer); that happens after the caller has the result
+      const release = (gone: boolean): void => {
+        if (gone) {
+          closeInputs(inputs)
+          closeOutputFds(stage.table)
+        }
+        if (result?.outputs == null) dropOutputs(stage, gone)
       }
-      if (result?.outputs == null) dropOutputs(stage, gone)
+      if (guard.exited == null) release(true)
+      else void guard.exited.then(release)
     }
   }
 

@@ -218,6 +218,8 @@ describe('executor: output files', function () {
       const r = await run({ engine: 'js', source: `function main () { writeFile('a', 'x'); while (true) {} }`, limits: { ...LIMITS, timeoutMs: 200 } })
       expect(r.error?.name).to.equal('timeout')
       expect(r.outputs).to.equal(undefined)
+      // removed once the killed worker's thread is gone (it may still be writing when the result is out)
+      for (let i = 0; i < 100 && leftOnDisk().length > 0; i++) await new Promise(resolve => setTimeout(resolve, 20))
       expect(leftOnDisk()).to.deep.equal([])
     })
 
