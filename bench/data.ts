@@ -10,13 +10,14 @@
  *   `/mercato/blob/2.0.0` (each block verified, stored), then streams it to this process, which
  *   checks its sha256.
  * - job: a wasm job submitted on A with the blob as its input `in.bin`; on B it copies
- *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces (test/fixtures/src/copy-input.wat), B writes
+ *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces, every byte inverted so the output is a blob
+ *   A does not hold already (test/fixtures/src/copy-input.wat), B writes
  *   the output to disk as the guest writes it and stores it as a UnixFS blob, A pulls it block by
  *   block and checks it before it pays. Timed from submit to `completed`. (B already holds the
  *   input from the fetch leg, so this is the run, the output's import and A's pull, not the input's
  *   transfer.)
  * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
- *   checks its sha256 against the input's.
+ *   checks its sha256 (the inverted input's).
  * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after.
  * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, and a
  * plain loopback TCP copy of them (node:net, no framing, no crypto).
@@ -83,17 +84,20 @@ async function startNode (extra: string[] = []): Promise<Node> {
   }
 }
 
-async function writeRandomFile (path: string, bytes: number): Promise<string> {
+/** Write `bytes` random bytes to `path`; returns their sha256 and that of the same bytes inverted (the copy job's output). */
+async function writeRandomFile (path: string, bytes: number): Promise<{ sha256: string, invertedSha256: string }> {
   const out = createWriteStream(path)
   const hash = createHash('sha256')
+  const inverted = createHash('sha256')
   for (let i = 0; i < bytes; i += MiB) {
     const chunk = randomBytes(Math.min(MiB, bytes - i))
     hash.update(chunk)
+    inverted.update(chunk.map(b => b ^ 0xff))
     if (!out.write(chunk)) await once(out, 'drain')
   }
   out.end()
   await once(out, 'finish')
-  return hash.digest('hex')
+  return { sha256: hash.digest('hex'), invertedSha256: inverted.digest('hex') }
 }
 
 /** sha256 of SIZE bytes already in memory, MB/s. */
@@ -136,7 +140,7 @@ async function main (): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'mercato-bench-file-'))
   dirs.push(work)
   const file = join(work, 'data.bin')
-  const sha256 = await writeRandomFile(file, SIZE)
+  const { sha256, invertedSha256 } = await writeRandomFile(file, SIZE)
   const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline() }
 
   const a = await startNode(['--no-provide'])
@@ -193,7 +197,7 @@ async function main (): Promise<void> {
   const outHash = createHash('sha256')
   for await (const chunk of dl.content) outHash.update(chunk)
   const downloadMs = performance.now() - t0
-  if (outHash.digest('hex') !== sha256) throw new Error('output download: the bytes differ from the input')
+  if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
   const aAfterDownload = await memoryOf(a.proc.pid as number)
 
   console.log(JSON.stringify({
