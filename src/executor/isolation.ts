@@ -8,7 +8,10 @@
  *
  * - `isolation: "unshare"`: `unshare -Urn` (user + network namespaces).
  * - `isolation: "bwrap"`: `bwrap --unshare-all --die-with-parent
- *   --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp`.
+ *   --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp`, with
+ *   the jobs' outputs root (`ExecutorInit.outputsRoot`; a provider's
+ *   `<dataDir>/outputs`) bound read-write: the one folder it may write, where
+ *   each job's output files go as the guest writes them.
  *
  * The parent talks to the child over Node's IPC channel (advanced
  * serialization, so bytes travel as Uint8Array). Refusals keep their names:
