@@ -7,7 +7,8 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { getOutputs } from '../../src/cli/get.js'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -188,6 +189,28 @@ describe('market: large output files', function () {
     // the provider's staging folder is gone with the job
     expect(await readdir(join(provider.config.dataDir, 'outputs')).catch(() => [])).to.deep.equal([])
     process.stderr.write(`      40 MiB output: submit → settled in ${settledMs} ms\n`)
+  })
+
+  it('a wasm job reads a 24 MiB input and writes a 24 MiB output: fetched and verified by the requester, downloaded by mercato get\'s path', async () => {
+    const requester = await startTestNode({ provide: false, gateway: true })
+    const provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+    const client = new MercatoClient({ url: requester.gateway!.url })
+    const data = randomBytes(24 * 1024 * 1024 + 7)
+    const input = await client.uploadBlob(data)
+    const module = await client.uploadBlob(await readFile(new URL('../fixtures/wasm/copy-input.wasm', import.meta.url)))
+    const { id } = await client.submit({ engine: 'wasm', module, inputs: [{ path: 'in.bin', cid: input }], limits: { memoryMb: 8, timeoutMs: 30_000 } })
+    const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(60_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    const inverted = data.map(b => b ^ 0xff)
+    const [out] = await client.outputs(id)
+    expect([out.path, out.size, out.cid]).to.deep.equal(['out.bin', inverted.length, await unixfsCidOfBytes(inverted)])
+    // held by the requester (pulled block by block before it paid), streamed and checked by `mercato get`
+    const dir = await mkdtemp(join(tmpdir(), 'mercato-get-'))
+    try {
+      expect(await getOutputs(client, id, dir, { out: () => {}, err: () => {}, tty: false })).to.equal(0)
+      expect(Buffer.compare(await readFile(join(dir, 'out.bin')), inverted)).to.equal(0)
+    } finally { await rm(dir, { recursive: true, force: true }) }
   })
 
   it('a provider restarted after a crash finds no staging folder left behind', async () => {
