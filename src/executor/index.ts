@@ -105,7 +105,8 @@ export interface ExecJob {
    */
   inputs?: ExecInput[]
   /**
-   * Where the job's output files go on disk as the guest writes them (created when missing; the
+   * Where the job's output files go on disk as the guest writes them: an empty folder of the job's
+   * own (created when missing; a folder that holds anything is refused, `output-storage`; the
    * caller removes it when done with the files). Without it, the executor makes a folder of its own
    * under the OS temp dir (or ExecutorInit.outputsRoot); either way the result names each file's
    * host path (`outputs[].file`). A job that fails leaves no file in it.

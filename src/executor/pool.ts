@@ -6,9 +6,8 @@
  */
 import { Worker } from 'node:worker_threads'
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, constants as fsc } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { availableParallelism } from 'node:os'
 import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { logger } from '../logger.js'
@@ -345,6 +344,8 @@ export class ExecutorPool implements Executor {
     try {
       if (job.outputDir != null) {
         mkdirSync(job.outputDir, { recursive: true, mode: 0o700 })
+        // the worker names files o1, o2, ... afresh for every job: the folder must be the job's own
+        if (readdirSync(job.outputDir).length > 0) throw Object.assign(new Error(`${job.outputDir} is not empty`), { code: 'ENOTEMPTY' })
         return { dir: job.outputDir, own: false, table }
       }
       const root = this.init.outputsRoot ?? tmpdir()
@@ -594,7 +595,7 @@ export class ExecutorPool implements Executor {
     this.replace(slot)
   }
 
-  private result (r: Running, io: { stdout: Uint8Array, stderr: Uint8Array }, d: Finished, outputs?: OutputFile[]): ExecResult {
+  private result (r: Running, io: { stdout: Uint8Array, stderr: Uint8Array }, d: Finished, outputs?: OutputFile[], endedAt = performance.now()): ExecResult {
     const { stdout, stderr } = io
     const output = d.output !== undefined ? JSON.parse(d.output) as unknown : undefined
     const result: ExecResult = {
@@ -606,7 +607,7 @@ export class ExecutorPool implements Executor {
       truncated: d.truncated,
       resultHash: computeResultHash(r.job.id, { exitCode: d.exitCode, stdout, stderr, output, outputs }),
       usage: {
-        wallMs: Math.round((performance.now() - r.startedAt) * 1000) / 1000,
+        wallMs: Math.round((endedAt - r.startedAt) * 1000) / 1000,
         memoryBytes: d.memoryBytes,
         outputBytes: stdout.length + stderr.length + (d.output !== undefined ? Buffer.byteLength(d.output) : 0),
         fuel: d.fuel
@@ -623,6 +624,8 @@ export class ExecutorPool implements Executor {
    * result hash covers them. A host that could not write them throws OutputStorageError.
    */
   private async complete (r: Running, io: { stdout: Uint8Array, stderr: Uint8Array }, d: Finished): Promise<ExecResult> {
+    // the job's wall time ends here, not after its files are hashed
+    const endedAt = performance.now()
     if (d.hostError != null) { this.failed++; throw new OutputStorageError(d.hostError) }
     let outputs: OutputFile[] | undefined
     if (d.error == null && d.files != null && d.files.length > 0) {
@@ -634,7 +637,7 @@ export class ExecutorPool implements Executor {
         throw new OutputStorageError(`cannot read back an output file: ${String(err?.code ?? err?.message ?? err)}`, err)
       }
     }
-    return this.result(r, io, d, outputs)
+    return this.result(r, io, d, outputs, endedAt)
   }
 
   private finish (slot: Slot, done: DoneMessage): void {

@@ -145,6 +145,15 @@ describe('executor: output files', function () {
       } finally { await ex.stop() }
     })
 
+    it('refuses an output folder that already holds something (output-storage): a job\'s folder is its own', async () => {
+      await run({ engine: 'wasm', module: wasm('outputs') }) // fills lastDir
+      const err = await executor.run({ id: 'job-outputs', engine: 'wasm', module: wasm('outputs'), limits: LIMITS, outputDir: lastDir }).catch(e => e)
+      expect(err.code).to.equal('output-storage')
+      expect(err.retryable).to.equal(true)
+      // and the files of the job that had it are left alone
+      expect(readdirSync(lastDir)).to.have.length(2)
+    })
+
     it('a module that writes no files has no outputs (and stdio still works)', async () => {
       const r = await run({ engine: 'wasm', module: wasm('hello') })
       expect(r.exitCode).to.equal(0)
