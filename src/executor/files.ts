@@ -275,6 +275,14 @@ export class OutputFiles {
     return undefined
   }
 
+  /** Add `data` at the end of a file (JS `appendFile`), creating it when missing. */
+  append (path: string, data: Uint8Array): CreateProblem | undefined {
+    const problem = this.open(path, { create: true })
+    if (problem != null) return problem
+    if (!this.write(path, this.size(path), data)) return 'limit'
+    return undefined
+  }
+
   /** The files, sorted by path, their descriptors closed: each a host file in the staging folder. */
   take (): StagedOutput[] {
     const out: StagedOutput[] = []

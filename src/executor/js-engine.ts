@@ -101,21 +101,23 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf, rf, lf) {
     }
     return out.subarray(0, j)
   }
-  // output files: writeFile(path, data) creates or replaces one (data: a string, written as UTF-8, an ArrayBuffer or a view)
-  function writeFile (path, data) {
-    if (typeof path !== 'string') throw new TypeError('writeFile: the path must be a string')
+  // output files: writeFile(path, data) creates or replaces one, appendFile(path, data) adds to its end
+  // (creating it), so a large file can be written in pieces (data: a string, written as UTF-8, an ArrayBuffer or a view)
+  const putFile = (name, append) => function (path, data) {
+    if (typeof path !== 'string') throw new TypeError(name + ': the path must be a string')
     let r
     // the host reads strings as C strings, which end at NUL: such a string is encoded here
     if (typeof data === 'string' && data.indexOf('\\0') >= 0) data = utf8(data)
-    if (typeof data === 'string') r = wf(path, data, 0, -1)
-    else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength)
-    else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength)
-    else throw new TypeError('writeFile: data must be a string, an ArrayBuffer or a typed array')
+    if (typeof data === 'string') r = wf(path, data, 0, -1, append)
+    else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength, append)
+    else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength, append)
+    else throw new TypeError(name + ': data must be a string, an ArrayBuffer or a typed array')
     if (r === true) return undefined
-    if (r === false) throw new Error('writeFile: output limit reached')
-    throw new TypeError('writeFile: ' + r)
+    if (r === false) throw new Error(name + ': output limit reached')
+    throw new TypeError(name + ': ' + r)
   }
-  Object.defineProperty(globalThis, 'writeFile', { value: writeFile, writable: false, configurable: false })
+  Object.defineProperty(globalThis, 'writeFile', { value: putFile('writeFile', false), writable: false, configurable: false })
+  Object.defineProperty(globalThis, 'appendFile', { value: putFile('appendFile', true), writable: false, configurable: false })
   // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string; listFiles() every path, sorted
   function readFile (path, encoding) {
     if (typeof path !== 'string') throw new TypeError('readFile: the path must be a string')
@@ -320,16 +322,20 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       if (sink.truncated) { stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`); return c.false }
       return c.true
     }))
-    // writeFile(path, data): the caps are checked on the sizes before any byte is copied out of QuickJS
+    // writeFile(path, data) / appendFile: the caps are checked on the sizes before any byte is copied out of QuickJS
     const caps = job.files
-    const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH) => {
+    const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH, appendH) => {
       if (stop != null) return c.false
       const path = c.getString(pathH)
       // a C string conversion stops at NUL: a path whose length changed held one
       if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return keep(c.newString('invalid output path (invalid)'))
       const n = normaliseOutputPath(path)
       if ('problem' in n) return keep(c.newString(`invalid output path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`))
-      const room = Math.min(caps.fileBytes, caps.totalBytes - (outputs.totalBytes - outputs.size(n.path)))
+      const append = c.dump(appendH) === true
+      // what this write may add: a replaced file frees its bytes, an appended one keeps them
+      const room = append
+        ? Math.min(caps.fileBytes - outputs.size(n.path), caps.totalBytes - outputs.totalBytes)
+        : Math.min(caps.fileBytes, caps.totalBytes - (outputs.totalBytes - outputs.size(n.path)))
       const limit = (): QuickJSHandle => {
         stop = new Stop('output-limit', outputs.limitHit ?? `output file ${n.path} exceeded the output file caps (${caps.fileBytes} bytes a file, ${caps.totalBytes} in total)`)
         return c.false
@@ -354,7 +360,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       }
       let problem
       try {
-        problem = outputs.writeWhole(n.path, bytes)
+        problem = append ? outputs.append(n.path, bytes) : outputs.writeWhole(n.path, bytes)
       } catch (err) {
         if (!(err instanceof OutputDiskError)) throw err
         hostError = err.message

@@ -233,6 +233,27 @@ describe('executor: output files', function () {
       expect(leftOnDisk()).to.deep.equal([])
     })
 
+    it('appendFile writes a 20 MiB file in 1 MiB pieces within a 16 MiB heap; an append past a cap is output-limit', async () => {
+      const wide = createExecutor({ poolSize: 1, warmWorkers: 1, queueSize: 2, outputFiles: { files: 4, fileBytes: 24 * 1024 * 1024, totalBytes: 64 * 1024 * 1024 } })
+      await wide.start()
+      try {
+        const piece = 1024 * 1024
+        const source = `function main (n) { const b = new Uint8Array(${piece}); for (let k = 0; k < n; k++) { b.fill(k); appendFile('log/big.bin', b) } appendFile('note.txt', 'a'); appendFile('note.txt', 'b'); return n }`
+        const r = await wide.run({ id: 'js-append', engine: 'js', source, input: 20, limits: { ...LIMITS, memoryMb: 16, timeoutMs: 20_000 }, outputDir: join(root, 'js-append') })
+        expect(r.error, r.error?.message).to.equal(undefined)
+        expect(r.outputs?.map(o => [o.path, o.size])).to.deep.equal([['log/big.bin', 20 * piece], ['note.txt', 2]])
+        const expected = new Uint8Array(20 * piece)
+        for (let k = 0; k < 20; k++) expected.fill(k, k * piece, (k + 1) * piece)
+        expect(Buffer.compare(readFileSync((r.outputs ?? [])[0].file), expected)).to.equal(0)
+        expect((r.outputs ?? [])[0].cid).to.equal(await unixfsCidOfBytes(expected))
+        expect(readFileSync((r.outputs ?? [])[1].file, 'utf8')).to.equal('ab')
+        const over = await wide.run({ id: 'js-append', engine: 'js', source, input: 30, limits: { ...LIMITS, memoryMb: 16, timeoutMs: 20_000 }, outputDir: join(root, 'js-append-over') })
+        expect(over.error?.name).to.equal('output-limit')
+        expect(over.error?.message).to.match(/log\/big.bin exceeded .*25165824 bytes/)
+        expect(readdirSync(join(root, 'js-append-over'))).to.deep.equal([])
+      } finally { await wide.stop() }
+    })
+
     it('writes a 20 MiB file (over the old 16 MiB cap) to disk, named by its UnixFS CID', async () => {
       const wide = createExecutor({ poolSize: 1, warmWorkers: 1, queueSize: 2, outputFiles: { files: 4, fileBytes: 32 * 1024 * 1024, totalBytes: 64 * 1024 * 1024 } })
       await wide.start()
