@@ -118,11 +118,21 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf, rf, lf) {
   }
   Object.defineProperty(globalThis, 'writeFile', { value: putFile('writeFile', false), writable: false, configurable: false })
   Object.defineProperty(globalThis, 'appendFile', { value: putFile('appendFile', true), writable: false, configurable: false })
-  // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string; listFiles() every path, sorted
+  // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string, readFile(path, { offset, length })
+  // up to length bytes from offset (fewer at the end, none past it: a file larger than the heap is read in pieces);
+  // listFiles() every path, sorted
   function readFile (path, encoding) {
     if (typeof path !== 'string') throw new TypeError('readFile: the path must be a string')
+    if (encoding !== null && typeof encoding === 'object') {
+      const offset = encoding.offset === undefined ? 0 : encoding.offset
+      const length = encoding.length
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new TypeError('readFile: offset and length must be whole numbers, 0 or more')
+      const r = rf(path, false, offset, length)
+      if (r instanceof Error) throw r
+      return new Uint8Array(r)
+    }
     if (encoding !== undefined && encoding !== 'utf8' && encoding !== 'utf-8') throw new TypeError('readFile: the only encoding is utf8')
-    const r = rf(path, encoding !== undefined)
+    const r = rf(path, encoding !== undefined, 0, -1)
     if (r instanceof Error) throw r
     if (typeof r === 'string' || encoding === undefined) return typeof r === 'string' ? r : new Uint8Array(r)
     // text with NUL bytes (the host passes strings as C strings): decoded here
@@ -374,21 +384,25 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     // readFile(path, text): the file's size is checked against the job's memory before a byte is read
     const inputs = new InputFiles(job.inputs ?? [])
     const fail = (why: string): QuickJSHandle => keep(c.newError({ name: 'Error', message: `readFile: ${why}` }))
-    const readFile = keep(c.newFunction('readFile', (pathH, textH) => {
+    const readFile = keep(c.newFunction('readFile', (pathH, textH, offH, lenH) => {
       if (stop != null) return fail('stopped')
       const path = c.getString(pathH)
       if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return fail('invalid input path')
       const n = normaliseOutputPath(path)
       if ('problem' in n) return fail(`invalid input path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`)
       if (!inputs.isFile(n.path)) return fail(`no input file ${JSON.stringify(n.path)}${inputs.isDir(n.path) ? ' (a directory)' : ''}`)
-      const size = inputs.size(n.path)
+      // a range (offset, length ≥ 0) or the whole file (length -1)
+      const offset = c.getNumber(offH)
+      const wanted = c.getNumber(lenH)
+      const whole = inputs.size(n.path)
+      const size = wanted < 0 ? whole : Math.max(0, Math.min(wanted, whole - offset))
       if (size > job.memoryBytes) {
-        stop = new Stop('memory-limit', `input ${n.path} of ${size} bytes does not fit in the job's ${job.memoryBytes} bytes of memory`)
+        stop = new Stop('memory-limit', `input ${n.path}: ${size} bytes do not fit in the job's ${job.memoryBytes} bytes of memory`)
         return c.false
       }
       // one host copy, read in place; QuickJS takes its own copy of it
       const bytes = new Uint8Array(size)
-      const got = inputs.read(n.path, bytes, 0, size, 0)
+      const got = inputs.read(n.path, bytes, 0, size, wanted < 0 ? 0 : offset)
       const exact = got === size ? bytes : bytes.slice(0, got)
       if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(Buffer.from(exact.buffer, 0, exact.length).toString('utf8')))
       return keep(c.newArrayBuffer(exact.buffer))

@@ -254,6 +254,35 @@ describe('executor: output files', function () {
       } finally { await wide.stop() }
     })
 
+    it('a js job copies a 20 MiB input to a 20 MiB output in 1 MiB pieces (readFile with offset and length, appendFile) within a 16 MiB heap', async () => {
+      const inputDir = mkdtempSync(join(root, 'js-in-'))
+      const data = randomBytes(20 * 1024 * 1024 + 333)
+      writeFileSync(join(inputDir, 'in.bin'), data)
+      const wide = createExecutor({ poolSize: 1, warmWorkers: 1, queueSize: 2, outputFiles: { files: 4, fileBytes: 32 * 1024 * 1024, totalBytes: 64 * 1024 * 1024 } })
+      await wide.start()
+      try {
+        const source = `function main () {
+          let offset = 0
+          for (;;) {
+            const piece = readFile('in.bin', { offset, length: 1048576 })
+            if (piece.length === 0) break
+            appendFile('out.bin', piece)
+            offset += piece.length
+          }
+          const bad = []
+          for (const o of [{ offset: -1, length: 1 }, { length: 1.5 }, { offset: 0 }]) { try { readFile('in.bin', o) } catch (e) { bad.push(e.name) } }
+          return [offset, readFile('in.bin', { offset: offset + 10, length: 5 }).length, bad]
+        }`
+        const r = await wide.run({ id: 'js-copy', engine: 'js', source, limits: { ...LIMITS, memoryMb: 16, timeoutMs: 20_000 }, inputs: [{ path: 'in.bin', file: join(inputDir, 'in.bin') }], outputDir: join(root, 'js-copy') })
+        expect(r.error, r.error?.message).to.equal(undefined)
+        expect(r.output).to.deep.equal([data.length, 0, ['TypeError', 'TypeError', 'TypeError']])
+        const o = (r.outputs ?? [])[0]
+        expect([o.path, o.size]).to.deep.equal(['out.bin', data.length])
+        expect(Buffer.compare(readFileSync(o.file), data)).to.equal(0)
+        expect(o.cid).to.equal(await unixfsCidOfBytes(data))
+      } finally { await wide.stop() }
+    })
+
     it('writes a 20 MiB file (over the old 16 MiB cap) to disk, named by its UnixFS CID', async () => {
       const wide = createExecutor({ poolSize: 1, warmWorkers: 1, queueSize: 2, outputFiles: { files: 4, fileBytes: 32 * 1024 * 1024, totalBytes: 64 * 1024 * 1024 } })
       await wide.start()
