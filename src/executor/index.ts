@@ -27,10 +27,11 @@
  *   time and cut at the job's cap (`truncated`, error `output-limit`, and the
  *   guest is stopped).
  * - Output files: a wasm guest writes files under its preopened `/outputs`, a
- *   JS guest calls `writeFile(path, data)`; both are captured in memory with
- *   caps on the count, each file and the total (checked before allocating;
- *   past one, `output-limit`) and returned sorted by path with their CIDs
- *   (files.ts). The result hash covers them.
+ *   JS guest calls `writeFile(path, data)` / `appendFile(path, data)`; both go
+ *   to the job's folder on disk as they are written (`job.outputDir`), with
+ *   caps on the count, each file and the total (checked before writing; past
+ *   one, `output-limit`), and come back sorted by path with their UnixFS CIDs
+ *   and host files (files.ts). The result hash covers path, CID and size.
  * - Fuel (optional): a deterministic instruction budget for wasm (the module
  *   is instrumented); a coarse one for JS (QuickJS interrupt ticks).
  * - No host access: no host directories or files, no network, no host env.
