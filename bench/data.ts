@@ -9,6 +9,15 @@
  * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A block by block over
  *   `/mercato/blob/2.0.0` (each block verified, stored), then streams it to this process, which
  *   checks its sha256.
+ * - job: a wasm job submitted on A with the blob as its input `in.bin`; on B it copies
+ *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces, every byte inverted so the output is a blob
+ *   A does not hold already (test/fixtures/src/copy-input.wat), B writes
+ *   the output to disk as the guest writes it and stores it as a UnixFS blob, A pulls it block by
+ *   block and checks it before it pays. Timed from submit to `completed`. (B already holds the
+ *   input from the fetch leg, so this is the run, the output's import and A's pull, not the input's
+ *   transfer.)
+ * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
+ *   checks its sha256 (the inverted input's).
  * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after.
  * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, and a
  * plain loopback TCP copy of them (node:net, no framing, no crypto).
@@ -16,7 +25,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { once } from 'node:events'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -28,6 +37,8 @@ import { MercatoClient } from '../src/client/index.js'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const MiB = 1024 * 1024
 const SIZE = Number(process.env.BENCH_DATA_MIB ?? 100) * MiB
+/** the job's memory cap: the copy needs 1.1 MiB of wasm memory; the issue's bound is RSS ≤ cap + 64 MiB */
+const JOB_MEMORY_MB = 16
 const dirs: string[] = []
 const procs = new Set<ChildProcess>()
 
@@ -38,6 +49,11 @@ async function memoryOf (pid: number): Promise<{ rssMiB: number, peakMiB: number
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN)
   return { rssMiB: round(kb('VmRSS') / 1024), peakMiB: round(kb('VmHWM') / 1024) }
+}
+
+/** Reset a process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > /proc/PID/clear_refs`), so a leg's peak is its own. */
+async function resetPeak (pid: number): Promise<boolean> {
+  try { await writeFile(`/proc/${pid}/clear_refs`, '5'); return true } catch { return false }
 }
 
 interface Node { proc: ChildProcess, gatewayUrl: string, address: string, stop: () => Promise<void> }
@@ -68,17 +84,20 @@ async function startNode (extra: string[] = []): Promise<Node> {
   }
 }
 
-async function writeRandomFile (path: string, bytes: number): Promise<string> {
+/** Write `bytes` random bytes to `path`; returns their sha256 and that of the same bytes inverted (the copy job's output). */
+async function writeRandomFile (path: string, bytes: number): Promise<{ sha256: string, invertedSha256: string }> {
   const out = createWriteStream(path)
   const hash = createHash('sha256')
+  const inverted = createHash('sha256')
   for (let i = 0; i < bytes; i += MiB) {
     const chunk = randomBytes(Math.min(MiB, bytes - i))
     hash.update(chunk)
+    inverted.update(chunk.map(b => b ^ 0xff))
     if (!out.write(chunk)) await once(out, 'drain')
   }
   out.end()
   await once(out, 'finish')
-  return hash.digest('hex')
+  return { sha256: hash.digest('hex'), invertedSha256: inverted.digest('hex') }
 }
 
 /** sha256 of SIZE bytes already in memory, MB/s. */
@@ -121,7 +140,7 @@ async function main (): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'mercato-bench-file-'))
   dirs.push(work)
   const file = join(work, 'data.bin')
-  const sha256 = await writeRandomFile(file, SIZE)
+  const { sha256, invertedSha256 } = await writeRandomFile(file, SIZE)
   const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline() }
 
   const a = await startNode(['--no-provide'])
@@ -155,6 +174,32 @@ async function main (): Promise<void> {
   const bAfter = await memoryOf(b.proc.pid as number)
   const aAfterFetch = await memoryOf(a.proc.pid as number)
 
+  // leg 3: a job on A with the blob as its input, run on B, which writes the same bytes as its output
+  const module = await client.upload(await readFile(join(ROOT, 'test/fixtures/wasm/copy-input.wasm')))
+  // each node's peak from here on is this leg's (when the kernel lets us reset it)
+  const peaksReset = await resetPeak(a.proc.pid as number) && await resetPeak(b.proc.pid as number)
+  const aBeforeJob = await memoryOf(a.proc.pid as number)
+  const bBeforeJob = await memoryOf(b.proc.pid as number)
+  t0 = performance.now()
+  const submitted = await client.submit({ engine: 'wasm', module: module.cid, inputs: [{ path: 'in.bin', cid }], limits: { timeoutMs: 60_000, memoryMb: JOB_MEMORY_MB }, maxPrice: 100 })
+  const job = await client.wait(submitted.id, { signal: AbortSignal.timeout(300_000) })
+  const jobMs = performance.now() - t0
+  if (job.status !== 'completed') throw new Error(`job: ${job.status} ${JSON.stringify(job)}`)
+  const aAfterJob = await memoryOf(a.proc.pid as number)
+  const bAfterJob = await memoryOf(b.proc.pid as number)
+  const outputs = await client.outputs(job.id)
+  const out = outputs.find(o => o.path === 'out.bin')
+  if (out == null || out.size !== SIZE) throw new Error(`job: outputs ${JSON.stringify(outputs)}`)
+
+  // leg 4: the output streamed out of A's gateway
+  t0 = performance.now()
+  const dl = await client.streamOutput(job.id, out)
+  const outHash = createHash('sha256')
+  for await (const chunk of dl.content) outHash.update(chunk)
+  const downloadMs = performance.now() - t0
+  if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
+  const aAfterDownload = await memoryOf(a.proc.pid as number)
+
   console.log(JSON.stringify({
     bench: 'data',
     node: process.version,
@@ -177,6 +222,22 @@ async function main (): Promise<void> {
         peakGrowthMiB: round(bAfter.peakMiB - bBefore.rssMiB)
       },
       requesterServing: { peakAfterMiB: aAfterFetch.peakMiB }
+    },
+    job: {
+      id: job.id,
+      output: out.cid,
+      memoryCapMiB: JOB_MEMORY_MB,
+      peaksReset,
+      // submit → completed: B runs the copy (output written to disk as the guest writes it), imports it as a UnixFS blob, A pulls and checks it
+      ms: Math.round(jobMs),
+      MBps: mbps(SIZE, jobMs),
+      provider: { rssBeforeMiB: bBeforeJob.rssMiB, peakBeforeMiB: bBeforeJob.peakMiB, peakAfterMiB: bAfterJob.peakMiB, peakGrowthMiB: round(bAfterJob.peakMiB - bBeforeJob.rssMiB) },
+      requester: { rssBeforeMiB: aBeforeJob.rssMiB, peakBeforeMiB: aBeforeJob.peakMiB, peakAfterMiB: aAfterJob.peakMiB, peakGrowthMiB: round(aAfterJob.peakMiB - aBeforeJob.rssMiB) }
+    },
+    outputDownload: {
+      ms: Math.round(downloadMs),
+      MBps: mbps(SIZE, downloadMs),
+      requester: { peakAfterMiB: aAfterDownload.peakMiB }
     }
   }, null, 2))
   await Promise.all([a.stop(), b.stop()])

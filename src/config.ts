@@ -71,7 +71,7 @@ export const configSchema = z.strictObject({
     maxTimeoutMs: z.number().int().min(1),
     maxMemoryMb: z.number().int().min(1),
     maxOutputBytes: z.number().int().min(0),
-    /** caps on a job's output files; a file travels as one blob, so at most 16 MiB (the blob cap) */
+    /** caps on a job's output files (written to <dataDir>/outputs as the job runs, stored as UnixFS blobs): at most the market-wide defaults (executor/constants.ts), which replicas rely on */
     outputFiles: z.strictObject({
       files: z.number().int().min(0).max(MAX_OUTPUT_FILES),
       fileBytes: z.number().int().min(0).max(MAX_OUTPUT_FILE_BYTES),

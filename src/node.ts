@@ -80,10 +80,14 @@ export class MercatoNode implements GatewayNode {
     const { backend, slurm, ...pool } = cfg.executor
     const poolSize = pool.poolSize > 0 ? pool.poolSize : cpus().length
     const onSlurm = backend === 'slurm'
+    // output files of running jobs, one folder each (the only folder a bwrap-isolated pool may write);
+    // what a crash left is removed before the executor starts
+    const outputsRoot = join(cfg.dataDir, 'outputs')
+    await rm(outputsRoot, { recursive: true, force: true })
     this.executor = onSlurm
       // won jobs go to the cluster; the pool settings are the ceilings each job is clamped to
-      ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines })
-      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize })
+      ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines, outputsRoot })
+      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize, outputsRoot })
     // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below
@@ -160,7 +164,9 @@ export class MercatoNode implements GatewayNode {
         liveLogMaxBytes: cfg.provider.liveLogMaxBytes,
         inputs: cfg.provider.inputs,
         // a folder per running job's input files; what a crash left is removed below, before the market starts
-        inputsDir: join(cfg.dataDir, 'inputs')
+        inputsDir: join(cfg.dataDir, 'inputs'),
+        // a folder per running job's output files, until they are stored as blobs (emptied above at start-up)
+        outputsDir: outputsRoot
       },
       // test-only switch (replica quorum tests): this provider lies about its output
       corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1',

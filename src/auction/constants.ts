@@ -1,4 +1,4 @@
-import { MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from '../executor/constants.js'
+import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from '../executor/constants.js'
 
 /** Gossip topic for signed job offers. */
 export const JOBS_TOPIC = 'mercato/jobs/1'
@@ -81,11 +81,13 @@ export const BLOB_READ_AHEAD_BLOCKS = 4
 /** Deepest DAG walked: 174-link balanced trees of 256 KiB leaves need depth 4 for 200 GiB. */
 export const MAX_DAG_DEPTH = 8
 /**
- * Output files a result may name, and their bytes together: what a requester will fetch for one
- * result. The same as the executor's default caps (a provider's own caps may be lower, never need
- * to be higher); each file is one blob, so at most MAX_BLOB_BYTES.
+ * Output files a result may name, each file's bytes, and their bytes together: what a requester
+ * will fetch for one result. The same as the executor's default caps (a provider's own caps may be
+ * lower, never need to be higher). A file is a UnixFS blob, fetched block by block into the blob
+ * store; results from before 0.2 name raw blocks of at most MAX_BLOB_BYTES, still readable.
  */
 export const MAX_RESULT_OUTPUTS = MAX_OUTPUT_FILES
+export const MAX_RESULT_OUTPUT_FILE_BYTES = MAX_OUTPUT_FILE_BYTES
 export const MAX_RESULT_OUTPUT_BYTES = MAX_OUTPUT_TOTAL_BYTES
 /**
  * How long a requester gives a provider to serve all of a result's output files: a base plus time

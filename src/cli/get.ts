@@ -5,14 +5,20 @@
  * Every path is checked before anything is written: a path that is not a
  * plain relative one, or that would land outside DIR (`..`, absolute, or
  * through a symbolic link already in DIR), is refused and nothing is
- * downloaded. Each file is checked against its CID by the client, written
- * to `<name>.part` and renamed into place, so a file that is there is whole.
+ * downloaded. Each file is streamed to `<name>.part` (never whole in memory),
+ * checked against its CID (the UnixFS import `ipfs add --cid-version 1` does,
+ * or the sha256 of an older release's raw-block output) and renamed into
+ * place, so a file that is there is whole and right.
  * Progress goes to stderr (one line rewritten in place on a terminal, a line
  * per file elsewhere); stdout lists the files written, one path a line.
  */
-import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
+import { mkdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises'
+import { Readable, Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { dirname, relative, resolve } from 'node:path'
-import type { MercatoClient, OutputRef } from '../client/index.js'
+import { MercatoApiError, type MercatoClient, type OutputRef } from '../client/index.js'
+import { isRawCid } from '../client/cid.js'
 // files.js, not the executor's index: that loads the sandbox (pool, workers), which every `mercato`
 // command would then load at start
 import { isWithin, outputTarget } from '../executor/files.js'
@@ -28,6 +34,22 @@ export function formatBytes (n: number): string {
   if (n < 1024) return `${n} B`
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
   return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
+/** Largest output an older release could name by a raw CID (its blob cap). */
+const LEGACY_OUTPUT_MAX_BYTES = 16 * 1024 * 1024
+
+/**
+ * A downloaded file is the one `cid` names: its UnixFS CID (read as a stream), or for an output of
+ * an older release (one raw block, at most 16 MiB) the raw sha2-256 CID of its bytes.
+ */
+async function fileMatchesCid (file: string, cid: string): Promise<boolean> {
+  // loaded when a download is checked: most commands never need the importer
+  const { unixfsCidOfFile } = await import('../crypto/unixfs.js')
+  if (await unixfsCidOfFile(file) === cid) return true
+  if (!isRawCid(cid) || (await stat(file)).size > LEGACY_OUTPUT_MAX_BYTES) return false
+  const { bytesMatchCid } = await import('../crypto/index.js')
+  return bytesMatchCid(new Uint8Array(await readFile(file)), cid)
 }
 
 /** Download all outputs of job `id` into `dir`; returns the exit code. */
@@ -61,12 +83,15 @@ export async function getOutputs (client: MercatoClient, id: string, dir: string
     // a directory on the way that is a symbolic link out of DIR is refused too
     const parent = await realpath(dirname(target))
     if (!isWithin(realRoot, parent)) throw new UsageError(`refusing output path ${JSON.stringify(o.path)}: ${dirname(target)} leads outside ${root}`)
-    const bytes = await client.downloadOutput(id, o, { onProgress: (got) => { draw(o.path, got) } })
     const part = `${target}.part`
     try {
       // a fresh file, never through a link someone left at <name>.part (the rename replaces a link at <name> itself)
       await rm(part, { force: true })
-      await writeFile(part, bytes, { flag: 'wx' })
+      const { content } = await client.streamOutput(id, o)
+      let got = 0
+      const progress = new Transform({ transform (chunk: Buffer, _enc, cb) { got += chunk.length; draw(o.path, got); cb(null, chunk) } })
+      await pipeline(Readable.from(content), progress, createWriteStream(part, { flags: 'wx' }))
+      if (!await fileMatchesCid(part, o.cid)) throw new MercatoApiError(`output ${o.path} does not match its CID ${o.cid}`, 'output-mismatch', 502)
       await rename(part, target)
     } catch (e) {
       await rm(part, { force: true })

@@ -27,3 +27,8 @@ export async function cidOfRaw (bytes: Uint8Array): Promise<string> {
   cid.set(digest, 4)
   return 'b' + base32(cid)
 }
+
+/** A CIDv1 with the raw codec and sha2-256 (`bafkrei…`): the sha256 of the bytes themselves, checkable with {@link cidOfRaw}. */
+export function isRawCid (cid: string): boolean {
+  return /^bafkrei[a-z2-7]{52}$/.test(cid)
+}

@@ -48,7 +48,7 @@ import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
-import { cidOfRaw } from './cid.js'
+import { cidOfRaw, isRawCid } from './cid.js'
 import { submitMany, type BatchAnswer, type ManyOptions, type ManyResult } from './many.js'
 
 export { MercatoApiError, MercatoConnectionError, StreamIdleError } from './errors.js'
@@ -272,35 +272,62 @@ export class MercatoClient {
   }
 
   /**
-   * Download one output file of a finished job. Streams it, calling
+   * Download one output file of a finished job into memory. Streams it, calling
    * `onProgress(received, total)` as bytes arrive; never takes more than
-   * the size the job's result names. The whole file is checked against its
-   * CID (a mismatch is a MercatoApiError `output-mismatch`); a `range`
-   * ({ start, end? }, inclusive) asks for part of it (206), which is not.
-   * `file` is a path, or an entry of {@link outputs} (then the list is not asked for again).
+   * the size the job's result names. A whole file named by a raw CID (`bafkrei…`: an output
+   * under 256 KiB, or one from an older release) is checked against it here (a mismatch is a
+   * MercatoApiError `output-mismatch`); a larger UnixFS file (`bafybei…`) was checked block by block
+   * by the node, and here by its size. A `range` ({ start, end? }, inclusive) asks for part of it
+   * (206), which is not checked. `file` is a path, or an entry of {@link outputs}. For files too
+   * large to hold, use {@link streamOutput}.
    */
   async downloadOutput (id: string, file: string | OutputRef, opts: CallOptions & { range?: { start: number, end?: number }, onProgress?: (received: number, total: number) => void } = {}): Promise<Uint8Array> {
-    const ref = typeof file === 'string' ? (await this.outputs(id, opts)).find(o => o.path === file) : file
-    if (ref == null) throw new MercatoApiError(`job ${id} has no output ${JSON.stringify(file)}`, 'not-found', 404)
+    const ref = typeof file === 'string' ? await this.outputRef(id, file, opts) : file
+    const { total, content } = await this.streamOutput(id, ref, opts)
+    const out = new Uint8Array(total)
+    let received = 0
+    for await (const chunk of content) {
+      out.set(chunk, received)
+      received += chunk.length
+      opts.onProgress?.(received, out.length)
+    }
+    if (opts.range == null && isRawCid(ref.cid) && await cidOfRaw(out) !== ref.cid) throw new MercatoApiError(`output ${ref.path} does not match its CID ${ref.cid}`, 'output-mismatch', 502)
+    return out
+  }
+
+  /**
+   * Stream one output file of a finished job (or a `range` of it): `total` is the number of bytes
+   * to expect, `content` yields them as they arrive and throws a MercatoApiError `output-mismatch`
+   * when more or fewer arrive. It does not check the CID (the node checked every block against it
+   * as it read them); a caller that wants to can hash what it receives (`mercato get` does).
+   */
+  async streamOutput (id: string, file: string | OutputRef, opts: CallOptions & { range?: { start: number, end?: number } } = {}): Promise<{ ref: OutputRef, total: number, content: AsyncIterable<Uint8Array> }> {
+    const ref = typeof file === 'string' ? await this.outputRef(id, file, opts) : file
     const path = ref.path
     const headers: Record<string, string> = { accept: '*/*' }
     if (opts.range != null) headers.range = `bytes=${opts.range.start}-${opts.range.end ?? ''}`
     const url = `/v1/jobs/${encodeURIComponent(id)}/outputs/${path.split('/').map(encodeURIComponent).join('/')}`
     const res = await this.request('GET', url, { signal: opts.signal, headers, stream: true })
-    const total = opts.range != null ? Number(res.headers.get('content-length') ?? ref.size) : ref.size
-    const out = new Uint8Array(Math.min(total, ref.size))
-    let received = 0
-    if (res.body != null) {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        if (received + chunk.length > out.length) throw new MercatoApiError(`output ${path} is longer than the ${out.length} bytes expected`, 'output-mismatch', 502)
-        out.set(chunk, received)
-        received += chunk.length
-        opts.onProgress?.(received, out.length)
+    const total = Math.min(opts.range != null ? Number(res.headers.get('content-length') ?? ref.size) : ref.size, ref.size)
+    const body = res.body
+    async function * content (): AsyncGenerator<Uint8Array> {
+      let received = 0
+      if (body != null) {
+        for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+          if (received + chunk.length > total) throw new MercatoApiError(`output ${path} is longer than the ${total} bytes expected`, 'output-mismatch', 502)
+          received += chunk.length
+          yield chunk
+        }
       }
+      if (received !== total) throw new MercatoApiError(`output ${path}: ${received} of ${total} bytes arrived`, 'output-mismatch', 502)
     }
-    if (received !== out.length) throw new MercatoApiError(`output ${path}: ${received} of ${out.length} bytes arrived`, 'output-mismatch', 502)
-    if (opts.range == null && await cidOfRaw(out) !== ref.cid) throw new MercatoApiError(`output ${path} does not match its CID ${ref.cid}`, 'output-mismatch', 502)
-    return out
+    return { ref, total, content: content() }
+  }
+
+  private async outputRef (id: string, path: string, opts?: CallOptions): Promise<OutputRef> {
+    const ref = (await this.outputs(id, opts)).find(o => o.path === path)
+    if (ref == null) throw new MercatoApiError(`job ${id} has no output ${JSON.stringify(path)}`, 'not-found', 404)
+    return ref
   }
 
   /** Cancel a job that has not finished (409 when it has). */

@@ -17,7 +17,7 @@
  * 256 would read as 0; wasmtime traps on them); 2 for bad usage (unreadable
  * file, --input that is not JSON).
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { dirname, extname } from 'node:path'
 import type { Command } from 'commander'
 import { cidOfBytes } from '../crypto/index.js'
@@ -129,15 +129,20 @@ export async function execCommand (file: string, opts: ExecOptions, io: ExecIo =
     if (result.truncated) io.stderr.write('mercato exec: output truncated\n')
     if (result.error != null) io.stderr.write(`mercato exec: ${result.error.name}: ${result.error.message}\n`)
   }
-  for (const o of result.outputs ?? []) {
-    if (opts.outputs != null) {
-      // the executor only hands back plain relative paths; checked again before touching the disk
-      const target = outputTarget(opts.outputs, o.path)
-      if (target == null) { io.stderr.write(`mercato exec: refusing output path ${JSON.stringify(o.path)}\n`); return EXIT_SANDBOX_FAILURE }
-      await mkdir(dirname(target), { recursive: true })
-      await writeFile(target, o.bytes)
+  try {
+    for (const o of result.outputs ?? []) {
+      if (opts.outputs != null) {
+        // the executor only hands back plain relative paths; checked again before touching the disk
+        const target = outputTarget(opts.outputs, o.path)
+        if (target == null) { io.stderr.write(`mercato exec: refusing output path ${JSON.stringify(o.path)}\n`); return EXIT_SANDBOX_FAILURE }
+        await mkdir(dirname(target), { recursive: true })
+        await copyFile(o.file, target)
+      }
+      if (opts.json !== true) io.stderr.write(`mercato exec: output file ${o.path} (${o.size} bytes, ${o.cid})${opts.outputs != null ? ` written under ${opts.outputs}` : ''}\n`)
     }
-    if (opts.json !== true) io.stderr.write(`mercato exec: output file ${o.path} (${o.size} bytes, ${o.cid})${opts.outputs != null ? ` written under ${opts.outputs}` : ''}\n`)
+  } finally {
+    // the executor's own staging folder for this job (it named no outputDir)
+    if (result.outputs != null && result.outputs.length > 0) await rm(dirname(result.outputs[0].file), { recursive: true, force: true })
   }
   if (result.error != null) return EXIT_SANDBOX_FAILURE
   if (result.exitCode < 0 || result.exitCode > EXIT_CODE_MAX) {

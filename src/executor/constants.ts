@@ -98,17 +98,22 @@ export const FUEL_EXPORT = '__mercato_fuel'
 export const GROW_FAILED_EXPORT = '__mercato_grow_failed'
 
 /**
- * Output files (a wasm job's `/outputs`, a JS job's `writeFile`). Each file
- * travels to the requester as one blob, so a file is capped at the market's
- * blob size (auction MAX_BLOB_BYTES, 16 MiB); the total bounds what one job
- * holds in its worker's memory (files are captured in memory, never on the
- * provider's disk until the job ended well) and what the requester fetches
- * per result. Every provider must apply the same caps for replicas to agree,
- * so they are market-wide defaults, not per-job settings.
+ * Output files (a wasm job's `/outputs`, a JS job's `writeFile`). They go to the provider's disk as
+ * the guest writes them (the job's staging folder, `<dataDir>/outputs/<job>`), are stored as UnixFS
+ * blobs (256 KiB blocks) and fetched block by block, so no figure here is held in memory anywhere:
+ * the caps bound the provider's disk and what a requester fetches for one result.
+ * - 256 MiB a file: the input cap (provider.inputs.maxFileBytes), so a job can hand back a file as
+ *   large as one it was given (the benchmark's 100 MiB in, 100 MiB out), with room to spare.
+ * - 1 GiB a job: the input total (provider.inputs.maxTotalBytes); at the requester's slowest
+ *   accepted pace (auction OUTPUT_FETCH_MIN_BYTES_PER_SEC, 1 MiB/s) that is 17 minutes of fetching.
+ * - 64 files: each is a blob, a line in the signed result and a fetch; plenty for a job's report,
+ *   data and logs.
+ * Every provider must apply the same caps for replicas to agree on a job that hits one, so these
+ * are market-wide defaults; a provider may lower them (executor.outputFiles), not raise them.
  */
 export const MAX_OUTPUT_FILES = 64
-export const MAX_OUTPUT_FILE_BYTES = 16 * 1024 * 1024
-export const MAX_OUTPUT_TOTAL_BYTES = 64 * 1024 * 1024
+export const MAX_OUTPUT_FILE_BYTES = 256 * 1024 * 1024
+export const MAX_OUTPUT_TOTAL_BYTES = 1024 * 1024 * 1024
 /** Longest output path (UTF-8 bytes): room for a few directory levels, far below what any tool chokes on. */
 export const MAX_OUTPUT_PATH_BYTES = 256
 /** Output files a wasm guest may hold open at once (descriptors beyond stdio and the /outputs preopen). */

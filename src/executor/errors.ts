@@ -46,3 +46,13 @@ export class InvalidInputsError extends MercatoError {
     super(message, { code: 'invalid-inputs', status: 400, name: 'InvalidInputsError', cause })
   }
 }
+
+/**
+ * The provider could not keep a job's output files (its disk is full, the job's staging folder
+ * went away): nothing to do with the job, so no result; retrying elsewhere helps.
+ */
+export class OutputStorageError extends MercatoError {
+  constructor (message: string, cause?: unknown) {
+    super(message, { code: 'output-storage', status: 507, retryable: true, name: 'OutputStorageError', cause })
+  }
+}

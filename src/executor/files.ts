@@ -1,9 +1,10 @@
 /**
  * Output files: what a job writes under `/outputs` (wasm) or through
- * `writeFile(path, data)` (js), captured in the worker's memory and handed
- * back with the result.
+ * `writeFile(path, data)` (js), written to the job's staging folder on the
+ * provider's disk as the guest writes them, and handed back with the result
+ * as host files (the worker never holds a whole file).
  *
- * Caps are checked before any allocation: a file never grows past the
+ * Caps are checked before any byte is written: a file never grows past the
  * per-file cap, all files together never past the total cap, and no more
  * files than the file cap are created. Exceeding one stops the job with
  * `output-limit` (the worker engines turn `false` from {@link OutputFiles.write}
@@ -14,7 +15,8 @@
  * their paths, so the same job lists the same outputs in the same order on
  * every provider.
  */
-import { isAbsolute, relative, resolve, sep } from 'node:path'
+import { closeSync, ftruncateSync, openSync, unlinkSync, writeSync, constants as fsc } from 'node:fs'
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_PATH_BYTES, MAX_OUTPUT_TOTAL_BYTES } from './constants.js'
 
 export interface OutputCaps {
@@ -110,19 +112,44 @@ export function outputListProblem (paths: string[]): string | undefined {
 /** What creating a file can answer (besides a normalised path problem). */
 export type CreateProblem = PathProblem | 'exists' | 'is-dir' | 'not-dir' | 'not-found' | 'limit'
 
-interface FileBuf { buf: Uint8Array, size: number }
+/**
+ * The host could not write an output file (its disk is full, the staging folder is gone): the
+ * provider's problem, not the job's. The engines end the job with it and the pool throws
+ * {@link OutputStorageError}, so no result is signed for it.
+ */
+export class OutputDiskError extends Error {
+  constructor (message: string) { super(message); this.name = 'OutputDiskError' }
+}
 
-/** The worker's in-memory output directory. */
+/** One output file as the worker hands it back: its path, the host file holding its bytes, its size. */
+export interface StagedOutput { path: string, file: string, size: number }
+
+interface OpenOutput { name: string, fd: number, size: number, slot: number }
+
+/**
+ * The worker's view of a job's output directory. The names, the tree and the caps live here; the
+ * bytes go to disk as the guest writes them, one host file per output in the job's staging folder
+ * `dir`, named by a counter (`o1`, `o2`, ...) and never by the guest's path, so no guest path ever
+ * reaches the host's filesystem. Each file's descriptor is kept open while it exists and recorded
+ * in `fdTable` (shared with the pool), so a worker killed mid-job leaks no descriptor: the pool
+ * closes what the table still names once the thread is gone. A job that fails keeps nothing
+ * ({@link discard}).
+ */
 export class OutputFiles {
   readonly caps: OutputCaps
-  private readonly files = new Map<string, FileBuf>()
+  private readonly files = new Map<string, OpenOutput>()
   private readonly dirs = new Set<string>()
+  private readonly dir?: string
+  private readonly fdTable?: Int32Array
   private total = 0
+  private counter = 0
   /** Set when a cap was hit: the job must stop with `output-limit`. */
   limitHit?: string
 
-  constructor (caps: OutputCaps) {
+  constructor (caps: OutputCaps, dir?: string, fdTable?: Int32Array) {
     this.caps = caps
+    this.dir = dir
+    this.fdTable = fdTable
   }
 
   get totalBytes (): number { return this.total }
@@ -154,6 +181,19 @@ export class OutputFiles {
     if (self) this.dirs.add(path)
   }
 
+  /** Run a host file operation; its failure is the host's ({@link OutputDiskError}), never the guest's. */
+  private host<T> (what: string, fn: () => T): T {
+    try { return fn() } catch (err: any) { throw new OutputDiskError(`cannot ${what} an output file: ${String(err?.code ?? err?.message ?? err)}`) }
+  }
+
+  /** A free slot in the descriptor table (there are as many as the file cap). */
+  private freeSlot (): number {
+    const t = this.fdTable
+    if (t == null) return -1
+    for (let i = 0; i < t.length; i++) if (Atomics.load(t, i) < 0) return i
+    return -1
+  }
+
   /**
    * Open `path` for writing: created when missing (`create`), emptied when
    * `truncate`. A new file beyond the file cap sets {@link limitHit}.
@@ -164,17 +204,32 @@ export class OutputFiles {
     const f = this.files.get(path)
     if (f != null) {
       if (opts.create && opts.exclusive === true) return 'exists'
-      if (opts.truncate === true) { this.total -= f.size; f.size = 0; f.buf = new Uint8Array(0) }
+      if (opts.truncate === true && f.size > 0) {
+        this.host('truncate', () => { ftruncateSync(f.fd, 0) })
+        this.total -= f.size
+        f.size = 0
+      }
       return undefined
     }
     if (!opts.create) return 'not-found'
-    if (this.files.size >= this.caps.files) {
+    if (this.files.size >= this.caps.files || this.dir == null) {
       this.limitHit = `more than ${this.caps.files} output files`
       return 'limit'
     }
-    this.files.set(path, { buf: new Uint8Array(0), size: 0 })
+    const name = `o${++this.counter}`
+    const dir = this.dir
+    // O_EXCL and O_NOFOLLOW: a name in the job's own fresh folder, never through a link
+    const fd = this.host('create', () => openSync(join(dir, name), fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600))
+    const slot = this.freeSlot()
+    if (slot >= 0 && this.fdTable != null) Atomics.store(this.fdTable, slot, fd)
+    this.files.set(path, { name, fd, size: 0, slot })
     this.addDirs(path, false)
     return undefined
+  }
+
+  private close (f: OpenOutput): void {
+    if (f.slot >= 0 && this.fdTable != null) Atomics.store(this.fdTable, f.slot, -1)
+    try { closeSync(f.fd) } catch {}
   }
 
   /** Remove a file (a guest's unlink). */
@@ -183,6 +238,8 @@ export class OutputFiles {
     if (f == null) return false
     this.total -= f.size
     this.files.delete(path)
+    this.close(f)
+    if (this.dir != null) { try { unlinkSync(join(this.dir, f.name)) } catch {} }
     return true
   }
 
@@ -197,13 +254,10 @@ export class OutputFiles {
     const growth = Math.max(0, end - f.size)
     if (end > this.caps.fileBytes) { this.limitHit = `output file ${path} exceeded ${this.caps.fileBytes} bytes`; return false }
     if (this.total + growth > this.caps.totalBytes) { this.limitHit = `output files exceeded ${this.caps.totalBytes} bytes in total`; return false }
-    if (end > f.buf.length) {
-      // grow by doubling (bounded by the file cap): a byte-at-a-time writer costs O(n), and at most twice its size
-      const next = new Uint8Array(Math.min(this.caps.fileBytes, Math.max(end, f.buf.length * 2, 4096)))
-      next.set(f.buf.subarray(0, f.size))
-      f.buf = next
-    }
-    f.buf.set(data, pos)
+    this.host('write', () => {
+      let done = 0
+      while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, pos + done)
+    })
     f.size = Math.max(f.size, end)
     this.total += growth
     return true
@@ -217,23 +271,37 @@ export class OutputFiles {
     if (this.total - freed + data.length > this.caps.totalBytes) { this.limitHit = `output files exceeded ${this.caps.totalBytes} bytes in total`; return 'limit' }
     const problem = this.open(path, { create: true, truncate: true })
     if (problem != null) return problem
-    const f = this.files.get(path) as FileBuf
-    f.buf = data
-    f.size = data.length
-    this.total += data.length
+    this.write(path, 0, data)
     return undefined
   }
 
-  /** The files, sorted by path; each buffer exactly its size (transferable). */
-  take (): Array<{ path: string, bytes: Uint8Array }> {
-    const out: Array<{ path: string, bytes: Uint8Array }> = []
+  /** Add `data` at the end of a file (JS `appendFile`), creating it when missing. */
+  append (path: string, data: Uint8Array): CreateProblem | undefined {
+    const problem = this.open(path, { create: true })
+    if (problem != null) return problem
+    if (!this.write(path, this.size(path), data)) return 'limit'
+    return undefined
+  }
+
+  /** The files, sorted by path, their descriptors closed: each a host file in the staging folder. */
+  take (): StagedOutput[] {
+    const out: StagedOutput[] = []
     for (const [path, f] of this.files) {
-      const exact = f.buf.length === f.size && f.buf.byteOffset === 0 && f.buf.buffer.byteLength === f.size
-      out.push({ path, bytes: exact ? f.buf : f.buf.slice(0, f.size) })
-      f.buf = new Uint8Array(0)
+      this.close(f)
+      out.push({ path, file: join(this.dir as string, f.name), size: f.size })
     }
     this.files.clear()
     return out.sort((a, b) => comparePaths(a.path, b.path))
+  }
+
+  /** A failed job keeps no file: every descriptor closed, every file removed. */
+  discard (): void {
+    for (const f of this.files.values()) {
+      this.close(f)
+      if (this.dir != null) { try { unlinkSync(join(this.dir, f.name)) } catch {} }
+    }
+    this.files.clear()
+    this.total = 0
   }
 }
 

@@ -27,10 +27,11 @@
  *   time and cut at the job's cap (`truncated`, error `output-limit`, and the
  *   guest is stopped).
  * - Output files: a wasm guest writes files under its preopened `/outputs`, a
- *   JS guest calls `writeFile(path, data)`; both are captured in memory with
- *   caps on the count, each file and the total (checked before allocating;
- *   past one, `output-limit`) and returned sorted by path with their CIDs
- *   (files.ts). The result hash covers them.
+ *   JS guest calls `writeFile(path, data)` / `appendFile(path, data)`; both go
+ *   to the job's folder on disk as they are written (`job.outputDir`), with
+ *   caps on the count, each file and the total (checked before writing; past
+ *   one, `output-limit`), and come back sorted by path with their UnixFS CIDs
+ *   and host files (files.ts). The result hash covers path, CID and size.
  * - Fuel (optional): a deterministic instruction budget for wasm (the module
  *   is instrumented); a coarse one for JS (QuickJS interrupt ticks).
  * - No host access: no host directories or files, no network, no host env.
@@ -104,6 +105,14 @@ export interface ExecJob {
    * output path rules (relative, no `..`, no duplicates, no file/directory clash: inputListProblem).
    */
   inputs?: ExecInput[]
+  /**
+   * Where the job's output files go on disk as the guest writes them: an empty folder of the job's
+   * own (created when missing; a folder that holds anything is refused, `output-storage`; the
+   * caller removes it when done with the files). Without it, the executor makes a folder of its own
+   * under the OS temp dir (or ExecutorInit.outputsRoot); either way the result names each file's
+   * host path (`outputs[].file`). A job that fails leaves no file in it.
+   */
+  outputDir?: string
 }
 
 /** One input file of a job: its path inside the job, and the host file with its bytes. */
@@ -130,7 +139,8 @@ export interface ExecResult {
   output?: unknown
   /**
    * The files the job wrote (wasm: under /outputs; js: writeFile), sorted by path; absent when it
-   * wrote none or failed. Each with its CID (raw sha2-256) and size, which the result hash covers.
+   * wrote none or failed. Each with its CID (UnixFS, as `ipfs add --cid-version 1` names the same
+   * bytes) and size, which the result hash covers, and the host file holding its bytes.
    */
   outputs?: OutputFile[]
   truncated: boolean
@@ -140,8 +150,8 @@ export interface ExecResult {
   error?: { name: ExecErrorName, message: string }
 }
 
-/** An output file with its bytes (the result hash covers its path, CID and size). */
-export interface OutputFile extends OutputRef { bytes: Uint8Array }
+/** An output file and the host file holding its bytes (the result hash covers its path, CID and size). */
+export interface OutputFile extends OutputRef { file: string }
 
 export interface ExecutorStats {
   poolSize: number
@@ -190,6 +200,12 @@ export interface ExecutorInit {
   moduleCacheSize: number
   /** Caps on a job's output files (count, per file, total); default DEFAULT_OUTPUT_CAPS. */
   outputFiles?: OutputCaps
+  /**
+   * Where jobs that name no `outputDir` get one (default: the OS temp dir). With bwrap isolation
+   * this folder is the one place the sandbox process may write (bound read-write), so a job's
+   * `outputDir` must lie inside it.
+   */
+  outputsRoot?: string
   /** Outer isolation: run the pool in a child process without network (see docs/EXECUTOR.md). */
   isolation: Isolation
   engines: Engine[]

@@ -8,7 +8,10 @@
  *
  * - `isolation: "unshare"`: `unshare -Urn` (user + network namespaces).
  * - `isolation: "bwrap"`: `bwrap --unshare-all --die-with-parent
- *   --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp`.
+ *   --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp`, with
+ *   the jobs' outputs root (`ExecutorInit.outputsRoot`; a provider's
+ *   `<dataDir>/outputs`) bound read-write: the one folder it may write, where
+ *   each job's output files go as the guest writes them.
  *
  * The parent talks to the child over Node's IPC channel (advanced
  * serialization, so bytes travel as Uint8Array). Refusals keep their names:
@@ -20,12 +23,15 @@
  * jobs are sent again to a fresh pool process (see `crashed`).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { availableParallelism } from 'node:os'
+import { mkdir } from 'node:fs/promises'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
-import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidModuleError, OutputStorageError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { emptyFailure } from './hash.js'
+import { isWithin } from './files.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation, OutputListener, RunOptions } from './index.js'
 
 const log = logger('executor:isolation')
@@ -50,11 +56,14 @@ export type ChildMessage =
 /** What the isolated process sees of its host (tests, `mercato` diagnostics). */
 export interface IsolationProbe { pid: number, uid: number, networkInterfaces: string[], visible: Record<string, boolean> }
 
-/** The command line that wraps the pool process. */
-export function isolationCommand (isolation: Exclude<Isolation, 'none'>): string[] {
+/**
+ * The command line that wraps the pool process. `writable`: folders bwrap binds read-write (the
+ * jobs' output staging root: the one place the pool process writes), the rest stays read-only.
+ */
+export function isolationCommand (isolation: Exclude<Isolation, 'none'>, writable: string[] = []): string[] {
   if (isolation === 'unshare') return ['unshare', '-Urn', '--']
   // a private /tmp, but the project itself stays visible (read-only) even when it lives under /tmp
-  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, '--']
+  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, ...writable.flatMap(d => ['--bind', d, d]), '--']
 }
 
 /** The checkout the pool's code is loaded from. */
@@ -67,6 +76,7 @@ function rebuildError (e: { code: string, message: string }): Error {
     case 'queue-full': return new QueueFullError(e.message)
     case 'aborted': return new AbortedError(e.message)
     case 'executor-stopped': return new ExecutorStoppedError(e.message)
+    case 'output-storage': return new OutputStorageError(e.message)
     default: return new MercatoError(e.message, { code: e.code, name: 'ExecutorError' })
   }
 }
@@ -153,8 +163,11 @@ export class IsolatedExecutor implements Executor {
     const isTs = import.meta.url.endsWith('.ts')
     const host = fileURLToPath(new URL(isTs ? './isolated-host.ts' : './isolated-host.js', import.meta.url))
     const execArgv = isTs ? ['--import', import.meta.resolve('tsx')] : []
-    const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>)
-    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none' }
+    // output files: jobs write them under one root, the only folder the pool process may write (bwrap)
+    const outputsRoot = this.outputsRoot()
+    await mkdir(outputsRoot, { recursive: true, mode: 0o700 })
+    const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>, [outputsRoot])
+    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot }
     const child = spawn(cmd, [...wrap, process.execPath, ...execArgv, host, JSON.stringify(init)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
@@ -252,10 +265,19 @@ export class IsolatedExecutor implements Executor {
     this.child?.send({ type: 'run', id: e.id, job: e.job, live: e.onOutput != null } satisfies ParentMessage)
   }
 
+  /** Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes nothing). */
+  private outputsRoot (): string {
+    return resolve(this.init.outputsRoot ?? join(tmpdir(), 'mercato-outputs'))
+  }
+
   async run (job: ExecJob, opts: RunOptions = {}): Promise<ExecResult> {
     const { signal } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here`)
+    // under bwrap a folder outside the root would be the sandbox's own (its private /tmp) or read-only
+    if (this.init.isolation === 'bwrap' && job.outputDir != null && !isWithin(this.outputsRoot(), resolve(job.outputDir))) {
+      throw new OutputStorageError(`the job's output folder ${job.outputDir} is not under the isolated executor's outputs root ${this.outputsRoot()}`)
+    }
     await this.start()
     return await new Promise<ExecResult>((resolve, reject) => {
       const e: Entry = { id: 0, job, resolve, reject, started: false, quarantined: false, crashes: 0, onOutput: opts.onOutput }

@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
-import { normaliseOutputPath, OutputFiles } from './files.js'
+import { normaliseOutputPath, OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
@@ -101,26 +101,38 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, wf, rf, lf) {
     }
     return out.subarray(0, j)
   }
-  // output files: writeFile(path, data) creates or replaces one (data: a string, written as UTF-8, an ArrayBuffer or a view)
-  function writeFile (path, data) {
-    if (typeof path !== 'string') throw new TypeError('writeFile: the path must be a string')
+  // output files: writeFile(path, data) creates or replaces one, appendFile(path, data) adds to its end
+  // (creating it), so a large file can be written in pieces (data: a string, written as UTF-8, an ArrayBuffer or a view)
+  const putFile = (name, append) => function (path, data) {
+    if (typeof path !== 'string') throw new TypeError(name + ': the path must be a string')
     let r
     // the host reads strings as C strings, which end at NUL: such a string is encoded here
     if (typeof data === 'string' && data.indexOf('\\0') >= 0) data = utf8(data)
-    if (typeof data === 'string') r = wf(path, data, 0, -1)
-    else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength)
-    else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength)
-    else throw new TypeError('writeFile: data must be a string, an ArrayBuffer or a typed array')
+    if (typeof data === 'string') r = wf(path, data, 0, -1, append)
+    else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength, append)
+    else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength, append)
+    else throw new TypeError(name + ': data must be a string, an ArrayBuffer or a typed array')
     if (r === true) return undefined
-    if (r === false) throw new Error('writeFile: output limit reached')
-    throw new TypeError('writeFile: ' + r)
+    if (r === false) throw new Error(name + ': output limit reached')
+    throw new TypeError(name + ': ' + r)
   }
-  Object.defineProperty(globalThis, 'writeFile', { value: writeFile, writable: false, configurable: false })
-  // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string; listFiles() every path, sorted
+  Object.defineProperty(globalThis, 'writeFile', { value: putFile('writeFile', false), writable: false, configurable: false })
+  Object.defineProperty(globalThis, 'appendFile', { value: putFile('appendFile', true), writable: false, configurable: false })
+  // input files: readFile(path) gives a Uint8Array, readFile(path, 'utf8') a string, readFile(path, { offset, length })
+  // up to length bytes from offset (fewer at the end, none past it: a file larger than the heap is read in pieces);
+  // listFiles() every path, sorted
   function readFile (path, encoding) {
     if (typeof path !== 'string') throw new TypeError('readFile: the path must be a string')
+    if (encoding !== null && typeof encoding === 'object') {
+      const offset = encoding.offset === undefined ? 0 : encoding.offset
+      const length = encoding.length
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new TypeError('readFile: offset and length must be whole numbers, 0 or more')
+      const r = rf(path, false, offset, length)
+      if (r instanceof Error) throw r
+      return new Uint8Array(r)
+    }
     if (encoding !== undefined && encoding !== 'utf8' && encoding !== 'utf-8') throw new TypeError('readFile: the only encoding is utf8')
-    const r = rf(path, encoding !== undefined)
+    const r = rf(path, encoding !== undefined, 0, -1)
     if (r instanceof Error) throw r
     if (typeof r === 'string' || encoding === undefined) return typeof r === 'string' ? r : new Uint8Array(r)
     // text with NUL bytes (the host passes strings as C strings): decoded here
@@ -282,7 +294,8 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   let output: string | undefined
   let error: DoneMessage['error']
   let memoryBytes = 0
-  const outputs = new OutputFiles(job.files)
+  const outputs = new OutputFiles(job.files, job.outputDir, job.fdTable != null ? new Int32Array(job.fdTable) : undefined)
+  let hostError: string | undefined
 
   let rt: QuickJSRuntime | undefined
   let ctx: QuickJSContext | undefined
@@ -319,16 +332,20 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       if (sink.truncated) { stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`); return c.false }
       return c.true
     }))
-    // writeFile(path, data): the caps are checked on the sizes before any byte is copied out of QuickJS
+    // writeFile(path, data) / appendFile: the caps are checked on the sizes before any byte is copied out of QuickJS
     const caps = job.files
-    const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH) => {
+    const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH, appendH) => {
       if (stop != null) return c.false
       const path = c.getString(pathH)
       // a C string conversion stops at NUL: a path whose length changed held one
       if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return keep(c.newString('invalid output path (invalid)'))
       const n = normaliseOutputPath(path)
       if ('problem' in n) return keep(c.newString(`invalid output path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`))
-      const room = Math.min(caps.fileBytes, caps.totalBytes - (outputs.totalBytes - outputs.size(n.path)))
+      const append = c.dump(appendH) === true
+      // what this write may add: a replaced file frees its bytes, an appended one keeps them
+      const room = append
+        ? Math.min(caps.fileBytes - outputs.size(n.path), caps.totalBytes - outputs.totalBytes)
+        : Math.min(caps.fileBytes, caps.totalBytes - (outputs.totalBytes - outputs.size(n.path)))
       const limit = (): QuickJSHandle => {
         stop = new Stop('output-limit', outputs.limitHit ?? `output file ${n.path} exceeded the output file caps (${caps.fileBytes} bytes a file, ${caps.totalBytes} in total)`)
         return c.false
@@ -351,7 +368,15 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
         const view = c.getArrayBuffer(dataH)
         try { bytes = view.value.slice(off, off + len) } finally { view.dispose() }
       }
-      const problem = outputs.writeWhole(n.path, bytes)
+      let problem
+      try {
+        problem = append ? outputs.append(n.path, bytes) : outputs.writeWhole(n.path, bytes)
+      } catch (err) {
+        if (!(err instanceof OutputDiskError)) throw err
+        hostError = err.message
+        stop = new Stop('trap', err.message)
+        return c.false
+      }
       if (problem === 'limit') return limit()
       if (problem != null) return keep(c.newString(`cannot write ${JSON.stringify(n.path)} (${problem === 'is-dir' ? 'a directory of other outputs' : problem === 'not-dir' ? 'a parent is a file' : problem})`))
       return c.true
@@ -359,21 +384,25 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     // readFile(path, text): the file's size is checked against the job's memory before a byte is read
     const inputs = new InputFiles(job.inputs ?? [])
     const fail = (why: string): QuickJSHandle => keep(c.newError({ name: 'Error', message: `readFile: ${why}` }))
-    const readFile = keep(c.newFunction('readFile', (pathH, textH) => {
+    const readFile = keep(c.newFunction('readFile', (pathH, textH, offH, lenH) => {
       if (stop != null) return fail('stopped')
       const path = c.getString(pathH)
       if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return fail('invalid input path')
       const n = normaliseOutputPath(path)
       if ('problem' in n) return fail(`invalid input path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`)
       if (!inputs.isFile(n.path)) return fail(`no input file ${JSON.stringify(n.path)}${inputs.isDir(n.path) ? ' (a directory)' : ''}`)
-      const size = inputs.size(n.path)
+      // a range (offset, length ≥ 0) or the whole file (length -1)
+      const offset = c.getNumber(offH)
+      const wanted = c.getNumber(lenH)
+      const whole = inputs.size(n.path)
+      const size = wanted < 0 ? whole : Math.max(0, Math.min(wanted, whole - offset))
       if (size > job.memoryBytes) {
-        stop = new Stop('memory-limit', `input ${n.path} of ${size} bytes does not fit in the job's ${job.memoryBytes} bytes of memory`)
+        stop = new Stop('memory-limit', `input ${n.path}: ${size} bytes do not fit in the job's ${job.memoryBytes} bytes of memory`)
         return c.false
       }
       // one host copy, read in place; QuickJS takes its own copy of it
       const bytes = new Uint8Array(size)
-      const got = inputs.read(n.path, bytes, 0, size, 0)
+      const got = inputs.read(n.path, bytes, 0, size, wanted < 0 ? 0 : offset)
       const exact = got === size ? bytes : bytes.slice(0, got)
       if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(Buffer.from(exact.buffer, 0, exact.length).toString('utf8')))
       return keep(c.newArrayBuffer(exact.buffer))
@@ -474,9 +503,11 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   const recycling = recycle || (error?.name === 'memory-limit' && !error.message.startsWith('stack'))
   if (!recycling) prepareSpare(QJS)
   // a failed job has no output files (like its output value)
-  const files = error == null ? outputs.take() : undefined
+  const files = error == null && hostError == null ? outputs.take() : undefined
+  if (files == null) outputs.discard()
   return {
     type: 'done',
+    hostError,
     exitCode,
     output,
     files: files != null && files.length > 0 ? files : undefined,

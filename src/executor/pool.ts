@@ -5,16 +5,18 @@
  * were killed or faulted.
  */
 import { Worker } from 'node:worker_threads'
-import { closeSync, fstatSync, openSync, constants as fsc } from 'node:fs'
-import { availableParallelism } from 'node:os'
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, constants as fsc } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
+import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { logger } from '../logger.js'
-import { AbortedError, ExecutorStoppedError, InvalidInputsError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidInputsError, InvalidModuleError, OutputStorageError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { LruCache } from './module-cache.js'
 import { HEADER_BYTES, outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash, emptyFailure } from './hash.js'
-import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps } from './files.js'
+import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps, type StagedOutput } from './files.js'
 import type { InputEntry } from './inputs.js'
 import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
@@ -35,7 +37,18 @@ interface Pending {
   /** Called when the job is handed to a worker (the isolated host reports it: crash blame). */
   onStart?: () => void
   onOutput?: OutputListener
+  /** `exited` is set when the job's worker is killed: true once that thread is gone, false if it would not go */
+  guard: { exited?: Promise<boolean> }
 }
+
+/** A job's output staging: its folder (made by the pool when `own`), and the worker's descriptor table. */
+interface OutputStage { dir: string, own: boolean, table: SharedArrayBuffer }
+
+/** How long a killed worker's output descriptors wait for the thread to end before they are left open (never closed under a live thread). */
+const KILLED_WORKER_EXIT_WAIT_MS = 30_000
+
+/** The I/O of a finished job, read from the worker's buffer before the worker takes another job. */
+interface Finished { exitCode: number, output?: string, truncated: boolean, wallMs: number, memoryBytes: number, fuel?: number, error?: DoneMessage['error'], files?: StagedOutput[], hostError?: string }
 
 interface Running extends Pending {
   startedAt: number
@@ -54,6 +67,8 @@ interface Slot {
   ready: Promise<void>
   /** set while an idle worker beyond the warm ones waits to be stopped */
   idleTimer?: NodeJS.Timeout
+  /** resolves when the worker thread has exited */
+  exited: Promise<void>
 }
 
 /**
@@ -129,6 +144,34 @@ export function closeInputs (entries: InputEntry[] | undefined): void {
   for (const e of entries ?? []) { try { closeSync(e.fd) } catch {} }
 }
 
+/** Close the output descriptors a (killed) worker left in the table. */
+function closeOutputFds (table: SharedArrayBuffer): void {
+  const t = new Int32Array(table)
+  for (let i = 0; i < t.length; i++) {
+    const fd = Atomics.exchange(t, i, -1)
+    if (fd >= 0) { try { closeSync(fd) } catch {} }
+  }
+}
+
+/**
+ * A job that named no files (failed, killed, or wrote none) keeps nothing: the pool's own folder
+ * goes, a caller's folder is emptied. Not while a killed worker might still write (`gone` false).
+ */
+function dropOutputs (stage: OutputStage, gone: boolean): void {
+  if (!gone) { log.warn({ dir: stage.dir }, 'a killed executor worker did not exit; its output files are left'); return }
+  try {
+    if (stage.own) rmSync(stage.dir, { recursive: true, force: true })
+    else for (const name of readdirSync(stage.dir)) rmSync(join(stage.dir, name), { recursive: true, force: true })
+  } catch (err) { log.warn({ err, dir: stage.dir }, 'could not remove a job\'s output files') }
+}
+
+/** Resolves true once the slot's worker thread has exited, false if it did not within KILLED_WORKER_EXIT_WAIT_MS. */
+async function exitOf (slot: Slot): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>(resolve => { timer = setTimeout(() => { resolve(false) }, KILLED_WORKER_EXIT_WAIT_MS) })
+  try { return await Promise.race([slot.exited.then(() => true), late]) } finally { clearTimeout(timer) }
+}
+
 export class ExecutorPool implements Executor {
   private readonly init: ExecutorInit
   /** caps on each job's output files (init.outputFiles over the defaults), handed to the worker with every job */
@@ -194,6 +237,7 @@ export class ExecutorPool implements Executor {
       if (s.running != null) {
         clearTimeout(s.running.timer)
         clearInterval(s.running.poll)
+        s.running.guard.exited = exitOf(s)
         this.detach(s.running)
         s.running.reject(new ExecutorStoppedError('executor stopped'))
         s.running = undefined
@@ -263,16 +307,58 @@ export class ExecutorPool implements Executor {
     // input files: opened here, read by the worker through the descriptors, closed when the job ends
     const inputs = job.inputs != null ? openInputs(job.inputs) : undefined
     if (inputs != null) msg.inputs = inputs
+    // output files: written by the worker into the job's staging folder as the guest writes them
+    let stage: OutputStage
     try {
-      return await this.enqueue(job, msg, limits, signal, onStart, onOutput)
-    } finally {
+      stage = this.stageOutputs(job)
+    } catch (err) {
       closeInputs(inputs)
+      throw err
+    }
+    msg.outputDir = stage.dir
+    msg.fdTable = stage.table
+    const guard: { exited?: Promise<boolean> } = {}
+    let result: ExecResult | undefined
+    try {
+      result = await this.enqueue(job, msg, limits, signal, onStart, onOutput, guard)
+      return result
+    } finally {
+      // a killed worker's descriptors are closed, and what it wrote removed, only once its thread is
+      // gone (never under a live writer); that happens after the caller has the result
+      const release = (gone: boolean): void => {
+        if (gone) {
+          closeInputs(inputs)
+          closeOutputFds(stage.table)
+        }
+        if (result?.outputs == null) dropOutputs(stage, gone)
+      }
+      if (guard.exited == null) release(true)
+      else void guard.exited.then(release)
     }
   }
 
-  private async enqueue (job: ExecJob, msg: RunMessage, limits: JobLimits, signal: AbortSignal | undefined, onStart: (() => void) | undefined, onOutput: OutputListener | undefined): Promise<ExecResult> {
+  /** The job's output staging folder (made when missing) and a descriptor table of one slot per file the caps allow. */
+  private stageOutputs (job: ExecJob): OutputStage {
+    const table = new SharedArrayBuffer(4 * Math.max(1, this.outputCaps.files))
+    new Int32Array(table).fill(-1)
+    try {
+      if (job.outputDir != null) {
+        mkdirSync(job.outputDir, { recursive: true, mode: 0o700 })
+        // the worker names files o1, o2, ... afresh for every job: the folder must be the job's own
+        if (readdirSync(job.outputDir).length > 0) throw Object.assign(new Error(`${job.outputDir} is not empty`), { code: 'ENOTEMPTY' })
+        return { dir: job.outputDir, own: false, table }
+      }
+      const root = this.init.outputsRoot ?? tmpdir()
+      mkdirSync(root, { recursive: true, mode: 0o700 })
+      return { dir: mkdtempSync(join(root, 'mercato-outputs-')), own: true, table }
+    } catch (err: any) {
+      throw new OutputStorageError(`cannot make the job's output folder: ${String(err?.code ?? err?.message ?? err)}`, err)
+    }
+  }
+
+  private async enqueue (job: ExecJob, msg: RunMessage, limits: JobLimits, signal: AbortSignal | undefined, onStart: (() => void) | undefined, onOutput: OutputListener | undefined, guard: { exited?: Promise<boolean> }): Promise<ExecResult> {
     return await new Promise<ExecResult>((resolve, reject) => {
-      const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart, onOutput }
+      const pending: Pending = { job, msg, limits, resolve, reject, signal, onStart, onOutput, guard }
       if (signal != null) {
         pending.onAbort = () => { this.abort(pending) }
         signal.addEventListener('abort', pending.onAbort, { once: true })
@@ -353,7 +439,8 @@ export class ExecutorPool implements Executor {
     let failReady!: (err: unknown) => void
     const ready = new Promise<void>((resolve, reject) => { markReady = resolve; failReady = reject })
     ready.catch(() => {})
-    const slot: Slot = { worker, output, state: 'starting', everReady: false, ready }
+    const exited = new Promise<void>(resolve => { worker.once('exit', () => { resolve() }) })
+    const slot: Slot = { worker, output, state: 'starting', everReady: false, ready, exited }
     const startTimer = setTimeout(() => { failReady(new Error('executor worker did not start in time')) }, WORKER_START_TIMEOUT_MS)
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'ready') {
@@ -501,28 +588,26 @@ export class ExecutorPool implements Executor {
     if (slot?.running == null) return
     clearTimeout(slot.running.timer)
     clearInterval(slot.running.poll)
+    slot.running.guard.exited = exitOf(slot)
     slot.running = undefined
     this.failed++
     p.reject(new AbortedError('job aborted while running'))
     this.replace(slot)
   }
 
-  private result (r: Running, slot: Slot, d: { exitCode: number, output?: string, truncated: boolean, wallMs: number, memoryBytes: number, fuel?: number, error?: DoneMessage['error'], files?: DoneMessage['files'] }): ExecResult {
-    const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)
+  private result (r: Running, io: { stdout: Uint8Array, stderr: Uint8Array }, d: Finished, outputs?: OutputFile[], endedAt = performance.now()): ExecResult {
+    const { stdout, stderr } = io
     const output = d.output !== undefined ? JSON.parse(d.output) as unknown : undefined
-    const outputs: OutputFile[] | undefined = d.error == null && d.files != null && d.files.length > 0
-      ? d.files.map(f => ({ path: f.path, cid: cidOfBytes(f.bytes), size: f.bytes.length, bytes: f.bytes }))
-      : undefined
     const result: ExecResult = {
       exitCode: d.exitCode,
       stdout,
       stderr,
       output,
-      ...(outputs != null ? { outputs } : {}),
+      ...(outputs != null && outputs.length > 0 ? { outputs } : {}),
       truncated: d.truncated,
       resultHash: computeResultHash(r.job.id, { exitCode: d.exitCode, stdout, stderr, output, outputs }),
       usage: {
-        wallMs: Math.round((performance.now() - r.startedAt) * 1000) / 1000,
+        wallMs: Math.round((endedAt - r.startedAt) * 1000) / 1000,
         memoryBytes: d.memoryBytes,
         outputBytes: stdout.length + stderr.length + (d.output !== undefined ? Buffer.byteLength(d.output) : 0),
         fuel: d.fuel
@@ -533,6 +618,28 @@ export class ExecutorPool implements Executor {
     return result
   }
 
+  /**
+   * Settle a job the worker finished: its output files are named by their UnixFS CIDs, computed
+   * here from the files on disk (streamed: the main thread never holds a whole file), then the
+   * result hash covers them. A host that could not write them throws OutputStorageError.
+   */
+  private async complete (r: Running, io: { stdout: Uint8Array, stderr: Uint8Array }, d: Finished): Promise<ExecResult> {
+    // the job's wall time ends here, not after its files are hashed
+    const endedAt = performance.now()
+    if (d.hostError != null) { this.failed++; throw new OutputStorageError(d.hostError) }
+    let outputs: OutputFile[] | undefined
+    if (d.error == null && d.files != null && d.files.length > 0) {
+      outputs = []
+      try {
+        for (const f of d.files) outputs.push({ path: f.path, cid: await unixfsCidOfFile(f.file), size: f.size, file: f.file })
+      } catch (err: any) {
+        this.failed++
+        throw new OutputStorageError(`cannot read back an output file: ${String(err?.code ?? err?.message ?? err)}`, err)
+      }
+    }
+    return this.result(r, io, d, outputs, endedAt)
+  }
+
   private finish (slot: Slot, done: DoneMessage): void {
     const r = slot.running
     if (r == null || slot.state !== 'busy') return // killed already
@@ -540,7 +647,9 @@ export class ExecutorPool implements Executor {
     this.endOutput(slot, r)
     slot.running = undefined
     this.detach(r)
-    r.resolve(this.result(r, slot, done))
+    // the worker's output buffer is read now: the worker may take the next job at once
+    const io = readOutput(slot.output, this.init.maxOutputBytes)
+    this.complete(r, io, done).then(r.resolve, r.reject)
     if (done.recycle) {
       this.replace(slot)
     } else {
@@ -556,9 +665,10 @@ export class ExecutorPool implements Executor {
     this.endOutput(slot, r)
     slot.running = undefined
     this.detach(r)
+    r.guard.exited = exitOf(slot)
     const { stdout, stderr } = readOutput(slot.output, this.init.maxOutputBytes)
     const truncated = stdout.length + stderr.length >= r.limits.outputBytes && r.limits.outputBytes > 0
-    r.resolve(this.result(r, slot, {
+    r.resolve(this.result(r, { stdout, stderr }, {
       exitCode: -1,
       truncated,
       wallMs: performance.now() - r.startedAt,

@@ -3,7 +3,7 @@
  * not travel in these: it is in the worker's shared output buffer.
  */
 import type { MemoryInfo } from './wasm-module.js'
-import type { OutputCaps } from './files.js'
+import type { OutputCaps, StagedOutput } from './files.js'
 import type { InputEntry } from './inputs.js'
 
 /** `sandbox-crash`: the job brought the (isolated) pool process down while it ran alone. */
@@ -34,6 +34,10 @@ export interface RunWasm {
   seed: string
   /** caps on the files the guest writes under /outputs */
   files: OutputCaps
+  /** the job's staging folder: where its output files go on disk, as the guest writes them */
+  outputDir?: string
+  /** one slot per output file (Int32, -1 when free): the descriptors the worker holds open, for the pool to close after a kill */
+  fdTable?: SharedArrayBuffer
   /** the job's input files (open descriptors, owned by the pool), mounted read-only at /inputs; absent: no /inputs */
   inputs?: InputEntry[]
 }
@@ -51,6 +55,9 @@ export interface RunJs {
   seed: string
   /** caps on the files the guest writes with writeFile() */
   files: OutputCaps
+  /** the job's staging folder (see RunWasm) */
+  outputDir?: string
+  fdTable?: SharedArrayBuffer
   /** the job's input files (open descriptors, owned by the pool), read with readFile() */
   inputs?: InputEntry[]
 }
@@ -67,8 +74,10 @@ export interface DoneMessage {
   memoryBytes: number
   fuel?: number
   error?: { name: FailureName, message: string }
-  /** The files the guest wrote, sorted by path (only when it ended without error; transferred, not copied). */
-  files?: Array<{ path: string, bytes: Uint8Array }>
+  /** The files the guest wrote, sorted by path, as host files in the staging folder (only when it ended without error). */
+  files?: StagedOutput[]
+  /** The host failed to write an output file (disk full, folder gone): no result, the pool throws OutputStorageError. */
+  hostError?: string
   /** The worker asks to be replaced (guest memory to give back, a faulted engine). */
   recycle: boolean
 }

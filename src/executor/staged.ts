@@ -7,6 +7,8 @@
  *   <dir>/started      written when the sandbox starts (the submitter's fast "running" signal)
  *   <dir>/result.cbor  the ExecResult (canonical DAG-CBOR), or { refusal: { code, message } };
  *                      written to a temp name and renamed, so it is never seen half-written
+ *   <dir>/outputs/     the job's output files as the sandbox wrote them (`o1`, `o2`, ...);
+ *                      result.cbor names each by path, file name and size
  *
  * `mercato exec-staged <dir>` runs the job in the same sandbox as the local
  * pool and `mercato exec` (createExecutor, with the job's own limits as the
@@ -14,22 +16,24 @@
  * The submitter treats the directory as untrusted (the cluster shares it):
  * sizes are capped, the result is schema-checked and its hash recomputed.
  */
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { lstat, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import type { Command } from 'commander'
 import { z } from 'zod'
-import { canonicalDecode, canonicalEncode, cidOfBytes } from '../crypto/index.js'
+import { canonicalDecode, canonicalEncode } from '../crypto/index.js'
+import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { isMercatoError, MercatoError } from '../errors.js'
 import { AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError } from './errors.js'
 import { computeResultHash } from './hash.js'
 import { outputListProblem } from './files.js'
 import { MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from './constants.js'
-import type { ExecJob, ExecResult, Isolation } from './index.js'
+import type { ExecJob, ExecResult, Isolation, OutputFile } from './index.js'
 
 export const STAGED_JOB_FILE = 'job.cbor'
 export const STAGED_MODULE_FILE = 'module.wasm'
 export const STAGED_STARTED_FILE = 'started'
 export const STAGED_RESULT_FILE = 'result.cbor'
+export const STAGED_OUTPUTS_DIR = 'outputs'
 /** Largest job.cbor read (args, env, stdin, input, JS source: all bounded far below this by the offer's size cap). */
 export const MAX_STAGED_JOB_BYTES = 16 * 1024 * 1024
 /** Largest module read back from a stage dir (the market's blob cap is lower). */
@@ -91,8 +95,8 @@ const stagedResultSchema = z.union([
     resultHash: z.string().regex(/^[0-9a-f]{64}$/),
     usage: z.strictObject({ wallMs: z.number(), memoryBytes: z.number(), outputBytes: z.number(), fuel: z.number().optional() }),
     error: z.strictObject({ name: failureNames, message: z.string().max(4096) }).optional(),
-    /** the output files, sorted by path (their CIDs are recomputed here, and the hash checked over them) */
-    files: z.array(z.strictObject({ path: z.string().max(1024), bytes: z.instanceof(Uint8Array) })).max(MAX_OUTPUT_FILES).optional()
+    /** the output files, sorted by path, each a file in <dir>/outputs (their CIDs are recomputed here, and the hash checked over them) */
+    files: z.array(z.strictObject({ path: z.string().max(1024), name: z.string().regex(/^o[0-9]{1,9}$/), size: z.number().int().min(0) })).max(MAX_OUTPUT_FILES).optional()
   }),
   z.strictObject({ v: z.literal(1), refusal: z.strictObject({ code: z.string().max(64), message: z.string().max(4096) }) })
 ])
@@ -173,7 +177,7 @@ export function encodeStagedResult (r: ExecResult | { refusal: { code: string, m
     resultHash: r.resultHash,
     usage: r.usage,
     error: r.error,
-    ...(r.outputs != null && r.outputs.length > 0 ? { files: r.outputs.map(o => ({ path: o.path, bytes: o.bytes })) } : {})
+    ...(r.outputs != null && r.outputs.length > 0 ? { files: r.outputs.map(o => ({ path: o.path, name: basename(o.file), size: o.size })) } : {})
   }
   try {
     return canonicalEncode({ ...body, output: r.output })
@@ -205,7 +209,7 @@ export async function readStagedResult (dir: string, jobId: string, outputBytes:
   const file = join(dir, STAGED_RESULT_FILE)
   let bytes: Uint8Array
   try {
-    bytes = await readCapped(file, outputBytes * 2 + MAX_OUTPUT_TOTAL_BYTES + STAGED_RESULT_SLACK_BYTES)
+    bytes = await readCapped(file, outputBytes * 2 + STAGED_RESULT_SLACK_BYTES)
   } catch (err: any) {
     if (err?.code === 'ENOENT') return undefined
     throw new StagedResultError(`cannot read the staged result: ${err?.message ?? err}`, err)
@@ -231,7 +235,19 @@ export async function readStagedResult (dir: string, jobId: string, outputBytes:
   if (parsed.files != null && parsed.files.length > 0) {
     const problem = outputListProblem(parsed.files.map(f => f.path))
     if (problem != null) throw new StagedResultError(`the staged result's output files are malformed: ${problem}`)
-    result.outputs = parsed.files.map(f => ({ path: f.path, cid: cidOfBytes(f.bytes), size: f.bytes.length, bytes: f.bytes }))
+    const total = parsed.files.reduce((n, f) => n + f.size, 0)
+    if (total > MAX_OUTPUT_TOTAL_BYTES) throw new StagedResultError(`the staged result's output files hold ${total} bytes, over ${MAX_OUTPUT_TOTAL_BYTES}`)
+    const outputs: OutputFile[] = []
+    for (const f of parsed.files) {
+      const path = join(dir, STAGED_OUTPUTS_DIR, f.name)
+      // a plain file of the size named (never a link someone on the cluster put there), its CID from its bytes
+      const st = await lstat(path).catch(() => undefined)
+      if (st == null || !st.isFile() || st.size !== f.size) throw new StagedResultError(`the staged output ${f.path} is not a file of ${f.size} bytes at ${path}`)
+      let cid: string
+      try { cid = await unixfsCidOfFile(path) } catch (err) { throw new StagedResultError(`cannot read the staged output ${f.path}`, err) }
+      outputs.push({ path: f.path, cid, size: f.size, file: path })
+    }
+    result.outputs = outputs
   }
   if (computeResultHash(jobId, result) !== result.resultHash) throw new StagedResultError('the staged result hash does not match its contents')
   return result
@@ -265,7 +281,8 @@ export async function execStaged (dir: string, io: { stderr: { write: (s: string
   try {
     await executor.start()
     await writeFile(join(dir, STAGED_STARTED_FILE), String(Date.now()))
-    encoded = encodeStagedResult(await executor.run(job))
+    // the output files go to <dir>/outputs as the job writes them: result.cbor names them
+    encoded = encodeStagedResult(await executor.run({ ...job, outputDir: join(dir, STAGED_OUTPUTS_DIR) }))
   } catch (err: any) {
     const code = isMercatoError(err) ? err.code : 'error'
     encoded = encodeStagedResult({ refusal: { code, message: String(err?.message ?? err).slice(0, 4096) } })

@@ -5,14 +5,14 @@
 import { FUEL_EXPORT, FUEL_UNMETERED, GROW_FAILED_EXPORT, RECYCLE_MEMORY_BYTES, WASI_MODULE } from './constants.js'
 import { OutputLimitReached, Wasi, WasiExit } from './wasi.js'
 import type { OutputSink } from './output.js'
-import { OutputFiles } from './files.js'
+import { OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
 import type { DoneMessage, RunWasm } from './protocol.js'
 
 export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
   const started = performance.now()
   sink.reset(job.outputBytes)
-  const outputs = new OutputFiles(job.files)
+  const outputs = new OutputFiles(job.files, job.outputDir, job.fdTable != null ? new Int32Array(job.fdTable) : undefined)
   const inputs = job.inputs != null ? new InputFiles(job.inputs) : undefined
   const wasi = new Wasi({ args: job.args, env: job.env, stdin: job.stdin, sink, seed: job.seed, outputs, inputs })
   const wasiNames: string[] = []
@@ -28,6 +28,7 @@ export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
 
   let exitCode = -1
   let error: DoneMessage['error']
+  let hostError: string | undefined
   let instance: WebAssembly.Instance | undefined
   try {
     instance = new WebAssembly.Instance(job.module, imports)
@@ -43,6 +44,9 @@ export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
   } catch (err) {
     if (err instanceof WasiExit) {
       exitCode = err.code
+    } else if (err instanceof OutputDiskError) {
+      hostError = err.message
+      error = { name: 'trap', message: err.message }
     } else if (err instanceof OutputLimitReached) {
       error = { name: 'output-limit', message: outputs.limitHit ?? `output exceeded ${job.outputBytes} bytes` }
     } else {
@@ -68,8 +72,10 @@ export function runWasm (job: RunWasm, sink: OutputSink): DoneMessage {
 
   // a failed job has no output files (like a JS job's output value): nothing half-written is kept
   const files = error == null ? outputs.take() : undefined
+  if (files == null) outputs.discard()
   return {
     type: 'done',
+    hostError,
     exitCode: error != null && error.name !== 'memory-limit' ? -1 : exitCode,
     files: files != null && files.length > 0 ? files : undefined,
     truncated: sink.truncated,

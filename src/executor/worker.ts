@@ -47,8 +47,8 @@ async function handle (msg: RunMessage): Promise<DoneMessage> {
 }
 
 port.on('message', (msg: RunMessage) => {
-  // output files are moved to the main thread, not copied
-  handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage, (done.files ?? []).map(f => f.bytes.buffer as ArrayBuffer)) }, (err: unknown) => {
+  // output files are on disk: the message names them
+  handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage) }, (err: unknown) => {
     const done: DoneMessage = {
       type: 'done',
       exitCode: -1,

@@ -7,7 +7,12 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { readFile } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { getOutputs } from '../../src/cli/get.js'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
 import { BLOB_PROTOCOL, JOBS_TOPIC, type JobView } from '../../src/auction/index.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { MercatoClient, MercatoApiError } from '../../src/client/index.js'
@@ -148,23 +153,78 @@ describe('market: large output files', function () {
   this.timeout(90_000)
   after(stopNodes)
 
-  it('files at the per-file cap (3 × 16 MiB) travel whole, and the provider is not lost while they are fetched', async () => {
+  it('a 40 MiB file (over the old 16 MiB cap) travels as a UnixFS blob: verified block by block, streamed by the gateway, nothing left in the provider\'s staging folder', async () => {
     // (before: any frame over libp2p's 4 MiB read buffer aborted the blob stream, "Read buffer overflow";
     // heartbeats stop once the result is sent, so the fetch is not judged by them: plan.test.ts)
-    const requester = await startTestNode({ provide: false })
+    const requester = await startTestNode({ provide: false, gateway: true })
     const provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
     await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
-    const source = `function main () { for (let i = 0; i < 3; i++) { const b = new Uint8Array(${16 * 1024 * 1024}); b[0] = i; b[b.length - 1] = 7; writeFile('big' + i + '.bin', b) } return 3 }`
+    const size = 40 * 1024 * 1024
+    const source = `function main () { const b = new Uint8Array(${size}); for (let i = 0; i < b.length; i += 65536) b[i] = (i >> 16) & 255; b[b.length - 1] = 7; writeFile('big.bin', b); writeFile('small.txt', 'small'); return 2 }`
     const submitted = await requester.market.submit({ engine: 'js', source, limits: { memoryMb: 96, timeoutMs: 30_000 } })
     const started = Date.now()
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(60_000) })
     expect(job.status, JSON.stringify(job)).to.equal('completed')
     expect(job.attempts.map(a => a.state), JSON.stringify(job.attempts)).to.deep.equal(['completed'])
+    const settledMs = Date.now() - started
     const result = await requester.market.result(job.id)
-    expect(result.outputs.map(o => o.size)).to.deep.equal([16 * 1024 * 1024, 16 * 1024 * 1024, 16 * 1024 * 1024])
-    const bytes = await requester.market.getBlob(result.outputs[2].cid, { cache: false })
-    expect([bytes?.[0], bytes?.[bytes.length - 1]]).to.deep.equal([2, 7])
-    process.stderr.write(`      3 × 16 MiB of outputs: submit → settled in ${Date.now() - started} ms\n`)
+    expect(result.outputs.map(o => [o.path, o.size])).to.deep.equal([['big.bin', size], ['small.txt', 5]])
+    const expected = new Uint8Array(size)
+    for (let i = 0; i < size; i += 65536) expected[i] = (i >> 16) & 255
+    expected[size - 1] = 7
+    // the CID `ipfs add --cid-version 1` gives the bytes: a DAG of 256 KiB leaves; a 5-byte file is its raw leaf
+    expect(result.outputs[0].cid).to.equal(await unixfsCidOfBytes(expected))
+    expect(result.outputs[0].cid).to.match(/^bafybei/)
+    expect(result.outputs[1].cid).to.equal(cidOfBytes(new TextEncoder().encode('small')))
+    // the requester holds it (fetched before it paid), the gateway streams it
+    const client = new MercatoClient({ url: requester.gateway!.url })
+    const { total, content } = await client.streamOutput(job.id, 'big.bin')
+    expect(total).to.equal(size)
+    const hash = createHash('sha256')
+    for await (const chunk of content) hash.update(chunk)
+    expect(hash.digest('hex')).to.equal(createHash('sha256').update(expected).digest('hex'))
+    const part = await fetch(`${requester.gateway!.url}/v1/jobs/${job.id}/outputs/big.bin`, { headers: { range: `bytes=${size - 2}-` } })
+    expect(part.status).to.equal(206)
+    expect([...new Uint8Array(await part.arrayBuffer())]).to.deep.equal([0, 7])
+    // the provider's staging folder is gone with the job
+    expect(await readdir(join(provider.config.dataDir, 'outputs')).catch(() => [])).to.deep.equal([])
+    process.stderr.write(`      40 MiB output: submit → settled in ${settledMs} ms\n`)
+  })
+
+  it('a wasm job reads a 24 MiB input and writes a 24 MiB output: fetched and verified by the requester, downloaded by mercato get\'s path', async () => {
+    const requester = await startTestNode({ provide: false, gateway: true })
+    const provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
+    await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+    const client = new MercatoClient({ url: requester.gateway!.url })
+    const data = randomBytes(24 * 1024 * 1024 + 7)
+    const input = await client.uploadBlob(data)
+    const module = await client.uploadBlob(await readFile(new URL('../fixtures/wasm/copy-input.wasm', import.meta.url)))
+    const { id } = await client.submit({ engine: 'wasm', module, inputs: [{ path: 'in.bin', cid: input }], limits: { memoryMb: 8, timeoutMs: 30_000 } })
+    const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(60_000) })
+    expect(job.status, JSON.stringify(job)).to.equal('completed')
+    const inverted = data.map(b => b ^ 0xff)
+    const [out] = await client.outputs(id)
+    expect([out.path, out.size, out.cid]).to.deep.equal(['out.bin', inverted.length, await unixfsCidOfBytes(inverted)])
+    // held by the requester (pulled block by block before it paid), streamed and checked by `mercato get`
+    const dir = await mkdtemp(join(tmpdir(), 'mercato-get-'))
+    try {
+      expect(await getOutputs(client, id, dir, { out: () => {}, err: () => {}, tty: false })).to.equal(0)
+      expect(Buffer.compare(await readFile(join(dir, 'out.bin')), inverted)).to.equal(0)
+    } finally { await rm(dir, { recursive: true, force: true }) }
+  })
+
+  it('a provider restarted after a crash finds no staging folder left behind', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mercato-crashed-'))
+    try {
+      // what a provider killed mid-job leaves: a job's staging folder with a half-written file
+      await mkdir(join(dataDir, 'outputs', 'abc123-0011'), { recursive: true })
+      await writeFile(join(dataDir, 'outputs', 'abc123-0011', 'o1'), 'half')
+      const node = await startTestNode({ dataDir, price: 1 })
+      expect(await readdir(join(dataDir, 'outputs')).catch(() => [])).to.deep.equal([])
+      await node.stop()
+    } finally {
+      await rm(dataDir, { recursive: true, force: true })
+    }
   })
 })
 

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { getOutputs } from '../../src/cli/get.js'
 import type { MercatoClient, OutputRef } from '../../src/client/index.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
+import { unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
 import { outputTarget } from '../../src/executor/index.js'
 
 const enc = new TextEncoder()
@@ -18,7 +19,10 @@ function listing (files: Record<string, string>): MercatoClient {
   const refs: OutputRef[] = Object.entries(files).map(([path, text]) => ({ path, cid: cidOfBytes(enc.encode(text)), size: enc.encode(text).length }))
   return {
     outputs: async () => refs,
-    downloadOutput: async (_id: string, path: string | OutputRef) => enc.encode(files[typeof path === 'string' ? path : path.path])
+    streamOutput: async (_id: string, file: string | OutputRef) => {
+      const bytes = enc.encode(files[typeof file === 'string' ? file : file.path])
+      return { ref: file, total: bytes.length, content: [bytes] }
+    }
   } as unknown as MercatoClient
 }
 
@@ -33,6 +37,24 @@ describe('mercato get: output paths', () => {
     expect(code).to.equal(0)
     expect(await readFile(join(base, '..notes.txt'), 'utf8')).to.equal('dots\n')
     expect(await readFile(join(base, 'a', '..b'), 'utf8')).to.equal('deep\n')
+  })
+
+  it('a file whose bytes do not match its CID is refused (output-mismatch) and not left behind', async () => {
+    const lying = listing({ 'ok.txt': 'ok\n' })
+    const refs = await lying.outputs('job')
+    refs[0].cid = cidOfBytes(enc.encode('other\n'))
+    const err = await getOutputs(lying, 'job', base, io).then(() => undefined, (e: any) => e)
+    expect(err?.code).to.equal('output-mismatch')
+    expect(await readdir(base)).to.deep.equal([])
+  })
+
+  it('a large file is checked against its UnixFS CID (ipfs add --cid-version 1)', async () => {
+    const big = 'x'.repeat(600 * 1024)
+    const client = listing({ 'big.txt': big })
+    const refs = await client.outputs('job')
+    refs[0].cid = await unixfsCidOfBytes(enc.encode(big))
+    expect(await getOutputs(client, 'job', base, io)).to.equal(0)
+    expect((await readFile(join(base, 'big.txt'), 'utf8')).length).to.equal(big.length)
   })
 
   it('a ".." segment or an absolute path is refused and nothing is written', async () => {

@@ -1,8 +1,9 @@
 import { expect } from 'chai'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
 import { computeResultHash, createExecutor, type Executor } from '../../src/executor/index.js'
 import { isolationCommand, type IsolatedExecutor } from '../../src/executor/isolation.js'
 import { LIMITS, text, wasm } from './helpers.js'
@@ -18,17 +19,42 @@ for (const kind of ['unshare', 'bwrap'] as const) {
   describe(`executor: outer isolation (${kind})`, function () {
     let executor: Executor
     let marker: string
+    /** the jobs' output folders: the one place the isolated pool writes */
+    let outputsRoot: string
 
     before(async function () {
       if (!available(kind)) { this.skip(); return }
       marker = mkdtempSync(join(tmpdir(), 'mercato-iso-'))
-      executor = createExecutor({ poolSize: 1, isolation: kind })
+      outputsRoot = mkdtempSync(join(tmpdir(), 'mercato-iso-out-'))
+      executor = createExecutor({ poolSize: 1, isolation: kind, outputsRoot })
       await executor.start()
     })
 
     after(async () => {
       await executor?.stop()
       if (marker != null) rmSync(marker, { recursive: true, force: true })
+      if (outputsRoot != null) rmSync(outputsRoot, { recursive: true, force: true })
+    })
+
+    it('writes output files to the job\'s folder under the outputs root, named by their UnixFS CIDs', async () => {
+      const outputDir = join(outputsRoot, 'job-1')
+      const r = await executor.run({ id: 'iso-out', engine: 'wasm', module: wasm('outputs'), limits: LIMITS, outputDir })
+      expect(r.error).to.equal(undefined)
+      expect(r.outputs?.map(o => o.path)).to.deep.equal(['data/bytes.bin', 'report.txt'])
+      for (const o of r.outputs ?? []) {
+        expect(o.file.startsWith(outputDir + '/')).to.equal(true)
+        expect(o.cid).to.equal(await unixfsCidOfBytes(new Uint8Array(readFileSync(o.file))))
+      }
+      expect(readFileSync((r.outputs ?? [])[1].file, 'utf8')).to.equal('hello from wasm\nsecond line\n')
+      // a job that names no folder gets one under the root, visible here too
+      const own = await executor.run({ id: 'iso-out', engine: 'wasm', module: wasm('outputs'), limits: LIMITS })
+      expect(own.resultHash).to.equal(r.resultHash)
+      expect(dirname((own.outputs ?? [])[0].file).startsWith(outputsRoot + '/')).to.equal(true)
+      if (kind === 'bwrap') {
+        // outside the root the sandbox process cannot write: the job is not run (retryable), not failed
+        const err = await executor.run({ id: 'iso-out', engine: 'wasm', module: wasm('outputs'), limits: LIMITS, outputDir: join(marker, 'elsewhere') }).catch(e => e)
+        expect(err.code).to.equal('output-storage')
+      }
     })
 
     it('runs the pool in a process without network', async () => {

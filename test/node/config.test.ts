@@ -23,6 +23,13 @@ describe('config', function () {
     expect(c.gateway.host).to.equal('127.0.0.1')
   })
 
+  it('executor.outputFiles: 64 files, 256 MiB a file, 1 GiB a job by default; lowered by MERCATO_EXECUTOR_OUTPUT_FILES_*; never raised past the market-wide caps', () => {
+    expect(loadConfig({ env: {} }).executor.outputFiles).to.deep.equal({ files: 64, fileBytes: 256 * 1024 * 1024, totalBytes: 1024 * 1024 * 1024 })
+    const lowered = loadConfig({ env: { MERCATO_EXECUTOR_OUTPUT_FILES_FILE_BYTES: '1048576', MERCATO_EXECUTOR_OUTPUT_FILES_TOTAL_BYTES: '4194304' } })
+    expect(lowered.executor.outputFiles).to.deep.equal({ files: 64, fileBytes: 1048576, totalBytes: 4194304 })
+    expect(() => loadConfig({ env: { MERCATO_EXECUTOR_OUTPUT_FILES_FILE_BYTES: String(512 * 1024 * 1024) } })).to.throw(/executor\.outputFiles\.fileBytes/)
+  })
+
   it('p2p.allow: empty by default (no address skips connection limits); IP prefixes only', () => {
     expect(loadConfig({ env: {} }).p2p.allow).to.deep.equal([])
     expect(loadConfig({ env: { MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1,/ip4/10.0.0.0/ipcidr/8' } }).p2p.allow).to.have.length(3)

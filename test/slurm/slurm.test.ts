@@ -125,6 +125,33 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     }
   })
 
+  it('output files: the same files, UnixFS CIDs and result hash as the local backend, moved out of the stage dir into the job\'s folder', async () => {
+    const localBackend = new LocalBackend(createExecutor({ poolSize: 1 }))
+    await localBackend.start()
+    const folders = await mkdtemp(join(tmpdir(), 'mercato-slurm-out-'))
+    try {
+      const source = 'function main () { const b = new Uint8Array(1048576 + 17); for (let i = 0; i < b.length; i++) b[i] = i % 251; writeFile("data/big.bin", b); writeFile("note.txt", "hi"); return 2 }'
+      const jobs: ExecJob[] = [
+        { id: 'out-wasm', engine: 'wasm', module: new Uint8Array(await readFile(join(FIXTURES, 'wasm/outputs.wasm'))), limits: LIMITS },
+        { id: 'out-js', engine: 'js', source, limits: { ...LIMITS, memoryMb: 32 } }
+      ]
+      for (const j of jobs) {
+        const s = await backend.run({ ...j, outputDir: join(folders, `slurm-${j.id}`) })
+        const l = await localBackend.run({ ...j, outputDir: join(folders, `local-${j.id}`) })
+        expect(s.error, j.id).to.equal(undefined)
+        expect(s.resultHash, j.id).to.equal(l.resultHash)
+        expect(s.outputs?.map(o => [o.path, o.cid, o.size]), j.id).to.deep.equal(l.outputs?.map(o => [o.path, o.cid, o.size]))
+        for (const o of s.outputs ?? []) {
+          expect(o.file.startsWith(join(folders, `slurm-${j.id}`) + '/'), o.file).to.equal(true)
+          expect(Buffer.compare(await readFile(o.file), await readFile((l.outputs ?? []).find(x => x.path === o.path)?.file as string))).to.equal(0)
+        }
+      }
+    } finally {
+      await localBackend.stop()
+      await rm(folders, { recursive: true, force: true })
+    }
+  })
+
   it('a job auctioned on the mesh is won by the Slurm provider and runs as a Slurm job', async () => {
     const source = await readFile(join(FIXTURES, 'js/random.js'), 'utf8')
     const submitted = await requester.market.submit({ engine: 'js', source, input: { n: 4 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })

@@ -7,13 +7,12 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { execFile } from 'node:child_process'
-import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { canonicalDecode, canonicalEncode } from '../../src/crypto/index.js'
 import { createExecutor, mercatoCommand, type ExecJob, type Executor } from '../../src/executor/index.js'
 import { execStaged, readStagedResult, stageJob, STAGED_RESULT_FILE } from '../../src/executor/staged.js'
-import { MAX_OUTPUT_TOTAL_BYTES } from '../../src/executor/constants.js'
 
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname
 const LIMITS = { timeoutMs: 5000, memoryMb: 64, outputBytes: 4096 }
@@ -76,8 +75,8 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
     const forged = await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => err)
     expect(forged?.code).to.equal('staged-result-invalid')
     // or makes it huge: refused by size before it is decoded
-    // (room for stdout, stderr and the largest output files a job may write, then some)
-    await writeFile(file, new Uint8Array(LIMITS.outputBytes * 2 + MAX_OUTPUT_TOTAL_BYTES + 128 * 1024))
+    // (room for stdout, stderr and the names of the output files, then some: the files themselves are beside it)
+    await writeFile(file, new Uint8Array(LIMITS.outputBytes * 2 + 128 * 1024))
     const huge = await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => err)
     expect(huge?.code).to.equal('staged-result-invalid')
     expect(huge?.message).to.match(/cap/)
@@ -85,6 +84,33 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
     await writeFile(file, 'not cbor')
     const junk = await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => err)
     expect(junk?.code).to.equal('staged-result-invalid')
+  })
+
+  it('output files stay on disk in <dir>/outputs: named in result.cbor, re-hashed (UnixFS) by the provider; a swapped, cut or linked file is a named error', async () => {
+    const source = 'function main () { const b = new Uint8Array(600000); for (let i = 0; i < b.length; i++) b[i] = i % 13; writeFile("a/big.bin", b); writeFile("b.txt", "bee"); return 2 }'
+    const job: ExecJob = { id: 'st-out', engine: 'js', source, limits: LIMITS }
+    await stageJob(dir, job, 'none')
+    expect(await execStaged(dir, quiet)).to.equal(0)
+    const staged = await readStagedResult(dir, job.id, LIMITS.outputBytes)
+    const local = await executor.run({ ...job, outputDir: join(dir, 'local') })
+    expect(staged?.resultHash).to.equal(local.resultHash)
+    expect(staged?.outputs?.map(o => [o.path, o.cid, o.size])).to.deep.equal(local.outputs?.map(o => [o.path, o.cid, o.size]))
+    expect(staged?.outputs?.[0].file).to.equal(join(dir, 'outputs', 'o1'))
+    const big = join(dir, 'outputs', 'o1')
+    const honest = await readFile(big)
+    const refused = async (): Promise<string | undefined> => await readStagedResult(dir, job.id, LIMITS.outputBytes).then(() => undefined, (err: any) => `${err.code}: ${err.message}`)
+    // other bytes of the same size: the CID differs, so the hash does
+    const swapped = Buffer.from(honest)
+    swapped[1000] ^= 1
+    await writeFile(big, swapped)
+    expect(await refused()).to.match(/^staged-result-invalid: .*hash/)
+    // a cut file
+    await writeFile(big, honest.subarray(0, 1000))
+    expect(await refused()).to.match(/^staged-result-invalid: .*not a file of 600000 bytes/)
+    // a link to a file elsewhere (someone on the cluster pointing the provider at its own files)
+    await rm(big)
+    await symlink('/etc/hostname', big)
+    expect(await refused()).to.match(/^staged-result-invalid: .*not a file/)
   })
 
   it('the mercato command for compute nodes is this Node and the package\'s bin, and it runs', async () => {

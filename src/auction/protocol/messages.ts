@@ -15,7 +15,7 @@ import { canonicalDecode, canonicalEncode, isPeerId, messageId, signMessage, ver
 import { InvalidMessageError } from '../../errors.js'
 import { ENGINES } from '../../engines.js'
 import { constraintsSchema, labelsSchema } from '../../labels.js'
-import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_INPUT_BLOB_BYTES, MAX_INPUT_URL_CHARS, MAX_INPUTS_SPEC_CHARS, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
+import { ADVERT_TTL_MS, BID_TTL_MS, DOMAIN, MAX_ADVERT_ADDRS, MAX_BLOB_BYTES, MAX_CLOCK_SKEW_MS, MAX_INLINE_BYTES, MAX_INPUT_BLOB_BYTES, MAX_INPUT_URL_CHARS, MAX_INPUTS_SPEC_CHARS, MAX_RESULT_OUTPUT_BYTES, MAX_RESULT_OUTPUT_FILE_BYTES, MAX_RESULT_OUTPUTS, OFFER_TTL_MS } from '../constants.js'
 import { inputListProblem, outputListProblem } from '../../executor/index.js'
 import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 
@@ -160,11 +160,11 @@ export const refuseSchema = z.strictObject({
 })
 export type Refuse = z.infer<typeof refuseSchema>
 
-/** An output file a result names: its path in the job's output directory, its CID (raw sha2-256) and size. */
+/** An output file a result names: its path in the job's output directory, its CID (UnixFS; raw sha2-256 in older results) and size. */
 export const outputRefSchema = z.strictObject({
   path: z.string().min(1).max(1024),
   cid: z.string().regex(/^b[a-z2-7]{20,100}$/),
-  size: z.number().int().min(0).max(MAX_BLOB_BYTES)
+  size: z.number().int().min(0).max(MAX_RESULT_OUTPUT_FILE_BYTES)
 })
 
 /** A result's outputs: plain relative paths, sorted, no duplicates, within the count and total caps. */

@@ -13,7 +13,13 @@
  * that merely drops is not a withdrawal: we finish, and a restarted
  * requester collects the result over the status protocol.
  */
-import { canonicalEncode, cidOfBytes, messageId, type Signed } from '../../crypto/index.js'
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { open, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
+import { unixfsCidOfFile } from '../../crypto/unixfs.js'
 import { computeResultHash, outputsField, type ExecJob, type ExecResult } from '../../executor/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { CID } from 'multiformats/cid'
@@ -111,9 +117,12 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   let result: Signed<Result>
   // the job's input files on disk, removed when it is over
   let staged: StagedInputs | undefined
+  // the job's output files on disk (written there as the guest writes them), removed once stored as blobs
+  const outputDir = outputsFolder(ctx, a.jobId)
   try {
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
+    job.outputDir = outputDir
     let exec: ExecResult | undefined
     try {
       staged = await stageInputs(ctx, offer.payload, award.signer, withdrawn.signal)
@@ -126,7 +135,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     }
     exec ??= await runJob(ctx, job, held, withdrawn.signal, send, logs)
     state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
-    if (ctx.deps.corruptResults === true) exec = corrupt(a.jobId, exec)
+    if (ctx.deps.corruptResults === true) exec = await corrupt(a.jobId, exec)
     // the output files become blobs (served over the blob protocol) before the result names them
     await storeOutputs(ctx, exec)
     result = signResult(ctx, a.jobId, awardId, exec)
@@ -143,6 +152,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   } finally {
     clearInterval(hb)
     if (staged != null) void staged.remove()
+    await rm(outputDir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir: outputDir }, 'could not remove output files') })
   }
   // the last of the live logs go before the result
   await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
@@ -216,8 +226,16 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
   return job
 }
 
+/** A folder of its own for a job's output files (under `provider.outputsDir`). */
+function outputsFolder (ctx: ProviderContext, jobId: string): string {
+  const root = ctx.cfg.outputsDir ?? join(tmpdir(), `mercato-outputs-${process.pid}`)
+  return join(root, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+}
+
 /**
- * Store a result's output files as blobs (not cached in memory: they are served once or twice).
+ * Store a result's output files as blobs: each file streamed from disk into the blob store's
+ * UnixFS import (BlobStore.putStream: blocks staged and committed whole, never the file in
+ * memory), which must name it by the CID the executor computed and the result hash covers.
  * Empty files are not stored: the requester knows their bytes. A provider told to withhold
  * them (a test switch) claims them without serving them.
  */
@@ -225,19 +243,25 @@ async function storeOutputs (ctx: ProviderContext, exec: ExecResult): Promise<vo
   if (exec.outputs == null || ctx.deps.withholdOutputs === true) return
   for (const o of exec.outputs) {
     if (o.size === 0) continue
-    const cid = await ctx.deps.blobs.put(o.bytes, { cache: false })
+    const cid = await ctx.deps.blobs.putStream(createReadStream(o.file, { highWaterMark: 256 * 1024 }), { maxBytes: o.size })
+    if (cid !== o.cid) throw new Error(`output ${o.path} was stored as ${cid}, not the ${o.cid} the result names`)
     // served to the requester (and its user) for blobs.outputRetentionMs, then collectable
     ctx.deps.blobs.gc.pin(cid, 'output')
   }
 }
 
-/** Test switch (replica quorum tests): a consistent liar. One byte of its first output file differs, or else its stdout. */
-function corrupt (jobId: string, exec: ExecResult): ExecResult {
+/** Test switch (replica quorum tests): a consistent liar. One byte of its first output file differs (on disk), or else its stdout. */
+async function corrupt (jobId: string, exec: ExecResult): Promise<ExecResult> {
   let { stdout, outputs } = exec
   if (outputs != null && outputs.length > 0 && outputs[0].size > 0) {
-    const bytes = outputs[0].bytes.slice()
-    bytes[0] ^= 0x01
-    outputs = [{ ...outputs[0], bytes, cid: cidOfBytes(bytes) }, ...outputs.slice(1)]
+    const f = await open(outputs[0].file, 'r+')
+    try {
+      const b = new Uint8Array(1)
+      await f.read(b, 0, 1, 0)
+      b[0] ^= 0x01
+      await f.write(b, 0, 1, 0)
+    } finally { await f.close() }
+    outputs = [{ ...outputs[0], cid: await unixfsCidOfFile(outputs[0].file) }, ...outputs.slice(1)]
   } else {
     stdout = new Uint8Array([...stdout, 0x21])
   }

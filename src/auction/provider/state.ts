@@ -43,6 +43,8 @@ export interface ProviderConfig {
   inputs?: Partial<InputLimits>
   /** where a job's input files are staged while it runs (default: a folder in the OS temp dir) */
   inputsDir?: string
+  /** where a job's output files are written while it runs, until they are stored as blobs (default: a folder in the OS temp dir) */
+  outputsDir?: string
 }
 
 /** A provider's input file limits: how many files, bytes per file and in total, and how long one URL may take. */

@@ -90,9 +90,9 @@ export class Settlement {
   }
 
   /**
-   * Fetch a result's output files from its provider, one at a time (at most one file's bytes in
-   * memory), each capped at the size the result names and checked against its CID and size by the
-   * blob store. A file the provider does not serve, or serves wrong, is an `outputs-unavailable`
+   * Fetch a result's output files from its provider, one at a time, block by block into the blob
+   * store (a few blocks in memory, never a whole file), each capped at the size the result names and
+   * checked against its CID and size by the blob store. A file the provider does not serve, or serves wrong, is an `outputs-unavailable`
    * refusal: the award is lost and handed over, never paid. Files already here (a replica's twin)
    * are not fetched again.
    */
@@ -109,9 +109,10 @@ export class Settlement {
       for (const o of outputs) {
         if (o.size === 0) continue
         try {
-          const bytes = await ctx.deps.blobs.fetch(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, cache: false, signal })
-          if (bytes.length !== o.size) throw new Error(`${bytes.length} bytes, not ${o.size}`)
-          // the user's results: kept until the user removes them (blob-gc.ts)
+          // block by block into the blob store, each checked against its CID (the file is never whole in memory)
+          const size = await ctx.deps.blobs.pull(ctx.network, o.cid, [attempt.provider], { maxBytes: o.size, signal })
+          if (size !== o.size) throw new Error(`${size} bytes, not ${o.size}`)
+          // the user's results: kept until the user releases them (blob-gc.ts)
           ctx.deps.blobs.gc.pin(o.cid, 'result')
         } catch (err: any) {
           ctx.count('outputs-unavailable')

@@ -29,12 +29,13 @@
  * the cluster has room, and its advertised slots never exceed the cluster.
  */
 import { EventEmitter } from 'node:events'
-import { access, mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { access, copyFile, mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { constants } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { logger } from '../../logger.js'
-import { AbortedError, ExecutorStoppedError, InvalidInputsError, UnsupportedEngineError } from '../errors.js'
+import { AbortedError, ExecutorStoppedError, InvalidInputsError, OutputStorageError, UnsupportedEngineError } from '../errors.js'
 import { clampLimits } from '../pool.js'
 import { mercatoCommand } from '../command.js'
 import { readStagedResult, stageJob, STAGED_RESULT_FILE, STAGED_STARTED_FILE } from '../staged.js'
@@ -455,9 +456,38 @@ export class SlurmBackend implements ExecutorBackend {
       return
     }
     if (result == null) return
+    try {
+      // the output files leave the stage dir (removed below) for the job's own output folder
+      await takeOutputs(result, t.job.outputDir)
+    } catch (err: any) {
+      this.settle(t, new OutputStorageError(`cannot move the job's output files out of ${t.dir}: ${String(err?.code ?? err?.message ?? err)}`, err))
+      await this.cleanup(t)
+      return
+    }
     this.setState(t, 'running', 'RUNNING')
     this.settle(t, result, true)
     await this.cleanup(t)
+  }
+}
+
+/**
+ * Move a staged result's output files into `outputDir` (made when missing; without one, a fresh
+ * folder under the OS temp dir), so they outlive the stage dir: a rename, or a copy when the
+ * stage dir is on another filesystem (a cluster share). The result then names the new files.
+ */
+async function takeOutputs (result: ExecResult, outputDir: string | undefined): Promise<void> {
+  if (result.outputs == null || result.outputs.length === 0) return
+  const dir = outputDir ?? await mkdtemp(join(tmpdir(), 'mercato-outputs-'))
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+  for (const o of result.outputs) {
+    const target = join(dir, basename(o.file))
+    try {
+      await rename(o.file, target)
+    } catch (err: any) {
+      if (err?.code !== 'EXDEV') throw err
+      await copyFile(o.file, target)
+    }
+    o.file = target
   }
 }
 

@@ -281,13 +281,19 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       const path = req.params['*']
       const ref = (await market.result(req.params.id)).outputs.find(o => o.path === path)
       if (ref == null) throw new GatewayError('not-found', `job ${req.params.id} has no output ${JSON.stringify(path.slice(0, 256))}`)
-      // checked against its CID when it arrived and again when read; not kept in memory after
-      const bytes = ref.size === 0 ? new Uint8Array(0) : await market.getBlob(ref.cid, { cache: false })
-      if (bytes == null) throw new GatewayError('not-found', `output ${path} (${ref.cid}) is no longer in this node's blob store`)
-      const range = parseRange(req.headers.range, bytes.length)
+      // streamed from the blob store, block by block, each checked against its CID as it is read
+      const size = ref.size
+      const range = parseRange(req.headers.range, size)
       if (range === 'unsatisfiable') {
-        void reply.header('content-range', `bytes */${bytes.length}`)
-        throw new GatewayError('range-not-satisfiable', `range ${req.headers.range ?? ''} lies outside the ${bytes.length} bytes of ${path}`)
+        void reply.header('content-range', `bytes */${size}`)
+        throw new GatewayError('range-not-satisfiable', `range ${req.headers.range ?? ''} lies outside the ${size} bytes of ${path}`)
+      }
+      let content: AsyncIterable<Uint8Array> | undefined
+      if (size > 0) {
+        const blob = await market.catBlob(ref.cid, range != null ? { offset: range.start, length: range.end - range.start + 1 } : {})
+        if (blob == null) throw new GatewayError('not-found', `output ${path} (${ref.cid}) is no longer in this node's blob store`)
+        if (blob.size !== size) throw new GatewayError('not-found', `output ${path} (${ref.cid}) holds ${blob.size} bytes here, not ${size}`)
+        content = blob.content
       }
       const { type, inline } = outputContentType(path)
       void reply
@@ -297,9 +303,9 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         .header('content-security-policy', OUTPUT_CSP)
         .header('content-disposition', contentDisposition(path, inline))
         .type(type)
-      const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-      if (range == null) return await reply.send(body)
-      return await reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${bytes.length}`).send(body.subarray(range.start, range.end + 1))
+      if (content == null) return await reply.header('content-length', 0).send(Buffer.alloc(0))
+      if (range == null) return await reply.header('content-length', size).send(Readable.from(content))
+      return await reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1).send(Readable.from(content))
     })
 
     app.delete<{ Params: { id: string } }>('/v1/jobs/:id', {
