@@ -39,7 +39,10 @@ export class BlockStore {
     const key = cid.toString()
     if (this.blocksDir == null || this.dir == null) return this.memory.get(key)
     for (const file of [join(this.blocksDir, key), join(this.dir, key)]) {
-      try { return new Uint8Array(await readFile(file)) } catch {}
+      let buf: Buffer
+      try { buf = await readFile(file) } catch { continue }
+      // a plain view of the bytes read, not a copy
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
     }
     return undefined
   }
@@ -58,12 +61,18 @@ export class BlockStore {
     return (await this.sizeOf(cid)) != null
   }
 
-  /** Store a verified block (no-op when held). */
-  async put (cid: CID | string, bytes: Uint8Array): Promise<void> {
+  /**
+   * Store a verified block (no-op when held). `missing`: the caller knows it is not held (a fetch
+   * asks only for missing blocks): no stat first; a block written twice is the same bytes, and the
+   * rename is atomic.
+   */
+  async put (cid: CID | string, bytes: Uint8Array, opts: { missing?: boolean } = {}): Promise<void> {
     const key = cid.toString()
     if (this.blocksDir == null) { this.memory.set(key, bytes); return }
     const file = join(this.blocksDir, key)
-    try { await stat(file); return } catch {}
+    if (opts.missing !== true) {
+      try { await stat(file); return } catch {}
+    }
     // a name of its own per write: two writes of one block at once must not share a temp file
     const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
     await writeFile(tmp, bytes)
