@@ -109,6 +109,8 @@ export class PeerSession {
   private legacyActive = 0
   private opening?: Promise<void>
   private failure?: unknown
+  /** blocks being written to the store */
+  private readonly storing = new Set<Promise<void>>()
 
   constructor (
     private readonly network: Network,
@@ -129,7 +131,7 @@ export class PeerSession {
     if (maxBytes > MAX_BLOCK_BYTES) {
       // a whole-blob raw root (up to MAX_BLOB_BYTES): one request of its own, capped at its size
       const bytes = await this.requestOne(cid, maxBytes)
-      await this.store(cid, bytes)
+      await this.track(this.store(cid, bytes))
       return bytes
     }
     const charge = Math.min(maxBytes, expected != null && expected > 0 ? expected : maxBytes)
@@ -152,6 +154,18 @@ export class PeerSession {
   /** End the session (the fetch is over). */
   close (): void {
     this.fail(new Error('blob fetch ended'))
+  }
+
+  /** Resolves when every block that arrived is stored (or failed to be). */
+  async settled (): Promise<void> {
+    while (this.storing.size > 0) await Promise.allSettled([...this.storing])
+  }
+
+  private track (p: Promise<void>): Promise<void> {
+    this.storing.add(p)
+    const done = (): void => { this.storing.delete(p) }
+    p.then(done, done)
+    return p
   }
 
   private async requestOne (cid: CID, maxBytes: number): Promise<Uint8Array> {
@@ -214,9 +228,11 @@ export class PeerSession {
   }
 
   private async read (channel: MessageChannel): Promise<void> {
+    // the block whose frame is being read: taken off `inflight`, so failed here if its frame is bad
+    let want: Want | undefined
     try {
       for await (const frame of channel) {
-        const want = this.inflight.shift()
+        want = this.inflight.shift()
         if (want == null) throw new BlobStreamRefusedError(`${this.peer} sent a frame nobody asked for`, 'unasked')
         if (frame.length === 0) throw new BlobStreamRefusedError(`${this.peer} sent an empty frame`, 'empty')
         if (frame[0] === FRAME_MISSING) throw new NotFoundError(`block ${want.key} not held by ${this.peer}`, 'blob-not-found')
@@ -226,19 +242,22 @@ export class PeerSession {
         }
         if (frame[0] !== FRAME_BLOCK) throw new BlobStreamRefusedError(`${this.peer} sent a frame of unknown type ${frame[0]}`, 'bad-frame')
         const bytes = frame.subarray(1)
+        const w = want
         if (bytes.length > want.maxBytes) throw new BlobStreamRefusedError(`block ${want.key} from ${this.peer} exceeds ${want.maxBytes} bytes`, 'too-large')
         if (!blockMatches(bytes, want.cid)) throw new BlockMismatchError(this.peer, want.key)
         // stored while the next frames arrive; its bytes leave the read-ahead once on disk
-        this.store(want.cid, bytes).then(() => {
-          if (this.failure == null) this.inflightBytes -= want.charge
-          want.resolve(bytes)
+        this.track(this.store(w.cid, bytes)).then(() => {
+          if (this.failure == null) this.inflightBytes -= w.charge
+          w.resolve(bytes)
           this.pump()
-        }, err => { want.reject(err); this.fail(err) })
+        }, err => { w.reject(err); this.fail(err) })
+        want = undefined
       }
       if (this.failure == null && (this.inflight.length > 0 || this.queue.length > 0)) {
         throw new NotFoundError(`${this.peer} closed the blob stream with ${this.inflight.length} block(s) unanswered`, 'blob-not-found')
       }
     } catch (err) {
+      want?.reject(err)
       this.fail(err)
     }
   }
@@ -247,7 +266,7 @@ export class PeerSession {
     while (this.failure == null && this.legacyActive < BLOB_FETCH_CONCURRENCY && this.queue.length > 0) {
       const want = this.queue.shift() as Want
       this.legacyActive++
-      this.requestOne(want.cid, want.maxBytes).then(async bytes => { await this.store(want.cid, bytes); want.resolve(bytes) }).catch(want.reject).finally(() => {
+      this.requestOne(want.cid, want.maxBytes).then(async bytes => { await this.track(this.store(want.cid, bytes)); want.resolve(bytes) }).catch(want.reject).finally(() => {
         this.legacyActive--
         this.pump()
       })

@@ -491,6 +491,8 @@ export class BlobStore {
     } finally {
       stop.abort()
       for (const s of sessions.values()) s.close()
+      // what arrived is on disk before we return: a fetch that failed resumes from every block it got
+      await Promise.all([...sessions.values()].map(async s => { await s.settled() }))
     }
   }
 
