@@ -191,7 +191,9 @@ export class PeerSession {
       this.opening ??= this.open()
       return
     }
-    // batches while the read-ahead has room; one block always goes when nothing is in flight
+    // batches while the read-ahead has room, from half empty on (a batch of several blocks lets the
+    // server read the next from disk while it sends one); one block always goes when nothing is in flight
+    if (this.inflight.length > 0 && this.inflightBytes > BLOB_READ_AHEAD_BYTES / 2) return
     while (this.queue.length > 0) {
       const batch: Want[] = []
       while (this.queue.length > 0 && batch.length < MAX_BLOB_BATCH) {

@@ -403,9 +403,15 @@ export class BlobStore {
           await channel.close()
           return
         }
-        for (const cid of cids) {
+        // the next block is read from disk while this one is written: two blocks in memory at most
+        const read = async (cid: string): Promise<Uint8Array | undefined> => {
           const parsed = parseCid(cid)
-          const bytes = parsed != null ? await this.blocks.get(parsed) : undefined
+          return parsed != null ? await this.blocks.get(parsed) : undefined
+        }
+        let next = read(cids[0])
+        for (let i = 0; i < cids.length; i++) {
+          const bytes = await next
+          if (i + 1 < cids.length) next = read(cids[i + 1])
           if (bytes == null) {
             await channel.send(missingFrame())
           } else {
