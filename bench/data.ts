@@ -6,9 +6,9 @@
  * to A). Legs:
  * - upload: a 100 MiB file (BENCH_DATA_MIB) streamed from disk by the client's `uploadFile` into
  *   A's `POST /v1/blobs` (UnixFS import into A's block store);
- * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A block by block over
- *   `/mercato/blob/2.0.0` (each block verified, stored), then streams it to this process, which
- *   checks its sha256.
+ * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A over one
+ *   `/mercato/blob/2.1.0` stream (batches of block requests; each block verified, stored), then
+ *   streams it to this process, which checks its sha256.
  * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after.
  * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, and a
  * plain loopback TCP copy of them (node:net, no framing, no crypto).
@@ -136,7 +136,7 @@ async function main (): Promise<void> {
   const aAfterUpload = await memoryOf(a.proc.pid as number)
   if (size !== SIZE) throw new Error(`upload: ${size} bytes stored of ${SIZE}`)
 
-  // leg 2: B fetches it from A block by block, then streams it out
+  // leg 2: B fetches it from A (one stream, blocks verified and stored as they come), then streams it out
   const bBefore = await memoryOf(b.proc.pid as number)
   const aPeer = a.address.split('/p2p/').pop() as string
   t0 = performance.now()

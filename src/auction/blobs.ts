@@ -13,19 +13,38 @@
  *   CID of their bytes) stores the bytes as one raw block, as the first release did, so that the
  *   CID the executor computed stays the blob's name (≤ MAX_BLOB_BYTES).
  *
- * Blobs are read back with the exporter (ipfs-unixfs-exporter): {@link BlobStore.cat} streams a
- * range, {@link BlobStore.get} returns the whole.
+ * Blobs are read back by {@link BlobStore.cat} (a range, streamed) and {@link BlobStore.get} (the
+ * whole): the DAG is walked in order, a few blocks ahead of the reader (BLOB_READ_AHEAD_BLOCKS),
+ * every block re-hashed as it is read. (ipfs-unixfs-exporter, used before, reads a whole file
+ * ahead of a slow reader: streaming 100 MiB out grew a node's RSS by 120 MiB.)
  *
- * ## The blob protocol, `/mercato/blob/2.0.0`
- * One request per block: `{ cid }` (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame,
- * ≤ MAX_BLOCK_BYTES; a raw root, a whole-blob block of the first release, may be as large as the
- * caller's size cap, ≤ MAX_BLOB_BYTES). The fetcher walks the DAG from its root, a few blocks at a
- * time: every block is hashed against its CID as it arrives (a peer sending a wrong block is caught
- * at that block and dropped), dag-pb nodes must be UnixFS file nodes, the bytes the DAG describes
- * are counted against the caller's `maxBytes` as they come (and the root's declared size is checked
- * before any leaf is asked for), the depth and the number of nodes visited are capped. Blocks are
- * stored as they arrive: a transfer that breaks resumes from what is held, asking only for the
- * missing blocks. A blob counts as held only when every block of its DAG is.
+ * ## The blob protocols
+ * `/mercato/blob/2.1.0` (blob-stream.ts), what a fetch uses: one stream per peer for the whole
+ * fetch. The fetcher writes requests `{ cids: [...] }` (canonical CBOR, 1 to MAX_BLOB_BATCH = 64
+ * CIDs, ≤ 16 KiB); the server reads one request at a time and answers each CID in order with one
+ * frame (`0x00` + the block, `0x01` not held, `0x02` + `{ code, message }` refused, then it
+ * closes), reading the next block from disk while it writes one, each write waiting for the
+ * reader (backpressure). The fetcher keeps at most BLOB_READ_AHEAD_BYTES (4 MiB) of blocks asked
+ * for and not yet stored per peer (a raw leaf is counted at the size its parent declares), and
+ * resets a stream that sends more than that and one block unread. The server holds at most two
+ * blocks per stream, serves MAX_BLOB_STREAMS (32) streams at once (more are refused `busy`), two
+ * per connection, and resets a stream idle (no request, or a reader taking nothing) for 30 s; a
+ * request too large, malformed or naming too many CIDs gets a refusal frame.
+ *
+ * `/mercato/blob/2.0.0`, still served, and used to fetch from a peer that does not speak 2.1.0 (or
+ * a whole-blob raw root larger than a block, one request): one request per block, `{ cid }`
+ * (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame, ≤ MAX_BLOCK_BYTES; a raw root, a
+ * whole-blob block of the first release, may be as large as the caller's size cap, ≤
+ * MAX_BLOB_BYTES), BLOB_FETCH_CONCURRENCY requests at once.
+ *
+ * Either way the fetcher walks the DAG from its root: every block is hashed against its CID as it
+ * arrives (a peer sending a wrong block is caught at that block and dropped; what was still asked
+ * of it goes to the next peer), dag-pb nodes must be UnixFS file nodes, the bytes the DAG
+ * describes are counted against the caller's `maxBytes` as they come (and the root's declared
+ * size is checked before any leaf is asked for), the depth and the number of nodes visited are
+ * capped. Blocks are stored as they arrive (a fetch returns only when every block that arrived is
+ * on disk): a transfer that breaks resumes from what is held, asking only for the missing blocks.
+ * A blob counts as held only when every block of its DAG is.
  */
 import { importFile } from './unixfs.js'
 import * as dagPb from '@ipld/dag-pb'
