@@ -6,7 +6,9 @@
  * one request at a time and answers each CID in order with one frame:
  * - `0x00` and the block's bytes;
  * - `0x01`: not held;
- * - `0x02` and canonical CBOR `{ code, message }`: the request was refused; the server closes.
+ * - `0x02` and canonical CBOR `{ code, message }`: the request was refused; the server closes;
+ * - `0x03` and canonical CBOR `{ size }`: the block is larger than MAX_BLOCK_BYTES (a whole-blob
+ *   raw block; 2.0.0 carries those), not read.
  * The fetcher keeps requests in flight up to BLOB_READ_AHEAD_BYTES of expected blocks, so a
  * stream stays full without either side buffering a blob.
  */
@@ -21,6 +23,8 @@ import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STRE
 export const FRAME_BLOCK = 0
 export const FRAME_MISSING = 1
 export const FRAME_REFUSED = 2
+/** the block is larger than MAX_BLOCK_BYTES (a whole-blob raw block): ask it over 2.0.0 */
+export const FRAME_TOO_LARGE = 3
 
 const SHA2_256 = 0x12
 
@@ -59,6 +63,14 @@ export function blockFrame (bytes: Uint8Array): Uint8Array {
 }
 
 export const missingFrame = (): Uint8Array => Uint8Array.of(FRAME_MISSING)
+
+export function tooLargeFrame (size: number): Uint8Array {
+  const body = canonicalEncode({ size })
+  const out = new Uint8Array(body.length + 1)
+  out[0] = FRAME_TOO_LARGE
+  out.set(body, 1)
+  return out
+}
 
 export function refusedFrame (code: string, message: string): Uint8Array {
   const body = canonicalEncode({ code: code.slice(0, 64), message: message.slice(0, 512) })
@@ -238,6 +250,7 @@ export class PeerSession {
         if (want == null) throw new BlobStreamRefusedError(`${this.peer} sent a frame nobody asked for`, 'unasked')
         if (frame.length === 0) throw new BlobStreamRefusedError(`${this.peer} sent an empty frame`, 'empty')
         if (frame[0] === FRAME_MISSING) throw new NotFoundError(`block ${want.key} not held by ${this.peer}`, 'blob-not-found')
+        if (frame[0] === FRAME_TOO_LARGE) throw new BlobStreamRefusedError(`block ${want.key} at ${this.peer} is larger than ${MAX_BLOCK_BYTES} bytes (a stream carries blocks up to that)`, 'too-large')
         if (frame[0] === FRAME_REFUSED) {
           const { code, message } = readRefusal(frame)
           throw new BlobStreamRefusedError(`${this.peer} refused the request (${code}): ${message}`, code)

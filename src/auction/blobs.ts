@@ -53,17 +53,17 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { cidOfBytes } from '../crypto/index.js'
 import { decodeBlobBatch, decodeBlobRequest, MAX_BLOB_BATCH_REQUEST_BYTES, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
-import { BlockMismatchError, blockFrame, blockMatches, missingFrame, PeerSession, refusedFrame } from './blob-stream.js'
+import { BlockMismatchError, blockFrame, blockMatches, missingFrame, PeerSession, refusedFrame, tooLargeFrame } from './blob-stream.js'
 import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
 import {
-  BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
+  BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_SERVE_READ_AHEAD, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
   BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOB_STREAMS, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES
 } from './constants.js'
 
 export { BlockMismatchError } from './blob-stream.js'
-import { BlockStore } from './blocks.js'
+import { BlockStore, BlockTooLargeError } from './blocks.js'
 
 const log = logger('auction:blobs')
 
@@ -422,17 +422,26 @@ export class BlobStore {
           await channel.close()
           return
         }
-        // the next block is read from disk while this one is written: two blocks in memory at most
-        const read = async (cid: string): Promise<Uint8Array | undefined> => {
+        // the next blocks are read from disk while one is written: BLOB_SERVE_READ_AHEAD blocks in memory at most
+        // a block larger than a block may be (a whole-blob raw block of up to 16 MiB) is not read: 2.0.0 carries those
+        const read = async (cid: string): Promise<Uint8Array | number | undefined> => {
           const parsed = parseCid(cid)
-          return parsed != null ? await this.blocks.get(parsed) : undefined
+          try {
+            return parsed != null ? await this.blocks.get(parsed, { maxBytes: MAX_BLOCK_BYTES }) : undefined
+          } catch (err) {
+            if (err instanceof BlockTooLargeError) return err.size
+            return undefined
+          }
         }
-        let next = read(cids[0])
+        const ahead: Array<Promise<Uint8Array | number | undefined>> = []
+        let asked = 0
         for (let i = 0; i < cids.length; i++) {
-          const bytes = await next
-          if (i + 1 < cids.length) next = read(cids[i + 1])
+          while (asked < cids.length && ahead.length < BLOB_SERVE_READ_AHEAD) ahead.push(read(cids[asked++]))
+          const bytes = await ahead.shift()
           if (bytes == null) {
             await channel.send(missingFrame())
+          } else if (typeof bytes === 'number') {
+            await channel.send(tooLargeFrame(bytes))
           } else {
             await channel.send(blockFrame(bytes))
             this.counters.blocksServed++

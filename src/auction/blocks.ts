@@ -10,10 +10,18 @@
  * A blob of the first release is one file `<dir>/<cid>` holding the whole blob as one raw block;
  * `get` still finds it there.
  */
-import { mkdir, readFile, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
+
+/** A held block is larger than the reader takes (`get` with `maxBytes`). */
+export class BlockTooLargeError extends Error {
+  constructor (readonly cid: string, readonly size: number) {
+    super(`block ${cid} is ${size} bytes`)
+    this.name = 'BlockTooLargeError'
+  }
+}
 
 /** Where blocks live: a directory, or memory. */
 export class BlockStore {
@@ -34,15 +42,39 @@ export class BlockStore {
     await rm(join(this.dir, 'staging'), { recursive: true, force: true })
   }
 
-  /** The block's bytes, or undefined. Not verified here: callers that read for peers or users verify. */
-  async get (cid: CID | string): Promise<Uint8Array | undefined> {
+  /**
+   * The block's bytes, or undefined. Not verified here: callers that read for peers or users verify.
+   * `maxBytes`: a larger block is not read; {@link BlockTooLargeError} says its size.
+   */
+  async get (cid: CID | string, opts: { maxBytes?: number } = {}): Promise<Uint8Array | undefined> {
     const key = cid.toString()
-    if (this.blocksDir == null || this.dir == null) return this.memory.get(key)
+    const max = opts.maxBytes ?? Number.POSITIVE_INFINITY
+    if (this.blocksDir == null || this.dir == null) {
+      const held = this.memory.get(key)
+      if (held != null && held.length > max) throw new BlockTooLargeError(key, held.length)
+      return held
+    }
     for (const file of [join(this.blocksDir, key), join(this.dir, key)]) {
-      let buf: Buffer
-      try { buf = await readFile(file) } catch { continue }
-      // a plain view of the bytes read, not a copy
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+      let fh
+      try { fh = await open(file, 'r') } catch { continue }
+      try {
+        const size = (await fh.stat()).size
+        if (size > max) throw new BlockTooLargeError(key, size)
+        // one read into a buffer of the file's size (no copy afterwards)
+        const out = new Uint8Array(size)
+        let n = 0
+        while (n < size) {
+          const { bytesRead } = await fh.read(out, n, size - n, n)
+          if (bytesRead === 0) break
+          n += bytesRead
+        }
+        return n === size ? out : out.subarray(0, n)
+      } catch (err) {
+        if (err instanceof BlockTooLargeError) throw err
+        continue
+      } finally {
+        await fh.close().catch(() => {})
+      }
     }
     return undefined
   }

@@ -15,7 +15,7 @@ import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
 import { BlobStore, BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
 import { decodeBlobRequest, encodeBlobBatch, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
-import { FRAME_REFUSED, readRefusal } from '../../src/auction/blob-stream.js'
+import { FRAME_REFUSED, FRAME_TOO_LARGE, readRefusal } from '../../src/auction/blob-stream.js'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 
 const dirs: string[] = []
@@ -307,7 +307,7 @@ describe('blobs as UnixFS DAGs', function () {
       }
     }
 
-    it('2.1.0: a hostile client (100,000 CIDs, an oversized or malformed request) gets a clear refusal; the server serves on', async () => {
+    it('2.1.0: a hostile client (100,000 CIDs, an oversized or malformed request, a 3 MiB block) gets a clear refusal; the server serves on', async () => {
       // 100,000 CIDs in one request: refused by its length prefix, never buffered (≈ 6 MB)
       const huge = encodeBlobBatch(Array.from({ length: 100_000 }, () => bigCid))
       const r1 = await ask(huge)
@@ -329,6 +329,10 @@ describe('blobs as UnixFS DAGs', function () {
       // not CBOR at all
       const r4 = await ask(new Uint8Array([0xff, 0x00, 0x13]))
       expect(readRefusal(r4 as Uint8Array).code).to.equal('refused-bad-encoding')
+      // a whole-blob raw block larger than a block (put() of 3 MiB) is not read for a stream: 2.0.0 carries it
+      const whole = await sa.put(randomBytes(3 * 1024 * 1024), { cache: false })
+      const r5 = await ask(encodeBlobBatch([whole]))
+      expect((r5 as Uint8Array)[0]).to.equal(FRAME_TOO_LARGE)
       // unharmed: the next fetch from A works
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
       expect(Buffer.compare(bytes, big)).to.equal(0)
