@@ -18,7 +18,7 @@ import { canonicalDecode, canonicalEncode } from '../crypto/index.js'
 import { MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import { encodeBlobBatch, encodeBlobRequest, MAX_BLOB_BATCH } from './protocol/frames.js'
-import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
+import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
 
 export const FRAME_BLOCK = 0
 export const FRAME_MISSING = 1
@@ -123,6 +123,8 @@ export class PeerSession {
   private failure?: unknown
   /** blocks being written to the store */
   private readonly storing = new Set<Promise<void>>()
+  /** fails the session when blocks are asked for and no frame comes for BLOB_STALL_MS */
+  private stall?: NodeJS.Timeout
 
   constructor (
     private readonly network: Network,
@@ -160,7 +162,18 @@ export class PeerSession {
     for (const w of this.inflight.splice(0)) w.reject(err)
     for (const w of this.queue.splice(0)) w.reject(err)
     this.inflightBytes = 0
+    clearTimeout(this.stall)
     this.channel?.abort(err instanceof Error ? err : new Error(String(err)))
+  }
+
+  /** (Re)start the stall timer while blocks are in flight; stop it when none is. */
+  private watch (): void {
+    clearTimeout(this.stall)
+    if (this.inflight.length === 0 || this.failure != null) return
+    this.stall = setTimeout(() => {
+      this.fail(new NotFoundError(`${this.peer} sent no block for ${BLOB_STALL_MS} ms`, 'blob-not-found'))
+    }, BLOB_STALL_MS)
+    this.stall.unref?.()
   }
 
   /** End the session (the fetch is over). */
@@ -216,7 +229,9 @@ export class PeerSession {
         this.inflightBytes += next.charge
       }
       if (batch.length === 0) return
+      const wasIdle = this.inflight.length === 0
       this.inflight.push(...batch)
+      if (wasIdle) this.watch()
       this.channel.send(encodeBlobBatch(batch.map(w => w.key))).catch(err => { this.fail(err) })
     }
   }
@@ -247,6 +262,7 @@ export class PeerSession {
     try {
       for await (const frame of channel) {
         want = this.inflight.shift()
+        this.watch()
         if (want == null) throw new BlobStreamRefusedError(`${this.peer} sent a frame nobody asked for`, 'unasked')
         if (frame.length === 0) throw new BlobStreamRefusedError(`${this.peer} sent an empty frame`, 'empty')
         if (frame[0] === FRAME_MISSING) throw new NotFoundError(`block ${want.key} not held by ${this.peer}`, 'blob-not-found')
@@ -272,6 +288,17 @@ export class PeerSession {
         throw new NotFoundError(`${this.peer} closed the blob stream with ${this.inflight.length} block(s) unanswered`, 'blob-not-found')
       }
     } catch (err) {
+      if (err instanceof BlobStreamRefusedError && err.remoteCode === 'busy' && this.failure == null) {
+        // a server at its limit of streams: ask it the older way, a request per block
+        if (want != null) this.inflight.unshift(want)
+        this.queue.unshift(...this.inflight.splice(0))
+        this.inflightBytes = 0
+        clearTimeout(this.stall)
+        this.legacy = true
+        channel.abort()
+        this.pump()
+        return
+      }
       want?.reject(err)
       this.fail(err)
     }

@@ -88,6 +88,8 @@ export const BLOB_FETCH_CONCURRENCY = 8
  * (and one block) unread.
  */
 export const BLOB_READ_AHEAD_BYTES = 4 * 1024 * 1024
+/** A fetcher drops a peer that sends no block for this long while blocks are asked of it (a 2.0.0 request's own timeout). */
+export const BLOB_STALL_MS = 10_000
 /** Blocks a blob stream's server reads from disk ahead of the one it writes (a stream holds this many blocks at most). */
 export const BLOB_SERVE_READ_AHEAD = 4
 /** A blob stream with no request to answer, or whose reader takes nothing, for this long is closed (the server's side). */

@@ -13,7 +13,7 @@ import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
-import { BlobStore, BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
+import { BlobStore, BLOB_PROTOCOL, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
 import { decodeBlobRequest, encodeBlobBatch, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
 import { FRAME_REFUSED, FRAME_TOO_LARGE, readRefusal } from '../../src/auction/blob-stream.js'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
@@ -336,6 +336,16 @@ describe('blobs as UnixFS DAGs', function () {
       // unharmed: the next fetch from A works
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
       expect(Buffer.compare(bytes, big)).to.equal(0)
+    })
+
+    it('2.1.0: a peer that takes the stream and never answers is dropped after BLOB_STALL_MS; the next peer completes the fetch', async () => {
+      let asked = 0
+      await liar.handleChannel(BLOB_STREAM_PROTOCOL, async (ch) => { for await (const _ of ch) asked++ }, { maxMessageBytes: 16 * 1024 })
+      const t0 = Date.now()
+      const bytes = await sb.fetch(b, bigCid, [liar.addresses()[0], a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(asked).to.equal(1) // the root, asked once
+      expect(Date.now() - t0).to.be.within(BLOB_STALL_MS, BLOB_STALL_MS + 20_000)
     })
 
     it('falls back to 2.0.0, a request per block, against a node that only speaks it', async () => {
