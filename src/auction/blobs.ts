@@ -23,13 +23,15 @@
  * fetch. The fetcher writes requests `{ cids: [...] }` (canonical CBOR, 1 to MAX_BLOB_BATCH = 64
  * CIDs, ≤ 16 KiB); the server reads one request at a time and answers each CID in order with one
  * frame (`0x00` + the block, `0x01` not held, `0x02` + `{ code, message }` refused, then it
- * closes), reading the next block from disk while it writes one, each write waiting for the
- * reader (backpressure). The fetcher keeps at most BLOB_READ_AHEAD_BYTES (4 MiB) of blocks asked
+ * closes), each write waiting for the reader (backpressure). The fetcher keeps at most BLOB_READ_AHEAD_BYTES (4 MiB) of blocks asked
  * for and not yet stored per peer (a raw leaf is counted at the size its parent declares), and
- * resets a stream that sends more than that and one block unread. The server holds at most two
- * blocks per stream, serves MAX_BLOB_STREAMS (32) streams at once (more are refused `busy`), two
- * per connection, and resets a stream idle (no request, or a reader taking nothing) for 30 s; a
- * request too large, malformed or naming too many CIDs gets a refusal frame.
+ * resets a stream that sends more than that and one block unread; a peer that sends nothing for
+ * BLOB_STALL_MS (10 s) while blocks are asked of it is dropped. The server reads at most
+ * BLOB_SERVE_READ_AHEAD (4) blocks of a batch ahead of the one it writes, never a block larger
+ * than MAX_BLOCK_BYTES (`0x03` + `{ size }`: 2.0.0 carries those), serves MAX_BLOB_STREAMS (32)
+ * streams at once (more are refused `busy`, and the fetcher then asks over 2.0.0), two per
+ * connection, and resets a stream idle (no request, or a reader taking nothing) for 30 s; a request
+ * too large, malformed or naming too many CIDs gets a refusal frame.
  *
  * `/mercato/blob/2.0.0`, still served, and used to fetch from a peer that does not speak 2.1.0 (or
  * a whole-blob raw root larger than a block, one request): one request per block, `{ cid }`
