@@ -13,7 +13,7 @@ import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
-import { BlobStore, BLOB_PROTOCOL, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
+import { BlobStore, BLOB_PROTOCOL, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
 import { decodeBlobRequest, encodeBlobBatch, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
 import { FRAME_REFUSED, FRAME_TOO_LARGE, readRefusal } from '../../src/auction/blob-stream.js'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
@@ -346,6 +346,28 @@ describe('blobs as UnixFS DAGs', function () {
       expect(Buffer.compare(bytes, big)).to.equal(0)
       expect(asked).to.equal(1) // the root, asked once
       expect(Date.now() - t0).to.be.within(BLOB_STALL_MS, BLOB_STALL_MS + 20_000)
+    })
+
+    it('2.1.0: a peer opening many streams gets BLOB_STREAMS_PER_CONNECTION of them; the others are refused', async () => {
+      // every stream is held open (none answered is closed) until all six have their answer
+      const open: Array<{ abort: () => void }> = []
+      const results = await Promise.all(Array.from({ length: 6 }, async () => {
+        try {
+          const ch = await b.openChannel(a.addresses()[0], BLOB_STREAM_PROTOCOL, { maxMessageBytes: MAX_BLOCK_BYTES + 1 })
+          open.push(ch)
+          await ch.send(encodeBlobBatch([bigCid]))
+          for await (const frame of ch) return frame[0] === 0 ? 'served' : 'refused'
+          return 'closed'
+        } catch {
+          return 'refused'
+        }
+      }))
+      for (const ch of open) ch.abort()
+      expect(results.filter(r => r === 'served').length).to.be.within(1, BLOB_STREAMS_PER_CONNECTION)
+      expect(results.filter(r => r !== 'served').length).to.be.at.least(6 - BLOB_STREAMS_PER_CONNECTION)
+      // and A serves on
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
     })
 
     it('falls back to 2.0.0, a request per block, against a node that only speaks it', async () => {
