@@ -273,8 +273,9 @@ describe('blobs as UnixFS DAGs', function () {
       const servedByA = sa.stats().blocksServed
       const bytes = await sb.fetch(b, bigCid, [liar.addresses()[0], a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
       expect(Buffer.compare(bytes, big)).to.equal(0)
-      // the liar was asked for the blocks up to the read-ahead (4 MiB: the root and 16 leaves at most), then dropped at the wrong one
-      expect(ls.stats().blocksServed).to.be.within(6, 1 + 16)
+      // the liar was dropped at the wrong block: it served the root and at most one read-ahead (4 MiB, 16 leaves) of leaves
+      // (the walk asks for leaves in the order their stat calls return, so the wrong one may come early or late in that window)
+      expect(ls.stats().blocksServed).to.be.within(2, 1 + 16)
       expect(sa.stats().blocksServed - servedByA).to.equal(22 - (sb.stats().blocksFetched - (sa.stats().blocksServed - servedByA)))
       // what is held is true: every block read back is checked against its CID
       expect(Buffer.compare((await sb.get(bigCid, { cache: false }))!, big)).to.equal(0)
@@ -286,7 +287,8 @@ describe('blobs as UnixFS DAGs', function () {
       const err = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
       expect(err.code).to.equal('blob-not-found')
       const held = await sb.blocks.count()
-      expect(held).to.equal(1 + 9) // the root and the 9 leaves the peer had, each stored as it arrived
+      // the root and the leaves the peer had that arrived before its 'not held' (leaves are asked in the order their stat calls return)
+      expect(held).to.be.within(1, 1 + 9)
       const servedByA = sa.stats().blocksServed
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
       expect(Buffer.compare(bytes, big)).to.equal(0)
