@@ -6,9 +6,9 @@
  * to A). Legs:
  * - upload: a 100 MiB file (BENCH_DATA_MIB) streamed from disk by the client's `uploadFile` into
  *   A's `POST /v1/blobs` (UnixFS import into A's block store);
- * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A block by block over
- *   `/mercato/blob/2.0.0` (each block verified, stored), then streams it to this process, which
- *   checks its sha256.
+ * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A over one
+ *   `/mercato/blob/2.1.0` stream (batches of block requests; each block verified, stored), then
+ *   streams it to this process, which checks its sha256.
  * - job: a wasm job submitted on A with the blob as its input `in.bin`; on B it copies
  *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces, every byte inverted so the output is a blob
  *   A does not hold already (test/fixtures/src/copy-input.wat), B writes
@@ -155,7 +155,7 @@ async function main (): Promise<void> {
   const aAfterUpload = await memoryOf(a.proc.pid as number)
   if (size !== SIZE) throw new Error(`upload: ${size} bytes stored of ${SIZE}`)
 
-  // leg 2: B fetches it from A block by block, then streams it out
+  // leg 2: B fetches it from A (one stream, blocks verified and stored as they come), then streams it out
   const bBefore = await memoryOf(b.proc.pid as number)
   const aPeer = a.address.split('/p2p/').pop() as string
   t0 = performance.now()

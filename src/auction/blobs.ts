@@ -13,34 +13,59 @@
  *   CID of their bytes) stores the bytes as one raw block, as the first release did, so that the
  *   CID the executor computed stays the blob's name (≤ MAX_BLOB_BYTES).
  *
- * Blobs are read back with the exporter (ipfs-unixfs-exporter): {@link BlobStore.cat} streams a
- * range, {@link BlobStore.get} returns the whole.
+ * Blobs are read back by {@link BlobStore.cat} (a range, streamed) and {@link BlobStore.get} (the
+ * whole): the DAG is walked in order, a few blocks ahead of the reader (BLOB_READ_AHEAD_BLOCKS),
+ * every block re-hashed as it is read. (ipfs-unixfs-exporter, used before, reads a whole file
+ * ahead of a slow reader: streaming 100 MiB out grew a node's RSS by 120 MiB.)
  *
- * ## The blob protocol, `/mercato/blob/2.0.0`
- * One request per block: `{ cid }` (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame,
- * ≤ MAX_BLOCK_BYTES; a raw root, a whole-blob block of the first release, may be as large as the
- * caller's size cap, ≤ MAX_BLOB_BYTES). The fetcher walks the DAG from its root, a few blocks at a
- * time: every block is hashed against its CID as it arrives (a peer sending a wrong block is caught
- * at that block and dropped), dag-pb nodes must be UnixFS file nodes, the bytes the DAG describes
- * are counted against the caller's `maxBytes` as they come (and the root's declared size is checked
- * before any leaf is asked for), the depth and the number of nodes visited are capped. Blocks are
- * stored as they arrive: a transfer that breaks resumes from what is held, asking only for the
- * missing blocks. A blob counts as held only when every block of its DAG is.
+ * ## The blob protocols
+ * `/mercato/blob/2.1.0` (blob-stream.ts), what a fetch uses: one stream per peer for the whole
+ * fetch. The fetcher writes requests `{ cids: [...] }` (canonical CBOR, 1 to MAX_BLOB_BATCH = 64
+ * CIDs, ≤ 16 KiB); the server reads one request at a time and answers each CID in order with one
+ * frame (`0x00` + the block, `0x01` not held, `0x02` + `{ code, message }` refused, then it
+ * closes), each write waiting for the reader (backpressure). The fetcher keeps at most BLOB_READ_AHEAD_BYTES (4 MiB) of blocks asked
+ * for and not yet stored per peer (a raw leaf is counted at the size its parent declares), and
+ * resets a stream that sends more than that and one block unread; a peer that sends nothing for
+ * BLOB_STALL_MS (10 s) while blocks are asked of it is dropped. The server reads at most
+ * BLOB_SERVE_READ_AHEAD (4) blocks of a batch ahead of the one it writes, never a block larger
+ * than MAX_BLOCK_BYTES (`0x03` + `{ size }`: 2.0.0 carries those), serves MAX_BLOB_STREAMS (32)
+ * streams at once (more are refused `busy`, and the fetcher then asks over 2.0.0), two per
+ * connection, and resets a stream idle (no request, or a reader taking nothing) for 30 s; a request
+ * too large, malformed or naming too many CIDs gets a refusal frame.
+ *
+ * `/mercato/blob/2.0.0`, still served, and used to fetch from a peer that does not speak 2.1.0 (or
+ * a whole-blob raw root larger than a block, one request): one request per block, `{ cid }`
+ * (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame, ≤ MAX_BLOCK_BYTES; a raw root, a
+ * whole-blob block of the first release, may be as large as the caller's size cap, ≤
+ * MAX_BLOB_BYTES), BLOB_FETCH_CONCURRENCY requests at once.
+ *
+ * Either way the fetcher walks the DAG from its root: every block is hashed against its CID as it
+ * arrives (a peer sending a wrong block is caught at that block and dropped; what was still asked
+ * of it goes to the next peer), dag-pb nodes must be UnixFS file nodes, the bytes the DAG
+ * describes are counted against the caller's `maxBytes` as they come (and the root's declared
+ * size is checked before any leaf is asked for), the depth and the number of nodes visited are
+ * capped. Blocks are stored as they arrive (a fetch returns only when every block that arrived is
+ * on disk): a transfer that breaks resumes from what is held, asking only for the missing blocks.
+ * A blob counts as held only when every block of its DAG is.
  */
-import { createHash } from 'node:crypto'
 import { importFile } from './unixfs.js'
-import { exporter } from 'ipfs-unixfs-exporter'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { cidOfBytes } from '../crypto/index.js'
-import { decodeBlobRequest, encodeBlobRequest, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
+import { decodeBlobBatch, decodeBlobRequest, MAX_BLOB_BATCH_REQUEST_BYTES, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
+import { BlockMismatchError, blockFrame, blockMatches, missingFrame, PeerSession, refusedFrame, tooLargeFrame } from './blob-stream.js'
 import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
-import type { Network } from '../p2p/index.js'
+import type { MessageChannel, Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
-import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, MAX_BLOB_BYTES, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES } from './constants.js'
-import { BlockStore } from './blocks.js'
+import {
+  BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_SERVE_READ_AHEAD, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
+  BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOB_STREAMS, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES
+} from './constants.js'
+
+export { BlockMismatchError } from './blob-stream.js'
+import { BlockStore, BlockTooLargeError } from './blocks.js'
 import { BlobCollector } from './blob-gc.js'
 
 const log = logger('auction:blobs')
@@ -54,16 +79,6 @@ export class BlobTooLargeError extends MercatoError {
   }
 }
 
-/** A peer sent a block whose bytes do not hash to its CID. */
-export class BlockMismatchError extends MercatoError {
-  readonly peer: string
-  readonly block: string
-  constructor (peer: string, block: string) {
-    super(`block ${block} from ${peer} does not match its CID`, { code: 'block-mismatch', status: 502, name: 'BlockMismatchError' })
-    this.peer = peer
-    this.block = block
-  }
-}
 
 /** A DAG that is not a UnixFS file Mercato reads: unknown codec or hash, a directory, too deep, sizes that disagree. */
 export class InvalidBlobError extends MercatoError {
@@ -107,20 +122,13 @@ function parseCid (cid: string): CID | undefined {
   try { return CID.parse(cid) } catch { return undefined }
 }
 
-function blockMatches (bytes: Uint8Array, cid: CID): boolean {
-  if (cid.multihash.code !== SHA2_256) return false
-  const digest = createHash('sha256').update(bytes).digest()
-  const expected = cid.multihash.digest
-  return expected.length === digest.length && Buffer.compare(digest, expected) === 0
-}
-
 function checkKind (cid: CID): void {
   if (cid.multihash.code !== SHA2_256) throw new InvalidBlobError(`${cid.toString()}: only sha2-256 blocks are supported`)
   if (cid.code !== raw.code && cid.code !== dagPb.code) throw new InvalidBlobError(`${cid.toString()}: codec 0x${cid.code.toString(16)} is not raw or dag-pb`)
 }
 
 /** A dag-pb block as a UnixFS file node (throws InvalidBlobError otherwise). */
-function fileNode (bytes: Uint8Array, cid: CID): { links: CID[], data: number, fileSize: number } {
+function fileNode (bytes: Uint8Array, cid: CID): { links: CID[], sizes: bigint[], data: number, content?: Uint8Array, fileSize: number } {
   let node: dagPb.PBNode
   let unixfs: UnixFS
   try {
@@ -131,21 +139,7 @@ function fileNode (bytes: Uint8Array, cid: CID): { links: CID[], data: number, f
     throw new InvalidBlobError(`${cid.toString()}: not a UnixFS node (${err?.message ?? err})`)
   }
   if (unixfs.type !== 'file' && unixfs.type !== 'raw') throw new InvalidBlobError(`${cid.toString()}: a UnixFS ${unixfs.type}, not a file`)
-  return { links: node.Links.map(l => l.Hash), data: unixfs.data?.length ?? 0, fileSize: Number(unixfs.fileSize()) }
-}
-
-/** Run at most `n` tasks at once. */
-function limiter (n: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let active = 0
-  const waiting: Array<() => void> = []
-  return async (task) => {
-    if (active >= n) await new Promise<void>(resolve => waiting.push(resolve))
-    active++
-    try { return await task() } finally {
-      active--
-      waiting.shift()?.()
-    }
-  }
+  return { links: node.Links.map(l => l.Hash), sizes: unixfs.blockSizes, data: unixfs.data?.length ?? 0, content: unixfs.data, fileSize: Number(unixfs.fileSize()) }
 }
 
 export class BlobStore {
@@ -154,20 +148,10 @@ export class BlobStore {
   readonly gc: BlobCollector
   private readonly cache = new Map<string, Uint8Array>()
   private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0 }
-  /** the exporter's view of the store: every block read is checked against its CID */
-  private readonly reader: { get: (cid: CID) => AsyncGenerator<Uint8Array> }
 
   constructor (dir?: string) {
-    const blocks = this.blocks = new BlockStore(dir)
-    this.gc = new BlobCollector(blocks, dir)
-    this.reader = {
-      get: async function * (cid: CID): AsyncGenerator<Uint8Array> {
-        const bytes = await blocks.get(cid)
-        if (bytes == null) throw new NotFoundError(`block ${cid.toString()} is not held`, 'blob-incomplete')
-        if (!blockMatches(bytes, cid)) throw new InvalidBlobError(`stored block ${cid.toString()} does not match its CID`)
-        yield bytes
-      }
-    }
+    this.blocks = new BlockStore(dir)
+    this.gc = new BlobCollector(this.blocks, dir)
   }
 
   async start (): Promise<void> {
@@ -226,21 +210,73 @@ export class BlobStore {
     }
   }
 
-  /** Stream the bytes of a held blob (`offset`, `length` select a range). Throws NotFoundError when a block is missing. */
+  /**
+   * Stream the bytes of a held blob (`offset`, `length` select a range). Throws NotFoundError when
+   * a block is missing, InvalidBlobError when one is damaged or the DAG's sizes disagree. The DAG
+   * is read in order, BLOB_READ_AHEAD_BLOCKS blocks ahead of the reader and no further (the
+   * exporter of ipfs-unixfs-exporter reads a whole file ahead of a slow reader): a file of any
+   * size is streamed in a few MiB.
+   */
   async * cat (cid: string, opts: CatOptions = {}): AsyncGenerator<Uint8Array> {
     const parsed = parseCid(cid)
     if (parsed == null) throw new NotFoundError(`no blob ${cid}`, 'blob-not-found')
     checkKind(parsed)
-    let entry
-    try {
-      entry = await exporter(parsed, this.reader, { signal: opts.signal })
-    } catch (err: any) {
-      if (err instanceof MercatoError) throw err
-      throw new InvalidBlobError(`${cid}: ${err?.message ?? err}`)
+    const start = opts.offset ?? 0
+    const end = opts.length != null ? start + opts.length : Number.POSITIVE_INFINITY
+    if (!Number.isSafeInteger(start) || start < 0 || !(end >= start)) throw new InvalidInputError(`invalid range: offset ${opts.offset}, length ${opts.length}`, 'invalid-range')
+    yield * this.readRange(parsed, { pos: 0, start, end, depth: 0, signal: opts.signal })
+  }
+
+  /** A held block, checked against its CID. */
+  private async readBlock (cid: CID): Promise<Uint8Array> {
+    const bytes = await this.blocks.get(cid)
+    if (bytes == null) throw new NotFoundError(`block ${cid.toString()} is not held`, 'blob-incomplete')
+    if (!blockMatches(bytes, cid)) throw new InvalidBlobError(`stored block ${cid.toString()} does not match its CID`)
+    return bytes
+  }
+
+  /** The file bytes under `cid` (at file position `pos`, `expected` bytes long if known) that fall in [start, end). */
+  private async * readRange (cid: CID, at: { pos: number, start: number, end: number, depth: number, signal?: AbortSignal, expected?: number, block?: Promise<Uint8Array> }): AsyncGenerator<Uint8Array> {
+    const { pos, start, end, depth, signal } = at
+    signal?.throwIfAborted()
+    if (depth > MAX_DAG_DEPTH) throw new InvalidBlobError(`${cid.toString()}: DAG deeper than ${MAX_DAG_DEPTH}`)
+    checkKind(cid)
+    const bytes = await (at.block ?? this.readBlock(cid))
+    if (cid.code === raw.code) {
+      if (at.expected != null && bytes.length !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${bytes.length} bytes where its parent declares ${at.expected}`)
+      const from = Math.max(0, start - pos)
+      const to = Math.min(bytes.length, end - pos)
+      if (to > from) yield bytes.subarray(from, to)
+      return
     }
-    if (entry.type !== 'file' && entry.type !== 'raw') throw new InvalidBlobError(`${cid} is a UnixFS ${entry.type}, not a file`)
-    // the exporter reads every child of a node at once unless told otherwise: 174 leaves, 43 MiB ahead of the reader
-    yield * entry.content({ offset: opts.offset, length: opts.length, signal: opts.signal, blockReadConcurrency: BLOB_READ_AHEAD_BLOCKS })
+    const node = fileNode(bytes, cid)
+    if (at.expected != null && node.fileSize !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${node.fileSize} bytes where its parent declares ${at.expected}`)
+    if (node.links.length > 0 && node.sizes.length !== node.links.length) throw new InvalidBlobError(`${cid.toString()}: ${node.links.length} links, ${node.sizes.length} sizes`)
+    let p = pos
+    if (node.content != null && node.content.length > 0) {
+      const from = Math.max(0, start - p)
+      const to = Math.min(node.content.length, end - p)
+      if (to > from) yield node.content.subarray(from, to)
+      p += node.content.length
+    }
+    // the children that hold bytes of the range, read in order a few blocks ahead
+    const kids: Array<{ cid: CID, pos: number, size: number }> = []
+    for (let i = 0; i < node.links.length; i++) {
+      const size = Number(node.sizes[i])
+      if (p + size > start && p < end && size > 0) kids.push({ cid: node.links[i], pos: p, size })
+      p += size
+      if (p >= end) break
+    }
+    const ahead: Array<Promise<Uint8Array>> = []
+    let next = 0
+    for (const kid of kids) {
+      while (next < kids.length && ahead.length < BLOB_READ_AHEAD_BLOCKS) {
+        const read = this.readBlock(kids[next++].cid)
+        read.catch(() => {}) // awaited in turn below; a read abandoned by an early stop must not go unhandled
+        ahead.push(read)
+      }
+      yield * this.readRange(kid.cid, { pos: kid.pos, start, end, depth: depth + 1, signal, expected: kid.size, block: ahead.shift() })
+    }
   }
 
   /** The size of a blob held whole, or undefined (not held, or some block missing). */
@@ -288,7 +324,7 @@ export class BlobStore {
    * `limit`. Missing blocks are asked of `fetchBlock` (the network); without it, a missing block
    * ends the walk with `undefined`. Returns the file's size.
    */
-  private async walk (root: CID, opts: { limit: number, fetchBlock?: (cid: CID, maxBytes: number) => Promise<Uint8Array>, signal?: AbortSignal }): Promise<number | undefined> {
+  private async walk (root: CID, opts: { limit: number, fetchBlock?: (cid: CID, maxBytes: number, expected?: number) => Promise<Uint8Array>, signal?: AbortSignal }): Promise<number | undefined> {
     const { limit, fetchBlock } = opts
     // an average block of 1 KiB at least: a DAG of empty nodes linking each other many times is work, not data
     const maxVisits = Math.ceil(limit / 1024) + 1024
@@ -300,7 +336,7 @@ export class BlobStore {
       total += n
       if (total > limit) throw new BlobTooLargeError(`blob ${root.toString()} exceeds ${limit} bytes`)
     }
-    const visit = async (cid: CID, depth: number): Promise<void> => {
+    const visit = async (cid: CID, depth: number, expected?: number): Promise<void> => {
       opts.signal?.throwIfAborted()
       if (missing) return
       if (depth > MAX_DAG_DEPTH) throw new InvalidBlobError(`blob ${root.toString()}: DAG deeper than ${MAX_DAG_DEPTH}`)
@@ -311,7 +347,7 @@ export class BlobStore {
         if (held != null) { add(held); return }
         if (fetchBlock == null) { missing = true; return }
         // a whole-blob raw block (put, or the first release) may be larger than a chunk; never past the cap
-        const bytes = await fetchBlock(cid, depth === 0 ? Math.min(limit, Math.max(MAX_BLOB_BYTES, MAX_BLOCK_BYTES)) : MAX_BLOCK_BYTES)
+        const bytes = await fetchBlock(cid, depth === 0 ? Math.min(limit, Math.max(MAX_BLOB_BYTES, MAX_BLOCK_BYTES)) : MAX_BLOCK_BYTES, expected)
         add(bytes.length)
         return
       }
@@ -326,7 +362,10 @@ export class BlobStore {
         if (declared > limit) throw new BlobTooLargeError(`blob ${root.toString()} is ${declared} bytes; the limit is ${limit}`)
       }
       add(node.data)
-      await Promise.all(node.links.map(async link => { await visit(link, depth + 1) }))
+      // a raw leaf's size is the one its parent declares (a dag-pb child's is not known before it arrives)
+      await Promise.all(node.links.map(async (link, i) => {
+        await visit(link, depth + 1, link.code === raw.code && node.sizes.length === node.links.length ? Number(node.sizes[i]) : undefined)
+      }))
     }
     await visit(root, 0)
     if (missing) return undefined
@@ -334,7 +373,10 @@ export class BlobStore {
     return total
   }
 
-  /** Serve blocks to peers (`/mercato/blob/2.0.0`: `{ cid }` → the block). */
+  /**
+   * Serve blocks to peers: `/mercato/blob/2.1.0` (batches of CIDs in, one frame per block out, on
+   * one stream) and `/mercato/blob/2.0.0` (`{ cid }` → the block) for older nodes.
+   */
   async serve (network: Network): Promise<void> {
     await network.handle(BLOB_PROTOCOL, async (req) => {
       const cid = decodeBlobRequest(req)
@@ -345,51 +387,141 @@ export class BlobStore {
       this.counters.blocksServed++
       return bytes
     }, { maxRequestBytes: MAX_BLOB_REQUEST_BYTES })
+    await network.handleChannel(BLOB_STREAM_PROTOCOL, async (channel) => { await this.serveStream(channel) }, {
+      maxMessageBytes: MAX_BLOB_BATCH_REQUEST_BYTES,
+      // a client that writes requests faster than we answer them is reset past a few of them
+      maxBufferBytes: 4 * MAX_BLOB_BATCH_REQUEST_BYTES,
+      maxInboundStreams: BLOB_STREAMS_PER_CONNECTION
+    })
+  }
+
+  /** Blob streams being served now (all peers). */
+  private streams = 0
+
+  /**
+   * One `/mercato/blob/2.1.0` stream: a request at a time, its blocks in order, each written when
+   * the reader has taken the previous ones (the stream's backpressure): one block in memory at a
+   * time. Idle (no request, or a reader taking nothing) for BLOB_STREAM_IDLE_MS, it is reset.
+   */
+  private async serveStream (channel: MessageChannel): Promise<void> {
+    const from = channel.remotePeer
+    if (this.streams >= MAX_BLOB_STREAMS) {
+      await channel.send(refusedFrame('busy', `this node serves ${MAX_BLOB_STREAMS} blob streams at once`)).catch(() => {})
+      await channel.close()
+      return
+    }
+    this.streams++
+    let timer: NodeJS.Timeout | undefined
+    const idle = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => { channel.abort(new Error(`blob stream idle for ${BLOB_STREAM_IDLE_MS} ms`)) }, BLOB_STREAM_IDLE_MS)
+      timer.unref?.()
+    }
+    idle()
+    try {
+      for await (const request of channel) {
+        idle()
+        let cids: string[]
+        try {
+          cids = decodeBlobBatch(request)
+        } catch (err: any) {
+          await channel.send(refusedFrame(String(err?.code ?? 'bad-request'), String(err?.message ?? err)))
+          await channel.close()
+          return
+        }
+        // the next blocks are read from disk while one is written: BLOB_SERVE_READ_AHEAD blocks in memory at most
+        // a block larger than a block may be (a whole-blob raw block of up to 16 MiB) is not read: 2.0.0 carries those
+        const read = async (cid: string): Promise<Uint8Array | number | undefined> => {
+          const parsed = parseCid(cid)
+          try {
+            return parsed != null ? await this.blocks.get(parsed, { maxBytes: MAX_BLOCK_BYTES }) : undefined
+          } catch (err) {
+            if (err instanceof BlockTooLargeError) return err.size
+            return undefined
+          }
+        }
+        const ahead: Array<Promise<Uint8Array | number | undefined>> = []
+        let asked = 0
+        for (let i = 0; i < cids.length; i++) {
+          while (asked < cids.length && ahead.length < BLOB_SERVE_READ_AHEAD) ahead.push(read(cids[asked++]))
+          const bytes = await ahead.shift()
+          if (bytes == null) {
+            await channel.send(missingFrame())
+          } else if (typeof bytes === 'number') {
+            await channel.send(tooLargeFrame(bytes))
+          } else {
+            await channel.send(blockFrame(bytes))
+            this.counters.blocksServed++
+          }
+          idle()
+        }
+      }
+      await channel.close()
+    } catch (err: any) {
+      if (err?.code === 'message-too-large') {
+        log.debug({ from }, 'blob stream request too large; refusing')
+        await channel.send(refusedFrame('message-too-large', `a request is at most ${MAX_BLOB_BATCH_REQUEST_BYTES} bytes`)).catch(() => {})
+        await channel.close().catch(() => {})
+        return
+      }
+      log.debug({ from, err: err?.message }, 'blob stream ended')
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      clearTimeout(timer)
+      this.streams--
+    }
   }
 
   /**
-   * Fetch the blocks of a blob that are not held yet from `peers` (each block from the first peer
-   * that has it; a peer that fails or lies is dropped), verifying each; returns the blob's size.
-   * Throws BlobTooLargeError past `maxBytes` (default MAX_BLOB_BYTES), BlockMismatchError when the
-   * only peers that answered sent wrong bytes, NotFoundError (`blob-not-found`) otherwise.
+   * Fetch the blocks of a blob that are not held yet from `peers`, verifying and storing each;
+   * returns the blob's size. Blocks are asked of the first peer still in the running, over one
+   * stream (`/mercato/blob/2.1.0`, or a request per block from a peer that only speaks 2.0.0); a
+   * peer that fails, lacks a block or lies is dropped and what was still wanted from it is asked
+   * of the next. Throws BlobTooLargeError past `maxBytes` (default MAX_BLOB_BYTES),
+   * BlockMismatchError when the only peers that answered sent wrong bytes, NotFoundError
+   * (`blob-not-found`) otherwise.
    */
   async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}): Promise<number> {
     const root = parseCid(cid)
     if (root == null) throw new NotFoundError(`not a CID: ${cid.slice(0, 128)}`, 'blob-not-found')
     const limit = opts.maxBytes ?? MAX_BLOB_BYTES
     const alive = [...peers]
+    const sessions = new Map<string, PeerSession>()
     let lastErr: unknown
     const stop = new AbortController()
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal
-    const slot = limiter(BLOB_FETCH_CONCURRENCY)
-    const fetchBlock = async (block: CID, maxBytes: number): Promise<Uint8Array> => await slot(async () => {
-      const key = block.toString()
-      const req = encodeBlobRequest(key)
-      for (const peer of [...alive]) {
+    const store = async (block: CID, bytes: Uint8Array): Promise<void> => {
+      await this.blocks.put(block, bytes, { missing: true })
+      this.counters.blocksFetched++
+    }
+    const drop = (peer: string, err: unknown): void => {
+      const i = alive.indexOf(peer)
+      if (i < 0) return
+      alive.splice(i, 1)
+      lastErr = err
+      if (err instanceof BlockMismatchError) log.warn({ peer, cid, block: err.block }, 'peer sent a block that does not match its CID; dropping it')
+      else log.debug({ peer, cid, err: (err as any)?.message }, 'blob peer dropped')
+    }
+    const fetchBlock = async (block: CID, maxBytes: number, expected?: number): Promise<Uint8Array> => {
+      while (alive.length > 0) {
         signal.throwIfAborted()
-        if (!alive.includes(peer)) continue
-        let bytes: Uint8Array
+        const peer = alive[0]
+        let session = sessions.get(peer)
+        if (session == null) {
+          session = new PeerSession(network, peer, signal, store)
+          sessions.set(peer, session)
+        }
         try {
-          bytes = await network.request(peer, BLOB_PROTOCOL, req, { signal, maxResponseBytes: maxBytes })
+          return await session.get(block, maxBytes, expected)
         } catch (err) {
           signal.throwIfAborted()
-          lastErr = err
-          alive.splice(alive.indexOf(peer), 1)
-          continue
+          session.fail(err)
+          drop(peer, err)
         }
-        if (!blockMatches(bytes, block)) {
-          lastErr = new BlockMismatchError(peer, key)
-          log.warn({ peer, cid, block: key }, 'peer sent a block that does not match its CID; dropping it')
-          alive.splice(alive.indexOf(peer), 1)
-          continue
-        }
-        await this.blocks.put(block, bytes)
-        this.counters.blocksFetched++
-        return bytes
       }
       if (lastErr instanceof BlockMismatchError) throw lastErr
-      throw new NotFoundError(`blob ${cid}: block ${key} not found at ${peers.length} peer(s): ${(lastErr as any)?.message ?? 'no peers'}`, 'blob-not-found')
-    })
+      throw new NotFoundError(`blob ${cid}: block ${block.toString()} not found at ${peers.length} peer(s): ${(lastErr as any)?.message ?? 'no peers'}`, 'blob-not-found')
+    }
     try {
       const size = await this.walk(root, { limit, fetchBlock, signal })
       if (size == null) throw new NotFoundError(`blob ${cid} is incomplete`, 'blob-not-found')
@@ -399,6 +531,9 @@ export class BlobStore {
       throw err
     } finally {
       stop.abort()
+      for (const s of sessions.values()) s.close()
+      // what arrived is on disk before we return: a fetch that failed resumes from every block it got
+      await Promise.all([...sessions.values()].map(async s => { await s.settled() }))
     }
   }
 

@@ -10,10 +10,18 @@
  * A blob of the first release is one file `<dir>/<cid>` holding the whole blob as one raw block;
  * `get` still finds it there.
  */
-import { mkdir, readFile, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
+
+/** A held block is larger than the reader takes (`get` with `maxBytes`). */
+export class BlockTooLargeError extends Error {
+  constructor (readonly cid: string, readonly size: number) {
+    super(`block ${cid} is ${size} bytes`)
+    this.name = 'BlockTooLargeError'
+  }
+}
 
 /** Where blocks live: a directory, or memory. */
 export class BlockStore {
@@ -37,12 +45,39 @@ export class BlockStore {
     await rm(join(this.dir, 'staging'), { recursive: true, force: true })
   }
 
-  /** The block's bytes, or undefined. Not verified here: callers that read for peers or users verify. */
-  async get (cid: CID | string): Promise<Uint8Array | undefined> {
+  /**
+   * The block's bytes, or undefined. Not verified here: callers that read for peers or users verify.
+   * `maxBytes`: a larger block is not read; {@link BlockTooLargeError} says its size.
+   */
+  async get (cid: CID | string, opts: { maxBytes?: number } = {}): Promise<Uint8Array | undefined> {
     const key = cid.toString()
-    if (this.blocksDir == null || this.dir == null) return this.memory.get(key)
+    const max = opts.maxBytes ?? Number.POSITIVE_INFINITY
+    if (this.blocksDir == null || this.dir == null) {
+      const held = this.memory.get(key)
+      if (held != null && held.length > max) throw new BlockTooLargeError(key, held.length)
+      return held
+    }
     for (const file of [join(this.blocksDir, key), join(this.dir, key)]) {
-      try { return new Uint8Array(await readFile(file)) } catch {}
+      let fh
+      try { fh = await open(file, 'r') } catch { continue }
+      try {
+        const size = (await fh.stat()).size
+        if (size > max) throw new BlockTooLargeError(key, size)
+        // one read into a buffer of the file's size (no copy afterwards)
+        const out = new Uint8Array(size)
+        let n = 0
+        while (n < size) {
+          const { bytesRead } = await fh.read(out, n, size - n, n)
+          if (bytesRead === 0) break
+          n += bytesRead
+        }
+        return n === size ? out : out.subarray(0, n)
+      } catch (err) {
+        if (err instanceof BlockTooLargeError) throw err
+        continue
+      } finally {
+        await fh.close().catch(() => {})
+      }
     }
     return undefined
   }
@@ -61,8 +96,12 @@ export class BlockStore {
     return (await this.sizeOf(cid)) != null
   }
 
-  /** Store a verified block (no-op when held). */
-  async put (cid: CID | string, bytes: Uint8Array): Promise<void> {
+  /**
+   * Store a verified block (no-op when held). `missing`: the caller knows it is not held (a fetch
+   * asks only for missing blocks): no stat first; a block written twice is the same bytes, and the
+   * rename is atomic.
+   */
+  async put (cid: CID | string, bytes: Uint8Array, opts: { missing?: boolean } = {}): Promise<void> {
     const key = cid.toString()
     if (this.blocksDir == null) {
       if (!this.memory.has(key)) this.memoryTimes.set(key, Date.now())
@@ -70,7 +109,9 @@ export class BlockStore {
       return
     }
     const file = join(this.blocksDir, key)
-    try { await stat(file); return } catch {}
+    if (opts.missing !== true) {
+      try { await stat(file); return } catch {}
+    }
     // a name of its own per write: two writes of one block at once must not share a temp file
     const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
     this.written += bytes.length

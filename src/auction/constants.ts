@@ -17,6 +17,12 @@ export const AWARD_PROTOCOL = '/mercato/award/1.0.0'
 /** Content-addressed module and input bytes. */
 /** Blocks of blobs, one request per block (2.0.0: 1.0.0 sent a whole blob in one frame). */
 export const BLOB_PROTOCOL = '/mercato/blob/2.0.0'
+/**
+ * Blocks of blobs, many per stream (2.1.0): batches of CIDs in, one frame per block out, one
+ * stream per peer for a whole fetch. Nodes serve 2.0.0 too and fetch with it from peers that do
+ * not speak 2.1.0.
+ */
+export const BLOB_STREAM_PROTOCOL = '/mercato/blob/2.1.0'
 /** A restarted requester asks a provider about a job it awarded. */
 export const STATUS_PROTOCOL = '/mercato/status/1.0.0'
 /** DHT key prefix under which providers advertise an engine. */
@@ -76,6 +82,22 @@ export const MAX_BLOCK_BYTES = 2 * 1024 * 1024
 export const MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 /** Blocks a fetch asks for at once: enough to hide a round trip per 256 KiB block, few enough to bound memory (8 × 2 MiB). */
 export const BLOB_FETCH_CONCURRENCY = 8
+/**
+ * Bytes a fetch asks one peer for ahead of what it has stored (`/mercato/blob/2.1.0`): 16 leaves
+ * of 256 KiB, enough to keep a loopback or LAN stream full; the fetcher holds no more than this
+ * (and one block) unread.
+ */
+export const BLOB_READ_AHEAD_BYTES = 4 * 1024 * 1024
+/** A fetcher drops a peer that sends no block for this long while blocks are asked of it (a 2.0.0 request's own timeout). */
+export const BLOB_STALL_MS = 10_000
+/** Blocks a blob stream's server reads from disk ahead of the one it writes (a stream holds this many blocks at most). */
+export const BLOB_SERVE_READ_AHEAD = 4
+/** A blob stream with no request to answer, or whose reader takes nothing, for this long is closed (the server's side). */
+export const BLOB_STREAM_IDLE_MS = 30_000
+/** Blob streams a node serves at once, all peers together (each holds one block in memory); more are refused `busy`. */
+export const MAX_BLOB_STREAMS = 32
+/** Blob streams one connection may have open to us at once (a fetch uses one). */
+export const BLOB_STREAMS_PER_CONNECTION = 2
 /** Blocks a read (`cat`, `get`, `GET /v1/blobs/:cid`) loads ahead of its reader: 1 MiB of 256 KiB leaves keeps the disk busy without buffering the file. */
 export const BLOB_READ_AHEAD_BLOCKS = 4
 /** Deepest DAG walked: 174-link balanced trees of 256 KiB leaves need depth 4 for 200 GiB. */

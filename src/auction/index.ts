@@ -36,7 +36,7 @@ export type { BlobStoreStatus, PinReason } from './blob-gc.js'
 import { BlobStore } from './blobs.js'
 import {
   ADVERT_BURST_PER_KEY, ADVERT_RATE_PER_KEY, ADVERTS_TOPIC, MAX_ADVERT_BYTES,
-  BLOB_KEY_PREFIX, BLOB_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
+  BLOB_KEY_PREFIX, BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
   OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
 } from './constants.js'
 import { GossipGate } from './protocol/gossip.js'
@@ -231,6 +231,7 @@ export function createMarket (init: MarketInit): Market {
       network.unsubscribe(JOBS_TOPIC)
       network.unsubscribe(ADVERTS_TOPIC)
       await network.unhandle(BLOB_PROTOCOL).catch(() => {})
+      await network.unhandle(BLOB_STREAM_PROTOCOL).catch(() => {})
       await blobs.gc.stop()
     },
     async uploadBlob (bytes) {

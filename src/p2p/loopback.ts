@@ -148,9 +148,8 @@ export class LoopbackNetwork implements Network {
     if (!this.isSelf(peer)) return await this.inner.openChannel(peer, protocol, opts)
     const h = this.channelHandlers.get(protocol)
     if (h == null) throw new PeerUnreachableError(`${protocol} to ourselves: protocol not supported`)
-    // each side reads what the other may send: the smaller of the two caps, as over a stream
-    const max = Math.min(opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, h.opts.maxMessageBytes ?? MAX_MESSAGE_BYTES)
-    const [mine, theirs] = channelPair(this.peerId, protocol, max)
+    // each side reads what its own cap allows, as over a stream
+    const [mine, theirs] = channelPair(this.peerId, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, h.opts.maxMessageBytes ?? MAX_MESSAGE_BYTES)
     queueMicrotask(() => { void Promise.resolve().then(async () => { await h.handler(theirs) }).catch((err) => { theirs.abort(err instanceof Error ? err : new Error(String(err))) }) })
     return mine
   }
@@ -208,12 +207,12 @@ function end (box: Inbox, error?: Error): void {
 
 /**
  * Two connected ends of a message channel in memory. Like a stream: `send` copies, a message over
- * the cap fails, `close` ends the other side's reading after what was sent, `abort` resets both.
+ * the reading end's cap fails, `close` ends the other side's reading after what was sent, `abort` resets both.
  */
-function channelPair (peerId: string, protocol: string, maxBytes: number): [MessageChannel, MessageChannel] {
+function channelPair (peerId: string, protocol: string, maxToA: number, maxToB: number): [MessageChannel, MessageChannel] {
   const a: Inbox = { queue: [], ended: false }
   const b: Inbox = { queue: [], ended: false }
-  const side = (inbox: Inbox, outbox: Inbox): MessageChannel => {
+  const side = (inbox: Inbox, outbox: Inbox, maxBytes: number): MessageChannel => {
     let closed = false
     return {
       remotePeer: peerId,
@@ -247,5 +246,5 @@ function channelPair (peerId: string, protocol: string, maxBytes: number): [Mess
       })
     }
   }
-  return [side(a, b), side(b, a)]
+  return [side(a, b, maxToB), side(b, a, maxToA)]
 }

@@ -94,8 +94,8 @@ const rawDecoder: TopicDecoder<Uint8Array> = (msg) => ({ result: 'accept', value
  * prefix), never less than libp2p's default.
  */
 const LP_DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
-function lpLimits (maxDataLength: number): { maxDataLength: number, maxBufferSize: number } {
-  return { maxDataLength, maxBufferSize: Math.max(LP_DEFAULT_BUFFER_BYTES, maxDataLength + 16) }
+function lpLimits (maxDataLength: number, maxBufferBytes?: number): { maxDataLength: number, maxBufferSize: number } {
+  return { maxDataLength, maxBufferSize: Math.max(maxBufferBytes ?? LP_DEFAULT_BUFFER_BYTES, maxDataLength + 16) }
 }
 
 function isLengthError (err: any): boolean {
@@ -584,8 +584,8 @@ export class Libp2pNetwork implements Network {
 
   // ---------------------------------------------------------------- channels
 
-  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection: Connection): MessageChannel {
-    const lp = lpStream(stream, lpLimits(maxMessageBytes))
+  private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection: Connection, maxBufferBytes?: number): MessageChannel {
+    const lp = lpStream(stream, lpLimits(maxMessageBytes, maxBufferBytes))
     const received = this.received
     return {
       remotePeer,
@@ -616,7 +616,7 @@ export class Libp2pNetwork implements Network {
     const max = opts.maxMessageBytes ?? MAX_MESSAGE_BYTES
     await this.node.handle(protocol, async (stream: Stream, connection: Connection) => {
       try {
-        await handler(this.wrapChannel(stream, connection.remotePeer.toString(), protocol, max, connection))
+        await handler(this.wrapChannel(stream, connection.remotePeer.toString(), protocol, max, connection, opts.maxBufferBytes))
       } catch (err: any) {
         this.log.debug({ err, protocol }, 'channel handler failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -633,7 +633,7 @@ export class Libp2pNetwork implements Network {
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
     const remote = peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer
-    return this.wrapChannel(opened.stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, opened.connection)
+    return this.wrapChannel(opened.stream, remote, protocol, opts.maxMessageBytes ?? MAX_MESSAGE_BYTES, opened.connection, opts.maxBufferBytes)
   }
 
   // ---------------------------------------------------------------- DHT

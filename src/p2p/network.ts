@@ -91,7 +91,13 @@ export interface MessageChannel extends AsyncIterable<Uint8Array> {
 export type ChannelHandler = (channel: MessageChannel) => void | Promise<void>
 
 export interface ChannelOptions {
+  /** largest message this end reads, bytes (default MAX_MESSAGE_BYTES) */
   maxMessageBytes?: number
+  /**
+   * most bytes received and not read yet that this end holds before it resets the channel
+   * (default max(4 MiB, maxMessageBytes)): what a remote sending faster than we read can cost us
+   */
+  maxBufferBytes?: number
   maxInboundStreams?: number
 }
 

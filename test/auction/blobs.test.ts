@@ -13,8 +13,9 @@ import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
-import { BlobStore, BLOB_PROTOCOL, MAX_BLOB_BYTES } from '../../src/auction/index.js'
-import { decodeBlobRequest } from '../../src/auction/protocol/frames.js'
+import { BlobStore, BLOB_PROTOCOL, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
+import { decodeBlobRequest, encodeBlobBatch, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
+import { FRAME_REFUSED, FRAME_TOO_LARGE, readRefusal } from '../../src/auction/blob-stream.js'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 
 const dirs: string[] = []
@@ -114,7 +115,10 @@ describe('blobs as UnixFS DAGs', function () {
     })
     after(async () => { await Promise.all([a?.stop(), b?.stop(), liar?.stop()]) })
     beforeEach(async () => { sb = await store() })
-    afterEach(async () => { await liar.unhandle(BLOB_PROTOCOL).catch(() => {}) })
+    afterEach(async () => {
+      await liar.unhandle(BLOB_PROTOCOL).catch(() => {})
+      await liar.unhandle(BLOB_STREAM_PROTOCOL).catch(() => {})
+    })
 
     it('fetches a multi-block blob block by block, every block verified, and serves it on', async () => {
       const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
@@ -233,6 +237,148 @@ describe('blobs as UnixFS DAGs', function () {
       expect(err.message).to.match(/exceeds/)
       expect(await sb.blocks.has(hugeCid)).to.equal(false)
       await liar.unhandle(BLOB_PROTOCOL)
+    })
+
+    // ---------------------------------------------------------------- /mercato/blob/2.1.0
+
+    /** A store for the liar holding what `keep` selects of big's blocks (all by default). */
+    async function liarStore (keep: (cid: string, i: number) => boolean = () => true): Promise<{ store: BlobStore, leaves: CID[] }> {
+      const s = await store()
+      const root = dagPb.decode((await sa.blocks.get(bigCid))!)
+      const leaves = root.Links.map(l => l.Hash)
+      await s.blocks.put(bigCid, (await sa.blocks.get(bigCid))!)
+      for (const [i, leaf] of leaves.entries()) if (keep(leaf.toString(), i)) await s.blocks.put(leaf, (await sa.blocks.get(leaf))!)
+      return { store: s, leaves }
+    }
+
+    it('2.1.0: a 12 MiB blob over one stream, every block verified, no request per block', async () => {
+      const bytes12 = randomBytes(12 * 1024 * 1024 + 5) // 49 leaves and a root: three times the read-ahead
+      const cid = await sa.putStream(chunks(bytes12, 1024 * 1024), { maxBytes: 64 * 1024 * 1024 })
+      const before = a.traffic!()
+      const got = await sb.fetch(b, cid, [a.addresses()[0]], { maxBytes: 16 * 1024 * 1024, cache: false })
+      const after = a.traffic!()
+      expect(createHash('sha256').update(got).digest('hex')).to.equal(createHash('sha256').update(bytes12).digest('hex'))
+      expect(sb.stats().blocksFetched).to.equal(50)
+      // the requests A read were batches on the stream (channel frames), none a 2.0.0 request
+      expect(after.requests - before.requests).to.equal(0)
+      expect(after.frames - before.frames).to.be.within(1, 50)
+    })
+
+    it('2.1.0: a peer that sends a wrong block is dropped at that block; the fetch completes from the next peer', async () => {
+      const { store: ls, leaves } = await liarStore()
+      const bad = new Uint8Array((await sa.blocks.get(leaves[5]))!)
+      bad[100] ^= 1
+      await ls.blocks.put(leaves[5], bad, { missing: true }) // a block store does not check what it is given
+      await ls.serve(liar)
+      const servedByA = sa.stats().blocksServed
+      const bytes = await sb.fetch(b, bigCid, [liar.addresses()[0], a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      // the liar was dropped at the wrong block: it served the root and at most one read-ahead (4 MiB, 16 leaves) of leaves
+      // (the walk asks for leaves in the order their stat calls return, so the wrong one may come early or late in that window)
+      expect(ls.stats().blocksServed).to.be.within(2, 1 + 16)
+      expect(sa.stats().blocksServed - servedByA).to.equal(22 - (sb.stats().blocksFetched - (sa.stats().blocksServed - servedByA)))
+      // what is held is true: every block read back is checked against its CID
+      expect(Buffer.compare((await sb.get(bigCid, { cache: false }))!, big)).to.equal(0)
+    })
+
+    it('2.1.0: a transfer cut mid-way (the peer holds part of the blob) resumes asking only for the missing blocks', async () => {
+      const { store: ls } = await liarStore((_cid, i) => i < 9)
+      await ls.serve(liar)
+      const err = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 }).catch(e => e)
+      expect(err.code).to.equal('blob-not-found')
+      const held = await sb.blocks.count()
+      // the root and the leaves the peer had that arrived before its 'not held' (leaves are asked in the order their stat calls return)
+      expect(held).to.be.within(1, 1 + 9)
+      const servedByA = sa.stats().blocksServed
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(sa.stats().blocksServed - servedByA).to.equal(22 - held)
+    })
+
+    /** Open a 2.1.0 stream to A as a raw client, send `request`, return the first frame (or the error). */
+    async function ask (request: Uint8Array): Promise<Uint8Array | Error> {
+      const ch = await b.openChannel(a.addresses()[0], BLOB_STREAM_PROTOCOL, { maxMessageBytes: MAX_BLOCK_BYTES + 1 })
+      try {
+        await ch.send(request).catch(() => {})
+        for await (const frame of ch) return frame
+        return new Error('closed without a frame')
+      } catch (err: any) {
+        return err
+      } finally {
+        ch.abort()
+      }
+    }
+
+    it('2.1.0: a hostile client (100,000 CIDs, an oversized or malformed request, a 3 MiB block) gets a clear refusal; the server serves on', async () => {
+      // 100,000 CIDs in one request: refused by its length prefix, never buffered (≈ 6 MB)
+      const huge = encodeBlobBatch(Array.from({ length: 100_000 }, () => bigCid))
+      const r1 = await ask(huge)
+      if (r1 instanceof Error) {
+        // the server may reset the stream before its refusal is read (the rest of the request overflows its small buffer)
+        expect(r1.message).to.match(/reset|abort|closed|overflow/i)
+      } else {
+        expect(r1[0]).to.equal(FRAME_REFUSED)
+        expect(readRefusal(r1).code).to.equal('message-too-large')
+      }
+      // just over the cap (17 KiB): the refusal arrives
+      const r2 = await ask(new Uint8Array(17 * 1024))
+      expect(r2).to.be.instanceOf(Uint8Array)
+      expect((r2 as Uint8Array)[0]).to.equal(FRAME_REFUSED)
+      expect(readRefusal(r2 as Uint8Array).code).to.equal('message-too-large')
+      // more CIDs than a batch may name, under the byte cap
+      const r3 = await ask(encodeBlobBatch(Array.from({ length: MAX_BLOB_BATCH + 1 }, () => 'x')))
+      expect(readRefusal(r3 as Uint8Array)).to.deep.include({ code: 'refused-bad-schema' })
+      // not CBOR at all
+      const r4 = await ask(new Uint8Array([0xff, 0x00, 0x13]))
+      expect(readRefusal(r4 as Uint8Array).code).to.equal('refused-bad-encoding')
+      // a whole-blob raw block larger than a block (put() of 3 MiB) is not read for a stream: 2.0.0 carries it
+      const whole = await sa.put(randomBytes(3 * 1024 * 1024), { cache: false })
+      const r5 = await ask(encodeBlobBatch([whole]))
+      expect((r5 as Uint8Array)[0]).to.equal(FRAME_TOO_LARGE)
+      // unharmed: the next fetch from A works
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+    })
+
+    it('2.1.0: a peer that takes the stream and never answers is dropped after BLOB_STALL_MS; the next peer completes the fetch', async () => {
+      let asked = 0
+      await liar.handleChannel(BLOB_STREAM_PROTOCOL, async (ch) => { for await (const _ of ch) asked++ }, { maxMessageBytes: 16 * 1024 })
+      const t0 = Date.now()
+      const bytes = await sb.fetch(b, bigCid, [liar.addresses()[0], a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(asked).to.equal(1) // the root, asked once
+      expect(Date.now() - t0).to.be.within(BLOB_STALL_MS, BLOB_STALL_MS + 20_000)
+    })
+
+    it('2.1.0: a peer opening many streams gets BLOB_STREAMS_PER_CONNECTION of them; the others are refused', async () => {
+      // every stream is held open (none answered is closed) until all six have their answer
+      const open: Array<{ abort: () => void }> = []
+      const results = await Promise.all(Array.from({ length: 6 }, async () => {
+        try {
+          const ch = await b.openChannel(a.addresses()[0], BLOB_STREAM_PROTOCOL, { maxMessageBytes: MAX_BLOCK_BYTES + 1 })
+          open.push(ch)
+          await ch.send(encodeBlobBatch([bigCid]))
+          for await (const frame of ch) return frame[0] === 0 ? 'served' : 'refused'
+          return 'closed'
+        } catch {
+          return 'refused'
+        }
+      }))
+      for (const ch of open) ch.abort()
+      expect(results.filter(r => r === 'served').length).to.be.within(1, BLOB_STREAMS_PER_CONNECTION)
+      expect(results.filter(r => r !== 'served').length).to.be.at.least(6 - BLOB_STREAMS_PER_CONNECTION)
+      // and A serves on
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+    })
+
+    it('falls back to 2.0.0, a request per block, against a node that only speaks it', async () => {
+      // an older node: the 2.0.0 handler only
+      await liar.handle(BLOB_PROTOCOL, async (req) => (await sa.blocks.get(decodeBlobRequest(req)))!)
+      const before = liar.traffic!()
+      const bytes = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(liar.traffic!().requests - before.requests).to.equal(22)
     })
 
     it('a small blob put() whole (an output file, a module) still travels as one raw block', async () => {

@@ -13,7 +13,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
-import { BLOB_PROTOCOL, JOBS_TOPIC, type JobView } from '../../src/auction/index.js'
+import { BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, JOBS_TOPIC, type JobView } from '../../src/auction/index.js'
+import { decodeBlobBatch } from '../../src/auction/protocol/frames.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { MercatoClient, MercatoApiError } from '../../src/client/index.js'
 import type { MercatoNode } from '../../src/node.js'
@@ -286,6 +287,11 @@ describe('market: output files and lying providers', function () {
       // of the first output, data/numbers.bin): the right length, the wrong bytes
       await forger.network.unhandle(BLOB_PROTOCOL)
       await forger.network.handle(BLOB_PROTOCOL, async () => new TextEncoder().encode('forged!!!\n'), { maxRequestBytes: 1024 })
+      // and on the stream protocol (2.1.0): a block frame of the same forged bytes for every CID asked
+      await forger.network.unhandle(BLOB_STREAM_PROTOCOL)
+      await forger.network.handleChannel(BLOB_STREAM_PROTOCOL, async (ch) => {
+        for await (const req of ch) for (const _ of decodeBlobBatch(req)) await ch.send(new Uint8Array([0, ...new TextEncoder().encode('forged!!!\n')]))
+      }, { maxMessageBytes: 16 * 1024 })
     })
     expect(job.attempts[0].reason).to.match(/output data\/numbers.bin .* not served by the provider: .*does not match/)
     const numbers = (await requester.market.result(job.id)).outputs[0]

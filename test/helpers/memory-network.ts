@@ -242,8 +242,8 @@ export class MemoryNetwork implements Network {
     const target = this.hub.nodes.get(await this.dial(peer))
     const h = target?.channelHandlers.get(protocol)
     if (target == null || h == null) throw new RemoteError(`protocol ${protocol} not supported`, 'unsupported-protocol')
-    const max = Math.min(opts.maxMessageBytes ?? DEFAULT_MAX_BYTES, h.opts.maxMessageBytes ?? DEFAULT_MAX_BYTES)
-    const [local, remote] = channelPair(this.peerId, target.peerId, protocol, max, this.hub.opts.relayedChannels === true)
+    // each end reads what its own cap allows, as over a stream
+    const [local, remote] = channelPair(this.peerId, target.peerId, protocol, opts.maxMessageBytes ?? DEFAULT_MAX_BYTES, h.opts.maxMessageBytes ?? DEFAULT_MAX_BYTES, this.hub.opts.relayedChannels === true)
     this.hub.channels.add({ a: this.peerId, b: target.peerId, end: local })
     queueMicrotask(() => { void Promise.resolve(h.handler(remote)).catch(() => { remote.abort() }) })
     return local
@@ -269,7 +269,7 @@ export class MemoryNetwork implements Network {
 }
 
 /** Two connected ends of an in-memory message channel. */
-function channelPair (a: string, b: string, protocol: string, maxBytes: number, relayed = false): [MessageChannel, MessageChannel] {
+function channelPair (a: string, b: string, protocol: string, maxToA: number, maxToB: number, relayed = false): [MessageChannel, MessageChannel] {
   class End implements MessageChannel {
     readonly remotePeer: string
     readonly protocol = protocol
@@ -280,7 +280,9 @@ function channelPair (a: string, b: string, protocol: string, maxBytes: number, 
     private ended = false
     private error: Error | undefined
 
-    constructor (remote: string) { this.remotePeer = remote }
+    /** what this end reads at most */
+    readonly maxIn: number
+    constructor (remote: string, maxIn: number) { this.remotePeer = remote; this.maxIn = maxIn }
 
     deliver (data: Uint8Array): void {
       if (this.waiting != null) { const w = this.waiting; this.waiting = undefined; w.resolve({ value: data, done: false }) } else this.queue.push(data)
@@ -300,7 +302,7 @@ function channelPair (a: string, b: string, protocol: string, maxBytes: number, 
 
     async send (data: Uint8Array): Promise<void> {
       if (this.ended) throw new Error('channel closed')
-      if (data.length > maxBytes) throw new MessageTooLargeError(`channel message of ${data.length} bytes`)
+      if (data.length > this.peer.maxIn) throw new MessageTooLargeError(`channel message of ${data.length} bytes`)
       const copy = data.slice()
       queueMicrotask(() => { this.peer.deliver(copy) })
     }
@@ -328,8 +330,8 @@ function channelPair (a: string, b: string, protocol: string, maxBytes: number, 
       }
     }
   }
-  const x = new End(b)
-  const y = new End(a)
+  const x = new End(b, maxToA)
+  const y = new End(a, maxToB)
   x.peer = y
   y.peer = x
   return [x, y]

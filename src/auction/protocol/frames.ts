@@ -176,3 +176,23 @@ export function decodeBlobRequest (data: Uint8Array): string {
   if (!parsed.success) throw new RefusedMessageError('bad-schema', 'blob request is not { cid }')
   return parsed.data.cid
 }
+
+/** Most CIDs one `/mercato/blob/2.1.0` request may name (the server refuses more). */
+export const MAX_BLOB_BATCH = 64
+/** Largest `/mercato/blob/2.1.0` request: MAX_BLOB_BATCH CIDs of ≤ 128 characters, with room for CBOR. */
+export const MAX_BLOB_BATCH_REQUEST_BYTES = 16 * 1024
+const blobBatchSchema = z.strictObject({ cids: z.array(z.string().max(128)).min(1).max(MAX_BLOB_BATCH) })
+
+export function encodeBlobBatch (cids: string[]): Uint8Array {
+  return canonicalEncode({ cids })
+}
+
+/** A batch request `{ cids }` (1 to MAX_BLOB_BATCH CIDs); throws RefusedMessageError otherwise. */
+export function decodeBlobBatch (data: Uint8Array): string[] {
+  if (data.length > MAX_BLOB_BATCH_REQUEST_BYTES) throw new RefusedMessageError('too-large', 'blob batch: too large')
+  let value: unknown
+  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'blob batch: not canonical CBOR') }
+  const parsed = blobBatchSchema.safeParse(value)
+  if (!parsed.success) throw new RefusedMessageError('bad-schema', `blob batch is not { cids: 1 to ${MAX_BLOB_BATCH} CIDs }`)
+  return parsed.data.cids
+}
