@@ -10,7 +10,8 @@
  * A blob of the first release is one file `<dir>/<cid>` holding the whole blob as one raw block;
  * `get` still finds it there.
  */
-import { mkdir, open, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
+import { mkdir, readdir, writeFile, rename, stat, rm, unlink } from 'node:fs/promises'
+import { closeSync, fstatSync, openSync, readSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
@@ -58,16 +59,19 @@ export class BlockStore {
       return held
     }
     for (const file of [join(this.blocksDir, key), join(this.dir, key)]) {
-      let fh
-      try { fh = await open(file, 'r') } catch { continue }
+      // synchronous: a block is at most a few MiB, usually in the page cache; four thread-pool round
+      // trips per block (open, stat, read, close) were a fifth of a fetch's time (bench:data: a
+      // 100 MiB pull 43-46 MB/s async, 51-58 MB/s sync, run alternately)
+      let fd: number
+      try { fd = openSync(file, 'r') } catch { continue }
       try {
-        const size = (await fh.stat()).size
+        const size = fstatSync(fd).size
         if (size > max) throw new BlockTooLargeError(key, size)
         // one read into a buffer of the file's size (no copy afterwards)
         const out = new Uint8Array(size)
         let n = 0
         while (n < size) {
-          const { bytesRead } = await fh.read(out, n, size - n, n)
+          const bytesRead = readSync(fd, out, n, size - n, n)
           if (bytesRead === 0) break
           n += bytesRead
         }
@@ -76,7 +80,7 @@ export class BlockStore {
         if (err instanceof BlockTooLargeError) throw err
         continue
       } finally {
-        await fh.close().catch(() => {})
+        closeSync(fd)
       }
     }
     return undefined
@@ -115,8 +119,8 @@ export class BlockStore {
     // a name of its own per write: two writes of one block at once must not share a temp file
     const tmp = `${file}.${process.pid}.${++this.writes}.${randomBytes(4).toString('hex')}.tmp`
     this.written += bytes.length
-    await writeFile(tmp, bytes)
-    await rename(tmp, file)
+    writeFileSync(tmp, bytes)
+    renameSync(tmp, file)
   }
 
   /**
