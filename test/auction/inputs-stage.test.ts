@@ -61,6 +61,7 @@ describe('provider: staging URL inputs', function () {
 
   it('stages a good input in a folder of the job, removed on request', async () => {
     const s = await stage([{ path: 'a', url: `${base}/ok`, sha256: sha256('ok bytes'), size: 8 }]) as any
+    expect(s, String(s?.message ?? s)).to.not.be.instanceOf(Error)
     expect(s.inputs).to.have.length(1)
     expect(await readFile(s.inputs[0].file, 'utf8')).to.equal('ok bytes')
     await s.remove()

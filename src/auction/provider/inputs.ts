@@ -164,6 +164,8 @@ async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: strin
 
 /** Fetch one URL input into `file`, at most `maxBytes`, within `timeoutMs`; returns its size once its sha256 (and size) matched. */
 async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: string }>, file: string, maxBytes: number, timeoutMs: number, signal: AbortSignal): Promise<number> {
+  // loading the HTTP client (the first URL input of the process) is not the URL's time
+  const client = await httpClient()
   const timeout = AbortSignal.timeout(timeoutMs)
   const both = AbortSignal.any([signal, timeout])
   const unreachable = (why: string): InputFailure => new InputFailure('input-unreachable', `input ${i.path}: ${why}`)
@@ -188,7 +190,6 @@ async function fetchUrlInput (ctx: ProviderContext, i: Extract<InputRef, { url: 
       // an address literal is never looked up: checked here; a name is checked as it is connected to
       const host = url.hostname.replace(/^\[|\]$/g, '')
       if (strict && isIP(host) !== 0 && isPrivateAddress(host)) throw unreachable(`host ${host.slice(0, 200)} is a private address`)
-      const client = await httpClient()
       res = await client.fetch(url, { redirect: 'manual', signal: both, headers: { accept: '*/*' }, dispatcher: strict ? client.publicOnly : client.anyAddress })
       const location = res.headers.get('location')
       if (res.status >= 300 && res.status < 400 && location != null) {
