@@ -6,8 +6,7 @@
  * - lane "net": the tests that spend their time waiting on things outside
  *   Node — network namespaces with NAT routers and miniupnpd (test/nat), the
  *   mDNS LAN (test/p2p/lan), a Slurm cluster (test/slurm/slurm) — and use
- *   little CPU while they wait; and the SIGKILL failover trials
- *   (test/auction/failover, ~70 s), which balance the lanes;
+ *   little CPU while they wait;
  * - lane "main": everything else, one file after another as before.
  *
  * Run one after the other they took ~3 of the suite's ~11 minutes on the
@@ -24,7 +23,7 @@ import { dirname, join, relative } from 'node:path'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const MOCHA = join(ROOT, 'node_modules/mocha/bin/mocha.js')
-const NET_LANE = ['test/nat/', 'test/p2p/lan.test.ts', 'test/slurm/slurm.test.ts', 'test/auction/failover.test.ts']
+const NET_LANE = ['test/nat/', 'test/p2p/lan.test.ts', 'test/slurm/slurm.test.ts']
 
 function testFiles (dir) {
   const out = []
