@@ -48,7 +48,7 @@
  * on disk): a transfer that breaks resumes from what is held, asking only for the missing blocks.
  * A blob counts as held only when every block of its DAG is.
  */
-import { importFile } from './unixfs.js'
+import { importFile } from '../crypto/unixfs.js'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
