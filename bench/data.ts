@@ -18,7 +18,10 @@
  *   transfer.)
  * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
  *   checks its sha256 (the inverted input's).
- * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after.
+ * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after;
+ * for the job, its steps from the job's events (auction, provider, the output's pull onto A).
+ * The legs run BENCH_DATA_ROUNDS times (default 2) over fresh random data in the same two
+ * processes: `MBps.first` is each path's first run (JIT-cold code), `MBps.warm` the last round.
  * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, and a
  * plain loopback TCP copy of them (node:net, no framing, no crypto).
  */
@@ -37,6 +40,8 @@ import { MercatoClient } from '../src/client/index.js'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const MiB = 1024 * 1024
 const SIZE = Number(process.env.BENCH_DATA_MIB ?? 100) * MiB
+/** passes of the four legs over fresh data, in the same two processes (BENCH_DATA_ROUNDS, default 2) */
+const ROUNDS = Math.max(1, Number(process.env.BENCH_DATA_ROUNDS ?? 2))
 /** the job's memory cap: the copy needs 1.1 MiB of wasm memory; the issue's bound is RSS ≤ cap + 64 MiB */
 const JOB_MEMORY_MB = 16
 const dirs: string[] = []
@@ -136,28 +141,37 @@ async function tcpBaseline (): Promise<number> {
   return mbps(SIZE, ms)
 }
 
-async function main (): Promise<void> {
-  const work = await mkdtemp(join(tmpdir(), 'mercato-bench-file-'))
-  dirs.push(work)
-  const file = join(work, 'data.bin')
-  const { sha256, invertedSha256 } = await writeRandomFile(file, SIZE)
-  const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline() }
+/** Timestamps of a finished job's events (the node's clock), by type: the first of each. */
+async function eventTimes (client: MercatoClient, id: string): Promise<Partial<Record<string, number>>> {
+  const out: Partial<Record<string, number>> = {}
+  for await (const e of client.events(id, { signal: AbortSignal.timeout(30_000) })) {
+    if (e.type !== 'log') out[e.type] ??= e.ts
+  }
+  return out
+}
 
-  const a = await startNode(['--no-provide'])
-  const b = await startNode(['--bootstrap', a.address])
-  const client = new MercatoClient({ url: a.gatewayUrl })
+const msBetween = (t: Partial<Record<string, number>>, from: string, to: string): number | null =>
+  t[from] != null && t[to] != null ? (t[to] as number) - (t[from] as number) : null
+
+/** One pass of the four legs over a fresh random file of SIZE bytes. */
+async function legs (a: Node, b: Node, client: MercatoClient, module: string, file: string): Promise<Record<string, unknown>> {
+  const { sha256, invertedSha256 } = await writeRandomFile(file, SIZE)
+  const aPid = a.proc.pid as number
+  const bPid = b.proc.pid as number
+  // each leg's peak is its own (when the kernel lets us reset it)
+  let peaksReset = await resetPeak(aPid)
 
   // leg 1: upload into A
-  const aBefore = await memoryOf(a.proc.pid as number)
+  const aBefore = await memoryOf(aPid)
   let t0 = performance.now()
   const { cid, size } = await client.uploadFile(file)
   const uploadMs = performance.now() - t0
-  const aAfterUpload = await memoryOf(a.proc.pid as number)
+  const aAfterUpload = await memoryOf(aPid)
   if (size !== SIZE) throw new Error(`upload: ${size} bytes stored of ${SIZE}`)
 
   // leg 2: B fetches it from A (one stream, blocks verified and stored as they come), then streams it out
-  const bBefore = await memoryOf(b.proc.pid as number)
-  const aPeer = a.address.split('/p2p/').pop() as string
+  peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
+  const bBefore = await memoryOf(bPid)
   t0 = performance.now()
   const res = await fetch(`${b.gatewayUrl}/v1/blobs/${cid}?from=${encodeURIComponent(a.address)}`)
   if (res.status !== 200) throw new Error(`fetch on B: HTTP ${res.status} ${await res.text()}`)
@@ -166,30 +180,30 @@ async function main (): Promise<void> {
   const first = await reader.read()
   const firstByteMs = performance.now() - t0
   // B's peak while fetching (the whole blob is fetched and verified before its first byte goes out)
-  const bFetched = await memoryOf(b.proc.pid as number)
+  const bFetched = await memoryOf(bPid)
   if (first.value != null) hash.update(first.value)
   for (let r = await reader.read(); r.done !== true; r = await reader.read()) hash.update(r.value)
   const fetchMs = performance.now() - t0
   if (hash.digest('hex') !== sha256) throw new Error('fetch on B: the bytes differ')
-  const bAfter = await memoryOf(b.proc.pid as number)
-  const aAfterFetch = await memoryOf(a.proc.pid as number)
+  const bAfter = await memoryOf(bPid)
+  const aAfterFetch = await memoryOf(aPid)
 
-  // leg 3: a job on A with the blob as its input, run on B, which writes the same bytes as its output
-  const module = await client.upload(await readFile(join(ROOT, 'test/fixtures/wasm/copy-input.wasm')))
-  // each node's peak from here on is this leg's (when the kernel lets us reset it)
-  const peaksReset = await resetPeak(a.proc.pid as number) && await resetPeak(b.proc.pid as number)
-  const aBeforeJob = await memoryOf(a.proc.pid as number)
-  const bBeforeJob = await memoryOf(b.proc.pid as number)
+  // leg 3: a job on A with the blob as its input, run on B, which writes the same bytes inverted as its output
+  peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
+  const aBeforeJob = await memoryOf(aPid)
+  const bBeforeJob = await memoryOf(bPid)
   t0 = performance.now()
-  const submitted = await client.submit({ engine: 'wasm', module: module.cid, inputs: [{ path: 'in.bin', cid }], limits: { timeoutMs: 60_000, memoryMb: JOB_MEMORY_MB }, maxPrice: 100 })
+  const submitted = await client.submit({ engine: 'wasm', module, inputs: [{ path: 'in.bin', cid }], limits: { timeoutMs: 60_000, memoryMb: JOB_MEMORY_MB }, maxPrice: 100 })
   const job = await client.wait(submitted.id, { signal: AbortSignal.timeout(300_000) })
   const jobMs = performance.now() - t0
   if (job.status !== 'completed') throw new Error(`job: ${job.status} ${JSON.stringify(job)}`)
-  const aAfterJob = await memoryOf(a.proc.pid as number)
-  const bAfterJob = await memoryOf(b.proc.pid as number)
+  const aAfterJob = await memoryOf(aPid)
+  const bAfterJob = await memoryOf(bPid)
   const outputs = await client.outputs(job.id)
   const out = outputs.find(o => o.path === 'out.bin')
   if (out == null || out.size !== SIZE) throw new Error(`job: outputs ${JSON.stringify(outputs)}`)
+  const t = await eventTimes(client, job.id)
+  const pullMs = msBetween(t, 'collecting', 'result')
 
   // leg 4: the output streamed out of A's gateway
   t0 = performance.now()
@@ -198,17 +212,13 @@ async function main (): Promise<void> {
   for await (const chunk of dl.content) outHash.update(chunk)
   const downloadMs = performance.now() - t0
   if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
-  const aAfterDownload = await memoryOf(a.proc.pid as number)
+  const aAfterDownload = await memoryOf(aPid)
 
-  console.log(JSON.stringify({
-    bench: 'data',
-    node: process.version,
-    bytes: SIZE,
+  return {
     cid,
-    raw,
+    peaksReset,
     upload: { ms: Math.round(uploadMs), MBps: mbps(SIZE, uploadMs), requester: { rssBeforeMiB: aBefore.rssMiB, peakAfterMiB: aAfterUpload.peakMiB, peakGrowthMiB: round(aAfterUpload.peakMiB - aBefore.rssMiB) } },
     providerFetch: {
-      from: aPeer,
       // B holds the whole blob (fetched and verified) when the first byte arrives; the rest is B streaming it from disk
       fetchedMs: Math.round(firstByteMs),
       fetchMBps: mbps(SIZE, firstByteMs),
@@ -227,18 +237,62 @@ async function main (): Promise<void> {
       id: job.id,
       output: out.cid,
       memoryCapMiB: JOB_MEMORY_MB,
-      peaksReset,
-      // submit → completed: B runs the copy (output written to disk as the guest writes it), imports it as a UnixFS blob, A pulls and checks it
+      // submit → completed: the auction, B stages the input (held since leg 2: copied out of its
+      // block store into the job's folder), runs the copy (its output written to disk as the guest
+      // writes it), imports the output as a UnixFS blob; then A pulls and checks it before it pays
       ms: Math.round(jobMs),
       MBps: mbps(SIZE, jobMs),
-      provider: { rssBeforeMiB: bBeforeJob.rssMiB, peakBeforeMiB: bBeforeJob.peakMiB, peakAfterMiB: bAfterJob.peakMiB, peakGrowthMiB: round(bAfterJob.peakMiB - bBeforeJob.rssMiB) },
-      requester: { rssBeforeMiB: aBeforeJob.rssMiB, peakBeforeMiB: aBeforeJob.peakMiB, peakAfterMiB: aAfterJob.peakMiB, peakGrowthMiB: round(aAfterJob.peakMiB - aBeforeJob.rssMiB) }
+      // from the job's events (A's clock): submit → accepted, accepted → B's result names its
+      // output (B staging, running, storing), the output's pull onto A (collecting → result)
+      steps: {
+        auctionMs: t.accepted != null ? t.accepted - job.createdAt : null,
+        providerMs: msBetween(t, 'accepted', 'collecting'),
+        outputPullMs: pullMs,
+        outputPullMBps: pullMs != null && pullMs > 0 ? mbps(SIZE, pullMs) : null,
+        settleMs: msBetween(t, 'result', 'settled')
+      },
+      provider: { rssBeforeMiB: bBeforeJob.rssMiB, peakAfterMiB: bAfterJob.peakMiB, peakGrowthMiB: round(bAfterJob.peakMiB - bBeforeJob.rssMiB) },
+      requester: { rssBeforeMiB: aBeforeJob.rssMiB, peakAfterMiB: aAfterJob.peakMiB, peakGrowthMiB: round(aAfterJob.peakMiB - aBeforeJob.rssMiB) }
     },
     outputDownload: {
       ms: Math.round(downloadMs),
       MBps: mbps(SIZE, downloadMs),
       requester: { peakAfterMiB: aAfterDownload.peakMiB }
     }
+  }
+}
+
+async function main (): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'mercato-bench-file-'))
+  dirs.push(work)
+  const file = join(work, 'data.bin')
+  const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline() }
+
+  const a = await startNode(['--no-provide'])
+  const b = await startNode(['--bootstrap', a.address])
+  const client = new MercatoClient({ url: a.gatewayUrl })
+  const module = (await client.upload(await readFile(join(ROOT, 'test/fixtures/wasm/copy-input.wasm')))).cid
+  const rounds: Array<Record<string, unknown>> = []
+  for (let r = 0; r < ROUNDS; r++) rounds.push(await legs(a, b, client, module, file))
+  const mb = (r: Record<string, any>): Record<string, unknown> => ({
+    upload: r.upload.MBps,
+    providerFetch: r.providerFetch.fetchMBps,
+    providerFetchAndStreamOut: r.providerFetch.endToEndMBps,
+    job: r.job.MBps,
+    outputPull: r.job.steps.outputPullMBps,
+    outputDownload: r.outputDownload.MBps
+  })
+  console.log(JSON.stringify({
+    bench: 'data',
+    node: process.version,
+    bytes: SIZE,
+    raw,
+    requester: a.address.split('/p2p/').pop(),
+    provider: b.address.split('/p2p/').pop(),
+    // MB/s per leg: the first round (each path's first run in these processes) and the last (the
+    // same two processes, warm: what a node that has been running a while does)
+    MBps: { first: mb(rounds[0]), warm: rounds.length > 1 ? mb(rounds[rounds.length - 1]) : null },
+    rounds
   }, null, 2))
   await Promise.all([a.stop(), b.stop()])
 }

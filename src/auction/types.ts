@@ -11,7 +11,7 @@ export const JOB_STATUSES = ['bidding', 'queued', 'awarded', 'running', 'complet
 export type JobStatus = typeof JOB_STATUSES[number]
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'no-bids', 'cancelled'])
 
-export type JobEventType = 'announced' | 'queued' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'rerouted' | 'handover' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'
+export type JobEventType = 'announced' | 'queued' | 'bid' | 'decline' | 'awarded' | 'accepted' | 'refused' | 'running' | 'suspect' | 'rerouted' | 'handover' | 'collecting' | 'result' | 'superseded' | 'mismatch' | 'settled' | 'failed' | 'no-bids' | 'cancelled'
 
 export interface JobEvent {
   type: JobEventType

@@ -23,10 +23,10 @@ import { loadSpecFile, parseVars, isSpecFile, type InputFile } from './spec-file
 import { runEach, countLines } from './each.js'
 import { estimate, estimateText, type Estimate } from './estimate.js'
 import { MANY_PARALLEL } from '../client/constants.js'
-import { Progress, shortId } from './progress.js'
+import { formatBytes, Progress, shortId } from './progress.js'
 import { registerDevnetCommand } from './devnet.js'
 import { LogPrinter } from './logs.js'
-import { formatBytes, getOutputs } from './get.js'
+import { getOutputs } from './get.js'
 
 const STATUSES: readonly JobStatus[] = JOB_STATUSES
 

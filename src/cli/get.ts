@@ -23,17 +23,12 @@ import { isRawCid } from '../client/cid.js'
 // command would then load at start
 import { isWithin, outputTarget } from '../executor/files.js'
 import { UsageError } from '../errors.js'
+import { formatBytes } from './progress.js'
 
 export interface GetIo {
   out: (s: string) => void
   err: (s: string) => void
   tty: boolean
-}
-
-export function formatBytes (n: number): string {
-  if (n < 1024) return `${n} B`
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`
 }
 
 /** Largest output an older release could name by a raw CID (its blob cap). */

@@ -15,6 +15,12 @@ export function shortId (peerId: unknown): string {
   return s.length <= 10 ? s : `${s.slice(0, 4)}…${s.slice(-2)}`
 }
 
+export function formatBytes (n: number): string {
+  if (n < 1024) return `${n} B`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
 function plural (n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`
 }
@@ -95,6 +101,9 @@ export class Progress {
       case 'handover':
         this.running = false
         this.push(`${shortId(e.from)} lost${e.reason != null ? ` (${String(e.reason)})` : ''}, handing over`)
+        break
+      case 'collecting':
+        this.push(`fetching ${plural(Number(e.files), 'output file')} (${formatBytes(Number(e.bytes))}) from ${shortId(e.provider)}`)
         break
       case 'mismatch':
         this.push(`${shortId(e.provider)} result mismatch`)

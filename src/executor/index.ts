@@ -113,6 +113,14 @@ export interface ExecJob {
    * host path (`outputs[].file`). A job that fails leaves no file in it.
    */
   outputDir?: string
+  /**
+   * Names a finished job's output file by its UnixFS CID (`outputs[].cid`), and may keep its bytes
+   * on the way: a provider imports the file into its blob store here, so the file is read once,
+   * not once to name it and again to store it. It must give the CID `ipfs add --cid-version 1`
+   * gives the file. Default: the CID is computed and nothing is kept. An isolated executor does
+   * not carry it to its pool process (that names the files itself).
+   */
+  nameOutput?: (file: string, size: number) => Promise<string>
 }
 
 /** One input file of a job: its path inside the job, and the host file with its bytes. */

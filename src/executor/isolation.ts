@@ -262,7 +262,9 @@ export class IsolatedExecutor implements Executor {
     e.id = this.nextId++
     e.started = false
     this.inflight.set(e.id, e)
-    this.child?.send({ type: 'run', id: e.id, job: e.job, live: e.onOutput != null } satisfies ParentMessage)
+    // a function does not cross the process boundary: the pool process names output files itself
+    const { nameOutput: _, ...job } = e.job
+    this.child?.send({ type: 'run', id: e.id, job, live: e.onOutput != null } satisfies ParentMessage)
   }
 
   /** Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes nothing). */

@@ -631,7 +631,7 @@ export class ExecutorPool implements Executor {
     if (d.error == null && d.files != null && d.files.length > 0) {
       outputs = []
       try {
-        for (const f of d.files) outputs.push({ path: f.path, cid: await unixfsCidOfFile(f.file), size: f.size, file: f.file })
+        for (const f of d.files) outputs.push({ path: f.path, cid: r.job.nameOutput != null ? await r.job.nameOutput(f.file, f.size) : await unixfsCidOfFile(f.file), size: f.size, file: f.file })
       } catch (err: any) {
         this.failed++
         throw new OutputStorageError(`cannot read back an output file: ${String(err?.code ?? err?.message ?? err)}`, err)

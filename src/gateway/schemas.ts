@@ -160,7 +160,7 @@ export const JobEventSchema = {
   properties: {
     type: {
       type: 'string',
-      enum: ['announced', 'queued', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'rerouted', 'handover', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
+      enum: ['announced', 'queued', 'bid', 'decline', 'awarded', 'accepted', 'refused', 'running', 'suspect', 'rerouted', 'handover', 'collecting', 'result', 'superseded', 'mismatch', 'settled', 'failed', 'no-bids', 'cancelled']
     },
     ts: { type: 'number' },
     jobId: { type: 'string' }

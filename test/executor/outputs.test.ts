@@ -66,6 +66,27 @@ describe('executor: output files', function () {
       expect(computeResultHash('job-outputs', { ...r, outputs: [] })).to.equal(computeResultHash('job-outputs', { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr }))
     })
 
+    it('names each file through the job\'s nameOutput (a provider stores it there: one read), and the hash covers what it returns', async () => {
+      const calls: Array<{ bytes: string, size: number }> = []
+      const plain = await run({ engine: 'wasm', module: wasm('outputs') }, 'named')
+      const r = await run({
+        engine: 'wasm',
+        module: wasm('outputs'),
+        nameOutput: async (file, size) => {
+          const bytes = readFileSync(file)
+          calls.push({ bytes: bytes.toString('hex'), size })
+          return await unixfsCidOfBytes(bytes)
+        }
+      }, 'named')
+      // once per file, with its size, after the guest wrote it whole
+      expect(calls).to.deep.equal([{ bytes: '000102ff', size: 4 }, { bytes: Buffer.from('hello from wasm\nsecond line\n').toString('hex'), size: 28 }])
+      expect(r.outputs?.map(o => o.cid)).to.deep.equal(plain.outputs?.map(o => o.cid))
+      expect(r.resultHash).to.equal(plain.resultHash)
+      // a hook that fails is a host failure (output-storage), not a result
+      const err = await run({ engine: 'wasm', module: wasm('outputs'), nameOutput: async () => { throw new Error('disk full') } }).catch(e => e)
+      expect(err?.code).to.equal('output-storage')
+    })
+
     it('is deterministic: the same job gives the same outputs and hash twice', async () => {
       const a = await run({ engine: 'wasm', module: wasm('outputs') }, 'same-id')
       const b = await run({ engine: 'wasm', module: wasm('outputs') }, 'same-id')

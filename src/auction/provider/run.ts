@@ -123,6 +123,17 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
     job.outputDir = outputDir
+    // an output file is imported into the blob store as it is named (one read of it, not two)
+    // (empty files are not blobs; a provider told to withhold its outputs must not hold them)
+    const imported = new Set<string>()
+    if (ctx.deps.withholdOutputs !== true) {
+      job.nameOutput = async (file, size) => {
+        if (size === 0) return await unixfsCidOfFile(file)
+        const cid = await importOutput(ctx, file, size)
+        imported.add(cid)
+        return cid
+      }
+    }
     let exec: ExecResult | undefined
     try {
       staged = await stageInputs(ctx, offer.payload, award.signer, withdrawn.signal)
@@ -137,7 +148,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
     if (ctx.deps.corruptResults === true) exec = await corrupt(a.jobId, exec)
     // the output files become blobs (served over the blob protocol) before the result names them
-    await storeOutputs(ctx, exec)
+    await storeOutputs(ctx, exec, imported)
     result = signResult(ctx, a.jobId, awardId, exec)
   } catch (err: any) {
     // could not even fetch the module: let the requester fail over
@@ -232,18 +243,23 @@ function outputsFolder (ctx: ProviderContext, jobId: string): string {
   return join(root, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
 }
 
+/** Import an output file into the blob store (blocks staged and committed whole, never the file in memory); its UnixFS CID. */
+async function importOutput (ctx: ProviderContext, file: string, size: number): Promise<string> {
+  return await ctx.deps.blobs.putStream(createReadStream(file, { highWaterMark: 256 * 1024 }), { maxBytes: size })
+}
+
 /**
- * Store a result's output files as blobs: each file streamed from disk into the blob store's
- * UnixFS import (BlobStore.putStream: blocks staged and committed whole, never the file in
- * memory), which must name it by the CID the executor computed and the result hash covers.
- * Empty files are not stored: the requester knows their bytes. A provider told to withhold
- * them (a test switch) claims them without serving them.
+ * Store a result's output files as blobs, each under the CID the result names and its hash covers:
+ * those the executor named through `nameOutput` are stored already (`imported`); any other (a
+ * backend that names files itself: an isolated pool process, Slurm) is imported from disk now and
+ * must come out under the same CID. Empty files are not stored: the requester knows their bytes.
+ * A provider told to withhold them (a test switch) claims them without serving them.
  */
-async function storeOutputs (ctx: ProviderContext, exec: ExecResult): Promise<void> {
+async function storeOutputs (ctx: ProviderContext, exec: ExecResult, imported: Set<string>): Promise<void> {
   if (exec.outputs == null || ctx.deps.withholdOutputs === true) return
   for (const o of exec.outputs) {
     if (o.size === 0) continue
-    const cid = await ctx.deps.blobs.putStream(createReadStream(o.file, { highWaterMark: 256 * 1024 }), { maxBytes: o.size })
+    const cid = imported.has(o.cid) ? o.cid : await importOutput(ctx, o.file, o.size)
     if (cid !== o.cid) throw new Error(`output ${o.path} was stored as ${cid}, not the ${o.cid} the result names`)
     // served to the requester (and its user) for blobs.outputRetentionMs, then collectable
     ctx.deps.blobs.gc.pin(cid, 'output')

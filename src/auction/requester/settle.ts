@@ -47,7 +47,7 @@ export class Settlement {
       throw new RefusedMessageError('bad-hash', 'result hash does not match its contents')
     }
     // the output files it names must be here, every byte checked against its CID, before it counts
-    if (job.status !== 'cancelled') await this.fetchOutputs(attempt, r)
+    if (job.status !== 'cancelled') await this.fetchOutputs(job, attempt, r)
     const resultId = messageId(result)
     attempt.resultHash = r.resultHash
     // when it arrived: the attempt's end, kept in the log with the result
@@ -96,7 +96,7 @@ export class Settlement {
    * refusal: the award is lost and handed over, never paid. Files already here (a replica's twin)
    * are not fetched again.
    */
-  private async fetchOutputs (attempt: Attempt, r: Result): Promise<void> {
+  private async fetchOutputs (job: RequesterJob, attempt: Attempt, r: Result): Promise<void> {
     const { ctx } = this
     const outputs = r.outputs ?? []
     if (outputs.length === 0) return
@@ -105,6 +105,7 @@ export class Settlement {
     const total = outputs.reduce((n, o) => n + o.size, 0)
     const signal = AbortSignal.timeout(OUTPUT_FETCH_BASE_MS + Math.ceil(total / OUTPUT_FETCH_MIN_BYTES_PER_SEC * 1000))
     attempt.collecting = true
+    ctx.emit(job, 'collecting', { provider: attempt.provider, files: outputs.length, bytes: total })
     try {
       for (const o of outputs) {
         if (o.size === 0) continue
