@@ -59,6 +59,13 @@ describe('market: output files', function () {
     // fetched from the provider and stored here before the job settled
     const held = await requester.market.getBlob(report.cid)
     expect(new TextDecoder().decode(held)).to.equal('hello ada\n')
+    // the job's events say so between the provider's result and its acceptance: how many files, how many bytes
+    const events: Array<{ type: string, files?: number, bytes?: number }> = []
+    for await (const e of client.events(jobId, { signal: AbortSignal.timeout(10_000) })) events.push(e as any)
+    const types = events.map(e => e.type)
+    const collecting = events.find(e => e.type === 'collecting')
+    expect(collecting, types.join(',')).to.include({ files: 5, bytes: 52 })
+    expect(types.indexOf('collecting')).to.be.lessThan(types.indexOf('result'))
     // the provider's signed result in the requester's log names the same outputs
     const records = await requester.ledger.byJob(jobId)
     const logged = records.find(r => r.type === 'result')

@@ -30,6 +30,15 @@ describe('submit --wait progress line', () => {
     expect(written.split('\n')).to.have.length(2) // one line, then the newline
   })
 
+  it('shows the fetch of a result\'s output files', () => {
+    const p = new Progress({ write: () => {}, tty: true, columns: 300 })
+    p.onEvent(ev('awarded', { provider: A, price: 1 }))
+    p.onEvent(ev('running', { provider: A }))
+    p.onEvent(ev('collecting', { provider: A, files: 2, bytes: 3 * 1024 * 1024 }))
+    const last = p.onEvent(ev('settled', { latencyMs: 900 }))
+    expect(last).to.equal('awarded to 12D3…x9 at 1 credit → running → fetching 2 output files (3.0 MiB) from 12D3…x9 → done in 900 ms')
+  })
+
   it('a queued job: one "queued" step for all its rounds, then the award', () => {
     const p = new Progress({ write: () => {}, tty: true, columns: 300 })
     p.onEvent(ev('announced', { round: 0 }))
