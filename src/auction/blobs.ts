@@ -26,8 +26,8 @@
  * closes), each write waiting for the reader (backpressure). The fetcher keeps at most BLOB_READ_AHEAD_BYTES (4 MiB) of blocks asked
  * for and not yet stored per peer (a raw leaf is counted at the size its parent declares), and
  * resets a stream that sends more than that and one block unread; a peer that sends nothing for
- * BLOB_STALL_MS (10 s) while blocks are asked of it is dropped. The server reads at most
- * BLOB_SERVE_READ_AHEAD (4) blocks of a batch ahead of the one it writes, never a block larger
+ * BLOB_STALL_MS (10 s) while blocks are asked of it is dropped. The server reads up to
+ * BLOB_SERVE_READ_AHEAD (4) blocks (≤ 1 MiB) of a batch and writes them at once, never a block larger
  * than MAX_BLOCK_BYTES (`0x03` + `{ size }`: 2.0.0 carries those), serves MAX_BLOB_STREAMS (32)
  * streams at once (more are refused `busy`, and the fetcher then asks over 2.0.0), two per
  * connection, and resets a stream idle (no request, or a reader taking nothing) for 30 s; a request
@@ -60,7 +60,7 @@ import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
 import {
-  BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_SERVE_READ_AHEAD, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
+  BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_SERVE_BATCH_BYTES, BLOB_SERVE_READ_AHEAD, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
   BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOB_STREAMS, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES
 } from './constants.js'
 
@@ -399,9 +399,9 @@ export class BlobStore {
   private streams = 0
 
   /**
-   * One `/mercato/blob/2.1.0` stream: a request at a time, its blocks in order, each written when
-   * the reader has taken the previous ones (the stream's backpressure): one block in memory at a
-   * time. Idle (no request, or a reader taking nothing) for BLOB_STREAM_IDLE_MS, it is reset.
+   * One `/mercato/blob/2.1.0` stream: a request at a time, its blocks in order, a few at a time in
+   * one write, each write once the reader has taken the previous ones (the stream's backpressure):
+   * BLOB_SERVE_READ_AHEAD blocks in memory at most. Idle (no request, or a reader taking nothing) for BLOB_STREAM_IDLE_MS, it is reset.
    */
   private async serveStream (channel: MessageChannel): Promise<void> {
     const from = channel.remotePeer
@@ -429,7 +429,6 @@ export class BlobStore {
           await channel.close()
           return
         }
-        // the next blocks are read from disk while one is written: BLOB_SERVE_READ_AHEAD blocks in memory at most
         // a block larger than a block may be (a whole-blob raw block of up to 16 MiB) is not read: 2.0.0 carries those
         const read = async (cid: string): Promise<Uint8Array | number | undefined> => {
           const parsed = parseCid(cid)
@@ -440,19 +439,19 @@ export class BlobStore {
             return undefined
           }
         }
-        const ahead: Array<Promise<Uint8Array | number | undefined>> = []
-        let asked = 0
-        for (let i = 0; i < cids.length; i++) {
-          while (asked < cids.length && ahead.length < BLOB_SERVE_READ_AHEAD) ahead.push(read(cids[asked++]))
-          const bytes = await ahead.shift()
-          if (bytes == null) {
-            await channel.send(missingFrame())
-          } else if (typeof bytes === 'number') {
-            await channel.send(tooLargeFrame(bytes))
-          } else {
-            await channel.send(blockFrame(bytes))
-            this.counters.blocksServed++
+        // a few blocks at a time, in one write (BLOB_SERVE_READ_AHEAD blocks, BLOB_SERVE_BATCH_BYTES, in memory at most)
+        let i = 0
+        while (i < cids.length) {
+          const frames: Uint8Array[] = []
+          let batched = 0
+          while (i < cids.length && frames.length < BLOB_SERVE_READ_AHEAD && batched < BLOB_SERVE_BATCH_BYTES) {
+            const bytes = await read(cids[i++])
+            const frame = bytes == null ? missingFrame() : typeof bytes === 'number' ? tooLargeFrame(bytes) : blockFrame(bytes)
+            if (bytes instanceof Uint8Array) this.counters.blocksServed++
+            frames.push(frame)
+            batched += frame.length
           }
+          await channel.sendMany(frames)
           idle()
         }
       }

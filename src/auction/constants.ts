@@ -90,8 +90,13 @@ export const BLOB_FETCH_CONCURRENCY = 8
 export const BLOB_READ_AHEAD_BYTES = 4 * 1024 * 1024
 /** A fetcher drops a peer that sends no block for this long while blocks are asked of it (a 2.0.0 request's own timeout). */
 export const BLOB_STALL_MS = 10_000
-/** Blocks a blob stream's server reads from disk ahead of the one it writes (a stream holds this many blocks at most). */
+/**
+ * Blocks a blob stream's server reads from disk and writes at once (a stream holds this many at
+ * most): one write, so one muxer frame (and one window update back) for several blocks.
+ */
 export const BLOB_SERVE_READ_AHEAD = 4
+/** ... and at most this many bytes of them (blocks of 256 KiB: four). */
+export const BLOB_SERVE_BATCH_BYTES = 1024 * 1024
 /** A blob stream with no request to answer, or whose reader takes nothing, for this long is closed (the server's side). */
 export const BLOB_STREAM_IDLE_MS = 30_000
 /** Blob streams a node serves at once, all peers together (each holds one block in memory); more are refused `busy`. */

@@ -214,15 +214,17 @@ function channelPair (peerId: string, protocol: string, maxToA: number, maxToB: 
   const b: Inbox = { queue: [], ended: false }
   const side = (inbox: Inbox, outbox: Inbox, maxBytes: number): MessageChannel => {
     let closed = false
+    const send = async (data: Uint8Array): Promise<void> => {
+      if (closed || outbox.ended) throw new Error('channel closed')
+      if (data.length > maxBytes) throw new MessageTooLargeError(`channel message of ${data.length} bytes exceeds ${maxBytes}`)
+      const copy = data.slice()
+      queueMicrotask(() => { if (!outbox.ended) deliver(outbox, copy) })
+    }
     return {
       remotePeer: peerId,
       protocol,
-      send: async (data) => {
-        if (closed || outbox.ended) throw new Error('channel closed')
-        if (data.length > maxBytes) throw new MessageTooLargeError(`channel message of ${data.length} bytes exceeds ${maxBytes}`)
-        const copy = data.slice()
-        queueMicrotask(() => { if (!outbox.ended) deliver(outbox, copy) })
-      },
+      send,
+      sendMany: async (messages) => { for (const m of messages) await send(m) },
       close: async () => {
         closed = true
         queueMicrotask(() => { end(outbox) })

@@ -592,6 +592,7 @@ export class Libp2pNetwork implements Network {
       protocol,
       relayed: connection.limits != null || isRelayed(connection.remoteAddr),
       send: async (data: Uint8Array) => { await lp.write(data) },
+      sendMany: async (messages: Uint8Array[]) => { await lp.writeV(messages) },
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
       [Symbol.asyncIterator]: async function * () {

@@ -82,6 +82,11 @@ export interface MessageChannel extends AsyncIterable<Uint8Array> {
    */
   readonly relayed?: boolean
   send (data: Uint8Array): Promise<void>
+  /**
+   * Several messages in one write: the muxer sends them as one frame where the window allows,
+   * instead of a frame (and a window update back) per message. Same caps as `send`.
+   */
+  sendMany (messages: Uint8Array[]): Promise<void>
   /** graceful close (flushes) */
   close (): Promise<void>
   /** immediate reset */

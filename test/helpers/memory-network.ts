@@ -307,6 +307,10 @@ function channelPair (a: string, b: string, protocol: string, maxToA: number, ma
       queueMicrotask(() => { this.peer.deliver(copy) })
     }
 
+    async sendMany (messages: Uint8Array[]): Promise<void> {
+      for (const m of messages) await this.send(m)
+    }
+
     async close (): Promise<void> {
       queueMicrotask(() => { this.peer.finish() })
     }
