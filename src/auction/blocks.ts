@@ -33,7 +33,7 @@
  * blob as one raw block (`get` finds it).
  */
 import { mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises'
-import { appendFileSync, closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32 } from 'node:zlib'
@@ -67,6 +67,8 @@ interface Pack {
   idxFile: string
   /** bytes of the pack file (the next append's offset) */
   size: number
+  /** bytes of its index (the next record's offset: a record torn by a failed write is overwritten by the next) */
+  idxSize: number
   /** bytes of its live blocks */
   live: number
   /** the cids whose live copy is here */
@@ -118,10 +120,10 @@ function decodeIndex (buf: Buffer): { records: IdxRecord[], valid: number } | un
   return { records, valid: p }
 }
 
-/** Write all of `buf` at `pos` (positioned) or at the end (an O_APPEND descriptor, `pos` null). */
-function writeAll (fd: number, buf: Uint8Array, pos: number | null): void {
+/** Write all of `buf` at `pos`. */
+function writeAll (fd: number, buf: Uint8Array, pos: number): void {
   let n = 0
-  while (n < buf.length) n += writeSync(fd, buf, n, buf.length - n, pos == null ? null : pos + n)
+  while (n < buf.length) n += writeSync(fd, buf, n, buf.length - n, pos + n)
 }
 
 function newPackId (): string {
@@ -133,9 +135,23 @@ function createPack (dir: string, id: string): Pack {
   const file = join(dir, `${id}.pack`)
   const idxFile = join(dir, `${id}.idx`)
   writeFileSync(idxFile, IDX_HEADER, { flag: 'wx' })
-  const idxFd = openSync(idxFile, 'a')
+  const idxFd = openSync(idxFile, 'r+')
   const fd = openSync(file, 'wx')
-  return { id, file, idxFile, size: 0, live: 0, keys: new Set(), fd, idxFd }
+  return { id, file, idxFile, size: 0, idxSize: IDX_HEADER.length, live: 0, keys: new Set(), fd, idxFd }
+}
+
+/**
+ * Write an index record at the index's end as this store knows it (positioned: a record torn by a
+ * failed write, ENOSPC, is overwritten by the next one instead of ending the index before it).
+ */
+function appendRecord (pack: Pack, rec: Buffer): void {
+  const fd = pack.idxFd ?? openSync(pack.idxFile, 'r+')
+  try {
+    writeAll(fd, rec, pack.idxSize)
+    pack.idxSize += rec.length
+  } finally {
+    if (fd !== pack.idxFd) closeSync(fd)
+  }
 }
 
 /** Append a block to an open pack: bytes first, then its index record. */
@@ -144,7 +160,7 @@ function appendBlock (pack: Pack, key: string, bytes: Uint8Array, writtenMs: num
   const offset = pack.size
   writeAll(pack.fd, bytes, offset)
   pack.size += bytes.length
-  writeAll(pack.idxFd, encodeRecord(PUT, key, offset, bytes.length, writtenMs), null)
+  appendRecord(pack, encodeRecord(PUT, key, offset, bytes.length, writtenMs))
   return { offset, length: bytes.length }
 }
 
@@ -228,7 +244,7 @@ export class BlockStore {
         } else log.warn({ file: idxFile }, 'unknown pack index format: pack not loaded')
         continue
       }
-      const pack: Pack = { id, file, idxFile, size, live: 0, keys: new Set() }
+      const pack: Pack = { id, file, idxFile, size, idxSize: decoded.valid, live: 0, keys: new Set() }
       if (decoded.valid < buf.length) {
         log.warn({ file: idxFile, dropped: buf.length - decoded.valid }, 'pack index: damaged tail dropped')
         if (repair) { const fd = openSync(idxFile, 'r+'); try { ftruncateSync(fd, decoded.valid) } finally { closeSync(fd) } }
@@ -243,7 +259,7 @@ export class BlockStore {
       for (const [key, r] of local) {
         if (this.index.has(key)) {
           // live in two packs (a crash during compaction or a commit): one copy is enough
-          if (repair) appendFileSync(idxFile, encodeRecord(DEL, key))
+          if (repair) appendRecord(pack, encodeRecord(DEL, key))
           continue
         }
         this.index.set(key, { pack, offset: r.offset, length: r.length, writtenMs: r.writtenMs })
@@ -397,9 +413,9 @@ export class BlockStore {
     if (pack.live * 2 < pack.size && !this.toCompact.has(pack)) {
       if (pack === this.current) this.retire()
       this.toCompact.add(pack)
-      // on the next turn: a collection deletes its whole batch first (in microtasks), then the live rest is copied once
-      this.compacting ??= new Promise<void>(resolve => setImmediate(resolve)).then(async () => { await this.runCompaction() })
     }
+    // on the next turn: a collection deletes its whole batch first (in microtasks), then the live rest is copied once
+    if (this.toCompact.size > 0) this.compacting ??= new Promise<void>(resolve => setImmediate(resolve)).then(async () => { await this.runCompaction() })
   }
 
   private unlinkPack (pack: Pack): void {
@@ -435,7 +451,9 @@ export class BlockStore {
         this.toCompact.delete(pack)
       }
     } catch (err: any) {
+      // (ENOSPC): the packs left are looked at again at their next delete, or at start
       log.warn({ err: err?.message }, 'pack compaction failed')
+      this.toCompact.clear()
     } finally {
       this.compacting = undefined
     }
@@ -487,8 +505,7 @@ export class BlockStore {
       const pack = entry.pack
       this.unregister(key, entry)
       try {
-        if (pack.idxFd != null) writeAll(pack.idxFd, encodeRecord(DEL, key), null)
-        else appendFileSync(pack.idxFile, encodeRecord(DEL, key))
+        appendRecord(pack, encodeRecord(DEL, key))
       } catch (err: any) {
         log.warn({ key, err: err?.message }, 'could not write a tombstone') // the block comes back at the next start
       }
@@ -505,9 +522,7 @@ export class BlockStore {
     if (this.blocksDir == null) { if (this.memory.has(key)) this.memoryTimes.set(key, writtenMs); return }
     const entry = this.index.get(key)
     if (entry != null) {
-      const rec = encodeRecord(PUT, key, entry.offset, entry.length, writtenMs)
-      if (entry.pack.idxFd != null) writeAll(entry.pack.idxFd, rec, null)
-      else appendFileSync(entry.pack.idxFile, rec)
+      appendRecord(entry.pack, encodeRecord(PUT, key, entry.offset, entry.length, writtenMs))
       entry.writtenMs = writtenMs
       return
     }
@@ -565,7 +580,7 @@ export class BlockStore {
       if (this.index.has(key)) { dead.push(encodeRecord(DEL, key)); continue }
       this.register(key, e)
     }
-    if (dead.length > 0 && pack.keys.size > 0) appendFileSync(idxFile, Buffer.concat(dead))
+    if (dead.length > 0 && pack.keys.size > 0) appendRecord(pack, Buffer.concat(dead))
     this.maybeReclaim(pack)
   }
 

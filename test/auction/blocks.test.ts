@@ -205,6 +205,24 @@ describe('block store: pack files', function () {
       expect((await packsOnDisk(dir)).packs, 'a pack with no live block is removed').to.have.length(0)
     })
 
+    it('a record torn by a failed write (ENOSPC) is overwritten by the next one, not left in the middle of the index', async () => {
+      const dir = await tempDir()
+      const s = await started(dir)
+      const bs = await blocks(3, 20 * KiB)
+      await s.put(bs[0].cid, bs[0].bytes)
+      // what a short write leaves: part of a record past the index's end
+      const idx = join(dir, 'packs', (await packsOnDisk(dir)).idx[0])
+      await appendFile(idx, randomBytes(40))
+      await s.put(bs[1].cid, bs[1].bytes)
+      await s.delete(bs[0].key)
+      await s.put(bs[2].cid, bs[2].bytes)
+      await s.close()
+      const again = await started(dir)
+      expect(await again.count()).to.equal(2)
+      await expectHeld(again, bs.slice(1))
+      expect(await again.has(bs[0].cid)).to.equal(false)
+    })
+
     it('a pack without an index and an empty index (a crash at creation) are cleaned up', async () => {
       const dir = await tempDir()
       await mkdir(join(dir, 'packs'), { recursive: true })
