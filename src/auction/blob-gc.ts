@@ -16,9 +16,9 @@
  * block written in the last `graceMs`: an upload's or a fetch's blocks land before the pin or hold
  * that keeps them is known, and a block being served to a peer stays readable. A block shared by a
  * pinned blob and a cached one stays (blocks are counted once, by their CID). Blobs of the first
- * release (one file per blob beside `blocks/`) are never collected.
+ * release (one file per blob beside `packs/`) are never collected.
  *
- * Pins live in `pins.log` beside `blocks/`, one JSON line per change appended (`["+", cid,
+ * Pins live in `pins.log` beside `packs/`, one JSON line per change appended (`["+", cid,
  * reason, untilMs?]`, `["-", cid]`), so a pin costs one short write however many there are; the
  * log is rewritten with only the live pins (a temporary file and a rename) at start-up and when it
  * holds more than twice as many lines as pins. A restart keeps them; a damaged line (a crash
