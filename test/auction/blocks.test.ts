@@ -16,6 +16,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BlockStore, BlockTooLargeError } from '../../src/auction/blocks.js'
+import { BlobStore } from '../../src/auction/blobs.js'
 
 const KiB = 1024
 const dirs: string[] = []
@@ -405,6 +406,36 @@ describe('block store: pack files', function () {
       expect(await readdir(join(dir, 'blocks'))).to.deep.equal([])
       expect(await s.has(old.cid)).to.equal(false)
       expect(await s.count()).to.equal(1)
+    })
+
+    it('a blob stored a file per block is read whole, sits beside packed blobs, and is collected (its files removed)', async () => {
+      const dir = await tempDir()
+      // the old layout, as a node before packs left it: blocks/<cid>, one file each
+      const mem = new BlobStore()
+      const oldBytes = randomBytes(700 * KiB)
+      const oldCid = await mem.putStream([oldBytes])
+      await mkdir(join(dir, 'blocks'))
+      for (const b of await mem.blocks.list()) await writeFile(join(dir, 'blocks', b.key), (await mem.blocks.get(b.key))!)
+      const s = new BlobStore(dir)
+      await s.start()
+      expect(await s.blocks.count()).to.equal(4) // three leaves and the root
+      const newBytes = randomBytes(300 * KiB)
+      const newCid = await s.putStream([newBytes])
+      for (const [cid, bytes] of [[oldCid, oldBytes], [newCid, newBytes]] as const) {
+        const parts: Uint8Array[] = []
+        for await (const p of s.cat(cid)) parts.push(p)
+        expect(Buffer.concat(parts).equals(bytes), cid).to.equal(true)
+      }
+      expect(await s.blocks.count()).to.equal(4 + 3)
+      s.gc.pin(newCid, 'upload')
+      s.gc.start({ maxBytes: 0, graceMs: 0, intervalMs: 0 })
+      const r = await s.gc.collect()
+      await s.gc.stop()
+      expect(r.removedBlocks).to.equal(4)
+      expect(r.freedBytes).to.be.above(700 * KiB)
+      expect(await readdir(join(dir, 'blocks'))).to.deep.equal([])
+      expect(await s.size(oldCid)).to.equal(undefined)
+      expect(await s.size(newCid)).to.equal(300 * KiB)
     })
 
     it('a whole blob of the first release (<dir>/<cid>) is still read', async () => {
