@@ -66,6 +66,8 @@ export interface CollectResult {
 export interface BlobStoreStatus {
   /** bytes held: the last collection's count plus what was written since (an estimate between runs) */
   storeBytes: number
+  /** bytes of the pack files on disk: the live blocks and dead ones not yet compacted away (at most about twice the live bytes) */
+  packBytes: number
   cacheMaxBytes: number
   /** blobs pinned, and held by running jobs */
   pins: number
@@ -172,6 +174,7 @@ export class BlobCollector {
   status (): BlobStoreStatus {
     return {
       storeBytes: this.lastStoreBytes + (this.blocks.written - this.writtenAtLast),
+      packBytes: this.blocks.packBytes(),
       cacheMaxBytes: this.opts.maxBytes,
       pins: this.pins.size,
       held: this.holds.size,
