@@ -219,7 +219,7 @@ export class BlockStore {
     const names = (await readdir(this.packsDir).catch(() => [] as string[])).sort()
     const idxIds = new Set(names.filter(n => n.endsWith('.idx')).map(n => n.slice(0, -4)))
     for (const name of names) {
-      // a pack without an index: a crash before its header was written; nothing in it is reachable
+      // a pack without an index (a crash while it was being deleted): nothing in it is reachable
       if (name.endsWith('.pack') && !idxIds.has(name.slice(0, -5)) && repair) await unlink(join(this.packsDir, name)).catch(() => {})
     }
     for (const id of idxIds) {
@@ -364,8 +364,8 @@ export class BlockStore {
       try { await stat(join(this.blocksDir, key)); return } catch {}
       if (this.index.has(key)) return // put meanwhile
     }
-    this.written += bytes.length
     this.appendToCurrent(key, bytes, Date.now())
+    this.written += bytes.length
   }
 
   /** Append a block to the current pack (a new one when there is none or it is full) and point the map at it. */
