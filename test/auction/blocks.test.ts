@@ -9,13 +9,13 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { randomBytes } from 'node:crypto'
-import { appendFile, mkdir, mkdtemp, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockStore, BlockTooLargeError } from '../../src/auction/blocks.js'
+import { BlockStore, BlockTooLargeError, PACK_READ_FDS } from '../../src/auction/blocks.js'
 import { BlobStore } from '../../src/auction/blobs.js'
 
 const KiB = 1024
@@ -133,6 +133,26 @@ describe('block store: pack files', function () {
     expect((await packsOnDisk(dir)).packs).to.have.length(4)
   })
 
+  it('reads from many packs keep at most PACK_READ_FDS descriptors open', async () => {
+    const dir = await tempDir()
+    const s = await started(dir, { packMaxBytes: 1 }) // a pack per block
+    const bs = await blocks(PACK_READ_FDS + 36, 4 * KiB)
+    for (const b of bs) await s.put(b.cid, b.bytes)
+    expect((await packsOnDisk(dir)).packs).to.have.length(bs.length)
+    for (let round = 0; round < 2; round++) await expectHeld(s, bs)
+    const open = async (): Promise<number> => {
+      let n = 0
+      for (const fd of await readdir('/proc/self/fd')) {
+        const target = await readlink(join('/proc/self/fd', fd)).catch(() => '')
+        if (target.startsWith(join(dir, 'packs'))) n++
+      }
+      return n
+    }
+    expect(await open()).to.be.within(PACK_READ_FDS, PACK_READ_FDS + 2) // and the pack being written, with its index
+    await s.close()
+    expect(await open()).to.equal(0)
+  })
+
   describe('a crash mid-append loses at most the last block, and never returns wrong bytes', function () {
     async function filled (): Promise<{ dir: string, bs: Array<{ cid: CID, key: string, bytes: Uint8Array }>, pack: string, idx: string }> {
       const dir = await tempDir()
@@ -197,7 +217,7 @@ describe('block store: pack files', function () {
 
     it('a record damaged in the middle ends the index there (the CRC): the blocks after it are lost, none is misread', async () => {
       const { dir, bs, idx } = await filled()
-      const buf = await (await import('node:fs/promises')).readFile(idx)
+      const buf = await readFile(idx)
       buf[8 + 30] ^= 0xff // inside the first record
       await writeFile(idx, buf)
       const s = await started(dir)
