@@ -8,6 +8,7 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -17,6 +18,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BlockStore, BlockTooLargeError, PACK_READ_FDS } from '../../src/auction/blocks.js'
 import { BlobStore } from '../../src/auction/blobs.js'
+import { ROOT } from '../helpers/cli.js'
 
 const KiB = 1024
 const dirs: string[] = []
@@ -242,6 +244,64 @@ describe('block store: pack files', function () {
       expect(await again.count()).to.equal(2)
       await expectHeld(again, bs.slice(1))
       expect(await again.has(bs[0].cid)).to.equal(false)
+    })
+
+    it('a writer killed (SIGKILL) mid-stream: every block it had stored is held, every held block is its CID\'s bytes (real process; needs npm run build)', async function () {
+      this.timeout(60_000)
+      const dir = await tempDir()
+      // the child puts blocks (a few through a staging commit, some deleted) and prints each key once stored
+      const child = spawn(process.execPath, ['--input-type=module', '-e', `
+        import { BlockStore } from ${JSON.stringify(join(ROOT, 'dist/auction/blocks.js'))}
+        import { CID } from 'multiformats/cid'
+        import * as raw from 'multiformats/codecs/raw'
+        import { sha256 } from 'multiformats/hashes/sha2'
+        import { randomBytes } from 'node:crypto'
+        const s = new BlockStore(process.argv[1], { packMaxBytes: 4 * 1024 * 1024 })
+        await s.start()
+        const make = async () => { const b = randomBytes(1 + Math.floor(Math.random() * 300 * 1024)); return { cid: CID.create(1, raw.code, await sha256.digest(b)), b } }
+        for (let i = 0; ; i++) {
+          if (i % 10 === 5) {
+            const st = await s.staging()
+            const keys = []
+            for (let j = 0; j < 3; j++) { const { cid, b } = await make(); await st.put(cid, b); keys.push(cid.toString()) }
+            await st.commit()
+            for (const k of keys) process.stdout.write('+' + k + '\\n')
+          } else {
+            const { cid, b } = await make()
+            await s.put(cid, b)
+            process.stdout.write('+' + cid + '\\n')
+            if (i % 4 === 0) { await s.delete(cid.toString()); process.stdout.write('-' + cid + '\\n') }
+          }
+        }
+      `, dir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      child.stdout.setEncoding('utf8')
+      await new Promise<void>((resolve, reject) => {
+        child.on('error', reject)
+        child.on('exit', (code) => { reject(new Error(`the writer exited (${code ?? 'signal'}) before it was killed`)) })
+        child.stdout.on('data', (d: string) => {
+          out += d
+          if (out.split('\n').length > 400) { child.kill('SIGKILL'); resolve() }
+        })
+      })
+      await new Promise(resolve => child.once('close', resolve))
+      const stored = new Set<string>()
+      for (const line of out.split('\n').slice(0, -1)) {
+        if (line.startsWith('+')) stored.add(line.slice(1))
+        else stored.delete(line.slice(1))
+      }
+      expect(stored.size).to.be.above(200)
+      const s = await started(dir, { packMaxBytes: 4 * 1024 * 1024 })
+      const held = new Set((await s.list()).map(l => l.key))
+      for (const k of stored) expect(held.has(k), `${k} was stored`).to.equal(true)
+      // at most the block being written when it was killed, and none deleted, beyond what it said
+      const extra = [...held].filter(k => !stored.has(k))
+      expect(extra.length).to.be.at.most(3)
+      for (const k of held) {
+        const bytes = await s.get(k)
+        const cid = CID.parse(k)
+        expect(CID.create(1, raw.code, await sha256.digest(bytes!)).equals(cid), `${k}: its own bytes`).to.equal(true)
+      }
     })
 
     it('a pack without an index and an empty index (a crash at creation) are cleaned up', async () => {
