@@ -16,9 +16,9 @@
  * block written in the last `graceMs`: an upload's or a fetch's blocks land before the pin or hold
  * that keeps them is known, and a block being served to a peer stays readable. A block shared by a
  * pinned blob and a cached one stays (blocks are counted once, by their CID). Blobs of the first
- * release (one file per blob beside `blocks/`) are never collected.
+ * release (one file per blob beside `packs/`) are never collected.
  *
- * Pins live in `pins.log` beside `blocks/`, one JSON line per change appended (`["+", cid,
+ * Pins live in `pins.log` beside `packs/`, one JSON line per change appended (`["+", cid,
  * reason, untilMs?]`, `["-", cid]`), so a pin costs one short write however many there are; the
  * log is rewritten with only the live pins (a temporary file and a rename) at start-up and when it
  * holds more than twice as many lines as pins. A restart keeps them; a damaged line (a crash
@@ -66,6 +66,8 @@ export interface CollectResult {
 export interface BlobStoreStatus {
   /** bytes held: the last collection's count plus what was written since (an estimate between runs) */
   storeBytes: number
+  /** bytes of the pack files on disk: the live blocks and dead ones not yet compacted away (at most about twice the live bytes) */
+  packBytes: number
   cacheMaxBytes: number
   /** blobs pinned, and held by running jobs */
   pins: number
@@ -172,6 +174,7 @@ export class BlobCollector {
   status (): BlobStoreStatus {
     return {
       storeBytes: this.lastStoreBytes + (this.blocks.written - this.writtenAtLast),
+      packBytes: this.blocks.packBytes(),
       cacheMaxBytes: this.opts.maxBytes,
       pins: this.pins.size,
       held: this.holds.size,

@@ -233,6 +233,7 @@ export function createMarket (init: MarketInit): Market {
       await network.unhandle(BLOB_PROTOCOL).catch(() => {})
       await network.unhandle(BLOB_STREAM_PROTOCOL).catch(() => {})
       await blobs.gc.stop()
+      await blobs.blocks.close()
     },
     async uploadBlob (bytes) {
       const cid = await blobs.put(bytes)

@@ -8,7 +8,7 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { randomBytes } from 'node:crypto'
-import { appendFile, mkdtemp, readdir, readFile, rm, utimes } from 'node:fs/promises'
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
@@ -44,10 +44,15 @@ async function blocksOf (s: BlobStore, root: string): Promise<string[]> {
   return out
 }
 
-/** Make a blob's blocks look written `agoMs` ago. */
-async function age (dir: string, keys: string[], agoMs: number): Promise<void> {
-  const t = (Date.now() - agoMs) / 1000
-  for (const k of keys) await utimes(join(dir, 'blocks', k), t, t)
+/** Make a blob's blocks look written `agoMs` ago (the time their index records; every block must be held). */
+async function age (s: BlobStore, keys: string[], agoMs: number): Promise<void> {
+  const t = Date.now() - agoMs
+  for (const k of keys) {
+    expect(await s.blocks.has(k), `${k} is held`).to.equal(true)
+    await s.blocks.setWrittenMs(k, t)
+  }
+  const times = new Map((await s.blocks.list()).map(b => [b.key, b.writtenMs]))
+  for (const k of keys) expect(times.get(k)).to.equal(t)
 }
 
 describe('blob store: what is kept, what is collected', function () {
@@ -55,15 +60,15 @@ describe('blob store: what is kept, what is collected', function () {
   after(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
 
   it('cached blobs go oldest first until the store fits; pinned and held ones stay whole', async () => {
-    const { s, dir } = await store()
+    const { s } = await store()
     const pinned = await s.putStream(once(randomBytes(600 * KiB)))
     const held = await s.putStream(once(randomBytes(300 * KiB)))
     const old = await s.putStream(once(randomBytes(300 * KiB)))
     const newer = await s.putStream(once(randomBytes(300 * KiB)))
-    await age(dir, await blocksOf(s, pinned), 60_000)
-    await age(dir, await blocksOf(s, held), 60_000)
-    await age(dir, await blocksOf(s, old), 50_000)
-    await age(dir, await blocksOf(s, newer), 40_000)
+    await age(s, await blocksOf(s, pinned), 60_000)
+    await age(s, await blocksOf(s, held), 60_000)
+    await age(s, await blocksOf(s, old), 50_000)
+    await age(s, await blocksOf(s, newer), 40_000)
     s.gc.pin(pinned, 'upload')
     const release = s.gc.hold(held)
     // 1,500 KiB held; room for 1,300 KiB: the oldest cached blob goes, and only it
@@ -86,7 +91,7 @@ describe('blob store: what is kept, what is collected', function () {
   })
 
   it('never takes a block written within the grace period, nor one a pinned blob shares', async () => {
-    const { s, dir } = await store()
+    const { s } = await store()
     const bytes = randomBytes(512 * KiB)
     const a = await s.putStream(once(bytes))
     // the same bytes as one raw block (put): a different root, and its own block
@@ -100,7 +105,7 @@ describe('blob store: what is kept, what is collected', function () {
     let r = await s.gc.collect()
     expect(r.removedBlocks, 'everything is young').to.equal(0)
     expect(await s.size(b)).to.equal(200 * KiB)
-    await age(dir, [...await blocksOf(s, a), ...await blocksOf(s, c), b], 120_000)
+    await age(s, [...await blocksOf(s, a), ...await blocksOf(s, c), b], 120_000)
     r = await s.gc.collect()
     expect(await s.size(a)).to.equal(512 * KiB)
     expect(await s.size(b)).to.equal(undefined)
@@ -123,7 +128,7 @@ describe('blob store: what is kept, what is collected', function () {
     expect(again.gc.pinned(kept)).to.equal('upload')
     await new Promise(resolve => setTimeout(resolve, 80))
     expect(again.gc.pinned(output), 'expired').to.equal(undefined)
-    await age(dir, [...await blocksOf(again, kept), ...await blocksOf(again, output)], 60_000)
+    await age(again, [...await blocksOf(again, kept), ...await blocksOf(again, output)], 60_000)
     again.gc.start({ maxBytes: 0, graceMs: 1000, intervalMs: 0 })
     const r = await again.gc.collect()
     expect(r.expiredPins).to.equal(1)
@@ -173,7 +178,13 @@ describe('blob store: what is kept, what is collected', function () {
     })
     after(stopNodes)
 
-    const blockFiles = async (node: MercatoNode): Promise<string[]> => await readdir(join(node.config.dataDir, 'blobs', 'blocks'))
+    /** The node's block store as it is on disk (a read-only view of its pack indexes). */
+    const onDisk = async (node: MercatoNode): Promise<BlobStore> => {
+      const view = new BlobStore(join(node.config.dataDir, 'blobs'))
+      await view.blocks.load()
+      return view
+    }
+    const blockFiles = async (node: MercatoNode): Promise<string[]> => (await (await onDisk(node)).blocks.list()).map(b => b.key)
 
     it('the provider drops the input it fetched and keeps the output it made; the requester keeps upload and result until released', async () => {
       const input = randomBytes(700 * KiB)
@@ -192,7 +203,7 @@ describe('blob store: what is kept, what is collected', function () {
       const out = result.outputs?.find((o: any) => o.path === 'out.bin') as { cid: string, size: number }
       expect(out?.size).to.equal(input.length)
       // the provider: the input's blocks were fetched, then collected soon after the job; the output stays
-      const inputBlocks = await blocksOf(new BlobStore(join(requester.config.dataDir, 'blobs')), cid)
+      const inputBlocks = await blocksOf(await onDisk(requester), cid)
       await waitFor(async () => {
         const held = await blockFiles(provider)
         return inputBlocks.every(b => !held.includes(b)) && held.includes(out.cid)
@@ -215,6 +226,9 @@ describe('blob store: what is kept, what is collected', function () {
       expect(info.blobs.cacheMaxBytes).to.equal(0)
       expect(info.blobs.lastCollection.at).to.be.a('number')
       expect(info.blobs.storeBytes).to.be.at.least(input.length)
+      // on disk: the result's blocks, and no longer the upload's (its pack had nothing else: deleted)
+      expect(info.blobs.packBytes).to.be.at.least(input.length)
+      expect(info.blobs.packBytes).to.be.below(2 * input.length)
       const again = await fetch(`${requester.gateway!.url}/v1/blobs/${cid}`, { method: 'DELETE' })
       expect(again.status).to.equal(404)
       expect((await again.json() as any).error.code).to.equal('not-found')

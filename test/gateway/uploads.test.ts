@@ -15,6 +15,7 @@ import { request as httpRequest } from 'node:http'
 import { importByteStream } from 'ipfs-unixfs-importer'
 import type { CID } from 'multiformats/cid'
 import { MercatoClient } from '../../src/client/index.js'
+import { BlockStore } from '../../src/auction/blocks.js'
 import { startNodeProcess, stopAll, tempDir, type NodeProcess } from '../helpers/cli.js'
 
 const MiB = 1024 * 1024
@@ -59,8 +60,11 @@ async function postEarlyAnswer (url: string, bytes: number): Promise<{ status: n
   })
 }
 
-async function blockCount (dataDir: string): Promise<number> {
-  return (await readdir(join(dataDir, 'blobs', 'blocks')).catch(() => [])).length
+/** The blocks the node holds and the bytes of its pack files, read from its data dir (a read-only view of the pack indexes). */
+async function held (dataDir: string): Promise<{ blocks: number, packBytes: number }> {
+  const view = new BlockStore(join(dataDir, 'blobs'))
+  await view.load()
+  return { blocks: await view.count(), packBytes: view.packBytes() }
 }
 
 describe('POST /v1/blobs streams (real node process)', function () {
@@ -105,7 +109,10 @@ describe('POST /v1/blobs streams (real node process)', function () {
   })
 
   it('refuses an upload past gateway.maxUploadBytes with 413 blob-too-large and keeps none of it', async () => {
-    const held = await blockCount(node.dataDir)
+    // a blob it keeps: the view below sees the node's blocks (not 0 = 0)
+    await client.uploadBlob(randomBytes(MiB))
+    const before = await held(node.dataDir)
+    expect(before.blocks).to.be.at.least(5)
     // streamed without a length: refused when the 61st MiB arrives
     async function * sixtyOne (): AsyncGenerator<Uint8Array> { for (let i = 0; i < 61; i++) yield randomBytes(MiB) }
     const err = await client.upload(sixtyOne()).catch(e => e)
@@ -116,7 +123,7 @@ describe('POST /v1/blobs streams (real node process)', function () {
     const early = await postEarlyAnswer(`${node.gatewayUrl}/v1/blobs`, 61 * MiB)
     expect(early.status).to.equal(413)
     expect(JSON.parse(early.body).error.code).to.equal('blob-too-large')
-    expect(await blockCount(node.dataDir)).to.equal(held)
+    expect(await held(node.dataDir)).to.deep.equal(before)
     expect(await readdir(join(node.dataDir, 'blobs', 'staging')).catch(() => [])).to.deep.equal([])
   })
 })
