@@ -184,6 +184,8 @@ export class BlockStore {
   private current?: Pack
   /** `blocks/` held files at start (the one-file-per-block layout) */
   private legacy = false
+  /** files beside `blocks/` at start: whole blobs of an older release, named by CID (never written now) */
+  private wholeBlobs = new Set<string>()
   private readonly toCompact = new Set<Pack>()
   private compacting?: Promise<void>
   private writes = 0
@@ -216,6 +218,9 @@ export class BlockStore {
   private async loadPacks (repair: boolean): Promise<void> {
     if (this.packsDir == null || this.blocksDir == null) return
     this.legacy = (await readdir(this.blocksDir).catch(() => [] as string[])).length > 0
+    // known up front, so a block not held costs no failed stat (a fetch asks about every block it lacks)
+    const beside = await readdir(this.dir as string, { withFileTypes: true }).catch(() => [])
+    this.wholeBlobs = new Set(beside.filter(d => d.isFile()).map(d => d.name))
     const names = (await readdir(this.packsDir).catch(() => [] as string[])).sort()
     const idxIds = new Set(names.filter(n => n.endsWith('.idx')).map(n => n.slice(0, -4)))
     for (const name of names) {
@@ -288,11 +293,19 @@ export class BlockStore {
       const bytes = this.readEntry(entry)
       if (bytes != null) return bytes
     }
-    for (const file of this.legacy ? [join(this.blocksDir, key), join(this.dir, key)] : [join(this.dir, key)]) {
+    for (const file of this.olderFiles(key)) {
       const bytes = readWholeFile(file, key, max)
       if (bytes != null) return bytes
     }
     return undefined
+  }
+
+  /** Where an older layout may hold `key`: `blocks/<cid>` (when that folder held files at start), a whole blob beside it. */
+  private olderFiles (key: string): string[] {
+    if (this.blocksDir == null || this.dir == null) return []
+    const files = this.legacy ? [join(this.blocksDir, key)] : []
+    if (this.wholeBlobs.has(key)) files.push(join(this.dir, key))
+    return files
   }
 
   /**
@@ -338,7 +351,7 @@ export class BlockStore {
     if (this.blocksDir == null || this.dir == null) return this.memory.get(key)?.length
     const entry = this.index.get(key)
     if (entry != null) return entry.length
-    for (const file of this.legacy ? [join(this.blocksDir, key), join(this.dir, key)] : [join(this.dir, key)]) {
+    for (const file of this.olderFiles(key)) {
       try { return (await stat(file)).size } catch {}
     }
     return undefined

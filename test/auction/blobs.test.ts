@@ -76,10 +76,16 @@ describe('blobs as UnixFS DAGs', function () {
   })
 
   it('reads a blob of the first release: one file <blobs>/<raw CID> holding the whole blob', async () => {
-    const s = await store()
+    const first = await store()
     const bytes = randomBytes(5 * 1024 * 1024)
     const cid = CID.createV1(0x55, { code: 0x12, size: 32, digest: createHash('sha256').update(bytes).digest(), bytes: new Uint8Array([0x12, 0x20, ...createHash('sha256').update(bytes).digest()]) } as any).toString()
-    await writeFile(join(dirs[dirs.length - 1], cid), bytes)
+    const dir = dirs[dirs.length - 1]
+    await writeFile(join(dir, cid), bytes)
+    await first.blocks.close()
+    // the data dir of that release, opened by this one
+    const s = new BlobStore(dir)
+    await s.start()
+    after(async () => { await s.blocks.close() })
     expect(await s.size(cid)).to.equal(bytes.length)
     expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
   })
