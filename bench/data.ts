@@ -243,10 +243,14 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
       ms: Math.round(jobMs),
       MBps: mbps(SIZE, jobMs),
       // from the job's events (A's clock): submit → accepted, accepted → B's result names its
-      // output (B staging, running, storing), the output's pull onto A (collecting → result)
+      // output (B staging, running, storing), the output's pull onto A (collecting → result).
+      // The 'running' event comes with the provider's first heartbeat of the run: a heartbeat apart
       steps: {
         auctionMs: t.accepted != null ? t.accepted - job.createdAt : null,
         providerMs: msBetween(t, 'accepted', 'collecting'),
+        // of which: staging the input (accepted → running), the run and the output's import (running → collecting)
+        providerStagingMs: msBetween(t, 'accepted', 'running'),
+        providerRunMs: msBetween(t, 'running', 'collecting'),
         outputPullMs: pullMs,
         outputPullMBps: pullMs != null && pullMs > 0 ? mbps(SIZE, pullMs) : null,
         settleMs: msBetween(t, 'result', 'settled')

@@ -22,10 +22,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { lookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP, type LookupFunction } from 'node:net'
 import type { Agent, Response } from 'undici'
-import { createWriteStream } from 'node:fs'
+import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
-import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
@@ -158,7 +156,17 @@ async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: strin
     throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
   }
   if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
-  await pipeline(Readable.from(blobs.cat(i.cid, { signal })), createWriteStream(file, { flags: 'wx' }), { signal })
+  // block by block (each checked against its CID as it is read), written as it comes: synchronous
+  // writes of a block each to the page cache, no stream machinery between (bench:data, staging a
+  // 100 MiB input: 190-320 ms through a write stream)
+  const fd = openSync(file, 'wx')
+  try {
+    for await (const block of blobs.cat(i.cid, { signal })) {
+      for (let n = 0; n < block.length;) n += writeSync(fd, block, n, block.length - n)
+    }
+  } finally {
+    closeSync(fd)
+  }
   return size
 }
 
