@@ -70,12 +70,18 @@ export class MercatoNode implements GatewayNode {
 
   private async startParts (): Promise<void> {
     const cfg = this.config
+    // how long each part took to start (ms), in the 'node started' line: where a slow start went
+    const startMs: Record<string, number> = {}
+    let lap = performance.now()
+    const done = (part: string): void => { const now = performance.now(); startMs[part] = Math.round(now - lap); lap = now }
     await checkDataDir(cfg.dataDir)
     this.identity = await loadOrCreateIdentity(cfg.dataDir)
     this.log = logger('node', { peerId: this.identity.peerId })
+    done('identity')
 
     this.ledger = await openLedger({ signer: this.identity.signer, path: join(cfg.dataDir, 'ledger') })
     this.defer('ledger', async () => { await this.ledger.close() })
+    done('ledger')
 
     const { backend, slurm, ...pool } = cfg.executor
     const poolSize = pool.poolSize > 0 ? pool.poolSize : cpus().length
@@ -121,6 +127,7 @@ export class MercatoNode implements GatewayNode {
       throw new ConfigError('p2p.listen', `config key "p2p.listen": cannot listen on ${cfg.p2p.listen.join(', ')}: ${err?.code === 'EADDRINUSE' || /EADDRINUSE|in use/.test(String(err?.message)) ? 'address in use' : String(err?.message ?? err)}`)
     }
     this.defer('network', async () => { await this.network.stop() })
+    done('network')
 
     // open audit: gossip our signed head, serve our log, watch for equivocation
     this.audit = createLedgerAudit({
@@ -132,8 +139,10 @@ export class MercatoNode implements GatewayNode {
     })
     await this.audit.start()
     this.defer('audit', async () => { await this.audit.stop() })
+    done('audit')
 
     await executorStarted
+    done('executor')
     // input files staged for jobs a previous run did not finish: nothing half-fetched is kept
     await rm(join(cfg.dataDir, 'inputs'), { recursive: true, force: true })
     this.market = createMarket({
@@ -174,6 +183,7 @@ export class MercatoNode implements GatewayNode {
     })
     await this.market.start()
     this.defer('market', async () => { await this.market.stop() })
+    done('market')
 
     if (cfg.gateway.enabled) {
       const needToken = cfg.gateway.requireToken || !isLoopbackHost(cfg.gateway.host)
@@ -198,8 +208,9 @@ export class MercatoNode implements GatewayNode {
         throw err
       }
       this.defer('gateway', async () => { await this.gateway?.stop() })
+      done('gateway')
     }
-    this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url }, 'node started')
+    this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url, startMs }, 'node started')
   }
 
   async stop (): Promise<void> {

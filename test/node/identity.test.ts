@@ -2,7 +2,10 @@ import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { loadOrCreateIdentity, IDENTITY_FILE } from '../../src/p2p/index.js'
+import { libp2pKeyFromSeed } from '../../src/p2p/identity.js'
 import { tempDir, stopAll, runCli } from '../helpers/cli.js'
 
 describe('identity', () => {
@@ -27,5 +30,16 @@ describe('identity', () => {
     expect(second.stdout).to.equal(first.stdout)
     const id = await loadOrCreateIdentity(dir)
     expect(first.stdout.trim()).to.equal(id.peerId)
+  })
+
+  it('the libp2p key built from the seed (public key from node:crypto) is the one @libp2p/crypto derives, and signs alike', async () => {
+    const dir = await tempDir()
+    const id = await loadOrCreateIdentity(dir)
+    const ours = await libp2pKeyFromSeed(id.seed)
+    const theirs = await generateKeyPairFromSeed('Ed25519', id.seed)
+    expect(Buffer.from(ours.raw).equals(Buffer.from(theirs.raw))).to.equal(true)
+    expect(peerIdFromPrivateKey(ours).toString()).to.equal(id.peerId)
+    const msg = new TextEncoder().encode('mercato')
+    expect(await theirs.publicKey.verify(msg, await ours.sign(msg))).to.equal(true)
   })
 })
