@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
-// Entry point of the `mercato` command: runs the compiled JavaScript in dist/
-// (built by `npm run build`, which `npm ci` and `npm pack` run as `prepare`).
+// Entry point of the `mercato` command: runs the compiled JavaScript, bundled
+// in dist/bundle/ (built by `npm run build`, which `npm ci` and `npm pack` run
+// as `prepare`; scripts/bundle.js says why a bundle).
 //
 // --max-semi-space-size=2 (MiB; Node's default is 16): a node allocates in
 // bursts at start, and the young generation then stays committed; capped, a
@@ -10,7 +11,7 @@
 // itself; `mercato devnet` passes its own flags on to its nodes).
 import { existsSync } from 'node:fs'
 
-const cli = new URL('../dist/cli.js', import.meta.url)
+const cli = new URL('../dist/bundle/cli.js', import.meta.url)
 if (!existsSync(cli)) {
   process.stderr.write('mercato: dist/ is missing; run `npm run build` in the checkout first\n')
   process.exit(2)

@@ -20,6 +20,7 @@ import { ENGINES } from './engines.js'
 import { isMultiaddr } from './p2p/multiaddr.js'
 import { MAX_QUEUE_TIMEOUT_MS } from './auction/constants.js'
 import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from './executor/constants.js'
+import { packageFile } from './paths.js'
 
 const multiaddrString = z.string().refine(isMultiaddr, { message: 'a multiaddr such as /ip4/127.0.0.1/tcp/4010' })
 const peerMultiaddr = z.string().refine(s => isMultiaddr(s) && s.includes('/p2p/'), { message: 'a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...' })
@@ -143,7 +144,7 @@ export const configSchema = z.strictObject({
 export type Config = z.infer<typeof configSchema>
 type Json = Record<string, any>
 
-export const DEFAULT_CONFIG_PATH = new URL('../config/default.json', import.meta.url)
+export const DEFAULT_CONFIG_PATH = packageFile('config/default.json')
 
 export function loadDefaults (): Json {
   return JSON.parse(readFileSync(DEFAULT_CONFIG_PATH, 'utf8'))

@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { InvalidArgumentError, type Command } from 'commander'
 import { MercatoClient } from '../client/index.js'
+import { FROM_SOURCES, moduleUrl, packageFile } from '../paths.js'
 
 /** Default first gateway port: the one `mercato start` uses, so node 0 is "the local node". */
 export const DEFAULT_BASE_PORT = 8420
@@ -42,8 +43,8 @@ export const MAX_NODES = 64
 function nodeCommand (): string[] {
   // the devnet's own node flags (bin/mercato.js's --max-semi-space-size) apply to its nodes too
   const flags = process.execArgv.filter(a => !a.startsWith('--inspect') && !a.includes('tsx'))
-  if (!import.meta.url.endsWith('.ts')) return [...flags, fileURLToPath(new URL('../cli.js', import.meta.url))]
-  return ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('../cli.ts', import.meta.url))]
+  if (!FROM_SOURCES) return [...flags, packageFile('bin/mercato.js')]
+  return ['--import', import.meta.resolve('tsx'), fileURLToPath(moduleUrl('cli'))]
 }
 
 function line (s: string): void { process.stdout.write(s + '\n') }

@@ -5,24 +5,12 @@
  * package however it is built (TypeScript through tsx, or compiled).
  */
 import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { packageRoot } from '../paths.js'
 
 let cached: string[] | undefined
 
-/** The directory of the package this file belongs to (the nearest package.json named "mercato" above it). */
-export function packageRoot (): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  while (true) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string }
-      if (pkg.name === 'mercato') return dir
-    } catch {}
-    const up = dirname(dir)
-    if (up === dir) throw new Error('cannot find the mercato package root above ' + fileURLToPath(import.meta.url))
-    dir = up
-  }
-}
+export { packageRoot }
 
 /** `[node, <package>/bin/mercato.js]`: append the subcommand and its arguments. */
 export function mercatoCommand (): string[] {

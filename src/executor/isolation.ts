@@ -33,6 +33,7 @@ import { AbortedError, ExecutorStoppedError, InvalidModuleError, OutputStorageEr
 import { emptyFailure } from './hash.js'
 import { isWithin } from './files.js'
 import type { Engine, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, Isolation, OutputListener, RunOptions } from './index.js'
+import { FROM_SOURCES, moduleUrl, packageRoot } from '../paths.js'
 
 const log = logger('executor:isolation')
 
@@ -67,7 +68,7 @@ export function isolationCommand (isolation: Exclude<Isolation, 'none'>, writabl
 }
 
 /** The checkout the pool's code is loaded from. */
-const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '')
+const PROJECT_ROOT = packageRoot()
 
 function rebuildError (e: { code: string, message: string }): Error {
   switch (e.code) {
@@ -160,8 +161,8 @@ export class IsolatedExecutor implements Executor {
   }
 
   private async spawnChild (): Promise<void> {
-    const isTs = import.meta.url.endsWith('.ts')
-    const host = fileURLToPath(new URL(isTs ? './isolated-host.ts' : './isolated-host.js', import.meta.url))
+    const isTs = FROM_SOURCES
+    const host = fileURLToPath(moduleUrl('executor/isolated-host'))
     const execArgv = isTs ? ['--import', import.meta.resolve('tsx')] : []
     // output files: jobs write them under one root, the only folder the pool process may write (bwrap)
     const outputsRoot = this.outputsRoot()

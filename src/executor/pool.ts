@@ -21,6 +21,7 @@ import type { InputEntry } from './inputs.js'
 import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
+import { FROM_SOURCES, moduleUrl } from '../paths.js'
 
 const log = logger('executor')
 
@@ -78,13 +79,13 @@ interface Slot {
  * registers tsx in the worker and then imports worker.ts.
  */
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
-  const isTs = import.meta.url.endsWith('.ts')
+  const isTs = FROM_SOURCES
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
   // throw on per-process ones such as --expose-gc)
-  if (!isTs) return { entry: new URL('./worker.js', import.meta.url), eval: false }
+  if (!isTs) return { entry: moduleUrl('executor/worker'), eval: false }
   const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
   const api = import.meta.resolve('tsx/esm/api')
-  const target = new URL('./worker.ts', import.meta.url).href
+  const target = moduleUrl('executor/worker').href
   const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`
   return { entry, eval: true, execArgv: stripTsx(execArgv) }
 }

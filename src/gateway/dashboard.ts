@@ -22,6 +22,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { DASHBOARD_POLL_MS } from './constants.js'
 import { GatewayError } from './errors.js'
 import { RECORD_TYPES } from '../ledger/index.js'
+import { codePath } from '../paths.js'
 
 export const DASHBOARD_CSP = [
   "default-src 'none'",
@@ -48,7 +49,7 @@ const OWN_FILES = ['app.css', 'common.js', 'dashboard.js', 'job.js']
 let cached: Map<string, Asset> | undefined
 
 function staticDir (): string {
-  return new URL('./static/', import.meta.url).pathname
+  return codePath('gateway/static/')
 }
 
 function load (): Map<string, Asset> {

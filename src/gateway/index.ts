@@ -27,9 +27,9 @@
  * await gw.stop()
  * ```
  */
-import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type RouteOptions } from 'fastify'
+import { AjvCompiler } from '@fastify/ajv-compiler'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest, type RouteOptions } from 'fastify'
 import swagger from '@fastify/swagger'
-import swaggerUi from '@fastify/swagger-ui'
 import { timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '../errors.js'
 import { VERSION } from '../version.js'
@@ -125,6 +125,81 @@ function pathOf (url: string): string {
   return q === -1 ? url : url.slice(0, q)
 }
 
+type Validator = ((data: unknown) => unknown) & { errors?: unknown }
+
+/**
+ * Fastify's own validator compiler (the Ajv it would build itself, with the same options), made
+ * lazy: a route's validator is compiled on its first request, or in the background once the
+ * gateway listens (`compileAll`), instead of before the node is ready. Building Ajv and compiling
+ * every route's query and params schemas was a fifth of a node's start.
+ */
+function lazyValidators (): { buildValidator: (externals: any, options: any) => (route: any) => Validator, compileAll: () => Promise<void> } {
+  const pending: Array<() => void> = []
+  return {
+    buildValidator: (externals, options) => {
+      let compiler: ((route: any) => Validator) | undefined
+      return (route) => {
+        let fn: Validator | undefined
+        const compile = (): Validator => (fn ??= (compiler ??= AjvCompiler()(externals, options) as any)(route))
+        pending.push(compile)
+        const validate: Validator = (data) => {
+          const f = compile()
+          const ok = f(data)
+          validate.errors = f.errors
+          return ok
+        }
+        return validate
+      }
+    },
+    compileAll: async () => {
+      // one per turn, the first after the node's start has finished: requests arriving meanwhile
+      // are not held up behind all of them
+      for (let c = pending.shift(); c != null; c = pending.shift()) {
+        await new Promise<void>(resolve => setImmediate(resolve))
+        c()
+      }
+    }
+  }
+}
+
+const LAZY = Symbol('mercato.lazyValidators')
+
+/** Request headers the docs app may use (caching, ranges, compression); the rest stay out. */
+const DOCS_HEADERS = ['accept', 'accept-encoding', 'if-none-match', 'if-modified-since', 'range']
+/** Response headers that belong to the inner exchange, not to the answer we send. */
+const HOP_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date'])
+
+/**
+ * `GET /docs`: Swagger UI (served locally, works offline), built on its first request in a small
+ * app of its own that serves this gateway's OpenAPI document: its plugin, @fastify/static and
+ * their modules load then, not while the node starts (they were a third of the gateway's start).
+ */
+function docsRoutes (app: FastifyInstance): void {
+  let docs: Promise<FastifyInstance> | undefined
+  const build = async (): Promise<FastifyInstance> => {
+    const [{ default: swaggerUi }] = await Promise.all([import('@fastify/swagger-ui')])
+    const inner = Fastify({ logger: false })
+    // answers in the gateway's one error shape, as the gateway's own routes do
+    inner.setErrorHandler(gatewayErrorHandler)
+    inner.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: 'not-found', message: `no route ${req.method} ${pathOf(req.url)}` } }))
+    await inner.register(swagger, { mode: 'static', specification: { document: app.swagger() as any } })
+    await inner.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
+    await inner.ready()
+    return inner
+  }
+  const serve = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    docs ??= build()
+    const headers: Record<string, string> = {}
+    for (const h of DOCS_HEADERS) { const v = req.headers[h]; if (typeof v === 'string') headers[h] = v }
+    const res = await (await docs).inject({ method: 'GET', url: req.url, headers })
+    for (const [k, v] of Object.entries(res.headers)) if (v != null && !HOP_HEADERS.has(k)) void reply.header(k, v)
+    return await reply.status(res.statusCode).send(res.rawPayload)
+  }
+  app.addHook('onClose', async () => { if (docs != null) await (await docs.catch(() => undefined))?.close() })
+  app.get('/docs', { schema: { hide: true } }, serve)
+  app.get('/docs/*', { schema: { hide: true } }, serve)
+}
+
 /** Build the fastify app (not listening). Tests use `app.inject`. */
 export async function buildGateway (init: GatewayInit): Promise<FastifyInstance> {
   const host = init.host ?? DEFAULT_HOST
@@ -132,7 +207,9 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
   if (!loopback && (init.token == null || init.token === '')) {
     throw new ConfigError('gateway.host', `config key "gateway.host": binding ${host} (not loopback) needs a token; the node generates one into the data dir`)
   }
+  const lazy = lazyValidators()
   const app = Fastify({
+    schemaController: { compilersFactory: { buildValidator: lazy.buildValidator as any } },
     bodyLimit: init.bodyLimitBytes ?? BODY_LIMIT_BYTES,
     logger: false,
     return503OnClosing: true,
@@ -146,6 +223,7 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
   })
   const routes: RouteEntry[] = []
   ;(app as any)[ROUTES] = routes
+  ;(app as any)[LAZY] = lazy
 
   // responses are plain JSON: a schema documents a response, it does not rewrite it
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
@@ -178,7 +256,7 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` }
   })
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
+  docsRoutes(app)
 
   // refusals answer directly (not by throwing), so no plugin's own error handler can reshape them
   const refuse = async (reply: FastifyReply, code: GatewayErrorCode): Promise<FastifyReply> => {
@@ -249,6 +327,7 @@ export async function startGateway (init: GatewayInit): Promise<Gateway> {
   const app = await buildGateway(init)
   const host = init.host ?? DEFAULT_HOST
   await app.listen({ host, port: init.port ?? DEFAULT_PORT })
+  void ((app as any)[LAZY] as ReturnType<typeof lazyValidators>).compileAll().catch(() => {}) // a bad schema fails its route's requests instead
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr != null ? addr.port : init.port ?? DEFAULT_PORT
   const urlHost = host.includes(':') ? `[${host}]` : host

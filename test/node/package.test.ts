@@ -42,11 +42,16 @@ describe('the compiled node (dist/)', function () {
       .catch((e: { stderr: string }) => e) // exit 1: no node there
     const loaded = stderr.split('\n').filter(l => l.startsWith('LOADED ')).map(l => l.slice(7))
     expect(stderr).to.include('no Mercato node at http://127.0.0.1:1')
+    // the command runs the bundle (dist/bundle/): the modules in the files it loaded, from the build's metafile
+    const meta = JSON.parse(await readFile(join(ROOT, 'dist/bundle.meta.json'), 'utf8')) as { outputs: Record<string, { inputs: Record<string, unknown> }> }
+    const files = loaded.filter(u => u.startsWith('file:') && u.includes('/dist/bundle/')).map(u => u.slice(u.indexOf('dist/bundle/')))
+    expect(files).to.include('dist/bundle/cli.js')
+    const modules = files.flatMap(f => Object.keys(meta.outputs[f]?.inputs ?? {}))
     // the hook saw the command's own modules
-    expect(loaded.some(u => u.endsWith('/dist/cli/client-commands.js'))).to.equal(true)
-    expect(loaded.some(u => u.endsWith('/dist/client/index.js'))).to.equal(true)
+    expect(modules).to.include('dist/cli/client-commands.js')
+    expect(modules).to.include('dist/client/index.js')
     // the node's parts load only for `mercato start` (they took ≈ 2 s before the first request)
-    const heavy = loaded.filter(u => /\/node_modules\/(libp2p|@libp2p\/(tcp|kad-dht|gossipsub)|fastify|level)\/|\/dist\/(node|auction\/index|gateway\/index|gateway\/routes\/jobs|p2p\/index)\.js$/.test(u))
+    const heavy = [...loaded, ...modules].filter(u => /(^|\/)node_modules\/(libp2p|@libp2p\/(tcp|kad-dht|gossipsub)|fastify|level)\/|(^|\/)dist\/(node|auction\/index|gateway\/index|gateway\/routes\/jobs|p2p\/index)\.js$/.test(u))
     expect(heavy).to.deep.equal([])
   })
 })

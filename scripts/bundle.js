@@ -1,0 +1,71 @@
+/**
+ * Bundles the compiled command line (dist/cli.js and everything it imports) into a few files in
+ * dist/bundle/, which bin/mercato.js runs. Loading ~1,300 small ES modules one by one (resolve,
+ * stat, read, compile each) was most of a node's start-up; a bundle is read and compiled at once.
+ * Split at the command line's dynamic imports: `mercato start` loads the node's chunk, a client
+ * command (`mercato submit`, `logs`) loads only the client's. Run by `npm run build` after tsc:
+ * dist/ keeps the separate modules too (the package's `exports`, the sandbox workers and child
+ * processes load those). dist/bundle.meta.json says which module went into which file.
+ *
+ * Left out of the bundle, loaded from node_modules as before: packages that find their own files
+ * at run time (a native addon, wasm, static assets, their package.json, worker scripts), and
+ * undici (imported only when a job has a URL input). The build fails when a bundled package
+ * starts doing that (`__dirname`, `import.meta.url`, `require.resolve` in its code), so an
+ * upgrade cannot break the bundle at run time instead.
+ */
+import { build } from 'esbuild'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const outdir = join(root, 'dist', 'bundle')
+rmSync(outdir, { recursive: true, force: true })
+
+const EXTERNAL = [
+  'classic-level', // native addon
+  'quickjs-emscripten', '@jitl/*', // wasm files beside their modules
+  '@fastify/swagger-ui', '@fastify/swagger', // static assets, their package.json
+  '@achingbrain/ssdp', // its package.json (UPnP)
+  'pino', 'thread-stream', // transport worker scripts
+  'commander', // __dirname (subcommand executables)
+  'undici' // imported on a job's first URL input only
+]
+
+/** What in a bundled package's code means it reads files relative to itself. */
+const SELF_RELATIVE = /\b__dirname\b|\b__filename\b|import\.meta\.url|require\.resolve\(/
+
+const result = await build({
+  entryPoints: [join(root, 'dist', 'cli.js')],
+  outdir,
+  bundle: true,
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: EXTERNAL,
+  // bundled CommonJS packages call require(): give the ES module one
+  banner: { js: "import { createRequire as __mercatoCreateRequire } from 'node:module'; const require = __mercatoCreateRequire(import.meta.url);" },
+  // whitespace and syntax only: names stay readable in stack traces; half the bytes to read and compile at start
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: 'linked',
+  metafile: true,
+  logLevel: 'warning'
+})
+
+const offenders = []
+for (const input of Object.keys(result.metafile.inputs)) {
+  if (!input.includes('node_modules/')) continue
+  if (SELF_RELATIVE.test(readFileSync(join(root, input), 'utf8'))) offenders.push(input)
+}
+if (offenders.length > 0) {
+  rmSync(outdir, { recursive: true, force: true })
+  process.stderr.write(`bundle: these bundled files locate their own files at run time; add their packages to EXTERNAL in scripts/bundle.js:\n  ${offenders.join('\n  ')}\n`)
+  process.exit(1)
+}
+writeFileSync(join(root, 'dist', 'bundle.meta.json'), JSON.stringify(result.metafile))
+const js = Object.entries(result.metafile.outputs).filter(([o]) => o.endsWith('.js'))
+const bytes = js.reduce((n, [, o]) => n + o.bytes, 0)
+process.stdout.write(`bundled ${Object.keys(result.metafile.inputs).length} modules into dist/bundle/ (${js.length} files, ${(bytes / 1024 / 1024).toFixed(1)} MiB)\n`)
