@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { buildGateway, gatewayRoutes, GATEWAY_ERRORS } from '../../src/gateway/index.js'
+import { buildGateway, compileValidators, gatewayRoutes, GATEWAY_ERRORS } from '../../src/gateway/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 import { checkedInject, expectError, nodePlugins, JS_ECHO, JS_SLOW } from './helpers.js'
@@ -55,6 +55,14 @@ describe('gateway routes', function () {
       expect(batch.items.properties.engine.enum).to.deep.equal(['wasm', 'js'])
       expect(doc.paths['/v1/jobs/{id}/events'].get.responses['200'].content['text/event-stream']).to.be.an('object')
       expect(doc.paths['/v1/ledger'].get.parameters.map((p: any) => p.name).sort()).to.deep.equal(['check', 'from', 'job', 'limit', 'type'])
+    })
+
+    it('every route\'s validator compiles (they compile lazily: after the node is ready, or at a route\'s first request)', async () => {
+      await compileValidators(app)
+      // and still validates: a querystring out of its declared range is refused
+      const res = await call({ url: '/v1/jobs?limit=0' })
+      expect(res.statusCode).to.equal(400)
+      expect(res.json().error.code).to.be.a('string')
     })
 
     it('GET /docs serves the docs page, offline', async () => {
