@@ -30,3 +30,32 @@ export function addressesOf (peer: string, addrs: readonly Multiaddr[]): Multiad
   }
   return out
 }
+
+/**
+ * Relay circuits to `peer` among addresses a stranger named (an offer's `addrs`), rebuilt on the
+ * connection we hold to the relay: `<that connection's address>/p2p/<relay>/p2p-circuit/p2p/<peer>`.
+ * A hint is used only when it is a circuit that ends in `peer` and its relay is `relayAddr`'s
+ * peer (one we are connected to now); its own host and port are never dialled. So dialling the
+ * result reaches nothing we do not already talk to: the relay is asked for a hop to `peer`, and the
+ * handshake proves it is `peer`. At most one address per relay; unparseable hints are skipped.
+ */
+export function circuitsVia (peer: string, hints: readonly string[], relayAddr: (relay: string) => Multiaddr | undefined): Multiaddr[] {
+  const out = new Map<string, Multiaddr>()
+  for (const hint of hints) {
+    let components
+    try { components = multiaddr(hint).getComponents() } catch { continue }
+    const at = components.findIndex(c => c.name === 'p2p-circuit')
+    if (at < 1 || at !== components.length - 2) continue
+    const relay = components[at - 1]
+    const last = components[at + 1]
+    if (relay.name !== 'p2p' || relay.value == null || last.name !== 'p2p' || last.value !== peer || relay.value === peer) continue
+    if (out.has(relay.value)) continue
+    const base = relayAddr(relay.value)
+    if (base == null) continue
+    const own = base.getComponents()
+    // a relay we reach through another relay is no first hop of ours
+    if (own.some(c => c.name === 'p2p-circuit')) continue
+    out.set(relay.value, multiaddr(own.filter(c => c.name !== 'p2p')).encapsulate(`/p2p/${relay.value}/p2p-circuit/p2p/${peer}`))
+  }
+  return [...out.values()]
+}

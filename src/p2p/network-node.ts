@@ -18,7 +18,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
-import { addressesOf } from './multiaddr.js'
+import { addressesOf, circuitsVia } from './multiaddr.js'
 import { isPublicAddress } from './public-address.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus } from './nat.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
@@ -297,7 +297,7 @@ export class Libp2pNetwork implements Network {
   }
 
   async dial (target: string, opts: DialOptions = {}): Promise<string> {
-    if (opts.publicOnly === true) return await this.dialPublic(target, opts.signal)
+    if (opts.publicOnly === true) return await this.dialPublic(target, opts.signal, opts.hints)
     try {
       const conn = await this.node.dial(this.target(target), { signal: opts.signal })
       return conn.remotePeer.toString()
@@ -312,15 +312,18 @@ export class Libp2pNetwork implements Network {
    * Dial only public IP addresses: the target's own, or those the peer store / DHT hold for a PeerId.
    * A relay circuit through a public relay counts as public (its first hop is). When the peer store
    * has no public address for the peer, or dialling them fails, the DHT is asked afresh once.
+   * `hints` add circuits through relays we are connected to (multiaddr.ts circuitsVia): a peer
+   * behind NAT that the DHT does not know yet is reached through the relay it named.
    */
-  private async dialPublic (target: string, signal?: AbortSignal): Promise<string> {
+  private async dialPublic (target: string, signal?: AbortSignal, hints: readonly string[] = []): Promise<string> {
     const t = this.target(target)
     if ('getComponents' in t) return await this.dialPublicAddrs(target, undefined, [t], signal)
     if (this.node.getConnections(t).length > 0) return target
+    const via = hints.length > 0 ? circuitsVia(target, hints, (relay) => this.directConnection(relay)?.remoteAddr) : []
     let addrs = (await this.node.peerStore.get(t).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
-    if (addrs.some(a => isPublicAddress(a))) {
+    if (via.length > 0 || addrs.some(a => isPublicAddress(a))) {
       try {
-        return await this.dialPublicAddrs(target, t, addrs, signal)
+        return await this.dialPublicAddrs(target, t, addrs, signal, via)
       } catch (err) {
         if (signal?.aborted === true) throw err
       }
@@ -329,11 +332,19 @@ export class Libp2pNetwork implements Network {
     return await this.dialPublicAddrs(target, t, addrs, signal)
   }
 
-  private async dialPublicAddrs (target: string, peer: PeerId | undefined, addrs: Multiaddr[], signal?: AbortSignal): Promise<string> {
+  /** A direct (not relayed) open connection to this peer, if we have one. */
+  private directConnection (peer: string): Connection | undefined {
+    let id: PeerId
+    try { id = peerIdFromString(peer) } catch { return undefined }
+    return this.node.getConnections(id).find(c => c.status === 'open' && !isRelayed(c.remoteAddr))
+  }
+
+  /** `via`: circuits through relays we are connected to, dialled as they are (see circuitsVia) */
+  private async dialPublicAddrs (target: string, peer: PeerId | undefined, addrs: Multiaddr[], signal?: AbortSignal, via: Multiaddr[] = []): Promise<string> {
     const publicAddrs = addrs.filter(a => isPublicAddress(a))
-    if (publicAddrs.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
+    if (publicAddrs.length === 0 && via.length === 0) throw new PeerUnreachableError(`could not dial ${target}: no public address known`)
     try {
-      const dialable = peer != null ? addressesOf(peer.toString(), publicAddrs) : publicAddrs
+      const dialable = [...(peer != null ? addressesOf(peer.toString(), publicAddrs) : publicAddrs), ...via]
       if (dialable.length === 0) throw new Error('no address of this peer')
       const conn = await this.node.dial(dialable, { signal })
       return conn.remotePeer.toString()

@@ -110,6 +110,12 @@ export interface DialOptions {
   signal?: AbortSignal
   /** dial only public IP addresses (default false) */
   publicOnly?: boolean
+  /**
+   * addresses a stranger named for the target (an offer's `addrs`), used with `publicOnly`: only
+   * relay circuits to the target through a relay we are connected to now are dialled, rebuilt on
+   * our connection to that relay, never the host and port the hint names (multiaddr.ts circuitsVia)
+   */
+  hints?: readonly string[]
 }
 
 export interface NetworkEvents {

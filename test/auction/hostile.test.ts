@@ -61,7 +61,11 @@ describe('hostile: offers never make a provider dial the addresses they name (it
     const target = `/ip4/127.0.0.1/tcp/${listener.port}`
     for (let i = 0; i < 100; i++) {
       const key = randomSigner()
-      await attacker.publish(JOBS_TOPIC, encodeBatch([offerFrom(key, Array.from({ length: 16 }, () => `${target}/p2p/${key.peerId}`))]))
+      // direct addresses, and relay circuits through a peer the providers are connected to (the
+      // attacker) at the listener's host and port: a circuit is tried on the provider's own
+      // connection to that peer, never at the address the offer names
+      const addrs = Array.from({ length: 16 }, (_, j) => j % 2 === 0 ? `${target}/p2p/${key.peerId}` : `${target}/p2p/${attacker.peerId}/p2p-circuit/p2p/${key.peerId}`)
+      await attacker.publish(JOBS_TOPIC, encodeBatch([offerFrom(key, addrs)]))
     }
     // every answer has been given up as undeliverable (or, before the fix, the dials began)
     const unreachable = (): number => provider.market.answersUndelivered()

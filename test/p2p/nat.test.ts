@@ -4,7 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { generateNetworkKeyText, parseNetworkKey } from '../../src/p2p/pnet.js'
 import { pacedRandomWalk, reachabilityOf, relaysOf, hasPublicAddress } from '../../src/p2p/nat.js'
-import { addressesOf } from '../../src/p2p/multiaddr.js'
+import { addressesOf, circuitsVia } from '../../src/p2p/multiaddr.js'
 
 describe('p2p: private-network keys', () => {
   it('parses a generated key, and names what is wrong with a bad one', () => {
@@ -70,6 +70,27 @@ describe('p2p: the addresses a dial to a peer takes', () => {
     ])
     // every address names the same peer: what libp2p requires of a multi-address dial
     for (const a of out) expect(a.endsWith(`/p2p/${peer}`)).to.equal(true)
+  })
+
+  it('an offer\'s circuit addresses are used only through a relay we are connected to, on our own connection to it', () => {
+    const other = '12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN'
+    const connected = new Map([[relay, multiaddr(`/ip4/11.0.0.10/tcp/4010/p2p/${relay}`)]])
+    const via = (hints: string[]): string[] => circuitsVia(peer, hints, (r) => connected.get(r)).map(a => a.toString())
+    // the stranger's host and port are replaced by the address we reach the relay at
+    expect(via([`/ip4/6.6.6.6/tcp/666/p2p/${relay}/p2p-circuit/p2p/${peer}`])).to.deep.equal([`/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`])
+    expect(via([
+      `/ip4/11.0.0.11/tcp/4010/p2p/${other}/p2p-circuit/p2p/${peer}`, // a relay we are not connected to
+      `/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${other}`, // a circuit to someone else
+      `/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit`, // no destination
+      `/ip4/11.0.0.10/tcp/4010/p2p/${peer}`, // direct: a host and port a stranger named
+      `/ip4/1.2.3.4/tcp/1/p2p/${relay}/p2p-circuit/p2p/${relay}/p2p-circuit/p2p/${peer}`, // two hops
+      'not a multiaddr', ''
+    ])).to.deep.equal([])
+    // one address per relay however often it is named
+    expect(via([`/ip4/1.1.1.1/tcp/1/p2p/${relay}/p2p-circuit/p2p/${peer}`, `/ip4/2.2.2.2/tcp/2/p2p/${relay}/p2p-circuit/p2p/${peer}`])).to.have.length(1)
+    // a relay we reach only through another relay is not used
+    connected.set(relay, multiaddr(`/ip4/11.0.0.11/tcp/4010/p2p/${other}/p2p-circuit/p2p/${relay}`))
+    expect(via([`/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`])).to.deep.equal([])
   })
 })
 

@@ -40,6 +40,8 @@ export class ProviderBidding {
   /** answer dials in flight, and requesters we could not dial lately (until when) */
   private readonly dialing = new Map<string, Promise<boolean>>()
   private readonly dialFailed = new Map<string, number>()
+  /** the addresses each requester's latest offer named (dial hints: only relay circuits we can use safely) */
+  private readonly namedAddrs = new Map<string, readonly string[]>()
   /** answers dropped because the requester could not be reached (no connection, no dial allowed or possible) */
   unreachable = 0
 
@@ -130,6 +132,11 @@ export class ProviderBidding {
       if (decision.reason === 'no-slot' || (decision.reason === 'price' && ctx.cfg.price <= o.maxPrice)) ctx.turnedAway()
       msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
     }
+    if (o.addrs.length > 0 && !ctx.network.isConnected(o.requester)) {
+      this.namedAddrs.delete(o.requester)
+      this.namedAddrs.set(o.requester, o.addrs)
+      if (this.namedAddrs.size > MAX_KNOWN_OFFERS) this.namedAddrs.delete(this.namedAddrs.keys().next().value as string)
+    }
     this.send(o.requester, msg)
   }
 
@@ -181,10 +188,13 @@ export class ProviderBidding {
   /**
    * Can we deliver answers to this requester? Yes over a connection we have (the requester is a
    * gossip neighbour, sent us the offer directly, or is ourselves). Otherwise we dial its PeerId,
-   * never the addresses its offer names (anyone can sign an offer naming any host and port):
+   * never the hosts and ports its offer names (anyone can sign an offer naming any host and port):
    * libp2p uses what the peer said of itself over identify, or the DHT, and only public IP
-   * addresses unless `dialPrivateAddresses` is on. Bounded: MAX_ANSWER_DIALS at once, one per
-   * requester, and a requester we failed to dial is not dialled again for ANSWER_DIAL_BACKOFF_MS.
+   * addresses unless `dialPrivateAddresses` is on; of the offer's addresses only relay circuits
+   * through a relay we are connected to are used, on our connection to it (a requester behind NAT
+   * that the DHT does not know yet: its bids were lost). A dial that fails while the requester
+   * connects to us counts as reached. Bounded: MAX_ANSWER_DIALS at once, one per requester, and a
+   * requester we failed to dial is not dialled again for ANSWER_DIAL_BACKOFF_MS.
    */
   private async reach (peer: string): Promise<boolean> {
     const { network } = this.ctx
@@ -194,8 +204,12 @@ export class ProviderBidding {
     const failedAt = this.dialFailed.get(peer)
     if (failedAt != null && Date.now() - failedAt < ANSWER_DIAL_BACKOFF_MS) return false
     if (this.dialing.size >= MAX_ANSWER_DIALS) return false
-    const dial = network.dial(peer, { signal: AbortSignal.timeout(ANSWER_DIAL_TIMEOUT_MS), publicOnly: this.ctx.cfg.dialPrivateAddresses !== true })
+    const hints = this.namedAddrs.get(peer)
+    this.namedAddrs.delete(peer)
+    const dial = network.dial(peer, { signal: AbortSignal.timeout(ANSWER_DIAL_TIMEOUT_MS), publicOnly: this.ctx.cfg.dialPrivateAddresses !== true, hints })
       .then(() => { this.dialFailed.delete(peer); return true }, (err) => {
+        // the requester may have connected to us while we dialled (it dials providers it discovers)
+        if (network.isConnected(peer)) return true
         this.ctx.log.debug({ err, peer }, 'could not reach requester to answer')
         this.dialFailed.set(peer, Date.now())
         if (this.dialFailed.size > MAX_KNOWN_OFFERS) this.dialFailed.delete(this.dialFailed.keys().next().value as string)
