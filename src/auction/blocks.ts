@@ -33,7 +33,7 @@
  * blob as one raw block (`get` finds it).
  */
 import { mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises'
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32 } from 'node:zlib'
@@ -164,6 +164,14 @@ function appendBlock (pack: Pack, key: string, bytes: Uint8Array, writtenMs: num
   return { offset, length: bytes.length }
 }
 
+/** Flush a pack and its index to the disk (fsync), through its writers or descriptors of our own. */
+function syncPack (pack: Pack): void {
+  for (const [held, file] of [[pack.fd, pack.file], [pack.idxFd, pack.idxFile]] as const) {
+    const fd = held ?? openSync(file, 'r')
+    try { fsyncSync(fd) } finally { if (fd !== held) closeSync(fd) }
+  }
+}
+
 function closeWriters (pack: Pack): void {
   if (pack.fd != null) { try { closeSync(pack.fd) } catch {} pack.fd = undefined }
   if (pack.idxFd != null) { try { closeSync(pack.idxFd) } catch {} pack.idxFd = undefined }
@@ -252,7 +260,10 @@ export class BlockStore {
       const pack: Pack = { id, file, idxFile, size, idxSize: decoded.valid, live: 0, keys: new Set() }
       if (decoded.valid < buf.length) {
         log.warn({ file: idxFile, dropped: buf.length - decoded.valid }, 'pack index: damaged tail dropped')
-        if (repair) { const fd = openSync(idxFile, 'r+'); try { ftruncateSync(fd, decoded.valid) } finally { closeSync(fd) } }
+        // a read-only or full disk: the tail stays (it is dropped at every load) and the node starts
+        if (repair) {
+          try { const fd = openSync(idxFile, 'r+'); try { ftruncateSync(fd, decoded.valid) } finally { closeSync(fd) } } catch (err: any) { log.warn({ file: idxFile, err: err?.message }, 'pack index: could not drop its damaged tail') }
+        }
       }
       const local = new Map<string, IdxRecord>()
       for (const r of decoded.records) {
@@ -264,7 +275,7 @@ export class BlockStore {
       for (const [key, r] of local) {
         if (this.index.has(key)) {
           // live in two packs (a crash during compaction or a commit): one copy is enough
-          if (repair) appendRecord(pack, encodeRecord(DEL, key))
+          if (repair) { try { appendRecord(pack, encodeRecord(DEL, key)) } catch (err: any) { log.warn({ file: idxFile, err: err?.message }, 'pack index: could not tombstone a duplicate') } }
           continue
         }
         this.index.set(key, { pack, offset: r.offset, length: r.length, writtenMs: r.writtenMs })
@@ -313,19 +324,24 @@ export class BlockStore {
    * in the page cache) into a buffer of its size; undefined when the pack is shorter than the entry.
    */
   private readEntry (entry: Entry): Uint8Array | undefined {
-    const out = new Uint8Array(entry.length)
     try {
-      const fd = this.readFd(entry.pack)
-      let n = 0
-      while (n < entry.length) {
-        const bytesRead = readSync(fd, out, n, entry.length - n, entry.offset + n)
-        if (bytesRead === 0) break
-        n += bytesRead
-      }
-      return n === entry.length ? out : undefined
+      return this.readEntryOrThrow(entry)
     } catch {
       return undefined
     }
+  }
+
+  /** {@link readEntry}, but an error (EMFILE, EIO, a pack gone) throws: only a short pack means "not there". */
+  private readEntryOrThrow (entry: Entry): Uint8Array | undefined {
+    const out = new Uint8Array(entry.length)
+    const fd = this.readFd(entry.pack)
+    let n = 0
+    while (n < entry.length) {
+      const bytesRead = readSync(fd, out, n, entry.length - n, entry.offset + n)
+      if (bytesRead === 0) break
+      n += bytesRead
+    }
+    return n === entry.length ? out : undefined
   }
 
   private readFd (pack: Pack): number {
@@ -448,15 +464,22 @@ export class BlockStore {
       for (let pack = first(this.toCompact); pack != null; pack = first(this.toCompact)) {
         if (this.packs.get(pack.id) === pack) {
           const moved = pack.live
+          const written = new Set<Pack>()
           for (const key of [...pack.keys]) {
             const entry = this.index.get(key)
             if (entry?.pack !== pack) continue // deleted or moved meanwhile
-            const bytes = this.readEntry(entry)
+            // an error reading (EMFILE, EIO) stops here and keeps the pack: only a pack shorter
+            // than the entry (its bytes never reached the disk) drops the block
+            const bytes = this.readEntryOrThrow(entry)
             // read and written in one turn: a get sees the old copy or the new one, both whole
             if (bytes == null) { this.unregister(key, entry); continue }
             this.appendToCurrent(key, bytes, entry.writtenMs)
+            if (this.current != null) written.add(this.current)
             await new Promise<void>(resolve => setImmediate(resolve))
           }
+          // the copies on disk before the originals are gone (a power loss must not keep the unlink
+          // and lose the copies)
+          for (const p of written) syncPack(p)
           const size = pack.size
           if (this.packs.get(pack.id) === pack) this.unlinkPack(pack)
           log.debug({ pack: pack.id, bytes: size, moved }, 'pack compacted')

@@ -420,6 +420,28 @@ describe('block store: pack files', function () {
       for (const l of await again.list()) expect(l.writtenMs).to.equal(times.get(l.key))
     })
 
+    it('a read error during compaction (EMFILE, EIO) keeps the pack and every live block in it', async () => {
+      const dir = await tempDir()
+      const s = await started(dir, { packMaxBytes: 1024 * KiB })
+      const bs = await blocks(8, 128 * KiB) // one full pack of 8
+      for (const b of bs) await s.put(b.cid, b.bytes)
+      const full = await packsOnDisk(dir)
+      // descriptors run out while the compaction reads (a busy node near its ulimit)
+      const store = s as any
+      const readFd = store.readFd
+      store.readFd = () => { throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' }) }
+      for (const b of bs.slice(0, 5)) await s.delete(b.key)
+      await s.compacted()
+      store.readFd = readFd
+      expect((await packsOnDisk(dir)).packs, 'the pack is still there').to.include(full.packs[0])
+      await expectHeld(s, bs.slice(5))
+      // and held across a restart
+      await s.close()
+      const again = await started(dir)
+      await expectHeld(again, bs.slice(5))
+      expect(await again.count()).to.equal(3)
+    })
+
     it('every live block stays readable while its pack is compacted', async () => {
       const dir = await tempDir()
       const s = await started(dir, { packMaxBytes: 4096 * KiB })
