@@ -247,6 +247,12 @@ export const ANSWER_DIAL_BACKOFF_MS = 30_000
 /** How long one answer dial may take. */
 export const ANSWER_DIAL_TIMEOUT_MS = 3000
 /**
+ * Relay circuits of an offer kept as hints for the answer's dial (see provider/bidding.ts reach),
+ * per requester, and for how many requesters (the latest): at most 4 × 512 B × 256 ≈ 512 KiB.
+ */
+export const MAX_ANSWER_HINTS = 4
+export const MAX_HINTED_REQUESTERS = 256
+/**
  * A bid stream with no frame for this long is closed by the requester (the provider opens a
  * new one with its next answer); an idle stream otherwise holds a stream slot forever.
  */

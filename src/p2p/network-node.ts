@@ -19,7 +19,7 @@ import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf, circuitsVia } from './multiaddr.js'
-import { isPublicAddress } from './public-address.js'
+import { isPublicAddress, relaysIn, StrangerDials } from './public-address.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus } from './nat.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
@@ -142,11 +142,14 @@ export class Libp2pNetwork implements Network {
   private readonly networkKey?: NetworkKey
   /** connections opened since start, by path */
   private readonly opened = { direct: 0, relayed: 0 }
+  /** dials a stranger asked for, in flight: the connection gater lets only public addresses of their peers through */
+  private readonly strangerDials: StrangerDials
   /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
   private readonly refreshedAt = new Map<string, number>()
 
-  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }) {
+  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }, strangerDials = new StrangerDials()) {
     this.node = node
+    this.strangerDials = strangerDials
     this.natInfo = natInfo
     this.networkKey = init.networkKey
     node.addEventListener('connection:open', (evt) => {
@@ -303,6 +306,12 @@ export class Libp2pNetwork implements Network {
       return conn.remotePeer.toString()
     } catch (err: any) {
       if (err instanceof PeerUnreachableError) throw err
+      // what the peer store holds failed: the circuits a hint names through relays we are connected to
+      const via = opts.hints != null && !target.startsWith('/') && opts.signal?.aborted !== true ? circuitsVia(target, opts.hints, (relay) => this.directConnection(relay)?.remoteAddr) : []
+      if (via.length > 0) {
+        const conn = await this.node.dial(via, { signal: opts.signal }).catch(() => undefined)
+        if (conn != null) return conn.remotePeer.toString()
+      }
       const reason = target.startsWith('/') ? await explainDialFailure(target, err, this.networkKey) : String(err?.message ?? err)
       throw new PeerUnreachableError(`could not dial ${target}: ${reason}`, err)
     }
@@ -346,8 +355,14 @@ export class Libp2pNetwork implements Network {
     try {
       const dialable = [...(peer != null ? addressesOf(peer.toString(), publicAddrs) : publicAddrs), ...via]
       if (dialable.length === 0) throw new Error('no address of this peer')
-      const conn = await this.node.dial(dialable, { signal })
-      return conn.remotePeer.toString()
+      // whatever libp2p dials for this (a relay by PeerId too): public addresses only, and ours
+      const end = this.strangerDials.open([...(peer != null ? [peer.toString()] : []), ...relaysIn(dialable)], via)
+      try {
+        const conn = await this.node.dial(dialable, { signal })
+        return conn.remotePeer.toString()
+      } finally {
+        end()
+      }
     } catch (err: any) {
       throw new PeerUnreachableError(`could not dial ${target}: ${err?.message ?? err}`, err)
     }
@@ -685,6 +700,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
+  const strangerDials = new StrangerDials()
   const node = await createLibp2p<Services>({
     privateKey,
     start: false,
@@ -694,6 +710,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     transports: [tcp(), ...nat.transports],
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
+    connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
     streamMuxers: [yamux()],
     peerDiscovery,
     connectionManager: {
@@ -739,5 +756,5 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       }) as any
     }
   })
-  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp })
+  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp }, strangerDials)
 }

@@ -111,9 +111,10 @@ export interface DialOptions {
   /** dial only public IP addresses (default false) */
   publicOnly?: boolean
   /**
-   * addresses a stranger named for the target (an offer's `addrs`), used with `publicOnly`: only
-   * relay circuits to the target through a relay we are connected to now are dialled, rebuilt on
-   * our connection to that relay, never the host and port the hint names (multiaddr.ts circuitsVia)
+   * addresses a stranger named for the target (an offer's `addrs`): only relay circuits to the
+   * target through a relay we are connected to now are dialled, rebuilt on our connection to that
+   * relay, never the host and port the hint names (multiaddr.ts circuitsVia); with `publicOnly`
+   * beside the public addresses we know, without it when those fail
    */
   hints?: readonly string[]
 }

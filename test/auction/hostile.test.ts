@@ -6,6 +6,12 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { createServer, type Server, type Socket } from 'node:net'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@libp2p/noise'
+import { yamux } from '@libp2p/yamux'
+import { identify } from '@libp2p/identify'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalEncode, randomSigner, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
 import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, createMarket, type Market, type Offer } from '../../src/auction/index.js'
@@ -110,6 +116,36 @@ describe('hostile: offers never make a provider dial the addresses they name (it
     expect(tight.calls.every(c => c.publicOnly)).to.equal(true)
     expect(lax.calls.every(c => !c.publicOnly)).to.equal(true)
     expect(Math.max(lax.maxInFlight(), tight.maxInFlight())).to.be.at.most(4)
+  })
+
+  it('a circuit through a relay that is gone: libp2p dials the relay by PeerId, and none of its private addresses is dialled', async () => {
+    // plain libp2p peers (identify only, no DHT: no lookup of ours can reach them, only the dial under test)
+    const bare = async (announce: string[]): Promise<Libp2p> => await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'], announce }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()], services: { identify: identify() }
+    })
+    // R claims (over identify) only the listener's address; A claims a circuit through R at a public address nobody answers at
+    const relay = await bare([`/ip4/127.0.0.1/tcp/${listener.port}`])
+    const relayId = relay.peerId.toString()
+    const a = await bare([`/ip4/11.0.0.10/tcp/4010/p2p/${relayId}/p2p-circuit`])
+    const aId = a.peerId.toString()
+    // the dialling side: a node that dials nobody on its own (no peer keeping), so every dial is this test's
+    const dialler = await createNetwork({ discovery: { minPeers: 0, targetPeers: 0 } })
+    try {
+      for (const n of [relay, a]) await n.dial(multiaddr(dialler.addresses()[0]))
+      await waitFor(() => dialler.isConnected(relayId) && dialler.isConnected(aId), 10_000)
+      await new Promise(resolve => setTimeout(resolve, 500)) // identify has run
+      await relay.stop()
+      await a.stop()
+      await waitFor(() => !dialler.isConnected(relayId) && !dialler.isConnected(aId), 10_000)
+      const before = listener.connections()
+      // what a strict provider does to answer A: a public-only dial of its PeerId (here with a hint too)
+      const err = await dialler.dial(aId, { publicOnly: true, signal: AbortSignal.timeout(3000), hints: [`/ip4/127.0.0.1/tcp/${listener.port}/p2p/${relayId}/p2p-circuit/p2p/${aId}`] }).then(() => undefined, (e: Error) => e)
+      expect(err?.message).to.match(/could not dial/)
+      await new Promise(resolve => setTimeout(resolve, 200))
+      expect(listener.connections() - before, 'connections to the address the gone relay claimed').to.equal(0)
+    } finally {
+      await Promise.all([dialler.stop(), relay.stop(), a.stop()])
+    }
   })
 })
 

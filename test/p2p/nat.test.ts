@@ -5,6 +5,7 @@ import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { generateNetworkKeyText, parseNetworkKey } from '../../src/p2p/pnet.js'
 import { pacedRandomWalk, reachabilityOf, relaysOf, hasPublicAddress } from '../../src/p2p/nat.js'
 import { addressesOf, circuitsVia } from '../../src/p2p/multiaddr.js'
+import { relaysIn, StrangerDials } from '../../src/p2p/public-address.js'
 
 describe('p2p: private-network keys', () => {
   it('parses a generated key, and names what is wrong with a bad one', () => {
@@ -70,6 +71,29 @@ describe('p2p: the addresses a dial to a peer takes', () => {
     ])
     // every address names the same peer: what libp2p requires of a multi-address dial
     for (const a of out) expect(a.endsWith(`/p2p/${peer}`)).to.equal(true)
+  })
+
+  it('while a stranger\'s dial runs, only public addresses of its peers (and the circuits we built) pass the gater', () => {
+    const gate = new StrangerDials()
+    const priv = multiaddr(`/ip4/127.0.0.1/tcp/6379/p2p/${relay}`)
+    const pub = multiaddr(`/ip4/11.0.0.10/tcp/4010/p2p/${relay}`)
+    const ours = multiaddr(`/ip4/127.0.0.1/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`)
+    expect(gate.denies(priv), 'no dial of a stranger in flight').to.equal(false)
+    const circuits = [multiaddr(`/ip4/11.0.0.10/tcp/4010/p2p/${relay}/p2p-circuit/p2p/${peer}`), ours]
+    expect(relaysIn(circuits)).to.deep.equal([relay, relay])
+    const end = gate.open([peer, ...relaysIn(circuits)], [ours])
+    const again = gate.open([relay])
+    expect(gate.denies(priv)).to.equal(true)
+    expect(gate.denies(pub)).to.equal(false)
+    expect(gate.denies(ours), 'a circuit built on our own connection').to.equal(false)
+    expect(gate.denies(multiaddr(`/ip4/192.168.1.2/tcp/1/p2p/${peer}`))).to.equal(true)
+    expect(gate.denies(multiaddr('/ip4/127.0.0.1/tcp/1/p2p/12D3KooWL5jMrHyGnrL9BBeqeHQpU7j8KbEwK8s63zSx2XP4RDfN')), 'another peer').to.equal(false)
+    end()
+    end() // twice: counted once
+    expect(gate.denies(priv), 'the relay is still held by the other dial').to.equal(true)
+    expect(gate.denies(multiaddr(`/ip4/192.168.1.2/tcp/1/p2p/${peer}`))).to.equal(false)
+    again()
+    expect(gate.denies(priv)).to.equal(false)
   })
 
   it('an offer\'s circuit addresses are used only through a relay we are connected to, on our own connection to it', () => {

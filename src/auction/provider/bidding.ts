@@ -14,7 +14,7 @@ import { messageId, type Signed } from '../../crypto/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
 import {
-  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, MAX_ANSWER_HINTS, MAX_HINTED_REQUESTERS, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
   MAX_BID_BYTES, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
 } from '../constants.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
@@ -132,10 +132,13 @@ export class ProviderBidding {
       if (decision.reason === 'no-slot' || (decision.reason === 'price' && ctx.cfg.price <= o.maxPrice)) ctx.turnedAway()
       msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
     }
-    if (o.addrs.length > 0 && !ctx.network.isConnected(o.requester)) {
-      this.namedAddrs.delete(o.requester)
-      this.namedAddrs.set(o.requester, o.addrs)
-      if (this.namedAddrs.size > MAX_KNOWN_OFFERS) this.namedAddrs.delete(this.namedAddrs.keys().next().value as string)
+    // the offer's relay circuits to its requester, in case the connection is gone when the answer
+    // leaves (at most MAX_ANSWER_HINTS of them, for the last MAX_HINTED_REQUESTERS requesters)
+    const circuits = o.addrs.filter(a => a.includes('/p2p-circuit/p2p/') && a.endsWith(o.requester)).slice(0, MAX_ANSWER_HINTS)
+    this.namedAddrs.delete(o.requester)
+    if (circuits.length > 0) {
+      this.namedAddrs.set(o.requester, circuits)
+      if (this.namedAddrs.size > MAX_HINTED_REQUESTERS) this.namedAddrs.delete(this.namedAddrs.keys().next().value as string)
     }
     this.send(o.requester, msg)
   }
@@ -205,7 +208,6 @@ export class ProviderBidding {
     if (failedAt != null && Date.now() - failedAt < ANSWER_DIAL_BACKOFF_MS) return false
     if (this.dialing.size >= MAX_ANSWER_DIALS) return false
     const hints = this.namedAddrs.get(peer)
-    this.namedAddrs.delete(peer)
     const dial = network.dial(peer, { signal: AbortSignal.timeout(ANSWER_DIAL_TIMEOUT_MS), publicOnly: this.ctx.cfg.dialPrivateAddresses !== true, hints })
       .then(() => { this.dialFailed.delete(peer); return true }, (err) => {
         // the requester may have connected to us while we dialled (it dials providers it discovers)
