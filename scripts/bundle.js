@@ -33,7 +33,7 @@ const EXTERNAL = [
 ]
 
 /** What in a bundled package's code means it reads files relative to itself. */
-const SELF_RELATIVE = /\b__dirname\b|\b__filename\b|import\.meta\.url|require\.resolve\(/
+const SELF_RELATIVE = /\b__dirname\b|\b__filename\b|import\.meta\.(url|dirname|filename)\b|require\.resolve\(/
 
 const result = await build({
   entryPoints: [join(root, 'dist', 'cli.js')],
@@ -63,6 +63,25 @@ for (const input of Object.keys(result.metafile.inputs)) {
 if (offenders.length > 0) {
   rmSync(outdir, { recursive: true, force: true })
   process.stderr.write(`bundle: these bundled files locate their own files at run time; add their packages to EXTERNAL in scripts/bundle.js:\n  ${offenders.join('\n  ')}\n`)
+  process.exit(1)
+}
+// the bundle imports each external by its bare name from dist/bundle/: it must be a dependency of
+// ours, or an install that does not hoist it (pnpm, npm's nested strategy) cannot find it, and one
+// that hoists another version gives us that one
+const { dependencies = {} } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+const undeclared = new Set()
+for (const output of Object.values(result.metafile.outputs)) {
+  for (const imp of output.imports ?? []) {
+    if (imp.external !== true) continue
+    const name = imp.path.startsWith('@') ? imp.path.split('/').slice(0, 2).join('/') : imp.path.split('/')[0]
+    // ours to declare: what EXTERNAL names (not Node's built-ins, nor optional requires left unresolved)
+    const ours = EXTERNAL.some(e => e.endsWith('/*') ? name.startsWith(e.slice(0, -1)) : e === name)
+    if (ours && dependencies[name] == null) undeclared.add(name)
+  }
+}
+if (undeclared.size > 0) {
+  rmSync(outdir, { recursive: true, force: true })
+  process.stderr.write(`bundle: the bundle imports these packages by name, but package.json does not depend on them:\n  ${[...undeclared].join('\n  ')}\n`)
   process.exit(1)
 }
 writeFileSync(join(root, 'dist', 'bundle.meta.json'), JSON.stringify(result.metafile))
