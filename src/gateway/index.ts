@@ -126,7 +126,7 @@ function pathOf (url: string): string {
   return q === -1 ? url : url.slice(0, q)
 }
 
-type Validator = ((data: unknown) => unknown) & { errors?: unknown }
+type Validator = ((data: unknown, ...rest: unknown[]) => unknown) & { errors?: unknown }
 
 /**
  * Fastify's own validator compiler (the Ajv it would build itself, with the same options), made
@@ -143,9 +143,10 @@ function lazyValidators (): { buildValidator: (externals: any, options: any) => 
         let fn: Validator | undefined
         const compile = (): Validator => (fn ??= (compiler ??= AjvCompiler()(externals, options) as any)(route))
         pending.push(compile)
-        const validate: Validator = (data) => {
+        // Fastify may pass the data's parent (Ajv's data context, for coercion at the root): passed on
+        const validate: Validator = (data, ...rest) => {
           const f = compile()
-          const ok = f(data)
+          const ok = f(data, ...rest)
           validate.errors = f.errors
           return ok
         }
@@ -193,7 +194,8 @@ function docsRoutes (app: FastifyInstance): void {
     return inner
   }
   const serve = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-    docs ??= build()
+    // a build that failed (an import error) is tried again at the next request, not kept
+    docs ??= build().catch((err: unknown) => { docs = undefined; throw err })
     const headers: Record<string, string> = {}
     for (const h of DOCS_HEADERS) { const v = req.headers[h]; if (typeof v === 'string') headers[h] = v }
     const res = await (await docs).inject({ method: 'GET', url: req.url, headers })
