@@ -119,6 +119,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   let staged: StagedInputs | undefined
   // the job's output files on disk (written there as the guest writes them), removed once stored as blobs
   const outputDir = outputsFolder(ctx, a.jobId)
+  const releaseOutputs: Array<() => void> = []
   try {
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
@@ -130,6 +131,9 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
       job.nameOutput = async (file, size) => {
         if (size === 0) return await unixfsCidOfFile(file)
         const cid = await importOutput(ctx, file, size)
+        // held until the job is over (stored outputs are pinned by then): a long job on a full
+        // store must not see its first outputs collected before the result names them
+        releaseOutputs.push(ctx.deps.blobs.gc.hold(cid))
         imported.add(cid)
         return cid
       }
@@ -162,6 +166,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     return
   } finally {
     clearInterval(hb)
+    for (const release of releaseOutputs) release()
     if (staged != null) void staged.remove()
     await rm(outputDir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir: outputDir }, 'could not remove output files') })
   }
