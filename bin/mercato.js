@@ -10,6 +10,11 @@
 // `node bin/mercato.js` should pass the same flag (npm start runs the file
 // itself; `mercato devnet` passes its own flags on to its nodes).
 import { existsSync } from 'node:fs'
+import module from 'node:module'
+
+// Node 22.1+: V8 keeps the code it compiled for the bundle on disk (Node's default place, under the
+// OS temp dir) and a later start reuses it; NODE_DISABLE_COMPILE_CACHE=1 turns it off. Node 20 has none.
+module.enableCompileCache?.()
 
 const cli = new URL('../dist/bundle/cli.js', import.meta.url)
 if (!existsSync(cli)) {
