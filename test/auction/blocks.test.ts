@@ -390,12 +390,17 @@ describe('block store: pack files', function () {
       await expectHeld(s, [b])
     })
 
-    it('a pack under half live is compacted: live blocks copied and readable, the disk space freed, kept across a restart', async () => {
+    /** A store of packs of 1 MiB holding `count` blocks of 128 KiB (8 a pack). */
+    const packedStore = async (count: number): Promise<{ dir: string, s: BlockStore, bs: Awaited<ReturnType<typeof blocks>>, full: Awaited<ReturnType<typeof packsOnDisk>> }> => {
       const dir = await tempDir()
       const s = await started(dir, { packMaxBytes: 1024 * KiB })
-      const bs = await blocks(16, 128 * KiB) // two full packs of 8
+      const bs = await blocks(count, 128 * KiB)
       for (const b of bs) await s.put(b.cid, b.bytes)
-      const full = await packsOnDisk(dir)
+      return { dir, s, bs, full: await packsOnDisk(dir) }
+    }
+
+    it('a pack under half live is compacted: live blocks copied and readable, the disk space freed, kept across a restart', async () => {
+      const { dir, s, bs, full } = await packedStore(16) // two full packs of 8
       expect(full.packs).to.have.length(2)
       expect(full.bytes).to.be.at.least(16 * 128 * KiB)
       // 5 of 8 dead in the first pack, 5 of 8 in the second (the current one)
@@ -421,11 +426,7 @@ describe('block store: pack files', function () {
     })
 
     it('a read error during compaction (EMFILE, EIO) keeps the pack and every live block in it', async () => {
-      const dir = await tempDir()
-      const s = await started(dir, { packMaxBytes: 1024 * KiB })
-      const bs = await blocks(8, 128 * KiB) // one full pack of 8
-      for (const b of bs) await s.put(b.cid, b.bytes)
-      const full = await packsOnDisk(dir)
+      const { dir, s, bs, full } = await packedStore(8) // one full pack of 8
       // descriptors run out while the compaction reads (a busy node near its ulimit)
       const store = s as any
       const readFd = store.readFd
