@@ -17,6 +17,8 @@ export const MIN_PEERS = 8
 export const TARGET_PEERS = 16
 /** Discovery dials in flight at once: a LAN neighbour announcing many (bogus) peers cannot make us open many sockets. */
 export const MAX_DISCOVERY_DIALS = 4
+/** Peers discovered while those dials are in flight, kept to be dialled next (the newest kept). */
+export const MAX_PENDING_DISCOVERIES = 64
 /** A discovered peer whose dial failed is not dialled again before this (mDNS re-announces every 10 s). */
 export const FAILED_PEER_RETRY_MS = 60_000
 /** Addresses tried per discovered peer, one after another (a peer announcing hundreds costs us a few dials). */

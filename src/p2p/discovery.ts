@@ -28,7 +28,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
-  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MIN_PEERS, TARGET_PEERS
+  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
 } from './constants.js'
 
 export interface PeerKeeperInit {
@@ -77,6 +77,13 @@ export class PeerKeeper {
   /** peers whose discovery dial failed, with the time it failed (insertion order = age) */
   private readonly failed = new Map<string, number>()
   private readonly dialing = new Set<string>()
+  /**
+   * peers discovered while MAX_DISCOVERY_DIALS dials were in flight, dialled as those end (oldest
+   * first, at most MAX_PENDING_DISCOVERIES, the newest kept). Dropped instead, a peer the peer store
+   * then knew was never reported again: two nodes of a 10-node devnet that each had 8 peers but
+   * not each other (walks stop at MIN_PEERS) stayed apart for good.
+   */
+  private readonly pending = new Map<string, PeerInfo>()
   private bootstrapTimer?: NodeJS.Timeout
   private walkTimer?: NodeJS.Timeout
   private walking = false
@@ -117,6 +124,7 @@ export class PeerKeeper {
     this.running = false
     this.node.removeEventListener('peer:discovery', this.onDiscovery)
     this.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    this.pending.clear()
     clearTimeout(this.bootstrapTimer)
     clearTimeout(this.walkTimer)
   }
@@ -187,8 +195,14 @@ export class PeerKeeper {
     if (!this.running) return
     const id = peer.id.toString()
     if (peer.id.equals(this.node.peerId) || this.dialing.has(id)) return
-    if (this.dialing.size >= MAX_DISCOVERY_DIALS) return
     if (this.peerCount() >= this.targetPeers) return
+    if (this.dialing.size >= MAX_DISCOVERY_DIALS) {
+      this.pending.delete(id)
+      this.pending.set(id, { id: peer.id, multiaddrs: peer.multiaddrs.slice(0, MAX_ADDRS_PER_PEER) })
+      if (this.pending.size > MAX_PENDING_DISCOVERIES) this.pending.delete(this.pending.keys().next().value as string)
+      return
+    }
+    this.pending.delete(id)
     if (this.node.getConnections(peer.id).length > 0) return
     const failedAt = this.failed.get(id)
     if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) return
@@ -201,7 +215,19 @@ export class PeerKeeper {
       this.failed.set(id, Date.now())
       if (this.failed.size > MAX_FAILED_PEERS) this.failed.delete(this.failed.keys().next().value as string)
       this.log.debug({ peer: id, err: err?.message }, 'could not dial a discovered peer')
-    }).finally(() => { this.dialing.delete(id) })
+    }).finally(() => {
+      this.dialing.delete(id)
+      this.dialPending()
+    })
+  }
+
+  /** Dial the oldest peers discovered while the dial slots were full, as slots free up. */
+  private dialPending (): void {
+    for (const [id, info] of this.pending) {
+      if (!this.running || this.dialing.size >= MAX_DISCOVERY_DIALS || this.peerCount() >= this.targetPeers) return
+      this.pending.delete(id)
+      this.dialDiscovered(info)
+    }
   }
 
   /**

@@ -44,6 +44,25 @@ describe('p2p: discovery (bootstrap redial)', function () {
     console.log(`      B joined A ${Date.now() - t0} ms after A started`)
   })
 
+  it('12 peers discovered at once: all are dialled (4 at a time), none dropped for want of a free dial', async () => {
+    const found: NetworkNode[] = []
+    for (let i = 0; i < 12; i++) found.push(await createNetwork({ allow: LOOPBACK, discovery: { minPeers: 0, targetPeers: 0 } }))
+    // no walks (minPeers 0): what it dials is what it is told of
+    const x = await createNetwork({ allow: LOOPBACK, discovery: { minPeers: 0 } })
+    nodes.push(...found, x)
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    const { peerIdFromString } = await import('@libp2p/peer-id')
+    // what mDNS or a DHT answer reports: twelve peers in one burst
+    const libp2p = (x as any).node
+    for (const n of found) {
+      libp2p.dispatchEvent(new CustomEvent('peer:discovery', { detail: { id: peerIdFromString(n.peerId), multiaddrs: n.addresses().map(a => multiaddr(a)) } }))
+    }
+    // before, the first four were dialled and the other eight forgotten (the peer store knew them: never reported again)
+    await waitFor(() => found.every(n => x.isConnected(n.peerId)), 20_000).catch(() => {
+      throw new Error(`connected to ${found.filter(n => x.isConnected(n.peerId)).length} of 12`)
+    })
+  })
+
   it('20 nodes started at once, all bootstrapped to node 0 (which comes up last), all end with peers', async () => {
     const seed0 = randomBytes(32)
     const id0 = identityFromSeed(seed0).peerId
