@@ -28,7 +28,7 @@ import { MAX_BLOB_BYTES } from '../constants.js'
 import { RefusedMessageError, sign, type Award, type Offer, type Result } from '../protocol/messages.js'
 import { decodeFrame, encodeFrame, type Frame } from '../protocol/frames.js'
 import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../constants.js'
-import { dropOffer, fromRequesterOrHolders, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
+import { dropOffer, finishHeld, fromRequesterOrHolders, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 import { LiveLogSender } from './logs.js'
 import { InputFailure, stageInputs, type StagedInputs } from './inputs.js'
 
@@ -174,9 +174,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
   state.running--
   ctx.slotFreed()
-  held.state = 'done'
-  held.result = result
-  held.doneAt = Date.now()
+  finishHeld(state, held, result)
   await ctx.journal.result('provider', result).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
   await send({ t: 'result', m: result })
   await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, RECEIPT_WAIT_MS).unref())])

@@ -93,6 +93,12 @@ export interface HeldJob {
 
 /** Offers we answered (duplicates over gossip and the direct path are dropped). */
 export const MAX_KNOWN_OFFERS = 10_000
+/**
+ * Finished jobs whose signed result stays in memory (besides `resultRetentionMs`): past this the
+ * oldest are answered from the log instead. Without a count cap a busy provider held every
+ * result of the last hour (about 1.4 KB each for a trivial job).
+ */
+export const MAX_HELD_RESULTS = 256
 /** requesters remembered as having paid us (their answers are always logged) */
 export const MAX_PAYING_REQUESTERS = 4096
 
@@ -153,6 +159,28 @@ export function keepOffer (state: ProviderContext['state'], offerId: string, ent
   let ids = state.offersBy.get(entry.requester)
   if (ids == null) { ids = new Set(); state.offersBy.set(entry.requester, ids) }
   ids.add(offerId)
+}
+
+/**
+ * A held job is done: keep its result, and forget the oldest finished jobs past
+ * MAX_HELD_RESULTS (their status is then read from the log). The job is moved to the end of
+ * the map, so the finished ones are dropped in the order they finished.
+ */
+export function finishHeld (state: ProviderContext['state'], held: HeldJob, result: Signed<Result>, max = MAX_HELD_RESULTS): void {
+  held.state = 'done'
+  held.result = result
+  held.doneAt = Date.now()
+  state.held.delete(held.jobId)
+  state.held.set(held.jobId, held)
+  // jobs not finished (as many as `running`) stay and do not count against the cap
+  let excess = state.held.size - Math.max(0, state.running) - max
+  if (excess <= 0) return
+  for (const [id, h] of state.held) {
+    if (h.doneAt == null) continue
+    if (h === held) return
+    state.held.delete(id)
+    if (--excess <= 0) return
+  }
 }
 
 export function dropOffer (state: ProviderContext['state'], offerId: string): void {

@@ -1,7 +1,8 @@
 /**
  * `/mercato/status/1.0.0`: what became of a job we were awarded, for its
  * requester only (a restarted requester asks before it fails over). Jobs
- * are answered from memory while held (`resultRetentionMs` after they end),
+ * are answered from memory while held (`resultRetentionMs` after they end, the
+ * last MAX_HELD_RESULTS finished at most),
  * then from our own log, which keeps the signed award and result.
  */
 import { readProviderResult, readRecord, type MarketRecord } from '../protocol/journal.js'
