@@ -307,7 +307,7 @@ export class Libp2pNetwork implements Network {
     } catch (err: any) {
       if (err instanceof PeerUnreachableError) throw err
       // what the peer store holds failed: the circuits a hint names through relays we are connected to
-      const via = opts.hints != null && !target.startsWith('/') && opts.signal?.aborted !== true ? circuitsVia(target, opts.hints, (relay) => this.directConnection(relay)?.remoteAddr) : []
+      const via = !target.startsWith('/') && opts.signal?.aborted !== true ? this.hintedCircuits(target, opts.hints) : []
       if (via.length > 0) {
         const conn = await this.node.dial(via, { signal: opts.signal }).catch(() => undefined)
         if (conn != null) return conn.remotePeer.toString()
@@ -328,7 +328,7 @@ export class Libp2pNetwork implements Network {
     const t = this.target(target)
     if ('getComponents' in t) return await this.dialPublicAddrs(target, undefined, [t], signal)
     if (this.node.getConnections(t).length > 0) return target
-    const via = hints.length > 0 ? circuitsVia(target, hints, (relay) => this.directConnection(relay)?.remoteAddr) : []
+    const via = this.hintedCircuits(target, hints)
     let addrs = (await this.node.peerStore.get(t).catch(() => null))?.addresses.map(a => a.multiaddr) ?? []
     if (via.length > 0 || addrs.some(a => isPublicAddress(a))) {
       try {
@@ -341,11 +341,14 @@ export class Libp2pNetwork implements Network {
     return await this.dialPublicAddrs(target, t, addrs, signal)
   }
 
-  /** A direct (not relayed) open connection to this peer, if we have one. */
-  private directConnection (peer: string): Connection | undefined {
-    let id: PeerId
-    try { id = peerIdFromString(peer) } catch { return undefined }
-    return this.node.getConnections(id).find(c => c.status === 'open' && !isRelayed(c.remoteAddr))
+  /** The circuits to `target` that hints name through relays we hold a direct connection to (circuitsVia). */
+  private hintedCircuits (target: string, hints: readonly string[] = []): Multiaddr[] {
+    if (hints.length === 0) return []
+    return circuitsVia(target, hints, (relay) => {
+      let id: PeerId
+      try { id = peerIdFromString(relay) } catch { return undefined }
+      return this.node.getConnections(id).find(c => c.status === 'open' && !isRelayed(c.remoteAddr))?.remoteAddr
+    })
   }
 
   /** `via`: circuits through relays we are connected to, dialled as they are (see circuitsVia) */

@@ -13,9 +13,10 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
+import { LruCache } from '../../executor/module-cache.js'
 import {
-  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, MAX_ANSWER_HINTS, MAX_HINTED_REQUESTERS, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
-  MAX_BID_BYTES, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
+  ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_ANSWER_HINTS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+  MAX_BID_BYTES, MAX_HINTED_REQUESTERS, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
 } from '../constants.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
 import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
@@ -41,7 +42,7 @@ export class ProviderBidding {
   private readonly dialing = new Map<string, Promise<boolean>>()
   private readonly dialFailed = new Map<string, number>()
   /** the addresses each requester's latest offer named (dial hints: only relay circuits we can use safely) */
-  private readonly namedAddrs = new Map<string, readonly string[]>()
+  private readonly namedAddrs = new LruCache<readonly string[]>(MAX_HINTED_REQUESTERS)
   /** answers dropped because the requester could not be reached (no connection, no dial allowed or possible) */
   unreachable = 0
 
@@ -135,11 +136,8 @@ export class ProviderBidding {
     // the offer's relay circuits to its requester, in case the connection is gone when the answer
     // leaves (at most MAX_ANSWER_HINTS of them, for the last MAX_HINTED_REQUESTERS requesters)
     const circuits = o.addrs.filter(a => a.includes('/p2p-circuit/p2p/') && a.endsWith(o.requester)).slice(0, MAX_ANSWER_HINTS)
-    this.namedAddrs.delete(o.requester)
-    if (circuits.length > 0) {
-      this.namedAddrs.set(o.requester, circuits)
-      if (this.namedAddrs.size > MAX_HINTED_REQUESTERS) this.namedAddrs.delete(this.namedAddrs.keys().next().value as string)
-    }
+    if (circuits.length > 0) this.namedAddrs.set(o.requester, circuits)
+    else this.namedAddrs.delete(o.requester)
     this.send(o.requester, msg)
   }
 
