@@ -21,6 +21,7 @@ import { ledgerRoutes } from './gateway/routes/ledger.js'
 import { metricsRoutes } from './gateway/metrics.js'
 import { dashboardRoutes } from './gateway/dashboard.js'
 import { cpus } from 'node:os'
+import { startIdleGc } from './idle-gc.js'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
 
@@ -78,6 +79,10 @@ export class MercatoNode implements GatewayNode {
     this.identity = await loadOrCreateIdentity(cfg.dataDir)
     this.log = logger('node', { peerId: this.identity.peerId })
     done('identity')
+
+    // the heap's garbage goes back to the system once the node is quiet (src/idle-gc.ts)
+    const idleGc = startIdleGc({ onCollect: (freed, ms) => { this.log.debug({ freedBytes: freed, ms: Math.round(ms) }, 'idle: heap collected') } })
+    this.defer('idle-gc', async () => { idleGc.stop() })
 
     this.ledger = await openLedger({ signer: this.identity.signer, path: join(cfg.dataDir, 'ledger') })
     this.defer('ledger', async () => { await this.ledger.close() })

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { OutputSink, outputBufferSize } from './output.js'
 import { runWasm } from './wasm-engine.js'
+import { startIdleGc } from '../idle-gc.js'
 import type { DoneMessage, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 /**
@@ -63,6 +64,8 @@ port.on('message', (msg: RunMessage) => {
 })
 
 port.postMessage({ type: 'ready' } satisfies WorkerMessage)
+// a worker that ran a burst of jobs gives their garbage back once it waits for work (src/idle-gc.ts)
+startIdleGc()
 if (init.js) {
   const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
   jsWarm = loadJs().then(async js => {

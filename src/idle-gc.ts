@@ -1,0 +1,98 @@
+/**
+ * Memory back to the system when a thread goes quiet.
+ *
+ * V8 runs a full collection when the heap grows, not when the program is
+ * idle: after a burst of jobs a node keeps the burst's garbage (tens of MiB
+ * across the main thread and the sandbox workers) until the next burst, and
+ * its RSS at rest drifts with the size of the last one. Browsers have a
+ * memory reducer for this; Node has none, since only the program knows when
+ * it is idle. A node's threads do: each runs one full collection once its
+ * heap has grown by `minGrowthBytes` since the last one and its event loop was
+ * nearly idle (under `maxUtilization`) for a whole `intervalMs`. One
+ * collection of a heap this size takes a few ms, once per quiet period, never
+ * while the thread is busy.
+ *
+ * The collector is reached without `--expose-gc` on the command line: the
+ * flag is set just long enough to create one context that holds `gc`. No
+ * guest code runs in a V8 context here (QuickJS and wasm guests run in wasm
+ * memory), so nothing else can reach it.
+ */
+import { getHeapStatistics, setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { performance, type EventLoopUtilization } from 'node:perf_hooks'
+
+/** How often a thread looks at its event loop and heap (ms). */
+export const IDLE_GC_INTERVAL_MS = 5_000
+/** Heap growth since the last collection that makes a quiet thread collect (bytes). */
+export const IDLE_GC_MIN_GROWTH_BYTES = 4 * 1024 * 1024
+/** Event-loop utilization over the interval under which the thread counts as quiet. */
+export const IDLE_GC_MAX_UTILIZATION = 0.05
+
+let collector: (() => void) | null | undefined
+
+/** V8's full collection, or undefined where it cannot be reached. */
+export function fullGc (): (() => void) | undefined {
+  if (collector === undefined) {
+    const own = (globalThis as { gc?: unknown }).gc
+    if (typeof own === 'function') {
+      collector = own as () => void
+    } else {
+      try {
+        setFlagsFromString('--expose-gc')
+        const gc: unknown = runInNewContext('gc')
+        collector = typeof gc === 'function' ? gc as () => void : null
+      } catch {
+        collector = null
+      } finally {
+        setFlagsFromString('--no-expose-gc')
+      }
+    }
+  }
+  return collector ?? undefined
+}
+
+export interface IdleGcOptions {
+  intervalMs?: number
+  minGrowthBytes?: number
+  maxUtilization?: number
+  /** told after each collection: heap bytes freed, and how long it took (ms) */
+  onCollect?: (freedBytes: number, ms: number) => void
+}
+
+export interface IdleGc {
+  /** collections run so far */
+  readonly collections: number
+  stop: () => void
+}
+
+/** Watch this thread's event loop and heap; collect once when it goes quiet after growing. */
+export function startIdleGc (opts: IdleGcOptions = {}): IdleGc {
+  const intervalMs = opts.intervalMs ?? IDLE_GC_INTERVAL_MS
+  const minGrowth = opts.minGrowthBytes ?? IDLE_GC_MIN_GROWTH_BYTES
+  const maxUtilization = opts.maxUtilization ?? IDLE_GC_MAX_UTILIZATION
+  const gc = fullGc()
+  let collections = 0
+  let floor = getHeapStatistics().used_heap_size
+  let last: EventLoopUtilization = performance.eventLoopUtilization()
+  const timer = gc == null
+    ? undefined
+    : setInterval(() => {
+      const now = performance.eventLoopUtilization()
+      const quiet = performance.eventLoopUtilization(now, last).utilization < maxUtilization
+      last = now
+      const used = getHeapStatistics().used_heap_size
+      // V8 collected on its own: the floor follows it down
+      if (used < floor) floor = used
+      if (!quiet || used - floor < minGrowth) return
+      const t = performance.now()
+      gc()
+      collections++
+      floor = getHeapStatistics().used_heap_size
+      opts.onCollect?.(used - floor, performance.now() - t)
+    }, intervalMs)
+  timer?.unref()
+  return {
+    get collections () { return collections },
+    stop: () => { clearInterval(timer) }
+  }
+}
