@@ -86,7 +86,9 @@ describe('market: invitations from the provider book (10 processes) @slow', func
     if (wonAt < 0) {
       const entry = ((await getJson(`${requester.gatewayUrl}/v1/providers`)).body as any[]).find(p => p.peerId === newcomer.peerId)
       const records = (await getJson(`${requester.gatewayUrl}/v1/ledger?job=${last.id}`)).body.records as any[]
-      expect.fail(`the newcomer never won: its book entry ${JSON.stringify(entry)}; the last job's bids ${JSON.stringify(last.view.bids)} and offers ${JSON.stringify(records.filter(r => r.type === 'offer').map(r => r.body.invited ?? 'open call'))}`)
+      // an award it won and lost (a handover from it) says why, e.g. silent past lostAfterMs on a loaded machine
+      const handovers = ((await getJson(`${requester.gatewayUrl}/v1/ledger?type=handover`)).body.records as any[]).filter(r => r.body.from === newcomer.peerId).map(r => r.body.reason)
+      expect.fail(`the newcomer never won: handovers from it ${JSON.stringify(handovers)}; its book entry ${JSON.stringify(entry)}; the last job's bids ${JSON.stringify(last.view.bids)} and offers ${JSON.stringify(records.filter(r => r.type === 'offer').map(r => r.body.invited ?? 'open call'))}`)
     }
   })
 })
