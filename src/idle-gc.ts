@@ -33,22 +33,32 @@ let collector: (() => void) | null | undefined
 /** V8's full collection, or undefined where it cannot be reached. */
 export function fullGc (): (() => void) | undefined {
   if (collector === undefined) {
-    const own = (globalThis as { gc?: unknown }).gc
-    if (typeof own === 'function') {
-      collector = own as () => void
-    } else {
+    let gc: unknown = (globalThis as { gc?: unknown }).gc
+    if (typeof gc !== 'function') {
       try {
         setFlagsFromString('--expose-gc')
-        const gc: unknown = runInNewContext('gc')
-        collector = typeof gc === 'function' ? gc as () => void : null
+        gc = runInNewContext('gc')
       } catch {
-        collector = null
+        gc = undefined
       } finally {
         setFlagsFromString('--no-expose-gc')
       }
     }
+    collector = typeof gc === 'function' ? reducing(gc as (opts?: object) => void) : null
   }
   return collector ?? undefined
+}
+
+/**
+ * V8 12+ (Node 22+): the "last resort" flavour compacts every page and gives the emptied ones
+ * back, as V8 does under memory pressure. A plain full collection keeps the pages it committed:
+ * measured on a fragmented 100 MiB heap, RSS 137–143 MiB after a plain one, 76–80 MiB after this.
+ * Node 20's V8 (11.3) does not know the option (and takes an options object for a partial
+ * collection): it gets the plain one.
+ */
+function reducing (gc: (opts?: object) => void): () => void {
+  if (Number(process.versions.v8.split('.')[0]) < 12) return () => { gc() }
+  return () => { gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }) }
 }
 
 export interface IdleGcOptions {
