@@ -98,7 +98,7 @@ export class MercatoNode implements GatewayNode {
     this.executor = onSlurm
       // won jobs go to the cluster; the pool settings are the ceilings each job is clamped to
       ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines, outputsRoot })
-      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize, outputsRoot })
+      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize, outputsRoot, deferWarmUp: true })
     // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below
@@ -216,6 +216,8 @@ export class MercatoNode implements GatewayNode {
       done('gateway')
     }
     this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url, startMs }, 'node started')
+    // the warm worker loads QuickJS now, not while the node's own start needed the cores
+    this.executor.warmUp?.()
   }
 
   async stop (): Promise<void> {

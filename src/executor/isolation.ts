@@ -168,7 +168,7 @@ export class IsolatedExecutor implements Executor {
     const outputsRoot = this.outputsRoot()
     await mkdir(outputsRoot, { recursive: true, mode: 0o700 })
     const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>, [outputsRoot])
-    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot }
+    const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot, deferWarmUp: false }
     const child = spawn(cmd, [...wrap, process.execPath, ...execArgv, host, JSON.stringify(init)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',

@@ -20,7 +20,7 @@ import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps, type StagedOutp
 import type { InputEntry } from './inputs.js'
 import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
-import type { DoneMessage, FailureName, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
+import type { DoneMessage, FailureName, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
 import { FROM_SOURCES, moduleUrl } from '../paths.js'
 
 const log = logger('executor')
@@ -64,6 +64,8 @@ interface Slot {
   output: SharedArrayBuffer
   state: 'starting' | 'idle' | 'busy' | 'dead'
   everReady: boolean
+  /** QuickJS loaded and warmed up */
+  jsWarm?: boolean
   running?: Running
   ready: Promise<void>
   /** set while an idle worker beyond the warm ones waits to be stopped */
@@ -188,6 +190,8 @@ export class ExecutorPool implements Executor {
   private readonly spec = workerSpec()
   private running = false
   private starting?: Promise<void>
+  /** workers load QuickJS as they start (false with init.deferWarmUp until warmUp()) */
+  private warmJs: boolean
   private completed = 0
   private failed = 0
 
@@ -196,6 +200,7 @@ export class ExecutorPool implements Executor {
     this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
     this.warm = Math.max(0, Math.min(Math.floor(init.warmWorkers ?? 1), this.size))
     this.cache = new LruCache(init.moduleCacheSize)
+    this.warmJs = init.deferWarmUp !== true
     this.outputCaps = { ...DEFAULT_OUTPUT_CAPS, ...(init.outputFiles ?? {}) }
   }
 
@@ -207,7 +212,8 @@ export class ExecutorPool implements Executor {
       busy: this.slots.filter(s => s.state === 'busy').length,
       queued: this.queue.length,
       completed: this.completed,
-      failed: this.failed
+      failed: this.failed,
+      jsWarm: this.slots.filter(s => s.jsWarm === true && s.state !== 'dead').length
     }
   }
 
@@ -226,6 +232,17 @@ export class ExecutorPool implements Executor {
       log.debug({ poolSize: this.size, warm: this.warm }, 'executor started')
     })()
     try { await this.starting } finally { this.starting = undefined }
+  }
+
+  /**
+   * With `deferWarmUp`: the workers load and warm up QuickJS now (those running start it after
+   * their job, those started later at once). Until then a JS job loads it itself.
+   */
+  warmUp (): void {
+    if (this.warmJs) return
+    this.warmJs = true
+    if (!this.init.engines.includes('js')) return
+    for (const s of this.slots) if (s.state !== 'dead') s.worker.postMessage({ type: 'warm' } satisfies WarmMessage)
   }
 
   async stop (): Promise<void> {
@@ -426,7 +443,7 @@ export class ExecutorPool implements Executor {
 
   private spawn (): Slot {
     const output = new SharedArrayBuffer(outputBufferSize(this.init.maxOutputBytes))
-    const workerData: WorkerInit = { output, maxOutputBytes: this.init.maxOutputBytes, js: this.init.engines.includes('js'), jsMemoryBytes: this.init.maxMemoryMb * 1024 * 1024 }
+    const workerData: WorkerInit = { output, maxOutputBytes: this.init.maxOutputBytes, js: this.warmJs && this.init.engines.includes('js'), jsMemoryBytes: this.init.maxMemoryMb * 1024 * 1024 }
     const env: Record<string, string> = {}
     for (const [k, v] of Object.entries(process.env)) if (v != null && (k.startsWith('TSX') || k === 'NODE_ENV')) env[k] = v
     const worker = new Worker(this.spec.entry, {
@@ -449,6 +466,8 @@ export class ExecutorPool implements Executor {
         slot.everReady = true
         markReady()
         if (slot.state === 'starting') this.idle(slot)
+      } else if (m.type === 'warmed') {
+        slot.jsWarm = true
       } else {
         this.finish(slot, m)
       }

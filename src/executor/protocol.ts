@@ -12,7 +12,7 @@ export type FailureName = 'timeout' | 'memory-limit' | 'output-limit' | 'trap' |
 export interface WorkerInit {
   output: SharedArrayBuffer
   maxOutputBytes: number
-  /** Load QuickJS (sized for this cap) before reporting ready. */
+  /** Load QuickJS (sized for this cap) and warm it up once ready; false: on a WarmMessage or the first JS job. */
   js: boolean
   jsMemoryBytes: number
 }
@@ -64,6 +64,9 @@ export interface RunJs {
 
 export type RunMessage = RunWasm | RunJs
 
+/** Load and warm up QuickJS now (a worker started with `js: false`; ignored once done). */
+export interface WarmMessage { type: 'warm' }
+
 export interface DoneMessage {
   type: 'done'
   exitCode: number
@@ -82,4 +85,4 @@ export interface DoneMessage {
   recycle: boolean
 }
 
-export type WorkerMessage = { type: 'ready' } | DoneMessage
+export type WorkerMessage = { type: 'ready' } | { type: 'warmed' } | DoneMessage

@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { OutputSink, outputBufferSize } from './output.js'
 import { runWasm } from './wasm-engine.js'
 import { startIdleGc } from '../idle-gc.js'
-import type { DoneMessage, RunMessage, WorkerInit, WorkerMessage } from './protocol.js'
+import type { DoneMessage, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
 
 /**
  * QuickJS (emscripten) computes local time with this thread's Date, which
@@ -24,8 +24,8 @@ function pinTimezoneToUtc (): void {
 }
 
 const init = workerData as WorkerInit
+if (parentPort == null) throw new Error('executor worker must run in a worker thread')
 const port = parentPort
-if (port == null) throw new Error('executor worker must run in a worker thread')
 pinTimezoneToUtc()
 const sink = new OutputSink(init.output, init.maxOutputBytes)
 
@@ -40,14 +40,28 @@ const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEn
  * to hundreds of ms). JS jobs wait for it; its output goes nowhere.
  */
 let jsWarm: Promise<void> = Promise.resolve()
+let warming = false
+function warmJs (): void {
+  if (warming) return
+  warming = true
+  const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
+  jsWarm = loadJs().then(async js => {
+    await js.loadQuickJS(init.jsMemoryBytes)
+    await js.runJs({ type: 'run', engine: 'js', source: 'function main (i) { return [i, Math.random(), Date.now()].length }', input: '1', timeoutMs: 5000, memoryBytes: init.jsMemoryBytes, outputBytes: 1024, seed: 'warm-up', files: { files: 0, fileBytes: 0, totalBytes: 0 } }, scratch)
+    port.postMessage({ type: 'warmed' } satisfies WorkerMessage)
+  })
+  jsWarm.catch((err: unknown) => { throw err })
+}
 
 async function handle (msg: RunMessage): Promise<DoneMessage> {
   if (msg.engine === 'wasm') return runWasm(msg, sink)
+  warming = true // this job loads QuickJS if no warm-up did: a later 'warm' has nothing to do
   await jsWarm
   return await (await loadJs()).runJs(msg, sink)
 }
 
-port.on('message', (msg: RunMessage) => {
+port.on('message', (msg: RunMessage | WarmMessage) => {
+  if (msg.type === 'warm') { warmJs(); return }
   // output files are on disk: the message names them
   handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage) }, (err: unknown) => {
     const done: DoneMessage = {
@@ -66,11 +80,4 @@ port.on('message', (msg: RunMessage) => {
 port.postMessage({ type: 'ready' } satisfies WorkerMessage)
 // a worker that ran a burst of jobs gives their garbage back once it waits for work (src/idle-gc.ts)
 startIdleGc()
-if (init.js) {
-  const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
-  jsWarm = loadJs().then(async js => {
-    await js.loadQuickJS(init.jsMemoryBytes)
-    await js.runJs({ type: 'run', engine: 'js', source: 'function main (i) { return [i, Math.random(), Date.now()].length }', input: '1', timeoutMs: 5000, memoryBytes: init.jsMemoryBytes, outputBytes: 1024, seed: 'warm-up', files: { files: 0, fileBytes: 0, totalBytes: 0 } }, scratch)
-  })
-  jsWarm.catch((err: unknown) => { throw err })
-}
+if (init.js) warmJs()

@@ -77,6 +77,42 @@ describe('executor warm-up policy', function () {
     expect(slot.state).to.equal('idle')
   })
 
+  it('deferWarmUp: the warm worker starts but loads QuickJS only at warmUp(); a JS job before it still runs', async () => {
+    // how long a pool that does not defer takes to have QuickJS warm: the wait below is twice that
+    const eager = createExecutor({ poolSize: 1, warmWorkers: 1 })
+    const t0 = Date.now()
+    try {
+      await eager.start()
+      await until(() => eager.stats().jsWarm === 1, 30_000)
+    } finally {
+      await eager.stop()
+    }
+    const eagerMs = Date.now() - t0
+    executor = createExecutor({ poolSize: 2, warmWorkers: 1, deferWarmUp: true })
+    await executor.start()
+    expect(workers(executor)).to.equal(1)
+    // twice as long as the eager pool took to warm up: still nothing loaded
+    await new Promise(resolve => setTimeout(resolve, Math.max(300, 2 * eagerMs)))
+    expect(executor.stats().jsWarm).to.equal(0)
+    // a wasm job needs no QuickJS and loads none
+    expect((await executor.run({ id: 'w', engine: 'wasm', module: wasm('hello'), limits: LIMITS })).exitCode).to.equal(0)
+    expect(executor.stats().jsWarm).to.equal(0)
+    executor.warmUp?.()
+    await until(() => executor!.stats().jsWarm === 1, 30_000)
+    const r = await executor.run({ id: 'j', engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, limits: LIMITS })
+    expect(r.output).to.equal(2)
+    // a second pool: a JS job before warmUp() loads QuickJS itself; warmUp() afterwards does nothing to it
+    await executor.stop()
+    executor = createExecutor({ poolSize: 1, warmWorkers: 1, deferWarmUp: true })
+    await executor.start()
+    const early = await executor.run({ id: 'e', engine: 'js', source: 'function main (i) { return i * 3 }', input: 5, limits: LIMITS })
+    expect(early.output).to.equal(15)
+    executor.warmUp?.()
+    await new Promise(resolve => setTimeout(resolve, Math.max(300, 2 * eagerMs)))
+    expect(executor.stats().jsWarm).to.equal(0)
+    expect((await executor.run({ id: 'e2', engine: 'js', source: 'function main (i) { return i * 3 }', input: 6, limits: LIMITS })).output).to.equal(18)
+  })
+
   it("a fresh worker's first JS job is untouched by the worker's QuickJS warm-up run", async () => {
     executor = createExecutor({ poolSize: 1, warmWorkers: 1 })
     await executor.start()
