@@ -67,6 +67,9 @@ export interface IdleGcOptions {
   maxUtilization?: number
   /** told after each collection: heap bytes freed, and how long it took (ms) */
   onCollect?: (freedBytes: number, ms: number) => void
+  /** the collection to run (default fullGc()) and the heap reading (default V8's used heap): tests */
+  gc?: () => void
+  heapUsed?: () => number
 }
 
 export interface IdleGc {
@@ -80,9 +83,10 @@ export function startIdleGc (opts: IdleGcOptions = {}): IdleGc {
   const intervalMs = opts.intervalMs ?? IDLE_GC_INTERVAL_MS
   const minGrowth = opts.minGrowthBytes ?? IDLE_GC_MIN_GROWTH_BYTES
   const maxUtilization = opts.maxUtilization ?? IDLE_GC_MAX_UTILIZATION
-  const gc = fullGc()
+  const gc = opts.gc ?? fullGc()
+  const heapUsed = opts.heapUsed ?? (() => getHeapStatistics().used_heap_size)
   let collections = 0
-  let floor = getHeapStatistics().used_heap_size
+  let floor = heapUsed()
   let last: EventLoopUtilization = performance.eventLoopUtilization()
   const timer = gc == null
     ? undefined
@@ -90,14 +94,14 @@ export function startIdleGc (opts: IdleGcOptions = {}): IdleGc {
       const now = performance.eventLoopUtilization()
       const quiet = performance.eventLoopUtilization(now, last).utilization < maxUtilization
       last = now
-      const used = getHeapStatistics().used_heap_size
+      const used = heapUsed()
       // V8 collected on its own: the floor follows it down
       if (used < floor) floor = used
       if (!quiet || used - floor < minGrowth) return
       const t = performance.now()
       gc()
       collections++
-      floor = getHeapStatistics().used_heap_size
+      floor = heapUsed()
       opts.onCollect?.(used - floor, performance.now() - t)
     }, intervalMs)
   timer?.unref()
