@@ -12,7 +12,7 @@ import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { logger } from '../logger.js'
 import { AbortedError, ExecutorStoppedError, InvalidInputsError, InvalidModuleError, OutputStorageError, QueueFullError, UnsupportedEngineError } from './errors.js'
-import { LruCache } from './module-cache.js'
+import { LruCache } from '../lru.js'
 import { HEADER_BYTES, outputBufferSize, readOutput } from './output.js'
 import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type MemoryInfo } from './wasm-module.js'
 import { computeResultHash, emptyFailure } from './hash.js'
@@ -184,6 +184,11 @@ export class ExecutorPool implements Executor {
   private readonly slots: Slot[] = []
   private readonly warm: number
   private readonly queue: Pending[] = []
+  /**
+   * Compiled modules by `${cid}/${capPages}/${fuel}` (the same bytes under another memory cap or
+   * with fuel metering compile differently). Promises: concurrent jobs with one module share its
+   * compilation; a failed one is not kept.
+   */
   private readonly cache: LruCache<Promise<Compiled>>
   /** CIDs of module buffers already hashed (a buffer is checked once, not on every run) */
   private readonly hashed = new WeakMap<Uint8Array, string>()

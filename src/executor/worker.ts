@@ -40,10 +40,9 @@ const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEn
  * to hundreds of ms). JS jobs wait for it; its output goes nowhere.
  */
 let jsWarm: Promise<void> = Promise.resolve()
-let warming = false
+/** Warm QuickJS up, unless a warm-up or a JS job has already asked for it (`jsEngine` set). */
 function warmJs (): void {
-  if (warming) return
-  warming = true
+  if (jsEngine != null) return
   const scratch = new OutputSink(new SharedArrayBuffer(outputBufferSize(1024)), 1024)
   jsWarm = loadJs().then(async js => {
     await js.loadQuickJS(init.jsMemoryBytes)
@@ -55,7 +54,6 @@ function warmJs (): void {
 
 async function handle (msg: RunMessage): Promise<DoneMessage> {
   if (msg.engine === 'wasm') return runWasm(msg, sink)
-  warming = true // this job loads QuickJS if no warm-up did: a later 'warm' has nothing to do
   await jsWarm
   return await (await loadJs()).runJs(msg, sink)
 }

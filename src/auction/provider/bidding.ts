@@ -13,7 +13,7 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
-import { LruCache } from '../../executor/module-cache.js'
+import { LruCache } from '../../lru.js'
 import {
   ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_ANSWER_HINTS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
   MAX_BID_BYTES, MAX_HINTED_REQUESTERS, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC

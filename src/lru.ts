@@ -1,8 +1,7 @@
 /**
- * Bounded LRU of compiled modules, keyed by `${cid}/${capPages}/${fuel}`: the
- * same bytes under a different memory cap or with fuel metering are a
- * different compiled module. Entries are promises, so concurrent jobs with the
- * same module share one compilation; a failed compilation is not kept.
+ * A bounded least-recently-used map with hit and miss counts: a `get` or
+ * `set` makes the key the newest; past `max` entries the oldest goes. Used for
+ * the executor's compiled modules and the provider's dial hints.
  */
 export class LruCache<V> {
   private readonly map = new Map<string, V>()
