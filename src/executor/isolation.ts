@@ -23,7 +23,8 @@
  * jobs are sent again to a fresh pool process (see `crashed`).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdir } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdir, rm } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -134,9 +135,12 @@ export class IsolatedExecutor implements Executor {
   private readonly held: Entry[] = []
   private readonly probes = new Map<number, Probe>()
   private last: ExecutorStats
+  /** the outputs root when the init names none: a folder of this executor's own in the OS temp dir, removed at stop */
+  private readonly ownRoot?: string
 
   constructor (init: ExecutorInit) {
     this.init = init
+    if (init.outputsRoot == null) this.ownRoot = join(tmpdir(), `mercato-isolated-${process.pid}-${randomBytes(4).toString('hex')}`)
     this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
     this.last = { poolSize: this.size, busy: 0, queued: 0, completed: 0, failed: 0 }
   }
@@ -270,13 +274,15 @@ export class IsolatedExecutor implements Executor {
 
   /** Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes nothing). */
   private outputsRoot (): string {
-    return resolve(this.init.outputsRoot ?? join(tmpdir(), 'mercato-outputs'))
+    return resolve(this.init.outputsRoot ?? this.ownRoot as string)
   }
 
   async run (job: ExecJob, opts: RunOptions = {}): Promise<ExecResult> {
     const { signal } = opts
     if (signal?.aborted === true) throw new AbortedError()
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here`)
+    // stopped (a node shutting down): a job still arriving must not start a pool process again
+    if (this.stopping) throw new ExecutorStoppedError('executor stopped')
     // under bwrap a folder outside the root would be the sandbox's own (its private /tmp) or read-only
     if (this.init.isolation === 'bwrap' && job.outputDir != null && !isWithin(this.outputsRoot(), resolve(job.outputDir))) {
       throw new OutputStorageError(`the job's output folder ${job.outputDir} is not under the isolated executor's outputs root ${this.outputsRoot()}`)
@@ -313,13 +319,16 @@ export class IsolatedExecutor implements Executor {
     for (const e of [...this.held.splice(0), ...this.inflight.values()]) { e.cleanup?.(); e.reject(new ExecutorStoppedError('executor stopped')) }
     this.inflight.clear()
     const child = this.child
-    if (child == null) return
     this.child = undefined
-    await new Promise<void>(resolve => {
-      if (child.exitCode != null || child.signalCode != null) { resolve(); return }
-      const timer = setTimeout(() => { child.kill('SIGKILL') }, 5000)
-      child.once('exit', () => { clearTimeout(timer); resolve() })
-      child.kill('SIGTERM')
-    })
+    if (child != null) {
+      await new Promise<void>(resolve => {
+        if (child.exitCode != null || child.signalCode != null) { resolve(); return }
+        const timer = setTimeout(() => { child.kill('SIGKILL') }, 5000)
+        child.once('exit', () => { clearTimeout(timer); resolve() })
+        child.kill('SIGTERM')
+      })
+    }
+    // what a pool process killed mid-job left in our own root (a given root is its owner's to clean)
+    if (this.ownRoot != null) await rm(this.ownRoot, { recursive: true, force: true }).catch(() => {})
   }
 }

@@ -194,6 +194,8 @@ export class ExecutorPool implements Executor {
   private readonly hashed = new WeakMap<Uint8Array, string>()
   private readonly spec = workerSpec()
   private running = false
+  /** stop() was called (and start() not since): a job that arrives now must not bring the workers back */
+  private stopped = false
   private starting?: Promise<void>
   /** workers load QuickJS as they start (false with init.deferWarmUp until warmUp()) */
   private warmJs: boolean
@@ -228,6 +230,7 @@ export class ExecutorPool implements Executor {
   }
 
   async start (): Promise<void> {
+    this.stopped = false
     if (this.running) return
     this.starting ??= (async () => {
       // warm workers start now (a broken setup fails start()); the rest start when jobs wait
@@ -251,6 +254,7 @@ export class ExecutorPool implements Executor {
   }
 
   async stop (): Promise<void> {
+    this.stopped = true
     if (!this.running && this.slots.length === 0) return
     this.running = false
     for (const p of this.queue.splice(0)) { this.detach(p); p.reject(new ExecutorStoppedError('executor stopped')) }
@@ -277,6 +281,7 @@ export class ExecutorPool implements Executor {
     if (signal?.aborted === true) throw new AbortedError()
     if (job == null || typeof job.id !== 'string') throw new TypeError('job.id must be a string')
     if (!this.init.engines.includes(job.engine)) throw new UnsupportedEngineError(`engine ${String(job.engine)} is not supported here (engines: ${this.init.engines.join(', ')})`)
+    if (this.stopped) throw new ExecutorStoppedError('executor stopped')
     if (!this.running) await this.start()
     this.checkQueue()
     const limits = clampLimits(job.limits, this.init)

@@ -6,9 +6,10 @@
  * 127.0.0.1, port 0.
  */
 import '../../src/polyfill.js'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { expect } from 'chai'
 import type { JobEvent, JobView } from '../../src/auction/index.js'
 import { queueDelay } from '../../src/auction/requester/queue.js'
@@ -268,5 +269,38 @@ describe('queue: a provider stores nothing new for a job announced again', funct
     expect((provider as any).bidding.answered.size, 'answered offers remembered').to.equal(1)
     expect((await ledger.byJob(jobId)).map(r => r.type), 'records written').to.deep.equal(['bid'])
     await ledger.close()
+  })
+})
+
+describe('queue: a provider without folders in its config', function () {
+  it('stages jobs\' files in a temp folder of its own (inputs/, outputs/) and removes it, with what a killed job left, at stop', async () => {
+    const hub = new MemoryHub()
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    const executor = createExecutor({ poolSize: 1 })
+    const provider = new Provider({
+      network: hub.createNode(signer.peerId),
+      signer,
+      ledger,
+      executor,
+      blobs: new BlobStore(),
+      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000 }
+    })
+    try {
+      await provider.start()
+      const cfg = (provider as any).cfg
+      const root = dirname(cfg.outputsDir as string)
+      expect(dirname(root)).to.equal(tmpdir())
+      expect([cfg.inputsDir, cfg.outputsDir]).to.deep.equal([join(root, 'inputs'), join(root, 'outputs')])
+      // what a job killed with its node would leave
+      await mkdir(join(cfg.outputsDir as string, 'job-1'), { recursive: true })
+      await writeFile(join(cfg.outputsDir as string, 'job-1', 'o1'), 'partial')
+      await provider.stop()
+      expect(existsSync(root), root).to.equal(false)
+    } finally {
+      await provider.stop()
+      await executor.stop()
+      await ledger.close()
+    }
   })
 })

@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import {
-  AbortedError, InvalidModuleError, QueueFullError, UnsupportedEngineError,
+  AbortedError, ExecutorStoppedError, InvalidModuleError, QueueFullError, UnsupportedEngineError,
   computeResultHash, createExecutor, type Executor, type ExecJob
 } from '../../src/executor/index.js'
 import type { ExecutorPool } from '../../src/executor/pool.js'
@@ -332,6 +332,19 @@ describe('executor', function () {
       expect(s.failed).to.be.greaterThan(5)
       expect(s.busy).to.equal(0)
       expect(s.queued).to.equal(0)
+    })
+
+    it('a stopped pool refuses a job that arrives late (a node shutting down) instead of starting workers again; start() brings it back', async () => {
+      const pool = createExecutor({ poolSize: 1, warmWorkers: 1 })
+      await pool.start()
+      await pool.stop()
+      const err = await pool.run({ id: 'late', engine: 'js', source: js('hello'), limits: LIMITS }).catch(e => e)
+      expect(err).to.be.instanceOf(ExecutorStoppedError)
+      expect(((pool as ExecutorPool) as any).slots.length).to.equal(0)
+      await pool.start()
+      try {
+        expect((await pool.run({ id: 'again', engine: 'js', source: js('hello'), limits: LIMITS })).exitCode).to.equal(0)
+      } finally { await pool.stop() }
     })
   })
 })

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
@@ -55,6 +55,24 @@ for (const kind of ['unshare', 'bwrap'] as const) {
         const err = await executor.run({ id: 'iso-out', engine: 'wasm', module: wasm('outputs'), limits: LIMITS, outputDir: join(marker, 'elsewhere') }).catch(e => e)
         expect(err.code).to.equal('output-storage')
       }
+    })
+
+    it('without an outputs root it writes in a folder of its own, which stop() removes; a job after stop() is refused', async () => {
+      const alone = createExecutor({ poolSize: 1, isolation: kind })
+      try {
+        const r = await alone.run({ id: 'iso-own', engine: 'wasm', module: wasm('outputs'), limits: LIMITS })
+        expect(r.error).to.equal(undefined)
+        const file = (r.outputs ?? [])[0].file
+        expect(readFileSync(file).length).to.equal(4)
+        // <os tmp>/mercato-isolated-<pid>-<random>/<the job's folder>/<file>
+        const root = dirname(dirname(file))
+        expect(dirname(root)).to.equal(tmpdir())
+        expect(root).to.match(/\/mercato-isolated-\d+-[0-9a-f]+$/)
+        await alone.stop()
+        expect(existsSync(root), root).to.equal(false)
+        const err = await alone.run({ id: 'iso-late', engine: 'wasm', module: wasm('hello'), limits: LIMITS }).catch(e => e)
+        expect(err.code).to.equal('executor-stopped')
+      } finally { await alone.stop() }
     })
 
     it('runs the pool in a process without network', async () => {

@@ -22,12 +22,18 @@ describe('staged jobs (the Slurm backend\'s hand-over format)', function () {
   this.timeout(60_000)
   let dir: string
   let executor: Executor
+  /** where the local pool keeps the output files of the jobs it runs for comparison */
+  let localOutputs: string
 
   before(async () => {
-    executor = createExecutor({ poolSize: 1 })
+    localOutputs = await mkdtemp(join(tmpdir(), 'mercato-staged-local-'))
+    executor = createExecutor({ poolSize: 1, outputsRoot: localOutputs })
     await executor.start()
   })
-  after(async () => { await executor.stop() })
+  after(async () => {
+    await executor.stop()
+    await rm(localOutputs, { recursive: true, force: true })
+  })
   beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'mercato-staged-')) })
   afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
 

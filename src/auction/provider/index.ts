@@ -8,6 +8,10 @@
  * receipt; `status.ts` answers a restarted requester. This file wires them
  * to the network and holds the numbers they share (slots, queue, the ask).
  */
+import { randomBytes } from 'node:crypto'
+import { rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { messageId, type Signed } from '../../crypto/index.js'
 import type { GossipItem } from '../protocol/gossip.js'
 import { asBackend, type Engine } from '../../executor/index.js'
@@ -40,10 +44,21 @@ export class Provider {
   readonly advertiser: Advertiser
   private sweeper?: NodeJS.Timeout
 
+  /** the folder this provider made for jobs' files when the config names none (removed at stop) */
+  private readonly scratch?: string
+
   constructor (deps: ProviderDeps) {
     this.deps = deps
     this.refused = deps.refused ?? new Map()
-    this.cfg = deps.config
+    // a node names folders in its data dir; without them (an embedder, a test) the files go in a
+    // folder of this provider's own in the OS temp dir, made on first use and removed at stop
+    const scratch = deps.config.inputsDir == null || deps.config.outputsDir == null
+      ? join(tmpdir(), `mercato-provider-${process.pid}-${randomBytes(4).toString('hex')}`)
+      : undefined
+    this.scratch = scratch
+    this.cfg = scratch == null
+      ? deps.config
+      : { ...deps.config, inputsDir: deps.config.inputsDir ?? join(scratch, 'inputs'), outputsDir: deps.config.outputsDir ?? join(scratch, 'outputs') }
     this.network = deps.network
     this.log = logger('auction:provider', { peerId: deps.signer.peerId })
     this.ctx = {
@@ -127,6 +142,7 @@ export class Provider {
       await network.unhandle(AWARD_PROTOCOL).catch(() => {})
     }
     await network.unhandle(STATUS_PROTOCOL).catch(() => {})
+    if (this.scratch != null) await rm(this.scratch, { recursive: true, force: true }).catch(err => { this.log.warn({ err, dir: this.scratch }, 'could not remove the provider\'s temp folder') })
   }
 
   /** Offers the jobs topic's gate accepted (ours too, through the loopback). */

@@ -102,7 +102,7 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
   if (list.length === 0) return undefined
   const limits = inputLimits(ctx.cfg)
   if (list.length > limits.maxFiles) throw new InputFailure('input-too-large', `${list.length} input files, over ${limits.maxFiles}`)
-  const root = ctx.cfg.inputsDir ?? join(tmpdir(), `mercato-inputs-${process.pid}`)
+  const root = ctx.cfg.inputsDir ?? join(tmpdir(), 'mercato-inputs')
   const dir = join(root, `${createHash('sha256').update(o.jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
   const remove = async (): Promise<void> => { await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove staged inputs') }) }
   await mkdir(dir, { recursive: true })

@@ -242,7 +242,7 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
 
 /** A folder of its own for a job's output files (under `provider.outputsDir`). */
 function outputsFolder (ctx: ProviderContext, jobId: string): string {
-  const root = ctx.cfg.outputsDir ?? join(tmpdir(), `mercato-outputs-${process.pid}`)
+  const root = ctx.cfg.outputsDir ?? join(tmpdir(), 'mercato-outputs')
   return join(root, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
 }
 

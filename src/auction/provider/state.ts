@@ -41,9 +41,9 @@ export interface ProviderConfig {
   liveLogMaxBytes?: number
   /** input file limits (defaults in constants.ts INPUT_*): advertised, checked when bidding and while fetching */
   inputs?: Partial<InputLimits>
-  /** where a job's input files are staged while it runs (default: a folder in the OS temp dir) */
+  /** where a job's input files are staged while it runs (default: a folder of the provider's own in the OS temp dir, removed at stop) */
   inputsDir?: string
-  /** where a job's output files are written while it runs, until they are stored as blobs (default: a folder in the OS temp dir) */
+  /** where a job's output files are written while it runs, until they are stored as blobs (default: as inputsDir) */
   outputsDir?: string
 }
 
