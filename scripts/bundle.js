@@ -15,6 +15,7 @@
  */
 import { build } from 'esbuild'
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -35,6 +36,27 @@ const EXTERNAL = [
 /** What in a bundled package's code means it reads files relative to itself. */
 const SELF_RELATIVE = /\b__dirname\b|\b__filename\b|import\.meta\.(url|dirname|filename)\b|require\.resolve\(/
 
+/**
+ * Node 22+ gives node:http three lazy exports (WebSocket, CloseEvent, MessageEvent) backed by its own
+ * copy of undici. An ES import of node:http builds the module's ES facade, which reads every export
+ * and so loads and compiles undici: ~15 ms of every start on Node 24, for a WebSocket client nothing
+ * here uses (@libp2p/websockets imports node:http for its listener). A require() reads only what
+ * the code uses: bundled ES imports of node:http get the module through one. The export names are
+ * this Node's; a bundled module importing a name not among them fails the build, not a start.
+ */
+const LAZY_UNDICI = new Set(['WebSocket', 'CloseEvent', 'MessageEvent'])
+const httpNames = Object.keys(createRequire(import.meta.url)('node:http')).filter(k => !LAZY_UNDICI.has(k))
+const httpByRequire = {
+  name: 'http-by-require',
+  setup (b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, args => args.kind === 'import-statement' ? { path: 'node:http', namespace: 'http-by-require' } : undefined)
+    b.onLoad({ filter: /.*/, namespace: 'http-by-require' }, () => ({
+      contents: `import { createRequire } from 'node:module'\nconst http = createRequire(import.meta.url)('node:http')\nexport default http\nexport const { ${httpNames.join(', ')} } = http\n`,
+      loader: 'js'
+    }))
+  }
+}
+
 const result = await build({
   entryPoints: [join(root, 'dist', 'cli.js')],
   outdir,
@@ -45,6 +67,7 @@ const result = await build({
   format: 'esm',
   target: 'node20',
   external: EXTERNAL,
+  plugins: [httpByRequire],
   // bundled CommonJS packages call require(): give the ES module one
   banner: { js: "import { createRequire as __mercatoCreateRequire } from 'node:module'; const require = __mercatoCreateRequire(import.meta.url);" },
   // whitespace and syntax only: names stay readable in stack traces; half the bytes to read and compile at start

@@ -699,7 +699,7 @@ export class Libp2pNetwork implements Network {
 export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
-  const nat = natPieces(init.nat ?? {}, listen, init.announce ?? [])
+  const nat = await natPieces(init.nat ?? {}, listen, init.announce ?? [])
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
