@@ -26,7 +26,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../logger.js'
 import { MercatoError } from '../errors.js'
@@ -64,12 +64,15 @@ export interface IsolationProbe { pid: number, uid: number, networkInterfaces: s
  */
 export function isolationCommand (isolation: Exclude<Isolation, 'none'>, writable: string[] = []): string[] {
   if (isolation === 'unshare') return ['unshare', '-Urn', '--']
-  // a private /tmp, but the project itself stays visible (read-only) even when it lives under /tmp
-  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--ro-bind', PROJECT_ROOT, PROJECT_ROOT, ...writable.flatMap(d => ['--bind', d, d]), '--']
+  // a private /tmp, but the project and the Node that runs it stay visible (read-only) even when they live under /tmp
+  const visible = [PROJECT_ROOT, ...(NODE_PREFIX.startsWith('/tmp/') && !isWithin(PROJECT_ROOT, NODE_PREFIX) ? [NODE_PREFIX] : [])]
+  return ['bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', ...visible.flatMap(d => ['--ro-bind', d, d]), ...writable.flatMap(d => ['--bind', d, d]), '--']
 }
 
 /** The checkout the pool's code is loaded from. */
 const PROJECT_ROOT = packageRoot()
+/** The Node installation that runs us (<prefix>/bin/node): the pool process runs the same binary. */
+const NODE_PREFIX = dirname(dirname(process.execPath))
 
 function rebuildError (e: { code: string, message: string }): Error {
   switch (e.code) {
