@@ -31,6 +31,10 @@ export const BOOTSTRAP_INITIAL_BACKOFF_MS = 1_000
 export const DIAL_TIMEOUT_MS = 10_000
 /** Longest wait between redials of a bootstrap peer while we are below MIN_PEERS: an absent bootstrap costs one dial a minute. */
 export const BOOTSTRAP_MAX_BACKOFF_MS = 60_000
+/** A new connection while below MIN_PEERS brings the next DHT walk forward to this soon (identify has run by then)... */
+export const WALK_AFTER_CONNECT_MS = 200
+/** ...but walks begin at least this far apart: a node gaining peers one by one does not walk for each. */
+export const WALK_MIN_GAP_MS = 1_000
 /** How often the discovery loop looks for more peers when below MIN_PEERS. */
 export const DISCOVERY_INTERVAL_MS = 2_000
 /** The longest wait between walks that keep meeting nobody new. */

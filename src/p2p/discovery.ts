@@ -27,7 +27,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import {
-  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS,
+  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
   MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
 } from './constants.js'
 
@@ -38,6 +38,8 @@ export interface PeerKeeperInit {
   minPeers?: number
   /** dial discovered peers while below this many peers (default TARGET_PEERS) */
   targetPeers?: number
+  /** wait between DHT walks while they meet new peers (default DISCOVERY_INTERVAL_MS) */
+  walkIntervalMs?: number
   bootstrapInitialBackoffMs?: number
   bootstrapMaxBackoffMs?: number
   /** words for a failed bootstrap dial, logged as a warning once per bootstrap peer (e.g. a private-network key mismatch) */
@@ -86,14 +88,30 @@ export class PeerKeeper {
   private readonly pending = new Map<string, PeerInfo>()
   private bootstrapTimer?: NodeJS.Timeout
   private walkTimer?: NodeJS.Timeout
+  /** when the scheduled walk is due (ms since epoch), and when the last one began */
+  private walkDueAt = 0
+  private lastWalkAt = 0
+  /** the scheduled walk was brought forward by a connection: meeting no one there does not double the wait */
+  private walkForConnect = false
   private walking = false
-  private walkDelay = DISCOVERY_INTERVAL_MS
+  private readonly walkInterval: number
+  private walkDelay: number
   private running = false
   private readonly onDiscovery = (evt: CustomEvent<PeerInfo>): void => { this.dialDiscovered(evt.detail) }
+  /**
+   * A new connection while we have few peers brings the next walk forward: the peer may know the
+   * mesh. (The DHT's first self-query may have run before any connection, and met no one.)
+   */
+  private readonly onConnect = (): void => {
+    if (!this.running || this.walking || this.peerCount() >= this.minPeers) return
+    const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + WALK_MIN_GAP_MS - Date.now())
+    if (this.walkDueAt - Date.now() > soon) { this.walkForConnect = true; this.scheduleWalk(soon, false) }
+  }
+
   private readonly onDisconnect = (): void => {
     if (!this.running) return
     this.scheduleBootstrap(0)
-    if (this.walkDelay > DISCOVERY_INTERVAL_MS && !this.walking) this.scheduleWalk(DISCOVERY_INTERVAL_MS)
+    if (this.walkDelay > this.walkInterval && !this.walking) this.scheduleWalk(this.walkInterval)
   }
 
   constructor (node: Libp2p, init: PeerKeeperInit, log: Logger) {
@@ -101,6 +119,8 @@ export class PeerKeeper {
     this.log = log
     this.minPeers = init.minPeers ?? MIN_PEERS
     this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
+    this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS
+    this.walkDelay = this.walkInterval
     this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
     this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
     this.explainFailure = init.explainFailure
@@ -116,14 +136,16 @@ export class PeerKeeper {
     this.running = true
     this.node.addEventListener('peer:discovery', this.onDiscovery)
     this.node.addEventListener('peer:disconnect', this.onDisconnect)
+    this.node.addEventListener('peer:connect', this.onConnect)
     this.scheduleBootstrap(0)
-    this.scheduleWalk(DISCOVERY_INTERVAL_MS)
+    this.scheduleWalk(this.walkInterval)
   }
 
   stop (): void {
     this.running = false
     this.node.removeEventListener('peer:discovery', this.onDiscovery)
     this.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    this.node.removeEventListener('peer:connect', this.onConnect)
     this.pending.clear()
     clearTimeout(this.bootstrapTimer)
     clearTimeout(this.walkTimer)
@@ -191,21 +213,22 @@ export class PeerKeeper {
 
   // ------------------------------------------------------------ discovered peers
 
-  private dialDiscovered (peer: PeerInfo): void {
-    if (!this.running) return
+  /** Dial (or queue) a discovered peer; false when it is ourselves, connected, dialled already, or failed lately. */
+  private dialDiscovered (peer: PeerInfo): boolean {
+    if (!this.running) return false
     const id = peer.id.toString()
-    if (peer.id.equals(this.node.peerId) || this.dialing.has(id)) return
-    if (this.peerCount() >= this.targetPeers) return
+    if (peer.id.equals(this.node.peerId) || this.dialing.has(id)) return false
+    if (this.peerCount() >= this.targetPeers) return false
+    if (this.node.getConnections(peer.id).length > 0) { this.pending.delete(id); return false }
+    const failedAt = this.failed.get(id)
+    if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) { this.pending.delete(id); return false }
     if (this.dialing.size >= MAX_DISCOVERY_DIALS) {
       this.pending.delete(id)
       this.pending.set(id, { id: peer.id, multiaddrs: peer.multiaddrs.slice(0, MAX_ADDRS_PER_PEER) })
       if (this.pending.size > MAX_PENDING_DISCOVERIES) this.pending.delete(this.pending.keys().next().value as string)
-      return
+      return true
     }
     this.pending.delete(id)
-    if (this.node.getConnections(peer.id).length > 0) return
-    const failedAt = this.failed.get(id)
-    if (failedAt != null && Date.now() - failedAt < FAILED_PEER_RETRY_MS) return
     this.dialing.add(id)
     this.dialAddresses(peer).then(() => {
       this.failed.delete(id)
@@ -219,6 +242,7 @@ export class PeerKeeper {
       this.dialing.delete(id)
       this.dialPending()
     })
+    return true
   }
 
   /** Dial the oldest peers discovered while the dial slots were full, as slots free up. */
@@ -261,19 +285,23 @@ export class PeerKeeper {
    * DISCOVERY_MAX_INTERVAL_MS): in a small mesh where everyone is already
    * known, walking every few seconds only burns CPU on every node.
    */
-  private scheduleWalk (delayMs: number): void {
+  private scheduleWalk (delayMs: number, setsBackoff = true): void {
     clearTimeout(this.walkTimer)
     if (!this.running) return
-    this.walkDelay = delayMs
+    if (setsBackoff) this.walkDelay = delayMs
+    this.walkDueAt = Date.now() + delayMs
     this.walkTimer = setTimeout(() => { void this.walk() }, delayMs)
     this.walkTimer.unref()
   }
 
   private async walk (): Promise<void> {
     if (this.walking || !this.running) return
+    const forConnect = this.walkForConnect
+    this.walkForConnect = false
     const peers = this.peerCount()
-    if (peers >= this.minPeers || peers === 0) { this.scheduleWalk(DISCOVERY_INTERVAL_MS); return }
+    if (peers >= this.minPeers || peers === 0) { this.scheduleWalk(this.walkInterval); return }
     this.walking = true
+    this.lastWalkAt = Date.now()
     let met = 0
     try {
       const key = new Uint8Array(32)
@@ -281,14 +309,14 @@ export class PeerKeeper {
       const signal = AbortSignal.timeout(DISCOVERY_INTERVAL_MS)
       for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
         if (!this.running) break
-        if (peer.id.equals(this.node.peerId) || this.node.getConnections(peer.id).length > 0) continue
-        await this.node.dial(peer.id, { signal }).then(() => { met++ }, () => {})
+        // dialled beside the walk, as any discovered peer (bounded, a failed one not again soon)
+        if (this.dialDiscovered(peer)) met++
       }
     } catch (err: any) {
       if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
     } finally {
       this.walking = false
-      this.scheduleWalk(met > 0 ? DISCOVERY_INTERVAL_MS : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
+      this.scheduleWalk(met > 0 ? this.walkInterval : forConnect ? this.walkDelay : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
     }
   }
 }

@@ -2,7 +2,11 @@ import '../../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
 import { buildNetworkNode, createNetwork, identityFromSeed, type NetworkNode } from '../../src/p2p/index.js'
-import { jitter } from '../../src/p2p/discovery.js'
+import { jitter, PeerKeeper } from '../../src/p2p/discovery.js'
+import { WALK_MIN_GAP_MS } from '../../src/p2p/constants.js'
+import { logger } from '../../src/logger.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId } from '@libp2p/interface'
 import { freePort } from '../helpers/ports.js'
 
 const LOOPBACK = ['/ip4/127.0.0.1', '/ip6/::1']
@@ -86,5 +90,81 @@ describe('p2p: discovery (bootstrap redial)', function () {
       throw new Error(`${err.message}: ${others.length - joined.size} of 19 never found a peer`)
     })
     console.log(`      all 19 found peers within ${Date.now() - t0} ms; now node 0 has ${node0.peers().length} peers, ${others.filter(n => n.peers().length === 0).length} nodes alone`)
+  })
+})
+
+describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', function () {
+  this.timeout(30_000)
+
+  /** What the keeper uses of a libp2p node: peers, dials (each one connects) and DHT walks (counted). */
+  class StandIn extends EventTarget {
+    readonly peerId = peerIdFromString(identityFromSeed(randomBytes(32)).peerId)
+    readonly peers: PeerId[] = []
+    readonly walks: number[] = []
+    readonly dialled: string[] = []
+    /** what a walk meets */
+    closest: PeerId[] = []
+    readonly peerRouting = {
+      getClosestPeers: (_key: Uint8Array) => {
+        this.walks.push(Date.now())
+        const met = this.closest.map(id => ({ id, multiaddrs: [] }))
+        return (async function * () { yield * met })()
+      }
+    }
+
+    getPeers (): PeerId[] { return this.peers }
+    getConnections (id: PeerId): unknown[] { return this.peers.some(p => p.equals(id)) ? [{}] : [] }
+    connect (id: PeerId): void {
+      this.peers.push(id)
+      this.dispatchEvent(new CustomEvent('peer:connect', { detail: id }))
+    }
+
+    async dial (target: PeerId): Promise<void> {
+      this.dialled.push(target.toString())
+      this.connect(target)
+    }
+  }
+  const aPeer = (): PeerId => peerIdFromString(identityFromSeed(randomBytes(32)).peerId)
+  const keepers: PeerKeeper[] = []
+  afterEach(() => { for (const k of keepers.splice(0)) k.stop() })
+  /** walks only when a connection brings one forward (the regular wait is a minute) */
+  const keeperOn = (node: StandIn): PeerKeeper => {
+    const k = new PeerKeeper(node as any, { walkIntervalMs: 60_000 }, logger('test:discovery'))
+    keepers.push(k)
+    k.start()
+    return k
+  }
+
+  it('a first connection brings the next walk forward, and the peers it meets are dialled', async () => {
+    const node = new StandIn()
+    const others = [aPeer(), aPeer(), aPeer()]
+    node.closest = others
+    keeperOn(node)
+    node.connect(aPeer())
+    // before, the first walk came DISCOVERY_INTERVAL_MS after start whatever happened (here: a minute)
+    await waitFor(() => node.walks.length >= 1, 10_000)
+    await waitFor(() => others.every(o => node.dialled.includes(o.toString())), 10_000)
+  })
+
+  it('a burst of connections starts one walk, and walks begin at least WALK_MIN_GAP_MS apart', async () => {
+    const node = new StandIn()
+    const keeper = keeperOn(node)
+    node.closest = [aPeer()]
+    for (let i = 0; i < 5; i++) node.connect(aPeer())
+    await waitFor(() => node.walks.length >= 1 && !(keeper as any).walking, 10_000)
+    expect(node.walks.length, 'walks after a burst of five connections').to.equal(1)
+    // one more connection right after the walk: the next one comes, but not before the gap
+    node.connect(aPeer())
+    await waitFor(() => node.walks.length >= 2, 10_000)
+    expect(node.walks[1] - node.walks[0]).to.be.at.least(WALK_MIN_GAP_MS - 5)
+  })
+
+  it('a walk brought forward that meets no one does not double the wait before the next', async () => {
+    const node = new StandIn()
+    const keeper = keeperOn(node)
+    node.connect(aPeer())
+    await waitFor(() => node.walks.length >= 1, 10_000)
+    await waitFor(() => !(keeper as any).walking, 10_000)
+    expect((keeper as any).walkDelay).to.equal(60_000)
   })
 })
