@@ -138,12 +138,17 @@ export class IsolatedExecutor implements Executor {
   private readonly held: Entry[] = []
   private readonly probes = new Map<number, Probe>()
   private last: ExecutorStats
-  /** the outputs root when the init names none: a folder of this executor's own in the OS temp dir, removed at stop */
-  private readonly ownRoot?: string
+  /**
+   * Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes
+   * nothing): init.outputsRoot, or a folder of this executor's own in the OS temp dir, removed at stop.
+   */
+  private readonly outputsRoot: string
+  private readonly ownsRoot: boolean
 
   constructor (init: ExecutorInit) {
     this.init = init
-    if (init.outputsRoot == null) this.ownRoot = join(tmpdir(), `mercato-isolated-${process.pid}-${randomBytes(4).toString('hex')}`)
+    this.ownsRoot = init.outputsRoot == null
+    this.outputsRoot = resolve(init.outputsRoot ?? join(tmpdir(), `mercato-isolated-${process.pid}-${randomBytes(4).toString('hex')}`))
     this.size = init.poolSize > 0 ? init.poolSize : availableParallelism()
     this.last = { poolSize: this.size, busy: 0, queued: 0, completed: 0, failed: 0 }
   }
@@ -172,7 +177,7 @@ export class IsolatedExecutor implements Executor {
     const host = fileURLToPath(moduleUrl('executor/isolated-host'))
     const execArgv = isTs ? ['--import', import.meta.resolve('tsx')] : []
     // output files: jobs write them under one root, the only folder the pool process may write (bwrap)
-    const outputsRoot = this.outputsRoot()
+    const outputsRoot = this.outputsRoot
     await mkdir(outputsRoot, { recursive: true, mode: 0o700 })
     const [cmd, ...wrap] = isolationCommand(this.init.isolation as Exclude<Isolation, 'none'>, [outputsRoot])
     const init: ExecutorInit = { ...this.init, poolSize: this.size, isolation: 'none', outputsRoot, deferWarmUp: false }
@@ -275,11 +280,6 @@ export class IsolatedExecutor implements Executor {
     this.child?.send({ type: 'run', id: e.id, job, live: e.onOutput != null } satisfies ParentMessage)
   }
 
-  /** Where jobs' output folders lie (bwrap binds it read-write; elsewhere the pool process writes nothing). */
-  private outputsRoot (): string {
-    return resolve(this.init.outputsRoot ?? this.ownRoot as string)
-  }
-
   async run (job: ExecJob, opts: RunOptions = {}): Promise<ExecResult> {
     const { signal } = opts
     if (signal?.aborted === true) throw new AbortedError()
@@ -287,8 +287,8 @@ export class IsolatedExecutor implements Executor {
     // stopped (a node shutting down): a job still arriving must not start a pool process again
     if (this.stopping) throw new ExecutorStoppedError('executor stopped')
     // under bwrap a folder outside the root would be the sandbox's own (its private /tmp) or read-only
-    if (this.init.isolation === 'bwrap' && job.outputDir != null && !isWithin(this.outputsRoot(), resolve(job.outputDir))) {
-      throw new OutputStorageError(`the job's output folder ${job.outputDir} is not under the isolated executor's outputs root ${this.outputsRoot()}`)
+    if (this.init.isolation === 'bwrap' && job.outputDir != null && !isWithin(this.outputsRoot, resolve(job.outputDir))) {
+      throw new OutputStorageError(`the job's output folder ${job.outputDir} is not under the isolated executor's outputs root ${this.outputsRoot}`)
     }
     await this.start()
     return await new Promise<ExecResult>((resolve, reject) => {
@@ -332,6 +332,6 @@ export class IsolatedExecutor implements Executor {
       })
     }
     // what a pool process killed mid-job left in our own root (a given root is its owner's to clean)
-    if (this.ownRoot != null) await rm(this.ownRoot, { recursive: true, force: true }).catch(() => {})
+    if (this.ownsRoot) await rm(this.outputsRoot, { recursive: true, force: true }).catch(() => {})
   }
 }

@@ -175,13 +175,25 @@ const DOCS_HEADERS = ['accept', 'accept-encoding', 'if-none-match', 'if-modified
 const HOP_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date'])
 
 /**
+ * A value built on its first use and shared from then on (also while the build runs); a build that
+ * failed (an import error) is tried again at the next use, not kept. `started` is the build if one
+ * was asked for.
+ */
+function onFirstUse<T> (build: () => Promise<T>): { get: () => Promise<T>, started: () => Promise<T> | undefined } {
+  let value: Promise<T> | undefined
+  return {
+    get: async () => await (value ??= build().catch((err: unknown) => { value = undefined; throw err })),
+    started: () => value
+  }
+}
+
+/**
  * The gateway's OpenAPI document, built on its first request by @fastify/swagger in a small app of
  * its own that holds the gateway's routes (their schemas; no handlers run): the plugin and its
  * modules (a YAML parser, the OpenAPI builder) load then, not while the node starts (~30 ms of it).
  */
 function openapiDocument (routes: RouteEntry[]): () => Promise<Record<string, unknown>> {
-  let doc: Promise<Record<string, unknown>> | undefined
-  const build = async (): Promise<Record<string, unknown>> => {
+  return onFirstUse(async (): Promise<Record<string, unknown>> => {
     const { default: swagger } = await import('@fastify/swagger')
     const inner = Fastify({ logger: false })
     // schemas are read, not run: no validator or serializer is compiled
@@ -208,9 +220,7 @@ function openapiDocument (routes: RouteEntry[]): () => Promise<Record<string, un
     }
     await inner.ready()
     try { return inner.swagger() as unknown as Record<string, unknown> } finally { await inner.close() }
-  }
-  // a build that failed is tried again at the next request, not kept
-  return async () => await (doc ??= build().catch((err: unknown) => { doc = undefined; throw err }))
+  }).get
 }
 
 /**
@@ -219,8 +229,7 @@ function openapiDocument (routes: RouteEntry[]): () => Promise<Record<string, un
  * their modules load then, not while the node starts (they were a third of the gateway's start).
  */
 function docsRoutes (app: FastifyInstance, openapi: () => Promise<Record<string, unknown>>): void {
-  let docs: Promise<FastifyInstance> | undefined
-  const build = async (): Promise<FastifyInstance> => {
+  const docs = onFirstUse(async (): Promise<FastifyInstance> => {
     const [{ default: swagger }, { default: swaggerUi }] = await Promise.all([import('@fastify/swagger'), import('@fastify/swagger-ui')])
     const inner = Fastify({ logger: false })
     // answers in the gateway's one error shape, as the gateway's own routes do
@@ -230,17 +239,15 @@ function docsRoutes (app: FastifyInstance, openapi: () => Promise<Record<string,
     await inner.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
     await inner.ready()
     return inner
-  }
+  })
   const serve = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-    // a build that failed (an import error) is tried again at the next request, not kept
-    docs ??= build().catch((err: unknown) => { docs = undefined; throw err })
     const headers: Record<string, string> = {}
     for (const h of DOCS_HEADERS) { const v = req.headers[h]; if (typeof v === 'string') headers[h] = v }
-    const res = await (await docs).inject({ method: 'GET', url: req.url, headers })
+    const res = await (await docs.get()).inject({ method: 'GET', url: req.url, headers })
     for (const [k, v] of Object.entries(res.headers)) if (v != null && !HOP_HEADERS.has(k)) void reply.header(k, v)
     return await reply.status(res.statusCode).send(res.rawPayload)
   }
-  app.addHook('onClose', async () => { if (docs != null) await (await docs.catch(() => undefined))?.close() })
+  app.addHook('onClose', async () => { await (await docs.started()?.catch(() => undefined))?.close() })
   app.get('/docs', { schema: { hide: true } }, serve)
   app.get('/docs/*', { schema: { hide: true } }, serve)
 }

@@ -105,7 +105,7 @@ export class PeerKeeper {
   private readonly onConnect = (): void => {
     if (!this.running || this.walking || this.peerCount() >= this.minPeers) return
     const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + WALK_MIN_GAP_MS - Date.now())
-    if (this.walkDueAt - Date.now() > soon) { this.walkForConnect = true; this.scheduleWalk(soon, false) }
+    if (this.walkDueAt - Date.now() > soon) this.scheduleWalk(soon, true)
   }
 
   private readonly onDisconnect = (): void => {
@@ -285,10 +285,12 @@ export class PeerKeeper {
    * DISCOVERY_MAX_INTERVAL_MS): in a small mesh where everyone is already
    * known, walking every few seconds only burns CPU on every node.
    */
-  private scheduleWalk (delayMs: number, setsBackoff = true): void {
+  private scheduleWalk (delayMs: number, forConnect = false): void {
     clearTimeout(this.walkTimer)
     if (!this.running) return
-    if (setsBackoff) this.walkDelay = delayMs
+    // a walk brought forward keeps the wait it came ahead of
+    if (!forConnect) this.walkDelay = delayMs
+    this.walkForConnect = forConnect
     this.walkDueAt = Date.now() + delayMs
     this.walkTimer = setTimeout(() => { void this.walk() }, delayMs)
     this.walkTimer.unref()
@@ -297,7 +299,6 @@ export class PeerKeeper {
   private async walk (): Promise<void> {
     if (this.walking || !this.running) return
     const forConnect = this.walkForConnect
-    this.walkForConnect = false
     const peers = this.peerCount()
     if (peers >= this.minPeers || peers === 0) { this.scheduleWalk(this.walkInterval); return }
     this.walking = true

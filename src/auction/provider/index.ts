@@ -25,7 +25,7 @@ import { Advertiser } from './advert.js'
 import { ProviderBidding } from './bidding.js'
 import { onAwardChannel } from './run.js'
 import { statusFor, sweep } from './status.js'
-import type { ProviderConfig, ProviderContext, ProviderDeps } from './state.js'
+import type { ProviderContext, ProviderDeps, RunningProviderConfig } from './state.js'
 
 export type { ProviderConfig, ProviderDeps } from './state.js'
 export { decide, CHECKS, type Decision, type StrategyContext } from './strategy.js'
@@ -36,7 +36,7 @@ const SURGE = 0.5
 export class Provider {
   readonly refused: Map<RefusalReason, number>
   private readonly deps: ProviderDeps
-  private readonly cfg: ProviderConfig
+  private readonly cfg: RunningProviderConfig
   private readonly log: Logger
   private readonly network: Network
   private readonly ctx: ProviderContext
@@ -52,13 +52,9 @@ export class Provider {
     this.refused = deps.refused ?? new Map()
     // a node names folders in its data dir; without them (an embedder, a test) the files go in a
     // folder of this provider's own in the OS temp dir, made on first use and removed at stop
-    const scratch = deps.config.inputsDir == null || deps.config.outputsDir == null
-      ? join(tmpdir(), `mercato-provider-${process.pid}-${randomBytes(4).toString('hex')}`)
-      : undefined
-    this.scratch = scratch
-    this.cfg = scratch == null
-      ? deps.config
-      : { ...deps.config, inputsDir: deps.config.inputsDir ?? join(scratch, 'inputs'), outputsDir: deps.config.outputsDir ?? join(scratch, 'outputs') }
+    const { inputsDir, outputsDir } = deps.config
+    if (inputsDir == null || outputsDir == null) this.scratch = join(tmpdir(), `mercato-provider-${process.pid}-${randomBytes(4).toString('hex')}`)
+    this.cfg = { ...deps.config, inputsDir: inputsDir ?? join(this.scratch as string, 'inputs'), outputsDir: outputsDir ?? join(this.scratch as string, 'outputs') }
     this.network = deps.network
     this.log = logger('auction:provider', { peerId: deps.signer.peerId })
     this.ctx = {

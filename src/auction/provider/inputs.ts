@@ -24,7 +24,6 @@ import { BlockList, isIP, type LookupFunction } from 'node:net'
 import type { Agent, Response } from 'undici'
 import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
 import { INPUT_URL_MAX_REDIRECTS } from '../constants.js'
@@ -102,8 +101,7 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
   if (list.length === 0) return undefined
   const limits = inputLimits(ctx.cfg)
   if (list.length > limits.maxFiles) throw new InputFailure('input-too-large', `${list.length} input files, over ${limits.maxFiles}`)
-  const root = ctx.cfg.inputsDir ?? join(tmpdir(), 'mercato-inputs')
-  const dir = join(root, `${createHash('sha256').update(o.jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+  const dir = join(ctx.cfg.inputsDir, `${createHash('sha256').update(o.jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
   const remove = async (): Promise<void> => { await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove staged inputs') }) }
   await mkdir(dir, { recursive: true })
   const inputs: ExecInput[] = []

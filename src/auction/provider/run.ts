@@ -16,7 +16,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
 import { unixfsCidOfFile } from '../../crypto/unixfs.js'
@@ -242,8 +241,7 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
 
 /** A folder of its own for a job's output files (under `provider.outputsDir`). */
 function outputsFolder (ctx: ProviderContext, jobId: string): string {
-  const root = ctx.cfg.outputsDir ?? join(tmpdir(), 'mercato-outputs')
-  return join(root, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+  return join(ctx.cfg.outputsDir, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
 }
 
 /** Import an output file into the blob store (blocks staged and committed whole, never the file in memory); its UnixFS CID. */

@@ -105,10 +105,13 @@ export const MAX_PAYING_REQUESTERS = 4096
 /** An offer we bid on, with our bid: an award must name it. */
 export interface BidOffer { offer: Signed<Offer>, bid: Signed<Bid>, bidId: string, price: number, requester: string }
 
+/** The config as a provider runs with it: the folders for jobs' files are always named (see Provider). */
+export type RunningProviderConfig = ProviderConfig & { inputsDir: string, outputsDir: string }
+
 export interface ProviderContext {
   readonly peerId: string
   readonly deps: ProviderDeps
-  readonly cfg: ProviderConfig
+  readonly cfg: RunningProviderConfig
   readonly log: Logger
   readonly journal: Journal
   readonly network: Network
