@@ -22,9 +22,13 @@
  * for the job, its steps from the job's events (auction, provider, the output's pull onto A).
  * The legs run BENCH_DATA_ROUNDS times (default 2) over fresh random data in the same two
  * processes: `MBps.first` is each path's first run (JIT-cold code), `MBps.warm` the last round.
- * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, and a
- * plain loopback TCP copy of them (node:net, no framing, no crypto).
+ * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, a
+ * plain loopback TCP copy of them (node:net, no framing, no crypto), and the same bytes over a
+ * channel between two of Mercato's network nodes in this process (TCP + Noise + yamux: the ceiling
+ * of the blob legs; `first` runs cold code, `warm` is a second pass).
+ * BENCH_PROF=<dir>: each node process writes a V8 CPU profile there when it exits (`--cpu-prof`).
  */
+import '../src/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -36,6 +40,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NODE_FLAGS } from '../test/helpers/cli.js'
 import { MercatoClient } from '../src/client/index.js'
+import { createNetwork } from '../src/p2p/index.js'
+import { configureLogger } from '../src/logger.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const MiB = 1024 * 1024
@@ -66,7 +72,8 @@ interface Node { proc: ChildProcess, gatewayUrl: string, address: string, stop: 
 async function startNode (extra: string[] = []): Promise<Node> {
   const dataDir = await mkdtemp(join(tmpdir(), 'mercato-bench-data-'))
   dirs.push(dataDir)
-  const args = [...NODE_FLAGS, join(ROOT, 'bin/mercato.js'), 'start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...extra]
+  const profile = process.env.BENCH_PROF != null && process.env.BENCH_PROF !== '' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : []
+  const args = [...NODE_FLAGS, ...profile, join(ROOT, 'bin/mercato.js'), 'start', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--gateway', '127.0.0.1:0', '--no-mdns', '--log-level', 'warn', ...extra]
   const proc = spawn(process.execPath, args, {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -139,6 +146,42 @@ async function tcpBaseline (): Promise<number> {
   server.close()
   if (n !== SIZE) throw new Error(`tcp baseline: ${n} bytes arrived of ${SIZE}`)
   return mbps(SIZE, ms)
+}
+
+/**
+ * The network stack's own ceiling, in this process: two Mercato network nodes (TCP, Noise, yamux,
+ * as the nodes use) and SIZE bytes sent over one channel in 256 KiB messages, twice (the first
+ * pass runs cold code). The blob legs cannot beat this; they add framing, hashing and disk.
+ */
+async function p2pBaseline (): Promise<{ first: number, warm: number }> {
+  const PIECE = 256 * 1024
+  configureLogger({ level: process.env.MERCATO_LOG_LEVEL ?? 'warn' })
+  const a = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+  const b = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+  try {
+    let arrived: (() => void) | undefined
+    let got = 0
+    await b.handleChannel('/mercato-bench/sink/1', async (channel) => {
+      for await (const m of channel) { got += m.length; if (got >= SIZE) arrived?.() }
+    }, { maxMessageBytes: PIECE, maxBufferBytes: 8 * MiB })
+    await a.dial(b.addresses()[0])
+    const piece = randomBytes(PIECE)
+    const pass = async (): Promise<number> => {
+      got = 0
+      const done = new Promise<void>(resolve => { arrived = resolve })
+      const channel = await a.openChannel(b.peerId, '/mercato-bench/sink/1', { maxMessageBytes: PIECE })
+      const t0 = performance.now()
+      for (let sent = 0; sent < SIZE; sent += PIECE) await channel.send(piece.subarray(0, Math.min(PIECE, SIZE - sent)))
+      await done
+      const ms = performance.now() - t0
+      await channel.close()
+      return mbps(SIZE, ms)
+    }
+    return { first: await pass(), warm: await pass() }
+  } finally {
+    await a.stop()
+    await b.stop()
+  }
 }
 
 /** Timestamps of a finished job's events (the node's clock), by type: the first of each. */
@@ -270,7 +313,7 @@ async function main (): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'mercato-bench-file-'))
   dirs.push(work)
   const file = join(work, 'data.bin')
-  const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline() }
+  const raw = { sha256MBps: sha256Baseline(), loopbackTcpMBps: await tcpBaseline(), p2pChannelMBps: await p2pBaseline() }
 
   const a = await startNode(['--no-provide'])
   const b = await startNode(['--bootstrap', a.address])
