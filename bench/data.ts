@@ -168,7 +168,11 @@ async function p2pBaseline (): Promise<{ first: number, warm: number }> {
     const piece = randomBytes(PIECE)
     const pass = async (): Promise<number> => {
       got = 0
-      const done = new Promise<void>(resolve => { arrived = resolve })
+      // a stalled pass fails the benchmark instead of hanging it
+      const done = new Promise<void>((resolve, reject) => {
+        arrived = resolve
+        setTimeout(() => { reject(new Error(`p2p baseline: ${got} of ${SIZE} bytes arrived in 60 s`)) }, 60_000).unref()
+      })
       const channel = await a.openChannel(b.peerId, '/mercato-bench/sink/1', { maxMessageBytes: PIECE })
       const t0 = performance.now()
       for (let sent = 0; sent < SIZE; sent += PIECE) await channel.send(piece.subarray(0, Math.min(PIECE, SIZE - sent)))
