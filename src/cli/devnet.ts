@@ -73,7 +73,7 @@ export interface DevnetOptions {
 }
 
 /** Start one node process; resolves once it printed its gateway and "Ready". */
-async function startNode (dir: string, index: number, opts: DevnetOptions, bootstrap: string | null, logs: WriteStream[]): Promise<DevnetNode> {
+async function startNode (dir: string, index: number, opts: DevnetOptions, bootstrap: string | null, logs: WriteStream[], spawned: DevnetNode[], stopping: AbortSignal): Promise<DevnetNode> {
   const dataDir = join(dir, `node-${index}`)
   await mkdir(dataDir, { recursive: true })
   const price = index + 1
@@ -92,6 +92,8 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
   // every devnet node is on 127.0.0.1: loopback is exempt from inbound connection limits (p2p.allow),
   // and a provider may dial a requester's loopback address to answer
   const env = { ...process.env, MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1', MERCATO_PROVIDER_DIAL_PRIVATE_ADDRESSES: 'true' }
+  // a devnet told to stop starts no more nodes
+  if (stopping.aborted) throw new Error('devnet stopping')
   const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const log = createWriteStream(join(dir, `node-${index}.log`), { flags: 'a' })
   logs.push(log)
@@ -109,6 +111,7 @@ async function startNode (dir: string, index: number, opts: DevnetOptions, boots
     proc.on('exit', (code, signal) => { node.alive = false; resolve({ code, signal }) })
   })
   const node: DevnetNode = { index, price, proc, pid: proc.pid ?? -1, dataDir, peerId: '', addresses: [], gatewayUrl: '', tail, exited, alive: true }
+  spawned.push(node)
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => { cleanup(); reject(new Error(`node ${index} did not start in ${START_TIMEOUT_MS / 1000} s${lastWords(node, stdout)}`)) }, START_TIMEOUT_MS)
     const check = (): void => {
@@ -170,6 +173,8 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
   const dir = keep ? resolve(opts.dataDir as string) : await mkdtemp(join(tmpdir(), 'mercato-devnet-'))
   if (keep) await mkdir(dir, { recursive: true })
   const nodes: DevnetNode[] = []
+  /** every process started, ready or not: what a stop must end (a Ctrl-C while they start included) */
+  const spawned: DevnetNode[] = []
   const logs: WriteStream[] = []
   const ac = new AbortController()
   let stopping = false
@@ -180,15 +185,15 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
     if (stopping) return
     stopping = true
     ac.abort()
-    const alive = nodes.filter(n => n.alive)
+    const alive = spawned.filter(n => n.alive)
     if (alive.length > 0) line(`stopping ${alive.length} node${alive.length === 1 ? '' : 's'}`)
     for (const n of alive) { try { n.proc.kill('SIGTERM') } catch {} }
     const timer = setTimeout(() => {
-      for (const n of nodes) {
+      for (const n of spawned) {
         if (n.alive) { warn(`devnet: node ${n.index} (pid ${n.pid}) did not stop in ${KILL_AFTER_MS / 1000} s; killing it`); try { n.proc.kill('SIGKILL') } catch {} }
       }
     }, KILL_AFTER_MS)
-    await Promise.all(nodes.map(async n => await n.exited))
+    await Promise.all(spawned.map(async n => await n.exited))
     clearTimeout(timer)
     await Promise.all(logs.map(async l => { await new Promise<void>(resolve => { l.end(resolve) }) }))
     if (!keep) await rm(dir, { recursive: true, force: true }).catch(() => {})
@@ -201,7 +206,7 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
     signals++
     if (signals > 1) {
       // a second Ctrl-C: do not wait
-      for (const n of nodes) if (n.alive) { try { n.proc.kill('SIGKILL') } catch {} }
+      for (const n of spawned) if (n.alive) { try { n.proc.kill('SIGKILL') } catch {} }
       return
     }
     line(`\n${sig}`)
@@ -223,10 +228,10 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
   line(`Mercato devnet: ${opts.nodes} node${opts.nodes === 1 ? '' : 's'}, data in ${dir}${keep ? '' : ' (removed on exit)'}`)
   const t0 = performance.now()
   try {
-    const first = await startNode(dir, 0, opts, null, logs)
+    const first = await startNode(dir, 0, opts, null, logs, spawned, ac.signal)
     nodes.push(first)
     const boot = first.addresses.find(a => a.includes('/p2p/')) ?? `${first.addresses[0]}/p2p/${first.peerId}`
-    const starts = Array.from({ length: opts.nodes - 1 }, async (_, i) => await startNode(dir, i + 1, opts, boot, logs))
+    const starts = Array.from({ length: opts.nodes - 1 }, async (_, i) => await startNode(dir, i + 1, opts, boot, logs, spawned, ac.signal))
     const results = await Promise.allSettled(starts)
     for (const r of results) if (r.status === 'fulfilled') nodes.push(r.value)
     nodes.sort((a, b) => a.index - b.index)

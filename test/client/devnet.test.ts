@@ -5,7 +5,7 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CLI, NODE_FLAGS, runCli, stopAll, tempDir, waitFor } from '../helpers/cli.js'
@@ -117,5 +117,50 @@ describe('mercato devnet and the client commands, as real processes', function (
     expect(pids.filter(alive)).to.deep.equal([])
     expect(existsSync(dataDir)).to.equal(false)
     expect(stdout).to.match(/stopping 3 nodes\ndevnet stopped\n$/)
+  })
+})
+
+describe('mercato devnet stopped while its nodes start', function () {
+  this.timeout(60_000)
+  after(async () => { await stopAll() })
+
+  /** A devnet of 4, interrupted once `count` of its node processes are up (none has printed "devnet ready"). */
+  async function interruptWhen (count: number): Promise<void> {
+    const dir = await tempDir('mercato-devnet-early-')
+    const nodesOf = (): number[] => {
+      const out: number[] = []
+      for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
+        try {
+          const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+          if (cmd.includes('start') && cmd.some(a => a.startsWith(join(dir, 'node-')))) out.push(Number(pid))
+        } catch {}
+      }
+      return out
+    }
+    const devnet = spawn(process.execPath, [...NODE_FLAGS, CLI, 'devnet', '--nodes', '4', '--base-port', '0', '--data-dir', dir, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    devnet.stdout.on('data', (d) => { stdout += d })
+    const exited = new Promise<number | null>(resolve => { devnet.on('exit', (code) => { resolve(code) }) })
+    try {
+      await waitFor(() => nodesOf().length >= count, 20_000)
+      devnet.kill('SIGINT')
+      const timeout = new Promise<string>(resolve => { setTimeout(() => { resolve('still running 20 s after SIGINT') }, 20_000).unref() })
+      expect(await Promise.race([exited, timeout])).to.equal(0)
+      expect(stdout).to.not.match(/devnet ready/)
+      // every node process the devnet started is gone once it has exited
+      await new Promise(resolve => setTimeout(resolve, 500))
+      expect(nodesOf()).to.deep.equal([])
+    } finally {
+      for (const pid of nodesOf()) { try { process.kill(pid, 'SIGKILL') } catch {} }
+      if (devnet.exitCode == null) devnet.kill('SIGKILL')
+    }
+  }
+
+  it('Ctrl-C while the first node starts stops it, and starts no other', async () => {
+    await interruptWhen(1)
+  })
+
+  it('Ctrl-C while the other nodes start stops every one started, ready or not', async () => {
+    await interruptWhen(4)
   })
 })
