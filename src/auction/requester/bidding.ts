@@ -35,6 +35,24 @@ function isCollecting (job: RequesterJob): boolean {
 }
 
 /** The requester's bidding desk: announcements out, answers in. */
+/**
+ * Can `provider` still win this job? Not once it has an attempt at it (a replica it ran, a failover
+ * from it): its answers to later rounds (it is free again and bids) neither close a round nor count
+ * as the bids the round waits for. Before, such a bid closed each round a replica was re-announced
+ * for within its 50 ms window, so a provider that answered in 100 ms never got in (every bid was
+ * "for an older offer") and the job failed after four rounds.
+ */
+function canWin (job: RequesterJob, provider: string): boolean {
+  return !job.attempts.some(a => a.provider === provider)
+}
+
+/** This round's bids from providers that can still win the job. */
+function liveBids (job: RequesterJob): number {
+  let n = 0
+  for (const b of job.bids.values()) if (canWin(job, b.provider)) n++
+  return n
+}
+
 export class Bidding {
   private readonly ctx: RequesterContext
   private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
@@ -174,7 +192,7 @@ export class Bidding {
         // the window is over; with no bid yet (or only bids from unproven providers while a proven
         // one has not answered) and providers still silent, wait a little longer for the first one
         // rather than declare no-bids, or hand the job to a swarm of fresh keys, on a slow network
-        if (job.provenBids > 0 || this.allAnswered(job) || (job.bids.size > 0 && !this.awaitingProven(job))) { resolve(); return }
+        if (job.provenBids > 0 || this.allAnswered(job) || (liveBids(job) > 0 && !this.awaitingProven(job))) { resolve(); return }
         job.windowElapsed = true
         job.biddingTimer = setTimeout(resolve, Math.max(NO_BID_GRACE_MS, job.bidWindowMs))
       }
@@ -266,9 +284,9 @@ export class Bidding {
     const book = this.ctx.deps.book
     if (book == null || job.invited == null) return false
     let best = Infinity
-    for (const b of job.bids.values()) best = Math.min(best, b.price)
+    for (const b of job.bids.values()) if (canWin(job, b.provider)) best = Math.min(best, b.price)
     for (const p of job.invited) {
-      if (job.heardFrom.has(p)) continue
+      if (job.heardFrom.has(p) || !canWin(job, p)) continue
       const entry = book.get(p)
       if (entry != null && effectiveAsk(entry) < best) return true
     }
@@ -352,14 +370,14 @@ export class Bidding {
       this.checkLabels(job, b, from)
       job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
       ctx.deps.book?.observe(provider, b.price)
-      if (countsTowardMinBids(ctx.trust(provider))) job.provenBids++
+      if (countsTowardMinBids(ctx.trust(provider)) && canWin(job, provider)) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }
     // close early: every invitee answered; for an open call, enough bids from proven providers (a
     // swarm of fresh keys answering first must not close the window on the proven ones) or every
     // known capable provider answered; or the first bid after the window. An invited round waits
     // for all its invitees (a handful): the cheapest of them wins, not the fastest.
-    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (job.bids.size > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (liveBids(job) > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
   }
 
   /**
@@ -394,7 +412,7 @@ export class Bidding {
 
   /** Is a provider we know, and trust, still to answer this round? */
   private awaitingProven (job: RequesterJob): boolean {
-    for (const p of this.knownProviders(job)) if (!job.bids.has(p) && !job.declines.has(p) && this.ctx.trust(p) === 'proven') return true
+    for (const p of this.knownProviders(job)) if (canWin(job, p) && !job.bids.has(p) && !job.declines.has(p) && this.ctx.trust(p) === 'proven') return true
     return false
   }
 
@@ -410,10 +428,15 @@ export class Bidding {
    */
   private allAnswered (job: RequesterJob): boolean {
     if (job.bids.size + job.declines.size === 0) return false
-    if (job.invited == null && job.bids.size > 0 && job.bids.size < job.minBids) return false
-    const known = this.knownProviders(job)
-    if (known.size === 0) return false
-    for (const p of known) if (!job.bids.has(p) && !job.declines.has(p)) return false
-    return true
+    const live = liveBids(job)
+    if (job.invited == null && live > 0 && live < job.minBids) return false
+    // a provider that already ran (or runs) this job cannot win it: it is not waited for
+    let waitedFor = 0
+    for (const p of this.knownProviders(job)) {
+      if (!canWin(job, p)) continue
+      waitedFor++
+      if (!job.bids.has(p) && !job.declines.has(p)) return false
+    }
+    return waitedFor > 0
   }
 }
