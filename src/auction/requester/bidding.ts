@@ -34,7 +34,6 @@ function isCollecting (job: RequesterJob): boolean {
   return job.status === 'bidding' || job.status === 'queued'
 }
 
-/** The requester's bidding desk: announcements out, answers in. */
 /**
  * Can `provider` still win this job? Not once it has an attempt at it (a replica it ran, a failover
  * from it): its answers to later rounds (it is free again and bids) neither close a round nor count
@@ -53,6 +52,7 @@ function liveBids (job: RequesterJob): number {
   return n
 }
 
+/** The requester's bidding desk: announcements out, answers in. */
 export class Bidding {
   private readonly ctx: RequesterContext
   private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
