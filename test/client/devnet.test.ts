@@ -59,8 +59,12 @@ describe('mercato devnet and the client commands, as real processes', function (
     const res = await runCli(['submit', file, '--wait', '--input', '{"name":"mercato","n":21}', '--api', gateways[1]])
     expect(res.code, res.stderr).to.equal(0)
     expect(res.stdout).to.equal('hello from the devnet, mercato\n{\n  "twice": 42\n}\n')
-    // progress (not a TTY: one step a line) goes to stderr, and the job's live output with it, as it ran
-    expect(res.stderr).to.match(/^announced\n\d+ bids?\nawarded to 12D3…\w\w at \d+ credits?\nrunning\nhello from the devnet, mercato\ndone in \d+ ms\n$/)
+    // progress (not a TTY: one step a line) goes to stderr, and the job's live output with it, as it ran;
+    // on a loaded machine (the suite runs files side by side) a late heartbeat or a slow accept adds
+    // steps of its own (silent, refused, handing over, a new award): those may come between
+    const load = String.raw`(?:12D3…\w\w (?:silent \d+ ms|refused(?: \(.*\))?|lost(?: \(.*\))?, handing over|relay lost, asking through another path)\n|awarded to 12D3…\w\w at \d+ credits?\n|announced again \(round \d+\)\n|\d+ bids?\n)*`
+    const steps = new RegExp(String.raw`^announced\n\d+ bids?\nawarded to 12D3…\w\w at \d+ credits?\n${load}running\n${load}hello from the devnet, mercato\n${load}done in \d+ ms\n$`)
+    expect(res.stderr, res.stderr).to.match(steps)
 
     // --json for scripts; a wasm module is uploaded first
     const wasm = new URL('../fixtures/wasm/hello.wasm', import.meta.url).pathname
