@@ -8,15 +8,14 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { OFFER_PROTOCOL, type JobView, type Market } from '../../src/auction/index.js'
+import type { JobView, Market } from '../../src/auction/index.js'
 import { INVITE_CHEAPER_WAIT_MS } from '../../src/auction/constants.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
-import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
+import { delayOffers, startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 const JOB = { engine: 'js' as const, source: 'function main (i) { return i.x * 2 }', input: { x: 21 }, maxPrice: 50, queueTimeoutMs: 0 }
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 describe('market: an invited round waits for a slow cheaper invitee', function () {
   this.timeout(60_000)
@@ -26,13 +25,6 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
   let requester: Market
   let asks: Map<string, number>
   let nets: Map<number, MemoryNetwork>
-
-  /** Offers reach this provider `ms` late (Infinity: never answered). */
-  function delayOffers (net: MemoryNetwork, ms: number): void {
-    const h = net.handlers.get(OFFER_PROTOCOL)
-    if (h == null) throw new Error('no offer handler')
-    net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { if (ms === Infinity) return new Uint8Array(0); await sleep(ms); return await h.handler(data, ctx) } })
-  }
 
   async function run (): Promise<{ view: JobView, ms: number }> {
     const t0 = Date.now()

@@ -8,22 +8,11 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { JOBS_TOPIC, OFFER_PROTOCOL, type JobView, type Market } from '../../src/auction/index.js'
+import type { JobView, Market } from '../../src/auction/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
-import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
-import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
-
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
-
-/** Offers reach this provider `ms` late, over gossip and over a direct request alike. */
-function delayOffers (net: MemoryNetwork, ms: number): void {
-  const h = net.handlers.get(OFFER_PROTOCOL)
-  if (h != null) net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { await sleep(ms); return await h.handler(data, ctx) } })
-  const sub = net.subs.get(JOBS_TOPIC)
-  if (sub == null) throw new Error('not subscribed to the jobs topic')
-  net.subs.set(JOBS_TOPIC, { ...sub, handler: async (msg: any) => { await sleep(ms); await sub.handler(msg) } })
-}
+import { MemoryHub } from '../helpers/memory-network.js'
+import { delayOffers, startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 describe('market: a replica announced again waits for a late provider', function () {
   this.timeout(60_000)
@@ -46,7 +35,7 @@ describe('market: a replica announced again waits for a late provider', function
     started.push(f, l)
     fast = f.peerId
     late = l.peerId
-    delayOffers(l.net, 200)
+    delayOffers(l.net, 200, { gossip: true })
     await waitFor(() => [fast, late].every(p => requester.providers().some(k => k.peerId === p && k.advert != null)), 20_000)
   })
   after(async () => {

@@ -3,7 +3,7 @@
  * and ledger, the timings the in-memory auction tests use, started. Stop with {@link stopMemoryMarkets}.
  */
 import { randomSigner } from '../../src/crypto/index.js'
-import { createMarket, type Market } from '../../src/auction/index.js'
+import { createMarket, JOBS_TOPIC, OFFER_PROTOCOL, type Market } from '../../src/auction/index.js'
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import type { Executor } from '../../src/executor/index.js'
 import type { MemoryHub, MemoryNetwork } from './memory-network.js'
@@ -38,4 +38,20 @@ export async function stopMemoryMarkets (list: MemoryMarket[]): Promise<void> {
   for (const m of [...list].reverse()) await m.market.stop()
   for (const m of list) await m.ledger.close()
   list.length = 0
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/**
+ * Offers sent straight to this provider reach it `ms` late (Infinity: never answered), as a loaded
+ * machine delays them; with `gossip`, offers it hears on the jobs topic too.
+ */
+export function delayOffers (net: MemoryNetwork, ms: number, opts: { gossip?: boolean } = {}): void {
+  const h = net.handlers.get(OFFER_PROTOCOL)
+  if (h == null) throw new Error('no offer handler')
+  net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { if (ms === Infinity) return new Uint8Array(0); await sleep(ms); return await h.handler(data, ctx) } })
+  if (opts.gossip !== true) return
+  const sub = net.subs.get(JOBS_TOPIC)
+  if (sub == null) throw new Error('not subscribed to the jobs topic')
+  net.subs.set(JOBS_TOPIC, { ...sub, handler: async (msg: any) => { if (ms === Infinity) return; await sleep(ms); await sub.handler(msg) } })
 }
