@@ -69,6 +69,8 @@ export const AUTONAT_STARTUP_DELAY_MS = 2_000
 /** Pause after a random-walk turn that found nobody (see nat.ts pacedRandomWalk); doubles up to the max. */
 export const RANDOM_WALK_PAUSE_MS = 1_000
 export const RANDOM_WALK_MAX_PAUSE_MS = 60_000
+/** Peers one random walk remembers having met, to tell a turn that met someone new from one that did not. */
+export const RANDOM_WALK_MAX_MET = 4096
 /**
  * A peer's addresses are asked of the DHT afresh (bypassing the peer store) at most this often, when
  * dialling what the peer store holds failed: a node behind NAT is first known by its private

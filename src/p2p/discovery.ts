@@ -26,6 +26,7 @@ import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
+import type { ClosestPeers } from './walk.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
   MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
@@ -42,6 +43,8 @@ export interface PeerKeeperInit {
   walkIntervalMs?: number
   bootstrapInitialBackoffMs?: number
   bootstrapMaxBackoffMs?: number
+  /** where DHT walks meet peers (default: libp2p's peer routing) */
+  closestPeers?: ClosestPeers
   /** words for a failed bootstrap dial, logged as a warning once per bootstrap peer (e.g. a private-network key mismatch) */
   explainFailure?: (addr: string, err: unknown) => Promise<string>
 }
@@ -95,6 +98,7 @@ export class PeerKeeper {
   private walkForConnect = false
   private walking = false
   private readonly walkInterval: number
+  private readonly closestPeers: ClosestPeers
   private walkDelay: number
   private running = false
   private readonly onDiscovery = (evt: CustomEvent<PeerInfo>): void => { this.dialDiscovered(evt.detail) }
@@ -124,6 +128,7 @@ export class PeerKeeper {
     this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
     this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
     this.explainFailure = init.explainFailure
+    this.closestPeers = init.closestPeers ?? ((key, options) => node.peerRouting.getClosestPeers(key, options))
     for (const s of init.bootstrap ?? []) {
       const addr = multiaddr(s)
       const id = addr.getComponents().findLast(c => c.name === 'p2p')?.value
@@ -202,12 +207,20 @@ export class PeerKeeper {
     this.scheduleBootstrap(this.nextBootstrapDelay())
   }
 
-  /** Time until the next bootstrap peer is due; while at or above minPeers, look again every now and then. */
+  /**
+   * Time until the next bootstrap peer is due; while at or above minPeers, look again every now and
+   * then. A connected bootstrap peer is not due: losing it schedules a redial at once
+   * (onDisconnect). Counting it (its `nextDialAt` is 0 once dialled) woke every node of a mesh
+   * smaller than minPeers 20 times a second for nothing.
+   */
   private nextBootstrapDelay (): number {
     if (this.peerCount() >= this.minPeers) return this.maxBackoffMs
     const now = Date.now()
     let next = this.maxBackoffMs
-    for (const b of this.bootstrap) if (!b.dialing) next = Math.min(next, b.nextDialAt - now)
+    for (const b of this.bootstrap) {
+      if (b.dialing || b.peerId.equals(this.node.peerId) || this.node.getConnections(b.peerId).length > 0) continue
+      next = Math.min(next, b.nextDialAt - now)
+    }
     return Math.max(next, 50)
   }
 
@@ -308,7 +321,7 @@ export class PeerKeeper {
       const key = new Uint8Array(32)
       globalThis.crypto.getRandomValues(key)
       const signal = AbortSignal.timeout(DISCOVERY_INTERVAL_MS)
-      for await (const peer of this.node.peerRouting.getClosestPeers(key, { signal })) {
+      for await (const peer of this.closestPeers(key, { signal })) {
         if (!this.running) break
         // dialled beside the walk, as any discovered peer (bounded, a failed one not again soon)
         if (this.dialDiscovered(peer)) met++

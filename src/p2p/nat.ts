@@ -33,9 +33,10 @@ import { isLoopback, isPrivateIp } from '@libp2p/utils'
 import { isPublicAddress } from './public-address.js'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { AddressManager, RandomWalk } from '@libp2p/interface-internal'
-import type { PeerInfo, PeerRouting } from '@libp2p/interface'
+import type { PeerId, PeerInfo, PeerRouting } from '@libp2p/interface'
+import type { ClosestPeers } from './walk.js'
 import {
-  AUTONAT_STARTUP_DELAY_MS, RANDOM_WALK_MAX_PAUSE_MS, RANDOM_WALK_PAUSE_MS, RELAY_DATA_LIMIT_BYTES, RELAY_DURATION_LIMIT_MS, RELAY_MAX_RESERVATIONS, RELAY_RESERVATIONS
+  AUTONAT_STARTUP_DELAY_MS, RANDOM_WALK_MAX_MET, RANDOM_WALK_MAX_PAUSE_MS, RANDOM_WALK_PAUSE_MS, RELAY_DATA_LIMIT_BYTES, RELAY_DURATION_LIMIT_MS, RELAY_MAX_RESERVATIONS, RELAY_RESERVATIONS
 } from './constants.js'
 
 export type Reachability = 'public' | 'private' | 'unknown'
@@ -106,20 +107,31 @@ export function hasPublicAddress (listen: string[], announce: string[]): boolean
  * (and Mercato's DHT answers at once with zero peers) every turn resolves
  * without I/O, so the loop never yields and starves the event loop: a node
  * behind NAT listening on `/p2p-circuit` before it had a peer never finished
- * starting. This one waits RANDOM_WALK_PAUSE_MS after a turn that found
- * nobody, doubling up to RANDOM_WALK_MAX_PAUSE_MS.
+ * starting. This one waits RANDOM_WALK_PAUSE_MS after a turn that met a peer
+ * it had not yielded before, and doubles the pause (up to
+ * RANDOM_WALK_MAX_PAUSE_MS) after a turn that met no one new. The relay
+ * search walks for as long as it lacks a relay, which in a mesh without relay
+ * servers is forever: counting peers it already knows kept it at one DHT
+ * query (and a findPeer per address-less peer) a second on every node.
  */
-export function pacedRandomWalk (peerRouting: PeerRouting): RandomWalk {
+export function pacedRandomWalk (closestPeers: ClosestPeers): RandomWalk {
   return {
     async * walk (options: { signal?: AbortSignal } = {}): AsyncGenerator<PeerInfo> {
       let pause = RANDOM_WALK_PAUSE_MS
       const aborted = (): boolean => options.signal?.aborted === true
+      // peers this walk has yielded (bounded: forgotten all at once when full, so a large mesh only walks sooner)
+      const met = new Set<string>()
       while (!aborted()) {
         let found = 0
         try {
           const key = globalThis.crypto.getRandomValues(new Uint8Array(32))
-          for await (const peer of peerRouting.getClosestPeers(key, { signal: options.signal })) {
-            found++
+          for await (const peer of closestPeers(key, { signal: options.signal })) {
+            const id = peer.id.toString()
+            if (!met.has(id)) {
+              if (met.size >= RANDOM_WALK_MAX_MET) met.clear()
+              met.add(id)
+              found++
+            }
             yield peer
           }
         } catch {
@@ -135,10 +147,16 @@ export function pacedRandomWalk (peerRouting: PeerRouting): RandomWalk {
   }
 }
 
+/** Where a paced walk finds peers, given the components of the service or transport that walks. */
+export type WalkSource = (components: { peerId: PeerId, peerRouting: PeerRouting }) => ClosestPeers
+
+/** libp2p's peer routing as a walk source (no DHT at hand: unit tests). */
+export const peerRoutingWalk: WalkSource = ({ peerRouting }) => (key, options) => peerRouting.getClosestPeers(key, options)
+
 /** A service or transport factory whose `randomWalk` component is the paced one. */
-function withPacedWalk<C extends { randomWalk: RandomWalk, peerRouting?: PeerRouting }, T> (factory: (components: C) => T): (components: C & { peerRouting: PeerRouting }) => T {
+function withPacedWalk<C extends { randomWalk: RandomWalk, peerId: PeerId, peerRouting?: PeerRouting }, T> (factory: (components: C) => T, source: WalkSource): (components: C & { peerRouting: PeerRouting }) => T {
   return (components) => {
-    const walk = pacedRandomWalk(components.peerRouting)
+    const walk = pacedRandomWalk(source(components))
     return factory(new Proxy(components, { get: (target, prop, receiver) => prop === 'randomWalk' ? walk : Reflect.get(target, prop, receiver) }))
   }
 }
@@ -158,9 +176,9 @@ export interface AddressView { addressManager: AddressManager }
 /**
  * The transports and services for NAT traversal, decided from config and
  * listen/announce addresses. UPnP's client (SSDP, an XML parser) is loaded only when it is on:
- * it was ~10 ms of every node's start.
+ * it was ~10 ms of every node's start. The relay search and AutoNAT walk the DHT through `walks`.
  */
-export async function natPieces (init: NatInit, listen: string[], announce: string[]): Promise<NatPieces> {
+export async function natPieces (init: NatInit, listen: string[], announce: string[], walks: WalkSource = peerRoutingWalk): Promise<NatPieces> {
   const publicByConfig = hasPublicAddress(listen, announce)
   const relayServer = init.relayServer === true || (init.relayServer !== false && publicByConfig)
   // a node on loopback only (tests, devnets) has no router to ask and no one outside to reach it
@@ -171,7 +189,7 @@ export async function natPieces (init: NatInit, listen: string[], announce: stri
   // reachability checks and hole punching mean nothing on loopback; there they only cost every
   // node of a devnet or a test mesh dial-backs and streams
   if (beyondLoopback) {
-    services.autonat = withPacedWalk(autoNATv2({ startupDelay: AUTONAT_STARTUP_DELAY_MS }) as any)
+    services.autonat = withPacedWalk(autoNATv2({ startupDelay: AUTONAT_STARTUP_DELAY_MS }) as any, walks)
     services.dcutr = dcutr()
   }
   if (relayServer) {
@@ -194,7 +212,7 @@ export async function natPieces (init: NatInit, listen: string[], announce: stri
     })
   }
   return {
-    transports: [withPacedWalk(circuitRelayTransport({ reservationCompletionTimeout: 10_000 }) as any), webSockets()],
+    transports: [withPacedWalk(circuitRelayTransport({ reservationCompletionTimeout: 10_000 }) as any, walks), webSockets()],
     services,
     listen: Array.from({ length: slots }, () => '/p2p-circuit'),
     relayServer,

@@ -20,7 +20,8 @@ import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf, circuitsVia } from './multiaddr.js'
 import { isPublicAddress, relaysIn, StrangerDials } from './public-address.js'
-import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus } from './nat.js'
+import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus, type WalkSource } from './nat.js'
+import { dhtClosestPeers } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
@@ -164,6 +165,7 @@ export class Libp2pNetwork implements Network {
     this.keeper = new PeerKeeper(node, {
       ...init.discovery,
       bootstrap: init.bootstrap,
+      closestPeers: dhtClosestPeers(() => node.services.dht, node.peerId, (key, options) => node.peerRouting.getClosestPeers(key, options)),
       explainFailure: async (addr, err) => await explainDialFailure(addr, err, this.networkKey)
     }, this.log)
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
@@ -699,7 +701,10 @@ export class Libp2pNetwork implements Network {
 export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
-  const nat = await natPieces(init.nat ?? {}, listen, init.announce ?? [])
+  // the relay search's and AutoNAT's walks go to the DHT itself (walk.ts), once the node exists
+  let dht: KadDHT | undefined
+  const walks: WalkSource = (c) => dhtClosestPeers(() => dht, c.peerId, (key, options) => c.peerRouting.getClosestPeers(key, options))
+  const nat = await natPieces(init.nat ?? {}, listen, init.announce ?? [], walks)
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
@@ -759,5 +764,6 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       }) as any
     }
   })
+  dht = node.services.dht
   return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp }, strangerDials)
 }

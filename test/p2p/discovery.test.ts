@@ -113,7 +113,8 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     }
 
     getPeers (): PeerId[] { return this.peers }
-    getConnections (id: PeerId): unknown[] { return this.peers.some(p => p.equals(id)) ? [{}] : [] }
+    getConnections (id: PeerId): unknown[] { return this.isConnectedTo(id) ? [{}] : [] }
+    isConnectedTo (id: PeerId): boolean { return this.peers.some(p => p.equals(id)) }
     connect (id: PeerId): void {
       this.peers.push(id)
       this.dispatchEvent(new CustomEvent('peer:connect', { detail: id }))
@@ -157,6 +158,31 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     node.connect(aPeer())
     await waitFor(() => node.walks.length >= 2, 10_000)
     expect(node.walks[1] - node.walks[0]).to.be.at.least(WALK_MIN_GAP_MS - 5)
+  })
+
+  it('a connected bootstrap peer is not redialled, nor looked at 20 times a second; losing it redials at once', async () => {
+    const node = new StandIn()
+    const boot = aPeer()
+    node.connect(boot)
+    let looks = 0
+    const getPeers = node.getPeers.bind(node)
+    node.getPeers = () => { looks++; return getPeers() }
+    // dials of the bootstrap address connect its peer
+    node.dial = async (target: any) => {
+      node.dialled.push(target.toString())
+      node.connect(peerIdFromString(target.getComponents().findLast((c: any) => c.name === 'p2p').value))
+    }
+    const keeper = new PeerKeeper(node as any, { bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${boot.toString()}`], walkIntervalMs: 60_000 }, logger('test:discovery'))
+    keepers.push(keeper)
+    keeper.start()
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    // one peer, below minPeers: before, the keeper woke every 50 ms to skip the connected bootstrap peer
+    expect(looks, 'looks at the peer list in 1 s').to.be.below(5)
+    expect(node.dialled, 'dials of a connected bootstrap peer').to.deep.equal([])
+    node.peers.splice(0)
+    node.dispatchEvent(new CustomEvent('peer:disconnect', { detail: boot }))
+    await waitFor(() => node.dialled.length === 1, 5_000)
+    expect(node.isConnectedTo(boot)).to.equal(true)
   })
 
   it('a walk brought forward that meets no one does not double the wait before the next', async () => {

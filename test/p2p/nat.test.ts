@@ -1,7 +1,13 @@
 import '../../src/polyfill.js'
+import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+import { createNetwork, identityFromSeed, type NetworkNode } from '../../src/p2p/index.js'
+import { RANDOM_WALK_PAUSE_MS } from '../../src/p2p/constants.js'
+import { dhtClosestPeers, type ClosestPeers } from '../../src/p2p/walk.js'
+import { waitFor } from '../helpers/nodes.js'
 import { generateNetworkKeyText, parseNetworkKey } from '../../src/p2p/pnet.js'
 import { pacedRandomWalk, reachabilityOf, relaysOf, hasPublicAddress } from '../../src/p2p/nat.js'
 import { addressesOf, circuitsVia } from '../../src/p2p/multiaddr.js'
@@ -44,13 +50,73 @@ describe('p2p: reachability', () => {
     let queries = 0
     const peerRouting: any = { async * getClosestPeers () { queries++ } }
     const controller = new AbortController()
-    const walking = (async () => { for await (const _ of pacedRandomWalk(peerRouting).walk({ signal: controller.signal })) { /* none */ } })()
+    const walking = (async () => { for await (const _ of pacedRandomWalk((key, options) => peerRouting.getClosestPeers(key, options)).walk({ signal: controller.signal })) { /* none */ } })()
     // libp2p's own walk loops without yielding here: this timer would never fire
     const fired = await new Promise<boolean>((resolve) => { setTimeout(() => { resolve(true) }, 20) })
     controller.abort()
     await walking
     expect(fired).to.equal(true)
     expect(queries).to.be.within(1, 3)
+  })
+})
+
+describe('p2p: DHT walks', () => {
+  const peerId = (): PeerId => peerIdFromString(identityFromSeed(randomBytes(32)).peerId)
+  const info = (id: PeerId, port: number): PeerInfo => ({ id, multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${id.toString()}`)] })
+
+  it('the paced walk slows down while its turns meet only peers it has met, and speeds up for a new one', async function () {
+    this.timeout(20_000)
+    const known = [info(peerId(), 1), info(peerId(), 2)]
+    let fresh: PeerInfo | undefined
+    const turns: number[] = []
+    const closest: ClosestPeers = async function * () {
+      turns.push(Date.now())
+      yield * known
+      if (fresh != null) { yield fresh; fresh = undefined }
+    }
+    const controller = new AbortController()
+    const t0 = Date.now()
+    const walking = (async () => { for await (const _ of pacedRandomWalk(closest).walk({ signal: controller.signal })) { /* met */ } })()
+    try {
+      // turns at 0 (new peers: 1 s pause), 1 s (none new: 2 s), 3 s (none new: 4 s); before, one a second
+      await new Promise(resolve => setTimeout(resolve, 4_500))
+      expect(turns.length, 'turns in 4.5 s').to.be.within(2, 3)
+      // a peer it has not met: the next pause is short again
+      fresh = info(peerId(), 3)
+      await waitFor(() => fresh == null, 10_000)
+      const met = turns.length
+      await waitFor(() => turns.length > met, 3_000)
+      expect(turns[met] - turns[met - 1], 'pause after meeting a new peer').to.be.below(RANDOM_WALK_PAUSE_MS * 2)
+    } finally {
+      controller.abort()
+      await walking
+    }
+    expect(Date.now() - t0).to.be.below(20_000)
+  })
+
+  it('a DHT walk yields the peers the answers name, each once, with addresses, never ourselves', async () => {
+    const self = peerId()
+    const [a, b, c] = [peerId(), peerId(), peerId()]
+    let asked = 0
+    const dht: any = {
+      async * getClosestPeers () {
+        asked++
+        yield { name: 'PEER_RESPONSE', closer: [info(a, 1), info(b, 2), info(self, 9)] }
+        yield { name: 'QUERY_ERROR' }
+        yield { name: 'PEER_RESPONSE', closer: [info(b, 2), { id: c, multiaddrs: [] }, info(a, 1)] }
+        yield { name: 'FINAL_PEER', peer: { id: c, multiaddrs: [] } }
+      }
+    }
+    let fallbacks = 0
+    const fallback: ClosestPeers = async function * () { fallbacks++ }
+    const met: PeerInfo[] = []
+    for await (const p of dhtClosestPeers(() => dht, self, fallback)(new Uint8Array(32), {})) met.push(p)
+    expect(met.map(p => p.id.toString())).to.deep.equal([a.toString(), b.toString()])
+    expect(met.every(p => p.multiaddrs.length === 1)).to.equal(true)
+    expect([asked, fallbacks]).to.deep.equal([1, 0])
+    // before the node (and its DHT) exists, the walk asks libp2p's peer routing
+    for await (const _ of dhtClosestPeers(() => undefined, self, fallback)(new Uint8Array(32), {})) { /* none */ }
+    expect(fallbacks).to.equal(1)
   })
 })
 
