@@ -24,7 +24,7 @@ import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type 
 import { dhtClosestPeers } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
-  DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
+  CONNECTION_PING_INTERVAL_MS, DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
   MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
@@ -721,6 +721,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
     streamMuxers: [yamux()],
     peerDiscovery,
+    connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
     connectionManager: {
       maxConnections: init.maxConnections ?? 300,
       dialTimeout: init.dialTimeoutMs ?? 5000,
