@@ -14,7 +14,7 @@
  * CPU time of every node process, from /proc, over both phases, divided by
  * the jobs run: background work included), `messagesPerJob` (messages every
  * node received from peers: gossip, requests, channel frames, from each
- * node's /metrics), `cheapestWonRatio` (sequential jobs won by the cheapest
+ * node's /metrics; `messagesPerJobByKind` splits them), `cheapestWonRatio` (sequential jobs won by the cheapest
  * provider: every slot is free between them), the same two costs less what
  * the idle mesh spends in as long (`…OverIdle`: gossip heartbeats, adverts,
  * the DHT; at a few jobs a second on a loaded machine the idle cost is most
@@ -26,6 +26,7 @@
 import '../src/polyfill.js'
 import { readFileSync } from 'node:fs'
 import { ed25519SignsPerSec, pct } from './util.js'
+import { ADVERT_START_DELAYS_MS } from '../src/auction/constants.js'
 import { getJson, startNodeProcess, stopAll, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
 const SIZES = (process.env.BENCH_SIZES ?? '10,20,40').split(',').map(Number).filter(n => n >= 2)
@@ -39,6 +40,14 @@ const START_TIMEOUT_MS = 180_000
 const BOOK_WAIT_MS = 60_000
 /** How long the idle mesh is measured (its CPU and messages per second are subtracted in the `…OverIdle` figures). */
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 5000)
+/**
+ * Measuring starts no sooner than this after the last provider started: a provider re-sends its
+ * advert 1, 3, 10 and 30 s after start (ADVERT_START_DELAYS_MS) while the mesh forms, and at 40
+ * processes that start-up traffic was most of what the "idle" window and the jobs saw (142 of 143
+ * gossip messages a second were adverts). The figures are the steady mesh's; BENCH_SETTLE_MS=0
+ * measures as soon as the book is full, start-up and all.
+ */
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? Math.max(...ADVERT_START_DELAYS_MS) + 5000)
 const JOB = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 1000 }
 const CLK_TCK = 100 // Linux USER_HZ
 
@@ -62,21 +71,24 @@ function cpuMs (pid: number | undefined): number {
   }
 }
 
-/** Messages a node has received from peers (its /metrics). */
-async function messagesOf (node: NodeProcess): Promise<number> {
+type Kinds = Record<string, number>
+
+/** Messages a node has received from peers (its /metrics), by kind: gossip, request, frame. */
+async function messagesOf (node: NodeProcess): Promise<Kinds> {
+  const kinds: Kinds = {}
   try {
     const text = await (await fetch(`${node.gatewayUrl}/metrics`)).text()
-    let n = 0
-    for (const m of text.matchAll(/^mercato_network_messages_received_total\{[^}]*\} (\d+(?:\.\d+)?)/gm)) n += Number(m[1])
-    return n
-  } catch {
-    return 0
-  }
+    for (const m of text.matchAll(/^mercato_network_messages_received_total\{kind="(\w+)"\} (\d+(?:\.\d+)?)/gm)) kinds[m[1]] = (kinds[m[1]] ?? 0) + Number(m[2])
+  } catch {}
+  return kinds
 }
 
-async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number }> {
-  const messages = (await Promise.all(nodes.map(messagesOf))).reduce((a, b) => a + b, 0)
-  return { cpu: nodes.reduce((a, n) => a + cpuMs(n.proc.pid), 0), messages }
+const sum = (k: Kinds): number => Object.values(k).reduce((a, b) => a + b, 0)
+
+async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number, kinds: Kinds }> {
+  const kinds: Kinds = {}
+  for (const k of await Promise.all(nodes.map(messagesOf))) for (const [name, n] of Object.entries(k)) kinds[name] = (kinds[name] ?? 0) + n
+  return { cpu: nodes.reduce((a, n) => a + cpuMs(n.proc.pid), 0), messages: sum(kinds), kinds }
 }
 
 async function runJob (node: NodeProcess): Promise<{ ms: number, status: string, provider?: string }> {
@@ -100,6 +112,7 @@ async function measure (size: number): Promise<Record<string, unknown>> {
   for (let i = 0; i < asks.length; i += START_BATCH) {
     providers.push(...await Promise.all(asks.slice(i, i + START_BATCH).map(async ask => await startNodeProcess(['--bootstrap', boot, '--price', String(ask)], { env, timeoutMs: START_TIMEOUT_MS }))))
   }
+  const lastStarted = Date.now()
   const cheapest = providers[asks.indexOf(1)].peerId
   const inBook = async (): Promise<number> => ((await getJson(`${requester.gatewayUrl}/v1/providers`)).body as any[]).filter(p => p.advert != null).length
   const t0 = Date.now()
@@ -107,6 +120,11 @@ async function measure (size: number): Promise<Record<string, unknown>> {
   const providersInBook = await inBook()
   process.stderr.write(`bench:scale: ${size} nodes: the book holds ${providersInBook} of ${providers.length} providers after ${Date.now() - t0} ms\n`)
   for (let i = 0; i < 10; i++) await runJob(requester) // warm up every path
+  const settleMs = Math.max(0, lastStarted + SETTLE_MS - Date.now())
+  if (settleMs > 0) {
+    process.stderr.write(`bench:scale: ${size} nodes: letting the mesh settle for ${Math.round(settleMs / 1000)} s (start-up adverts)\n`)
+    await new Promise(resolve => setTimeout(resolve, settleMs))
+  }
   const nodes = [requester, ...providers]
   // what the mesh spends with no job at all (gossip heartbeats, adverts, DHT, timers), per second
   const idleStart = await snapshot(nodes)
@@ -148,6 +166,7 @@ async function measure (size: number): Promise<Record<string, unknown>> {
     nodes: size,
     mode: INVITATIONS ? 'invitations' : 'open-call',
     providersInBook,
+    settleMs: SETTLE_MS,
     latencyMsP50: pct(latencies, 50),
     latencyMsP99: pct(latencies, 99),
     jobsPerSec: Math.round(jobsPerSec * 10) / 10,
@@ -155,11 +174,14 @@ async function measure (size: number): Promise<Record<string, unknown>> {
     failedUnderLoad: failed,
     meshCpuMsPerJob: jobs > 0 ? Math.round((after.cpu - before.cpu) / jobs * 10) / 10 : null,
     messagesPerJob: jobs > 0 ? Math.round((after.messages - before.messages) / jobs * 10) / 10 : null,
+    // the same by kind: gossip (offers, adverts, receipts), request (invitations, blobs...), frame (bids, award channels)
+    messagesPerJobByKind: jobs > 0 ? Object.fromEntries(Object.keys(after.kinds).map(k => [k, Math.round(((after.kinds[k] ?? 0) - (before.kinds[k] ?? 0)) / jobs * 10) / 10])) : null,
     // the same less what the idle mesh spends in as long: what the jobs themselves cost
     meshCpuMsPerJobOverIdle: perJob(after.cpu - before.cpu, idle.cpuMsPerSec),
     messagesPerJobOverIdle: perJob(after.messages - before.messages, idle.messagesPerSec),
     idleMeshCpuMsPerSec: Math.round(idle.cpuMsPerSec),
     idleMessagesPerSec: Math.round(idle.messagesPerSec * 10) / 10,
+    idleMessagesPerSecByKind: Object.fromEntries(Object.keys(idleEnd.kinds).map(k => [k, Math.round(((idleEnd.kinds[k] ?? 0) - (idleStart.kinds[k] ?? 0)) / idleSecs * 10) / 10])),
     cheapestWonRatio: sequentialDone > 0 ? Math.round(cheapestWon / sequentialDone * 100) / 100 : null,
     jobs,
     node: process.version
