@@ -79,11 +79,13 @@ async function messagesOf (node: NodeProcess): Promise<Kinds> {
   try {
     const text = await (await fetch(`${node.gatewayUrl}/metrics`)).text()
     for (const m of text.matchAll(/^mercato_network_messages_received_total\{kind="(\w+)"\} (\d+(?:\.\d+)?)/gm)) kinds[m[1]] = (kinds[m[1]] ?? 0) + Number(m[2])
+    // gossip again, by topic (not added to the total)
+    for (const m of text.matchAll(/^mercato_gossip_messages_received_total\{topic="([^"]+)"\} (\d+(?:\.\d+)?)/gm)) kinds[`gossip:${m[1]}`] = (kinds[`gossip:${m[1]}`] ?? 0) + Number(m[2])
   } catch {}
   return kinds
 }
 
-const sum = (k: Kinds): number => Object.values(k).reduce((a, b) => a + b, 0)
+const sum = (k: Kinds): number => Object.entries(k).reduce((a, [name, n]) => name.includes(':') ? a : a + n, 0)
 
 async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number, kinds: Kinds }> {
   const kinds: Kinds = {}

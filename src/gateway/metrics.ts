@@ -44,7 +44,7 @@ const PATHS = ['direct', 'relayed'] as const
 
 /** What the metrics need of the network: messages received, connections by path (relayed through a circuit relay, or direct). */
 export interface MetricsNetwork {
-  traffic?: () => { gossip: number, requests: number, frames: number }
+  traffic?: () => { gossip: number, requests: number, frames: number, gossipByTopic?: Record<string, number> }
   connectionsByPath?: () => { open: ByPath, opened: ByPath }
 }
 
@@ -160,6 +160,20 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
         const delta = t[kind] - seenTraffic[kind]
         if (delta > 0) this.inc({ kind: kind === 'requests' ? 'request' : kind === 'frames' ? 'frame' : 'gossip' }, delta)
         seenTraffic[kind] = t[kind]
+      }
+    }
+  })
+  const seenByTopic = new Map<string, number>()
+  new Counter({
+    name: 'mercato_gossip_messages_received_total',
+    help: 'Gossip messages received from peers, by topic (offers of open calls, adverts, receipts): what the mesh\'s broadcast traffic costs this node',
+    labelNames: ['topic'],
+    registers: [registry],
+    collect () {
+      for (const [topic, n] of Object.entries(deps.network?.traffic?.().gossipByTopic ?? {})) {
+        const delta = n - (seenByTopic.get(topic) ?? 0)
+        if (delta > 0) this.inc({ topic }, delta)
+        seenByTopic.set(topic, n)
       }
     }
   })

@@ -66,4 +66,4 @@ export const MAX_TRACKED_SIGNERS = 4096
 
 /** Defaults mirrored from config/default.json "ledger". */
 export const HEAD_INTERVAL_MS = 30_000
-export const HEAD_DEBOUNCE_MS = 500
+export const HEAD_DEBOUNCE_MS = 30_000

@@ -134,6 +134,7 @@ export class Libp2pNetwork implements Network {
   private readonly topics = new Map<string, { handler: TopicHandler<any>, decode: TopicDecoder<any> }>()
   /** messages received from peers (see NetworkTraffic) */
   private readonly received: NetworkTraffic = { gossip: 0, requests: 0, frames: 0 }
+  private readonly gossipByTopic = new Map<string, number>()
   /** values accepted by topic decoders, keyed by the message bytes they checked (validator → handler) */
   private readonly decoded = new WeakMap<Uint8Array, unknown>()
   private readonly maxGossipBytes: number
@@ -445,6 +446,7 @@ export class Libp2pNetwork implements Network {
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(topic, async (peer: PeerId, msg: Message) => {
       this.received.gossip++
+      this.gossipByTopic.set(topic, (this.gossipByTopic.get(topic) ?? 0) + 1)
       const verdict = await this.check(topic, decoder, msg.data, peer.toString())
       if (verdict.result !== 'accept') return verdict.result === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
       // what the decoder produced travels on to the handler: no second decode or signature check
@@ -520,7 +522,7 @@ export class Libp2pNetwork implements Network {
   // ---------------------------------------------------------------- request / response
 
   traffic (): NetworkTraffic {
-    return { ...this.received }
+    return { ...this.received, gossipByTopic: Object.fromEntries(this.gossipByTopic) }
   }
 
   async handle (protocol: string, handler: RequestHandler, opts: HandleOptions = {}): Promise<void> {

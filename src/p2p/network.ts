@@ -129,7 +129,13 @@ export interface NetworkEvents {
  * judges them; duplicates gossipsub drops by id are not counted), requests read, channel
  * messages read. Summed over every node of a mesh, each transmission is counted once.
  */
-export interface NetworkTraffic { gossip: number, requests: number, frames: number }
+export interface NetworkTraffic {
+  gossip: number
+  requests: number
+  frames: number
+  /** gossip messages by topic (only topics this node subscribes to are ever counted) */
+  gossipByTopic?: Record<string, number>
+}
 
 export interface Network {
   readonly peerId: string
