@@ -85,6 +85,10 @@ async function messagesOf (node: NodeProcess): Promise<Kinds> {
   return kinds
 }
 
+/** What each kind grew by from `before` to `after`, divided by `per` (jobs, seconds), to one decimal. */
+const perKind = (after: Kinds, before: Kinds, per: number): Kinds =>
+  Object.fromEntries(Object.keys(after).map(k => [k, Math.round((after[k] - (before[k] ?? 0)) / per * 10) / 10]))
+
 const sum = (k: Kinds): number => Object.entries(k).reduce((a, [name, n]) => name.includes(':') ? a : a + n, 0)
 
 async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number, kinds: Kinds }> {
@@ -177,13 +181,13 @@ async function measure (size: number): Promise<Record<string, unknown>> {
     meshCpuMsPerJob: jobs > 0 ? Math.round((after.cpu - before.cpu) / jobs * 10) / 10 : null,
     messagesPerJob: jobs > 0 ? Math.round((after.messages - before.messages) / jobs * 10) / 10 : null,
     // the same by kind: gossip (offers, adverts, receipts), request (invitations, blobs...), frame (bids, award channels)
-    messagesPerJobByKind: jobs > 0 ? Object.fromEntries(Object.keys(after.kinds).map(k => [k, Math.round(((after.kinds[k] ?? 0) - (before.kinds[k] ?? 0)) / jobs * 10) / 10])) : null,
+    messagesPerJobByKind: jobs > 0 ? perKind(after.kinds, before.kinds, jobs) : null,
     // the same less what the idle mesh spends in as long: what the jobs themselves cost
     meshCpuMsPerJobOverIdle: perJob(after.cpu - before.cpu, idle.cpuMsPerSec),
     messagesPerJobOverIdle: perJob(after.messages - before.messages, idle.messagesPerSec),
     idleMeshCpuMsPerSec: Math.round(idle.cpuMsPerSec),
     idleMessagesPerSec: Math.round(idle.messagesPerSec * 10) / 10,
-    idleMessagesPerSecByKind: Object.fromEntries(Object.keys(idleEnd.kinds).map(k => [k, Math.round(((idleEnd.kinds[k] ?? 0) - (idleStart.kinds[k] ?? 0)) / idleSecs * 10) / 10])),
+    idleMessagesPerSecByKind: perKind(idleEnd.kinds, idleStart.kinds, idleSecs),
     cheapestWonRatio: sequentialDone > 0 ? Math.round(cheapestWon / sequentialDone * 100) / 100 : null,
     jobs,
     node: process.version

@@ -26,7 +26,7 @@ import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
-import type { ClosestPeers } from './walk.js'
+import { peerRoutingClosest, type ClosestPeers } from './walk.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
   MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
@@ -128,7 +128,7 @@ export class PeerKeeper {
     this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
     this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
     this.explainFailure = init.explainFailure
-    this.closestPeers = init.closestPeers ?? ((key, options) => node.peerRouting.getClosestPeers(key, options))
+    this.closestPeers = init.closestPeers ?? peerRoutingClosest(node.peerRouting)
     for (const s of init.bootstrap ?? []) {
       const addr = multiaddr(s)
       const id = addr.getComponents().findLast(c => c.name === 'p2p')?.value
@@ -180,8 +180,7 @@ export class PeerKeeper {
     const now = Date.now()
     if (this.peerCount() < this.minPeers) {
       for (const b of this.bootstrap) {
-        if (b.dialing || b.nextDialAt > now || b.peerId.equals(this.node.peerId)) continue
-        if (this.node.getConnections(b.peerId).length > 0) continue
+        if (!this.mayDial(b) || b.nextDialAt > now) continue
         b.dialing = true
         this.node.dial(b.addr, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(() => {
           b.backoffMs = this.initialBackoffMs
@@ -217,11 +216,13 @@ export class PeerKeeper {
     if (this.peerCount() >= this.minPeers) return this.maxBackoffMs
     const now = Date.now()
     let next = this.maxBackoffMs
-    for (const b of this.bootstrap) {
-      if (b.dialing || b.peerId.equals(this.node.peerId) || this.node.getConnections(b.peerId).length > 0) continue
-      next = Math.min(next, b.nextDialAt - now)
-    }
+    for (const b of this.bootstrap) if (this.mayDial(b)) next = Math.min(next, b.nextDialAt - now)
     return Math.max(next, 50)
+  }
+
+  /** A bootstrap peer that is not being dialled, not ourselves and not connected (whenever its backoff allows). */
+  private mayDial (b: BootstrapPeer): boolean {
+    return !b.dialing && !b.peerId.equals(this.node.peerId) && this.node.getConnections(b.peerId).length === 0
   }
 
   // ------------------------------------------------------------ discovered peers

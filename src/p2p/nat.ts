@@ -34,7 +34,7 @@ import { isPublicAddress } from './public-address.js'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { AddressManager, RandomWalk } from '@libp2p/interface-internal'
 import type { PeerId, PeerInfo, PeerRouting } from '@libp2p/interface'
-import type { ClosestPeers } from './walk.js'
+import { peerRoutingClosest, type ClosestPeers } from './walk.js'
 import {
   AUTONAT_STARTUP_DELAY_MS, RANDOM_WALK_MAX_MET, RANDOM_WALK_MAX_PAUSE_MS, RANDOM_WALK_PAUSE_MS, RELAY_DATA_LIMIT_BYTES, RELAY_DURATION_LIMIT_MS, RELAY_MAX_RESERVATIONS, RELAY_RESERVATIONS
 } from './constants.js'
@@ -151,7 +151,7 @@ export function pacedRandomWalk (closestPeers: ClosestPeers): RandomWalk {
 export type WalkSource = (components: { peerId: PeerId, peerRouting: PeerRouting }) => ClosestPeers
 
 /** libp2p's peer routing as a walk source (no DHT at hand: unit tests). */
-export const peerRoutingWalk: WalkSource = ({ peerRouting }) => (key, options) => peerRouting.getClosestPeers(key, options)
+export const peerRoutingWalk: WalkSource = ({ peerRouting }) => peerRoutingClosest(peerRouting)
 
 /** A service or transport factory whose `randomWalk` component is the paced one. */
 function withPacedWalk<C extends { randomWalk: RandomWalk, peerId: PeerId, peerRouting?: PeerRouting }, T> (factory: (components: C) => T, source: WalkSource): (components: C & { peerRouting: PeerRouting }) => T {

@@ -21,7 +21,7 @@ import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf, circuitsVia } from './multiaddr.js'
 import { isPublicAddress, relaysIn, StrangerDials } from './public-address.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus, type WalkSource } from './nat.js'
-import { dhtClosestPeers } from './walk.js'
+import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   CONNECTION_PING_INTERVAL_MS, DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
@@ -166,7 +166,7 @@ export class Libp2pNetwork implements Network {
     this.keeper = new PeerKeeper(node, {
       ...init.discovery,
       bootstrap: init.bootstrap,
-      closestPeers: dhtClosestPeers(() => node.services.dht, node.peerId, (key, options) => node.peerRouting.getClosestPeers(key, options)),
+      closestPeers: dhtClosestPeers(() => node.services.dht, node.peerId, peerRoutingClosest(node.peerRouting)),
       explainFailure: async (addr, err) => await explainDialFailure(addr, err, this.networkKey)
     }, this.log)
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
@@ -705,7 +705,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   const listen = init.listen ?? ['/ip4/127.0.0.1/tcp/0']
   // the relay search's and AutoNAT's walks go to the DHT itself (walk.ts), once the node exists
   let dht: KadDHT | undefined
-  const walks: WalkSource = (c) => dhtClosestPeers(() => dht, c.peerId, (key, options) => c.peerRouting.getClosestPeers(key, options))
+  const walks: WalkSource = (c) => dhtClosestPeers(() => dht, c.peerId, peerRoutingClosest(c.peerRouting))
   const nat = await natPieces(init.nat ?? {}, listen, init.announce ?? [], walks)
   const peerDiscovery: any[] = []
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once

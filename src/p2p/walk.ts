@@ -9,11 +9,16 @@
  * relay search's, AutoNAT's) only want to meet peers with addresses to dial,
  * which the DHT's own answers already carry.
  */
-import type { PeerId, PeerInfo } from '@libp2p/interface'
+import type { PeerId, PeerInfo, PeerRouting } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
 
 /** Where a walk finds peers close to a key (the DHT, or libp2p's peer routing in tests without one). */
 export type ClosestPeers = (key: Uint8Array, options: { signal?: AbortSignal }) => AsyncIterable<PeerInfo>
+
+/** libp2p's peer routing as a walk's source (before the DHT exists, and in tests without one). */
+export function peerRoutingClosest (peerRouting: PeerRouting): ClosestPeers {
+  return (key, options) => peerRouting.getClosestPeers(key, options)
+}
 
 /**
  * The peers the DHT's answers name while it looks for `key`, each once and only with addresses,
