@@ -5,7 +5,10 @@
  * - Heads. Each node signs its head `{ seq, id, ts }` (domain
  *   `mercato/v1/head`) and publishes it on `mercato/heads/1` at start, when
  *   its log changes (at most once per `headDebounceMs`), when a peer
- *   connects, and every `headIntervalMs`. The topic validator checks size,
+ *   connects before any head of ours reached a peer, and every
+ *   `headIntervalMs` if the head moved since it was last sent (an unchanged
+ *   head is sent again only every `HEAD_REFRESH_MS`, for peers that joined
+ *   since). The topic validator checks size,
  *   schema and signature: Reject for anything malformed or forged (the sender's
  *   score drops), Ignore for heads stamped too far in the future or our own.
  * - Log pages. `/mercato/log/1.0.0` answers `{ from, limit }` with a page of
@@ -33,7 +36,7 @@ import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
 import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
 import {
-  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
+  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
   MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS
 } from './constants.js'
@@ -126,8 +129,12 @@ export class LedgerAuditService implements LedgerAudit {
   private interval: NodeJS.Timeout | undefined
   private debounce: NodeJS.Timeout | undefined
   private lastPublish = 0
+  /** seq of the head last sent, and whether that send reached a peer */
+  private lastPublishedSeq = -1
+  private reached = false
   private offChange: (() => void) | undefined
-  private readonly onPeerConnect = (): void => { this.schedulePublish() }
+  /** a head that reached peers goes to newcomers with the next change or refresh, not one flood per connection */
+  private readonly onPeerConnect = (): void => { if (!this.reached) this.schedulePublish() }
 
   constructor (init: LedgerAuditInit) {
     this.ledger = init.ledger
@@ -157,7 +164,7 @@ export class LedgerAuditService implements LedgerAudit {
     })
     this.network.addEventListener('peer:connect', this.onPeerConnect)
     this.offChange = this.ledger.onChange(() => { this.schedulePublish() })
-    this.interval = setInterval(() => { void this.publishHead() }, this.headIntervalMs)
+    this.interval = setInterval(() => { this.onInterval() }, this.headIntervalMs)
     this.interval.unref()
     await this.publishHead()
   }
@@ -188,6 +195,12 @@ export class LedgerAuditService implements LedgerAudit {
     this.debounce.unref()
   }
 
+  /** the periodic head: only when it moved, when the last send reached nobody, or once per refresh */
+  private onInterval (): void {
+    const moved = this.ledger.head().seq !== this.lastPublishedSeq
+    if (moved || !this.reached || Date.now() - this.lastPublish >= HEAD_REFRESH_MS) void this.publishHead()
+  }
+
   private currentHead (): SignedHead | undefined {
     const h = this.ledger.head()
     if (h.seq < 0 || h.id == null) return undefined
@@ -198,9 +211,11 @@ export class LedgerAuditService implements LedgerAudit {
     const head = this.currentHead()
     if (head == null || !this.started) return head
     this.lastPublish = Date.now()
+    this.lastPublishedSeq = head.payload.seq
     try {
-      await this.network.publish(HEADS_TOPIC, encodeHead(head))
+      this.reached = await this.network.publish(HEADS_TOPIC, encodeHead(head)) > 0
     } catch (err) {
+      this.reached = false
       log.debug({ err }, 'head publish failed')
     }
     return head

@@ -67,3 +67,5 @@ export const MAX_TRACKED_SIGNERS = 4096
 /** Defaults mirrored from config/default.json "ledger". */
 export const HEAD_INTERVAL_MS = 30_000
 export const HEAD_DEBOUNCE_MS = 30_000
+/** an unchanged head is gossiped again this often (for peers that joined since) */
+export const HEAD_REFRESH_MS = 10 * 60_000

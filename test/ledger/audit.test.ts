@@ -97,6 +97,24 @@ describe('ledger audit (memory network)', function () {
     expect(b.audit.isFlagged(a.signer.peerId)).to.equal(false)
   })
 
+  it('an unchanged head is not gossiped again every interval; a moved one is', async () => {
+    const a = await makeNode()
+    const b = await makeNode()
+    await a.ledger.append('job', { jobId: 'x' })
+    await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 0)
+    const headsFromA = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === a.signer.peerId).length
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const before = headsFromA()
+    // four intervals (200 ms) with the head unchanged, and a peer that connects: no flood
+    const c = await makeNode()
+    await new Promise((resolve) => setTimeout(resolve, 850))
+    expect(headsFromA() - before).to.equal(0)
+    expect(c.audit.latestHead(a.signer.peerId)).to.equal(undefined)
+    // the head moves: it goes out, to the newcomer as well
+    await a.ledger.append('job', { jobId: 'y' })
+    await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 1 && c.audit.latestHead(a.signer.peerId)?.payload.seq === 1)
+  })
+
   describe('a forged page is rejected with a named reason', () => {
     const originals = new Map<MemoryNetwork, NonNullable<ReturnType<MemoryNetwork['handlers']['get']>>>()
     async function forgeWith (a: TestNode, forge: (page: LogPageWire) => LogPageWire): Promise<void> {
