@@ -1,5 +1,5 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
+import { coalescingTcp } from './tcp.js'
 import { noise } from '@libp2p/noise'
 import { yamux } from '@libp2p/yamux'
 import { identify, type Identify } from '@libp2p/identify'
@@ -717,7 +717,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     metrics: init.metrics === true ? prometheusMetrics() : undefined,
     // announced addresses are added to (not instead of) what the node finds itself, relay addresses included
     addresses: { listen: [...listen, ...nat.listen], appendAnnounce: init.announce ?? [] },
-    transports: [tcp(), ...nat.transports],
+    transports: [coalescingTcp(), ...nat.transports],
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
     connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },

@@ -1,0 +1,92 @@
+/**
+ * TCP with one socket write per turn of the event loop instead of one per frame.
+ *
+ * Under @libp2p/tcp every yamux frame (a window update, a stream's open, a message, its close)
+ * becomes its own noise message and its own `socket.write`, and with Nagle off each write is a
+ * syscall of its own: a job's bid or award path wrote dozens of small packets, and writing them
+ * was an eighth of a busy requester's CPU. Here each connection's socket is corked on the first
+ * write of a turn and uncorked once the turn's promise jobs have run (`process.nextTick`), so the
+ * frames of one turn leave in one `writev`. Nothing waits longer than the current turn.
+ *
+ * The wrapper reaches into the connection @libp2p/tcp hands its upgrader (`socket`, `sendData`);
+ * a connection without them (another transport, a changed release) is used unchanged.
+ */
+import { tcp, type TCPComponents, type TCPOptions } from '@libp2p/tcp'
+import type { MultiaddrConnection, Transport, Upgrader } from '@libp2p/interface'
+
+interface Corkable {
+  cork: () => void
+  uncork: () => void
+  destroyed: boolean
+}
+
+/** What the write path needs of a connection; anything else is left alone. */
+interface SocketConnection {
+  socket?: Partial<Corkable>
+  sendData?: (...args: any[]) => unknown
+}
+
+/**
+ * Make a connection's writes of one event-loop turn leave as one socket write.
+ * Returns whether it could (the connection has a socket that corks).
+ */
+export function coalesceWrites (conn: unknown): boolean {
+  if (conn == null || typeof conn !== 'object') return false
+  const c = conn as SocketConnection
+  const socket = c.socket
+  const send = c.sendData
+  if (socket == null || typeof socket.cork !== 'function' || typeof socket.uncork !== 'function' || typeof send !== 'function') return false
+  const s = socket as Corkable
+  let corked = false
+  const uncork = (): void => {
+    corked = false
+    s.uncork()
+  }
+  c.sendData = function (this: unknown, ...args: unknown[]): unknown {
+    if (!corked && !s.destroyed) {
+      corked = true
+      s.cork()
+      process.nextTick(uncork)
+    }
+    return send.apply(this, args)
+  }
+  return true
+}
+
+/** The upgrader with every connection it upgrades made to coalesce its writes first. */
+function coalescingUpgrader (upgrader: Upgrader): Upgrader {
+  return new Proxy(upgrader, {
+    get (target, prop) {
+      if (prop === 'upgradeInbound' || prop === 'upgradeOutbound') {
+        return async (maConn: MultiaddrConnection, opts: any) => {
+          coalesceWrites(maConn)
+          return await target[prop](maConn, opts)
+        }
+      }
+      const v = Reflect.get(target, prop, target)
+      return typeof v === 'function' ? v.bind(target) : v
+    }
+  })
+}
+
+/** `tcp()` whose connections write once per turn (see the module's comment). */
+export function coalescingTcp (init?: TCPOptions): (components: TCPComponents) => Transport {
+  const make = tcp(init)
+  return (components) => {
+    const inner = make(components)
+    return new Proxy(inner, {
+      get (target, prop) {
+        if (prop === 'dial') {
+          return async (ma: Parameters<Transport['dial']>[0], opts: Parameters<Transport['dial']>[1]) =>
+            await target.dial(ma, { ...opts, upgrader: coalescingUpgrader(opts.upgrader) })
+        }
+        if (prop === 'createListener') {
+          return (opts: Parameters<Transport['createListener']>[0]) =>
+            target.createListener({ ...opts, upgrader: coalescingUpgrader(opts.upgrader) })
+        }
+        const v = Reflect.get(target, prop, target)
+        return typeof v === 'function' ? v.bind(target) : v
+      }
+    })
+  }
+}

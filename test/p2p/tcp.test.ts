@@ -1,0 +1,94 @@
+/**
+ * Coalesced TCP writes (src/p2p/tcp.ts): the frames of one event-loop turn leave in one socket
+ * write. A fake connection for the cork/uncork rules, then two real nodes on 127.0.0.1 counting
+ * the socket writes a burst of channel messages costs.
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import net from 'node:net'
+import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+import { coalesceWrites } from '../../src/p2p/tcp.js'
+
+async function waitFor (cond: () => boolean, timeoutMs: number, stepMs = 10): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise(resolve => setTimeout(resolve, stepMs))
+  }
+}
+
+describe('p2p: coalesced TCP writes', function () {
+  this.timeout(30_000)
+
+  it('corks the socket on the first write of a turn and uncorks it once, after the turn', async () => {
+    const calls: string[] = []
+    const conn = {
+      socket: { destroyed: false, cork: () => { calls.push('cork') }, uncork: () => { calls.push('uncork') } },
+      sendData (this: any, data: string): { sentBytes: number } { calls.push(`send ${data}`); expect(this).to.equal(conn); return { sentBytes: data.length } }
+    }
+    expect(coalesceWrites(conn)).to.equal(true)
+    // writes from promise jobs chained in one turn (as the muxer's are)
+    let answer: unknown
+    await Promise.resolve().then(() => { answer = conn.sendData('a') }).then(() => { conn.sendData('bc') })
+    expect(answer).to.deep.equal({ sentBytes: 1 })
+    expect(calls).to.deep.equal(['cork', 'send a', 'send bc'])
+    await new Promise(resolve => setImmediate(resolve))
+    expect(calls).to.deep.equal(['cork', 'send a', 'send bc', 'uncork'])
+    // the next turn corks again
+    conn.sendData('d')
+    await new Promise(resolve => setImmediate(resolve))
+    expect(calls.slice(4)).to.deep.equal(['cork', 'send d', 'uncork'])
+    // a destroyed socket is not corked; the write still goes to the connection
+    conn.socket.destroyed = true
+    conn.sendData('e')
+    await new Promise(resolve => setImmediate(resolve))
+    expect(calls.slice(7)).to.deep.equal(['send e'])
+  })
+
+  it('leaves a connection without a corkable socket as it is', () => {
+    const send = (): void => {}
+    const conn = { sendData: send }
+    expect(coalesceWrites(conn)).to.equal(false)
+    expect(conn.sendData).to.equal(send)
+    expect(coalesceWrites({ socket: {}, sendData: send })).to.equal(false)
+    expect(coalesceWrites(null)).to.equal(false)
+  })
+
+  describe('two nodes on 127.0.0.1', () => {
+    const nodes: NetworkNode[] = []
+    after(async () => { await Promise.all(nodes.map(async n => { await n.stop() })) })
+
+    it('a burst of 40 channel messages sent in one turn leaves in a few socket writes, all delivered', async () => {
+      const a = await createNetwork({ mdns: false })
+      const b = await createNetwork({ mdns: false })
+      nodes.push(a, b)
+      const got: number[] = []
+      await b.handleChannel('/mercato/test/burst/1', async (ch) => { for await (const m of ch) got.push(m[0]) })
+      const bAddr = b.addresses()[0]
+      const bPort = Number(bAddr.split('/tcp/')[1].split('/')[0])
+      await a.dial(bAddr)
+      const ch = await a.openChannel(b.peerId, '/mercato/test/burst/1')
+      await ch.send(Uint8Array.of(255))
+      await waitFor(() => got.length === 1, 5000)
+
+      // count the writes of A's socket to B (and the bytes), while the burst goes out
+      const proto = net.Socket.prototype as any
+      const write = proto._write
+      const writev = proto._writev
+      let writes = 0
+      proto._write = function (this: net.Socket, ...args: unknown[]) { if (this.remotePort === bPort) writes++; return write.apply(this, args) }
+      proto._writev = function (this: net.Socket, ...args: unknown[]) { if (this.remotePort === bPort) writes++; return writev.apply(this, args) }
+      try {
+        await Promise.all(Array.from({ length: 40 }, async (_, i) => { await ch.send(Uint8Array.of(i, 1, 2, 3)) }))
+        await waitFor(() => got.length === 41, 5000)
+      } finally {
+        proto._write = write
+        proto._writev = writev
+      }
+      expect(got.slice(1)).to.deep.equal(Array.from({ length: 40 }, (_, i) => i))
+      expect(writes).to.be.greaterThan(0)
+      expect(writes, 'socket writes for 40 messages').to.be.below(8)
+      await ch.close()
+    })
+  })
+})
