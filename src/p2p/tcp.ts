@@ -8,11 +8,19 @@
  * write of a turn and uncorked once the turn's promise jobs have run (`process.nextTick`), so the
  * frames of one turn leave in one `writev`. Nothing waits longer than the current turn.
  *
+ * Bulk data (a write of FLUSH_BYTES or more) is not held: it flushes what the turn corked and goes
+ * out as it would uncorked. Holding it made a fast sender's data reach the reader in bursts the size
+ * of the whole yamux window (16 MiB): yamux grants window on receipt, not on reading, so a
+ * channel's read buffer (8 MiB in the data benchmark) overflowed and the stream was aborted.
+ *
  * The wrapper reaches into the connection @libp2p/tcp hands its upgrader (`socket`, `sendData`);
  * a connection without them (another transport, a changed release) is used unchanged.
  */
 import { tcp, type TCPComponents, type TCPOptions } from '@libp2p/tcp'
 import type { MultiaddrConnection, Transport, Upgrader } from '@libp2p/interface'
+
+/** a write at least this big is bulk data: sent at once, not corked */
+const FLUSH_BYTES = 16 * 1024
 
 interface Corkable {
   cork: () => void
@@ -39,10 +47,17 @@ export function coalesceWrites (conn: unknown): boolean {
   const s = socket as Corkable
   let corked = false
   const uncork = (): void => {
+    if (!corked) return // flushed early by bulk data
     corked = false
     s.uncork()
   }
   c.sendData = function (this: unknown, ...args: unknown[]): unknown {
+    const bytes = (args[0] as { byteLength?: number } | undefined)?.byteLength ?? 0
+    if (bytes >= FLUSH_BYTES) {
+      // bulk data goes out as it would uncorked (after the small frames before it)
+      uncork()
+      return send.apply(this, args)
+    }
     if (!corked && !s.destroyed) {
       corked = true
       s.cork()

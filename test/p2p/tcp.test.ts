@@ -38,6 +38,13 @@ describe('p2p: coalesced TCP writes', function () {
     conn.sendData('d')
     await new Promise(resolve => setImmediate(resolve))
     expect(calls.slice(4)).to.deep.equal(['cork', 'send d', 'uncork'])
+    // bulk data flushes what the turn corked and is not corked itself
+    conn.sendData('f')
+    conn.sendData({ byteLength: 64 * 1024 } as any)
+    conn.sendData('g')
+    await new Promise(resolve => setImmediate(resolve))
+    expect(calls.slice(7)).to.deep.equal(['cork', 'send f', 'uncork', 'send [object Object]', 'cork', 'send g', 'uncork'])
+    calls.splice(7)
     // a destroyed socket is not corked; the write still goes to the connection
     conn.socket.destroyed = true
     conn.sendData('e')
@@ -89,6 +96,26 @@ describe('p2p: coalesced TCP writes', function () {
       expect(writes).to.be.greaterThan(0)
       expect(writes, 'socket writes for 40 messages').to.be.below(8)
       await ch.close()
+    })
+
+    it('bulk data is not held back: 32 MiB in 256 KiB messages reaches a reader with an 8 MiB buffer whole, twice', async () => {
+      const [a, b] = nodes
+      const PIECE = 256 * 1024
+      const SIZE = 32 * 1024 * 1024
+      let got = 0
+      let failed: unknown
+      await b.handleChannel('/mercato/test/bulk/1', async (ch) => {
+        try { for await (const m of ch) got += m.length } catch (err) { failed = err }
+      }, { maxMessageBytes: PIECE, maxBufferBytes: 8 * 1024 * 1024 })
+      const piece = new Uint8Array(PIECE).fill(7)
+      for (let pass = 0; pass < 2; pass++) {
+        got = 0
+        const ch = await a.openChannel(b.peerId, '/mercato/test/bulk/1', { maxMessageBytes: PIECE })
+        for (let sent = 0; sent < SIZE; sent += PIECE) await ch.send(piece)
+        await waitFor(() => got === SIZE || failed != null, 20_000)
+        expect(failed, String(failed)).to.equal(undefined)
+        await ch.close()
+      }
     })
   })
 })
