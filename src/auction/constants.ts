@@ -12,6 +12,12 @@ export const BID_PROTOCOL = '/mercato/bid/1.0.0'
 export const BID_STREAM_PROTOCOL = '/mercato/bids/1.0.0'
 /** Offers sent directly to providers found in the DHT beyond our gossip mesh. */
 export const OFFER_PROTOCOL = '/mercato/offer/1.0.0'
+/**
+ * Invitations as messages on one long-lived stream per requester → provider pair: a new stream
+ * costs a protocol negotiation round trip (libp2p 3 negotiates every stream fully), which was most
+ * of a job's time before the first remote bid.
+ */
+export const OFFER_STREAM_PROTOCOL = '/mercato/offers/1.0.0'
 /** Award → accept, heartbeats, result: one long-lived channel per award. */
 export const AWARD_PROTOCOL = '/mercato/award/1.0.0'
 /** Content-addressed module and input bytes. */
@@ -257,6 +263,12 @@ export const MAX_HINTED_REQUESTERS = 256
  * new one with its next answer); an idle stream otherwise holds a stream slot forever.
  */
 export const BID_STREAM_IDLE_MS = 30_000
+/** The provider closes an offer stream with no frame for this long (the requester opens a new one). */
+export const OFFER_STREAM_IDLE_MS = 30_000
+/** Offer streams a requester keeps open at most (the oldest closed first). */
+export const MAX_OFFER_STREAMS = 1024
+/** A provider that does not take offer streams gets its invitations by request/response this long before we try again. */
+export const OFFER_STREAM_RETRY_MS = 10 * 60_000
 
 // ---------------------------------------------------------------- the provider book (adverts, invitations)
 

@@ -664,6 +664,8 @@ export class Libp2pNetwork implements Network {
     try {
       opened = await this.openStream(peer, protocol, signal)
     } catch (err: any) {
+      // the peer is there but does not speak it (an older release): not unreachable
+      if (err?.name === 'UnsupportedProtocolError') throw new RemoteError(`${protocol} is not supported by ${peer}`, 'unsupported-protocol')
       throw new PeerUnreachableError(`${protocol} to ${peer}: ${err?.message ?? err}`, err)
     }
     const remote = peer.startsWith('/') ? peer.split('/p2p/').pop() ?? peer : peer

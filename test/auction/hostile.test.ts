@@ -14,7 +14,7 @@ import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalEncode, randomSigner, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
-import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, createMarket, type Market, type Offer } from '../../src/auction/index.js'
+import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, MAX_OFFER_BYTES, OFFER_STREAM_PROTOCOL, createMarket, type Market, type Offer } from '../../src/auction/index.js'
 import { sign, encodeBatch } from '../../src/auction/protocol/messages.js'
 import { openLedger } from '../../src/ledger/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
@@ -287,6 +287,40 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     const idle = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
     expect(await closed(idle)).to.match(/^closed: idle/)
     expect(Date.now() - t0).to.be.at.least(250)
+  })
+
+  it('the offer stream: a garbage or forged frame closes it and is counted, an oversize one is refused; the provider still takes invitations', async () => {
+    hub = new MemoryHub()
+    const provider = await memoryMarket({ provide: true })
+    const attacker = hub.createNode()
+    const ended = async (ch: MessageChannel): Promise<string> => {
+      const it = ch[Symbol.asyncIterator]()
+      return await Promise.race([
+        it.next().then(() => 'closed', (err: Error) => `closed: ${err.message}`),
+        new Promise<string>(resolve => setTimeout(() => { resolve('still open') }, 5000))
+      ])
+    }
+    const refused = (reason: string): number => provider.market.refusals().provider.get(reason as any) ?? 0
+    const garbage = await attacker.openChannel(provider.signer.peerId, OFFER_STREAM_PROTOCOL)
+    await garbage.send(Uint8Array.of(0xff, 0x00, 0x13))
+    expect(await ended(garbage)).to.match(/^closed/)
+    expect(refused('bad-encoding') + refused('bad-schema')).to.equal(1)
+    const forged = await attacker.openChannel(provider.signer.peerId, OFFER_STREAM_PROTOCOL)
+    await forged.send(canonicalEncode({ domain: 'mercato/v1/offer', signer: attacker.peerId, payload: {}, sig: new Uint8Array(64) }))
+    expect(await ended(forged)).to.match(/^closed/)
+    expect(refused('bad-signature') + refused('bad-schema')).to.be.at.least(1)
+    // a frame over MAX_OFFER_BYTES is refused by the channel itself (here at the sender; over libp2p the reader's cap)
+    const big = await attacker.openChannel(provider.signer.peerId, OFFER_STREAM_PROTOCOL)
+    let tooLarge: unknown
+    await big.send(new Uint8Array(MAX_OFFER_BYTES + 1)).catch((err) => { tooLarge = err })
+    expect((tooLarge as Error)?.name).to.equal('MessageTooLargeError')
+    // and an honest requester's invitations still reach it (on a stream of their own)
+    const requester = await memoryMarket({ provide: false })
+    await waitFor(() => requester.market.providers().some(p => p.peerId === provider.signer.peerId && p.advert != null), 10_000)
+    const job = await requester.market.submit({ engine: 'js', source: SOURCE, input: { x: 41 }, minBids: 1 })
+    const done = await requester.market.waitFor(job.id, { signal: AbortSignal.timeout(20_000) })
+    expect(done.status).to.equal('completed')
+    expect(done.provider).to.equal(provider.signer.peerId)
   })
 
   it('relay: in a line A — R — B where R only requests, A\'s job reaches provider B and completes', async () => {

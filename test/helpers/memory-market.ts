@@ -3,7 +3,7 @@
  * and ledger, the timings the in-memory auction tests use, started. Stop with {@link stopMemoryMarkets}.
  */
 import { randomSigner } from '../../src/crypto/index.js'
-import { createMarket, JOBS_TOPIC, OFFER_PROTOCOL, type Market } from '../../src/auction/index.js'
+import { createMarket, JOBS_TOPIC, OFFER_PROTOCOL, OFFER_STREAM_PROTOCOL, type Market } from '../../src/auction/index.js'
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import type { Executor } from '../../src/executor/index.js'
 import type { MemoryHub, MemoryNetwork } from './memory-network.js'
@@ -42,16 +42,39 @@ export async function stopMemoryMarkets (list: MemoryMarket[]): Promise<void> {
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
+/** the delay each provider's offers are held now (read as each offer arrives, so it can change) */
+const offerDelays = new WeakMap<MemoryNetwork, { direct: number, gossip: number }>()
+
 /**
  * Offers sent straight to this provider reach it `ms` late (Infinity: never answered), as a loaded
- * machine delays them; with `gossip`, offers it hears on the jobs topic too.
+ * machine delays them; with `gossip`, offers it hears on the jobs topic too. A later call changes
+ * the delay, for offer streams already open as well.
  */
 export function delayOffers (net: MemoryNetwork, ms: number, opts: { gossip?: boolean } = {}): void {
+  const known = offerDelays.get(net)
+  if (known != null) {
+    known.direct = ms
+    if (opts.gossip === true) known.gossip = ms
+    return
+  }
+  const delays = { direct: ms, gossip: opts.gossip === true ? ms : 0 }
+  offerDelays.set(net, delays)
   const h = net.handlers.get(OFFER_PROTOCOL)
   if (h == null) throw new Error('no offer handler')
-  net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { if (ms === Infinity) return new Uint8Array(0); await sleep(ms); return await h.handler(data, ctx) } })
-  if (opts.gossip !== true) return
+  net.handlers.set(OFFER_PROTOCOL, { ...h, handler: async (data, ctx) => { if (delays.direct === Infinity) return new Uint8Array(0); await sleep(delays.direct); return await h.handler(data, ctx) } })
+  // invitations on the offer stream: each frame reaches the provider's offer path as late
+  const c = net.channelHandlers.get(OFFER_STREAM_PROTOCOL)
+  if (c == null) throw new Error('no offer stream handler')
+  net.channelHandlers.set(OFFER_STREAM_PROTOCOL, {
+    ...c,
+    handler: async (channel) => {
+      for await (const frame of channel) {
+        if (delays.direct === Infinity) continue
+        void sleep(delays.direct).then(async () => await h.handler(frame, { from: channel.remotePeer, protocol: OFFER_PROTOCOL, signal: AbortSignal.timeout(5000) })).catch(() => {})
+      }
+    }
+  })
   const sub = net.subs.get(JOBS_TOPIC)
   if (sub == null) throw new Error('not subscribed to the jobs topic')
-  net.subs.set(JOBS_TOPIC, { ...sub, handler: async (msg: any) => { if (ms === Infinity) return; await sleep(ms); await sub.handler(msg) } })
+  net.subs.set(JOBS_TOPIC, { ...sub, handler: async (msg: any) => { if (delays.gossip === Infinity) return; if (delays.gossip > 0) await sleep(delays.gossip); await sub.handler(msg) } })
 }

@@ -16,8 +16,11 @@ import { messageId, type Signed } from '../../crypto/index.js'
 import type { GossipItem } from '../protocol/gossip.js'
 import { asBackend, type Engine } from '../../executor/index.js'
 import { logger, type Logger } from '../../logger.js'
-import type { Network } from '../../p2p/index.js'
-import { AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, STATUS_PROTOCOL } from '../constants.js'
+import { MessageTooLargeError, type MessageChannel, type Network } from '../../p2p/index.js'
+import {
+  AWARD_PROTOCOL, ENGINE_KEY_PREFIX, MAX_CHANNEL_BYTES, MAX_OFFER_BYTES, OFFER_PROTOCOL, OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, STATUS_PROTOCOL
+} from '../constants.js'
+import { nextWithin } from '../streams.js'
 import { Journal } from '../protocol/journal.js'
 import { countInto, decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
@@ -112,13 +115,11 @@ export class Provider {
     this.warmUp()
     // gossiped offers arrive through the market's jobs-topic subscription (every node relays it)
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
-      const offer = this.checkOffer(data, ctx.from)
-      const id = messageId(offer)
-      // the same replay and per-key rate checks as the jobs topic's gate
-      if (this.deps.offerGate != null && !this.deps.offerGate.admit(offer.signer, id)) return new Uint8Array(0)
-      this.bidding.onOffer(offer, id)
+      this.onDirectOffer(data, ctx.from)
       return new Uint8Array(0)
     }, { maxRequestBytes: MAX_OFFER_BYTES })
+    // the same offers as frames on one long-lived stream per requester: no stream set-up per invitation
+    await network.handleChannel(OFFER_STREAM_PROTOCOL, async (channel) => { await this.readOfferStream(channel) }, { maxMessageBytes: MAX_OFFER_BYTES, maxInboundStreams: 4 })
     await network.handleChannel(AWARD_PROTOCOL, async (channel) => { await onAwardChannel(this.ctx, channel) }, { maxMessageBytes: MAX_CHANNEL_BYTES, maxInboundStreams: 1024 })
     // our capacity advert: requesters' books invite us to the jobs we can win
     this.advertiser.start()
@@ -135,6 +136,7 @@ export class Provider {
     const { network } = this
     if (this.cfg.enabled) {
       await network.unhandle(OFFER_PROTOCOL).catch(() => {})
+      await network.unhandle(OFFER_STREAM_PROTOCOL).catch(() => {})
       await network.unhandle(AWARD_PROTOCOL).catch(() => {})
     }
     await network.unhandle(STATUS_PROTOCOL).catch(() => {})
@@ -162,6 +164,40 @@ export class Provider {
       this.bidding.warmUp()
     } catch (err) {
       this.log.debug({ err }, 'warm-up failed (harmless)')
+    }
+  }
+
+  /** An offer sent to us directly (request or offer stream): checked, then the same replay and per-key rate checks as the jobs topic's gate. */
+  private onDirectOffer (data: Uint8Array, from?: string): void {
+    const offer = this.checkOffer(data, from)
+    const id = messageId(offer)
+    if (this.deps.offerGate != null && !this.deps.offerGate.admit(offer.signer, id)) return
+    this.bidding.onOffer(offer, id)
+  }
+
+  /**
+   * A requester's offer stream: each frame one signed offer. A frame that is not one (bad encoding,
+   * schema or signature; the size is capped by the channel) closes the stream, as does silence for
+   * OFFER_STREAM_IDLE_MS (the requester opens a new one with its next invitation).
+   */
+  private async readOfferStream (channel: MessageChannel): Promise<void> {
+    const it = channel[Symbol.asyncIterator]()
+    try {
+      while (true) {
+        const next = await nextWithin(it, OFFER_STREAM_IDLE_MS)
+        if (next === 'idle') { await channel.close(); return }
+        if (next.done === true) return
+        try {
+          this.onDirectOffer(next.value, channel.remotePeer)
+        } catch (err: any) {
+          channel.abort(new Error(`refused offer: ${err?.reason ?? err?.message ?? 'bad offer'}`))
+          return
+        }
+      }
+    } catch (err) {
+      // the stream failed under us: reset, or a frame over MAX_OFFER_BYTES
+      if (err instanceof MessageTooLargeError) this.ctx.count('too-large')
+      this.log.debug({ err, from: channel.remotePeer }, 'offer stream ended')
     }
   }
 

@@ -12,11 +12,13 @@
  */
 import { messageId, messageIdOfEncoded, type Signed } from '../../crypto/index.js'
 import { BidStreamClosedError, InvalidInputError } from '../../errors.js'
-import type { MessageChannel } from '../../p2p/index.js'
+import { RemoteError, type MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
+import { nextWithin } from '../streams.js'
 import {
   BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
-  INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_TTL_MS
+  INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL,
+  OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
@@ -62,6 +64,10 @@ export class Bidding {
   private openAuctions = 0
   /** offers announced in one turn go out as one gossip message */
   private readonly offerBatch: Batcher<Signed<Offer>>
+  /** our long-lived offer stream to each provider we invited lately (opened on first use) */
+  private readonly offerStreams = new Map<string, Promise<MessageChannel>>()
+  /** providers that did not take an offer stream, until when we do not try again */
+  private readonly noOfferStream = new Map<string, number>()
 
   constructor (ctx: RequesterContext) {
     this.ctx = ctx
@@ -83,8 +89,53 @@ export class Bidding {
   }
 
   async stop (): Promise<void> {
+    for (const stream of this.offerStreams.values()) void stream.then((ch) => { ch.abort(new Error('stopping')) }, () => {})
+    this.offerStreams.clear()
     await this.ctx.network.unhandle(BID_PROTOCOL).catch(() => {})
     await this.ctx.network.unhandle(BID_STREAM_PROTOCOL).catch(() => {})
+  }
+
+  /**
+   * An invitation, as a frame on our offer stream to this provider (opened on first use, kept
+   * until the provider closes it for idling); by request/response when the stream cannot be had
+   * (a provider of an older release: not tried again for OFFER_STREAM_RETRY_MS).
+   */
+  private invite (peer: string, bytes: Uint8Array): void {
+    const { network } = this.ctx
+    const byRequest = (): void => { void network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {}) }
+    const until = this.noOfferStream.get(peer)
+    if (until != null) {
+      if (Date.now() < until) { byRequest(); return }
+      this.noOfferStream.delete(peer)
+    }
+    let stream = this.offerStreams.get(peer)
+    if (stream == null) {
+      const opened = network.openChannel(peer, OFFER_STREAM_PROTOCOL, { maxMessageBytes: 1, signal: AbortSignal.timeout(3000) })
+      stream = opened
+      this.offerStreams.set(peer, opened)
+      if (this.offerStreams.size > MAX_OFFER_STREAMS) {
+        const [oldest, old] = this.offerStreams.entries().next().value as [string, Promise<MessageChannel>]
+        this.offerStreams.delete(oldest)
+        void old.then((ch) => { ch.abort(new Error('too many offer streams')) }, () => {})
+      }
+      const forget = (): void => { if (this.offerStreams.get(peer) === opened) this.offerStreams.delete(peer) }
+      opened.then(async (ch) => {
+        // the provider never writes; the loop ends when it closes the stream
+        try { for await (const _ of ch) { /* nothing */ } } catch {}
+        forget()
+      }, (err: unknown) => {
+        forget()
+        if (err instanceof RemoteError && err.remoteCode === 'unsupported-protocol') {
+          if (this.noOfferStream.size >= MAX_OFFER_STREAMS) this.noOfferStream.delete(this.noOfferStream.keys().next().value as string)
+          this.noOfferStream.set(peer, Date.now() + OFFER_STREAM_RETRY_MS)
+        }
+      })
+    }
+    const sent = stream
+    sent.then(async (ch) => { await ch.send(bytes) }).catch(() => {
+      if (this.offerStreams.get(peer) === sent) this.offerStreams.delete(peer)
+      byRequest()
+    })
   }
 
   /**
@@ -102,16 +153,7 @@ export class Bidding {
       channel.abort(new BidStreamClosedError(reason))
     }
     while (true) {
-      let timer: NodeJS.Timeout | undefined
-      const idle = new Promise<'idle'>((resolve) => { timer = setTimeout(() => { resolve('idle') }, idleMs) })
-      let next: IteratorResult<Uint8Array> | 'idle'
-      try {
-        const reading = it.next()
-        reading.catch(() => {}) // still pending when the stream is closed for idling
-        next = await Promise.race([reading, idle])
-      } finally {
-        clearTimeout(timer)
-      }
+      const next = await nextWithin(it, idleMs)
       if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
       if (next.done === true) return
       let items: Array<Answer | RefusedMessageError>
@@ -204,7 +246,7 @@ export class Bidding {
     if (invitation.mode === 'invite') {
       emitAnnounced({ round: job.round, invited: invitation.peers.length })
       // straight to each invitee (ourselves through the loopback): nobody else works on this job
-      for (const peer of invitation.peers) void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
+      for (const peer of invitation.peers) this.invite(peer, bytes)
     } else {
       const known = this.knownProviders(job)
       emitAnnounced({ round: job.round, knownProviders: known.size })
