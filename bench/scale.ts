@@ -145,12 +145,16 @@ async function measure (size: number): Promise<Record<string, unknown>> {
   const latencies: number[] = []
   let cheapestWon = 0
   let sequentialDone = 0
+  /** the ask of each sequential job's winner, counted: who won when the cheapest did not */
+  const winningAsks: Record<string, number> = {}
   for (let i = 0; i < SEQUENTIAL; i++) {
     const r = await runJob(requester)
     if (r.status !== 'completed') continue
     sequentialDone++
     latencies.push(r.ms)
     if (r.provider === cheapest) cheapestWon++
+    const ask = String(asks[providers.findIndex(p => p.peerId === r.provider)] ?? 'unknown')
+    winningAsks[ask] = (winningAsks[ask] ?? 0) + 1
   }
   let loaded = 0
   let failed = 0
@@ -189,6 +193,7 @@ async function measure (size: number): Promise<Record<string, unknown>> {
     idleMessagesPerSec: Math.round(idle.messagesPerSec * 10) / 10,
     idleMessagesPerSecByKind: perKind(idleEnd.kinds, idleStart.kinds, idleSecs),
     cheapestWonRatio: sequentialDone > 0 ? Math.round(cheapestWon / sequentialDone * 100) / 100 : null,
+    winningAsks,
     jobs,
     node: process.version
   }
