@@ -18,7 +18,7 @@ import { nextWithin } from '../streams.js'
 import {
   BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
   INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL,
-  OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
+  OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
@@ -55,6 +55,9 @@ function liveBids (job: RequesterJob): number {
 }
 
 /** The requester's bidding desk: announcements out, answers in. */
+/** An offer stream to one provider, and when we last wrote to it. */
+interface OfferStream { channel: Promise<MessageChannel>, used: number }
+
 export class Bidding {
   private readonly ctx: RequesterContext
   private readonly engineProviders = new Map<string, { peers: string[], at: number }>()
@@ -65,7 +68,7 @@ export class Bidding {
   /** offers announced in one turn go out as one gossip message */
   private readonly offerBatch: Batcher<Signed<Offer>>
   /** our long-lived offer stream to each provider we invited lately (opened on first use) */
-  private readonly offerStreams = new Map<string, Promise<MessageChannel>>()
+  private readonly offerStreams = new Map<string, OfferStream>()
   /** providers that did not take an offer stream, until when we do not try again */
   private readonly noOfferStream = new Map<string, number>()
 
@@ -89,16 +92,18 @@ export class Bidding {
   }
 
   async stop (): Promise<void> {
-    for (const stream of this.offerStreams.values()) void stream.then((ch) => { ch.abort(new Error('stopping')) }, () => {})
+    for (const stream of this.offerStreams.values()) void stream.channel.then((ch) => { ch.abort(new Error('stopping')) }, () => {})
     this.offerStreams.clear()
     await this.ctx.network.unhandle(BID_PROTOCOL).catch(() => {})
     await this.ctx.network.unhandle(BID_STREAM_PROTOCOL).catch(() => {})
   }
 
   /**
-   * An invitation, as a frame on our offer stream to this provider (opened on first use, kept
-   * until the provider closes it for idling); by request/response when the stream cannot be had
-   * (a provider of an older release: not tried again for OFFER_STREAM_RETRY_MS).
+   * An invitation, as a frame on our offer stream to this provider (opened on first use); by
+   * request/response when the stream cannot be had (a provider of an older release: not tried
+   * again for OFFER_STREAM_RETRY_MS). A stream unused for half the provider's idle limit is closed
+   * here and a new one opened, so that we never write to a stream the provider is closing for
+   * idling (an invitation in that frame would be lost).
    */
   private invite (peer: string, bytes: Uint8Array): void {
     const { network } = this.ctx
@@ -109,20 +114,27 @@ export class Bidding {
       this.noOfferStream.delete(peer)
     }
     let stream = this.offerStreams.get(peer)
+    if (stream != null && Date.now() - stream.used > OFFER_STREAM_IDLE_MS / 2) {
+      this.offerStreams.delete(peer)
+      void stream.channel.then(async (ch) => { await ch.close() }).catch(() => {})
+      stream = undefined
+    }
     if (stream == null) {
       const opened = network.openChannel(peer, OFFER_STREAM_PROTOCOL, { maxMessageBytes: 1, signal: AbortSignal.timeout(3000) })
-      stream = opened
-      this.offerStreams.set(peer, opened)
+      stream = { channel: opened, used: Date.now() }
+      this.offerStreams.set(peer, stream)
       if (this.offerStreams.size > MAX_OFFER_STREAMS) {
-        const [oldest, old] = this.offerStreams.entries().next().value as [string, Promise<MessageChannel>]
+        const [oldest, old] = this.offerStreams.entries().next().value as [string, OfferStream]
         this.offerStreams.delete(oldest)
-        void old.then((ch) => { ch.abort(new Error('too many offer streams')) }, () => {})
+        void old.channel.then((ch) => { ch.abort(new Error('too many offer streams')) }, () => {})
       }
-      const forget = (): void => { if (this.offerStreams.get(peer) === opened) this.offerStreams.delete(peer) }
+      const mine = stream
+      const forget = (): void => { if (this.offerStreams.get(peer) === mine) this.offerStreams.delete(peer) }
       opened.then(async (ch) => {
-        // the provider never writes; the loop ends when it closes the stream
+        // the provider never writes; the loop ends when it closes the stream, and so do we
         try { for await (const _ of ch) { /* nothing */ } } catch {}
         forget()
+        await ch.close().catch(() => {})
       }, (err: unknown) => {
         forget()
         if (err instanceof RemoteError && err.remoteCode === 'unsupported-protocol') {
@@ -132,7 +144,8 @@ export class Bidding {
       })
     }
     const sent = stream
-    sent.then(async (ch) => { await ch.send(bytes) }).catch(() => {
+    sent.used = Date.now()
+    sent.channel.then(async (ch) => { await ch.send(bytes) }).catch(() => {
       if (this.offerStreams.get(peer) === sent) this.offerStreams.delete(peer)
       byRequest()
     })
