@@ -269,8 +269,10 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
   if (!stopping) {
     const secs = ((performance.now() - t0) / 1000).toFixed(1)
     if (mesh.ok) {
+      const want = meshTarget(opts.nodes)
+      const sees = want === opts.nodes - 1 ? 'the other' : `at least ${want} of the other`
       line(opts.nodes > 1
-        ? `devnet ready in ${secs} s: every node sees ${meshTarget(opts.nodes) === opts.nodes - 1 ? 'the other' : `at least ${meshTarget(opts.nodes)} of the other`} ${opts.nodes - 1} (processes up in ${upSecs} s)`
+        ? `devnet ready in ${secs} s: every node sees ${sees} ${opts.nodes - 1} (processes up in ${upSecs} s)`
         : `devnet ready in ${secs} s`)
     } else {
       warn(`devnet: the mesh is not complete after ${MESH_TIMEOUT_MS / 1000} s (${mesh.missing.join('; ')}); running anyway`)

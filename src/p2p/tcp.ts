@@ -17,7 +17,7 @@
  * a connection without them (another transport, a changed release) is used unchanged.
  */
 import { tcp, type TCPComponents, type TCPOptions } from '@libp2p/tcp'
-import type { MultiaddrConnection, Transport, Upgrader } from '@libp2p/interface'
+import type { Transport, Upgrader } from '@libp2p/interface'
 
 /** a write at least this big is bulk data: sent at once, not corked */
 const FLUSH_BYTES = 16 * 1024
@@ -68,19 +68,22 @@ export function coalesceWrites (conn: unknown): boolean {
   return true
 }
 
+/** `target` with some of its members replaced; the others read from it (methods bound to it). */
+function withOverrides<T extends object> (target: T, overrides: Partial<T>): T {
+  return new Proxy(target, {
+    get (t, prop) {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof T]
+      const v = Reflect.get(t, prop, t)
+      return typeof v === 'function' ? v.bind(t) : v
+    }
+  })
+}
+
 /** The upgrader with every connection it upgrades made to coalesce its writes first. */
 function coalescingUpgrader (upgrader: Upgrader): Upgrader {
-  return new Proxy(upgrader, {
-    get (target, prop) {
-      if (prop === 'upgradeInbound' || prop === 'upgradeOutbound') {
-        return async (maConn: MultiaddrConnection, opts: any) => {
-          coalesceWrites(maConn)
-          return await target[prop](maConn, opts)
-        }
-      }
-      const v = Reflect.get(target, prop, target)
-      return typeof v === 'function' ? v.bind(target) : v
-    }
+  return withOverrides(upgrader, {
+    upgradeInbound: async (maConn, opts) => { coalesceWrites(maConn); return await upgrader.upgradeInbound(maConn, opts) },
+    upgradeOutbound: async (maConn, opts) => { coalesceWrites(maConn); return await upgrader.upgradeOutbound(maConn, opts) }
   })
 }
 
@@ -89,19 +92,9 @@ export function coalescingTcp (init?: TCPOptions): (components: TCPComponents) =
   const make = tcp(init)
   return (components) => {
     const inner = make(components)
-    return new Proxy(inner, {
-      get (target, prop) {
-        if (prop === 'dial') {
-          return async (ma: Parameters<Transport['dial']>[0], opts: Parameters<Transport['dial']>[1]) =>
-            await target.dial(ma, { ...opts, upgrader: coalescingUpgrader(opts.upgrader) })
-        }
-        if (prop === 'createListener') {
-          return (opts: Parameters<Transport['createListener']>[0]) =>
-            target.createListener({ ...opts, upgrader: coalescingUpgrader(opts.upgrader) })
-        }
-        const v = Reflect.get(target, prop, target)
-        return typeof v === 'function' ? v.bind(target) : v
-      }
+    return withOverrides(inner, {
+      dial: async (ma, opts) => await inner.dial(ma, { ...opts, upgrader: coalescingUpgrader(opts.upgrader) }),
+      createListener: (opts) => inner.createListener({ ...opts, upgrader: coalescingUpgrader(opts.upgrader) })
     })
   }
 }

@@ -14,6 +14,7 @@ import { messageId, messageIdOfEncoded, type Signed } from '../../crypto/index.j
 import { BidStreamClosedError, InvalidInputError } from '../../errors.js'
 import { RemoteError, type MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
+import { LruCache } from '../../lru.js'
 import { nextWithin } from '../streams.js'
 import {
   BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
@@ -70,7 +71,7 @@ export class Bidding {
   /** our long-lived offer stream to each provider we invited lately (opened on first use) */
   private readonly offerStreams = new Map<string, OfferStream>()
   /** providers that did not take an offer stream, until when we do not try again */
-  private readonly noOfferStream = new Map<string, number>()
+  private readonly noOfferStream = new LruCache<number>(MAX_OFFER_STREAMS)
 
   constructor (ctx: RequesterContext) {
     this.ctx = ctx
@@ -138,7 +139,6 @@ export class Bidding {
       }, (err: unknown) => {
         forget()
         if (err instanceof RemoteError && err.remoteCode === 'unsupported-protocol') {
-          if (this.noOfferStream.size >= MAX_OFFER_STREAMS) this.noOfferStream.delete(this.noOfferStream.keys().next().value as string)
           this.noOfferStream.set(peer, Date.now() + OFFER_STREAM_RETRY_MS)
         }
       })
