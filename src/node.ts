@@ -98,7 +98,8 @@ export class MercatoNode implements GatewayNode {
     this.executor = onSlurm
       // won jobs go to the cluster; the pool settings are the ceilings each job is clamped to
       ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines, outputsRoot })
-      : createExecutor({ ...pool, poolSize, queueSize: pool.queueSize, outputsRoot, deferWarmUp: true })
+      // a node that does not provide keeps no warm worker: its own `exec` jobs start one when they come
+      : createExecutor({ ...pool, poolSize, warmWorkers: cfg.provider.enabled ? pool.warmWorkers : 0, queueSize: pool.queueSize, outputsRoot, deferWarmUp: true })
     // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below

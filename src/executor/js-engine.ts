@@ -12,12 +12,11 @@
  */
 import { RELEASE_SYNC, newQuickJSWASMModuleFromVariant, newVariant, type QuickJSContext, type QuickJSHandle, type QuickJSRuntime, type QuickJSWASMModule } from 'quickjs-emscripten'
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
 import { normaliseOutputPath, OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
+import { compileQuickJS } from './quickjs-wasm.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
 /**
@@ -190,26 +189,13 @@ const STRINGIFY = `(function (v) { const s = JSON.stringify(v); return s === und
 const QJS_BASE_PAGES = 256 // the emscripten module's initial memory (16 MiB)
 const ENGINES_KEPT = 2
 const engines = new Map<number, QuickJSWASMModule>()
-let compiled: Promise<WebAssembly.Module | undefined> | undefined
-
-async function quickjsWasm (): Promise<WebAssembly.Module | undefined> {
-  compiled ??= (async () => {
-    try {
-      const req = createRequire(import.meta.resolve('quickjs-emscripten'))
-      return await WebAssembly.compile(await readFile(req.resolve('@jitl/quickjs-wasmfile-release-sync/wasm')))
-    } catch {
-      return undefined // let emscripten find and compile it per instance
-    }
-  })()
-  return await compiled
-}
 
 /** A QuickJS instance whose whole heap is capped at `memoryBytes` + its base. */
 export async function loadQuickJS (memoryBytes = 0): Promise<QuickJSWASMModule> {
   const maxPages = QJS_BASE_PAGES + Math.ceil(memoryBytes / 65536)
   const have = engines.get(maxPages)
   if (have != null) return have
-  const wasmModule = await quickjsWasm()
+  const wasmModule = await compileQuickJS()
   const wasmMemory = new WebAssembly.Memory({ initial: QJS_BASE_PAGES, maximum: maxPages })
   const engine = await newQuickJSWASMModuleFromVariant(newVariant(RELEASE_SYNC, wasmModule != null ? { wasmMemory, wasmModule } : { wasmMemory }))
   engines.set(maxPages, engine)

@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads'
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, constants as fsc } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { logger } from '../logger.js'
@@ -21,7 +22,8 @@ import type { InputEntry } from './inputs.js'
 import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
-import { FROM_SOURCES, moduleUrl } from '../paths.js'
+import { FROM_SOURCES, moduleUrl, packageFile } from '../paths.js'
+import { compileQuickJS } from './quickjs-wasm.js'
 
 const log = logger('executor')
 
@@ -81,11 +83,13 @@ interface Slot {
  * registers tsx in the worker and then imports worker.ts.
  */
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
-  const isTs = FROM_SOURCES
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
   // throw on per-process ones such as --expose-gc)
-  if (!isTs) return { entry: moduleUrl('executor/worker'), eval: false }
+  if (!FROM_SOURCES) return { entry: moduleUrl('executor/worker'), eval: false }
   const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
+  // MERCATO_COMPILED_WORKERS=1 (npm test, which builds dist/ first): the compiled worker even from
+  // the sources, as users run it; tsx in each worker cost ≈ 0.25 s of CPU per worker start
+  if (process.env.MERCATO_COMPILED_WORKERS === '1') return { entry: pathToFileURL(packageFile('dist/executor/worker.js')), eval: false, execArgv: stripTsx(execArgv) }
   const api = import.meta.resolve('tsx/esm/api')
   const target = moduleUrl('executor/worker').href
   const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`
@@ -197,6 +201,8 @@ export class ExecutorPool implements Executor {
   /** stop() was called (and start() not since): a job that arrives now must not bring the workers back */
   private stopped = false
   private starting?: Promise<void>
+  /** QuickJS's wasm, compiled at start and posted to every worker */
+  private quickjs?: WebAssembly.Module
   /** workers load QuickJS as they start (false with init.deferWarmUp until warmUp()) */
   private warmJs: boolean
   private completed = 0
@@ -233,6 +239,8 @@ export class ExecutorPool implements Executor {
     this.stopped = false
     if (this.running) return
     this.starting ??= (async () => {
+      // compiled once here, QuickJS's code (and the optimised code V8 makes of it) serves every worker
+      if (this.init.engines.includes('js')) this.quickjs = await compileQuickJS()
       // warm workers start now (a broken setup fails start()); the rest start when jobs wait
       for (let i = 0; i < this.warm; i++) this.slots.push(this.spawn())
       await Promise.all(this.slots.map(async s => { await s.ready }))
@@ -453,7 +461,7 @@ export class ExecutorPool implements Executor {
 
   private spawn (): Slot {
     const output = new SharedArrayBuffer(outputBufferSize(this.init.maxOutputBytes))
-    const workerData: WorkerInit = { output, maxOutputBytes: this.init.maxOutputBytes, js: this.warmJs && this.init.engines.includes('js'), jsMemoryBytes: this.init.maxMemoryMb * 1024 * 1024 }
+    const workerData: WorkerInit = { output, maxOutputBytes: this.init.maxOutputBytes, js: this.warmJs && this.init.engines.includes('js'), jsMemoryBytes: this.init.maxMemoryMb * 1024 * 1024, quickjs: this.quickjs }
     const env: Record<string, string> = {}
     for (const [k, v] of Object.entries(process.env)) if (v != null && (k.startsWith('TSX') || k === 'NODE_ENV')) env[k] = v
     const worker = new Worker(this.spec.entry, {

@@ -15,6 +15,8 @@ export interface WorkerInit {
   /** Load QuickJS (sized for this cap) and warm it up once ready; false: on a WarmMessage or the first JS job. */
   js: boolean
   jsMemoryBytes: number
+  /** QuickJS's wasm compiled by the pool, shared by its workers; absent: the worker compiles its own */
+  quickjs?: WebAssembly.Module
 }
 
 export interface RunWasm {

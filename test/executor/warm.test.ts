@@ -6,6 +6,7 @@
 import { expect } from 'chai'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { LIMITS, js, text, wasm } from './helpers.js'
+import { startTestNode, stopNodes } from '../helpers/nodes.js'
 
 /** Live worker threads of a pool (starting, idle or busy). */
 function workers (executor: Executor): number {
@@ -123,5 +124,39 @@ describe('executor warm-up policy', function () {
     expect(first.output).to.equal(42)
     expect(text(first.stdout)).to.match(/^r 0\.\d+\n$/)
     expect(first.resultHash).to.equal(second.resultHash)
+  })
+
+  it('QuickJS is compiled once per process: every pool posts the same module to its workers, which run JS with it', async () => {
+    executor = createExecutor({ poolSize: 1, warmWorkers: 1 })
+    const other = createExecutor({ poolSize: 1, warmWorkers: 0 })
+    const wasmOnly = createExecutor({ poolSize: 1, warmWorkers: 0, engines: ['wasm'] })
+    try {
+      await Promise.all([executor.start(), other.start(), wasmOnly.start()])
+      const module = (executor as any).quickjs
+      expect(module).to.be.instanceOf(WebAssembly.Module)
+      expect((other as any).quickjs).to.equal(module)
+      expect((wasmOnly as any).quickjs, 'a pool without js compiles none').to.equal(undefined)
+      const job = { engine: 'js' as const, source: 'function main (i) { return i * 2 }', input: 21, limits: LIMITS }
+      const [a, b] = await Promise.all([executor.run({ id: 'q1', ...job }), other.run({ id: 'q2', ...job })])
+      expect([a.output, b.output]).to.deep.equal([42, 42])
+    } finally {
+      await other.stop()
+      await wasmOnly.stop()
+    }
+  })
+})
+
+describe("a node's warm worker", function () {
+  this.timeout(60_000)
+  after(stopNodes)
+
+  it('a provider keeps one warm worker; a node that does not provide keeps none, and its own exec job starts one', async () => {
+    const [provider, consumer] = await Promise.all([startTestNode(), startTestNode({ provide: false })])
+    await until(() => provider.executor.stats().jsWarm === 1, 30_000)
+    expect(workers(provider.executor)).to.equal(1)
+    expect(workers(consumer.executor)).to.equal(0)
+    const r = await consumer.executor.run({ id: 'local', engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, limits: LIMITS })
+    expect(r.output).to.equal(2)
+    expect(workers(consumer.executor)).to.equal(1)
   })
 })
