@@ -274,8 +274,10 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     logger: false,
     return503OnClosing: true,
     forceCloseConnections: true,
-    // schemas never strip or invent fields; query strings are coerced to their declared types
-    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false } },
+    // schemas never strip or invent fields; query strings are coerced to their declared types. Our schemas
+    // are not checked against JSON Schema's meta-schema here (compiling it was ~0.1 s of CPU per start): the
+    // suite checks them (test/gateway/routes.test.ts)
+    ajv: { customOptions: { removeAdditional: false, useDefaults: false, coerceTypes: 'array', allErrors: false, validateSchema: false } },
     // a path that does not decode (`/%zz`) is refused before routing: same shape as every error
     frameworkErrors: (err, _req, reply) => {
       void (reply as FastifyReply).status(400).send({ error: { code: 'invalid-request', message: err.message } })
