@@ -74,11 +74,13 @@ function newest (dir) {
 }
 
 // The sandbox workers of in-process nodes run the compiled worker (dist/executor/worker.js, as
-// users run it) when dist/ is newer than every source, as `npm test` leaves it: from the sources
-// each worker loads tsx, ≈ 0.25 s of CPU per worker start, and the suite starts ~190 of them.
+// users run it) when the last build is newer than every source, as `npm test` leaves it: from the
+// sources each worker loads tsx, ≈ 0.25 s of CPU per worker start, and the suite starts ~190 of
+// them. The build's last step writes dist/bundle.meta.json (tsc leaves an unchanged output's file alone).
 const env = { ...process.env }
 try {
-  if (statSync(join(ROOT, 'dist/executor/worker.js')).mtimeMs >= newest(join(ROOT, 'src'))) env.MERCATO_COMPILED_WORKERS ??= '1'
+  statSync(join(ROOT, 'dist/executor/worker.js'))
+  if (statSync(join(ROOT, 'dist/bundle.meta.json')).mtimeMs >= newest(join(ROOT, 'src'))) env.MERCATO_COMPILED_WORKERS ??= '1'
 } catch {}
 if (env.MERCATO_COMPILED_WORKERS !== '1') process.stderr.write('test/run.mjs: dist/ is missing or older than src/ (npm run build): sandbox workers load the sources through tsx\n')
 
