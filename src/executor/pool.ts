@@ -80,7 +80,8 @@ interface Slot {
  * How a worker is started. Compiled (.js): the worker file directly. From
  * TypeScript source (tsx, mocha --import=tsx): Node 20 does not apply the
  * parent's module hooks to a worker's entry, so a two-line bootstrap
- * registers tsx in the worker and then imports worker.ts.
+ * registers tsx in the worker and then imports worker.ts; or, with
+ * MERCATO_COMPILED_WORKERS=1, the compiled worker file without tsx.
  */
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
