@@ -28,6 +28,9 @@ export class LruCache<V> {
 
   delete (key: string): void { this.map.delete(key) }
 
+  /** The entries, least recently used first (reading them does not change the order). */
+  entries (): IterableIterator<[string, V]> { return this.map.entries() }
+
   get size (): number { return this.map.size }
 
   clear (): void { this.map.clear() }

@@ -296,6 +296,11 @@ export const ADVERT_BURST_PER_KEY = 5
 /** Providers a book holds; past it the entry heard from least recently is dropped. ≈ 1 KiB each. */
 export const MAX_BOOK_ENTRIES = 5_000
 /**
+ * Providers whose bids a requester remembers (last ask, engines) for its provider list, the most
+ * recent kept: a finished job's bids no longer have to be scanned to list them.
+ */
+export const MAX_KNOWN_BIDDERS = 5_000
+/**
  * Invitations per job, on top of the bids the job needs (max(minBids, replicas)): the cheapest
  * proven providers of the book. A couple more than needed keeps the auction competitive when one
  * is busy or gone.

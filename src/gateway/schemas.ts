@@ -240,7 +240,7 @@ export const ProviderSchema = {
     peerId: { type: 'string' },
     engines: { type: 'array', items: { type: 'string' } },
     labels: { $ref: 'Labels#', description: 'what its advert says of it (absent: no advert held)' },
-    lastAsk: { ...nullableNumber, description: 'its last bid price seen, if any' },
+    lastAsk: { ...nullableNumber, description: 'its last bid price seen on one of our jobs, if any (the last 5,000 bidders are remembered)' },
     self: { type: 'boolean' },
     standing: { anyOf: [{ $ref: 'Standing#' }, { type: 'null' }] },
     advert: {

@@ -15,6 +15,8 @@ export interface MemoryMarketOptions {
   price?: number
   slots?: number
   maxTimeoutMs?: number
+  /** requester settings over the in-memory defaults */
+  requester?: Record<string, unknown>
 }
 
 export async function startMemoryMarket (hub: MemoryHub, executor: Executor, opts: MemoryMarketOptions = {}): Promise<MemoryMarket> {
@@ -26,7 +28,7 @@ export async function startMemoryMarket (hub: MemoryHub, executor: Executor, opt
     signer,
     ledger,
     executor,
-    requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3 },
+    requester: { bidWindowMs: 50, minBids: 1, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3, ...opts.requester },
     provider: { enabled: opts.price != null, price: opts.price ?? 0, slots: opts.slots ?? 1, engines: ['js'], maxTimeoutMs: opts.maxTimeoutMs ?? 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
   })
   await market.start()

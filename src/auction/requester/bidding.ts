@@ -425,6 +425,7 @@ export class Bidding {
       this.checkLabels(job, b, from)
       job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
       ctx.deps.book?.observe(provider, b.price)
+      ctx.noteBid(provider, b.price, job.spec.engine)
       if (countsTowardMinBids(ctx.trust(provider)) && canWin(job, provider)) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }

@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events'
 import { cidOfValue } from '../../crypto/index.js'
 import { InvalidInputError, JobStateError, QueueFullError } from '../../errors.js'
 import { logger, type Logger } from '../../logger.js'
-import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_QUEUE_TIMEOUT_MS } from '../constants.js'
+import { FINISHED_JOB_BYTES_IN_MEMORY, FINISHED_JOBS_IN_MEMORY, JOBS_TOPIC, MAX_EXTRA_RUNS, MAX_KNOWN_BIDDERS, MAX_QUEUE_TIMEOUT_MS } from '../constants.js'
 import { Journal, MAX_JOB_NAME, type FinishedJob, type JobMeta } from '../protocol/journal.js'
 import { checkConstraints, checkLabels } from '../../labels.js'
 import { countInto, type Advert, type RefusalReason } from '../protocol/messages.js'
@@ -32,6 +32,7 @@ import * as views from './views.js'
 import { trustOf } from './trust.js'
 import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './memory.js'
 import { JobQueue } from './queue.js'
+import { LruCache } from '../../lru.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
@@ -57,6 +58,8 @@ export class Requester {
   readonly events = new EventEmitter()
   readonly refused = new Map<RefusalReason, number>()
   private readonly jobs = new Map<string, RequesterJob>()
+  /** providers that bid on our jobs: their last ask and engines (the provider list; never the jobs scanned for it) */
+  private readonly bidders = new LruCache<{ lastAsk: number, engines: Set<string> }>(MAX_KNOWN_BIDDERS)
   /** submissions with an idempotency key under way, by the job id the key gives: a repeat waits for the first */
   private readonly keyed = new Map<string, Promise<JobView>>()
   private readonly deps: RequesterDeps
@@ -99,7 +102,11 @@ export class Requester {
       drive: async (job, event) => { await this.drive(job, event) },
       fail: async (job, reason, status) => { await this.fail(job, reason, status) },
       background: (job, p) => { this.background(job, p) },
-      retire: (job) => { this.retire(job) }
+      retire: (job) => { this.retire(job) },
+      noteBid: (provider, price, engine) => {
+        const known = this.bidders.get(provider)
+        if (known != null) { known.lastAsk = price; known.engines.add(engine) } else this.bidders.set(provider, { lastAsk: price, engines: new Set([engine]) })
+      }
     }
     this.bidding = new Bidding(this.ctx)
     this.settlement = new Settlement(this.ctx)
@@ -341,7 +348,7 @@ export class Requester {
   // ---------------------------------------------------------------- views
 
   knownProviderList (): views.KnownProvider[] {
-    return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.jobs.values(), this.deps.book?.all() ?? [])
+    return views.knownProviders(this.peerId, this.deps.network.topicPeers(JOBS_TOPIC), this.bidding.engineMap(), this.bidders.entries(), this.deps.book?.all() ?? [])
   }
 
   /** A job held in memory (unfinished, or among the recent finished ones); undefined otherwise. */

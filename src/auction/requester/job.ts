@@ -161,6 +161,8 @@ export interface RequesterContext {
   background (job: RequesterJob, p: Promise<unknown>): void
   /** the job has ended and its end is in the log: it may leave memory (memory.ts) */
   retire (job: RequesterJob): void
+  /** a provider bid `price` on a job of `engine`: remembered for the provider list (views.ts) */
+  noteBid (provider: string, price: number, engine: string): void
 }
 
 /** A job in the bidding state with empty books. */

@@ -89,6 +89,7 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
       // only bids that met the constraints were logged; checked again, cheaply, on what the log says
       if (!matches(bid.payload.labels, job.constraints)) continue
       job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
+      ctx.noteBid(bid.signer, bid.payload.price, job.spec.engine)
     }
     const now = Date.now()
     for (const a of h.awards) {

@@ -170,8 +170,8 @@ export interface KnownProvider { peerId: string, engines: string[], lastAsk: num
 
 type Known = { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean, advert: AdvertView | null }
 
-/** Providers this node knows of: the jobs-topic mesh, DHT engine providers, the book's adverts, and every bidder seen. */
-export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, jobs: Iterable<RequesterJob>, book: readonly BookEntry[] = []): KnownProvider[] {
+/** Providers this node knows of: the jobs-topic mesh, DHT engine providers, the book's adverts, and the bidders remembered (their last ask). */
+export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, bidders: Iterable<[string, { lastAsk: number, engines: ReadonlySet<string> }]>, book: readonly BookEntry[] = []): KnownProvider[] {
   const out = new Map<string, Known>()
   const get = (peerId: string): Known => {
     let e = out.get(peerId)
@@ -186,9 +186,7 @@ export function knownProviders (self: string, topicPeers: string[], engineMap: R
   }
   for (const p of topicPeers) get(p)
   for (const [engine, { peers }] of engineMap) for (const p of peers) get(p).engines.add(engine)
-  for (const job of jobs) {
-    for (const b of job.bids.values()) { const e = get(b.provider); e.lastAsk = b.price; e.engines.add(job.spec.engine) }
-  }
+  for (const [provider, b] of bidders) { const e = get(provider); e.lastAsk = b.lastAsk; for (const engine of b.engines) e.engines.add(engine) }
   // `labels`: what its advert says of it (absent when we hold no advert of it)
   return [...out.values()].map(e => ({ ...e, engines: [...e.engines].sort(), ...(e.advert != null ? { labels: e.advert.labels } : {}) }))
 }
