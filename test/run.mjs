@@ -41,15 +41,17 @@ const SLOW_FIRST = [
   'test/client/devnet.test.ts'
 ]
 
-function testFiles (dir) {
-  const out = []
+/** Every file under `dir`, in name order, with its stat. */
+function * walk (dir) {
   for (const name of readdirSync(dir).sort()) {
     const full = join(dir, name)
-    if (statSync(full).isDirectory()) out.push(...testFiles(full))
-    else if (name.endsWith('.test.ts')) out.push(relative(ROOT, full))
+    const st = statSync(full)
+    if (st.isDirectory()) yield * walk(full)
+    else yield { path: full, st }
   }
-  return out
 }
+
+const testFiles = (dir) => [...walk(dir)].filter(f => f.path.endsWith('.test.ts')).map(f => relative(ROOT, f.path))
 
 const JOBS = Math.max(1, Math.floor(Number(process.env.MERCATO_TEST_JOBS ?? 2)) || 1)
 const files = testFiles(join(ROOT, 'test'))
@@ -63,15 +65,7 @@ const lanes = [
 const extra = process.argv.slice(2)
 
 /** The newest modification time of the files under `dir` (ms). */
-function newest (dir) {
-  let t = 0
-  for (const name of readdirSync(dir)) {
-    const full = join(dir, name)
-    const st = statSync(full)
-    t = Math.max(t, st.isDirectory() ? newest(full) : st.mtimeMs)
-  }
-  return t
-}
+const newest = (dir) => Math.max(0, ...[...walk(dir)].map(f => f.st.mtimeMs))
 
 // The sandbox workers of in-process nodes run the compiled worker (dist/executor/worker.js, as
 // users run it) when the last build is newer than every source, as `npm test` leaves it: from the

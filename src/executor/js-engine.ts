@@ -17,6 +17,7 @@ import type { OutputSink } from './output.js'
 import { normaliseOutputPath, OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
 import { compileQuickJS } from './quickjs-wasm.js'
+export { useCompiledQuickJS } from './quickjs-wasm.js'
 import type { DoneMessage, FailureName, RunJs } from './protocol.js'
 
 /**

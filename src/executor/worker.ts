@@ -32,11 +32,11 @@ const sink = new OutputSink(init.output, init.maxOutputBytes)
 // QuickJS (≈ 80 ms to import) loads after the worker reports ready, so a
 // replacement worker serves wasm jobs at once; a JS job waits for it.
 let jsEngine: Promise<typeof import('./js-engine.js')> | undefined
-const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEngine ??= (async () => {
+const loadJs = async (): Promise<typeof import('./js-engine.js')> => await (jsEngine ??= import('./js-engine.js').then(js => {
   // the pool's compiled QuickJS, shared with the other workers (src/executor/quickjs-wasm.ts)
-  if (init.quickjs != null) (await import('./quickjs-wasm.js')).useCompiledQuickJS(init.quickjs)
-  return await import('./js-engine.js')
-})())
+  if (init.quickjs != null) js.useCompiledQuickJS(init.quickjs)
+  return js
+}))
 /**
  * After loading QuickJS, the worker runs one trivial job into a scratch
  * buffer: V8 compiles QuickJS's wasm functions lazily, on first call, so

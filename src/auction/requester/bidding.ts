@@ -10,7 +10,7 @@
  * record for the bids, one for the declines) and the planner is asked what
  * comes next.
  */
-import { messageId, messageIdOfEncoded, type Signed } from '../../crypto/index.js'
+import { messageIdOfEncoded, type Signed } from '../../crypto/index.js'
 import { BidStreamClosedError, InvalidInputError } from '../../errors.js'
 import { RemoteError, type MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
@@ -23,7 +23,7 @@ import {
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
-import type { RequesterContext, RequesterJob } from './job.js'
+import { addBid, type RequesterContext, type RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
 import { chooseInvitees, type Invitation } from './invite.js'
 import { effectiveAsk } from './book.js'
@@ -423,9 +423,8 @@ export class Bidding {
       if (ctx.deps.isFlagged?.(provider) === true) this.refuse('wrong-state', 'provider is flagged for equivocation', from)
       if (ctx.deps.reputation.score(provider) < ctx.cfg.minReputation) this.refuse('wrong-state', 'provider reputation below the floor', from)
       this.checkLabels(job, b, from)
-      job.bids.set(provider, { id: messageId(msg), signed: msg as Signed<Bid>, provider, price: b.price, estStartMs: b.estStartMs })
+      addBid(ctx, job, msg as Signed<Bid>)
       ctx.deps.book?.observe(provider, b.price)
-      ctx.noteBid(provider, b.price, job.spec.engine)
       if (countsTowardMinBids(ctx.trust(provider)) && canWin(job, provider)) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }

@@ -59,7 +59,7 @@ export class Requester {
   readonly refused = new Map<RefusalReason, number>()
   private readonly jobs = new Map<string, RequesterJob>()
   /** providers that bid on our jobs: their last ask and engines (the provider list; never the jobs scanned for it) */
-  private readonly bidders = new LruCache<{ lastAsk: number, engines: Set<string> }>(MAX_KNOWN_BIDDERS)
+  private readonly bidders = new LruCache<views.KnownBidder>(MAX_KNOWN_BIDDERS)
   /** submissions with an idempotency key under way, by the job id the key gives: a repeat waits for the first */
   private readonly keyed = new Map<string, Promise<JobView>>()
   private readonly deps: RequesterDeps

@@ -4,7 +4,7 @@
  * through {@link planView}; only the driver and the step runners change it.
  */
 import type { EventEmitter } from 'node:events'
-import { canonicalEncode, type Signed, type Signer } from '../../crypto/index.js'
+import { canonicalEncode, messageId, type Signed, type Signer } from '../../crypto/index.js'
 import { InvalidInputError } from '../../errors.js'
 import type { Logger } from '../../logger.js'
 import type { Network, MessageChannel } from '../../p2p/index.js'
@@ -163,6 +163,12 @@ export interface RequesterContext {
   retire (job: RequesterJob): void
   /** a provider bid `price` on a job of `engine`: remembered for the provider list (views.ts) */
   noteBid (provider: string, price: number, engine: string): void
+}
+
+/** A checked bid enters the job's books, and its bidder's ask is remembered for the provider list. */
+export function addBid (ctx: RequesterContext, job: RequesterJob, bid: Signed<Bid>): void {
+  job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
+  ctx.noteBid(bid.signer, bid.payload.price, job.spec.engine)
 }
 
 /** A job in the bidding state with empty books. */

@@ -17,7 +17,7 @@ import { readJobHistory, readRecord, type MarketRecord } from '../protocol/journ
 import { RefusedMessageError } from '../protocol/messages.js'
 import { decodeStatusReply, encodeStatusRequest, type StatusReply } from '../protocol/frames.js'
 import { afterStatus, attemptDeadline, isInFlight } from './plan.js'
-import { isTerminal, newJob, type Attempt, type RequesterContext, type RequesterJob } from './job.js'
+import { addBid, isTerminal, newJob, type Attempt, type RequesterContext, type RequesterJob } from './job.js'
 import type { Awards } from './award.js'
 import type { Settlement } from './settle.js'
 
@@ -88,8 +88,7 @@ export function rebuildJobs (ctx: RequesterContext, records: Iterable<LedgerReco
     for (const bid of h.bids) {
       // only bids that met the constraints were logged; checked again, cheaply, on what the log says
       if (!matches(bid.payload.labels, job.constraints)) continue
-      job.bids.set(bid.signer, { id: messageId(bid), signed: bid, provider: bid.signer, price: bid.payload.price, estStartMs: bid.payload.estStartMs })
-      ctx.noteBid(bid.signer, bid.payload.price, job.spec.engine)
+      addBid(ctx, job, bid)
     }
     const now = Date.now()
     for (const a of h.awards) {

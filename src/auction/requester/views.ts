@@ -168,10 +168,13 @@ export interface KnownProvider { peerId: string, engines: string[], lastAsk: num
 
 export interface KnownProvider { peerId: string, engines: string[], lastAsk: number | null, self: boolean, advert?: AdvertView | null, labels?: Labels }
 
+/** What a requester remembers of a provider that bid on its jobs. */
+export interface KnownBidder { lastAsk: number, engines: Set<string> }
+
 type Known = { peerId: string, engines: Set<string>, lastAsk: number | null, self: boolean, advert: AdvertView | null }
 
 /** Providers this node knows of: the jobs-topic mesh, DHT engine providers, the book's adverts, and the bidders remembered (their last ask). */
-export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, bidders: Iterable<[string, { lastAsk: number, engines: ReadonlySet<string> }]>, book: readonly BookEntry[] = []): KnownProvider[] {
+export function knownProviders (self: string, topicPeers: string[], engineMap: ReadonlyMap<string, { peers: string[] }>, bidders: Iterable<[string, KnownBidder]>, book: readonly BookEntry[] = []): KnownProvider[] {
   const out = new Map<string, Known>()
   const get = (peerId: string): Known => {
     let e = out.get(peerId)
