@@ -155,6 +155,8 @@ export class JobQueue {
   private async expire (job: RequesterJob): Promise<void> {
     if (this.ctx.stopped() || job.status !== 'queued') return
     if (job.closeBidding != null) return // a round is open: its close decides (the planner sees the time is over)
+    // a timer may fire a millisecond before Date.now() reaches its mark: the job never ends early
+    if (Date.now() < job.queueUntil) { this.schedule(job, job.queueUntil); return }
     this.counts.expired++
     const secs = Math.round((job.queueUntil - job.createdAt) / 1000)
     await this.ctx.fail(job, `no provider bid within the queue timeout (${secs} s)`, 'no-bids')
