@@ -52,3 +52,25 @@ describe('executor: host memory after memory bombs', () => {
     expect(r.exitCode).to.equal(0)
   })
 })
+
+describe('executor: back-to-back JS jobs on one worker', () => {
+  let executor: Executor
+  before(async () => {
+    executor = createExecutor({ poolSize: 1, warmWorkers: 1, maxMemoryMb: 64 })
+    await executor.start()
+  })
+  after(async () => { await executor.stop() })
+
+  // (the next job reaches the worker after the pool has read the last one's result, by which time
+  // the worker has usually freed the heap in its idle turn; runJs frees it first if not)
+  it('each job has its whole memory cap: the last job\'s heap is freed before the next starts, though freeing waits until its result is out', async () => {
+    // 40 MiB of a 48 MiB cap: two such heaps at once do not fit in the instance's capped memory
+    const big = 'function main (i) { const b = new Uint8Array(40 * 1024 * 1024); b.fill(i.n); return b[b.length - 1] }'
+    const lim = { ...LIMITS, memoryMb: 48, timeoutMs: 30_000 }
+    const worker = (executor as any).slots[0].worker
+    // submitted together: each is handed to the worker the moment the one before it is done
+    const rs = await Promise.all(Array.from({ length: 6 }, async (_, n) => await executor.run({ id: `big${n}`, engine: 'js', source: big, input: { n }, limits: lim })))
+    expect(rs.map(r => r.error?.name ?? r.output)).to.deep.equal([0, 1, 2, 3, 4, 5])
+    expect((executor as any).slots[0].worker, 'the same worker ran them all').to.equal(worker)
+  })
+})

@@ -67,6 +67,24 @@ describe('executor warm-up policy', function () {
     expect(r.exitCode).to.equal(0)
   })
 
+  it('one job after another goes to the warm worker idle longest (it has readied its next context); a worker beyond the warm ones gets none and stops', async () => {
+    executor = createExecutor({ poolSize: 3, warmWorkers: 2, workerIdleMs: 1000 })
+    await executor.start()
+    // a burst of three starts the third worker
+    await Promise.all([0, 1, 2].map(async i => await executor!.run({ id: `b${i}`, engine: 'wasm', module: wasm('hello'), limits: LIMITS })))
+    expect(workers(executor)).to.equal(3)
+    const slots = [...(executor as any).slots] as Array<{ worker: { postMessage: (m: any) => void } }>
+    const runs = slots.map(() => 0)
+    slots.forEach((slot, i) => {
+      const post = slot.worker.postMessage.bind(slot.worker)
+      slot.worker.postMessage = (m: any) => { if (m?.type === 'run') runs[i]++; post(m) }
+    })
+    const job = { engine: 'js' as const, source: 'function main (i) { return i }', limits: LIMITS }
+    for (let i = 0; i < 10; i++) expect((await executor.run({ id: `s${i}`, ...job, input: i })).output).to.equal(i)
+    expect(runs).to.deep.equal([5, 5, 0])
+    await until(() => workers(executor!) === 2, 10_000)
+  })
+
   it('a warm worker killed at a deadline is replaced, so the idle pool stays warm', async () => {
     executor = createExecutor({ poolSize: 2, warmWorkers: 1 })
     await executor.start()
