@@ -24,6 +24,7 @@
  *   BENCH_QUICK=1 npm run bench:start        10 s idle, 200 / 1,000 jobs
  *   BENCH_JOBS=1000,5000                     the two job counts of the leak check
  *   BENCH_LEAK_ONLY=1                        only the mesh (no start or first-job runs)
+ *   BENCH_START_ONLY=1                       only the starts and first jobs (no mesh)
  *   BENCH_ROOT=<checkout>                    measure that checkout instead (a policy
  *                                            it does not know is reported as null)
  */
@@ -45,6 +46,7 @@ const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? (QUICK ? 5_000 : 20_000)
 const JOBS = process.env.BENCH_JOBS != null ? process.env.BENCH_JOBS.split(',').map(Number) : QUICK ? [200, 1000] : [1000, 5000]
 if (JOBS.length !== 2 || !JOBS.every(n => Number.isInteger(n) && n > 0) || JOBS[0] >= JOBS[1]) throw new Error('BENCH_JOBS: two job counts, the first smaller, e.g. 1000,5000')
 const LEAK_ONLY = process.env.BENCH_LEAK_ONLY === '1'
+const START_ONLY = process.env.BENCH_START_ONLY === '1'
 const IN_FLIGHT = 8
 const TRIVIAL = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 100 }
 
@@ -232,7 +234,7 @@ async function main (): Promise<void> {
   const warm0 = LEAK_ONLY ? null : await orNull(async () => await starts(['--config', noWarm]))
   const first1 = LEAK_ONLY ? null : await firstJob(1)
   const first0 = LEAK_ONLY ? null : await orNull(async () => await firstJob(0))
-  const m = await mesh()
+  const m = START_ONLY ? null : await mesh()
   process.stdout.write(JSON.stringify({
     mode: TSX ? 'tsx (sources)' : 'compiled (dist/)',
     node: process.version,

@@ -100,7 +100,9 @@ export class MercatoNode implements GatewayNode {
       ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines, outputsRoot })
       // a node that does not provide keeps no warm worker: its own `exec` jobs start one when they come
       : createExecutor({ ...pool, poolSize, warmWorkers: cfg.provider.enabled ? pool.warmWorkers : 0, queueSize: pool.queueSize, outputsRoot, deferWarmUp: true })
-    // the sandbox workers boot (≈ 0.3 s) while the network comes up; the market waits for both
+    // the warm sandbox worker boots on its own thread while the network, market and gateway come up
+    // (a job awarded before it is up waits for it); a worker that cannot start fails the node's start
+    // at the end. On Slurm the market asks the backend for the cluster's CPUs: it waits for it first.
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below
     this.defer('executor', async () => { await executorStarted.catch(() => {}); await this.executor.stop() })
@@ -147,8 +149,7 @@ export class MercatoNode implements GatewayNode {
     this.defer('audit', async () => { await this.audit.stop() })
     done('audit')
 
-    await executorStarted
-    done('executor')
+    if (onSlurm) await executorStarted
     // input files staged for jobs a previous run did not finish: nothing half-fetched is kept
     await rm(join(cfg.dataDir, 'inputs'), { recursive: true, force: true })
     this.market = createMarket({
@@ -185,7 +186,8 @@ export class MercatoNode implements GatewayNode {
       },
       // test-only switch (replica quorum tests): this provider lies about its output
       corruptResults: this.options.corruptResults ?? process.env.MERCATO_TEST_CORRUPT_RESULTS === '1',
-      withholdOutputs: this.options.withholdOutputs
+      withholdOutputs: this.options.withholdOutputs,
+      deferWarmUp: true
     })
     await this.market.start()
     this.defer('market', async () => { await this.market.stop() })
@@ -216,9 +218,14 @@ export class MercatoNode implements GatewayNode {
       this.defer('gateway', async () => { await this.gateway?.stop() })
       done('gateway')
     }
+    await executorStarted
+    done('executor')
     this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url, startMs }, 'node started')
-    // the warm worker loads QuickJS now, not while the node's own start needed the cores
+    // the warm worker loads QuickJS and the gateway compiles its validators now, not while the
+    // node's own start needed the cores
     this.executor.warmUp?.()
+    this.market.warmUp()
+    this.gateway?.warmUp()
   }
 
   async stop (): Promise<void> {

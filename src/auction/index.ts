@@ -75,6 +75,8 @@ export interface MarketInit {
   isFlagged?: (peerId: string) => boolean
   corruptResults?: boolean
   withholdOutputs?: boolean
+  /** true: start() leaves the provider's warm-up to warmUp() (the node calls it once its start is over) */
+  deferWarmUp?: boolean
 }
 
 /** A provider as listed by `GET /v1/providers`. */
@@ -88,6 +90,8 @@ export interface Market {
    */
   readonly events: EventEmitter
   start (): Promise<void>
+  /** Run a provider's offer → answer path once, off the record, so the first real offer finds it warm (start() does, unless `deferWarmUp`); once. */
+  warmUp (): void
   stop (): Promise<void>
   uploadBlob (bytes: Uint8Array): Promise<string>
   /** import a byte stream as a UnixFS file (streamed into blocks, never held whole); BlobTooLargeError past `maxBytes` */
@@ -221,9 +225,11 @@ export function createMarket (init: MarketInit): Market {
       await blobs.serve(network)
       await requester.start()
       await provider.start()
+      if (init.deferWarmUp !== true) provider.warmUp()
       const resumed = await requester.recover()
       if (resumed > 0) log.info({ resumed }, 'resumed unfinished jobs from the ledger')
     },
+    warmUp () { provider.warmUp() },
     async stop () {
       await provider.stop()
       await requester.stop()

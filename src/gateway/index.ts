@@ -130,7 +130,7 @@ type Validator = ((data: unknown, ...rest: unknown[]) => unknown) & { errors?: u
 /**
  * Fastify's own validator compiler (the Ajv it would build itself, with the same options), made
  * lazy: a route's validator is compiled on its first request, or in the background once the
- * gateway listens (`compileAll`), instead of before the node is ready. Building Ajv and compiling
+ * node has started (`Gateway.warmUp`, `compileAll`), instead of before it is ready. Building Ajv and compiling
  * every route's query and params schemas was a fifth of a node's start.
  */
 function lazyValidators (): { buildValidator: (externals: any, options: any) => (route: any) => Validator, compileAll: () => Promise<void> } {
@@ -370,6 +370,8 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
 export interface Gateway {
   readonly url: string
   readonly app: FastifyInstance
+  /** Compile the routes' validators in the background, one per turn (the node calls it once its start is over). */
+  warmUp (): void
   stop (): Promise<void>
 }
 
@@ -378,13 +380,18 @@ export async function startGateway (init: GatewayInit): Promise<Gateway> {
   const app = await buildGateway(init)
   const host = init.host ?? DEFAULT_HOST
   await app.listen({ host, port: init.port ?? DEFAULT_PORT })
-  void compileValidators(app).catch((err: Error) => { log.error({ err: err.message }, 'gateway validators') })
+  let warm = false
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr != null ? addr.port : init.port ?? DEFAULT_PORT
   const urlHost = host.includes(':') ? `[${host}]` : host
   return {
     url: `http://${urlHost}:${port}`,
     app,
+    warmUp: () => {
+      if (warm) return
+      warm = true
+      void compileValidators(app).catch((err: Error) => { log.error({ err: err.message }, 'gateway validators') })
+    },
     stop: async () => { await app.close() }
   }
 }

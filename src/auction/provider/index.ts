@@ -46,6 +46,7 @@ export class Provider {
   private readonly bidding: ProviderBidding
   readonly advertiser: Advertiser
   private sweeper?: NodeJS.Timeout
+  private warmedUp = false
 
   /** the folder this provider made for jobs' files when the config names none (removed at stop) */
   private readonly scratch?: string
@@ -112,7 +113,6 @@ export class Provider {
     this.sweeper = setInterval(() => { sweep(this.ctx) }, 60_000)
     this.sweeper.unref()
     if (!this.cfg.enabled) return
-    this.warmUp()
     // gossiped offers arrive through the market's jobs-topic subscription (every node relays it)
     await network.handle(OFFER_PROTOCOL, async (data, ctx) => {
       this.onDirectOffer(data, ctx.from)
@@ -157,9 +157,11 @@ export class Provider {
   /**
    * Run the offer → answer path once on a made-up offer (no network, no log), so the first real
    * offer after start does not pay for schema compilation and cold code: a bid window is only
-   * tens of milliseconds.
+   * tens of milliseconds. Called once the node has started (Market.warmUp); nothing when not providing.
    */
-  private warmUp (): void {
+  warmUp (): void {
+    if (!this.cfg.enabled || this.warmedUp) return
+    this.warmedUp = true
     try {
       this.bidding.warmUp()
     } catch (err) {
