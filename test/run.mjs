@@ -1,23 +1,28 @@
 #!/usr/bin/env node
 /**
- * `npm test`'s runner: the suite in two lanes at once, each a plain mocha run
- * (.mocharc.json), on the Node that runs this script.
+ * `npm test`'s runner: the suite in three lanes at once, each a plain mocha
+ * run (.mocharc.json) on the Node that runs this script, and beside them the
+ * type check of sources, tests and benchmarks (`tsc --noEmit`; not when
+ * mocha arguments ask for part of the suite).
  *
  * - lane "net": the tests that spend their time waiting on things outside
  *   Node — network namespaces with NAT routers and miniupnpd (test/nat), the
  *   mDNS LAN (test/p2p/lan), a Slurm cluster (test/slurm/slurm) — and use
  *   little CPU while they wait;
+ * - lane "wait": in-process tests that mostly wait on their own timers
+ *   (WAIT_LANE), one after another;
  * - lane "main": everything else, in mocha's parallel mode: MERCATO_TEST_JOBS
- *   worker processes (default 2) take the files one at a time, the slowest
+ *   worker processes (default 3) take the files one at a time, the slowest
  *   files (SLOW_FIRST) first so that short ones fill the end. Most of these
- *   tests wait on sockets, timers and child processes too: one file after
- *   another, lane "main" used about one of the two cores and took 450–550 s;
- *   two at a time 334 s, three at a time 286–296 s on Node 20. Three kept
- *   the cores so busy that timing-bound tests (a devnet's first job, a
- *   three-replica auction) failed in one CI run; two leave them margin.
+ *   tests wait on sockets, timers and child processes: on 2026-12-04 (Node
+ *   20, 2 cores, no lane "wait" yet) two at a time took 223 s with the cores
+ *   1.3 busy on average (297 s of CPU), three 184 s (1.6), four 162 s (1.7;
+ *   single tests up to 4.7 times slower than with two). Three once failed
+ *   timing-bound tests, when the suite needed 520 s of CPU; it needs less
+ *   than 300 s now.
  *
- * The main lane's output streams as each file ends; the net lane's is printed
- * whole when both are done. The exit code is non-zero if either lane failed.
+ * The main lane's output streams as each file ends; the others are printed
+ * whole when all are done. The exit code is non-zero if any lane failed.
  *
  *   node test/run.mjs [mocha args...]   (e.g. --grep pattern)
  *   MERCATO_TEST_JOBS=1 node test/run.mjs   (lane "main" one file at a time)
@@ -30,6 +35,8 @@ import { dirname, join, relative } from 'node:path'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const MOCHA = join(ROOT, 'node_modules/mocha/bin/mocha.js')
 const NET_LANE = ['test/nat/', 'test/p2p/lan.test.ts', 'test/slurm/slurm.test.ts']
+/** files of lane "main" that mostly wait on timers (alone, Node 20: 41 s for 6 s of CPU, 21 s for 7, 18 s for 5): one after another in lane "wait" */
+const WAIT_LANE = ['test/auction/sybil.test.ts', 'test/auction/relay-drop.test.ts', 'test/p2p/scoring.test.ts']
 /** files of lane "main" that took 12 s or more alone (2-core machine, Node 20), slowest first */
 const SLOW_FIRST = [
   'test/auction/sybil.test.ts', 'test/auction/queue.test.ts', 'test/gateway/dashboard.test.ts',
@@ -53,16 +60,20 @@ function * walk (dir) {
 
 const testFiles = (dir) => [...walk(dir)].filter(f => f.path.endsWith('.test.ts')).map(f => relative(ROOT, f.path))
 
-const JOBS = Math.max(1, Math.floor(Number(process.env.MERCATO_TEST_JOBS ?? 2)) || 1)
+const JOBS = Math.max(1, Math.floor(Number(process.env.MERCATO_TEST_JOBS ?? 3)) || 1)
 const files = testFiles(join(ROOT, 'test'))
 const isNet = (f) => NET_LANE.some(p => f === p || f.startsWith(p))
 const rank = (f) => { const i = SLOW_FIRST.indexOf(f); return i < 0 ? SLOW_FIRST.length : i }
-const mainFiles = files.filter(f => !isNet(f)).sort((a, b) => rank(a) - rank(b))
+const isWait = (f) => WAIT_LANE.includes(f)
+const mainFiles = files.filter(f => !isNet(f) && !isWait(f)).sort((a, b) => rank(a) - rank(b))
+const extra = process.argv.slice(2)
 const lanes = [
   { name: 'main', files: mainFiles, live: true, args: JOBS > 1 ? ['--parallel', '--jobs', String(JOBS)] : [] },
-  { name: 'net', files: files.filter(isNet), live: false }
+  { name: 'net', files: files.filter(isNet), live: false },
+  { name: 'wait', files: files.filter(isWait), live: false }
 ]
-const extra = process.argv.slice(2)
+// the whole suite also type-checks (tsx runs the tests without checking types); a partial run does not
+if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT], files: [], live: false })
 
 /** The newest modification time of the files under `dir` (ms). */
 const newest = (dir) => Math.max(0, ...[...walk(dir)].map(f => f.st.mtimeMs))
@@ -82,7 +93,8 @@ function run (lane) {
   return new Promise((resolve) => {
     const t0 = Date.now()
     let buffered = ''
-    const child = spawn(process.execPath, [MOCHA, ...(lane.args ?? []), ...extra, ...lane.files], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const argv = lane.command ?? [MOCHA, ...(lane.args ?? []), ...extra, ...lane.files]
+    const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
     const take = (stream) => (chunk) => { if (lane.live) stream.write(chunk); else buffered += chunk }
     child.stdout.on('data', take(process.stdout))
     child.stderr.on('data', take(process.stderr))
@@ -99,8 +111,9 @@ function run (lane) {
 const results = await Promise.all(lanes.map(run))
 for (const r of results) {
   if (r.lane.live) continue
-  process.stdout.write(`\n======== lane "${r.lane.name}" (${r.lane.files.join(', ')}) ========\n${r.output}`)
+  if (r.lane.command != null && r.code === 0 && r.output === '') continue
+  process.stdout.write(`\n======== lane "${r.lane.name}" (${r.lane.command != null ? 'tsc --noEmit' : r.lane.files.join(', ')}) ========\n${r.output}`)
 }
 process.stdout.write('\n')
-for (const r of results) process.stdout.write(`lane ${r.lane.name}: ${r.lane.files.length} files, ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code}${r.signal != null ? `, ${r.signal}` : ''})`} in ${r.seconds} s\n`)
+for (const r of results) process.stdout.write(`lane ${r.lane.name}: ${r.lane.command != null ? 'tsc --noEmit' : `${r.lane.files.length} files`}, ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code}${r.signal != null ? `, ${r.signal}` : ''})`} in ${r.seconds} s\n`)
 process.exitCode = results.some(r => r.code !== 0) ? 1 : 0

@@ -54,6 +54,7 @@ function makeCases (count: number, seed: number): Case[] {
     for (const [k, v] of fields) if (r() < 0.3) base[k] = v()
     return base
   }
+  let oversize: Buffer | undefined
   const nested = (depth: number): unknown => depth <= 0 ? 1 : [nested(depth - 1)]
   const body = (): Buffer | undefined => {
     switch (int(12)) {
@@ -66,7 +67,7 @@ function makeCases (count: number, seed: number): Case[] {
       case 6: return Buffer.from(Array.from({ length: int(4096) }, () => int(256)))
       case 7: return Buffer.from(pick(['null', 'true', '1', '"s"', '[]', '{}', '', ' ', '\ufeff{}', '{"engine":"js"}{"engine":"js"}', '{"a":1e999999}', '{"__proto__":{"x":1}}', '{"engine":"js","source":"\\ud800"}']))
       case 8: return Buffer.from(junk(int(2000)))
-      case 9: return Buffer.alloc(17 * 1024 * 1024, 0x20) // over the 16 MiB limit
+      case 9: return (oversize ??= Buffer.alloc(17 * 1024 * 1024, 0x20)) // over the 16 MiB limit (one buffer for every such case)
       case 10: return Buffer.from(JSON.stringify(pick([[specs()], 'a', 42, { engine: 'js', source: 'function main (){ return 1 }', maxPrice: 0 }])))
       default: return Buffer.from(JSON.stringify(specs()))
     }

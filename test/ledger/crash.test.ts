@@ -69,7 +69,7 @@ describe('ledger crash safety @slow', function () {
     let expectedAtLeast = -1
     let advanced = 0 // kills after which the log had grown
     for (let k = 0; k < KILLS; k++) {
-      if (k % 6 === 0) {
+      if (k % 3 === 0) {
         // a fresh log now and then keeps each full verify short
         dir = await mkdtemp(join(tmpdir(), 'mercato-crash-'))
         dirs.push(dir)
