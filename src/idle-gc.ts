@@ -55,11 +55,18 @@ export function fullGc (): (() => void) | undefined {
  * back, as V8 does under memory pressure. A plain full collection keeps the pages it committed:
  * measured on a fragmented 100 MiB heap, RSS 137–143 MiB after a plain one, 76–80 MiB after this.
  * Node 20's V8 (11.3) does not know the option (and takes an options object for a partial
- * collection): it gets the plain one.
+ * collection): its collection runs with `--compact-on-every-full-gc` set for just that one, which
+ * evacuates every page as well (a fragmented 66 MiB heap: 85 MiB committed after a plain
+ * collection, 39 MiB after this one; RSS 127 → 77 MiB once the emptied pages are unmapped).
  */
 function reducing (gc: (opts?: object) => void): () => void {
-  if (Number(process.versions.v8.split('.')[0]) < 12) return () => { gc() }
-  return () => { gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }) }
+  if (Number(process.versions.v8.split('.')[0]) >= 12) return () => { gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }) }
+  return () => {
+    setFlagsFromString('--compact-on-every-full-gc')
+    // twice: V8 picks the pages to compact when a marking starts, and one it had already started
+    // (concurrently, before the flag was set) ends in the first collection without compacting
+    try { gc(); gc() } finally { setFlagsFromString('--no-compact-on-every-full-gc') }
+  }
 }
 
 export interface IdleGcOptions {
