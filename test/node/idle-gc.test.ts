@@ -10,13 +10,15 @@ async function waitUntil (ok: () => boolean, ms: number): Promise<void> {
   while (!ok() && Date.now() < until) await sleep(20)
 }
 
-/** A heap whose size the test sets, and a collector that brings it back to `live`. */
-function fakeHeap (live: number): { used: number, runs: number, gc: () => void, heapUsed: () => number } {
+/** A heap whose sizes (used, committed) the test sets, and a collector that brings both back to `live`. */
+function fakeHeap (live: number): { used: number, committed: number, runs: number, gc: () => void, heapUsed: () => number, heapCommitted: () => number } {
   const h = {
     used: live,
+    committed: live,
     runs: 0,
-    gc: () => { h.runs++; h.used = live },
-    heapUsed: () => h.used
+    gc: () => { h.runs++; h.used = live; h.committed = live },
+    heapUsed: () => h.used,
+    heapCommitted: () => h.committed
   }
   return h
 }
@@ -61,7 +63,7 @@ describe('idle collection (src/idle-gc.ts)', function () {
     const heap = fakeHeap(20 * MiB)
     const freed: number[] = []
     // quiet: under 50 % busy per 100 ms (a loaded machine's timers and mocha count too)
-    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, gc: heap.gc, heapUsed: heap.heapUsed, onCollect: (bytes) => { freed.push(bytes) } })
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted, onCollect: (bytes) => { freed.push(bytes) } })
     try {
       heap.used = 23 * MiB // under the threshold
       await sleep(400)
@@ -84,9 +86,27 @@ describe('idle collection (src/idle-gc.ts)', function () {
     }
   })
 
+  it('a quiet thread that holds many more pages than before collects, though what it uses hardly grew', async () => {
+    const heap = fakeHeap(20 * MiB)
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted })
+    try {
+      heap.used = 22 * MiB
+      heap.committed = 23 * MiB // under the threshold
+      await sleep(400)
+      expect(heap.runs).to.equal(0)
+      heap.committed = 39 * MiB // a busy spell left V8 holding 19 MiB more for 2 MiB more used
+      await waitUntil(() => heap.runs > 0, 3000)
+      expect(heap.runs).to.equal(1)
+      await sleep(400)
+      expect(heap.runs, 'given back: no second collection').to.equal(1)
+    } finally {
+      idle.stop()
+    }
+  })
+
   it('a busy thread does not collect, however much its heap grew', async () => {
     const heap = fakeHeap(20 * MiB)
-    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: MiB, gc: heap.gc, heapUsed: heap.heapUsed })
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: MiB, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted })
     try {
       heap.used = 200 * MiB
       const until = Date.now() + 800
