@@ -74,6 +74,9 @@ const result = await build({
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: 'linked',
+  // the bundled packages' license comments go to a .LEGAL.txt beside each file, not into the code: one
+  // "ä" in a comment made Node read that whole 1 MiB chunk as a two-byte string (see the check below)
+  legalComments: 'external',
   metafile: true,
   logLevel: 'warning'
 })
@@ -107,7 +110,16 @@ if (undeclared.size > 0) {
   process.stderr.write(`bundle: the bundle imports these packages by name, but package.json does not depend on them:\n  ${[...undeclared].join('\n  ')}\n`)
   process.exit(1)
 }
-writeFileSync(join(root, 'dist', 'bundle.meta.json'), JSON.stringify(result.metafile))
+// ASCII only: Node reads a module's source as a one-byte string when every byte is ASCII, and as a
+// two-byte one (twice the memory, for as long as the module lives) when one byte is not. esbuild
+// escapes non-ASCII characters in code; a comment it keeps is copied as it is
 const js = Object.entries(result.metafile.outputs).filter(([o]) => o.endsWith('.js'))
+const wide = js.map(([o]) => o).filter(o => readFileSync(join(root, o)).some(b => b > 0x7f))
+if (wide.length > 0) {
+  rmSync(outdir, { recursive: true, force: true })
+  process.stderr.write(`bundle: these files hold non-ASCII bytes, so Node would keep their source as two-byte strings:\n  ${wide.join('\n  ')}\n`)
+  process.exit(1)
+}
+writeFileSync(join(root, 'dist', 'bundle.meta.json'), JSON.stringify(result.metafile))
 const bytes = js.reduce((n, [, o]) => n + o.bytes, 0)
 process.stdout.write(`bundled ${Object.keys(result.metafile.inputs).length} modules into dist/bundle/ (${js.length} files, ${(bytes / 1024 / 1024).toFixed(1)} MiB)\n`)

@@ -204,10 +204,11 @@ export class ExecutorPool implements Executor {
   /** stop() was called (and start() not since): a job that arrives now must not bring the workers back */
   private stopped = false
   private starting?: Promise<void>
-  /** QuickJS's wasm, compiled at start and posted to every worker */
+  /** QuickJS's wasm, compiled at start (at warmUp() with deferWarmUp) and posted to every worker */
   private quickjs?: WebAssembly.Module
-  /** workers load QuickJS as they start (false with init.deferWarmUp until warmUp()) */
+  /** workers load QuickJS as they start (false with init.deferWarmUp until warmUp() has compiled it) */
   private warmJs: boolean
+  private warming = false
   private completed = 0
   private failed = 0
 
@@ -242,8 +243,9 @@ export class ExecutorPool implements Executor {
     this.stopped = false
     if (this.running) return
     this.starting ??= (async () => {
-      // compiled once here, QuickJS's code (and the optimised code V8 makes of it) serves every worker
-      if (this.init.engines.includes('js')) this.quickjs = await compileQuickJS()
+      // compiled once here, QuickJS's code (and the optimised code V8 makes of it) serves every worker;
+      // with deferWarmUp, at warmUp() (loading QuickJS is no part of a node's start)
+      if (this.warmJs && this.init.engines.includes('js')) this.quickjs = await compileQuickJS()
       // warm workers start now (a broken setup fails start()); the rest start when jobs wait
       for (let i = 0; i < this.warm; i++) this.slots.push(this.spawn())
       await Promise.all(this.slots.map(async s => { await s.ready }))
@@ -258,10 +260,16 @@ export class ExecutorPool implements Executor {
    * their job, those started later at once). Until then a JS job loads it itself.
    */
   warmUp (): void {
-    if (this.warmJs) return
-    this.warmJs = true
-    if (!this.init.engines.includes('js')) return
-    for (const s of this.slots) if (s.state !== 'dead') s.worker.postMessage({ type: 'warm' } satisfies WarmMessage)
+    if (this.warmJs || this.warming) return
+    this.warming = true
+    if (!this.init.engines.includes('js')) { this.warmJs = true; return }
+    // compiled first, then handed to the workers (one started meanwhile waits for it, as the others)
+    void compileQuickJS().then(quickjs => {
+      if (this.stopped) return
+      this.quickjs = quickjs
+      this.warmJs = true
+      for (const s of this.slots) if (s.state !== 'dead') s.worker.postMessage({ type: 'warm', quickjs } satisfies WarmMessage)
+    })
   }
 
   async stop (): Promise<void> {

@@ -66,8 +66,8 @@ export interface RunJs {
 
 export type RunMessage = RunWasm | RunJs
 
-/** Load and warm up QuickJS now (a worker started with `js: false`; ignored once done). */
-export interface WarmMessage { type: 'warm' }
+/** Load and warm up QuickJS now (a worker started with `js: false`; ignored once done), with the pool's compiled QuickJS when the worker started without it. */
+export interface WarmMessage { type: 'warm', quickjs?: WebAssembly.Module }
 
 export interface DoneMessage {
   type: 'done'

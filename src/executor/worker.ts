@@ -63,7 +63,12 @@ async function handle (msg: RunMessage): Promise<DoneMessage> {
 }
 
 port.on('message', (msg: RunMessage | WarmMessage) => {
-  if (msg.type === 'warm') { warmJs(); return }
+  if (msg.type === 'warm') {
+    // a worker that started before the pool compiled QuickJS gets it now (unless a JS job made it compile its own)
+    if (msg.quickjs != null) init.quickjs ??= msg.quickjs
+    warmJs()
+    return
+  }
   // output files are on disk: the message names them
   handle(msg).then(done => { port.postMessage(done satisfies WorkerMessage) }, (err: unknown) => {
     const done: DoneMessage = {

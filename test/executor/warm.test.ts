@@ -110,14 +110,17 @@ describe('executor warm-up policy', function () {
     executor = createExecutor({ poolSize: 2, warmWorkers: 1, deferWarmUp: true })
     await executor.start()
     expect(workers(executor)).to.equal(1)
-    // twice as long as the eager pool took to warm up: still nothing loaded
+    // twice as long as the eager pool took to warm up: still nothing loaded, nor compiled
     await new Promise(resolve => setTimeout(resolve, Math.max(300, 2 * eagerMs)))
     expect(executor.stats().jsWarm).to.equal(0)
+    expect((executor as any).quickjs, 'QuickJS is compiled at warmUp(), not at start').to.equal(undefined)
     // a wasm job needs no QuickJS and loads none
     expect((await executor.run({ id: 'w', engine: 'wasm', module: wasm('hello'), limits: LIMITS })).exitCode).to.equal(0)
     expect(executor.stats().jsWarm).to.equal(0)
     executor.warmUp?.()
     await until(() => executor!.stats().jsWarm === 1, 30_000)
+    // the worker got the pool's compiled QuickJS with the warm message: the one the eager pool used
+    expect((executor as any).quickjs).to.be.instanceOf(WebAssembly.Module).and.equal((eager as any).quickjs)
     const r = await executor.run({ id: 'j', engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, limits: LIMITS })
     expect(r.output).to.equal(2)
     // a second pool: a JS job before warmUp() loads QuickJS itself; warmUp() afterwards does nothing to it
