@@ -31,11 +31,13 @@ export const LEDGER_CHECK_MAX = 200
 
 /**
  * Live logs the gateway keeps per running job, for a subscriber that comes late (`/v1/jobs/:id/events`
- * replays them): the last LOG_TAIL_BYTES of text, for at most LOG_TAIL_JOBS running jobs (the oldest
- * tail goes first). A job's tail is dropped when it ends: its full output is in its result.
+ * replays them): the last LOG_TAIL_BYTES of text, for at most LOG_TAIL_JOBS jobs (an ended job's tail
+ * goes first, then the oldest). A job's tail is dropped LOG_TAIL_LINGER_MS after it ends (its full
+ * output is in its result): long enough for a client that subscribes as a short job finishes.
  */
 export const LOG_TAIL_BYTES = 16 * 1024
 export const LOG_TAIL_JOBS = 64
+export const LOG_TAIL_LINGER_MS = 10_000
 
 /**
  * The market's recent history, kept by the gateway so the dashboard's charts have the last

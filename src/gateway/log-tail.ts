@@ -1,24 +1,34 @@
 /**
  * The last few live-log events of each running job (bounded by bytes per job
  * and by jobs), so a page or `mercato logs -f` opened mid-run starts with
- * recent output. Fed by the market's `log` events; a job's tail is dropped
- * when the job ends.
+ * recent output. Fed by the market's `log` events. A job's tail is kept
+ * LOG_TAIL_LINGER_MS after the job ends, so that a client that subscribes as
+ * a short job finishes (`mercato submit --wait` opens its stream after the
+ * submit returns) still sees its live output among its steps; then dropped.
+ * At the cap, tails of ended jobs go before those of running ones.
  */
 import type { Market, LogEvent } from '../auction/index.js'
-import { LOG_TAIL_BYTES, LOG_TAIL_JOBS } from './constants.js'
+import { LOG_TAIL_BYTES, LOG_TAIL_JOBS, LOG_TAIL_LINGER_MS } from './constants.js'
 
-interface Tail { events: LogEvent[], bytes: number }
+interface Tail { events: LogEvent[], bytes: number, ended?: NodeJS.Timeout }
 
 export class LogTails {
   private readonly market: Market
   private readonly tails = new Map<string, Tail>()
   private readonly maxBytes: number
   private readonly maxJobs: number
+  private readonly lingerMs: number
   private readonly onLog = (e: LogEvent): void => { this.add(e) }
-  private readonly onDone = (id: string): void => { this.tails.delete(id) }
+  private readonly onDone = (id: string): void => {
+    const t = this.tails.get(id)
+    if (t == null || t.ended != null) return
+    t.ended = setTimeout(() => { if (this.tails.get(id) === t) this.tails.delete(id) }, this.lingerMs)
+    t.ended.unref()
+  }
 
-  constructor (market: Market, opts: { maxBytes?: number, maxJobs?: number } = {}) {
+  constructor (market: Market, opts: { maxBytes?: number, maxJobs?: number, lingerMs?: number } = {}) {
     this.market = market
+    this.lingerMs = opts.lingerMs ?? LOG_TAIL_LINGER_MS
     this.maxBytes = opts.maxBytes ?? LOG_TAIL_BYTES
     this.maxJobs = opts.maxJobs ?? LOG_TAIL_JOBS
   }
@@ -31,6 +41,7 @@ export class LogTails {
   stop (): void {
     this.market.events.off('log', this.onLog)
     this.market.events.off('done', this.onDone)
+    for (const t of this.tails.values()) clearTimeout(t.ended)
     this.tails.clear()
   }
 
@@ -50,7 +61,7 @@ export class LogTails {
     if (this.market.isTerminal(e.jobId)) return
     let t = this.tails.get(e.jobId)
     if (t == null) {
-      if (this.tails.size >= this.maxJobs) this.tails.delete(this.tails.keys().next().value as string)
+      if (this.tails.size >= this.maxJobs) this.evictOne()
       t = { events: [], bytes: 0 }
       this.tails.set(e.jobId, t)
     }
@@ -60,5 +71,14 @@ export class LogTails {
     t.events.push(kept)
     t.bytes += kept.text.length
     while (t.bytes > this.maxBytes && t.events.length > 1) t.bytes -= (t.events.shift() as LogEvent).text.length
+  }
+
+  /** Make room for one more: the oldest tail of an ended job, or else the oldest. */
+  private evictOne (): void {
+    let victim: string | undefined
+    for (const [id, t] of this.tails) if (t.ended != null) { victim = id; break }
+    victim ??= this.tails.keys().next().value as string
+    clearTimeout(this.tails.get(victim)?.ended)
+    this.tails.delete(victim)
   }
 }

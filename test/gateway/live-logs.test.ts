@@ -75,6 +75,16 @@ describe('live logs over the award channel (real nodes)', function () {
     expect(textOf(logsOf(events), 'stdout')).to.equal(result.stdout)
   })
 
+  it('a subscriber that comes just after a short job ended still gets its live output, in time order with its steps', async () => {
+    const { id } = await client.submit({ engine: 'js', source: 'function main () { console.log("short and done"); return 1 }', limits: LIMITS })
+    // the job ends before anyone subscribes (as when `mercato submit --wait` is slow to open its stream)
+    expect((await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })).status).to.equal('completed')
+    const events = await collect(client, id)
+    const types = events.map(e => e.type)
+    expect(textOf(logsOf(events), 'stdout'), types.join(' ')).to.equal('short and done\n')
+    expect(types.indexOf('log'), types.join(' ')).to.be.lessThan(types.indexOf('result'))
+  })
+
   /** Run `mercato logs ...` against the requester; `firstAt`: when its first stdout came. */
   function follow (args: string[]): { proc: ChildProcess, done: Promise<{ code: number | null, stdout: string, stderr: string, firstAt: number }> } {
     const proc = spawn(process.execPath, [...NODE_FLAGS, CLI, 'logs', ...args, '--api', requester.gateway!.url], { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -313,7 +313,7 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
     }, async (req) => await market.cancel(req.params.id))
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', {
-      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory). While the job runs, `log` events carry its live output (stream, text, attempt; the last few KiB are replayed to a late subscriber); they are not signed and not kept after the job ends: the full stdout/stderr are in the result", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
+      schema: { tags: ['jobs'], summary: "A job's events as server-sent events: past ones replayed, then live ones, then `end` (at once for a finished job no longer held in memory). While the job runs, `log` events carry its live output (stream, text, attempt; the last few KiB are replayed to a late subscriber); they are not signed, and a job's last few KiB are replayed for 10 s after it ends, then dropped: the full stdout/stderr are in the result", params: idParams, response: { 200: EVENT_STREAM, ...errorResponses(404) } }
     }, async (req, reply) => {
       const id = req.params.id
       // read and subscribe in one turn, so no event falls between them

@@ -1,0 +1,61 @@
+/**
+ * The gateway's live-log tails (src/gateway/log-tail.ts) on a stand-in market: what a late
+ * subscriber is replayed, for how long after a job ends, and what goes first at the cap.
+ */
+import { expect } from 'chai'
+import { EventEmitter } from 'node:events'
+import { LogTails } from '../../src/gateway/log-tail.js'
+import type { LogEvent, Market } from '../../src/auction/index.js'
+
+function fakeMarket (): { market: Market, ended: Set<string>, log: (jobId: string, text: string) => void, done: (jobId: string) => void } {
+  const events = new EventEmitter()
+  const ended = new Set<string>()
+  const market = { events, isTerminal: (id: string) => ended.has(id) } as unknown as Market
+  const log = (jobId: string, text: string): void => {
+    events.emit('log', { type: 'log', jobId, ts: Date.now(), stream: 'stdout', text, attempt: 0, provider: 'p' } as unknown as LogEvent)
+  }
+  const done = (jobId: string): void => { ended.add(jobId); events.emit('done', jobId) }
+  return { market, ended, log, done }
+}
+
+const texts = (tails: LogTails, id: string): string => tails.get(id).map(e => e.text).join('')
+
+describe('gateway: live-log tails', () => {
+  it('keeps an ended job\'s tail for lingerMs, then drops it; nothing is added after the end', async () => {
+    const m = fakeMarket()
+    const tails = new LogTails(m.market, { lingerMs: 150 })
+    tails.start()
+    try {
+      m.log('a', 'one\n')
+      m.done('a')
+      m.log('a', 'late\n')
+      expect(texts(tails, 'a')).to.equal('one\n')
+      await new Promise(resolve => setTimeout(resolve, 300))
+      expect(tails.get('a')).to.deep.equal([])
+      expect(tails.size().jobs).to.equal(0)
+    } finally {
+      tails.stop()
+    }
+  })
+
+  it('at the cap, an ended job\'s tail goes before a running one\'s', () => {
+    const m = fakeMarket()
+    const tails = new LogTails(m.market, { maxJobs: 2, lingerMs: 60_000 })
+    tails.start()
+    try {
+      m.log('running', 'r\n')
+      m.log('finished', 'f\n')
+      m.done('finished')
+      m.log('new', 'n\n')
+      expect(texts(tails, 'running')).to.equal('r\n')
+      expect(texts(tails, 'new')).to.equal('n\n')
+      expect(tails.get('finished')).to.deep.equal([])
+      // no ended tail left: the oldest goes
+      m.log('newer', 'x\n')
+      expect(tails.get('running')).to.deep.equal([])
+      expect(tails.size().jobs).to.equal(2)
+    } finally {
+      tails.stop()
+    }
+  })
+})
