@@ -83,10 +83,13 @@ describe('MercatoClient against a real node', function () {
     expect(events.every(e => e.jobId === id && typeof e.ts === 'number')).to.equal(true)
     const awarded = events.find(e => e.type === 'awarded')!
     expect(awarded.provider).to.equal(provider.peerId)
-    // a finished job: the stream replays the same events, then ends
-    const again: string[] = []
-    for await (const e of client.events(id)) again.push(e.type)
-    expect(again).to.deep.equal(types)
+    // a finished job: the stream replays the same steps (and, for a few seconds after the end, the
+    // tail of its live output), then ends
+    const again: Array<JobEvent | LogEvent> = []
+    for await (const e of client.events(id)) again.push(e)
+    expect(again.filter(e => e.type !== 'log').map(e => e.type)).to.deep.equal(types)
+    const logText = (es: Array<JobEvent | LogEvent>): string => es.filter((e): e is LogEvent => e.type === 'log').map(e => e.text).join('')
+    expect(logText(again)).to.equal(logText(events))
     const result = await client.result(id)
     expect(result.output).to.equal(5)
     expect(result.stdout).to.equal('hi\n')
