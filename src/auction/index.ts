@@ -131,6 +131,8 @@ export interface Market {
   jobEvents (id: string): Promise<JobEvent[]>
   /** a job's events while it is held in memory (undefined when not): what a live stream starts from */
   heldEvents (id: string): JobEvent[] | undefined
+  /** how many events a held job has had so far (0 when not held): where a live-log event falls among them */
+  heldEventCount (id: string): number
   /** jobs held in memory, finished ones among them, and the finished ones' approximate bytes */
   held (): HeldJobs
   /** resolves with the job once it is completed, failed, no-bids or cancelled */
@@ -287,6 +289,7 @@ export function createMarket (init: MarketInit): Market {
     result: async (id) => await requester.result(id),
     jobEvents: async (id) => await requester.jobEvents(id),
     heldEvents: (id) => requester.heldEvents(id),
+    heldEventCount: (id) => requester.heldEventCount(id),
     held: () => requester.held(),
     async waitFor (id, opts = {}) {
       const held = requester.peek(id)

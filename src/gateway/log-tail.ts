@@ -7,10 +7,12 @@
  * submit returns) still sees its live output among its steps; then dropped.
  * At the cap, tails of ended jobs go before those of running ones.
  */
-import type { Market, LogEvent } from '../auction/index.js'
+import type { JobEvent, Market, LogEvent } from '../auction/index.js'
 import { LOG_TAIL_BYTES, LOG_TAIL_JOBS, LOG_TAIL_LINGER_MS } from './constants.js'
 
-interface Tail { events: LogEvent[], bytes: number, ended?: NodeJS.Timeout }
+/** a kept log event and how many of its job's events (steps) there were when it came */
+interface Kept { e: LogEvent, after: number }
+interface Tail { events: Kept[], bytes: number, ended?: NodeJS.Timeout }
 
 export class LogTails {
   private readonly market: Market
@@ -47,7 +49,23 @@ export class LogTails {
 
   /** The kept events of a job, oldest first. */
   get (jobId: string): LogEvent[] {
-    return [...(this.tails.get(jobId)?.events ?? [])]
+    return (this.tails.get(jobId)?.events ?? []).map(k => k.e)
+  }
+
+  /**
+   * A job's steps (its held events, read in the same turn) with its kept log events among them,
+   * each where it came: by the steps there were when it arrived, not by its timestamp (a log and
+   * the result that followed it on the award channel often share a millisecond).
+   */
+  replay (jobId: string, steps: JobEvent[]): Array<JobEvent | LogEvent> {
+    const logs = this.tails.get(jobId)?.events ?? []
+    const out: Array<JobEvent | LogEvent> = []
+    let l = 0
+    for (let i = 0; i <= steps.length; i++) {
+      while (l < logs.length && (logs[l].after <= i || i === steps.length)) out.push(logs[l++].e)
+      if (i < steps.length) out.push(steps[i])
+    }
+    return out
   }
 
   /** How many jobs have a tail, and their bytes (tests, metrics). */
@@ -68,9 +86,9 @@ export class LogTails {
     // a single event larger than the tail keeps only its end
     const text = e.text.length > this.maxBytes ? e.text.slice(e.text.length - this.maxBytes) : e.text
     const kept = text === e.text ? e : { ...e, text }
-    t.events.push(kept)
+    t.events.push({ e: kept, after: this.market.heldEventCount(e.jobId) })
     t.bytes += kept.text.length
-    while (t.bytes > this.maxBytes && t.events.length > 1) t.bytes -= (t.events.shift() as LogEvent).text.length
+    while (t.bytes > this.maxBytes && t.events.length > 1) t.bytes -= (t.events.shift() as Kept).e.text.length
   }
 
   /** Make room for one more: the oldest tail of an ended job, or else the oldest. */

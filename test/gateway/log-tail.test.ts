@@ -5,17 +5,23 @@
 import { expect } from 'chai'
 import { EventEmitter } from 'node:events'
 import { LogTails } from '../../src/gateway/log-tail.js'
-import type { LogEvent, Market } from '../../src/auction/index.js'
+import type { JobEvent, LogEvent, Market } from '../../src/auction/index.js'
 
-function fakeMarket (): { market: Market, ended: Set<string>, log: (jobId: string, text: string) => void, done: (jobId: string) => void } {
+function fakeMarket (): { market: Market, ended: Set<string>, steps: Map<string, JobEvent[]>, log: (jobId: string, text: string) => void, step: (jobId: string, type: string) => void, done: (jobId: string) => void } {
   const events = new EventEmitter()
   const ended = new Set<string>()
-  const market = { events, isTerminal: (id: string) => ended.has(id) } as unknown as Market
+  const steps = new Map<string, JobEvent[]>()
+  const market = { events, isTerminal: (id: string) => ended.has(id), heldEventCount: (id: string) => steps.get(id)?.length ?? 0 } as unknown as Market
+  const step = (jobId: string, type: string): void => {
+    const list = steps.get(jobId) ?? []
+    list.push({ type, jobId, ts: Date.now() } as unknown as JobEvent)
+    steps.set(jobId, list)
+  }
   const log = (jobId: string, text: string): void => {
     events.emit('log', { type: 'log', jobId, ts: Date.now(), stream: 'stdout', text, attempt: 0, provider: 'p' } as unknown as LogEvent)
   }
   const done = (jobId: string): void => { ended.add(jobId); events.emit('done', jobId) }
-  return { market, ended, log, done }
+  return { market, ended, steps, log, step, done }
 }
 
 const texts = (tails: LogTails, id: string): string => tails.get(id).map(e => e.text).join('')
@@ -54,6 +60,26 @@ describe('gateway: live-log tails', () => {
       m.log('newer', 'x\n')
       expect(tails.get('running')).to.deep.equal([])
       expect(tails.size().jobs).to.equal(2)
+    } finally {
+      tails.stop()
+    }
+  })
+
+  it('replays each log event where it came among the job\'s steps, whatever their timestamps', () => {
+    const m = fakeMarket()
+    const tails = new LogTails(m.market)
+    tails.start()
+    try {
+      for (const t of ['announced', 'awarded', 'running']) m.step('j', t)
+      m.log('j', 'a\n')
+      m.log('j', 'b\n')
+      m.step('j', 'result')
+      m.step('j', 'settled')
+      // the log and the result share a millisecond or not: the order is the order they came in
+      const steps = m.steps.get('j') as JobEvent[]
+      for (const e of steps) e.ts = 1000
+      expect(tails.replay('j', steps).map(e => e.type === 'log' ? `log:${(e as LogEvent).text.trim()}` : e.type)).to.deep.equal(['announced', 'awarded', 'running', 'log:a', 'log:b', 'result', 'settled'])
+      expect(tails.replay('none', steps).map(e => e.type)).to.deep.equal(['announced', 'awarded', 'running', 'result', 'settled'])
     } finally {
       tails.stop()
     }

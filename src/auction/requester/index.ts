@@ -380,6 +380,11 @@ export class Requester {
     return job != null ? [...job.events] : undefined
   }
 
+  /** How many events a held job has had (0 when not held), without copying them. */
+  heldEventCount (id: string): number {
+    return this.jobs.get(id)?.events.length ?? 0
+  }
+
   /** A job's events: empty for a finished job no longer held (the log keeps records, not events); NotFoundError when unknown. */
   async jobEvents (id: string): Promise<JobEvent[]> {
     const held = this.heldEvents(id)

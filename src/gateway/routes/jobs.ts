@@ -331,8 +331,8 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         market.events.off('log', onEvent)
         market.events.off('done', onDone)
       })
-      // the job's steps and the tail of its live logs, in time order (a stable sort keeps each's own order)
-      for (const e of [...past, ...tails.get(id)].sort((a, b) => a.ts - b.ts)) stream.send(e.type, e)
+      // the job's steps and the tail of its live logs, each log where it came among the steps
+      for (const e of tails.replay(id, past)) stream.send(e.type, e)
       if (market.isTerminal(id)) { stream.end(); return }
       market.events.on('job', onEvent)
       market.events.on('log', onEvent)
