@@ -187,10 +187,10 @@ async function mesh (): Promise<Record<string, unknown>> {
   const idle = await rssAll()
   // RSS right after a batch includes garbage V8 has not collected yet; after SETTLE_MS without
   // work its memory reducer has run, and what is left is what the node holds
-  const settled = async (): Promise<{ busy: number[], rss: number[], mem: Awaited<ReturnType<typeof nodeMemory>> }> => {
+  const settled = async (): Promise<{ busy: number[], rss: number[], mem: Array<Awaited<ReturnType<typeof nodeMemory>>> }> => {
     const busy = await rssAll()
     await sleep(SETTLE_MS)
-    return { busy, rss: await rssAll(), mem: await nodeMemory(first.gatewayUrl) }
+    return { busy, rss: await rssAll(), mem: await Promise.all(nodes.map(async n => await nodeMemory(n.gatewayUrl))) }
   }
   const a = await jobs(first.gatewayUrl, JOBS[0])
   const afterA = await settled()
@@ -207,13 +207,16 @@ async function mesh (): Promise<Record<string, unknown>> {
       [`rssAfter${JOBS[1]}JobsMiB`]: afterB.rss[0],
       leakGrowthPct: growth[0],
       rssRightAfterBatchMiB: [afterA.busy[0], afterB.busy[0]],
-      [`after${JOBS[0]}Jobs`]: afterA.mem,
-      [`after${JOBS[1]}Jobs`]: afterB.mem
+      [`after${JOBS[0]}Jobs`]: afterA.mem[0],
+      [`after${JOBS[1]}Jobs`]: afterB.mem[0]
     },
     providers: {
       [`rssAfter${JOBS[0]}JobsMiB`]: afterA.rss.slice(1),
       [`rssAfter${JOBS[1]}JobsMiB`]: afterB.rss.slice(1),
-      leakGrowthPct: growth.slice(1)
+      leakGrowthPct: growth.slice(1),
+      // their main thread's heap (the sandbox worker's is not in /metrics)
+      [`after${JOBS[0]}Jobs`]: afterA.mem.slice(1).map(({ heapUsedMiB, heapTotalMiB, externalMiB }) => ({ heapUsedMiB, heapTotalMiB, externalMiB })),
+      [`after${JOBS[1]}Jobs`]: afterB.mem.slice(1).map(({ heapUsedMiB, heapTotalMiB, externalMiB }) => ({ heapUsedMiB, heapTotalMiB, externalMiB }))
     },
     jobsCompleted: a.completed + b.completed,
     jobsPerSec: b.jobsPerSec,
