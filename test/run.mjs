@@ -72,7 +72,7 @@ const lanes = [
   { name: 'wait', files: files.filter(isWait), live: false }
 ]
 // the whole suite also type-checks (tsx runs the tests without checking types); a partial run does not
-if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT], files: [], live: false })
+if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT], what: 'tsc --noEmit', files: [], live: false })
 
 /** The newest modification time of the files under `dir` (ms). */
 const newest = (dir) => Math.max(0, ...[...walk(dir)].map(f => f.st.mtimeMs))
@@ -111,8 +111,8 @@ const results = await Promise.all(lanes.map(run))
 for (const r of results) {
   if (r.lane.live) continue
   if (r.lane.command != null && r.code === 0 && r.output === '') continue
-  process.stdout.write(`\n======== lane "${r.lane.name}" (${r.lane.command != null ? 'tsc --noEmit' : r.lane.files.join(', ')}) ========\n${r.output}`)
+  process.stdout.write(`\n======== lane "${r.lane.name}" (${r.lane.what ?? r.lane.files.join(', ')}) ========\n${r.output}`)
 }
 process.stdout.write('\n')
-for (const r of results) process.stdout.write(`lane ${r.lane.name}: ${r.lane.command != null ? 'tsc --noEmit' : `${r.lane.files.length} files`}, ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code}${r.signal != null ? `, ${r.signal}` : ''})`} in ${r.seconds} s\n`)
+for (const r of results) process.stdout.write(`lane ${r.lane.name}: ${r.lane.what ?? `${r.lane.files.length} files`}, ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code}${r.signal != null ? `, ${r.signal}` : ''})`} in ${r.seconds} s\n`)
 process.exitCode = results.some(r => r.code !== 0) ? 1 : 0

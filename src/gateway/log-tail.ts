@@ -61,10 +61,11 @@ export class LogTails {
     const logs = this.tails.get(jobId)?.events ?? []
     const out: Array<JobEvent | LogEvent> = []
     let l = 0
-    for (let i = 0; i <= steps.length; i++) {
-      while (l < logs.length && (logs[l].after <= i || i === steps.length)) out.push(logs[l++].e)
-      if (i < steps.length) out.push(steps[i])
+    for (let i = 0; i < steps.length; i++) {
+      while (l < logs.length && logs[l].after <= i) out.push(logs[l++].e)
+      out.push(steps[i])
     }
+    while (l < logs.length) out.push(logs[l++].e)
     return out
   }
 

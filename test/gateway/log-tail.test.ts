@@ -26,12 +26,21 @@ function fakeMarket (): { market: Market, ended: Set<string>, steps: Map<string,
 
 const texts = (tails: LogTails, id: string): string => tails.get(id).map(e => e.text).join('')
 
+/** Tails started on `market` for the length of `body`, stopped after it. */
+async function withTails (market: Market, opts: ConstructorParameters<typeof LogTails>[1], body: (tails: LogTails) => void | Promise<void>): Promise<void> {
+  const tails = new LogTails(market, opts)
+  tails.start()
+  try {
+    await body(tails)
+  } finally {
+    tails.stop()
+  }
+}
+
 describe('gateway: live-log tails', () => {
   it('keeps an ended job\'s tail for lingerMs, then drops it; nothing is added after the end', async () => {
     const m = fakeMarket()
-    const tails = new LogTails(m.market, { lingerMs: 150 })
-    tails.start()
-    try {
+    await withTails(m.market, { lingerMs: 150 }, async (tails) => {
       m.log('a', 'one\n')
       m.done('a')
       m.log('a', 'late\n')
@@ -39,16 +48,12 @@ describe('gateway: live-log tails', () => {
       await new Promise(resolve => setTimeout(resolve, 300))
       expect(tails.get('a')).to.deep.equal([])
       expect(tails.size().jobs).to.equal(0)
-    } finally {
-      tails.stop()
-    }
+    })
   })
 
-  it('at the cap, an ended job\'s tail goes before a running one\'s', () => {
+  it('at the cap, an ended job\'s tail goes before a running one\'s', async () => {
     const m = fakeMarket()
-    const tails = new LogTails(m.market, { maxJobs: 2, lingerMs: 60_000 })
-    tails.start()
-    try {
+    await withTails(m.market, { maxJobs: 2, lingerMs: 60_000 }, (tails) => {
       m.log('running', 'r\n')
       m.log('finished', 'f\n')
       m.done('finished')
@@ -60,16 +65,12 @@ describe('gateway: live-log tails', () => {
       m.log('newer', 'x\n')
       expect(tails.get('running')).to.deep.equal([])
       expect(tails.size().jobs).to.equal(2)
-    } finally {
-      tails.stop()
-    }
+    })
   })
 
-  it('replays each log event where it came among the job\'s steps, whatever their timestamps', () => {
+  it('replays each log event where it came among the job\'s steps, whatever their timestamps', async () => {
     const m = fakeMarket()
-    const tails = new LogTails(m.market)
-    tails.start()
-    try {
+    await withTails(m.market, {}, (tails) => {
       for (const t of ['announced', 'awarded', 'running']) m.step('j', t)
       m.log('j', 'a\n')
       m.log('j', 'b\n')
@@ -80,8 +81,6 @@ describe('gateway: live-log tails', () => {
       for (const e of steps) e.ts = 1000
       expect(tails.replay('j', steps).map(e => e.type === 'log' ? `log:${(e as LogEvent).text.trim()}` : e.type)).to.deep.equal(['announced', 'awarded', 'running', 'log:a', 'log:b', 'result', 'settled'])
       expect(tails.replay('none', steps).map(e => e.type)).to.deep.equal(['announced', 'awarded', 'running', 'result', 'settled'])
-    } finally {
-      tails.stop()
-    }
+    })
   })
 })
