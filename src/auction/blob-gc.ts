@@ -58,7 +58,7 @@ export interface CollectResult {
   /** the store's bytes after the run, and how many of them pinned or held blobs need */
   storeBytes: number
   keptBytes: number
-  /** pins that had expired and were dropped */
+  /** pins that had expired and were dropped: in this run, or (the first run) when the log was read at start */
   expiredPins: number
 }
 
@@ -95,6 +95,8 @@ export class BlobCollector {
   private lines = 0
   /** bumped by every pin and hold: a run re-marks when it changed under it */
   private epoch = 0
+  /** pins {@link load} found expired: reported by the next run */
+  private expiredAtLoad = 0
 
   constructor (private readonly blocks: BlockStore, dir?: string) {
     if (dir != null) this.file = join(dir, 'pins.log')
@@ -113,13 +115,18 @@ export class BlobCollector {
         const [op, cid, reason, untilMs] = JSON.parse(line) as [string, string, PinReason?, number?]
         if (typeof cid !== 'string') throw new Error('no cid')
         if (op === '-') this.pins.delete(cid)
-        else if (op === '+' && typeof reason === 'string' && (untilMs == null || untilMs > now)) this.pins.set(cid, untilMs != null ? { reason, untilMs } : { reason })
-        else if (op !== '+') throw new Error(`unknown op ${String(op)}`)
+        else if (op === '+' && typeof reason === 'string' && (untilMs == null || typeof untilMs === 'number')) this.pins.set(cid, untilMs != null ? { reason, untilMs } : { reason })
+        else throw new Error(`unknown op ${String(op)}`)
       } catch {
         damaged++
       }
     }
     if (damaged > 0) log.warn({ file: this.file, damaged }, 'skipped damaged lines in the pins log')
+    // a pin that expired while the node was down is dropped here (after the whole log is read: a
+    // later line may have renewed or removed it) and counted by the first run
+    for (const [cid, pin] of this.pins) {
+      if (pin.untilMs != null && pin.untilMs <= now) { this.pins.delete(cid); this.expiredAtLoad++ }
+    }
     this.lines = this.pins.size
     this.write(async file => { await this.compact(file) })
     await this.saving
@@ -221,7 +228,8 @@ export class BlobCollector {
   private async run (): Promise<CollectResult> {
     const { maxBytes, graceMs } = this.opts
     const now = Date.now()
-    let expiredPins = 0
+    let expiredPins = this.expiredAtLoad
+    this.expiredAtLoad = 0
     for (const [cid, pin] of this.pins) {
       if (pin.untilMs != null && pin.untilMs <= now) { this.pins.delete(cid); expiredPins++ }
     }

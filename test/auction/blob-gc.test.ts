@@ -148,6 +148,33 @@ describe('blob store: what is kept, what is collected', function () {
     expect(fourth.gc.pinned(kept)).to.equal(undefined)
   })
 
+  it('a pin that expired while the node was down is dropped at start and counted by the first collection; a later line wins over an earlier one', async () => {
+    const { s, dir } = await store()
+    const gone = await s.putStream(once(randomBytes(50 * KiB)))
+    const renewed = await s.putStream(once(randomBytes(50 * KiB)))
+    await s.gc.stop()
+    const past = Date.now() - 1000
+    await appendFile(join(dir, 'pins.log'), [
+      ['+', gone, 'output', past],
+      ['+', renewed, 'output', past],
+      ['+', renewed, 'upload'],
+      ['+', 'bafkreibad', 'output', 'soon'],
+      ['?', 'bafkreibad']
+    ].map(l => JSON.stringify(l) + '\n').join(''))
+    const again = new BlobStore(dir)
+    await again.start()
+    expect(again.gc.pinned(gone)).to.equal(undefined)
+    expect(again.gc.pinned(renewed)).to.equal('upload')
+    expect(again.gc.pinned('bafkreibad'), 'a line with a bad field is skipped').to.equal(undefined)
+    await age(again, [...await blocksOf(again, gone), ...await blocksOf(again, renewed)], 60_000)
+    again.gc.start({ maxBytes: 0, graceMs: 1000, intervalMs: 0 })
+    expect((await again.gc.collect()).expiredPins).to.equal(1)
+    expect(await again.size(gone)).to.equal(undefined)
+    expect(await again.size(renewed)).to.equal(50 * KiB)
+    expect((await again.gc.collect()).expiredPins, 'counted once').to.equal(0)
+    await again.gc.stop()
+  })
+
   it('a pin costs one appended line, and the log is compacted at start-up', async () => {
     const { s, dir } = await store()
     for (let i = 0; i < 500; i++) s.gc.pin(`bafkreifake${i}`, 'upload')

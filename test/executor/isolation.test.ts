@@ -31,9 +31,12 @@ for (const kind of ['unshare', 'bwrap'] as const) {
     })
 
     after(async () => {
-      await executor?.stop()
-      if (marker != null) rmSync(marker, { recursive: true, force: true })
-      if (outputsRoot != null) rmSync(outputsRoot, { recursive: true, force: true })
+      try {
+        await executor?.stop()
+      } finally {
+        if (marker != null) rmSync(marker, { recursive: true, force: true })
+        if (outputsRoot != null) rmSync(outputsRoot, { recursive: true, force: true })
+      }
     })
 
     it('writes output files to the job\'s folder under the outputs root, named by their UnixFS CIDs', async () => {
