@@ -214,7 +214,8 @@ export function createMarket (init: MarketInit): Market {
       // receipts and offers arrive in batches ({ b: [...] }); the gate checks every new item once
       // (replays of known items are neither verified nor delivered again), the handler applies them
       network.subscribe(RECEIPTS_TOPIC, (msg) => receiptGate.decode(msg), (msg) => {
-        for (const r of msg.value) reputation.applyReceipt(r.m, false)
+        for (const r of msg.value) reputation.applyReceipt(r.m, false, r.id)
+        provider.onGossipReceipts(msg.value)
       })
       // every node relays the jobs topic, providing or not: a requester-only node between two parts
       // of the mesh must not split job gossip. A provider hears its own offers too (through the

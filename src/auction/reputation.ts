@@ -11,6 +11,7 @@
 import { messageId, type Signed } from '../crypto/index.js'
 import type { Receipt } from './protocol/messages.js'
 import { FORGIVE_HALF_LIFE_MS } from './constants.js'
+import { SeenSet } from './protocol/gossip.js'
 
 export interface PeerStanding {
   peerId: string
@@ -41,8 +42,9 @@ export interface ReputationOptions {
 
 /** Peers whose standing is kept (a table entry is ≈ 200 bytes). */
 const MAX_PEERS = 50_000
-/** Receipt ids remembered to count each receipt once. */
-const MAX_SEEN_RECEIPTS = 200_000
+/** Receipt ids remembered to count each receipt once: those applied firsthand, and those only heard. */
+const MAX_APPLIED_RECEIPTS = 200_000
+const MAX_HEARD_RECEIPTS = 100_000
 
 /** Weights of the score: a mismatch (a wrong answer) costs more than a crash. */
 const WEIGHTS = { completed: 1, failed: 1, lost: 1, mismatched: 3 }
@@ -54,7 +56,8 @@ interface Entry extends PeerStanding {
 
 export class Reputation {
   private readonly peers = new Map<string, Entry>()
-  private readonly seen = new Set<string>()
+  private readonly applied = new SeenSet(MAX_APPLIED_RECEIPTS)
+  private readonly heard = new SeenSet(MAX_HEARD_RECEIPTS)
   private readonly halfLifeMs: number
   private readonly now: () => number
 
@@ -97,13 +100,12 @@ export class Reputation {
    * Apply a (verified) receipt once. `firsthand` receipts are ours (we signed them, or we are the
    * provider they pay); they move scores and balances. Receipts heard on gossip only count in
    * `heardPaid`/`heardFailed`: any key can sign a receipt naming any provider, so hearsay must not
-   * decide who may bid.
+   * decide who may bid. The same receipt often comes both ways (a provider gets it on the award
+   * channel and on gossip, in either order): heard first, it still counts when it comes firsthand;
+   * applied firsthand, it is not counted as heard again. `id` is its {@link messageId} when known.
    */
-  applyReceipt (receipt: Signed<Receipt>, firsthand = true): boolean {
-    const id = messageId(receipt)
-    if (this.seen.has(id)) return false
-    this.seen.add(id)
-    if (this.seen.size > MAX_SEEN_RECEIPTS) this.seen.delete(this.seen.values().next().value as string)
+  applyReceipt (receipt: Signed<Receipt>, firsthand = true, id = messageId(receipt)): boolean {
+    if (firsthand ? !this.applied.add(id) : this.applied.has(id) || !this.heard.add(id)) return false
     const r = receipt.payload
     const provider = this.standing(r.provider)
     if (!firsthand) {

@@ -7,9 +7,11 @@ import { expect } from 'chai'
 import { finishHeld, MAX_HELD_RESULTS, type HeldJob, type ProviderContext } from '../../src/auction/provider/state.js'
 import type { Signed } from '../../src/crypto/index.js'
 import type { Result } from '../../src/auction/protocol/messages.js'
+import { fingerprint, SeenSet } from '../../src/auction/protocol/gossip.js'
+import { randomBytes } from 'node:crypto'
 
 function freshState (): ProviderContext['state'] {
-  return { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set(), seenAwards: new Set(), held: new Map() }
+  return { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set(), seenAwards: new SeenSet(100), held: new Map() }
 }
 const result = (jobId: string): Signed<Result> => ({ payload: { jobId } }) as unknown as Signed<Result>
 
@@ -54,5 +56,32 @@ describe('provider state: held jobs', () => {
     expect(state.held.has('long')).to.equal(true)
     expect(state.held.has('j46')).to.equal(false)
     expect([...state.held.keys()]).to.deep.equal(['queued', 'j47', 'j48', 'j49', 'long'])
+  })
+})
+
+describe('SeenSet: remembered ids as fingerprints', () => {
+  it('forgets the oldest past its cap; add answers whether the id was new', () => {
+    const seen = new SeenSet(3)
+    for (const id of ['a', 'b', 'c']) expect(seen.add(id)).to.equal(true)
+    expect(seen.add('b'), 'known').to.equal(false)
+    expect(seen.add('d')).to.equal(true)
+    expect(seen.size).to.equal(3)
+    expect(['a', 'b', 'c', 'd'].map(id => seen.has(id))).to.deep.equal([false, true, true, true])
+  })
+
+  it('200,000 message ids get 200,000 distinct fingerprints, each below 2^53', () => {
+    const fps = new Set<number>()
+    const bytes = randomBytes(32 * 200_000)
+    let bad = 0
+    for (let i = 0; i < 200_000; i++) {
+      const fp = fingerprint('bafyrei' + bytes.subarray(i * 32, i * 32 + 32).toString('base64url'))
+      if (!Number.isSafeInteger(fp) || fp < 0) bad++
+      fps.add(fp)
+    }
+    expect(bad, 'fingerprints out of range').to.equal(0)
+    expect(fps.size).to.equal(200_000)
+    // ids that differ in one character, or only in length, differ too
+    expect(fingerprint('bafyreia')).to.not.equal(fingerprint('bafyreib'))
+    expect(fingerprint('a')).to.not.equal(fingerprint('a\u0000'))
   })
 })

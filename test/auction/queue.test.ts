@@ -268,6 +268,17 @@ describe('queue: a provider stores nothing new for a job announced again', funct
     expect([...state.offers.keys()]).to.deep.equal([messageId(rounds[39])])
     expect((provider as any).bidding.answered.size, 'answered offers remembered').to.equal(1)
     expect((await ledger.byJob(jobId)).map(r => r.type), 'records written').to.deep.equal(['bid'])
+    // the job settles elsewhere: its requester's paid receipt on gossip drops the offer we lost;
+    // a receipt signed by another key, or one that does not settle the job, does not
+    const receipt = (by: typeof requester, status: 'paid' | 'superseded') => {
+      const m = sign(by, 'receipt', { v: 1, jobId, requester: requester.peerId, provider: randomSigner().peerId, resultId: 'bafyreiresultresultresultresultresultresultresultresultres', resultHash: '0'.repeat(64), price: 1, status, ts: Date.now() })
+      return { id: messageId(m), m }
+    }
+    provider.onGossipReceipts([receipt(randomSigner(), 'paid'), receipt(requester, 'superseded')])
+    expect(state.offers.size, 'kept').to.equal(1)
+    provider.onGossipReceipts([receipt(requester, 'paid')])
+    expect(state.offers.size, 'dropped at the paid receipt').to.equal(0)
+    expect(state.offersBy.size).to.equal(0)
     await ledger.close()
   })
 })

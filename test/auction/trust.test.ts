@@ -91,6 +91,24 @@ describe('reputation: bad marks are forgiven with time', () => {
     expect(rep.score(provider)).to.equal(1)
   })
 
+  it('a receipt heard on gossip first still counts when it comes firsthand; one applied firsthand is not heard again', () => {
+    const rep = new Reputation()
+    const requester = randomSigner()
+    const provider = randomSigner().peerId
+    const receipt = (i: number) => sign(requester, 'receipt', { v: 1, jobId: `bafyreijob${i}000000000000000000000000000000000000000000000`, requester: requester.peerId, provider, resultId: `bafyreiresult${i}0000000000000000000000000000000000000000000`, resultHash: '0'.repeat(64), price: 2, status: 'paid', ts: 1 })
+    const early = receipt(1)
+    expect(rep.applyReceipt(early, false), 'heard').to.equal(true)
+    expect(rep.applyReceipt(early, false), 'heard again').to.equal(false)
+    expect(rep.get(provider)).to.include({ heardPaid: 1, completed: 0, earned: 0 })
+    expect(rep.applyReceipt(early), 'then firsthand, on the award channel').to.equal(true)
+    expect(rep.applyReceipt(early), 'firsthand again').to.equal(false)
+    expect(rep.get(provider)).to.include({ heardPaid: 1, completed: 1, earned: 2 })
+    const late = receipt(2)
+    expect(rep.applyReceipt(late)).to.equal(true)
+    expect(rep.applyReceipt(late, false), 'heard after it was applied').to.equal(false)
+    expect(rep.get(provider)).to.include({ heardPaid: 1, completed: 2, earned: 4 })
+  })
+
   it('peek does not add strangers to the table', () => {
     const rep = new Reputation()
     expect(trustOf(rep.peek('stranger'))).to.equal('unproven')

@@ -18,20 +18,22 @@ import {
   ANSWER_DIAL_BACKOFF_MS, ANSWER_DIAL_TIMEOUT_MS, BID_PROTOCOL, BID_STREAM_PROTOCOL, BID_TTL_MS, MAX_ANSWER_DIALS, MAX_ANSWER_HINTS, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
   MAX_BID_BYTES, MAX_HINTED_REQUESTERS, MAX_BLOB_BYTES, UNPROVEN_BID_RECORDS_BURST, UNPROVEN_BID_RECORDS_PER_SEC
 } from '../constants.js'
-import { KeyedRateLimit } from '../protocol/gossip.js'
+import { fingerprint, KeyedRateLimit } from '../protocol/gossip.js'
 import { decodeBatch, encodeBatch, encodeSigned, sign, type Offer } from '../protocol/messages.js'
 import { labelsFor } from '../../labels.js'
 import { decide, type Decision, type StrategyContext } from './strategy.js'
-import { dropOffer, inputLimits, keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+import { dropJobOffers, inputLimits, keepOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
 
 export class ProviderBidding {
   private readonly ctx: ProviderContext
   /**
-   * The offer we answered last for each job (by requester and job id): its id and timestamp. A job
-   * announced again (a queued job's rounds, a failover) replaces its entry, and its earlier offer
-   * is dropped from the offers we bid on: re-announcements of one job hold one entry, not one each.
+   * The offer we answered last for each job: by the {@link fingerprint} of its requester and job id,
+   * the fingerprint of the offer's id and its timestamp (numbers: this map holds the last
+   * MAX_KNOWN_OFFERS jobs). A job announced again (a queued job's rounds, a failover) replaces its
+   * entry, and its earlier offer is dropped from the offers we bid on: re-announcements of one job
+   * hold one entry, not one each.
    */
-  private readonly answered = new Map<string, { id: string, ts: number }>()
+  private readonly answered = new Map<number, { id: number, ts: number }>()
   /** one long-lived bid stream per requester */
   private readonly bidChannels = new Map<string, Promise<MessageChannel>>()
   /** answers produced in one turn for one requester go out as one frame on its bid stream */
@@ -59,16 +61,17 @@ export class ProviderBidding {
   onOffer (offer: Signed<Offer>, id?: string): void {
     const offerId = id ?? messageId(offer)
     const o = offer.payload
-    const key = `${o.requester} ${o.jobId}`
+    const key = fingerprint(`${o.requester} ${o.jobId}`)
+    const fp = fingerprint(offerId)
     const prev = this.answered.get(key)
     // the same offer again (gossip and the direct path), or an older round of a job we saw announced since
-    if (prev != null && (prev.id === offerId || o.ts <= prev.ts)) return
+    if (prev != null && (prev.id === fp || o.ts <= prev.ts)) return
     if (prev != null) {
       this.answered.delete(key) // re-inserted below: the map stays ordered by last offer
-      dropOffer(this.ctx.state, prev.id)
+      dropJobOffers(this.ctx.state, o.requester, o.jobId)
     }
-    this.answered.set(key, { id: offerId, ts: o.ts })
-    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.keys().next().value as string)
+    this.answered.set(key, { id: fp, ts: o.ts })
+    if (this.answered.size > MAX_KNOWN_OFFERS) this.answered.delete(this.answered.keys().next().value as number)
     void this.answer(offer, offerId, prev != null).catch(err => { this.ctx.log.debug({ err, jobId: offer.payload.jobId }, 'could not answer offer') })
   }
 

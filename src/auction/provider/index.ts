@@ -13,7 +13,7 @@ import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { messageId, type Signed } from '../../crypto/index.js'
-import type { GossipItem } from '../protocol/gossip.js'
+import { SeenSet, type GossipItem } from '../protocol/gossip.js'
 import { asBackend, type Engine } from '../../executor/index.js'
 import { logger, type Logger } from '../../logger.js'
 import { MessageTooLargeError, type MessageChannel, type Network } from '../../p2p/index.js'
@@ -22,13 +22,13 @@ import {
 } from '../constants.js'
 import { nextWithin } from '../streams.js'
 import { Journal } from '../protocol/journal.js'
-import { countInto, decodeSigned, RefusedMessageError, type Offer, type RefusalReason } from '../protocol/messages.js'
+import { countInto, decodeSigned, RefusedMessageError, type Offer, type Receipt, type RefusalReason } from '../protocol/messages.js'
 import { encodeStatusReply, MAX_STATUS_REQUEST_BYTES } from '../protocol/frames.js'
 import { Advertiser } from './advert.js'
 import { ProviderBidding } from './bidding.js'
 import { onAwardChannel } from './run.js'
 import { statusFor, sweep } from './status.js'
-import type { ProviderContext, ProviderDeps, RunningProviderConfig } from './state.js'
+import { dropJobOffers, MAX_KNOWN_OFFERS, type ProviderContext, type ProviderDeps, type RunningProviderConfig } from './state.js'
 
 export type { ProviderConfig, ProviderDeps } from './state.js'
 export { decide, CHECKS, type Decision, type StrategyContext } from './strategy.js'
@@ -77,7 +77,7 @@ export class Provider {
       turnedAway: () => { this.advertiser.turnedAway() },
       slotFreed: () => { this.advertiser.slotFreed() },
       // we pay ourselves: our own requester's answers are always logged
-      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new Set(), held: new Map() }
+      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new SeenSet(MAX_KNOWN_OFFERS), held: new Map() }
     }
     this.bidding = new ProviderBidding(this.ctx)
     this.advertiser = new Advertiser(this.ctx)
@@ -149,6 +149,18 @@ export class Provider {
     // an offer called to the whole mesh: its requester's book lacks providers, so tell it about us
     if (items.some(({ m }) => m.signer !== this.peerId)) this.advertiser.echo()
     for (const { id, m } of items) this.bidding.onOffer(m, id)
+  }
+
+  /**
+   * Receipts the receipts topic's gate accepted: a job paid (or its answer refused) is settled, so
+   * the offers we bid on for it and lost can no longer be awarded and are dropped now rather than
+   * when the cache fills or their bid expires.
+   */
+  onGossipReceipts (items: Array<GossipItem<Receipt>>): void {
+    for (const { m } of items) {
+      const r = m.payload
+      if (m.signer === r.requester && (r.status === 'paid' || r.status === 'failed')) dropJobOffers(this.ctx.state, r.requester, r.jobId)
+    }
   }
 
   /** answers that could not be delivered (the requester was not reachable) */

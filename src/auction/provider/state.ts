@@ -14,7 +14,7 @@ import { BLOB_KEY_PREFIX, INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL
 import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 import type { Journal } from '../protocol/journal.js'
 import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
-import type { GossipGate } from '../protocol/gossip.js'
+import type { GossipGate, SeenSet } from '../protocol/gossip.js'
 
 export interface ProviderConfig {
   enabled: boolean
@@ -140,7 +140,8 @@ export interface ProviderContext {
     readonly offersBy: Map<string, Set<string>>
     /** requesters that paid us (and ourselves): every answer to them is logged */
     readonly paidBy: Set<string>
-    readonly seenAwards: Set<string>
+    /** awards we took or refused as replays (the last MAX_KNOWN_OFFERS) */
+    readonly seenAwards: SeenSet
     readonly held: Map<string, HeldJob>
   }
 }
@@ -184,6 +185,16 @@ export function finishHeld (state: ProviderContext['state'], held: HeldJob, resu
     state.held.delete(id)
     if (--excess <= 0) return
   }
+}
+
+/**
+ * Forget the offers we bid on for one job of `requester` (but `keep`): a later round replaced
+ * them, or the job is settled and nobody can be awarded them any more.
+ */
+export function dropJobOffers (state: ProviderContext['state'], requester: string, jobId: string, keep?: string): void {
+  const ids = state.offersBy.get(requester)
+  if (ids == null) return
+  for (const id of ids) if (id !== keep && state.offers.get(id)?.offer.payload.jobId === jobId) dropOffer(state, id)
 }
 
 export function dropOffer (state: ProviderContext['state'], offerId: string): void {

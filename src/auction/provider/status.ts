@@ -7,7 +7,7 @@
  */
 import { readProviderResult, readRecord, type MarketRecord } from '../protocol/journal.js'
 import { decodeStatusRequest, type StatusReply } from '../protocol/frames.js'
-import { dropOffer, MAX_KNOWN_OFFERS, type ProviderContext } from './state.js'
+import { dropOffer, type ProviderContext } from './state.js'
 
 export async function statusFor (ctx: ProviderContext, data: Uint8Array, from: string): Promise<StatusReply> {
   let jobId: string
@@ -24,12 +24,11 @@ export async function statusFor (ctx: ProviderContext, data: Uint8Array, from: s
   return { state: 'done', result: done.result }
 }
 
-/** Forget finished jobs past their retention, and the award ids seen once they pile up. */
+/** Forget finished jobs past their retention, and offers whose bid has expired. */
 export function sweep (ctx: ProviderContext): void {
   const cutoff = Date.now() - ctx.cfg.resultRetentionMs
   for (const [id, h] of ctx.state.held) if (h.doneAt != null && h.doneAt < cutoff) ctx.state.held.delete(id)
   // an expired bid cannot be awarded any more
   const now = Date.now()
   for (const [id, entry] of ctx.state.offers) if (entry.bid.payload.expires < now) dropOffer(ctx.state, id)
-  if (ctx.state.seenAwards.size > MAX_KNOWN_OFFERS) ctx.state.seenAwards.clear()
 }
