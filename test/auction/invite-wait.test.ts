@@ -62,7 +62,11 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
     for (let i = 0; i < 3; i++) {
       const { view } = await run()
       expect(view.status, JSON.stringify(view)).to.equal('completed')
-      expect(view.bids.map(b => asks.get(b.provider)).sort(), 'every invitee bid').to.deep.equal([1, 3, 5])
+      // the round closes when the cheapest answers: the others are in when they answered within its
+      // 400 ms (always, unless the machine is very loaded), and the cheapest is always in
+      const bidAsks = view.bids.map(b => asks.get(b.provider) as number).sort()
+      expect(bidAsks[0], 'the cheapest invitee bid').to.equal(1)
+      expect(bidAsks.every(a => [1, 3, 5].includes(a)), 'only invitees bid').to.equal(true)
       expect(asks.get(view.provider as string), 'the winner\'s ask').to.equal(1)
     }
   })

@@ -37,7 +37,9 @@ describe('market: invitations on offer streams', function () {
     executor = createExecutor({ poolSize: 2 })
     await executor.start()
     hub = new MemoryHub()
-    requester = await startMemoryMarket(hub, executor)
+    // a long window: an invited round still closes the moment every invitee has answered, and a
+    // loaded machine's late answer is not cut off by the 50 ms default once a bidder is proven
+    requester = await startMemoryMarket(hub, executor, { requester: { bidWindowMs: 5000 } })
     started.push(requester)
     for (const price of [1, 3, 5]) {
       const p = await startMemoryMarket(hub, executor, { price, slots: 2 })

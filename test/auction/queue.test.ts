@@ -102,21 +102,29 @@ describe('queue: jobs wait for a provider', function () {
     const requester = await startTestNode({ provide: false })
     const provider = await startTestNode({ slots: 1, bootstrap: [requester.network.addresses()[0]] })
     await waitFor(() => requester.market.providers().some(p => p.peerId === provider.peerId && p.advert != null), 15_000)
-    // the only slot is taken by a job that spins until its 12 s timeout (it ends between the
-    // provider's start-up adverts at 10 s and 30 s: only a re-advert can wake the queued job early)
-    const busy = await requester.market.submit({ engine: 'js', source: 'function main () { while (true) {} }', limits: { timeoutMs: 12_000 } })
+    // the only slot is taken by a job that spins until it is cancelled (its timeout, 60 s, is far off)
+    const busy = await requester.market.submit({ engine: 'js', source: 'function main () { while (true) {} }', limits: { timeoutMs: 60_000 } })
     await waitFor(() => provider.market.capacity().busy === 1, 10_000)
     // a busy provider asks more (surge): over this job's maxPrice, so it declines and the job queues
     const waiting = await requester.market.submit({ engine: 'js', source: JS, input: { x: 3 }, maxPrice: 10 })
     await waitFor(async () => (await statusOf(requester, waiting.id)).status === 'queued', 10_000)
     expect((await statusOf(requester, waiting.id)).declines.map(d => d.reason)).to.deep.equal(['price'])
+    // once the backoff has grown so that the next announcement is at least 5 s away, the slot is
+    // freed: only the provider's re-advert can wake the queued job before then
+    let queued!: JobEvent
+    await waitFor(() => {
+      const ev = requester.market.heldEvents(waiting.id)?.findLast(e => e.type === 'queued')
+      if (ev == null || (ev.next as number) - Date.now() < 5000) return false
+      queued = ev
+      return true
+    }, 40_000, 20)
     const awarded = nextEvent(requester, waiting.id, 'awarded', 30_000)
-    const freed = await nextEvent(requester, busy.id, 'result', 30_000)
-    const queued = requester.market.heldEvents(waiting.id)?.findLast(e => e.type === 'queued')
+    const freedAt = Date.now()
+    await requester.market.cancel(busy.id)
     const award = await awarded
-    console.log(`      slot freed → award ${award.ts - freed.ts} ms (next backoff announcement was ${(queued?.next as number) - freed.ts} ms away)`)
+    console.log(`      slot freed → award ${award.ts - freedAt} ms (next backoff announcement was ${(queued.next as number) - freedAt} ms away)`)
     expect(award.provider).to.equal(provider.peerId)
-    expect(award.ts).to.be.below(queued?.next as number)
+    expect(award.ts).to.be.below(queued.next as number)
     const done = await requester.market.waitFor(waiting.id, { signal: AbortSignal.timeout(20_000) })
     expect(done.status).to.equal('completed')
   })

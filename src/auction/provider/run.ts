@@ -154,8 +154,10 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     await storeOutputs(ctx, exec, imported)
     result = signResult(ctx, a.jobId, awardId, exec)
   } catch (err: any) {
+    // the requester withdrew the award (it cancelled the job, or handed it on): nothing went wrong here
+    if (withdrawn.signal.aborted) ctx.log.info({ jobId: a.jobId }, 'award withdrawn while the job ran; stopped it')
     // could not even fetch the module: let the requester fail over
-    ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
+    else ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
     clearInterval(hb)
     void logs.close()
     state.running--
