@@ -35,6 +35,14 @@ export const BOOTSTRAP_MAX_BACKOFF_MS = 60_000
 export const WALK_AFTER_CONNECT_MS = 200
 /** ...but walks begin at least this far apart: a node gaining peers one by one does not walk for each. */
 export const WALK_MIN_GAP_MS = 1_000
+/**
+ * Walks after a new connection while below MIN_PEERS, WALK_MIN_GAP_MS apart, whatever they meet: the
+ * peer we just reached may learn of the rest of the mesh a moment later (nodes that start together
+ * reach their bootstrap peer together, before its routing table holds the others). Without them, a
+ * walk that came too early waited DISCOVERY_INTERVAL_MS for the next: in a 10-node devnet the nodes
+ * sat with one peer for about 2 s after reaching node 0.
+ */
+export const QUICK_WALKS_AFTER_CONNECT = 3
 /** How often the discovery loop looks for more peers when below MIN_PEERS. */
 export const DISCOVERY_INTERVAL_MS = 2_000
 /** The longest wait between walks that keep meeting nobody new. */

@@ -28,7 +28,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import { peerRoutingClosest, type ClosestPeers } from './walk.js'
 import {
-  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
+  BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, QUICK_WALKS_AFTER_CONNECT, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
   MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
 } from './constants.js'
 
@@ -97,6 +97,8 @@ export class PeerKeeper {
   /** the scheduled walk was brought forward by a connection: meeting no one there does not double the wait */
   private walkForConnect = false
   private walking = false
+  /** walks still to take WALK_MIN_GAP_MS apart (set by a connection while below minPeers) */
+  private quickWalks = 0
   private readonly walkInterval: number
   private readonly closestPeers: ClosestPeers
   private walkDelay: number
@@ -107,7 +109,9 @@ export class PeerKeeper {
    * mesh. (The DHT's first self-query may have run before any connection, and met no one.)
    */
   private readonly onConnect = (): void => {
-    if (!this.running || this.walking || this.peerCount() >= this.minPeers) return
+    if (!this.running || this.peerCount() >= this.minPeers) return
+    this.quickWalks = QUICK_WALKS_AFTER_CONNECT
+    if (this.walking) return
     const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + WALK_MIN_GAP_MS - Date.now())
     if (this.walkDueAt - Date.now() > soon) this.scheduleWalk(soon, true)
   }
@@ -331,7 +335,14 @@ export class PeerKeeper {
       if (err?.name !== 'AbortError' && err?.name !== 'TimeoutError') this.log.debug({ err }, 'discovery walk failed')
     } finally {
       this.walking = false
-      this.scheduleWalk(met > 0 ? this.walkInterval : forConnect ? this.walkDelay : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
+      // soon again after a connection while still below minPeers (the wait it came ahead of is kept)
+      if (this.quickWalks > 0 && this.peerCount() < this.minPeers) {
+        this.quickWalks--
+        this.scheduleWalk(WALK_MIN_GAP_MS, true)
+      } else {
+        this.quickWalks = 0
+        this.scheduleWalk(met > 0 ? this.walkInterval : forConnect ? this.walkDelay : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
+      }
     }
   }
 }

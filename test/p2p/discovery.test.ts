@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
 import { buildNetworkNode, createNetwork, identityFromSeed, type NetworkNode } from '../../src/p2p/index.js'
 import { jitter, PeerKeeper } from '../../src/p2p/discovery.js'
-import { WALK_MIN_GAP_MS } from '../../src/p2p/constants.js'
+import { QUICK_WALKS_AFTER_CONNECT, WALK_MIN_GAP_MS } from '../../src/p2p/constants.js'
 import { logger } from '../../src/logger.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId } from '@libp2p/interface'
@@ -183,6 +183,24 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     node.dispatchEvent(new CustomEvent('peer:disconnect', { detail: boot }))
     await waitFor(() => node.dialled.length === 1, 5_000)
     expect(node.isConnectedTo(boot)).to.equal(true)
+  })
+
+  it(`a connection while below minPeers brings ${QUICK_WALKS_AFTER_CONNECT} more walks WALK_MIN_GAP_MS apart: a peer that learns of the mesh a moment later is asked again soon`, async () => {
+    const node = new StandIn()
+    const keeper = keeperOn(node)
+    node.connect(aPeer())
+    // the first walk comes before the peer knows anyone
+    await waitFor(() => node.walks.length >= 1 && !(keeper as any).walking, 10_000)
+    const others = [aPeer(), aPeer()]
+    node.closest = others
+    await waitFor(() => others.every(o => node.dialled.includes(o.toString())), 5_000)
+    expect(node.walks.length, 'found by the next walk, not a minute later').to.equal(2)
+    expect(node.walks[1] - node.walks[0]).to.be.at.least(WALK_MIN_GAP_MS - 5)
+    // the connections it made count too: that many quick walks after the last, meeting nobody new,
+    // then no more (the regular wait here is a minute)
+    await new Promise(resolve => setTimeout(resolve, (QUICK_WALKS_AFTER_CONNECT + 1) * WALK_MIN_GAP_MS + 500))
+    expect(node.walks.length, 'walks in all').to.equal(2 + QUICK_WALKS_AFTER_CONNECT)
+    expect((keeper as any).walkDelay, 'the regular wait is kept').to.equal(60_000)
   })
 
   it('a walk brought forward that meets no one does not double the wait before the next', async () => {
