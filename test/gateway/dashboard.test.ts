@@ -236,7 +236,9 @@ describe('dashboard in headless Chromium', function () {
   it('fits 1,024–1,920 px and a phone (390 px), in light and dark', async () => {
     for (const [w, h] of [[1024, 800], [1400, 1000], [1920, 1080], [390, 844]]) {
       await page.setViewportSize({ width: w, height: h })
-      await page.waitForTimeout(400) // the charts follow the width after a resize
+      // the charts follow the width 100 ms after a resize: wait until the page fits (a loaded
+      // renderer takes longer than that), then check it, table by table
+      await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth + 1, null, { timeout: 10_000 }).catch(() => {})
       await noOverflow(page, `front page at ${w} px`, `front-${w}x${h}.png`)
       if (w === 390) {
         await page.screenshot({ path: join(shots, `front-${w}x${h}-first-screen.png`) })
