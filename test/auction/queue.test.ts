@@ -59,6 +59,17 @@ describe('queue: backoff (pure)', () => {
   })
 })
 
+/** The job's 'queued' event once its next backoff announcement is at least `ms` away. */
+async function backoffAtLeast (node: MercatoNode, id: string, ms: number, timeoutMs: number): Promise<JobEvent> {
+  let queued: JobEvent | undefined
+  await waitFor(() => {
+    const ev = node.market.heldEvents(id)?.findLast(e => e.type === 'queued')
+    if (ev != null && (ev.next as number) - Date.now() >= ms) queued = ev
+    return queued != null
+  }, timeoutMs, 20)
+  return queued as JobEvent
+}
+
 describe('queue: jobs wait for a provider', function () {
   this.timeout(90_000)
   afterEach(stopNodes)
@@ -72,13 +83,7 @@ describe('queue: jobs wait for a provider', function () {
     await waitFor(async () => (await statusOf(requester, submitted.id)).status === 'queued', 10_000)
     expect(requester.market.list({ status: 'queued' }).map(j => j.id)).to.deep.equal([submitted.id])
     // let the backoff grow, so that the next scheduled announcement is far away: only a wake can be fast
-    let queued!: JobEvent
-    await waitFor(() => {
-      const ev = requester.market.heldEvents(submitted.id)?.findLast(e => e.type === 'queued')
-      if (ev == null || (ev.next as number) - Date.now() < 6000) return false
-      queued = ev
-      return true
-    }, 30_000, 20)
+    const queued = await backoffAtLeast(requester, submitted.id, 6000, 30_000)
     const awarded = nextEvent(requester, submitted.id, 'awarded')
     const before = Date.now()
     const provider = await startTestNode({ bootstrap: [requester.network.addresses()[0]] })
@@ -111,13 +116,7 @@ describe('queue: jobs wait for a provider', function () {
     expect((await statusOf(requester, waiting.id)).declines.map(d => d.reason)).to.deep.equal(['price'])
     // once the backoff has grown so that the next announcement is at least 5 s away, the slot is
     // freed: only the provider's re-advert can wake the queued job before then
-    let queued!: JobEvent
-    await waitFor(() => {
-      const ev = requester.market.heldEvents(waiting.id)?.findLast(e => e.type === 'queued')
-      if (ev == null || (ev.next as number) - Date.now() < 5000) return false
-      queued = ev
-      return true
-    }, 40_000, 20)
+    const queued = await backoffAtLeast(requester, waiting.id, 5000, 40_000)
     const awarded = nextEvent(requester, waiting.id, 'awarded', 30_000)
     const freedAt = Date.now()
     await requester.market.cancel(busy.id)
