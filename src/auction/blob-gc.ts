@@ -116,7 +116,7 @@ export class BlobCollector {
         if (typeof cid !== 'string') throw new Error('no cid')
         if (op === '-') this.pins.delete(cid)
         else if (op === '+' && typeof reason === 'string' && (untilMs == null || typeof untilMs === 'number')) this.pins.set(cid, untilMs != null ? { reason, untilMs } : { reason })
-        else throw new Error(`unknown op ${String(op)}`)
+        else throw new Error('not a pin line')
       } catch {
         damaged++
       }

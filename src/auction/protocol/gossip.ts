@@ -27,9 +27,9 @@ const SEEDS = new Uint32Array(randomBytes(8).buffer)
 /**
  * A 53-bit fingerprint of an id (cyrb53: two 32-bit multiply-xor lanes over its characters, seeded
  * per process). Remembered ids are kept as fingerprints: a number costs about a third of what a
- * 59-character CID string does in a Set, and two of 200,000 remembered ids share one with odds of
- * about 1 in 10^11. The ids remembered are hashes of signed messages, which nobody can aim at a
- * fingerprint without the seeds.
+ * 59-character CID string does in a Set, and a new id is taken for one of 200,000 remembered ones
+ * with odds of about 1 in 4 × 10^10. The ids remembered are hashes of signed messages, which
+ * nobody can aim at a fingerprint without the seeds.
  */
 export function fingerprint (id: string): number {
   let h1 = 0xdeadbeef ^ SEEDS[0]

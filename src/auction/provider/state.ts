@@ -188,13 +188,14 @@ export function finishHeld (state: ProviderContext['state'], held: HeldJob, resu
 }
 
 /**
- * Forget the offers we bid on for one job of `requester` (but `keep`): a later round replaced
- * them, or the job is settled and nobody can be awarded them any more.
+ * Forget the offers we bid on for one job of `requester`: a later round replaced them, or the job
+ * is settled and nobody can be awarded them any more. (A look at that requester's kept offers, at
+ * most MAX_BID_OFFERS.)
  */
-export function dropJobOffers (state: ProviderContext['state'], requester: string, jobId: string, keep?: string): void {
+export function dropJobOffers (state: ProviderContext['state'], requester: string, jobId: string): void {
   const ids = state.offersBy.get(requester)
   if (ids == null) return
-  for (const id of ids) if (id !== keep && state.offers.get(id)?.offer.payload.jobId === jobId) dropOffer(state, id)
+  for (const id of ids) if (state.offers.get(id)?.offer.payload.jobId === jobId) dropOffer(state, id)
 }
 
 export function dropOffer (state: ProviderContext['state'], offerId: string): void {
