@@ -101,12 +101,15 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     readonly peerId = peerIdFromString(identityFromSeed(randomBytes(32)).peerId)
     readonly peers: PeerId[] = []
     readonly walks: number[] = []
+    /** how many peers each walk met */
+    readonly walkMet: number[] = []
     readonly dialled: string[] = []
     /** what a walk meets */
     closest: PeerId[] = []
     readonly peerRouting = {
       getClosestPeers: (_key: Uint8Array) => {
         this.walks.push(Date.now())
+        this.walkMet.push(this.closest.length)
         const met = this.closest.map(id => ({ id, multiaddrs: [] }))
         return (async function * () { yield * met })()
       }
@@ -153,7 +156,8 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     node.closest = [aPeer()]
     for (let i = 0; i < 5; i++) node.connect(aPeer())
     await waitFor(() => node.walks.length >= 1 && !(keeper as any).walking, 10_000)
-    expect(node.walks.length, 'walks after a burst of five connections').to.equal(1)
+    // (the quick walks after a connection follow WALK_MIN_GAP_MS apart, not at once)
+    expect(node.walks.filter(t => t < node.walks[0] + WALK_MIN_GAP_MS - 5).length, 'walks within the gap after a burst of five connections').to.equal(1)
     // one more connection right after the walk: the next one comes, but not before the gap
     node.connect(aPeer())
     await waitFor(() => node.walks.length >= 2, 10_000)
@@ -193,13 +197,16 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     await waitFor(() => node.walks.length >= 1 && !(keeper as any).walking, 10_000)
     const others = [aPeer(), aPeer()]
     node.closest = others
-    await waitFor(() => others.every(o => node.dialled.includes(o.toString())), 5_000)
-    expect(node.walks.length, 'found by the next walk, not a minute later').to.equal(2)
-    expect(node.walks[1] - node.walks[0]).to.be.at.least(WALK_MIN_GAP_MS - 5)
-    // the connections it made count too: that many quick walks after the last, meeting nobody new,
-    // then no more (the regular wait here is a minute)
-    await new Promise(resolve => setTimeout(resolve, (QUICK_WALKS_AFTER_CONNECT + 1) * WALK_MIN_GAP_MS + 500))
-    expect(node.walks.length, 'walks in all').to.equal(2 + QUICK_WALKS_AFTER_CONNECT)
+    await waitFor(() => others.every(o => node.dialled.includes(o.toString())), 15_000)
+    // met by a quick walk, seconds after the first, not at the regular wait (a minute here)
+    expect(Date.now() - node.walks[0], 'ms from the first walk to the dials').to.be.below(15_000)
+    // the connections those dials made count too: that many quick walks after the walk that met
+    // them (meeting nobody new), then no more
+    const metAt = node.walkMet.findIndex(n => n > 0)
+    await waitFor(() => node.walks.length >= metAt + 1 + QUICK_WALKS_AFTER_CONNECT, 20_000)
+    await new Promise(resolve => setTimeout(resolve, 2 * WALK_MIN_GAP_MS))
+    expect(node.walks.length, 'walks in all').to.equal(metAt + 1 + QUICK_WALKS_AFTER_CONNECT)
+    for (let i = 1; i < node.walks.length; i++) expect(node.walks[i] - node.walks[i - 1], `gap before walk ${i}`).to.be.at.least(WALK_MIN_GAP_MS - 5)
     expect((keeper as any).walkDelay, 'the regular wait is kept').to.equal(60_000)
   })
 
