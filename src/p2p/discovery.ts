@@ -41,6 +41,8 @@ export interface PeerKeeperInit {
   targetPeers?: number
   /** wait between DHT walks while they meet new peers (default DISCOVERY_INTERVAL_MS) */
   walkIntervalMs?: number
+  /** least time between two walks (default WALK_MIN_GAP_MS) */
+  walkMinGapMs?: number
   bootstrapInitialBackoffMs?: number
   bootstrapMaxBackoffMs?: number
   /** where DHT walks meet peers (default: libp2p's peer routing) */
@@ -97,9 +99,10 @@ export class PeerKeeper {
   /** the scheduled walk was brought forward by a connection: meeting no one there does not double the wait */
   private walkForConnect = false
   private walking = false
-  /** walks still to take WALK_MIN_GAP_MS apart (set by a connection while below minPeers) */
+  /** walks still to take walkMinGap apart (set by a connection while below minPeers) */
   private quickWalks = 0
   private readonly walkInterval: number
+  private readonly walkMinGap: number
   private readonly closestPeers: ClosestPeers
   private walkDelay: number
   private running = false
@@ -112,7 +115,7 @@ export class PeerKeeper {
     if (!this.running || this.peerCount() >= this.minPeers) return
     this.quickWalks = QUICK_WALKS_AFTER_CONNECT
     if (this.walking) return
-    const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + WALK_MIN_GAP_MS - Date.now())
+    const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + this.walkMinGap - Date.now())
     if (this.walkDueAt - Date.now() > soon) this.scheduleWalk(soon, true)
   }
 
@@ -128,6 +131,7 @@ export class PeerKeeper {
     this.minPeers = init.minPeers ?? MIN_PEERS
     this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
     this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS
+    this.walkMinGap = init.walkMinGapMs ?? WALK_MIN_GAP_MS
     this.walkDelay = this.walkInterval
     this.initialBackoffMs = init.bootstrapInitialBackoffMs ?? BOOTSTRAP_INITIAL_BACKOFF_MS
     this.maxBackoffMs = init.bootstrapMaxBackoffMs ?? BOOTSTRAP_MAX_BACKOFF_MS
@@ -338,7 +342,7 @@ export class PeerKeeper {
       // soon again after a connection while still below minPeers (the wait it came ahead of is kept)
       if (this.quickWalks > 0 && this.peerCount() < this.minPeers) {
         this.quickWalks--
-        this.scheduleWalk(WALK_MIN_GAP_MS, true)
+        this.scheduleWalk(this.walkMinGap, true)
       } else {
         this.quickWalks = 0
         this.scheduleWalk(met > 0 ? this.walkInterval : forConnect ? this.walkDelay : Math.min(this.walkDelay * 2, DISCOVERY_MAX_INTERVAL_MS))
