@@ -17,12 +17,15 @@
  * with a clear message in CI and is skipped elsewhere.
  */
 import { expect } from 'chai'
+import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
-import type { JobView } from '../../src/auction/index.js'
+import { JOBS_TOPIC, type JobView } from '../../src/auction/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js'
 import { JS_ECHO, JS_SLOW } from './helpers.js'
@@ -294,6 +297,41 @@ describe('dashboard in headless Chromium', function () {
     await jobPage.waitForTimeout(300)
     await noOverflow(jobPage, 'job page with live output at 390 px', 'job-live-390x844.png')
     await jobPage.close()
+  })
+
+  it('the job page: a provider suspect for a moment before its job ran, that then completed, gets its whole running span', async function () {
+    this.timeout(120_000)
+    // a requester that finds any silence over 50 ms suspect, and a job whose URL input takes 1.5 s
+    // to arrive: the provider, fetching it, is silent between heartbeats, so it is suspect before
+    // the job runs
+    const d = await startTestNode({ provide: false, gateway: true, bootstrap: [...b.network.addresses(), ...c.network.addresses()], config: { auction: { suspectAfterMs: 50, lostAfterMs: 60_000 } } })
+    const slow = createServer((_req, res) => { setTimeout(() => { res.end('x') }, 1500) })
+    await new Promise<void>(resolve => slow.listen(0, '127.0.0.1', resolve))
+    let job: JobView
+    let done: JobView
+    try {
+      // in the jobs topic's mesh with both providers (their adverts may be a minute away: with an
+      // empty book the job is an open call)
+      await waitFor(() => [b.peerId, c.peerId].every(p => d.network.topicPeers(JOBS_TOPIC).includes(p)), 20_000)
+      const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/in.txt`
+      const sha256 = createHash('sha256').update('x').digest('hex')
+      job = await d.market.submit({ engine: 'js', source: JS_SLOW, input: { n: 20_000_000 }, inputs: [{ path: 'in.txt', url, sha256 }], limits: { timeoutMs: 60_000 }, maxPrice: 20 } as any)
+      done = await d.market.waitFor(job.id, { signal: AbortSignal.timeout(60_000) })
+    } finally {
+      slow.close()
+    }
+    expect(done.status, JSON.stringify(done)).to.equal('completed')
+    const events = d.market.heldEvents(job.id) ?? []
+    const at = (type: string): number => events.find(e => e.type === type)?.ts as number
+    expect(at('suspect'), 'a suspect event before the job ran').to.be.below(at('running'))
+    const jobPage = watch(await browser!.newPage({ viewport: { width: 1400, height: 1000 } }))
+    await jobPage.goto(`${d.gateway!.url}/jobs/${job.id}`)
+    await jobPage.waitForFunction(() => document.body.dataset.loaded === 'completed', null, { timeout: 15_000 })
+    const bar = await jobPage.locator('.lane[data-lane="attempt"] .bar.hb').evaluate((x) => ({ from: Number((x as HTMLElement).dataset.from), to: Number((x as HTMLElement).dataset.to) }))
+    // from 'running' to the attempt's end (its result), not to where an earlier silence began
+    expect(bar.to - bar.from, JSON.stringify(bar)).to.be.at.least(done.completedAt! - at('running') - 50)
+    await jobPage.close()
+    await stopNode(d)
   })
 
   it('the job page lists a job\'s output files with download links that serve their bytes', async () => {

@@ -147,9 +147,11 @@ function drawTimeline () {
     const running = mine.find(e => e.type === 'running')
     const hb = []
     if (running != null) {
-      // an ended attempt: up to the silence a suspect event measured, else to its end
-      const suspect = mine.find(e => e.type === 'suspect' && e.silentMs != null)
-      const heard = a.endedAt == null ? (live ? Date.now() : end) : Math.min(end, suspect != null ? suspect.ts - suspect.silentMs : end)
+      // an ended attempt that did not complete: up to the silence its last suspect event measured,
+      // else to its end. A completed one was heard to its end, whatever silences it had before
+      // (a provider on a loaded machine can be suspect for a moment and then finish)
+      const suspect = a.state === 'completed' ? undefined : mine.findLast(e => e.type === 'suspect' && e.silentMs != null)
+      const heard = a.endedAt == null ? (live ? Date.now() : end) : Math.max(running.ts, Math.min(end, suspect != null ? suspect.ts - suspect.silentMs : end))
       const span2 = Math.max(0, heard - running.ts)
       const b2 = el('span', { class: `bar hb ${a.state}`, 'data-from': Math.round(running.ts - t0), 'data-to': Math.round(heard - t0), title: `running, heartbeats for ${fmtMs(span2)}` })
       b2.style.left = pos(running.ts)
