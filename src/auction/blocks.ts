@@ -287,7 +287,8 @@ export class BlockStore {
   }
 
   /**
-   * The block's bytes, or undefined. Not verified here: callers that read for peers or users verify.
+   * The block's bytes, or undefined. Not hashed: only verified blocks are written (see the module
+   * doc), and a peer that receives them checks them.
    * `maxBytes`: a larger block is not read; {@link BlockTooLargeError} says its size.
    */
   async get (cid: CID | string, opts: { maxBytes?: number } = {}): Promise<Uint8Array | undefined> {
