@@ -7,12 +7,13 @@
 import { mkdir, writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Config } from './config.js'
-import { ConfigError } from './errors.js'
+import { ConfigError, InvalidInputError } from './errors.js'
 import { logger, type Logger } from './logger.js'
 import { VERSION } from './version.js'
-import { buildNetworkNode, loadOrCreateIdentity, loadNetworkKey, NetworkKeyError, type Identity, type NetworkNode } from './p2p/index.js'
+import { buildNetworkNode, DIAL_TIMEOUT_MS, isMultiaddr, loadOrCreateIdentity, loadNetworkKey, NetworkKeyError, type Identity, type NetworkNode } from './p2p/index.js'
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
+import { MAX_PEER_ADDRESS_CHARS } from './gateway/constants.js'
 import { openLedger, createLedgerAudit, type Ledger, type LedgerAudit } from './ledger/index.js'
 import { createExecutor, createSlurmBackend, type Executor } from './executor/index.js'
 import { createMarket, type Market } from './auction/index.js'
@@ -256,6 +257,19 @@ export class MercatoNode implements GatewayNode {
         labels: this.config.provider.labels
       }
     }
+  }
+
+  /**
+   * Dial the peer at `address` (a multiaddr ending in /p2p/<PeerId>), as `ipfs swarm connect`: an
+   * introduction by the node's own user (`mercato devnet` introduces its nodes to each other
+   * this way). Resolves with the peer's id once connected; PeerUnreachableError says why not.
+   */
+  async connect (address: string): Promise<{ peerId: string }> {
+    if (typeof address !== 'string' || address.length > MAX_PEER_ADDRESS_CHARS || !address.includes('/p2p/') || !isMultiaddr(address)) {
+      throw new InvalidInputError('address: a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...', 'invalid-peer')
+    }
+    if (address.endsWith(`/p2p/${this.network.peerId}`)) throw new InvalidInputError('address: that is this node', 'invalid-peer')
+    return { peerId: await this.network.dial(address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }) }
   }
 
   peers (): PeerView[] {

@@ -598,6 +598,17 @@ export function registerClientCommands (program: Command): void {
       })
     })
 
+  withApi(program.command('connect')
+    .description('connect the node to a peer (as `ipfs swarm connect`); nodes find each other on their own, this is for a peer they cannot find')
+    .argument('<address>', 'a multiaddr ending in /p2p/<PeerId>, e.g. /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...'))
+    .action(async (address: string, flags: ApiFlags) => {
+      await run(flags, async (c) => {
+        const { peerId } = await c.connect(address)
+        out(`connected to ${peerId}\n`)
+        return 0
+      })
+    })
+
   withApi(program.command('providers')
     .description('providers the node knows: engines, last ask, reputation')
     .option('--json', 'print JSON'))

@@ -159,6 +159,11 @@ export class MercatoClient {
     return await this.json('GET', '/v1/peers', opts)
   }
 
+  /** Connect the node to the peer at `address`, a multiaddr ending in /p2p/<PeerId>; resolves with its PeerId once connected. */
+  async connect (address: string, opts?: CallOptions): Promise<{ peerId: string }> {
+    return await this.json('POST', '/v1/peers', { ...opts, json: { address } })
+  }
+
   /** Providers this node knows, with engines, last ask and standing. */
   async providers (opts?: CallOptions): Promise<ProviderView[]> {
     return await this.json('GET', '/v1/providers', opts)

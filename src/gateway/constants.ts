@@ -59,3 +59,6 @@ export const JOBS_BATCH_MAX = 256
 
 /** Longest idempotency key: room for a UUID and a line number; it is hashed into the job id, never stored as is. */
 export const IDEMPOTENCY_KEY_MAX = 128
+
+/** Longest multiaddr `POST /v1/peers` takes (a relay circuit with two PeerIds is about 200 characters). */
+export const MAX_PEER_ADDRESS_CHARS = 1024

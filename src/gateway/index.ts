@@ -35,7 +35,7 @@ import { logger } from '../logger.js'
 import { VERSION } from '../version.js'
 import { GATEWAY_ERRORS, gatewayErrorHandler, type GatewayErrorCode } from './errors.js'
 import { SHARED_SCHEMAS, errorResponses } from './schemas.js'
-import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, TOKEN_COOKIE } from './constants.js'
+import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, MAX_PEER_ADDRESS_CHARS, TOKEN_COOKIE } from './constants.js'
 
 export { GatewayError, GATEWAY_ERRORS, statusOf, isGatewayErrorCode, type GatewayErrorCode } from './errors.js'
 export { SHARED_SCHEMAS, errorResponses, zodValidated } from './schemas.js'
@@ -61,6 +61,8 @@ export interface PeerView {
 export interface GatewayNode {
   info (): NodeInfo
   peers (): PeerView[]
+  /** dial the peer at a multiaddr ending in /p2p/<PeerId>; resolves with its PeerId once connected */
+  connect (address: string): Promise<{ peerId: string }>
 }
 
 export interface GatewayInit {
@@ -361,6 +363,20 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
   app.get('/v1/peers', {
     schema: { tags: ['node'], summary: 'Peers connected now', response: { 200: { type: 'array', items: { $ref: 'Peer#' } } } }
   }, async () => init.node.peers())
+
+  app.post('/v1/peers', {
+    schema: {
+      tags: ['node'],
+      summary: 'Connect to a peer at a multiaddr ending in /p2p/<PeerId> (as `ipfs swarm connect`); 200 { peerId } once connected',
+      body: {
+        type: 'object',
+        required: ['address'],
+        additionalProperties: false,
+        properties: { address: { type: 'string', minLength: 1, maxLength: MAX_PEER_ADDRESS_CHARS, description: 'e.g. /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...' } }
+      },
+      response: { 200: { type: 'object', required: ['peerId'], properties: { peerId: { type: 'string' } } }, ...errorResponses(502) }
+    }
+  }, async (req) => await init.node.connect((req.body as { address: string }).address))
 
   for (const plugin of init.plugins ?? []) await app.register(plugin)
   await app.ready()

@@ -25,7 +25,7 @@ export { MessageTooLargeError, RemoteError, RequestTimeoutError, PeerUnreachable
 export { loadNetworkKey, writeNetworkKey, type NetworkKey } from './pnet.js'
 export type { NatStatus, Reachability } from './nat.js'
 export { loadOrCreateIdentity, identityFromSeed, IDENTITY_FILE, type Identity } from './identity.js'
-export { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
+export { DIAL_TIMEOUT_MS, MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
 export { withLoopback, LoopbackNetwork } from './loopback.js'
 
 export interface NetworkNode extends Network {

@@ -4,6 +4,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { MercatoClient, MercatoApiError, MercatoConnectionError, type JobEvent, type LogEvent } from '../../src/client/index.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { freePort } from '../helpers/ports.js'
+import { identityFromSeed } from '../../src/p2p/index.js'
+import { randomBytes } from 'node:crypto'
 import type { MercatoNode } from '../../src/node.js'
 
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname
@@ -93,6 +96,32 @@ describe('MercatoClient against a real node', function () {
     const result = await client.result(id)
     expect(result.output).to.equal(5)
     expect(result.stdout).to.equal('hi\n')
+  })
+
+  it('connect() dials a node it did not know (POST /v1/peers); bad, own and dead addresses are named errors', async () => {
+    const loner = await startTestNode({ price: 3 })
+    expect((await client.peers()).map(p => p.peerId)).not.to.include(loner.peerId)
+    const address = loner.network.addresses()[0]
+    expect(await client.connect(address)).to.deep.equal({ peerId: loner.peerId })
+    expect((await client.peers()).map(p => p.peerId)).to.include(loner.peerId)
+    // connected both ways: the loner sees the node too
+    expect(loner.network.peers().map(p => p.peerId)).to.include(node.peerId)
+    // again: already connected, the same answer
+    expect(await client.connect(address)).to.deep.equal({ peerId: loner.peerId })
+
+    await expectApiError(client.connect('not an address'), 400, 'invalid-peer')
+    // no /p2p/ part: which peer is meant is not said
+    await expectApiError(client.connect('/ip4/127.0.0.1/tcp/4010'), 400, 'invalid-peer')
+    await expectApiError(client.connect(node.network.addresses()[0]), 400, 'invalid-peer')
+    await expectApiError(client.connect('/ip4/127.0.0.1/tcp/4010/p2p/' + loner.peerId + 'x'.repeat(1100)), 400, 'invalid-request')
+    const res = await fetch(`${node.gateway!.url}/v1/peers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ address: 42 }) })
+    expect(res.status).to.equal(400)
+    // a peer not connected, at a port nothing listens on: 502 peer-unreachable, the reason in the message
+    const stranger = identityFromSeed(randomBytes(32)).peerId
+    const dead = await expectApiError(client.connect(`/ip4/127.0.0.1/tcp/${await freePort()}/p2p/${stranger}`), 502, 'peer-unreachable')
+    expect(dead.message).to.match(/could not dial/)
+    // and the node is still whole
+    expect((await client.node()).peerId).to.equal(node.peerId)
   })
 
   it('answers API errors as MercatoApiError with the gateway\'s code and status', async () => {

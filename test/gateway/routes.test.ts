@@ -263,7 +263,7 @@ describe('gateway routes', function () {
     it('405 for a wrong method on a known path, parameterised ones too, with Allow', async () => {
       for (const [method, url, allow] of [
         ['PUT', '/v1/jobs/abc', 'DELETE'], ['PATCH', '/v1/jobs/abc', 'GET'], ['POST', '/v1/jobs/abc/result', 'GET'],
-        ['PUT', '/v1/jobs', 'POST'], ['DELETE', '/v1/node', 'GET'], ['POST', '/v1/peers', 'GET'], ['PUT', '/v1/blobs/bafy', 'GET'],
+        ['PUT', '/v1/jobs', 'POST'], ['DELETE', '/v1/node', 'GET'], ['PUT', '/v1/peers', 'POST'], ['PUT', '/v1/blobs/bafy', 'GET'],
         ['DELETE', '/v1/ledger/records/1', 'GET'], ['POST', '/metrics', 'GET'], ['POST', '/', 'GET'], ['PUT', '/v1/events', 'GET']
       ] as const) {
         const res = await call({ method, url, payload: method === 'POST' || method === 'PUT' || method === 'PATCH' ? {} : undefined })

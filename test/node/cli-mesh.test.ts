@@ -1,8 +1,8 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../helpers/cli.js'
+import { runCli, startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../helpers/cli.js'
 
-describe('three nodes as separate processes through the real CLI', function () {
+describe('nodes as separate processes through the real CLI', function () {
   this.timeout(90_000)
   const nodes: NodeProcess[] = []
   after(stopAll)
@@ -41,5 +41,19 @@ describe('three nodes as separate processes through the real CLI', function () {
       expect(res.code, n.stderr()).to.equal(0)
       expect(res.ms).to.be.lessThan(2000)
     }
+  })
+
+  it('mercato connect introduces two nodes that have no bootstrap; a bad address is refused with its reason', async () => {
+    const [a, b] = await Promise.all([startNodeProcess(), startNodeProcess()])
+    nodes.push(a, b)
+    expect((await getJson(`${a.gatewayUrl}/v1/peers`)).body).to.deep.equal([])
+    const ok = await runCli(['connect', b.addresses[0], '--api', a.gatewayUrl])
+    expect(ok.code, ok.stderr).to.equal(0)
+    expect(ok.stdout.trim()).to.equal(`connected to ${b.peerId}`)
+    const seen = (await getJson(`${b.gatewayUrl}/v1/peers`)).body as Array<{ peerId: string }>
+    expect(seen.map(p => p.peerId)).to.include(a.peerId)
+    const bad = await runCli(['connect', '/ip4/127.0.0.1/tcp/1', '--api', a.gatewayUrl])
+    expect(bad.code).to.not.equal(0)
+    expect(bad.stderr).to.match(/multiaddr ending in \/p2p\//)
   })
 })
