@@ -14,9 +14,10 @@
  *   CID the executor computed stays the blob's name (≤ MAX_BLOB_BYTES).
  *
  * Blobs are read back by {@link BlobStore.cat} (a range, streamed) and {@link BlobStore.get} (the
- * whole): the DAG is walked in order, a few blocks ahead of the reader (BLOB_READ_AHEAD_BLOCKS),
- * every block re-hashed as it is read. (ipfs-unixfs-exporter, used before, reads a whole file
- * ahead of a slow reader: streaming 100 MiB out grew a node's RSS by 120 MiB.)
+ * whole): the DAG is walked in order, a few blocks ahead of the reader (BLOB_READ_AHEAD_BLOCKS).
+ * A block is hashed when it is stored (imported or fetched), not again when it is read: the
+ * store trusts its disk, as kubo does by default. (ipfs-unixfs-exporter, used before, reads a
+ * whole file ahead of a slow reader: streaming 100 MiB out grew a node's RSS by 120 MiB.)
  *
  * ## The blob protocols
  * `/mercato/blob/2.1.0` (blob-stream.ts), what a fetch uses: one stream per peer for the whole

@@ -154,7 +154,7 @@ async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: strin
     throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
   }
   if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
-  // block by block (each checked against its CID as it is read), written as it comes: synchronous
+  // block by block (each checked against its CID when the pull stored it), written as it comes: synchronous
   // writes of a block each to the page cache, no stream machinery between (bench:data, staging a
   // 100 MiB input: 190-320 ms through a write stream)
   const fd = openSync(file, 'wx')

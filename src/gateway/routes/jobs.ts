@@ -281,7 +281,7 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       const path = req.params['*']
       const ref = (await market.result(req.params.id)).outputs.find(o => o.path === path)
       if (ref == null) throw new GatewayError('not-found', `job ${req.params.id} has no output ${JSON.stringify(path.slice(0, 256))}`)
-      // streamed from the blob store, block by block, each checked against its CID as it is read
+      // streamed from the blob store, block by block (each was checked against its CID when it was stored)
       const size = ref.size
       const range = parseRange(req.headers.range, size)
       if (range === 'unsatisfiable') {
