@@ -390,6 +390,7 @@ export class Libp2pNetwork implements Network {
     if (this.refreshedAt.size > MAX_ADDRESS_REFRESHES) this.refreshedAt.delete(this.refreshedAt.keys().next().value as string)
     try {
       const info = await this.node.peerRouting.findPeer(peer, { signal, useCache: false } as any)
+      if (info.multiaddrs.length > 0) await this.node.peerStore.merge(peer, { multiaddrs: info.multiaddrs }).catch(() => {})
       return info.multiaddrs
     } catch (err) {
       this.log.debug({ err, peer: id }, 'DHT lookup of a peer\'s addresses failed')
@@ -426,9 +427,11 @@ export class Libp2pNetwork implements Network {
       return await on(await this.node.dial(target, opts))
     } catch (err) {
       if ('getComponents' in target || signal.aborted || this.node.getConnections(target).length > 0) throw err
-      const fresh = await this.freshAddresses(target, signal)
+      const fresh = addressesOf(target.toString(), await this.freshAddresses(target, signal))
       if (fresh.length === 0) throw err
-      return await on(await this.node.dial(target, opts))
+      // the addresses the DHT gave, not what the peer store holds (the dead ones first, on a busy
+      // node: the suite once failed here with the stale address's ECONNREFUSED)
+      return await on(await this.node.dial(fresh, opts))
     }
   }
 
