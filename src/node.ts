@@ -261,11 +261,11 @@ export class MercatoNode implements GatewayNode {
 
   /**
    * Dial the peer at `address` (a multiaddr ending in /p2p/<PeerId>), as `ipfs swarm connect`: an
-   * introduction by the node's own user (`mercato devnet` introduces its nodes to each other
-   * this way). Resolves with the peer's id once connected; PeerUnreachableError says why not.
+   * introduction by the node's own user, for a peer that bootstrap, the DHT and mDNS cannot find.
+   * Resolves with the peer's id once connected; PeerUnreachableError says why not.
    */
   async connect (address: string): Promise<{ peerId: string }> {
-    if (typeof address !== 'string' || address.length > MAX_PEER_ADDRESS_CHARS || !address.includes('/p2p/') || !isMultiaddr(address)) {
+    if (typeof address !== 'string' || address.length > MAX_PEER_ADDRESS_CHARS || !/\/p2p\/[^/]+$/.test(address) || !isMultiaddr(address)) {
       throw new InvalidInputError('address: a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...', 'invalid-peer')
     }
     if (address.endsWith(`/p2p/${this.network.peerId}`)) throw new InvalidInputError('address: that is this node', 'invalid-peer')

@@ -112,6 +112,8 @@ describe('MercatoClient against a real node', function () {
     await expectApiError(client.connect('not an address'), 400, 'invalid-peer')
     // no /p2p/ part: which peer is meant is not said
     await expectApiError(client.connect('/ip4/127.0.0.1/tcp/4010'), 400, 'invalid-peer')
+    // a relay's address with no peer after its circuit
+    await expectApiError(client.connect(`/ip4/127.0.0.1/tcp/4010/p2p/${loner.peerId}/p2p-circuit`), 400, 'invalid-peer')
     await expectApiError(client.connect(node.network.addresses()[0]), 400, 'invalid-peer')
     await expectApiError(client.connect('/ip4/127.0.0.1/tcp/4010/p2p/' + loner.peerId + 'x'.repeat(1100)), 400, 'invalid-request')
     const res = await fetch(`${node.gateway!.url}/v1/peers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ address: 42 }) })
