@@ -23,6 +23,7 @@ import { metricsRoutes } from './gateway/metrics.js'
 import { dashboardRoutes } from './gateway/dashboard.js'
 import { cpus } from 'node:os'
 import { startIdleGc } from './idle-gc.js'
+import { whenCpusIdle } from './cpu-idle.js'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
 
@@ -101,9 +102,9 @@ export class MercatoNode implements GatewayNode {
       ? createSlurmBackend({ ...slurm, stageDir: slurm.stageDir !== '' ? slurm.stageDir : join(cfg.dataDir, 'slurm-stage'), maxJobs: slurm.maxJobs > 0 ? slurm.maxJobs : cfg.provider.slots }, { ...pool, poolSize, engines: cfg.provider.engines, outputsRoot })
       // a node that does not provide keeps no warm worker: its own `exec` jobs start one when they come
       : createExecutor({ ...pool, poolSize, warmWorkers: cfg.provider.enabled ? pool.warmWorkers : 0, queueSize: pool.queueSize, outputsRoot, deferWarmUp: true })
-    // the warm sandbox worker boots on its own thread while the network, market and gateway come up
-    // (a job awarded before it is up waits for it); a worker that cannot start fails the node's start
-    // at the end. On Slurm the market asks the backend for the cluster's CPUs: it waits for it first.
+    // the warm sandbox worker starts at the warm-up below, once the node is ready and the machine's
+    // CPUs are free (a job before it starts a worker of its own); a missing worker file fails the
+    // node's start. On Slurm the market asks the backend for the cluster's CPUs: it waits for it first.
     const executorStarted = this.executor.start()
     executorStarted.catch(() => {}) // awaited below
     this.defer('executor', async () => { await executorStarted.catch(() => {}); await this.executor.stop() })
@@ -222,11 +223,15 @@ export class MercatoNode implements GatewayNode {
     await executorStarted
     done('executor')
     this.log.info({ addresses: this.network.addresses(), gateway: this.gateway?.url, startMs }, 'node started')
-    // the warm worker loads QuickJS and the gateway compiles its validators now, not while the
-    // node's own start needed the cores
-    this.executor.warmUp?.()
-    this.market.warmUp()
-    this.gateway?.warmUp()
+    // the warm worker loads QuickJS and the gateway compiles its validators once the machine's
+    // CPUs are free (at once on a machine at rest), not while this node and others on the machine
+    // still start and connect (cpu-idle.ts)
+    const cancelWarmUp = whenCpusIdle(() => {
+      this.executor.warmUp?.()
+      this.market.warmUp()
+      this.gateway?.warmUp()
+    }, { onRun: (waitedMs, idle) => { this.log.debug({ waitedMs, cpusIdle: idle }, 'warming up') } })
+    this.defer('warm-up', async () => { cancelWarmUp() })
   }
 
   async stop (): Promise<void> {
@@ -261,8 +266,9 @@ export class MercatoNode implements GatewayNode {
 
   /**
    * Dial the peer at `address` (a multiaddr ending in /p2p/<PeerId>), as `ipfs swarm connect`: an
-   * introduction by the node's own user, for a peer that bootstrap, the DHT and mDNS cannot find.
-   * Resolves with the peer's id once connected; PeerUnreachableError says why not.
+   * introduction by the node's own user, for a peer that bootstrap, the DHT and mDNS cannot find
+   * (and by `mercato devnet`, so its mesh does not wait for DHT walks). Resolves with the peer's id
+   * once connected; PeerUnreachableError says why not.
    */
   async connect (address: string): Promise<{ peerId: string }> {
     if (typeof address !== 'string' || address.length > MAX_PEER_ADDRESS_CHARS || !/\/p2p\/[^/]+$/.test(address) || !isMultiaddr(address)) {

@@ -192,7 +192,7 @@ export interface Executor {
   engines (): Engine[]
   start (): Promise<void>
   stop (): Promise<void>
-  /** Load what the first job of each engine needs, now (a pool made with `deferWarmUp`); a no-op elsewhere. */
+  /** Start the warm workers and load what the first job of each engine needs, now (a pool made with `deferWarmUp`); a no-op elsewhere. */
   warmUp?: () => void
 }
 
@@ -204,9 +204,12 @@ export interface ExecutorInit {
   /** Workers started with the pool and kept while idle (≤ poolSize); the others start when jobs wait and stop when idle. */
   warmWorkers: number
   /**
-   * The warm workers start with the pool but load QuickJS (≈ 45 ms of CPU and 20 MiB) only at
-   * `warmUp()` or for their first JS job: a node calls `warmUp()` once it is ready, so its start
-   * does not share the cores with it. In-process pools only (an isolated pool warms at start).
+   * The warm workers start at `warmUp()`, not with the pool, and load QuickJS (≈ 45 ms of CPU and
+   * 20 MiB) then, or a worker for its first JS job: a node calls `warmUp()` once it is ready and
+   * the machine's CPUs are free (cpu-idle.ts), so neither its start nor others' share the cores
+   * with them (a worker's start is ≈ 0.1 s of CPU). A job before it starts a worker of its own.
+   * `start()` still fails when the worker file is missing. In-process pools only (an isolated pool
+   * warms at start).
    */
   deferWarmUp?: boolean
   /** How long a worker beyond the warm ones may sit idle before it stops (default WORKER_IDLE_MS). */

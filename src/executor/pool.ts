@@ -5,10 +5,10 @@
  * were killed or faulted.
  */
 import { Worker } from 'node:worker_threads'
-import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, constants as fsc } from 'node:fs'
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, constants as fsc } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { bytesMatchCid, cidOfBytes } from '../crypto/index.js'
 import { unixfsCidOfFile } from '../crypto/unixfs.js'
 import { logger } from '../logger.js'
@@ -85,6 +85,12 @@ interface Slot {
  * registers tsx in the worker and then imports worker.ts; or, with
  * MERCATO_COMPILED_WORKERS=1, the compiled worker file without tsx.
  */
+/** A worker file that is not there (dist/ not built): said at start, not at the first job. */
+function checkEntry (spec: { entry: string | URL, eval: boolean }): void {
+  if (spec.eval || !(spec.entry instanceof URL) || spec.entry.protocol !== 'file:') return
+  if (!existsSync(spec.entry)) throw new Error(`executor worker ${fileURLToPath(spec.entry)} is missing; run \`npm run build\``)
+}
+
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
   // throw on per-process ones such as --expose-gc)
@@ -246,8 +252,10 @@ export class ExecutorPool implements Executor {
       // compiled once here, QuickJS's code (and the optimised code V8 makes of it) serves every worker;
       // with deferWarmUp, at warmUp() (loading QuickJS is no part of a node's start)
       if (this.warmJs && this.init.engines.includes('js')) this.quickjs = await compileQuickJS()
-      // warm workers start now (a broken setup fails start()); the rest start when jobs wait
-      for (let i = 0; i < this.warm; i++) this.slots.push(this.spawn())
+      // warm workers start now (a broken setup fails start()), or with deferWarmUp at warmUp() (a
+      // missing worker file still fails start()); the rest start when jobs wait
+      if (this.init.deferWarmUp === true) checkEntry(this.spec)
+      else for (let i = 0; i < this.warm; i++) this.slots.push(this.spawn())
       await Promise.all(this.slots.map(async s => { await s.ready }))
       this.running = true
       log.debug({ poolSize: this.size, warm: this.warm }, 'executor started')
@@ -256,12 +264,15 @@ export class ExecutorPool implements Executor {
   }
 
   /**
-   * With `deferWarmUp`: the workers load and warm up QuickJS now (those running start it after
-   * their job, those started later at once). Until then a JS job loads it itself.
+   * With `deferWarmUp`: the warm workers start now, and load and warm up QuickJS (those running
+   * start it after their job, those started later at once). Until then a job starts a worker of
+   * its own, and a JS job loads QuickJS itself.
    */
   warmUp (): void {
-    if (this.warmJs || this.warming) return
+    if (this.warming || this.stopped) return
     this.warming = true
+    for (let live = this.slots.filter(s => s.state !== 'dead').length; live < this.warm; live++) this.slots.push(this.spawnLogged())
+    if (this.warmJs) return
     if (!this.init.engines.includes('js')) { this.warmJs = true; return }
     // compiled first, then handed to the workers (one started meanwhile waits for it, as the others)
     void compileQuickJS().then(quickjs => {

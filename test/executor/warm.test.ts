@@ -96,7 +96,7 @@ describe('executor warm-up policy', function () {
     expect(slot.state).to.equal('idle')
   })
 
-  it('deferWarmUp: the warm worker starts but loads QuickJS only at warmUp(); a JS job before it still runs', async () => {
+  it('deferWarmUp: the warm worker starts and loads QuickJS only at warmUp(); a job before it starts a worker of its own', async () => {
     // how long a pool that does not defer takes to have QuickJS warm: the wait below is twice that
     const eager = createExecutor({ poolSize: 1, warmWorkers: 1 })
     const t0 = Date.now()
@@ -109,15 +109,18 @@ describe('executor warm-up policy', function () {
     const eagerMs = Date.now() - t0
     executor = createExecutor({ poolSize: 2, warmWorkers: 1, deferWarmUp: true })
     await executor.start()
-    expect(workers(executor)).to.equal(1)
+    expect(workers(executor), 'no worker before warmUp()').to.equal(0)
     // twice as long as the eager pool took to warm up: still nothing loaded, nor compiled
     await new Promise(resolve => setTimeout(resolve, Math.max(300, 2 * eagerMs)))
     expect(executor.stats().jsWarm).to.equal(0)
     expect((executor as any).quickjs, 'QuickJS is compiled at warmUp(), not at start').to.equal(undefined)
-    // a wasm job needs no QuickJS and loads none
+    // a wasm job starts a worker of its own, needs no QuickJS and loads none
     expect((await executor.run({ id: 'w', engine: 'wasm', module: wasm('hello'), limits: LIMITS })).exitCode).to.equal(0)
+    expect(workers(executor)).to.equal(1)
     expect(executor.stats().jsWarm).to.equal(0)
     executor.warmUp?.()
+    // that worker is the warm one: warmUp() starts no second
+    expect(workers(executor)).to.equal(1)
     await until(() => executor!.stats().jsWarm === 1, 30_000)
     // the worker got the pool's compiled QuickJS with the warm message: the one the eager pool used
     expect((executor as any).quickjs).to.be.instanceOf(WebAssembly.Module).and.equal((eager as any).quickjs)
