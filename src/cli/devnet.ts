@@ -6,7 +6,10 @@
  * each with its own data dir under one directory (a temp dir removed on exit
  * unless `--data-dir` is given), p2p on 127.0.0.1 with random ports and mDNS
  * off and loopback exempt from inbound connection limits (`p2p.allow`), gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
- * Node 0 starts first and is every other node's bootstrap. Every node
+ * Node 0 starts first and is every other node's bootstrap; the others start
+ * together, and each, once up, is told to dial those up before it
+ * (`POST /v1/peers`), so the mesh is whole as soon as the last node is up
+ * (the nodes' DHT walks would find each other too, seconds later). Every node
  * provides compute, node i asking i + 1 credits, so auctions have a visible
  * winner. When each node sees the other N - 1 the devnet prints
  * "devnet ready". A node that dies is reported (its last log lines too);
@@ -157,6 +160,21 @@ export function meshTarget (nodes: number): number {
   return Math.min(nodes - 1, TARGET_PEERS)
 }
 
+/** The address other nodes dial `n` at. */
+function dialAddress (n: DevnetNode): string {
+  return n.addresses.find(a => a.includes('/p2p/')) ?? `${n.addresses[0]}/p2p/${n.peerId}`
+}
+
+/**
+ * Have `n` dial each of `others` (`POST /v1/peers`), as `ipfs swarm connect`. Not awaited: a dial
+ * that fails is left to the nodes' own discovery (DHT walks), which forms the mesh without it.
+ */
+function introduce (n: DevnetNode, others: DevnetNode[], signal: AbortSignal): void {
+  if (others.length === 0) return
+  const client = new MercatoClient({ url: n.gatewayUrl, timeoutMs: MESH_TIMEOUT_MS })
+  for (const o of others) void client.connect(dialAddress(o), { signal }).catch(() => {})
+}
+
 /** Wait until every node is connected to every other one, or to {@link meshTarget} of them. */
 async function waitForMesh (nodes: DevnetNode[], signal: AbortSignal): Promise<{ ok: boolean, missing: string[] }> {
   const end = Date.now() + MESH_TIMEOUT_MS
@@ -241,8 +259,16 @@ export async function runDevnet (opts: DevnetOptions): Promise<number> {
   try {
     const first = await startNode(dir, 0, opts, null, logs, spawned, ac.signal)
     nodes.push(first)
-    const boot = first.addresses.find(a => a.includes('/p2p/')) ?? `${first.addresses[0]}/p2p/${first.peerId}`
-    const starts = Array.from({ length: opts.nodes - 1 }, async (_, i) => await startNode(dir, i + 1, opts, boot, logs, spawned, ac.signal))
+    const boot = dialAddress(first)
+    // each node, once up, is introduced to those up before it (it dials them): the mesh is whole
+    // when the last node is up, where DHT walks took seconds more on a loaded machine
+    const up: DevnetNode[] = []
+    const starts = Array.from({ length: opts.nodes - 1 }, async (_, i) => {
+      const n = await startNode(dir, i + 1, opts, boot, logs, spawned, ac.signal)
+      introduce(n, up.slice(), ac.signal)
+      up.push(n)
+      return n
+    })
     const results = await Promise.allSettled(starts)
     for (const r of results) if (r.status === 'fulfilled') nodes.push(r.value)
     nodes.sort((a, b) => a.index - b.index)
