@@ -8,7 +8,7 @@
  * off and loopback exempt from inbound connection limits (`p2p.allow`), gateways on 127.0.0.1 at base-port + i (`--base-port 0`: random).
  * Node 0 starts first and is every other node's bootstrap; the others start
  * together, and each, once up, is told to dial those up before it
- * (`POST /v1/peers`), so the mesh is whole as soon as the last node is up
+ * (`POST /v1/peers`), so the mesh is whole soon after the last node is up
  * (the nodes' DHT walks would find each other too, seconds later). Every node
  * provides compute, node i asking i + 1 credits, so auctions have a visible
  * winner. When each node sees the other N - 1 the devnet prints

@@ -78,6 +78,12 @@ interface Slot {
   exited: Promise<void>
 }
 
+/** A worker file that is not there (dist/ not built): said at start, not at the first job. */
+function checkEntry (spec: { entry: string | URL, eval: boolean }): void {
+  if (spec.eval || !(spec.entry instanceof URL) || spec.entry.protocol !== 'file:') return
+  if (!existsSync(spec.entry)) throw new Error(`executor worker ${fileURLToPath(spec.entry)} is missing; run \`npm run build\``)
+}
+
 /**
  * How a worker is started. Compiled (.js): the worker file directly. From
  * TypeScript source (tsx, mocha --import=tsx): Node 20 does not apply the
@@ -85,12 +91,6 @@ interface Slot {
  * registers tsx in the worker and then imports worker.ts; or, with
  * MERCATO_COMPILED_WORKERS=1, the compiled worker file without tsx.
  */
-/** A worker file that is not there (dist/ not built): said at start, not at the first job. */
-function checkEntry (spec: { entry: string | URL, eval: boolean }): void {
-  if (spec.eval || !(spec.entry instanceof URL) || spec.entry.protocol !== 'file:') return
-  if (!existsSync(spec.entry)) throw new Error(`executor worker ${fileURLToPath(spec.entry)} is missing; run \`npm run build\``)
-}
-
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
   // throw on per-process ones such as --expose-gc)
