@@ -10,7 +10,7 @@ import type { Config } from './config.js'
 import { ConfigError, InvalidInputError } from './errors.js'
 import { logger, type Logger } from './logger.js'
 import { VERSION } from './version.js'
-import { buildNetworkNode, DIAL_TIMEOUT_MS, isMultiaddr, loadOrCreateIdentity, loadNetworkKey, NetworkKeyError, type Identity, type NetworkNode } from './p2p/index.js'
+import { buildNetworkNode, DIAL_TIMEOUT_MS, loadOrCreateIdentity, loadNetworkKey, NetworkKeyError, peerOfAddress, type Identity, type NetworkNode } from './p2p/index.js'
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
 import { MAX_PEER_ADDRESS_CHARS } from './gateway/constants.js'
@@ -271,10 +271,9 @@ export class MercatoNode implements GatewayNode {
    * once connected; PeerUnreachableError says why not.
    */
   async connect (address: string): Promise<{ peerId: string }> {
-    if (typeof address !== 'string' || address.length > MAX_PEER_ADDRESS_CHARS || !/\/p2p\/[^/]+$/.test(address) || !isMultiaddr(address)) {
-      throw new InvalidInputError('address: a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...', 'invalid-peer')
-    }
-    if (address.endsWith(`/p2p/${this.network.peerId}`)) throw new InvalidInputError('address: that is this node', 'invalid-peer')
+    const peer = typeof address === 'string' && address.length <= MAX_PEER_ADDRESS_CHARS ? peerOfAddress(address) : undefined
+    if (peer == null) throw new InvalidInputError('address: a multiaddr ending in /p2p/<PeerId>, such as /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW...', 'invalid-peer')
+    if (peer === this.network.peerId) throw new InvalidInputError('address: that is this node', 'invalid-peer')
     return { peerId: await this.network.dial(address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }) }
   }
 

@@ -62,4 +62,4 @@ export async function buildNetworkNode (init: NetworkInit = {}): Promise<Network
 }
 
 /** True when the string parses as a multiaddr. */
-export { isMultiaddr } from './multiaddr.js'
+export { isMultiaddr, peerOfAddress } from './multiaddr.js'

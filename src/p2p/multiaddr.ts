@@ -9,6 +9,17 @@ export function isMultiaddr (value: string): boolean {
   try { multiaddr(value); return true } catch { return false }
 }
 
+/** The PeerId a multiaddr string ends in (`…/p2p/<id>`), or undefined when it does not parse or ends otherwise. */
+export function peerOfAddress (value: string): string | undefined {
+  try {
+    const components = multiaddr(value).getComponents()
+    const last = components[components.length - 1]
+    return last?.name === 'p2p' ? last.value : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The addresses of `peer` in the form a dial takes: each ending in `/p2p/<peer>`. A relay address
  * as identify reports it ends in `/p2p-circuit` (the relay's id inside, not the peer's): it gets
