@@ -10,8 +10,8 @@
  * No console errors anywhere (a CSP violation would be one); no horizontal
  * overflow from 390 to 1,920 px; the front page weighs ≤ 300 KiB.
  *
- * Screenshots go to the test's temp dir (printed; removed with it unless
- * MERCATO_KEEP_SCREENSHOTS=1), or to MERCATO_SCREENSHOT_DIR when set.
+ * Screenshots are taken only when asked for: MERCATO_KEEP_SCREENSHOTS=1 keeps
+ * them in the test's temp dir (printed), MERCATO_SCREENSHOT_DIR puts them there.
  *
  * CI installs chromium (.ci/install-chromium.sh). Without it the test fails
  * with a clear message in CI and is skipped elsewhere.
@@ -33,6 +33,8 @@ import { JS_ECHO, JS_SLOW } from './helpers.js'
 const CHROMIUM = '/usr/bin/chromium'
 /** prints lines over a few seconds (busy loops between them): the job page shows them live */
 const SLOW_LINES = readFileSync(new URL('../fixtures/js/slow-lines.js', import.meta.url), 'utf8')
+/** take screenshots (see the module doc) */
+const keepShots = process.env.MERCATO_SCREENSHOT_DIR != null || process.env.MERCATO_KEEP_SCREENSHOTS != null
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
 type Bid = { provider: string, price: number }
@@ -71,8 +73,15 @@ describe('dashboard in headless Chromium', function () {
     p.on('pageerror', (err) => { problems.push(`page error: ${err.message}`) })
     return p
   }
+  /**
+   * A screenshot into `shots`, only when they are kept (MERCATO_SCREENSHOT_DIR or
+   * MERCATO_KEEP_SCREENSHOTS): a full-page PNG costs Chromium CPU, and nothing here reads it.
+   */
+  const shoot = async (p: Page, name: string, fullPage = true): Promise<void> => {
+    if (keepShots) await p.screenshot({ path: join(shots, name), fullPage })
+  }
   const noOverflow = async (p: Page, what: string, shot?: string): Promise<void> => {
-    if (shot != null) await p.screenshot({ path: join(shots, shot), fullPage: true })
+    if (shot != null) await shoot(p, shot)
     const o = await p.evaluate(() => ({
       scroll: document.documentElement.scrollWidth,
       inner: window.innerWidth,
@@ -112,7 +121,7 @@ describe('dashboard in headless Chromium', function () {
   after(async () => {
     await browser?.close().catch(() => {})
     await stopNodes()
-    // the temp dir goes, screenshots with it, unless asked to keep them (MERCATO_KEEP_SCREENSHOTS=1)
+    // the temp dir goes, unless it keeps the screenshots (MERCATO_KEEP_SCREENSHOTS=1)
     if (dir != null && (process.env.MERCATO_SCREENSHOT_DIR != null || process.env.MERCATO_KEEP_SCREENSHOTS == null)) await rm(dir, { recursive: true, force: true })
   })
 
@@ -244,7 +253,7 @@ describe('dashboard in headless Chromium', function () {
       await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth + 1, null, { timeout: 10_000 }).catch(() => {})
       await noOverflow(page, `front page at ${w} px`, `front-${w}x${h}.png`)
       if (w === 390) {
-        await page.screenshot({ path: join(shots, `front-${w}x${h}-first-screen.png`) })
+        await shoot(page, `front-${w}x${h}-first-screen.png`, false)
         // a phone gets one column: every card starts at the same left edge
         const lefts = await page.locator('main > section').evaluateAll(ss => [...new Set(ss.filter(x => (x as HTMLElement).offsetParent != null).map(x => Math.round(x.getBoundingClientRect().left)))])
         expect(lefts, 'one column at 390 px').to.have.length(1)
@@ -253,9 +262,9 @@ describe('dashboard in headless Chromium', function () {
     await page.emulateMedia({ colorScheme: 'dark' })
     await page.setViewportSize({ width: 1400, height: 1000 })
     await page.waitForTimeout(300)
-    await page.screenshot({ path: join(shots, 'front-1400x1000-dark.png'), fullPage: true })
+    await shoot(page, 'front-1400x1000-dark.png')
     await page.emulateMedia({ colorScheme: 'light' })
-    process.stderr.write(`      screenshots in ${shots}\n`)
+    if (keepShots) process.stderr.write(`      screenshots in ${shots}\n`)
   })
 
   it('the job page shows a running job\'s live output as it comes, then its result', async function () {
@@ -433,7 +442,7 @@ describe('dashboard in headless Chromium', function () {
     await jobPage.waitForTimeout(300)
     await noOverflow(jobPage, 'job page at 390 px', 'job-handover-390x844.png')
     await jobPage.emulateMedia({ colorScheme: 'dark' })
-    await jobPage.screenshot({ path: join(shots, 'job-handover-390x844-dark.png'), fullPage: true })
+    await shoot(jobPage, 'job-handover-390x844-dark.png')
     // the front page's mesh follows peers that go: the stopped provider leaves the inner ring
     await page.waitForFunction((id) => document.querySelector(`#mesh g[data-peer="${id}"]`)?.querySelector('title')?.textContent?.includes('not connected') ?? false, victim.peerId, { timeout: 15_000 })
     await jobPage.close()
