@@ -51,3 +51,15 @@ export function codePath (path: string): string {
 export function moduleUrl (name: string): URL {
   return pathToFileURL(codePath(name + (FROM_SOURCES ? '.ts' : '.js')))
 }
+
+/**
+ * The flags for a worker thread whose entry is plain JavaScript (`new Worker`'s execArgv).
+ * Compiled: undefined, the worker inherits the process's flags, as users run it. From the
+ * sources: none. The process's flags there are tsx's loader (Node 20 hands a worker the parent's
+ * flags but not its module hooks, so `--import tsx` would register tsx again in every worker:
+ * ≈ 0.15 s of CPU per worker start, for code that needs none of it) and test flags such as
+ * --expose-gc, which new Worker refuses when they are listed (ERR_WORKER_INVALID_EXEC_ARGV).
+ */
+export function plainWorkerExecArgv (): string[] | undefined {
+  return FROM_SOURCES ? [] : undefined
+}

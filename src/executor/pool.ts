@@ -22,7 +22,7 @@ import type { InputEntry } from './inputs.js'
 import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
-import { FROM_SOURCES, moduleUrl, packageFile } from '../paths.js'
+import { FROM_SOURCES, moduleUrl, packageFile, plainWorkerExecArgv } from '../paths.js'
 import { compileQuickJS } from './quickjs-wasm.js'
 
 const log = logger('executor')
@@ -95,25 +95,14 @@ function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[
   // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
   // throw on per-process ones such as --expose-gc)
   if (!FROM_SOURCES) return { entry: moduleUrl('executor/worker'), eval: false }
-  const execArgv = process.execArgv.filter(a => !a.startsWith('--inspect'))
+  const execArgv = plainWorkerExecArgv()
   // MERCATO_COMPILED_WORKERS=1 (npm test, which builds dist/ first): the compiled worker even from
   // the sources, as users run it; tsx in each worker cost ≈ 0.25 s of CPU per worker start
-  if (process.env.MERCATO_COMPILED_WORKERS === '1') return { entry: pathToFileURL(packageFile('dist/executor/worker.js')), eval: false, execArgv: stripTsx(execArgv) }
+  if (process.env.MERCATO_COMPILED_WORKERS === '1') return { entry: pathToFileURL(packageFile('dist/executor/worker.js')), eval: false, execArgv }
   const api = import.meta.resolve('tsx/esm/api')
   const target = moduleUrl('executor/worker').href
   const entry = `import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}) })`
-  return { entry, eval: true, execArgv: stripTsx(execArgv) }
-}
-
-function stripTsx (argv: string[]): string[] {
-  const out: string[] = []
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    if ((a === '--import' || a === '--require' || a === '--loader') && argv[i + 1]?.includes('tsx') === true) { i++; continue }
-    if (a.includes('tsx')) continue
-    out.push(a)
-  }
-  return out
+  return { entry, eval: true, execArgv }
 }
 
 function isAborted (signal?: AbortSignal): boolean { return signal?.aborted === true }

@@ -15,7 +15,7 @@ import { RECORD_DOMAIN, RECORD_VERSION } from './constants.js'
 import { AbortError } from './errors.js'
 import { RECORD_TYPES, checkRecord, checkRecordBytes, type RecordCheck, type VerifyReason, type VerifyReport } from './record.js'
 import { pathToFileURL } from 'node:url'
-import { codePath } from '../paths.js'
+import { codePath, plainWorkerExecArgv } from '../paths.js'
 
 const log = logger('ledger:verify')
 
@@ -100,6 +100,7 @@ class VerifyPool {
     const publicKey = ed25519FromPeerId(expectedSigner) ?? null
     for (let i = 0; i < size; i++) {
       const w = new Worker(pathToFileURL(codePath('ledger/verify-worker.js')), {
+        execArgv: plainWorkerExecArgv(),
         workerData: { signer: expectedSigner, publicKey, domain: RECORD_DOMAIN, types: [...RECORD_TYPES], version: RECORD_VERSION }
       })
       w.on('message', (msg: { id: number, checks: RecordCheck[] }) => {
