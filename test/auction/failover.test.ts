@@ -66,7 +66,7 @@ describe('failover across processes (@slow)', function () {
       expect(done.provider).to.not.equal(victim.peerId)
       expect(done.attempts.find((a: any) => a.provider === victim.peerId).state).to.equal('lost')
       const result = (await getJson(`${requester.gatewayUrl}/v1/jobs/${id}/result`)).body
-      expect(result.output).to.be.a('number')
+      expect(result.output, JSON.stringify(result)).to.be.a('number')
       // the provider comes back (same identity) for the next trial
       providers[victimIndex] = await startNodeProcess(['--bootstrap', boot, '--price', String(victimIndex + 1), '--slots', '1'], { dataDir: victim.dataDir })
       await waitFor(async () => await providersSeen(requester) >= 3, 20_000)
