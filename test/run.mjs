@@ -3,7 +3,7 @@
  * `npm test`'s runner: the suite in three lanes at once, each a plain mocha
  * run (.mocharc.json) on the Node that runs this script, and beside them the
  * type check of sources, tests and benchmarks (`tsc --noEmit`; not when
- * mocha arguments ask for part of the suite).
+ * mocha arguments ask for part of the suite; incremental, .cache/typecheck.tsbuildinfo).
  *
  * - lane "net": the tests that spend their time waiting on things outside
  *   Node — network namespaces with NAT routers and miniupnpd (test/nat), the
@@ -71,8 +71,13 @@ const lanes = [
   { name: 'net', files: files.filter(isNet), live: false },
   { name: 'wait', files: files.filter(isWait), live: false }
 ]
-// the whole suite also type-checks (tsx runs the tests without checking types); a partial run does not
-if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT], what: 'tsc --noEmit', files: [], live: false })
+// the whole suite also type-checks (tsx runs the tests without checking types); a partial run does
+// not. Incrementally: what tsc learnt is kept in .cache/ (git-ignored), so a run on an unchanged
+// tree re-reads the files and checks only what changed since (errors it found are kept and shown
+// again). Node 20, 2 cores, alone: 8.5 s the first time, 2.6 s on an unchanged tree, 7.6 s after
+// an edit to a module most others import.
+const TYPES_CACHE = join(ROOT, '.cache/typecheck.tsbuildinfo')
+if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT, '--incremental', '--tsBuildInfoFile', TYPES_CACHE], what: 'tsc --noEmit', files: [], live: false })
 
 /** The newest modification time of the files under `dir` (ms). */
 const newest = (dir) => Math.max(0, ...[...walk(dir)].map(f => f.st.mtimeMs))
