@@ -57,7 +57,7 @@ export function moduleUrl (name: string): URL {
  * Compiled: undefined, the worker inherits the process's flags, as users run it. From the
  * sources: none. The process's flags there are tsx's loader (Node 20 hands a worker the parent's
  * flags but not its module hooks, so `--import tsx` would register tsx again in every worker:
- * ≈ 0.15 s of CPU per worker start, for code that needs none of it) and test flags such as
+ * ≈ 0.1 s of CPU per worker start, for code that needs none of it) and test flags such as
  * --expose-gc, which new Worker refuses when they are listed (ERR_WORKER_INVALID_EXEC_ARGV).
  */
 export function plainWorkerExecArgv (): string[] | undefined {
