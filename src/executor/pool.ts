@@ -92,10 +92,9 @@ function checkEntry (spec: { entry: string | URL, eval: boolean }): void {
  * MERCATO_COMPILED_WORKERS=1, the compiled worker file without tsx.
  */
 function workerSpec (): { entry: string | URL, eval: boolean, execArgv?: string[] } {
-  // compiled: the worker inherits the process's flags (passing them explicitly makes new Worker
-  // throw on per-process ones such as --expose-gc)
-  if (!FROM_SOURCES) return { entry: moduleUrl('executor/worker'), eval: false }
+  // compiled, the worker inherits the process's flags; from the sources it gets none (paths.ts)
   const execArgv = plainWorkerExecArgv()
+  if (!FROM_SOURCES) return { entry: moduleUrl('executor/worker'), eval: false, execArgv }
   // MERCATO_COMPILED_WORKERS=1 (npm test, which builds dist/ first): the compiled worker even from
   // the sources, as users run it; tsx in each worker cost ≈ 0.25 s of CPU per worker start
   if (process.env.MERCATO_COMPILED_WORKERS === '1') return { entry: pathToFileURL(packageFile('dist/executor/worker.js')), eval: false, execArgv }
