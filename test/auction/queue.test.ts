@@ -16,6 +16,7 @@ import { queueDelay } from '../../src/auction/requester/queue.js'
 import { QUEUE_BACKOFF_MAX_MS, QUEUE_MIN_INTERVAL_MS } from '../../src/auction/constants.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { stallingInput } from '../helpers/stall.js'
 import { MemoryHub } from '../helpers/memory-network.js'
 import { Provider } from '../../src/auction/provider/index.js'
 import { BlobStore, BID_STREAM_PROTOCOL, OFFER_PROTOCOL, type Offer, type Signed } from '../../src/auction/index.js'
@@ -107,25 +108,30 @@ describe('queue: jobs wait for a provider', function () {
     const requester = await startTestNode({ provide: false })
     const provider = await startTestNode({ slots: 1, bootstrap: [requester.network.addresses()[0]] })
     await waitFor(() => requester.market.providers().some(p => p.peerId === provider.peerId && p.advert != null), 15_000)
-    // the only slot is taken by a job that spins until it is cancelled (its timeout, 60 s, is far off)
-    const busy = await requester.market.submit({ engine: 'js', source: 'function main () { while (true) {} }', limits: { timeoutMs: 60_000 } })
-    await waitFor(() => provider.market.capacity().busy === 1, 10_000)
-    // a busy provider asks more (surge): over this job's maxPrice, so it declines and the job queues
-    const waiting = await requester.market.submit({ engine: 'js', source: JS, input: { x: 3 }, maxPrice: 10 })
-    await waitFor(async () => (await statusOf(requester, waiting.id)).status === 'queued', 10_000)
-    expect((await statusOf(requester, waiting.id)).declines.map(d => d.reason)).to.deep.equal(['price'])
-    // once the backoff has grown so that the next announcement is at least 5 s away, the slot is
-    // freed: only the provider's re-advert can wake the queued job before then
-    const queued = await backoffAtLeast(requester, waiting.id, 5000, 40_000)
-    const awarded = nextEvent(requester, waiting.id, 'awarded', 30_000)
-    const freedAt = Date.now()
-    await requester.market.cancel(busy.id)
-    const award = await awarded
-    console.log(`      slot freed → award ${award.ts - freedAt} ms (next backoff announcement was ${(queued.next as number) - freedAt} ms away)`)
-    expect(award.provider).to.equal(provider.peerId)
-    expect(award.ts).to.be.below(queued.next as number)
-    const done = await requester.market.waitFor(waiting.id, { signal: AbortSignal.timeout(20_000) })
-    expect(done.status).to.equal('completed')
+    // the only slot is taken by a job whose input never arrives, until it is cancelled
+    const stall = await stallingInput()
+    try {
+      const busy = await requester.market.submit({ engine: 'js', source: JS, input: { x: 1 }, inputs: [stall.input], limits: { timeoutMs: 60_000 } })
+      await waitFor(() => provider.market.capacity().busy === 1 && stall.requests() === 1, 10_000)
+      // a busy provider asks more (surge): over this job's maxPrice, so it declines and the job queues
+      const waiting = await requester.market.submit({ engine: 'js', source: JS, input: { x: 3 }, maxPrice: 10 })
+      await waitFor(async () => (await statusOf(requester, waiting.id)).status === 'queued', 10_000)
+      expect((await statusOf(requester, waiting.id)).declines.map(d => d.reason)).to.deep.equal(['price'])
+      // once the backoff has grown so that the next announcement is at least 5 s away, the slot is
+      // freed: only the provider's re-advert can wake the queued job before then
+      const queued = await backoffAtLeast(requester, waiting.id, 5000, 40_000)
+      const awarded = nextEvent(requester, waiting.id, 'awarded', 30_000)
+      const freedAt = Date.now()
+      await requester.market.cancel(busy.id)
+      const award = await awarded
+      console.log(`      slot freed → award ${award.ts - freedAt} ms (next backoff announcement was ${(queued.next as number) - freedAt} ms away)`)
+      expect(award.provider).to.equal(provider.peerId)
+      expect(award.ts).to.be.below(queued.next as number)
+      const done = await requester.market.waitFor(waiting.id, { signal: AbortSignal.timeout(20_000) })
+      expect(done.status).to.equal('completed')
+    } finally {
+      await stall.close()
+    }
   })
 
   it('a queued job whose time passes ends no-bids with the decline reasons, and its rounds cost no log records', async () => {

@@ -1,0 +1,32 @@
+/**
+ * A URL input that never arrives: a local HTTP server that takes each request and never answers.
+ * A job naming it holds a provider's slot (awarded, staging its inputs) for as long as a test needs,
+ * without burning a core the way a spinning job does; cancelling the job frees the slot (the
+ * provider's fetch is aborted with the award).
+ */
+import { createHash } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export interface StallingInput {
+  /** the job spec's `inputs` entry (`held.txt`, pinned to bytes that never come) */
+  input: { path: string, url: string, sha256: string }
+  /** requests the server has taken so far */
+  requests: () => number
+  close: () => Promise<void>
+}
+
+export async function stallingInput (): Promise<StallingInput> {
+  const held: Array<ServerResponse<IncomingMessage>> = []
+  const server = createServer((_req, res) => { held.push(res) })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    input: { path: 'held.txt', url: `http://127.0.0.1:${port}/held.txt`, sha256: createHash('sha256').update('never sent').digest('hex') },
+    requests: () => held.length,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  }
+}
