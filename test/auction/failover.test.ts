@@ -4,14 +4,22 @@ import { join } from 'node:path'
 import { openLedger } from '../../src/ledger/index.js'
 import { startNodeProcess, stopAll, getJson, waitFor, type NodeProcess } from '../helpers/cli.js'
 
-/** About a second of QuickJS work, the same answer on every provider. */
-const LONG_JOB = {
+/**
+ * QuickJS work, the same answer on every provider: `n` spins take ≈ 0.14 s per million on Node 20
+ * and ≈ 0.08 s on Node 24 (this 2-core machine, alone). A trial stops its provider within a few
+ * polls of seeing it run (its first heartbeat, 250 ms in), so 12 M (≈ 1–1.7 s) leaves room on a
+ * loaded machine; the runner-up then runs the whole job, which is what a trial costs.
+ */
+const longJob = (n: number): Record<string, unknown> => ({
   engine: 'js',
   source: 'function main (i) { let s = 0; for (let k = 0; k < i.n; k++) s = (s + k) % 1000003; return s }',
-  input: { n: 30_000_000 },
+  input: { n },
   limits: { timeoutMs: 20_000 },
   maxPrice: 50
-}
+})
+const LONG_JOB = longJob(12_000_000)
+/** longer: it still runs while its requester restarts (≈ 0.5–1 s to be ready again); if it ended first, the result waits for the requester */
+const LONGER_JOB = longJob(20_000_000)
 
 async function submit (node: NodeProcess, spec: unknown): Promise<string> {
   const res = await getJson(`${node.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
@@ -95,7 +103,7 @@ describe('failover across processes (@slow)', function () {
     const boot = requester.addresses[0]
     const providers = await Promise.all([1, 2].map(async (p) => await startNodeProcess(['--bootstrap', boot, '--price', String(p), '--slots', '1'])))
     await waitFor(async () => await providersSeen(requester) >= 2, 20_000)
-    const id = await submit(requester, LONG_JOB)
+    const id = await submit(requester, LONGER_JOB)
     let running: any
     await waitFor(async () => { running = await job(requester, id); return running.status === 'running' }, 15_000, 20)
     requester.proc.kill('SIGKILL')

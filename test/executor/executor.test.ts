@@ -189,7 +189,7 @@ describe('executor', function () {
         // the loop holds the only worker long enough for the queue to fill (under load, compiling alone can take a while)
         const until = async (ok: () => boolean): Promise<void> => { for (let i = 0; i < 1000 && !ok(); i++) await new Promise(resolve => setTimeout(resolve, 10)) }
         const lim = { ...LIMITS, timeoutMs: 150 }
-        const first = small.run({ id: 'a', engine: 'wasm', module: wasm('loop'), limits: { ...lim, timeoutMs: 5000 } })
+        const first = small.run({ id: 'a', engine: 'wasm', module: wasm('loop'), limits: { ...lim, timeoutMs: 2000 } })
         await until(() => small.stats().busy === 1)
         const second = small.run({ id: 'b', engine: 'wasm', module: wasm('hello'), limits: lim })
         await until(() => small.stats().queued === 1)

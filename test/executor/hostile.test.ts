@@ -343,7 +343,7 @@ describe('executor: a job that brings the isolated pool down (9.3)', function ()
     const ex = createExecutor({ poolSize: 2, isolation: 'unshare' }) as IsolatedExecutor
     try {
       await ex.start()
-      const loop = (id: string): Promise<ExecResult> => ex.run({ id, engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 3000 } })
+      const loop = (id: string): Promise<ExecResult> => ex.run({ id, engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 1500 } })
       const x = loop('x')
       const y = loop('y')
       await waitRunning(ex, ['x', 'y'])

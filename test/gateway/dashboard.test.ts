@@ -324,7 +324,7 @@ describe('dashboard in headless Chromium', function () {
       await waitFor(() => [b.peerId, c.peerId].every(p => d.network.topicPeers(JOBS_TOPIC).includes(p)), 20_000)
       const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/in.txt`
       const sha256 = createHash('sha256').update('x').digest('hex')
-      job = await d.market.submit({ engine: 'js', source: JS_SLOW, input: { n: 20_000_000 }, inputs: [{ path: 'in.txt', url, sha256 }], limits: { timeoutMs: 60_000 }, maxPrice: 20 } as any)
+      job = await d.market.submit({ engine: 'js', source: JS_SLOW, input: { n: 6_000_000 }, inputs: [{ path: 'in.txt', url, sha256 }], limits: { timeoutMs: 60_000 }, maxPrice: 20 } as any)
       done = await d.market.waitFor(job.id, { signal: AbortSignal.timeout(60_000) })
     } finally {
       slow.close()
@@ -379,7 +379,7 @@ describe('dashboard in headless Chromium', function () {
     let job: JobView | undefined
     let jobPage: Page | undefined
     let victim: MercatoNode | undefined
-    for (const n of [60_000_000, 180_000_000, 400_000_000]) {
+    for (const n of [20_000_000, 60_000_000, 180_000_000]) {
       job = await a.market.submit({ engine: 'js', source: JS_SLOW, input: { n }, limits: { timeoutMs: 60_000 }, maxPrice: 20 })
       await waitFor(async () => ['running', 'completed'].includes((await a.market.get(job!.id)).status), 30_000, 20)
       const first = (await a.market.get(job.id)).provider!

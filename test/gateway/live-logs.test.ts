@@ -63,8 +63,9 @@ describe('live logs over the award channel (real nodes)', function () {
   })
 
   it('a late subscriber gets the tail of the live logs first', async () => {
-    // long enough that the job still runs when the subscriber comes (a faster V8 ran 1.2M spins a line before it did)
-    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 6, spin: 4_000_000 }, limits: LIMITS })
+    // long enough that the job still runs when the subscriber comes (a faster V8 ran 1.2M spins a
+    // line before it did; 2M spins take ≈ 0.24 s on Node 20, ≈ 0.13 s on Node 24)
+    const { id } = await client.submit({ engine: 'js', source: SLOW, input: { lines: 6, spin: 2_000_000 }, limits: LIMITS })
     // wait until some output came, then subscribe
     let seen = false
     const onLog = (e: LogEvent): void => { if (e.jobId === id) seen = true }
