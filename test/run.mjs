@@ -2,7 +2,8 @@
 /**
  * `npm test`'s runner: the suite in three lanes at once, each a plain mocha
  * run (.mocharc.json) on the Node that runs this script, and beside them the
- * type check of sources, tests and benchmarks (`tsc --noEmit`; not when
+ * type check of tests, benchmarks and scripts (`tsc --noEmit -p tsconfig.test.json`,
+ * against the .d.ts files of the build, which checked src/ just before; not when
  * mocha arguments ask for part of the suite; incremental, .cache/typecheck.tsbuildinfo).
  *
  * - lane "net": the tests that spend their time waiting on things outside
@@ -72,12 +73,14 @@ const lanes = [
   { name: 'wait', files: files.filter(isWait), live: false }
 ]
 // the whole suite also type-checks (tsx runs the tests without checking types); a partial run does
-// not. Incrementally: what tsc learnt is kept in .cache/ (git-ignored), so a run on an unchanged
-// tree re-reads the files and checks only what changed since (errors it found are kept and shown
-// again). Node 20, 2 cores, alone: 8.5 s the first time, 2.6 s on an unchanged tree, 7.6 s after
-// an edit to a module most others import.
+// not. src/ was checked by the build (`npm test` runs it first); tsconfig.test.json references that
+// project, so the tests are checked against its .d.ts files instead of checking src/ a second time
+// (a fresh clone, Node 20, 2 cores, alone: 5.2 s and 8.1 s of CPU, against 7.8 s and 11.9 s for
+// everything from the sources; `npm run typecheck` still does that). Incrementally: what tsc learnt
+// is kept in .cache/ (git-ignored), so a run on an unchanged tree re-reads the files and checks
+// only what changed since (errors it found are kept and shown again): 2.4 s.
 const TYPES_CACHE = join(ROOT, '.cache/typecheck.tsbuildinfo')
-if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', ROOT, '--incremental', '--tsBuildInfoFile', TYPES_CACHE], what: 'tsc --noEmit', files: [], live: false })
+if (extra.length === 0) lanes.push({ name: 'types', command: [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', join(ROOT, 'tsconfig.test.json'), '--incremental', '--tsBuildInfoFile', TYPES_CACHE], what: 'tsc --noEmit -p tsconfig.test.json', files: [], live: false })
 
 /** The newest modification time of the files under `dir` (ms). */
 const newest = (dir) => Math.max(0, ...[...walk(dir)].map(f => f.st.mtimeMs))
