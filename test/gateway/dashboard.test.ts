@@ -10,8 +10,8 @@
  * No console errors anywhere (a CSP violation would be one); no horizontal
  * overflow from 390 to 1,920 px; the front page weighs ≤ 300 KiB.
  *
- * Screenshots are taken only when asked for: MERCATO_KEEP_SCREENSHOTS=1 keeps
- * them in the test's temp dir (printed), MERCATO_SCREENSHOT_DIR puts them there.
+ * Screenshots are taken only when asked for: MERCATO_KEEP_SCREENSHOTS=1 puts
+ * them in a new temp dir that stays (printed), MERCATO_SCREENSHOT_DIR in that dir.
  *
  * CI installs chromium (.ci/install-chromium.sh). Without it the test fails
  * with a clear message in CI and is skipped elsewhere.
@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
@@ -33,8 +33,6 @@ import { JS_ECHO, JS_SLOW } from './helpers.js'
 const CHROMIUM = '/usr/bin/chromium'
 /** prints lines over a few seconds (busy loops between them): the job page shows them live */
 const SLOW_LINES = readFileSync(new URL('../fixtures/js/slow-lines.js', import.meta.url), 'utf8')
-/** take screenshots (see the module doc) */
-const keepShots = process.env.MERCATO_SCREENSHOT_DIR != null || process.env.MERCATO_KEEP_SCREENSHOTS != null
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
 type Bid = { provider: string, price: number }
@@ -53,8 +51,8 @@ describe('dashboard in headless Chromium', function () {
   let b: MercatoNode
   let c: MercatoNode
   let browser: Browser | undefined
-  let dir: string
-  let shots: string
+  /** where screenshots go; none taken when unset (see the module doc) */
+  let shots: string | undefined
   let page: Page
   const jobs: string[] = []
   const problems: string[] = []
@@ -78,7 +76,7 @@ describe('dashboard in headless Chromium', function () {
    * MERCATO_KEEP_SCREENSHOTS): a full-page PNG costs Chromium CPU, and nothing here reads it.
    */
   const shoot = async (p: Page, name: string, fullPage = true): Promise<void> => {
-    if (keepShots) await p.screenshot({ path: join(shots, name), fullPage })
+    if (shots != null) await p.screenshot({ path: join(shots, name), fullPage })
   }
   const noOverflow = async (p: Page, what: string, shot?: string): Promise<void> => {
     if (shot != null) await shoot(p, shot)
@@ -99,9 +97,8 @@ describe('dashboard in headless Chromium', function () {
       this.skip()
     }
     this.timeout(120_000)
-    dir = await mkdtemp(join(tmpdir(), 'mercato-dashboard-'))
-    shots = process.env.MERCATO_SCREENSHOT_DIR ?? join(dir, 'screenshots')
-    await mkdir(shots, { recursive: true })
+    shots = process.env.MERCATO_SCREENSHOT_DIR ?? (process.env.MERCATO_KEEP_SCREENSHOTS != null ? await mkdtemp(join(tmpdir(), 'mercato-dashboard-')) : undefined)
+    if (shots != null) await mkdir(shots, { recursive: true })
     b = await startTestNode({ price: 5, slots: 1 })
     c = await startTestNode({ price: 3, slots: 1, bootstrap: b.network.addresses() })
     a = await startTestNode({ provide: false, gateway: true, bootstrap: [...b.network.addresses(), ...c.network.addresses()] })
@@ -121,8 +118,6 @@ describe('dashboard in headless Chromium', function () {
   after(async () => {
     await browser?.close().catch(() => {})
     await stopNodes()
-    // the temp dir goes, unless it keeps the screenshots (MERCATO_KEEP_SCREENSHOTS=1)
-    if (dir != null && (process.env.MERCATO_SCREENSHOT_DIR != null || process.env.MERCATO_KEEP_SCREENSHOTS == null)) await rm(dir, { recursive: true, force: true })
   })
 
   it('the front page weighs ≤ 300 KiB with its scripts and renders quickly', async () => {
@@ -264,7 +259,7 @@ describe('dashboard in headless Chromium', function () {
     await page.waitForTimeout(300)
     await shoot(page, 'front-1400x1000-dark.png')
     await page.emulateMedia({ colorScheme: 'light' })
-    if (keepShots) process.stderr.write(`      screenshots in ${shots}\n`)
+    if (shots != null) process.stderr.write(`      screenshots in ${shots}\n`)
   })
 
   it('the job page shows a running job\'s live output as it comes, then its result', async function () {

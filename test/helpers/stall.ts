@@ -5,7 +5,7 @@
  * provider's fetch is aborted with the award).
  */
 import { createHash } from 'node:crypto'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 export interface StallingInput {
@@ -17,13 +17,14 @@ export interface StallingInput {
 }
 
 export async function stallingInput (): Promise<StallingInput> {
-  const held: Array<ServerResponse<IncomingMessage>> = []
-  const server = createServer((_req, res) => { held.push(res) })
+  let requests = 0
+  // the response is never written; closeAllConnections() ends it
+  const server = createServer(() => { requests++ })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
   return {
     input: { path: 'held.txt', url: `http://127.0.0.1:${port}/held.txt`, sha256: createHash('sha256').update('never sent').digest('hex') },
-    requests: () => held.length,
+    requests: () => requests,
     close: async () => {
       server.closeAllConnections()
       await new Promise<void>(resolve => server.close(() => { resolve() }))
