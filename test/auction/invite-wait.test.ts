@@ -26,9 +26,9 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
   let asks: Map<string, number>
   let nets: Map<number, MemoryNetwork>
 
-  async function run (): Promise<{ view: JobView, ms: number }> {
+  async function run (over: { bidWindowMs?: number } = {}): Promise<{ view: JobView, ms: number }> {
     const t0 = Date.now()
-    const { id } = await requester.submit(JOB)
+    const { id } = await requester.submit({ ...JOB, ...over })
     let view!: JobView
     await waitFor(async () => { view = await requester.get(id); return ['completed', 'failed', 'no-bids'].includes(view.status) }, 20_000, 10)
     return { view, ms: Date.now() - t0 }
@@ -51,6 +51,8 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
     }
     // three adverts in the book: minBids 1 + INVITE_EXTRA 2 seats, every job is an invitation
     await waitFor(() => requester.providers().filter(p => p.advert != null && asks.has(p.peerId)).length === 3, 20_000)
+    // each provider's offer path is wrapped before its first offer stream opens (no delay yet)
+    for (const net of nets.values()) delayOffers(net, 0)
   })
   after(async () => {
     await stopMemoryMarkets(started)
@@ -79,5 +81,19 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
     expect(view.bids.map(b => asks.get(b.provider)).sort()).to.deep.equal([3, 5])
     // a generous bound: the wait is capped, not open-ended
     expect(ms).to.be.at.least(INVITE_CHEAPER_WAIT_MS - 50).and.below(INVITE_CHEAPER_WAIT_MS + 8_000)
+  })
+
+  it('an invitee that cannot beat the bids in hand does not hold the round: it closes on the cheapest two, not at the end of the window', async () => {
+    // both cheaper providers have run a job for this requester (the tests above): proven
+    delayOffers(nets.get(1)!, 0)
+    delayOffers(nets.get(5)!, Infinity)
+    // a window of 20 s: before, a round with a silent invitee closed only at its end
+    const { view, ms } = await run({ bidWindowMs: 20_000 })
+    expect(view.status, JSON.stringify(view)).to.equal('completed')
+    expect(asks.get(view.provider as string), 'the winner\'s ask').to.equal(1)
+    // the price is set by the second bid (3): nothing the silent one (ask 5) could send would change it
+    expect(view.bids.map(b => asks.get(b.provider)).sort()).to.deep.equal([1, 3])
+    expect(view.price).to.equal(3)
+    expect(ms, 'closed long before the window ends').to.be.below(10_000)
   })
 })

@@ -25,7 +25,7 @@ import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type De
 import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
 import { addBid, type RequesterContext, type RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
-import { chooseInvitees, type Invitation } from './invite.js'
+import { chooseInvitees, roundDecided, type Invitation } from './invite.js'
 import { effectiveAsk } from './book.js'
 import { agreeOn, firstUnmet, formatConstraint } from '../../labels.js'
 
@@ -336,6 +336,18 @@ export class Bidding {
     t.unref()
   }
 
+  /** An invited round whose silent invitees cannot change who wins or the price (invite.ts `roundDecided`). */
+  private decided (job: RequesterJob): boolean {
+    const book = this.ctx.deps.book
+    if (book == null || job.invited == null) return false
+    const bids: Array<{ provider: string, price: number }> = []
+    for (const b of job.bids.values()) if (canWin(job, b.provider)) bids.push({ provider: b.provider, price: b.price })
+    const silent: string[] = []
+    // every silent invitee, one that cannot win too: its ask could still set the price
+    for (const p of job.invited) if (!job.bids.has(p) && !job.declines.has(p)) silent.push(p)
+    return roundDecided({ bids, silent, minBids: job.minBids, replicas: job.replicas, probationUsed: job.attempts.some(a => a.trust !== 'proven'), trustOf: (p) => this.ctx.trust(p), entryOf: (p) => book.get(p) })
+  }
+
   /** Is an invitee that advertised less than the best bid so far still to answer? */
   private awaitingCheaper (job: RequesterJob): boolean {
     const book = this.ctx.deps.book
@@ -430,11 +442,12 @@ export class Bidding {
       if (countsTowardMinBids(ctx.trust(provider)) && canWin(job, provider)) job.provenBids++
       ctx.emit(job, 'bid', { provider, price: b.price, bids: job.bids.size })
     }
-    // close early: every invitee answered; for an open call, enough bids from proven providers (a
-    // swarm of fresh keys answering first must not close the window on the proven ones) or every
-    // known capable provider answered; or the first bid after the window. An invited round waits
-    // for all its invitees (a handful): the cheapest of them wins, not the fastest.
-    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (liveBids(job) > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+    // close early: every invitee answered, or the answers still to come cannot change the outcome;
+    // for an open call, enough bids from proven providers (a swarm of fresh keys answering first
+    // must not close the window on the proven ones) or every known capable provider answered; or
+    // the first bid after the window. An invited round waits for every invitee that could still
+    // beat the bids in hand: the cheapest of them wins, not the fastest.
+    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || this.decided(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (liveBids(job) > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
   }
 
   /**

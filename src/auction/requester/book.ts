@@ -42,6 +42,16 @@ export function effectiveAsk (e: BookEntry, now = Date.now()): number {
   return e.observed != null && now - e.observed.at < BOOK_OBSERVED_MS ? e.observed.price : e.advert.ask
 }
 
+/**
+ * The least this provider can bid now, if it bids as it advertised: its base ask (a bid adds
+ * surge to it, never takes from it), or its latest bid while fresh when that was lower. The
+ * early close of an invited round (invite.ts `roundDecided`) waits for every silent invitee
+ * whose floor could still beat the bids in hand.
+ */
+export function askFloor (e: BookEntry, now = Date.now()): number {
+  return Math.min(e.advert.ask, effectiveAsk(e, now))
+}
+
 export class ProviderBook {
   private readonly entries = new Map<string, BookEntry>()
   readonly counts = { added: 0, replaced: 0, stale: 0, evicted: 0, benched: 0 }

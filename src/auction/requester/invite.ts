@@ -33,7 +33,7 @@ import { createHash } from 'node:crypto'
 import { INVITE_EXPLORE, INVITE_EXTRA, INVITE_UNPROVEN } from '../constants.js'
 import { matches, type Constraint } from '../../labels.js'
 import type { JobSpecWire } from '../protocol/messages.js'
-import { effectiveAsk, isFull, type BookEntry } from './book.js'
+import { askFloor, effectiveAsk, isFull, type BookEntry } from './book.js'
 import type { Trust } from './trust.js'
 
 export interface InviteJob {
@@ -129,4 +129,56 @@ export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation 
     explored++
   }
   return { mode: 'invite', peers: chosen.map(e => e.advert.provider), explored }
+}
+
+/** What `roundDecided` reads of an invited round. */
+export interface RoundState {
+  /** this round's bids from providers that can still win the job (none of its earlier attempts) */
+  bids: ReadonlyArray<{ provider: string, price: number }>
+  /** invitees that have not answered */
+  silent: Iterable<string>
+  /** minBids of the job (at least its replicas) */
+  minBids: number
+  replicas: number
+  /** an earlier attempt of this job went to a provider that was not proven (trust.ts) */
+  probationUsed: boolean
+  trustOf: (provider: string) => Trust
+  /** the book's entry of a provider, if any */
+  entryOf: (provider: string) => BookEntry | undefined
+  now?: number
+}
+
+/**
+ * Can an invited round close before every invitee answered? Only when no answer still to come
+ * can change what the round decides: who wins, the uniform price, the runners-up that failover
+ * falls back on. PURE. That holds when
+ * - a proven provider has bid: which bids are eligible (trust.ts) no longer depends on who else
+ *   answers, only on each bidder's own standing;
+ * - the round holds `m = max(minBids, replicas + 1)` eligible bids; with more than one replica,
+ *   the m cheapest are all proven (a probation pick would narrow the eligible set between picks);
+ * - every silent invitee that could be eligible has a floor (`askFloor`: the least it bids as it
+ *   advertised) above the m-th cheapest eligible bid (an equal ask could still win the tie-break).
+ *
+ * Before, an invited round waited for its slowest invitee, a handful of processes woken on a
+ * loaded machine, while the cheapest had answered long before. An invitee that lies low in its
+ * advert is still waited for (its floor is low), and is ranked by its bid after (book.ts).
+ */
+export function roundDecided (r: RoundState): boolean {
+  const m = Math.max(r.minBids, r.replicas + 1)
+  if (r.bids.length < m || !r.bids.some(b => r.trustOf(b.provider) === 'proven')) return false
+  const mayWin = (p: string): boolean => {
+    const t = r.trustOf(p)
+    return t === 'proven' || (t === 'unproven' && !r.probationUsed)
+  }
+  const top = r.bids.filter(b => mayWin(b.provider)).sort((x, y) => x.price - y.price).slice(0, m)
+  if (top.length < m) return false
+  if (r.replicas > 1 && top.some(b => r.trustOf(b.provider) !== 'proven')) return false
+  const bound = top[m - 1].price
+  const now = r.now ?? Date.now()
+  for (const p of r.silent) {
+    if (!mayWin(p)) continue
+    const e = r.entryOf(p)
+    if (e == null || askFloor(e, now) <= bound) return false
+  }
+  return true
 }

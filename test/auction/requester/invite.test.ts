@@ -9,7 +9,7 @@ import { BOOK_BENCH_MS, BOOK_FULL_MS, BOOK_OBSERVED_MS, BOOK_STRIKES_OUT, INVITE
 import { parseSelector } from '../../../src/labels.js'
 import { checkSigned, encodeSigned, sign, type Advert, type JobSpecWire } from '../../../src/auction/protocol/messages.js'
 import { ProviderBook } from '../../../src/auction/requester/book.js'
-import { chooseInvitees, type InviteJob } from '../../../src/auction/requester/invite.js'
+import { chooseInvitees, roundDecided, type InviteJob, type RoundState } from '../../../src/auction/requester/invite.js'
 import type { Trust } from '../../../src/auction/requester/trust.js'
 
 const spec: JobSpecWire = { engine: 'js', source: 'input', args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 64, outputBytes: 1024 } }
@@ -214,5 +214,64 @@ describe('requester: the provider book and the invitation rule', () => {
     // a new advert does not lift the bench
     book.add(advert(b, { seq: Date.now() + 5, expires: now + 2 * BOOK_BENCH_MS }))
     expect(book.current(now).map(e => e.advert.provider)).to.not.include(b.peerId)
+  })
+
+  describe('the early close of an invited round (roundDecided)', () => {
+    /** asks 1..6, provider 0 proven, the others without standing; bids from the given indices at their asks */
+    function round (bidders: number[], over: Partial<RoundState> = {}, trust: (i: number) => Trust = (i) => i === 0 ? 'proven' : 'unproven'): { state: RoundState, peers: string[], book: ProviderBook } {
+      const { book, peers, trustOf } = market(6, trust)
+      const bids = bidders.map(i => ({ provider: peers[i], price: i + 1 }))
+      const silent = peers.filter((_, i) => !bidders.includes(i))
+      return { state: { bids, silent, minBids: 3, replicas: 1, probationUsed: false, trustOf, entryOf: (p) => book.get(p), ...over }, peers, book }
+    }
+
+    it('closes once the three cheapest answered and every silent invitee asks more', () => {
+      expect(roundDecided(round([0, 1, 2]).state)).to.equal(true)
+      // the fourth cheapest answering first changes nothing: the third is still to come
+      expect(roundDecided(round([0, 1, 3]).state)).to.equal(false)
+      expect(roundDecided(round([0, 1, 3, 2]).state)).to.equal(true)
+      // fewer than minBids bids: no
+      expect(roundDecided(round([0, 1]).state)).to.equal(false)
+    })
+
+    it('waits for a silent invitee that could tie or undercut, and for one the book does not hold', () => {
+      const { state, peers, book } = round([0, 1, 2])
+      // a silent invitee advertising the third's ask: it could win the tie-break for third place
+      const tie = randomSigner()
+      book.add(advert(tie, { ask: 3 }))
+      expect(roundDecided({ ...state, silent: [...state.silent, tie.peerId] })).to.equal(false)
+      // unknown to the book: nothing bounds its ask
+      expect(roundDecided({ ...state, silent: [...state.silent, randomSigner().peerId] })).to.equal(false)
+      // a provider whose last bid was lower than its advert: that bid is its floor
+      book.observe(peers[5], 2)
+      expect(roundDecided(state)).to.equal(false)
+      // one whose last bid was higher (surging while busy): its advertised ask is
+      book.observe(peers[5], 50)
+      expect(roundDecided(state)).to.equal(true)
+    })
+
+    it('never closes early before a proven provider bid: a later proven answer changes which bids are eligible', () => {
+      expect(roundDecided(round([1, 2, 3]).state)).to.equal(false)
+      expect(roundDecided(round([0, 1, 2], {}, () => 'unproven').state)).to.equal(false)
+    })
+
+    it('reads eligibility as the award does: no wait for bidders that could not win, no count of bids that cannot', () => {
+      // doubtful bidders are not eligible while a proven one bids: they neither count nor are waited for
+      const doubtful = (i: number): Trust => i === 0 ? 'proven' : i === 1 ? 'doubtful' : 'unproven'
+      expect(roundDecided(round([0, 1, 2], {}, doubtful).state)).to.equal(false)
+      expect(roundDecided(round([0, 2, 3], {}, doubtful).state)).to.equal(true)
+      // probation used up: unproven bids neither count nor hold the round
+      expect(roundDecided(round([0, 1, 2], { probationUsed: true }).state)).to.equal(false)
+      const allProven = round([0, 1, 2], { probationUsed: true }, (i) => i < 3 ? 'proven' : 'unproven')
+      expect(roundDecided(allProven.state)).to.equal(true)
+    })
+
+    it('needs replicas + 1 bids for the uniform price, and proven ones for more than one replica', () => {
+      expect(roundDecided(round([0, 1, 2], { replicas: 3, minBids: 3 }).state)).to.equal(false)
+      expect(roundDecided(round([0, 1, 2, 3], { replicas: 3, minBids: 3 }).state)).to.equal(false)
+      expect(roundDecided(round([0, 1, 2, 3], { replicas: 3, minBids: 3 }, (i) => i < 4 ? 'proven' : 'unproven').state)).to.equal(true)
+      // two replicas, three cheapest bids from a proven and two unproven: a probation pick would narrow the set
+      expect(roundDecided(round([0, 1, 2], { replicas: 2 }).state)).to.equal(false)
+    })
   })
 })
