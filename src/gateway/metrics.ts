@@ -14,6 +14,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, register as defaultRegistry } from 'prom-client'
 import type { JobEvent, JobStatus } from '../auction/index.js'
+import { signatureChecks } from '../crypto/index.js'
 
 /** What the metrics need of the market. */
 export interface MetricsMarket {
@@ -161,6 +162,17 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
         if (delta > 0) this.inc({ kind: kind === 'requests' ? 'request' : kind === 'frames' ? 'frame' : 'gossip' }, delta)
         seenTraffic[kind] = t[kind]
       }
+    }
+  })
+  new Counter({
+    name: 'mercato_signature_checks_total',
+    help: 'Ed25519 signatures checked, by how: verified, or cached (a copy of one already verified or signed here)',
+    labelNames: ['how'],
+    registers: [registry],
+    collect () {
+      this.reset()
+      this.inc({ how: 'verified' }, signatureChecks.verified)
+      this.inc({ how: 'cached' }, signatureChecks.cached)
     }
   })
   const seenByTopic = new Map<string, number>()

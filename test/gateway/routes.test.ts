@@ -206,7 +206,7 @@ describe('gateway routes', function () {
         'mercato_jobs{state="completed"}', 'mercato_jobs{state="cancelled"} 1', 'mercato_jobs{state="no-bids"} 1',
         'mercato_job_bids_bucket', 'mercato_auction_duration_seconds_bucket', 'mercato_job_latency_seconds_bucket',
         'mercato_executor_slots{state="total"} 1', 'mercato_executor_slots{state="busy"}', 'mercato_provider_slots{state="total"} 2',
-        'mercato_ledger_appends_total', 'mercato_failovers_total 0', 'mercato_refused_messages_total', 'mercato_network_messages_received_total', 'mercato_gossip_messages_received_total',
+        'mercato_ledger_appends_total', 'mercato_failovers_total 0', 'mercato_refused_messages_total', 'mercato_network_messages_received_total', 'mercato_gossip_messages_received_total', 'mercato_signature_checks_total{how="verified"}',
         'libp2p_'
       ]) expect(text, name).to.include(name)
       const appends = Number(/^mercato_ledger_appends_total (\d+)/m.exec(text)?.[1])
