@@ -73,12 +73,20 @@ const PRELUDE = `(function (write, s0, s1, s2, s3, epoch, tick, files) {
     }
     return true
   }
+  // a line goes out in one write when it fits in a chunk, so live output never shows half of it
+  // (a poll between a line's text and its newline handed over "line 0", then "\\n"); a large
+  // argument still goes out by itself, in pieces
   const out = (fd) => (...args) => {
+    let line = ''
     for (let i = 0; i < args.length; i++) {
-      if (i > 0 && !put(fd, ' ')) return
-      if (!put(fd, fmt(args[i]))) return
+      const t = fmt(args[i])
+      if (line.length + t.length + 1 < CHUNK) { line += i > 0 ? ' ' + t : t; continue }
+      if (i > 0) line += ' '
+      if (line.length > 0 && !put(fd, line)) return
+      line = ''
+      if (!put(fd, t)) return
     }
-    put(fd, '\\n')
+    put(fd, line + '\\n')
   }
   globalThis.console = { log: out(1), info: out(1), debug: out(1), warn: out(2), error: out(2), trace: out(2) }
   // the file API (FILES) is compiled the first time a job calls it: most jobs never touch a file,

@@ -37,6 +37,30 @@ describe('executor live output', function () {
     expect(seen[0].text).to.not.include('line 4')
   })
 
+  it('a line is written whole (one hand-over never ends mid-line); many arguments and a large one are printed as before', async () => {
+    const chunks: string[] = []
+    const source = `function main () {
+      let x = 0
+      for (let i = 0; i < 300; i++) {
+        console.log('line', i, { i })
+        for (let j = 0; j < 30000; j++) x = (x + j) | 0 // a few hand-overs' worth of time in all
+      }
+      console.log('big', 'x'.repeat(70000), 'end')
+      console.error('e', 1)
+    }`
+    const r = await executor.run({ id: 'whole-lines', engine: 'js', source, limits: { ...limits, outputBytes: 1024 * 1024 } }, {
+      onOutput: (fd, data) => { if (fd === 1) chunks.push(text(data)) }
+    })
+    expect(r.error).to.equal(undefined)
+    const lines = Array.from({ length: 300 }, (_, i) => `line ${i} {"i":${i}}\n`).join('')
+    expect(text(r.stdout)).to.equal(lines + `big ${'x'.repeat(70000)} end\n`)
+    expect(text(r.stderr)).to.equal('e 1\n')
+    expect(chunks.join('')).to.equal(text(r.stdout))
+    // every hand-over but the last ends at a line's end, except inside the line too large for one write
+    expect(chunks.length, 'several hand-overs').to.be.greaterThan(1)
+    for (const c of chunks.slice(0, -1)) if (!c.includes('big ')) expect(c.endsWith('\n'), JSON.stringify(c.slice(-20))).to.equal(true)
+  })
+
   it('never hands a job the output of the job before it on the same worker', async () => {
     await executor.run({ id: 'first', engine: 'js', source: 'function main () { console.log("secret of the first job") }', limits })
     const seen: string[] = []
