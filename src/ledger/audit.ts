@@ -8,7 +8,11 @@
  *   connects before any head of ours reached a peer, and every
  *   `headIntervalMs` if the head moved since it was last sent (an unchanged
  *   head is sent again only every `HEAD_REFRESH_MS`, for peers that joined
- *   since). The topic validator checks size,
+ *   since). In a mesh of more than `HEAD_MESH_FREE` nodes (signers heard on
+ *   the topic within `HEAD_REFRESH_MS`) the debounce and the interval
+ *   stretch in proportion, up to `HEAD_REFRESH_MS`: each node then hears
+ *   about as many heads a second as in a mesh of `HEAD_MESH_FREE`, not one
+ *   per node per interval. The topic validator checks size,
  *   schema and signature: Reject for anything malformed or forged (the sender's
  *   score drops), Ignore for heads stamped too far in the future or our own.
  * - Log pages. `/mercato/log/1.0.0` answers `{ from, limit }` with a page of
@@ -36,7 +40,7 @@ import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
 import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
 import {
-  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
+  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
   MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS
 } from './constants.js'
@@ -109,7 +113,22 @@ export interface LedgerAudit {
   onFlagged (listener: (peer: string, proof: EquivocationProof) => void): () => void
 }
 
-interface SignerHeads { latest?: SignedHead, bySeq: Map<number, SignedHead> }
+/** How much a node's head spacing stretches in a mesh of `nodes` heard on the heads topic (ourselves included). PURE. */
+export function headStretch (nodes: number): number {
+  return Math.max(1, nodes / HEAD_MESH_FREE)
+}
+
+/** A configured head spacing (debounce or interval) stretched by `stretch`, at most HEAD_REFRESH_MS (or the configured value, if longer). PURE. */
+export function headSpacing (configured: number, stretch: number): number {
+  return Math.min(Math.max(configured, HEAD_REFRESH_MS), Math.round(configured * stretch))
+}
+
+interface SignerHeads {
+  latest?: SignedHead
+  /** when we received it (our clock: the head's own ts is the signer's) */
+  latestAt: number
+  bySeq: Map<number, SignedHead>
+}
 
 const log = logger('ledger:audit')
 
@@ -129,6 +148,9 @@ export class LedgerAuditService implements LedgerAudit {
   private interval: NodeJS.Timeout | undefined
   private debounce: NodeJS.Timeout | undefined
   private lastPublish = 0
+  /** the stretch of our head spacing (see stretch), and when it was counted */
+  private stretchValue = 1
+  private stretchAt = -Infinity
   /** seq of the head last sent, and whether that send reached a peer */
   private lastPublishedSeq = -1
   private reached = false
@@ -184,10 +206,28 @@ export class LedgerAuditService implements LedgerAudit {
 
   // -------------------------------------------------------------- heads out
 
+  /**
+   * How much longer than configured our heads wait between publishes: 1 up to HEAD_MESH_FREE
+   * signers heard on the topic lately, then in proportion to them (the topic's cost to each node
+   * stays flat as the mesh grows). Counted over the heads we hold, at most once per interval.
+   */
+  private stretch (now = Date.now()): number {
+    if (now - this.stretchAt < this.headIntervalMs) return this.stretchValue
+    let heard = 0
+    for (const t of this.heads.values()) if (t.latest != null && now - t.latestAt < HEAD_REFRESH_MS) heard++
+    this.stretchAt = now
+    this.stretchValue = headStretch(heard + 1)
+    return this.stretchValue
+  }
+
+  private spacing (configured: number): number {
+    return headSpacing(configured, this.stretch())
+  }
+
   /** at most one publish per debounce window, the last change always published */
   private schedulePublish (): void {
     if (!this.started || this.debounce != null) return
-    const wait = Math.max(0, this.lastPublish + this.headDebounceMs - Date.now())
+    const wait = Math.max(0, this.lastPublish + this.spacing(this.headDebounceMs) - Date.now())
     this.debounce = setTimeout(() => {
       this.debounce = undefined
       void this.publishHead()
@@ -197,8 +237,15 @@ export class LedgerAuditService implements LedgerAudit {
 
   /** the periodic head: only when it moved, when the last send reached nobody, or once per refresh */
   private onInterval (): void {
-    const moved = this.ledger.head().seq !== this.lastPublishedSeq
-    if (moved || !this.reached || Date.now() - this.lastPublish >= HEAD_REFRESH_MS) void this.publishHead()
+    if (!this.reached) { void this.publishHead(); return }
+    const since = Date.now() - this.lastPublish
+    if (this.ledger.head().seq !== this.lastPublishedSeq) {
+      // a moved head waits out the spacing, stretched in a large mesh (the debounce sends it then)
+      if (since >= this.spacing(this.headIntervalMs)) void this.publishHead()
+      else this.schedulePublish()
+      return
+    }
+    if (since >= HEAD_REFRESH_MS) void this.publishHead()
   }
 
   private currentHead (): SignedHead | undefined {
@@ -243,7 +290,7 @@ export class LedgerAuditService implements LedgerAudit {
     if (peer === this.signer.peerId) return false
     let t = this.heads.get(peer)
     if (t == null) {
-      t = { bySeq: new Map() }
+      t = { bySeq: new Map(), latestAt: 0 }
       if (this.heads.size >= MAX_TRACKED_SIGNERS) this.heads.delete(this.heads.keys().next().value as string)
     } else {
       this.heads.delete(peer) // re-insert: most recently seen last
@@ -264,6 +311,7 @@ export class LedgerAuditService implements LedgerAudit {
     }
     const latest = t.latest
     if (latest == null || seq > latest.payload.seq || (seq === latest.payload.seq && head.payload.ts > latest.payload.ts)) t.latest = head
+    t.latestAt = Date.now()
     return true
   }
 

@@ -69,3 +69,10 @@ export const HEAD_INTERVAL_MS = 30_000
 export const HEAD_DEBOUNCE_MS = 30_000
 /** an unchanged head is gossiped again this often (for peers that joined since) */
 export const HEAD_REFRESH_MS = 10 * 60_000
+/**
+ * Up to this many nodes heard on the heads topic, a moved head goes out every headDebounceMs /
+ * headIntervalMs; past it, both stretch in proportion (capped at HEAD_REFRESH_MS), so what the
+ * topic costs each node stays about HEAD_MESH_FREE heads per interval (0.5 a second at the
+ * defaults) whatever the size of the mesh, instead of one head per node per interval.
+ */
+export const HEAD_MESH_FREE = 15

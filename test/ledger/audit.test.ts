@@ -5,9 +5,10 @@
 import { expect } from 'chai'
 import { canonicalDecode, canonicalEncode, randomSigner, signMessage, type Signer } from '../../src/crypto/index.js'
 import {
-  EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof,
+  EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
   openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
 } from '../../src/ledger/index.js'
+import { HEAD_MESH_FREE, HEAD_REFRESH_MS } from '../../src/ledger/constants.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
 
 interface TestNode { signer: Signer, ledger: Ledger, net: MemoryNetwork, audit: LedgerAudit }
@@ -113,6 +114,45 @@ describe('ledger audit (memory network)', function () {
     // the head moves: it goes out, to the newcomer as well
     await a.ledger.append('job', { jobId: 'y' })
     await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 1 && c.audit.latestHead(a.signer.peerId)?.payload.seq === 1)
+  })
+
+  it('in a large mesh a moved head goes out less often: what the topic costs each node stays flat', async () => {
+    // the rule: unchanged up to HEAD_MESH_FREE nodes, then in proportion, at most HEAD_REFRESH_MS
+    expect(headStretch(1)).to.equal(1)
+    expect(headStretch(HEAD_MESH_FREE)).to.equal(1)
+    expect(headStretch(4 * HEAD_MESH_FREE)).to.equal(4)
+    expect(headSpacing(30_000, 1)).to.equal(30_000)
+    expect(headSpacing(30_000, 40 / HEAD_MESH_FREE)).to.equal(80_000)
+    expect(headSpacing(30_000, 1000 / HEAD_MESH_FREE)).to.equal(HEAD_REFRESH_MS)
+    expect(headSpacing(10, 4)).to.equal(40)
+    // for each node, heads heard per interval: about n / stretch(n), flat past HEAD_MESH_FREE
+    for (const n of [60, 300, 1000]) expect(n / headStretch(n)).to.be.closeTo(HEAD_MESH_FREE, 1e-9)
+
+    // a node that hears 4 × HEAD_MESH_FREE signers spaces its moved heads 4 × 200 ms apart
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    const net = hub.createNode(signer.peerId)
+    const audit = createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 200, headIntervalMs: 200 })
+    await audit.start()
+    nodes.push({ signer, ledger, net, audit })
+    const listener = await makeNode()
+    for (let i = 0; i < 4 * HEAD_MESH_FREE - 1; i++) {
+      const other = randomSigner()
+      expect(audit.observeHead(signHead(other, { seq: 0, id: createRecord(other, 0, null, 'job', { i }).id, ts: Date.now() }))).to.equal(true)
+    }
+    const published = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === signer.peerId).length
+    await ledger.append('job', { jobId: 'first' })
+    await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 0)
+    const before = published()
+    // the log moves every 50 ms for 1.2 s: 200 ms apart that is about six heads; 800 ms apart, at most two
+    const end = Date.now() + 1200
+    for (let i = 1; Date.now() < end; i++) {
+      await ledger.append('job', { jobId: `j${i}` })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(published() - before).to.be.at.most(2)
+    // the last change still goes out
+    await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === ledger.head().seq, 5000)
   })
 
   describe('a forged page is rejected with a named reason', () => {
