@@ -176,7 +176,9 @@ describe('dashboard in headless Chromium', function () {
     expect(Number(await page.locator('#chart-price').getAttribute('data-ask-from'))).to.be.lessThan(pageOpenedAt)
     const history = await (await fetch(a.gateway!.url + '/v1/market/history')).json() as { asks: Array<{ t: number, asks: Record<string, number> }>, jobs: Array<{ id: string }> }
     expect(history.jobs.map(j => j.id)).to.include.members(jobs)
-    expect(history.asks.some(s => s.asks[c.peerId] === 3 && s.t < pageOpenedAt)).to.equal(true)
+    // (failed once in a full local run, not reproduced alone nor beside four spinning processes: the message says what the node held)
+    const bidsOfC = await Promise.all(jobs.map(async id => (await a.market.get(id)).bids.filter(x => x.provider === c.peerId).map(x => x.price)))
+    expect(history.asks.some(s => s.asks[c.peerId] === 3 && s.t < pageOpenedAt), JSON.stringify({ pageOpenedAt, c: c.peerId, bidsOfC, asks: history.asks.slice(0, 12) })).to.equal(true)
     await page.locator(`#mesh g[data-kind="self"][data-peer="${a.peerId}"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#mesh g[data-peer="${c.peerId}"][data-kind="good"]`).waitFor({ timeout: 10_000 })
     await page.locator(`#mesh g[data-peer="${b.peerId}"]`).waitFor({ timeout: 10_000 })
