@@ -224,6 +224,7 @@ export class Bidding {
     // invite the providers of the book that can win it, or call the whole mesh when the book is thin
     const invitation = this.invitation(job)
     job.invited = invitation.mode === 'invite' ? new Set(invitation.peers) : undefined
+    job.called = invitation.mode === 'open' && invitation.capable != null ? new Set(invitation.capable) : undefined
     const invitees = invitation.mode === 'invite' ? invitation.peers : undefined
     // log and announce at once: the records are written in the time it takes providers to answer,
     // and nothing is awarded before they are. A queued round's offer is logged only if it gets a
@@ -266,11 +267,12 @@ export class Bidding {
       const known = this.knownProviders(job)
       emitAnnounced({ round: job.round, knownProviders: known.size })
       ctx.log.debug({ jobId: job.id, reason: invitation.reason }, 'open call')
-      // gossip to the mesh (ourselves included, through the loopback), direct to DHT-found providers outside it
+      // gossip to the mesh (ourselves included, through the loopback), direct to the providers the
+      // book or the DHT names that are outside it
       const topicPeers = new Set(ctx.network.topicPeers(JOBS_TOPIC))
       this.offerBatch.add(offer)
       for (const peer of known) {
-        if (topicPeers.has(peer)) continue
+        if (topicPeers.has(peer) || peer === ctx.peerId) continue
         void ctx.network.request(peer, OFFER_PROTOCOL, bytes, { timeoutMs: 2000 }).catch(() => {})
       }
     }
@@ -369,6 +371,9 @@ export class Bidding {
   knownProviders (job: RequesterJob): ReadonlySet<string> {
     if (job.invited != null) return job.invited
     const set = new Set(this.ctx.network.topicPeers(JOBS_TOPIC))
+    // the book's providers for this job: a provider whose subscription to the jobs topic has not
+    // reached us yet (a mesh a second old) still gets the offer and is waited for
+    if (job.called != null) for (const p of job.called) set.add(p)
     const dht = this.engineProviders.get(job.spec.engine)
     if (dht != null) for (const p of dht.peers) set.add(p)
     if (dht == null || Date.now() - dht.at > 30_000) void this.refreshEngineProviders(job.spec.engine)
@@ -423,7 +428,12 @@ export class Bidding {
     if (job.bids.has(provider) || job.declines.has(provider)) this.refuse('replay', `second ${kind} from ${provider}`, from)
     if (msg.payload.offerId !== job.offerId) this.refuse('wrong-state', 'bid for an older offer', from)
     // a queued job takes answers only while one of its rounds is open
-    if (job.status !== 'bidding' && (job.status !== 'queued' || job.closeBidding == null)) this.refuse('wrong-state', `job is ${job.status}`, from)
+    if (job.status !== 'bidding' && (job.status !== 'queued' || job.closeBidding == null)) {
+      // a bid for this round that came after it closed (decided without it): too late to count,
+      // but the price it names still ranks its provider in the book, as an answer in time would
+      if (kind === 'bid') ctx.deps.book?.observe(provider, (msg.payload as Bid).price)
+      this.refuse('wrong-state', `job is ${job.status}`, from)
+    }
     if (kind === 'decline') {
       const d = msg.payload as Decline
       job.declines.set(provider, { reason: d.reason, detail: d.detail, signed: msg as Signed<Decline> })

@@ -49,7 +49,8 @@ export interface InviteJob {
 
 export type Invitation =
   | { mode: 'invite', peers: string[], explored: number }
-  | { mode: 'open', reason: string }
+  /** `capable`: the providers of the book that can run the job (a thin book), offered it directly as well */
+  | { mode: 'open', reason: string, capable?: string[] }
 
 export interface InviteInput {
   entries: readonly BookEntry[]
@@ -112,7 +113,7 @@ export function chooseInvitees (job: InviteJob, input: InviteInput): Invitation 
   const capable = input.entries.filter(e => canRun(e, job) && !job.excluded.has(e.advert.provider) && input.isFlagged?.(e.advert.provider) !== true)
   const seats = job.need + INVITE_EXTRA
   if (capable.length < seats) {
-    return { mode: 'open', reason: `the book has ${capable.length} provider(s) that can run this job; ${seats} wanted` }
+    return { mode: 'open', reason: `the book has ${capable.length} provider(s) that can run this job; ${seats} wanted`, capable: capable.map(e => e.advert.provider) }
   }
   const proven = takeSeats(cheapestFirst(job.id, capable.filter(e => input.trustOf(e.advert.provider) === 'proven'), now), seats, now)
   const rank = (e: BookEntry): number => input.trustOf(e.advert.provider) === 'unproven' ? 0 : 1

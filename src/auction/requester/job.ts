@@ -106,6 +106,8 @@ export interface RequesterJob {
   windowElapsed?: boolean
   /** this round's invitees; undefined when the round is an open call on the jobs topic */
   invited?: Set<string>
+  /** an open call's providers from the book that can run the job: offered it directly, waited for like the topic's peers */
+  called?: Set<string>
   /** the next round is an open call: an invited round heard from nobody */
   openNext?: boolean
   /** invitees that answered this job, in any round, late answers included */
