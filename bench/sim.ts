@@ -33,7 +33,7 @@ import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_M
 import type { Signed } from '../src/crypto/index.js'
 import type { Advert, JobSpecWire } from '../src/auction/protocol/messages.js'
 import { effectiveAsk, ProviderBook } from '../src/auction/requester/book.js'
-import { chooseInvitees } from '../src/auction/requester/invite.js'
+import { chooseInvitees, roundDecided } from '../src/auction/requester/invite.js'
 import { eligibleBids, trustOf, type Trust } from '../src/auction/requester/trust.js'
 import { pct } from './util.js'
 import { mulberry32 } from '../test/helpers/random.js'
@@ -280,14 +280,24 @@ function simulate (nodes: number, rate: number, mode: 'invite' | 'open'): Record
     return false // an open call closes on minBids proven bids or the window
   }
 
+  /** the requester's early close of an invited round (requester/invite.ts `roundDecided`) */
+  function decided (job: Job): boolean {
+    if (job.invited == null) return false
+    const bids = [...job.bids].filter(([id]) => !job.tried.has(id)).map(([provider, price]) => ({ provider, price }))
+    const silent = [...job.invited].filter(id => !job.answered.has(id))
+    return roundDecided({ bids, silent, minBids: MIN_BIDS, replicas: 1, probationUsed: job.probationUsed, trustOf: (p) => trust(job.requester, p), entryOf: (p) => job.requester.book.get(p), now: sim.now })
+  }
+
   function answerArrives (job: Job, p: Provider, bid: boolean, offerId: number): void {
     const book = job.requester.book
     if (job.invited?.has(p.id) === true) book.answered(p.id)
+    // a bid after its round closed counts for nothing but still ranks its provider (bidding.ts)
+    if (job.closed && job.round === offerId && bid) book.observe(p.id, p.price, sim.now)
     if (job.closed || job.round !== offerId || job.done) return
     job.answered.add(p.id)
     if (bid) { job.bids.set(p.id, p.price); book.observe(p.id, p.price, sim.now) } else book.full(p.id, sim.now) // declined: no free slot
     const proven = [...job.bids.keys()].filter(id => trust(job.requester, id) === 'proven').length
-    if ((job.invited == null && proven >= MIN_BIDS) || allAnswered(job) || (job.extended && !awaitingCheaper(job)) || (job.windowElapsed && job.bids.size > 0)) close(job)
+    if ((job.invited == null && proven >= MIN_BIDS) || allAnswered(job) || decided(job) || (job.extended && !awaitingCheaper(job)) || (job.windowElapsed && job.bids.size > 0)) close(job)
   }
 
   function close (job: Job): void {
