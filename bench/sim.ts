@@ -29,11 +29,12 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS, RECEIPT_GOSSIP_DELAY_MS } from '../src/auction/constants.js'
+import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS } from '../src/auction/constants.js'
 import type { Signed } from '../src/crypto/index.js'
 import type { Advert, JobSpecWire } from '../src/auction/protocol/messages.js'
 import { effectiveAsk, ProviderBook } from '../src/auction/requester/book.js'
 import { chooseInvitees, roundDecided } from '../src/auction/requester/invite.js'
+import { receiptGossipDelayMs } from '../src/auction/requester/settle.js'
 import { eligibleBids, trustOf, type Trust } from '../src/auction/requester/trust.js'
 import { pct } from './util.js'
 import { mulberry32 } from '../test/helpers/random.js'
@@ -86,7 +87,7 @@ interface Requester {
   id: string
   book: ProviderBook
   standing: Map<string, { completed: number, penalty: number }>
-  /** receipts waiting for the next receipts batch (gossiped at most every RECEIPT_GOSSIP_DELAY_MS, ≤ MAX_BATCH_ITEMS each) */
+  /** receipts waiting for the next receipts batch (gossiped every receiptGossipDelayMs, ≤ MAX_BATCH_ITEMS each) */
   receipts: number
 }
 
@@ -382,7 +383,7 @@ function simulate (nodes: number, rate: number, mode: 'invite' | 'open'): Record
   /** Receipts go out in batches, as settle.ts does: one gossip message carries up to MAX_BATCH_ITEMS. */
   function queueReceipt (r: Requester): void {
     r.receipts++
-    if (r.receipts === 1) sim.after(RECEIPT_GOSSIP_DELAY_MS, () => { flushReceipts(r) })
+    if (r.receipts === 1) sim.after(receiptGossipDelayMs(r.book.size + 1), () => { flushReceipts(r) })
     else if (r.receipts >= MAX_BATCH_ITEMS) flushReceipts(r)
   }
 

@@ -196,6 +196,14 @@ export const MAX_BATCH_BYTES = 192 * 1024
  * only third parties' view of standings waits.
  */
 export const RECEIPT_GOSSIP_DELAY_MS = 1000
+/**
+ * Up to this many nodes (the providers in the requester's book, and itself), receipts are
+ * gathered for RECEIPT_GOSSIP_DELAY_MS; past it, for proportionally longer, up to
+ * RECEIPT_GOSSIP_MAX_DELAY_MS: each batch reaches every node, so with requesters a share of the
+ * mesh, what receipts cost each node stays flat as the mesh grows instead of growing with it.
+ */
+export const RECEIPT_MESH_FREE = 15
+export const RECEIPT_GOSSIP_MAX_DELAY_MS = 10_000
 /** While other auctions are open, how long a new offer waits for company before it is gossiped. */
 export const OFFER_BATCH_DELAY_MS = 4
 /** Margin on top of a proven provider's estimated start and the job's timeout: fetching the module, queueing, sending the result. */

@@ -12,12 +12,17 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash } from '../../executor/index.js'
 import { Batcher } from '../batcher.js'
-import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS } from '../constants.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS, RECEIPT_GOSSIP_MAX_DELAY_MS, RECEIPT_MESH_FREE } from '../constants.js'
 import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
 import { encodeFrame } from '../protocol/frames.js'
 import { treatResult } from './plan.js'
 import { planView, type Attempt, type RequesterContext, type RequesterJob } from './job.js'
 import { end } from './award.js'
+
+/** How long receipts are gathered before one gossip message carries them, in a mesh of `nodes` (RECEIPT_MESH_FREE). PURE. */
+export function receiptGossipDelayMs (nodes: number): number {
+  return Math.min(RECEIPT_GOSSIP_MAX_DELAY_MS, Math.round(RECEIPT_GOSSIP_DELAY_MS * Math.max(1, nodes / RECEIPT_MESH_FREE)))
+}
 
 export class Settlement {
   private readonly ctx: RequesterContext
@@ -30,7 +35,7 @@ export class Settlement {
     // channel): gather them for a moment, one gossip round for many jobs
     this.receiptBatch = new Batcher<Signed<Receipt>>((items) => {
       void ctx.network.publish(RECEIPTS_TOPIC, encodeBatch(items)).catch(err => { ctx.log.warn({ err, topic: RECEIPTS_TOPIC }, 'publish failed') })
-    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: () => MAX_BID_BYTES, delayMs: RECEIPT_GOSSIP_DELAY_MS })
+    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: () => MAX_BID_BYTES, delayMs: () => receiptGossipDelayMs((ctx.deps.book?.size ?? 0) + 1) })
   }
 
   /** A checked result arrived for an attempt (on its channel, or in a status reply after a restart). */
