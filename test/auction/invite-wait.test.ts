@@ -13,7 +13,7 @@ import { INVITE_CHEAPER_WAIT_MS } from '../../src/auction/constants.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
-import { delayOffers, startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
+import { delayOffers, startMemoryMesh, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 const JOB = { engine: 'js' as const, source: 'function main (i) { return i.x * 2 }', input: { x: 21 }, maxPrice: 50, queueTimeoutMs: 0 }
 
@@ -38,19 +38,12 @@ describe('market: an invited round waits for a slow cheaper invitee', function (
     executor = createExecutor({ poolSize: 2 })
     await executor.start()
     hub = new MemoryHub()
-    const r = await startMemoryMarket(hub, executor)
-    started.push(r)
-    requester = r.market
-    asks = new Map()
-    nets = new Map()
-    for (const price of [1, 3, 5]) {
-      const p = await startMemoryMarket(hub, executor, { price, slots: 2 })
-      started.push(p)
-      asks.set(p.peerId, price)
-      nets.set(price, p.net)
-    }
     // three adverts in the book: minBids 1 + INVITE_EXTRA 2 seats, every job is an invitation
-    await waitFor(() => requester.providers().filter(p => p.advert != null && asks.has(p.peerId)).length === 3, 20_000)
+    const prices = [1, 3, 5]
+    const mesh = await startMemoryMesh(hub, executor, started, prices.map(price => ({ price, slots: 2 })))
+    requester = mesh.requester.market
+    asks = new Map(mesh.providers.map((p, i) => [p.peerId, prices[i]]))
+    nets = new Map(mesh.providers.map((p, i) => [prices[i], p.net]))
     // each provider's offer path is wrapped before its first offer stream opens (no delay yet)
     for (const net of nets.values()) delayOffers(net, 0)
   })

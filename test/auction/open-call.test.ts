@@ -10,7 +10,7 @@ import { JOBS_TOPIC } from '../../src/auction/constants.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub } from '../helpers/memory-network.js'
-import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
+import { startMemoryMesh, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 describe('market: an open call reaches the providers the book holds', function () {
   this.timeout(30_000)
@@ -24,15 +24,8 @@ describe('market: an open call reaches the providers the book holds', function (
   it('a cheaper provider known only from its advert (not on the jobs topic) gets the offer directly, is waited for, and wins', async () => {
     executor = createExecutor({ poolSize: 1 })
     await executor.start()
-    const hub = new MemoryHub()
-    const r = await startMemoryMarket(hub, executor)
-    started.push(r)
-    const b = await startMemoryMarket(hub, executor, { price: 5 })
-    started.push(b)
-    const c = await startMemoryMarket(hub, executor, { price: 3 })
-    started.push(c)
+    const { requester: r, providers: [b, c] } = await startMemoryMesh(new MemoryHub(), executor, started, [{ price: 5 }, { price: 3 }])
     const requester: Market = r.market
-    await waitFor(() => requester.providers().filter(p => p.advert != null && (p.peerId === b.peerId || p.peerId === c.peerId)).length === 2, 20_000)
     // c is off the jobs topic: gossip does not reach it, and the requester does not count it as a topic peer
     c.net.unsubscribe(JOBS_TOPIC)
     expect(r.net.topicPeers(JOBS_TOPIC)).to.not.include(c.peerId)

@@ -12,7 +12,7 @@ import { receiptGossipDelayMs } from '../../src/auction/requester/settle.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 import { waitFor } from '../helpers/nodes.js'
 import { MemoryHub } from '../helpers/memory-network.js'
-import { startMemoryMarket, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
+import { startMemoryMesh, stopMemoryMarkets, type MemoryMarket } from '../helpers/memory-market.js'
 
 describe('market: receipt gossip is gathered for longer in a larger mesh', function () {
   this.timeout(30_000)
@@ -37,10 +37,7 @@ describe('market: receipt gossip is gathered for longer in a larger mesh', funct
     executor = createExecutor({ poolSize: 1 })
     await executor.start()
     const hub = new MemoryHub()
-    const r = await startMemoryMarket(hub, executor)
-    started.push(r)
-    const p = await startMemoryMarket(hub, executor, { price: 2 })
-    started.push(p)
+    const { requester: r } = await startMemoryMesh(hub, executor, started, [{ price: 2 }])
     // 59 more providers in the book (wasm only: they take no part in a js job)
     const crowd = hub.createNode(randomSigner().peerId)
     crowd.subscribe(ADVERTS_TOPIC, () => {})

@@ -7,6 +7,7 @@ import { createMarket, JOBS_TOPIC, OFFER_PROTOCOL, OFFER_STREAM_PROTOCOL, type M
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import type { Executor } from '../../src/executor/index.js'
 import type { MemoryHub, MemoryNetwork } from './memory-network.js'
+import { waitFor } from './nodes.js'
 
 export interface MemoryMarket { market: Market, ledger: Ledger, net: MemoryNetwork, peerId: string }
 
@@ -33,6 +34,25 @@ export async function startMemoryMarket (hub: MemoryHub, executor: Executor, opt
   })
   await market.start()
   return { market, ledger, net, peerId: signer.peerId }
+}
+
+/**
+ * A requester (providing nothing) and one provider per entry of `providers`, each pushed onto
+ * `started` as it starts (stop them with {@link stopMemoryMarkets}); resolves once the requester's
+ * book holds every provider's advert.
+ */
+export async function startMemoryMesh (hub: MemoryHub, executor: Executor, started: MemoryMarket[], providers: MemoryMarketOptions[], requester: Omit<MemoryMarketOptions, 'price'> = {}): Promise<{ requester: MemoryMarket, providers: MemoryMarket[] }> {
+  const r = await startMemoryMarket(hub, executor, requester)
+  started.push(r)
+  const ps: MemoryMarket[] = []
+  for (const opts of providers) {
+    const p = await startMemoryMarket(hub, executor, opts)
+    started.push(p)
+    ps.push(p)
+  }
+  const ids = new Set(ps.map(p => p.peerId))
+  await waitFor(() => r.market.providers().filter(p => p.advert != null && ids.has(p.peerId)).length === ids.size, 20_000)
+  return { requester: r, providers: ps }
 }
 
 /** Stop markets in reverse order of start, then close their ledgers. */
