@@ -107,3 +107,10 @@ export const REVERIFY_DELAY_MS = 1_000
 export const ADDRESS_WATCH_MS = 2_000
 /** Peers asked to dial an unverified address back after an address change: AutoNAT v2 needs one success for a mapped address, a few for an observed one. */
 export const REVERIFY_PEERS = 4
+/**
+ * Resolution of the event-loop lag histogram (`nodejs_eventloop_lag_*` in /metrics). prom-client's
+ * default, 10 ms, is a timer that wakes an idle node 100 times a second: measured on a lone idle
+ * node, 218 wakeups and 7–8 ms of CPU a second, against 44 and 3 ms at 100 ms. A lag shorter than
+ * this still shows in the histogram's upper percentiles; the figure is for operators, not control.
+ */
+export const EVENT_LOOP_LAG_RESOLUTION_MS = 100

@@ -25,7 +25,7 @@ import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   CONNECTION_PING_INTERVAL_MS, DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -719,7 +719,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   const node = await createLibp2p<Services>({
     privateKey,
     start: false,
-    metrics: init.metrics === true ? prometheusMetrics() : undefined,
+    metrics: init.metrics === true ? prometheusMetrics({ defaultMetrics: { eventLoopMonitoringPrecision: EVENT_LOOP_LAG_RESOLUTION_MS } }) : undefined,
     // announced addresses are added to (not instead of) what the node finds itself, relay addresses included
     addresses: { listen: [...listen, ...nat.listen], appendAnnounce: init.announce ?? [] },
     transports: [coalescingTcp(), ...nat.transports],
