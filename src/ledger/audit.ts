@@ -4,8 +4,8 @@
  * Protocol
  * - Heads. Each node signs its head `{ seq, id, ts }` (domain
  *   `mercato/v1/head`) and publishes it on `mercato/heads/1` at start, when
- *   its log changes (at most once per `headDebounceMs`), when a peer
- *   connects before any head of ours reached a peer, and every
+ *   its log changes (at most once per `headDebounceMs`), HEAD_CONNECT_DELAY_MS
+ *   after a peer connects before any head of ours reached a peer, and every
  *   `headIntervalMs` if the head moved since it was last sent (an unchanged
  *   head is sent again only every `HEAD_REFRESH_MS`, for peers that joined
  *   since). In a mesh of more than `HEAD_MESH_FREE` nodes (signers heard on
@@ -40,7 +40,7 @@ import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
 import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
 import {
-  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
+  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_CONNECT_DELAY_MS, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
   MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS
 } from './constants.js'
@@ -147,7 +147,12 @@ export class LedgerAuditService implements LedgerAudit {
   private started = false
   private interval: NodeJS.Timeout | undefined
   private debounce: NodeJS.Timeout | undefined
+  /** when the pending debounce fires */
+  private debounceAt = 0
+  /** when a head of ours last reached a peer: the spacing counts from there */
   private lastPublish = 0
+  /** when we last tried (reached or not) */
+  private lastAttempt = 0
   /** the stretch of our head spacing (see stretch), and when it was counted */
   private stretchValue = 1
   private stretchAt = -Infinity
@@ -155,8 +160,13 @@ export class LedgerAuditService implements LedgerAudit {
   private lastPublishedSeq = -1
   private reached = false
   private offChange: (() => void) | undefined
-  /** a head that reached peers goes to newcomers with the next change or refresh, not one flood per connection */
-  private readonly onPeerConnect = (): void => { if (!this.reached) this.schedulePublish() }
+  /**
+   * A head that reached peers goes to newcomers with the next change or refresh, not one flood per
+   * connection. One that reached nobody (sent before our first connection) goes out shortly after
+   * a connection, whatever the spacing: it cost nobody anything, and waiting out a spacing of up to
+   * minutes kept a new node's head from the mesh for that long.
+   */
+  private readonly onPeerConnect = (): void => { if (!this.reached) this.publishWithin(HEAD_CONNECT_DELAY_MS) }
 
   constructor (init: LedgerAuditInit) {
     this.ledger = init.ledger
@@ -224,14 +234,29 @@ export class LedgerAuditService implements LedgerAudit {
     return headSpacing(configured, this.stretch())
   }
 
-  /** at most one publish per debounce window, the last change always published */
+  /**
+   * At most one publish per debounce window, the last change always published. Until a head of
+   * ours has reached a peer, a change waits only HEAD_CONNECT_DELAY_MS after our last try.
+   */
   private schedulePublish (): void {
-    if (!this.started || this.debounce != null) return
-    const wait = Math.max(0, this.lastPublish + this.spacing(this.headDebounceMs) - Date.now())
+    const now = Date.now()
+    const at = this.reached ? this.lastPublish + this.spacing(this.headDebounceMs) : this.lastAttempt + HEAD_CONNECT_DELAY_MS
+    this.publishWithin(Math.max(0, at - now))
+  }
+
+  /** Publish in `ms` at the latest: a pending publish due later is brought forward. */
+  private publishWithin (ms: number): void {
+    if (!this.started) return
+    const at = Date.now() + ms
+    if (this.debounce != null) {
+      if (this.debounceAt <= at) return
+      clearTimeout(this.debounce)
+    }
+    this.debounceAt = at
     this.debounce = setTimeout(() => {
       this.debounce = undefined
       void this.publishHead()
-    }, wait)
+    }, ms)
     this.debounce.unref()
   }
 
@@ -257,7 +282,8 @@ export class LedgerAuditService implements LedgerAudit {
   async publishHead (): Promise<SignedHead | undefined> {
     const head = this.currentHead()
     if (head == null || !this.started) return head
-    this.lastPublish = Date.now()
+    const now = Date.now()
+    this.lastAttempt = now
     this.lastPublishedSeq = head.payload.seq
     try {
       this.reached = await this.network.publish(HEADS_TOPIC, encodeHead(head)) > 0
@@ -265,6 +291,7 @@ export class LedgerAuditService implements LedgerAudit {
       this.reached = false
       log.debug({ err }, 'head publish failed')
     }
+    if (this.reached) this.lastPublish = now
     return head
   }
 

@@ -67,6 +67,11 @@ export const MAX_TRACKED_SIGNERS = 4096
 /** Defaults mirrored from config/default.json "ledger". */
 export const HEAD_INTERVAL_MS = 30_000
 export const HEAD_DEBOUNCE_MS = 30_000
+/**
+ * A head that reached nobody (sent before the node's first connection) goes out this long after a
+ * peer connects, whatever the spacing: long enough for gossipsub to learn the new peer's topics.
+ */
+export const HEAD_CONNECT_DELAY_MS = 1_000
 /** an unchanged head is gossiped again this often (for peers that joined since) */
 export const HEAD_REFRESH_MS = 10 * 60_000
 /**

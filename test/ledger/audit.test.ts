@@ -8,7 +8,7 @@ import {
   EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
   openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
 } from '../../src/ledger/index.js'
-import { HEAD_MESH_FREE, HEAD_REFRESH_MS } from '../../src/ledger/constants.js'
+import { HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS } from '../../src/ledger/constants.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
 
 interface TestNode { signer: Signer, ledger: Ledger, net: MemoryNetwork, audit: LedgerAudit }
@@ -114,6 +114,27 @@ describe('ledger audit (memory network)', function () {
     // the head moves: it goes out, to the newcomer as well
     await a.ledger.append('job', { jobId: 'y' })
     await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 1 && c.audit.latestHead(a.signer.peerId)?.payload.seq === 1)
+  })
+
+  it('a head sent before the first connection goes out soon after one, not after the spacing', async () => {
+    // a spacing of a minute: only the connect rule can get A's head to B within the test
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    const net = hub.createNode(signer.peerId)
+    const a = { signer, ledger, net, audit: createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 60_000, headIntervalMs: 60_000 }) }
+    nodes.push(a)
+    await a.ledger.append('job', { jobId: 'x' })
+    await a.audit.start() // its first head reaches nobody
+    const headsFromA = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === a.signer.peerId).length
+    expect(headsFromA()).to.equal(0)
+    const b = await makeNode()
+    await waitFor(() => b.audit.latestHead(a.signer.peerId)?.payload.seq === 0, 5000)
+    // once a head reached a peer the spacing holds: a change, and a third node, bring no new head
+    await a.ledger.append('job', { jobId: 'y' })
+    const c = await makeNode()
+    await new Promise((resolve) => setTimeout(resolve, HEAD_CONNECT_DELAY_MS + 300))
+    expect(headsFromA()).to.equal(1)
+    expect(c.audit.latestHead(a.signer.peerId)).to.equal(undefined)
   })
 
   it('in a large mesh a moved head goes out less often: what the topic costs each node stays flat', async () => {
