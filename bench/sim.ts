@@ -29,9 +29,10 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { ADVERT_ECHO_MS, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS } from '../src/auction/constants.js'
+import { ADVERT_ECHO_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS } from '../src/auction/constants.js'
 import type { Signed } from '../src/crypto/index.js'
 import type { Advert, JobSpecWire } from '../src/auction/protocol/messages.js'
+import { advertRefreshDelay } from '../src/auction/provider/advert.js'
 import { effectiveAsk, ProviderBook } from '../src/auction/requester/book.js'
 import { chooseInvitees, roundDecided } from '../src/auction/requester/invite.js'
 import { receiptGossipDelayMs } from '../src/auction/requester/settle.js'
@@ -207,8 +208,9 @@ function simulate (nodes: number, rate: number, mode: 'invite' | 'open'): Record
     providers.set(id, p)
     advertise(p)
     for (const ms of ADVERT_START_DELAYS_MS) sim.after(ms, () => { advertise(p) })
-    const refresh = (): void => { if (!p.alive) return; advertise(p); sim.after(ADVERT_REFRESH_MS, refresh) }
-    sim.after(ADVERT_REFRESH_MS, refresh)
+    // jittered as the provider's own (advert.ts): the seeded random keeps a run reproducible
+    const refresh = (): void => { if (!p.alive) return; advertise(p); sim.after(advertRefreshDelay(random), refresh) }
+    sim.after(advertRefreshDelay(random), refresh)
     return p
   }
 

@@ -286,6 +286,13 @@ export const OFFER_STREAM_RETRY_MS = 10 * 60_000
  * per provider per minute, whatever the job rate.
  */
 export const ADVERT_REFRESH_MS = 60_000
+/**
+ * Each refresh waits ADVERT_REFRESH_MS × (1 ± this), drawn anew: providers started together (a mesh
+ * started at once, a fleet restarted by its operator) drift apart instead of refreshing in the same
+ * second forever, each refresh a burst of every provider's advert to every node. Two late refreshes
+ * (2 × 72 s) still fall inside ADVERT_TTL_MS.
+ */
+export const ADVERT_REFRESH_JITTER = 0.2
 export const ADVERT_TTL_MS = 3 * ADVERT_REFRESH_MS
 /** Right after start, when the mesh is still forming, the advert is sent again at these delays. */
 export const ADVERT_START_DELAYS_MS = [1_000, 3_000, 10_000, 30_000]

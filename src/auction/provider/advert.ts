@@ -4,7 +4,7 @@
  * invite the providers that can plausibly win a job (requester/invite.ts).
  *
  * Sent on start and again at ADVERT_START_DELAYS_MS (the mesh is still
- * forming), then every ADVERT_REFRESH_MS, and on hearing an open call (a
+ * forming), then every ADVERT_REFRESH_MS (± ADVERT_REFRESH_JITTER), and on hearing an open call (a
  * requester whose book is thin), at most every ADVERT_ECHO_MS. The cost is a few small gossip messages per
  * provider per minute, independent of the job rate.
  *
@@ -15,10 +15,15 @@
  * waits until it fits rather than be dropped by our neighbours, so under steady load it costs at
  * most one advert per 1 / ADVERT_RATE_PER_KEY seconds, whatever the job rate.
  */
-import { ADVERT_BURST_PER_KEY, ADVERT_ECHO_MS, ADVERT_RATE_PER_KEY, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
+import { ADVERT_BURST_PER_KEY, ADVERT_ECHO_MS, ADVERT_RATE_PER_KEY, ADVERT_REFRESH_JITTER, ADVERT_REFRESH_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, ADVERTS_TOPIC, MAX_ADVERT_ADDRS } from '../constants.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
 import { encodeBatch, sign, type Advert } from '../protocol/messages.js'
 import { inputLimits, type ProviderContext } from './state.js'
+
+/** How long until the next refresh: ADVERT_REFRESH_MS ± ADVERT_REFRESH_JITTER, uniform. PURE (given `random`). */
+export function advertRefreshDelay (random: () => number = Math.random): number {
+  return Math.round(ADVERT_REFRESH_MS * (1 - ADVERT_REFRESH_JITTER + 2 * ADVERT_REFRESH_JITTER * random()))
+}
 
 /** The schema's ceilings (limitsSchema): a provider configured above them advertises the ceiling. */
 const CAP_CEILING = { timeoutMs: 24 * 3600_000, memoryMb: 65536, outputBytes: 64 * 1024 * 1024 }
@@ -39,9 +44,18 @@ export class Advertiser {
   start (): void {
     this.send()
     for (const ms of ADVERT_START_DELAYS_MS) this.later(ms, () => { this.send() })
-    const refresh = setInterval(() => { this.send() }, ADVERT_REFRESH_MS)
-    refresh.unref()
-    this.timers.push(refresh)
+    this.scheduleRefresh()
+  }
+
+  /** The next refresh, a jittered delay away (advertRefreshDelay); each one schedules the next. */
+  private scheduleRefresh (): void {
+    const t = setTimeout(() => {
+      this.timers = this.timers.filter(x => x !== t)
+      this.send()
+      this.scheduleRefresh()
+    }, advertRefreshDelay())
+    t.unref()
+    this.timers.push(t)
   }
 
   stop (): void {
