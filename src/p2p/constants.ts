@@ -110,7 +110,8 @@ export const REVERIFY_PEERS = 4
 /**
  * Resolution of the event-loop lag histogram (`nodejs_eventloop_lag_*` in /metrics). prom-client's
  * default, 10 ms, is a timer that wakes an idle node 100 times a second: measured on a lone idle
- * node, 218 wakeups and 7–8 ms of CPU a second, against 44 and 3 ms at 100 ms. A lag shorter than
- * this still shows in the histogram's upper percentiles; the figure is for operators, not control.
+ * node, 218 wakeups and 7–8 ms of CPU a second, against 44 and 3 ms at 100 ms. A stall shorter
+ * than this is seen only when it overlaps a sample, so short stalls are undercounted; the figure is
+ * for operators, not control.
  */
 export const EVENT_LOOP_LAG_RESOLUTION_MS = 100
