@@ -60,6 +60,26 @@ export interface MetricsDeps {
 }
 
 
+/**
+ * A counter that shows totals kept elsewhere (the network's traffic, the market's refusals, the
+ * signature checks): at each scrape its series are set to `totals()` as they are (nothing, when it
+ * gives nothing). The totals only grow, so this is a counter to Prometheus.
+ */
+function mirroredCounter (registry: Registry, name: string, help: string, labelNames: string[], totals: () => Iterable<[Record<string, string>, number]> | undefined): void {
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect () {
+      const now = totals()
+      if (now == null) return
+      this.reset()
+      for (const [labels, n] of now) this.inc(labels, n)
+    }
+  })
+}
+
 /** Build the registry and the listeners that feed it; `close()` removes the listeners. */
 export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, close: () => void } {
   const { market, executor, ledger, network } = deps
@@ -106,17 +126,9 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
       for (const path of PATHS) this.set({ path }, open[path])
     }
   })
-  new Counter({
-    name: 'mercato_connections_opened_total',
-    help: 'Connections opened since start, by path: direct, or relayed through a circuit relay',
-    labelNames: ['path'],
-    registers: [registry],
-    collect () {
-      const opened = network?.connectionsByPath?.().opened
-      if (opened == null) return
-      this.reset()
-      for (const path of PATHS) this.inc({ path }, opened[path])
-    }
+  mirroredCounter(registry, 'mercato_connections_opened_total', 'Connections opened since start, by path: direct, or relayed through a circuit relay', ['path'], () => {
+    const opened = network?.connectionsByPath?.().opened
+    return opened == null ? undefined : PATHS.map(path => [{ path }, opened[path]])
   })
   new Gauge({
     name: 'mercato_ledger_head_seq',
@@ -148,64 +160,19 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
       this.set({ state: 'queued' }, s.queued)
     }
   })
-  const seenTraffic = { gossip: 0, requests: 0, frames: 0 }
-  new Counter({
-    name: 'mercato_network_messages_received_total',
-    help: 'Messages received from peers, by kind: gossip (handed to a topic decoder), request, frame (channel message). Summed over a mesh, each transmission counts once.',
-    labelNames: ['kind'],
-    registers: [registry],
-    collect () {
-      const t = deps.network?.traffic?.()
-      if (t == null) return
-      for (const kind of ['gossip', 'requests', 'frames'] as const) {
-        const delta = t[kind] - seenTraffic[kind]
-        if (delta > 0) this.inc({ kind: kind === 'requests' ? 'request' : kind === 'frames' ? 'frame' : 'gossip' }, delta)
-        seenTraffic[kind] = t[kind]
-      }
-    }
+  mirroredCounter(registry, 'mercato_network_messages_received_total', 'Messages received from peers, by kind: gossip (handed to a topic decoder), request, frame (channel message). Summed over a mesh, each transmission counts once.', ['kind'], () => {
+    const t = deps.network?.traffic?.()
+    if (t == null) return undefined
+    // a kind shows from its first message on
+    return ([['gossip', t.gossip], ['request', t.requests], ['frame', t.frames]] as const).filter(([, n]) => n > 0).map(([kind, n]) => [{ kind }, n])
   })
-  new Counter({
-    name: 'mercato_signature_checks_total',
-    help: 'Ed25519 signatures checked, by how: verified, or cached (a copy of one already verified or signed here)',
-    labelNames: ['how'],
-    registers: [registry],
-    collect () {
-      this.reset()
-      this.inc({ how: 'verified' }, signatureChecks.verified)
-      this.inc({ how: 'cached' }, signatureChecks.cached)
-    }
-  })
-  const seenByTopic = new Map<string, number>()
-  new Counter({
-    name: 'mercato_gossip_messages_received_total',
-    help: 'Gossip messages received from peers, by topic (offers of open calls, adverts, receipts): what the mesh\'s broadcast traffic costs this node',
-    labelNames: ['topic'],
-    registers: [registry],
-    collect () {
-      for (const [topic, n] of Object.entries(deps.network?.traffic?.().gossipByTopic ?? {})) {
-        const delta = n - (seenByTopic.get(topic) ?? 0)
-        if (delta > 0) this.inc({ topic }, delta)
-        seenByTopic.set(topic, n)
-      }
-    }
-  })
-  const seenRefused = new Map<string, number>()
-  new Counter({
-    name: 'mercato_refused_messages_total',
-    help: 'Network messages refused (size, schema, signature, sender...), by role and reason',
-    labelNames: ['role', 'reason'],
-    registers: [registry],
-    collect () {
-      const refused = market.refusals()
-      for (const [role, map] of [['requester', refused.requester], ['provider', refused.provider]] as const) {
-        for (const [reason, n] of map) {
-          const key = `${role}\0${reason}`
-          const delta = n - (seenRefused.get(key) ?? 0)
-          if (delta > 0) this.inc({ role, reason }, delta)
-          seenRefused.set(key, n)
-        }
-      }
-    }
+  mirroredCounter(registry, 'mercato_signature_checks_total', 'Ed25519 signatures checked, by how: verified, or cached (a copy of one already verified or signed here)', ['how'], () =>
+    [[{ how: 'verified' }, signatureChecks.verified], [{ how: 'cached' }, signatureChecks.cached]])
+  mirroredCounter(registry, 'mercato_gossip_messages_received_total', 'Gossip messages received from peers, by topic (offers of open calls, adverts, receipts): what the mesh\'s broadcast traffic costs this node', ['topic'], () =>
+    Object.entries(deps.network?.traffic?.().gossipByTopic ?? {}).filter(([, n]) => n > 0).map(([topic, n]) => [{ topic }, n]))
+  mirroredCounter(registry, 'mercato_refused_messages_total', 'Network messages refused (size, schema, signature, sender...), by role and reason', ['role', 'reason'], () => {
+    const refused = market.refusals()
+    return (['requester', 'provider'] as const).flatMap(role => [...refused[role]].filter(([, n]) => n > 0).map(([reason, n]): [Record<string, string>, number] => [{ role, reason }, n]))
   })
 
   // auction timing: from a fresh announcement to the first award or no-bids

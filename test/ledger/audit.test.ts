@@ -25,11 +25,11 @@ describe('ledger audit (memory network)', function () {
   let hub: MemoryHub
   const nodes: TestNode[] = []
 
-  async function makeNode (opts: { pageLimit?: number, signer?: Signer, ledger?: Ledger } = {}): Promise<TestNode> {
+  async function makeNode (opts: { pageLimit?: number, signer?: Signer, ledger?: Ledger, headDebounceMs?: number, headIntervalMs?: number } = {}): Promise<TestNode> {
     const signer = opts.signer ?? randomSigner()
     const ledger = opts.ledger ?? await openLedger({ signer })
     const net = hub.createNode(signer.peerId)
-    const audit = createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 10, headIntervalMs: 200, pageLimit: opts.pageLimit })
+    const audit = createLedgerAudit({ ledger, network: net, signer, headDebounceMs: opts.headDebounceMs ?? 10, headIntervalMs: opts.headIntervalMs ?? 200, pageLimit: opts.pageLimit })
     await audit.start()
     const n = { signer, ledger, net, audit }
     nodes.push(n)
@@ -120,11 +120,8 @@ describe('ledger audit (memory network)', function () {
     // a spacing of a minute: only the connect rule can get A's head to B within the test
     const signer = randomSigner()
     const ledger = await openLedger({ signer })
-    const net = hub.createNode(signer.peerId)
-    const a = { signer, ledger, net, audit: createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 60_000, headIntervalMs: 60_000 }) }
-    nodes.push(a)
-    await a.ledger.append('job', { jobId: 'x' })
-    await a.audit.start() // its first head reaches nobody
+    await ledger.append('job', { jobId: 'x' })
+    const a = await makeNode({ signer, ledger, headDebounceMs: 60_000, headIntervalMs: 60_000 }) // its first head reaches nobody
     const headsFromA = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === a.signer.peerId).length
     expect(headsFromA()).to.equal(0)
     const b = await makeNode()
@@ -150,12 +147,7 @@ describe('ledger audit (memory network)', function () {
     for (const n of [60, 300, 1000]) expect(n / headStretch(n)).to.be.closeTo(HEAD_MESH_FREE, 1e-9)
 
     // a node that hears 4 × HEAD_MESH_FREE signers spaces its moved heads 4 × 200 ms apart
-    const signer = randomSigner()
-    const ledger = await openLedger({ signer })
-    const net = hub.createNode(signer.peerId)
-    const audit = createLedgerAudit({ ledger, network: net, signer, headDebounceMs: 200, headIntervalMs: 200 })
-    await audit.start()
-    nodes.push({ signer, ledger, net, audit })
+    const { signer, ledger, audit } = await makeNode({ headDebounceMs: 200, headIntervalMs: 200 })
     const listener = await makeNode()
     for (let i = 0; i < 4 * HEAD_MESH_FREE - 1; i++) {
       const other = randomSigner()
