@@ -12,8 +12,10 @@
  * - job: a wasm job submitted on A with the blob as its input `in.bin`; on B it copies
  *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces, every byte inverted so the output is a blob
  *   A does not hold already (test/fixtures/src/copy-input.wat), B writes
- *   the output to disk as the guest writes it and stores it as a UnixFS blob, A pulls it block by
- *   block and checks it before it pays. Timed from submit to `completed`. (B already holds the
+ *   the output to disk as the guest writes it and stores it as a UnixFS blob, pushing its leaves to
+ *   A as it reads them (`/mercato/output-push/1.0.0`); after the result A fetches what it lacks
+ *   (the DAG's root and inner nodes) and checks the whole before it pays. Timed from submit to
+ *   `completed`; `blocks` counts the blocks A was pushed and fetched meanwhile. (B already holds the
  *   input from the fetch leg, so this is the run, the output's import and A's pull, not the input's
  *   transfer.)
  * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
@@ -237,6 +239,8 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
 
   // leg 3: a job on A with the blob as its input, run on B, which writes the same bytes inverted as its output
   peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
+  const blocksOf = async (): Promise<{ blocksFetched: number, blocksPushed: number }> => ((await client.node()).blobs as any).blocks
+  const blocksBefore = await blocksOf()
   const aBeforeJob = await memoryOf(aPid)
   const bBeforeJob = await memoryOf(bPid)
   t0 = performance.now()
@@ -245,6 +249,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   const jobMs = performance.now() - t0
   if (job.status !== 'completed') throw new Error(`job: ${job.status} ${JSON.stringify(job)}`)
   const aAfterJob = await memoryOf(aPid)
+  const blocksAfter = await blocksOf()
   const bAfterJob = await memoryOf(bPid)
   const outputs = await client.outputs(job.id)
   const out = outputs.find(o => o.path === 'out.bin')
@@ -295,13 +300,14 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
       steps: {
         auctionMs: t.accepted != null ? t.accepted - job.createdAt : null,
         providerMs: msBetween(t, 'accepted', 'collecting'),
-        // of which: staging the input (accepted → running), the run and the output's import (running → collecting)
+        // of which: staging the input (accepted → running), the run and the output's import and push (running → collecting)
         providerStagingMs: msBetween(t, 'accepted', 'running'),
         providerRunMs: msBetween(t, 'running', 'collecting'),
+        // the result in: the push's end awaited, the blocks it did not bring fetched, the whole checked
         outputPullMs: pullMs,
-        outputPullMBps: pullMs != null && pullMs > 0 ? mbps(SIZE, pullMs) : null,
         settleMs: msBetween(t, 'result', 'settled')
       },
+      blocks: { pushedToRequester: blocksAfter.blocksPushed - blocksBefore.blocksPushed, fetchedByRequester: blocksAfter.blocksFetched - blocksBefore.blocksFetched },
       provider: { rssBeforeMiB: bBeforeJob.rssMiB, peakAfterMiB: bAfterJob.peakMiB, peakGrowthMiB: round(bAfterJob.peakMiB - bBeforeJob.rssMiB) },
       requester: { rssBeforeMiB: aBeforeJob.rssMiB, peakAfterMiB: aAfterJob.peakMiB, peakGrowthMiB: round(aAfterJob.peakMiB - aBeforeJob.rssMiB) }
     },
@@ -330,7 +336,6 @@ async function main (): Promise<void> {
     providerFetch: r.providerFetch.fetchMBps,
     providerFetchAndStreamOut: r.providerFetch.endToEndMBps,
     job: r.job.MBps,
-    outputPull: r.job.steps.outputPullMBps,
     outputDownload: r.outputDownload.MBps
   })
   console.log(JSON.stringify({

@@ -117,6 +117,8 @@ export interface BlobStats {
   blocksFetched: number
   /** blocks served to peers */
   blocksServed: number
+  /** blocks a provider pushed to us (a job's output leaves, hashed here), new or already held */
+  blocksPushed: number
 }
 
 function parseCid (cid: string): CID | undefined {
@@ -148,7 +150,7 @@ export class BlobStore {
   /** pins, holds and the collector of cached blobs (blob-gc.ts) */
   readonly gc: BlobCollector
   private readonly cache = new Map<string, Uint8Array>()
-  private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0 }
+  private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0, blocksPushed: 0 }
 
   constructor (dir?: string) {
     this.blocks = new BlockStore(dir)
@@ -175,6 +177,20 @@ export class BlobStore {
     const cid = cidOfBytes(bytes)
     await this.blocks.put(cid, bytes)
     if (opts.cache !== false) this.remember(cid, bytes)
+    return cid
+  }
+
+  /**
+   * Store a block a peer pushed without being asked (a job's output leaf, requester/push.ts) as a
+   * raw block under the CID of its bytes, hashed here: nothing the peer says names it, so it cannot
+   * be wrong, only useless (not a leaf of any output: cached, and collected like any fetched block).
+   * Returns its CID.
+   */
+  async putLeaf (bytes: Uint8Array): Promise<string> {
+    if (bytes.length === 0 || bytes.length > MAX_BLOCK_BYTES) throw new InvalidInputError(`a pushed block of ${bytes.length} bytes`, 'invalid-block')
+    const cid = cidOfBytes(bytes)
+    await this.blocks.put(cid, bytes)
+    this.counters.blocksPushed++
     return cid
   }
 

@@ -29,6 +29,8 @@ export const BLOB_PROTOCOL = '/mercato/blob/2.0.0'
  * not speak 2.1.0.
  */
 export const BLOB_STREAM_PROTOCOL = '/mercato/blob/2.1.0'
+/** A provider pushing its output files' blocks to the requester while it imports them (see OUTPUT_PUSH_MIN_BYTES). */
+export const OUTPUT_PUSH_PROTOCOL = '/mercato/output-push/1.0.0'
 /** A restarted requester asks a provider about a job it awarded. */
 export const STATUS_PROTOCOL = '/mercato/status/1.0.0'
 /** DHT key prefix under which providers advertise an engine. */
@@ -129,6 +131,22 @@ export const MAX_RESULT_OUTPUT_BYTES = MAX_OUTPUT_TOTAL_BYTES
  */
 export const OUTPUT_FETCH_BASE_MS = 10_000
 export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
+/**
+ * `/mercato/output-push/1.0.0` (provider/push.ts, requester/push.ts): a provider sends the 256 KiB
+ * leaves of its output files to the requester while it imports them, so the transfer overlaps the
+ * import and the requester's fetch after the result finds the leaves held. Files under
+ * OUTPUT_PUSH_MIN_BYTES are left to the fetch (a round trip or two; a stream of their own would
+ * cost more than it saves).
+ */
+export const OUTPUT_PUSH_MIN_BYTES = 1024 * 1024
+/** Bytes a pushing provider sends ahead of what the requester said it stored: the fetch's read-ahead, below the requester's buffer. */
+export const OUTPUT_PUSH_WINDOW_BYTES = BLOB_READ_AHEAD_BYTES
+/** The requester says what it stored after this many more bytes (a quarter of the window: ~16 small messages per 4 MiB). */
+export const OUTPUT_PUSH_ACK_BYTES = 1024 * 1024
+/** Either end drops a push that makes no progress for this long (no block, or no room in the window). */
+export const OUTPUT_PUSH_STALL_MS = BLOB_STALL_MS
+/** Pushes a requester receives at once, all jobs together (each holds at most a window unread); more are refused `busy`. */
+export const MAX_OUTPUT_PUSHES = 8
 /**
  * Input files (job spec `inputs`): at most MAX_JOB_INPUTS of them (the executor's figure), each URL
  * at most MAX_INPUT_URL_CHARS, and the paths and URLs together at most MAX_INPUTS_SPEC_CHARS, so

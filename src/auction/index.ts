@@ -33,7 +33,7 @@ import type { Engine, Executor } from '../executor/index.js'
 import { logger } from '../logger.js'
 import type { BlobStoreStatus } from './blob-gc.js'
 export type { BlobStoreStatus, PinReason } from './blob-gc.js'
-import { BlobStore } from './blobs.js'
+import { BlobStore, type BlobStats } from './blobs.js'
 import {
   ADVERT_BURST_PER_KEY, ADVERT_RATE_PER_KEY, ADVERTS_TOPIC, MAX_ADVERT_BYTES,
   BLOB_KEY_PREFIX, BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
@@ -44,7 +44,7 @@ import { readRecord, readStanding, readStandingRecords } from './protocol/journa
 import { countInto, type Receipt, type RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
-import { Requester, type HeldJobs, type KnownProvider, type ListOptions, type RequesterConfig } from './requester/index.js'
+import { Requester, type HeldJobs, type KnownProvider, type ListOptions, type PushStats, type RequesterConfig } from './requester/index.js'
 import { ProviderBook } from './requester/book.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
 
@@ -58,7 +58,7 @@ export { trustOf, eligibleBids, attemptDeadline, type Trust } from './requester/
 export { JobStateError } from '../errors.js'
 export { GossipGate, SeenSet, KeyedRateLimit } from './protocol/gossip.js'
 export { RefusedMessageError, DECLINE_REASONS, type DeclineReason, type Offer, type Bid, type Award, type Result, type Receipt, type RefusalReason } from './protocol/messages.js'
-export type { HeldJobs, KnownProvider, ListOptions, RequesterConfig } from './requester/index.js'
+export type { HeldJobs, KnownProvider, ListOptions, PushStats, RequesterConfig } from './requester/index.js'
 export { MAX_JOB_NAME } from './protocol/journal.js'
 export type { ProviderConfig } from './provider/index.js'
 
@@ -106,8 +106,8 @@ export interface Market {
    * once the store is past `blobs.cacheMaxBytes` (blob-gc.ts). False when it was not pinned.
    */
   unpinBlob (cid: string): boolean
-  /** the block store's size, pins and last collection (`GET /v1/node` `blobs`) */
-  blobStatus (): BlobStoreStatus
+  /** the block store's size, pins and last collection, and the blocks it fetched, served and was pushed (`GET /v1/node` `blobs`) */
+  blobStatus (): BlobStoreStatus & { blocks: BlobStats }
   /** a held blob's bytes as a stream (a range with `offset`, `length`); undefined when not held whole */
   catBlob (cid: string, opts?: { offset?: number, length?: number, signal?: AbortSignal }): Promise<{ size: number, content: AsyncIterable<Uint8Array> } | undefined>
   /** a blob held here (undefined when not); `cache: false` reads it without keeping it in memory */
@@ -145,6 +145,8 @@ export interface Market {
   answersUndelivered (): number
   /** messages refused from the network, by role and reason */
   refusals (): { requester: ReadonlyMap<RefusalReason, number>, provider: ReadonlyMap<RefusalReason, number> }
+  /** output files our providers pushed to us while they imported them (requester/push.ts): pushes taken, refused, bytes stored */
+  outputPushes (): PushStats
   balance (): { peerId: string, earned: number, spent: number, balance: number }
   standings (): PeerStanding[]
 }
@@ -270,7 +272,7 @@ export function createMarket (init: MarketInit): Market {
         : await network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
       return await blobs.pull(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
     },
-    blobStatus: () => blobs.gc.status(),
+    blobStatus: () => ({ ...blobs.gc.status(), blocks: blobs.stats() }),
     unpinBlob (cid) {
       const had = blobs.gc.unpin(cid)
       if (had) blobs.gc.collectSoon()
@@ -327,6 +329,7 @@ export function createMarket (init: MarketInit): Market {
     },
     capacity: () => ({ enabled: provider.enabled, slots: provider.slots, busy: provider.busy, engines: provider.engines() }),
     refusals: () => ({ requester: requester.refused, provider: provider.refused }),
+    outputPushes: () => requester.pushStats(),
     answersUndelivered: () => provider.unreachable,
     balance () {
       const me = reputation.get(init.signer.peerId)

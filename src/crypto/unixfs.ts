@@ -9,6 +9,14 @@ import { createReadStream } from 'node:fs'
 import { importByteStream, type WritableStorage } from 'ipfs-unixfs-importer'
 import type { CID } from 'multiformats/cid'
 
+/**
+ * The importer's leaf size (its default fixed-size chunker): every raw leaf of a file DAG is this
+ * many bytes of the file, but the last; a file of at most this many bytes is one raw block. The
+ * output push (auction/provider/push.ts) cuts files the same way, so the blocks it sends are the
+ * DAG's leaves (test/auction/output-push.test.ts holds the two together).
+ */
+export const UNIXFS_CHUNK_BYTES = 262_144
+
 /** Import a byte stream into `store` (or nowhere, to learn its CID); returns the root CID. */
 export async function importFile (source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, store: WritableStorage): Promise<string> {
   return (await importByteStream(source, store)).cid.toString()

@@ -29,6 +29,8 @@ export interface MetricsMarket {
   get (id: string): Promise<{ bids: unknown[] }>
   capacity (): { slots: number, busy: number }
   refusals (): { requester: ReadonlyMap<string, number>, provider: ReadonlyMap<string, number> }
+  /** output pushes taken and refused, and their bytes */
+  outputPushes (): { accepted: number, refused: number, bytes: number }
 }
 
 export interface MetricsExecutor {
@@ -170,6 +172,11 @@ export function createMercatoMetrics (deps: MetricsDeps): { registry: Registry, 
     [[{ how: 'verified' }, signatureChecks.verified], [{ how: 'cached' }, signatureChecks.cached]])
   mirroredCounter(registry, 'mercato_gossip_messages_received_total', 'Gossip messages received from peers, by topic (offers of open calls, adverts, receipts): what the mesh\'s broadcast traffic costs this node', ['topic'], () =>
     Object.entries(deps.network?.traffic?.().gossipByTopic ?? {}).filter(([, n]) => n > 0).map(([topic, n]) => [{ topic }, n]))
+  mirroredCounter(registry, 'mercato_output_pushes_total', 'Pushes of output files from our jobs\' providers (sent while they import them), by result: accepted, refused', ['result'], () => {
+    const p = market.outputPushes()
+    return [[{ result: 'accepted' }, p.accepted], [{ result: 'refused' }, p.refused]]
+  })
+  mirroredCounter(registry, 'mercato_output_push_bytes_total', 'Bytes of output files our jobs\' providers pushed to us and we stored', [], () => [[{}, market.outputPushes().bytes]])
   mirroredCounter(registry, 'mercato_refused_messages_total', 'Network messages refused (size, schema, signature, sender...), by role and reason', ['role', 'reason'], () => {
     const refused = market.refusals()
     return (['requester', 'provider'] as const).flatMap(role => [...refused[role]].filter(([, n]) => n > 0).map(([reason, n]): [Record<string, string>, number] => [{ role, reason }, n]))

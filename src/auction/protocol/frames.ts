@@ -196,3 +196,40 @@ export function decodeBlobBatch (data: Uint8Array): string[] {
   if (!parsed.success) throw new RefusedMessageError('bad-schema', `blob batch is not { cids: 1 to ${MAX_BLOB_BATCH} CIDs }`)
   return parsed.data.cids
 }
+
+// ---------------------------------------------------------------- output push (/mercato/output-push/1.0.0)
+
+/** Largest message a pushing provider sends first, and a requester's reply: a job id and a few bytes of CBOR. */
+export const MAX_PUSH_CONTROL_BYTES = 512
+
+const pushHelloSchema = z.strictObject({ v: z.literal(1), jobId })
+const pushReplySchema = z.union([
+  /** the bytes of blocks stored so far (0: the push is accepted) */
+  z.strictObject({ stored: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  /** the push is refused; the requester closes */
+  z.strictObject({ refused: z.string().max(64) })
+])
+export type PushReply = z.infer<typeof pushReplySchema>
+
+/** A provider's first message on an output push: the job whose outputs follow. */
+export const encodePushHello = (id: string): Uint8Array => canonicalEncode({ v: 1, jobId: id })
+
+export function decodePushHello (data: Uint8Array): string {
+  if (data.length > MAX_PUSH_CONTROL_BYTES) throw new RefusedMessageError('too-large', `push hello: ${data.length} bytes`)
+  let value: unknown
+  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'push hello: not canonical CBOR') }
+  const parsed = pushHelloSchema.safeParse(value)
+  if (!parsed.success) throw new RefusedMessageError('bad-schema', 'push hello is not { v: 1, jobId }')
+  return parsed.data.jobId
+}
+
+export const encodePushReply = (reply: PushReply): Uint8Array => canonicalEncode(reply)
+
+export function decodePushReply (data: Uint8Array): PushReply {
+  if (data.length > MAX_PUSH_CONTROL_BYTES) throw new RefusedMessageError('too-large', `push reply: ${data.length} bytes`)
+  let value: unknown
+  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'push reply: not canonical CBOR') }
+  const parsed = pushReplySchema.safeParse(value)
+  if (!parsed.success) throw new RefusedMessageError('bad-schema', 'push reply is not { stored } or { refused }')
+  return parsed.data
+}

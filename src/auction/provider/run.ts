@@ -18,7 +18,7 @@ import { createReadStream } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
-import { unixfsCidOfFile } from '../../crypto/unixfs.js'
+import { UNIXFS_CHUNK_BYTES, unixfsCidOfFile } from '../../crypto/unixfs.js'
 import { computeResultHash, outputsField, type ExecJob, type ExecResult } from '../../executor/index.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { CID } from 'multiformats/cid'
@@ -30,6 +30,7 @@ import { LIVE_LOG_BYTES_PER_SEC, LIVE_LOG_MAX_BYTES } from '../constants.js'
 import { dropOffer, finishHeld, fromRequesterOrHolders, MAX_PAYING_REQUESTERS, type HeldJob, type ProviderContext } from './state.js'
 import { LiveLogSender } from './logs.js'
 import { InputFailure, stageInputs, type StagedInputs } from './inputs.js'
+import { OutputPusher } from './push.js'
 
 /**
  * executor errors that say nothing about the job: the award is dropped and the requester fails over.
@@ -119,6 +120,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   // the job's output files on disk (written there as the guest writes them), removed once stored as blobs
   const outputDir = outputsFolder(ctx, a.jobId)
   const releaseOutputs: Array<() => void> = []
+  // large output files go to the requester while they are imported (push.ts), not only when it asks after the result
+  const pusher = new OutputPusher(ctx.network, channel.remotePeer, a.jobId, ctx.log)
   try {
     const started = Date.now()
     const job = await buildExecJob(ctx, offer.payload, award.signer)
@@ -129,7 +132,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     if (ctx.deps.withholdOutputs !== true) {
       job.nameOutput = async (file, size) => {
         if (size === 0) return await unixfsCidOfFile(file)
-        const cid = await importOutput(ctx, file, size)
+        const cid = await importOutput(ctx, file, size, pusher)
         // held until the job is over (stored outputs are pinned by then): a long job on a full
         // store must not see its first outputs collected before the result names them
         releaseOutputs.push(ctx.deps.blobs.gc.hold(cid))
@@ -151,13 +154,15 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     state.avgRunMs = state.avgRunMs * 0.8 + (Date.now() - started) * 0.2
     if (ctx.deps.corruptResults === true) exec = await corrupt(a.jobId, exec)
     // the output files become blobs (served over the blob protocol) before the result names them
-    await storeOutputs(ctx, exec, imported)
+    await storeOutputs(ctx, exec, imported, pusher)
+    pusher.finish()
     result = signResult(ctx, a.jobId, awardId, exec)
   } catch (err: any) {
     // the requester withdrew the award (it cancelled the job, or handed it on): nothing went wrong here
     if (withdrawn.signal.aborted) ctx.log.info({ jobId: a.jobId }, 'award withdrawn while the job ran; stopped it')
     // could not even fetch the module: let the requester fail over
     else ctx.log.warn({ err, jobId: a.jobId }, 'could not run awarded job')
+    pusher.abort()
     clearInterval(hb)
     void logs.close()
     state.running--
@@ -246,9 +251,12 @@ function outputsFolder (ctx: ProviderContext, jobId: string): string {
   return join(ctx.cfg.outputsDir, `${createHash('sha256').update(jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
 }
 
-/** Import an output file into the blob store (blocks staged and committed whole, never the file in memory); its UnixFS CID. */
-async function importOutput (ctx: ProviderContext, file: string, size: number): Promise<string> {
-  return await ctx.deps.blobs.putStream(createReadStream(file, { highWaterMark: 256 * 1024 }), { maxBytes: size })
+/**
+ * Import an output file into the blob store (blocks staged and committed whole, never the file in
+ * memory); its UnixFS CID. The file goes to the requester as it is read (push.ts; when large enough).
+ */
+async function importOutput (ctx: ProviderContext, file: string, size: number, pusher: OutputPusher): Promise<string> {
+  return await ctx.deps.blobs.putStream(pusher.tee(createReadStream(file, { highWaterMark: UNIXFS_CHUNK_BYTES }), size), { maxBytes: size })
 }
 
 /**
@@ -258,11 +266,11 @@ async function importOutput (ctx: ProviderContext, file: string, size: number): 
  * must come out under the same CID. Empty files are not stored: the requester knows their bytes.
  * A provider told to withhold them (a test switch) claims them without serving them.
  */
-async function storeOutputs (ctx: ProviderContext, exec: ExecResult, imported: Set<string>): Promise<void> {
+async function storeOutputs (ctx: ProviderContext, exec: ExecResult, imported: Set<string>, pusher: OutputPusher): Promise<void> {
   if (exec.outputs == null || ctx.deps.withholdOutputs === true) return
   for (const o of exec.outputs) {
     if (o.size === 0) continue
-    const cid = imported.has(o.cid) ? o.cid : await importOutput(ctx, o.file, o.size)
+    const cid = imported.has(o.cid) ? o.cid : await importOutput(ctx, o.file, o.size, pusher)
     if (cid !== o.cid) throw new Error(`output ${o.path} was stored as ${cid}, not the ${o.cid} the result names`)
     // served to the requester (and its user) for blobs.outputRetentionMs, then collectable
     ctx.deps.blobs.gc.pin(cid, 'output')

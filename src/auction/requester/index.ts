@@ -32,11 +32,13 @@ import * as views from './views.js'
 import { trustOf } from './trust.js'
 import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './memory.js'
 import { JobQueue } from './queue.js'
+import { OutputPushes, type PushStats } from './push.js'
 import { LruCache } from '../../lru.js'
 
 export type { RequesterConfig, RequesterDeps } from './job.js'
 export type { KnownProvider } from './views.js'
 export type { HeldJobs } from './memory.js'
+export type { PushStats } from './push.js'
 export type { ListOptions } from './views.js'
 
 /** The name, labels and constraints of a submitted job, checked (InvalidInputError / SelectorError naming the bad one). */
@@ -69,6 +71,8 @@ export class Requester {
   private readonly bidding: Bidding
   private readonly settlement: Settlement
   private readonly awards: Awards
+  /** output files our providers push while they import them (push.ts) */
+  private readonly pushes: OutputPushes
   /** jobs waiting for a provider (queue.ts) */
   private readonly queue: JobQueue
   /** the finished jobs held in memory, oldest first (memory.ts) */
@@ -111,6 +115,7 @@ export class Requester {
     this.bidding = new Bidding(this.ctx)
     this.settlement = new Settlement(this.ctx)
     this.awards = new Awards(this.ctx, this.settlement)
+    this.pushes = new OutputPushes(this.ctx)
     this.queue = new JobQueue(this.ctx, async (job) => { await this.bidding.announce(job) })
   }
 
@@ -118,6 +123,7 @@ export class Requester {
 
   async start (): Promise<void> {
     await this.bidding.start()
+    await this.pushes.start()
     this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
     this.watchdog.unref()
   }
@@ -130,7 +136,13 @@ export class Requester {
       clearTimeout(job.biddingTimer)
       for (const a of job.attempts) a.channel?.abort(new Error('requester stopping'))
     }
+    await this.pushes.stop()
     await this.bidding.stop()
+  }
+
+  /** Output pushes taken and refused, and their bytes (since start). */
+  pushStats (): PushStats {
+    return { ...this.pushes.stats }
   }
 
   // ---------------------------------------------------------------- the driver

@@ -70,6 +70,8 @@ export interface Attempt extends WatchedAttempt {
   endedAt?: number
   reason?: string
   resultHash?: string
+  /** its provider is pushing the output files (push.ts): settles when the push is over */
+  push?: Promise<void>
 }
 
 export interface RequesterJob {

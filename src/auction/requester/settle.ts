@@ -112,6 +112,8 @@ export class Settlement {
     attempt.collecting = true
     ctx.emit(job, 'collecting', { provider: attempt.provider, files: outputs.length, bytes: total })
     try {
+      // the provider may be pushing them still (push.ts): the fetch then asks only for what did not come
+      if (attempt.push != null) await settledOrAborted(attempt.push, signal)
       for (const o of outputs) {
         if (o.size === 0) continue
         try {
@@ -189,4 +191,12 @@ export class Settlement {
     if (attempt?.channel != null) await attempt.channel.send(encodeFrame({ t: 'receipt', m: receipt })).catch(() => {})
     return receipt
   }
+}
+
+/** Settles when `p` does or when `signal` aborts, whichever is first (never rejects: what follows checks the signal). */
+async function settledOrAborted (p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return
+  let onAbort = (): void => {}
+  await Promise.race([p.catch(() => {}), new Promise<void>(resolve => { onAbort = resolve; signal.addEventListener('abort', onAbort, { once: true }) })])
+  signal.removeEventListener('abort', onAbort)
 }

@@ -1,0 +1,143 @@
+/**
+ * The requester's side of `/mercato/output-push/1.0.0` (the provider's: provider/push.ts): the
+ * provider of a job we awarded sends the leaves of its output files while it imports them, and we
+ * store each under the CID of its bytes. When its result comes, the fetch of the outputs
+ * (settle.ts) waits for the push to end and then walks the DAGs as before: the leaves are held, so
+ * it asks only for what is missing (the inner nodes, and anything the push did not bring).
+ *
+ * What a push can cost us, and the bounds:
+ * - only the provider of an attempt in flight (awarded, accepted, running) of a job of ours, before
+ *   its result, may push, and one push per job at a time; anyone else is refused at the first
+ *   message (`{ refused }`), before any block is read;
+ * - at most MAX_RESULT_OUTPUT_BYTES per push: what we would fetch for one result anyway;
+ * - at most OUTPUT_PUSH_WINDOW_BYTES unread: the provider may send only that far ahead of the
+ *   `{ stored }` we send back, and the stream's buffer resets a provider that sends more;
+ * - MAX_OUTPUT_PUSHES at once over all jobs, two per connection;
+ * - a block is hashed here and stored as a raw block under its own CID: it cannot be wrong, only
+ *   useless; a useless block is cached, not pinned, and the collector removes it like any fetched
+ *   block (blob-gc.ts);
+ * - a push idle for OUTPUT_PUSH_STALL_MS is dropped.
+ * A push that fails costs the job nothing: the fetch after the result gets what is missing.
+ */
+import { isInFlight } from './plan.js'
+import type { Attempt, RequesterContext, RequesterJob } from './job.js'
+import type { MessageChannel } from '../../p2p/index.js'
+import { UNIXFS_CHUNK_BYTES } from '../../crypto/unixfs.js'
+import { MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS, OUTPUT_PUSH_WINDOW_BYTES } from '../constants.js'
+import { decodePushHello, encodePushReply } from '../protocol/frames.js'
+import { RefusedMessageError } from '../protocol/messages.js'
+
+/** What `GET /v1/node`-style status and tests see of pushes. */
+export interface PushStats {
+  /** pushes taken, refused (by us), and the bytes stored from them */
+  accepted: number
+  refused: number
+  bytes: number
+}
+
+export class OutputPushes {
+  private active = 0
+  /** jobs with a push under way */
+  private readonly pushing = new Set<string>()
+  readonly stats: PushStats = { accepted: 0, refused: 0, bytes: 0 }
+
+  constructor (private readonly ctx: RequesterContext) {}
+
+  async start (): Promise<void> {
+    await this.ctx.network.handleChannel(OUTPUT_PUSH_PROTOCOL, async (channel) => { await this.receive(channel) }, {
+      maxMessageBytes: UNIXFS_CHUNK_BYTES,
+      // the window and a leaf in transit; a provider that ignores the window is reset past it
+      maxBufferBytes: OUTPUT_PUSH_WINDOW_BYTES + 2 * UNIXFS_CHUNK_BYTES,
+      maxInboundStreams: 2
+    })
+  }
+
+  async stop (): Promise<void> {
+    await this.ctx.network.unhandle(OUTPUT_PUSH_PROTOCOL).catch(() => {})
+  }
+
+  private async refuse (channel: MessageChannel, code: string, why: string): Promise<void> {
+    this.stats.refused++
+    this.ctx.log.debug({ from: channel.remotePeer, code, why }, 'output push refused')
+    await channel.send(encodePushReply({ refused: code })).catch(() => {})
+    await channel.close().catch(() => {})
+  }
+
+  /** The attempt of `job` that `peer` may push for: in flight, its result not in. */
+  private attemptOf (job: RequesterJob | undefined, peer: string): Attempt | undefined {
+    if (job == null || job.results.has(peer)) return undefined
+    return job.attempts.find(a => a.provider === peer && isInFlight(a.state) && a.collecting !== true)
+  }
+
+  private async receive (channel: MessageChannel): Promise<void> {
+    const { ctx } = this
+    if (this.active >= MAX_OUTPUT_PUSHES) { await this.refuse(channel, 'busy', `${MAX_OUTPUT_PUSHES} pushes at once`); return }
+    this.active++
+    let timer: NodeJS.Timeout | undefined
+    const idle = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => { channel.abort(new Error(`output push idle for ${OUTPUT_PUSH_STALL_MS} ms`)) }, OUTPUT_PUSH_STALL_MS)
+      timer.unref?.()
+    }
+    let jobId: string | undefined
+    let ended: (() => void) | undefined
+    let attempt: Attempt | undefined
+    try {
+      idle()
+      const messages = channel[Symbol.asyncIterator]()
+      const first = await messages.next()
+      if (first.done === true) return
+      try {
+        jobId = decodePushHello(first.value)
+      } catch (err) {
+        ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
+        await this.refuse(channel, 'bad-request', 'the first message is not { v: 1, jobId }')
+        return
+      }
+      const job = ctx.jobs.get(jobId)
+      const found = this.attemptOf(job, channel.remotePeer)
+      if (job == null || found == null) { ctx.count('unknown-job'); await this.refuse(channel, 'unknown-job', 'no attempt of that job in flight at this provider'); jobId = undefined; return }
+      if (this.pushing.has(jobId)) { await this.refuse(channel, 'busy', 'a push for this job is under way'); jobId = undefined; return }
+      this.pushing.add(jobId)
+      attempt = found
+      this.stats.accepted++
+      // the fetch after the result waits for this
+      attempt.push = new Promise<void>(resolve => { ended = resolve })
+      await channel.send(encodePushReply({ stored: 0 }))
+      let stored = 0
+      let acked = 0
+      while (true) {
+        const next = await messages.next()
+        if (next.done === true) break
+        idle()
+        // the attempt ended meanwhile (lost, cancelled, handed over): nothing more to store for it
+        if (this.attemptOf(job, channel.remotePeer) !== attempt) { channel.abort(new Error('the attempt is over')); return }
+        const block = next.value
+        stored += block.length
+        if (stored > MAX_RESULT_OUTPUT_BYTES) {
+          ctx.count('too-large')
+          channel.abort(new Error(`output push past ${MAX_RESULT_OUTPUT_BYTES} bytes`))
+          return
+        }
+        await ctx.deps.blobs.putLeaf(block)
+        this.stats.bytes += block.length
+        // pushing is a sign of life, as heartbeats are
+        attempt.lastSeen = Date.now()
+        if (stored - acked >= OUTPUT_PUSH_ACK_BYTES) {
+          acked = stored
+          await channel.send(encodePushReply({ stored }))
+        }
+      }
+      await channel.close()
+    } catch (err: any) {
+      ctx.log.debug({ from: channel.remotePeer, jobId, err: err?.message }, 'output push ended early')
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      clearTimeout(timer)
+      this.active--
+      if (jobId != null) this.pushing.delete(jobId)
+      if (attempt != null) attempt.push = undefined
+      ended?.()
+    }
+  }
+}

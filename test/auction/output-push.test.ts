@@ -1,0 +1,185 @@
+/**
+ * `/mercato/output-push/1.0.0` (provider/push.ts, requester/push.ts): a provider sends the leaves
+ * of a large output file while it imports it; the requester stores them by their own hash, and the
+ * fetch after the result asks only for what is missing. Real nodes on 127.0.0.1, and a hostile
+ * client of the protocol: strangers, bad first messages, a second push for the same job, junk
+ * blocks, a push for a job that is over.
+ */
+import '../../src/polyfill.js'
+import { expect } from 'chai'
+import { createHash, randomBytes } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { BlobStore, JOBS_TOPIC, OUTPUT_PUSH_PROTOCOL } from '../../src/auction/index.js'
+import { decodePushReply, encodePushHello, type PushReply } from '../../src/auction/protocol/frames.js'
+import { cidOfBytes } from '../../src/crypto/index.js'
+import { UNIXFS_CHUNK_BYTES, unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
+import type { MessageChannel } from '../../src/p2p/index.js'
+import type { MercatoNode } from '../../src/node.js'
+import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+
+const MiB = 1024 * 1024
+/** 3 MiB and 7 bytes: 13 leaves (12 whole, one of 7 bytes) under one root */
+const BIG = 3 * MiB + 7
+const bigBytes = (): Uint8Array => {
+  const b = new Uint8Array(BIG)
+  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12)) & 255
+  return b
+}
+const WRITE_BIG = `function main () {
+  readFile('gate.txt')
+  const b = new Uint8Array(${BIG})
+  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12)) & 255
+  writeFile('big.bin', b)
+  writeFile('small.txt', 'small')
+  return 1
+}`
+
+async function openPush (from: MercatoNode, to: MercatoNode, hello: Uint8Array): Promise<{ channel: MessageChannel, reply: PushReply }> {
+  const channel = await from.network.openChannel(to.peerId, OUTPUT_PUSH_PROTOCOL, { maxMessageBytes: 512 })
+  await channel.send(hello)
+  const first = await channel[Symbol.asyncIterator]().next()
+  if (first.done === true) throw new Error('the push closed without a reply')
+  return { channel, reply: decodePushReply(first.value) }
+}
+
+/** Open a push, take the requester's first reply, close our end (a peer gets two push streams at once). */
+async function replyTo (from: MercatoNode, to: MercatoNode, hello: Uint8Array): Promise<PushReply> {
+  const { channel, reply } = await openPush(from, to, hello)
+  await channel.close().catch(() => {})
+  return reply
+}
+
+describe('output push', function () {
+  this.timeout(60_000)
+
+  it('the importer\'s leaves are a file cut in UNIXFS_CHUNK_BYTES pieces from its start (what a push sends)', async () => {
+    const store = new BlobStore()
+    await store.start()
+    const bytes = randomBytes(BIG)
+    const root = await store.putStream([bytes.subarray(0, 1000), bytes.subarray(1000)])
+    expect(root).to.equal(await unixfsCidOfBytes(bytes))
+    const pieces: string[] = []
+    for (let pos = 0; pos < bytes.length; pos += UNIXFS_CHUNK_BYTES) pieces.push(cidOfBytes(bytes.subarray(pos, pos + UNIXFS_CHUNK_BYTES)))
+    const held = (await store.blocks.list()).map(b => b.key)
+    // every piece is a block of the DAG; the rest is its one root node
+    expect(held.filter(k => k !== root).sort()).to.deep.equal([...pieces].sort())
+    expect(held).to.have.length(pieces.length + 1)
+  })
+
+  describe('between a requester and its provider', function () {
+    let requester: MercatoNode
+    let provider: MercatoNode
+    let stranger: MercatoNode
+    let server: Server
+    let base: string
+    /** the gate's answers held until the test opens it */
+    const waiting: Array<() => void> = []
+    const openGate = (): void => { for (const release of waiting.splice(0)) release() }
+
+    before(async () => {
+      server = createServer((req, res) => {
+        if (req.url !== '/gate') { res.writeHead(404); res.end(); return }
+        waiting.push(() => { res.end('go') })
+      })
+      await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+      base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+      requester = await startTestNode({ provide: false })
+      provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
+      stranger = await startTestNode({ provide: false, bootstrap: requester.network.addresses() })
+      await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+      await waitFor(() => requester.network.isConnected(stranger.peerId), 15_000)
+    })
+    after(async () => {
+      openGate()
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+      await stopNodes()
+    })
+
+    /** submit the big writer; it waits at its input until the gate opens (its attempt in flight meanwhile) */
+    const submitGated = async (): Promise<string> => {
+      const { id } = await requester.market.submit({
+        engine: 'js',
+        source: WRITE_BIG,
+        inputs: [{ path: 'gate.txt', url: `${base}/gate`, sha256: createHash('sha256').update('go').digest('hex') }],
+        limits: { memoryMb: 64, timeoutMs: 30_000 }
+      })
+      await waitFor(() => waiting.length > 0, 15_000)
+      return id
+    }
+
+    it('a large output file is pushed while it is imported: the fetch after the result asks only for its root', async () => {
+      const before = requester.market.blobStatus().blocks
+      const pushes = requester.market.outputPushes()
+      const id = await submitGated()
+      openGate()
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      const result = await requester.market.result(id)
+      expect(result.outputs.map(o => [o.path, o.size])).to.deep.equal([['big.bin', BIG], ['small.txt', 5]])
+      expect(result.outputs[0].cid).to.equal(await unixfsCidOfBytes(bigBytes()))
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes()))).to.equal(0)
+      // one push (the 5-byte file is not pushed: it is fetched), its 13 leaves, every byte of the file
+      const after = requester.market.blobStatus().blocks
+      expect(requester.market.outputPushes()).to.deep.equal({ accepted: pushes.accepted + 1, refused: pushes.refused, bytes: pushes.bytes + BIG })
+      expect(after.blocksPushed - before.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
+      // fetched after the result: the DAG's root and the small file, nothing else
+      expect(after.blocksFetched - before.blocksFetched).to.equal(2)
+    })
+
+    it('strangers and bad first messages are refused before any block is read', async () => {
+      const id = await submitGated()
+      try {
+        const before = requester.market.outputPushes()
+        const blocks = requester.market.blobStatus().blocks.blocksPushed
+        // a node that holds no attempt of the job, for a job that exists and is in flight
+        const stranger1 = await openPush(stranger, requester, encodePushHello(id))
+        expect(stranger1.reply).to.deep.equal({ refused: 'unknown-job' })
+        await stranger1.channel.send(new Uint8Array(UNIXFS_CHUNK_BYTES)).catch(() => {})
+        // the provider, for a job that is not there
+        await stranger1.channel.close().catch(() => {})
+        expect(await replyTo(provider, requester, encodePushHello('bafyreinotajobatall0000000000'))).to.deep.equal({ refused: 'unknown-job' })
+        // not a hello: garbage, a hello of another version, a block first
+        for (const bad of [randomBytes(40), new Uint8Array([0xa2, 0x61, 0x76, 0x02, 0x65]), new Uint8Array(400).fill(1)]) {
+          expect(await replyTo(provider, requester, bad)).to.deep.equal({ refused: 'bad-request' })
+        }
+        await new Promise(resolve => setTimeout(resolve, 100))
+        expect(requester.market.outputPushes()).to.deep.equal({ ...before, refused: before.refused + 5 })
+        expect(requester.market.blobStatus().blocks.blocksPushed).to.equal(blocks)
+      } finally {
+        openGate()
+      }
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+    })
+
+    it('one push per job at a time; junk blocks from the provider are harmless; a job that is over takes no push', async () => {
+      const id = await submitGated()
+      const before = requester.market.outputPushes()
+      let first: { channel: MessageChannel, reply: PushReply } | undefined
+      try {
+        // the awarded provider (here: a hand-made push from its node) is taken; a second push is not
+        first = await openPush(provider, requester, encodePushHello(id))
+        expect(first.reply).to.deep.equal({ stored: 0 })
+        expect(await replyTo(provider, requester, encodePushHello(id))).to.deep.equal({ refused: 'busy' })
+        // blocks that are no leaf of anything: stored under their own hash, cached, not a problem
+        const junk = [randomBytes(UNIXFS_CHUNK_BYTES), randomBytes(1000)]
+        for (const block of junk) await first.channel.send(block)
+        await first.channel.close()
+        await waitFor(() => requester.market.outputPushes().bytes === before.bytes + UNIXFS_CHUNK_BYTES + 1000, 10_000)
+        expect(await requester.market.getBlob(cidOfBytes(junk[1]))).to.deep.equal(new Uint8Array(junk[1]))
+      } finally {
+        openGate()
+      }
+      // the provider's own push comes once the first one is over: the job completes with the right bytes
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      const result = await requester.market.result(id)
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes()))).to.equal(0)
+      expect(requester.market.outputPushes().refused).to.equal(before.refused + 1)
+      // over: no attempt in flight
+      expect(await replyTo(provider, requester, encodePushHello(id))).to.deep.equal({ refused: 'unknown-job' })
+    })
+  })
+})
