@@ -21,17 +21,18 @@ import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 const MiB = 1024 * 1024
 /** 3 MiB and 7 bytes: 13 leaves (12 whole, one of 7 bytes) under one root */
 const BIG = 3 * MiB + 7
-const bigBytes = (): Uint8Array => {
+/** the big file a job of `seed` writes (each test its own, so that no test finds another's blocks held) */
+const bigBytes = (seed: number): Uint8Array => {
   const b = new Uint8Array(BIG)
-  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12)) & 255
+  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12) + seed) & 255
   return b
 }
-const WRITE_BIG = `function main () {
+const WRITE_BIG = `function main ({ seed }) {
   readFile('gate.txt')
   const b = new Uint8Array(${BIG})
-  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12)) & 255
+  for (let i = 0; i < b.length; i++) b[i] = (i * 7 + (i >> 12) + seed) & 255
   writeFile('big.bin', b)
-  writeFile('small.txt', 'small')
+  writeFile('small.txt', 'small ' + seed)
   return 1
 }`
 
@@ -98,10 +99,11 @@ describe('output push', function () {
     })
 
     /** submit the big writer; it waits at its input until the gate opens (its attempt in flight meanwhile) */
-    const submitGated = async (): Promise<string> => {
+    const submitGated = async (seed: number): Promise<string> => {
       const { id } = await requester.market.submit({
         engine: 'js',
         source: WRITE_BIG,
+        input: { seed },
         inputs: [{ path: 'gate.txt', url: `${base}/gate`, sha256: createHash('sha256').update('go').digest('hex') }],
         limits: { memoryMb: 64, timeoutMs: 30_000 }
       })
@@ -112,15 +114,15 @@ describe('output push', function () {
     it('a large output file is pushed while it is imported: the fetch after the result asks only for its root', async () => {
       const before = requester.market.blobStatus().blocks
       const pushes = requester.market.outputPushes()
-      const id = await submitGated()
+      const id = await submitGated(1)
       openGate()
       const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
       expect(job.status, JSON.stringify(job)).to.equal('completed')
       const result = await requester.market.result(id)
-      expect(result.outputs.map(o => [o.path, o.size])).to.deep.equal([['big.bin', BIG], ['small.txt', 5]])
-      expect(result.outputs[0].cid).to.equal(await unixfsCidOfBytes(bigBytes()))
-      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes()))).to.equal(0)
-      // one push (the 5-byte file is not pushed: it is fetched), its 13 leaves, every byte of the file
+      expect(result.outputs.map(o => [o.path, o.size])).to.deep.equal([['big.bin', BIG], ['small.txt', 7]])
+      expect(result.outputs[0].cid).to.equal(await unixfsCidOfBytes(bigBytes(1)))
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes(1)))).to.equal(0)
+      // one push (the 7-byte file is not pushed: it is fetched), its 13 leaves, every byte of the file
       const after = requester.market.blobStatus().blocks
       expect(requester.market.outputPushes()).to.deep.equal({ accepted: pushes.accepted + 1, refused: pushes.refused, bytes: pushes.bytes + BIG })
       expect(after.blocksPushed - before.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
@@ -129,7 +131,7 @@ describe('output push', function () {
     })
 
     it('strangers and bad first messages are refused before any block is read', async () => {
-      const id = await submitGated()
+      const id = await submitGated(2)
       try {
         const before = requester.market.outputPushes()
         const blocks = requester.market.blobStatus().blocks.blocksPushed
@@ -155,7 +157,7 @@ describe('output push', function () {
     })
 
     it('one push per job at a time; junk blocks from the provider are harmless; a job that is over takes no push', async () => {
-      const id = await submitGated()
+      const id = await submitGated(3)
       const before = requester.market.outputPushes()
       let first: { channel: MessageChannel, reply: PushReply } | undefined
       try {
@@ -176,10 +178,33 @@ describe('output push', function () {
       const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
       expect(job.status, JSON.stringify(job)).to.equal('completed')
       const result = await requester.market.result(id)
-      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes()))).to.equal(0)
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes(3)))).to.equal(0)
       expect(requester.market.outputPushes().refused).to.equal(before.refused + 1)
       // over: no attempt in flight
       expect(await replyTo(provider, requester, encodePushHello(id))).to.deep.equal({ refused: 'unknown-job' })
+    })
+
+    it('the fetch after the result waits for a push under way, and leaves that come after the result still count', async () => {
+      const id = await submitGated(4)
+      const before = requester.market.blobStatus().blocks
+      // a push from the provider's node, opened before its own (which is then refused: one per job)
+      const push = await openPush(provider, requester, encodePushHello(id))
+      expect(push.reply).to.deep.equal({ stored: 0 })
+      openGate()
+      // the result is in and the requester is collecting: it waits for our push, which has sent nothing yet
+      await waitFor(() => (requester.market.heldEvents(id) ?? []).some(e => e.type === 'collecting'), 20_000)
+      await new Promise(resolve => setTimeout(resolve, 200))
+      expect((await requester.market.get(id)).status).to.equal('running')
+      // now the leaves of big.bin, as a push sends them
+      const bytes = bigBytes(4)
+      for (let pos = 0; pos < bytes.length; pos += UNIXFS_CHUNK_BYTES) await push.channel.send(bytes.subarray(pos, pos + UNIXFS_CHUNK_BYTES))
+      await push.channel.close()
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(20_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      const after = requester.market.blobStatus().blocks
+      expect(after.blocksPushed - before.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
+      // the root and the small file: every leaf of big.bin came by the push
+      expect(after.blocksFetched - before.blocksFetched).to.equal(2)
     })
   })
 })

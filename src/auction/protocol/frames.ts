@@ -211,25 +211,19 @@ const pushReplySchema = z.union([
 ])
 export type PushReply = z.infer<typeof pushReplySchema>
 
-/** A provider's first message on an output push: the job whose outputs follow. */
-export const encodePushHello = (id: string): Uint8Array => canonicalEncode({ v: 1, jobId: id })
-
-export function decodePushHello (data: Uint8Array): string {
-  if (data.length > MAX_PUSH_CONTROL_BYTES) throw new RefusedMessageError('too-large', `push hello: ${data.length} bytes`)
+/** A control message of an output push: size-capped canonical CBOR of `schema`. */
+function decodePushControl<T> (data: Uint8Array, schema: z.ZodType<T>, what: string, shape: string): T {
+  if (data.length > MAX_PUSH_CONTROL_BYTES) throw new RefusedMessageError('too-large', `${what}: ${data.length} bytes`)
   let value: unknown
-  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'push hello: not canonical CBOR') }
-  const parsed = pushHelloSchema.safeParse(value)
-  if (!parsed.success) throw new RefusedMessageError('bad-schema', 'push hello is not { v: 1, jobId }')
-  return parsed.data.jobId
-}
-
-export const encodePushReply = (reply: PushReply): Uint8Array => canonicalEncode(reply)
-
-export function decodePushReply (data: Uint8Array): PushReply {
-  if (data.length > MAX_PUSH_CONTROL_BYTES) throw new RefusedMessageError('too-large', `push reply: ${data.length} bytes`)
-  let value: unknown
-  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'push reply: not canonical CBOR') }
-  const parsed = pushReplySchema.safeParse(value)
-  if (!parsed.success) throw new RefusedMessageError('bad-schema', 'push reply is not { stored } or { refused }')
+  try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', `${what}: not canonical CBOR`) }
+  const parsed = schema.safeParse(value)
+  if (!parsed.success) throw new RefusedMessageError('bad-schema', `${what} is not ${shape}`)
   return parsed.data
 }
+
+/** A provider's first message on an output push: the job whose outputs follow. */
+export const encodePushHello = (id: string): Uint8Array => canonicalEncode({ v: 1, jobId: id })
+export const decodePushHello = (data: Uint8Array): string => decodePushControl(data, pushHelloSchema, 'push hello', '{ v: 1, jobId }').jobId
+
+export const encodePushReply = (reply: PushReply): Uint8Array => canonicalEncode(reply)
+export const decodePushReply = (data: Uint8Array): PushReply => decodePushControl(data, pushReplySchema, 'push reply', '{ stored } or { refused }')

@@ -96,11 +96,6 @@ export class OutputPusher {
     this.end()
   }
 
-  /** Settles when the push is over (sent, refused, failed or stopped). */
-  async done (): Promise<void> {
-    await this.running
-  }
-
   /** Drop the push (its stream reset, so a send waiting on it ends too). */
   private fail (err: Error): void {
     if (this.dead) return

@@ -27,7 +27,7 @@ import { MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTP
 import { decodePushHello, encodePushReply } from '../protocol/frames.js'
 import { RefusedMessageError } from '../protocol/messages.js'
 
-/** What `GET /v1/node`-style status and tests see of pushes. */
+/** Pushes since start (`/metrics`: mercato_output_pushes_total, mercato_output_push_bytes_total). */
 export interface PushStats {
   /** pushes taken, refused (by us), and the bytes stored from them */
   accepted: number
@@ -110,8 +110,9 @@ export class OutputPushes {
         const next = await messages.next()
         if (next.done === true) break
         idle()
-        // the attempt ended meanwhile (lost, cancelled, handed over): nothing more to store for it
-        if (this.attemptOf(job, channel.remotePeer) !== attempt) { channel.abort(new Error('the attempt is over')); return }
+        // the attempt ended meanwhile (lost, cancelled, handed over): nothing more to store for it.
+        // (Its result may be in: the fetch after it waits for this push, so the last leaves still count.)
+        if (!isInFlight(attempt.state)) { channel.abort(new Error('the attempt is over')); return }
         const block = next.value
         stored += block.length
         if (stored > MAX_RESULT_OUTPUT_BYTES) {
