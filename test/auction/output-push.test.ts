@@ -17,6 +17,7 @@ import { UNIXFS_CHUNK_BYTES, unixfsCidOfBytes } from '../../src/crypto/unixfs.js
 import type { MessageChannel } from '../../src/p2p/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
+import { getJson, startNodeProcess, stopAll, waitFor as waitForAsync, type NodeProcess } from '../helpers/cli.js'
 
 const MiB = 1024 * 1024
 /** 3 MiB and 7 bytes: 13 leaves (12 whole, one of 7 bytes) under one root */
@@ -205,6 +206,65 @@ describe('output push', function () {
       expect(after.blocksPushed - before.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
       // the root and the small file: every leaf of big.bin came by the push
       expect(after.blocksFetched - before.blocksFetched).to.equal(2)
+    })
+  })
+
+  describe('across processes (@slow)', function () {
+    this.timeout(120_000)
+    after(stopAll)
+
+    /** 128 MiB written 1 MiB at a time (each MiB stamped with its number): a push of about a second */
+    const MIBS = 128
+    const WRITE_MANY = `function main () {
+      const c = new Uint8Array(1 << 20)
+      for (let i = 0; i < c.length; i++) c[i] = (i * 13) & 255
+      for (let k = 0; k < ${MIBS}; k++) { c[0] = k & 255; c[1] = k >> 8; appendFile('big.bin', c) }
+      return ${MIBS}
+    }`
+    const expectedSha256 = (): string => {
+      const c = new Uint8Array(MiB)
+      for (let i = 0; i < c.length; i++) c[i] = (i * 13) & 255
+      const hash = createHash('sha256')
+      for (let k = 0; k < MIBS; k++) { c[0] = k & 255; c[1] = k >> 8; hash.update(c) }
+      return hash.digest('hex')
+    }
+    const blocksOf = async (node: NodeProcess): Promise<{ blocksPushed: number, blocksFetched: number }> => (await getJson(`${node.gatewayUrl}/v1/node`)).body.blobs.blocks
+
+    it('the provider is SIGKILLed while it pushes a 128 MiB output: the job completes on the runner-up, every byte checked', async () => {
+      const requester = await startNodeProcess(['--no-provide'])
+      const boot = requester.addresses[0]
+      const providers = await Promise.all([1, 2].map(async (p) => await startNodeProcess(['--bootstrap', boot, '--price', String(p), '--slots', '1'])))
+      await waitForAsync(async () => ((await getJson(`${requester.gatewayUrl}/v1/providers`)).body as unknown[]).length >= 2, 20_000)
+      const submitted = await getJson(`${requester.gatewayUrl}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ engine: 'js', source: WRITE_MANY, limits: { timeoutMs: 30_000 }, maxPrice: 50 })
+      })
+      expect(submitted.status, JSON.stringify(submitted.body)).to.equal(202)
+      const id = submitted.body.id as string
+      // the winner's push has begun: kill it mid-transfer
+      await waitForAsync(async () => (await blocksOf(requester)).blocksPushed > 0, 60_000, 5)
+      const job0 = (await getJson(`${requester.gatewayUrl}/v1/jobs/${id}`)).body
+      const victim = providers.find(p => p.peerId === job0.provider) as NodeProcess
+      expect(victim, JSON.stringify(job0)).to.not.equal(undefined)
+      victim.proc.kill('SIGKILL')
+      await victim.exited
+      const pushedAtKill = (await blocksOf(requester)).blocksPushed
+      let done: any
+      await waitForAsync(async () => { done = (await getJson(`${requester.gatewayUrl}/v1/jobs/${id}`)).body; return ['completed', 'failed', 'no-bids'].includes(done.status) }, 60_000, 50)
+      expect(done.status, JSON.stringify(done)).to.equal('completed')
+      expect(done.provider).to.not.equal(victim.peerId)
+      expect(done.attempts.find((a: any) => a.provider === victim.peerId).state, JSON.stringify(done.attempts)).to.equal('lost')
+      // less than the whole file had come when the victim died: the runner-up's push brought the rest
+      expect(pushedAtKill).to.be.lessThan(MIBS * 4)
+      // the output, streamed out of the requester's gateway: the job's bytes
+      const res = await fetch(`${requester.gatewayUrl}/v1/jobs/${id}/outputs/big.bin`)
+      expect(res.status).to.equal(200)
+      const hash = createHash('sha256')
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) hash.update(chunk)
+      expect(hash.digest('hex')).to.equal(expectedSha256())
+      // the requester is well: it still answers
+      expect((await getJson(`${requester.gatewayUrl}/v1/node`)).status).to.equal(200)
     })
   })
 })
