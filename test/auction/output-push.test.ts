@@ -209,6 +209,31 @@ describe('output push', function () {
     })
   })
 
+  describe('with replicas', function () {
+    after(stopNodes)
+
+    it('one replica pushes; its twins are refused and fetch nothing, their files being held already', async () => {
+      const requester = await startTestNode({ provide: false })
+      const providers = await Promise.all([1, 2, 3].map(async price => await startTestNode({ price, bootstrap: requester.network.addresses() })))
+      await waitFor(() => providers.every(p => requester.network.topicPeers(JOBS_TOPIC).includes(p.peerId)), 15_000)
+      const source = WRITE_BIG.replace("readFile('gate.txt')", '')
+      const { id } = await requester.market.submit({ engine: 'js', source, input: { seed: 5 }, replicas: 3, maxPrice: 10, bidWindowMs: 3000, limits: { memoryMb: 64, timeoutMs: 30_000 } })
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      // the quorum settles the job; the third replica finishes after it (and is paid if it agrees)
+      await waitFor(async () => (await requester.market.get(id)).attempts.filter(a => a.state === 'completed').length === 3, 20_000)
+      const pushes = requester.market.outputPushes()
+      expect(pushes.accepted, JSON.stringify(pushes)).to.equal(1)
+      expect(pushes.bytes).to.equal(BIG)
+      const blocks = requester.market.blobStatus().blocks
+      expect(blocks.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
+      // the root and the small file, once: the twins' files were all held
+      expect(blocks.blocksFetched).to.equal(2)
+      const result = await requester.market.result(id)
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes(5)))).to.equal(0)
+    })
+  })
+
   describe('across processes (@slow)', function () {
     this.timeout(120_000)
     after(stopAll)

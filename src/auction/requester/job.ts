@@ -72,6 +72,8 @@ export interface Attempt extends WatchedAttempt {
   resultHash?: string
   /** its provider is pushing the output files (push.ts): settles when the push is over */
   push?: Promise<void>
+  /** its provider pushed (or pushes) the output files: another replica's push is refused */
+  pushed?: boolean
 }
 
 export interface RequesterJob {

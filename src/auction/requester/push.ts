@@ -9,6 +9,9 @@
  * - only the provider of an attempt in flight (awarded, accepted, running) of a job of ours, before
  *   its result, may push, and one push per job at a time; anyone else is refused at the first
  *   message (`{ refused }`), before any block is read;
+ * - with replicas, one provider's push is enough: once one has pushed, the others are refused
+ *   (`pushed`; their files match, or what differs is fetched after their result) unless it was
+ *   lost (failover: the runner-up pushes);
  * - at most MAX_RESULT_OUTPUT_BYTES per push: what we would fetch for one result anyway;
  * - at most OUTPUT_PUSH_WINDOW_BYTES unread: the provider may send only that far ahead of the
  *   `{ stored }` we send back, and the stream's buffer resets a provider that sends more;
@@ -98,8 +101,12 @@ export class OutputPushes {
       const found = this.attemptOf(job, channel.remotePeer)
       if (job == null || found == null) { ctx.count('unknown-job'); await this.refuse(channel, 'unknown-job', 'no attempt of that job in flight at this provider'); jobId = undefined; return }
       if (this.pushing.has(jobId)) { await this.refuse(channel, 'busy', 'a push for this job is under way'); jobId = undefined; return }
+      // a replica's twin: another provider of the job pushed already and is still with us, so its
+      // files are (or will be) here; what differs in this one's is fetched after its result
+      if (job.attempts.some(a => a !== found && a.pushed === true && a.state !== 'lost')) { await this.refuse(channel, 'pushed', 'another provider of this job pushed its files'); jobId = undefined; return }
       this.pushing.add(jobId)
       attempt = found
+      attempt.pushed = true
       this.stats.accepted++
       // the fetch after the result waits for this
       attempt.push = new Promise<void>(resolve => { ended = resolve })
