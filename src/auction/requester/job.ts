@@ -70,8 +70,6 @@ export interface Attempt extends WatchedAttempt {
   endedAt?: number
   reason?: string
   resultHash?: string
-  /** its provider is pushing the output files (push.ts): settles when the push is over */
-  push?: Promise<void>
   /** its provider pushed (or pushes) the output files: another replica's push is refused */
   pushed?: boolean
 }
@@ -103,6 +101,8 @@ export interface RequesterJob {
   attempts: Attempt[]
   excluded: Set<string>
   results: Map<string, { signed: Signed<Result>, id: string }>
+  /** a provider of the job is pushing its output files (push.ts): settles when that push is over */
+  push?: Promise<void>
   final?: { result: Signed<Result>, providers: string[], price: number }
   events: JobEvent[]
   closeBidding?: () => void

@@ -40,8 +40,6 @@ export interface PushStats {
 
 export class OutputPushes {
   private active = 0
-  /** jobs with a push under way */
-  private readonly pushing = new Set<string>()
   readonly stats: PushStats = { accepted: 0, refused: 0, bytes: 0 }
 
   constructor (private readonly ctx: RequesterContext) {}
@@ -85,6 +83,7 @@ export class OutputPushes {
     let jobId: string | undefined
     let ended: (() => void) | undefined
     let attempt: Attempt | undefined
+    let pushingJob: RequesterJob | undefined
     try {
       idle()
       const messages = channel[Symbol.asyncIterator]()
@@ -99,17 +98,17 @@ export class OutputPushes {
       }
       const job = ctx.jobs.get(jobId)
       const found = this.attemptOf(job, channel.remotePeer)
-      if (job == null || found == null) { ctx.count('unknown-job'); await this.refuse(channel, 'unknown-job', 'no attempt of that job in flight at this provider'); jobId = undefined; return }
-      if (this.pushing.has(jobId)) { await this.refuse(channel, 'busy', 'a push for this job is under way'); jobId = undefined; return }
+      if (job == null || found == null) { ctx.count('unknown-job'); await this.refuse(channel, 'unknown-job', 'no attempt of that job in flight at this provider'); return }
+      if (job.push != null) { await this.refuse(channel, 'busy', 'a push for this job is under way'); return }
       // a replica's twin: another provider of the job pushed already and is still with us, so its
       // files are (or will be) here; what differs in this one's is fetched after its result
-      if (job.attempts.some(a => a !== found && a.pushed === true && a.state !== 'lost')) { await this.refuse(channel, 'pushed', 'another provider of this job pushed its files'); jobId = undefined; return }
-      this.pushing.add(jobId)
+      if (job.attempts.some(a => a !== found && a.pushed === true && a.state !== 'lost')) { await this.refuse(channel, 'pushed', 'another provider of this job pushed its files'); return }
       attempt = found
       attempt.pushed = true
       this.stats.accepted++
-      // the fetch after the result waits for this
-      attempt.push = new Promise<void>(resolve => { ended = resolve })
+      // the fetch after a result of this job (this provider's, or a replica's: its files are likely the same) waits for this
+      job.push = new Promise<void>(resolve => { ended = resolve })
+      pushingJob = job
       await channel.send(encodePushReply({ stored: 0 }))
       let stored = 0
       let acked = 0
@@ -143,8 +142,7 @@ export class OutputPushes {
     } finally {
       clearTimeout(timer)
       this.active--
-      if (jobId != null) this.pushing.delete(jobId)
-      if (attempt != null) attempt.push = undefined
+      if (pushingJob != null) pushingJob.push = undefined
       ended?.()
     }
   }

@@ -112,8 +112,8 @@ export class Settlement {
     attempt.collecting = true
     ctx.emit(job, 'collecting', { provider: attempt.provider, files: outputs.length, bytes: total })
     try {
-      // the provider may be pushing them still (push.ts): the fetch then asks only for what did not come
-      if (attempt.push != null) await settledOrAborted(attempt.push, signal)
+      // the provider may be pushing them still, or a replica its twins (push.ts): the fetch then asks only for what did not come
+      if (job.push != null) await settledOrAborted(job.push, signal)
       for (const o of outputs) {
         if (o.size === 0) continue
         try {
