@@ -11,7 +11,9 @@
  * the last file is sent. Bytes queued and sent but not yet stored by the requester (it sends back
  * `{ stored }` as it stores them) stay within OUTPUT_PUSH_WINDOW_BYTES: past that the import
  * waits, so the push costs at most a window of memory and the import runs at the pace the
- * requester takes the bytes (it must have them all before it pays anyway).
+ * requester takes the bytes (it must have them all before it pays anyway). The result is sent
+ * once the push has been answered and every queued leaf written (`flushed`), so the requester
+ * knows of the push when the result comes and the leaves are ahead of it on the connection.
  *
  * A push is an optimisation and never the job's business: a refusal, a failure, a stall of
  * OUTPUT_PUSH_STALL_MS or a push that outlives the time the requester gives a fetch of the same
@@ -37,6 +39,10 @@ export class OutputPusher {
   /** the push is over (refused, failed, stopped): files pass through untouched */
   private dead = false
   private running?: Promise<void>
+  /** the requester took the push ({ stored: 0 }) */
+  private accepted = false
+  /** a write of leaves is under way */
+  private sending = false
   private readonly stop = new AbortController()
   /** bytes of the files handed to the push: its deadline grows with them */
   private fileBytes = 0
@@ -87,6 +93,18 @@ export class OutputPusher {
   finish (): void {
     this.finished = true
     this.notify()
+  }
+
+  /**
+   * Settles once every leaf queued so far has been written to the stream (or the push is over, or
+   * never began). The result goes after it: the requester then knows of the push when the result
+   * comes (its fetch waits for the push instead of asking for the leaves in flight), and the
+   * leaves travel ahead of the result on the same connection. At most OUTPUT_PUSH_STALL_MS.
+   */
+  async flushed (): Promise<void> {
+    if (this.running == null) return
+    const until = Date.now() + OUTPUT_PUSH_STALL_MS
+    await this.until(() => this.dead || Date.now() > until || (this.accepted && this.queue.length === 0 && !this.sending))
   }
 
   /** Stop now (the award ended without a result to fetch). */
@@ -161,6 +179,8 @@ export class OutputPusher {
       const first = await replies.next()
       if (first.done === true) throw new Error('the requester closed the push')
       const answer = decodePushReply(first.value)
+      this.accepted = !('refused' in answer)
+      this.notify()
       if ('refused' in answer) {
         this.log.debug({ jobId: this.jobId, reason: answer.refused }, 'output push refused; the files will be fetched')
         await channel.close().catch(() => {})
@@ -213,7 +233,12 @@ export class OutputPusher {
       const leaf = this.queue.shift()
       if (leaf == null) return
       this.queuedBytes -= leaf.length
-      await channel.send(leaf)
+      this.sending = true
+      try {
+        await channel.send(leaf)
+      } finally {
+        this.sending = false
+      }
       this.sent += leaf.length
       this.notify()
     }

@@ -182,6 +182,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   ctx.slotFreed()
   finishHeld(state, held, result)
   await ctx.journal.result('provider', result).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
+  // the pushed leaves go ahead of the result (push.ts)
+  await pusher.flushed()
   await send({ t: 'result', m: result })
   await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, RECEIPT_WAIT_MS).unref())])
   await channel.close().catch(() => {})
