@@ -10,7 +10,7 @@ import { expect } from 'chai'
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { BlobStore, JOBS_TOPIC, OUTPUT_PUSH_PROTOCOL } from '../../src/auction/index.js'
+import { BlobStore, JOBS_TOPIC, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS } from '../../src/auction/index.js'
 import { decodePushReply, encodePushHello, type PushReply } from '../../src/auction/protocol/frames.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { UNIXFS_CHUNK_BYTES, unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
@@ -206,6 +206,32 @@ describe('output push', function () {
       expect(after.blocksPushed - before.blocksPushed).to.equal(Math.ceil(BIG / UNIXFS_CHUNK_BYTES))
       // the root and the small file: every leaf of big.bin came by the push
       expect(after.blocksFetched - before.blocksFetched).to.equal(2)
+    })
+  })
+
+  describe('a push that goes silent', function () {
+    after(stopNodes)
+
+    it('is reset after OUTPUT_PUSH_STALL_MS: the result waits for it no longer, the job completes by the fetch', async () => {
+      const requester = await startTestNode({ provide: false })
+      const provider = await startTestNode({ price: 1, bootstrap: requester.network.addresses() })
+      await waitFor(() => requester.network.topicPeers(JOBS_TOPIC).includes(provider.peerId), 15_000)
+      const source = WRITE_BIG.replace("readFile('gate.txt')", "for (let k = 0; k < 3e6; k++) {}")
+      const { id } = await requester.market.submit({ engine: 'js', source, input: { seed: 6 }, limits: { memoryMb: 64, timeoutMs: 30_000 } })
+      // as soon as the provider holds the job, a push from its node that says nothing after its hello
+      await waitFor(async () => (await requester.market.get(id)).attempts.some(a => a.state === 'accepted' || a.state === 'running'), 15_000, 5)
+      const silent = await openPush(provider, requester, encodePushHello(id))
+      expect(silent.reply).to.deep.equal({ stored: 0 })
+      const openedAt = Date.now()
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(OUTPUT_PUSH_STALL_MS + 20_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
+      // settled only once the silent push was reset
+      expect(Date.now() - openedAt).to.be.at.least(OUTPUT_PUSH_STALL_MS - 500)
+      const result = await requester.market.result(id)
+      expect(Buffer.compare(Buffer.from((await requester.market.getBlob(result.outputs[0].cid))!), Buffer.from(bigBytes(6)))).to.equal(0)
+      // the silent stream was reset by the requester
+      const ended = await silent.channel[Symbol.asyncIterator]().next().then(r => r.done, () => true)
+      expect(ended).to.equal(true)
     })
   })
 

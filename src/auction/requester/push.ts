@@ -29,6 +29,7 @@ import { UNIXFS_CHUNK_BYTES } from '../../crypto/unixfs.js'
 import { MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS, OUTPUT_PUSH_WINDOW_BYTES } from '../constants.js'
 import { decodePushHello, encodePushReply } from '../protocol/frames.js'
 import { RefusedMessageError } from '../protocol/messages.js'
+import { nextWithin } from '../streams.js'
 
 /** Pushes since start (`/metrics`: mercato_output_pushes_total, mercato_output_push_bytes_total). */
 export interface PushStats {
@@ -74,20 +75,19 @@ export class OutputPushes {
     const { ctx } = this
     if (this.active >= MAX_OUTPUT_PUSHES) { await this.refuse(channel, 'busy', `${MAX_OUTPUT_PUSHES} pushes at once`); return }
     this.active++
-    let timer: NodeJS.Timeout | undefined
-    const idle = (): void => {
-      clearTimeout(timer)
-      timer = setTimeout(() => { channel.abort(new Error(`output push idle for ${OUTPUT_PUSH_STALL_MS} ms`)) }, OUTPUT_PUSH_STALL_MS)
-      timer.unref?.()
-    }
     let jobId: string | undefined
     let ended: (() => void) | undefined
     let attempt: Attempt | undefined
     let pushingJob: RequesterJob | undefined
     try {
-      idle()
       const messages = channel[Symbol.asyncIterator]()
-      const first = await messages.next()
+      // a push that sends nothing for OUTPUT_PUSH_STALL_MS is reset
+      const next = async (): Promise<IteratorResult<Uint8Array>> => {
+        const got = await nextWithin(messages, OUTPUT_PUSH_STALL_MS)
+        if (got === 'idle') throw new Error(`output push idle for ${OUTPUT_PUSH_STALL_MS} ms`)
+        return got
+      }
+      const first = await next()
       if (first.done === true) return
       try {
         jobId = decodePushHello(first.value)
@@ -113,13 +113,12 @@ export class OutputPushes {
       let stored = 0
       let acked = 0
       while (true) {
-        const next = await messages.next()
-        if (next.done === true) break
-        idle()
+        const message = await next()
+        if (message.done === true) break
         // the attempt ended meanwhile (lost, cancelled, handed over): nothing more to store for it.
         // (Its result may be in: the fetch after it waits for this push, so the last leaves still count.)
         if (!isInFlight(attempt.state)) { channel.abort(new Error('the attempt is over')); return }
-        const block = next.value
+        const block = message.value
         stored += block.length
         if (stored > MAX_RESULT_OUTPUT_BYTES) {
           ctx.count('too-large')
@@ -140,7 +139,6 @@ export class OutputPushes {
       ctx.log.debug({ from: channel.remotePeer, jobId, err: err?.message }, 'output push ended early')
       channel.abort(err instanceof Error ? err : new Error(String(err)))
     } finally {
-      clearTimeout(timer)
       this.active--
       if (pushingJob != null) pushingJob.push = undefined
       ended?.()
