@@ -26,6 +26,7 @@ import type { Logger } from '../../logger.js'
 import type { MessageChannel, Network } from '../../p2p/index.js'
 import { OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, OUTPUT_PUSH_MIN_BYTES, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS, OUTPUT_PUSH_WINDOW_BYTES } from '../constants.js'
 import { decodePushReply, encodePushHello, MAX_PUSH_CONTROL_BYTES } from '../protocol/frames.js'
+import { nextWithin } from '../streams.js'
 
 export class OutputPusher {
   /** leaves queued, not sent yet, and their bytes */
@@ -176,7 +177,8 @@ export class OutputPusher {
     try {
       await channel.send(encodePushHello(this.jobId))
       const replies = channel[Symbol.asyncIterator]()
-      const first = await replies.next()
+      const first = await nextWithin(replies, OUTPUT_PUSH_STALL_MS)
+      if (first === 'idle') throw new Error(`no answer to the push in ${OUTPUT_PUSH_STALL_MS} ms`)
       if (first.done === true) throw new Error('the requester closed the push')
       const answer = decodePushReply(first.value)
       this.accepted = !('refused' in answer)
