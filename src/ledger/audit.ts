@@ -40,7 +40,7 @@ import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
 import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
 import {
-  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_CONNECT_DELAY_MS, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
+  AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_CONNECT_DELAY_MS, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
   MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS
 } from './constants.js'
@@ -156,6 +156,8 @@ export class LedgerAuditService implements LedgerAudit {
   /** the stretch of our head spacing (see stretch), and when it was counted */
   private stretchValue = 1
   private stretchAt = -Infinity
+  /** a signer we had not heard was heard since the stretch was counted */
+  private signersGrew = false
   /** seq of the head last sent, and whether that send reached a peer */
   private lastPublishedSeq = -1
   private reached = false
@@ -219,10 +221,15 @@ export class LedgerAuditService implements LedgerAudit {
   /**
    * How much longer than configured our heads wait between publishes: 1 up to HEAD_MESH_FREE
    * signers heard on the topic lately, then in proportion to them (the topic's cost to each node
-   * stays flat as the mesh grows). Counted over the heads we hold, at most once per interval.
+   * stays flat as the mesh grows). Counted over the heads we hold, at most once per interval, and
+   * again (at most once per HEAD_STRETCH_RECOUNT_MS) when signers we had not heard appear: a node
+   * counts first at its start, when it has heard almost nobody, and a count kept for a whole
+   * interval then sent its second head after the unstretched spacing (30 s in a mesh of 40, not 80).
    */
   private stretch (now = Date.now()): number {
-    if (now - this.stretchAt < this.headIntervalMs) return this.stretchValue
+    const fresh = now - this.stretchAt < (this.signersGrew ? HEAD_STRETCH_RECOUNT_MS : this.headIntervalMs)
+    if (fresh) return this.stretchValue
+    this.signersGrew = false
     let heard = 0
     for (const t of this.heads.values()) if (t.latest != null && now - t.latestAt < HEAD_REFRESH_MS) heard++
     this.stretchAt = now
@@ -318,6 +325,7 @@ export class LedgerAuditService implements LedgerAudit {
     let t = this.heads.get(peer)
     if (t == null) {
       t = { bySeq: new Map(), latestAt: 0 }
+      this.signersGrew = true
       if (this.heads.size >= MAX_TRACKED_SIGNERS) this.heads.delete(this.heads.keys().next().value as string)
     } else {
       this.heads.delete(peer) // re-insert: most recently seen last

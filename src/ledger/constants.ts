@@ -81,3 +81,5 @@ export const HEAD_REFRESH_MS = 10 * 60_000
  * defaults) whatever the size of the mesh, instead of one head per node per interval.
  */
 export const HEAD_MESH_FREE = 15
+/** While signers we had not heard keep appearing, the head stretch is counted again at most this often (a count is a pass over up to 4,096 signers). */
+export const HEAD_STRETCH_RECOUNT_MS = 1000

@@ -8,7 +8,7 @@ import {
   EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
   openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
 } from '../../src/ledger/index.js'
-import { HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS } from '../../src/ledger/constants.js'
+import { HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS } from '../../src/ledger/constants.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
 
 interface TestNode { signer: Signer, ledger: Ledger, net: MemoryNetwork, audit: LedgerAudit }
@@ -166,6 +166,31 @@ describe('ledger audit (memory network)', function () {
     expect(published() - before).to.be.at.most(2)
     // the last change still goes out
     await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === ledger.head().seq, 5000)
+  })
+
+  it('the stretch is counted again when signers appear after our first head (it was kept a whole interval)', async () => {
+    // our first heads go out before anyone is heard: the change after the first that reached a
+    // peer counts the stretch (1) and kept it for the 5 s interval; then 4 × HEAD_MESH_FREE signers appear
+    const { signer, ledger, audit } = await makeNode({ headDebounceMs: 200, headIntervalMs: 5000 })
+    const listener = await makeNode()
+    await ledger.append('job', { jobId: 'first' })
+    await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 0)
+    await ledger.append('job', { jobId: 'second' })
+    await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 1)
+    for (let i = 0; i < 4 * HEAD_MESH_FREE - 1; i++) {
+      const other = randomSigner()
+      expect(audit.observeHead(signHead(other, { seq: 0, id: createRecord(other, 0, null, 'job', { i }).id, ts: Date.now() }))).to.equal(true)
+    }
+    await new Promise((resolve) => setTimeout(resolve, HEAD_STRETCH_RECOUNT_MS + 100))
+    const published = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === signer.peerId).length
+    const before = published()
+    // the log moves every 50 ms for 1.2 s: spaced 200 ms (the count kept) about six heads; 800 ms, at most two
+    const end = Date.now() + 1200
+    for (let i = 1; Date.now() < end; i++) {
+      await ledger.append('job', { jobId: `j${i}` })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(published() - before).to.be.at.most(2)
   })
 
   describe('a forged page is rejected with a named reason', () => {
