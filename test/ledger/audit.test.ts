@@ -134,6 +134,25 @@ describe('ledger audit (memory network)', function () {
     expect(c.audit.latestHead(a.signer.peerId)).to.equal(undefined)
   })
 
+  /** `audit` hears `n` signers it had not heard (each with a valid head) */
+  const hearSigners = (audit: TestNode['audit'], n: number): void => {
+    for (let i = 0; i < n; i++) {
+      const other = randomSigner()
+      expect(audit.observeHead(signHead(other, { seq: 0, id: createRecord(other, 0, null, 'job', { i }).id, ts: Date.now() }))).to.equal(true)
+    }
+  }
+  /** The heads `node` publishes while its log moves every 50 ms for 1.2 s (200 ms apart: about six; 800 ms apart: at most two). */
+  const headsWhileMoving = async (node: TestNode): Promise<number> => {
+    const published = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === node.signer.peerId).length
+    const before = published()
+    const end = Date.now() + 1200
+    for (let i = 1; Date.now() < end; i++) {
+      await node.ledger.append('job', { jobId: `j${i}` })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    return published() - before
+  }
+
   it('in a large mesh a moved head goes out less often: what the topic costs each node stays flat', async () => {
     // the rule: unchanged up to HEAD_MESH_FREE nodes, then in proportion, at most HEAD_REFRESH_MS
     expect(headStretch(1)).to.equal(1)
@@ -147,23 +166,13 @@ describe('ledger audit (memory network)', function () {
     for (const n of [60, 300, 1000]) expect(n / headStretch(n)).to.be.closeTo(HEAD_MESH_FREE, 1e-9)
 
     // a node that hears 4 × HEAD_MESH_FREE signers spaces its moved heads 4 × 200 ms apart
-    const { signer, ledger, audit } = await makeNode({ headDebounceMs: 200, headIntervalMs: 200 })
+    const node = await makeNode({ headDebounceMs: 200, headIntervalMs: 200 })
+    const { signer, ledger } = node
     const listener = await makeNode()
-    for (let i = 0; i < 4 * HEAD_MESH_FREE - 1; i++) {
-      const other = randomSigner()
-      expect(audit.observeHead(signHead(other, { seq: 0, id: createRecord(other, 0, null, 'job', { i }).id, ts: Date.now() }))).to.equal(true)
-    }
-    const published = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === signer.peerId).length
+    hearSigners(node.audit, 4 * HEAD_MESH_FREE - 1)
     await ledger.append('job', { jobId: 'first' })
     await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 0)
-    const before = published()
-    // the log moves every 50 ms for 1.2 s: 200 ms apart that is about six heads; 800 ms apart, at most two
-    const end = Date.now() + 1200
-    for (let i = 1; Date.now() < end; i++) {
-      await ledger.append('job', { jobId: `j${i}` })
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    expect(published() - before).to.be.at.most(2)
+    expect(await headsWhileMoving(node)).to.be.at.most(2)
     // the last change still goes out
     await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === ledger.head().seq, 5000)
   })
@@ -171,26 +180,17 @@ describe('ledger audit (memory network)', function () {
   it('the stretch is counted again when signers appear after our first head (it was kept a whole interval)', async () => {
     // our first heads go out before anyone is heard: the change after the first that reached a
     // peer counts the stretch (1) and kept it for the 5 s interval; then 4 × HEAD_MESH_FREE signers appear
-    const { signer, ledger, audit } = await makeNode({ headDebounceMs: 200, headIntervalMs: 5000 })
+    const node = await makeNode({ headDebounceMs: 200, headIntervalMs: 5000 })
+    const { signer, ledger } = node
     const listener = await makeNode()
     await ledger.append('job', { jobId: 'first' })
     await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 0)
     await ledger.append('job', { jobId: 'second' })
     await waitFor(() => listener.audit.latestHead(signer.peerId)?.payload.seq === 1)
-    for (let i = 0; i < 4 * HEAD_MESH_FREE - 1; i++) {
-      const other = randomSigner()
-      expect(audit.observeHead(signHead(other, { seq: 0, id: createRecord(other, 0, null, 'job', { i }).id, ts: Date.now() }))).to.equal(true)
-    }
+    hearSigners(node.audit, 4 * HEAD_MESH_FREE - 1)
     await new Promise((resolve) => setTimeout(resolve, HEAD_STRETCH_RECOUNT_MS + 100))
-    const published = (): number => hub.gossipLog.filter((g) => g.topic === HEADS_TOPIC && g.from === signer.peerId).length
-    const before = published()
-    // the log moves every 50 ms for 1.2 s: spaced 200 ms (the count kept) about six heads; 800 ms, at most two
-    const end = Date.now() + 1200
-    for (let i = 1; Date.now() < end; i++) {
-      await ledger.append('job', { jobId: `j${i}` })
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    expect(published() - before).to.be.at.most(2)
+    // spaced 200 ms (the count kept) about six heads; 800 ms (counted again), at most two
+    expect(await headsWhileMoving(node)).to.be.at.most(2)
   })
 
   describe('a forged page is rejected with a named reason', () => {
