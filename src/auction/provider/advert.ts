@@ -30,7 +30,8 @@ const CAP_CEILING = { timeoutMs: 24 * 3600_000, memoryMb: 65536, outputBytes: 64
 
 export class Advertiser {
   private readonly ctx: ProviderContext
-  private timers: NodeJS.Timeout[] = []
+  /** pending one-shot timers (`later`): each leaves the set when it fires */
+  private readonly timers = new Set<NodeJS.Timeout>()
   private seq = 0
   private lastSent = 0
   /** our adverts, under the rate our neighbours' gates allow a key */
@@ -49,18 +50,15 @@ export class Advertiser {
 
   /** The next refresh, a jittered delay away (advertRefreshDelay); each one schedules the next. */
   private scheduleRefresh (): void {
-    const t = setTimeout(() => {
-      this.timers = this.timers.filter(x => x !== t)
+    this.later(advertRefreshDelay(), () => {
       this.send()
       this.scheduleRefresh()
-    }, advertRefreshDelay())
-    t.unref()
-    this.timers.push(t)
+    })
   }
 
   stop (): void {
     for (const t of this.timers) clearTimeout(t)
-    this.timers = []
+    this.timers.clear()
     clearTimeout(this.pending)
     this.pending = undefined
   }
@@ -129,8 +127,11 @@ export class Advertiser {
   }
 
   private later (ms: number, fn: () => void): void {
-    const t = setTimeout(fn, ms)
+    const t = setTimeout(() => {
+      this.timers.delete(t)
+      fn()
+    }, ms)
     t.unref()
-    this.timers.push(t)
+    this.timers.add(t)
   }
 }

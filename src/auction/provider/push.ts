@@ -72,6 +72,11 @@ export class OutputPusher {
     // the bytes of the leaf being filled (a file's leaves start at its first byte)
     let partial: Uint8Array[] = []
     let partialBytes = 0
+    const leafDone = async (): Promise<void> => {
+      await this.enqueue(partial.length === 1 ? partial[0] : Buffer.concat(partial))
+      partial = []
+      partialBytes = 0
+    }
     for await (const chunk of source) {
       let rest = chunk
       while (!this.dead && rest.length > 0) {
@@ -79,15 +84,11 @@ export class OutputPusher {
         partial.push(take === rest.length ? rest : rest.subarray(0, take))
         partialBytes += take
         rest = rest.subarray(take)
-        if (partialBytes === UNIXFS_CHUNK_BYTES) {
-          await this.enqueue(partial.length === 1 ? partial[0] : Buffer.concat(partial))
-          partial = []
-          partialBytes = 0
-        }
+        if (partialBytes === UNIXFS_CHUNK_BYTES) await leafDone()
       }
       yield chunk
     }
-    if (partialBytes > 0) await this.enqueue(partial.length === 1 ? partial[0] : Buffer.concat(partial))
+    if (partialBytes > 0) await leafDone()
   }
 
   /** No more files: the stream is closed once the queued leaves are sent. */
@@ -188,14 +189,13 @@ export class OutputPusher {
         await channel.close().catch(() => {})
         return
       }
-      // the requester's progress, read while we write
+      // the requester's progress, read while we write; its end before ours drops the push
       let sentAll = false
-      let failure: Error | undefined
       const reading = this.readAcks(replies).then(
-        () => { if (!sentAll) failure ??= new Error('the requester ended the push early') },
-        (err: Error) => { failure ??= err }
-      ).finally(() => { this.notify() })
-      await this.send(channel, () => failure)
+        () => { if (!sentAll) this.fail(new Error('the requester ended the push early')) },
+        (err: Error) => { if (!sentAll) this.fail(err) }
+      )
+      await this.send(channel)
       sentAll = true
       // our end closes once every leaf is written (a reset would drop what the requester has not
       // read yet); the requester closes its end when it has stored them
@@ -224,12 +224,10 @@ export class OutputPusher {
   }
 
   /** Send the queued leaves as they come; returns when the queue is empty and no file will come. */
-  private async send (channel: MessageChannel, failure: () => Error | undefined): Promise<void> {
+  private async send (channel: MessageChannel): Promise<void> {
     while (true) {
       await this.until(() => {
         this.stop.signal.throwIfAborted()
-        const err = failure()
-        if (err != null) throw err
         return this.queue.length > 0 || this.finished
       })
       const leaf = this.queue.shift()
