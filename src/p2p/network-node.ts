@@ -1,7 +1,7 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { coalescingTcp } from './tcp.js'
 import { noise } from '@libp2p/noise'
-import { yamux } from '@libp2p/yamux'
+import { halfWindowYamux } from './yamux.js'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
@@ -726,7 +726,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
     connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
-    streamMuxers: [yamux()],
+    streamMuxers: [halfWindowYamux()],
     peerDiscovery,
     connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
     connectionManager: {

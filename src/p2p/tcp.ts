@@ -18,6 +18,7 @@
  */
 import { tcp, type TCPComponents, type TCPOptions } from '@libp2p/tcp'
 import type { Transport, Upgrader } from '@libp2p/interface'
+import { withOverrides } from './wrap.js'
 
 /** a write at least this big is bulk data: sent at once, not corked */
 const FLUSH_BYTES = 16 * 1024
@@ -66,17 +67,6 @@ export function coalesceWrites (conn: unknown): boolean {
     return send.apply(this, args)
   }
   return true
-}
-
-/** `target` with some of its members replaced; the others read from it (methods bound to it). */
-function withOverrides<T extends object> (target: T, overrides: Partial<T>): T {
-  return new Proxy(target, {
-    get (t, prop) {
-      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof T]
-      const v = Reflect.get(t, prop, t)
-      return typeof v === 'function' ? v.bind(t) : v
-    }
-  })
 }
 
 /** The upgrader with every connection it upgrades made to coalesce its writes first. */
