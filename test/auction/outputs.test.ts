@@ -155,6 +155,14 @@ describe('market: output files', function () {
     expect(result.error?.name).to.equal('output-limit')
     expect(result.outputs).to.deep.equal([])
   })
+
+  it('every job\'s staging folder goes once its result is sent: one that wrote nothing, and the flood\'s', async () => {
+    const submitted = await requester.market.submit({ engine: 'js', source: 'function main () { return 1 }' })
+    const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(20_000) })
+    expect(job.status).to.equal('completed')
+    const staging = join(provider.config.dataDir, 'outputs')
+    await waitFor(async () => (await readdir(staging)).length === 0, 5000)
+  })
 })
 
 describe('market: large output files', function () {
@@ -194,8 +202,8 @@ describe('market: large output files', function () {
     const part = await fetch(`${requester.gateway!.url}/v1/jobs/${job.id}/outputs/big.bin`, { headers: { range: `bytes=${size - 2}-` } })
     expect(part.status).to.equal(206)
     expect([...new Uint8Array(await part.arrayBuffer())]).to.deep.equal([0, 7])
-    // the provider's staging folder is gone with the job
-    expect(await readdir(join(provider.config.dataDir, 'outputs')).catch(() => [])).to.deep.equal([])
+    // the provider's staging folder is gone with the job (removed once the result is sent)
+    await waitFor(async () => (await readdir(join(provider.config.dataDir, 'outputs')).catch(() => [])).length === 0, 5000)
     process.stderr.write(`      40 MiB output: submit → settled in ${settledMs} ms\n`)
   })
 

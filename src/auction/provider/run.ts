@@ -15,7 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { open, rm } from 'node:fs/promises'
+import { open, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
 import { UNIXFS_CHUNK_BYTES, unixfsCidOfFile } from '../../crypto/unixfs.js'
@@ -174,7 +174,8 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     clearInterval(hb)
     for (const release of releaseOutputs) release()
     if (staged != null) void staged.remove()
-    await rm(outputDir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir: outputDir }, 'could not remove output files') })
+    // not on the result's way: the folder's name is this award's own, and start-up empties the parent
+    void removeOutputs(ctx, outputDir)
   }
   // the last of the live logs go before the result
   await Promise.race([logs.close(), new Promise(resolve => setTimeout(resolve, LOG_CLOSE_WAIT_MS).unref())])
@@ -246,6 +247,16 @@ async function buildExecJob (ctx: ProviderContext, o: Offer, requester: string):
     job.source = spec.source
   }
   return job
+}
+
+/** Remove a job's output folder: one rmdir when the job wrote nothing (most jobs), the whole tree otherwise. */
+async function removeOutputs (ctx: ProviderContext, dir: string): Promise<void> {
+  try {
+    await rmdir(dir)
+  } catch (err: any) {
+    if (err?.code === 'ENOENT') return
+    await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove output files') })
+  }
 }
 
 /** A folder of its own for a job's output files (under `provider.outputsDir`). */
