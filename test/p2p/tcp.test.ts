@@ -5,17 +5,10 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import net from 'node:net'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { coalesceWrites } from '../../src/p2p/tcp.js'
-
-async function waitFor (cond: () => boolean, timeoutMs: number, stepMs = 10): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise(resolve => setTimeout(resolve, stepMs))
-  }
-}
+import { waitFor } from '../helpers/nodes.js'
+import { socketWritesDuring } from '../helpers/sockets.js'
 
 describe('p2p: coalesced TCP writes', function () {
   this.timeout(30_000)
@@ -78,20 +71,11 @@ describe('p2p: coalesced TCP writes', function () {
       await ch.send(Uint8Array.of(255))
       await waitFor(() => got.length === 1, 5000)
 
-      // count the writes of A's socket to B (and the bytes), while the burst goes out
-      const proto = net.Socket.prototype as any
-      const write = proto._write
-      const writev = proto._writev
-      let writes = 0
-      proto._write = function (this: net.Socket, ...args: unknown[]) { if (this.remotePort === bPort) writes++; return write.apply(this, args) }
-      proto._writev = function (this: net.Socket, ...args: unknown[]) { if (this.remotePort === bPort) writes++; return writev.apply(this, args) }
-      try {
+      // count the writes of A's socket to B while the burst goes out
+      const writes = await socketWritesDuring(s => s.remotePort === bPort, async () => {
         await Promise.all(Array.from({ length: 40 }, async (_, i) => { await ch.send(Uint8Array.of(i, 1, 2, 3)) }))
         await waitFor(() => got.length === 41, 5000)
-      } finally {
-        proto._write = write
-        proto._writev = writev
-      }
+      })
       expect(got.slice(1)).to.deep.equal(Array.from({ length: 40 }, (_, i) => i))
       expect(writes).to.be.greaterThan(0)
       expect(writes, 'socket writes for 40 messages').to.be.below(8)

@@ -5,17 +5,10 @@
  */
 import '../../src/polyfill.js'
 import { expect } from 'chai'
-import net from 'node:net'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { deferWindowUpdates, halfWindowUpdates } from '../../src/p2p/yamux.js'
-
-async function waitFor (cond: () => boolean, timeoutMs: number, stepMs = 5): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise(resolve => setTimeout(resolve, stepMs))
-  }
-}
+import { waitFor } from '../helpers/nodes.js'
+import { socketWritesDuring } from '../helpers/sockets.js'
 
 /** yamux's StreamState values (dist/src/stream.js) */
 const State = { Init: 0, SYNSent: 1, SYNReceived: 2, Established: 3, Finished: 4, Paused: 5 }
@@ -72,21 +65,6 @@ describe('p2p: yamux window updates at half window', function () {
     const nodes: NetworkNode[] = []
     after(async () => { await Promise.all(nodes.map(async n => { await n.stop() })) })
 
-    /** Count the socket writes of the node listening on `port` while `fn` runs. */
-    async function writesFrom (port: number, fn: () => Promise<void>): Promise<number> {
-      const proto = net.Socket.prototype as any
-      const write = proto._write
-      const writev = proto._writev
-      let writes = 0
-      proto._write = function (this: net.Socket, ...args: unknown[]) { if (this.localPort === port) writes++; return write.apply(this, args) }
-      proto._writev = function (this: net.Socket, ...args: unknown[]) { if (this.localPort === port) writes++; return writev.apply(this, args) }
-      try { await fn() } finally {
-        proto._write = write
-        proto._writev = writev
-      }
-      return writes
-    }
-
     it('50 small messages, one at a time, cost their receiver no write back; 24 MiB still flows', async () => {
       const a = await createNetwork({ mdns: false })
       const b = await createNetwork({ mdns: false })
@@ -103,7 +81,7 @@ describe('p2p: yamux window updates at half window', function () {
 
       // each message in its own turn, the next sent once the last arrived: before, each one made B
       // write a window update back to A
-      const small = await writesFrom(bPort, async () => {
+      const small = await socketWritesDuring(s => s.localPort === bPort, async () => {
         for (let i = 0; i < 50; i++) {
           await ch.send(new Uint8Array(200).fill(i))
           await waitFor(() => count === 2 + i, 5000, 1)
@@ -114,7 +92,7 @@ describe('p2p: yamux window updates at half window', function () {
       // bulk data: the window is granted as it is used, so a sender never stalls
       const piece = new Uint8Array(256 * 1024).fill(9)
       const before = bytes
-      const bulk = await writesFrom(bPort, async () => {
+      const bulk = await socketWritesDuring(s => s.localPort === bPort, async () => {
         for (let sent = 0; sent < 24 * 1024 * 1024; sent += piece.length) await ch.send(piece)
         await waitFor(() => bytes - before === 24 * 1024 * 1024, 20_000)
       })
