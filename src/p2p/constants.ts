@@ -48,14 +48,15 @@ export const DISCOVERY_INTERVAL_MS = 2_000
 /** The longest wait between walks that keep meeting nobody new. */
 export const DISCOVERY_MAX_INTERVAL_MS = 60_000
 /**
- * How often libp2p's connection monitor pings each connection (its default is 10 s). Every ping is a
- * new stream (protocol negotiation, a peer-store update, window updates), and a node keeps up to
- * TARGET_PEERS connections and more: at 10 s the pings were about half of what an idle node of a
- * 20-node mesh spent (30 -> 17 ms of CPU a second). What they are for, finding a connection that
- * died without a FIN (a partition), now takes up to 30 s plus the ping's timeout; a job in flight
- * does not wait for it (the award channel has its own heartbeats).
+ * How often each connection is pinged (a yamux PING frame each way, yamux.ts). What the pings are
+ * for, finding a connection that died without a FIN (a partition), takes up to this plus
+ * CONNECTION_PING_TIMEOUT_MS; a job in flight does not wait for it (the award channel has its own
+ * heartbeats). libp2p's connection monitor, a new ping stream per connection every 10 s by default,
+ * is off: at 30 s its streams were still about a third of an idle node's CPU with 39 peers.
  */
 export const CONNECTION_PING_INTERVAL_MS = 30_000
+/** A ping not answered this long after it was sent drops its connection. */
+export const CONNECTION_PING_TIMEOUT_MS = 10_000
 /** Response frame status bytes */
 export const FRAME_OK = 0
 export const FRAME_ERROR = 1

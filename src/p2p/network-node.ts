@@ -1,7 +1,7 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { coalescingTcp } from './tcp.js'
 import { noise } from '@libp2p/noise'
-import { halfWindowYamux } from './yamux.js'
+import { halfWindowYamux, type LivenessInit } from './yamux.js'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
@@ -24,7 +24,7 @@ import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type 
 import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
-  CONNECTION_PING_INTERVAL_MS, DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
+  DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
   MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
@@ -64,6 +64,8 @@ export interface NetworkInit {
   nat?: NatInit
   /** private network: only peers holding the same key can connect (see pnet.ts) */
   networkKey?: NetworkKey
+  /** how often connections are pinged and how long an answer may take (defaults in constants.ts; yamux.ts) */
+  liveness?: LivenessInit
 }
 
 /** What `natStatus()` reports: NAT traversal, the private network, connections opened. */
@@ -726,9 +728,10 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [noise()],
     connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
-    streamMuxers: [halfWindowYamux()],
+    streamMuxers: [halfWindowYamux({}, init.liveness)],
     peerDiscovery,
-    connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
+    // connections are pinged by yamux (yamux.ts), not by a ping stream each
+    connectionMonitor: { enabled: false },
     connectionManager: {
       maxConnections: init.maxConnections ?? 300,
       dialTimeout: init.dialTimeoutMs ?? 5000,
@@ -741,7 +744,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
       ...nat.services,
       addressView: (components: { addressManager: AddressView['addressManager'] }): AddressView => ({ addressManager: components.addressManager }),
       identify: identify(),
-      // the connection monitor pings too; one outbound ping stream is not enough
+      // answers other nodes' connection monitors (0.1 nodes, other libp2p nodes); one stream is not enough
       ping: ping({ maxOutboundStreams: 16, maxInboundStreams: 16 }),
       dht: kadDHT({
         protocol: DHT_PROTOCOL,
