@@ -1,17 +1,17 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
+#!/usr/bin/env -S node --max-semi-space-size=2
 // Entry point of the `mercato` command: runs the compiled JavaScript, bundled
 // in dist/bundle/ (built by `npm run build`, which `npm ci` and `npm pack` run
 // as `prepare`; scripts/bundle.js says why a bundle).
 //
-// --max-semi-space-size=8 (MiB; Node's default is 16): a node allocates in
+// --max-semi-space-size=2 (MiB; Node's default is 16): a node allocates in
 // bursts at start, and the young generation then stays committed; capped, a
-// node is ready at ≈ 90 MiB RSS (bench/start.ts; ≈ 84 with 2, ≈ 113 → 134 with
-// 2 → 16 before later savings). Not lower: streaming a blob allocates fast,
-// and with 2 MiB the scavenges cost bench:data's job leg a fifth of its speed
-// (first round 100–131 MB/s with 2, 127–141 with 8, alternated runs). Whoever
-// runs this file with `node bin/mercato.js` should pass the same flag (npm
-// start runs the file itself; `mercato devnet` passes its own flags on to its
-// nodes).
+// node is ready at ≈ 113 MiB RSS instead of ≈ 134 MiB (bench/start.ts), and
+// a busy node pays with more (cheap) scavenges. 8 was tried (2026-12-05): on
+// Node 20 bench:data's first job leg gained a fifth (100–131 → 127–141 MB/s),
+// but on Node 24 a 50 MiB upload then grew the node's RSS by 72–84 MiB (30 with
+// 2, 54–63 with 4; the bound is 64). Whoever runs this file with
+// `node bin/mercato.js` should pass the same flag (npm start runs the file
+// itself; `mercato devnet` passes its own flags on to its nodes).
 import { existsSync } from 'node:fs'
 import module from 'node:module'
 
