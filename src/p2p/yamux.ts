@@ -110,12 +110,13 @@ export function watchLiveness (muxer: unknown, conn: Pick<MultiaddrConnection, '
   const ping = m.ping.bind(m)
   const intervalMs = init.intervalMs ?? CONNECTION_PING_INTERVAL_MS
   const timeoutMs = init.timeoutMs ?? CONNECTION_PING_TIMEOUT_MS
+  // a muxer closing or closed is not a dead connection; only silence is
+  const open = (): boolean => m.status == null || m.status === 'open'
   const check = (): void => {
-    if (m.status != null && m.status !== 'open') { clearInterval(timer); return }
+    if (!open()) { clearInterval(timer); return }
     const signal = AbortSignal.timeout(timeoutMs)
     ping({ signal }).catch(() => {
-      // a muxer closing or closed meanwhile is not a dead connection; only silence is
-      if (signal.aborted && (m.status == null || m.status === 'open')) conn.abort(new PingTimeoutError(`no answer to a ping in ${timeoutMs} ms`))
+      if (signal.aborted && open()) conn.abort(new PingTimeoutError(`no answer to a ping in ${timeoutMs} ms`))
     })
   }
   const timer = setInterval(check, intervalMs)

@@ -106,7 +106,7 @@ describe('p2p: yamux: window updates at half window, liveness by PING', function
 
   describe('liveness', () => {
     /** A muxer whose pings are answered (or not) as the test says, and a connection that records its abort. */
-    function fakes (answer: boolean): { muxer: { status: string, pings: number, ping: (o?: { signal?: AbortSignal }) => Promise<number> }, conn: { aborted?: Error, closed: Array<() => void>, abort: (err: Error) => void, addEventListener: (type: string, fn: () => void) => void } } {
+    function fakes (answer: boolean) {
       const muxer = {
         status: 'open',
         pings: 0,
