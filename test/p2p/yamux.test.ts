@@ -81,6 +81,10 @@ describe('p2p: yamux: window updates at half window, liveness by PING', function
       const ch = await a.openChannel(b.peerId, '/mercato/test/window/1', { maxMessageBytes: 256 * 1024 })
       await ch.send(Uint8Array.of(1))
       await waitFor(() => count === 1, 5000)
+      // a new connection's own traffic first (identify, the DHT, pings), at its own pace on a loaded
+      // machine: measured from a quarter second in which B wrote nothing (in one run, 8 writes)
+      const quiet = async (): Promise<boolean> => await socketWritesDuring(s => s.localPort === bPort, async () => { await new Promise(resolve => setTimeout(resolve, 250)) }) === 0
+      await waitFor(quiet, 10_000, 0)
 
       // each message in its own turn, the next sent once the last arrived: before, each one made B
       // write a window update back to A
@@ -90,7 +94,8 @@ describe('p2p: yamux: window updates at half window, liveness by PING', function
           await waitFor(() => count === 2 + i, 5000, 1)
         }
       })
-      expect(small, 'B\'s socket writes while it received 50 messages').to.be.below(3)
+      // (before: a window update back for each, 50 or more)
+      expect(small, 'B\'s socket writes while it received 50 messages').to.be.below(5)
 
       // bulk data: the window is granted as it is used, so a sender never stalls
       const piece = new Uint8Array(256 * 1024).fill(9)
