@@ -97,6 +97,12 @@ export interface PutStreamOptions {
   /** refuse (BlobTooLargeError) past this many bytes; default MAX_UPLOAD_BYTES */
   maxBytes?: number
   signal?: AbortSignal
+  /**
+   * The stream is this file's bytes from its start, and nobody writes the file any more (a job's
+   * output, once the job is over): its leaves may stay in it, the file becoming a pack of the
+   * store, instead of being written a second time (blocks.ts, Staging.inPlace).
+   */
+  fromFile?: string
 }
 
 export interface CatOptions {
@@ -204,9 +210,11 @@ export class BlobStore {
     const staging = await this.blocks.staging()
     let total = 0
     const signal = opts.signal
+    const readFrom = opts.fromFile != null ? staging.inPlace(opts.fromFile) : undefined
     async function * capped (): AsyncGenerator<Uint8Array> {
       for await (const chunk of source) {
         signal?.throwIfAborted()
+        readFrom?.(chunk, total)
         total += chunk.length
         if (total > limit) throw new BlobTooLargeError(`the upload exceeds ${limit} bytes`)
         if (chunk.length > 0) yield chunk

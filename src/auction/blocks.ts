@@ -20,6 +20,13 @@
  *   own: `commit` renames the pack and its index into `packs/` and registers them, `discard`
  *   deletes them, so an upload refused half-way (too large, aborted) leaves no block behind that a
  *   peer or a user could reach as a blob. A block already held elsewhere becomes a dead copy.
+ * - A large file whose bytes no one writes any more (a job's output, once the job is over) can
+ *   stay where it is: {@link Staging.inPlace} records each raw leaf the importer cuts from it by
+ *   its offset in the file instead of writing its bytes again, and `commit` hard-links the file
+ *   into `packs/` as a pack of those leaves, with an index of their offsets (no copy; inner nodes
+ *   go to the staging pack as usual). Only a regular file of this process's user with one name,
+ *   on the store's file system, of IN_PLACE_MIN_BYTES to PACK_MAX_BYTES; otherwise (or when the
+ *   link fails) its leaves are copied into the staging pack as before.
  * - `delete` (the collector's) appends a tombstone. A pack with no live block left is unlinked; one
  *   whose live bytes fall under half its size is compacted: its live blocks are copied into the
  *   current pack (one at a time, yielding between them; the map points at the old copy until the
@@ -33,11 +40,12 @@
  * blob as one raw block (`get` finds it).
  */
 import { mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises'
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 import type { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
 import { logger } from '../logger.js'
 
 const log = logger('auction:blocks')
@@ -52,6 +60,8 @@ export class BlockTooLargeError extends Error {
 
 /** A pack is closed for writing past this size: large enough that packs stay few (a TiB is 4,096 of them), small enough that compacting one copies at most 128 MiB. */
 export const PACK_MAX_BYTES = 256 * 1024 * 1024
+/** A file smaller than this is copied into a pack, not linked as one (a pack costs two files and an index read at start). */
+export const IN_PLACE_MIN_BYTES = 4 * 1024 * 1024
 /** Open read descriptors kept, least recently used closed first (a busy store reads from a few packs). */
 export const PACK_READ_FDS = 64
 /** The first bytes of an index file: its format and version. */
@@ -666,8 +676,43 @@ export class Staging {
   private readonly entries = new Map<string, Entry>()
   private pack?: Pack
   private done = false
+  /** the file whose leaves stay in it (inPlace), and where in it the memory of each piece read from it came from */
+  private source?: { file: string, size: number, read: WeakMap<ArrayBufferLike, Array<{ at: number, length: number, offset: number }>> }
+  /** leaves of `source` put so far: where they are in it */
+  private readonly inFile = new Map<string, { offset: number, length: number }>()
 
   constructor (private readonly store: BlockStore, private readonly dir?: string) {}
+
+  /**
+   * The blocks to come are imported from `file`, which nobody writes any more: its raw leaves may
+   * stay in it (see the module doc). Returns what to call with each piece read from the file and
+   * its offset, before the importer sees it: a leaf whose bytes are a view of such a piece (the
+   * importer's chunker cuts views, not copies, where a leaf lies within one piece) is known to be
+   * the file's bytes at that place. A leaf spanning two pieces, and a file that cannot stay where
+   * it is (too small or large, not a plain file of ours with one name, a memory store), is written
+   * as any block is.
+   */
+  inPlace (file: string): ((piece: Uint8Array, offset: number) => void) | undefined {
+    if (this.dir == null) return undefined
+    let st
+    try { st = lstatSync(file) } catch { return undefined }
+    if (!st.isFile() || st.nlink !== 1 || st.uid !== process.getuid?.() || st.size < IN_PLACE_MIN_BYTES || st.size > PACK_MAX_BYTES) return undefined
+    const read = new WeakMap<ArrayBufferLike, Array<{ at: number, length: number, offset: number }>>()
+    this.source = { file, size: st.size, read }
+    return (piece, offset) => {
+      const at = piece.byteOffset
+      // memory read into again (a pooled buffer) holds new bytes: the old record of it goes
+      const pieces = (read.get(piece.buffer) ?? []).filter(p => p.at + p.length <= at || at + piece.length <= p.at)
+      pieces.push({ at, length: piece.length, offset })
+      read.set(piece.buffer, pieces)
+    }
+  }
+
+  /** Where in the source file `bytes` were read from, when they are a view of a piece read from it. */
+  private offsetInSource (bytes: Uint8Array): number | undefined {
+    const p = this.source?.read.get(bytes.buffer)?.find(p => p.at <= bytes.byteOffset && bytes.byteOffset + bytes.length <= p.at + p.length)
+    return p == null ? undefined : p.offset + bytes.byteOffset - p.at
+  }
 
   async put (cid: CID, bytes: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<CID> {
     if (this.done) throw new Error('staging area closed')
@@ -675,6 +720,14 @@ export class Staging {
     if (this.keys.has(key)) return cid
     // reserved before the bytes are gathered: a second put of the block meanwhile is a no-op
     this.keys.add(key)
+    if (this.source != null && cid.code === raw.code && bytes instanceof Uint8Array) {
+      const at = this.offsetInSource(bytes)
+      if (at != null && at + bytes.length <= this.source.size) {
+        this.inFile.set(key, { offset: at, length: bytes.length })
+        this.store.written += bytes.length
+        return cid
+      }
+    }
     const data = await toBytes(bytes)
     if (this.done) throw new Error('staging area closed')
     this.store.written += data.length
@@ -692,15 +745,77 @@ export class Staging {
     this.done = true
     if (this.dir == null) {
       for (const [cid, bytes] of this.blocks) await this.store.adopt(cid, bytes)
-    } else if (this.pack != null) {
+      await this.discard()
+      return
+    }
+    if (this.source != null && this.inFile.size > 0) this.commitInPlace(this.dir, this.source)
+    if (this.pack != null) {
       this.store.commitPack(this.pack, this.entries)
       this.pack = undefined
     }
     await this.discard()
   }
 
+  /**
+   * The source file joins the store as a pack of its leaves: hard-linked into the staging dir (the
+   * same file, checked by inode, its size unchanged) with an index of their offsets, then committed
+   * like any staging pack. When it cannot be linked (another file system, no permission), its
+   * leaves are copied into the staging pack instead.
+   */
+  private commitInPlace (dir: string, source: { file: string, size: number }): void {
+    const id = newPackId()
+    const file = join(dir, `${id}.pack`)
+    let linked = false
+    try {
+      const before = lstatSync(source.file)
+      linkSync(source.file, file)
+      linked = true
+      const after = statSync(file)
+      if (!before.isFile() || after.ino !== before.ino || after.dev !== before.dev || after.size !== source.size) throw new Error('the file changed')
+    } catch (err: any) {
+      if (linked) { try { unlinkSync(file) } catch {} }
+      log.debug({ file: source.file, err: err?.message }, 'file not linked into the store: its leaves are copied')
+      this.copyLeaves(dir, source.file)
+      return
+    }
+    const writtenMs = Date.now()
+    const records: Buffer[] = [IDX_HEADER]
+    const entries = new Map<string, Entry>()
+    const pack: Pack = { id, file, idxFile: join(dir, `${id}.idx`), size: source.size, idxSize: 0, live: 0, keys: new Set() }
+    for (const [key, { offset, length }] of this.inFile) {
+      records.push(encodeRecord(PUT, key, offset, length, writtenMs))
+      entries.set(key, { pack, offset, length, writtenMs })
+    }
+    const idx = Buffer.concat(records)
+    writeFileSync(pack.idxFile, idx, { flag: 'wx' })
+    pack.idxSize = idx.length
+    this.store.commitPack(pack, entries)
+    this.inFile.clear()
+  }
+
+  /** The leaves recorded in place, read from the file and appended to the staging pack. */
+  private copyLeaves (dir: string, source: string): void {
+    const fd = openSync(source, 'r')
+    try {
+      for (const [key, { offset, length }] of this.inFile) {
+        const bytes = Buffer.allocUnsafe(length)
+        let n = 0
+        while (n < length) {
+          const got = readSync(fd, bytes, n, length - n, offset + n)
+          if (got === 0) throw new Error(`${source} ended before its leaf at ${offset}`)
+          n += got
+        }
+        this.pack ??= this.store.newStagingPack(dir)
+        const writtenMs = Date.now()
+        this.entries.set(key, { pack: this.pack, ...appendBlock(this.pack, key, bytes, writtenMs), writtenMs })
+      }
+    } finally { closeSync(fd) }
+    this.inFile.clear()
+  }
+
   async discard (): Promise<void> {
     this.done = true
+    this.inFile.clear()
     this.blocks.clear()
     this.entries.clear()
     if (this.pack != null) { closeWriters(this.pack); this.pack = undefined }

@@ -10,13 +10,14 @@ import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { appendFile, link, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockStore, BlockTooLargeError, PACK_READ_FDS } from '../../src/auction/blocks.js'
+import { BlockStore, BlockTooLargeError, IN_PLACE_MIN_BYTES, PACK_READ_FDS } from '../../src/auction/blocks.js'
 import { BlobStore } from '../../src/auction/blobs.js'
 import { ROOT } from '../helpers/cli.js'
 
@@ -368,6 +369,118 @@ describe('block store: pack files', function () {
       const again = await started(dir)
       expect(await again.count()).to.equal(0)
       expect(await readdir(join(dir, 'staging')).catch(() => [])).to.deep.equal([])
+    })
+  })
+
+  describe('a file kept in place (putStream fromFile: a job\'s output)', function () {
+    const MiB = 1024 * KiB
+
+    async function blobStore (dir: string): Promise<BlobStore> {
+      const s = new BlobStore(dir)
+      await s.start()
+      return s
+    }
+
+    async function readBlob (s: BlobStore, cid: string): Promise<Buffer> {
+      const parts: Uint8Array[] = []
+      for await (const p of s.cat(cid)) parts.push(p)
+      return Buffer.concat(parts)
+    }
+
+    /** A file of `size` random bytes in `dir` (the store's file system unless told otherwise). */
+    async function fileOf (dir: string, size: number, name = 'out.bin'): Promise<{ file: string, bytes: Buffer, cid: string }> {
+      await mkdir(dir, { recursive: true })
+      const bytes = randomBytes(size)
+      const file = join(dir, name)
+      await writeFile(file, bytes)
+      return { file, bytes, cid: await new BlobStore().putStream([bytes]) }
+    }
+
+    /** The store's pack files that are `file` itself (same inode), and the bytes of all the others. */
+    async function packsBeside (dir: string, file: string): Promise<{ same: string[], otherBytes: number }> {
+      const { ino } = await stat(file)
+      const same: string[] = []
+      let otherBytes = 0
+      for (const name of (await packsOnDisk(dir)).packs) {
+        const st = await stat(join(dir, 'packs', name))
+        if (st.ino === ino) same.push(name); else otherBytes += st.size
+      }
+      return { same, otherBytes }
+    }
+
+    it('its leaves stay in it: the importer\'s CID, the file linked into packs/ (no second copy), read back whole after the file\'s own name is gone and after a restart, freed when collected', async () => {
+      const dir = await tempDir()
+      const s = await blobStore(dir)
+      const size = 9 * MiB + 1234
+      const src = await fileOf(join(dir, 'job'), size)
+      const cid = await s.putStream(createReadStream(src.file, { highWaterMark: 256 * KiB }), { maxBytes: size, fromFile: src.file })
+      expect(cid).to.equal(src.cid)
+      expect((await stat(src.file)).nlink, 'linked into the store').to.equal(2)
+      const { same, otherBytes } = await packsBeside(dir, src.file)
+      expect(same).to.have.length(1)
+      // the inner nodes only (a root over 37 leaves): the leaves were not written again
+      expect(otherBytes).to.be.above(0).and.below(4 * KiB)
+      expect(s.blocks.written).to.be.at.least(size)
+      expect((await readBlob(s, cid)).equals(src.bytes)).to.equal(true)
+      await unlink(src.file)
+      expect((await readBlob(s, cid)).equals(src.bytes)).to.equal(true)
+      await s.blocks.close()
+      const again = await blobStore(dir)
+      expect((await readBlob(again, cid)).equals(src.bytes)).to.equal(true)
+      // not pinned: the collector takes it, and the linked pack goes with it
+      again.gc.start({ maxBytes: 0, graceMs: 0, intervalMs: 0 })
+      const r = await again.gc.collect()
+      await again.gc.stop()
+      expect(r.removedBlocks).to.equal(38)
+      expect((await packsOnDisk(dir)).packs).to.deep.equal([])
+      expect(await again.size(cid)).to.equal(undefined)
+    })
+
+    it('a leaf read across two pieces is written, the others stay in place; same CID, same bytes', async () => {
+      const dir = await tempDir()
+      const s = await blobStore(dir)
+      const size = 6 * MiB
+      const src = await fileOf(join(dir, 'job'), size)
+      // 384 KiB pieces: of every three leaves, one straddles two pieces
+      const cid = await s.putStream(createReadStream(src.file, { highWaterMark: 384 * KiB }), { maxBytes: size, fromFile: src.file })
+      expect(cid).to.equal(src.cid)
+      const { same, otherBytes } = await packsBeside(dir, src.file)
+      expect(same).to.have.length(1)
+      expect(otherBytes).to.be.within(8 * 256 * KiB, 8 * 256 * KiB + 4 * KiB)
+      await unlink(src.file)
+      expect((await readBlob(s, cid)).equals(src.bytes)).to.equal(true)
+    })
+
+    it('a file that cannot stay where it is is copied: too small, with a second name, a symlink, on another file system', async () => {
+      const dir = await tempDir()
+      const s = await blobStore(dir)
+      const job = join(dir, 'job')
+      const small = await fileOf(job, IN_PLACE_MIN_BYTES - 1, 'small.bin')
+      const twice = await fileOf(job, 5 * MiB, 'twice.bin')
+      await link(twice.file, join(job, 'twice-again.bin'))
+      const target = await fileOf(job, 5 * MiB, 'target.bin')
+      await symlink(target.file, join(job, 'via-symlink.bin'))
+      const cases = [
+        { src: small, file: small.file },
+        { src: twice, file: twice.file },
+        { src: target, file: join(job, 'via-symlink.bin') }
+      ]
+      // tmpfs, where there is one apart from the store's: a hard link into the store fails (EXDEV), the leaves are copied
+      if ((await stat('/dev/shm').catch(() => undefined))?.dev !== (await stat(dir)).dev) {
+        const shm = await mkdtemp('/dev/shm/mercato-blocks-')
+        dirs.push(shm)
+        const elsewhere = await fileOf(shm, 5 * MiB)
+        cases.push({ src: elsewhere, file: elsewhere.file })
+      }
+      for (const { src, file } of cases) {
+        const links = (await stat(src.file)).nlink
+        const cid = await s.putStream(createReadStream(file, { highWaterMark: 256 * KiB }), { maxBytes: src.bytes.length, fromFile: file })
+        expect(cid, file).to.equal(src.cid)
+        expect((await stat(src.file)).nlink, file).to.equal(links)
+        expect((await packsBeside(dir, src.file)).same, file).to.deep.equal([])
+      }
+      for (const { src } of cases) await unlink(src.file)
+      for (const { src } of cases) expect((await readBlob(s, src.cid)).equals(src.bytes)).to.equal(true)
     })
   })
 

@@ -221,6 +221,14 @@ describe('market: large output files', function () {
     const inverted = data.map(b => b ^ 0xff)
     const [out] = await client.outputs(id)
     expect([out.path, out.size, out.cid]).to.deep.equal(['out.bin', inverted.length, await unixfsCidOfBytes(inverted)])
+    // the provider keeps the file the guest wrote as a pack of its leaves (linked, not copied): a pack of exactly its bytes
+    const packs = join(provider.config.dataDir, 'blobs', 'packs')
+    const sameBytes = []
+    for (const name of (await readdir(packs)).filter(n => n.endsWith('.pack'))) {
+      const bytes = await readFile(join(packs, name))
+      if (bytes.equals(inverted)) sameBytes.push(name)
+    }
+    expect(sameBytes).to.have.length(1)
     // held by the requester (pulled block by block before it paid), streamed and checked by `mercato get`
     const dir = await mkdtemp(join(tmpdir(), 'mercato-get-'))
     try {

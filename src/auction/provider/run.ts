@@ -15,7 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { open, rm, rmdir } from 'node:fs/promises'
+import { copyFile, open, rename, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { canonicalEncode, messageId, type Signed } from '../../crypto/index.js'
 import { UNIXFS_CHUNK_BYTES, unixfsCidOfFile } from '../../crypto/unixfs.js'
@@ -132,7 +132,7 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
     if (ctx.deps.withholdOutputs !== true) {
       job.nameOutput = async (file, size) => {
         if (size === 0) return await unixfsCidOfFile(file)
-        const cid = await importOutput(ctx, file, size, pusher)
+        const cid = await importOutput(ctx, file, size, pusher, { inPlace: true })
         // held until the job is over (stored outputs are pinned by then): a long job on a full
         // store must not see its first outputs collected before the result names them
         releaseOutputs.push(ctx.deps.blobs.gc.hold(cid))
@@ -268,8 +268,11 @@ function outputsFolder (ctx: ProviderContext, jobId: string): string {
  * Import an output file into the blob store (blocks staged and committed whole, never the file in
  * memory); its UnixFS CID. The file goes to the requester as it is read (push.ts; when large enough).
  */
-async function importOutput (ctx: ProviderContext, file: string, size: number, pusher: OutputPusher): Promise<string> {
-  return await ctx.deps.blobs.putStream(pusher.tee(createReadStream(file, { highWaterMark: UNIXFS_CHUNK_BYTES }), size), { maxBytes: size })
+async function importOutput (ctx: ProviderContext, file: string, size: number, pusher: OutputPusher, opts: { inPlace?: boolean } = {}): Promise<string> {
+  // `inPlace`: a file our own worker wrote for a job that is over (nothing writes it any more), so
+  // its leaves stay in it instead of a second copy on disk; not a file another process (an isolated
+  // pool, Slurm) may still hold open
+  return await ctx.deps.blobs.putStream(pusher.tee(createReadStream(file, { highWaterMark: UNIXFS_CHUNK_BYTES }), size), { maxBytes: size, fromFile: opts.inPlace === true ? file : undefined })
 }
 
 /**
@@ -294,13 +297,17 @@ async function storeOutputs (ctx: ProviderContext, exec: ExecResult, imported: S
 async function corrupt (jobId: string, exec: ExecResult): Promise<ExecResult> {
   let { stdout, outputs } = exec
   if (outputs != null && outputs.length > 0 && outputs[0].size > 0) {
-    const f = await open(outputs[0].file, 'r+')
+    // a new file in its place: the honest one may be a pack of the blob store by now (fromFile)
+    const file = outputs[0].file
+    await copyFile(file, `${file}.lie`)
+    const f = await open(`${file}.lie`, 'r+')
     try {
       const b = new Uint8Array(1)
       await f.read(b, 0, 1, 0)
       b[0] ^= 0x01
       await f.write(b, 0, 1, 0)
     } finally { await f.close() }
+    await rename(`${file}.lie`, file)
     outputs = [{ ...outputs[0], cid: await unixfsCidOfFile(outputs[0].file) }, ...outputs.slice(1)]
   } else {
     stdout = new Uint8Array([...stdout, 0x21])
