@@ -130,6 +130,17 @@ function decodeIndex (buf: Buffer): { records: IdxRecord[], valid: number } | un
   return { records, valid: p }
 }
 
+/** Read `out.length` bytes at `pos`, or fewer where the file ends; how many were read. */
+function readAt (fd: number, out: Uint8Array, pos: number): number {
+  let n = 0
+  while (n < out.length) {
+    const bytesRead = readSync(fd, out, n, out.length - n, pos + n)
+    if (bytesRead === 0) break
+    n += bytesRead
+  }
+  return n
+}
+
 /** Write all of `buf` at `pos`. */
 function writeAll (fd: number, buf: Uint8Array, pos: number): void {
   let n = 0
@@ -345,14 +356,7 @@ export class BlockStore {
   /** {@link readEntry}, but an error (EMFILE, EIO, a pack gone) throws: only a short pack means "not there". */
   private readEntryOrThrow (entry: Entry): Uint8Array | undefined {
     const out = new Uint8Array(entry.length)
-    const fd = this.readFd(entry.pack)
-    let n = 0
-    while (n < entry.length) {
-      const bytesRead = readSync(fd, out, n, entry.length - n, entry.offset + n)
-      if (bytesRead === 0) break
-      n += bytesRead
-    }
-    return n === entry.length ? out : undefined
+    return readAt(this.readFd(entry.pack), out, entry.offset) === entry.length ? out : undefined
   }
 
   private readFd (pack: Pack): number {
@@ -650,13 +654,7 @@ function readWholeFile (file: string, key: string, max: number): Uint8Array | un
     const size = fstatSync(fd).size
     if (size > max) throw new BlockTooLargeError(key, size)
     const out = new Uint8Array(size)
-    let n = 0
-    while (n < size) {
-      const bytesRead = readSync(fd, out, n, size - n, n)
-      if (bytesRead === 0) break
-      n += bytesRead
-    }
-    return n === size ? out : undefined
+    return readAt(fd, out, 0) === size ? out : undefined
   } catch (err) {
     if (err instanceof BlockTooLargeError) throw err
     return undefined
@@ -799,12 +797,7 @@ export class Staging {
     try {
       for (const [key, { offset, length }] of this.inFile) {
         const bytes = Buffer.allocUnsafe(length)
-        let n = 0
-        while (n < length) {
-          const got = readSync(fd, bytes, n, length - n, offset + n)
-          if (got === 0) throw new Error(`${source} ended before its leaf at ${offset}`)
-          n += got
-        }
+        if (readAt(fd, bytes, offset) !== length) throw new Error(`${source} ended before its leaf at ${offset}`)
         this.pack ??= this.store.newStagingPack(dir)
         const writtenMs = Date.now()
         this.entries.set(key, { pack: this.pack, ...appendBlock(this.pack, key, bytes, writtenMs), writtenMs })
