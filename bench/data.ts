@@ -289,8 +289,8 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
       id: job.id,
       output: out.cid,
       memoryCapMiB: JOB_MEMORY_MB,
-      // submit → completed: the auction, B stages the input (held since leg 2: copied out of its
-      // block store into the job's folder), runs the copy (its output written to disk as the guest
+      // submit → completed: the auction, B stages the input (held since leg 2: the job reads it
+      // from the ranges of B's packs that hold it), runs the copy (its output written to disk as the guest
       // writes it), imports the output as a UnixFS blob; then A pulls and checks it before it pays
       ms: Math.round(jobMs),
       MBps: mbps(SIZE, jobMs),

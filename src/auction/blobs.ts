@@ -105,6 +105,9 @@ export interface PutStreamOptions {
   fromFile?: string
 }
 
+/** A range of a file: `length` bytes at `offset`. */
+export interface Extent { file: string, offset: number, length: number }
+
 export interface CatOptions {
   offset?: number
   length?: number
@@ -307,6 +310,51 @@ export class BlobStore {
       }
       yield * this.readRange(kid.cid, { pos: kid.pos, start, end, depth: depth + 1, signal, expected: kid.size, block: ahead.shift() })
     }
+  }
+
+  /**
+   * Where a blob's bytes are on disk, in order: ranges of the store's pack files (raw leaves next to
+   * each other in a pack make one range), and the release of a lease that keeps those packs where
+   * they are until it is called (BlockStore.lease). For a reader that takes the bytes from the
+   * packs themselves: a job's input read in place, not copied. Undefined when the blob is not held
+   * whole, or some of its bytes are not in a pack (a memory store, an older layout, a node with
+   * bytes of its own rather than raw leaves), or they are in more than `maxExtents` ranges (a DAG
+   * that names one small leaf many times, say).
+   */
+  async extents (cid: string, opts: { maxExtents?: number } = {}): Promise<{ extents: Extent[], release: () => void } | undefined> {
+    const parsed = parseCid(cid)
+    if (parsed == null) return undefined
+    // the leaves in order, with the size their parent declares (inner nodes are read: awaits)
+    const leaves: Array<{ key: string, expected?: number }> = []
+    const visit = async (c: CID, depth: number, expected?: number): Promise<boolean> => {
+      if (depth > MAX_DAG_DEPTH) return false
+      checkKind(c)
+      if (c.code === raw.code) { leaves.push({ key: c.toString(), expected }); return true }
+      const node = fileNode(await this.readBlock(c), c)
+      if ((node.content != null && node.content.length > 0) || node.sizes.length !== node.links.length) return false
+      if (expected != null && node.fileSize !== expected) return false
+      for (let i = 0; i < node.links.length; i++) {
+        const size = Number(node.sizes[i])
+        if (size > 0 && !await visit(node.links[i], depth + 1, size)) return false
+      }
+      return true
+    }
+    try {
+      if (!await visit(parsed, 0)) return undefined
+    } catch {
+      return undefined
+    }
+    // where each leaf is, and the lease on those packs, in one turn: no compaction moves one between
+    const release = this.blocks.lease(leaves.map(l => l.key))
+    const extents: Extent[] = []
+    for (const { key, expected } of leaves) {
+      const at = this.blocks.where(key)
+      if (at == null || (expected != null && at.length !== expected)) { release(); return undefined }
+      const last = extents.at(-1)
+      if (last != null && last.file === at.file && last.offset + last.length === at.offset) last.length += at.length
+      else if (extents.push(at) > (opts.maxExtents ?? Number.POSITIVE_INFINITY)) { release(); return undefined }
+    }
+    return { extents, release }
   }
 
   /** The size of a blob held whole, or undefined (not held, or some block missing). */

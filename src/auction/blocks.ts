@@ -216,6 +216,8 @@ export class BlockStore {
   /** files beside `blocks/` at start: whole blobs of an older release, named by CID (never written now) */
   private wholeBlobs = new Set<string>()
   private readonly toCompact = new Set<Pack>()
+  /** packs read in place (lease), with how many leases each */
+  private readonly leased = new Map<Pack, number>()
   private compacting?: Promise<void>
   private writes = 0
   /** bytes of blocks written since start (puts and staged blocks), for the collector's estimate */
@@ -446,9 +448,9 @@ export class BlockStore {
     this.current = undefined
   }
 
-  /** Unlink a pack with no live block; queue one mostly dead for compaction. */
+  /** Unlink a pack with no live block; queue one mostly dead for compaction. Not a pack read in place (lease) until it is released. */
   private maybeReclaim (pack: Pack): void {
-    if (this.packs.get(pack.id) !== pack) return
+    if (this.packs.get(pack.id) !== pack || this.leased.has(pack)) return
     if (pack.keys.size === 0) {
       if (pack === this.current) this.retire()
       this.unlinkPack(pack)
@@ -477,7 +479,8 @@ export class BlockStore {
   private async runCompaction (): Promise<void> {
     try {
       for (let pack = first(this.toCompact); pack != null; pack = first(this.toCompact)) {
-        if (this.packs.get(pack.id) === pack) {
+        // a pack read in place is looked at again when its lease ends
+        if (this.packs.get(pack.id) === pack && !this.leased.has(pack)) {
           const moved = pack.live
           const written = new Set<Pack>()
           for (const key of [...pack.keys]) {
@@ -507,6 +510,38 @@ export class BlockStore {
       this.toCompact.clear()
     } finally {
       this.compacting = undefined
+    }
+  }
+
+  /**
+   * Where a block's bytes are on disk: a range of a pack file (undefined for a block in memory, in
+   * an older layout's file, or not held). For a reader that takes them from the pack itself (a
+   * job's input read in place); {@link lease} keeps the pack there meanwhile.
+   */
+  where (key: string): { file: string, offset: number, length: number } | undefined {
+    const e = this.index.get(key)
+    return e == null ? undefined : { file: e.pack.file, offset: e.offset, length: e.length }
+  }
+
+  /**
+   * Keep the packs that hold these blocks where they are (neither compacted nor unlinked, their
+   * blocks may still be deleted) until the returned function is called: a reader of
+   * {@link where}'s ranges opens them after it learnt them.
+   */
+  lease (keys: Iterable<string>): () => void {
+    const packs = new Set<Pack>()
+    for (const key of keys) { const e = this.index.get(key); if (e != null) packs.add(e.pack) }
+    for (const pack of packs) this.leased.set(pack, (this.leased.get(pack) ?? 0) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      for (const pack of packs) {
+        const n = (this.leased.get(pack) ?? 1) - 1
+        if (n > 0) { this.leased.set(pack, n); continue }
+        this.leased.delete(pack)
+        this.maybeReclaim(pack)
+      }
     }
   }
 

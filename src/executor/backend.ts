@@ -117,6 +117,8 @@ export class LocalBackend implements ExecutorBackend {
     }
   }
 
+  get readsInPlace (): boolean { return this.executor.readsInPlace === true }
+
   capacity (): BackendCapacity {
     return { slots: this.executor.stats().poolSize, inFlight: this.inFlight, startMs: 0, source: 'pool', updatedAt: Date.now() }
   }

@@ -128,5 +128,7 @@ export const OUTPUTS_DIR = '/outputs'
 export const INPUTS_DIR = '/inputs'
 /** Most input files a job may name (each is a path, a CID or a URL in the signed offer: they must fit in it). */
 export const MAX_JOB_INPUTS = 64
+/** Ranges one input given as extents may have (a 1 GiB blob read in place: a few dozen, one a leaf at worst, 4,096). */
+export const MAX_INPUT_EXTENTS = 16_384
 /** Input files (and directories) a wasm guest may have open at once. */
 export const MAX_OPEN_INPUT_FDS = 32

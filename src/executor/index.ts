@@ -124,7 +124,14 @@ export interface ExecJob {
 }
 
 /** One input file of a job: its path inside the job, and the host file with its bytes. */
-export interface ExecInput { path: string, file: string }
+/**
+ * An input file of a job: a file on disk, or ranges of files read in order as one (`extents`: a
+ * blob read where the provider's block store keeps it, not copied; an executor that says
+ * `readsInPlace`). Either way the guest sees one read-only file of the ranges' total size.
+ */
+export type ExecInput = { path: string, file: string } | { path: string, extents: InputExtent[] }
+/** `length` bytes at `offset` of `file`. */
+export interface InputExtent { file: string, offset: number, length: number }
 
 export interface ExecUsage {
   wallMs: number
@@ -194,6 +201,8 @@ export interface Executor {
   stop (): Promise<void>
   /** Start the warm workers and load what the first job of each engine needs, now (a pool made with `deferWarmUp`); a no-op elsewhere. */
   warmUp?: () => void
+  /** It takes inputs as `extents` of files it can open (the in-process pool; not an isolated one, which sees other files). */
+  readonly readsInPlace?: boolean
 }
 
 export type Isolation = 'none' | 'unshare' | 'bwrap'

@@ -13,11 +13,19 @@
 import { readSync } from 'node:fs'
 import { comparePaths } from './files.js'
 
-/** One input file as the worker gets it: its path under /inputs, an open read-only descriptor, its size. */
-export interface InputEntry { path: string, fd: number, size: number }
+/** `length` bytes at `offset` of the open read-only descriptor `fd`. */
+export interface InputPart { fd: number, offset: number, length: number }
+/**
+ * One input file as the worker gets it: its path under /inputs, its size, and where its bytes are,
+ * in order: one part for a plain file (its whole), several for a blob read in place (ranges of
+ * the provider's pack files).
+ */
+export interface InputEntry { path: string, size: number, parts: InputPart[] }
 
 export class InputFiles {
   private readonly files = new Map<string, InputEntry>()
+  /** each file's parts' positions in it */
+  private readonly starts = new Map<string, number[]>()
   /** directory ('' for /inputs itself) → its entries' names, sorted */
   private readonly dirs = new Map<string, string[]>()
   private readonly sorted: string[]
@@ -26,6 +34,8 @@ export class InputFiles {
     const children = new Map<string, Set<string>>([['', new Set()]])
     for (const e of entries) {
       this.files.set(e.path, e)
+      let at = 0
+      this.starts.set(e.path, e.parts.map(p => { const start = at; at += p.length; return start }))
       let parent = ''
       for (const name of e.path.split('/')) {
         const child = parent === '' ? name : `${parent}/${name}`
@@ -50,11 +60,19 @@ export class InputFiles {
   /** Read up to `length` bytes of file `path` at `position` into `target[offset..]`; returns the count (0 at the end). */
   read (path: string, target: Uint8Array, offset: number, length: number, position: number): number {
     const e = this.files.get(path)
-    if (e == null) return 0
+    const starts = this.starts.get(path)
+    if (e == null || starts == null) return 0
     const n = Math.max(0, Math.min(length, e.size - position))
     let done = 0
-    while (done < n) {
-      const k = readSync(e.fd, target, offset + done, n - done, position + done)
+    // the part that holds `position` (the last one starting at or before it)
+    let lo = 0
+    let hi = starts.length - 1
+    while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (starts[mid] <= position) lo = mid; else hi = mid - 1 }
+    for (let i = lo; done < n && i < e.parts.length;) {
+      const part = e.parts[i]
+      const within = position + done - starts[i]
+      if (within >= part.length) { i++; continue }
+      const k = readSync(part.fd, target, offset + done, Math.min(n - done, part.length - within), part.offset + within)
       if (k === 0) break
       done += k
     }

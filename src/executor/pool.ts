@@ -19,7 +19,7 @@ import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type Memor
 import { computeResultHash, emptyFailure } from './hash.js'
 import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps, type StagedOutput } from './files.js'
 import type { InputEntry } from './inputs.js'
-import { MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
+import { MAX_INPUT_EXTENTS, MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
 import { FROM_SOURCES, moduleUrl, packageFile, plainWorkerExecArgv } from '../paths.js'
@@ -119,8 +119,9 @@ export function clampLimits (l: JobLimits, init: ExecutorInit): JobLimits {
 
 /**
  * Open a job's input files read-only (no symlink followed at the last step) and take their sizes:
- * the worker reads through these descriptors, the pool closes them when the job ends. Refuses a
- * bad list (paths, duplicates, clashes, too many) or a file that cannot be opened.
+ * the worker reads through these descriptors, the pool closes them when the job ends. An input
+ * given as extents opens each of their files once and must lie within them. Refuses a bad list
+ * (paths, duplicates, clashes, too many, too many ranges) or a file that cannot be opened.
  */
 export function openInputs (inputs: ExecInput[]): InputEntry[] {
   if (!Array.isArray(inputs)) throw new InvalidInputsError('job inputs must be a list')
@@ -128,24 +129,51 @@ export function openInputs (inputs: ExecInput[]): InputEntry[] {
   const problem = inputListProblem(inputs.map(i => String(i?.path)))
   if (problem != null) throw new InvalidInputsError(problem)
   const opened: InputEntry[] = []
+  // every descriptor opened here, closed at once if the list is refused
+  const fds: number[] = []
   try {
     for (const i of inputs) {
-      let fd: number
-      try { fd = openSync(i.file, fsc.O_RDONLY | fsc.O_NOFOLLOW) } catch (err: any) { throw new InvalidInputsError(`input ${i.path}: cannot open (${String(err?.code ?? err)})`, err) }
-      opened.push({ path: i.path, fd, size: 0 })
-      const st = fstatSync(fd)
-      if (!st.isFile()) throw new InvalidInputsError(`input ${i.path}: not a regular file`)
-      opened[opened.length - 1].size = st.size
+      // each file opened once (an input's ranges may share one), with its size
+      const files = new Map<string, { fd: number, size: number }>()
+      const openFile = (file: string): { fd: number, size: number } => {
+        let f = files.get(file)
+        if (f != null) return f
+        let fd: number
+        try { fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW) } catch (err: any) { throw new InvalidInputsError(`input ${i.path}: cannot open (${String(err?.code ?? err)})`, err) }
+        fds.push(fd)
+        const st = fstatSync(fd)
+        if (!st.isFile()) throw new InvalidInputsError(`input ${i.path}: not a regular file`)
+        f = { fd, size: st.size }
+        files.set(file, f)
+        return f
+      }
+      if ('extents' in i) {
+        if (!Array.isArray(i.extents) || i.extents.length > MAX_INPUT_EXTENTS) throw new InvalidInputsError(`input ${i.path}: more than ${MAX_INPUT_EXTENTS} ranges`)
+        const entry: InputEntry = { path: i.path, size: 0, parts: [] }
+        for (const x of i.extents) {
+          if (!Number.isSafeInteger(x?.offset) || x.offset < 0 || !Number.isSafeInteger(x.length) || x.length < 0) throw new InvalidInputsError(`input ${i.path}: a range is not two counts of bytes`)
+          const f = openFile(String(x.file))
+          if (x.offset + x.length > f.size) throw new InvalidInputsError(`input ${i.path}: a range past the end of its file`)
+          entry.parts.push({ fd: f.fd, offset: x.offset, length: x.length })
+          entry.size += x.length
+        }
+        opened.push(entry)
+      } else {
+        const f = openFile(i.file)
+        opened.push({ path: i.path, size: f.size, parts: [{ fd: f.fd, offset: 0, length: f.size }] })
+      }
     }
   } catch (err) {
-    closeInputs(opened)
+    for (const fd of fds) { try { closeSync(fd) } catch {} }
     throw err
   }
   return opened
 }
 
 export function closeInputs (entries: InputEntry[] | undefined): void {
-  for (const e of entries ?? []) { try { closeSync(e.fd) } catch {} }
+  for (const e of entries ?? []) {
+    for (const fd of new Set(e.parts.map(p => p.fd))) { try { closeSync(fd) } catch {} }
+  }
 }
 
 /** Close the output descriptors a (killed) worker left in the table. */
@@ -177,6 +205,8 @@ async function exitOf (slot: Slot): Promise<boolean> {
 }
 
 export class ExecutorPool implements Executor {
+  /** Inputs may come as extents of files: this process opens them itself. */
+  readonly readsInPlace = true
   private readonly init: ExecutorInit
   /** caps on each job's output files (init.outputFiles over the defaults), handed to the worker with every job */
   private readonly outputCaps: OutputCaps

@@ -90,6 +90,41 @@ describe('blobs as UnixFS DAGs', function () {
     expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
   })
 
+  it('extents: the ranges of the packs that hold a blob, in order (adjacent leaves one range); none for a memory store, too many ranges, or a node with bytes of its own', async () => {
+    const s = await store()
+    const bytes = randomBytes(3 * 1024 * 1024 + 12_345)
+    const cid = await s.putStream(chunks(bytes, 100_000))
+    const got = await s.extents(cid)
+    // the 13 leaves back to back in one staging pack, the root after them: one range
+    expect(got?.extents).to.have.length(1)
+    const { readFile } = await import('node:fs/promises')
+    const read = async (xs: Array<{ file: string, offset: number, length: number }>): Promise<Buffer> => Buffer.concat(await Promise.all(xs.map(async x => (await readFile(x.file)).subarray(x.offset, x.offset + x.length))))
+    expect((await read(got!.extents)).equals(bytes)).to.equal(true)
+    got!.release()
+    expect(await new BlobStore().extents(await new BlobStore().putStream([bytes]))).to.equal(undefined)
+    // one leaf named 12 times: 12 ranges at the same place, or none past maxExtents
+    const leafBytes = randomBytes(2048)
+    const leaf = CID.parse(await s.putStream([leafBytes]))
+    const node = new UnixFS({ type: 'file' })
+    for (let i = 0; i < 12; i++) node.addBlockSize(2048n)
+    const rootBytes = dagPb.encode({ Data: node.marshal(), Links: Array.from({ length: 12 }, () => ({ Hash: leaf, Tsize: 2048 })) })
+    const { sha256 } = await import('multiformats/hashes/sha2')
+    const root = CID.createV1(dagPb.code, await sha256.digest(rootBytes))
+    await s.blocks.put(root, rootBytes)
+    const twelve = await s.extents(root.toString())
+    expect(twelve?.extents).to.have.length(12)
+    expect((await read(twelve!.extents)).equals(Buffer.concat(Array.from({ length: 12 }, () => leafBytes)))).to.equal(true)
+    twelve!.release()
+    expect(await s.extents(root.toString(), { maxExtents: 11 })).to.equal(undefined)
+    // a node that carries bytes itself (not a raw-leaf DAG): not ranges of a pack
+    const inline = new UnixFS({ type: 'file', data: new Uint8Array([1, 2, 3]) })
+    const inlineBytes = dagPb.encode({ Data: inline.marshal(), Links: [] })
+    const inlineCid = CID.createV1(dagPb.code, await sha256.digest(inlineBytes))
+    await s.blocks.put(inlineCid, inlineBytes)
+    expect(await s.extents(inlineCid.toString())).to.equal(undefined)
+    expect(await s.extents('not a cid')).to.equal(undefined)
+  })
+
   it('an upload past its cap is refused (blob-too-large) and leaves no block, staged or stored', async () => {
     const s = await store()
     const before = await s.blocks.count()

@@ -538,6 +538,40 @@ describe('block store: pack files', function () {
       for (const l of await again.list()) expect(l.writtenMs).to.equal(times.get(l.key))
     })
 
+    it('a leased pack (read in place by a job) is neither compacted nor unlinked until released; where() names its ranges', async () => {
+      const { dir, s, bs, full } = await packedStore(16) // two full packs of 8
+      const firstPack = join(dir, 'packs', full.packs[0])
+      const leased = bs.slice(5, 8)
+      expect(leased.map(b => s.where(b.key)?.file)).to.deep.equal([firstPack, firstPack, firstPack])
+      const at = leased.map(b => s.where(b.key)!)
+      const release = s.lease(leased.map(b => b.key))
+      // under half live, and then with no live block at all: kept while leased
+      for (const b of bs.slice(0, 5)) await s.delete(b.key)
+      await s.compacted()
+      expect((await packsOnDisk(dir)).packs).to.include(full.packs[0])
+      for (const b of leased) await s.delete(b.key)
+      await s.compacted()
+      expect((await packsOnDisk(dir)).packs).to.include(full.packs[0])
+      // the ranges still hold the blocks' bytes, deleted or not
+      const bytes = await readFile(firstPack)
+      leased.forEach((b, i) => { expect(Buffer.from(bytes.subarray(at[i].offset, at[i].offset + at[i].length)).equals(b.bytes)).to.equal(true) })
+      release()
+      release() // twice is once
+      await s.compacted()
+      expect((await packsOnDisk(dir)).packs).to.not.include(full.packs[0])
+      expect(s.where(bs[0].key)).to.equal(undefined)
+      // a live block of a leased pack that is compacted after the lease: moved, where() follows it
+      const other = bs.slice(8, 16)
+      const release2 = s.lease([other[0].key])
+      for (const b of other.slice(1, 6)) await s.delete(b.key)
+      await s.compacted()
+      expect(s.where(other[6].key)?.file).to.equal(join(dir, 'packs', full.packs[1]))
+      release2()
+      await s.compacted()
+      expect(s.where(other[6].key)?.file).to.not.equal(join(dir, 'packs', full.packs[1]))
+      await expectHeld(s, [other[0], other[6], other[7]])
+    })
+
     it('a read error during compaction (EMFILE, EIO) keeps the pack and every live block in it', async () => {
       const { dir, s, bs, full } = await packedStore(8) // one full pack of 8
       // descriptors run out while the compaction reads (a busy node near its ulimit)

@@ -4,7 +4,7 @@
  * context is the part staging reads (its config and logger); the market tests run it on real nodes.
  */
 import { expect } from 'chai'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
 import { createServer, type Server } from 'node:http'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
@@ -19,6 +19,7 @@ import { decide, type StrategyContext } from '../../src/auction/provider/strateg
 import { canRun, type InviteJob } from '../../src/auction/requester/invite.js'
 import type { BookEntry } from '../../src/auction/requester/book.js'
 import { MAX_INPUT_BLOB_BYTES } from '../../src/auction/constants.js'
+import { BlobStore } from '../../src/auction/blobs.js'
 
 const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -204,5 +205,58 @@ describe('wire: a signed offer\'s inputs are checked before use', () => {
     expect(problem(Array.from({ length: 65 }, (_, i) => url(`f${i}`)))).to.match(/Too big|at most|64/i)
     expect(problem(Array.from({ length: 20 }, (_, i) => url(`f${i}`, `https://x.org/${'a'.repeat(2000)}`)))).to.match(/over 32768/)
     expect(problem([])).to.match(/Too small|at least/i)
+  })
+})
+
+describe('provider: staging blob inputs', function () {
+  this.timeout(20_000)
+  let root: string
+  beforeEach(async () => { root = await mkdtemp(join(tmpdir(), 'mercato-stage-blob-')) })
+  afterEach(async () => { await rm(root, { recursive: true, force: true }) })
+
+  /** A provider context with its blob store (a blob already held: staging pulls nothing) and a backend that reads in place, or not. */
+  const ctx = (blobs: BlobStore, readsInPlace: boolean): ProviderContext => ({
+    cfg: { inputsDir: join(root, 'inputs'), inputs: { maxFileBytes: 64 * 1024 * 1024 } },
+    log: logger('test:inputs'),
+    deps: { blobs },
+    backend: { readsInPlace },
+    network: {}
+  }) as unknown as ProviderContext
+  const offer = (cid: string, size: number): Offer => ({ jobId: 'job-stage-blob', spec: { inputs: [{ path: 'in.bin', cid, size }] } }) as unknown as Offer
+  const readExtents = async (extents: Array<{ file: string, offset: number, length: number }>): Promise<Buffer> =>
+    Buffer.concat(await Promise.all(extents.map(async x => (await readFile(x.file)).subarray(x.offset, x.offset + x.length))))
+
+  it('an executor that reads in place gets ranges of the store\'s packs, no copy; the blob is held and its packs kept until the job is over', async () => {
+    const blobs = new BlobStore(join(root, 'blobs'))
+    await blobs.start()
+    const bytes = randomBytes(3 * 1024 * 1024 + 5)
+    const cid = await blobs.putStream([bytes])
+    const s = await stageInputs(ctx(blobs, true), offer(cid, bytes.length), 'requester', new AbortController().signal)
+    const input = s!.inputs[0] as { path: string, extents: Array<{ file: string, offset: number, length: number }> }
+    expect(input.path).to.equal('in.bin')
+    expect(input.extents.length).to.be.within(1, 3)
+    expect((await readExtents(input.extents)).equals(bytes)).to.equal(true)
+    expect(await readdir(s!.dir), 'nothing copied into the job\'s folder').to.deep.equal([])
+    // while the job runs, the collector leaves it (held) and its packs stay where the job reads them
+    blobs.gc.start({ maxBytes: 0, graceMs: 0, intervalMs: 0 })
+    expect((await blobs.gc.collect()).removedBlocks).to.equal(0)
+    expect((await readExtents(input.extents)).equals(bytes)).to.equal(true)
+    // over: released, cache like any fetched input
+    await s!.remove()
+    expect((await blobs.gc.collect()).removedBlocks).to.equal(14)
+    await blobs.gc.stop()
+    expect(await readdir(join(root, 'inputs'))).to.deep.equal([])
+  })
+
+  it('an executor that does not (an isolated pool), or a store in memory: the input is copied into the job\'s folder', async () => {
+    for (const [blobs, readsInPlace] of [[new BlobStore(join(root, 'blobs')), false], [new BlobStore(), true]] as const) {
+      await blobs.start()
+      const bytes = randomBytes(600 * 1024)
+      const cid = await blobs.putStream([bytes])
+      const s = await stageInputs(ctx(blobs, readsInPlace), offer(cid, bytes.length), 'requester', new AbortController().signal)
+      const input = s!.inputs[0] as { path: string, file: string }
+      expect((await readFile(input.file)).equals(bytes)).to.equal(true)
+      await s!.remove()
+    }
   })
 })

@@ -113,6 +113,65 @@ describe('executor: input files', function () {
     })
   })
 
+  describe('an input given as ranges of files (a blob read in place from the provider\'s packs)', () => {
+    it('reads as one file across its ranges, in order, from wasm and js; every descriptor closed after', async () => {
+      const a = file('pack-a', 'xxHELLOyy')
+      const b = file('pack-b', ', rangesZZ')
+      // "HELLO" + ", ranges" + "x": ranges of two files, one of them twice, one range empty
+      const extents = [{ file: a, offset: 2, length: 5 }, { file: b, offset: 0, length: 8 }, { file: a, offset: 0, length: 0 }, { file: a, offset: 0, length: 1 }]
+      const js = await run({ engine: 'js', source: 'function main () { const t = readFile("in.txt", "utf8"); return { t, n: readFile("in.txt").length } }', inputs: [{ path: 'in.txt', extents }] })
+      expect(js.error).to.equal(undefined)
+      expect(js.output).to.deep.equal({ t: 'HELLO, rangesx', n: 14 })
+      const w = await run({ engine: 'wasm', module: wasm('read-inputs'), inputs: [{ path: 'data.txt', extents }] })
+      expect(w.error).to.equal(undefined)
+      expect(text(w.stdout)).to.equal('data.txt\nHELLO, rangesxrofs\n')
+      expect(openInDir()).to.deep.equal([])
+    })
+
+    it('a 24 MiB input in 97 ranges reads the same bytes as the file itself (the wasm copy job, its output\'s hash)', async () => {
+      const bytes = new Uint8Array(24 * 1024 * 1024 + 7)
+      for (let i = 0; i < bytes.length; i += 4093) bytes[i] = i & 255
+      const whole = file('whole', bytes)
+      // the bytes cut in 256 KiB pieces, laid out in two files in another order, as packs would hold them
+      const pieces: Array<{ at: number, length: number }> = []
+      for (let at = 0; at < bytes.length; at += 256 * 1024) pieces.push({ at, length: Math.min(256 * 1024, bytes.length - at) })
+      const odd = pieces.filter((_, i) => i % 2 === 1)
+      const even = pieces.filter((_, i) => i % 2 === 0)
+      const packOf = (list: typeof pieces, name: string): Map<number, number> => {
+        const where = new Map<number, number>()
+        let off = 3
+        const parts: Uint8Array[] = [new Uint8Array(3)]
+        for (const p of list.reverse()) { where.set(p.at, off); parts.push(bytes.subarray(p.at, p.at + p.length)); off += p.length }
+        file(name, Buffer.concat(parts))
+        return where
+      }
+      const inOdd = packOf(odd, 'pack-odd')
+      const inEven = packOf(even, 'pack-even')
+      const extents = pieces.map(p => inOdd.has(p.at) ? { file: join(dir, 'pack-odd'), offset: inOdd.get(p.at)!, length: p.length } : { file: join(dir, 'pack-even'), offset: inEven.get(p.at)!, length: p.length })
+      const module = wasm('copy-input')
+      const fromRanges = await run({ engine: 'wasm', module, inputs: [{ path: 'in.bin', extents }], limits: { ...LIMITS, timeoutMs: 20_000 } })
+      const fromFile = await run({ engine: 'wasm', module, inputs: [{ path: 'in.bin', file: whole }], limits: { ...LIMITS, timeoutMs: 20_000 } })
+      expect(fromRanges.error, JSON.stringify(fromRanges.error)).to.equal(undefined)
+      expect(fromRanges.outputs?.map(o => [o.path, o.size, o.cid])).to.deep.equal(fromFile.outputs?.map(o => [o.path, o.size, o.cid]))
+      expect(fromRanges.resultHash).to.equal(fromFile.resultHash)
+    })
+
+    it('refuses a range past the end of its file, one that is not two counts of bytes, or too many, and leaks no descriptor', async () => {
+      const a = file('short', '12345')
+      for (const extents of [
+        [{ file: a, offset: 0, length: 5 }, { file: a, offset: 3, length: 3 }],
+        [{ file: a, offset: -1, length: 2 }],
+        [{ file: a, offset: 0, length: 1.5 }],
+        [{ file: join(dir, 'missing'), offset: 0, length: 1 }],
+        Array.from({ length: 20_000 }, () => ({ file: a, offset: 0, length: 1 }))
+      ]) {
+        const err = await run({ engine: 'js', source: 'function main () {}', inputs: [{ path: 'x', extents }] }).then(() => undefined, e => e)
+        expect(err?.code, JSON.stringify(extents[0])).to.equal('invalid-inputs')
+        expect(openInDir()).to.deep.equal([])
+      }
+    })
+  })
+
   describe('refusals', () => {
     for (const [paths, why] of [
       [['../x'], /escaping/],

@@ -1,11 +1,14 @@
 /**
- * A won job's input files, from the provider's side: fetched before the job starts, kept on disk in
- * a folder of their own (under `provider.inputsDir`), handed to the executor as file paths (it
- * reads them as the guest reads, never whole), and removed when the job is over.
+ * A won job's input files, from the provider's side: fetched before the job starts, handed to the
+ * executor (it reads them as the guest reads, never whole), and let go when the job is over.
  *
  * - Blob inputs (`{ path, cid, size }`) come over the blob protocol from the requester, or from a
- *   holder the DHT names, each capped at the size the signed offer gives and checked against its CID.
- * - URL inputs (`{ path, url, sha256, size? }`) are fetched with `fetch()`: http and https only (a
+ *   holder the DHT names, each capped at the size the signed offer gives and checked against its CID,
+ *   into the blob store. The job reads them there: the ranges of the pack files that hold their
+ *   leaves (BlobStore.extents, no copy), held and leased until the job is over; an executor that
+ *   cannot open those (an isolated pool) gets a copy in a folder of the job's (under
+ *   `provider.inputsDir`), removed when the job is over.
+ * - URL inputs (`{ path, url, sha256, size? }`) are fetched into that folder with `fetch()`: http and https only (a
  *   redirect elsewhere, to `file:` or `data:` say, is refused; at most INPUT_URL_MAX_REDIRECTS hops),
  *   streamed to disk and stopped at the provider's per-file cap (or the room left in its total cap),
  *   within `urlTimeoutMs` for the whole body, and the pinned sha256 (and size, when given) checked
@@ -26,6 +29,7 @@ import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
+import { MAX_INPUT_EXTENTS } from '../../executor/constants.js'
 import { INPUT_URL_MAX_REDIRECTS } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
 import { fromRequesterOrHolders, inputLimits, type ProviderContext } from './state.js'
@@ -102,7 +106,12 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
   const limits = inputLimits(ctx.cfg)
   if (list.length > limits.maxFiles) throw new InputFailure('input-too-large', `${list.length} input files, over ${limits.maxFiles}`)
   const dir = join(ctx.cfg.inputsDir, `${createHash('sha256').update(o.jobId).digest('hex').slice(0, 16)}-${randomBytes(6).toString('hex')}`)
-  const remove = async (): Promise<void> => { await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove staged inputs') }) }
+  // blobs read in place: held, their packs leased, until the job is over
+  const releases: Array<() => void> = []
+  const remove = async (): Promise<void> => {
+    for (const release of releases.splice(0)) release()
+    await rm(dir, { recursive: true, force: true }).catch(err => { ctx.log.warn({ err, dir }, 'could not remove staged inputs') })
+  }
   await mkdir(dir, { recursive: true })
   const inputs: ExecInput[] = []
   let total = 0
@@ -114,10 +123,15 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
       const room = Math.min(limits.maxFileBytes, limits.maxTotalBytes - total)
       if (i.size != null && i.size > limits.maxFileBytes) throw new InputFailure('input-too-large', `input ${i.path}: ${i.size} bytes, over ${limits.maxFileBytes} a file`)
       if (i.size != null && i.size > room) throw new InputFailure('input-too-large', `input ${i.path}: ${i.size} bytes, over the ${limits.maxTotalBytes} bytes all inputs may take`)
-      total += 'cid' in i
-        ? await fetchBlobInput(ctx, i, requester, file, signal)
-        : await fetchUrlInput(ctx, i, file, room, Math.min(limits.urlTimeoutMs, 24 * 3600_000), signal)
-      inputs.push({ path: i.path, file })
+      if ('cid' in i) {
+        const blob = await fetchBlobInput(ctx, i, requester, file, signal)
+        total += blob.size
+        inputs.push(blob.input)
+        if (blob.release != null) releases.push(blob.release)
+      } else {
+        total += await fetchUrlInput(ctx, i, file, room, Math.min(limits.urlTimeoutMs, 24 * 3600_000), signal)
+        inputs.push({ path: i.path, file })
+      }
     }
   } catch (err) {
     await remove()
@@ -126,24 +140,38 @@ export async function stageInputs (ctx: ProviderContext, o: Offer, requester: st
   return { inputs, dir, remove }
 }
 
-async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
+/**
+ * A blob input, block by block into the blob store (each block checked against its CID, capped at
+ * the size the offer names). Then, for an executor that reads in place, the job reads it where the
+ * store keeps it (ranges of its packs: no copy; the blob held and its packs leased until `release`);
+ * otherwise it is copied into the job's folder (`file`). Never the whole input in memory.
+ */
+async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<{ size: number, input: ExecInput, release?: () => void }> {
   const { blobs } = ctx.deps
-  // held from the first block to the last byte copied: the collector must not take it meanwhile;
-  // afterwards it is cache, collected when the store is past blobs.cacheMaxBytes
+  // held from the first block on: the collector must not take it meanwhile; afterwards it is
+  // cache, collected when the store is past blobs.cacheMaxBytes
   const release = blobs.gc.hold(i.cid)
+  let kept = false
   try {
-    return await pullInto(ctx, i, requester, file, signal)
+    const size = await pull(ctx, i, requester, signal)
+    // (past what the executor takes, a DAG naming one small leaf many times: copied)
+    const inPlace = ctx.backend.readsInPlace === true ? await blobs.extents(i.cid, { maxExtents: MAX_INPUT_EXTENTS }) : undefined
+    if (inPlace != null) {
+      kept = true
+      return { size, input: { path: i.path, extents: inPlace.extents }, release: () => { inPlace.release(); release(); blobs.gc.collectSoon() } }
+    }
+    await copyInto(ctx, i, file, signal)
+    return { size, input: { path: i.path, file } }
   } finally {
-    release()
-    blobs.gc.collectSoon()
+    if (!kept) {
+      release()
+      blobs.gc.collectSoon()
+    }
   }
 }
 
-/**
- * Block by block into the blob store (each block checked against its CID, capped at the size the
- * offer names), then streamed into the job's folder: never the whole input in memory.
- */
-async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, file: string, signal: AbortSignal): Promise<number> {
+/** Pull a blob input into the blob store; its size, which must be the one the offer names. */
+async function pull (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, signal: AbortSignal): Promise<number> {
   const { blobs } = ctx.deps
   let size: number
   try {
@@ -154,18 +182,21 @@ async function pullInto (ctx: ProviderContext, i: Extract<InputRef, { cid: strin
     throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
   }
   if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
-  // block by block (each checked against its CID when the pull stored it), written as it comes: synchronous
-  // writes of a block each to the page cache, no stream machinery between (bench:data, staging a
-  // 100 MiB input: 190-320 ms through a write stream)
+  return size
+}
+
+/** A held blob streamed into the job's folder (an executor that cannot read the block store's packs). */
+async function copyInto (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, file: string, signal: AbortSignal): Promise<void> {
+  // block by block, written as it comes: synchronous writes of a block each to the page cache, no
+  // stream machinery between (bench:data, staging a 100 MiB input: 190-320 ms through a write stream)
   const fd = openSync(file, 'wx')
   try {
-    for await (const block of blobs.cat(i.cid, { signal })) {
+    for await (const block of ctx.deps.blobs.cat(i.cid, { signal })) {
       for (let n = 0; n < block.length;) n += writeSync(fd, block, n, block.length - n)
     }
   } finally {
     closeSync(fd)
   }
-  return size
 }
 
 /** Fetch one URL input into `file`, at most `maxBytes`, within `timeoutMs`; returns its size once its sha256 (and size) matched. */
