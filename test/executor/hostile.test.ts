@@ -343,7 +343,9 @@ describe('executor: a job that brings the isolated pool down (9.3)', function ()
     const ex = createExecutor({ poolSize: 2, isolation: 'unshare' }) as IsolatedExecutor
     try {
       await ex.start()
-      const loop = (id: string): Promise<ExecResult> => ex.run({ id, engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 1500 } })
+      // long enough for both to be seen running together on a loaded machine (with 1.5 s, CI on a
+      // slow day saw x end before y's worker had started, twice: "jobs x, y never started")
+      const loop = (id: string): Promise<ExecResult> => ex.run({ id, engine: 'wasm', module: wasm('loop'), limits: { ...LIMITS, timeoutMs: 6000 } })
       const x = loop('x')
       const y = loop('y')
       await waitRunning(ex, ['x', 'y'])
