@@ -319,9 +319,10 @@ export class BlobStore {
    * packs themselves: a job's input read in place, not copied. Undefined when the blob is not held
    * whole, or some of its bytes are not in a pack (a memory store, an older layout, a node with
    * bytes of its own rather than raw leaves), or they are in more than `maxExtents` ranges (a DAG
-   * that names one small leaf many times, say).
+   * that names one small leaf many times, say) or `maxFiles` pack files (leaves scattered over
+   * many packs: a reader would hold a descriptor for each).
    */
-  async extents (cid: string, opts: { maxExtents?: number } = {}): Promise<{ extents: Extent[], release: () => void } | undefined> {
+  async extents (cid: string, opts: { maxExtents?: number, maxFiles?: number } = {}): Promise<{ extents: Extent[], release: () => void } | undefined> {
     const parsed = parseCid(cid)
     if (parsed == null) return undefined
     // the leaves in order, with the size their parent declares (inner nodes are read: awaits)
@@ -347,9 +348,11 @@ export class BlobStore {
     // where each leaf is, and the lease on those packs, in one turn: no compaction moves one between
     const release = this.blocks.lease(leaves.map(l => l.key))
     const extents: Extent[] = []
+    const files = new Set<string>()
     for (const { key, expected } of leaves) {
       const at = this.blocks.where(key)
       if (at == null || (expected != null && at.length !== expected)) { release(); return undefined }
+      if (files.add(at.file).size > (opts.maxFiles ?? Number.POSITIVE_INFINITY)) { release(); return undefined }
       const last = extents.at(-1)
       if (last != null && last.file === at.file && last.offset + last.length === at.offset) last.length += at.length
       else if (extents.push(at) > (opts.maxExtents ?? Number.POSITIVE_INFINITY)) { release(); return undefined }

@@ -130,5 +130,11 @@ export const INPUTS_DIR = '/inputs'
 export const MAX_JOB_INPUTS = 64
 /** Ranges one input given as extents may have (a 1 GiB blob read in place: a few dozen, one a leaf at worst, 4,096). */
 export const MAX_INPUT_EXTENTS = 16_384
+/**
+ * Files the ranges of one input may lie in: each is a descriptor open while the job runs (a 1 GiB
+ * blob fetched at once lies in at most five 256 MiB packs; a DAG whose leaves are scattered over
+ * many packs is copied instead, not given a descriptor per pack).
+ */
+export const MAX_INPUT_EXTENT_FILES = 16
 /** Input files (and directories) a wasm guest may have open at once. */
 export const MAX_OPEN_INPUT_FDS = 32

@@ -19,7 +19,7 @@ import { MemoryCapExceeded, ModuleRejected, WASM_PAGE, prepareModule, type Memor
 import { computeResultHash, emptyFailure } from './hash.js'
 import { DEFAULT_OUTPUT_CAPS, inputListProblem, type OutputCaps, type StagedOutput } from './files.js'
 import type { InputEntry } from './inputs.js'
-import { MAX_INPUT_EXTENTS, MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
+import { MAX_INPUT_EXTENT_FILES, MAX_INPUT_EXTENTS, MAX_JOB_INPUTS, JS_HARD_KILL_GRACE_MS, LIVE_OUTPUT_POLL_MS, WORKER_HEAP_MB, WORKER_IDLE_MS, WORKER_START_TIMEOUT_MS } from './constants.js'
 import type { Engine, ExecInput, ExecJob, ExecResult, Executor, ExecutorInit, ExecutorStats, JobLimits, OutputFile, OutputListener, RunOptions } from './index.js'
 import type { DoneMessage, FailureName, RunMessage, WarmMessage, WorkerInit, WorkerMessage } from './protocol.js'
 import { FROM_SOURCES, moduleUrl, packageFile, plainWorkerExecArgv } from '../paths.js'
@@ -138,6 +138,7 @@ export function openInputs (inputs: ExecInput[]): InputEntry[] {
       const openFile = (file: string): { fd: number, size: number } => {
         let f = files.get(file)
         if (f != null) return f
+        if (files.size >= MAX_INPUT_EXTENT_FILES) throw new InvalidInputsError(`input ${i.path}: ranges in more than ${MAX_INPUT_EXTENT_FILES} files`)
         let fd: number
         try { fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW) } catch (err: any) { throw new InvalidInputsError(`input ${i.path}: cannot open (${String(err?.code ?? err)})`, err) }
         fds.push(fd)

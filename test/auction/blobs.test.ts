@@ -90,7 +90,7 @@ describe('blobs as UnixFS DAGs', function () {
     expect(Buffer.compare((await s.get(cid))!, bytes)).to.equal(0)
   })
 
-  it('extents: the ranges of the packs that hold a blob, in order (adjacent leaves one range); none for a memory store, too many ranges, or a node with bytes of its own', async () => {
+  it('extents: the ranges of the packs that hold a blob, in order (adjacent leaves one range); none for a memory store, too many ranges or files, or a node with bytes of its own', async () => {
     const s = await store()
     const bytes = randomBytes(3 * 1024 * 1024 + 12_345)
     const cid = await s.putStream(chunks(bytes, 100_000))
@@ -116,6 +116,19 @@ describe('blobs as UnixFS DAGs', function () {
     expect((await read(twelve!.extents)).equals(Buffer.concat(Array.from({ length: 12 }, () => leafBytes)))).to.equal(true)
     twelve!.release()
     expect(await s.extents(root.toString(), { maxExtents: 11 })).to.equal(undefined)
+    // leaves in two packs (two imports, each its own staging pack): none past maxFiles: 1
+    const otherBytes = randomBytes(2048)
+    const other = CID.parse(await s.putStream([otherBytes]))
+    const two = new UnixFS({ type: 'file' })
+    two.addBlockSize(2048n)
+    two.addBlockSize(2048n)
+    const twoBytes = dagPb.encode({ Data: two.marshal(), Links: [{ Hash: leaf, Tsize: 2048 }, { Hash: other, Tsize: 2048 }] })
+    const twoCid = CID.createV1(dagPb.code, await sha256.digest(twoBytes))
+    await s.blocks.put(twoCid, twoBytes)
+    const inTwo = await s.extents(twoCid.toString(), { maxFiles: 2 })
+    expect(new Set(inTwo?.extents.map(x => x.file)).size).to.equal(2)
+    inTwo!.release()
+    expect(await s.extents(twoCid.toString(), { maxFiles: 1 })).to.equal(undefined)
     // a node that carries bytes itself (not a raw-leaf DAG): not ranges of a pack
     const inline = new UnixFS({ type: 'file', data: new Uint8Array([1, 2, 3]) })
     const inlineBytes = dagPb.encode({ Data: inline.marshal(), Links: [] })

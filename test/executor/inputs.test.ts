@@ -157,14 +157,16 @@ describe('executor: input files', function () {
       expect(fromRanges.resultHash).to.equal(fromFile.resultHash)
     })
 
-    it('refuses a range past the end of its file, one that is not two counts of bytes, or too many, and leaks no descriptor', async () => {
+    it('refuses a range past the end of its file, one that is not two counts of bytes, too many, or in too many files, and leaks no descriptor', async () => {
       const a = file('short', '12345')
       for (const extents of [
         [{ file: a, offset: 0, length: 5 }, { file: a, offset: 3, length: 3 }],
         [{ file: a, offset: -1, length: 2 }],
         [{ file: a, offset: 0, length: 1.5 }],
         [{ file: join(dir, 'missing'), offset: 0, length: 1 }],
-        Array.from({ length: 20_000 }, () => ({ file: a, offset: 0, length: 1 }))
+        Array.from({ length: 20_000 }, () => ({ file: a, offset: 0, length: 1 })),
+        // ranges in 17 files: a descriptor each while the job runs; 16 is the most
+        Array.from({ length: 17 }, (_, k) => ({ file: file(`scattered-${k}`, 'x'), offset: 0, length: 1 }))
       ]) {
         const err = await run({ engine: 'js', source: 'function main () {}', inputs: [{ path: 'x', extents }] }).then(() => undefined, e => e)
         expect(err?.code, JSON.stringify(extents[0])).to.equal('invalid-inputs')

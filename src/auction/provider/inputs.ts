@@ -29,7 +29,7 @@ import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
-import { MAX_INPUT_EXTENTS } from '../../executor/constants.js'
+import { MAX_INPUT_EXTENT_FILES, MAX_INPUT_EXTENTS } from '../../executor/constants.js'
 import { INPUT_URL_MAX_REDIRECTS } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
 import { fromRequesterOrHolders, inputLimits, type ProviderContext } from './state.js'
@@ -154,8 +154,8 @@ async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid:
   let kept = false
   try {
     const size = await pull(ctx, i, requester, signal)
-    // (past what the executor takes, a DAG naming one small leaf many times: copied)
-    const inPlace = ctx.backend.readsInPlace === true ? await blobs.extents(i.cid, { maxExtents: MAX_INPUT_EXTENTS }) : undefined
+    // (past what the executor takes, a DAG naming one small leaf many times or scattered over many packs: copied)
+    const inPlace = ctx.backend.readsInPlace === true ? await blobs.extents(i.cid, { maxExtents: MAX_INPUT_EXTENTS, maxFiles: MAX_INPUT_EXTENT_FILES }) : undefined
     if (inPlace != null) {
       kept = true
       return { size, input: { path: i.path, extents: inPlace.extents }, release: () => { inPlace.release(); release(); blobs.gc.collectSoon() } }
