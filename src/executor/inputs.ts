@@ -23,9 +23,8 @@ export interface InputPart { fd: number, offset: number, length: number }
 export interface InputEntry { path: string, size: number, parts: InputPart[] }
 
 export class InputFiles {
-  private readonly files = new Map<string, InputEntry>()
-  /** each file's parts' positions in it */
-  private readonly starts = new Map<string, number[]>()
+  /** each file, with its parts' positions in it */
+  private readonly files = new Map<string, InputEntry & { starts: number[] }>()
   /** directory ('' for /inputs itself) → its entries' names, sorted */
   private readonly dirs = new Map<string, string[]>()
   private readonly sorted: string[]
@@ -33,9 +32,8 @@ export class InputFiles {
   constructor (entries: InputEntry[]) {
     const children = new Map<string, Set<string>>([['', new Set()]])
     for (const e of entries) {
-      this.files.set(e.path, e)
       let at = 0
-      this.starts.set(e.path, e.parts.map(p => { const start = at; at += p.length; return start }))
+      this.files.set(e.path, { ...e, starts: e.parts.map(p => { const start = at; at += p.length; return start }) })
       let parent = ''
       for (const name of e.path.split('/')) {
         const child = parent === '' ? name : `${parent}/${name}`
@@ -60,8 +58,8 @@ export class InputFiles {
   /** Read up to `length` bytes of file `path` at `position` into `target[offset..]`; returns the count (0 at the end). */
   read (path: string, target: Uint8Array, offset: number, length: number, position: number): number {
     const e = this.files.get(path)
-    const starts = this.starts.get(path)
-    if (e == null || starts == null) return 0
+    if (e == null) return 0
+    const starts = e.starts
     const n = Math.max(0, Math.min(length, e.size - position))
     let done = 0
     // the part that holds `position` (the last one starting at or before it)

@@ -150,24 +150,28 @@ async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid:
   const { blobs } = ctx.deps
   // held from the first block on: the collector must not take it meanwhile; afterwards it is
   // cache, collected when the store is past blobs.cacheMaxBytes
-  const release = blobs.gc.hold(i.cid)
-  let kept = false
+  const hold = blobs.gc.hold(i.cid)
+  const letGo = (): void => { hold(); blobs.gc.collectSoon() }
+  let size: number
+  let inPlace: Awaited<ReturnType<typeof blobs.extents>>
   try {
-    const size = await pull(ctx, i, requester, signal)
+    size = await pull(ctx, i, requester, signal)
     // (past what the executor takes, a DAG naming one small leaf many times or scattered over many packs: copied)
-    const inPlace = ctx.backend.readsInPlace === true ? await blobs.extents(i.cid, { maxExtents: MAX_INPUT_EXTENTS, maxFiles: MAX_INPUT_EXTENT_FILES }) : undefined
-    if (inPlace != null) {
-      kept = true
-      return { size, input: { path: i.path, extents: inPlace.extents }, release: () => { inPlace.release(); release(); blobs.gc.collectSoon() } }
-    }
-    await copyInto(ctx, i, file, signal)
-    return { size, input: { path: i.path, file } }
-  } finally {
-    if (!kept) {
-      release()
-      blobs.gc.collectSoon()
-    }
+    inPlace = ctx.backend.readsInPlace === true ? await blobs.extents(i.cid, { maxExtents: MAX_INPUT_EXTENTS, maxFiles: MAX_INPUT_EXTENT_FILES }) : undefined
+  } catch (err) {
+    letGo()
+    throw err
   }
+  if (inPlace != null) {
+    const lease = inPlace.release
+    return { size, input: { path: i.path, extents: inPlace.extents }, release: () => { lease(); letGo() } }
+  }
+  try {
+    await copyInto(ctx, i, file, signal)
+  } finally {
+    letGo()
+  }
+  return { size, input: { path: i.path, file } }
 }
 
 /** Pull a blob input into the blob store; its size, which must be the one the offer names. */
