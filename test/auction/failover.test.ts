@@ -101,6 +101,40 @@ describe('failover across processes (@slow)', function () {
     expect(Math.max(...failoverMs)).to.be.lessThan(1500)
   })
 
+  it('a paused requester does not blame its provider for its own deafness; a paused provider is still handed over', async () => {
+    const requester = await startNodeProcess(['--no-provide'])
+    const boot = requester.addresses[0]
+    const providers = await Promise.all([1, 2].map(async (p) => await startNodeProcess(['--bootstrap', boot, '--price', String(p), '--slots', '1'])))
+    await waitFor(async () => await providersSeen(requester) >= 2, 20_000)
+    const pause = async (p: NodeProcess, ms: number): Promise<void> => {
+      p.proc.kill('SIGSTOP')
+      try { await new Promise(resolve => setTimeout(resolve, ms)) } finally { p.proc.kill('SIGCONT') }
+    }
+    const handovers = async (id: string): Promise<string[]> => ((await getJson(`${requester.gatewayUrl}/v1/ledger?job=${id}`)).body.records as any[]).filter(r => r.type === 'handover').map(r => r.body.reason)
+    const runUntilDone = async (freeze: (running: any) => Promise<void>): Promise<{ id: string, done: any }> => {
+      const id = await submit(requester, LONG_JOB)
+      let running: any
+      await waitFor(async () => { running = await job(requester, id); return running.status === 'running' }, 15_000, 20)
+      await freeze(running)
+      let done: any
+      await waitFor(async () => { done = await job(requester, id); return ['completed', 'failed', 'no-bids'].includes(done.status) }, 30_000, 50)
+      expect(done.status, JSON.stringify(done)).to.equal('completed')
+      return { id, done }
+    }
+
+    // the requester stopped for 3 s (twice lostAfterMs): the provider's heartbeats wait in the socket,
+    // and on waking its watchdog runs before they are read
+    const first = await runUntilDone(async () => { await pause(requester, 3000) })
+    expect(await handovers(first.id), 'handovers after the requester paused').to.deep.equal([])
+    expect(first.done.attempts, JSON.stringify(first.done.attempts)).to.have.length(1)
+
+    // the provider stopped for as long: it is silent, and the job moves on
+    const second = await runUntilDone(async (running) => { await pause(providers.find(p => p.peerId === running.provider)!, 3000) })
+    const reasons = await handovers(second.id)
+    expect(reasons, JSON.stringify(second.done.attempts)).to.have.length.at.least(1)
+    expect(reasons[0]).to.match(/^silent for \d+ ms$/)
+  })
+
   it('the requester restarts mid-job: the job completes, with no second award', async () => {
     const requester = await startNodeProcess(['--no-provide'])
     const boot = requester.addresses[0]

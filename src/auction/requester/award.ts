@@ -85,6 +85,8 @@ export class Awards {
       attempt.channel = channel
       if (isCancelled(job)) { if (isInFlight(attempt.state)) end(attempt, 'cancelled'); channel.abort(new Error('cancelled')); return }
       await channel.send(encodeFrame({ t: 'award', m: award }))
+      // the provider's silence counts from when it could first answer, not from before the stream opened
+      attempt.lastSeen = Math.max(attempt.lastSeen, Date.now())
     } catch (err: any) {
       await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
       return

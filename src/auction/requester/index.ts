@@ -22,7 +22,7 @@ import { Journal, MAX_JOB_NAME, type FinishedJob, type JobMeta } from '../protoc
 import { checkConstraints, checkLabels } from '../../labels.js'
 import { countInto, type Advert, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
-import { isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
+import { deafMs, isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
 import { buildSpec, declinesOf, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
@@ -78,11 +78,15 @@ export class Requester {
   /** the finished jobs held in memory, oldest first (memory.ts) */
   private readonly finished: FinishedJobs
   private watchdog?: NodeJS.Timeout
+  /** when the watchdog last ran, and how often it runs */
+  private lastCheck = 0
+  private readonly watchEveryMs: number
   private stopped = false
 
   constructor (deps: RequesterDeps) {
     this.deps = deps
     this.cfg = deps.config
+    this.watchEveryMs = Math.max(10, Math.floor(this.cfg.heartbeatMs / 2))
     this.log = logger('auction:requester', { peerId: deps.signer.peerId })
     this.events.setMaxListeners(0)
     this.finished = new FinishedJobs({ maxJobs: this.cfg.finishedJobsInMemory ?? FINISHED_JOBS_IN_MEMORY, maxBytes: this.cfg.finishedJobBytesInMemory ?? FINISHED_JOB_BYTES_IN_MEMORY })
@@ -124,7 +128,8 @@ export class Requester {
   async start (): Promise<void> {
     await this.bidding.start()
     await this.pushes.start()
-    this.watchdog = setInterval(() => { this.checkHeartbeats() }, Math.max(10, Math.floor(this.cfg.heartbeatMs / 2)))
+    this.lastCheck = Date.now()
+    this.watchdog = setInterval(() => { this.checkHeartbeats() }, this.watchEveryMs)
     this.watchdog.unref()
   }
 
@@ -233,9 +238,13 @@ export class Requester {
   /** Silent or late providers are suspect, then lost (plan.ts decides which). */
   private checkHeartbeats (): void {
     const now = Date.now()
+    // the time this node was deaf (its loop held past the check) is not counted as anyone's silence
+    const deaf = deafMs(this.lastCheck, now, this.watchEveryMs)
+    this.lastCheck = now
     for (const job of this.jobs.values()) {
       if (job.status !== 'awarded' && job.status !== 'running') continue
       for (const a of job.attempts) {
+        if (deaf > 0 && isInFlight(a.state)) a.lastSeen = Math.min(now, a.lastSeen + deaf)
         const l = liveness(a, now, this.cfg)
         if (l.kind === 'lost') this.background(job, this.awards.lose(job, a, l.reason))
         else if (l.kind === 'suspect') {

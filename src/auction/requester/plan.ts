@@ -301,6 +301,18 @@ export interface WatchedAttempt extends PlanAttempt {
   collecting?: boolean
 }
 
+/**
+ * How long this node could not have heard anyone before a watchdog check at `now` that was due at
+ * `last + everyMs`: its own event loop was held (a long task, a collection, a starved or paused
+ * process). Frames that came meanwhile wait in the socket and are read only after the check's timer
+ * has run, so that time is not the provider's silence. A check late by less than one interval is
+ * jitter: 0.
+ */
+export function deafMs (last: number, now: number, everyMs: number): number {
+  const late = now - last - everyMs
+  return late > everyMs ? late : 0
+}
+
 export type Liveness = { kind: 'ok' } | { kind: 'suspect', silentMs: number } | { kind: 'lost', reason: string }
 
 /** Is the provider of an in-flight attempt still with us at `now`? */

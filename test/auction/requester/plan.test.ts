@@ -3,7 +3,7 @@
  */
 import { expect } from 'chai'
 import {
-  afterStatus, attemptDeadline, canAnnounce, liveness, next, treatResult,
+  afterStatus, attemptDeadline, canAnnounce, deafMs, liveness, next, treatResult,
   type PlanAttempt, type PlanConfig, type PlanJob, type Step, type WatchedAttempt
 } from '../../../src/auction/requester/plan.js'
 import type { RankedBid } from '../../../src/auction/protocol/rules.js'
@@ -257,6 +257,13 @@ describe('requester plan (pure)', () => {
       expect(liveness(base, 1800, cfg)).to.deep.equal({ kind: 'suspect', silentMs: 800 })
       expect(liveness({ ...base, suspect: true }, 1800, cfg)).to.deep.equal({ kind: 'ok' })
       expect(liveness(base, 2600, cfg).kind).to.equal('lost')
+    })
+
+    it('a watchdog check late by more than its interval measures how long this node was deaf; jitter is 0', () => {
+      expect(deafMs(1000, 1125, 125)).to.equal(0)
+      expect(deafMs(1000, 1249, 125)).to.equal(0)
+      expect(deafMs(1000, 1251, 125)).to.equal(126)
+      expect(deafMs(1000, 4125, 125)).to.equal(3000)
     })
 
     it('deadline passed: lost, whatever the heartbeats say', () => {
