@@ -81,6 +81,25 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     return [...new Set(states.filter(s => s.jobId === jobId && s.ref != null).map(s => s.ref as string))]
   }
 
+  /**
+   * Wait until the Slurm provider has put the market job into Slurm. If the job goes to another
+   * provider first, fail at once and say why (its bids, attempts and the Slurm provider's book entry)
+   * instead of waiting out the whole time.
+   */
+  async function untilOnSlurm (jobId: string): Promise<void> {
+    let elsewhere: any
+    await waitFor(async () => {
+      if (states.some(s => s.jobId === jobId && s.ref != null)) return true
+      const view = await requester.market.get(jobId)
+      if (view.attempts.some(a => a.provider !== onSlurm.peerId) || ['completed', 'failed', 'no-bids', 'cancelled'].includes(view.status)) elsewhere = view
+      return elsewhere != null
+    }, 90_000, 100)
+    if (elsewhere != null) {
+      const entry = requester.market.providers().find(p => p.peerId === onSlurm.peerId)
+      expect.fail(`the job did not go to the Slurm provider: ${JSON.stringify({ status: elsewhere.status, bids: elsewhere.bids, attempts: elsewhere.attempts, slurmProvider: entry, slurmCapacity: onSlurm.market.capacity(), backendStates: states.filter(s => s.jobId === jobId) })}`)
+    }
+  }
+
   async function slurmState (id: string): Promise<{ state: string, name: string }> {
     const [state, name] = (await (cluster as SlurmCluster).cmd('squeue', ['-h', '-t', 'all', '-j', id, '-o', '%T|%j'])).trim().split('|')
     return { state, name }
@@ -182,7 +201,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
 
   it('a withdrawal cancels the Slurm job (scancel)', async () => {
     const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 2_000_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })
-    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 90_000)
+    await untilOnSlurm(submitted.id)
     const [id] = slurmIds(submitted.id)
     await requester.market.cancel(submitted.id)
     await waitFor(() => states.some(s => s.jobId === submitted.id && s.state === 'cancelled'), 15_000)
@@ -192,7 +211,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
 
   it('a Slurm job killed behind the provider\'s back is a named failure, and the requester fails over', async () => {
     const submitted = await requester.market.submit({ engine: 'js', source: SPIN, input: { n: 3_000_000 }, limits: LIMITS, maxPrice: 20, bidWindowMs: BID_WINDOW_MS })
-    await waitFor(() => states.some(s => s.jobId === submitted.id && s.ref != null), 90_000)
+    await untilOnSlurm(submitted.id)
     const [id] = slurmIds(submitted.id)
     await (cluster as SlurmCluster).cmd('scancel', [id])
     const job = await requester.market.waitFor(submitted.id, { signal: AbortSignal.timeout(180_000) })
