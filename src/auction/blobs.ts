@@ -269,12 +269,13 @@ export class BlobStore {
   }
 
   /** The file bytes under `cid` (at file position `pos`, `expected` bytes long if known) that fall in [start, end). */
-  private async * readRange (cid: CID, at: { pos: number, start: number, end: number, depth: number, signal?: AbortSignal, expected?: number, block?: Promise<Uint8Array> }): AsyncGenerator<Uint8Array> {
+  private async * readRange (cid: CID, at: { pos: number, start: number, end: number, depth: number, signal?: AbortSignal, expected?: number, block?: Promise<Uint8Array>, read?: (cid: CID) => Promise<Uint8Array> }): AsyncGenerator<Uint8Array> {
     const { pos, start, end, depth, signal } = at
+    const read = at.read ?? (async (c: CID) => await this.readBlock(c))
     signal?.throwIfAborted()
     if (depth > MAX_DAG_DEPTH) throw new InvalidBlobError(`${cid.toString()}: DAG deeper than ${MAX_DAG_DEPTH}`)
     checkKind(cid)
-    const bytes = await (at.block ?? this.readBlock(cid))
+    const bytes = await (at.block ?? read(cid))
     if (cid.code === raw.code) {
       if (at.expected != null && bytes.length !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${bytes.length} bytes where its parent declares ${at.expected}`)
       const from = Math.max(0, start - pos)
@@ -304,11 +305,11 @@ export class BlobStore {
     let next = 0
     for (const kid of kids) {
       while (next < kids.length && ahead.length < BLOB_READ_AHEAD_BLOCKS) {
-        const read = this.readBlock(kids[next++].cid)
-        read.catch(() => {}) // awaited in turn below; a read abandoned by an early stop must not go unhandled
-        ahead.push(read)
+        const reading = read(kids[next++].cid)
+        reading.catch(() => {}) // awaited in turn below; a read abandoned by an early stop must not go unhandled
+        ahead.push(reading)
       }
-      yield * this.readRange(kid.cid, { pos: kid.pos, start, end, depth: depth + 1, signal, expected: kid.size, block: ahead.shift() })
+      yield * this.readRange(kid.cid, { pos: kid.pos, start, end, depth: depth + 1, signal, expected: kid.size, block: ahead.shift(), read: at.read })
     }
   }
 
@@ -561,7 +562,7 @@ export class BlobStore {
    * BlockMismatchError when the only peers that answered sent wrong bytes, NotFoundError
    * (`blob-not-found`) otherwise.
    */
-  async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}): Promise<number> {
+  async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}, onStored?: (block: CID, bytes: Uint8Array) => void): Promise<number> {
     const root = parseCid(cid)
     if (root == null) throw new NotFoundError(`not a CID: ${cid.slice(0, 128)}`, 'blob-not-found')
     const limit = opts.maxBytes ?? MAX_BLOB_BYTES
@@ -573,6 +574,7 @@ export class BlobStore {
     const store = async (block: CID, bytes: Uint8Array): Promise<void> => {
       await this.blocks.put(block, bytes, { missing: true })
       this.counters.blocksFetched++
+      onStored?.(block, bytes)
     }
     const drop = (peer: string, err: unknown): void => {
       const i = alive.indexOf(peer)
@@ -615,6 +617,82 @@ export class BlobStore {
       // what arrived is on disk before we return: a fetch that failed resumes from every block it got
       await Promise.all([...sessions.values()].map(async s => { await s.settled() }))
     }
+  }
+
+  /**
+   * A blob's bytes as they arrive: what `pull` fetches (each block verified and stored) is streamed
+   * in file order while the rest is still coming, instead of after the whole transfer. Resolves
+   * once the root is here with the blob's size (checked against `maxBytes`, so a caller can send a
+   * length before the bytes); the content then waits for each block the pull has not stored yet
+   * (handed over as it is stored, or read back from the store when the reader is behind). A failed
+   * pull fails the content where it stands; a reader that stops early stops the pull (what arrived
+   * stays stored: a later fetch resumes from it).
+   */
+  async pullStream (network: Network, cid: string, peers: string[], opts: FetchOptions = {}): Promise<{ size: number, content: AsyncGenerator<Uint8Array> }> {
+    const root = parseCid(cid)
+    if (root == null) throw new NotFoundError(`not a CID: ${cid.slice(0, 128)}`, 'blob-not-found')
+    checkKind(root)
+    const limit = opts.maxBytes ?? MAX_BLOB_BYTES
+    const stop = new AbortController()
+    const signal = opts.signal != null ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal
+    // readers waiting for a block the pull has not stored yet, by CID
+    const waiting = new Map<string, Array<(bytes: Uint8Array | undefined) => void>>()
+    let over = false
+    let failure: unknown
+    const wake = (key: string, bytes?: Uint8Array): void => {
+      const list = waiting.get(key)
+      if (list == null) return
+      waiting.delete(key)
+      for (const w of list) w(bytes)
+    }
+    const pulled = this.pull(network, cid, peers, { ...opts, maxBytes: limit, signal }, (block, bytes) => { wake(block.toString(), bytes) })
+    const end = (err?: unknown): void => {
+      over = true
+      failure = err
+      for (const key of [...waiting.keys()]) wake(key)
+    }
+    pulled.then(() => { end() }, (err) => { end(err ?? new Error('pull failed')) })
+    const read = async (block: CID): Promise<Uint8Array> => {
+      const key = block.toString()
+      for (;;) {
+        // wait first, then look: a block stored between the look and the wait is not missed
+        const arrived = over ? undefined : new Promise<Uint8Array | undefined>((resolve) => { waiting.set(key, [...(waiting.get(key) ?? []), resolve]) })
+        const held = await this.blocks.get(block)
+        if (held != null) { if (arrived != null) wake(key, held); return held }
+        if (arrived == null) {
+          if (failure != null) throw failure
+          throw new NotFoundError(`block ${key} is not held`, 'blob-incomplete')
+        }
+        const bytes = await arrived
+        if (bytes != null) return bytes
+      }
+    }
+    let size: number
+    try {
+      const first = await read(root)
+      size = root.code === raw.code ? first.length : fileNode(first, root).fileSize
+      if (size > limit) throw new BlobTooLargeError(`blob ${cid} is ${size} bytes; the limit is ${limit}`)
+    } catch (err) {
+      stop.abort()
+      await pulled.catch(() => {})
+      throw err
+    }
+    const self = this
+    async function * content (): AsyncGenerator<Uint8Array> {
+      let done = false
+      try {
+        yield * self.readRange(root as CID, { pos: 0, start: 0, end: Number.POSITIVE_INFINITY, depth: 0, signal: opts.signal, read })
+        // the bytes are out; the walk's own checks (the sizes it declared, every block) have the last word
+        await pulled
+        done = true
+      } finally {
+        if (!done) {
+          stop.abort()
+          await pulled.catch(() => {})
+        }
+      }
+    }
+    return { size, content: content() }
   }
 
   /** Fetch a blob (the blocks not held) from `peers`, verify and store it; returns its bytes. */

@@ -97,10 +97,12 @@ export interface Market {
   /** import a byte stream as a UnixFS file (streamed into blocks, never held whole); BlobTooLargeError past `maxBytes` */
   uploadBlobStream (source: AsyncIterable<Uint8Array>, opts?: { maxBytes?: number, signal?: AbortSignal }): Promise<{ cid: string, size: number }>
   /**
-   * Fetch the blocks of a blob not held here, from `from` (PeerIds or multiaddrs) or else from the
-   * holders the DHT names; each block verified, at most `maxBytes`. Returns the blob's size.
+   * A blob's bytes, held here or not: one not held is fetched from `from` (PeerIds or multiaddrs)
+   * or else from the holders the DHT names, each block verified and stored, at most `maxBytes`
+   * (a held one is not limited), and streamed as its blocks arrive. Resolves with the size once
+   * the blob's root is here.
    */
-  fetchBlob (cid: string, opts: { from?: string[], maxBytes: number, signal?: AbortSignal }): Promise<number>
+  streamBlob (cid: string, opts: { from?: string[], maxBytes: number, signal?: AbortSignal }): Promise<{ size: number, content: AsyncIterable<Uint8Array> }>
   /**
    * Stop keeping a blob the user uploaded (or a result's output file): it becomes cache, removed
    * once the store is past `blobs.cacheMaxBytes` (blob-gc.ts). False when it was not pinned.
@@ -264,13 +266,13 @@ export function createMarket (init: MarketInit): Market {
       return { cid, size }
     },
     getBlob: async (cid, opts) => await blobs.get(cid, opts),
-    async fetchBlob (cid, opts) {
-      const held = await blobs.size(cid)
-      if (held != null) return held
+    async streamBlob (cid, opts) {
+      const size = await blobs.size(cid)
+      if (size != null) return { size, content: blobs.cat(cid, { signal: opts.signal }) }
       const peers = opts.from != null && opts.from.length > 0
         ? opts.from
         : await network.findProviders(BLOB_KEY_PREFIX + cid, { signal: AbortSignal.timeout(3000), limit: 5 }).catch(() => [])
-      return await blobs.pull(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
+      return await blobs.pullStream(network, cid, peers, { maxBytes: opts.maxBytes, signal: opts.signal })
     },
     blobStatus: () => ({ ...blobs.gc.status(), blocks: blobs.stats() }),
     unpinBlob (cid) {

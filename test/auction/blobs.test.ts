@@ -181,6 +181,78 @@ describe('blobs as UnixFS DAGs', function () {
       expect(await sb.has(bigCid)).to.equal(true)
     })
 
+    /** A liar serving sa's blocks over 2.0.0, one per request, each request waiting on `hold(n)` (n: its position, from 1). */
+    async function serveHeld (hold: (n: number) => Promise<void>): Promise<{ served: () => number }> {
+      let asked = 0
+      let served = 0
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        const n = ++asked
+        await hold(n)
+        served++
+        return (await sa.blocks.get(decodeBlobRequest(req)))!
+      })
+      return { served: () => served }
+    }
+
+    it('pullStream: the bytes come out as their blocks arrive, not after the whole blob; then all of them, checked', async () => {
+      // the root and three leaves at once; the rest only once the reader has had its first bytes
+      let release!: () => void
+      const gate = new Promise<void>((resolve) => { release = resolve })
+      const liarServes = await serveHeld(async (n) => { if (n > 4) await gate })
+      const { size, content } = await sb.pullStream(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(size).to.equal(big.length)
+      const parts: Uint8Array[] = []
+      const first = await content.next()
+      expect(first.done).to.equal(false)
+      parts.push(first.value as Uint8Array)
+      // the first leaf is out while 18 of the 21 leaves are still held back by the server
+      expect(liarServes.served()).to.be.within(2, 4)
+      expect(Buffer.compare(Buffer.from(parts[0]), Buffer.from(big.subarray(0, parts[0].length)))).to.equal(0)
+      release()
+      for await (const p of content) parts.push(p)
+      expect(Buffer.compare(Buffer.concat(parts), big)).to.equal(0)
+      expect(await sb.has(bigCid)).to.equal(true)
+      expect(sb.stats().blocksFetched).to.equal(22)
+    })
+
+    it('pullStream: a reader that stops early stops the pull, and what arrived is kept for the next fetch', async () => {
+      const liarServes = await serveHeld(async (n) => { if (n > 4) await new Promise(resolve => setTimeout(resolve, 50)) })
+      const { content } = await sb.pullStream(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      await content.next()
+      await content.return(undefined)
+      const fetched = sb.stats().blocksFetched
+      expect(fetched).to.be.within(2, 21)
+      await new Promise(resolve => setTimeout(resolve, 300))
+      // nothing asked after the stop but the requests already under way
+      const servedAfterStop = liarServes.served()
+      await new Promise(resolve => setTimeout(resolve, 300))
+      expect(liarServes.served()).to.equal(servedAfterStop)
+      expect(await sb.has(bigCid)).to.equal(false)
+      // resumed from what arrived: only the rest is fetched
+      const bytes = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      expect(Buffer.compare(bytes, big)).to.equal(0)
+      expect(sb.stats().blocksFetched).to.equal(22)
+    })
+
+    it('pullStream: a wrong block fails the content where it stands (after the good bytes), never a short success; too large fails before any byte', async () => {
+      let served = 0
+      await liar.handle(BLOB_PROTOCOL, async (req) => {
+        const block = (await sa.blocks.get(decodeBlobRequest(req)))!
+        if (++served === 6) { const bad = new Uint8Array(block); bad[100] ^= 1; return bad }
+        return block
+      })
+      const { content } = await sb.pullStream(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+      let got = 0
+      const err = await (async () => { for await (const p of content) got += p.length })().catch(e => e)
+      expect(err?.name).to.equal('BlockMismatchError')
+      expect(got).to.be.lessThan(big.length)
+      expect(await sb.has(bigCid)).to.equal(false)
+      const tooBig = await sb.pullStream(b, bigCid, [a.addresses()[0]], { maxBytes: 1024 * 1024 }).catch(e => e)
+      expect(tooBig.code).to.equal('blob-too-large')
+      const nobody = await sb.pullStream(b, 'bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244', [a.addresses()[0]]).catch(e => e)
+      expect(nobody.code).to.equal('blob-not-found')
+    })
+
     it('refuses a blob larger than the caller\'s maxBytes from its root, before any leaf', async () => {
       const err = await sb.fetch(b, bigCid, [a.addresses()[0]], { maxBytes: 1024 * 1024 }).catch(e => e)
       expect(err.code).to.equal('blob-too-large')

@@ -172,13 +172,12 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       }
     }, async (req, reply) => {
       const { cid } = req.params
-      let blob = await market.catBlob(cid)
-      if (blob == null) {
-        const from = req.query.from?.split(',').map(p => p.trim()).filter(p => p !== '').slice(0, 8)
-        await market.fetchBlob(cid, { from, maxBytes: maxUploadBytes })
-        blob = await market.catBlob(cid)
-        if (blob == null) throw new GatewayError('not-found', `no blob ${cid}`)
-      }
+      const from = req.query.from?.split(',').map(p => p.trim()).filter(p => p !== '').slice(0, 8)
+      // one not held is streamed as its blocks arrive; a client that goes away stops the fetch
+      const left = new AbortController()
+      const onClose = (): void => { if (!reply.raw.writableFinished) left.abort(new Error('client closed the request')) }
+      reply.raw.on('close', onClose)
+      const blob = await market.streamBlob(cid, { from, maxBytes: maxUploadBytes, signal: left.signal })
       return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
     })
 
