@@ -21,7 +21,8 @@
  *   transfer.)
  * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
  *   checks its sha256 (the inverted input's).
- * For each leg: MB/s (10^6 bytes per second) and each node's RSS before and its peak (VmHWM) after;
+ * For each leg: MB/s (10^6 bytes per second), the CPU each node used (`cpuMs`, from /proc: which side
+ * bounds a leg), and each node's RSS before and its peak (VmHWM) after;
  * for the job, its steps from the job's events (auction, provider, the output's pull onto A).
  * The legs run BENCH_DATA_ROUNDS times (default 2) over fresh random data in the same two
  * processes: `MBps.first` is each path's first run (JIT-cold code), `MBps.warm` the last round.
@@ -64,6 +65,19 @@ async function memoryOf (pid: number): Promise<{ rssMiB: number, peakMiB: number
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN)
   return { rssMiB: round(kb('VmRSS') / 1024), peakMiB: round(kb('VmHWM') / 1024) }
 }
+
+/** CPU time a process has used so far, user and system, in ms (Linux `/proc/PID/stat`, clock ticks of 10 ms). */
+async function cpuOf (pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10
+}
+
+/** CPU ms each node used between two readings of {@link cpuNow}. */
+async function cpuNow (a: number, b: number): Promise<{ a: number, b: number, at: number }> {
+  return { a: await cpuOf(a), b: await cpuOf(b), at: performance.now() }
+}
+const cpuSince = (from: { a: number, b: number }, to: { a: number, b: number }): { requester: number, provider: number } => ({ requester: to.a - from.a, provider: to.b - from.b })
 
 /** Reset a process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > /proc/PID/clear_refs`), so a leg's peak is its own. */
 async function resetPeak (pid: number): Promise<boolean> {
@@ -213,15 +227,18 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
 
   // leg 1: upload into A
   const aBefore = await memoryOf(aPid)
+  let cpu0 = await cpuNow(aPid, bPid)
   let t0 = performance.now()
   const { cid, size } = await client.uploadFile(file)
   const uploadMs = performance.now() - t0
+  const uploadCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
   const aAfterUpload = await memoryOf(aPid)
   if (size !== SIZE) throw new Error(`upload: ${size} bytes stored of ${SIZE}`)
 
   // leg 2: B fetches it from A (one stream, blocks verified and stored as they come), then streams it out
   peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
   const bBefore = await memoryOf(bPid)
+  cpu0 = await cpuNow(aPid, bPid)
   t0 = performance.now()
   const res = await fetch(`${b.gatewayUrl}/v1/blobs/${cid}?from=${encodeURIComponent(a.address)}`)
   if (res.status !== 200) throw new Error(`fetch on B: HTTP ${res.status} ${await res.text()}`)
@@ -232,6 +249,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   if (first.value != null) hash.update(first.value)
   for (let r = await reader.read(); r.done !== true; r = await reader.read()) hash.update(r.value)
   const fetchMs = performance.now() - t0
+  const fetchCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
   if (hash.digest('hex') !== sha256) throw new Error('fetch on B: the bytes differ')
   const bAfter = await memoryOf(bPid)
   const aAfterFetch = await memoryOf(aPid)
@@ -242,10 +260,12 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   const blocksBefore = await blocksOf()
   const aBeforeJob = await memoryOf(aPid)
   const bBeforeJob = await memoryOf(bPid)
+  cpu0 = await cpuNow(aPid, bPid)
   t0 = performance.now()
   const submitted = await client.submit({ engine: 'wasm', module, inputs: [{ path: 'in.bin', cid }], limits: { timeoutMs: 60_000, memoryMb: JOB_MEMORY_MB }, maxPrice: 100 })
   const job = await client.wait(submitted.id, { signal: AbortSignal.timeout(300_000) })
   const jobMs = performance.now() - t0
+  const jobCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
   if (job.status !== 'completed') throw new Error(`job: ${job.status} ${JSON.stringify(job)}`)
   const aAfterJob = await memoryOf(aPid)
   const blocksAfter = await blocksOf()
@@ -257,23 +277,26 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   const pullMs = msBetween(t, 'collecting', 'result')
 
   // leg 4: the output streamed out of A's gateway
+  cpu0 = await cpuNow(aPid, bPid)
   t0 = performance.now()
   const dl = await client.streamOutput(job.id, out)
   const outHash = createHash('sha256')
   for await (const chunk of dl.content) outHash.update(chunk)
   const downloadMs = performance.now() - t0
+  const downloadCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
   if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
   const aAfterDownload = await memoryOf(aPid)
 
   return {
     cid,
     peaksReset,
-    upload: { ms: Math.round(uploadMs), MBps: mbps(SIZE, uploadMs), requester: { rssBeforeMiB: aBefore.rssMiB, peakAfterMiB: aAfterUpload.peakMiB, peakGrowthMiB: round(aAfterUpload.peakMiB - aBefore.rssMiB) } },
+    upload: { ms: Math.round(uploadMs), MBps: mbps(SIZE, uploadMs), cpuMs: uploadCpu, requester: { rssBeforeMiB: aBefore.rssMiB, peakAfterMiB: aAfterUpload.peakMiB, peakGrowthMiB: round(aAfterUpload.peakMiB - aBefore.rssMiB) } },
     providerFetch: {
       // B fetches, verifies and stores each block and sends it on as it comes: the whole leg is one stream
       firstByteMs: Math.round(firstByteMs),
       ms: Math.round(fetchMs),
       MBps: mbps(SIZE, fetchMs),
+      cpuMs: fetchCpu,
       provider: {
         rssBeforeMiB: bBefore.rssMiB,
         peakAfterMiB: bAfter.peakMiB,
@@ -290,6 +313,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
       // writes it), imports the output as a UnixFS blob; then A pulls and checks it before it pays
       ms: Math.round(jobMs),
       MBps: mbps(SIZE, jobMs),
+      cpuMs: jobCpu,
       // from the job's events (A's clock): submit → accepted, accepted → B's result names its
       // output (B staging, running, storing), the output's pull onto A (collecting → result).
       // The 'running' event comes with the provider's first heartbeat of the run: a heartbeat apart
@@ -310,6 +334,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
     outputDownload: {
       ms: Math.round(downloadMs),
       MBps: mbps(SIZE, downloadMs),
+      cpuMs: downloadCpu,
       requester: { peakAfterMiB: aAfterDownload.peakMiB }
     }
   }
