@@ -112,7 +112,10 @@ describe('queue: jobs wait for a provider', function () {
     const stall = await stallingInput()
     try {
       const busy = await requester.market.submit({ engine: 'js', source: JS, input: { x: 1 }, inputs: [stall.input], limits: { timeoutMs: 60_000 } })
-      await waitFor(() => provider.market.capacity().busy === 1 && stall.requests() === 1, 10_000)
+      // a precondition, not a bound: the auction, the award and the provider's first request for the input (10 s was once too short here)
+      await waitFor(() => provider.market.capacity().busy === 1 && stall.requests() === 1, 30_000).catch(async (err) => {
+        throw new Error(`${err.message}: provider busy ${provider.market.capacity().busy}, input requests ${stall.requests()}, job ${JSON.stringify(await statusOf(requester, busy.id))}`)
+      })
       // a busy provider asks more (surge): over this job's maxPrice, so it declines and the job queues
       const waiting = await requester.market.submit({ engine: 'js', source: JS, input: { x: 3 }, maxPrice: 10 })
       await waitFor(async () => (await statusOf(requester, waiting.id)).status === 'queued', 10_000)
