@@ -655,6 +655,8 @@ export class BlobStore {
     const read = async (block: CID): Promise<Uint8Array> => {
       const key = block.toString()
       for (;;) {
+        // a failed pull ends the reader at the next block it asks for, held or not
+        if (failure != null) throw failure
         // wait first, then look: a block stored between the look and the wait is not missed
         const arrived = over ? undefined : new Promise<Uint8Array | undefined>((resolve) => { waiting.set(key, [...(waiting.get(key) ?? []), resolve]) })
         const held = await this.blocks.get(block)
@@ -679,19 +681,34 @@ export class BlobStore {
     }
     const self = this
     async function * content (): AsyncGenerator<Uint8Array> {
+      // kept while it streams: a reader far behind reads the blocks back from the store, and the
+      // collector must not take them meanwhile (a fetched blob is cache)
+      const release = self.gc.hold(cid)
       let done = false
+      let sent = 0
       try {
-        yield * self.readRange(root as CID, { pos: 0, start: 0, end: Number.POSITIVE_INFINITY, depth: 0, signal: opts.signal, read })
+        for await (const piece of self.readRange(root as CID, { pos: 0, start: 0, end: Number.POSITIVE_INFINITY, depth: 0, signal: opts.signal, read })) {
+          // readRange holds every node to the sizes its parent declares, so the total is the root's
+          // size (a UnixFS node's size is its own bytes plus its children's): checked anyway, since
+          // a reader may have promised exactly `size` bytes (an HTTP content-length)
+          sent += piece.length
+          if (sent > size) throw new InvalidBlobError(`blob ${cid}: more than the ${size} bytes its root declares`)
+          yield piece
+        }
         // the bytes are out; the walk's own checks (the sizes it declared, every block) have the last word
         await pulled
+        if (sent !== size) throw new InvalidBlobError(`blob ${cid}: ${sent} bytes where its root declares ${size}`)
         done = true
       } finally {
         if (!done) {
           stop.abort()
           await pulled.catch(() => {})
         }
+        release()
       }
     }
+    // the pull goes on until the content is read to its end or stopped (by a failure, `return()`
+    // or opts.signal); content never read is stopped by opts.signal only
     return { size, content: content() }
   }
 

@@ -45,7 +45,7 @@
 import { TERMINAL, type JobEvent, type JobStatus, type JobView, type LogEvent, type ResultView, type SubmitSpec } from '../auction/types.js'
 import type { PeerStanding } from '../auction/index.js'
 import type { NodeInfo, PeerView } from '../gateway/index.js'
-import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS } from './constants.js'
+import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS, WAIT_POLL_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
 import { cidOfRaw, isRawCid } from './cid.js'
@@ -372,11 +372,15 @@ export class MercatoClient {
 
   /**
    * Follow a job until it ends and return it (completed, failed, no-bids or
-   * cancelled). Uses the event stream; if the stream breaks before the end (or
-   * goes silent: {@link StreamIdleError}) it asks the node for the job and
-   * reconnects, skipping the events already seen (at most five times).
+   * cancelled). Without `onEvent` or `onLog` it asks `GET /v1/jobs/:id?wait=`
+   * (a long poll: one answer when the job ends, asked again every 20 s while it
+   * runs). With either it uses the event stream; if the stream breaks before the
+   * end (or goes silent: {@link StreamIdleError}) it asks the node for the job
+   * and reconnects, skipping the events already seen (at most five times).
    */
   async wait (id: string, opts: WaitOptions = {}): Promise<JobView> {
+    // nothing to hand on but the end: long polls, one answer each, instead of an event stream
+    if (opts.onEvent == null && opts.onLog == null) return await this.waitForEnd(id, opts)
     let seen = 0
     // a reconnected stream replays the job's steps (skipped by count) and a tail of its logs (skipped by time)
     let lastLogTs = 0
@@ -404,6 +408,19 @@ export class MercatoClient {
       if (TERMINAL_STATUSES.has(job.status)) return job
       if (ended && tries >= 5) throw new MercatoConnectionError(this.url, new Error(`the event stream of job ${id} keeps ending before the job does`))
       await new Promise(resolve => setTimeout(resolve, Math.min(100 * 2 ** tries, 2000)))
+    }
+  }
+
+  /** The job once it has ended, by `GET /v1/jobs/:id?wait=` (each answered when it ends or after the wait). */
+  private async waitForEnd (id: string, opts: CallOptions): Promise<JobView> {
+    const wait = Math.max(1, Math.floor(Math.min(WAIT_POLL_MS, this.timeoutMs / 2)))
+    for (;;) {
+      const asked = Date.now()
+      const job = await this.json<JobView>('GET', `/v1/jobs/${encodeURIComponent(id)}?wait=${wait}`, opts)
+      if (TERMINAL_STATUSES.has(job.status)) return job
+      // a node that answers at once (one from before long polls ignores `wait`): not a busy loop
+      if (Date.now() - asked < wait / 2) await new Promise(resolve => setTimeout(resolve, 250))
+      opts.signal?.throwIfAborted()
     }
   }
 

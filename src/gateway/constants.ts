@@ -14,6 +14,12 @@ export const UPLOAD_DRAIN_MS = 30_000
 /** The dashboard's cookie carrying the token (browsers cannot set Authorization on page loads or EventSource). */
 export const TOKEN_COOKIE = 'mercato_token'
 
+/**
+ * Longest `GET /v1/jobs/:id?wait=` holds its answer for an unfinished job (ms): under common proxy
+ * idle timeouts and the client's own request timeout (30 s), which asks again.
+ */
+export const JOB_WAIT_MAX_MS = 25_000
+
 /** SSE keep-alive comment interval: below common proxy idle timeouts (30–60 s). */
 export const SSE_PING_MS = 15_000
 

@@ -141,11 +141,11 @@ describe('an event stream that goes silent (no event, no keep-alive)', () => {
     expect(Date.now() - t0).to.be.below(10_000)
   })
 
-  it('wait() reconnects when the job is still running, then gives up with StreamIdleError (no hang)', async () => {
+  it('wait() with callbacks reconnects when the job is still running, then gives up with StreamIdleError (no hang)', async () => {
     const { MercatoClient } = await import('../../src/client/index.js')
     const counter = { streams: 0 }
     const client = new MercatoClient({ url: 'http://x', fetch: silent('running', counter), streamIdleMs: 100 })
-    const err = await client.wait('j').then(() => null, (e: Error) => e)
+    const err = await client.wait('j', { onEvent: () => {} }).then(() => null, (e: Error) => e)
     expect(err?.name).to.equal('StreamIdleError')
     expect(counter.streams).to.equal(6)
   })
@@ -153,6 +153,21 @@ describe('an event stream that goes silent (no event, no keep-alive)', () => {
   it('wait() returns the job when it ended while its stream was silent', async () => {
     const { MercatoClient } = await import('../../src/client/index.js')
     const client = new MercatoClient({ url: 'http://x', fetch: silent('completed', { streams: 0 }), streamIdleMs: 100 })
-    expect((await client.wait('j')).status).to.equal('completed')
+    expect((await client.wait('j', { onEvent: () => {} })).status).to.equal('completed')
+  })
+
+  it('wait() without callbacks long-polls GET /v1/jobs/:id?wait= (no event stream) until the job ends; a node that answers at once is not asked in a busy loop', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    const asked: string[] = []
+    const fake = (async (url: string) => {
+      asked.push(url)
+      // an older node: ignores `wait` and answers at once, running twice, then completed
+      const status = asked.length < 3 ? 'running' : 'completed'
+      return new Response(JSON.stringify({ id: 'j', status }), { status: 200, headers: { 'content-type': 'application/json' } })
+    }) as typeof fetch
+    const t0 = Date.now()
+    expect((await new MercatoClient({ url: 'http://x', fetch: fake, timeoutMs: 10_000 }).wait('j')).status).to.equal('completed')
+    expect(asked).to.deep.equal(Array(3).fill('http://x/v1/jobs/j?wait=5000'))
+    expect(Date.now() - t0, 'a pause between answers that came at once').to.be.at.least(450)
   })
 })

@@ -31,6 +31,19 @@ describe('GET /v1/blobs/:cid fetches a blob it does not hold', function () {
     expect((await fetch(`${b.gateway!.url}/v1/blobs/${cid}`)).status).to.equal(200)
   })
 
+  it('HEAD gives the size from the blob\'s root and does not fetch the rest', async () => {
+    const bytes = randomBytes(16 * 1024 * 1024 + 3) // 65 leaves and a root
+    const up = await fetch(`${a.gateway!.url}/v1/blobs`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: bytes })
+    const { cid } = await up.json() as { cid: string }
+    const before = b.market.blobStatus().blocks.blocksFetched
+    const res = await fetch(`${b.gateway!.url}/v1/blobs/${cid}?from=${encodeURIComponent(a.network.addresses()[0])}`, { method: 'HEAD' })
+    expect(res.status).to.equal(200)
+    expect(res.headers.get('content-length')).to.equal(String(bytes.length))
+    await new Promise(resolve => setTimeout(resolve, 500))
+    expect(b.market.blobStatus().blocks.blocksFetched - before, 'blocks fetched for a HEAD').to.be.below(66)
+    expect(await b.market.catBlob(cid)).to.equal(undefined)
+  })
+
   it('404 blob-not-found when nobody named has it; 400 for a CID that is no UnixFS file', async () => {
     const missing = 'bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244'
     const res = await fetch(`${b.gateway!.url}/v1/blobs/${missing}?from=${encodeURIComponent(a.network.addresses()[0])}`)

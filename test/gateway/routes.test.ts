@@ -169,6 +169,30 @@ describe('gateway routes', function () {
       expectError(await call({ url: `/v1/jobs/${id}/result` }), 409, 'conflict')
     })
 
+    it('GET /v1/jobs/:id?wait= answers when the job ends, at once for one that has, after the wait for one still running; past the cap 400, an unknown id 404 at once', async () => {
+      const { id } = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_SLOW, input: { n: 5_000_000 }, limits: { timeoutMs: 10_000 } } })).json()
+      let t0 = Date.now()
+      const ended = await call({ url: `/v1/jobs/${id}?wait=20000` })
+      const answeredAt = Date.now()
+      expect(ended.json().status).to.equal('completed')
+      expect(ended.json().completedAt).to.be.at.most(answeredAt)
+      expect(answeredAt - t0).to.be.below(20_000)
+      t0 = Date.now()
+      expect((await call({ url: `/v1/jobs/${id}?wait=20000` })).json().status).to.equal('completed')
+      expect(Date.now() - t0, 'a finished job is answered at once').to.be.below(2_000)
+      // still running when the wait is up: answered as it stands
+      const long = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_SLOW, input: { n: 20_000_000 }, limits: { timeoutMs: 30_000 } } })).json()
+      t0 = Date.now()
+      const mid = (await call({ url: `/v1/jobs/${long.id}?wait=400` })).json()
+      expect(Date.now() - t0).to.be.at.least(350)
+      expect(['bidding', 'awarded', 'running']).to.include(mid.status)
+      expect((await call({ url: `/v1/jobs/${long.id}?wait=20000` })).json().status).to.equal('completed')
+      expectError(await call({ url: `/v1/jobs/${id}?wait=25001` }), 400, 'invalid-request')
+      t0 = Date.now()
+      expectError(await call({ url: '/v1/jobs/bafyreidoesnotexistdoesnotexistdoesnotexistdoesnotexist?wait=20000' }), 404, 'job-not-found')
+      expect(Date.now() - t0).to.be.below(2_000)
+    })
+
     it('a job nobody can afford ends in no-bids, with the reasons', async () => {
       const { id } = (await call({ method: 'POST', url: '/v1/jobs', payload: { engine: 'js', source: JS_ECHO, maxPrice: 1, queueTimeoutMs: 0 } })).json()
       const done = await finished(id)

@@ -56,7 +56,7 @@ export class Awards {
       ts: now,
       expires: now + BID_TTL_MS
     })
-    const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust }
+    const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust, opening: true }
     job.attempts.push(attempt)
     if (job.status === 'bidding' || job.status === 'queued') ctx.setStatus(job, 'awarded')
     // the award is logged before it is sent; the channel opens while the record is written. With
@@ -87,7 +87,9 @@ export class Awards {
       await channel.send(encodeFrame({ t: 'award', m: award }))
       // the provider's silence counts from when it could first answer, not from before the stream opened
       attempt.lastSeen = Math.max(attempt.lastSeen, Date.now())
+      attempt.opening = false
     } catch (err: any) {
+      attempt.opening = false
       await this.lose(job, attempt, `could not reach provider: ${err?.message ?? err}`)
       return
     }

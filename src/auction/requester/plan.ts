@@ -294,6 +294,11 @@ export interface WatchedAttempt extends PlanAttempt {
   /** recovered after a restart: watched by status polls (with their own grace), not heartbeats */
   polled?: boolean
   /**
+   * its award channel is still opening (the open has its own time limit, and the provider cannot
+   * speak before the award is sent): its silence is not counted yet, the run deadline is
+   */
+  opening?: boolean
+  /**
    * its result is in and its output files are being fetched: the provider sends no heartbeats
    * after its result, and the fetch has its own time budget (settle.ts), so neither silence nor
    * the run deadline applies
@@ -321,7 +326,7 @@ export function liveness (a: WatchedAttempt, now: number, cfg: LivenessConfig): 
   if (a.collecting === true) return { kind: 'ok' }
   // heartbeats alone do not buy a provider unlimited time
   if (now > a.deadline) return { kind: 'lost', reason: `no result by the deadline (${Math.round((a.deadline - a.awardedAt) / 1000)} s after the award)` }
-  if (a.polled === true) return { kind: 'ok' }
+  if (a.polled === true || a.opening === true) return { kind: 'ok' }
   const silent = now - a.lastSeen
   if (silent > cfg.lostAfterMs) return { kind: 'lost', reason: `silent for ${silent} ms` }
   if (silent > cfg.suspectAfterMs && !a.suspect) return { kind: 'suspect', silentMs: silent }

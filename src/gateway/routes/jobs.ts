@@ -8,7 +8,8 @@
  *                                   at most JOBS_BATCH_MAX) → 200, one { id, status } or { error } per item
  *   GET    /v1/schema/job.json     the job spec as a JSON Schema (from the zod schema below)
  *   GET    /v1/jobs                list (?status=&label=k=v&limit=): the jobs held in memory
- *   GET    /v1/jobs/:id            the job, its bids, attempts, declines
+ *   GET    /v1/jobs/:id            the job, its bids, attempts, declines (?wait=ms: once it is
+ *                                   finished, or after that long, whichever comes first)
  *   GET    /v1/jobs/:id/result     the result (409 while not finished)
  *   GET    /v1/jobs/:id/outputs    its output files: [{ path, cid, size }] (409 while not finished)
  *   GET    /v1/jobs/:id/outputs/*  one output file's bytes (Range: 206 / 416; never active content)
@@ -33,7 +34,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { Readable } from 'node:stream'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
 import { BlobTooLargeError, MAX_UPLOAD_BYTES, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
@@ -44,7 +45,7 @@ import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
 import { contentDisposition, OUTPUT_CSP, outputContentType, parseRange } from '../outputs.js'
-import { RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, UPLOAD_DRAIN_MS } from '../constants.js'
+import { JOB_WAIT_MAX_MS, RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, UPLOAD_DRAIN_MS } from '../constants.js'
 import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
 
 export { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
@@ -102,6 +103,49 @@ function drainThenClose (raw: IncomingMessage): void {
   raw.once('close', clear)
 }
 
+/**
+ * Requests waiting for jobs to end (`GET /v1/jobs/:id?wait=`), by job: one listener on the
+ * market's `done` event for all of them, so an ending job wakes its own waiters, not every one.
+ */
+class JobWaiters {
+  private readonly waiting = new Map<string, Set<() => void>>()
+  private readonly onDone = (id: string): void => {
+    const set = this.waiting.get(id)
+    if (set == null) return
+    this.waiting.delete(id)
+    for (const wake of set) wake()
+  }
+
+  constructor (private readonly market: Market) {}
+
+  start (): void { this.market.events.on('done', this.onDone) }
+
+  stop (): void {
+    this.market.events.off('done', this.onDone)
+    for (const set of this.waiting.values()) for (const wake of set) wake()
+    this.waiting.clear()
+  }
+
+  /** Resolves when job `id` ends, after `ms`, or when `gone` closes (the client left: a response's `close`), whichever is first. */
+  async until (id: string, ms: number, gone: ServerResponse): Promise<void> {
+    await new Promise<void>((resolve) => {
+      let set = this.waiting.get(id)
+      if (set == null) { set = new Set(); this.waiting.set(id, set) }
+      const wake = (): void => {
+        clearTimeout(timer)
+        gone.off('close', wake)
+        const held = this.waiting.get(id)
+        held?.delete(wake)
+        if (held?.size === 0) this.waiting.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      gone.once('close', wake)
+      set.add(wake)
+    })
+  }
+}
+
 export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): FastifyPluginAsync {
   const { market } = deps
   const maxUploadBytes = deps.maxUploadBytes ?? MAX_UPLOAD_BYTES
@@ -115,7 +159,10 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
     // the market's last 15 minutes, for charts on a page opened just now
     const history = new MarketHistory(market)
     history.start()
-    app.addHook('onClose', async () => { tails.stop(); history.stop() })
+    // requests waiting for a job to end (GET /v1/jobs/:id?wait=)
+    const waiters = new JobWaiters(market)
+    waiters.start()
+    app.addHook('onClose', async () => { tails.stop(); history.stop(); waiters.stop() })
 
     // uploads stream: in this scope an octet-stream body is handed over as the request stream, read a
     // chunk at a time into the importer (never whole), up to maxUploadBytes
@@ -178,7 +225,10 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       const onClose = (): void => { if (!reply.raw.writableFinished) left.abort(new Error('client closed the request')) }
       reply.raw.on('close', onClose)
       const blob = await market.streamBlob(cid, { from, maxBytes: maxUploadBytes, signal: left.signal })
-      return await reply.type('application/octet-stream').header('content-length', blob.size).send(Readable.from(blob.content))
+      reply.type('application/octet-stream').header('content-length', blob.size)
+      // HEAD: the size is known once the root is here; the rest is not fetched for nobody
+      if (req.method === 'HEAD') { left.abort(new Error('HEAD')); return await reply.send(Readable.from([])) }
+      return await reply.send(Readable.from(blob.content))
     })
 
     app.delete<{ Params: { cid: string } }>('/v1/blobs/:cid', {
@@ -248,9 +298,21 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       return market.list({ ...rest, labels })
     })
 
-    app.get<{ Params: { id: string } }>('/v1/jobs/:id', {
-      schema: { tags: ['jobs'], summary: 'One job: its bids, attempts and declines', params: idParams, response: { 200: { $ref: 'JobView#' }, ...errorResponses(404) } }
-    }, async (req) => await market.get(req.params.id))
+    app.get<{ Params: { id: string }, Querystring: { wait?: number } }>('/v1/jobs/:id', {
+      schema: {
+        tags: ['jobs'],
+        summary: `One job: its bids, attempts and declines. With \`wait\` (ms, at most ${JOB_WAIT_MAX_MS}) an unfinished job is answered once it ends or when that time is up, whichever comes first (a long poll: one answer instead of an event stream, for a client that only wants the end)`,
+        params: idParams,
+        querystring: { type: 'object', properties: { wait: { type: 'integer', minimum: 0, maximum: JOB_WAIT_MAX_MS } }, additionalProperties: false },
+        response: { 200: { $ref: 'JobView#' }, ...errorResponses(400, 404) }
+      }
+    }, async (req, reply) => {
+      const { id } = req.params
+      const wait = req.query.wait ?? 0
+      // held and not over: wait for its end (a job not held is over, or unknown: answered at once)
+      if (wait > 0 && market.heldEvents(id) != null && !market.isTerminal(id)) await waiters.until(id, wait, reply.raw)
+      return await market.get(id)
+    })
 
     app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', {
       schema: { tags: ['jobs'], summary: 'The result of a finished job (409 while it is not finished)', params: idParams, response: { 200: { $ref: 'ResultView#' }, ...errorResponses(404, 409) } }

@@ -266,6 +266,12 @@ describe('requester plan (pure)', () => {
       expect(deafMs(1000, 4125, 125)).to.equal(3000)
     })
 
+    it('an award whose channel is still opening is not judged by silence (the open has its own limit), but by its deadline', () => {
+      expect(liveness({ ...base, opening: true }, 10_000, cfg)).to.deep.equal({ kind: 'ok' })
+      expect(liveness(base, 10_000, cfg).kind).to.equal('lost')
+      expect(liveness({ ...base, opening: true }, base.deadline + 1, cfg).kind).to.equal('lost')
+    })
+
     it('deadline passed: lost, whatever the heartbeats say', () => {
       const now = base.deadline + 1
       const step = liveness({ ...base, lastSeen: now }, now, cfg)
