@@ -16,10 +16,10 @@ export const REQUEST_TIMEOUT_MS = 30_000
 export const STREAM_IDLE_MS = 45_000
 
 /**
- * `wait()` without callbacks asks `GET /v1/jobs/:id?wait=` (a long poll) for at most this long at
- * a time (ms; the gateway holds one for up to 25 s), and at most half the client's request timeout.
+ * `wait()` without callbacks asks `GET /v1/jobs/:id?wait=` (a long poll) for this long at a time
+ * (ms; the gateway holds one for up to 25 s), and at most half the client's request timeout.
  */
-export const WAIT_POLL_MS = 20_000
+export const WAIT_POLL_MS = 15_000
 
 /** Environment variables the client reads when no option is given. */
 export const ENV_URL = 'MERCATO_API'

@@ -168,6 +168,24 @@ describe('an event stream that goes silent (no event, no keep-alive)', () => {
     const t0 = Date.now()
     expect((await new MercatoClient({ url: 'http://x', fetch: fake, timeoutMs: 10_000 }).wait('j')).status).to.equal('completed')
     expect(asked).to.deep.equal(Array(3).fill('http://x/v1/jobs/j?wait=5000'))
-    expect(Date.now() - t0, 'a pause between answers that came at once').to.be.at.least(450)
+    expect(Date.now() - t0, 'pauses (250 ms, then 500) between answers that came at once').to.be.at.least(700)
+  })
+
+  it('wait() without callbacks retries a broken connection, and stops at once when its signal aborts', async () => {
+    const { MercatoClient } = await import('../../src/client/index.js')
+    let calls = 0
+    const flaky = (async () => {
+      if (++calls === 1) throw new TypeError('fetch failed')
+      return new Response(JSON.stringify({ id: 'j', status: 'completed' }), { status: 200, headers: { 'content-type': 'application/json' } })
+    }) as unknown as typeof fetch
+    expect((await new MercatoClient({ url: 'http://x', fetch: flaky }).wait('j')).status).to.equal('completed')
+    expect(calls).to.equal(2)
+    const running = (async () => new Response(JSON.stringify({ id: 'j', status: 'running' }), { status: 200, headers: { 'content-type': 'application/json' } })) as unknown as typeof fetch
+    const ac = new AbortController()
+    setTimeout(() => { ac.abort(new Error('stop')) }, 300)
+    const t0 = Date.now()
+    const err = await new MercatoClient({ url: 'http://x', fetch: running }).wait('j', { signal: ac.signal }).then(() => null, (e: Error) => e)
+    expect(err?.message).to.equal('stop')
+    expect(Date.now() - t0).to.be.below(2_000)
   })
 })

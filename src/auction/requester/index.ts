@@ -306,6 +306,8 @@ export class Requester {
       // must not stay in memory as an unfinished job forever; the log says it failed
       this.jobs.delete(id)
       job.status = 'failed'
+      // whoever waits for this id (a second submit with its idempotency key) hears that it is over
+      this.events.emit('done', id)
       await this.ctx.journal.ended(id, 'failed', Date.now(), { reason: `not announced: ${err?.message ?? err}` }).catch(() => {})
       throw err
     }

@@ -303,14 +303,15 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
         tags: ['jobs'],
         summary: `One job: its bids, attempts and declines. With \`wait\` (ms, at most ${JOB_WAIT_MAX_MS}) an unfinished job is answered once it ends or when that time is up, whichever comes first (a long poll: one answer instead of an event stream, for a client that only wants the end)`,
         params: idParams,
-        querystring: { type: 'object', properties: { wait: { type: 'integer', minimum: 0, maximum: JOB_WAIT_MAX_MS } }, additionalProperties: false },
+        querystring: { type: 'object', properties: { wait: { type: 'integer', minimum: 0, maximum: JOB_WAIT_MAX_MS } } },
         response: { 200: { $ref: 'JobView#' }, ...errorResponses(400, 404) }
       }
     }, async (req, reply) => {
       const { id } = req.params
       const wait = req.query.wait ?? 0
-      // held and not over: wait for its end (a job not held is over, or unknown: answered at once)
-      if (wait > 0 && market.heldEvents(id) != null && !market.isTerminal(id)) await waiters.until(id, wait, reply.raw)
+      // held and not over: wait for its end (a job not held is over, or unknown: answered at once;
+      // so is a client that left before we got here)
+      if (wait > 0 && market.heldEventCount(id) > 0 && !market.isTerminal(id) && !reply.raw.destroyed) await waiters.until(id, wait, reply.raw)
       return await market.get(id)
     })
 
