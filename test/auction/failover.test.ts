@@ -98,7 +98,12 @@ describe('failover across processes (@slow)', function () {
       await ledger.close()
     }
     process.stderr.write(`      failover ms (kill → runner-up accepted): ${failoverMs.join(', ')}; handovers: ${reasons.join(' | ')}\n`)
-    expect(Math.max(...failoverMs)).to.be.lessThan(1500)
+    // what is checked: a killed provider is caught by its closed channel at once, not by 1.5 s of
+    // silence, and the runner-up takes over; the time is a safety bound only (fresh-clone CI read
+    // 2457 and 2638 ms in a first trial, once each, on a line where four lanes share two cores,
+    // every handover 'provider closed the award channel'; most trials read 76-965)
+    for (const r of reasons) expect(r, 'handover reason').to.match(/closed|reset|connection lost/i)
+    expect(Math.max(...failoverMs)).to.be.lessThan(5000)
   })
 
   it('a paused requester does not blame its provider for its own deafness; a paused provider is still handed over', async () => {
