@@ -43,6 +43,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NODE_FLAGS } from '../test/helpers/cli.js'
+import { processCpuMs } from './util.js'
 import { MercatoClient } from '../src/client/index.js'
 import { createNetwork } from '../src/p2p/index.js'
 import { configureLogger } from '../src/logger.js'
@@ -66,17 +67,8 @@ async function memoryOf (pid: number): Promise<{ rssMiB: number, peakMiB: number
   return { rssMiB: round(kb('VmRSS') / 1024), peakMiB: round(kb('VmHWM') / 1024) }
 }
 
-/** CPU time a process has used so far, user and system, in ms (Linux `/proc/PID/stat`, clock ticks of 10 ms). */
-async function cpuOf (pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 10
-}
-
-/** CPU ms each node used between two readings of {@link cpuNow}. */
-async function cpuNow (a: number, b: number): Promise<{ a: number, b: number, at: number }> {
-  return { a: await cpuOf(a), b: await cpuOf(b), at: performance.now() }
-}
+/** Both nodes' CPU ms so far; two readings give a leg's with {@link cpuSince}. */
+const cpuNow = (a: number, b: number): { a: number, b: number } => ({ a: processCpuMs(a), b: processCpuMs(b) })
 const cpuSince = (from: { a: number, b: number }, to: { a: number, b: number }): { requester: number, provider: number } => ({ requester: to.a - from.a, provider: to.b - from.b })
 
 /** Reset a process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > /proc/PID/clear_refs`), so a leg's peak is its own. */
@@ -227,18 +219,18 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
 
   // leg 1: upload into A
   const aBefore = await memoryOf(aPid)
-  let cpu0 = await cpuNow(aPid, bPid)
+  let cpu0 = cpuNow(aPid, bPid)
   let t0 = performance.now()
   const { cid, size } = await client.uploadFile(file)
   const uploadMs = performance.now() - t0
-  const uploadCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
+  const uploadCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
   const aAfterUpload = await memoryOf(aPid)
   if (size !== SIZE) throw new Error(`upload: ${size} bytes stored of ${SIZE}`)
 
   // leg 2: B fetches it from A (one stream, blocks verified and stored as they come), then streams it out
   peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
   const bBefore = await memoryOf(bPid)
-  cpu0 = await cpuNow(aPid, bPid)
+  cpu0 = cpuNow(aPid, bPid)
   t0 = performance.now()
   const res = await fetch(`${b.gatewayUrl}/v1/blobs/${cid}?from=${encodeURIComponent(a.address)}`)
   if (res.status !== 200) throw new Error(`fetch on B: HTTP ${res.status} ${await res.text()}`)
@@ -249,7 +241,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   if (first.value != null) hash.update(first.value)
   for (let r = await reader.read(); r.done !== true; r = await reader.read()) hash.update(r.value)
   const fetchMs = performance.now() - t0
-  const fetchCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
+  const fetchCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
   if (hash.digest('hex') !== sha256) throw new Error('fetch on B: the bytes differ')
   const bAfter = await memoryOf(bPid)
   const aAfterFetch = await memoryOf(aPid)
@@ -260,12 +252,12 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   const blocksBefore = await blocksOf()
   const aBeforeJob = await memoryOf(aPid)
   const bBeforeJob = await memoryOf(bPid)
-  cpu0 = await cpuNow(aPid, bPid)
+  cpu0 = cpuNow(aPid, bPid)
   t0 = performance.now()
   const submitted = await client.submit({ engine: 'wasm', module, inputs: [{ path: 'in.bin', cid }], limits: { timeoutMs: 60_000, memoryMb: JOB_MEMORY_MB }, maxPrice: 100 })
   const job = await client.wait(submitted.id, { signal: AbortSignal.timeout(300_000) })
   const jobMs = performance.now() - t0
-  const jobCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
+  const jobCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
   if (job.status !== 'completed') throw new Error(`job: ${job.status} ${JSON.stringify(job)}`)
   const aAfterJob = await memoryOf(aPid)
   const blocksAfter = await blocksOf()
@@ -277,13 +269,13 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   const pullMs = msBetween(t, 'collecting', 'result')
 
   // leg 4: the output streamed out of A's gateway
-  cpu0 = await cpuNow(aPid, bPid)
+  cpu0 = cpuNow(aPid, bPid)
   t0 = performance.now()
   const dl = await client.streamOutput(job.id, out)
   const outHash = createHash('sha256')
   for await (const chunk of dl.content) outHash.update(chunk)
   const downloadMs = performance.now() - t0
-  const downloadCpu = cpuSince(cpu0, await cpuNow(aPid, bPid))
+  const downloadCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
   if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
   const aAfterDownload = await memoryOf(aPid)
 

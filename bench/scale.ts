@@ -24,8 +24,7 @@
  * what it has (`providersInBook`).
  */
 import '../src/polyfill.js'
-import { readFileSync } from 'node:fs'
-import { ed25519SignsPerSec, pct } from './util.js'
+import { ed25519SignsPerSec, pct, processCpuMs } from './util.js'
 import { ADVERT_START_DELAYS_MS } from '../src/auction/constants.js'
 import { getJson, startNodeProcess, stopAll, waitFor, type NodeProcess } from '../test/helpers/cli.js'
 
@@ -49,7 +48,6 @@ const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 5000)
  */
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? Math.max(...ADVERT_START_DELAYS_MS) + 5000)
 const JOB = { engine: 'js', source: 'function main (i) { return i.x + 1 }', input: { x: 1 }, maxPrice: 1000 }
-const CLK_TCK = 100 // Linux USER_HZ
 
 function shuffle<T> (xs: T[]): T[] {
   for (let i = xs.length - 1; i > 0; i--) {
@@ -59,17 +57,6 @@ function shuffle<T> (xs: T[]): T[] {
   return xs
 }
 
-/** CPU ms (user + system) a process has used so far; 0 when it is gone. */
-function cpuMs (pid: number | undefined): number {
-  if (pid == null) return 0
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK
-  } catch {
-    return 0
-  }
-}
 
 type Kinds = Record<string, number>
 
@@ -94,7 +81,7 @@ const sum = (k: Kinds): number => Object.entries(k).reduce((a, [name, n]) => nam
 async function snapshot (nodes: NodeProcess[]): Promise<{ cpu: number, messages: number, kinds: Kinds }> {
   const kinds: Kinds = {}
   for (const k of await Promise.all(nodes.map(messagesOf))) for (const [name, n] of Object.entries(k)) kinds[name] = (kinds[name] ?? 0) + n
-  return { cpu: nodes.reduce((a, n) => a + cpuMs(n.proc.pid), 0), messages: sum(kinds), kinds }
+  return { cpu: nodes.reduce((a, n) => a + processCpuMs(n.proc.pid), 0), messages: sum(kinds), kinds }
 }
 
 async function runJob (node: NodeProcess): Promise<{ ms: number, status: string, provider?: string }> {

@@ -3,7 +3,22 @@
  * benchmark prints beside its own, measured in the same run, so runs on
  * machines (or hours) of different speed can be compared by ratio.
  */
+import { readFileSync } from 'node:fs'
 import { randomSigner } from '../src/crypto/index.js'
+
+const CLK_TCK = 100 // Linux USER_HZ
+
+/** CPU ms (user + system) a process has used so far, from `/proc/PID/stat`; 0 when it is gone. */
+export function processCpuMs (pid: number | undefined): number {
+  if (pid == null) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK
+  } catch {
+    return 0
+  }
+}
 
 /** Ed25519 signatures per second on this thread (about 1 s of signing 200-byte messages). */
 export function ed25519SignsPerSec (): number {

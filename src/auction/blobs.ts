@@ -658,7 +658,10 @@ export class BlobStore {
         // a failed pull ends the reader at the next block it asks for, held or not
         if (failure != null) throw failure
         // wait first, then look: a block stored between the look and the wait is not missed
-        const arrived = over ? undefined : new Promise<Uint8Array | undefined>((resolve) => { waiting.set(key, [...(waiting.get(key) ?? []), resolve]) })
+        const arrived = over ? undefined : new Promise<Uint8Array | undefined>((resolve) => {
+          const list = waiting.get(key)
+          if (list != null) list.push(resolve); else waiting.set(key, [resolve])
+        })
         const held = await this.blocks.get(block)
         if (held != null) { if (arrived != null) wake(key, held); return held }
         if (arrived == null) {

@@ -162,6 +162,15 @@ export function createMarket (init: MarketInit): Market {
   // the provider book: every node hears adverts, its requester invites from them
   const book = new ProviderBook()
   const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book })
+  // callers of waitFor, by job (an HTTP long poll each, say): one listener on 'done' for all of
+  // them, so a job's end wakes its own waiters, not every one
+  const doneWaiters = new Map<string, Set<() => void>>()
+  requester.events.on('done', (id: string) => {
+    const waiters = doneWaiters.get(id)
+    if (waiters == null) return
+    doneWaiters.delete(id)
+    for (const wake of waiters) wake()
+  })
   const providerRefused = new Map<RefusalReason, number>()
   // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
   const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
@@ -301,23 +310,22 @@ export function createMarket (init: MarketInit): Market {
       // not held: finished (read from the log) or unknown (NotFoundError)
       if (held == null) return await requester.get(id)
       if (requester.isTerminal(id)) return held
-      return await new Promise<JobView>((resolve, reject) => {
-        const onDone = (doneId: string): void => {
-          if (doneId !== id) return
-          cleanup()
-          // 'done' is emitted while the job is still held
-          const view = requester.peek(id)
-          if (view != null) resolve(view)
-          else requester.get(id).then(resolve, reject)
-        }
-        const onAbort = (): void => { cleanup(); reject(opts.signal?.reason ?? new Error('aborted')) }
+      const view = await new Promise<JobView | undefined>((resolve, reject) => {
+        let waiters = doneWaiters.get(id)
+        if (waiters == null) doneWaiters.set(id, waiters = new Set())
+        const set = waiters
         const cleanup = (): void => {
-          requester.events.off('done', onDone)
+          set.delete(onDone)
+          if (set.size === 0 && doneWaiters.get(id) === set) doneWaiters.delete(id)
           opts.signal?.removeEventListener('abort', onAbort)
         }
-        requester.events.on('done', onDone)
+        // 'done' is emitted while the job is still held: its view is taken then
+        const onDone = (): void => { cleanup(); resolve(requester.peek(id)) }
+        const onAbort = (): void => { cleanup(); reject(opts.signal?.reason ?? new Error('aborted')) }
+        set.add(onDone)
         opts.signal?.addEventListener('abort', onAbort)
       })
+      return view ?? await requester.get(id)
     },
     providers () {
       const list = requester.knownProviderList()

@@ -48,6 +48,7 @@ import type { NodeInfo, PeerView } from '../gateway/index.js'
 import { DEFAULT_URL, ENV_TOKEN, REQUEST_TIMEOUT_MS, STREAM_IDLE_MS, WAIT_POLL_MS } from './constants.js'
 import { MercatoApiError, MercatoConnectionError } from './errors.js'
 import { readSse } from './sse.js'
+import { retrying, sleep } from './retry.js'
 import { cidOfRaw, isRawCid } from './cid.js'
 import { submitMany, type BatchAnswer, type ManyOptions, type ManyResult } from './many.js'
 
@@ -114,16 +115,6 @@ export interface WaitOptions extends CallOptions {
   onEvent?: (event: JobEvent) => void
   /** live output while the job runs (`log` events; see {@link MercatoClient.logs}) */
   onLog?: (event: LogEvent) => void
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
-async function pause (ms: number, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted()
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = (): void => { clearTimeout(timer); reject(signal?.reason) }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 function env (name: string): string | undefined {
@@ -424,28 +415,20 @@ export class MercatoClient {
 
   /**
    * The job once it has ended, by `GET /v1/jobs/:id?wait=` (each answered when it ends or after the
-   * wait). A broken connection is retried (five times in a row at most, with a pause); a node that
-   * answers at once (one from before long polls ignores `wait`) is asked again after a pause that
-   * grows to 2 s, not in a busy loop.
+   * wait). A broken connection or a 5xx is tried again (`retrying`, as `submitMany()` does); a node
+   * that answers at once (one from before long polls ignores `wait`) is asked again after a pause
+   * that grows to 2 s, not in a busy loop.
    */
   private async waitForEnd (id: string, opts: CallOptions): Promise<JobView> {
     const wait = Math.max(1, Math.floor(Math.min(WAIT_POLL_MS, this.timeoutMs / 2)))
     let quick = 0
-    let broken = 0
     for (;;) {
       const asked = Date.now()
-      let job: JobView
-      try {
-        job = await this.json<JobView>('GET', `/v1/jobs/${encodeURIComponent(id)}?wait=${wait}`, opts)
-        broken = 0
-      } catch (err) {
-        if (opts.signal?.aborted === true || !(err instanceof MercatoConnectionError) || ++broken > 5) throw err
-        await pause(Math.min(100 * 2 ** broken, 2000), opts.signal)
-        continue
-      }
+      const job = await retrying(async () => await this.json<JobView>('GET', `/v1/jobs/${encodeURIComponent(id)}?wait=${wait}`, opts), opts.signal)
       if (TERMINAL_STATUSES.has(job.status)) return job
       quick = Date.now() - asked < wait / 2 ? quick + 1 : 0
-      if (quick > 0) await pause(Math.min(250 * 2 ** (quick - 1), 2000), opts.signal)
+      if (quick > 0) await sleep(Math.min(250 * 2 ** (quick - 1), 2000), opts.signal)
+      opts.signal?.throwIfAborted()
     }
   }
 

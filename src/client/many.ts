@@ -17,9 +17,10 @@
  *   one; every result is handed out as soon as the ones before it are.
  */
 import { TERMINAL, type JobEvent, type JobStatus, type JobView, type ResultView } from '../auction/types.js'
-import { MercatoApiError, MercatoConnectionError } from './errors.js'
+import { MercatoApiError } from './errors.js'
 import { MANY_PARALLEL, MANY_RECENT_ENDS, MANY_RETRIES, MANY_WINDOW_PER_SLOT } from './constants.js'
 import type { JobSpec } from './index.js'
+import { retrying, sleep } from './retry.js'
 
 /** An input that is not one (a line of an NDJSON file that is not JSON): reported as a result of its own, never submitted. */
 export class BadInput {
@@ -96,28 +97,6 @@ const BATCH_MAX = 256
 
 interface Watched { index: number, running: boolean, ending: boolean, recheck: boolean }
 
-function isRetryable (err: unknown): boolean {
-  return err instanceof MercatoConnectionError || (err instanceof MercatoApiError && err.status >= 500)
-}
-
-async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
-  })
-}
-
-/** Try `fn` again on a broken connection or a 5xx, with backoff; other errors at once. */
-async function retrying<T> (fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn()
-    } catch (err) {
-      if (signal?.aborted === true || !isRetryable(err) || attempt >= MANY_RETRIES) throw err
-      await sleep(Math.min(200 * 2 ** attempt, 5_000), signal)
-    }
-  }
-}
 
 export async function * submitMany (
   client: ManyTransport,

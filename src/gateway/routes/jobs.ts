@@ -34,7 +34,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { Readable } from 'node:stream'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { BlobTooLargeError, MAX_UPLOAD_BYTES, type Market, type JobEvent, type LogEvent } from '../../auction/index.js'
 import { LogTails } from '../log-tail.js'
@@ -103,49 +103,6 @@ function drainThenClose (raw: IncomingMessage): void {
   raw.once('close', clear)
 }
 
-/**
- * Requests waiting for jobs to end (`GET /v1/jobs/:id?wait=`), by job: one listener on the
- * market's `done` event for all of them, so an ending job wakes its own waiters, not every one.
- */
-class JobWaiters {
-  private readonly waiting = new Map<string, Set<() => void>>()
-  private readonly onDone = (id: string): void => {
-    const set = this.waiting.get(id)
-    if (set == null) return
-    this.waiting.delete(id)
-    for (const wake of set) wake()
-  }
-
-  constructor (private readonly market: Market) {}
-
-  start (): void { this.market.events.on('done', this.onDone) }
-
-  stop (): void {
-    this.market.events.off('done', this.onDone)
-    for (const set of this.waiting.values()) for (const wake of set) wake()
-    this.waiting.clear()
-  }
-
-  /** Resolves when job `id` ends, after `ms`, or when `gone` closes (the client left: a response's `close`), whichever is first. */
-  async until (id: string, ms: number, gone: ServerResponse): Promise<void> {
-    await new Promise<void>((resolve) => {
-      let set = this.waiting.get(id)
-      if (set == null) { set = new Set(); this.waiting.set(id, set) }
-      const wake = (): void => {
-        clearTimeout(timer)
-        gone.off('close', wake)
-        const held = this.waiting.get(id)
-        held?.delete(wake)
-        if (held?.size === 0) this.waiting.delete(id)
-        resolve()
-      }
-      const timer = setTimeout(wake, ms)
-      gone.once('close', wake)
-      set.add(wake)
-    })
-  }
-}
-
 export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): FastifyPluginAsync {
   const { market } = deps
   const maxUploadBytes = deps.maxUploadBytes ?? MAX_UPLOAD_BYTES
@@ -159,10 +116,7 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
     // the market's last 15 minutes, for charts on a page opened just now
     const history = new MarketHistory(market)
     history.start()
-    // requests waiting for a job to end (GET /v1/jobs/:id?wait=)
-    const waiters = new JobWaiters(market)
-    waiters.start()
-    app.addHook('onClose', async () => { tails.stop(); history.stop(); waiters.stop() })
+    app.addHook('onClose', async () => { tails.stop(); history.stop() })
 
     // uploads stream: in this scope an octet-stream body is handed over as the request stream, read a
     // chunk at a time into the importer (never whole), up to maxUploadBytes
@@ -309,9 +263,20 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
     }, async (req, reply) => {
       const { id } = req.params
       const wait = req.query.wait ?? 0
-      // held and not over: wait for its end (a job not held is over, or unknown: answered at once;
-      // so is a client that left before we got here)
-      if (wait > 0 && market.heldEventCount(id) > 0 && !market.isTerminal(id) && !reply.raw.destroyed) await waiters.until(id, wait, reply.raw)
+      // its end, for at most `wait` and while the client is there (one that left before we got here is not waited for)
+      if (wait > 0 && !reply.raw.destroyed) {
+        const left = new AbortController()
+        const onClose = (): void => { left.abort() }
+        reply.raw.once('close', onClose)
+        const signal = AbortSignal.any([left.signal, AbortSignal.timeout(wait)])
+        try {
+          return await market.waitFor(id, { signal })
+        } catch (err) {
+          if (!signal.aborted) throw err
+        } finally {
+          reply.raw.off('close', onClose)
+        }
+      }
       return await market.get(id)
     })
 
