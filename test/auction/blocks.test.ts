@@ -136,6 +136,40 @@ describe('block store: pack files', function () {
     expect((await packsOnDisk(dir)).packs).to.have.length(4)
   })
 
+  it('puts written at once (off the event loop): readable while in flight, packs roll over under them, a delete waits for its block, close waits for every write; all kept across a restart', async () => {
+    const dir = await tempDir()
+    const s = await started(dir, { packMaxBytes: 1024 * KiB })
+    const bs = await blocks(24, 256 * KiB)
+    const puts = bs.map(async b => await s.put(b.cid, b.bytes, { missing: true }))
+    // in flight (no turn of the event loop yet: no write has ended): the bytes and sizes are there
+    // already; a second put of one waits for the first
+    expect(await s.count()).to.equal(0)
+    for (const b of bs.slice(0, 4)) {
+      expect(Buffer.from(await s.get(b.key) as Uint8Array).equals(b.bytes)).to.equal(true)
+      expect(await s.sizeOf(b.key)).to.equal(b.bytes.length)
+    }
+    expect(await s.get(bs[0].key, { maxBytes: 1024 }).catch(e => e)).to.be.instanceOf(BlockTooLargeError)
+    const again = s.put(bs[1].cid, bs[1].bytes)
+    const deleted = s.delete(bs[2].key)
+    await Promise.all([...puts, again, deleted])
+    expect(await s.count()).to.equal(23)
+    expect(await s.get(bs[2].key)).to.equal(undefined)
+    expect(s.written).to.equal(24 * 256 * KiB)
+    await expectHeld(s, bs.filter((_, i) => i !== 2))
+    const disk = await packsOnDisk(dir)
+    expect(disk.packs).to.have.length(6) // 4 blocks a pack; no two appends in one range
+    for (const p of disk.packs) expect((await stat(join(dir, 'packs', p))).size).to.equal(1024 * KiB)
+    // a close while writes are in flight waits for them, and every descriptor is closed after
+    const late = await blocks(3, 256 * KiB)
+    const latePuts = late.map(async b => await s.put(b.cid, b.bytes))
+    await s.close()
+    await Promise.all(latePuts)
+    const reopened = await started(dir, { packMaxBytes: 1024 * KiB })
+    expect(await reopened.count()).to.equal(26)
+    await expectHeld(reopened, [...bs.filter((_, i) => i !== 2), ...late])
+    await reopened.close()
+  })
+
   it('reads from many packs keep at most PACK_READ_FDS descriptors open', async () => {
     const dir = await tempDir()
     const s = await started(dir, { packMaxBytes: 1 }) // a pack per block
