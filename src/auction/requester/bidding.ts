@@ -238,9 +238,10 @@ export class Bidding {
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
       const windowEnd = (): void => {
-        // an invitee that advertised less than the best bid so far is still to answer: wait for
-        // it, a window at a time, up to INVITE_CHEAPER_WAIT_MS after the offer (price discovery:
-        // the cheapest, not the fastest; a loaded provider answers in hundreds of ms)
+        // an invitee (or a thin book's provider, in an open call) that advertised less than the
+        // best bid so far is still to answer: wait for it, a window at a time, up to
+        // INVITE_CHEAPER_WAIT_MS after the offer (price discovery: the cheapest, not the fastest;
+        // a loaded provider answers in hundreds of ms)
         const waited = Date.now() - now
         if (waited < INVITE_CHEAPER_WAIT_MS && this.awaitingCheaper(job)) {
           job.extended = true
@@ -331,8 +332,9 @@ export class Bidding {
    */
   private tallyInvitees (job: RequesterJob): void {
     const book = this.ctx.deps.book
-    if (book == null || job.invited == null) return
-    const silent = [...job.invited].filter(p => !job.heardFrom.has(p))
+    const asked = offeredFromBook(job)
+    if (book == null || asked == null) return
+    const silent = [...asked].filter(p => !job.heardFrom.has(p))
     if (silent.length === 0) return
     const t = setTimeout(() => { for (const p of silent) if (!job.heardFrom.has(p)) book.strike(p) }, INVITE_ANSWER_GRACE_MS)
     t.unref()
@@ -350,13 +352,17 @@ export class Bidding {
     return roundDecided({ bids, silent, minBids: job.minBids, replicas: job.replicas, probationUsed: job.attempts.some(a => a.trust !== 'proven'), trustOf: (p) => this.ctx.trust(p), entryOf: (p) => book.get(p) })
   }
 
-  /** Is an invitee that advertised less than the best bid so far still to answer? */
+  /**
+   * Is a provider the book offered the job to (an invitee; a thin book's provider in an open call)
+   * that advertised less than the best bid so far still to answer?
+   */
   private awaitingCheaper (job: RequesterJob): boolean {
     const book = this.ctx.deps.book
-    if (book == null || job.invited == null) return false
+    const asked = offeredFromBook(job)
+    if (book == null || asked == null) return false
     let best = Infinity
     for (const b of job.bids.values()) if (canWin(job, b.provider)) best = Math.min(best, b.price)
-    for (const p of job.invited) {
+    for (const p of asked) {
       if (job.heardFrom.has(p) || !canWin(job, p)) continue
       const entry = book.get(p)
       if (entry != null && effectiveAsk(entry) < best) return true
@@ -420,8 +426,9 @@ export class Bidding {
     const job = ctx.jobs.get(msg.payload.jobId)
     if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
     const provider = msg.signer
-    // any answer from an invitee, even a late one, counts as an answer (no strike in the book)
-    if (job.invited?.has(provider) === true && !job.heardFrom.has(provider)) {
+    // any answer from an invitee (or a thin book's provider called directly), even a late one,
+    // counts as an answer (no strike in the book)
+    if (offeredFromBook(job)?.has(provider) === true && !job.heardFrom.has(provider)) {
       job.heardFrom.add(provider)
       this.ctx.deps.book?.answered(provider)
     }
@@ -455,9 +462,10 @@ export class Bidding {
     // close early: every invitee answered, or the answers still to come cannot change the outcome;
     // for an open call, enough bids from proven providers (a swarm of fresh keys answering first
     // must not close the window on the proven ones) or every known capable provider answered; or
-    // the first bid after the window. An invited round waits for every invitee that could still
-    // beat the bids in hand: the cheapest of them wins, not the fastest.
-    if ((job.invited == null && job.provenBids >= job.minBids) || this.allAnswered(job) || this.decided(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (liveBids(job) > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
+    // the first bid after the window. An invited round, and an open call to a thin book's
+    // providers, wait for every one of them that advertised less than the bids in hand: the
+    // cheapest wins, not the fastest.
+    if ((job.invited == null && job.provenBids >= job.minBids && !this.awaitingCheaper(job)) || this.allAnswered(job) || this.decided(job) || (job.extended === true && !this.awaitingCheaper(job)) || (job.windowElapsed === true && (job.provenBids > 0 || (liveBids(job) > 0 && !this.awaitingProven(job))))) job.closeBidding?.()
   }
 
   /**
@@ -519,4 +527,9 @@ export class Bidding {
     }
     return waitedFor > 0
   }
+}
+
+/** The providers the book offered this round to directly: its invitees, or a thin book's capable providers in an open call. */
+function offeredFromBook (job: RequesterJob): ReadonlySet<string> | undefined {
+  return job.invited ?? job.called
 }
