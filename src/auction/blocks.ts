@@ -16,12 +16,13 @@
  *
  * - `put` (fetched blocks, whole blobs) appends to the store's current pack; past
  *   {@link PACK_MAX_BYTES} a new pack is started. Its offset is taken at once (appends never
- *   overlap) and the bytes are written on the thread pool: copying them into the page cache (0.04–0.5 ms
- *   per 256 KiB block here, the high end on memory the kernel has not used lately) and any wait for the kernel's writeback stay
- *   off the event loop, where heartbeats and auctions run. Until the write ends, `get`/`sizeOf`
- *   answer from the bytes in memory, a second `put` or a `delete` of the block waits for it, and the
- *   pack is neither closed, unlinked nor compacted; then the index record is written and the map
- *   points at the block. Compaction's copies are still written synchronously.
+ *   overlap) and the bytes are written on the thread pool: copying them into the page cache
+ *   (0.04–0.5 ms per 256 KiB block here, the high end on memory the kernel has not used lately)
+ *   and any wait for the kernel's writeback stay off the event loop, where heartbeats and auctions
+ *   run. Until the write ends, `get`/`sizeOf` answer from the bytes in memory, a second `put` or a
+ *   `delete` of the block waits for it, and the pack is neither closed, unlinked nor compacted;
+ *   then the index record is written and the map points at the block. Compaction's copies are
+ *   still written synchronously.
  * - An upload goes through a {@link Staging} area (`<dir>/staging/<id>/`) that writes a pack of its
  *   own: `commit` renames the pack and its index into `packs/` and registers them, `discard`
  *   deletes them, so an upload refused half-way (too large, aborted) leaves no block behind that a
