@@ -469,10 +469,13 @@ export class BlockStore {
     pack.inflight = (pack.inflight ?? 0) + 1
     try {
       await writeAllAsync(pack.fd, bytes, offset)
-      appendRecord(pack, encodeRecord(PUT, key, offset, bytes.length, writtenMs))
-      // no other copy was registered meanwhile (a second put of the key waits for this one), and
-      // the pack is still there (neither unlinked nor compacted while writes to it are in flight)
-      this.register(key, { pack, offset, length: bytes.length, writtenMs })
+      // a staged upload committed meanwhile may hold the block already (a second put waits for
+      // this one): then these bytes stay dead, with no record. The pack is still there (neither
+      // unlinked nor compacted while writes to it are in flight)
+      if (!this.index.has(key)) {
+        appendRecord(pack, encodeRecord(PUT, key, offset, bytes.length, writtenMs))
+        this.register(key, { pack, offset, length: bytes.length, writtenMs })
+      }
     } finally {
       if (--pack.inflight === 0) {
         if (pack.retired === true) closeWriters(pack)

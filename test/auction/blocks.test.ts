@@ -385,6 +385,28 @@ describe('block store: pack files', function () {
       expect(await third.count()).to.equal(6)
     })
 
+    it('a block committed by a staging area while a put of it is being written keeps the committed copy; the put\'s bytes stay dead, with no record', async () => {
+      const dir = await tempDir()
+      const s = await started(dir)
+      const [x, y] = await blocks(2, 64 * KiB)
+      const st = await s.staging()
+      await st.put(x.cid, x.bytes)
+      await st.put(y.cid, y.bytes)
+      // a fetch stores x (its bytes written off the event loop) while the upload that staged it commits
+      const putting = s.put(x.cid, x.bytes, { missing: true })
+      const committing = st.commit()
+      await Promise.all([putting, committing])
+      expect(await s.count()).to.equal(2)
+      expect(s.where(x.key)?.file, 'x is where the upload put it').to.equal(s.where(y.key)?.file)
+      await expectHeld(s, [x, y])
+      await s.close()
+      const again = await started(dir)
+      expect(await again.count()).to.equal(2)
+      expect(again.where(x.key)?.file).to.equal(again.where(y.key)?.file)
+      await expectHeld(again, [x, y])
+      await again.close()
+    })
+
     it('discard leaves nothing: no block, no pack, no staging dir; a staging area left by a crash goes at start', async () => {
       const dir = await tempDir()
       const s = await started(dir)
