@@ -95,8 +95,6 @@ interface Pack {
   idxFd?: number
   /** block writes in flight (`put`'s, off the event loop); its writers close and it may be unlinked only at 0 */
   inflight?: number
-  /** retired while writes were in flight: its writers close when the last one ends */
-  retired?: boolean
 }
 
 interface Entry { pack: Pack, offset: number, length: number, writtenMs: number }
@@ -478,7 +476,8 @@ export class BlockStore {
       }
     } finally {
       if (--pack.inflight === 0) {
-        if (pack.retired === true) closeWriters(pack)
+        // retired while this write was in flight: its writers close now
+        if (pack !== this.current) closeWriters(pack)
         // a delete or a lease's end that looked at it meanwhile skipped it
         this.maybeReclaim(pack)
       }
@@ -521,9 +520,8 @@ export class BlockStore {
   /** Stop writing to the current pack (full, or to be reclaimed); the next put starts a new one. */
   private retire (): void {
     if (this.current == null) return
-    // writes in flight finish first: the last one closes the writers
-    if ((this.current.inflight ?? 0) > 0) this.current.retired = true
-    else closeWriters(this.current)
+    // with writes in flight, the last one closes the writers
+    if ((this.current.inflight ?? 0) === 0) closeWriters(this.current)
     this.current = undefined
   }
 

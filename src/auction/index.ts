@@ -311,9 +311,8 @@ export function createMarket (init: MarketInit): Market {
       if (held == null) return await requester.get(id)
       if (requester.isTerminal(id)) return held
       const view = await new Promise<JobView | undefined>((resolve, reject) => {
-        let waiters = doneWaiters.get(id)
-        if (waiters == null) doneWaiters.set(id, waiters = new Set())
-        const set = waiters
+        const set = doneWaiters.get(id) ?? new Set<() => void>()
+        doneWaiters.set(id, set)
         const cleanup = (): void => {
           set.delete(onDone)
           if (set.size === 0 && doneWaiters.get(id) === set) doneWaiters.delete(id)
