@@ -55,12 +55,10 @@ export function blockMatches (bytes: Uint8Array, cid: CID): boolean {
   return expected.length === digest.length && Buffer.compare(digest, expected) === 0
 }
 
-export function blockFrame (bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(bytes.length + 1)
-  out[0] = FRAME_BLOCK
-  out.set(bytes, 1)
-  return out
-}
+const BLOCK_HEADER = Uint8Array.of(FRAME_BLOCK)
+
+/** A block's frame as its two parts (the type byte, then the block's own bytes, not copied), for `sendMany`. */
+export const blockFrame = (bytes: Uint8Array): Uint8Array[] => [BLOCK_HEADER, bytes]
 
 export const missingFrame = (): Uint8Array => Uint8Array.of(FRAME_MISSING)
 

@@ -524,14 +524,19 @@ export class BlobStore {
         // a few blocks at a time, in one write (BLOB_SERVE_READ_AHEAD blocks, BLOB_SERVE_BATCH_BYTES, in memory at most)
         let i = 0
         while (i < cids.length) {
-          const frames: Uint8Array[] = []
+          const frames: Array<Uint8Array | Uint8Array[]> = []
           let batched = 0
           while (i < cids.length && frames.length < BLOB_SERVE_READ_AHEAD && batched < BLOB_SERVE_BATCH_BYTES) {
             const bytes = await read(cids[i++])
-            const frame = bytes == null ? missingFrame() : typeof bytes === 'number' ? tooLargeFrame(bytes) : blockFrame(bytes)
-            if (bytes instanceof Uint8Array) this.counters.blocksServed++
-            frames.push(frame)
-            batched += frame.length
+            if (bytes instanceof Uint8Array) {
+              this.counters.blocksServed++
+              frames.push(blockFrame(bytes))
+              batched += bytes.length + 1
+            } else {
+              const frame = bytes == null ? missingFrame() : tooLargeFrame(bytes)
+              frames.push(frame)
+              batched += frame.length
+            }
           }
           await channel.sendMany(frames)
           idle()

@@ -17,6 +17,7 @@
  *
  * Everything else is the wrapped network's.
  */
+import { concat } from 'uint8arrays/concat'
 import { MAX_MESSAGE_BYTES, REQUEST_TIMEOUT_MS } from './constants.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from './errors.js'
 import type {
@@ -224,7 +225,7 @@ function channelPair (peerId: string, protocol: string, maxToA: number, maxToB: 
       remotePeer: peerId,
       protocol,
       send,
-      sendMany: async (messages) => { for (const m of messages) await send(m) },
+      sendMany: async (messages) => { for (const m of messages) await send(Array.isArray(m) ? concat(m) : m) },
       close: async () => {
         closed = true
         queueMicrotask(() => { end(outbox) })

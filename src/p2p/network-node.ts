@@ -11,6 +11,7 @@ import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { create as createDigest } from 'multiformats/hashes/digest'
@@ -630,7 +631,7 @@ export class Libp2pNetwork implements Network {
       protocol,
       relayed: connection.limits != null || isRelayed(connection.remoteAddr),
       send: async (data: Uint8Array) => { await lp.write(data) },
-      sendMany: async (messages: Uint8Array[]) => { await lp.writeV(messages) },
+      sendMany: async (messages: Array<Uint8Array | Uint8Array[]>) => { await lp.writeV(messages.map(m => Array.isArray(m) ? new Uint8ArrayList(...m) : m)) },
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
       [Symbol.asyncIterator]: async function * () {

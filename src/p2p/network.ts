@@ -84,9 +84,11 @@ export interface MessageChannel extends AsyncIterable<Uint8Array> {
   send (data: Uint8Array): Promise<void>
   /**
    * Several messages in one write: the muxer sends them as one frame where the window allows,
-   * instead of a frame (and a window update back) per message. Same caps as `send`.
+   * instead of a frame (and a window update back) per message. Same caps as `send`. A message
+   * given as an array is one message made of those parts, sent without joining them first (a
+   * frame's header before a block's bytes, without copying the block).
    */
-  sendMany (messages: Uint8Array[]): Promise<void>
+  sendMany (messages: Array<Uint8Array | Uint8Array[]>): Promise<void>
   /** graceful close (flushes) */
   close (): Promise<void>
   /** immediate reset */

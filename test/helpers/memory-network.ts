@@ -13,6 +13,7 @@
  * ```
  */
 import { createHash } from 'node:crypto'
+import { concat } from 'uint8arrays/concat'
 import { randomSigner } from '../../src/crypto/index.js'
 import { MessageTooLargeError, PeerUnreachableError, RemoteError, RequestTimeoutError } from '../../src/p2p/errors.js'
 import type {
@@ -307,8 +308,8 @@ function channelPair (a: string, b: string, protocol: string, maxToA: number, ma
       queueMicrotask(() => { this.peer.deliver(copy) })
     }
 
-    async sendMany (messages: Uint8Array[]): Promise<void> {
-      for (const m of messages) await this.send(m)
+    async sendMany (messages: Array<Uint8Array | Uint8Array[]>): Promise<void> {
+      for (const m of messages) await this.send(Array.isArray(m) ? concat(m) : m)
     }
 
     async close (): Promise<void> {

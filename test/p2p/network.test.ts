@@ -121,6 +121,26 @@ describe('p2p: request/response', function () {
     expect(seen).to.deep.equal([1, 2])
   })
 
+  it('sendMany carries each message whole, a message of parts joined, and keeps the size cap', async () => {
+    const seen: string[] = []
+    let ended: (() => void) | undefined
+    const done = new Promise<void>(resolve => { ended = resolve })
+    await a.handleChannel('/test/parts/1.0.0', async (ch) => {
+      try {
+        for await (const msg of ch) seen.push(Buffer.from(msg).toString())
+      } catch (err: any) { seen.push(`error ${err.code ?? err.name}`) }
+      ended?.()
+    }, { maxMessageBytes: 8 })
+    const ch = await b.openChannel(a.peerId, '/test/parts/1.0.0')
+    const big = new TextEncoder().encode('-world')
+    await ch.sendMany([Uint8Array.of(0x61), [Uint8Array.of(0x68), big.subarray(0, 3), big.subarray(3)], new Uint8Array(0), [Uint8Array.of(0x7a)]])
+    // one message of parts over the reader's cap (9 bytes of 8) is refused like any other
+    await ch.sendMany([[new Uint8Array(4), new Uint8Array(5)]])
+    await done
+    expect(seen).to.deep.equal(['a', 'h-world', '', 'z', 'error message-too-large'])
+    ch.abort()
+  })
+
   it('finds DHT providers', async () => {
     // the routing tables fill in the background after connecting: ask again until they have
     let found: string[] = []
