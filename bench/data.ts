@@ -8,8 +8,8 @@
  *   A's `POST /v1/blobs` (UnixFS import into A's block store);
  * - fetch: B's `GET /v1/blobs/:cid?from=<A>`: B fetches the blob from A over one
  *   `/mercato/blob/2.1.0` stream (batches of block requests; each block verified, stored) and
- *   streams it on to this process as it arrives, which checks its sha256 (`firstByteMs`: the root
- *   and first leaf fetched and sent on).
+ *   streams it on as it arrives to a small HTTP client process ({@link httpSink}), which checks its
+ *   sha256 (`firstByteMs`: the root and first leaf fetched and sent on; `clientCpuMs`: the client's).
  * - job: a wasm job submitted on A with the blob as its input `in.bin`; on B it copies
  *   /inputs/in.bin to /outputs/out.bin in 1 MiB pieces, every byte inverted so the output is a blob
  *   A does not hold already (test/fixtures/src/copy-input.wat), B writes
@@ -19,8 +19,8 @@
  *   `completed`; `blocks` counts the blocks A was pushed and fetched meanwhile. (B already holds the
  *   input from the fetch leg, so this is the run, the output's import and A's pull, not the input's
  *   transfer.)
- * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to this process, which
- *   checks its sha256 (the inverted input's).
+ * - output download: A's `GET /v1/jobs/:id/outputs/out.bin`, streamed to the same kind of client
+ *   process, which checks its sha256 (the inverted input's).
  * For each leg: MB/s (10^6 bytes per second), the CPU each node used (`cpuMs`, from /proc: which side
  * bounds a leg), and each node's RSS before and its peak (VmHWM) after;
  * for the job, its steps from the job's events (auction, provider, the output's pull onto A).
@@ -197,6 +197,33 @@ async function p2pBaseline (): Promise<{ first: number, warm: number }> {
   }
 }
 
+/**
+ * The HTTP client of the fetch and download legs: a small `node` process of its own that GETs
+ * `url`, hashes the body as it arrives and prints `{ status, bytes, sha256, firstByteMs, ms, cpuMs }`
+ * (times from the request's start, by its own clock), as `curl … | sha256sum` would. Not this
+ * process: its heap (tsx, the baseline's network nodes) is several times a client's, and marking it
+ * took a fifth of a core from the two nodes on a 2-core machine (perf, 2026-12-05). A client that
+ * stalls for 5 minutes is killed, and its leg fails.
+ */
+async function httpSink (url: string): Promise<{ status: number, bytes: number, sha256: string, firstByteMs: number, ms: number, cpuMs: number, error?: string }> {
+  const script = `
+    const { get } = require('node:http'); const { createHash } = require('node:crypto')
+    const t0 = performance.now(); const hash = createHash('sha256'); let bytes = 0, firstByteMs = -1, error = ''
+    const done = (status) => { const u = process.cpuUsage(); process.stdout.write(JSON.stringify({ status, bytes, sha256: hash.digest('hex'), firstByteMs: Math.round(firstByteMs), ms: Math.round(performance.now() - t0), cpuMs: Math.round((u.user + u.system) / 1000), error })) }
+    get(process.argv[1], (res) => {
+      res.on('data', (d) => { if (firstByteMs < 0) firstByteMs = performance.now() - t0; bytes += d.length; if (res.statusCode === 200) hash.update(d); else error += d })
+      res.on('end', () => done(res.statusCode)); res.on('error', (e) => { error = String(e); done(0) })
+    }).on('error', (e) => { error = String(e); done(0) })`
+  const proc = spawn(process.execPath, ['-e', script, url], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 })
+  procs.add(proc)
+  let out = ''
+  proc.stdout.on('data', (d) => { out += d })
+  const [code, signal] = await once(proc, 'exit') as [number | null, string | null]
+  procs.delete(proc)
+  if (code !== 0) throw new Error(`HTTP client of ${url} exited with ${code ?? signal}`)
+  return JSON.parse(out)
+}
+
 /** Timestamps of a finished job's events (the node's clock), by type: the first of each. */
 async function eventTimes (client: MercatoClient, id: string): Promise<Partial<Record<string, number>>> {
   const out: Partial<Record<string, number>> = {}
@@ -231,18 +258,11 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
   peaksReset = await resetPeak(aPid) && await resetPeak(bPid) && peaksReset
   const bBefore = await memoryOf(bPid)
   cpu0 = cpuNow(aPid, bPid)
-  t0 = performance.now()
-  const res = await fetch(`${b.gatewayUrl}/v1/blobs/${cid}?from=${encodeURIComponent(a.address)}`)
-  if (res.status !== 200) throw new Error(`fetch on B: HTTP ${res.status} ${await res.text()}`)
-  const hash = createHash('sha256')
-  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
-  const first = await reader.read()
-  const firstByteMs = performance.now() - t0
-  if (first.value != null) hash.update(first.value)
-  for (let r = await reader.read(); r.done !== true; r = await reader.read()) hash.update(r.value)
-  const fetchMs = performance.now() - t0
+  const got = await httpSink(`${b.gatewayUrl}/v1/blobs/${cid}?from=${encodeURIComponent(a.address)}`)
+  const fetchMs = got.ms
+  if (got.status !== 200) throw new Error(`fetch on B: HTTP ${got.status} ${got.error ?? ''}`)
   const fetchCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
-  if (hash.digest('hex') !== sha256) throw new Error('fetch on B: the bytes differ')
+  if (got.bytes !== SIZE || got.sha256 !== sha256) throw new Error(`fetch on B: ${got.bytes} bytes arrived, not those sent`)
   const bAfter = await memoryOf(bPid)
   const aAfterFetch = await memoryOf(aPid)
 
@@ -270,13 +290,10 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
 
   // leg 4: the output streamed out of A's gateway
   cpu0 = cpuNow(aPid, bPid)
-  t0 = performance.now()
-  const dl = await client.streamOutput(job.id, out)
-  const outHash = createHash('sha256')
-  for await (const chunk of dl.content) outHash.update(chunk)
-  const downloadMs = performance.now() - t0
+  const dl = await httpSink(`${a.gatewayUrl}/v1/jobs/${encodeURIComponent(job.id)}/outputs/out.bin`)
+  const downloadMs = dl.ms
   const downloadCpu = cpuSince(cpu0, cpuNow(aPid, bPid))
-  if (outHash.digest('hex') !== invertedSha256) throw new Error('output download: the bytes are not the inverted input')
+  if (dl.status !== 200 || dl.bytes !== SIZE || dl.sha256 !== invertedSha256) throw new Error(`output download: HTTP ${dl.status}, ${dl.bytes} bytes, not the inverted input ${dl.error ?? ''}`)
   const aAfterDownload = await memoryOf(aPid)
 
   return {
@@ -285,7 +302,8 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
     upload: { ms: Math.round(uploadMs), MBps: mbps(SIZE, uploadMs), cpuMs: uploadCpu, requester: { rssBeforeMiB: aBefore.rssMiB, peakAfterMiB: aAfterUpload.peakMiB, peakGrowthMiB: round(aAfterUpload.peakMiB - aBefore.rssMiB) } },
     providerFetch: {
       // B fetches, verifies and stores each block and sends it on as it comes: the whole leg is one stream
-      firstByteMs: Math.round(firstByteMs),
+      firstByteMs: got.firstByteMs,
+      clientCpuMs: got.cpuMs,
       ms: Math.round(fetchMs),
       MBps: mbps(SIZE, fetchMs),
       cpuMs: fetchCpu,
@@ -327,6 +345,7 @@ async function legs (a: Node, b: Node, client: MercatoClient, module: string, fi
       ms: Math.round(downloadMs),
       MBps: mbps(SIZE, downloadMs),
       cpuMs: downloadCpu,
+      clientCpuMs: dl.cpuMs,
       requester: { peakAfterMiB: aAfterDownload.peakMiB }
     }
   }
