@@ -12,12 +12,12 @@
  * The fetcher keeps requests in flight up to BLOB_READ_AHEAD_BYTES of expected blocks, so a
  * stream stays full without either side buffering a blob.
  */
-import { createHash } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
-import { canonicalDecode, canonicalEncode } from '../crypto/index.js'
+import { canonicalDecode, canonicalEncode, sha256 } from '../crypto/index.js'
 import { MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import { encodeBlobBatch, encodeBlobRequest, MAX_BLOB_BATCH } from './protocol/frames.js'
+import { joined, sizeOfChunks, type Chunks } from './chunks.js'
 import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
 
 export const FRAME_BLOCK = 0
@@ -48,9 +48,9 @@ export class BlobStreamRefusedError extends MercatoError {
   }
 }
 
-export function blockMatches (bytes: Uint8Array, cid: CID): boolean {
+export function blockMatches (bytes: Chunks, cid: CID): boolean {
   if (cid.multihash.code !== SHA2_256) return false
-  const digest = createHash('sha256').update(bytes).digest()
+  const digest = sha256(bytes)
   const expected = cid.multihash.digest
   return expected.length === digest.length && Buffer.compare(digest, expected) === 0
 }
@@ -78,6 +78,12 @@ export function refusedFrame (code: string, message: string): Uint8Array {
   return out
 }
 
+/** A block frame's block: its pieces after the type byte (the first non-empty piece's first byte), not copied. PURE. */
+export function blockOf (pieces: readonly Uint8Array[]): Uint8Array[] {
+  const i = pieces.findIndex(p => p.length > 0)
+  return [pieces[i].subarray(1), ...pieces.slice(i + 1)].filter(p => p.length > 0)
+}
+
 /** The `{ code, message }` of a refusal frame, read defensively. */
 export function readRefusal (frame: Uint8Array): { code: string, message: string } {
   let code = 'refused'
@@ -99,7 +105,7 @@ interface Want {
   maxBytes: number
   /** bytes charged against the read-ahead while in flight */
   charge: number
-  resolve: (bytes: Uint8Array) => void
+  resolve: (bytes: Chunks) => void
   reject: (err: unknown) => void
 }
 
@@ -128,17 +134,18 @@ export class PeerSession {
     private readonly network: Network,
     readonly peer: string,
     private readonly signal: AbortSignal,
-    /** stores a verified block; a block counts against the read-ahead until it is stored */
-    private readonly store: (cid: CID, bytes: Uint8Array) => Promise<void>
+    /** stores a verified block (in the pieces it arrived in); a block counts against the read-ahead until it is stored */
+    private readonly store: (cid: CID, bytes: Chunks) => Promise<void>
   ) {}
 
   get failed (): boolean { return this.failure != null }
 
   /**
-   * The verified and stored bytes of `cid` (at most `maxBytes`); `expected` is the size the parent
-   * node declares for it (what it is charged against the read-ahead until it is stored).
+   * The verified and stored bytes of `cid` (at most `maxBytes`), in the pieces they arrived in;
+   * `expected` is the size the parent node declares for it (what it is charged against the
+   * read-ahead until it is stored).
    */
-  async get (cid: CID, maxBytes: number, expected?: number): Promise<Uint8Array> {
+  async get (cid: CID, maxBytes: number, expected?: number): Promise<Chunks> {
     if (this.failure != null) throw this.failure
     if (maxBytes > MAX_BLOCK_BYTES) {
       // a whole-blob raw root (up to MAX_BLOB_BYTES): one request of its own, capped at its size
@@ -147,7 +154,7 @@ export class PeerSession {
       return bytes
     }
     const charge = Math.min(maxBytes, expected != null && expected > 0 ? expected : maxBytes)
-    return await new Promise<Uint8Array>((resolve, reject) => {
+    return await new Promise<Chunks>((resolve, reject) => {
       this.queue.push({ cid, key: cid.toString(), maxBytes, charge, resolve, reject })
       this.pump()
     })
@@ -258,21 +265,24 @@ export class PeerSession {
     // the block whose frame is being read: taken off `inflight`, so failed here if its frame is bad
     let want: Want | undefined
     try {
-      for await (const frame of channel) {
+      // frames in the pieces they arrived in: a block is hashed and written without being joined (chunks.ts)
+      for await (const pieces of channel.parts()) {
         want = this.inflight.shift()
         this.watch()
         if (want == null) throw new BlobStreamRefusedError(`${this.peer} sent a frame nobody asked for`, 'unasked')
-        if (frame.length === 0) throw new BlobStreamRefusedError(`${this.peer} sent an empty frame`, 'empty')
-        if (frame[0] === FRAME_MISSING) throw new NotFoundError(`block ${want.key} not held by ${this.peer}`, 'blob-not-found')
-        if (frame[0] === FRAME_TOO_LARGE) throw new BlobStreamRefusedError(`block ${want.key} at ${this.peer} is larger than ${MAX_BLOCK_BYTES} bytes (a stream carries blocks up to that)`, 'too-large')
-        if (frame[0] === FRAME_REFUSED) {
-          const { code, message } = readRefusal(frame)
+        const head = pieces.find(p => p.length > 0)
+        if (head == null) throw new BlobStreamRefusedError(`${this.peer} sent an empty frame`, 'empty')
+        const type = head[0]
+        if (type === FRAME_MISSING) throw new NotFoundError(`block ${want.key} not held by ${this.peer}`, 'blob-not-found')
+        if (type === FRAME_TOO_LARGE) throw new BlobStreamRefusedError(`block ${want.key} at ${this.peer} is larger than ${MAX_BLOCK_BYTES} bytes (a stream carries blocks up to that)`, 'too-large')
+        if (type === FRAME_REFUSED) {
+          const { code, message } = readRefusal(joined(pieces))
           throw new BlobStreamRefusedError(`${this.peer} refused the request (${code}): ${message}`, code)
         }
-        if (frame[0] !== FRAME_BLOCK) throw new BlobStreamRefusedError(`${this.peer} sent a frame of unknown type ${frame[0]}`, 'bad-frame')
-        const bytes = frame.subarray(1)
+        if (type !== FRAME_BLOCK) throw new BlobStreamRefusedError(`${this.peer} sent a frame of unknown type ${type}`, 'bad-frame')
+        const bytes = blockOf(pieces)
         const w = want
-        if (bytes.length > want.maxBytes) throw new BlobStreamRefusedError(`block ${want.key} from ${this.peer} exceeds ${want.maxBytes} bytes`, 'too-large')
+        if (sizeOfChunks(bytes) > want.maxBytes) throw new BlobStreamRefusedError(`block ${want.key} from ${this.peer} exceeds ${want.maxBytes} bytes`, 'too-large')
         if (!blockMatches(bytes, want.cid)) throw new BlockMismatchError(this.peer, want.key)
         // stored while the next frames arrive; its bytes leave the read-ahead once on disk
         this.track(this.store(w.cid, bytes)).then(() => {

@@ -56,6 +56,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { cidOfBytes } from '../crypto/index.js'
 import { decodeBlobBatch, decodeBlobRequest, MAX_BLOB_BATCH_REQUEST_BYTES, MAX_BLOB_REQUEST_BYTES } from './protocol/frames.js'
+import { joined, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
 import { BlockMismatchError, blockFrame, missingFrame, PeerSession, refusedFrame, tooLargeFrame } from './blob-stream.js'
 import { InvalidInputError, MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
@@ -195,8 +196,9 @@ export class BlobStore {
    * be wrong, only useless (not a leaf of any output: cached, and collected like any fetched block).
    * Returns its CID.
    */
-  async putLeaf (bytes: Uint8Array): Promise<string> {
-    if (bytes.length === 0 || bytes.length > MAX_BLOCK_BYTES) throw new InvalidInputError(`a pushed block of ${bytes.length} bytes`, 'invalid-block')
+  async putLeaf (bytes: Chunks): Promise<string> {
+    const size = sizeOfChunks(bytes)
+    if (size === 0 || size > MAX_BLOCK_BYTES) throw new InvalidInputError(`a pushed block of ${size} bytes`, 'invalid-block')
     const cid = cidOfBytes(bytes)
     await this.blocks.put(cid, bytes)
     this.counters.blocksPushed++
@@ -269,7 +271,7 @@ export class BlobStore {
   }
 
   /** The file bytes under `cid` (at file position `pos`, `expected` bytes long if known) that fall in [start, end). */
-  private async * readRange (cid: CID, at: { pos: number, start: number, end: number, depth: number, signal?: AbortSignal, expected?: number, block?: Promise<Uint8Array>, read?: (cid: CID) => Promise<Uint8Array> }): AsyncGenerator<Uint8Array> {
+  private async * readRange (cid: CID, at: { pos: number, start: number, end: number, depth: number, signal?: AbortSignal, expected?: number, block?: Promise<Chunks>, read?: (cid: CID) => Promise<Chunks> }): AsyncGenerator<Uint8Array> {
     const { pos, start, end, depth, signal } = at
     const read = at.read ?? (async (c: CID) => await this.readBlock(c))
     signal?.throwIfAborted()
@@ -277,13 +279,13 @@ export class BlobStore {
     checkKind(cid)
     const bytes = await (at.block ?? read(cid))
     if (cid.code === raw.code) {
-      if (at.expected != null && bytes.length !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${bytes.length} bytes where its parent declares ${at.expected}`)
-      const from = Math.max(0, start - pos)
-      const to = Math.min(bytes.length, end - pos)
-      if (to > from) yield bytes.subarray(from, to)
+      // a fetched leaf in the pieces it arrived in: sent on piece by piece (chunks.ts)
+      const size = sizeOfChunks(bytes)
+      if (at.expected != null && size !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${size} bytes where its parent declares ${at.expected}`)
+      yield * rangeOf(bytes, Math.max(0, start - pos), Math.min(size, end - pos))
       return
     }
-    const node = fileNode(bytes, cid)
+    const node = fileNode(joined(bytes), cid)
     if (at.expected != null && node.fileSize !== at.expected) throw new InvalidBlobError(`${cid.toString()}: ${node.fileSize} bytes where its parent declares ${at.expected}`)
     if (node.links.length > 0 && node.sizes.length !== node.links.length) throw new InvalidBlobError(`${cid.toString()}: ${node.links.length} links, ${node.sizes.length} sizes`)
     let p = pos
@@ -301,7 +303,7 @@ export class BlobStore {
       p += size
       if (p >= end) break
     }
-    const ahead: Array<Promise<Uint8Array>> = []
+    const ahead: Array<Promise<Chunks>> = []
     let next = 0
     for (const kid of kids) {
       while (next < kids.length && ahead.length < BLOB_READ_AHEAD_BLOCKS) {
@@ -406,7 +408,7 @@ export class BlobStore {
    * `limit`. Missing blocks are asked of `fetchBlock` (the network); without it, a missing block
    * ends the walk with `undefined`. Returns the file's size.
    */
-  private async walk (root: CID, opts: { limit: number, fetchBlock?: (cid: CID, maxBytes: number, expected?: number) => Promise<Uint8Array>, signal?: AbortSignal }): Promise<number | undefined> {
+  private async walk (root: CID, opts: { limit: number, fetchBlock?: (cid: CID, maxBytes: number, expected?: number) => Promise<Chunks>, signal?: AbortSignal }): Promise<number | undefined> {
     const { limit, fetchBlock } = opts
     // an average block of 1 KiB at least: a DAG of empty nodes linking each other many times is work, not data
     const maxVisits = Math.ceil(limit / 1024) + 1024
@@ -430,13 +432,13 @@ export class BlobStore {
         if (fetchBlock == null) { missing = true; return }
         // a whole-blob raw block (put, or the first release) may be larger than a chunk; never past the cap
         const bytes = await fetchBlock(cid, depth === 0 ? Math.min(limit, Math.max(MAX_BLOB_BYTES, MAX_BLOCK_BYTES)) : MAX_BLOCK_BYTES, expected)
-        add(bytes.length)
+        add(sizeOfChunks(bytes))
         return
       }
       let bytes = await this.blocks.get(cid)
       if (bytes == null) {
         if (fetchBlock == null) { missing = true; return }
-        bytes = await fetchBlock(cid, MAX_BLOCK_BYTES)
+        bytes = joined(await fetchBlock(cid, MAX_BLOCK_BYTES))
       }
       const node = fileNode(bytes, cid)
       if (depth === 0) {
@@ -567,7 +569,7 @@ export class BlobStore {
    * BlockMismatchError when the only peers that answered sent wrong bytes, NotFoundError
    * (`blob-not-found`) otherwise.
    */
-  async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}, onStored?: (block: CID, bytes: Uint8Array) => void): Promise<number> {
+  async pull (network: Network, cid: string, peers: string[], opts: FetchOptions = {}, onStored?: (block: CID, bytes: Chunks) => void): Promise<number> {
     const root = parseCid(cid)
     if (root == null) throw new NotFoundError(`not a CID: ${cid.slice(0, 128)}`, 'blob-not-found')
     const limit = opts.maxBytes ?? MAX_BLOB_BYTES
@@ -576,7 +578,7 @@ export class BlobStore {
     let lastErr: unknown
     const stop = new AbortController()
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal
-    const store = async (block: CID, bytes: Uint8Array): Promise<void> => {
+    const store = async (block: CID, bytes: Chunks): Promise<void> => {
       await this.blocks.put(block, bytes, { missing: true })
       this.counters.blocksFetched++
       onStored?.(block, bytes)
@@ -589,7 +591,7 @@ export class BlobStore {
       if (err instanceof BlockMismatchError) log.warn({ peer, cid, block: err.block }, 'peer sent a block that does not match its CID; dropping it')
       else log.debug({ peer, cid, err: (err as any)?.message }, 'blob peer dropped')
     }
-    const fetchBlock = async (block: CID, maxBytes: number, expected?: number): Promise<Uint8Array> => {
+    const fetchBlock = async (block: CID, maxBytes: number, expected?: number): Promise<Chunks> => {
       while (alive.length > 0) {
         signal.throwIfAborted()
         const peer = alive[0]
@@ -641,10 +643,10 @@ export class BlobStore {
     const stop = new AbortController()
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal
     // readers waiting for a block the pull has not stored yet, by CID
-    const waiting = new Map<string, Array<(bytes: Uint8Array | undefined) => void>>()
+    const waiting = new Map<string, Array<(bytes: Chunks | undefined) => void>>()
     let over = false
     let failure: unknown
-    const wake = (key: string, bytes?: Uint8Array): void => {
+    const wake = (key: string, bytes?: Chunks): void => {
       const list = waiting.get(key)
       if (list == null) return
       waiting.delete(key)
@@ -657,13 +659,13 @@ export class BlobStore {
       for (const key of [...waiting.keys()]) wake(key)
     }
     pulled.then(() => { end() }, (err) => { end(err ?? new Error('pull failed')) })
-    const read = async (block: CID): Promise<Uint8Array> => {
+    const read = async (block: CID): Promise<Chunks> => {
       const key = block.toString()
       for (;;) {
         // a failed pull ends the reader at the next block it asks for, held or not
         if (failure != null) throw failure
         // wait first, then look: a block stored between the look and the wait is not missed
-        const arrived = over ? undefined : new Promise<Uint8Array | undefined>((resolve) => {
+        const arrived = over ? undefined : new Promise<Chunks | undefined>((resolve) => {
           const list = waiting.get(key)
           if (list != null) list.push(resolve); else waiting.set(key, [resolve])
         })
@@ -680,7 +682,7 @@ export class BlobStore {
     let size: number
     try {
       const first = await read(root)
-      size = root.code === raw.code ? first.length : fileNode(first, root).fileSize
+      size = root.code === raw.code ? sizeOfChunks(first) : fileNode(joined(first), root).fileSize
       if (size > limit) throw new BlobTooLargeError(`blob ${cid} is ${size} bytes; the limit is ${limit}`)
     } catch (err) {
       stop.abort()

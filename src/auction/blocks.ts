@@ -47,13 +47,14 @@
  * blob as one raw block (`get` finds it).
  */
 import { mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises'
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, openSync, readSync, renameSync, statSync, unlinkSync, write, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, lstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, writev } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 import type { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { logger } from '../logger.js'
+import { joined, piecesOf, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
 
 const log = logger('auction:blocks')
 
@@ -184,12 +185,14 @@ function appendRecord (pack: Pack, rec: Buffer): void {
   }
 }
 
-/** Write all of `buf` at `pos` on the thread pool (the copy into the page cache off the event loop). */
-async function writeAllAsync (fd: number, buf: Uint8Array, pos: number): Promise<void> {
+/** Write all of `bytes` (its pieces in one writev) at `pos` on the thread pool (the copy into the page cache off the event loop). */
+async function writeAllAsync (fd: number, bytes: Chunks, pos: number): Promise<void> {
+  const size = sizeOfChunks(bytes)
   let n = 0
-  while (n < buf.length) {
+  while (n < size) {
+    const rest = n === 0 ? piecesOf(bytes) : rangeOf(bytes, n, size)
     n += await new Promise<number>((resolve, reject) => {
-      write(fd, buf, n, buf.length - n, pos + n, (err, written) => { if (err != null) reject(err); else resolve(written) })
+      writev(fd, rest, pos + n, (err, written) => { if (err != null) reject(err); else resolve(written) })
     })
   }
 }
@@ -242,7 +245,7 @@ export class BlockStore {
    * Blocks `put` is writing (off the event loop): their bytes until the write is done and the map
    * points at them. `get` and `sizeOf` answer from here meanwhile.
    */
-  private readonly pending = new Map<string, { bytes: Uint8Array, done: Promise<void> }>()
+  private readonly pending = new Map<string, { bytes: Chunks, size: number, done: Promise<void> }>()
   private writes = 0
   /** bytes of blocks written since start (puts and staged blocks), for the collector's estimate */
   written = 0
@@ -354,8 +357,8 @@ export class BlockStore {
     }
     const writing = this.pending.get(key)
     if (writing != null) {
-      if (writing.bytes.length > max) throw new BlockTooLargeError(key, writing.bytes.length)
-      return writing.bytes
+      if (writing.size > max) throw new BlockTooLargeError(key, writing.size)
+      return joined(writing.bytes)
     }
     for (const file of this.olderFiles(key)) {
       const bytes = readWholeFile(file, key, max)
@@ -414,7 +417,7 @@ export class BlockStore {
     const entry = this.index.get(key)
     if (entry != null) return entry.length
     const writing = this.pending.get(key)
-    if (writing != null) return writing.bytes.length
+    if (writing != null) return writing.size
     for (const file of this.olderFiles(key)) {
       try { return (await stat(file)).size } catch {}
     }
@@ -426,14 +429,15 @@ export class BlockStore {
   }
 
   /**
-   * Store a verified block (no-op when held). `missing`: the caller knows it is not held (a fetch
-   * asks only for missing blocks): the older layouts are not looked at first.
+   * Store a verified block (no-op when held), given whole or in the pieces it arrived in (written
+   * as they are, chunks.ts). `missing`: the caller knows it is not held (a fetch asks only for
+   * missing blocks): the older layouts are not looked at first.
    */
-  async put (cid: CID | string, bytes: Uint8Array, opts: { missing?: boolean } = {}): Promise<void> {
+  async put (cid: CID | string, bytes: Chunks, opts: { missing?: boolean } = {}): Promise<void> {
     const key = cid.toString()
     if (this.blocksDir == null) {
       if (!this.memory.has(key)) this.memoryTimes.set(key, Date.now())
-      this.memory.set(key, bytes)
+      this.memory.set(key, joined(bytes))
       return
     }
     if (this.index.has(key)) return
@@ -443,14 +447,15 @@ export class BlockStore {
     }
     const writing = this.pending.get(key)
     if (writing != null) { await writing.done; return }
-    const done = this.appendAsync(key, bytes, Date.now())
-    this.pending.set(key, { bytes, done })
+    const size = sizeOfChunks(bytes)
+    const done = this.appendAsync(key, bytes, size, Date.now())
+    this.pending.set(key, { bytes, size, done })
     try {
       await done
     } finally {
       this.pending.delete(key)
     }
-    this.written += bytes.length
+    this.written += size
   }
 
   /**
@@ -459,11 +464,11 @@ export class BlockStore {
    * its bytes are in the file (a crash in between leaves dead bytes, as before). The pack is not
    * closed or unlinked while writes to it are in flight.
    */
-  private async appendAsync (key: string, bytes: Uint8Array, writtenMs: number): Promise<void> {
-    const pack = this.currentFor(bytes.length)
+  private async appendAsync (key: string, bytes: Chunks, size: number, writtenMs: number): Promise<void> {
+    const pack = this.currentFor(size)
     if (pack.fd == null) throw new Error(`pack ${pack.id} is not open for writing`)
     const offset = pack.size
-    pack.size += bytes.length
+    pack.size += size
     pack.inflight = (pack.inflight ?? 0) + 1
     try {
       await writeAllAsync(pack.fd, bytes, offset)
@@ -471,8 +476,8 @@ export class BlockStore {
       // this one): then these bytes stay dead, with no record. The pack is still there (neither
       // unlinked nor compacted while writes to it are in flight)
       if (!this.index.has(key)) {
-        appendRecord(pack, encodeRecord(PUT, key, offset, bytes.length, writtenMs))
-        this.register(key, { pack, offset, length: bytes.length, writtenMs })
+        appendRecord(pack, encodeRecord(PUT, key, offset, size, writtenMs))
+        this.register(key, { pack, offset, length: size, writtenMs })
       }
     } finally {
       if (--pack.inflight === 0) {

@@ -77,8 +77,12 @@ export function canonicalDecode<T = unknown> (bytes: Uint8Array): T {
 
 // ---------------------------------------------------------------- hashing
 
-export function sha256 (data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(data).digest())
+/** sha256 of `data`, or of the pieces of one message in order (a block as it arrived, auction/chunks.ts). */
+export function sha256 (data: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  const h = createHash('sha256')
+  if (data instanceof Uint8Array) h.update(data)
+  else for (const piece of data) h.update(piece)
+  return new Uint8Array(h.digest())
 }
 
 /** CIDv1 (dag-cbor) of a value's canonical encoding, as a string. */
@@ -86,8 +90,8 @@ export function cidOfValue (value: unknown): string {
   return cidOfBytes(canonicalEncode(value), dagCbor.code)
 }
 
-/** CIDv1 of bytes (raw codec by default), as a string. */
-export function cidOfBytes (bytes: Uint8Array, codec: number = raw.code): string {
+/** CIDv1 of bytes (raw codec by default; given whole or in pieces), as a string. */
+export function cidOfBytes (bytes: Uint8Array | readonly Uint8Array[], codec: number = raw.code): string {
   return flat(CID.createV1(codec, createDigest(SHA256_CODE, sha256(bytes))).toString())
 }
 

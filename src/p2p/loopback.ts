@@ -221,6 +221,15 @@ function channelPair (peerId: string, protocol: string, maxToA: number, maxToB: 
       const copy = data.slice()
       queueMicrotask(() => { if (!outbox.ended) deliver(outbox, copy) })
     }
+    const next = async (): Promise<IteratorResult<Uint8Array>> => {
+      const v = inbox.queue.shift()
+      if (v != null) return { value: v, done: false }
+      if (inbox.ended) {
+        if (inbox.error != null) throw inbox.error
+        return { value: undefined, done: true }
+      }
+      return await new Promise((resolve, reject) => { inbox.waiter = { resolve, reject } })
+    }
     return {
       remotePeer: peerId,
       protocol,
@@ -236,17 +245,11 @@ function channelPair (peerId: string, protocol: string, maxToA: number, maxToB: 
         end(outbox, e)
         end(inbox, e)
       },
-      [Symbol.asyncIterator]: () => ({
-        next: async (): Promise<IteratorResult<Uint8Array>> => {
-          const v = inbox.queue.shift()
-          if (v != null) return { value: v, done: false }
-          if (inbox.ended) {
-            if (inbox.error != null) throw inbox.error
-            return { value: undefined, done: true }
-          }
-          return await new Promise((resolve, reject) => { inbox.waiter = { resolve, reject } })
-        }
-      })
+      [Symbol.asyncIterator]: () => ({ next }),
+      // a message sent to ourselves is one piece
+      parts: async function * () {
+        for (let r = await next(); r.done !== true; r = await next()) yield [r.value]
+      }
     }
   }
   return [side(a, b, maxToB), side(b, a, maxToA)]

@@ -626,6 +626,22 @@ export class Libp2pNetwork implements Network {
   private wrapChannel (stream: Stream, remotePeer: string, protocol: string, maxMessageBytes: number, connection: Connection, maxBufferBytes?: number): MessageChannel {
     const lp = lpStream(stream, lpLimits(maxMessageBytes, maxBufferBytes))
     const received = this.received
+    // each message as the list of the pieces it arrived in
+    async function * read (): AsyncGenerator<Uint8ArrayList> {
+      while (true) {
+        let msg
+        try {
+          msg = await lp.read()
+        } catch (err: any) {
+          // a clean end of stream at a message boundary ends the iteration
+          if (err?.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') return
+          if (isLengthError(err)) throw new MessageTooLargeError(`channel message exceeds ${maxMessageBytes} bytes`)
+          throw err
+        }
+        received.frames++
+        yield msg
+      }
+    }
     return {
       remotePeer,
       protocol,
@@ -635,19 +651,10 @@ export class Libp2pNetwork implements Network {
       close: async () => { await stream.close().catch(err => stream.abort(err)) },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
       [Symbol.asyncIterator]: async function * () {
-        while (true) {
-          let msg
-          try {
-            msg = await lp.read()
-          } catch (err: any) {
-            // a clean end of stream at a message boundary ends the iteration
-            if (err?.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') return
-            if (isLengthError(err)) throw new MessageTooLargeError(`channel message exceeds ${maxMessageBytes} bytes`)
-            throw err
-          }
-          received.frames++
-          yield msg.subarray()
-        }
+        for await (const msg of read()) yield msg.subarray()
+      },
+      parts: async function * () {
+        for await (const msg of read()) yield [...msg]
       }
     }
   }

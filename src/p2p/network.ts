@@ -89,6 +89,12 @@ export interface MessageChannel extends AsyncIterable<Uint8Array> {
    * frame's header before a block's bytes, without copying the block).
    */
   sendMany (messages: Array<Uint8Array | Uint8Array[]>): Promise<void>
+  /**
+   * The messages as the pieces they arrived in (a large message spans several transport frames),
+   * not joined into one array: for a reader that hashes, writes or forwards them piece by piece.
+   * Read the channel either this way or as an AsyncIterable of whole messages, not both.
+   */
+  parts (): AsyncIterable<Uint8Array[]>
   /** graceful close (flushes) */
   close (): Promise<void>
   /** immediate reset */

@@ -170,6 +170,30 @@ describe('block store: pack files', function () {
     await reopened.close()
   })
 
+  it('a block given in pieces (as it came off a channel) is written as one block: read whole while in flight and after, sized, kept across a restart', async () => {
+    const dir = await tempDir()
+    const s = await started(dir, { packMaxBytes: 1024 * KiB })
+    const bs = await blocks(6, 300 * KiB)
+    // cut at odd places, with an empty piece and a one-byte piece, as a transport may
+    const cuts = (b: Uint8Array): Uint8Array[] => [b.subarray(0, 1), b.subarray(1, 1), b.subarray(1, 65_537), b.subarray(65_537, 200_001), b.subarray(200_001)]
+    const puts = bs.map(async b => await s.put(b.cid, cuts(b.bytes), { missing: true }))
+    // in flight: get joins the pieces, sizeOf adds them up
+    expect(Buffer.from(await s.get(bs[0].key) as Uint8Array).equals(bs[0].bytes)).to.equal(true)
+    expect(await s.sizeOf(bs[0].key)).to.equal(300 * KiB)
+    await Promise.all(puts)
+    expect(s.written).to.equal(6 * 300 * KiB)
+    await expectHeld(s, bs)
+    await s.close()
+    const reopened = await started(dir, { packMaxBytes: 1024 * KiB })
+    await expectHeld(reopened, bs)
+    await reopened.close()
+    // a store in memory keeps the block joined
+    const memory = new BlockStore()
+    await memory.start()
+    await memory.put(bs[1].cid, cuts(bs[1].bytes))
+    expect(Buffer.from(await memory.get(bs[1].key) as Uint8Array).equals(bs[1].bytes)).to.equal(true)
+  })
+
   it('reads from many packs keep at most PACK_READ_FDS descriptors open', async () => {
     const dir = await tempDir()
     const s = await started(dir, { packMaxBytes: 1 }) // a pack per block

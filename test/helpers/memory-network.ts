@@ -334,6 +334,20 @@ function channelPair (a: string, b: string, protocol: string, maxToA: number, ma
         }
       }
     }
+
+    /**
+     * Each message in pieces, as a transport would deliver a large one: its first byte alone,
+     * then at most 64 KiB at a time (so a reader that handles pieces is tested across them).
+     */
+    async * parts (): AsyncGenerator<Uint8Array[]> {
+      const it = this[Symbol.asyncIterator]()
+      for (let r = await it.next(); r.done !== true; r = await it.next()) {
+        const m = r.value
+        const pieces = m.length > 1 ? [m.subarray(0, 1)] : [m]
+        for (let at = 1; at < m.length; at += 64 * 1024) pieces.push(m.subarray(at, Math.min(m.length, at + 64 * 1024)))
+        yield pieces
+      }
+    }
   }
   const x = new End(b, maxToA)
   const y = new End(a, maxToB)

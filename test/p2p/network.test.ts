@@ -141,6 +141,27 @@ describe('p2p: request/response', function () {
     ch.abort()
   })
 
+  it('parts() gives a large message in the pieces it arrived in, which join to the bytes sent', async () => {
+    const got: Uint8Array[][] = []
+    let ended: (() => void) | undefined
+    const done = new Promise<void>(resolve => { ended = resolve })
+    await a.handleChannel('/test/pieces/1.0.0', async (ch) => {
+      for await (const pieces of ch.parts()) got.push(pieces)
+      ended?.()
+    }, { maxMessageBytes: 1024 * 1024 })
+    const ch = await b.openChannel(a.peerId, '/test/pieces/1.0.0')
+    const big = new Uint8Array(300 * 1024).map((_, i) => i % 251)
+    await ch.send(big)
+    await ch.send(Uint8Array.of(7))
+    await ch.close()
+    await done
+    expect(got).to.have.length(2)
+    // 300 KiB cannot come in one noise frame (at most 64 KiB)
+    expect(got[0].length).to.be.above(1)
+    expect(Buffer.concat(got[0]).equals(big)).to.equal(true)
+    expect(Buffer.concat(got[1])).to.deep.equal(Buffer.of(7))
+  })
+
   it('finds DHT providers', async () => {
     // the routing tables fill in the background after connecting: ask again until they have
     let found: string[] = []

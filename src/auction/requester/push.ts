@@ -30,6 +30,7 @@ import { MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTP
 import { decodePushHello, encodePushReply } from '../protocol/frames.js'
 import { RefusedMessageError } from '../protocol/messages.js'
 import { nextWithin } from '../streams.js'
+import { joined, sizeOfChunks } from '../chunks.js'
 
 /** Pushes since start (`/metrics`: mercato_output_pushes_total, mercato_output_push_bytes_total). */
 export interface PushStats {
@@ -80,9 +81,10 @@ export class OutputPushes {
     let attempt: Attempt | undefined
     let pushingJob: RequesterJob | undefined
     try {
-      const messages = channel[Symbol.asyncIterator]()
+      // leaves in the pieces they arrived in: hashed and written without being joined (chunks.ts)
+      const messages = channel.parts()[Symbol.asyncIterator]()
       // a push that sends nothing for OUTPUT_PUSH_STALL_MS is reset
-      const next = async (): Promise<IteratorResult<Uint8Array>> => {
+      const next = async (): Promise<IteratorResult<Uint8Array[]>> => {
         const got = await nextWithin(messages, OUTPUT_PUSH_STALL_MS)
         if (got === 'idle') throw new Error(`output push idle for ${OUTPUT_PUSH_STALL_MS} ms`)
         return got
@@ -90,7 +92,7 @@ export class OutputPushes {
       const first = await next()
       if (first.done === true) return
       try {
-        jobId = decodePushHello(first.value)
+        jobId = decodePushHello(joined(first.value))
       } catch (err) {
         ctx.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
         await this.refuse(channel, 'bad-request', 'the first message is not { v: 1, jobId }')
@@ -119,14 +121,15 @@ export class OutputPushes {
         // (Its result may be in: the fetch after it waits for this push, so the last leaves still count.)
         if (!isInFlight(attempt.state)) { channel.abort(new Error('the attempt is over')); return }
         const block = message.value
-        stored += block.length
+        const size = sizeOfChunks(block)
+        stored += size
         if (stored > MAX_RESULT_OUTPUT_BYTES) {
           ctx.count('too-large')
           channel.abort(new Error(`output push past ${MAX_RESULT_OUTPUT_BYTES} bytes`))
           return
         }
         await ctx.deps.blobs.putLeaf(block)
-        this.stats.bytes += block.length
+        this.stats.bytes += size
         // pushing is a sign of life, as heartbeats are
         attempt.lastSeen = Date.now()
         if (stored - acked >= OUTPUT_PUSH_ACK_BYTES) {
