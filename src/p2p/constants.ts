@@ -1,5 +1,10 @@
 /** Default size cap of one request/response message: big enough for a page of ledger records or a job offer, small enough that a hostile peer cannot make us buffer much. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024
+/**
+ * Most pieces a channel message is handed over in by MessageChannel.parts(): a 2 MiB block in noise
+ * frames of up to 64 KiB is 33 or 34; a message a sender cut into more, smaller frames is joined.
+ */
+export const MAX_MESSAGE_PARTS = 64
 /** Default time for one request/response exchange: loopback round trips take ≈ 1 ms; a WAN one tens of ms. */
 export const REQUEST_TIMEOUT_MS = 10_000
 /** Default cap of one gossip message: offers, heads and receipts are a few KiB. */

@@ -26,7 +26,7 @@ import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_PARTS, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -654,7 +654,12 @@ export class Libp2pNetwork implements Network {
         for await (const msg of read()) yield msg.subarray()
       },
       parts: async function * () {
-        for await (const msg of read()) yield [...msg]
+        // a sender that cuts a message into many tiny frames gets it joined (one copy), so a reader
+        // never holds more than MAX_MESSAGE_PARTS views of one
+        for await (const msg of read()) {
+          const pieces = [...msg]
+          yield pieces.length > MAX_MESSAGE_PARTS ? [msg.subarray()] : pieces
+        }
       }
     }
   }

@@ -92,7 +92,8 @@ export interface MessageChannel extends AsyncIterable<Uint8Array> {
   /**
    * The messages as the pieces they arrived in (a large message spans several transport frames),
    * not joined into one array: for a reader that hashes, writes or forwards them piece by piece.
-   * Read the channel either this way or as an AsyncIterable of whole messages, not both.
+   * A message in more than MAX_MESSAGE_PARTS pieces (a sender that cut it into tiny frames) comes
+   * joined. Read the channel either this way or as an AsyncIterable of whole messages, not both.
    */
   parts (): AsyncIterable<Uint8Array[]>
   /** graceful close (flushes) */

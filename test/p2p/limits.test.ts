@@ -6,6 +6,7 @@ import { noise } from '@libp2p/noise'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+import { MAX_MESSAGE_PARTS } from '../../src/p2p/constants.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
@@ -37,5 +38,39 @@ describe('p2p: connection limits hold for local peers too', function () {
     console.log(`      ${tries} dials: ${accepted} open right after the dial, ${held} still open; the node holds ${victim.peers()[0]?.addresses.length ?? 0} connections`)
     expect(held, 'connections the node kept').to.be.at.most(maxConnections)
     expect(accepted, 'connections the node accepted').to.be.at.most(maxConnections + 2)
+  })
+})
+
+describe('p2p: a message cut into tiny frames', function () {
+  this.timeout(60_000)
+  let victim: NetworkNode | undefined
+  let attacker: Libp2p | undefined
+  after(async () => { await attacker?.stop(); await victim?.stop() })
+
+  it('parts() hands over a message in at most MAX_MESSAGE_PARTS pieces: one cut into more, smaller frames comes joined', async () => {
+    victim = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const got: Uint8Array[][] = []
+    let ended: (() => void) | undefined
+    const done = new Promise<void>(resolve => { ended = resolve })
+    await victim.handleChannel('/test/tiny/1.0.0', async (ch) => {
+      try { for await (const pieces of ch.parts()) got.push(pieces) } finally { ended?.() }
+    })
+    attacker = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+    const stream = await attacker.dialProtocol(multiaddr(victim.addresses()[0]), '/test/tiny/1.0.0', { signal: AbortSignal.timeout(5000) })
+    // each byte its own write, a turn apart: its own yamux frame and noise frame
+    const dribble = async (bytes: Uint8Array): Promise<void> => {
+      for (const b of bytes) { stream.send(Uint8Array.of(b)); await sleep(1) }
+    }
+    const small = Uint8Array.from({ length: 40 }, (_, i) => i)
+    const large = Uint8Array.from({ length: 200 }, (_, i) => 255 - i)
+    await dribble(Uint8Array.of(small.length, ...small))
+    await dribble(Uint8Array.of(0xc8, 0x01, ...large)) // varint 200
+    await stream.close()
+    await done
+    expect(got).to.have.length(2)
+    expect(Buffer.concat(got[0]).equals(small)).to.equal(true)
+    expect(got[0].length, 'pieces of the small message').to.be.above(1).and.at.most(MAX_MESSAGE_PARTS)
+    expect(got[1], 'the large one, joined').to.have.length(1)
+    expect(Buffer.from(got[1][0]).equals(large)).to.equal(true)
   })
 })
