@@ -669,7 +669,8 @@ export class BlobStore {
           const list = waiting.get(key)
           if (list != null) list.push(resolve); else waiting.set(key, [resolve])
         })
-        const held = await this.blocks.get(block)
+        // a block still being written is taken in its pieces, not joined by get
+        const held = this.blocks.writing(block) ?? await this.blocks.get(block)
         if (held != null) { if (arrived != null) wake(key, held); return held }
         if (arrived == null) {
           if (failure != null) throw failure

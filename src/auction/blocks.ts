@@ -410,6 +410,14 @@ export class BlockStore {
     return fd
   }
 
+  /**
+   * The bytes of a block whose write is in flight, in the pieces `put` was given (not joined), or
+   * undefined: for a reader that can take pieces ({@link get} joins them).
+   */
+  writing (cid: CID | string): Chunks | undefined {
+    return this.pending.get(cid.toString())?.bytes
+  }
+
   /** The block's size in bytes, or undefined when it is not held (no read). */
   async sizeOf (cid: CID | string): Promise<number | undefined> {
     const key = cid.toString()

@@ -177,10 +177,14 @@ describe('block store: pack files', function () {
     // cut at odd places, with an empty piece and a one-byte piece, as a transport may
     const cuts = (b: Uint8Array): Uint8Array[] => [b.subarray(0, 1), b.subarray(1, 1), b.subarray(1, 65_537), b.subarray(65_537, 200_001), b.subarray(200_001)]
     const puts = bs.map(async b => await s.put(b.cid, cuts(b.bytes), { missing: true }))
-    // in flight: get joins the pieces, sizeOf adds them up
+    // in flight: get joins the pieces, sizeOf adds them up, writing() hands them over as they are
     expect(Buffer.from(await s.get(bs[0].key) as Uint8Array).equals(bs[0].bytes)).to.equal(true)
     expect(await s.sizeOf(bs[0].key)).to.equal(300 * KiB)
+    const inFlight = s.writing(bs[0].key) as Uint8Array[]
+    expect(inFlight).to.have.length(5)
+    expect(Buffer.concat(inFlight).equals(bs[0].bytes)).to.equal(true)
     await Promise.all(puts)
+    expect(s.writing(bs[0].key)).to.equal(undefined)
     expect(s.written).to.equal(6 * 300 * KiB)
     await expectHeld(s, bs)
     await s.close()
