@@ -140,6 +140,15 @@ function decodeIndex (buf: Buffer): { records: IdxRecord[], valid: number } | un
   return { records, valid: p }
 }
 
+/**
+ * A buffer for `size` bytes about to be read into it: not zeroed first (Buffer.allocUnsafeSlow,
+ * its own memory, not the shared pool), as a plain Uint8Array. Only ever returned once filled.
+ */
+function readBuffer (size: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(size)
+  return new Uint8Array(b.buffer, b.byteOffset, size)
+}
+
 /** Read `out.length` bytes at `pos`, or fewer where the file ends; how many were read. */
 function readAt (fd: number, out: Uint8Array, pos: number): number {
   let n = 0
@@ -389,7 +398,7 @@ export class BlockStore {
 
   /** {@link readEntry}, but an error (EMFILE, EIO, a pack gone) throws: only a short pack means "not there". */
   private readEntryOrThrow (entry: Entry): Uint8Array | undefined {
-    const out = new Uint8Array(entry.length)
+    const out = readBuffer(entry.length)
     return readAt(this.readFd(entry.pack), out, entry.offset) === entry.length ? out : undefined
   }
 
@@ -780,7 +789,7 @@ function readWholeFile (file: string, key: string, max: number): Uint8Array | un
   try {
     const size = fstatSync(fd).size
     if (size > max) throw new BlockTooLargeError(key, size)
-    const out = new Uint8Array(size)
+    const out = readBuffer(size)
     return readAt(fd, out, 0) === size ? out : undefined
   } catch (err) {
     if (err instanceof BlockTooLargeError) throw err
