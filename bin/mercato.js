@@ -9,7 +9,11 @@
 // a busy node pays with more (cheap) scavenges. 8 was tried (2026-12-05): on
 // Node 20 bench:data's first job leg gained a fifth (100–131 → 127–141 MB/s),
 // but on Node 24 a 50 MiB upload then grew the node's RSS by 72–84 MiB (30 with
-// 2, 54–63 with 4; the bound is 64). Whoever runs this file with
+// 2, 54–63 with 4; the bound is 64). --no-concurrent-marking was tried too
+// (2026-12-05): on Node 20 it took a tenth to a fifth off the fetching node's
+// CPU in bench:data (V8's marking threads compete with the nodes on 2 cores),
+// but on Node 24 a 100 MiB upload grew the node's RSS by 82–97 MiB (35–40
+// without it). Whoever runs this file with
 // `node bin/mercato.js` should pass the same flag (npm start runs the file
 // itself; `mercato devnet` passes its own flags on to its nodes).
 import { existsSync } from 'node:fs'
