@@ -17,7 +17,7 @@ import { canonicalDecode, canonicalEncode, sha256 } from '../crypto/index.js'
 import { MercatoError, NotFoundError } from '../errors.js'
 import type { MessageChannel, Network } from '../p2p/index.js'
 import { encodeBlobBatch, encodeBlobRequest, MAX_BLOB_BATCH } from './protocol/frames.js'
-import { joined, sizeOfChunks, type Chunks } from './chunks.js'
+import { joined, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
 import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
 
 export const FRAME_BLOCK = 0
@@ -76,12 +76,6 @@ export function refusedFrame (code: string, message: string): Uint8Array {
   out[0] = FRAME_REFUSED
   out.set(body, 1)
   return out
-}
-
-/** A block frame's block: its pieces after the type byte (the first non-empty piece's first byte), not copied. PURE. */
-export function blockOf (pieces: readonly Uint8Array[]): Uint8Array[] {
-  const i = pieces.findIndex(p => p.length > 0)
-  return [pieces[i].subarray(1), ...pieces.slice(i + 1)].filter(p => p.length > 0)
 }
 
 /** The `{ code, message }` of a refusal frame, read defensively. */
@@ -280,9 +274,11 @@ export class PeerSession {
           throw new BlobStreamRefusedError(`${this.peer} refused the request (${code}): ${message}`, code)
         }
         if (type !== FRAME_BLOCK) throw new BlobStreamRefusedError(`${this.peer} sent a frame of unknown type ${type}`, 'bad-frame')
-        const bytes = blockOf(pieces)
+        // the block: the frame's pieces after its type byte, not copied
+        const size = sizeOfChunks(pieces) - 1
+        const bytes = rangeOf(pieces, 1, size + 1)
         const w = want
-        if (sizeOfChunks(bytes) > want.maxBytes) throw new BlobStreamRefusedError(`block ${want.key} from ${this.peer} exceeds ${want.maxBytes} bytes`, 'too-large')
+        if (size > want.maxBytes) throw new BlobStreamRefusedError(`block ${want.key} from ${this.peer} exceeds ${want.maxBytes} bytes`, 'too-large')
         if (!blockMatches(bytes, want.cid)) throw new BlockMismatchError(this.peer, want.key)
         // stored while the next frames arrive; its bytes leave the read-ahead once on disk
         this.track(this.store(w.cid, bytes)).then(() => {

@@ -54,7 +54,7 @@ import { crc32 } from 'node:zlib'
 import type { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { logger } from '../logger.js'
-import { joined, piecesOf, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
+import { joined, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
 
 const log = logger('auction:blocks')
 
@@ -199,9 +199,8 @@ async function writeAllAsync (fd: number, bytes: Chunks, pos: number): Promise<v
   const size = sizeOfChunks(bytes)
   let n = 0
   while (n < size) {
-    const rest = n === 0 ? piecesOf(bytes) : rangeOf(bytes, n, size)
     n += await new Promise<number>((resolve, reject) => {
-      writev(fd, rest, pos + n, (err, written) => { if (err != null) reject(err); else resolve(written) })
+      writev(fd, rangeOf(bytes, n, size), pos + n, (err, written) => { if (err != null) reject(err); else resolve(written) })
     })
   }
 }
@@ -254,7 +253,7 @@ export class BlockStore {
    * Blocks `put` is writing (off the event loop): their bytes until the write is done and the map
    * points at them. `get` and `sizeOf` answer from here meanwhile.
    */
-  private readonly pending = new Map<string, { bytes: Chunks, size: number, done: Promise<void> }>()
+  private readonly pending = new Map<string, { bytes: Chunks, done: Promise<void> }>()
   private writes = 0
   /** bytes of blocks written since start (puts and staged blocks), for the collector's estimate */
   written = 0
@@ -366,7 +365,8 @@ export class BlockStore {
     }
     const writing = this.pending.get(key)
     if (writing != null) {
-      if (writing.size > max) throw new BlockTooLargeError(key, writing.size)
+      const size = sizeOfChunks(writing.bytes)
+      if (size > max) throw new BlockTooLargeError(key, size)
       return joined(writing.bytes)
     }
     for (const file of this.olderFiles(key)) {
@@ -434,7 +434,7 @@ export class BlockStore {
     const entry = this.index.get(key)
     if (entry != null) return entry.length
     const writing = this.pending.get(key)
-    if (writing != null) return writing.size
+    if (writing != null) return sizeOfChunks(writing.bytes)
     for (const file of this.olderFiles(key)) {
       try { return (await stat(file)).size } catch {}
     }
@@ -466,7 +466,7 @@ export class BlockStore {
     if (writing != null) { await writing.done; return }
     const size = sizeOfChunks(bytes)
     const done = this.appendAsync(key, bytes, size, Date.now())
-    this.pending.set(key, { bytes, size, done })
+    this.pending.set(key, { bytes, done })
     try {
       await done
     } finally {

@@ -8,6 +8,8 @@
  * its pack and streamed on to a reader; it is joined only where one array is needed (a DAG node to
  * decode, a block read from memory before its write ends).
  */
+import { concat } from 'uint8arrays/concat'
+
 export type Chunks = Uint8Array | readonly Uint8Array[]
 
 /** The pieces of `c`, in order. PURE. */
@@ -25,10 +27,7 @@ export function sizeOfChunks (c: Chunks): number {
 export function joined (c: Chunks): Uint8Array {
   if (c instanceof Uint8Array) return c
   if (c.length === 1) return c[0]
-  const out = new Uint8Array(sizeOfChunks(c))
-  let at = 0
-  for (const p of c) { out.set(p, at); at += p.length }
-  return out
+  return concat([...c], sizeOfChunks(c))
 }
 
 /** The bytes [from, to) of `c` as views of its pieces (nothing copied); empty pieces left out. PURE. */
