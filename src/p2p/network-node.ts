@@ -1,6 +1,6 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { coalescingTcp } from './tcp.js'
-import { noise } from '@libp2p/noise'
+import { piecewiseNoise } from './noise.js'
 import { halfWindowYamux, type LivenessInit } from './yamux.js'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -739,7 +739,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     addresses: { listen: [...listen, ...nat.listen], appendAnnounce: init.announce ?? [] },
     transports: [coalescingTcp(), ...nat.transports],
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [piecewiseNoise()],
     connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
     streamMuxers: [halfWindowYamux({}, init.liveness)],
     peerDiscovery,
