@@ -26,7 +26,7 @@
  * and is the facade the gateway and the node use.
  */
 import type { EventEmitter } from 'node:events'
-import type { Signed, Signer } from '../crypto/index.js'
+import { messageId, type Signed, type Signer } from '../crypto/index.js'
 import { withLoopback, type Network } from '../p2p/index.js'
 import type { Ledger } from '../ledger/index.js'
 import type { Engine, Executor } from '../executor/index.js'
@@ -41,7 +41,7 @@ import {
 } from './constants.js'
 import { GossipGate } from './protocol/gossip.js'
 import { readRecord, readStanding, readStandingRecords } from './protocol/journal.js'
-import { countInto, type Receipt, type RefusalReason } from './protocol/messages.js'
+import { countInto, type Advert, type Receipt, type RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type HeldJobs, type KnownProvider, type ListOptions, type PushStats, type RequesterConfig } from './requester/index.js'
@@ -161,7 +161,12 @@ export function createMarket (init: MarketInit): Market {
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   // the provider book: every node hears adverts, its requester invites from them
   const book = new ProviderBook()
-  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book })
+  // an advert a provider sent us directly (it freed a slot after turning our offers away) passes
+  // the adverts topic's replay and per-key rate checks too, then wakes queued jobs as a gossiped one does
+  const directAdvert = (m: Signed<Advert>): void => {
+    if (advertGate.admit(m.signer, messageId(m)) && book.add(m)) requester.onAdvert(m.payload)
+  }
+  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book, directAdvert })
   // callers of waitFor, by job (an HTTP long poll each, say): one listener on 'done' for all of
   // them, so a job's end wakes its own waiters, not every one
   const doneWaiters = new Map<string, Set<() => void>>()

@@ -7,7 +7,7 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { canonicalEncode, randomSigner, type Signed, type Signer } from '../../src/crypto/index.js'
-import { ADVERTS_TOPIC, createMarket, type Market } from '../../src/auction/index.js'
+import { ADVERTS_TOPIC, BID_STREAM_PROTOCOL, createMarket, type Market } from '../../src/auction/index.js'
 import { ADVERT_BURST_PER_KEY, MAX_BOOK_ENTRIES } from '../../src/auction/constants.js'
 import { encodeBatch, sign, type Advert } from '../../src/auction/protocol/messages.js'
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
@@ -140,5 +140,29 @@ describe('hostile: adverts (the provider book)', function () {
     const job = await market.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 10 })
     const done = await market.waitFor(job.id, { signal: AbortSignal.timeout(15_000) })
     expect(done.status).to.equal('completed')
+  })
+
+  it('adverts on a bid stream (a provider waking our queued jobs): its own go into the book at the topic\'s rate, no log record; one signed by another key closes the stream', async () => {
+    const key = randomSigner()
+    const attacker = hub.createNode(key.peerId)
+    const before = ledger.head().count
+    const ch = await attacker.openChannel(self, BID_STREAM_PROTOCOL)
+    const t = Date.now() * 1000
+    // the i-th asks i, so the book shows which one it kept
+    for (let i = 0; i < 1000; i++) await ch.send(encodeBatch([advertFrom(key, { seq: t + i, ask: i })]))
+    await waitFor(() => market.providers().some(p => p.peerId === key.peerId), 5000)
+    await new Promise(resolve => setTimeout(resolve, 200))
+    // the rate every node holds a key's adverts to: the burst (and what refilled meanwhile) is taken, the newest of it kept
+    const kept = market.providers().find(p => p.peerId === key.peerId)?.advert?.ask
+    expect(kept).to.be.within(ADVERT_BURST_PER_KEY - 1, ADVERT_BURST_PER_KEY + 1)
+    expect(ledger.head().count).to.equal(before)
+    // an advert naming another key, signed by it, on our stream: wrong sender, the stream is closed
+    const other = randomSigner()
+    const refusedBefore = market.refusals().requester.get('wrong-sender') ?? 0
+    await ch.send(encodeBatch([advertFrom(other)]))
+    await waitFor(() => (market.refusals().requester.get('wrong-sender') ?? 0) > refusedBefore, 5000)
+    expect(market.providers().some(p => p.peerId === other.peerId)).to.equal(false)
+    const closed = await Promise.race([(async () => { for await (const _ of ch) { /* nothing */ } return true })().catch(() => true), new Promise(resolve => setTimeout(() => { resolve(false) }, 5000))])
+    expect(closed, 'stream closed').to.equal(true)
   })
 })

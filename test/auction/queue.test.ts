@@ -19,7 +19,7 @@ import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js
 import { stallingInput } from '../helpers/stall.js'
 import { MemoryHub } from '../helpers/memory-network.js'
 import { Provider } from '../../src/auction/provider/index.js'
-import { BlobStore, BID_STREAM_PROTOCOL, OFFER_PROTOCOL, type Offer, type Signed } from '../../src/auction/index.js'
+import { ADVERTS_TOPIC, BlobStore, BID_STREAM_PROTOCOL, OFFER_PROTOCOL, type Offer, type Signed } from '../../src/auction/index.js'
 import { decodeAnswers } from '../../src/auction/protocol/frames.js'
 import { encodeSigned, sign } from '../../src/auction/protocol/messages.js'
 import { messageId, randomSigner } from '../../src/crypto/index.js'
@@ -257,7 +257,7 @@ describe('queue: a provider stores nothing new for a job announced again', funct
     const net = hub.createNode(requester.peerId)
     const answers: string[] = []
     await net.handleChannel(BID_STREAM_PROTOCOL, async (ch) => {
-      for await (const frame of ch) for (const a of decodeAnswers(frame)) if (!(a instanceof Error)) answers.push(a.payload.offerId)
+      for await (const frame of ch) for (const a of decodeAnswers(frame)) if (!(a instanceof Error) && 'offerId' in a.payload) answers.push(a.payload.offerId)
     }, { maxMessageBytes: 1024 * 1024 })
     const jobId = 'bafyreiqueuedjobqueuedjobqueuedjobqueuedjobqueuedjobqueu'
     const t0 = Date.now()
@@ -296,6 +296,76 @@ describe('queue: a provider stores nothing new for a job announced again', funct
     expect(state.offers.size, 'dropped at the paid receipt').to.equal(0)
     expect(state.offersBy.size).to.equal(0)
     await ledger.close()
+  })
+})
+
+describe('queue: a provider\'s capacity advert goes to the requesters it turned away', function () {
+  this.timeout(30_000)
+
+  it('once a slot frees: to each requester it turned away, on its bid stream, once; not to the others, not on the topic', async () => {
+    const hub = new MemoryHub()
+    const signer = randomSigner()
+    const ledger = await openLedger({ signer })
+    const executor = createExecutor({ poolSize: 1 })
+    const provider = new Provider({
+      network: hub.createNode(signer.peerId),
+      signer,
+      ledger,
+      executor,
+      blobs: new BlobStore(),
+      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
+    })
+    try {
+      await provider.start()
+      // no scheduled adverts from here on (start, 1 s, 3 s …): what reaches the topic now is the wake's
+      ;(provider as any).advertiser.stop()
+      const bystander = hub.createNode()
+      const onTopic: number[] = []
+      bystander.subscribe(ADVERTS_TOPIC, (msg) => { onTopic.push(msg.data.length) })
+      // three requesters, each recording what comes on its bid stream
+      const requesters = [randomSigner(), randomSigner(), randomSigner()]
+      const heard = new Map<string, Array<{ kind: string, free?: number, signer: string }>>()
+      for (const r of requesters) {
+        heard.set(r.peerId, [])
+        await hub.createNode(r.peerId).handleChannel(BID_STREAM_PROTOCOL, async (ch) => {
+          for await (const frame of ch) {
+            for (const a of decodeAnswers(frame)) {
+              if (a instanceof Error) throw a
+              heard.get(r.peerId)!.push({ kind: a.domain.split('/').pop() as string, free: (a.payload as { free?: number }).free, signer: a.signer })
+            }
+          }
+        }, { maxMessageBytes: 1024 * 1024 })
+      }
+      const offer = (r: typeof signer, n: number): Signed<Offer> => {
+        const ts = Date.now()
+        return sign(r, 'offer', {
+          v: 1, jobId: `bafyreiturnedaway${n}`.padEnd(59, 'a'), requester: r.peerId, addrs: [],
+          spec: { engine: 'js', source: JS, input: { x: 1 }, args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 16, outputBytes: 1024 } },
+          maxPrice: 1, replicas: 1, bidWindowMs: 50, ts, expires: ts + 60_000, round: 0
+        })
+      }
+      // the only slot is taken: the first two requesters' offers are declined for want of one
+      const state = (provider as any).ctx.state
+      state.running = 1
+      const net = hub.createNode()
+      for (const [i, r] of requesters.slice(0, 2).entries()) await net.request(signer.peerId, OFFER_PROTOCOL, encodeSigned(offer(r, i)))
+      await waitFor(() => requesters.slice(0, 2).every(r => heard.get(r.peerId)!.length === 1), 5000, 5)
+      expect(requesters.slice(0, 2).map(r => heard.get(r.peerId)![0].kind)).to.deep.equal(['decline', 'decline'])
+      // the slot frees: our advert, with it free, to the two of them
+      state.running = 0
+      ;(provider as any).ctx.slotFreed()
+      await waitFor(() => requesters.slice(0, 2).every(r => heard.get(r.peerId)!.length === 2), 5000, 5)
+      for (const r of requesters.slice(0, 2)) expect(heard.get(r.peerId)![1]).to.deep.equal({ kind: 'advert', free: 1, signer: signer.peerId })
+      // freed again with nobody turned away since: nothing more
+      ;(provider as any).ctx.slotFreed()
+      await new Promise(resolve => setTimeout(resolve, 200))
+      expect(requesters.map(r => heard.get(r.peerId)!.length)).to.deep.equal([2, 2, 0])
+      expect(onTopic, 'adverts on the topic').to.deep.equal([])
+    } finally {
+      await provider.stop()
+      await executor.stop()
+      await ledger.close()
+    }
   })
 })
 

@@ -9,7 +9,7 @@ import { canonicalDecode, canonicalEncode, type Signed } from '../../crypto/inde
 import { DOMAIN, LIVE_LOG_FRAME_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_CHANNEL_BYTES } from '../constants.js'
 import {
   bytes, checkSigned, cid, jobId, RefusedMessageError, ts,
-  type Accept, type Award, type Bid, type Decline, type Receipt, type Refuse, type Result
+  type Accept, type Advert, type Award, type Bid, type Decline, type Receipt, type Refuse, type Result
 } from './messages.js'
 
 /** Frames on the award channel, as they travel (signed messages inside are checked by {@link decodeFrame}). */
@@ -31,14 +31,24 @@ const channelFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('cancel'), reason: z.string().max(128) })
 ])
 
-// ---------------------------------------------------------------- a provider's answers (bid or decline)
+// ---------------------------------------------------------------- a provider's answers (bid, decline, advert)
 
-export type Answer = Signed<Bid> | Signed<Decline>
+/**
+ * What a provider sends a requester directly: a bid or a decline for one of its jobs, or its
+ * capacity advert when a slot frees after it turned that requester's offers away (a wake for the
+ * requester's queued jobs, sent to the requesters waiting for it instead of gossiped to the mesh).
+ */
+export type Answer = Signed<Bid> | Signed<Decline> | Signed<Advert>
 
-/** Check one answer: a signed Bid or a signed Decline (told apart by the envelope's domain). */
+/** Is this answer a capacity advert (not an answer to one job)? */
+export function isAdvertAnswer (m: Answer): m is Signed<Advert> { return m.domain === DOMAIN.advert }
+
+/** Check one answer: a signed Bid, Decline or Advert (told apart by the envelope's domain). */
 export function checkAnswer (value: unknown, opts: { now?: number } = {}): Answer {
   const domain = (value as { domain?: unknown } | null)?.domain
-  return domain === DOMAIN.decline ? checkSigned(value, 'decline', opts) : checkSigned(value, 'bid', opts)
+  if (domain === DOMAIN.decline) return checkSigned(value, 'decline', opts)
+  if (domain === DOMAIN.advert) return checkSigned(value, 'advert', opts)
+  return checkSigned(value, 'bid', opts)
 }
 
 /** One answer sent as a request on the bid protocol. */

@@ -133,7 +133,7 @@ export class ProviderBidding {
       }
     } else {
       // turned away for want of a slot (or a surge ask): when one frees, our advert wakes the requester's queued job
-      if (decision.reason === 'no-slot' || (decision.reason === 'price' && ctx.cfg.price <= o.maxPrice)) ctx.turnedAway()
+      if (decision.reason === 'no-slot' || (decision.reason === 'price' && ctx.cfg.price <= o.maxPrice)) ctx.turnedAway(o.requester)
       msg = sign(ctx.deps.signer, 'decline', { v: 1, jobId: o.jobId, offerId, provider: ctx.peerId, reason: decision.reason, detail: decision.detail, ts: now })
     }
     // the offer's relay circuits to its requester, in case the connection is gone when the answer
@@ -145,10 +145,10 @@ export class ProviderBidding {
   }
 
   /**
-   * Queue an answer for our long-lived bid stream to this requester (opened on first use);
-   * answers of one turn leave as one frame.
+   * Queue an answer (or our capacity advert, advert.ts) for our long-lived bid stream to this
+   * requester (opened on first use); answers of one turn leave as one frame.
    */
-  private send (requester: string, msg: Signed): void {
+  send (requester: string, msg: Signed): void {
     let batch = this.bidBatches.get(requester)
     if (batch == null) {
       batch = new Batcher<Signed>((items) => {

@@ -74,13 +74,13 @@ export class Provider {
       queue: () => this.queue,
       ask: () => this.ask(),
       engines: () => this.engines(),
-      turnedAway: () => { this.advertiser.turnedAway() },
+      turnedAway: (requester) => { this.advertiser.turnedAway(requester) },
       slotFreed: () => { this.advertiser.slotFreed() },
       // we pay ourselves: our own requester's answers are always logged
       state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new SeenSet(MAX_KNOWN_OFFERS), held: new Map() }
     }
     this.bidding = new ProviderBidding(this.ctx)
-    this.advertiser = new Advertiser(this.ctx)
+    this.advertiser = new Advertiser(this.ctx, (requester, advert) => { this.bidding.send(requester, advert) })
   }
 
   get peerId (): string { return this.deps.signer.peerId }

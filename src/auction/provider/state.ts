@@ -125,8 +125,8 @@ export interface ProviderContext {
   /** our ask now (surge pricing under load) */
   ask (): number
   engines (): Engine[]
-  /** we turned an offer away for want of a free slot (no-slot, or a surge ask over its maxPrice) */
-  turnedAway (): void
+  /** we turned this requester's offer away for want of a free slot (no-slot, or a surge ask over its maxPrice) */
+  turnedAway (requester: string): void
   /** a job ended and its slot is free (queued jobs of requesters we turned away may now run here) */
   slotFreed (): void
   readonly state: {

@@ -22,7 +22,7 @@ import {
   OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
 } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
-import { decodeAnswer, decodeAnswers, type Answer } from '../protocol/frames.js'
+import { decodeAnswer, decodeAnswers, isAdvertAnswer, type Answer } from '../protocol/frames.js'
 import { addBid, type RequesterContext, type RequesterJob } from './job.js'
 import { countsTowardMinBids } from './trust.js'
 import { chooseInvitees, roundDecided, type Invitation } from './invite.js'
@@ -418,11 +418,17 @@ export class Bidding {
     this.onAnswer(msg, from)
   }
 
-  /** A checked bid or decline: sender, job, round, state, and the bidder's standing. */
-  onAnswer (msg: Answer, from: string): void {
+  /**
+   * A checked bid or decline: sender, job, round, state, and the bidder's standing. Or a provider's
+   * capacity advert, sent to us because it turned our offers away and has a slot free now: into
+   * the book as a gossiped one would (deps.directAdvert: the same replay and per-key rate checks).
+   */
+  onAnswer (answer: Answer, from: string): void {
     const { ctx } = this
+    if (answer.signer !== from) this.refuse('wrong-sender', `${answer.domain} signed by ${answer.signer} but sent by ${from}`, from)
+    if (isAdvertAnswer(answer)) { ctx.deps.directAdvert?.(answer); return }
+    const msg = answer
     const kind = msg.domain === DOMAIN.decline ? 'decline' : 'bid'
-    if (msg.signer !== from) this.refuse('wrong-sender', `${kind} signed by ${msg.signer} but sent by ${from}`, from)
     const job = ctx.jobs.get(msg.payload.jobId)
     if (job == null) this.refuse('unknown-job', `no job ${msg.payload.jobId}`, from)
     const provider = msg.signer

@@ -12,7 +12,7 @@ import type { Ledger } from '../../ledger/index.js'
 import type { BlobStore } from '../blobs.js'
 import type { Reputation } from '../reputation.js'
 import type { Journal } from '../protocol/journal.js'
-import { specSchema, type Bid, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result } from '../protocol/messages.js'
+import { specSchema, type Advert, type Bid, type Decline, type JobSpecWire, type Offer, type RefusalReason, type Result } from '../protocol/messages.js'
 import { DEFAULT_LIMITS, MAX_BLOB_BYTES, MAX_INPUT_BLOB_BYTES } from '../constants.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type SubmitSpec } from '../types.js'
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
@@ -58,6 +58,8 @@ export interface RequesterDeps {
   isFlagged?: (peerId: string) => boolean
   /** the provider book (adverts heard on the adverts topic); without one every offer is an open call */
   book?: ProviderBook
+  /** a provider's advert that came on its bid stream (it freed a slot after turning us away), signer checked: into the book */
+  directAdvert?: (advert: Signed<Advert>) => void
 }
 
 export interface BidEntry { id: string, signed: Signed<Bid>, provider: string, price: number, estStartMs: number }
