@@ -18,15 +18,31 @@ import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNode, stopNodes, waitFor } from '../helpers/nodes.js'
 import { stallingInput } from '../helpers/stall.js'
 import { MemoryHub } from '../helpers/memory-network.js'
-import { Provider } from '../../src/auction/provider/index.js'
+import { Provider, type ProviderConfig } from '../../src/auction/provider/index.js'
 import { ADVERTS_TOPIC, BlobStore, BID_STREAM_PROTOCOL, OFFER_PROTOCOL, type Offer, type Signed } from '../../src/auction/index.js'
 import { decodeAnswers } from '../../src/auction/protocol/frames.js'
 import { encodeSigned, sign } from '../../src/auction/protocol/messages.js'
-import { messageId, randomSigner } from '../../src/crypto/index.js'
-import { openLedger } from '../../src/ledger/index.js'
+import { messageId, randomSigner, type Signer } from '../../src/crypto/index.js'
+import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
 
 const JS = 'function main (input) { return { y: input.x * 2 } }'
+
+/** A provider of one slot on an in-memory network, with its own ledger and executor (the caller stops all three). */
+async function memoryProvider (hub: MemoryHub, config: Partial<ProviderConfig> = {}): Promise<{ provider: Provider, signer: Signer, ledger: Ledger, executor: Executor }> {
+  const signer = randomSigner()
+  const ledger = await openLedger({ signer })
+  const executor = createExecutor({ poolSize: 1 })
+  const provider = new Provider({
+    network: hub.createNode(signer.peerId),
+    signer,
+    ledger,
+    executor,
+    blobs: new BlobStore(),
+    config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true, ...config }
+  })
+  return { provider, signer, ledger, executor }
+}
 
 /** Resolve with the first event of this type for this job (from now on). */
 function nextEvent (node: MercatoNode, jobId: string, type: string, timeoutMs = 30_000): Promise<JobEvent> {
@@ -240,17 +256,9 @@ describe('queue: a provider stores nothing new for a job announced again', funct
 
   it('each newer round is answered once, older or repeated ones are ignored, one offer is kept and one bid record written', async () => {
     const hub = new MemoryHub()
-    const signer = randomSigner()
-    const ledger = await openLedger({ signer })
-    executor = createExecutor({ poolSize: 1 })
-    provider = new Provider({
-      network: hub.createNode(signer.peerId),
-      signer,
-      ledger,
-      executor,
-      blobs: new BlobStore(),
-      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
-    })
+    const made = await memoryProvider(hub)
+    ;({ executor, provider } = made)
+    const { signer, ledger } = made
     await provider.start()
     // the requester: counts the answers it gets on its bid stream
     const requester = randomSigner()
@@ -304,17 +312,7 @@ describe('queue: a provider\'s capacity advert goes to the requesters it turned 
 
   it('once a slot frees: to each requester it turned away, on its bid stream, once; not to the others, not on the topic', async () => {
     const hub = new MemoryHub()
-    const signer = randomSigner()
-    const ledger = await openLedger({ signer })
-    const executor = createExecutor({ poolSize: 1 })
-    const provider = new Provider({
-      network: hub.createNode(signer.peerId),
-      signer,
-      ledger,
-      executor,
-      blobs: new BlobStore(),
-      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
-    })
+    const { provider, signer, ledger, executor } = await memoryProvider(hub)
     try {
       await provider.start()
       // no scheduled adverts from here on (start, 1 s, 3 s …): what reaches the topic now is the wake's
@@ -371,18 +369,7 @@ describe('queue: a provider\'s capacity advert goes to the requesters it turned 
 
 describe('queue: a provider without folders in its config', function () {
   it('stages jobs\' files in a temp folder of its own (inputs/, outputs/) and removes it, with what a killed job left, at stop', async () => {
-    const hub = new MemoryHub()
-    const signer = randomSigner()
-    const ledger = await openLedger({ signer })
-    const executor = createExecutor({ poolSize: 1 })
-    const provider = new Provider({
-      network: hub.createNode(signer.peerId),
-      signer,
-      ledger,
-      executor,
-      blobs: new BlobStore(),
-      config: { enabled: true, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000 }
-    })
+    const { provider, ledger, executor } = await memoryProvider(new MemoryHub(), { dialPrivateAddresses: undefined })
     try {
       await provider.start()
       const cfg = (provider as any).cfg
