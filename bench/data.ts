@@ -25,7 +25,8 @@
  * bounds a leg), and each node's RSS before and its peak (VmHWM) after;
  * for the job, its steps from the job's events (auction, provider, the output's pull onto A).
  * The legs run BENCH_DATA_ROUNDS times (default 2) over fresh random data in the same two
- * processes: `MBps.first` is each path's first run (JIT-cold code), `MBps.warm` the last round.
+ * processes: `MBps.first` is each path's first run (cold: code not yet optimised, and memory the
+ * processes have not touched yet, which docs/ARCHITECTURE.md finds is most of it), `MBps.warm` the last round.
  * Raw figures from the same run, to compare machines: sha256 of the same bytes in memory, a
  * plain loopback TCP copy of them (node:net, no framing, no crypto), and the same bytes over a
  * channel between two of Mercato's network nodes in this process (TCP + Noise + yamux: the ceiling
