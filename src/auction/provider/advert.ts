@@ -13,8 +13,7 @@
  * slots) wakes it at once. That advert goes only to the requesters we turned away since our last
  * advert with a free slot (at most MAX_WAKE_REQUESTERS, the latest), as a message on our bid
  * stream to each, not on the topic: gossiped, each one cost every node of the mesh a delivery
- * and a signature check (in a 40-process mesh under load, 4.9 of a job's 32 messages) to wake
- * one or two requesters. Every advert we send, on the topic or directly, is counted against the
+ * and a signature check to wake one or two requesters. Every advert we send, on the topic or directly, is counted against the
  * per-key rate every node enforces on adverts (ADVERT_RATE_PER_KEY, burst ADVERT_BURST_PER_KEY);
  * a capacity advert waits until it fits rather than be dropped, so under steady load it costs at
  * most one advert per 1 / ADVERT_RATE_PER_KEY seconds, whatever the job rate.
