@@ -194,9 +194,8 @@ function appendRecord (pack: Pack, rec: Buffer): void {
   }
 }
 
-/** Write all of `bytes` (its pieces in one writev) at `pos` on the thread pool (the copy into the page cache off the event loop). */
-async function writeAllAsync (fd: number, bytes: Chunks, pos: number): Promise<void> {
-  const size = sizeOfChunks(bytes)
+/** Write all `size` bytes of `bytes` (its pieces in one writev) at `pos` on the thread pool (the copy into the page cache off the event loop). */
+async function writeAllAsync (fd: number, bytes: Chunks, size: number, pos: number): Promise<void> {
   let n = 0
   while (n < size) {
     n += await new Promise<number>((resolve, reject) => {
@@ -488,7 +487,7 @@ export class BlockStore {
     pack.size += size
     pack.inflight = (pack.inflight ?? 0) + 1
     try {
-      await writeAllAsync(pack.fd, bytes, offset)
+      await writeAllAsync(pack.fd, bytes, size, offset)
       // a staged upload committed meanwhile may hold the block already (a second put waits for
       // this one): then these bytes stay dead, with no record. The pack is still there (neither
       // unlinked nor compacted while writes to it are in flight)

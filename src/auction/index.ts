@@ -161,11 +161,11 @@ export function createMarket (init: MarketInit): Market {
   const reputation = new Reputation({ forgiveHalfLifeMs: init.requester.forgiveHalfLifeMs })
   // the provider book: every node hears adverts, its requester invites from them
   const book = new ProviderBook()
+  // a checked advert into the book; a new one (a provider joined, or freed a slot) wakes the queued jobs it can run
+  const takeAdvert = (m: Signed<Advert>): void => { if (book.add(m)) requester.onAdvert(m.payload) }
   // an advert a provider sent us directly (it freed a slot after turning our offers away) passes
-  // the adverts topic's replay and per-key rate checks too, then wakes queued jobs as a gossiped one does
-  const directAdvert = (m: Signed<Advert>): void => {
-    if (advertGate.admit(m.signer, messageId(m)) && book.add(m)) requester.onAdvert(m.payload)
-  }
+  // the adverts topic's replay and per-key rate checks too
+  const directAdvert = (m: Signed<Advert>): void => { if (advertGate.admit(m.signer, messageId(m))) takeAdvert(m) }
   const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book, directAdvert })
   // callers of waitFor, by job (an HTTP long poll each, say): one listener on 'done' for all of
   // them, so a job's end wakes its own waiters, not every one
@@ -240,9 +240,8 @@ export function createMarket (init: MarketInit): Market {
       // loopback); a node that does not provide only relays, so it is not a topic peer to itself.
       const jobsNetwork = provider.enabled ? network : init.network
       jobsNetwork.subscribe(JOBS_TOPIC, (msg) => offerGate.decode(msg), (msg) => { provider.onGossipOffers(msg.value) })
-      // capacity adverts (one per message): into the book; our own, through the loopback, too. A new
-      // one (a provider joined, or freed a slot) wakes the queued jobs it can run
-      network.subscribe(ADVERTS_TOPIC, (msg) => advertGate.decode(msg), (msg) => { for (const { m } of msg.value) if (book.add(m)) requester.onAdvert(m.payload) })
+      // capacity adverts (one per message): into the book; our own, through the loopback, too
+      network.subscribe(ADVERTS_TOPIC, (msg) => advertGate.decode(msg), (msg) => { for (const { m } of msg.value) takeAdvert(m) })
       await blobs.serve(network)
       await requester.start()
       await provider.start()

@@ -43,10 +43,10 @@ export function decryptInPieces (conn: unknown): boolean {
   const decrypt = handshake.decrypt.bind(handshake)
   c.decrypt = (chunk: Bytes): Uint8ArrayList => {
     const output = new Uint8ArrayList()
+    const whole = chunk instanceof Uint8Array
     for (let i = 0; i < chunk.byteLength; i += NOISE_MAX_BYTES) {
       const end = Math.min(i + NOISE_MAX_BYTES, chunk.byteLength)
       if (end - TAG_BYTES < i) throw new Error('Invalid chunk')
-      const whole = chunk instanceof Uint8Array
       const frame = whole ? chunk.subarray(i, end) : chunk.sublist(i, end)
       // in place where that is a view: the AssemblyScript cipher (small frames) writes there
       const dst = whole ? chunk.subarray(i, end - TAG_BYTES) : undefined

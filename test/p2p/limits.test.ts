@@ -10,6 +10,11 @@ import { MAX_MESSAGE_PARTS } from '../../src/p2p/constants.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
+/** A plain libp2p node (TCP, Noise, yamux): a stranger that does not play by Mercato's rules. */
+async function plainClient (maxConnections?: number): Promise<Libp2p> {
+  return await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()], connectionManager: maxConnections != null ? { maxConnections } : undefined })
+}
+
 describe('p2p: connection limits hold for local peers too', function () {
   this.timeout(60_000)
   let victim: NetworkNode | undefined
@@ -20,7 +25,7 @@ describe('p2p: connection limits hold for local peers too', function () {
     const maxConnections = 10
     victim = await createNetwork({ maxConnections }) // p2p.allow left at its default
     // a plain libp2p client on this machine opening one connection after another to the same node
-    attacker = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()], connectionManager: { maxConnections: 1000 } })
+    attacker = await plainClient(1000)
     const target = multiaddr(victim.addresses()[0])
     let accepted = 0
     const tries = 40
@@ -55,7 +60,7 @@ describe('p2p: a message cut into tiny frames', function () {
     await victim.handleChannel('/test/tiny/1.0.0', async (ch) => {
       try { for await (const pieces of ch.parts()) got.push(pieces) } finally { ended?.() }
     })
-    attacker = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+    attacker = await plainClient()
     const stream = await attacker.dialProtocol(multiaddr(victim.addresses()[0]), '/test/tiny/1.0.0', { signal: AbortSignal.timeout(5000) })
     // each byte its own write, a turn apart: its own yamux frame and noise frame
     const dribble = async (bytes: Uint8Array): Promise<void> => {
