@@ -73,8 +73,10 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     if (stageDir != null) await rm(stageDir, { recursive: true, force: true })
   })
 
-  // each test starts with the Slurm provider idle (nothing left in flight by the one before)
-  beforeEach(async () => { if (backend != null) await waitFor(() => backend.capacity().inFlight === 0 && onSlurm.market.capacity().busy === 0, 120_000, 100) })
+  // each test starts with the Slurm provider idle (nothing left in flight by the one before) and a
+  // slot free as the cluster reports it: a job cancelled by the test before may hold its CPU in
+  // Slurm for a moment after the backend let it go, and an offer then is declined for want of a slot
+  beforeEach(async () => { if (backend != null) await waitFor(() => backend.capacity().inFlight === 0 && onSlurm.market.capacity().busy === 0 && backend.capacity().slots > 0, 120_000, 100) })
 
   /** The Slurm job ids that ran a market job. */
   function slurmIds (jobId: string): string[] {
@@ -96,7 +98,7 @@ describe('Slurm backend: a provider in front of a cluster (@slow)', function () 
     }, 90_000, 100)
     if (elsewhere != null) {
       const entry = requester.market.providers().find(p => p.peerId === onSlurm.peerId)
-      expect.fail(`the job did not go to the Slurm provider: ${JSON.stringify({ status: elsewhere.status, bids: elsewhere.bids, attempts: elsewhere.attempts, slurmProvider: entry, slurmCapacity: onSlurm.market.capacity(), backendStates: states.filter(s => s.jobId === jobId) })}`)
+      expect.fail(`the job did not go to the Slurm provider: ${JSON.stringify({ status: elsewhere.status, bids: elsewhere.bids, declines: elsewhere.declines, attempts: elsewhere.attempts, slurmProvider: entry, slurmCapacity: onSlurm.market.capacity(), backendStates: states.filter(s => s.jobId === jobId) })}`)
     }
   }
 
