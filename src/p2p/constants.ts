@@ -20,6 +20,16 @@ export const INITIAL_QUERY_SELF_MS = 500
 export const MIN_PEERS = 8
 /** Dial peers that discovery (mDNS, identify, the DHT) reports while we have fewer than this: room for gossipsub's mesh (D = 6, up to 12) and spares; beyond it, peers come to us. */
 export const TARGET_PEERS = 16
+/**
+ * Above this many peers a node closes its least valued idle connections until TARGET_PEERS remain
+ * (trim.ts): what an idle node pays grows with its peers, and without a bound every node of a mesh
+ * ends up connected to nearly every other.
+ */
+export const MAX_PEERS = 24
+/** A connection younger than this is not trimmed: a newcomer has time to identify, subscribe and be grafted. */
+export const TRIM_GRACE_MS = 30_000
+/** How often a node checks whether it holds more than MAX_PEERS peers. */
+export const TRIM_INTERVAL_MS = 10_000
 /** Discovery dials in flight at once: a LAN neighbour announcing many (bogus) peers cannot make us open many sockets. */
 export const MAX_DISCOVERY_DIALS = 4
 /** Peers discovered while those dials are in flight, kept to be dialled next (the newest kept). */

@@ -21,15 +21,18 @@
  * - **DHT walks.** While the node has some peers but fewer than `minPeers`, it
  *   walks the DHT towards a random key and dials whom it meets. A walk that
  *   meets nobody new doubles the wait before the next one.
+ * - **Trimming.** Above `maxPeers` peers, the least valued idle ones are
+ *   disconnected until `targetPeers` remain (trim.ts).
  */
 import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import { peerRoutingClosest, type ClosestPeers } from './walk.js'
+import { trimPeers, type TrimLimits } from './trim.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, QUICK_WALKS_AFTER_CONNECT, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
-  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS
+  MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS, TRIM_GRACE_MS, TRIM_INTERVAL_MS
 } from './constants.js'
 
 export interface PeerKeeperInit {
@@ -39,6 +42,12 @@ export interface PeerKeeperInit {
   minPeers?: number
   /** dial discovered peers while below this many peers (default TARGET_PEERS) */
   targetPeers?: number
+  /** above this many peers, disconnect the least valued idle ones down to targetPeers (default MAX_PEERS) */
+  maxPeers?: number
+  /** a connection younger than this is not trimmed (default TRIM_GRACE_MS) */
+  trimGraceMs?: number
+  /** how often the peer count is checked against maxPeers (default TRIM_INTERVAL_MS) */
+  trimIntervalMs?: number
   /** wait between DHT walks while they meet new peers (default DISCOVERY_INTERVAL_MS) */
   walkIntervalMs?: number
   /** least time between two walks (default WALK_MIN_GAP_MS) */
@@ -77,6 +86,10 @@ export class PeerKeeper {
   private readonly log: Logger
   private readonly minPeers: number
   private readonly targetPeers: number
+  private readonly trimLimits: TrimLimits
+  private readonly trimIntervalMs: number
+  private trimTimer?: NodeJS.Timeout
+  private trimming = false
   private readonly initialBackoffMs: number
   private readonly maxBackoffMs: number
   private readonly explainFailure?: (addr: string, err: unknown) => Promise<string>
@@ -130,6 +143,8 @@ export class PeerKeeper {
     this.log = log
     this.minPeers = init.minPeers ?? MIN_PEERS
     this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
+    this.trimLimits = { low: this.targetPeers, high: Math.max(init.maxPeers ?? MAX_PEERS, this.targetPeers), graceMs: init.trimGraceMs ?? TRIM_GRACE_MS }
+    this.trimIntervalMs = init.trimIntervalMs ?? TRIM_INTERVAL_MS
     this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS
     this.walkMinGap = init.walkMinGapMs ?? WALK_MIN_GAP_MS
     this.walkDelay = this.walkInterval
@@ -152,6 +167,8 @@ export class PeerKeeper {
     this.node.addEventListener('peer:connect', this.onConnect)
     this.scheduleBootstrap(0)
     this.scheduleWalk(this.walkInterval)
+    this.trimTimer = setInterval(() => { void this.trim() }, this.trimIntervalMs)
+    this.trimTimer.unref()
   }
 
   stop (): void {
@@ -162,6 +179,7 @@ export class PeerKeeper {
     this.pending.clear()
     clearTimeout(this.bootstrapTimer)
     clearTimeout(this.walkTimer)
+    clearInterval(this.trimTimer)
   }
 
   /** The bootstrap peers' redial state (for tests and diagnostics). */
@@ -172,6 +190,22 @@ export class PeerKeeper {
 
   private peerCount (): number {
     return this.node.getPeers().length
+  }
+
+  // ------------------------------------------------------------ trimming
+
+  /** Disconnect the least valued idle peers while above maxPeers (trim.ts); returns how many. */
+  async trim (): Promise<number> {
+    if (!this.running || this.trimming || this.peerCount() <= this.trimLimits.high) return 0
+    this.trimming = true
+    try {
+      return await trimPeers(this.node, this.trimLimits, this.log)
+    } catch (err) {
+      this.log.debug({ err }, 'trimming peers failed')
+      return 0
+    } finally {
+      this.trimming = false
+    }
   }
 
   // ------------------------------------------------------------ bootstrap

@@ -16,6 +16,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { create as createDigest } from 'multiformats/hashes/digest'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { KEEP_ALIVE } from '@libp2p/interface'
 import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
@@ -36,6 +37,10 @@ import type {
   RequestHandler, RequestOptions, TopicDecoder, TopicHandler, TopicVerdict,
   NetworkTraffic
 } from './network.js'
+
+
+/** The tag @libp2p/kad-dht puts on its closest peers so that libp2p redials them (see the constructor). */
+const KAD_KEEP_ALIVE_TAG = `${KEEP_ALIVE}-kad-dht`
 
 export interface NetworkInit {
   /** 32-byte Ed25519 seed; a random identity when absent */
@@ -172,6 +177,16 @@ export class Libp2pNetwork implements Network {
       closestPeers: dhtClosestPeers(() => node.services.dht, node.peerId, peerRoutingClosest(node.peerRouting)),
       explainFailure: async (addr, err) => await explainDialFailure(addr, err, this.networkKey)
     }, this.log)
+    // The DHT tags its 20 closest peers keep-alive, and libp2p redials a keep-alive peer the moment
+    // it disconnects. Closeness is not mutual, so a peer trimmed by us (trim.ts) that holds us
+    // among its closest dialled straight back in, to be trimmed again 30 s later: in a 40-node
+    // mesh every node churned. Which peers a node holds is the PeerKeeper's to decide (discovery.ts:
+    // bootstrap redial and walks below MIN_PEERS, discovered peers up to TARGET_PEERS, trimming past
+    // MAX_PEERS); the DHT keeps its tag's value (kad-close, 50), which ranks those peers above others.
+    node.addEventListener('peer:update', (evt) => {
+      const { peer } = evt.detail
+      if (peer.tags.has(KAD_KEEP_ALIVE_TAG)) void node.peerStore.merge(peer.id, { tags: { [KAD_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
+    })
     node.addEventListener('peer:connect', (evt: CustomEvent<PeerId>) => {
       this.events.dispatchEvent(new CustomEvent('peer:connect', { detail: evt.detail.toString() }))
     })

@@ -1,0 +1,130 @@
+/**
+ * Trimming: a node keeps a bounded number of peers, whatever the size of the mesh.
+ *
+ * libp2p accepts every inbound connection up to `maxConnections` (300) and its
+ * own pruner closes nothing that carries a gossipsub stream, which is every
+ * connection to a Mercato node. So each node ended up connected to nearly every
+ * other: 20–39 peers each in a mesh of 40, and an idle node's CPU grew with
+ * them (gossip heartbeats, IHAVEs and yamux pings are paid per peer). Gossipsub
+ * needs 6–12 peers per topic; the market reaches a provider it invites by
+ * dialling it when it is not connected.
+ *
+ * The rule, as in go-libp2p's connection manager: above `high` peers, close the
+ * connections of the least valued idle peers until `low` remain. A peer is
+ * never trimmed while it is:
+ * - busy: a stream of any protocol other than the mesh's own housekeeping
+ *   (gossipsub, identify, the DHT, ping, AutoNAT, DCUtR) is open on one of its
+ *   connections: an award channel, an offer or bid stream, a blob transfer, a
+ *   relay hop;
+ * - young: connected for less than `graceMs` (a newcomer gets time to
+ *   identify, subscribe and be grafted);
+ * - protected: tagged `keep-alive…` (a relay we hold a reservation with) or
+ *   `circuit-relay-source` (a home node we relay for), or reached over a relay
+ *   (such a peer may have no other way to us).
+ * Among the rest, peers with the lowest summed tag value go first (gossipsub
+ * tags its mesh peers 100 per topic, the DHT its routing table 1), then the
+ * oldest connection first: a newcomer's connections are the youngest, and
+ * trimming them first kept the last nodes of a 40-node mesh at 2–3 peers, each
+ * dialling back in and being trimmed again.
+ */
+import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+import type { Logger } from '../logger.js'
+import { DHT_PROTOCOL } from './constants.js'
+
+/** Protocols that every connection runs on its own; a stream of one of them does not make a peer busy. */
+const HOUSEKEEPING = [
+  '/meshsub/', '/floodsub/', '/ipfs/id/', '/ipfs/ping/', '/libp2p/autonat/', '/libp2p/dcutr', DHT_PROTOCOL
+]
+/** Tags whose peers are never trimmed. */
+const PROTECTED_TAG_PREFIXES = ['keep-alive-circuit-relay', 'circuit-relay-source']
+
+export function isHousekeeping (protocol: string | undefined): boolean {
+  return protocol == null || protocol === '' || HOUSEKEEPING.some(p => protocol.startsWith(p))
+}
+
+/** What the trim rule knows of one connected peer. */
+export interface PeerState {
+  peer: string
+  /** when its newest connection opened (ms since epoch) */
+  openedAt: number
+  /** sum of its tag values */
+  value: number
+  /** a stream other than housekeeping is open to it */
+  busy: boolean
+  /** tagged keep-alive or relay source, or connected through a relay */
+  protected: boolean
+}
+
+export interface TrimLimits {
+  /** trim only above this many peers... */
+  high: number
+  /** ...down to this many */
+  low: number
+  /** a connection younger than this is not trimmed */
+  graceMs: number
+}
+
+/** The peers to disconnect, least valued first (none while at or below `high`). */
+export function chooseTrims (peers: readonly PeerState[], limits: TrimLimits, now: number): string[] {
+  if (peers.length <= limits.high) return []
+  const excess = peers.length - limits.low
+  return peers
+    .filter(p => !p.busy && !p.protected && now - p.openedAt >= limits.graceMs)
+    .sort((a, b) => a.value - b.value || a.openedAt - b.openedAt)
+    .slice(0, excess)
+    .map(p => p.peer)
+}
+
+function isRelayed (c: Connection): boolean {
+  return c.remoteAddr.getComponents().some(x => x.name === 'p2p-circuit')
+}
+
+/** Gather each connected peer's state for {@link chooseTrims}. */
+export async function peerStates (node: Libp2p): Promise<PeerState[]> {
+  const byPeer = new Map<string, { id: PeerId, conns: Connection[] }>()
+  for (const c of node.getConnections()) {
+    const key = c.remotePeer.toString()
+    const entry = byPeer.get(key) ?? { id: c.remotePeer, conns: [] }
+    entry.conns.push(c)
+    byPeer.set(key, entry)
+  }
+  const states: PeerState[] = []
+  for (const [peer, { id, conns }] of byPeer) {
+    let value = 0
+    let tagged = false
+    try {
+      const { tags } = await node.peerStore.get(id)
+      for (const [name, tag] of tags) {
+        value += tag.value
+        if (PROTECTED_TAG_PREFIXES.some(p => name.startsWith(p))) tagged = true
+      }
+    } catch {}
+    states.push({
+      peer,
+      openedAt: Math.max(...conns.map(c => c.timeline.open)),
+      value,
+      busy: conns.some(c => c.streams.some(s => !isHousekeeping(s.protocol))),
+      protected: tagged || conns.some(isRelayed)
+    })
+  }
+  return states
+}
+
+/** Close the connections of the peers {@link chooseTrims} names; returns how many peers were trimmed. */
+export async function trimPeers (node: Libp2p, limits: TrimLimits, log: Logger): Promise<number> {
+  if (node.getPeers().length <= limits.high) return 0
+  const states = await peerStates(node)
+  const chosen = chooseTrims(states, limits, Date.now())
+  if (chosen.length === 0) return 0
+  const byId = new Map(node.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer]))
+  let trimmed = 0
+  await Promise.all(chosen.map(async peer => {
+    const id = byId.get(peer)
+    // a stream may have opened while the tags were read: such a peer is busy now, and kept
+    if (id == null || node.getConnections(id).some(c => c.streams.some(s => !isHousekeeping(s.protocol)))) return
+    trimmed++
+    await node.hangUp(id, { signal: AbortSignal.timeout(1000) }).catch(() => {})
+  }))
+  log.debug({ trimmed, peers: node.getPeers().length }, 'trimmed idle peers')
+  return trimmed
+}
