@@ -22,7 +22,8 @@
  *   walks the DHT towards a random key and dials whom it meets. A walk that
  *   meets nobody new doubles the wait before the next one.
  * - **Trimming.** Above `maxPeers` peers, the least valued idle ones are
- *   disconnected until `targetPeers` remain (trim.ts).
+ *   disconnected until `targetPeers` remain, never fewer than `minPeers` idle
+ *   ones (trim.ts).
  */
 import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
@@ -143,7 +144,7 @@ export class PeerKeeper {
     this.log = log
     this.minPeers = init.minPeers ?? MIN_PEERS
     this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
-    this.trimLimits = { low: this.targetPeers, high: Math.max(init.maxPeers ?? MAX_PEERS, this.targetPeers), graceMs: init.trimGraceMs ?? TRIM_GRACE_MS }
+    this.trimLimits = { low: this.targetPeers, high: Math.max(init.maxPeers ?? MAX_PEERS, this.targetPeers), keep: this.minPeers, graceMs: init.trimGraceMs ?? TRIM_GRACE_MS }
     this.trimIntervalMs = init.trimIntervalMs ?? TRIM_INTERVAL_MS
     this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS
     this.walkMinGap = init.walkMinGapMs ?? WALK_MIN_GAP_MS

@@ -38,7 +38,6 @@ import type {
   NetworkTraffic
 } from './network.js'
 
-
 /** The tag @libp2p/kad-dht puts on its closest peers so that libp2p redials them (see the constructor). */
 const KAD_KEEP_ALIVE_TAG = `${KEEP_ALIVE}-kad-dht`
 
@@ -180,9 +179,10 @@ export class Libp2pNetwork implements Network {
     // The DHT tags its 20 closest peers keep-alive, and libp2p redials a keep-alive peer the moment
     // it disconnects. Closeness is not mutual, so a peer trimmed by us (trim.ts) that holds us
     // among its closest dialled straight back in, to be trimmed again 30 s later: in a 40-node
-    // mesh every node churned. Which peers a node holds is the PeerKeeper's to decide (discovery.ts:
+    // mesh every node churned. Which peers a node keeps is the PeerKeeper's to decide (discovery.ts:
     // bootstrap redial and walks below MIN_PEERS, discovered peers up to TARGET_PEERS, trimming past
-    // MAX_PEERS); the DHT keeps its tag's value (kad-close, 50), which ranks those peers above others.
+    // MAX_PEERS; DHT queries still dial whom they ask); the DHT keeps its tag's value (kad-close,
+    // 50), which ranks those peers above others when trimming.
     node.addEventListener('peer:update', (evt) => {
       const { peer } = evt.detail
       if (peer.tags.has(KAD_KEEP_ALIVE_TAG)) void node.peerStore.merge(peer.id, { tags: { [KAD_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})

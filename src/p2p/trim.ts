@@ -9,27 +9,37 @@
  * needs 6–12 peers per topic; the market reaches a provider it invites by
  * dialling it when it is not connected.
  *
- * The rule, as in go-libp2p's connection manager: above `high` peers, close the
- * connections of the least valued idle peers until `low` remain. A peer is
- * never trimmed while it is:
+ * The rule, after go-libp2p's connection manager: above `high` settled peers
+ * (connected for `graceMs` or longer), close the connections of the least
+ * valued idle ones until `low` settled peers remain, but never below `keep`
+ * idle ones. A peer is never trimmed while it is:
  * - busy: a stream of any protocol other than the mesh's own housekeeping
  *   (gossipsub, identify, the DHT, ping, AutoNAT, DCUtR) is open on one of its
  *   connections: an award channel, an offer or bid stream, a blob transfer, a
- *   relay hop;
+ *   relay hop, or a stream whose protocol is still being negotiated;
  * - young: connected for less than `graceMs` (a newcomer gets time to
- *   identify, subscribe and be grafted);
- * - protected: tagged `keep-alive…` (a relay we hold a reservation with) or
+ *   identify, subscribe and be grafted). Young peers do not count towards
+ *   `high` either: a stranger that reconnects every few seconds cannot push
+ *   settled peers out;
+ * - protected: tagged `keep-alive-circuit-relay` (a relay we hold a reservation with) or
  *   `circuit-relay-source` (a home node we relay for), or reached over a relay
  *   (such a peer may have no other way to us).
  * Among the rest, peers with the lowest summed tag value go first (gossipsub
- * tags its mesh peers 100 per topic, the DHT its routing table 1), then the
- * oldest connection first: a newcomer's connections are the youngest, and
- * trimming them first kept the last nodes of a 40-node mesh at 2–3 peers, each
- * dialling back in and being trimmed again.
+ * tags its mesh peers 100 per topic, the DHT its closest peers 50 and its
+ * routing table 1), then the oldest connection first: a newcomer's connections
+ * are the youngest, and trimming them first kept the last nodes of a 40-node
+ * mesh at 2–3 peers, each dialling back in and being trimmed again.
+ *
+ * `keep` (MIN_PEERS) is the floor against busy peers: strangers that hold
+ * market streams open (an offer every few seconds), or a requester with many
+ * jobs in flight, count towards `high`, and without the floor they would have
+ * the node trim every idle peer, its gossip mesh included. The most valued
+ * idle peers stay.
  */
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 import type { Logger } from '../logger.js'
 import { DHT_PROTOCOL } from './constants.js'
+import { isRelayed } from './nat.js'
 
 /** Protocols that every connection runs on its own; a stream of one of them does not make a peer busy. */
 const HOUSEKEEPING = [
@@ -38,8 +48,9 @@ const HOUSEKEEPING = [
 /** Tags whose peers are never trimmed. */
 const PROTECTED_TAG_PREFIXES = ['keep-alive-circuit-relay', 'circuit-relay-source']
 
+/** A stream of the mesh's own housekeeping; one whose protocol is not known yet (still negotiating) is not. */
 export function isHousekeeping (protocol: string | undefined): boolean {
-  return protocol == null || protocol === '' || HOUSEKEEPING.some(p => protocol.startsWith(p))
+  return protocol != null && protocol !== '' && HOUSEKEEPING.some(p => protocol.startsWith(p))
 }
 
 /** What the trim rule knows of one connected peer. */
@@ -49,34 +60,34 @@ export interface PeerState {
   openedAt: number
   /** sum of its tag values */
   value: number
-  /** a stream other than housekeeping is open to it */
+  /** a stream other than housekeeping is open to it (or being opened) */
   busy: boolean
-  /** tagged keep-alive or relay source, or connected through a relay */
+  /** our relay, or a peer we relay for, or connected through a relay */
   protected: boolean
 }
 
 export interface TrimLimits {
-  /** trim only above this many peers... */
+  /** trim only above this many settled peers... */
   high: number
   /** ...down to this many */
   low: number
-  /** a connection younger than this is not trimmed */
+  /** idle peers never trimmed, however many busy ones there are */
+  keep: number
+  /** a connection younger than this is neither trimmed nor counted */
   graceMs: number
 }
 
-/** The peers to disconnect, least valued first (none while at or below `high`). */
+/** The peers to disconnect, least valued first (none while at or below `high` settled peers). */
 export function chooseTrims (peers: readonly PeerState[], limits: TrimLimits, now: number): string[] {
-  if (peers.length <= limits.high) return []
-  const excess = peers.length - limits.low
-  return peers
-    .filter(p => !p.busy && !p.protected && now - p.openedAt >= limits.graceMs)
+  const settled = peers.filter(p => now - p.openedAt >= limits.graceMs)
+  if (settled.length <= limits.high) return []
+  const idle = settled.filter(p => !p.busy && !p.protected)
+  const count = Math.min(settled.length - limits.low, idle.length - limits.keep)
+  if (count <= 0) return []
+  return idle
     .sort((a, b) => a.value - b.value || a.openedAt - b.openedAt)
-    .slice(0, excess)
+    .slice(0, count)
     .map(p => p.peer)
-}
-
-function isRelayed (c: Connection): boolean {
-  return c.remoteAddr.getComponents().some(x => x.name === 'p2p-circuit')
 }
 
 /** Gather each connected peer's state for {@link chooseTrims}. */
@@ -104,7 +115,7 @@ export async function peerStates (node: Libp2p): Promise<PeerState[]> {
       openedAt: Math.max(...conns.map(c => c.timeline.open)),
       value,
       busy: conns.some(c => c.streams.some(s => !isHousekeeping(s.protocol))),
-      protected: tagged || conns.some(isRelayed)
+      protected: tagged || conns.some(c => isRelayed(c.remoteAddr))
     })
   }
   return states
