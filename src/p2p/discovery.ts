@@ -197,7 +197,7 @@ export class PeerKeeper {
 
   /** Disconnect the least valued idle peers while above maxPeers (trim.ts); returns how many. */
   async trim (): Promise<number> {
-    if (!this.running || this.trimming || this.peerCount() <= this.trimLimits.high) return 0
+    if (!this.running || this.trimming) return 0
     this.trimming = true
     try {
       return await trimPeers(this.node, this.trimLimits, this.log)

@@ -37,6 +37,7 @@
  * idle peers stay.
  */
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import { DHT_PROTOCOL } from './constants.js'
 import { isRelayed } from './nat.js'
@@ -51,6 +52,11 @@ const PROTECTED_TAG_PREFIXES = ['keep-alive-circuit-relay', 'circuit-relay-sourc
 /** A stream of the mesh's own housekeeping; one whose protocol is not known yet (still negotiating) is not. */
 export function isHousekeeping (protocol: string | undefined): boolean {
   return protocol != null && protocol !== '' && HOUSEKEEPING.some(p => protocol.startsWith(p))
+}
+
+/** A stream other than housekeeping is open (or being opened) on one of these connections. */
+function isBusy (conns: readonly Connection[]): boolean {
+  return conns.some(c => c.streams.some(s => !isHousekeeping(s.protocol)))
 }
 
 /** What the trim rule knows of one connected peer. */
@@ -114,7 +120,7 @@ export async function peerStates (node: Libp2p): Promise<PeerState[]> {
       peer,
       openedAt: Math.max(...conns.map(c => c.timeline.open)),
       value,
-      busy: conns.some(c => c.streams.some(s => !isHousekeeping(s.protocol))),
+      busy: isBusy(conns),
       protected: tagged || conns.some(c => isRelayed(c.remoteAddr))
     })
   }
@@ -127,12 +133,12 @@ export async function trimPeers (node: Libp2p, limits: TrimLimits, log: Logger):
   const states = await peerStates(node)
   const chosen = chooseTrims(states, limits, Date.now())
   if (chosen.length === 0) return 0
-  const byId = new Map(node.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer]))
   let trimmed = 0
   await Promise.all(chosen.map(async peer => {
-    const id = byId.get(peer)
+    const id = peerIdFromString(peer)
     // a stream may have opened while the tags were read: such a peer is busy now, and kept
-    if (id == null || node.getConnections(id).some(c => c.streams.some(s => !isHousekeeping(s.protocol)))) return
+    const conns = node.getConnections(id)
+    if (conns.length === 0 || isBusy(conns)) return
     trimmed++
     await node.hangUp(id, { signal: AbortSignal.timeout(1000) }).catch(() => {})
   }))

@@ -73,7 +73,7 @@ describe('p2p: trimming peers (real nodes)', function () {
   it('a node past its maxPeers closes idle connections down to its target, keeps a peer with an open channel, and is not dialled back', async () => {
     const hub = await createNetwork({ allow: LOOPBACK, discovery: { minPeers: 0, targetPeers: 4, maxPeers: 6, trimGraceMs: 500, trimIntervalMs: 3_600_000 } })
     nodes.push(hub)
-    await hub.handleChannel('/test/work/1.0.0', async (ch) => { for await (const m of ch) await ch.send(m) })
+    await hub.handleChannel('/test/busy/1.0.0', async (ch) => { for await (const m of ch) await ch.send(m) })
     hub.subscribe('t', () => {})
     const received = new Set<string>()
     const join = async (): Promise<NetworkNode> => {
@@ -86,7 +86,7 @@ describe('p2p: trimming peers (real nodes)', function () {
     }
     // one peer holds work open with the hub, a channel of a market protocol, from before anyone can be trimmed
     const worker = await join()
-    const ch = await worker.openChannel(hub.peerId, '/test/work/1.0.0')
+    const ch = await worker.openChannel(hub.peerId, '/test/busy/1.0.0')
     await ch.send(new Uint8Array([1]))
     const others = [worker]
     for (let i = 0; i < 9; i++) others.push(await join())
