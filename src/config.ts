@@ -19,7 +19,7 @@ import { ConfigError } from './errors.js'
 import { ENGINES } from './engines.js'
 import { isMultiaddr } from './p2p/multiaddr.js'
 import { MAX_QUEUE_TIMEOUT_MS } from './auction/constants.js'
-import { MIN_PEERS } from './p2p/constants.js'
+import { MIN_MAX_PEERS } from './p2p/constants.js'
 import { MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES, MAX_OUTPUT_TOTAL_BYTES } from './executor/constants.js'
 import { packageFile } from './paths.js'
 
@@ -38,7 +38,7 @@ export const configSchema = z.strictObject({
     mdns: z.boolean(),
     maxConnections: z.number().int().min(1),
     // above this many peers the least valued idle ones are disconnected (p2p/trim.ts)
-    maxPeers: z.number().int().min(MIN_PEERS),
+    maxPeers: z.number().int().min(MIN_MAX_PEERS),
     // addresses exempt from every inbound connection limit (see NetworkInit.allow); empty by default
     allow: z.array(z.string().refine(s => isMultiaddr(s) && /^\/ip[46]\/[^/]+(\/ipcidr\/\d+)?$/.test(s), { message: 'an address prefix such as /ip4/127.0.0.1 or /ip4/10.0.0.0/ipcidr/8' })),
     dialTimeoutMs: z.number().int().min(100),

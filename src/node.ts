@@ -14,7 +14,6 @@ import { buildNetworkNode, DIAL_TIMEOUT_MS, loadOrCreateIdentity, loadNetworkKey
 import { startGateway, isLoopbackHost, type Gateway, type GatewayNode, type NodeInfo, type PeerView } from './gateway/index.js'
 import { loadOrCreateToken } from './gateway/token.js'
 import { MAX_PEER_ADDRESS_CHARS } from './gateway/constants.js'
-import { TARGET_PEERS } from './p2p/constants.js'
 import { openLedger, createLedgerAudit, type Ledger, type LedgerAudit } from './ledger/index.js'
 import { createExecutor, createSlurmBackend, type Executor } from './executor/index.js'
 import { createMarket, type Market } from './auction/index.js'
@@ -126,8 +125,8 @@ export class MercatoNode implements GatewayNode {
       bootstrap: cfg.p2p.bootstrap,
       mdns: cfg.p2p.mdns,
       maxConnections: cfg.p2p.maxConnections,
-      // trimmed down to TARGET_PEERS (or maxPeers, if lower) once past maxPeers
-      discovery: { maxPeers: cfg.p2p.maxPeers, targetPeers: Math.min(TARGET_PEERS, cfg.p2p.maxPeers) },
+      // past maxPeers, trimmed down to halfway between MIN_PEERS and maxPeers, at most TARGET_PEERS (trim.ts, trimTarget)
+      discovery: { maxPeers: cfg.p2p.maxPeers },
       allow: cfg.p2p.allow,
       dialTimeoutMs: cfg.p2p.dialTimeoutMs,
       metrics: true,

@@ -26,6 +26,12 @@ export const TARGET_PEERS = 16
  * ends up connected to nearly every other.
  */
 export const MAX_PEERS = 24
+/**
+ * The least `p2p.maxPeers` may be: a node trims down to halfway between MIN_PEERS and maxPeers
+ * (trimTarget), so at 16 there are 4 peers of room on either side of the target. With the target
+ * at the bound (maxPeers 8, before), every connection past it was closed at the next trim.
+ */
+export const MIN_MAX_PEERS = 16
 /** A connection younger than this is not trimmed: a newcomer has time to identify, subscribe and be grafted. */
 export const TRIM_GRACE_MS = 30_000
 /** How often a node checks whether it holds more than MAX_PEERS peers. */

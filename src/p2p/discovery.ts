@@ -30,7 +30,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../logger.js'
 import { peerRoutingClosest, type ClosestPeers } from './walk.js'
-import { trimPeers, type TrimLimits } from './trim.js'
+import { trimPeers, trimTarget, type TrimLimits } from './trim.js'
 import {
   BOOTSTRAP_INITIAL_BACKOFF_MS, BOOTSTRAP_MAX_BACKOFF_MS, DIAL_TIMEOUT_MS, DISCOVERY_INTERVAL_MS, DISCOVERY_MAX_INTERVAL_MS, FAILED_PEER_RETRY_MS, QUICK_WALKS_AFTER_CONNECT, WALK_AFTER_CONNECT_MS, WALK_MIN_GAP_MS,
   MAX_ADDRS_PER_PEER, MAX_DISCOVERY_DIALS, MAX_FAILED_PEERS, MAX_PEERS, MAX_PENDING_DISCOVERIES, MIN_PEERS, TARGET_PEERS, TRIM_GRACE_MS, TRIM_INTERVAL_MS
@@ -41,7 +41,7 @@ export interface PeerKeeperInit {
   bootstrap?: string[]
   /** redial bootstrap peers and walk the DHT while below this many peers (default MIN_PEERS) */
   minPeers?: number
-  /** dial discovered peers while below this many peers (default TARGET_PEERS) */
+  /** dial discovered peers while below this many peers, and trim down to it (default TARGET_PEERS, or trimTarget(maxPeers) when maxPeers is given) */
   targetPeers?: number
   /** above this many peers, disconnect the least valued idle ones down to targetPeers (default MAX_PEERS) */
   maxPeers?: number
@@ -143,7 +143,7 @@ export class PeerKeeper {
     this.node = node
     this.log = log
     this.minPeers = init.minPeers ?? MIN_PEERS
-    this.targetPeers = Math.max(init.targetPeers ?? TARGET_PEERS, this.minPeers)
+    this.targetPeers = Math.max(init.targetPeers ?? (init.maxPeers != null ? trimTarget(init.maxPeers) : TARGET_PEERS), this.minPeers)
     this.trimLimits = { low: this.targetPeers, high: Math.max(init.maxPeers ?? MAX_PEERS, this.targetPeers), keep: this.minPeers, graceMs: init.trimGraceMs ?? TRIM_GRACE_MS }
     this.trimIntervalMs = init.trimIntervalMs ?? TRIM_INTERVAL_MS
     this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS

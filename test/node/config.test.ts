@@ -30,6 +30,12 @@ describe('config', function () {
     expect(() => loadConfig({ env: { MERCATO_EXECUTOR_OUTPUT_FILES_FILE_BYTES: String(512 * 1024 * 1024) } })).to.throw(/executor\.outputFiles\.fileBytes/)
   })
 
+  it('p2p.maxPeers: 24 by default; at least 16, so the trim has room on either side of its target (MERCATO_P2P_MAX_PEERS)', () => {
+    expect(loadConfig({ env: {} }).p2p.maxPeers).to.equal(24)
+    expect(loadConfig({ env: { MERCATO_P2P_MAX_PEERS: '16' } }).p2p.maxPeers).to.equal(16)
+    for (const bad of ['15', '8', '0', '16.5']) expect(() => loadConfig({ env: { MERCATO_P2P_MAX_PEERS: bad } }), bad).to.throw(/p2p\.maxPeers/)
+  })
+
   it('p2p.allow: empty by default (no address skips connection limits); IP prefixes only', () => {
     expect(loadConfig({ env: {} }).p2p.allow).to.deep.equal([])
     expect(loadConfig({ env: { MERCATO_P2P_ALLOW: '/ip4/127.0.0.1,/ip6/::1,/ip4/10.0.0.0/ipcidr/8' } }).p2p.allow).to.have.length(3)

@@ -1,7 +1,7 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
-import { chooseTrims, isHousekeeping, peerStates, type PeerState } from '../../src/p2p/trim.js'
+import { chooseTrims, isHousekeeping, peerStates, trimTarget, type PeerState } from '../../src/p2p/trim.js'
 import { DHT_PROTOCOL } from '../../src/p2p/constants.js'
 import { LOOPBACK, waitFor } from '../helpers/nodes.js'
 
@@ -57,6 +57,14 @@ describe('p2p: trimming peers (rule)', () => {
     // 35 settled, low 4: 31 would go, but only idle ones may, and 3 of those stay
     expect(chooseTrims([...busy, ...idle], { ...LIMITS, keep: 3 }, NOW)).to.deep.equal(['i0', 'i1'])
     expect(chooseTrims([...busy, ...idle.slice(0, 3)], { ...LIMITS, keep: 3 }, NOW)).to.deep.equal([])
+  })
+
+  it('trims down to halfway between 8 and maxPeers, at most 16: room for peers to come and go on either side', () => {
+    expect([16, 17, 18, 20, 23, 24, 25, 100, 1000].map(trimTarget)).to.deep.equal([12, 12, 13, 14, 15, 16, 16, 16, 16])
+    // at maxPeers 16 a node trims to 12: it takes 4 newcomers before it trims again, and loses 4 before it looks for more
+    const limits = { high: 16, low: trimTarget(16), keep: 8, graceMs: 1000 }
+    expect(chooseTrims(Array.from({ length: 16 }, (_, i) => peer(`p${i}`)), limits, NOW)).to.deep.equal([])
+    expect(chooseTrims(Array.from({ length: 17 }, (_, i) => peer(`p${i}`)), limits, NOW)).to.have.length(5)
   })
 
   it('counts only the mesh\'s own housekeeping streams as idle; a stream still negotiating is not', () => {
