@@ -18,18 +18,23 @@ export const MAX_OUTBOUND_STREAMS = 256
 export const INITIAL_QUERY_SELF_MS = 500
 /** Redial bootstrap peers and walk the DHT while we have fewer peers than this. */
 export const MIN_PEERS = 8
-/** Dial peers that discovery (mDNS, identify, the DHT) reports while we have fewer than this: room for gossipsub's mesh (D = 6, up to 12) and spares; beyond it, peers come to us. */
+/**
+ * Dial peers that discovery (mDNS, identify, the DHT) reports while we have fewer than this, and what
+ * a trim leaves (at the default maxPeers; trimTarget for others): room for gossipsub's mesh (D = 6,
+ * up to 12) and spares; beyond it, peers come to us.
+ */
 export const TARGET_PEERS = 16
 /**
- * Above this many peers a node closes its least valued idle connections until TARGET_PEERS remain
- * (trim.ts): what an idle node pays grows with its peers, and without a bound every node of a mesh
- * ends up connected to nearly every other.
+ * Above this many peers (`p2p.maxPeers`) a node closes its least valued idle connections until
+ * TARGET_PEERS remain (trim.ts): what an idle node pays grows with its peers, and without a bound
+ * every node of a mesh ends up connected to nearly every other.
  */
 export const MAX_PEERS = 24
 /**
  * The least `p2p.maxPeers` may be: a node trims down to halfway between MIN_PEERS and maxPeers
- * (trimTarget), so at 16 there are 4 peers of room on either side of the target. With the target
- * at the bound (maxPeers 8, before), every connection past it was closed at the next trim.
+ * (trimTarget), so at 16 there are 4 peers of room on either side of the target (a test holds
+ * this). Before, the target was TARGET_PEERS or maxPeers, whichever was fewer: at 16 or below it
+ * met the bound, and every connection past it was closed at the next trim.
  */
 export const MIN_MAX_PEERS = 16
 /** A connection younger than this is not trimmed: a newcomer has time to identify, subscribe and be grafted. */

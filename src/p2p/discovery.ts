@@ -41,7 +41,7 @@ export interface PeerKeeperInit {
   bootstrap?: string[]
   /** redial bootstrap peers and walk the DHT while below this many peers (default MIN_PEERS) */
   minPeers?: number
-  /** dial discovered peers while below this many peers, and trim down to it (default TARGET_PEERS, or trimTarget(maxPeers) when maxPeers is given) */
+  /** dial discovered peers while below this many peers, and trim down to it (default TARGET_PEERS, or trimTarget(maxPeers, minPeers) when maxPeers is given) */
   targetPeers?: number
   /** above this many peers, disconnect the least valued idle ones down to targetPeers (default MAX_PEERS) */
   maxPeers?: number
@@ -80,6 +80,19 @@ function isLoopback (ma: Multiaddr): boolean {
 /** `ms` ± 25 %, so that nodes started together spread their redials. */
 export function jitter (ms: number, random: () => number = Math.random): number {
   return Math.round(ms * (0.75 + random() * 0.5))
+}
+
+/**
+ * The keeper's peer counts from its init: `minPeers` (walks and bootstrap redials below it),
+ * `targetPeers` (discovered peers dialled below it, and what a trim leaves: trimTarget of maxPeers
+ * unless given) and the trim's limits (past `maxPeers` settled peers, down to `targetPeers`,
+ * keeping `minPeers` idle ones). Never low above high.
+ */
+export function peerLimits (init: Pick<PeerKeeperInit, 'minPeers' | 'targetPeers' | 'maxPeers' | 'trimGraceMs'>): { minPeers: number, targetPeers: number, trim: TrimLimits } {
+  const minPeers = init.minPeers ?? MIN_PEERS
+  const maxPeers = init.maxPeers ?? MAX_PEERS
+  const targetPeers = Math.max(init.targetPeers ?? (init.maxPeers != null ? trimTarget(maxPeers, minPeers) : TARGET_PEERS), minPeers)
+  return { minPeers, targetPeers, trim: { low: targetPeers, high: Math.max(maxPeers, targetPeers), keep: minPeers, graceMs: init.trimGraceMs ?? TRIM_GRACE_MS } }
 }
 
 export class PeerKeeper {
@@ -142,9 +155,10 @@ export class PeerKeeper {
   constructor (node: Libp2p, init: PeerKeeperInit, log: Logger) {
     this.node = node
     this.log = log
-    this.minPeers = init.minPeers ?? MIN_PEERS
-    this.targetPeers = Math.max(init.targetPeers ?? (init.maxPeers != null ? trimTarget(init.maxPeers) : TARGET_PEERS), this.minPeers)
-    this.trimLimits = { low: this.targetPeers, high: Math.max(init.maxPeers ?? MAX_PEERS, this.targetPeers), keep: this.minPeers, graceMs: init.trimGraceMs ?? TRIM_GRACE_MS }
+    const limits = peerLimits(init)
+    this.minPeers = limits.minPeers
+    this.targetPeers = limits.targetPeers
+    this.trimLimits = limits.trim
     this.trimIntervalMs = init.trimIntervalMs ?? TRIM_INTERVAL_MS
     this.walkInterval = init.walkIntervalMs ?? DISCOVERY_INTERVAL_MS
     this.walkMinGap = init.walkMinGapMs ?? WALK_MIN_GAP_MS

@@ -180,8 +180,8 @@ export class Libp2pNetwork implements Network {
     // it disconnects. Closeness is not mutual, so a peer trimmed by us (trim.ts) that holds us
     // among its closest dialled straight back in, to be trimmed again 30 s later: in a 40-node
     // mesh every node churned. Which peers a node keeps is the PeerKeeper's to decide (discovery.ts:
-    // bootstrap redial and walks below MIN_PEERS, discovered peers up to TARGET_PEERS, trimming past
-    // MAX_PEERS; DHT queries still dial whom they ask); the DHT keeps its tag's value (kad-close,
+    // bootstrap redial and walks below MIN_PEERS, discovered peers up to its target, trimming past
+    // maxPeers; DHT queries still dial whom they ask); the DHT keeps its tag's value (kad-close,
     // 50), which ranks those peers above others when trimming.
     node.addEventListener('peer:update', (evt) => {
       const { peer } = evt.detail

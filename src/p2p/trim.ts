@@ -50,15 +50,16 @@ const HOUSEKEEPING = [
 const PROTECTED_TAG_PREFIXES = ['keep-alive-circuit-relay', 'circuit-relay-source']
 
 /**
- * The number of peers a node past `maxPeers` trims down to: halfway between MIN_PEERS and
- * `maxPeers`, at most TARGET_PEERS (16 at the default 24). Room on both sides is what keeps a
- * mesh still: above it, newcomers come in without a trim each time; below it, the trims of our
- * peers (closing their side of our connections) do not take us under MIN_PEERS, which starts
- * discovery's dials. With the target at 8 (maxPeers 12, two thirds) a 20-node mesh opened 13
- * connections in 15 s, settled.
+ * The number of peers a node past `maxPeers` trims down to: halfway between `minPeers` (MIN_PEERS)
+ * and `maxPeers`, rounded down, at most TARGET_PEERS (16 at the default 24) and never more than
+ * `maxPeers`. Room on both sides is what keeps a mesh still: above the target, newcomers come in
+ * without a trim each time; below it, the trims of our peers (closing their side of our
+ * connections) do not take us under `minPeers`, where DHT walks and bootstrap redials start. With
+ * the target at 8 (maxPeers 12, two thirds of it) a 20-node mesh opened 13 connections in 15 s,
+ * settled.
  */
-export function trimTarget (maxPeers: number): number {
-  return Math.min(TARGET_PEERS, MIN_PEERS + Math.floor(Math.max(0, maxPeers - MIN_PEERS) / 2))
+export function trimTarget (maxPeers: number, minPeers = MIN_PEERS): number {
+  return Math.min(TARGET_PEERS, maxPeers, minPeers + Math.floor(Math.max(0, maxPeers - minPeers) / 2))
 }
 
 /** A stream of the mesh's own housekeeping; one whose protocol is not known yet (still negotiating) is not. */

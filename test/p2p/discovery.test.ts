@@ -2,7 +2,7 @@ import '../../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
 import { buildNetworkNode, createNetwork, identityFromSeed, type NetworkNode } from '../../src/p2p/index.js'
-import { jitter, PeerKeeper } from '../../src/p2p/discovery.js'
+import { jitter, PeerKeeper, peerLimits } from '../../src/p2p/discovery.js'
 import { QUICK_WALKS_AFTER_CONNECT, WALK_MIN_GAP_MS } from '../../src/p2p/constants.js'
 import { logger } from '../../src/logger.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -24,6 +24,19 @@ describe('p2p: discovery (bootstrap redial)', function () {
   this.timeout(120_000)
   const nodes: NetworkNode[] = []
   afterEach(async () => { await Promise.all(nodes.splice(0).map(async n => n.stop().catch(() => {}))) })
+
+  it('peer counts: a node configured with maxPeers dials and trims to halfway between minPeers and it; one without, to 16 past 24', () => {
+    const of = (init: Parameters<typeof peerLimits>[0]): number[] => { const l = peerLimits(init); return [l.minPeers, l.targetPeers, l.trim.low, l.trim.high, l.trim.keep] }
+    // [minPeers, targetPeers, trim low, trim high, keep]
+    expect(of({})).to.deep.equal([8, 16, 16, 24, 8])
+    expect(of({ maxPeers: 24 })).to.deep.equal([8, 16, 16, 24, 8])
+    expect(of({ maxPeers: 16 })).to.deep.equal([8, 12, 12, 16, 8])
+    expect(of({ maxPeers: 100 })).to.deep.equal([8, 16, 16, 100, 8])
+    // the caller's own minPeers and targetPeers are kept; low never above high
+    expect(of({ minPeers: 0, maxPeers: 6 })).to.deep.equal([0, 3, 3, 6, 0])
+    expect(of({ minPeers: 0, targetPeers: 4, maxPeers: 6 })).to.deep.equal([0, 4, 4, 6, 0])
+    expect(of({ targetPeers: 30, maxPeers: 24 })).to.deep.equal([8, 30, 30, 30, 8])
+  })
 
   it('spreads redials: jitter stays within ±25 %', () => {
     expect(jitter(1000, () => 0)).to.equal(750)

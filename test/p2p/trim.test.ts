@@ -2,7 +2,7 @@ import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
 import { chooseTrims, isHousekeeping, peerStates, trimTarget, type PeerState } from '../../src/p2p/trim.js'
-import { DHT_PROTOCOL } from '../../src/p2p/constants.js'
+import { DHT_PROTOCOL, MIN_MAX_PEERS, MIN_PEERS } from '../../src/p2p/constants.js'
 import { LOOPBACK, waitFor } from '../helpers/nodes.js'
 
 const LIMITS = { high: 6, low: 4, keep: 0, graceMs: 1000 }
@@ -60,8 +60,13 @@ describe('p2p: trimming peers (rule)', () => {
   })
 
   it('trims down to halfway between 8 and maxPeers, at most 16: room for peers to come and go on either side', () => {
-    expect([16, 17, 18, 20, 23, 24, 25, 100, 1000].map(trimTarget)).to.deep.equal([12, 12, 13, 14, 15, 16, 16, 16, 16])
-    // at maxPeers 16 a node trims to 12: it takes 4 newcomers before it trims again, and loses 4 before it looks for more
+    expect([16, 17, 18, 20, 23, 24, 25, 100, 1000].map(m => trimTarget(m))).to.deep.equal([12, 12, 13, 14, 15, 16, 16, 16, 16])
+    // the least maxPeers the config takes keeps 4 peers of room on each side of its target
+    expect(trimTarget(MIN_MAX_PEERS) - MIN_PEERS).to.be.at.least(4)
+    expect(MIN_MAX_PEERS - trimTarget(MIN_MAX_PEERS)).to.be.at.least(4)
+    // a caller's own floor, and never above maxPeers
+    expect([trimTarget(6, 0), trimTarget(6, 2), trimTarget(10, 12)]).to.deep.equal([3, 4, 10])
+    // at maxPeers 16 a node trims to 12: it takes 4 newcomers before it trims again, and loses 4 before it walks the DHT
     const limits = { high: 16, low: trimTarget(16), keep: 8, graceMs: 1000 }
     expect(chooseTrims(Array.from({ length: 16 }, (_, i) => peer(`p${i}`)), limits, NOW)).to.deep.equal([])
     expect(chooseTrims(Array.from({ length: 17 }, (_, i) => peer(`p${i}`)), limits, NOW)).to.have.length(5)
