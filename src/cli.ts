@@ -114,8 +114,8 @@ export function resolveDataDir (flag?: string): string {
   return expandHome(loadDefaults().dataDir)
 }
 
-/** How often `mercato start` checks whether its reachability changed (it prints a line when it does). */
-const REACHABILITY_POLL_MS = 1000
+/** How often `mercato start` looks at its reachability besides when its addresses change (it prints a line when it changed). */
+const REACHABILITY_POLL_MS = 10_000
 
 /** One line: reachability, the relays in use, observed and verified public addresses. */
 function describeReachability (s: { reachability: string, relays: string[], observed: Array<{ address: string, verified: boolean }> }): string {
@@ -154,12 +154,16 @@ async function runStart (flags: StartFlags): Promise<void> {
   out(`Network: ${net.privateNetwork != null ? `private market (key ${net.privateNetwork})` : 'open market'}; relay server ${net.relayServer ? 'on' : 'off'}; UPnP ${net.upnp ? 'on' : 'off'}`)
   out(`Reachability: ${describeReachability(net)}`)
   out(`Ready in ${readyMs} ms (process up ${Math.round(process.uptime() * 1000)} ms, rss ${Math.round(process.memoryUsage().rss / 1048576)} MiB)`)
-  // reachability is learnt after start (relay slots, AutoNAT, UPnP): print each change
+  // reachability is learnt after start (relay slots, AutoNAT, UPnP): print each change, when our
+  // addresses change and, for what changes without that (an address a peer observed), every
+  // REACHABILITY_POLL_MS. A look every second, before, was 11 % of an idle node's CPU (19 peers).
   let lastReach = describeReachability(net)
-  const reachTimer = setInterval(() => {
+  const lookAgain = (): void => {
     const now = describeReachability(node.network.natStatus())
     if (now !== lastReach) { lastReach = now; out(`Reachability: ${now}`) }
-  }, REACHABILITY_POLL_MS)
+  }
+  const stopWatching = node.network.onAddressChange(lookAgain)
+  const reachTimer = setInterval(lookAgain, REACHABILITY_POLL_MS)
   reachTimer.unref()
 
   let stopping = false
@@ -167,6 +171,8 @@ async function runStart (flags: StartFlags): Promise<void> {
     if (stopping) return
     stopping = true
     out(`\n${signal}: stopping`)
+    stopWatching()
+    clearInterval(reachTimer)
     const force = setTimeout(() => {
       process.stderr.write('mercato: stop took longer than 5 s; exiting\n')
       process.exit(1)

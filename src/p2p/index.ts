@@ -39,6 +39,8 @@ export interface NetworkNode extends Network {
   natStatus (): NetworkStatus
   /** connections open now and opened since start, by path (a metrics scrape's share of natStatus) */
   connectionsByPath (): ConnectionsByPath
+  /** call `listener` when our addresses change (a relay slot, a verified or mapped address); returns the function that stops it */
+  onAddressChange (listener: () => void): () => void
 }
 
 export interface ConnectionsByPath {

@@ -222,6 +222,24 @@ export class Libp2pNetwork implements Network {
     if (key === this.unverifiedKey) return
     this.unverifiedKey = key
     if (key !== '') this.onSelfUpdate()
+    for (const l of this.addressListeners) l()
+  }
+
+  private readonly addressListeners = new Set<() => void>()
+  /**
+   * Call `listener` when our addresses change (libp2p's self:peer:update: a relay slot, a verified
+   * or a DNS mapping; a new UPnP mapping, which libp2p adds without that event, from the address
+   * watch). An address a peer observed and nobody verified yet changes nothing here. Returns the
+   * function that stops it.
+   */
+  onAddressChange (listener: () => void): () => void {
+    const onEvent = (): void => { listener() }
+    this.node.addEventListener('self:peer:update', onEvent)
+    this.addressListeners.add(listener)
+    return () => {
+      this.node.removeEventListener('self:peer:update', onEvent)
+      this.addressListeners.delete(listener)
+    }
   }
 
   private readonly onSelfUpdate = (): void => {

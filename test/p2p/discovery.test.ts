@@ -152,6 +152,25 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     return k
   }
 
+  it('with minPeers or more, the walk loop sleeps without counting peers until a disconnect takes the node below', async () => {
+    const node = new StandIn()
+    for (let i = 0; i < 9; i++) node.peers.push(aPeer())
+    let counts = 0
+    const getPeers = node.getPeers.bind(node)
+    node.getPeers = () => { counts++; return getPeers() }
+    const keeper = new PeerKeeper(node as any, { walkIntervalMs: 100, walkMinGapMs: 50 }, logger('test:discovery'))
+    keepers.push(keeper)
+    keeper.start()
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    expect(node.walks, 'walks with 9 peers').to.have.length(0)
+    // before, the loop counted the peers every walk interval (here 10 times a second)
+    expect(counts, 'peer counts in ten walk intervals').to.be.at.most(2)
+    // two peers go: 7, below minPeers (8), and the loop wakes
+    node.peers.splice(0, 2)
+    node.dispatchEvent(new CustomEvent('peer:disconnect', { detail: aPeer() }))
+    await waitFor(() => node.walks.length >= 1, 5_000)
+  })
+
   it('a first connection brings the next walk forward, and the peers it meets are dialled', async () => {
     const node = new StandIn()
     const others = [aPeer(), aPeer(), aPeer()]
