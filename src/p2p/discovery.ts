@@ -129,7 +129,8 @@ export class PeerKeeper {
   /**
    * No walk is scheduled: the last look found minPeers or more. The loop used to look every
    * walkInterval (2 s) anyway, counting peers (libp2p's getPeers, over every connection): 5 % of an
-   * idle node's CPU with 19 peers. A disconnect or a connection below minPeers wakes it.
+   * idle node's CPU with 19 peers. A disconnect or a connection below minPeers wakes it (and a
+   * look every DISCOVERY_MAX_INTERVAL_MS).
    */
   private walkParked = false
   /** walks still to take walkMinGap apart (set by a connection while below minPeers) */
@@ -375,12 +376,19 @@ export class PeerKeeper {
     this.walkTimer.unref()
   }
 
-  /** Stop looking until a disconnect (onDisconnect) or a connection below minPeers (onConnect) wakes the loop. */
+  /**
+   * Stop looking until a disconnect (onDisconnect) or a connection below minPeers (onConnect) wakes
+   * the loop; a look every DISCOVERY_MAX_INTERVAL_MS anyway, should a drop ever come without
+   * libp2p's peer:disconnect.
+   */
   private park (): void {
     clearTimeout(this.walkTimer)
     this.walkParked = true
+    this.quickWalks = 0
     this.walkDueAt = Number.POSITIVE_INFINITY
     this.walkDelay = this.walkInterval
+    this.walkTimer = setTimeout(() => { void this.walk() }, DISCOVERY_MAX_INTERVAL_MS)
+    this.walkTimer.unref()
   }
 
   private async walk (): Promise<void> {

@@ -222,18 +222,23 @@ export class Libp2pNetwork implements Network {
     if (key === this.unverifiedKey) return
     this.unverifiedKey = key
     if (key !== '') this.onSelfUpdate()
-    for (const l of this.addressListeners) l()
+    for (const l of this.addressListeners) this.callAddressListener(l)
+  }
+
+  /** A listener that throws is logged, never thrown into libp2p's event dispatch or our timer. */
+  private callAddressListener (listener: () => void): void {
+    try { listener() } catch (err) { this.log.warn({ err }, 'address change listener failed') }
   }
 
   private readonly addressListeners = new Set<() => void>()
   /**
-   * Call `listener` when our addresses change (libp2p's self:peer:update: a relay slot, a verified
-   * or a DNS mapping; a new UPnP mapping, which libp2p adds without that event, from the address
-   * watch). An address a peer observed and nobody verified yet changes nothing here. Returns the
-   * function that stops it.
+   * Call `listener` when our addresses change: libp2p's self:peer:update (a relay slot, a verified
+   * address, a DNS mapping) and, with UPnP on, the address watch's look every ADDRESS_WATCH_MS at
+   * our unverified public addresses (a new UPnP mapping, which libp2p adds without that event, or
+   * one a peer observed). Returns the function that stops it.
    */
   onAddressChange (listener: () => void): () => void {
-    const onEvent = (): void => { listener() }
+    const onEvent = (): void => { this.callAddressListener(listener) }
     this.node.addEventListener('self:peer:update', onEvent)
     this.addressListeners.add(listener)
     return () => {

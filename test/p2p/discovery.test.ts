@@ -165,9 +165,30 @@ describe('p2p: discovery (DHT walks, the keeper on a stand-in libp2p node)', fun
     expect(node.walks, 'walks with 9 peers').to.have.length(0)
     // before, the loop counted the peers every walk interval (here 10 times a second)
     expect(counts, 'peer counts in ten walk intervals').to.be.at.most(2)
-    // two peers go: 7, below minPeers (8), and the loop wakes
-    node.peers.splice(0, 2)
+    // a disconnect that leaves 8: one look, no walk, asleep again
+    node.peers.splice(0, 1)
     node.dispatchEvent(new CustomEvent('peer:disconnect', { detail: aPeer() }))
+    const before = counts
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    expect(node.walks, 'walks with 8 peers').to.have.length(0)
+    expect(counts - before, 'peer counts after a disconnect that leaves 8').to.be.at.most(2)
+    // one more goes: 7, below minPeers (8), and the loop wakes
+    node.peers.splice(0, 1)
+    node.dispatchEvent(new CustomEvent('peer:disconnect', { detail: aPeer() }))
+    await waitFor(() => node.walks.length >= 1, 5_000)
+  })
+
+  it('asleep, a connection while below minPeers still brings a walk forward', async () => {
+    const node = new StandIn()
+    for (let i = 0; i < 9; i++) node.peers.push(aPeer())
+    // asleep there is no timer but the minute's backstop: only the connection can bring the walk within the test
+    const keeper = new PeerKeeper(node as any, { walkIntervalMs: 100, walkMinGapMs: 50 }, logger('test:discovery'))
+    keepers.push(keeper)
+    keeper.start()
+    await waitFor(() => (keeper as any).walkParked === true, 5_000)
+    // three peers go without a word (nothing wakes the loop), then one connects: 7, below 8
+    node.peers.splice(0, 3)
+    node.connect(aPeer())
     await waitFor(() => node.walks.length >= 1, 5_000)
   })
 
