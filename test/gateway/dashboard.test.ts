@@ -199,6 +199,10 @@ describe('dashboard in headless Chromium', function () {
     await page.locator('#ledger-records tr[data-seq]').first().waitFor({ timeout: 10_000 })
     // the newest page follows the log; every record's signature and link are checked by the node
     await page.waitForFunction(() => document.querySelectorAll('#ledger-records tr[data-seq]').length === 25, null, { timeout: 10_000 })
+    // ...up to its head, records that came after the last job settled (its receipt) included: the
+    // page used to reload only on a settled event, and a CI run saw it stay short of 25 rows
+    const headSeq = async (): Promise<number> => ((await (await fetch(a.gateway!.url + '/v1/ledger/head')).json()) as { seq: number }).seq
+    await waitFor(async () => Number(await page.locator('#ledger-records tr[data-seq]').first().getAttribute('data-seq')) === await headSeq(), 15_000, 250)
     const rows = await page.locator('#ledger-records tr[data-seq]').evaluateAll(trs => trs.map(tr => ({ seq: Number((tr as HTMLElement).dataset.seq), sig: (tr as HTMLElement).dataset.sig, link: (tr as HTMLElement).dataset.link })))
     expect(rows.every(r => r.sig === 'ok' && r.link === 'ok'), JSON.stringify(rows)).to.equal(true)
     expect(rows.map(r => r.seq)).to.deep.equal([...rows.map(r => r.seq)].sort((x, y) => y - x))

@@ -78,6 +78,9 @@ async function refreshLedgerHead () {
     const h = await api('/v1/ledger/head')
     $('ledger-head').textContent = h.seq < 0 ? 'empty' : `#${h.seq} ${short(h.id)}`
     $('ledger-head').title = h.id ?? ''
+    // the newest page also follows records that come without a settled event (a receipt gossiped
+    // after the job settled, a record of a job we ran): it stayed short of them until the next job
+    if (ledgerShownHead != null && h.seq !== ledgerShownHead) scheduleLedger()
   } catch { $('ledger-head').textContent = 'n/a' }
 }
 
@@ -409,6 +412,8 @@ window.addEventListener('resize', () => drawMesh())
 // ---- the ledger browser ----------------------------------------------------
 
 let ledgerTimer = null
+/** the log's head when the ledger browser last loaded (null before the first load) */
+let ledgerShownHead = null
 function scheduleLedger () {
   // only the newest page follows new records by itself
   if (state.ledger.before != null || ledgerTimer != null) return
@@ -418,6 +423,7 @@ function scheduleLedger () {
 async function loadLedger () {
   const L = state.ledger
   const head = await api('/v1/ledger/head')
+  ledgerShownHead = head.seq
   let records
   let from
   if (L.type !== '') {
