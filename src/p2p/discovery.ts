@@ -126,13 +126,6 @@ export class PeerKeeper {
   /** the scheduled walk was brought forward by a connection: meeting no one there does not double the wait */
   private walkForConnect = false
   private walking = false
-  /**
-   * No walk is scheduled: the last look found minPeers or more. The loop used to look every
-   * walkInterval (2 s) anyway, counting peers (libp2p's getPeers, over every connection): 5 % of an
-   * idle node's CPU with 19 peers. A disconnect or a connection below minPeers wakes it (and a
-   * look every DISCOVERY_MAX_INTERVAL_MS).
-   */
-  private walkParked = false
   /** walks still to take walkMinGap apart (set by a connection while below minPeers) */
   private quickWalks = 0
   private readonly walkInterval: number
@@ -151,6 +144,16 @@ export class PeerKeeper {
     if (this.walking) return
     const soon = Math.max(WALK_AFTER_CONNECT_MS, this.lastWalkAt + this.walkMinGap - Date.now())
     if (this.walkDueAt - Date.now() > soon) this.scheduleWalk(soon, true)
+  }
+
+  /**
+   * No walk is due (park): the last look found minPeers or more. The loop used to look every
+   * walkInterval (2 s) anyway, counting peers (libp2p's getPeers, over every connection): 5 % of an
+   * idle node's CPU with 19 peers. A disconnect or a connection below minPeers wakes it (and a
+   * look every DISCOVERY_MAX_INTERVAL_MS).
+   */
+  private get walkParked (): boolean {
+    return this.walkDueAt === Number.POSITIVE_INFINITY
   }
 
   private readonly onDisconnect = (): void => {
@@ -366,7 +369,6 @@ export class PeerKeeper {
    */
   private scheduleWalk (delayMs: number, forConnect = false): void {
     clearTimeout(this.walkTimer)
-    this.walkParked = false
     if (!this.running) return
     // a walk brought forward keeps the wait it came ahead of
     if (!forConnect) this.walkDelay = delayMs
@@ -383,7 +385,6 @@ export class PeerKeeper {
    */
   private park (): void {
     clearTimeout(this.walkTimer)
-    this.walkParked = true
     this.quickWalks = 0
     this.walkDueAt = Number.POSITIVE_INFINITY
     this.walkDelay = this.walkInterval

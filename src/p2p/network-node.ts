@@ -222,12 +222,7 @@ export class Libp2pNetwork implements Network {
     if (key === this.unverifiedKey) return
     this.unverifiedKey = key
     if (key !== '') this.onSelfUpdate()
-    for (const l of this.addressListeners) this.callAddressListener(l)
-  }
-
-  /** A listener that throws is logged, never thrown into libp2p's event dispatch or our timer. */
-  private callAddressListener (listener: () => void): void {
-    try { listener() } catch (err) { this.log.warn({ err }, 'address change listener failed') }
+    else this.tellAddressListeners()
   }
 
   private readonly addressListeners = new Set<() => void>()
@@ -238,16 +233,20 @@ export class Libp2pNetwork implements Network {
    * one a peer observed). Returns the function that stops it.
    */
   onAddressChange (listener: () => void): () => void {
-    const onEvent = (): void => { this.callAddressListener(listener) }
-    this.node.addEventListener('self:peer:update', onEvent)
     this.addressListeners.add(listener)
-    return () => {
-      this.node.removeEventListener('self:peer:update', onEvent)
-      this.addressListeners.delete(listener)
+    return () => { this.addressListeners.delete(listener) }
+  }
+
+  /** A listener that throws is logged, never thrown into libp2p's event dispatch or our timer. */
+  private tellAddressListeners (): void {
+    for (const listener of this.addressListeners) {
+      try { listener() } catch (err) { this.log.warn({ err }, 'address change listener failed') }
     }
   }
 
+  /** Our addresses changed (self:peer:update, or the address watch): re-check them soon, and tell the listeners. */
   private readonly onSelfUpdate = (): void => {
+    this.tellAddressListeners()
     clearTimeout(this.reverifyTimer)
     this.reverifyTimer = setTimeout(() => { this.reverify() }, REVERIFY_DELAY_MS)
     this.reverifyTimer.unref()
