@@ -14,11 +14,16 @@
  * `intervalMs`: once per quiet period, never while the thread is busy (the
  * last-resort flavour below took ~100 ms on a 34 MiB heap).
  *
- * A node at rest in a mesh still allocates (gossip, pings, heartbeats) and
- * its heap creeps: by 4 MiB in about 25 s, in an idle 8-node mesh. Collecting
- * each time cost every process one compacting collection of 100–600 ms per
- * 25 s, a third of its idle CPU. So growth under `bigGrowthBytes` is collected
- * at most once per `minSpacingMs`; a burst's tens of MiB still go at once.
+ * A node's main thread at rest in a mesh still allocates (gossip, pings,
+ * heartbeats) and its heap creeps: by 4 MiB in 20–30 s, in an idle 8-node
+ * mesh. Collecting each time cost every node one compacting collection of
+ * 100–600 ms that often, a third of its idle CPU. So the node's main thread
+ * passes `minSpacingMs` (IDLE_GC_MIN_SPACING_MS): growth under
+ * `bigGrowthBytes` is then collected at most once per `minSpacingMs` after
+ * this thread's last idle collection; larger growth, and the first after
+ * start, at the first quiet look. A sandbox worker has no timers and no
+ * traffic, nothing creeps there, and a burst leaves it 6–9 MiB of garbage: it
+ * keeps the default, no spacing.
  *
  * The collector is reached without `--expose-gc` on the command line: the
  * flag is set just long enough to create one context that holds `gc` (≈ 1.6 ms,
@@ -38,7 +43,7 @@ export const IDLE_GC_MIN_GROWTH_BYTES = 4 * 1024 * 1024
 export const IDLE_GC_MAX_UTILIZATION = 0.05
 /** Growth that is collected at the first quiet look, however recent the last collection (bytes). */
 export const IDLE_GC_BIG_GROWTH_BYTES = 16 * 1024 * 1024
-/** Least time between two collections of growth under IDLE_GC_BIG_GROWTH_BYTES (ms). */
+/** Least time between two collections of growth under IDLE_GC_BIG_GROWTH_BYTES, for a thread that asks for it (a node's main thread; ms). */
 export const IDLE_GC_MIN_SPACING_MS = 5 * 60_000
 
 let collector: (() => void) | null | undefined
@@ -87,7 +92,7 @@ export interface IdleGcOptions {
   maxUtilization?: number
   /** growth collected however recent the last collection (bytes) */
   bigGrowthBytes?: number
-  /** least time between two collections of smaller growth (ms) */
+  /** least time between two collections of growth under bigGrowthBytes (ms; default 0, none) */
   minSpacingMs?: number
   /** told after each collection: heap bytes freed, and how long it took (ms) */
   onCollect?: (freedBytes: number, ms: number) => void
@@ -109,7 +114,7 @@ export function startIdleGc (opts: IdleGcOptions = {}): IdleGc {
   const minGrowth = opts.minGrowthBytes ?? IDLE_GC_MIN_GROWTH_BYTES
   const maxUtilization = opts.maxUtilization ?? IDLE_GC_MAX_UTILIZATION
   const bigGrowth = opts.bigGrowthBytes ?? IDLE_GC_BIG_GROWTH_BYTES
-  const minSpacing = opts.minSpacingMs ?? IDLE_GC_MIN_SPACING_MS
+  const minSpacing = opts.minSpacingMs ?? 0
   const heapUsed = opts.heapUsed ?? (() => getHeapStatistics().used_heap_size)
   const heapCommitted = opts.heapCommitted ?? (() => getHeapStatistics().total_heap_size)
   let collections = 0

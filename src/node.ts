@@ -22,7 +22,7 @@ import { ledgerRoutes } from './gateway/routes/ledger.js'
 import { metricsRoutes } from './gateway/metrics.js'
 import { dashboardRoutes } from './gateway/dashboard.js'
 import { cpus } from 'node:os'
-import { startIdleGc } from './idle-gc.js'
+import { IDLE_GC_MIN_SPACING_MS, startIdleGc } from './idle-gc.js'
 import { whenCpusIdle } from './cpu-idle.js'
 
 type Cleanup = { name: string, fn: () => Promise<void> }
@@ -82,8 +82,9 @@ export class MercatoNode implements GatewayNode {
     this.log = logger('node', { peerId: this.identity.peerId })
     done('identity')
 
-    // the heap's garbage goes back to the system once the node is quiet (src/idle-gc.ts)
-    const idleGc = startIdleGc({ onCollect: (freed, ms) => { this.log.debug({ freedBytes: freed, ms: Math.round(ms) }, 'idle: heap collected') } })
+    // the heap's garbage goes back to the system once the node is quiet (src/idle-gc.ts); the creep
+    // of a node at rest in a mesh (its gossip) at most once per IDLE_GC_MIN_SPACING_MS
+    const idleGc = startIdleGc({ minSpacingMs: IDLE_GC_MIN_SPACING_MS, onCollect: (freed, ms) => { this.log.debug({ freedBytes: freed, ms: Math.round(ms) }, 'idle: heap collected') } })
     this.defer('idle-gc', async () => { idleGc.stop() })
 
     this.ledger = await openLedger({ signer: this.identity.signer, path: join(cfg.dataDir, 'ledger') })

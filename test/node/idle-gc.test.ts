@@ -63,7 +63,7 @@ describe('idle collection (src/idle-gc.ts)', function () {
     const heap = fakeHeap(20 * MiB)
     const freed: number[] = []
     // quiet: under 50 % busy per 100 ms (a loaded machine's timers and mocha count too)
-    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, minSpacingMs: 0, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted, onCollect: (bytes) => { freed.push(bytes) } })
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted, onCollect: (bytes) => { freed.push(bytes) } })
     try {
       heap.used = 23 * MiB // under the threshold
       await sleep(400)
@@ -88,23 +88,41 @@ describe('idle collection (src/idle-gc.ts)', function () {
 
   it('growth under bigGrowthBytes is collected at most once per minSpacingMs; a big growth at once', async () => {
     const heap = fakeHeap(20 * MiB)
-    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, bigGrowthBytes: 16 * MiB, minSpacingMs: 1500, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted })
+    // when each collection ran, read in the collector itself (a poll would add its own lag)
+    const ranAt: number[] = []
+    const gc = (): void => { ranAt.push(Date.now()); heap.gc() }
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, bigGrowthBytes: 16 * MiB, minSpacingMs: 1500, gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted })
     try {
-      // the first collection does not wait: none ran yet
+      // the first collection does not wait for the spacing: none ran yet
+      const grew = Date.now()
       heap.used = 25 * MiB
       await waitUntil(() => heap.runs > 0, 3000)
-      const first = Date.now()
-      // an idle node's creep (5 MiB, then more): not again before the spacing is over
+      expect(ranAt[0] - grew, 'the first collection came at a quiet look, not after the spacing').to.be.below(1000)
+      // a node's creep (10 MiB, under bigGrowthBytes): not again before the spacing is over
       heap.used = 30 * MiB
       await sleep(600)
       expect(heap.runs, 'creep inside the spacing').to.equal(1)
       await waitUntil(() => heap.runs > 1, 5000)
-      expect(Date.now() - first, 'the second collection waited for the spacing').to.be.at.least(1400)
+      expect(ranAt[1] - ranAt[0], 'the second collection waited for the spacing').to.be.at.least(1490)
       // a burst's growth goes at once, spacing or not
-      heap.used = 20 * MiB + 17 * MiB
       const burst = Date.now()
+      heap.used = 20 * MiB + 17 * MiB
       await waitUntil(() => heap.runs > 2, 3000)
-      expect(Date.now() - burst).to.be.below(1400)
+      expect(ranAt[2] - burst, 'a big growth did not wait for the spacing').to.be.below(700)
+    } finally {
+      idle.stop()
+    }
+  })
+
+  it('without minSpacingMs (a sandbox worker), growth under bigGrowthBytes is collected at every quiet look', async () => {
+    const heap = fakeHeap(20 * MiB)
+    const idle = startIdleGc({ intervalMs: 100, maxUtilization: 0.5, minGrowthBytes: 4 * MiB, gc: heap.gc, heapUsed: heap.heapUsed, heapCommitted: heap.heapCommitted })
+    try {
+      heap.used = 26 * MiB
+      await waitUntil(() => heap.runs > 0, 3000)
+      heap.used = 26 * MiB
+      await waitUntil(() => heap.runs > 1, 3000)
+      expect(heap.runs).to.equal(2)
     } finally {
       idle.stop()
     }
