@@ -142,7 +142,7 @@ export function startIdleGc (opts: IdleGcOptions = {}): IdleGc {
     collectedAt = performance.now()
     floor = heapUsed()
     committedFloor = heapCommitted()
-    opts.onCollect?.(used - floor, performance.now() - t)
+    opts.onCollect?.(used - floor, collectedAt - t)
   }, intervalMs)
   timer.unref()
   return {

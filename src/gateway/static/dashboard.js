@@ -78,8 +78,8 @@ async function refreshLedgerHead () {
     const h = await api('/v1/ledger/head')
     $('ledger-head').textContent = h.seq < 0 ? 'empty' : `#${h.seq} ${short(h.id)}`
     $('ledger-head').title = h.id ?? ''
-    // the newest page also follows records that come without a settled event (a receipt gossiped
-    // after the job settled, a record of a job we ran): it stayed short of them until the next job
+    // the newest page follows the head, on a settled event and on the poll: records also come without
+    // a settled event (a receipt gossiped after the job settled, a record of a job we ran)
     if (ledgerShownHead != null && h.seq !== ledgerShownHead) scheduleLedger()
   } catch { $('ledger-head').textContent = 'n/a' }
 }
@@ -173,7 +173,8 @@ function onJobEvent (e) {
     renderAuctions()
   }
   scheduleJobs()
-  if (e.type === 'settled') { void refreshLedgerHead(); void refreshProviders().catch(() => {}); scheduleLedger() }
+  // a settled job moved our log's head: refreshLedgerHead reloads the newest page when it did
+  if (e.type === 'settled') { void refreshLedgerHead(); void refreshProviders().catch(() => {}) }
 }
 
 let jobsTimer = null
