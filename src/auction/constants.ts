@@ -259,6 +259,24 @@ export const RECEIPT_RATE_PER_KEY = 250
 export const RECEIPT_BURST_PER_KEY = 1000
 /** Keys with a rate bucket (the least recently seen are forgotten first). */
 export const MAX_RATE_KEYS = 4096
+/**
+ * New gossip items (offers, receipts, adverts, all topics together) a node verifies per second
+ * for each peer that forwards them, and the burst; charged before the signature check, so a
+ * stranger signing with any number of fresh keys costs at most this many signature checks a
+ * second per connection. A message past it is ignored, and gossipsub does not take the same
+ * message again from another peer, so it is set well above what the mesh carries: four
+ * requesters at their full offer rate (OFFER_RATE_PER_KEY) through one neighbour.
+ */
+export const GOSSIP_VERIFY_PER_SOURCE_PER_SEC = 1000
+export const GOSSIP_VERIFY_PER_SOURCE_BURST = 4000
+/** Forwarding peers with a verification budget (more than a node's connections: maxConnections 300). */
+export const GOSSIP_VERIFY_SOURCES = 1024
+/**
+ * A gossip batch of nothing but items that expired longer ago than this is rejected (the
+ * forwarder's gossip score pays), not ignored: a peer forwards only what it accepted, and this
+ * covers twice the clock skew allowed (MAX_CLOCK_SKEW_MS) and late gossip.
+ */
+export const GOSSIP_STALE_GRACE_MS = 60_000
 /** Offers a provider keeps to check awards against (its bids), all requesters together. */
 export const MAX_BID_OFFERS = 1000
 /**

@@ -39,7 +39,7 @@ import {
   BLOB_KEY_PREFIX, BLOB_PROTOCOL, BLOB_STREAM_PROTOCOL, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RATE_KEYS, MAX_SEEN_ITEMS,
   OFFER_BURST_PER_KEY, OFFER_RATE_PER_KEY, RECEIPT_BURST_PER_KEY, RECEIPT_RATE_PER_KEY, RECEIPTS_TOPIC
 } from './constants.js'
-import { GossipGate } from './protocol/gossip.js'
+import { GossipGate, gossipSourceBudget } from './protocol/gossip.js'
 import { readRecord, readStanding, readStandingRecords } from './protocol/journal.js'
 import { countInto, type Advert, type Receipt, type RefusalReason } from './protocol/messages.js'
 import { Provider, type ProviderConfig } from './provider/index.js'
@@ -178,20 +178,25 @@ export function createMarket (init: MarketInit): Market {
   })
   const providerRefused = new Map<RefusalReason, number>()
   // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
+  // what each forwarding peer may make us verify, all topics together
+  const perSource = gossipSourceBudget()
   const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
     maxSeen: MAX_SEEN_ITEMS,
+    perSource,
     rate: { perSec: OFFER_RATE_PER_KEY, burst: OFFER_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
     count: countInto(providerRefused),
     self: init.signer.peerId
   })
   const advertGate = new GossipGate('advert', MAX_ADVERT_BYTES, 1, {
     maxSeen: MAX_SEEN_ITEMS,
+    perSource,
     rate: { perSec: ADVERT_RATE_PER_KEY, burst: ADVERT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
     count: countInto(requester.refused),
     self: init.signer.peerId
   })
   const receiptGate = new GossipGate('receipt', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
     maxSeen: MAX_SEEN_ITEMS,
+    perSource,
     rate: { perSec: RECEIPT_RATE_PER_KEY, burst: RECEIPT_BURST_PER_KEY, maxKeys: MAX_RATE_KEYS },
     count: countInto(requester.refused),
     self: init.signer.peerId

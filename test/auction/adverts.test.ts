@@ -8,7 +8,7 @@ import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { canonicalEncode, randomSigner, type Signed, type Signer } from '../../src/crypto/index.js'
 import { ADVERTS_TOPIC, BID_STREAM_PROTOCOL, createMarket, type Market } from '../../src/auction/index.js'
-import { ADVERT_BURST_PER_KEY, MAX_BOOK_ENTRIES } from '../../src/auction/constants.js'
+import { ADVERT_BURST_PER_KEY, GOSSIP_VERIFY_PER_SOURCE_BURST, GOSSIP_VERIFY_PER_SOURCE_PER_SEC, MAX_BOOK_ENTRIES } from '../../src/auction/constants.js'
 import { encodeBatch, sign, type Advert } from '../../src/auction/protocol/messages.js'
 import { openLedger, type Ledger } from '../../src/ledger/index.js'
 import { createExecutor, type Executor } from '../../src/executor/index.js'
@@ -69,13 +69,30 @@ describe('hostile: adverts (the provider book)', function () {
   })
 
   it(`${MAX_BOOK_ENTRIES + 500} throwaway keys: the book stays at ${MAX_BOOK_ENTRIES} providers`, async () => {
-    const attacker = hub.createNode()
+    // through two neighbours: one alone is held to GOSSIP_VERIFY_PER_SOURCE_BURST items (gossip-gate.test.ts)
+    const attackers = [hub.createNode(), hub.createNode()]
     const before = ledger.head().count
     const n = MAX_BOOK_ENTRIES + 500
-    for (let i = 0; i < n; i++) await attacker.publish(ADVERTS_TOPIC, encodeBatch([advertFrom(randomSigner())]))
+    expect(n / attackers.length).to.be.below(GOSSIP_VERIFY_PER_SOURCE_BURST)
+    for (let i = 0; i < n; i++) await attackers[i % attackers.length].publish(ADVERTS_TOPIC, encodeBatch([advertFrom(randomSigner())]))
     await waitFor(() => gossip('accept') >= n, 60_000)
     expect(booked()).to.equal(MAX_BOOK_ENTRIES) // our own advert was the first to go, with the oldest keys
     expect(ledger.head().count).to.equal(before)
+  })
+
+  it('one neighbour signing with thousands of throwaway keys: what it gets verified is its budget, the rest ignored', async () => {
+    const attacker = hub.createNode()
+    const n = GOSSIP_VERIFY_PER_SOURCE_BURST + 2000
+    const adverts = Array.from({ length: n }, () => encodeBatch([advertFrom(randomSigner())]))
+    const t0 = Date.now()
+    for (const a of adverts) await attacker.publish(ADVERTS_TOPIC, a)
+    await waitFor(() => gossip('accept') + gossip('ignore') >= n, 60_000)
+    // the burst, and what refilled while the flood ran (GOSSIP_VERIFY_PER_SOURCE_PER_SEC)
+    const refill = Math.ceil((Date.now() - t0) / 1000 * GOSSIP_VERIFY_PER_SOURCE_PER_SEC)
+    expect(gossip('accept')).to.be.at.most(GOSSIP_VERIFY_PER_SOURCE_BURST + refill)
+    expect(gossip('ignore')).to.be.at.least(n - GOSSIP_VERIFY_PER_SOURCE_BURST - refill)
+    expect(gossip('reject')).to.equal(0)
+    expect(refill, 'the flood outran the refill (else this test proves nothing)').to.be.below(2000)
   })
 
   it('keys that advertise the lowest ask and never answer: their invited round gets no bid, the next round is an open call and the job completes', async () => {

@@ -11,12 +11,23 @@
  *   neither verified again nor delivered again.
  * - **Floods from one key.** Items are counted per signer in a token bucket;
  *   past it, the batch is ignored (not forwarded), so one key cannot make the
- *   mesh verify, store and answer without bound.
+ *   mesh verify, store and answer without bound. The bucket is looked at before
+ *   any signature is checked (an item is only charged to it once verified).
+ * - **Floods through one peer.** Items are charged, before anything is computed for
+ *   them (their ids, their signatures), to the peer that forwarded them
+ *   ({@link GossipGateInit.perSource}, shared by the topics): a peer past its budget
+ *   has its messages ignored, whatever keys it signs them with and whether it
+ *   re-wraps known items or sends new ones.
+ * - **Stale items.** An expired item is skipped before anything is computed for it, and a
+ *   batch of nothing but items expired over STALE_GRACE_MS ago is rejected: an honest peer
+ *   forwards only what it accepted, so it never sends those (the grace covers clock skew and
+ *   late gossip), and resending them costs the sender its gossip score, not us a signature check.
  */
 import { randomBytes } from 'node:crypto'
 import { canonicalDecode, messageId, type Signed } from '../../crypto/index.js'
 import type { RawTopicMessage, TopicVerdict } from '../../p2p/index.js'
 import { checkSigned, RefusedMessageError, type Kind, type PayloadOf, type RefusalReason } from './messages.js'
+import { GOSSIP_STALE_GRACE_MS, GOSSIP_VERIFY_PER_SOURCE_BURST, GOSSIP_VERIFY_PER_SOURCE_PER_SEC, GOSSIP_VERIFY_SOURCES } from '../constants.js'
 
 /** A checked item and its id. */
 export interface GossipItem<T> { id: string, m: Signed<T> }
@@ -68,6 +79,12 @@ export class KeyedRateLimit {
   private readonly buckets = new Map<string, { tokens: number, at: number }>()
   constructor (private readonly perSec: number, private readonly burst: number, private readonly maxKeys: number) {}
 
+  /** `key`'s bucket holds `n` tokens now (nothing is taken, nothing remembered). */
+  has (key: string, n: number, now = Date.now()): boolean {
+    const b = this.buckets.get(key)
+    return b == null ? n <= this.burst : Math.min(this.burst, b.tokens + (now - b.at) * this.perSec / 1000) >= n
+  }
+
   /** Take `n` tokens from `key`'s bucket; false (and nothing taken) when it has fewer. */
   take (key: string, n: number, now = Date.now()): boolean {
     let b = this.buckets.get(key)
@@ -95,6 +112,12 @@ export interface GossipGateInit {
   count: (reason: RefusalReason) => void
   /** our own PeerId: our own items coming back from the network are ignored (our own delivery to ourselves, through the loopback, is not) */
   self?: string
+  /**
+   * Items (unexpired, known or new) taken per forwarding peer, charged before anything is computed
+   * for them; one budget shared by every topic's gate (see {@link gossipSourceBudget}). Our own
+   * messages are not charged.
+   */
+  perSource?: KeyedRateLimit
 }
 
 /**
@@ -105,7 +128,7 @@ export interface GossipGateInit {
 export class GossipGate<K extends Kind> {
   private readonly seen: SeenSet
   private readonly rate?: KeyedRateLimit
-  readonly ignored = { replay: 0, rate: 0 }
+  readonly ignored = { replay: 0, rate: 0, source: 0 }
 
   constructor (private readonly kind: K, private readonly maxBytes: number, private readonly maxItems: number, private readonly init: GossipGateInit) {
     this.seen = new SeenSet(init.maxSeen)
@@ -113,14 +136,15 @@ export class GossipGate<K extends Kind> {
   }
 
   decode (msg: RawTopicMessage): TopicVerdict<Array<GossipItem<PayloadOf<K>>>> {
-    let items: Array<GossipItem<PayloadOf<K>>>
+    let items: Array<GossipItem<PayloadOf<K>>> | undefined
     try {
-      items = this.check(msg.data)
+      items = this.check(msg)
     } catch (err: any) {
       this.init.count(err instanceof RefusedMessageError ? err.reason : 'bad-schema')
       return { result: 'reject' }
     }
-    if (items.length === 0) return { result: 'ignore' } // every item known or expired: nothing new to deliver or forward
+    // over a budget (not verified), or every item known or expired: nothing new to deliver or forward
+    if (items == null || items.length === 0) return { result: 'ignore' }
     const signer = items[0].m.signer
     // our own items coming back from a peer: nothing new for anyone
     if (signer === this.init.self && msg.from !== this.init.self) return { result: 'ignore' }
@@ -140,8 +164,10 @@ export class GossipGate<K extends Kind> {
     return true
   }
 
-  private check (data: Uint8Array): Array<GossipItem<PayloadOf<K>>> {
-    const kind = this.kind
+  /** The batch's new items, checked; undefined when a budget refused them before any was verified. */
+  private check (msg: RawTopicMessage): Array<GossipItem<PayloadOf<K>>> | undefined {
+    const { kind } = this
+    const { data, from } = msg
     if (data.length > this.maxBytes) throw new RefusedMessageError('too-large', `${kind} batch: ${data.length} bytes exceeds ${this.maxBytes}`)
     let value: any
     try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', `${kind} batch: not canonical CBOR`) }
@@ -149,11 +175,30 @@ export class GossipGate<K extends Kind> {
     if (!Array.isArray(raw) || raw.length === 0 || raw.length > this.maxItems || Object.keys(value).length !== 1) {
       throw new RefusedMessageError('bad-schema', `${kind} batch: expected { b: [1..${this.maxItems} items] }`)
     }
+    const now = Date.now()
+    // a batch holds one signer's items: past its rate, nothing is computed for them (ids, signatures)
+    const claimed: unknown = raw[0]?.signer
+    if (typeof claimed === 'string' && this.rate != null && !this.rate.has(claimed, 1, now)) { this.ignored.rate++; return undefined }
+    // expired items: nothing to deliver, so nothing is computed for them (not even their ids)
+    let live = 0
+    let stale = 0
+    for (const item of raw) {
+      const expires = item?.payload?.expires
+      if (typeof expires !== 'number' || expires >= now) live++
+      else if (expires < now - GOSSIP_STALE_GRACE_MS) stale++
+    }
+    if (stale === raw.length) throw new RefusedMessageError('expired', `${kind} batch: every item expired over ${GOSSIP_STALE_GRACE_MS} ms ago`)
+    if (live === 0) return []
+    // the forwarding peer's budget, for every item we compute anything for (an id, a signature)
+    const budget = this.init.perSource
+    if (budget != null && from !== this.init.self && !budget.take(from, live, now)) { this.ignored.source++; return undefined }
     const ids = new Set<string>()
-    const out: Array<GossipItem<PayloadOf<K>>> = []
+    const fresh: Array<{ id: string, item: unknown }> = []
     let signer: string | undefined
     let replays = 0
     for (const item of raw) {
+      const expires = item?.payload?.expires
+      if (typeof expires === 'number' && expires < now) continue
       let id: string
       try { id = messageId(item) } catch { throw new RefusedMessageError('bad-encoding', `${kind} batch: an item cannot be encoded`) }
       if (ids.has(id)) throw new RefusedMessageError('replay', `${kind} batch: one item twice`)
@@ -164,14 +209,27 @@ export class GossipGate<K extends Kind> {
       }
       // known: checked when first seen, delivered then; neither verified nor delivered again
       if (this.seen.has(id)) { replays++; continue }
+      fresh.push({ id, item })
+    }
+    if (replays > 0) { this.ignored.replay += replays; this.init.count('replay') }
+    if (fresh.length === 0) return []
+    // the signer's rate for all of them, before any signature is checked (it is charged only for
+    // verified items, in decode, so nobody can spend an honest key's)
+    if (signer != null && this.rate != null && !this.rate.has(signer, fresh.length, now)) { this.ignored.rate++; return undefined }
+    const out: Array<GossipItem<PayloadOf<K>>> = []
+    for (const { id, item } of fresh) {
       try {
-        out.push({ id, m: checkSigned(item, kind) })
+        out.push({ id, m: checkSigned(item, kind, { now }) })
       } catch (err) {
         if (err instanceof RefusedMessageError && err.reason === 'expired') continue
         throw err
       }
     }
-    if (replays > 0) { this.ignored.replay += replays; this.init.count('replay') }
     return out
   }
+}
+
+/** The budget of new gossip items verified per forwarding peer that a node's gates share (GOSSIP_VERIFY_PER_SOURCE_*). */
+export function gossipSourceBudget (): KeyedRateLimit {
+  return new KeyedRateLimit(GOSSIP_VERIFY_PER_SOURCE_PER_SEC, GOSSIP_VERIFY_PER_SOURCE_BURST, GOSSIP_VERIFY_SOURCES)
 }

@@ -296,7 +296,9 @@ export function checkSigned<K extends Kind> (value: unknown, kind: K, opts: { no
     throw new RefusedMessageError('bad-schema', `${kind}: ${issue.path.join('.')}: ${issue.message}`)
   }
   const m = env.data as Signed<PayloadOf<K>>
-  if (!verifyMessage(m, DOMAIN[kind])) throw new RefusedMessageError('bad-signature', `${kind}: bad signature`)
+  // what costs nothing first: a stale, future or over-long message, or one signed by somebody else
+  // than the party it names, is refused without a signature check (a stranger resending a stale
+  // message must not cost us one each time)
   const p = m.payload as any
   const signerField = p.provider ?? p.requester
   if ((kind === 'offer' || kind === 'award' || kind === 'receipt') ? p.requester !== m.signer : signerField !== m.signer) {
@@ -310,6 +312,7 @@ export function checkSigned<K extends Kind> (value: unknown, kind: K, opts: { no
   if (lifetime != null && typeof p.expires === 'number' && p.expires - p.ts > lifetime + MAX_CLOCK_SKEW_MS) {
     throw new RefusedMessageError('bad-schema', `${kind}: lifetime over ${lifetime} ms`)
   }
+  if (!verifyMessage(m, DOMAIN[kind])) throw new RefusedMessageError('bad-signature', `${kind}: bad signature`)
   return m
 }
 
