@@ -40,6 +40,18 @@ export const WORKER_START_TIMEOUT_MS = 30_000
 export const RECYCLE_MEMORY_BYTES = 64 * 1024 * 1024
 /** V8 heap of a worker (guest memory is wasm memory, outside this): room for large stdin/args. */
 export const WORKER_HEAP_MB = 128
+/**
+ * The longest guest string a js job's host functions copy into the worker's heap at once (UTF-16
+ * units, 1 Mi: at most 3 MiB as UTF-8). A guest string is always measured before it is copied:
+ * V8 does not stop a worker that makes one allocation too large for WORKER_HEAP_MB, it aborts the
+ * whole process, so a job writing a 180 MiB string with writeFile, or reading a 200 MB input
+ * with readFile(path, 'utf8'), took the provider down. Longer texts cross in pieces.
+ */
+export const JS_HOST_STRING_UNITS = 1024 * 1024
+/** The longest return value of a js job's main, as JSON text (UTF-16 units): larger results belong in output files. */
+export const JS_RESULT_MAX_UNITS = 16 * 1024 * 1024
+/** The longest name, message or stack of a js job's uncaught exception that is copied for its report (longer: its length only). */
+export const JS_ERROR_TEXT_UNITS = 64 * 1024
 
 /**
  * QuickJS stack cap. FACTS.md: above ≈ 384 KiB V8's own stack can overflow
@@ -116,6 +128,15 @@ export const MAX_OUTPUT_FILE_BYTES = 256 * 1024 * 1024
 export const MAX_OUTPUT_TOTAL_BYTES = 1024 * 1024 * 1024
 /** Longest output path (UTF-8 bytes): room for a few directory levels, far below what any tool chokes on. */
 export const MAX_OUTPUT_PATH_BYTES = 256
+/**
+ * Directories a job's output tree may hold (made by mkdir or as the parents of its files). The
+ * tree lives in the worker's heap: uncapped, a 524-byte wasm job making 255-byte paths of a
+ * hundred levels in a loop filled the worker's heap in 4 s, and V8 then aborted the provider.
+ * 64 files of 128 levels each need 8,192.
+ */
+export const MAX_OUTPUT_DIRS = 8192
+/** A write past a file's end fills the gap with zeros as it goes, this many bytes at a time (the guest's time pays for them, not the import after it). */
+export const OUTPUT_GAP_FILL_BYTES = 1024 * 1024
 /** Output files a wasm guest may hold open at once (descriptors beyond stdio and the /outputs preopen). */
 export const MAX_OPEN_OUTPUT_FDS = 32
 /** Where a wasm guest finds its output directory (preopened, fd 3). */

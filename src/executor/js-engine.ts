@@ -12,7 +12,8 @@
  */
 import { RELEASE_SYNC, newQuickJSWASMModuleFromVariant, newVariant, type QuickJSContext, type QuickJSHandle, type QuickJSRuntime, type QuickJSWASMModule } from 'quickjs-emscripten'
 import { createHash } from 'node:crypto'
-import { JS_CLOCK_TICK_MS, JS_STACK_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
+import { StringDecoder } from 'node:string_decoder'
+import { JS_CLOCK_TICK_MS, JS_ERROR_TEXT_UNITS, JS_HOST_STRING_UNITS, JS_RESULT_MAX_UNITS, JS_STACK_BYTES, MAX_OUTPUT_PATH_BYTES, RECYCLE_MEMORY_BYTES, VIRTUAL_EPOCH_MS } from './constants.js'
 import type { OutputSink } from './output.js'
 import { normaliseOutputPath, OutputDiskError, OutputFiles } from './files.js'
 import { InputFiles } from './inputs.js'
@@ -131,12 +132,26 @@ const FILES = `(function (wf, rf, lf) {
   }
   // output files: writeFile(path, data) creates or replaces one, appendFile(path, data) adds to its end
   // (creating it), so a large file can be written in pieces (data: a string, written as UTF-8, an ArrayBuffer or a view)
+  // a long string goes to the host in pieces (the first replaces or adds, the rest add): the
+  // host's heap holds one piece at a time, never a copy of the whole
+  const PIECE = ${JS_HOST_STRING_UNITS}
+  const putText = (path, text, append) => {
+    let r = true
+    for (let i = 0, first = true; first || i < text.length; first = false) {
+      let j = Math.min(text.length, i + PIECE)
+      if (j < text.length) { const c = text.charCodeAt(j - 1); if (c >= 0xd800 && c <= 0xdbff) j-- }
+      r = wf(path, i === 0 && j === text.length ? text : text.slice(i, j), 0, -1, append || !first)
+      if (r !== true) return r
+      i = j
+    }
+    return r
+  }
   const putFile = (name, append) => function (path, data) {
     if (typeof path !== 'string') throw new TypeError(name + ': the path must be a string')
     let r
     // the host reads strings as C strings, which end at NUL: such a string is encoded here
     if (typeof data === 'string' && data.indexOf('\\0') >= 0) data = utf8(data)
-    if (typeof data === 'string') r = wf(path, data, 0, -1, append)
+    if (typeof data === 'string') r = putText(path, data, append)
     else if (data instanceof ArrayBuffer) r = wf(path, data, 0, data.byteLength, append)
     else if (ArrayBuffer.isView(data)) r = wf(path, data.buffer, data.byteOffset, data.byteLength, append)
     else throw new TypeError(name + ': data must be a string, an ArrayBuffer or a typed array')
@@ -160,6 +175,8 @@ const FILES = `(function (wf, rf, lf) {
     if (encoding !== undefined && encoding !== 'utf8' && encoding !== 'utf-8') throw new TypeError('readFile: the only encoding is utf8')
     const r = rf(path, encoding !== undefined, 0, -1)
     if (r instanceof Error) throw r
+    // a long text comes in pieces (the host's heap holds one at a time)
+    if (Array.isArray(r)) return r.join('')
     if (typeof r === 'string' || encoding === undefined) return typeof r === 'string' ? r : new Uint8Array(r)
     // text with NUL bytes (the host passes strings as C strings): decoded here
     const b = new Uint8Array(r)
@@ -198,6 +215,8 @@ const STRINGIFY = `(function (v) { const s = JSON.stringify(v); return s === und
 const QJS_BASE_PAGES = 256 // the emscripten module's initial memory (16 MiB)
 const ENGINES_KEPT = 2
 const engines = new Map<number, QuickJSWASMModule>()
+/** each instance's wasm Memory: it only grows, so a job's peak shows in its size */
+const memories = new WeakMap<QuickJSWASMModule, WebAssembly.Memory>()
 
 /** A QuickJS instance whose whole heap is capped at `memoryBytes` + its base. */
 export async function loadQuickJS (memoryBytes = 0): Promise<QuickJSWASMModule> {
@@ -208,6 +227,7 @@ export async function loadQuickJS (memoryBytes = 0): Promise<QuickJSWASMModule> 
   const wasmMemory = new WebAssembly.Memory({ initial: QJS_BASE_PAGES, maximum: maxPages })
   const engine = await newQuickJSWASMModuleFromVariant(newVariant(RELEASE_SYNC, wasmModule != null ? { wasmMemory, wasmModule } : { wasmMemory }))
   engines.set(maxPages, engine)
+  memories.set(engine, wasmMemory)
   while (engines.size > ENGINES_KEPT) engines.delete(engines.keys().next().value as number)
   return engine
 }
@@ -330,6 +350,8 @@ function prepareSpare (QJS: QuickJSWASMModule): void {
 export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage> {
   flushFree()
   const QJS = await loadQuickJS(job.memoryBytes)
+  const memory = memories.get(QJS)
+  const sizeAtStart = memory?.buffer.byteLength ?? 0
   const started = performance.now()
   const deadline = started + job.timeoutMs
   sink.reset(job.outputBytes)
@@ -349,6 +371,52 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
   const handles: QuickJSHandle[] = []
   const keep = (h: QuickJSHandle): QuickJSHandle => { handles.push(h); return h }
   const stderr = (text: string): void => { sink.write(2, encoder.encode(text)) }
+  /**
+   * A guest value's length in UTF-16 units, read without copying it. Every guest string is
+   * measured before it is copied into this worker's heap (WORKER_HEAP_MB): a string near that
+   * size, copied whole, ends the whole process, not the worker.
+   */
+  const unitsOf = (h: QuickJSHandle): number => (ctx as QuickJSContext).getNumber(keep((ctx as QuickJSContext).getProp(h, 'length')))
+  /** A guest value as text for an error report: a string only when short (JS_ERROR_TEXT_UNITS); never copied whole. */
+  const shortText = (h: QuickJSHandle): string => {
+    const c = ctx as QuickJSContext
+    const t = c.typeof(h)
+    if (t === 'undefined') return ''
+    if (t === 'number') return String(c.getNumber(h))
+    if (t !== 'string') return `[${t}]`
+    const units = unitsOf(h)
+    return units <= JS_ERROR_TEXT_UNITS ? c.getString(h) : `(${units} characters, not shown)`
+  }
+  /**
+   * A guest exception's name, message and stack, read one by one and each only when short (an
+   * exception can carry a string as large as the job's memory); null when the guest threw null.
+   */
+  const describeError = (h: QuickJSHandle): { name: string, message: string, stack: string } | null => {
+    const c = ctx as QuickJSContext
+    const t = c.typeof(h)
+    if (t === 'object' && c.sameValue(h, c.null)) return null
+    if (t !== 'object' && t !== 'function') return { name: 'Error', message: t === 'boolean' ? String(c.dump(h)) : shortText(h), stack: '' }
+    const name = keep(c.getProp(h, 'name'))
+    return { name: c.typeof(name) === 'undefined' ? 'Error' : shortText(name), message: shortText(keep(c.getProp(h, 'message'))), stack: shortText(keep(c.getProp(h, 'stack'))) }
+  }
+  /** UTF-8 bytes as a guest string; a long text as an array of pieces the guest joins (our heap holds one at a time). */
+  const textOf = (bytes: Uint8Array): QuickJSHandle => {
+    const c = ctx as QuickJSContext
+    const whole = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+    if (whole.length <= JS_HOST_STRING_UNITS) return keep(c.newString(whole.toString('utf8')))
+    const decoder = new StringDecoder('utf8')
+    const pieces = keep(c.newArray())
+    let n = 0
+    const add = (text: string): void => {
+      if (text === '') return
+      const h = c.newString(text)
+      c.setProp(pieces, n++, h)
+      h.dispose()
+    }
+    for (let i = 0; i < whole.length; i += JS_HOST_STRING_UNITS) add(decoder.write(whole.subarray(i, i + JS_HOST_STRING_UNITS)))
+    add(decoder.end())
+    return pieces
+  }
 
   try {
     const ready = takeSpare(QJS)
@@ -383,9 +451,11 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     const caps = job.files
     const writeFile = keep(c.newFunction('writeFile', (pathH, dataH, offH, lenH, appendH) => {
       if (stop != null) return c.false
+      const pathUnits = unitsOf(pathH)
+      if (pathUnits > MAX_OUTPUT_PATH_BYTES) return keep(c.newString('invalid output path (too-long)'))
       const path = c.getString(pathH)
       // a C string conversion stops at NUL: a path whose length changed held one
-      if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return keep(c.newString('invalid output path (invalid)'))
+      if (path.length !== pathUnits) return keep(c.newString('invalid output path (invalid)'))
       const n = normaliseOutputPath(path)
       if ('problem' in n) return keep(c.newString(`invalid output path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`))
       const append = c.dump(appendH) === true
@@ -401,8 +471,10 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       let bytes: Uint8Array
       if (len < 0) {
         // a string: its UTF-8 form is at least as long as its length in UTF-16 units
-        const units = c.getNumber(keep(c.getProp(dataH, 'length')))
+        const units = unitsOf(dataH)
         if (units > room) return limit()
+        // the API sends long strings in pieces (FILES): a longer one is not copied into our heap
+        if (units > JS_HOST_STRING_UNITS) return keep(c.newString(`a string of over ${JS_HOST_STRING_UNITS} characters in one piece`))
         const text = c.getString(dataH)
         if (text === '' && units > 0) { stop = new Stop('memory-limit', `JS heap exceeded ${job.memoryBytes} bytes while writing a file`); return c.false }
         if (text.length !== units) return keep(c.newString('the string could not be read whole'))
@@ -433,8 +505,10 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     const fail = (why: string): QuickJSHandle => keep(c.newError({ name: 'Error', message: `readFile: ${why}` }))
     const readFile = keep(c.newFunction('readFile', (pathH, textH, offH, lenH) => {
       if (stop != null) return fail('stopped')
+      const pathUnits = unitsOf(pathH)
+      if (pathUnits > MAX_OUTPUT_PATH_BYTES) return fail('invalid input path (too-long)')
       const path = c.getString(pathH)
-      if (path.length !== c.getNumber(keep(c.getProp(pathH, 'length')))) return fail('invalid input path')
+      if (path.length !== pathUnits) return fail('invalid input path')
       const n = normaliseOutputPath(path)
       if ('problem' in n) return fail(`invalid input path ${JSON.stringify(path.slice(0, 64))} (${n.problem})`)
       if (!inputs.isFile(n.path)) return fail(`no input file ${JSON.stringify(n.path)}${inputs.isDir(n.path) ? ' (a directory)' : ''}`)
@@ -451,7 +525,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       const bytes = new Uint8Array(size)
       const got = inputs.read(n.path, bytes, 0, size, wanted < 0 ? 0 : offset)
       const exact = got === size ? bytes : bytes.slice(0, got)
-      if (c.dump(textH) === true && !exact.includes(0)) return keep(c.newString(Buffer.from(exact.buffer, 0, exact.length).toString('utf8')))
+      if (c.dump(textH) === true && !exact.includes(0)) return textOf(exact)
       return keep(c.newArrayBuffer(exact.buffer))
     }))
     const listFiles = keep(c.newFunction('listFiles', () => keep(c.newString(JSON.stringify(inputs.list())))))
@@ -491,9 +565,17 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     if (stop != null) throw stop
     const json = call(ready.stringify, value)
     if (c.typeof(json) === 'string') {
-      const text = c.getString(json)
-      if (sink.charge(Buffer.byteLength(text))) output = text
-      else stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+      // its UTF-8 form is at least as long as its UTF-16 length: measured before it is copied
+      const units = unitsOf(json)
+      if (units > JS_RESULT_MAX_UNITS) {
+        stop = new Stop('output-limit', `main's return value is over ${JS_RESULT_MAX_UNITS} characters as JSON: write large results to an output file`)
+      } else if (units > job.outputBytes) {
+        stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+      } else {
+        const text = c.getString(json)
+        if (sink.charge(Buffer.byteLength(text))) output = text
+        else stop = new Stop('output-limit', `output exceeded ${job.outputBytes} bytes`)
+      }
     }
     if (stop != null) throw stop
   } catch (err) {
@@ -508,9 +590,9 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       let stack = ''
       let isNull = false
       try {
-        const d = ctx.dump(err as QuickJSHandle) as { name?: string, message?: string, stack?: string } | string | null
+        const d = describeError(err as QuickJSHandle)
         if (d === null) isNull = true
-        else if (typeof d === 'object') { name = String(d.name ?? 'Error'); message = String(d.message ?? ''); stack = String(d.stack ?? '') } else message = String(d)
+        else ({ name, message, stack } = d)
       } catch { message = 'unprintable exception' }
       if (isNull || (name === 'InternalError' && /out of memory/.test(message))) {
         // when QuickJS cannot even allocate its "out of memory" error, the exception is null
@@ -540,6 +622,9 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
         memoryBytes = ctx.getNumber(keep(ctx.getProp(mu, 'memory_used_size'))) || 0
       }
     } catch { /* best effort */ }
+    // what the heap held at the end can be far below what the job took: the instance's memory
+    // grew to hold its peak, and never shrinks
+    memoryBytes = Math.max(memoryBytes, (memory?.buffer.byteLength ?? 0) - sizeAtStart)
     if (ctx != null && rt != null) {
       if (recycle) {
         try { free(handles, ctx, rt) } catch {}
@@ -552,8 +637,12 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
     exitCode = -1
     output = undefined
   }
-  // the next job's context, built while this worker waits for it (not when the engine is thrown away)
-  const recycling = recycle || (error?.name === 'memory-limit' && !error.message.startsWith('stack'))
+  // the next job's context, built while this worker waits for it (not when the engine is thrown away).
+  // A job that hit its cap, or grew the instance's memory past RECYCLE_MEMORY_BYTES (wasm memory
+  // never shrinks: a job that took 230 MiB and let it go left the worker that large), gives the
+  // worker back: a fresh one takes its place
+  const grown = (memory?.buffer.byteLength ?? 0) - QJS_BASE_PAGES * 65536
+  const recycling = recycle || (error?.name === 'memory-limit' && !error.message.startsWith('stack')) || grown > RECYCLE_MEMORY_BYTES
   if (!recycling) prepareSpare(QJS)
   // a failed job has no output files (like its output value)
   const files = error == null && hostError == null ? outputs.take() : undefined

@@ -387,6 +387,7 @@ export class Wasi {
         if (typeof p === 'number') return p
         if (p === '') return EEXIST
         const problem = (this.outputs as OutputFiles).mkdir(p)
+        if (problem === 'limit') throw new OutputLimitReached()
         return problem != null ? PROBLEM_ERRNO[problem] : ESUCCESS
       },
       path_unlink_file: (fd: number, path: number, pathLen: number) => {
