@@ -54,7 +54,11 @@ export const configSchema = z.strictObject({
     requireToken: z.boolean(),
     bodyLimitBytes: z.number().int().min(1024),
     /** largest upload to POST /v1/blobs (streamed to disk, never held whole); 413 past it */
-    maxUploadBytes: z.number().int().min(1024)
+    maxUploadBytes: z.number().int().min(1024),
+    /** a connection on which nothing is read or written this long is closed (event streams and long polls are exempt) */
+    idleTimeoutMs: z.number().int().min(100),
+    /** most gateway connections open at once; one more is closed as it arrives */
+    maxConnections: z.number().int().min(1)
   }),
   // the block store (auction/blob-gc.ts): blobs past cacheMaxBytes that nothing pins are removed,
   // oldest first; a provider keeps the output files of the jobs it ran for outputRetentionMs

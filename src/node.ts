@@ -208,6 +208,8 @@ export class MercatoNode implements GatewayNode {
           port: cfg.gateway.port,
           token,
           bodyLimitBytes: cfg.gateway.bodyLimitBytes,
+          idleTimeoutMs: cfg.gateway.idleTimeoutMs,
+          maxConnections: cfg.gateway.maxConnections,
           plugins: [
             jobRoutes({ market: this.market, maxUploadBytes: cfg.gateway.maxUploadBytes }),
             ledgerRoutes({ ledger: this.ledger, audit: this.audit }),

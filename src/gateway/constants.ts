@@ -11,6 +11,23 @@ export const BODY_LIMIT_BYTES = 16 * 1024 * 1024
  */
 export const UPLOAD_DRAIN_MS = 30_000
 
+/**
+ * A gateway connection on which nothing moves (no byte read or written) for this long is closed
+ * (`gateway.idleTimeoutMs`): a request body that stalls, a client that stops reading, a keep-alive
+ * connection left open. Not a limit on a whole request: an upload of 256 MiB from a slow client
+ * takes as long as it needs while its bytes keep coming. Event streams and long polls
+ * (`GET /v1/jobs/:id?wait=`, at most JOB_WAIT_MAX_MS) are quiet on purpose and are not cut.
+ */
+export const IDLE_TIMEOUT_MS = 60_000
+
+/**
+ * Most connections the gateway holds open at once (`gateway.maxConnections`); one more is closed as
+ * it arrives. Room for the dashboard, a CLI with its 64 jobs in flight and their event streams,
+ * well under a 1024 open-files limit, so that stalled clients cannot take the descriptors the
+ * node needs for its peers (`p2p.maxConnections`) and its files.
+ */
+export const MAX_CONNECTIONS = 256
+
 /** The dashboard's cookie carrying the token (browsers cannot set Authorization on page loads or EventSource). */
 export const TOKEN_COOKIE = 'mercato_token'
 

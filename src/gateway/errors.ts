@@ -10,6 +10,8 @@
  * they are listed so that clients have one place to look.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { isMercatoError, MercatoError } from '../errors.js'
 import { logger } from '../logger.js'
 
@@ -24,10 +26,12 @@ export const GATEWAY_ERRORS = {
   'foreign-host': { status: 403, message: 'The Host header does not name this gateway' },
   'not-found': { status: 404, message: 'No such resource' },
   'method-not-allowed': { status: 405, message: 'Method not allowed on this route' },
+  'request-timeout': { status: 408, message: 'The request headers did not arrive in time' },
   conflict: { status: 409, message: 'The resource is not in a state that allows this' },
   'payload-too-large': { status: 413, message: 'The body exceeds the size limit' },
   'unsupported-media-type': { status: 415, message: 'Unsupported content type' },
   'range-not-satisfiable': { status: 416, message: 'The requested range lies beyond the end of the file' },
+  'headers-too-large': { status: 431, message: 'The request headers exceed the size limit' },
   internal: { status: 500, message: 'Internal error' },
   unavailable: { status: 503, message: 'The node is not ready for this' },
   // raised by the market, blob store and ledger, answered as is
@@ -91,4 +95,28 @@ export function gatewayErrorHandler (err: any, req: FastifyRequest, reply: Fasti
   }
   if (status >= 500) log.error({ err, url: req.url }, 'gateway error')
   void reply.status(status).send({ error: { code, message } })
+}
+
+/**
+ * Requests Node's HTTP parser refuses before fastify sees them (a bad header line, a NUL in the
+ * path, a bad or doubled Content-Length, Content-Length with Transfer-Encoding, bad chunk framing,
+ * headers past Node's size limit, headers that did not arrive within its headersTimeout): answered
+ * in the same `{ error: { code, message } }` shape as every other error, then the connection is
+ * closed (the parser cannot go on on it). Logged at debug: a client's mistake, not the node's.
+ */
+export function gatewayClientErrorHandler (err: Error & { code?: string, reason?: string }, socket: Duplex): void {
+  // a reset connection is gone already; nothing to answer
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const code: GatewayErrorCode = err.code === 'HPE_HEADER_OVERFLOW'
+    ? 'headers-too-large'
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request-timeout' : 'invalid-request'
+  const status = GATEWAY_ERRORS[code].status
+  const message = code === 'invalid-request' ? `the HTTP request is malformed: ${err.reason ?? err.message}` : GATEWAY_ERRORS[code].message
+  log.debug({ code: err.code, reason: err.reason }, 'gateway: malformed HTTP request')
+  // as Node's own handler: not after an answer to this request has started on the socket
+  if (socket.writable && (socket as any)._httpMessage?.headersSent !== true) {
+    const body = JSON.stringify({ error: { code, message } })
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
 }

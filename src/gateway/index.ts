@@ -14,8 +14,14 @@
  * - Every route has a JSON schema; together they are the OpenAPI document
  *   at `GET /openapi.json`, browsable at `GET /docs`.
  * - Errors are JSON `{ "error": { "code", "message" } }`, statuses from the
- *   one table in errors.ts. A known path with the wrong method is a 405 with
+ *   one table in errors.ts (requests Node's HTTP parser refuses too). A known path with the wrong method is a 405 with
  *   an `Allow` header; an unknown path is a 404.
+ *
+ * - A connection on which nothing moves for `idleTimeoutMs` is closed (a
+ *   stalled body, a client that stops reading); event streams and long polls
+ *   are exempt (idle.ts). At most `maxConnections` are open at once. There is
+ *   no limit on a whole request's time: a slow upload that keeps sending
+ *   finishes.
  *
  * The gateway only sees the node through {@link GatewayNode}; the routes of
  * the other parts come in as plugins (`init.plugins`).
@@ -33,9 +39,9 @@ import { timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '../errors.js'
 import { logger } from '../logger.js'
 import { VERSION } from '../version.js'
-import { GATEWAY_ERRORS, gatewayErrorHandler, type GatewayErrorCode } from './errors.js'
+import { GATEWAY_ERRORS, gatewayClientErrorHandler, gatewayErrorHandler, type GatewayErrorCode } from './errors.js'
 import { SHARED_SCHEMAS, errorResponses } from './schemas.js'
-import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, MAX_PEER_ADDRESS_CHARS, TOKEN_COOKIE } from './constants.js'
+import { BODY_LIMIT_BYTES, DEFAULT_HOST, DEFAULT_PORT, IDLE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_PEER_ADDRESS_CHARS, TOKEN_COOKIE } from './constants.js'
 
 export { GatewayError, GATEWAY_ERRORS, statusOf, isGatewayErrorCode, type GatewayErrorCode } from './errors.js'
 export { SHARED_SCHEMAS, errorResponses, zodValidated } from './schemas.js'
@@ -72,6 +78,10 @@ export interface GatewayInit {
   /** when set, required as a bearer token (or the dashboard cookie) */
   token?: string
   bodyLimitBytes?: number
+  /** close a connection on which nothing is read or written for this long (ms); default IDLE_TIMEOUT_MS */
+  idleTimeoutMs?: number
+  /** most connections open at once; one more is closed as it arrives. Default MAX_CONNECTIONS */
+  maxConnections?: number
   /** extra route plugins (ledger, jobs, metrics, dashboard, ...) */
   plugins?: FastifyPluginAsync[]
 }
@@ -276,6 +286,11 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     logger: false,
     return503OnClosing: true,
     forceCloseConnections: true,
+    // the sockets' inactivity timeout (Node's server.timeout), not a deadline for the whole request
+    // (fastify's requestTimeout, which would cut a big upload from a slow client): a body that
+    // stops coming is cut, one that keeps coming is not. Node's headersTimeout (60 s) still bounds the headers
+    connectionTimeout: init.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+    clientErrorHandler: gatewayClientErrorHandler,
     // schemas never strip or invent fields; query strings are coerced to their declared types. Our schemas
     // are not checked against JSON Schema's meta-schema here (compiling it was ~0.1 s of CPU per start): the
     // suite checks them (test/gateway/routes.test.ts)
@@ -284,6 +299,15 @@ export async function buildGateway (init: GatewayInit): Promise<FastifyInstance>
     frameworkErrors: (err, _req, reply) => {
       void (reply as FastifyReply).status(400).send({ error: { code: 'invalid-request', message: err.message } })
     }
+  })
+  // past the cap, Node closes a new connection as it arrives: stalled clients cannot take every descriptor
+  app.server.maxConnections = init.maxConnections ?? MAX_CONNECTIONS
+  let droppedSince = 0
+  app.server.on('drop', () => {
+    const now = Date.now()
+    if (now - droppedSince < 60_000) return
+    droppedSince = now
+    log.warn({ maxConnections: app.server.maxConnections }, 'gateway: connection refused, as many are open as gateway.maxConnections allows (said at most once a minute)')
   })
   const routes: RouteEntry[] = []
   ;(app as any)[ROUTES] = routes

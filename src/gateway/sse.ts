@@ -4,6 +4,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { SSE_PING_MS } from './constants.js'
+import { liftIdleTimeout } from './idle.js'
 
 export interface EventStream {
   send (event: string, data: unknown): void
@@ -14,6 +15,8 @@ export interface EventStream {
 
 export function openEventStream (req: FastifyRequest, reply: FastifyReply, onClose: () => void): EventStream {
   reply.hijack()
+  // quiet between events and pings on purpose: not cut by the gateway's idle timeout
+  const restoreIdle = liftIdleTimeout(req)
   const res = reply.raw
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
   res.write(': mercato\n\n')
@@ -24,6 +27,7 @@ export function openEventStream (req: FastifyRequest, reply: FastifyReply, onClo
     if (closed) return
     closed = true
     clearInterval(ping)
+    restoreIdle()
     onClose()
   }
   req.raw.on('close', close)

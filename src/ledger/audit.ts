@@ -39,6 +39,7 @@ import { canonicalDecode, isPeerId, type Signer } from '../crypto/index.js'
 import { InvalidInputError } from '../errors.js'
 import { logger } from '../logger.js'
 import type { Network, RequestContext, TopicVerdict } from '../p2p/network.js'
+import { peerOfAddress } from '../p2p/multiaddr.js'
 import {
   AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_CONNECT_DELAY_MS, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
@@ -452,10 +453,17 @@ export class LedgerAuditService implements LedgerAudit {
     return { signer: page.signer, from: page.from, records, head: page.head, more: page.more }
   }
 
+  /**
+   * The PeerId to audit: a PeerId as is, a multiaddr ending in /p2p/<PeerId> dialled first (as
+   * `POST /v1/peers` takes it). Anything else, and this node itself, is the caller's mistake
+   * (invalid-peer), not an unreachable peer.
+   */
   private async resolvePeer (peer: string, signal?: AbortSignal): Promise<string> {
+    const id = peer.startsWith('/') ? peerOfAddress(peer) : peer
+    if (id == null || !isPeerId(id)) throw new InvalidInputError(`Not a PeerId or a multiaddr ending in /p2p/<PeerId>: ${peer.slice(0, 256)}`, 'invalid-peer')
+    if (id === this.signer.peerId) throw new InvalidInputError('That is this node: its own log is checked by GET /v1/ledger/verify', 'invalid-peer')
     if (peer.startsWith('/')) return await this.network.dial(peer, { signal })
-    if (!isPeerId(peer)) throw new InvalidInputError(`Not a PeerId or multiaddr: ${peer}`, 'invalid-peer')
-    return peer
+    return id
   }
 
   async audit (target: string, opts: { signal?: AbortSignal } = {}): Promise<AuditReport> {

@@ -29,7 +29,7 @@
 export { openLedger, recordKey, idKey, LedgerImpl, type Ledger, type LedgerHead, type LedgerInit } from './ledger.js'
 export {
   RECORD_TYPES, isRecordType, isRecordShape, checkRecord, checkRecordBytes, createRecord, decodeRecord, recordId,
-  verifyEmbedded, spliceSig, stripSig,
+  verifyEmbedded, spliceSig, stripSig, MAX_BODY_DEPTH,
   type LedgerRecord, type RecordType, type VerifyReason, type VerifyReport, type RecordCheck
 } from './record.js'
 export { recordToJson, toJsonValue, type RecordJson, type JsonValue } from './json.js'

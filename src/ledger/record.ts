@@ -185,12 +185,19 @@ export function decodeRecord (bytes: Uint8Array): LedgerRecord | undefined {
 }
 
 /**
+ * Deepest a value may sit in a record body (the body's own fields are at depth 1): deeper is refused
+ * by {@link verifyEmbedded}, so an append never recurses without bound. What a user puts in a body
+ * (a job's `input`) is held to it when it is submitted (auction/requester/job.ts).
+ */
+export const MAX_BODY_DEPTH = 64
+
+/**
  * Verify every signed message embedded anywhere in a body (including inside
  * other signed messages' payloads). Throws {@link InvalidEvidenceError}
  * naming the first one that fails.
  */
 export function verifyEmbedded (value: unknown, path = 'body', depth = 0): void {
-  if (depth > 64) throw new InvalidEvidenceError(path, `Body nests deeper than 64 levels at ${path}`)
+  if (depth > MAX_BODY_DEPTH) throw new InvalidEvidenceError(path, `Body nests deeper than ${MAX_BODY_DEPTH} levels at ${path}`)
   if (value == null || typeof value !== 'object' || value instanceof Uint8Array || CID.asCID(value) != null) return
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) verifyEmbedded(value[i], `${path}[${i}]`, depth + 1)

@@ -8,7 +8,7 @@ import { canonicalEncode, messageId, type Signed, type Signer } from '../../cryp
 import { InvalidInputError } from '../../errors.js'
 import type { Logger } from '../../logger.js'
 import type { Network, MessageChannel } from '../../p2p/index.js'
-import type { Ledger } from '../../ledger/index.js'
+import { MAX_BODY_DEPTH, type Ledger } from '../../ledger/index.js'
 import type { BlobStore } from '../blobs.js'
 import type { Reputation } from '../reputation.js'
 import type { Journal } from '../protocol/journal.js'
@@ -239,6 +239,28 @@ export function isTerminal (job: RequesterJob): boolean {
 }
 
 /** A submitted spec as it goes on the wire: defaults filled, the module looked up, checked and encodable. */
+/**
+ * Where a job's `input` sits in the deepest record body that carries it: a provider's award record
+ * holds the signed offer, `body.offer.payload.spec.input` (a requester's offer record holds it no
+ * deeper). The ledger refuses a value deeper than MAX_BODY_DEPTH in a body.
+ */
+const INPUT_PATH_IN_RECORD = ['offer', 'payload', 'spec', 'input'] as const
+
+/**
+ * Deepest `input` a job may have (a scalar, `[]` or `{}`: 0; `[1]`: 1): deeper, its records would be
+ * refused by the ledger (verifyEmbedded) when the job is awarded, and the job would always fail. Refused at submit.
+ */
+export const MAX_INPUT_DEPTH = MAX_BODY_DEPTH - INPUT_PATH_IN_RECORD.length
+
+/** True when some value in `value` sits more than `levels` arrays or objects down (recursing at most `levels + 1` deep). */
+function nestsDeeperThan (value: unknown, levels: number): boolean {
+  if (value == null || typeof value !== 'object') return false
+  const children = Array.isArray(value) ? value : Object.values(value)
+  if (children.length === 0) return false
+  if (levels === 0) return true
+  return children.some(v => nestsDeeperThan(v, levels - 1))
+}
+
 export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get' | 'size'>): Promise<JobSpecWire> {
   const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
   if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
@@ -278,6 +300,9 @@ export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get'
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
     throw new InvalidInputError(`${issue.path.join('.') || 'spec'}: ${issue.message}`, 'invalid-spec')
+  }
+  if (nestsDeeperThan(parsed.data.input, MAX_INPUT_DEPTH)) {
+    throw new InvalidInputError(`input: nests deeper than ${MAX_INPUT_DEPTH} levels (arrays and objects within each other); the signed log takes no deeper`, 'invalid-spec')
   }
   try {
     canonicalEncode(parsed.data)

@@ -44,6 +44,7 @@ import { MAX_LABELS, parseLabels, toConstraints, type Constraint } from '../../l
 import { GatewayError } from '../errors.js'
 import { errorResponses, documented, zodValidated, EVENT_STREAM, JOB_STATUSES } from '../schemas.js'
 import { openEventStream } from '../sse.js'
+import { liftIdleTimeout } from '../idle.js'
 import { contentDisposition, OUTPUT_CSP, outputContentType, parseRange } from '../outputs.js'
 import { JOB_WAIT_MAX_MS, RECENT_EVENTS_JOBS, RECENT_EVENTS_MAX, JOBS_BATCH_MAX, UPLOAD_DRAIN_MS } from '../constants.js'
 import { jobBodySchema, jobSpecJsonSchema, describeIssue } from '../job-spec.js'
@@ -152,6 +153,10 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
           const { cid, size } = await market.uploadBlobStream(chunks, { maxBytes: maxUploadBytes, signal: gone.signal })
           return await reply.status(201).send({ cid, size })
         } catch (err) {
+          // a client that went away (or was cut by the idle timeout): the body's reader fails with
+          // Node's 'aborted' (ECONNRESET), often before the request's 'close' aborts the import. Not
+          // the node's error: answered (to no one) as the cut-short upload it is
+          if (!body.readableEnded && (gone.signal.aborted || req.raw.destroyed)) throw new GatewayError('invalid-request', 'the upload was cut short')
           if (isMercatoError(err) && err.code === 'blob-too-large') {
             drainThenClose(req.raw)
             throw new BlobTooLargeError(`the upload exceeds ${maxUploadBytes} bytes (gateway.maxUploadBytes)`)
@@ -265,15 +270,22 @@ export function jobRoutes (deps: { market: Market, maxUploadBytes?: number }): F
       const wait = req.query.wait ?? 0
       // its end, for at most `wait` and while the client is there (one that left before we got here is not waited for)
       if (wait > 0 && !reply.raw.destroyed) {
-        const left = new AbortController()
-        const onClose = (): void => { left.abort() }
+        // one controller and a plain timer: on Node 20 an AbortSignal.timeout inside AbortSignal.any
+        // can be collected before it fires, and the poll then never ended (seen in the suite)
+        const stop = new AbortController()
+        const onClose = (): void => { stop.abort() }
         reply.raw.once('close', onClose)
-        const signal = AbortSignal.any([left.signal, AbortSignal.timeout(wait)])
+        const timer = setTimeout(() => { stop.abort() }, wait)
+        const signal = stop.signal
+        // quiet for up to `wait` on purpose: not cut by the gateway's idle timeout meanwhile
+        const restoreIdle = liftIdleTimeout(req)
         try {
           return await market.waitFor(id, { signal })
         } catch (err) {
           if (!signal.aborted) throw err
         } finally {
+          clearTimeout(timer)
+          restoreIdle()
           reply.raw.off('close', onClose)
         }
       }

@@ -20,6 +20,7 @@ import { gatewayErrorHandler } from '../errors.js'
 import { isPeerId } from '../../crypto/index.js'
 import { isRecordType, checkRecord, recordId, RECORD_TYPES, MAX_RANGE_LIMIT, type Ledger, type LedgerAudit, type LedgerRecord } from '../../ledger/index.js'
 import { LEDGER_CHECK_MAX } from '../constants.js'
+import { liftIdleTimeout } from '../idle.js'
 import { recordToJson } from '../../ledger/json.js'
 import { SHARED_SCHEMAS, zodValidated } from '../schemas.js'
 
@@ -226,7 +227,13 @@ export function ledgerRoutes (deps: LedgerRoutesDeps): FastifyPluginAsync {
       if (audit == null) throw new MercatoError('Audit is not running on this node', { code: 'unavailable', status: 503 })
       const { peer } = req.params as { peer: string }
       if (!peer.startsWith('/') && !isPeerId(peer)) throw new InvalidInputError('peer: a PeerId or a multiaddr', 'invalid-peer')
-      return await audit.audit(peer, { signal: AbortSignal.timeout(120_000) })
+      // fetching a peer's log may be quiet for a while: bounded by its own timeout, not the idle one
+      const restoreIdle = liftIdleTimeout(req)
+      try {
+        return await audit.audit(peer, { signal: AbortSignal.timeout(120_000) })
+      } finally {
+        restoreIdle()
+      }
     })
   }
 }
