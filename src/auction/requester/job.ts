@@ -238,7 +238,6 @@ export function isTerminal (job: RequesterJob): boolean {
   return TERMINAL.has(job.status)
 }
 
-/** A submitted spec as it goes on the wire: defaults filled, the module looked up, checked and encodable. */
 /**
  * Where a job's `input` sits in the deepest record body that carries it: a provider's award record
  * holds the signed offer, `body.offer.payload.spec.input` (a requester's offer record holds it no
@@ -261,6 +260,7 @@ function nestsDeeperThan (value: unknown, levels: number): boolean {
   return children.some(v => nestsDeeperThan(v, levels - 1))
 }
 
+/** A submitted spec as it goes on the wire: defaults filled, the module looked up, checked and encodable. */
 export async function buildSpec (input: SubmitSpec, blobs: Pick<BlobStore, 'get' | 'size'>): Promise<JobSpecWire> {
   const spec: Record<string, unknown> = { engine: input.engine, args: input.args ?? [], env: input.env ?? {}, limits: { ...DEFAULT_LIMITS, ...(input.limits ?? {}) } }
   if (input.stdin != null && input.stdin.length > 0) spec.stdin = input.stdin
