@@ -12,13 +12,14 @@
  * The fetcher keeps requests in flight up to BLOB_READ_AHEAD_BYTES of expected blocks, so a
  * stream stays full without either side buffering a blob.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { CID } from 'multiformats/cid'
 import { canonicalDecode, canonicalEncode, sha256 } from '../crypto/index.js'
 import { MercatoError, NotFoundError } from '../errors.js'
-import type { MessageChannel, Network } from '../p2p/index.js'
+import { RemoteError, type MessageChannel, type Network } from '../p2p/index.js'
 import { encodeBlobBatch, encodeBlobRequest, MAX_BLOB_BATCH } from './protocol/frames.js'
 import { joined, rangeOf, sizeOfChunks, type Chunks } from './chunks.js'
-import { BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
+import { BLOB_BUSY_RETRY_MS, BLOB_FETCH_CONCURRENCY, BLOB_PROTOCOL, BLOB_READ_AHEAD_BYTES, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, MAX_BLOCK_BYTES } from './constants.js'
 
 export const FRAME_BLOCK = 0
 export const FRAME_MISSING = 1
@@ -192,10 +193,25 @@ export class PeerSession {
     return p
   }
 
+  /**
+   * One 2.0.0 request. A server at its limit of requests answers `busy`: it is asked again every
+   * BLOB_BUSY_RETRY_MS, and dropped (the block asked of the next peer) once it has been busy for
+   * BLOB_STALL_MS.
+   */
   private async requestOne (cid: CID, maxBytes: number): Promise<Uint8Array> {
     let bytes: Uint8Array
+    const since = Date.now()
     try {
-      bytes = await this.network.request(this.peer, BLOB_PROTOCOL, encodeBlobRequest(cid.toString()), { signal: this.signal, maxResponseBytes: maxBytes })
+      for (;;) {
+        try {
+          bytes = await this.network.request(this.peer, BLOB_PROTOCOL, encodeBlobRequest(cid.toString()), { signal: this.signal, maxResponseBytes: maxBytes })
+          break
+        } catch (err) {
+          if (!(err instanceof RemoteError && err.remoteCode === 'busy') || Date.now() - since >= BLOB_STALL_MS) throw err
+          await sleep(BLOB_BUSY_RETRY_MS, undefined, { signal: this.signal })
+          if (this.failure != null) throw this.failure
+        }
+      }
     } catch (err) {
       this.fail(err)
       throw err

@@ -38,7 +38,13 @@
  * a whole-blob raw root larger than a block, one request): one request per block, `{ cid }`
  * (canonical CBOR, ≤ 512 bytes) → the block's bytes (one frame, ≤ MAX_BLOCK_BYTES; a raw root, a
  * whole-blob block of the first release, may be as large as the caller's size cap, ≤
- * MAX_BLOB_BYTES), BLOB_FETCH_CONCURRENCY requests at once.
+ * MAX_BLOB_BYTES), BLOB_FETCH_CONCURRENCY requests at once. The server serves MAX_BLOB_REQUESTS
+ * (32) requests at once, all peers together, holding at most MAX_BLOB_REQUEST_BYTES_SERVED (16 MiB)
+ * of their blocks (a block larger than what is left waits for an idle server), each counted from
+ * before its block is read until its reader has taken it (a reader that takes nothing: the
+ * request's 10 s timeout); past that it answers `busy` without reading the block, and the fetcher
+ * asks again every BLOB_BUSY_RETRY_MS, for up to BLOB_STALL_MS before it drops the peer.
+ * BLOB_REQUESTS_PER_CONNECTION (16, two fetches) requests may be open on one connection.
  *
  * Either way the fetcher walks the DAG from its root: every block is hashed against its CID as it
  * arrives (a peer sending a wrong block is caught at that block and dropped; what was still asked
@@ -63,7 +69,8 @@ import type { MessageChannel, Network } from '../p2p/index.js'
 import { logger } from '../logger.js'
 import {
   BLOB_PROTOCOL, BLOB_READ_AHEAD_BLOCKS, BLOB_SERVE_BATCH_BYTES, BLOB_SERVE_READ_AHEAD, BLOB_STREAM_IDLE_MS, BLOB_STREAM_PROTOCOL,
-  BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOB_STREAMS, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES
+  BLOB_REQUESTS_PER_CONNECTION, BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOB_REQUEST_BYTES_SERVED, MAX_BLOB_REQUESTS,
+  MAX_BLOB_STREAMS, MAX_BLOCK_BYTES, MAX_DAG_DEPTH, MAX_UPLOAD_BYTES
 } from './constants.js'
 
 export { BlockMismatchError } from './blob-stream.js'
@@ -81,6 +88,16 @@ export class BlobTooLargeError extends MercatoError {
   }
 }
 
+
+/**
+ * We serve as many blob requests (2.0.0) or streams (2.1.0) at once as we will: ask later, or
+ * another peer. Sent to the peer as the refusal's code `busy`.
+ */
+export class BlobBusyError extends MercatoError {
+  constructor (message: string) {
+    super(message, { code: 'busy', status: 503, retryable: true, name: 'BlobBusyError' })
+  }
+}
 
 /** A DAG that is not a UnixFS file Mercato reads: unknown codec or hash, a directory, too deep, sizes that disagree. */
 export class InvalidBlobError extends MercatoError {
@@ -129,6 +146,8 @@ export interface BlobStats {
   blocksServed: number
   /** blocks a provider pushed to us (a job's output leaves, hashed here), new or already held */
   blocksPushed: number
+  /** blob requests (2.0.0) and streams (2.1.0) of peers refused `busy`: we served as many at once as we will */
+  busyRefused: number
 }
 
 function parseCid (cid: string): CID | undefined {
@@ -160,7 +179,7 @@ export class BlobStore {
   /** pins, holds and the collector of cached blobs (blob-gc.ts) */
   readonly gc: BlobCollector
   private readonly cache = new Map<string, Uint8Array>()
-  private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0, blocksPushed: 0 }
+  private readonly counters: BlobStats = { blocksFetched: 0, blocksServed: 0, blocksPushed: 0, busyRefused: 0 }
 
   constructor (dir?: string) {
     this.blocks = new BlockStore(dir)
@@ -462,15 +481,30 @@ export class BlobStore {
    * one stream) and `/mercato/blob/2.0.0` (`{ cid }` → the block) for older nodes.
    */
   async serve (network: Network): Promise<void> {
-    await network.handle(BLOB_PROTOCOL, async (req) => {
+    await network.handle(BLOB_PROTOCOL, async (req, { ended }) => {
       const cid = decodeBlobRequest(req)
       const parsed = parseCid(cid)
+      // its size first, without reading it: a request past the bounds is refused before any block is read
+      const size = parsed != null ? await this.blocks.sizeOf(parsed) : undefined
+      if (parsed == null || size == null) throw new NotFoundError(`no block ${cid}`)
+      if (this.requests >= MAX_BLOB_REQUESTS || (this.requests > 0 && this.requestBytes + size > MAX_BLOB_REQUEST_BYTES_SERVED)) {
+        this.counters.busyRefused++
+        throw new BlobBusyError(`this node serves ${MAX_BLOB_REQUESTS} blob requests (${MAX_BLOB_REQUEST_BYTES_SERVED} bytes) at once`)
+      }
+      // the block is held until its reader has taken it (a reader that takes nothing: until the
+      // request times out), so it counts until the exchange is over, not until it is read
+      this.requests++
+      this.requestBytes += size
+      void ended.then(() => {
+        this.requests--
+        this.requestBytes -= size
+      })
       // what peers ask for is not cached: a stranger cannot evict our hot modules by asking
-      const bytes = parsed != null ? await this.blocks.get(parsed) : undefined
+      const bytes = await this.blocks.get(parsed)
       if (bytes == null) throw new NotFoundError(`no block ${cid}`)
       this.counters.blocksServed++
       return bytes
-    }, { maxRequestBytes: MAX_BLOB_REQUEST_BYTES })
+    }, { maxRequestBytes: MAX_BLOB_REQUEST_BYTES, maxInboundStreams: BLOB_REQUESTS_PER_CONNECTION })
     await network.handleChannel(BLOB_STREAM_PROTOCOL, async (channel) => { await this.serveStream(channel) }, {
       maxMessageBytes: MAX_BLOB_BATCH_REQUEST_BYTES,
       // a client that writes requests faster than we answer them is reset past a few of them
@@ -481,6 +515,9 @@ export class BlobStore {
 
   /** Blob streams being served now (all peers). */
   private streams = 0
+  /** 2.0.0 requests being served now (all peers), and the bytes of their blocks. */
+  private requests = 0
+  private requestBytes = 0
 
   /**
    * One `/mercato/blob/2.1.0` stream: a request at a time, its blocks in order, a few at a time in
@@ -490,6 +527,7 @@ export class BlobStore {
   private async serveStream (channel: MessageChannel): Promise<void> {
     const from = channel.remotePeer
     if (this.streams >= MAX_BLOB_STREAMS) {
+      this.counters.busyRefused++
       await channel.send(refusedFrame('busy', `this node serves ${MAX_BLOB_STREAMS} blob streams at once`)).catch(() => {})
       await channel.close()
       return

@@ -111,6 +111,21 @@ export const BLOB_STREAM_IDLE_MS = 30_000
 export const MAX_BLOB_STREAMS = 32
 /** Blob streams one connection may have open to us at once (a fetch uses one). */
 export const BLOB_STREAMS_PER_CONNECTION = 2
+/**
+ * `/mercato/blob/2.0.0` requests a node serves at once, all peers together: from the read of the
+ * block to the reader taking it (a reader that takes nothing holds it until the request's timeout,
+ * 10 s). More are refused `busy` before any block is read, and the fetcher asks again later.
+ */
+export const MAX_BLOB_REQUESTS = 32
+/**
+ * ... and at most this many bytes of blocks among them (32 leaves of 256 KiB are 8 MiB); a
+ * whole-blob raw block of up to MAX_BLOB_BYTES is served when nothing else is.
+ */
+export const MAX_BLOB_REQUEST_BYTES_SERVED = MAX_BLOB_BYTES
+/** 2.0.0 requests one connection may have open to us at once: two fetches of BLOB_FETCH_CONCURRENCY each. */
+export const BLOB_REQUESTS_PER_CONNECTION = 2 * BLOB_FETCH_CONCURRENCY
+/** A fetcher refused `busy` by a 2.0.0 server asks again after this long, for up to BLOB_STALL_MS, before it drops the peer. */
+export const BLOB_BUSY_RETRY_MS = 250
 /** Blocks a read (`cat`, `get`, `GET /v1/blobs/:cid`) loads ahead of its reader: 1 MiB of 256 KiB leaves keeps the disk busy without buffering the file. */
 export const BLOB_READ_AHEAD_BLOCKS = 4
 /** Deepest DAG walked: 174-link balanced trees of 256 KiB leaves need depth 4 for 200 GiB. */

@@ -120,18 +120,23 @@ export class LoopbackNetwork implements Network {
     const timeout = AbortSignal.timeout(timeoutMs)
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, timeout]) : timeout
     let response: Uint8Array
+    let end!: () => void
+    const ended = new Promise<void>(resolve => { end = resolve })
     try {
       response = await new Promise<Uint8Array>((resolve, reject) => {
         const onAbort = (): void => { reject(timeout.aborted ? new RequestTimeoutError(`${protocol} to ourselves: no answer in ${timeoutMs} ms`) : signal.reason) }
         signal.addEventListener('abort', onAbort, { once: true })
         Promise.resolve()
-          .then(async () => await h.handler(data.slice(), { from: this.peerId, protocol, signal }))
+          .then(async () => await h.handler(data.slice(), { from: this.peerId, protocol, signal, ended }))
           .then(resolve, (err: any) => { reject(new RemoteError(`${protocol} to ourselves: ${String(err?.message ?? err)}`, typeof err?.code === 'string' ? err.code : 'internal')) })
           .finally(() => { signal.removeEventListener('abort', onAbort) })
       })
     } catch (err) {
       if (err instanceof RemoteError || err instanceof RequestTimeoutError) throw err
       throw new PeerUnreachableError(`${protocol} to ourselves: ${String((err as Error)?.message ?? err)}`, err)
+    } finally {
+      // the response is copied below: nothing of the handler's is held past this
+      end()
     }
     const maxResponseBytes = opts.maxResponseBytes ?? MAX_MESSAGE_BYTES
     if (response.length > maxResponseBytes) throw new MessageTooLargeError(`response from ourselves exceeds ${maxResponseBytes} bytes`)

@@ -575,6 +575,8 @@ export class Libp2pNetwork implements Network {
       const signal = AbortSignal.timeout(timeoutMs)
       const lp = lpStream(stream, lpLimits(Math.max(maxRequestBytes, 1)))
       const from = connection.remotePeer.toString()
+      let end!: () => void
+      const ended = new Promise<void>(resolve => { end = resolve })
       let response: Uint8Array
       try {
         let request: Uint8Array
@@ -590,7 +592,7 @@ export class Libp2pNetwork implements Network {
           throw err
         }
         try {
-          response = okFrame(await handler(request, { from, protocol, signal }))
+          response = okFrame(await handler(request, { from, protocol, signal, ended }))
         } catch (err: any) {
           const code = typeof err?.code === 'string' ? err.code : 'internal'
           this.log.debug({ err, protocol, from }, 'request handler failed')
@@ -601,6 +603,8 @@ export class Libp2pNetwork implements Network {
       } catch (err: any) {
         this.log.debug({ err, protocol, from }, 'inbound request stream failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
+      } finally {
+        end()
       }
     }, { maxInboundStreams: opts.maxInboundStreams ?? MAX_INBOUND_STREAMS, maxOutboundStreams: MAX_OUTBOUND_STREAMS, runOnLimitedConnection: RUN_ON_LIMITED })
   }

@@ -46,6 +46,13 @@ export interface RequestContext {
   from: string
   protocol: string
   signal: AbortSignal
+  /**
+   * Settles (never rejects) once the exchange is over: the response written and the stream
+   * closed, or the stream failed or timed out. A handler whose response holds something scarce
+   * (a block's bytes, counted against a limit) releases it then: until the reader has taken the
+   * response, its bytes are held by the stream.
+   */
+  ended: Promise<void>
 }
 
 /** Answers a request; return the response bytes. Throwing sends an error frame, never crashes the node. */

@@ -13,10 +13,15 @@ import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
-import { BlobStore, BLOB_PROTOCOL, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES, MAX_BLOCK_BYTES } from '../../src/auction/index.js'
-import { decodeBlobRequest, encodeBlobBatch, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
+import type { Connection } from '@libp2p/interface'
+import * as lp from 'it-length-prefixed'
+import {
+  BlobStore, BLOB_PROTOCOL, BLOB_REQUESTS_PER_CONNECTION, BLOB_STALL_MS, BLOB_STREAM_PROTOCOL, BLOB_STREAMS_PER_CONNECTION, MAX_BLOB_BYTES,
+  MAX_BLOB_REQUESTS, MAX_BLOCK_BYTES
+} from '../../src/auction/index.js'
+import { decodeBlobRequest, encodeBlobBatch, encodeBlobRequest, MAX_BLOB_BATCH } from '../../src/auction/protocol/frames.js'
 import { FRAME_REFUSED, FRAME_TOO_LARGE, readRefusal } from '../../src/auction/blob-stream.js'
-import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
+import { createNetwork, RemoteError, type NetworkNode } from '../../src/p2p/index.js'
 
 const dirs: string[] = []
 async function store (): Promise<BlobStore> {
@@ -522,5 +527,83 @@ describe('blobs as UnixFS DAGs', function () {
       expect(Buffer.compare(bytes, out)).to.equal(0)
       expect(sb.stats().blocksFetched).to.equal(1)
     })
+  })
+})
+
+describe('blob protocol 2.0.0 under a client that asks and never reads', function () {
+  this.timeout(60_000)
+  let victim: NetworkNode
+  let honest: NetworkNode
+  let served: BlobStore
+  const hostile: NetworkNode[] = []
+  before(async () => {
+    victim = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, allow: ['/ip4/127.0.0.1'] })
+    honest = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, allow: ['/ip4/127.0.0.1'] })
+    served = await store()
+    await served.serve(victim)
+    // an older node, as far as the fetcher can tell: 2.0.0 only, a request per block
+    await victim.unhandle(BLOB_STREAM_PROTOCOL)
+  })
+  after(async () => {
+    await Promise.all(hostile.map(async h => { await h.stop().catch(() => {}) }))
+    await Promise.all([victim?.stop(), honest?.stop()])
+    for (const d of dirs) await rm(d, { recursive: true, force: true })
+  })
+
+  it('serves MAX_BLOB_REQUESTS at once, BLOB_REQUESTS_PER_CONNECTION per connection; the rest are refused busy before a block is read; an honest fetch asks again and completes', async () => {
+    const bytes = randomBytes(5 * 1024 * 1024 + 777) // 21 leaves of 256 KiB and a root
+    const cid = await served.putStream(chunks(bytes))
+    const leaves = dagPb.decode((await served.blocks.get(cid))!).Links.map(l => l.Hash.toString())
+    // strangers (one connection each) open streams, ask a leaf on every one in the same turn, then
+    // stop reading their socket: nothing the victim sends is taken, so what it served stays held
+    // (until the request times out)
+    const flood = async (streams: number): Promise<number> => {
+      const h = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+      hostile.push(h)
+      await h.dial(victim.addresses()[0])
+      // the stranger's own libp2p connection, to write raw streams on
+      const conn: Connection = (h as any).node.getConnections()[0]
+      // one after another (yamux closes a connection with more than 10 streams it has not answered yet)
+      const opened = []
+      for (let i = 0; i < streams; i++) opened.push(await conn.newStream(BLOB_PROTOCOL, { maxOutboundStreams: 1024 }).catch(() => null))
+      // (the victim resets a connection's streams past BLOB_REQUESTS_PER_CONNECTION once negotiated)
+      for (const [i, stream] of opened.entries()) { try { stream?.send(lp.encode.single(encodeBlobRequest(leaves[i % leaves.length]))) } catch {} }
+      ;(conn as any).maConn.socket.pause()
+      return opened.filter(x => x != null).length
+    }
+    const handled = (): number => served.stats().blocksServed + served.stats().busyRefused
+    const settle = async (n: number): Promise<void> => {
+      const deadline = Date.now() + 5_000
+      while (handled() < n && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 25))
+      await new Promise(resolve => setTimeout(resolve, 300))
+    }
+    // three connections of BLOB_REQUESTS_PER_CONNECTION requests each: more than the victim serves at once
+    const conns = 3
+    for (let k = 0; k < conns; k++) expect(await flood(BLOB_REQUESTS_PER_CONNECTION)).to.equal(BLOB_REQUESTS_PER_CONNECTION)
+    await settle(conns * BLOB_REQUESTS_PER_CONNECTION)
+    // none of the served blocks was taken, so each is still held: the count served is the count at once
+    expect(served.stats().blocksServed, `requests served at once (${JSON.stringify(served.stats())})`).to.equal(MAX_BLOB_REQUESTS)
+    expect(served.stats().busyRefused, 'requests refused busy').to.equal(conns * BLOB_REQUESTS_PER_CONNECTION - MAX_BLOB_REQUESTS)
+    // a connection that opens more streams than that: at most BLOB_REQUESTS_PER_CONNECTION of its requests are read
+    const before = handled()
+    await flood(BLOB_REQUESTS_PER_CONNECTION + 8)
+    await settle(before + BLOB_REQUESTS_PER_CONNECTION)
+    expect(handled() - before, 'requests read from one connection').to.be.at.most(BLOB_REQUESTS_PER_CONNECTION)
+    expect(served.stats().blocksServed).to.equal(MAX_BLOB_REQUESTS)
+    // a request past the cap from anyone: busy, its block not read
+    const err = await honest.request(victim.addresses()[0], BLOB_PROTOCOL, encodeBlobRequest(leaves[0]), { maxResponseBytes: MAX_BLOCK_BYTES }).then(() => undefined, (e: unknown) => e)
+    expect(err).to.be.instanceOf(RemoteError)
+    expect((err as RemoteError).remoteCode).to.equal('busy')
+    expect(served.stats().blocksServed).to.equal(MAX_BLOB_REQUESTS)
+    // an honest fetch meanwhile is refused busy, asks again, and completes once the strangers are gone
+    const refused = served.stats().busyRefused
+    const sb = await store()
+    const fetching = sb.fetch(honest, cid, [victim.addresses()[0]], { maxBytes: 8 * 1024 * 1024 })
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    expect(served.stats().busyRefused, 'the honest fetch was refused busy').to.be.above(refused)
+    await Promise.all(hostile.splice(0).map(async h => { await h.stop() }))
+    const got = await fetching
+    expect(Buffer.compare(got, bytes)).to.equal(0)
+    expect(sb.stats().blocksFetched).to.equal(22)
   })
 })

@@ -92,7 +92,7 @@ export function delayOffers (net: MemoryNetwork, ms: number, opts: { gossip?: bo
     handler: async (channel) => {
       for await (const frame of channel) {
         if (delays.direct === Infinity) continue
-        void sleep(delays.direct).then(async () => await h.handler(frame, { from: channel.remotePeer, protocol: OFFER_PROTOCOL, signal: AbortSignal.timeout(5000) })).catch(() => {})
+        void sleep(delays.direct).then(async () => await h.handler(frame, { from: channel.remotePeer, protocol: OFFER_PROTOCOL, signal: AbortSignal.timeout(5000), ended: Promise.resolve() })).catch(() => {})
       }
     }
   })

@@ -222,14 +222,18 @@ export class MemoryNetwork implements Network {
     if (opts.signal != null) signals.push(opts.signal)
     const signal = AbortSignal.any(signals)
     let res: Uint8Array
+    let end!: () => void
+    const ended = new Promise<void>(resolve => { end = resolve })
     try {
       res = await Promise.race([
-        Promise.resolve().then(async () => await h.handler(data.slice(), { from: this.peerId, protocol, signal })),
+        Promise.resolve().then(async () => await h.handler(data.slice(), { from: this.peerId, protocol, signal, ended })),
         new Promise<never>((_resolve, reject) => signal.addEventListener('abort', () => { reject(new RequestTimeoutError()) }, { once: true }))
       ])
     } catch (err: any) {
       if (err instanceof RequestTimeoutError) throw err
       throw new RemoteError(String(err?.message ?? err), String(err?.code ?? 'error'))
+    } finally {
+      end()
     }
     if (res.length > (opts.maxResponseBytes ?? DEFAULT_MAX_BYTES)) throw new MessageTooLargeError(`response of ${res.length} bytes`)
     return res.slice()
