@@ -160,8 +160,14 @@ export const OUTPUT_PUSH_WINDOW_BYTES = BLOB_READ_AHEAD_BYTES
 export const OUTPUT_PUSH_ACK_BYTES = 1024 * 1024
 /** Either end drops a push that makes no progress for this long (no block, or no room in the window). */
 export const OUTPUT_PUSH_STALL_MS = BLOB_STALL_MS
-/** Pushes a requester receives at once, all jobs together (each holds at most a window unread); more are refused `busy`. */
+/**
+ * Pushes a requester receives at once, all jobs together (each holds at most a window unread); more
+ * are refused `busy`. A push takes one only once its hello names a job with an attempt in flight at
+ * its sender: a stranger's stream never holds one.
+ */
 export const MAX_OUTPUT_PUSHES = 8
+/** A push stream whose first message (the hello, sent with the stream) has not come in this long is reset. */
+export const OUTPUT_PUSH_HELLO_MS = 2_000
 /**
  * Input files (job spec `inputs`): at most MAX_JOB_INPUTS of them (the executor's figure), each URL
  * at most MAX_INPUT_URL_CHARS, and the paths and URLs together at most MAX_INPUTS_SPEC_CHARS, so

@@ -10,11 +10,11 @@ import { expect } from 'chai'
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { BlobStore, JOBS_TOPIC, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS } from '../../src/auction/index.js'
+import { BlobStore, JOBS_TOPIC, MAX_OUTPUT_PUSHES, OUTPUT_PUSH_HELLO_MS, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS } from '../../src/auction/index.js'
 import { decodePushReply, encodePushHello, type PushReply } from '../../src/auction/protocol/frames.js'
 import { cidOfBytes } from '../../src/crypto/index.js'
 import { UNIXFS_CHUNK_BYTES, unixfsCidOfBytes } from '../../src/crypto/unixfs.js'
-import type { MessageChannel } from '../../src/p2p/index.js'
+import { createNetwork, type MessageChannel, type NetworkNode } from '../../src/p2p/index.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 import { getJson, startNodeProcess, stopAll, waitFor as waitForAsync, type NodeProcess } from '../helpers/cli.js'
@@ -183,6 +183,43 @@ describe('output push', function () {
       expect(requester.market.outputPushes().refused).to.equal(before.refused + 1)
       // over: no attempt in flight
       expect(await replyTo(provider, requester, encodePushHello(id))).to.deep.equal({ refused: 'unknown-job' })
+    })
+
+    it('strangers\' silent streams take no push slot: each is refused at once, and the provider\'s push is taken; its own silent stream is reset after OUTPUT_PUSH_HELLO_MS', async () => {
+      const id = await submitGated(7)
+      const strangers: NetworkNode[] = []
+      const held: MessageChannel[] = []
+      try {
+        // four stranger identities, two push streams each (as many as a connection may have): all
+        // the pushes a requester takes at once, if a stream took a slot before its hello
+        for (let k = 0; k < MAX_OUTPUT_PUSHES / 2; k++) {
+          const net = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+          strangers.push(net)
+          for (let i = 0; i < 2; i++) held.push(await net.openChannel(requester.network.addresses()[0], OUTPUT_PUSH_PROTOCOL, { maxMessageBytes: 512 }))
+        }
+        // the provider of the job pushes while they say nothing: taken
+        const push = await openPush(provider, requester, encodePushHello(id))
+        expect(push.reply).to.deep.equal({ stored: 0 })
+        // the strangers were each refused as their stream opened, without waiting for a hello
+        const answers = await Promise.all(held.map(async ch => await Promise.race([
+          ch[Symbol.asyncIterator]().next().then(r => r.done === true ? 'closed' : JSON.stringify(decodePushReply(r.value)), () => 'reset'),
+          new Promise<string>(resolve => setTimeout(() => { resolve('no answer') }, 1000))
+        ])))
+        expect(answers).to.deep.equal(held.map(() => JSON.stringify({ refused: 'unknown-job' })))
+        // a stream from the provider that says nothing is reset after OUTPUT_PUSH_HELLO_MS, not OUTPUT_PUSH_STALL_MS
+        const silent = await provider.network.openChannel(requester.peerId, OUTPUT_PUSH_PROTOCOL, { maxMessageBytes: 512 })
+        const t0 = Date.now()
+        const ended = await silent[Symbol.asyncIterator]().next().then(r => r.done === true ? 'closed' : 'a reply', () => 'reset')
+        expect(ended).to.not.equal('a reply')
+        expect(Date.now() - t0).to.be.within(OUTPUT_PUSH_HELLO_MS - 200, OUTPUT_PUSH_HELLO_MS + 2000)
+        await push.channel.close()
+      } finally {
+        for (const ch of held) ch.abort()
+        await Promise.all(strangers.map(async n => { await n.stop() }))
+        openGate()
+      }
+      const job = await requester.market.waitFor(id, { signal: AbortSignal.timeout(30_000) })
+      expect(job.status, JSON.stringify(job)).to.equal('completed')
     })
 
     it('the fetch after the result waits for a push under way, and leaves that come after the result still count', async () => {

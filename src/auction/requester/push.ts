@@ -7,15 +7,18 @@
  *
  * What a push can cost us, and the bounds:
  * - only the provider of an attempt in flight (awarded, accepted, running) of a job of ours, before
- *   its result, may push, and one push per job at a time; anyone else is refused at the first
- *   message (`{ refused }`), before any block is read;
+ *   its result, may push, and one push per job at a time: a peer with no attempt of ours in flight
+ *   (any job) is refused (`{ refused: 'unknown-job' }`) as its stream opens, without waiting for
+ *   its hello; one that has is refused at its hello when the hello names another job, before any
+ *   block is read; the hello must come within OUTPUT_PUSH_HELLO_MS;
  * - with replicas, one provider's push is enough: once one has pushed, the others are refused
  *   (`pushed`; their files match, or what differs is fetched after their result) unless it was
  *   lost (failover: the runner-up pushes);
  * - at most MAX_RESULT_OUTPUT_BYTES per push: what we would fetch for one result anyway;
  * - at most OUTPUT_PUSH_WINDOW_BYTES unread: the provider may send only that far ahead of the
  *   `{ stored }` we send back, and the stream's buffer resets a provider that sends more;
- * - MAX_OUTPUT_PUSHES at once over all jobs, two per connection;
+ * - MAX_OUTPUT_PUSHES at once over all jobs, two streams per connection; a push takes its slot only
+ *   once its hello is valid (a stream that says nothing, or a stranger's, holds none);
  * - a block is hashed here and stored as a raw block under its own CID: it cannot be wrong, only
  *   useless; a useless block is cached, not pinned, and the collector removes it like any fetched
  *   block (blob-gc.ts);
@@ -26,7 +29,9 @@ import { isInFlight } from './plan.js'
 import type { Attempt, RequesterContext, RequesterJob } from './job.js'
 import type { MessageChannel } from '../../p2p/index.js'
 import { UNIXFS_CHUNK_BYTES } from '../../crypto/unixfs.js'
-import { MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS, OUTPUT_PUSH_WINDOW_BYTES } from '../constants.js'
+import {
+  MAX_OUTPUT_PUSHES, MAX_RESULT_OUTPUT_BYTES, OUTPUT_PUSH_ACK_BYTES, OUTPUT_PUSH_HELLO_MS, OUTPUT_PUSH_PROTOCOL, OUTPUT_PUSH_STALL_MS, OUTPUT_PUSH_WINDOW_BYTES
+} from '../constants.js'
 import { decodePushHello, encodePushReply } from '../protocol/frames.js'
 import { RefusedMessageError } from '../protocol/messages.js'
 import { nextWithin } from '../streams.js'
@@ -72,10 +77,17 @@ export class OutputPushes {
     return job.attempts.find(a => a.provider === peer && isInFlight(a.state) && a.collecting !== true)
   }
 
+  /** `peer` is the provider of an attempt of ours in flight, any job: it may have something to push. */
+  private mayPush (peer: string): boolean {
+    for (const job of this.ctx.jobs.values()) if (job.retired !== true && this.attemptOf(job, peer) != null) return true
+    return false
+  }
+
   private async receive (channel: MessageChannel): Promise<void> {
     const { ctx } = this
-    if (this.active >= MAX_OUTPUT_PUSHES) { await this.refuse(channel, 'busy', `${MAX_OUTPUT_PUSHES} pushes at once`); return }
-    this.active++
+    // a stranger (no attempt of ours in flight) is refused at once: it neither waits for its hello nor takes a slot
+    if (!this.mayPush(channel.remotePeer)) { ctx.count('unknown-job'); await this.refuse(channel, 'unknown-job', 'no attempt of ours in flight at this peer'); return }
+    let slot = false
     let jobId: string | undefined
     let ended: (() => void) | undefined
     let attempt: Attempt | undefined
@@ -84,12 +96,13 @@ export class OutputPushes {
       // leaves in the pieces they arrived in: hashed and written without being joined (chunks.ts)
       const messages = channel.parts()[Symbol.asyncIterator]()
       // a push that sends nothing for OUTPUT_PUSH_STALL_MS is reset
-      const next = async (): Promise<IteratorResult<Uint8Array[]>> => {
-        const got = await nextWithin(messages, OUTPUT_PUSH_STALL_MS)
-        if (got === 'idle') throw new Error(`output push idle for ${OUTPUT_PUSH_STALL_MS} ms`)
+      const next = async (ms = OUTPUT_PUSH_STALL_MS): Promise<IteratorResult<Uint8Array[]>> => {
+        const got = await nextWithin(messages, ms)
+        if (got === 'idle') throw new Error(`output push idle for ${ms} ms`)
         return got
       }
-      const first = await next()
+      // the provider sends its hello with the stream: one that does not is reset soon
+      const first = await next(OUTPUT_PUSH_HELLO_MS)
       if (first.done === true) return
       try {
         jobId = decodePushHello(joined(first.value))
@@ -105,6 +118,10 @@ export class OutputPushes {
       // a replica's twin: another provider of the job pushed already and is still with us, so its
       // files are (or will be) here; what differs in this one's is fetched after its result
       if (job.attempts.some(a => a !== found && a.pushed === true && a.state !== 'lost')) { await this.refuse(channel, 'pushed', 'another provider of this job pushed its files'); return }
+      // a slot only now: the hello named a job with an attempt in flight at this peer
+      if (this.active >= MAX_OUTPUT_PUSHES) { await this.refuse(channel, 'busy', `${MAX_OUTPUT_PUSHES} pushes at once`); return }
+      this.active++
+      slot = true
       attempt = found
       attempt.pushed = true
       this.stats.accepted++
@@ -142,7 +159,7 @@ export class OutputPushes {
       ctx.log.debug({ from: channel.remotePeer, jobId, err: err?.message }, 'output push ended early')
       channel.abort(err instanceof Error ? err : new Error(String(err)))
     } finally {
-      this.active--
+      if (slot) this.active--
       if (pushingJob != null) pushingJob.push = undefined
       ended?.()
     }
