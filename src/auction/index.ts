@@ -77,6 +77,8 @@ export interface MarketInit {
   withholdOutputs?: boolean
   /** true: start() leaves the provider's warm-up to warmUp() (the node calls it once its start is over) */
   deferWarmUp?: boolean
+  /** gossip items each forwarding peer may make us check (GOSSIP_VERIFY_PER_SOURCE_PER_SEC / _BURST unless set; tests) */
+  gossipPerSource?: { perSec: number, burst: number }
 }
 
 /** A provider as listed by `GET /v1/providers`. */
@@ -179,7 +181,7 @@ export function createMarket (init: MarketInit): Market {
   const providerRefused = new Map<RefusalReason, number>()
   // every node checks and relays both batched topics (replays, per-key rates); only providers act on offers
   // what each forwarding peer may make us verify, all topics together
-  const perSource = gossipSourceBudget()
+  const perSource = gossipSourceBudget(init.gossipPerSource)
   const offerGate = new GossipGate('offer', MAX_BATCH_BYTES, MAX_BATCH_ITEMS, {
     maxSeen: MAX_SEEN_ITEMS,
     perSource,

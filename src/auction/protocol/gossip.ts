@@ -230,6 +230,6 @@ export class GossipGate<K extends Kind> {
 }
 
 /** The budget of new gossip items verified per forwarding peer that a node's gates share (GOSSIP_VERIFY_PER_SOURCE_*). */
-export function gossipSourceBudget (): KeyedRateLimit {
-  return new KeyedRateLimit(GOSSIP_VERIFY_PER_SOURCE_PER_SEC, GOSSIP_VERIFY_PER_SOURCE_BURST, GOSSIP_VERIFY_SOURCES)
+export function gossipSourceBudget (rate: { perSec: number, burst: number } = { perSec: GOSSIP_VERIFY_PER_SOURCE_PER_SEC, burst: GOSSIP_VERIFY_PER_SOURCE_BURST }): KeyedRateLimit {
+  return new KeyedRateLimit(rate.perSec, rate.burst, GOSSIP_VERIFY_SOURCES)
 }
