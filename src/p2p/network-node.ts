@@ -22,12 +22,13 @@ import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
 import { addressesOf, circuitsVia } from './multiaddr.js'
 import { isPublicAddress, relaysIn, StrangerDials } from './public-address.js'
+import { PeerBans } from './bans.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus, type WalkSource } from './nat.js'
 import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_PARTS, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS
+  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_PARTS, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS, GRAYLIST_BAN_MS, BAN_CHECK_DELAY_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -156,9 +157,13 @@ export class Libp2pNetwork implements Network {
   /** when each peer's addresses were last asked of the DHT (see freshAddresses); oldest first */
   private readonly refreshedAt = new Map<string, number>()
 
-  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }, strangerDials = new StrangerDials()) {
+  /** peers refused for a while: their gossip score fell below the graylist threshold (bans.ts); the connection gater reads it */
+  private readonly bans: PeerBans
+
+  constructor (node: Libp2p<Services>, init: NetworkInit, natInfo: { relayServer: boolean, upnp: boolean } = { relayServer: false, upnp: false }, strangerDials = new StrangerDials(), bans = new PeerBans()) {
     this.node = node
     this.strangerDials = strangerDials
+    this.bans = bans
     this.natInfo = natInfo
     this.networkKey = init.networkKey
     node.addEventListener('connection:open', (evt) => {
@@ -491,7 +496,11 @@ export class Libp2pNetwork implements Network {
       this.received.gossip++
       this.gossipByTopic.set(topic, (this.gossipByTopic.get(topic) ?? 0) + 1)
       const verdict = await this.check(topic, decoder, msg.data, peer.toString())
-      if (verdict.result !== 'accept') return verdict.result === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
+      if (verdict.result === 'reject') {
+        this.checkBanSoon(peer)
+        return TopicValidatorResult.Reject
+      }
+      if (verdict.result !== 'accept') return TopicValidatorResult.Ignore
       // what the decoder produced travels on to the handler: no second decode or signature check
       this.decoded.set(msg.data, verdict.value)
       return TopicValidatorResult.Accept
@@ -499,6 +508,37 @@ export class Libp2pNetwork implements Network {
     // every topic we take part in is scored: rejected messages on it count against their forwarder (scoring.ts)
     scoreTopic(pubsub, topic)
     pubsub.subscribe(topic)
+  }
+
+  /**
+   * After a rejected message, look at its forwarder's score once gossipsub has counted it (scores
+   * are cached between heartbeats): one look per peer at a time, BAN_CHECK_DELAY_MS later.
+   */
+  private checkBanSoon (peer: PeerId): void {
+    const id = peer.toString()
+    if (this.banChecks.has(id) || this.bans.has(id)) return
+    this.banChecks.add(id)
+    setTimeout(() => {
+      this.banChecks.delete(id)
+      this.banIfGraylisted(peer)
+    }, BAN_CHECK_DELAY_MS).unref()
+  }
+
+  /** peers with a look at their score pending (checkBanSoon) */
+  private readonly banChecks = new Set<string>()
+
+  /**
+   * A peer whose gossip score fell below the graylist threshold is disconnected and refused for
+   * GRAYLIST_BAN_MS: graylisting alone still decrypts and parses all it sends before dropping it.
+   */
+  private banIfGraylisted (peer: PeerId): void {
+    const id = peer.toString()
+    if (this.stopped) return
+    const score = this.gossipScore(id)
+    if (score >= SCORE_THRESHOLDS.graylistThreshold || this.bans.has(id)) return
+    this.bans.ban(id, GRAYLIST_BAN_MS)
+    this.log.info({ peer: id, score, minutes: GRAYLIST_BAN_MS / 60_000 }, 'peer banned: its gossip score fell below the graylist threshold')
+    void this.node.hangUp(peer).catch(() => {})
   }
 
   /** Size cap, then the topic's decoder; a decoder that throws rejects. */
@@ -772,6 +812,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   // the bootstrap list is dialled (and redialled) by the PeerKeeper, not by @libp2p/bootstrap, which dials once
   if (init.mdns === true) peerDiscovery.push(mdns())
   const strangerDials = new StrangerDials()
+  const bans = new PeerBans()
   const node = await createLibp2p<Services>({
     privateKey,
     start: false,
@@ -781,7 +822,13 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     transports: [coalescingTcp(), ...nat.transports],
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [piecewiseNoise()],
-    connectionGater: { denyDialMultiaddr: (ma) => strangerDials.denies(ma) },
+    connectionGater: {
+      denyDialMultiaddr: (ma) => strangerDials.denies(ma),
+      // a banned peer (bans.ts) is refused both ways, as soon as its identity is known
+      denyDialPeer: (peer) => bans.has(peer.toString()),
+      denyInboundEncryptedConnection: (peer) => bans.has(peer.toString()),
+      denyOutboundEncryptedConnection: (peer) => bans.has(peer.toString())
+    },
     streamMuxers: [halfWindowYamux({}, init.liveness)],
     peerDiscovery,
     // connections are pinged by yamux (yamux.ts), not by a ping stream each
@@ -830,5 +877,5 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     }
   })
   dht = node.services.dht
-  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp }, strangerDials)
+  return new Libp2pNetwork(node, init, { relayServer: nat.relayServer, upnp: nat.upnp }, strangerDials, bans)
 }

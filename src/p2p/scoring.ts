@@ -22,7 +22,8 @@
  *   a delivery-rate floor would push honest peers negative in every quiet spell.
  *
  * Thresholds: below 0 a peer leaves our meshes at the next heartbeat; −10 no
- * gossip (IHAVE) to or from it; −50 we do not publish to it; −80 graylisted.
+ * gossip (IHAVE) to or from it; −50 we do not publish to it; −80 graylisted,
+ * and then disconnected and refused for a while (bans.ts, GRAYLIST_BAN_MS).
  */
 import { createTopicScoreParams, type PeerScoreParams, type PeerScoreThresholds, type TopicScoreParams } from '@libp2p/gossipsub/score'
 

@@ -53,6 +53,17 @@ describe('p2p: gossip scoring', function () {
     await sleep(1500)
     expect(delivered.filter(x => x >= 100), 'messages of a graylisted peer').to.deep.equal([])
     expect(validated - before, 'validator runs for a graylisted peer').to.equal(0)
+
+    // and banned (GRAYLIST_BAN_MS): disconnected, and refused when it comes back, so nothing it sends is even decrypted
+    await waitFor(() => !victim.isConnected(attacker.peerId), 5000)
+    const redial = await attacker.dial(victim.addresses()[0]).then(() => 'connected', (err: Error) => err.message)
+    await sleep(500)
+    expect(victim.isConnected(attacker.peerId), `the banned peer's redial (${redial})`).to.equal(false)
+    // the victim does not dial it either
+    expect(await victim.dial(attacker.addresses()[0]).then(() => 'connected', () => 'refused')).to.equal('refused')
+    // a peer it has never banned still connects
+    const other = await net(victim.addresses()[0])
+    await waitFor(() => victim.isConnected(other.peerId), 10_000)
   })
 
   it('every Mercato topic is scored: rejected jobs, receipts, heads and equivocation proofs each graylist their sender', async () => {
