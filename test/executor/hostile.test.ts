@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import wabtInit from 'wabt'
-import { MAX_TABLE_ELEMENTS, TABLE_ELEMENT_BYTES, TABLE_FREE_BYTES } from '../../src/executor/constants.js'
+import { MAX_LOCALS_TIMES_NESTING, MAX_TABLE_ELEMENTS, TABLE_ELEMENT_BYTES, TABLE_FREE_BYTES } from '../../src/executor/constants.js'
 import { EXIT_SANDBOX_FAILURE, execCommand, type ExecIo } from '../../src/executor/cli.js'
 import { createExecutor, type ExecJob, type ExecResult, type Executor } from '../../src/executor/index.js'
 import { isolationCommand, type IsolatedExecutor } from '../../src/executor/isolation.js'
@@ -144,6 +144,45 @@ describe('executor: hostile jobs', function () {
     it('refuses 64-bit and shared memories (they cannot be capped)', async () => {
       expect((await refusal(run(wat('(module (memory i64 1) (func (export "_start")))')))).message).to.match(/64-bit/)
       expect((await refusal(run(wat('(module (memory 1 1 shared) (func (export "_start")))')))).message).to.match(/shared/)
+    })
+
+    it(`refuses a function whose locals × block nesting is over ${MAX_LOCALS_TIMES_NESTING} (the baseline compiler copies the locals at every open block), and takes one at it`, async () => {
+      // built by hand: wabt runs out of its own memory on 50,000 locals in 1,000 blocks
+      const leb = (n: number): number[] => { const out: number[] = []; do { let b = n & 0x7f; n >>>= 7; if (n !== 0) b |= 0x80; out.push(b) } while (n !== 0); return out }
+      const section = (id: number, payload: number[]): number[] => [id, ...leb(payload.length), ...payload]
+      const nested = (locals: number, depth: number): Uint8Array => {
+        const body = [0x01, ...leb(locals), 0x7e, ...Array(depth).fill([0x41, 0x00, 0x04, 0x40]).flat(), ...Array(depth).fill(0x0b), 0x0b]
+        return Uint8Array.from([
+          0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+          ...section(1, [0x01, 0x60, 0x00, 0x00]),
+          ...section(3, [0x01, 0x00]),
+          ...section(7, [0x01, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00, 0x00]),
+          ...section(10, [0x01, ...leb(body.length), ...body])
+        ])
+      }
+      const rss = rssMiB()
+      const err = await refusal(run(nested(50_000, 1000)))
+      expect(err.code).to.equal('invalid-module')
+      expect(err.message).to.match(/^locals × block nesting of function 0 \(50000 × 1000\)/)
+      // compiling it took 1.26 GB before; refused, it costs nothing
+      expect(rssMiB() - rss).to.be.below(200)
+      expect((await run(nested(1000, 1000))).exitCode).to.equal(0)
+    })
+
+    it('refuses a module that is not valid on its own before instrumenting it (its indices would name what the instrumenter adds)', async () => {
+      // one function, no globals: i32.const 1, global.set 0 (no such global), unreachable
+      const module = Uint8Array.from([
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type () -> ()
+        0x03, 0x02, 0x01, 0x00, // func 0: type 0
+        0x05, 0x03, 0x01, 0x00, 0x01, // memory 1
+        0x07, 0x0a, 0x01, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00, 0x00, // export "_start" func 0
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x41, 0x01, 0x24, 0x00, 0x00, 0x0b // code
+      ])
+      expect(WebAssembly.validate(module)).to.equal(false)
+      const err = await refusal(run(module))
+      expect(err.code).to.equal('invalid-module')
+      expect(err.message).to.match(/not valid WebAssembly/)
     })
 
     it('endless recursion is a trap, and the pool still serves', async () => {
