@@ -309,6 +309,22 @@ export const MAX_BID_OFFERS = 1000
 export const UNPROVEN_BID_RECORDS_BURST = 32
 export const UNPROVEN_BID_RECORDS_PER_SEC = 0.1
 /**
+ * Results a provider sent that no receipt answered, remembered this long (provider/state.ts
+ * UnpaidResults). A requester that never paid us and owes MAX_UNPAID_RESULTS_PER_REQUESTER of them
+ * gets no bid (declined `requester-flagged`), nor does any requester that never paid while those
+ * that never paid owe MAX_UNPAID_RESULTS_UNPROVEN together, nor one that paid before and owes
+ * MAX_UNPAID_RESULTS_PAYING: an award costs a provider a run and three log records (award, accept,
+ * result), and anyone can sign offers and awards and never pay. An honest requester's receipt
+ * follows its result once it has checked it (and fetched its output files), on the award channel
+ * or in gossip; one with many jobs in flight owes a few at a time.
+ */
+export const UNPAID_RESULTS_MEMORY_MS = 10 * 60_000
+export const MAX_UNPAID_RESULTS_PER_REQUESTER = 8
+export const MAX_UNPAID_RESULTS_UNPROVEN = 16
+export const MAX_UNPAID_RESULTS_PAYING = 64
+/** Requesters whose unpaid results are remembered (the least recent forgotten first). */
+export const MAX_UNPAID_REQUESTERS = 1024
+/**
  * Dials a provider makes to reach requesters it is not connected to, to deliver answers:
  * at most this many at once (all requesters), one at a time per requester, and after a
  * failed dial no new one to that requester for ANSWER_DIAL_BACKOFF_MS.

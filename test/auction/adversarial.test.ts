@@ -1,9 +1,10 @@
 import '../../src/polyfill.js'
 import { expect } from 'chai'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
-import { canonicalDecode, canonicalEncode, messageId, randomSigner, signerFromSeed, type Signed } from '../../src/crypto/index.js'
+import { canonicalDecode, canonicalEncode, cidOfValue, messageId, randomSigner, signerFromSeed, type Signed } from '../../src/crypto/index.js'
 import { AWARD_PROTOCOL, BID_PROTOCOL, JOBS_TOPIC, type Offer, type Award } from '../../src/auction/index.js'
 import { sign, encodeSigned, encodeBatch } from '../../src/auction/protocol/messages.js'
+import { MAX_UNPAID_RESULTS_PER_REQUESTER } from '../../src/auction/constants.js'
 import type { MercatoNode } from '../../src/node.js'
 import { startTestNode, stopNodes, waitFor } from '../helpers/nodes.js'
 
@@ -176,5 +177,63 @@ describe('market: hostile peers are refused, counted, and never crash a node', f
     // and the provider still serves the honest market
     const ok = await requester.market.submit(JOB)
     expect((await requester.market.waitFor(ok.id, { signal: AbortSignal.timeout(20_000) })).status).to.equal('completed')
+  })
+
+  it('awards: a requester that takes results and never pays gets no more bids once it owes a few, and its channels are not held open', async () => {
+    await attacker.unhandle(BID_PROTOCOL).catch(() => {})
+    const answers = new Map<string, Signed<any>>()
+    await attacker.handle(BID_PROTOCOL, (data) => { const m = canonicalDecode<Signed<any>>(data); answers.set(m.payload.jobId, m); return new Uint8Array(0) })
+    await waitFor(() => attacker.topicPeers(JOBS_TOPIC).includes(provider.peerId), 10_000)
+    const offerNow = (i: number): Signed<Offer> => {
+      const now = Date.now()
+      return sign(me, 'offer', {
+        v: 1, jobId: cidOfValue({ unpaid: i, at: now }), requester: me.peerId, addrs: attacker.addresses(),
+        spec: { engine: 'js', source: JOB.source, input: { x: i }, args: [], env: {}, limits: { timeoutMs: 1000, memoryMb: 16, outputBytes: 1024 } },
+        maxPrice: 50, replicas: 1, bidWindowMs: 50, ts: now, expires: now + 60_000, round: 0
+      })
+    }
+    const channelsEnded: number[] = []
+    // offer, take the bid, award, take the result, never send a receipt
+    const takeWithoutPaying = async (i: number): Promise<boolean> => {
+      const offer = offerNow(i)
+      await attacker.publish(JOBS_TOPIC, encodeBatch([offer]))
+      await waitFor(() => answers.has(offer.payload.jobId), 5000)
+      const bid = answers.get(offer.payload.jobId) as Signed<any>
+      if (!/bid/.test(bid.domain)) return false
+      const award = sign(me, 'award', { v: 1, jobId: offer.payload.jobId, offerId: messageId(offer), requester: me.peerId, provider: provider.peerId, bidId: messageId(bid), bids: [messageId(bid)], price: 1, attempt: 0, ts: Date.now(), expires: Date.now() + 60_000 })
+      const ch = await attacker.openChannel(provider.peerId, AWARD_PROTOCOL)
+      await ch.send(canonicalEncode({ t: 'award', m: award }))
+      const it = ch[Symbol.asyncIterator]()
+      for (;;) {
+        const next = await it.next()
+        if (next.done === true) throw new Error('channel ended before the result')
+        if (canonicalDecode<any>(next.value).t === 'result') break
+      }
+      const resultAt = Date.now()
+      // keep reading, and writing junk now and then, as a requester holding the channel would
+      const junk = setInterval(() => { void ch.send(Uint8Array.of(0xff)).catch(() => {}) }, 500)
+      void (async () => { try { while ((await it.next()).done !== true) {} } catch {} clearInterval(junk); channelsEnded.push(Date.now() - resultAt) })()
+      return true
+    }
+    const before = provider.ledger.head().count
+    // (the award taken in the test before is unpaid too)
+    let taken = 0
+    while (taken <= MAX_UNPAID_RESULTS_PER_REQUESTER && await takeWithoutPaying(taken)) taken++
+    expect(taken).to.be.within(MAX_UNPAID_RESULTS_PER_REQUESTER - 1, MAX_UNPAID_RESULTS_PER_REQUESTER)
+    const records = provider.ledger.head().count - before
+    // owing MAX_UNPAID_RESULTS_PER_REQUESTER results, it is declined, and costs the provider no record more
+    const more = offerNow(99)
+    await attacker.publish(JOBS_TOPIC, encodeBatch([more]))
+    await waitFor(() => answers.has(more.payload.jobId), 5000)
+    const answer = answers.get(more.payload.jobId) as Signed<any>
+    expect(answer.domain).to.match(/decline/)
+    expect(answer.payload.reason).to.equal('requester-flagged')
+    expect(answer.payload.detail).to.match(/unpaid/)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    expect(provider.ledger.head().count - before).to.equal(records)
+    // the provider stopped reading each channel RECEIPT_WAIT_MS (10 s) after its result, junk or not
+    await waitFor(() => channelsEnded.length === taken, 20_000)
+    expect(Math.max(...channelsEnded)).to.be.below(15_000)
+    await attacker.unhandle(BID_PROTOCOL)
   })
 })

@@ -4,14 +4,15 @@
  * oldest going first (their status is then read from the log).
  */
 import { expect } from 'chai'
-import { finishHeld, MAX_HELD_RESULTS, type HeldJob, type ProviderContext } from '../../src/auction/provider/state.js'
+import { finishHeld, MAX_HELD_RESULTS, UnpaidResults, type HeldJob, type ProviderContext } from '../../src/auction/provider/state.js'
 import type { Signed } from '../../src/crypto/index.js'
 import type { Result } from '../../src/auction/protocol/messages.js'
 import { fingerprint, SeenSet } from '../../src/auction/protocol/gossip.js'
 import { randomBytes } from 'node:crypto'
+import { MAX_UNPAID_REQUESTERS, MAX_UNPAID_RESULTS_PAYING, MAX_UNPAID_RESULTS_PER_REQUESTER, MAX_UNPAID_RESULTS_UNPROVEN, UNPAID_RESULTS_MEMORY_MS } from '../../src/auction/constants.js'
 
 function freshState (): ProviderContext['state'] {
-  return { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set(), seenAwards: new SeenSet(100), held: new Map() }
+  return { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set(), unpaid: new UnpaidResults(), seenAwards: new SeenSet(100), held: new Map() }
 }
 const result = (jobId: string): Signed<Result> => ({ payload: { jobId } }) as unknown as Signed<Result>
 
@@ -83,5 +84,42 @@ describe('SeenSet: remembered ids as fingerprints', () => {
     // ids that differ in one character, or only in length, differ too
     expect(fingerprint('bafyreia')).to.not.equal(fingerprint('bafyreib'))
     expect(fingerprint('a')).to.not.equal(fingerprint('a\u0000'))
+  })
+})
+
+describe('provider state: results no receipt answered (UnpaidResults)', () => {
+  it('counts what each requester owes, forgets it once a receipt comes or after UNPAID_RESULTS_MEMORY_MS, and refuses past the limits', () => {
+    const u = new UnpaidResults()
+    const paid = new Set<string>(['proven'])
+    const t0 = 1_000_000
+    // one that paid us before is held to MAX_UNPAID_RESULTS_PAYING, one that never did to MAX_UNPAID_RESULTS_PER_REQUESTER
+    for (const [who, limit] of [['proven', MAX_UNPAID_RESULTS_PAYING], ['stranger', MAX_UNPAID_RESULTS_PER_REQUESTER]] as const) {
+      for (let i = 0; i < limit - 1; i++) u.sent(who, `job${i}`, t0)
+      expect(u.refusal(who, paid, t0), who).to.equal(undefined)
+      u.sent(who, 'last', t0)
+      expect(u.refusal(who, paid, t0), who).to.match(/unpaid/)
+      u.settled(who, 'last')
+      expect(u.owed(who, t0)).to.equal(limit - 1)
+      expect(u.refusal(who, paid, t0), who).to.equal(undefined)
+      // forgotten after the memory
+      expect(u.owed(who, t0 + UNPAID_RESULTS_MEMORY_MS + 1)).to.equal(0)
+    }
+  })
+
+  it('requesters that never paid share one limit; a requester that paid is not held to it', () => {
+    const u = new UnpaidResults()
+    const paid = new Set<string>(['proven'])
+    for (let i = 0; i < MAX_UNPAID_RESULTS_UNPROVEN; i++) u.sent(`stranger${i}`, 'job', 5)
+    expect(u.owedUnproven(paid, 5)).to.equal(MAX_UNPAID_RESULTS_UNPROVEN)
+    expect(u.refusal('newcomer', paid, 5)).to.match(/never paid/)
+    expect(u.refusal('proven', paid, 5)).to.equal(undefined)
+  })
+
+  it('stays bounded: at most MAX_UNPAID_REQUESTERS requesters, and no more results each than the limit needs', () => {
+    const u = new UnpaidResults()
+    for (let r = 0; r < MAX_UNPAID_REQUESTERS + 100; r++) for (let j = 0; j < MAX_UNPAID_RESULTS_PAYING + 5; j++) u.sent(`r${r}`, `j${j}`, 7)
+    expect(u.owed('r0', 7)).to.equal(0)
+    expect(u.owed(`r${MAX_UNPAID_REQUESTERS + 99}`, 7)).to.equal(MAX_UNPAID_RESULTS_PAYING)
+    expect(u.owedUnproven(new Set(), 7)).to.equal(MAX_UNPAID_REQUESTERS * MAX_UNPAID_RESULTS_PAYING)
   })
 })

@@ -93,7 +93,8 @@ export class ProviderBidding {
       maxInputTotalBytes: inputs.maxTotalBytes,
       // a job beyond the running slots waits in the executor's queue; only a full queue says no
       freeSlots: ctx.slots() + ctx.queue() - ctx.state.running,
-      isFlagged: ctx.deps.isFlagged ?? (() => false)
+      isFlagged: ctx.deps.isFlagged ?? (() => false),
+      owes: (requester) => requester === ctx.peerId ? undefined : ctx.state.unpaid.refusal(requester, ctx.state.paidBy)
     }
   }
 

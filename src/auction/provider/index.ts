@@ -28,7 +28,7 @@ import { Advertiser } from './advert.js'
 import { ProviderBidding } from './bidding.js'
 import { onAwardChannel } from './run.js'
 import { statusFor, sweep } from './status.js'
-import { dropJobOffers, MAX_KNOWN_OFFERS, type ProviderContext, type ProviderDeps, type RunningProviderConfig } from './state.js'
+import { dropJobOffers, MAX_KNOWN_OFFERS, UnpaidResults, type ProviderContext, type ProviderDeps, type RunningProviderConfig } from './state.js'
 
 export type { ProviderConfig, ProviderDeps } from './state.js'
 export { decide, CHECKS, type Decision, type StrategyContext } from './strategy.js'
@@ -77,7 +77,7 @@ export class Provider {
       turnedAway: (requester) => { this.advertiser.turnedAway(requester) },
       slotFreed: () => { this.advertiser.slotFreed() },
       // we pay ourselves: our own requester's answers are always logged
-      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), seenAwards: new SeenSet(MAX_KNOWN_OFFERS), held: new Map() }
+      state: { running: 0, avgRunMs: 50, offers: new Map(), offersBy: new Map(), paidBy: new Set([deps.signer.peerId]), unpaid: new UnpaidResults(), seenAwards: new SeenSet(MAX_KNOWN_OFFERS), held: new Map() }
     }
     this.bidding = new ProviderBidding(this.ctx)
     this.advertiser = new Advertiser(this.ctx, (requester, advert) => { this.bidding.send(requester, advert) })
@@ -159,7 +159,11 @@ export class Provider {
   onGossipReceipts (items: Array<GossipItem<Receipt>>): void {
     for (const { m } of items) {
       const r = m.payload
-      if (m.signer === r.requester && (r.status === 'paid' || r.status === 'failed')) dropJobOffers(this.ctx.state, r.requester, r.jobId)
+      if (m.signer === r.requester && (r.status === 'paid' || r.status === 'failed')) {
+        dropJobOffers(this.ctx.state, r.requester, r.jobId)
+        // ours, in gossip (a requester that collected the result after a restart pays this way too)
+        if (r.provider === this.peerId) this.ctx.state.unpaid.settled(r.requester, r.jobId)
+      }
     }
   }
 

@@ -185,9 +185,14 @@ async function handleAward (ctx: ProviderContext, award: Signed<Award>, channel:
   await ctx.journal.result('provider', result).catch(err => { ctx.log.error({ err }, 'ledger append failed') })
   // the pushed leaves go ahead of the result (push.ts)
   await pusher.flushed()
+  // owed until a receipt answers it (a requester owing too many gets no more bids: UnpaidResults)
+  if (award.signer !== ctx.peerId) state.unpaid.sent(award.signer, a.jobId)
   await send({ t: 'result', m: result })
-  await Promise.race([receiptP, new Promise(resolve => setTimeout(resolve, RECEIPT_WAIT_MS).unref())])
+  const answered = await Promise.race([receiptP.then(() => true), new Promise<false>(resolve => setTimeout(() => { resolve(false) }, RECEIPT_WAIT_MS).unref())])
   await channel.close().catch(() => {})
+  // no receipt in time: the requester's side is not read any longer (it may pay later in gossip or
+  // after collecting the result over the status protocol)
+  if (!answered) channel.abort(new Error(`no receipt within ${RECEIPT_WAIT_MS} ms`))
 }
 
 /** Run the job in the backend; a deterministic refusal of the job itself is a (failure) result. */
@@ -219,6 +224,7 @@ async function readReceipt (ctx: ProviderContext, it: AsyncIterator<Uint8Array>,
       if (frame.t !== 'receipt') continue
       const receipt = frame.m
       if (receipt.signer !== requester || receipt.payload.jobId !== jobId || receipt.payload.provider !== ctx.peerId) { ctx.count('wrong-sender'); continue }
+      ctx.state.unpaid.settled(requester, jobId)
       await ctx.journal.receipt('provider', receipt)
       if (receipt.payload.status === 'paid') {
         ctx.state.paidBy.add(requester)

@@ -10,7 +10,10 @@ import type { Ledger } from '../../ledger/index.js'
 import type { Logger } from '../../logger.js'
 import type { Network } from '../../p2p/index.js'
 import type { BlobStore } from '../blobs.js'
-import { BLOB_KEY_PREFIX, INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL_TIMEOUT_MS, MAX_BID_OFFERS } from '../constants.js'
+import {
+  BLOB_KEY_PREFIX, INPUT_MAX_FILE_BYTES, INPUT_MAX_TOTAL_BYTES, INPUT_URL_TIMEOUT_MS, MAX_BID_OFFERS, MAX_UNPAID_REQUESTERS, MAX_UNPAID_RESULTS_PER_REQUESTER,
+  MAX_UNPAID_RESULTS_PAYING, MAX_UNPAID_RESULTS_UNPROVEN, UNPAID_RESULTS_MEMORY_MS
+} from '../constants.js'
 import { MAX_JOB_INPUTS } from '../../executor/constants.js'
 import type { Journal } from '../protocol/journal.js'
 import type { Bid, Offer, Receipt, RefusalReason, Result } from '../protocol/messages.js'
@@ -102,6 +105,59 @@ export const MAX_HELD_RESULTS = 256
 /** requesters remembered as having paid us (their answers are always logged) */
 export const MAX_PAYING_REQUESTERS = 4096
 
+/**
+ * Results we sent that no receipt has answered yet, per requester, for UNPAID_RESULTS_MEMORY_MS
+ * (see MAX_UNPAID_RESULTS_PER_REQUESTER). Bounded: MAX_UNPAID_REQUESTERS requesters, and no more
+ * results each than the highest limit needs.
+ */
+export class UnpaidResults {
+  /** requester → job → when its result was sent; least recently touched requester first */
+  private readonly byRequester = new Map<string, Map<string, number>>()
+
+  /** We sent `requester` the result of `jobId`. */
+  sent (requester: string, jobId: string, now = Date.now()): void {
+    const jobs = this.byRequester.get(requester) ?? new Map<string, number>()
+    this.byRequester.delete(requester)
+    this.byRequester.set(requester, jobs)
+    jobs.set(jobId, now)
+    if (jobs.size > MAX_UNPAID_RESULTS_PAYING) jobs.delete(jobs.keys().next().value as string)
+    if (this.byRequester.size > MAX_UNPAID_REQUESTERS) this.byRequester.delete(this.byRequester.keys().next().value as string)
+  }
+
+  /** A receipt for `jobId` came from `requester` (paid or failed: either way it answered). */
+  settled (requester: string, jobId: string): void {
+    const jobs = this.byRequester.get(requester)
+    if (jobs == null) return
+    jobs.delete(jobId)
+    if (jobs.size === 0) this.byRequester.delete(requester)
+  }
+
+  /** Results `requester` owes us now (older ones forgotten). */
+  owed (requester: string, now = Date.now()): number {
+    const jobs = this.byRequester.get(requester)
+    if (jobs == null) return 0
+    for (const [job, at] of jobs) if (at < now - UNPAID_RESULTS_MEMORY_MS) jobs.delete(job)
+    if (jobs.size === 0) this.byRequester.delete(requester)
+    return jobs.size
+  }
+
+  /** Results owed by requesters that never paid us, together. */
+  owedUnproven (paidBy: ReadonlySet<string>, now = Date.now()): number {
+    let n = 0
+    for (const requester of [...this.byRequester.keys()]) if (!paidBy.has(requester)) n += this.owed(requester, now)
+    return n
+  }
+
+  /** Why `requester` gets no bid from us, or undefined. */
+  refusal (requester: string, paidBy: ReadonlySet<string>, now = Date.now()): string | undefined {
+    const owed = this.owed(requester, now)
+    const paying = paidBy.has(requester)
+    if (owed >= (paying ? MAX_UNPAID_RESULTS_PAYING : MAX_UNPAID_RESULTS_PER_REQUESTER)) return `${owed} of our results to this requester are unpaid (no receipt)`
+    if (!paying && this.owedUnproven(paidBy, now) >= MAX_UNPAID_RESULTS_UNPROVEN) return `requesters that never paid us owe ${MAX_UNPAID_RESULTS_UNPROVEN} results`
+    return undefined
+  }
+}
+
 /** An offer we bid on, with our bid: an award must name it. */
 export interface BidOffer { offer: Signed<Offer>, bid: Signed<Bid>, bidId: string, price: number, requester: string }
 
@@ -140,6 +196,8 @@ export interface ProviderContext {
     readonly offersBy: Map<string, Set<string>>
     /** requesters that paid us (and ourselves): every answer to them is logged */
     readonly paidBy: Set<string>
+    /** results no receipt has answered yet (a requester owing too many gets no bid) */
+    readonly unpaid: UnpaidResults
     /** awards we took or refused as replays (the last MAX_KNOWN_OFFERS) */
     readonly seenAwards: SeenSet
     readonly held: Map<string, HeldJob>

@@ -26,6 +26,8 @@ export interface StrategyContext {
   maxInputTotalBytes: number
   freeSlots: number
   isFlagged: (peerId: string) => boolean
+  /** why a requester gets no bid for the results it has not paid (UnpaidResults), or undefined */
+  owes?: (requester: string) => string | undefined
 }
 
 type Check = (offer: Offer, ctx: StrategyContext) => Decision | undefined
@@ -61,6 +63,7 @@ export const CHECKS: ReadonlyArray<[string, Check]> = [
   }],
   ['price', (o, c) => c.price <= o.maxPrice ? undefined : no('price', `ask ${c.price} over maxPrice ${o.maxPrice}`)],
   ['requester', (o, c) => c.isFlagged(o.requester) ? no('requester-flagged', 'requester is flagged for equivocation') : undefined],
+  ['unpaid', (o, c) => { const why = c.owes?.(o.requester); return why != null ? no('requester-flagged', why) : undefined }],
   ['capacity', (_o, c) => c.freeSlots > 0 ? undefined : no('no-slot', 'every slot is busy')]
 ]
 
