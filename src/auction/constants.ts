@@ -344,6 +344,16 @@ export const MAX_HINTED_REQUESTERS = 256
  * new one with its next answer); an idle stream otherwise holds a stream slot forever.
  */
 export const BID_STREAM_IDLE_MS = 30_000
+/**
+ * Answers refused on one bid stream (late, unknown job, repeated, …) a requester takes per second,
+ * and the burst, before it closes the stream (the provider opens a new one with its next answer).
+ * An honest provider's late answers come at most one per job it was invited to (a few hundred a
+ * second at the most a requester runs); a stranger repeating one signed decline for no job of ours
+ * in 64-item frames made a requester process 22,000–28,000 answers a second, more than a core,
+ * from 107 ms/s of its own.
+ */
+export const BID_STREAM_REFUSALS_PER_SEC = 256
+export const BID_STREAM_REFUSALS_BURST = 1024
 /** The provider closes an offer stream with no frame for this long (the requester opens a new one). */
 export const OFFER_STREAM_IDLE_MS = 30_000
 /** Offer streams a requester keeps open at most (the oldest closed first). */

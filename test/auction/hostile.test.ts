@@ -13,7 +13,8 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
-import { canonicalEncode, randomSigner, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
+import { canonicalEncode, cidOfValue, randomSigner, signatureChecks, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
+import { BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC } from '../../src/auction/constants.js'
 import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, MAX_OFFER_BYTES, OFFER_STREAM_PROTOCOL, createMarket, type Market, type Offer } from '../../src/auction/index.js'
 import { sign, encodeBatch } from '../../src/auction/protocol/messages.js'
 import { openLedger } from '../../src/ledger/index.js'
@@ -287,6 +288,38 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     const idle = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
     expect(await closed(idle)).to.match(/^closed: idle/)
     expect(Date.now() - t0).to.be.at.least(250)
+  })
+
+  it('the bid stream: answers for no job of ours cost no signature check, a stream of refused answers is closed past its budget, and one signed by another key at once', async () => {
+    hub = new MemoryHub()
+    const requester = await memoryMarket({ provide: false })
+    const key = randomSigner()
+    const attacker = hub.createNode(key.peerId)
+    const ended = async (ch: MessageChannel): Promise<string> => {
+      const it = ch[Symbol.asyncIterator]()
+      return await Promise.race([
+        (async () => { try { while ((await it.next()).done !== true) {} return 'closed' } catch (err: any) { return `closed: ${String(err?.message)}` } })(),
+        new Promise<string>(resolve => setTimeout(() => { resolve('still open') }, 10_000))
+      ])
+    }
+    const refused = (reason: string): number => requester.market.refusals().requester.get(reason as any) ?? 0
+    // one signed decline for a job the requester never had, 64 copies a frame, written on and on
+    const decline = sign(key, 'decline', { v: 1, jobId: cidOfValue({ no: 'job' }), offerId: cidOfValue({ no: 'offer' }), provider: key.peerId, reason: 'price', ts: Date.now() })
+    const frame = canonicalEncode({ b: Array(64).fill(decline) })
+    const checks = signatureChecks.verified + signatureChecks.cached
+    const ch = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
+    const outcome = ended(ch)
+    for (let i = 0; i < 64; i++) await ch.send(frame).catch(() => {})
+    expect(await outcome).to.equal(`closed: more than ${BID_STREAM_REFUSALS_BURST} refused answers`)
+    expect(refused('unknown-job')).to.be.within(BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_BURST + 64 + BID_STREAM_REFUSALS_PER_SEC * 10)
+    expect(signatureChecks.verified + signatureChecks.cached - checks, 'signatures checked').to.equal(0)
+    // a decline signed by another key than the stream's peer closes it at once, unchecked
+    const other = randomSigner()
+    const theirs = sign(other, 'decline', { ...decline.payload, provider: other.peerId })
+    const ch2 = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
+    await ch2.send(canonicalEncode({ b: [theirs] }))
+    expect(await ended(ch2)).to.equal('closed: refused answer: wrong-sender')
+    expect(signatureChecks.verified + signatureChecks.cached - checks, 'signatures checked').to.equal(0)
   })
 
   it('the offer stream: a garbage or forged frame closes it and is counted, an oversize one is refused; the provider still takes invitations', async () => {

@@ -64,15 +64,18 @@ const answerBatchSchema = z.strictObject({ b: z.array(z.unknown()).min(1).max(MA
 /**
  * A frame on a provider's bid stream: the answers it produced in one turn, `{ b: [signed, …] }`.
  * Each item is checked on its own: a bad item is returned as its refusal and does not spoil the
- * others (they are signed one by one). A frame that is not a batch throws.
+ * others (they are signed one by one). A frame that is not a batch throws. `precheck` looks at
+ * each item as decoded, before its schema and signature are: a refusal it returns stands for the item.
  */
-export function decodeAnswers (data: Uint8Array, opts: { now?: number } = {}): Array<Answer | RefusedMessageError> {
+export function decodeAnswers (data: Uint8Array, opts: { now?: number, precheck?: (item: unknown) => RefusedMessageError | undefined } = {}): Array<Answer | RefusedMessageError> {
   if (data.length > MAX_BID_BYTES * MAX_BATCH_ITEMS) throw new RefusedMessageError('too-large', `answers: ${data.length} bytes`)
   let value: unknown
   try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'answers: not canonical CBOR') }
   const parsed = answerBatchSchema.safeParse(value)
   if (!parsed.success) throw new RefusedMessageError('bad-schema', `answers: expected { b: [1..${MAX_BATCH_ITEMS} items] }`)
   return parsed.data.b.map((item) => {
+    const early = opts.precheck?.(item)
+    if (early != null) return early
     try {
       return checkAnswer(item, opts)
     } catch (err) {

@@ -16,8 +16,9 @@ import { RemoteError, type MessageChannel } from '../../p2p/index.js'
 import { Batcher } from '../batcher.js'
 import { LruCache } from '../../lru.js'
 import { nextWithin } from '../streams.js'
+import { KeyedRateLimit } from '../protocol/gossip.js'
 import {
-  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
+  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
   INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL,
   OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
 } from '../constants.js'
@@ -163,17 +164,31 @@ export class Bidding {
     const { ctx } = this
     const idleMs = ctx.cfg.bidStreamIdleMs ?? BID_STREAM_IDLE_MS
     const it = channel[Symbol.asyncIterator]()
+    const from = channel.remotePeer
     const close = (reason: string): void => {
-      ctx.log.debug({ from: channel.remotePeer, reason }, 'closing bid stream')
+      ctx.log.debug({ from, reason }, 'closing bid stream')
       channel.abort(new BidStreamClosedError(reason))
     }
+    // what costs nothing first: an answer signed by another key than the stream's peer, or for a job
+    // we do not have, is refused before its signature is checked (a stranger repeating one signed
+    // decline for no job of ours made a requester spend more than a core)
+    const precheck = (item: unknown): RefusedMessageError | undefined => {
+      const m = item as { signer?: unknown, domain?: unknown, payload?: { jobId?: unknown } } | null
+      if (m?.signer !== from) return new RefusedMessageError('wrong-sender', `an answer signed by ${String(m?.signer).slice(0, 64)} on ${from}'s stream`)
+      if (m.domain === DOMAIN.advert) return undefined
+      const jobId = m.payload?.jobId
+      if (typeof jobId !== 'string') return new RefusedMessageError('bad-schema', 'an answer without a job id')
+      return ctx.jobs.has(jobId) ? undefined : new RefusedMessageError('unknown-job', `no job ${jobId.slice(0, 64)}`)
+    }
+    // late, unknown or repeated answers happen to honest providers, a few at a time: past this budget the stream is closed
+    const refusals = new KeyedRateLimit(BID_STREAM_REFUSALS_PER_SEC, BID_STREAM_REFUSALS_BURST, 1)
     while (true) {
       const next = await nextWithin(it, idleMs)
       if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
       if (next.done === true) return
       let items: Array<Answer | RefusedMessageError>
       try {
-        items = decodeAnswers(next.value)
+        items = decodeAnswers(next.value, { precheck })
       } catch {
         ctx.count('bad-encoding')
         close('garbage frame')
@@ -181,11 +196,12 @@ export class Bidding {
       }
       for (const item of items) {
         try {
-          if (item instanceof RefusedMessageError) this.refuse(item.reason, item.message, channel.remotePeer)
-          this.onAnswer(item, channel.remotePeer)
+          if (item instanceof RefusedMessageError) this.refuse(item.reason, item.message, from)
+          this.onAnswer(item, from)
         } catch (err: any) {
           // refused and counted; late, unknown or repeated answers happen to honest providers
           if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
+          if (!refusals.take('stream', 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
         }
       }
     }
