@@ -345,8 +345,9 @@ export const MAX_HINTED_REQUESTERS = 256
  */
 export const BID_STREAM_IDLE_MS = 30_000
 /**
- * Answers refused on one bid stream (late, unknown job, repeated, …) a requester takes per second,
- * and the burst, before it closes the stream (the provider opens a new one with its next answer).
+ * Answers refused from one peer (late, unknown job, repeated, …; its bid streams and requests
+ * together) a requester takes per second, and the burst; past it the peer's streams are closed
+ * unread and its requests refused (an honest provider opens a new stream with its next answer).
  * An honest provider's late answers come at most one per job it was invited to (a few hundred a
  * second at the most a requester runs); a stranger repeating one signed decline for no job of ours
  * in 64-item frames made a requester process 22,000–28,000 answers a second, more than a core,
@@ -354,6 +355,8 @@ export const BID_STREAM_IDLE_MS = 30_000
  */
 export const BID_STREAM_REFUSALS_PER_SEC = 256
 export const BID_STREAM_REFUSALS_BURST = 1024
+/** Peers whose refused answers are counted (the least recently refused forgotten first). */
+export const MAX_REFUSING_PEERS = 1024
 /** The provider closes an offer stream with no frame for this long (the requester opens a new one). */
 export const OFFER_STREAM_IDLE_MS = 30_000
 /** Offer streams a requester keeps open at most (the oldest closed first). */

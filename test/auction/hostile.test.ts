@@ -290,7 +290,7 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     expect(Date.now() - t0).to.be.at.least(250)
   })
 
-  it('the bid stream: answers for no job of ours cost no signature check, a stream of refused answers is closed past its budget, and one signed by another key at once', async () => {
+  it('the bid stream: answers for no job of ours cost no signature check, a peer past its budget of refused answers has its streams closed, and one signed by another key closes it at once', async () => {
     hub = new MemoryHub()
     const requester = await memoryMarket({ provide: false })
     const key = randomSigner()
@@ -313,10 +313,15 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     expect(await outcome).to.equal(`closed: more than ${BID_STREAM_REFUSALS_BURST} refused answers`)
     expect(refused('unknown-job')).to.be.within(BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_BURST + 64 + BID_STREAM_REFUSALS_PER_SEC * 10)
     expect(signatureChecks.verified + signatureChecks.cached - checks, 'signatures checked').to.equal(0)
+    // the budget is the peer's, not the stream's: a new stream of its is closed unread
+    const again = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
+    expect(await ended(again)).to.equal(`closed: more than ${BID_STREAM_REFUSALS_BURST} refused answers`)
     // a decline signed by another key than the stream's peer closes it at once, unchecked
+    const key2 = randomSigner()
+    const attacker2 = hub.createNode(key2.peerId)
     const other = randomSigner()
     const theirs = sign(other, 'decline', { ...decline.payload, provider: other.peerId })
-    const ch2 = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
+    const ch2 = await attacker2.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
     await ch2.send(canonicalEncode({ b: [theirs] }))
     expect(await ended(ch2)).to.equal('closed: refused answer: wrong-sender')
     expect(signatureChecks.verified + signatureChecks.cached - checks, 'signatures checked').to.equal(0)

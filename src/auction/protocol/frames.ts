@@ -51,11 +51,13 @@ export function checkAnswer (value: unknown, opts: { now?: number } = {}): Answe
   return checkSigned(value, 'bid', opts)
 }
 
-/** One answer sent as a request on the bid protocol. */
-export function decodeAnswer (data: Uint8Array, opts: { now?: number } = {}): Answer {
+/** One answer sent as a request on the bid protocol (`precheck`: as for {@link decodeAnswers}; a refusal it returns is thrown). */
+export function decodeAnswer (data: Uint8Array, opts: { now?: number, precheck?: (item: unknown) => RefusedMessageError | undefined } = {}): Answer {
   if (data.length > MAX_BID_BYTES) throw new RefusedMessageError('too-large', `answer: ${data.length} bytes exceeds ${MAX_BID_BYTES}`)
   let value: unknown
   try { value = canonicalDecode(data) } catch { throw new RefusedMessageError('bad-encoding', 'answer: not canonical CBOR') }
+  const early = opts.precheck?.(value)
+  if (early != null) throw early
   return checkAnswer(value, opts)
 }
 

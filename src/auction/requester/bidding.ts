@@ -18,7 +18,7 @@ import { LruCache } from '../../lru.js'
 import { nextWithin } from '../streams.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
 import {
-  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC, DOMAIN, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
+  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC, DOMAIN, MAX_REFUSING_PEERS, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
   INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL,
   OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
 } from '../constants.js'
@@ -69,6 +69,12 @@ export class Bidding {
   private openAuctions = 0
   /** offers announced in one turn go out as one gossip message */
   private readonly offerBatch: Batcher<Signed<Offer>>
+  /**
+   * Refused answers each provider may send us (late, unknown job, repeated, …), on its streams and
+   * requests together: late answers happen to honest providers, a flood of them does not. A peer
+   * past it has its bid streams closed and its requests refused unread.
+   */
+  private readonly refusedBy = new KeyedRateLimit(BID_STREAM_REFUSALS_PER_SEC, BID_STREAM_REFUSALS_BURST, MAX_REFUSING_PEERS)
   /** our long-lived offer stream to each provider we invited lately (opened on first use) */
   private readonly offerStreams = new Map<string, OfferStream>()
   /** providers that did not take an offer stream, until when we do not try again */
@@ -169,19 +175,9 @@ export class Bidding {
       ctx.log.debug({ from, reason }, 'closing bid stream')
       channel.abort(new BidStreamClosedError(reason))
     }
-    // what costs nothing first: an answer signed by another key than the stream's peer, or for a job
-    // we do not have, is refused before its signature is checked (a stranger repeating one signed
-    // decline for no job of ours made a requester spend more than a core)
-    const precheck = (item: unknown): RefusedMessageError | undefined => {
-      const m = item as { signer?: unknown, domain?: unknown, payload?: { jobId?: unknown } } | null
-      if (m?.signer !== from) return new RefusedMessageError('wrong-sender', `an answer signed by ${String(m?.signer).slice(0, 64)} on ${from}'s stream`)
-      if (m.domain === DOMAIN.advert) return undefined
-      const jobId = m.payload?.jobId
-      if (typeof jobId !== 'string') return new RefusedMessageError('bad-schema', 'an answer without a job id')
-      return ctx.jobs.has(jobId) ? undefined : new RefusedMessageError('unknown-job', `no job ${jobId.slice(0, 64)}`)
-    }
-    // late, unknown or repeated answers happen to honest providers, a few at a time: past this budget the stream is closed
-    const refusals = new KeyedRateLimit(BID_STREAM_REFUSALS_PER_SEC, BID_STREAM_REFUSALS_BURST, 1)
+    // a peer past its budget of refused answers (on any of its streams) is not read
+    if (!this.refusedBy.has(from, 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
+    const precheck = (item: unknown): RefusedMessageError | undefined => this.precheck(item, from)
     while (true) {
       const next = await nextWithin(it, idleMs)
       if (next === 'idle') { close(`idle for ${idleMs} ms`); return }
@@ -201,7 +197,7 @@ export class Bidding {
         } catch (err: any) {
           // refused and counted; late, unknown or repeated answers happen to honest providers
           if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
-          if (!refusals.take('stream', 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
+          if (!this.refusedBy.take(from, 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
         }
       }
     }
@@ -425,13 +421,34 @@ export class Bidding {
 
   /** A single answer sent as a request, from `from` (the authenticated PeerId). */
   onAnswerBytes (data: Uint8Array, from: string): void {
+    if (!this.refusedBy.has(from, 1)) this.refuse('wrong-state', `more than ${BID_STREAM_REFUSALS_BURST} refused answers from ${from}`, from)
     let msg: Answer
     try {
-      msg = decodeAnswer(data)
+      msg = decodeAnswer(data, { precheck: (item) => this.precheck(item, from) })
     } catch (err: any) {
+      this.refusedBy.take(from, 1)
       this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
     }
-    this.onAnswer(msg, from)
+    try {
+      this.onAnswer(msg, from)
+    } catch (err) {
+      this.refusedBy.take(from, 1)
+      throw err
+    }
+  }
+
+  /**
+   * What costs nothing first: an answer signed by another key than the peer that sent it, without
+   * a job id, or for a job we do not have is refused before its schema and signature are checked
+   * (a stranger repeating one signed decline for no job of ours made a requester spend more than a core).
+   */
+  private precheck (item: unknown, from: string): RefusedMessageError | undefined {
+    const m = item as { signer?: unknown, domain?: unknown, payload?: { jobId?: unknown } } | null
+    if (m?.signer !== from) return new RefusedMessageError('wrong-sender', `an answer signed by ${String(m?.signer).slice(0, 64)} sent by ${from}`)
+    if (m.domain === DOMAIN.advert) return undefined
+    const jobId = m.payload?.jobId
+    if (typeof jobId !== 'string') return new RefusedMessageError('bad-schema', 'an answer without a job id')
+    return this.ctx.jobs.has(jobId) ? undefined : new RefusedMessageError('unknown-job', `no job ${jobId.slice(0, 64)}`)
   }
 
   /**
