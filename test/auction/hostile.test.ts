@@ -14,7 +14,6 @@ import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode, type MessageChannel } from '../../src/p2p/index.js'
 import { canonicalEncode, cidOfValue, randomSigner, signatureChecks, signerFromSeed, type Signed, type Signer } from '../../src/crypto/index.js'
-import { BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC } from '../../src/auction/constants.js'
 import { BID_PROTOCOL, BID_STREAM_PROTOCOL, JOBS_TOPIC, MAX_OFFER_BYTES, OFFER_STREAM_PROTOCOL, createMarket, type Market, type Offer } from '../../src/auction/index.js'
 import { sign, encodeBatch } from '../../src/auction/protocol/messages.js'
 import { openLedger } from '../../src/ledger/index.js'
@@ -225,7 +224,7 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     for (const m of markets.splice(0)) await m.market.stop().catch(() => {})
   })
 
-  async function memoryMarket (opts: { provide: boolean, bidStreamIdleMs?: number }): Promise<MemoryMarket> {
+  async function memoryMarket (opts: { provide: boolean, bidStreamIdleMs?: number, bidRefusals?: { perSec: number, burst: number } }): Promise<MemoryMarket> {
     const signer = randomSigner()
     const net = hub.createNode(signer.peerId)
     const ledger = await openLedger({ signer })
@@ -234,7 +233,7 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
       signer,
       ledger,
       executor,
-      requester: { bidWindowMs: 50, minBids: 3, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3, bidStreamIdleMs: opts.bidStreamIdleMs },
+      requester: { bidWindowMs: 50, minBids: 3, maxAttempts: 4, heartbeatMs: 250, suspectAfterMs: 2000, lostAfterMs: 5000, defaultMaxPrice: 100, minReputation: -3, bidStreamIdleMs: opts.bidStreamIdleMs, bidRefusals: opts.bidRefusals },
       provider: { enabled: opts.provide, price: 1, slots: 1, engines: ['js'], maxTimeoutMs: 10_000, maxMemoryMb: 64, maxOutputBytes: 65536, heartbeatMs: 250, resultRetentionMs: 60_000, dialPrivateAddresses: true }
     })
     await market.start()
@@ -292,7 +291,9 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
 
   it('the bid stream: answers for no job of ours cost no signature check, a peer past its budget of refused answers has its streams closed, and one signed by another key closes it at once', async () => {
     hub = new MemoryHub()
-    const requester = await memoryMarket({ provide: false })
+    // a budget that does not refill within the test (the default refills 256 a second): the count is exact however slow the machine
+    const burst = 500
+    const requester = await memoryMarket({ provide: false, bidRefusals: { perSec: 0.001, burst } })
     const key = randomSigner()
     const attacker = hub.createNode(key.peerId)
     const ended = async (ch: MessageChannel): Promise<string> => {
@@ -309,13 +310,14 @@ describe('hostile: replays, the bid stream, and relaying the jobs topic (items 1
     const checks = signatureChecks.verified + signatureChecks.cached
     const ch = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
     const outcome = ended(ch)
-    for (let i = 0; i < 64; i++) await ch.send(frame).catch(() => {})
-    expect(await outcome).to.equal(`closed: more than ${BID_STREAM_REFUSALS_BURST} refused answers`)
-    expect(refused('unknown-job')).to.be.within(BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_BURST + 64 + BID_STREAM_REFUSALS_PER_SEC * 10)
+    for (let i = 0; i < 16; i++) await ch.send(frame).catch(() => {})
+    expect(await outcome).to.equal('closed: too many refused answers')
+    // the budget, and the item past it
+    expect(refused('unknown-job')).to.equal(burst + 1)
     expect(signatureChecks.verified + signatureChecks.cached - checks, 'signatures checked').to.equal(0)
     // the budget is the peer's, not the stream's: a new stream of its is closed unread
     const again = await attacker.openChannel(requester.signer.peerId, BID_STREAM_PROTOCOL)
-    expect(await ended(again)).to.equal(`closed: more than ${BID_STREAM_REFUSALS_BURST} refused answers`)
+    expect(await ended(again)).to.equal('closed: too many refused answers')
     // a decline signed by another key than the stream's peer closes it at once, unchecked
     const key2 = randomSigner()
     const attacker2 = hub.createNode(key2.peerId)

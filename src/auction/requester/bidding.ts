@@ -74,7 +74,7 @@ export class Bidding {
    * requests together: late answers happen to honest providers, a flood of them does not. A peer
    * past it has its bid streams closed and its requests refused unread.
    */
-  private readonly refusedBy = new KeyedRateLimit(BID_STREAM_REFUSALS_PER_SEC, BID_STREAM_REFUSALS_BURST, MAX_REFUSING_PEERS)
+  private readonly refusedBy: KeyedRateLimit
   /** our long-lived offer stream to each provider we invited lately (opened on first use) */
   private readonly offerStreams = new Map<string, OfferStream>()
   /** providers that did not take an offer stream, until when we do not try again */
@@ -82,6 +82,8 @@ export class Bidding {
 
   constructor (ctx: RequesterContext) {
     this.ctx = ctx
+    const refusals = ctx.cfg.bidRefusals ?? { perSec: BID_STREAM_REFUSALS_PER_SEC, burst: BID_STREAM_REFUSALS_BURST }
+    this.refusedBy = new KeyedRateLimit(refusals.perSec, refusals.burst, MAX_REFUSING_PEERS)
     // an offer alone goes out at once; while other auctions are open (we are busy), offers wait
     // a few ms so that one gossip round carries many. The auction whose offer starts a batch is
     // open already (counted before its offer is added): others are open past one. (`> 0` held
@@ -176,7 +178,7 @@ export class Bidding {
       channel.abort(new BidStreamClosedError(reason))
     }
     // a peer past its budget of refused answers (on any of its streams) is not read
-    if (!this.refusedBy.has(from, 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
+    if (!this.refusedBy.has(from, 1)) { close('too many refused answers'); return }
     const precheck = (item: unknown): RefusedMessageError | undefined => this.precheck(item, from)
     while (true) {
       const next = await nextWithin(it, idleMs)
@@ -197,7 +199,7 @@ export class Bidding {
         } catch (err: any) {
           // refused and counted; late, unknown or repeated answers happen to honest providers
           if (err instanceof RefusedMessageError && BID_STREAM_FATAL.has(err.reason)) { close(`refused answer: ${err.reason}`); return }
-          if (!this.refusedBy.take(from, 1)) { close(`more than ${BID_STREAM_REFUSALS_BURST} refused answers`); return }
+          if (!this.refusedBy.take(from, 1)) { close('too many refused answers'); return }
         }
       }
     }
@@ -421,7 +423,7 @@ export class Bidding {
 
   /** A single answer sent as a request, from `from` (the authenticated PeerId). */
   onAnswerBytes (data: Uint8Array, from: string): void {
-    if (!this.refusedBy.has(from, 1)) this.refuse('wrong-state', `more than ${BID_STREAM_REFUSALS_BURST} refused answers from ${from}`, from)
+    if (!this.refusedBy.has(from, 1)) this.refuse('wrong-state', `too many refused answers from ${from}`, from)
     let msg: Answer
     try {
       msg = decodeAnswer(data, { precheck: (item) => this.precheck(item, from) })

@@ -33,6 +33,8 @@ export interface RequesterConfig {
   forgiveHalfLifeMs?: number
   /** close a provider's bid stream after this long without a frame (default BID_STREAM_IDLE_MS) */
   bidStreamIdleMs?: number
+  /** refused answers a peer may send (default BID_STREAM_REFUSALS_PER_SEC / _BURST; tests) */
+  bidRefusals?: { perSec: number, burst: number }
   /** invite providers from the book (default true); false: every offer is an open call on the jobs topic */
   invitations?: boolean
   /** finished jobs held in memory, at most (default FINISHED_JOBS_IN_MEMORY); older ones are read from the log */
