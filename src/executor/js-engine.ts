@@ -438,7 +438,7 @@ export async function runJs (job: RunJs, sink: OutputSink): Promise<DoneMessage>
       if (stop != null) return c.false
       const fd = c.getNumber(fdH) === 2 ? 2 : 1
       const text = c.getString(textH)
-      if (text === '' && c.getNumber(keep(c.getProp(textH, 'length'))) > 0) {
+      if (text === '' && unitsOf(textH) > 0) {
         // QuickJS could not convert the string (its heap is full): never drop output silently
         stop = new Stop('memory-limit', `JS heap exceeded ${job.memoryBytes} bytes while writing output`)
         return c.false

@@ -180,25 +180,23 @@ export class GossipGate<K extends Kind> {
     const claimed: unknown = raw[0]?.signer
     if (typeof claimed === 'string' && this.rate != null && !this.rate.has(claimed, 1, now)) { this.ignored.rate++; return undefined }
     // expired items: nothing to deliver, so nothing is computed for them (not even their ids)
-    let live = 0
+    const live: any[] = []
     let stale = 0
     for (const item of raw) {
       const expires = item?.payload?.expires
-      if (typeof expires !== 'number' || expires >= now) live++
+      if (typeof expires !== 'number' || expires >= now) live.push(item)
       else if (expires < now - GOSSIP_STALE_GRACE_MS) stale++
     }
     if (stale === raw.length) throw new RefusedMessageError('expired', `${kind} batch: every item expired over ${GOSSIP_STALE_GRACE_MS} ms ago`)
-    if (live === 0) return []
+    if (live.length === 0) return []
     // the forwarding peer's budget, for every item we compute anything for (an id, a signature)
     const budget = this.init.perSource
-    if (budget != null && from !== this.init.self && !budget.take(from, live, now)) { this.ignored.source++; return undefined }
+    if (budget != null && from !== this.init.self && !budget.take(from, live.length, now)) { this.ignored.source++; return undefined }
     const ids = new Set<string>()
     const fresh: Array<{ id: string, item: unknown }> = []
     let signer: string | undefined
     let replays = 0
-    for (const item of raw) {
-      const expires = item?.payload?.expires
-      if (typeof expires === 'number' && expires < now) continue
+    for (const item of live) {
       let id: string
       try { id = messageId(item) } catch { throw new RefusedMessageError('bad-encoding', `${kind} batch: an item cannot be encoded`) }
       if (ids.has(id)) throw new RefusedMessageError('replay', `${kind} batch: one item twice`)

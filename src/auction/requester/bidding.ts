@@ -424,16 +424,16 @@ export class Bidding {
   /** A single answer sent as a request, from `from` (the authenticated PeerId). */
   onAnswerBytes (data: Uint8Array, from: string): void {
     if (!this.refusedBy.has(from, 1)) this.refuse('wrong-state', `too many refused answers from ${from}`, from)
-    let msg: Answer
     try {
-      msg = decodeAnswer(data, { precheck: (item) => this.precheck(item, from) })
-    } catch (err: any) {
-      this.refusedBy.take(from, 1)
-      this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
-    }
-    try {
+      let msg: Answer
+      try {
+        msg = decodeAnswer(data, { precheck: (item) => this.precheck(item, from) })
+      } catch (err: any) {
+        this.refuse(err instanceof RefusedMessageError ? err.reason : 'bad-schema', err.message, from)
+      }
       this.onAnswer(msg, from)
     } catch (err) {
+      // every refused answer counts against its sender's budget
       this.refusedBy.take(from, 1)
       throw err
     }
