@@ -29,7 +29,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { ADVERT_ECHO_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS } from '../src/auction/constants.js'
+import { ADVERT_ECHO_MS, ADVERT_START_DELAYS_MS, ADVERT_TTL_MS, INVITE_ANSWER_GRACE_MS, MAX_BATCH_ITEMS, NO_BID_GRACE_MS, RECEIPT_PUBLISHERS_WINDOW_MS } from '../src/auction/constants.js'
 import type { Signed } from '../src/crypto/index.js'
 import type { Advert, JobSpecWire } from '../src/auction/protocol/messages.js'
 import { advertRefreshDelay } from '../src/auction/provider/advert.js'
@@ -90,6 +90,8 @@ interface Requester {
   standing: Map<string, { completed: number, penalty: number }>
   /** receipts waiting for the next receipts batch (gossiped every receiptGossipDelayMs, ≤ MAX_BATCH_ITEMS each) */
   receipts: number
+  /** when its last receipts batch went out (the others hear it: RecentPublishers) */
+  publishedAt?: number
 }
 
 interface Job {
@@ -385,13 +387,21 @@ function simulate (nodes: number, rate: number, mode: 'invite' | 'open'): Record
   /** Receipts go out in batches, as settle.ts does: one gossip message carries up to MAX_BATCH_ITEMS. */
   function queueReceipt (r: Requester): void {
     r.receipts++
-    if (r.receipts === 1) sim.after(receiptGossipDelayMs(r.book.size + 1), () => { flushReceipts(r) })
+    if (r.receipts === 1) sim.after(receiptGossipDelayMs(r.book.size + 1, publishersHeard(r)), () => { flushReceipts(r) })
     else if (r.receipts >= MAX_BATCH_ITEMS) flushReceipts(r)
+  }
+
+  /** the requesters that published receipts within the window (everyone hears every batch), `r` included (RecentPublishers) */
+  function publishersHeard (r: Requester): number {
+    let n = 0
+    for (const q of requesters) if (q === r || (q.publishedAt != null && q.publishedAt >= sim.now - RECEIPT_PUBLISHERS_WINDOW_MS)) n++
+    return n
   }
 
   function flushReceipts (r: Requester): void {
     if (r.receipts === 0) return
     r.receipts = 0
+    r.publishedAt = sim.now
     totals.receiptMsgs += gossipCost
     totals.receiptBatches++
     // every node receives the batch: D−1 copies each (a batch is about jobs it mostly did not run)

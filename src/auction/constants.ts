@@ -238,11 +238,24 @@ export const RECEIPT_GOSSIP_DELAY_MS = 1000
 /**
  * Up to this many nodes (the providers in the requester's book, and itself), receipts are
  * gathered for RECEIPT_GOSSIP_DELAY_MS; past it, for proportionally longer, up to
- * RECEIPT_GOSSIP_MAX_DELAY_MS: each batch reaches every node, so with requesters a share of the
+ * RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS: each batch reaches every node, so with requesters a share of the
  * mesh, what receipts cost each node stays flat as the mesh grows instead of growing with it.
  */
 export const RECEIPT_MESH_FREE = 15
-export const RECEIPT_GOSSIP_MAX_DELAY_MS = 10_000
+export const RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS = 10_000
+/**
+ * And at least (the other requesters heard publishing receipts lately) / this seconds: the
+ * requesters of a mesh then send about this many receipt batches a second together, twice it at
+ * most (two requesters), however many share the topic, up to RECEIPT_GOSSIP_MAX_DELAY_MS × this
+ * of them. The count is measured, not guessed from the book: the share of requesters in a mesh is
+ * anyone's choice.
+ */
+export const RECEIPT_BATCHES_PER_SEC = 0.5
+/** Longest a receipt waits for its batch; its provider has it on the award channel at once. */
+export const RECEIPT_GOSSIP_MAX_DELAY_MS = 60_000
+/** A requester heard publishing receipts counts as sharing the topic this long after (and at most so many are remembered). */
+export const RECEIPT_PUBLISHERS_WINDOW_MS = 5 * 60_000
+export const MAX_RECEIPT_PUBLISHERS = 1024
 /** While other auctions are open, how long a new offer waits for company before it is gossiped. */
 export const OFFER_BATCH_DELAY_MS = 4
 /** Margin on top of a proven provider's estimated start and the job's timeout: fetching the module, queueing, sending the result. */

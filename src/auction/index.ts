@@ -46,6 +46,7 @@ import { Provider, type ProviderConfig } from './provider/index.js'
 import { Reputation, type PeerStanding } from './reputation.js'
 import { Requester, type HeldJobs, type KnownProvider, type ListOptions, type PushStats, type RequesterConfig } from './requester/index.js'
 import { ProviderBook } from './requester/book.js'
+import { RecentPublishers } from './requester/settle.js'
 import type { JobEvent, JobStatus, JobView, ResultView, SubmitSpec } from './types.js'
 
 export * from './types.js'
@@ -168,7 +169,9 @@ export function createMarket (init: MarketInit): Market {
   // an advert a provider sent us directly (it freed a slot after turning our offers away) passes
   // the adverts topic's replay and per-key rate checks too
   const directAdvert = (m: Signed<Advert>): void => { if (advertGate.admit(m.signer, messageId(m))) takeAdvert(m) }
-  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book, directAdvert })
+  // the requesters heard publishing receipts: ours wait for longer the more share the topic
+  const receiptPublishers = new RecentPublishers()
+  const requester = new Requester({ network, signer: init.signer, ledger: init.ledger, blobs, reputation, config: init.requester, isFlagged: init.isFlagged, book, directAdvert, receiptPublishers })
   // callers of waitFor, by job (an HTTP long poll each, say): one listener on 'done' for all of
   // them, so a job's end wakes its own waiters, not every one
   const doneWaiters = new Map<string, Set<() => void>>()
@@ -239,7 +242,10 @@ export function createMarket (init: MarketInit): Market {
       // receipts and offers arrive in batches ({ b: [...] }); the gate checks every new item once
       // (replays of known items are neither verified nor delivered again), the handler applies them
       network.subscribe(RECEIPTS_TOPIC, (msg) => receiptGate.decode(msg), (msg) => {
-        for (const r of msg.value) reputation.applyReceipt(r.m, false, r.id)
+        for (const r of msg.value) {
+          receiptPublishers.heard(r.m.signer)
+          reputation.applyReceipt(r.m, false, r.id)
+        }
         provider.onGossipReceipts(msg.value)
       })
       // every node relays the jobs topic, providing or not: a requester-only node between two parts

@@ -18,6 +18,7 @@ import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type Submit
 import type { PlanConfig, PlanEvent, PlanJob, WatchedAttempt } from './plan.js'
 import type { Trust } from './trust.js'
 import type { ProviderBook } from './book.js'
+import type { RecentPublishers } from './settle.js'
 import type { Constraint, Labels } from '../../labels.js'
 
 export interface RequesterConfig {
@@ -62,6 +63,8 @@ export interface RequesterDeps {
   book?: ProviderBook
   /** a provider's advert that came on its bid stream (it freed a slot after turning us away), signer checked: into the book */
   directAdvert?: (advert: Signed<Advert>) => void
+  /** the requesters heard publishing receipts lately: ours are gathered for longer the more there are */
+  receiptPublishers?: RecentPublishers
 }
 
 export interface BidEntry { id: string, signed: Signed<Bid>, provider: string, price: number, estStartMs: number }

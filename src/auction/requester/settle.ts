@@ -12,16 +12,50 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash } from '../../executor/index.js'
 import { Batcher } from '../batcher.js'
-import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_GOSSIP_DELAY_MS, RECEIPT_GOSSIP_MAX_DELAY_MS, RECEIPT_MESH_FREE } from '../constants.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_RECEIPT_PUBLISHERS, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_BATCHES_PER_SEC, RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, RECEIPT_GOSSIP_MAX_DELAY_MS, RECEIPT_MESH_FREE, RECEIPT_PUBLISHERS_WINDOW_MS } from '../constants.js'
 import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
 import { encodeFrame } from '../protocol/frames.js'
 import { treatResult } from './plan.js'
 import { planView, type Attempt, type RequesterContext, type RequesterJob } from './job.js'
 import { end } from './award.js'
 
-/** How long receipts are gathered before one gossip message carries them, in a mesh of `nodes` (RECEIPT_MESH_FREE). PURE. */
-export function receiptGossipDelayMs (nodes: number): number {
-  return Math.min(RECEIPT_GOSSIP_MAX_DELAY_MS, Math.round(RECEIPT_GOSSIP_DELAY_MS * Math.max(1, nodes / RECEIPT_MESH_FREE)))
+/**
+ * How long receipts are gathered before one gossip message carries them, in a mesh of `nodes`
+ * (RECEIPT_MESH_FREE) where `publishers` requesters, this one included, were heard publishing
+ * receipts lately (RECEIPT_BATCHES_PER_SEC). PURE.
+ */
+export function receiptGossipDelayMs (nodes: number, publishers = 1): number {
+  const byBook = Math.min(RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS * Math.max(1, nodes / RECEIPT_MESH_FREE))
+  const byPublishers = Math.max(0, publishers - 1) * 1000 / RECEIPT_BATCHES_PER_SEC
+  return Math.round(Math.min(RECEIPT_GOSSIP_MAX_DELAY_MS, Math.max(byBook, byPublishers)))
+}
+
+/**
+ * The requesters heard publishing receipts within `windowMs` (RECEIPT_PUBLISHERS_WINDOW_MS), at
+ * most `max` of them, the least recently heard forgotten first: how many share the receipts topic.
+ * Only checked receipts count; a stranger's throwaway keys can at worst stretch our gathering to
+ * RECEIPT_GOSSIP_MAX_DELAY_MS.
+ */
+export class RecentPublishers {
+  /** signer → when last heard, least recently heard first */
+  private readonly heardAt = new Map<string, number>()
+
+  constructor (private readonly windowMs = RECEIPT_PUBLISHERS_WINDOW_MS, private readonly max = MAX_RECEIPT_PUBLISHERS) {}
+
+  heard (signer: string, now = Date.now()): void {
+    this.heardAt.delete(signer)
+    this.heardAt.set(signer, now)
+    if (this.heardAt.size > this.max) this.heardAt.delete(this.heardAt.keys().next().value as string)
+  }
+
+  /** How many were heard within the window, `self` counted whether heard or not. */
+  count (self?: string, now = Date.now()): number {
+    for (const [signer, at] of this.heardAt) {
+      if (at >= now - this.windowMs) break
+      this.heardAt.delete(signer)
+    }
+    return this.heardAt.size + (self != null && !this.heardAt.has(self) ? 1 : 0)
+  }
 }
 
 export class Settlement {
@@ -33,9 +67,16 @@ export class Settlement {
     this.ctx = ctx
     // nobody waits on the public copy of a receipt (the provider gets its own on the award
     // channel): gather them for a moment, one gossip round for many jobs
+    const publishers = ctx.deps.receiptPublishers
     this.receiptBatch = new Batcher<Signed<Receipt>>((items) => {
+      publishers?.heard(ctx.peerId)
       void ctx.network.publish(RECEIPTS_TOPIC, encodeBatch(items)).catch(err => { ctx.log.warn({ err, topic: RECEIPTS_TOPIC }, 'publish failed') })
-    }, { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_BATCH_BYTES, sizeOf: () => MAX_BID_BYTES, delayMs: () => receiptGossipDelayMs((ctx.deps.book?.size ?? 0) + 1) })
+    }, {
+      maxItems: MAX_BATCH_ITEMS,
+      maxBytes: MAX_BATCH_BYTES,
+      sizeOf: () => MAX_BID_BYTES,
+      delayMs: () => receiptGossipDelayMs((ctx.deps.book?.size ?? 0) + 1, publishers?.count(ctx.peerId) ?? 1)
+    })
   }
 
   /** A checked result arrived for an attempt (on its channel, or in a status reply after a restart). */
