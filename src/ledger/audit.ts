@@ -43,15 +43,15 @@ import { peerOfAddress } from '../p2p/index.js'
 import {
   AUDIT_PAGE_LIMIT, EQUIVOCATIONS_TOPIC, HEAD_CONNECT_DELAY_MS, HEAD_DEBOUNCE_MS, HEAD_INTERVAL_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS, HEADS_PER_SIGNER, HEADS_TOPIC,
   INLINE_VERIFY_MAX, LOG_PAGE_BYTES, LOG_PROTOCOL, MAX_CLOCK_SKEW_MS, MAX_LOG_REQUEST_BYTES,
-  MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS
+  MAX_FLAGGED_SIGNERS, MAX_LOG_RESPONSE_BYTES, MAX_PROOF_BYTES, MAX_TRACKED_SIGNERS, EQUIVOCATION_RECORD_BURST, EQUIVOCATION_RECORD_REFILL_MS
 } from './constants.js'
 import { InvalidLogPageError } from './errors.js'
 import type { Ledger } from './ledger.js'
 import { decodeRecord, type LedgerRecord, type VerifyReason } from './record.js'
 import { defaultVerifyWorkers, verifyEncoded } from './verify.js'
 import {
-  checkHead, decodeHead, decodeLogRequest, decodeProof, encodeHead, encodeLogPage, encodeLogRequest, encodeProof,
-  logPageSchema, signHead, type EquivocationProof, type Evidence, type HeadPayload, type LogPageWire, type SignedHead
+  checkHead, decodeHead, decodeLogRequest, encodeHead, encodeLogPage, encodeLogRequest, encodeProof,
+  isValidProof, logPageSchema, parseProof, signHead, type EquivocationProof, type Evidence, type HeadPayload, type LogPageWire, type SignedHead
 } from './wire.js'
 
 /** Why an audit failed: a record-level reason, or one about the log as a whole. */
@@ -82,7 +82,12 @@ export interface LogPage {
   more: boolean
 }
 
-export interface FlagInfo { seq: number, since: number }
+export interface FlagInfo {
+  seq: number
+  since: number
+  /** our log holds an equivocation record of it (such flags are rebuilt at start and never evicted) */
+  stored: boolean
+}
 
 export interface LedgerAuditInit {
   ledger: Ledger
@@ -141,9 +146,11 @@ export class LedgerAuditService implements LedgerAudit {
   private readonly headDebounceMs: number
   private readonly pageLimit: number
   private readonly heads = new Map<string, SignerHeads>()
+  /** flagged signers, one proof each: in insertion order, so the first unstored one is the oldest */
   private readonly flags = new Map<string, FlagInfo>()
-  /** `${peer}:${seq}` of every equivocation already proven */
-  private readonly proven = new Set<string>()
+  /** equivocation records we may still write (EQUIVOCATION_RECORD_BURST, refilled over time) */
+  private recordTokens = EQUIVOCATION_RECORD_BURST
+  private tokensAt = Date.now()
   private readonly listeners = new Set<(peer: string, proof: EquivocationProof) => void>()
   private started = false
   private interval: NodeJS.Timeout | undefined
@@ -187,10 +194,7 @@ export class LedgerAuditService implements LedgerAudit {
     for (const r of await this.ledger.byType('equivocation')) {
       const peer = r.body.peer
       const seq = r.body.seq
-      if (typeof peer === 'string' && typeof seq === 'number') {
-        this.proven.add(`${peer}:${seq}`)
-        if (!this.flags.has(peer)) this.flags.set(peer, { seq, since: r.ts })
-      }
+      if (typeof peer === 'string' && typeof seq === 'number' && !this.flags.has(peer)) this.flags.set(peer, { seq, since: r.ts, stored: true })
     }
     this.network.subscribe(HEADS_TOPIC, (m) => this.decodeHeadMessage(m.data), (m) => { this.observeChecked(m.value) })
     this.network.subscribe(EQUIVOCATIONS_TOPIC, (m) => this.decodeProofMessage(m.data), (m) => { this.onProof(m.value) })
@@ -357,8 +361,36 @@ export class LedgerAuditService implements LedgerAudit {
 
   // -------------------------------------------------------------- equivocation
 
+  /**
+   * A proof on the topic: a signer already flagged, or one we could not store a record of now, is
+   * ignored before any signature is checked (neither stored nor forwarded: each receiver of a
+   * forwarded proof writes a record of it); proofs against our own key are always checked.
+   */
   private decodeProofMessage (data: Uint8Array): TopicVerdict<EquivocationProof> {
-    try { return { result: 'accept', value: decodeProof(data) } } catch { return { result: 'reject' } }
+    let p: EquivocationProof
+    try { p = parseProof(data) } catch { return { result: 'reject' } }
+    if (p.peer !== this.signer.peerId && (this.flags.has(p.peer) || this.refillTokens() < 1)) return { result: 'ignore' }
+    return isValidProof(p) ? { result: 'accept', value: p } : { result: 'reject' }
+  }
+
+  /** Equivocation records we may write now (the bucket refilled up to now). */
+  private refillTokens (now = Date.now()): number {
+    const earned = Math.floor((now - this.tokensAt) / EQUIVOCATION_RECORD_REFILL_MS)
+    if (earned > 0) {
+      this.recordTokens = Math.min(EQUIVOCATION_RECORD_BURST, this.recordTokens + earned)
+      this.tokensAt = this.recordTokens === EQUIVOCATION_RECORD_BURST ? now : this.tokensAt + earned * EQUIVOCATION_RECORD_REFILL_MS
+    }
+    return this.recordTokens
+  }
+
+  /** A flag for `peer`, within MAX_FLAGGED_SIGNERS: the oldest flag without a record of ours makes room. */
+  private flag (peer: string, info: FlagInfo): void {
+    if (this.flags.size >= MAX_FLAGGED_SIGNERS) {
+      for (const [p, f] of this.flags) {
+        if (!f.stored) { this.flags.delete(p); break }
+      }
+    }
+    this.flags.set(peer, info)
   }
 
   private onProof (p: EquivocationProof): void {
@@ -371,16 +403,25 @@ export class LedgerAuditService implements LedgerAudit {
     void this.equivocation(p.peer, p.seq, p.a, p.b, false)
   }
 
+  /**
+   * Two signed, contradicting items of `peer` for `seq`: flag it (once: one proof per signer is
+   * enough), and while the record budget lasts store the proof in our log and gossip it.
+   */
   private async equivocation (peer: string, seq: number, a: Evidence, b: Evidence, gossip = true): Promise<void> {
-    const key = `${peer}:${seq}`
-    if (this.proven.has(key)) return
-    this.proven.add(key)
-    if (!this.flags.has(peer)) this.flags.set(peer, { seq, since: Date.now() })
+    if (this.flags.has(peer)) return
+    const stored = this.refillTokens() >= 1
+    this.flag(peer, { seq, since: Date.now(), stored })
     const proof: EquivocationProof = { v: 1, peer, seq, a, b }
-    log.warn({ peer, seq, a: a.kind, b: b.kind }, 'equivocation: two signed histories for one seq; peer flagged')
     for (const l of this.listeners) {
       try { l(peer, proof) } catch (err) { log.warn({ err }, 'flag listener threw') }
     }
+    if (!stored) {
+      // keys are free: a flood of throwaway keys' proofs costs no record, no line above debug
+      log.debug({ peer, seq }, 'equivocation: peer flagged in memory; record budget spent, proof not stored')
+      return
+    }
+    this.recordTokens--
+    log.warn({ peer, seq, a: a.kind, b: b.kind }, 'equivocation: two signed histories for one seq; peer flagged')
     try {
       await this.ledger.append('equivocation', { peer, seq, a, b })
     } catch (err) {

@@ -55,12 +55,31 @@ export const AUDIT_PAGE_LIMIT = 1000
 
 /** Largest signed head on the wire (seq, CID, ts, PeerId, signature ≈ 200 bytes). */
 export const MAX_HEAD_BYTES = 1024
-/** Largest equivocation proof on the gossip topic (two records at most). */
-export const MAX_PROOF_BYTES = 256 * 1024
+/**
+ * Largest equivocation proof on the gossip topic: two heads (≈ 400 bytes) or a head and a record.
+ * A proof is stored in every receiver's log, so one of 256 KiB let a stranger with throwaway keys
+ * fill each node's disk at 18 MB/s; a larger proof found by our own audit is kept in our log only.
+ */
+export const MAX_PROOF_BYTES = 32 * 1024
+/**
+ * Equivocation records a node writes: a bucket of EQUIVOCATION_RECORD_BURST, refilled one per
+ * EQUIVOCATION_RECORD_REFILL_MS, whoever the signers are (keys are free: two heads of a throwaway
+ * key are a valid proof). Past it a signer we catch is still flagged, in memory, and its proof is
+ * neither stored nor forwarded; a proof heard on the topic is then ignored before its signatures
+ * are checked.
+ */
+export const EQUIVOCATION_RECORD_BURST = 16
+export const EQUIVOCATION_RECORD_REFILL_MS = 15 * 60_000
+/** Signers flagged in memory at most; past it the flag heard least recently without a record of ours goes first. */
+export const MAX_FLAGGED_SIGNERS = 4096
 /** Heads stamped further than this in the future are ignored (clock skew allowance). */
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000
-/** Signed heads remembered per signer (by seq) to detect equivocation. */
-export const HEADS_PER_SIGNER = 128
+/**
+ * Signed heads remembered per signer (by seq) to detect equivocation: a signer's two histories meet
+ * at its recent heads. With MAX_TRACKED_SIGNERS, at most 64 Ki heads (≈ 100 MiB), where 128 a
+ * signer let a flood of throwaway keys hold 0.5 M.
+ */
+export const HEADS_PER_SIGNER = 16
 /** Signers whose heads we remember at most (oldest forgotten first). */
 export const MAX_TRACKED_SIGNERS = 4096
 

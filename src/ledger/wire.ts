@@ -138,13 +138,18 @@ export function encodeProof (p: EquivocationProof): Uint8Array {
   return canonicalEncode(p)
 }
 
-/** Decode and check a gossiped proof: size, encoding, schema, both signatures, contradiction. */
-export function decodeProof (data: Uint8Array): EquivocationProof {
+/** Decode a gossiped proof's envelope: size, encoding, schema; no signature is checked (isValidProof does). */
+export function parseProof (data: Uint8Array): EquivocationProof {
   if (data.length > MAX_PROOF_BYTES) throw new InvalidMessageError('Proof too large', 'too-large')
   let value: unknown
   try { value = canonicalDecode(data) } catch { throw new InvalidMessageError('Proof is not canonical DAG-CBOR', 'bad-encoding') }
   if (!proofSchema.safeParse(value).success) throw new InvalidMessageError('Proof does not match its schema', 'invalid-proof')
-  const p = value as EquivocationProof
+  return value as EquivocationProof
+}
+
+/** Decode and check a gossiped proof: size, encoding, schema, both signatures, contradiction. */
+export function decodeProof (data: Uint8Array): EquivocationProof {
+  const p = parseProof(data)
   if (!isValidProof(p)) throw new InvalidMessageError('Proof does not show two signed, different items for one seq', 'invalid-proof')
   return p
 }

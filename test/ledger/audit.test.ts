@@ -8,7 +8,7 @@ import {
   EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
   openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
 } from '../../src/ledger/index.js'
-import { HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS } from '../../src/ledger/constants.js'
+import { EQUIVOCATION_RECORD_BURST, HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS, MAX_FLAGGED_SIGNERS } from '../../src/ledger/constants.js'
 import { MemoryHub, type MemoryNetwork } from '../helpers/memory-network.js'
 
 interface TestNode { signer: Signer, ledger: Ledger, net: MemoryNetwork, audit: LedgerAudit }
@@ -306,7 +306,8 @@ describe('ledger audit (memory network)', function () {
       }
       const proofs = hub.gossipLog.filter((g) => g.topic === EQUIVOCATIONS_TOPIC)
       expect(proofs.length).to.be.greaterThan(0)
-      expect(proofs.every((g) => g.result === 'accept')).to.equal(true)
+      // valid, so never rejected; a receiver that flagged the signer already ignores it (not forwarded again)
+      expect(proofs.every((g) => g.result !== 'reject')).to.equal(true)
       // the same head again is not news
       await c.publish(HEADS_TOPIC, encodeHead(h1))
       await new Promise((resolve) => setTimeout(resolve, 20))
@@ -357,6 +358,73 @@ describe('ledger audit (memory network)', function () {
       await waitFor(() => hub.gossipLog.length >= before + 2)
       expect(hub.gossipLog.slice(before).map((g) => g.result)).to.deep.equal(['reject', 'reject'])
       expect(a.audit.isFlagged(victim.peerId)).to.equal(false)
+    })
+
+    describe('what throwaway keys can make a node write', () => {
+      /** two contradicting heads of a fresh key at `seq` */
+      const pairOf = (s: Signer, seq = 3): Uint8Array[] => [1, 2].map(x => encodeHead(signHead(s, { seq, id: createRecord(s, seq, 'bafyprev', 'job', { x }).id, ts: Date.now() })))
+
+      it('40 keys equivocating: EQUIVOCATION_RECORD_BURST records and proofs, every key flagged; no more proofs are forwarded', async () => {
+        const a = await makeNode()
+        const b = await makeNode()
+        const c = hub.createNode()
+        const keys = Array.from({ length: 40 }, () => randomSigner())
+        for (const k of keys) for (const h of pairOf(k)) await c.publish(HEADS_TOPIC, h)
+        await waitFor(() => keys.every(k => a.audit.isFlagged(k.peerId) && b.audit.isFlagged(k.peerId)))
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        for (const n of [a, b]) {
+          expect((await n.ledger.byType('equivocation')).length).to.equal(EQUIVOCATION_RECORD_BURST)
+          expect(n.audit.flagged().length).to.equal(40)
+          expect((await n.ledger.verify()).ok).to.equal(true)
+        }
+        // a proof is published only with its record, and a receiver flagged already ignores it
+        const published = hub.gossipLog.filter(g => g.topic === EQUIVOCATIONS_TOPIC)
+        expect(published.length).to.be.at.most(2 * EQUIVOCATION_RECORD_BURST)
+        expect(published.filter(g => g.result === 'accept').length).to.be.at.most(EQUIVOCATION_RECORD_BURST)
+      })
+
+      it('one key equivocating at 20 seqs: one record', async () => {
+        const a = await makeNode()
+        const c = hub.createNode()
+        const k = randomSigner()
+        for (let seq = 0; seq < 20; seq++) for (const h of pairOf(k, seq)) await c.publish(HEADS_TOPIC, h)
+        await waitFor(() => a.audit.isFlagged(k.peerId))
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        expect((await a.ledger.byType('equivocation')).length).to.equal(1)
+      })
+
+      it('with the record budget spent, a proof on the topic is ignored before its signatures are checked; one against our own key is still checked', async () => {
+        const a = await makeNode()
+        const c = hub.createNode()
+        for (let i = 0; i < EQUIVOCATION_RECORD_BURST; i++) for (const h of pairOf(randomSigner())) await c.publish(HEADS_TOPIC, h)
+        await waitFor(async () => (await a.ledger.byType('equivocation')).length === EQUIVOCATION_RECORD_BURST)
+        const victim = randomSigner()
+        const h = signHead(victim, { seq: 1, id: createRecord(victim, 1, 'bafyprev', 'job', {}).id, ts: Date.now() })
+        const broken = { ...h, sig: new Uint8Array(64) }
+        const before = hub.gossipLog.length
+        await c.publish(EQUIVOCATIONS_TOPIC, encodeProof({ v: 1, peer: victim.peerId, seq: 1, a: { kind: 'head', head: h }, b: { kind: 'head', head: broken } }))
+        const mine = signHead(a.signer, { seq: 1, id: createRecord(a.signer, 1, 'bafyprev', 'job', {}).id, ts: Date.now() })
+        await c.publish(EQUIVOCATIONS_TOPIC, encodeProof({ v: 1, peer: a.signer.peerId, seq: 1, a: { kind: 'head', head: mine }, b: { kind: 'head', head: { ...mine, sig: new Uint8Array(64) } } }))
+        await waitFor(() => hub.gossipLog.length >= before + 2)
+        // 'reject' would mean the signatures were checked
+        expect(hub.gossipLog.slice(before).map(g => g.result)).to.deep.equal(['ignore', 'reject'])
+        expect(a.audit.isFlagged(victim.peerId)).to.equal(false)
+      })
+
+      it('flags are bounded: past MAX_FLAGGED_SIGNERS the oldest flag without a record goes, the stored ones stay', async function () {
+        this.timeout(60_000)
+        const a = await makeNode()
+        const c = hub.createNode()
+        const keys = Array.from({ length: MAX_FLAGGED_SIGNERS + 20 }, () => randomSigner())
+        for (const k of keys) for (const h of pairOf(k)) await c.publish(HEADS_TOPIC, h)
+        await waitFor(() => a.audit.isFlagged(keys[keys.length - 1].peerId), 30_000)
+        expect(a.audit.flagged().length).to.equal(MAX_FLAGGED_SIGNERS)
+        const stored = (await a.ledger.byType('equivocation')).map(r => r.body.peer as string)
+        expect(stored.length).to.equal(EQUIVOCATION_RECORD_BURST)
+        for (const p of stored) expect(a.audit.isFlagged(p)).to.equal(true)
+        // the first keys past the budget were flagged first, so they made room
+        expect(a.audit.isFlagged(keys[EQUIVOCATION_RECORD_BURST].peerId)).to.equal(false)
+      })
     })
 
     it('flags survive a restart (rebuilt from the log)', async () => {
