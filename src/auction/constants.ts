@@ -436,6 +436,15 @@ export const INVITE_EXPLORE = 1
  * Measured: on a 2-core machine running 10 nodes, an invitee's answer takes up to ~300 ms.
  */
 export const INVITE_CHEAPER_WAIT_MS = 1_000
+/**
+ * Rounds a requester extends for a cheaper invitee it never heard bid and does not trust (a
+ * newcomer slower than the window, or a silent throwaway key: an advert is free), over all its
+ * jobs: a bucket of INVITE_UNHEARD_WAIT_BURST, refilled this many a second. Silent keys advertising
+ * 0 held every job for INVITE_CHEAPER_WAIT_MS; now at most one round in ten seconds once the burst
+ * is spent. A newcomer's late bid ranks it, and it is waited for like any bidder from then on.
+ */
+export const INVITE_UNHEARD_WAITS_PER_SEC = 0.1
+export const INVITE_UNHEARD_WAIT_BURST = 5
 /** An invitee's answer may arrive this long after its round closed and still count as an answer (slow is not silent). */
 export const INVITE_ANSWER_GRACE_MS = 5_000
 /** An invited provider that stays silent this many times in a row is benched for BOOK_BENCH_MS. */

@@ -27,7 +27,7 @@ const REQUESTER = {
   minReputation: -3
 }
 
-type Behaviour = 'abort' | 'hang' | 'honest'
+type Behaviour = 'abort' | 'hang' | 'honest' | 'liar'
 
 interface Scripted { signer: Signer, net: MemoryNetwork, behaviour: Behaviour, awards: number }
 
@@ -57,7 +57,8 @@ class World {
   /**
    * A provider that bids on every offer of `requester` and then, when awarded: `abort` resets the
    * award stream at once; `hang` accepts, heartbeats "running" and never returns a result;
-   * `honest` accepts and returns the right answer for JOB.
+   * `honest` accepts and returns the right answer for JOB; `liar` accepts and returns a wrong
+   * one, correctly signed and hashed.
    */
   scripted (requester: string, behaviour: Behaviour, price = 0): Scripted {
     const signer = randomSigner()
@@ -81,8 +82,8 @@ class World {
       const awardId = messageId(award)
       const jobId = award.payload.jobId
       await ch.send(canonicalEncode({ t: 'accept', m: sign(signer, 'accept', { v: 1, jobId, awardId, provider: signer.peerId, ts: Date.now() }) }))
-      if (me.behaviour === 'honest') {
-        const r = { exitCode: 0, stdout: new Uint8Array(0), stderr: new Uint8Array(0), output: 2 }
+      if (me.behaviour === 'honest' || me.behaviour === 'liar') {
+        const r = { exitCode: 0, stdout: new Uint8Array(0), stderr: new Uint8Array(0), output: me.behaviour === 'honest' ? 2 : 999_999 }
         await ch.send(canonicalEncode({ t: 'result', m: sign(signer, 'result', { v: 1, jobId, awardId, provider: signer.peerId, ...r, truncated: false, resultHash: computeResultHash(jobId, r), usage: { wallMs: 1, memoryBytes: 1, outputBytes: 1 }, ts: Date.now() }) }))
       } else {
         const hb = setInterval(() => { void ch.send(canonicalEncode({ t: 'hb', ts: Date.now(), state: 'running' })).catch(() => {}) }, 100)
@@ -175,6 +176,27 @@ describe('market: free identities (Sybils) cannot sink jobs', function () {
     process.stderr.write(`      newcomer won its first job at job ${won} (${sybils.reduce((n, s) => n + s.awards, 0)} awards to Sybils meanwhile)\n`)
     expect(won, 'the newcomer won a job').to.be.greaterThan(0)
     expect(requester.reputation.get(newcomer.peerId).completed).to.be.greaterThan(0)
+  })
+
+  it('a key that answers wrongly at price 0 is checked by a proven provider: never paid, never proven, and every answer right', async () => {
+    const requester = await world.market({ provide: false })
+    const honest = await Promise.all([2, 2].map(async price => await world.market({ provide: true, price })))
+    for (let i = 0; i < 30 && !honest.every(h => requester.reputation.get(h.peerId).completed > 0); i++) await runJob(requester)
+    const liars = [world.scripted(requester.peerId, 'liar'), world.scripted(requester.peerId, 'liar')]
+    const liarIds = new Set(liars.map(l => l.signer.peerId))
+    for (let i = 0; i < 10; i++) {
+      const job = await runJob(requester)
+      expect(job.status).to.equal('completed')
+      expect((await requester.result(job.id)).output, `job ${i + 1}`).to.equal(2)
+      expect(liarIds.has(job.provider as string)).to.equal(false)
+    }
+    const awards = liars.reduce((n, l) => n + l.awards, 0)
+    process.stderr.write(`      ${awards} awards to the liars, none paid\n`)
+    expect(awards, 'the liars had their probation').to.be.greaterThan(0)
+    for (const l of liars) {
+      expect(requester.reputation.get(l.signer.peerId).completed, 'a liar earned no standing').to.equal(0)
+      expect(requester.reputation.score(l.signer.peerId)).to.be.lessThan(0)
+    }
   })
 
   it('with only unproven providers (a fresh network), jobs still run', async () => {

@@ -58,6 +58,7 @@ export class Awards {
     })
     const attempt: Attempt = { provider: winner.provider, awardId: messageId(award), price, attempt: job.attempts.length, state: 'offered', lastSeen: now, suspect: false, awardedAt: now, deadline: attemptDeadline(trust, now, winner.estStartMs, job.spec.limits.timeoutMs), trust, opening: true }
     job.attempts.push(attempt)
+    if (trust !== 'proven') ctx.probations.set(attempt.provider, [...(ctx.probations.get(attempt.provider) ?? []), attempt])
     if (job.status === 'bidding' || job.status === 'queued') ctx.setStatus(job, 'awarded')
     // the award is logged before it is sent; the channel opens while the record is written. With
     // it, the bids the winner rule ran over and the winner's trust: an auditor re-runs rankBids and
@@ -122,6 +123,9 @@ export class Awards {
           const refuse = frame.m
           if (refuse.signer !== attempt.provider || refuse.payload.awardId !== attempt.awardId) throw new RefusedMessageError('wrong-sender', 'refusal does not match the award')
           end(attempt, 'refused', refuse.payload.reason)
+          // a probation refused is a probation failed: a key that bids low and refuses every award
+          // took each job's probation, for free, and kept honest newcomers out
+          if (attempt.trust !== 'proven') ctx.deps.reputation.record(attempt.provider, 'failed')
           ctx.emit(job, 'refused', { provider: attempt.provider, reason: refuse.payload.reason })
           await channel.close()
           await ctx.drive(job, { type: 'ended' })

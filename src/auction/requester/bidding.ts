@@ -17,11 +17,7 @@ import { Batcher } from '../batcher.js'
 import { LruCache } from '../../lru.js'
 import { nextWithin } from '../streams.js'
 import { KeyedRateLimit } from '../protocol/gossip.js'
-import {
-  BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC, DOMAIN, MAX_REFUSING_PEERS, ENGINE_KEY_PREFIX, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES,
-  INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL,
-  OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS
-} from '../constants.js'
+import { BID_PROTOCOL, BID_STREAM_IDLE_MS, BID_STREAM_PROTOCOL, BID_STREAM_REFUSALS_BURST, BID_STREAM_REFUSALS_PER_SEC, DOMAIN, ENGINE_KEY_PREFIX, INVITE_ANSWER_GRACE_MS, INVITE_CHEAPER_WAIT_MS, INVITE_UNHEARD_WAITS_PER_SEC, INVITE_UNHEARD_WAIT_BURST, JOBS_TOPIC, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_OFFER_BYTES, MAX_OFFER_STREAMS, MAX_REFUSING_PEERS, NO_BID_GRACE_MS, OFFER_BATCH_DELAY_MS, OFFER_PROTOCOL, OFFER_STREAM_IDLE_MS, OFFER_STREAM_PROTOCOL, OFFER_STREAM_RETRY_MS, OFFER_TTL_MS } from '../constants.js'
 import { encodeBatch, encodeSigned, RefusedMessageError, sign, type Bid, type Decline, type Offer, type RefusalReason } from '../protocol/messages.js'
 import { decodeAnswer, decodeAnswers, isAdvertAnswer, type Answer } from '../protocol/frames.js'
 import { addBid, type RequesterContext, type RequesterJob } from './job.js'
@@ -76,6 +72,8 @@ export class Bidding {
    */
   private readonly refusedBy: KeyedRateLimit
   /** our long-lived offer stream to each provider we invited lately (opened on first use) */
+  /** rounds that may wait for cheaper invitees never heard bid, over all jobs (INVITE_UNHEARD_WAITS_PER_SEC) */
+  private readonly unheardWaits = new KeyedRateLimit(INVITE_UNHEARD_WAITS_PER_SEC, INVITE_UNHEARD_WAIT_BURST, 1)
   private readonly offerStreams = new Map<string, OfferStream>()
   /** providers that did not take an offer stream, until when we do not try again */
   private readonly noOfferStream = new LruCache<number>(MAX_OFFER_STREAMS)
@@ -249,6 +247,7 @@ export class Bidding {
     logged.catch(() => {}) // awaited below, before the auction closes
     job.windowElapsed = false
     job.extended = false
+    job.unheardWait = false
     const closed = new Promise<void>((resolve) => {
       job.closeBidding = resolve
       const windowEnd = (): void => {
@@ -376,12 +375,18 @@ export class Bidding {
     if (book == null || asked == null) return false
     let best = Infinity
     for (const b of job.bids.values()) if (canWin(job, b.provider)) best = Math.min(best, b.price)
+    let unheard = false
     for (const p of asked) {
       if (job.heardFrom.has(p) || !canWin(job, p)) continue
       const entry = book.get(p)
-      if (entry != null && effectiveAsk(entry) < best) return true
+      if (entry == null || effectiveAsk(entry) >= best) continue
+      if (entry.observed != null || this.ctx.trust(p) === 'proven') return true
+      unheard = true
     }
-    return false
+    // a cheaper invitee we never heard bid: its advert is all we have (INVITE_UNHEARD_WAITS_PER_SEC)
+    if (!unheard) return false
+    if (job.unheardWait !== true) job.unheardWait = this.unheardWaits.take('all', 1)
+    return job.unheardWait
   }
 
   /**

@@ -23,7 +23,7 @@ import { checkConstraints, checkLabels } from '../../labels.js'
 import { countInto, type Advert, type RefusalReason } from '../protocol/messages.js'
 import { TERMINAL, type JobEvent, type JobEventType, type JobStatus, type JobView, type ResultView, type SubmitSpec } from '../types.js'
 import { deafMs, isInFlight, liveness, next, type PlanConfig, type PlanEvent } from './plan.js'
-import { buildSpec, declinesOf, newJob, planView, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
+import { buildSpec, declinesOf, newJob, planView, type Attempt, type RequesterConfig, type RequesterContext, type RequesterDeps, type RequesterJob } from './job.js'
 import { Bidding } from './bidding.js'
 import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
@@ -60,6 +60,7 @@ export class Requester {
   readonly events = new EventEmitter()
   readonly refused = new Map<RefusalReason, number>()
   private readonly jobs = new Map<string, RequesterJob>()
+  private readonly probations = new Map<string, Attempt[]>()
   /** providers that bid on our jobs: their last ask and engines (the provider list; never the jobs scanned for it) */
   private readonly bidders = new LruCache<views.KnownBidder>(MAX_KNOWN_BIDDERS)
   /** submissions with an idempotency key under way, by the job id the key gives: a repeat waits for the first */
@@ -101,12 +102,19 @@ export class Requester {
       network: deps.network,
       events: this.events,
       jobs: this.jobs,
+      probations: this.probations,
       stopped: () => this.stopped,
       emit: (job, type, data) => { this.emit(job, type, data) },
       setStatus: (job, status, at) => { this.setStatus(job, status, at) },
       count: countInto(this.refused),
-      // our own jobs on our own provider: we trust ourselves fully
-      trust: (provider) => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider)),
+      // our own jobs on our own provider: we trust ourselves fully. A provider whose probation is
+      // still in flight waits like a doubtful one: jobs that settle on their proven check do not
+      // wait for a probation run, so without this one silent key took the probation of job after job
+      trust: (provider) => {
+        if (provider === deps.signer.peerId) return 'proven'
+        const t = trustOf(deps.reputation.peek(provider))
+        return t === 'unproven' && this.onProbation(provider) ? 'doubtful' : t
+      },
       drive: async (job, event) => { await this.drive(job, event) },
       fail: async (job, reason, status) => { await this.fail(job, reason, status) },
       background: (job, p) => { this.background(job, p) },
@@ -236,20 +244,34 @@ export class Requester {
   }
 
   /** Silent or late providers are suspect, then lost (plan.ts decides which). */
+  /** Has `provider` a probation attempt in flight? (ended ones are forgotten on the way) */
+  private onProbation (provider: string): boolean {
+    const list = this.probations.get(provider)
+    if (list == null) return false
+    const live = list.filter(a => isInFlight(a.state))
+    if (live.length === 0) this.probations.delete(provider)
+    else if (live.length < list.length) this.probations.set(provider, live)
+    return live.length > 0
+  }
+
   private checkHeartbeats (): void {
     const now = Date.now()
+    for (const p of this.probations.keys()) this.onProbation(p)
     // the time this node was deaf (its loop held past the check) is not counted as anyone's silence
     const deaf = deafMs(this.lastCheck, now, this.watchEveryMs)
     this.lastCheck = now
     for (const job of this.jobs.values()) {
-      if (job.status !== 'awarded' && job.status !== 'running') continue
+      // a settled job's runs still in flight (a late replica, a probation run its check beat) are
+      // watched to their end too: one that never delivers is lost, and marked, like any other
+      if (job.status !== 'awarded' && job.status !== 'running' && job.status !== 'completed') continue
       for (const a of job.attempts) {
+        if (job.status === 'completed' && !isInFlight(a.state)) continue
         if (deaf > 0 && isInFlight(a.state)) a.lastSeen = Math.min(now, a.lastSeen + deaf)
         const l = liveness(a, now, this.cfg)
         if (l.kind === 'lost') this.background(job, this.awards.lose(job, a, l.reason))
         else if (l.kind === 'suspect') {
           a.suspect = true
-          this.emit(job, 'suspect', { provider: a.provider, silentMs: l.silentMs })
+          if (job.status !== 'completed') this.emit(job, 'suspect', { provider: a.provider, silentMs: l.silentMs })
         }
       }
     }

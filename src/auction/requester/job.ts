@@ -125,6 +125,8 @@ export interface RequesterJob {
   heardFrom: Set<string>
   /** the window was extended for an invitee that advertised less than the best bid (up to INVITE_CHEAPER_WAIT_MS) */
   extended?: boolean
+  /** this round may wait for cheaper invitees never heard bid (it took one of INVITE_UNHEARD_WAIT_BURST) */
+  unheardWait?: boolean
   extraRuns: number
   handovers: number
   error?: string
@@ -159,6 +161,11 @@ export interface RequesterContext {
   readonly network: Network
   readonly events: EventEmitter
   readonly jobs: Map<string, RequesterJob>
+  /**
+   * providers with a probation attempt (awarded while not proven) that may still be in flight: such
+   * a provider waits like a doubtful one until it delivers or is lost (one probation at a time)
+   */
+  readonly probations: Map<string, Attempt[]>
   readonly stopped: () => boolean
   emit (job: RequesterJob, type: JobEventType, data?: Record<string, unknown>): void
   /** change the job's state; a terminal one stamps `completedAt` (`at`, or now) */

@@ -19,6 +19,11 @@
  * - **Trust** (`trust.ts`). Only eligible bids may win: while a proven
  *   provider still bids, an unproven one gets at most one (probation)
  *   attempt per job; the price is the uniform price over the eligible bids.
+ * - **Checked probation.** A probation attempt runs beside the best proven
+ *   bidder (a check run), and its result settles the job only with a proven
+ *   provider agreeing ({@link needsProvenAgreement}): a key costs nothing,
+ *   and an unchecked result made any key proven after one job, paid for
+ *   whatever it answered, winning every later job at price 0.
  * - **Quorum.** A majority of `replicas` agreeing on a result hash settles
  *   the job; disagreement with nothing in flight buys an extra run, up to
  *   `maxExtraRuns`.
@@ -146,7 +151,7 @@ export function next<B extends RankedBid> (job: PlanJob<B>, event: PlanEvent, cf
   if (TERMINAL.has(job.status)) return { kind: 'wait' }
   switch (event.type) {
     case 'closed': return afterWindow(job, cfg)
-    case 'ended': return award(job, cfg, 1, false)
+    case 'ended': return afterEnded(job, cfg)
     case 'result': return tally(job, cfg)
     case 'recovered': return recovered(job)
   }
@@ -157,6 +162,58 @@ function cancel (job: PlanJob<any>): Step<any> {
   const withdraw: number[] = []
   job.attempts.forEach((a, i) => { if (IN_FLIGHT.has(a.state)) withdraw.push(i) })
   return { kind: 'cancel', withdraw }
+}
+
+/**
+ * Must the settling hash have a proven provider among its agreeing? When the job had a probation
+ * attempt and a proven provider can still check it: one runs, has answered, or bid and was not
+ * tried yet. With nobody proven left (a new network, every proven provider busy, or the check
+ * lost with no proven runner-up) a probation result settles as before: a job never stalls.
+ */
+export function needsProvenAgreement (job: PlanJob<any>): boolean {
+  if (!job.attempts.some(a => a.trust !== 'proven')) return false
+  if (job.attempts.some(a => a.trust === 'proven' && (IN_FLIGHT.has(a.state) || job.results.has(a.provider)))) return true
+  const tried = new Set(job.attempts.map(a => a.provider))
+  return rankedBids(job).some(b => !tried.has(b.provider) && job.trustOf(b.provider) === 'proven')
+}
+
+/** The providers of the job's attempts on proven providers. */
+function provenRuns (job: PlanJob<any>): Set<string> {
+  return new Set(job.attempts.filter(a => a.trust === 'proven').map(a => a.provider))
+}
+
+/** A hash a quorum agrees on (with a proven provider among them when needed): the settle step. */
+function quorumStep (job: PlanJob<any>): Step<any> | undefined {
+  const byHash = new Map<string, string[]>()
+  for (const [provider, hash] of job.results) {
+    const list = byHash.get(hash) ?? []
+    list.push(provider)
+    byHash.set(hash, list)
+  }
+  const quorum = quorumOf(job.replicas)
+  const proven = needsProvenAgreement(job) ? provenRuns(job) : undefined
+  for (const [hash, agreeing] of byHash) {
+    if (agreeing.length < quorum) continue
+    if (proven != null && !agreeing.some(p => proven.has(p))) continue
+    const outvoted = [...job.results].filter(([, h]) => h !== hash).map(([p]) => p)
+    return { kind: 'settle', hash, agreeing, outvoted }
+  }
+  return undefined
+}
+
+/** A probation result waits for a proven run to agree and none is in flight or done: one is wanted, whatever the replica count says. */
+function awaitsCheck (job: PlanJob<any>): boolean {
+  if (!needsProvenAgreement(job)) return false
+  if (job.attempts.some(a => a.trust === 'proven' && IN_FLIGHT.has(a.state))) return false
+  const proven = provenRuns(job)
+  return ![...job.results.keys()].some(p => proven.has(p))
+}
+
+/** An award ended without a counted result: its slot goes to the runner-up, unless a run still in flight covers it. */
+function afterEnded<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig): Step<B> {
+  const wanted = job.replicas + job.extraRuns - job.results.size - inFlightCount(job)
+  if (wanted <= 0 && !awaitsCheck(job)) return { kind: 'wait' }
+  return award(job, cfg, Math.max(1, wanted), false)
 }
 
 /** The window closed: award one run per replica still wanted, queue the job, or end the round. */
@@ -210,6 +267,16 @@ function award<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig, count: nu
     tried.add(winner.provider)
     if (trust !== 'proven') probationUsed = true
   }
+  // a probation pick runs beside the best proven bidder, unless a proven run is under way or done
+  if (awards.some(a => a.trust !== 'proven') && !awards.some(a => a.trust === 'proven') &&
+      !job.attempts.some(a => a.trust === 'proven' && (IN_FLIGHT.has(a.state) || job.results.has(a.provider)))) {
+    const eligible = eligibleBids(ranked, trustOf, tried, true)
+    const check = eligible.find(b => !tried.has(b.provider) && trustOf(b.provider) === 'proven')
+    if (check != null && job.attempts.length + awards.length < cap) {
+      const index = Math.min(eligible.indexOf(check), eligible.length - 1)
+      awards.push({ bid: check, price: settlementPrice(eligible, Math.min(job.replicas, eligible.length), index, job.maxPrice), trust: 'proven', eligible })
+    }
+  }
   if (awards.length > 0) return { kind: 'award', awards, extraRun }
   if (busy) return { kind: 'wait' }
   if (canAnnounce(job, cfg)) return { kind: 'announce', round: job.round + 1, extraRun }
@@ -219,17 +286,13 @@ function award<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig, count: nu
 /** A result was counted: settle once a quorum agrees; otherwise run more, or give up. */
 function tally<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig): Step<B> {
   if (job.finalHash != null) return { kind: 'wait' }
-  const byHash = new Map<string, string[]>()
-  for (const [provider, hash] of job.results) {
-    const list = byHash.get(hash) ?? []
-    list.push(provider)
-    byHash.set(hash, list)
-  }
-  const quorum = quorumOf(job.replicas)
-  for (const [hash, agreeing] of byHash) {
-    if (agreeing.length < quorum) continue
-    const outvoted = [...job.results].filter(([, h]) => h !== hash).map(([p]) => p)
-    return { kind: 'settle', hash, agreeing, outvoted }
+  const settle = quorumStep(job)
+  if (settle != null) return settle
+  // a probation result and no proven run left to check it: one more (not an extra run)
+  if (awaitsCheck(job)) {
+    const step = award(job, cfg, 1, false)
+    if (step.kind !== 'fail') return step
+    return { kind: 'fail', status: 'failed', reason: 'no proven provider left to check a new provider\'s result' }
   }
   if (inFlightCount(job) > 0) return { kind: 'wait' }
   if (job.results.size >= job.replicas) {
@@ -270,7 +333,8 @@ export function treatResult (job: Pick<PlanJob<any>, 'status' | 'replicas' | 'fi
   if (job.status === 'cancelled') return 'cancelled'
   const lost = attempt.state === 'lost'
   if (job.finalHash != null) {
-    if (job.replicas > 1 && !lost) return hash === job.finalHash ? 'late-paid' : 'late-mismatch'
+    // a replica, or a probation run whose proven check finished first: judged by the settled hash
+    if ((job.replicas > 1 || attempt.trust !== 'proven') && !lost) return hash === job.finalHash ? 'late-paid' : 'late-mismatch'
     return 'superseded'
   }
   // with replicas, a lost attempt's slot went to a runner-up: counting it too would pay two for one

@@ -138,17 +138,69 @@ describe('requester plan (pure)', () => {
   describe('trust (who may win)', () => {
     const trust = (t: Record<string, 'proven' | 'unproven' | 'doubtful'>) => (p: string) => t[p] ?? 'proven'
 
-    it('one probation attempt per job for an unproven bidder, priced over the eligible bids', () => {
+    it('one probation attempt per job for an unproven bidder, priced over the eligible bids, checked by the best proven bidder', () => {
       const bids = [bid('u1', 1), bid('u2', 2), bid('p', 5), bid('q', 6)]
       const trustOf = trust({ u1: 'unproven', u2: 'unproven' })
       const first = next(job({ bids, trustOf }), { type: 'closed' }, CFG)
-      expect(awarded(first)).to.deep.equal([['u1', 2]])
-      expect(first.kind === 'award' && first.awards[0].trust).to.equal('unproven')
-      // u1 lost: its probation is used, so the next award skips u2 for the proven p, at q's ask
-      const after = job({ status: 'awarded', bids, trustOf, excluded: new Set(['u1']), attempts: [att('u1', 'lost', 'unproven')] })
+      // u1 wins at u2's ask; p runs beside it as its check
+      expect(awarded(first)).to.deep.equal([['u1', 2], ['p', 6]])
+      expect(first.kind === 'award' && first.awards.map(a => a.trust)).to.deep.equal(['unproven', 'proven'])
+      // u1 lost while p runs: p covers the job, nobody else is awarded
+      const running = job({ status: 'awarded', bids, trustOf, excluded: new Set(['u1']), attempts: [att('u1', 'lost', 'unproven'), att('p', 'running')] })
+      expect(next(running, { type: 'ended' }, CFG)).to.deep.equal({ kind: 'wait' })
+      // both lost: the probation is used, so the next award skips u2 for the proven q
+      const after = job({ status: 'awarded', bids, trustOf, excluded: new Set(['u1', 'p']), attempts: [att('u1', 'lost', 'unproven'), att('p', 'lost')] })
       const step = next(after, { type: 'ended' }, CFG)
-      expect(awarded(step)).to.deep.equal([['p', 6]])
-      expect(step.kind === 'award' && step.awards[0].eligible.map(b => b.provider)).to.deep.equal(['p', 'q'])
+      expect(awarded(step).map(([p]) => p)).to.deep.equal(['q'])
+      expect(step.kind === 'award' && step.awards[0].eligible.map(b => b.provider)).to.deep.equal(['q'])
+    })
+
+    describe('a probation result settles only with a proven provider agreeing', () => {
+      const bids = [bid('u', 1), bid('p', 5), bid('q', 6)]
+      const trustOf = trust({ u: 'unproven' })
+      const probation = (over: Partial<Omit<PlanJob, 'results'>> & { results?: Record<string, string> }): PlanJob => job({ status: 'running', bids, trustOf, ...over })
+
+      it('its result alone waits for the check', () => {
+        const j = probation({ attempts: [att('u', 'completed', 'unproven'), att('p', 'running')], results: { u: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'wait' })
+      })
+
+      it('the check agrees: both are paid', () => {
+        const j = probation({ attempts: [att('u', 'completed', 'unproven'), att('p', 'completed')], results: { u: 'h', p: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'settle', hash: 'h', agreeing: ['u', 'p'], outvoted: [] })
+      })
+
+      it('the check disagrees: the proven result settles and the new provider is outvoted', () => {
+        const j = probation({ attempts: [att('u', 'completed', 'unproven'), att('p', 'completed')], results: { u: 'forged', p: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'settle', hash: 'h', agreeing: ['p'], outvoted: ['u'] })
+      })
+
+      it('the check comes first: it settles at once, and the probation result is judged by it when it comes', () => {
+        const j = probation({ attempts: [att('u', 'running', 'unproven'), att('p', 'completed')], results: { p: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'settle', hash: 'h', agreeing: ['p'], outvoted: [] })
+        const settled = { status: 'completed' as const, replicas: 1, finalHash: 'h' }
+        expect(treatResult(settled, att('u', 'running', 'unproven'), 'h')).to.equal('late-paid')
+        expect(treatResult(settled, att('u', 'running', 'unproven'), 'forged')).to.equal('late-mismatch')
+        expect(treatResult(settled, att('p2', 'running'), 'h'), 'a proven run after the settle: as before').to.equal('superseded')
+      })
+
+      it('the check was lost with the probation result waiting: the next proven bidder is awarded, not an extra run', () => {
+        const j = probation({ excluded: new Set(['p']), attempts: [att('u', 'completed', 'unproven'), att('p', 'lost')], results: { u: 'h' } })
+        const step = next(j, { type: 'ended' }, CFG)
+        expect(awarded(step).map(([p]) => p)).to.deep.equal(['q'])
+        expect(step.kind === 'award' && step.extraRun).to.equal(false)
+        expect(next(j, { type: 'result' }, CFG).kind).to.equal('award')
+      })
+
+      it('the check was lost and nobody proven is left: the probation result settles alone, as in a new network', () => {
+        const j = probation({ bids: [bid('u', 1), bid('p', 5)], excluded: new Set(['p']), attempts: [att('u', 'completed', 'unproven'), att('p', 'lost')], results: { u: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'settle', hash: 'h', agreeing: ['u'], outvoted: [] })
+      })
+
+      it('nobody proven ever bid (a new network): the probation result settles alone', () => {
+        const j = probation({ bids: [bid('u', 1)], attempts: [att('u', 'completed', 'unproven')], results: { u: 'h' } })
+        expect(next(j, { type: 'result' }, CFG)).to.deep.equal({ kind: 'settle', hash: 'h', agreeing: ['u'], outvoted: [] })
+      })
     })
 
     it('replicas: the probation is used by the first non-proven pick within one step', () => {
