@@ -136,8 +136,17 @@ describe('failover across processes (@slow)', function () {
     // the provider stopped for as long: it is silent, and the job moves on
     const second = await runUntilDone(async (running) => { await pause(providers.find(p => p.peerId === running.provider)!, 3000) })
     const reasons = await handovers(second.id)
-    expect(reasons, JSON.stringify(second.done.attempts)).to.have.length.at.least(1)
-    expect(reasons[0]).to.match(/^silent for \d+ ms$/)
+    if (reasons.length > 0) {
+      expect(reasons[0]).to.match(/^silent for \d+ ms$/)
+    } else {
+      // the paused provider had no standing yet (the other won the first job): its run was a probation
+      // beside the other's check, which settled the job; it is caught all the same, lost for its silence
+      let attempts: any[] = second.done.attempts
+      await waitFor(async () => { attempts = (await job(requester, second.id)).attempts; return attempts.some(a => a.state === 'lost') }, 10_000, 50)
+      const lost = attempts.find(a => a.state === 'lost')
+      expect(lost.reason, JSON.stringify(attempts)).to.match(/^silent for \d+ ms$/)
+      expect(attempts.filter(a => a.state === 'completed')).to.have.length(1)
+    }
   })
 
   it('the requester restarts mid-job: the job completes, with no second award', async () => {

@@ -84,8 +84,8 @@ describe('MercatoClient against a real node', function () {
     const order = ['announced', 'bid', 'awarded', 'running', 'result', 'settled'].map(t => types.indexOf(t))
     expect(order).to.deep.equal([...order].sort((a, b) => a - b))
     expect(events.every(e => e.jobId === id && typeof e.ts === 'number')).to.equal(true)
-    const awarded = events.find(e => e.type === 'awarded')!
-    expect(awarded.provider).to.equal(provider.peerId)
+    // the cheaper provider is awarded (beside the node's own provider as its check while it has no standing)
+    expect(events.filter(e => e.type === 'awarded').map(e => e.provider)).to.include(provider.peerId)
     // a finished job: the stream replays the same steps (and, for a few seconds after the end, the
     // tail of its live output), then ends
     const again: Array<JobEvent | LogEvent> = []

@@ -190,7 +190,7 @@ export class Awards {
     if (isTerminal(job)) return
     job.handovers++
     // who the planner would award next, for the record (it decides again after the backoff)
-    const preview = next(planView(job, ctx.trust), { type: 'ended' }, ctx.planConfig)
+    const preview = next(planView(job, ctx.awardTrust), { type: 'ended' }, ctx.planConfig)
     const to = preview.kind === 'award' ? preview.awards[0].bid.provider : null
     ctx.emit(job, 'handover', { from: attempt.provider, to, reason, attempt: attempt.attempt })
     ctx.log.info({ jobId: job.id, from: attempt.provider, to, reason }, 'handover')

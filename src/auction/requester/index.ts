@@ -29,7 +29,7 @@ import { Awards, end, withdraw } from './award.js'
 import { Settlement } from './settle.js'
 import { pollStatus, readUnfinished, rebuildJobs } from './recover.js'
 import * as views from './views.js'
-import { trustOf } from './trust.js'
+import { trustOf, type Trust } from './trust.js'
 import { FinishedJobs, heldBytes, readFinishedFromLog, type HeldJobs } from './memory.js'
 import { JobQueue } from './queue.js'
 import { OutputPushes, type PushStats } from './push.js'
@@ -92,6 +92,7 @@ export class Requester {
     this.events.setMaxListeners(0)
     this.finished = new FinishedJobs({ maxJobs: this.cfg.finishedJobsInMemory ?? FINISHED_JOBS_IN_MEMORY, maxBytes: this.cfg.finishedJobBytesInMemory ?? FINISHED_JOB_BYTES_IN_MEMORY })
     const planConfig: PlanConfig = { maxAttempts: this.cfg.maxAttempts, maxExtraRuns: MAX_EXTRA_RUNS }
+    const trust = (provider: string): Trust => provider === deps.signer.peerId ? 'proven' : trustOf(deps.reputation.peek(provider))
     this.ctx = {
       peerId: deps.signer.peerId,
       deps,
@@ -107,12 +108,13 @@ export class Requester {
       emit: (job, type, data) => { this.emit(job, type, data) },
       setStatus: (job, status, at) => { this.setStatus(job, status, at) },
       count: countInto(this.refused),
-      // our own jobs on our own provider: we trust ourselves fully. A provider whose probation is
-      // still in flight waits like a doubtful one: jobs that settle on their proven check do not
-      // wait for a probation run, so without this one silent key took the probation of job after job
-      trust: (provider) => {
-        if (provider === deps.signer.peerId) return 'proven'
-        const t = trustOf(deps.reputation.peek(provider))
+      // our own jobs on our own provider: we trust ourselves fully
+      trust,
+      // who may win an award: a provider whose probation is still in flight waits like a doubtful
+      // one (it is still invited and may bid). Jobs that settle on their proven check do not wait
+      // for a probation run, so without this one silent key took the probation of job after job
+      awardTrust: (provider) => {
+        const t = trust(provider)
         return t === 'unproven' && this.onProbation(provider) ? 'doubtful' : t
       },
       drive: async (job, event) => { await this.drive(job, event) },
@@ -163,7 +165,7 @@ export class Requester {
   /** Ask the planner what follows `event` for this job, and do it. */
   private async drive (job: RequesterJob, event: PlanEvent): Promise<void> {
     if (this.stopped && event.type !== 'cancel') return
-    const step = next(planView(job, this.ctx.trust), event, this.ctx.planConfig)
+    const step = next(planView(job, this.ctx.awardTrust), event, this.ctx.planConfig)
     switch (step.kind) {
       case 'wait':
         return

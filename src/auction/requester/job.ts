@@ -173,6 +173,8 @@ export interface RequesterContext {
   count (reason: RefusalReason): void
   /** how far we trust a provider, from our own firsthand standing of it (trust.ts) */
   trust (provider: string): Trust
+  /** the trust the planner awards by: `trust`, with a provider whose probation is in flight as doubtful */
+  awardTrust (provider: string): Trust
   /** ask the planner what to do after `event`, and do it */
   drive (job: RequesterJob, event: PlanEvent): Promise<void>
   /** end the job as failed (or no-bids) with a reason, logged */
