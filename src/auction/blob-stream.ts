@@ -131,7 +131,13 @@ export class PeerSession {
     private readonly signal: AbortSignal,
     /** stores a verified block (in the pieces it arrived in); a block counts against the read-ahead until it is stored */
     private readonly store: (cid: CID, bytes: Chunks) => Promise<void>
-  ) {}
+  ) {
+    // a fetch that is stopped (its caller gave up, a job withdrawn or out of time) fails what it
+    // still waits for at once: a peer sending a block every few seconds never trips the stall
+    // timer, and kept a withdrawn job's fetch going for hours
+    if (signal.aborted) this.failure = signal.reason
+    else signal.addEventListener('abort', () => { this.fail(signal.reason ?? new Error('blob fetch stopped')) }, { once: true })
+  }
 
   get failed (): boolean { return this.failure != null }
 

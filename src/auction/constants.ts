@@ -147,6 +147,14 @@ export const MAX_RESULT_OUTPUT_BYTES = MAX_OUTPUT_TOTAL_BYTES
 export const OUTPUT_FETCH_BASE_MS = 10_000
 export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
 /**
+ * How long a provider gives one blob input to arrive (from the requester or any holder): a base
+ * plus time for its bytes at a slow home uplink's pace; past it the job fails `input-unreachable`.
+ * Without it a holder sending one block every few seconds held a job slot for hours (a 256 MiB
+ * input at 28 KB/s: 2.6 h); now at most 10 s + 512 s for one of 256 MiB.
+ */
+export const INPUT_FETCH_BASE_MS = 10_000
+export const INPUT_FETCH_MIN_BYTES_PER_SEC = 512 * 1024
+/**
  * `/mercato/output-push/1.0.0` (provider/push.ts, requester/push.ts): a provider sends the 256 KiB
  * leaves of its output files to the requester while it imports them, so the transfer overlaps the
  * import and the requester's fetch after the result finds the leaves held. Files under

@@ -13,6 +13,20 @@ export const MAX_GOSSIP_BYTES = 256 * 1024
 export const DHT_PROTOCOL = '/mercato/kad/1.0.0'
 /** Concurrent inbound streams per protocol per connection. */
 export const MAX_INBOUND_STREAMS = 256
+/**
+ * A channel we close is reset if the other end has not closed its side this long after. Closing
+ * ends only our writing; a stranger that never closed its side kept the stream, and with it its
+ * connection (busy streams are never trimmed), for as long as it liked (300 of 300 slots, 129 s).
+ * As long as a stalled transfer is given (BLOB_STALL_MS): an honest peer may still be storing what
+ * we sent last.
+ */
+export const CHANNEL_CLOSE_GRACE_MS = 10_000
+/**
+ * Inbound connections one IP address may hold at once (addresses in `p2p.allow` excepted): with
+ * only the total cap, one host with 300 throwaway identities took every slot and honest newcomers
+ * were refused. Enough for a household or an office of nodes behind one NAT.
+ */
+export const MAX_INBOUND_CONNECTIONS_PER_IP = 16
 export const MAX_OUTBOUND_STREAMS = 256
 /** First DHT self-query soon after start so a new node learns the mesh quickly. */
 export const INITIAL_QUERY_SELF_MS = 500

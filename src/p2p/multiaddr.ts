@@ -2,6 +2,7 @@
  * Multiaddr syntax, light enough for the CLI and the config loader (only
  * @multiformats/multiaddr): what needs libp2p's IP tables is in public-address.ts.
  */
+import { BlockList, isIPv4 } from 'node:net'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 
 /** True when the string parses as a multiaddr. */
@@ -69,4 +70,29 @@ export function circuitsVia (peer: string, hints: readonly string[], relayAddr: 
     out.set(relay.value, multiaddr(own.filter(c => c.name !== 'p2p')).encapsulate(`/p2p/${relay.value}/p2p-circuit/p2p/${peer}`))
   }
   return [...out.values()]
+}
+
+/** The IP address a direct connection comes from (its first ip4/ip6 part); none for a relayed one (that is the relay's). */
+export function ipOf (ma: Multiaddr): string | undefined {
+  const components = ma.getComponents()
+  if (components.some(c => c.name === 'p2p-circuit')) return undefined
+  return components.find(c => c.name === 'ip4' || c.name === 'ip6')?.value
+}
+
+/**
+ * A test for the IP addresses an allow-list names (`p2p.allow`: `/ip4/A`, `/ip6/A`, with an optional
+ * `/ipcidr/N`), as libp2p's connection manager reads it; other entries match nothing.
+ */
+export function allowedIps (allow: readonly string[]): (ip: string) => boolean {
+  const list = new BlockList()
+  for (const a of allow) {
+    const m = /^\/ip([46])\/([^/]+)(?:\/ipcidr\/(\d+))?$/.exec(a)
+    if (m == null) continue
+    const type = m[1] === '4' ? 'ipv4' : 'ipv6'
+    try {
+      if (m[3] != null) list.addSubnet(m[2], Number(m[3]), type)
+      else list.addAddress(m[2], type)
+    } catch {}
+  }
+  return (ip) => list.check(ip, isIPv4(ip) ? 'ipv4' : 'ipv6')
 }

@@ -20,7 +20,7 @@ import { KEEP_ALIVE } from '@libp2p/interface'
 import { canonicalDecode, canonicalEncode, sha256, SHA256_CODE } from '../crypto/index.js'
 import { logger, type Logger } from '../logger.js'
 import { libp2pKeyFromSeed } from './identity.js'
-import { addressesOf, circuitsVia } from './multiaddr.js'
+import { addressesOf, allowedIps, circuitsVia, ipOf } from './multiaddr.js'
 import { isPublicAddress, relaysIn, StrangerDials } from './public-address.js'
 import { PeerBans } from './bans.js'
 import { natPieces, reachabilityOf, relaysOf, isRelayed, unverifiedPublic, type AddressView, type NatInit, type NatStatus, type WalkSource } from './nat.js'
@@ -28,7 +28,7 @@ import { dhtClosestPeers, peerRoutingClosest } from './walk.js'
 import { explainDialFailure, networkProtector, type NetworkKey } from './pnet.js'
 import {
   DHT_PROTOCOL, FRAME_ERROR, FRAME_OK, INITIAL_QUERY_SELF_MS, MAX_GOSSIP_BYTES,
-  MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_PARTS, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS, GRAYLIST_BAN_MS, BAN_CHECK_DELAY_MS
+  CHANNEL_CLOSE_GRACE_MS, MAX_INBOUND_CONNECTIONS_PER_IP, MAX_INBOUND_STREAMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_PARTS, MAX_OUTBOUND_STREAMS, REQUEST_TIMEOUT_MS, ADDRESS_REFRESH_MS, MAX_ADDRESS_REFRESHES, REVERIFY_DELAY_MS, REVERIFY_PEERS, ADDRESS_WATCH_MS, EVENT_LOOP_LAG_RESOLUTION_MS, GRAYLIST_BAN_MS, BAN_CHECK_DELAY_MS
 } from './constants.js'
 import { PeerKeeper, type PeerKeeperInit } from './discovery.js'
 import { gossipScore, peerScoreParams, SCORE_THRESHOLDS, scoreTopic } from './scoring.js'
@@ -729,7 +729,12 @@ export class Libp2pNetwork implements Network {
       relayed: connection.limits != null || isRelayed(connection.remoteAddr),
       send: async (data: Uint8Array) => { await lp.write(data) },
       sendMany: async (messages: Array<Uint8Array | Uint8Array[]>) => { await lp.writeV(messages.map(m => Array.isArray(m) ? new Uint8ArrayList(...m) : m)) },
-      close: async () => { await stream.close().catch(err => stream.abort(err)) },
+      // graceful, but not at the other end's pleasure: a remote that has not closed its side
+      // CHANNEL_CLOSE_GRACE_MS later is reset (a half-closed stream keeps its connection busy, untrimmed)
+      close: async () => {
+        await stream.close({ signal: AbortSignal.timeout(CHANNEL_CLOSE_GRACE_MS) }).catch(err => { stream.abort(err) })
+        resetUnlessClosed(stream, CHANNEL_CLOSE_GRACE_MS)
+      },
       abort: (err?: Error) => { stream.abort(err ?? new Error('channel aborted')) },
       [Symbol.asyncIterator]: async function * () {
         for await (const msg of read()) yield msg.subarray()
@@ -800,6 +805,15 @@ export class Libp2pNetwork implements Network {
   }
 }
 
+/** Reset `stream` unless both its ends are closed within `ms` (we closed ours: the rest is the remote's). */
+function resetUnlessClosed (stream: Stream, ms: number): void {
+  const done = (): boolean => stream.status === 'closed' || stream.status === 'aborted' || stream.status === 'reset'
+  if (done()) return
+  const timer = setTimeout(() => { if (!done()) stream.abort(new Error(`the remote did not close its side within ${ms} ms`)) }, ms)
+  timer.unref()
+  stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
+}
+
 /** Build (but do not start) a libp2p node for Mercato and wrap it as a {@link Network}. */
 export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwork> {
   const privateKey = init.seed != null ? await libp2pKeyFromSeed(init.seed) : undefined
@@ -813,6 +827,15 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
   if (init.mdns === true) peerDiscovery.push(mdns())
   const strangerDials = new StrangerDials()
   const bans = new PeerBans()
+  // inbound connections per IP (MAX_INBOUND_CONNECTIONS_PER_IP), the allow-list's addresses excepted
+  const exempt = allowedIps(init.allow ?? [])
+  const crowded = (remote: Multiaddr): boolean => {
+    const ip = ipOf(remote)
+    if (ip == null || exempt(ip)) return false
+    let n = 0
+    for (const c of node.getConnections()) if (c.direction === 'inbound' && ipOf(c.remoteAddr) === ip) n++
+    return n >= MAX_INBOUND_CONNECTIONS_PER_IP
+  }
   const node = await createLibp2p<Services>({
     privateKey,
     start: false,
@@ -823,6 +846,7 @@ export async function buildNetwork (init: NetworkInit = {}): Promise<Libp2pNetwo
     connectionProtector: init.networkKey != null ? networkProtector(init.networkKey) : undefined,
     connectionEncrypters: [piecewiseNoise()],
     connectionGater: {
+      denyInboundConnection: (maConn) => crowded(maConn.remoteAddr),
       denyDialMultiaddr: (ma) => strangerDials.denies(ma),
       // a banned peer (bans.ts) is refused both ways, as soon as its identity is known
       denyDialPeer: (peer) => bans.has(peer.toString()),

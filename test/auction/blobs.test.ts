@@ -489,6 +489,14 @@ describe('blobs as UnixFS DAGs', function () {
       expect(Date.now() - t0).to.be.within(BLOB_STALL_MS, BLOB_STALL_MS + 20_000)
     })
 
+    it('2.1.0: a fetch whose signal aborts stops at once, while its peer keeps the stream and says nothing (it waited BLOB_STALL_MS, and a slow drip for ever)', async () => {
+      await liar.handleChannel(BLOB_STREAM_PROTOCOL, async (ch) => { for await (const _ of ch) { /* never answers */ } }, { maxMessageBytes: 16 * 1024 })
+      const t0 = Date.now()
+      const err = await sb.fetch(b, bigCid, [liar.addresses()[0]], { maxBytes: 8 * 1024 * 1024, signal: AbortSignal.timeout(300) }).then(() => null, (e: Error) => e)
+      expect(err?.name).to.equal('TimeoutError')
+      expect(Date.now() - t0).to.be.below(BLOB_STALL_MS / 2)
+    })
+
     it('2.1.0: a peer opening many streams gets BLOB_STREAMS_PER_CONNECTION of them; the others are refused', async () => {
       // every stream is held open (none answered is closed) until all six have their answer
       const open: Array<{ abort: () => void }> = []

@@ -11,14 +11,14 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { InputFailure, stageInputs } from '../../src/auction/provider/inputs.js'
+import { InputFailure, inputFetchMs, stageInputs } from '../../src/auction/provider/inputs.js'
 import type { ProviderContext } from '../../src/auction/provider/state.js'
 import { specSchema, type Offer } from '../../src/auction/protocol/messages.js'
 import { logger } from '../../src/logger.js'
 import { decide, type StrategyContext } from '../../src/auction/provider/strategy.js'
 import { canRun, type InviteJob } from '../../src/auction/requester/invite.js'
 import type { BookEntry } from '../../src/auction/requester/book.js'
-import { MAX_INPUT_BLOB_BYTES } from '../../src/auction/constants.js'
+import { INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC, MAX_INPUT_BLOB_BYTES } from '../../src/auction/constants.js'
 import { BlobStore } from '../../src/auction/blobs.js'
 
 const sha256 = (b: string | Uint8Array): string => createHash('sha256').update(b).digest('hex')
@@ -258,5 +258,13 @@ describe('provider: staging blob inputs', function () {
       expect((await readFile(input.file)).equals(bytes)).to.equal(true)
       await s!.remove()
     }
+  })
+})
+
+describe('provider: how long a blob input may take to arrive', () => {
+  it('a base, plus its bytes at INPUT_FETCH_MIN_BYTES_PER_SEC: a 256 MiB input at most 522 s (a holder dripping 28 KB/s held one for 2.6 h)', () => {
+    expect(inputFetchMs(0)).to.equal(INPUT_FETCH_BASE_MS)
+    expect(inputFetchMs(INPUT_FETCH_MIN_BYTES_PER_SEC)).to.equal(INPUT_FETCH_BASE_MS + 1000)
+    expect(inputFetchMs(256 * 1024 * 1024)).to.equal(522_000)
   })
 })

@@ -6,7 +6,7 @@ import { noise } from '@libp2p/noise'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNetwork, type NetworkNode } from '../../src/p2p/index.js'
-import { MAX_MESSAGE_PARTS } from '../../src/p2p/constants.js'
+import { CHANNEL_CLOSE_GRACE_MS, MAX_INBOUND_CONNECTIONS_PER_IP, MAX_MESSAGE_PARTS } from '../../src/p2p/constants.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
@@ -77,5 +77,55 @@ describe('p2p: a message cut into tiny frames', function () {
     expect(got[0].length, 'pieces of the small message').to.be.above(1).and.at.most(MAX_MESSAGE_PARTS)
     expect(got[1], 'the large one, joined').to.have.length(1)
     expect(Buffer.from(got[1][0]).equals(large)).to.equal(true)
+  })
+})
+
+describe('p2p: what one host and a silent peer can hold', function () {
+  this.timeout(60_000)
+  let victim: NetworkNode | undefined
+  const clients: Libp2p[] = []
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map(async c => { await c.stop() }))
+    await victim?.stop()
+    victim = undefined
+  })
+
+  it('a channel we close is reset CHANNEL_CLOSE_GRACE_MS later when the other end never closes its side (it kept its connection busy for good)', async () => {
+    victim = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    let closedAt = 0
+    await victim.handleChannel('/test/close/1.0.0', async (ch) => { await ch.close(); closedAt = Date.now() })
+    const client = await plainClient()
+    clients.push(client)
+    // a stranger that opens the stream and then neither reads nor closes
+    const stream = await client.dialProtocol(multiaddr(victim.addresses()[0]), '/test/close/1.0.0', { signal: AbortSignal.timeout(5000) })
+    const t0 = Date.now()
+    while (stream.status === 'open' && Date.now() - t0 < CHANNEL_CLOSE_GRACE_MS + 5000) await sleep(100)
+    expect(stream.status, 'the stranger\'s stream').to.be.oneOf(['reset', 'aborted', 'closed'])
+    expect(closedAt, 'the handler\'s close returned').to.be.greaterThan(0)
+    expect(Date.now() - t0, 'reset after the grace').to.be.within(CHANNEL_CLOSE_GRACE_MS - 1000, CHANNEL_CLOSE_GRACE_MS + 5000)
+  })
+
+  it(`one host gets MAX_INBOUND_CONNECTIONS_PER_IP (${MAX_INBOUND_CONNECTIONS_PER_IP}) connections, however many identities it has; an allowed one gets more`, async () => {
+    const connect = async (target: string, n: number): Promise<number> => {
+      let open = 0
+      for (let i = 0; i < n; i++) {
+        const c = await plainClient()
+        clients.push(c)
+        // slower than the inbound rate limit (50/s per host): what refuses them must be the cap
+        const conn = await c.dial(multiaddr(target), { signal: AbortSignal.timeout(5000) }).catch(() => null)
+        await sleep(30)
+        if (conn?.status === 'open') open++
+      }
+      await sleep(300)
+      return clients.filter(c => c.getConnections().some(x => x.status === 'open')).length
+    }
+    victim = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], maxConnections: 100 })
+    const held = await connect(victim.addresses()[0], MAX_INBOUND_CONNECTIONS_PER_IP + 6)
+    expect(held).to.equal(MAX_INBOUND_CONNECTIONS_PER_IP)
+    expect(victim.peers().length).to.equal(MAX_INBOUND_CONNECTIONS_PER_IP)
+    await Promise.all(clients.splice(0).map(async c => { await c.stop() }))
+    await victim.stop()
+    victim = await createNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'], maxConnections: 100, allow: ['/ip4/127.0.0.1'] })
+    expect(await connect(victim.addresses()[0], MAX_INBOUND_CONNECTIONS_PER_IP + 6)).to.equal(MAX_INBOUND_CONNECTIONS_PER_IP + 6)
   })
 })

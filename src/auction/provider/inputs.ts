@@ -30,7 +30,7 @@ import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
 import { MAX_INPUT_EXTENT_FILES, MAX_INPUT_EXTENTS } from '../../executor/constants.js'
-import { INPUT_URL_MAX_REDIRECTS } from '../constants.js'
+import { INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC, INPUT_URL_MAX_REDIRECTS } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
 import { fromRequesterOrHolders, inputLimits, type ProviderContext } from './state.js'
 
@@ -174,15 +174,24 @@ async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid:
   return { size, input: { path: i.path, file } }
 }
 
+/** How long a blob input of `bytes` may take to arrive (INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC). PURE. */
+export function inputFetchMs (bytes: number): number {
+  return INPUT_FETCH_BASE_MS + Math.ceil(bytes / INPUT_FETCH_MIN_BYTES_PER_SEC * 1000)
+}
+
 /** Pull a blob input into the blob store; its size, which must be the one the offer names. */
 async function pull (ctx: ProviderContext, i: Extract<InputRef, { cid: string }>, requester: string, signal: AbortSignal): Promise<number> {
   const { blobs } = ctx.deps
+  const withinMs = inputFetchMs(i.size)
+  const deadline = AbortSignal.timeout(withinMs)
+  const both = AbortSignal.any([signal, deadline])
   let size: number
   try {
-    size = await fromRequesterOrHolders(ctx, i.cid, requester, async peers => await blobs.pull(ctx.network, i.cid, peers, { maxBytes: i.size, signal }), signal)
+    size = await fromRequesterOrHolders(ctx, i.cid, requester, async peers => await blobs.pull(ctx.network, i.cid, peers, { maxBytes: i.size, signal: both }), both)
   } catch (err) {
     signal.throwIfAborted()
     ctx.log.debug({ err, cid: i.cid }, 'input blob not served')
+    if (deadline.aborted) throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} was not fetched within ${withinMs} ms`)
     throw new InputFailure('input-unreachable', `input ${i.path}: blob ${i.cid} is not served by the requester or any holder`)
   }
   if (size !== i.size) throw new InputFailure('input-mismatch', `input ${i.path}: blob ${i.cid} has ${size} bytes, not ${i.size}`)
