@@ -23,6 +23,29 @@ describe('market: receipt gossip is gathered for longer in a larger mesh', funct
     await executor?.stop()
   })
 
+  /** A requester and one provider on a fresh in-memory hub, and a raw node on it to publish with. */
+  async function mesh (): Promise<{ hub: MemoryHub, r: MemoryMarket, crowd: ReturnType<MemoryHub['createNode']> }> {
+    if (executor == null) {
+      executor = createExecutor({ poolSize: 1 })
+      await executor.start()
+    }
+    const hub = new MemoryHub()
+    const { requester: r } = await startMemoryMesh(hub, executor, started, [{ price: 2 }])
+    return { hub, r, crowd: hub.createNode(randomSigner().peerId) }
+  }
+
+  /** Run a job on `r`; how long after it settled `r` gossiped its receipt. */
+  async function receiptDelay (hub: MemoryHub, r: MemoryMarket): Promise<number> {
+    const receiptsFromR = (): number => hub.gossipLog.filter(g => g.topic === RECEIPTS_TOPIC && g.from === r.peerId).length
+    const before = receiptsFromR()
+    const { id } = await r.market.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 50, queueTimeoutMs: 0 })
+    const done = await r.market.waitFor(id, { signal: AbortSignal.timeout(20_000) })
+    expect(done.status).to.equal('completed')
+    const settledAt = Date.now()
+    await waitFor(() => receiptsFromR() > before, 30_000, 20)
+    return Date.now() - settledAt
+  }
+
   it('the rule: a second up to RECEIPT_MESH_FREE nodes, then in proportion, at most RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS', () => {
     expect(receiptGossipDelayMs(1)).to.equal(RECEIPT_GOSSIP_DELAY_MS)
     expect(receiptGossipDelayMs(RECEIPT_MESH_FREE)).to.equal(RECEIPT_GOSSIP_DELAY_MS)
@@ -64,13 +87,7 @@ describe('market: receipt gossip is gathered for longer in a larger mesh', funct
   })
 
   it('a requester that hears three other requesters publish receipts gathers its own for 6 s', async () => {
-    if (executor == null) {
-      executor = createExecutor({ poolSize: 1 })
-      await executor.start()
-    }
-    const hub = new MemoryHub()
-    const { requester: r } = await startMemoryMesh(hub, executor, started, [{ price: 2 }])
-    const crowd = hub.createNode(randomSigner().peerId)
+    const { hub, r, crowd } = await mesh()
     crowd.subscribe(RECEIPTS_TOPIC, () => {})
     const others = [randomSigner(), randomSigner(), randomSigner()]
     for (const [i, s] of others.entries()) {
@@ -80,26 +97,13 @@ describe('market: receipt gossip is gathered for longer in a larger mesh', funct
     }
     const wait = receiptGossipDelayMs(2, 4)
     expect(wait).to.equal(3000 / RECEIPT_BATCHES_PER_SEC)
-    const receiptsFromR = (): number => hub.gossipLog.filter(g => g.topic === RECEIPTS_TOPIC && g.from === r.peerId).length
-    const before = receiptsFromR()
-    const { id } = await r.market.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 50, queueTimeoutMs: 0 })
-    const done = await r.market.waitFor(id, { signal: AbortSignal.timeout(20_000) })
-    expect(done.status).to.equal('completed')
-    const settledAt = Date.now()
-    await waitFor(() => receiptsFromR() > before, 30_000, 20)
     // a lower bound only: a loaded machine can make it later, never earlier
-    expect(Date.now() - settledAt).to.be.at.least(wait - 1000)
+    expect(await receiptDelay(hub, r)).to.be.at.least(wait - 1000)
   })
 
   it('a requester whose book holds 60 providers gossips a receipt about 4 s after the job, not 1 s', async () => {
-    if (executor == null) {
-      executor = createExecutor({ poolSize: 1 })
-      await executor.start()
-    }
-    const hub = new MemoryHub()
-    const { requester: r } = await startMemoryMesh(hub, executor, started, [{ price: 2 }])
+    const { hub, r, crowd } = await mesh()
     // 59 more providers in the book (wasm only: they take no part in a js job)
-    const crowd = hub.createNode(randomSigner().peerId)
     crowd.subscribe(ADVERTS_TOPIC, () => {})
     for (let i = 0; i < 59; i++) {
       const s = randomSigner()
@@ -111,14 +115,7 @@ describe('market: receipt gossip is gathered for longer in a larger mesh', funct
     await waitFor(() => r.market.providers().filter(x => x.advert != null).length >= 60, 20_000)
     const wait = receiptGossipDelayMs(61)
     expect(wait).to.be.greaterThan(3 * RECEIPT_GOSSIP_DELAY_MS)
-    const receiptsFromR = (): number => hub.gossipLog.filter(g => g.topic === RECEIPTS_TOPIC && g.from === r.peerId).length
-    const before = receiptsFromR()
-    const { id } = await r.market.submit({ engine: 'js', source: 'function main (i) { return i + 1 }', input: 1, maxPrice: 50, queueTimeoutMs: 0 })
-    const done = await r.market.waitFor(id, { signal: AbortSignal.timeout(20_000) })
-    expect(done.status).to.equal('completed')
-    const settledAt = Date.now()
-    await waitFor(() => receiptsFromR() > before, 20_000, 20)
     // a lower bound only: a loaded machine can make it later, never earlier
-    expect(Date.now() - settledAt).to.be.at.least(wait - 1000)
+    expect(await receiptDelay(hub, r)).to.be.at.least(wait - 1000)
   })
 })
