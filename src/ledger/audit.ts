@@ -136,6 +136,19 @@ interface SignerHeads {
   bySeq: Map<number, SignedHead>
 }
 
+/**
+ * A bucket of `burst` tokens that earns one every `everyMs`, at `now`. A full bucket earns nothing:
+ * its refill counts from when it was last below full, so a token spent after an idle hour is not
+ * given back at once. PURE.
+ */
+export function refillBucket (b: { tokens: number, at: number }, now: number, burst: number, everyMs: number): { tokens: number, at: number } {
+  if (b.tokens >= burst) return { tokens: burst, at: now }
+  const earned = Math.floor((now - b.at) / everyMs)
+  if (earned <= 0) return b
+  const tokens = Math.min(burst, b.tokens + earned)
+  return { tokens, at: tokens === burst ? now : b.at + earned * everyMs }
+}
+
 const log = logger('ledger:audit')
 
 export class LedgerAuditService implements LedgerAudit {
@@ -375,12 +388,10 @@ export class LedgerAuditService implements LedgerAudit {
 
   /** Equivocation records we may write now (the bucket refilled up to now). */
   private refillTokens (now = Date.now()): number {
-    const earned = Math.floor((now - this.tokensAt) / EQUIVOCATION_RECORD_REFILL_MS)
-    if (earned > 0) {
-      this.recordTokens = Math.min(EQUIVOCATION_RECORD_BURST, this.recordTokens + earned)
-      this.tokensAt = this.recordTokens === EQUIVOCATION_RECORD_BURST ? now : this.tokensAt + earned * EQUIVOCATION_RECORD_REFILL_MS
-    }
-    return this.recordTokens
+    const b = refillBucket({ tokens: this.recordTokens, at: this.tokensAt }, now, EQUIVOCATION_RECORD_BURST, EQUIVOCATION_RECORD_REFILL_MS)
+    this.recordTokens = b.tokens
+    this.tokensAt = b.at
+    return b.tokens
   }
 
   /** A flag for `peer`, within MAX_FLAGGED_SIGNERS: the oldest flag without a record of ours makes room. */

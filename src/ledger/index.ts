@@ -35,7 +35,7 @@ export {
 export { recordToJson, toJsonValue, type RecordJson, type JsonValue } from './json.js'
 export { verifyRecords, verifyEncoded, ChainChecker, type VerifyRecordsOptions, type VerifyEncodedOptions } from './verify.js'
 export {
-  createLedgerAudit, LedgerAuditService, headSpacing, headStretch,
+  createLedgerAudit, LedgerAuditService, headSpacing, headStretch, refillBucket,
   type LedgerAudit, type LedgerAuditInit, type AuditReport, type AuditReason, type LogPage, type FlagInfo
 } from './audit.js'
 export {

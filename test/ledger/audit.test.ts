@@ -5,7 +5,7 @@
 import { expect } from 'chai'
 import { canonicalDecode, canonicalEncode, randomSigner, signMessage, type Signer } from '../../src/crypto/index.js'
 import {
-  EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
+  EQUIVOCATIONS_TOPIC, HEADS_TOPIC, LOG_PROTOCOL, createLedgerAudit, refillBucket, createRecord, decodeLogRequest, encodeHead, encodeLogPage, encodeProof, headSpacing, headStretch,
   openLedger, signHead, type Ledger, type LedgerAudit, type LedgerRecord, type LogPageWire
 } from '../../src/ledger/index.js'
 import { EQUIVOCATION_RECORD_BURST, HEAD_CONNECT_DELAY_MS, HEAD_MESH_FREE, HEAD_REFRESH_MS, HEAD_STRETCH_RECOUNT_MS, MAX_FLAGGED_SIGNERS } from '../../src/ledger/constants.js'
@@ -381,6 +381,16 @@ describe('ledger audit (memory network)', function () {
         const published = hub.gossipLog.filter(g => g.topic === EQUIVOCATIONS_TOPIC)
         expect(published.length).to.be.at.most(2 * EQUIVOCATION_RECORD_BURST)
         expect(published.filter(g => g.result === 'accept').length).to.be.at.most(EQUIVOCATION_RECORD_BURST)
+      })
+
+      it('the record budget: a full bucket earns nothing, a spent token comes back one refill later', () => {
+        const every = 900_000
+        let b = refillBucket({ tokens: 16, at: 0 }, 3_600_000, 16, every) // an idle hour, full
+        b = { tokens: b.tokens - 1, at: b.at }
+        expect(refillBucket(b, 3_601_000, 16, every).tokens, 'a second later').to.equal(15)
+        expect(refillBucket(b, 3_600_000 + every, 16, every).tokens, 'one refill later').to.equal(16)
+        const low = { tokens: 0, at: 0 }
+        expect(refillBucket(low, 2.5 * every, 16, every)).to.deep.equal({ tokens: 2, at: 2 * every })
       })
 
       it('one key equivocating at 20 seqs: one record', async () => {

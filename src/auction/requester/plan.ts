@@ -172,9 +172,14 @@ function cancel (job: PlanJob<any>): Step<any> {
  */
 export function needsProvenAgreement (job: PlanJob<any>): boolean {
   if (!job.attempts.some(a => a.trust !== 'proven')) return false
-  if (job.attempts.some(a => a.trust === 'proven' && (IN_FLIGHT.has(a.state) || job.results.has(a.provider)))) return true
+  if (provenCheckUnderWay(job)) return true
   const tried = new Set(job.attempts.map(a => a.provider))
   return rankedBids(job).some(b => !tried.has(b.provider) && job.trustOf(b.provider) === 'proven')
+}
+
+/** A run on a proven provider is in flight or has answered. */
+function provenCheckUnderWay (job: PlanJob<any>): boolean {
+  return job.attempts.some(a => a.trust === 'proven' && (IN_FLIGHT.has(a.state) || job.results.has(a.provider)))
 }
 
 /** The providers of the job's attempts on proven providers. */
@@ -203,10 +208,7 @@ function quorumStep (job: PlanJob<any>): Step<any> | undefined {
 
 /** A probation result waits for a proven run to agree and none is in flight or done: one is wanted, whatever the replica count says. */
 function awaitsCheck (job: PlanJob<any>): boolean {
-  if (!needsProvenAgreement(job)) return false
-  if (job.attempts.some(a => a.trust === 'proven' && IN_FLIGHT.has(a.state))) return false
-  const proven = provenRuns(job)
-  return ![...job.results.keys()].some(p => proven.has(p))
+  return needsProvenAgreement(job) && !provenCheckUnderWay(job)
 }
 
 /** An award ended without a counted result: its slot goes to the runner-up, unless a run still in flight covers it. */
@@ -268,8 +270,7 @@ function award<B extends RankedBid> (job: PlanJob<B>, cfg: PlanConfig, count: nu
     if (trust !== 'proven') probationUsed = true
   }
   // a probation pick runs beside the best proven bidder, unless a proven run is under way or done
-  if (awards.some(a => a.trust !== 'proven') && !awards.some(a => a.trust === 'proven') &&
-      !job.attempts.some(a => a.trust === 'proven' && (IN_FLIGHT.has(a.state) || job.results.has(a.provider)))) {
+  if (awards.some(a => a.trust !== 'proven') && !awards.some(a => a.trust === 'proven') && !provenCheckUnderWay(job)) {
     const eligible = eligibleBids(ranked, trustOf, tried, true)
     const check = eligible.find(b => !tried.has(b.provider) && trustOf(b.provider) === 'proven')
     if (check != null && job.attempts.length + awards.length < cap) {
