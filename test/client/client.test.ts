@@ -84,8 +84,12 @@ describe('MercatoClient against a real node', function () {
     const order = ['announced', 'bid', 'awarded', 'running', 'result', 'settled'].map(t => types.indexOf(t))
     expect(order).to.deep.equal([...order].sort((a, b) => a - b))
     expect(events.every(e => e.jobId === id && typeof e.ts === 'number')).to.equal(true)
-    // the cheaper provider is awarded (beside the node's own provider as its check while it has no standing)
-    expect(events.filter(e => e.type === 'awarded').map(e => e.provider)).to.include(provider.peerId)
+    // awarded to the two providers there are: the cheaper one (beside the node's own provider as its
+    // check while it has no standing), or the node's own alone while the cheaper one's first run is
+    // still in flight (one probation at a time)
+    const awardedTo = events.filter(e => e.type === 'awarded').map(e => e.provider)
+    expect(awardedTo).to.have.length.at.least(1)
+    for (const p of awardedTo) expect([node.peerId, provider.peerId]).to.include(p)
     // a finished job: the stream replays the same steps (and, for a few seconds after the end, the
     // tail of its live output), then ends
     const again: Array<JobEvent | LogEvent> = []
