@@ -65,8 +65,10 @@ describe('market: invitations from the provider book (10 processes) @slow', func
       if (first.body.invited == null) continue
       invitedRounds++
       expect(new Set(first.body.invited).has(providers[0].peerId)).to.equal(true)
-      // it wins: the round waits for a cheaper invitee (up to INVITE_CHEAPER_WAIT_MS) unless this loaded machine held its answer longer still
-      if (view.provider === providers[0].peerId) cheapestWon++
+      // it wins: the round waits for a cheaper invitee (up to INVITE_CHEAPER_WAIT_MS) unless this loaded
+      // machine held its answer longer still. Won = awarded first: while it has no standing its run
+      // goes beside a proven provider's check, and the job settles on whichever of them agrees first
+      if (view.attempts[0]?.provider === providers[0].peerId) cheapestWon++
     }
     expect(invitedRounds, 'rounds sent as invitations').to.be.at.least(5)
     expect(cheapestWon, 'rounds won by the cheapest provider').to.be.at.least(4)
@@ -83,7 +85,7 @@ describe('market: invitations from the provider book (10 processes) @slow', func
       const { id, view } = await submitAndWait(requester)
       expect(view.status).to.equal('completed')
       last = { id, view }
-      if (view.provider === newcomer.peerId) wonAt = i + 1
+      if (view.attempts[0]?.provider === newcomer.peerId) wonAt = i + 1
     }
     process.stdout.write(`      the newcomer (ask 1) was in the requester's book ${heardMs} ms after it was ready and won job ${wonAt} after that\n`)
     if (wonAt < 0) {
