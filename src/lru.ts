@@ -26,6 +26,9 @@ export class LruCache<V> {
     while (this.map.size > this.max) this.map.delete(this.map.keys().next().value as string)
   }
 
+  /** Whether `key` is held (its place in the order unchanged, no hit or miss counted). */
+  has (key: string): boolean { return this.map.has(key) }
+
   delete (key: string): void { this.map.delete(key) }
 
   /** The entries, least recently used first (reading them does not change the order). */

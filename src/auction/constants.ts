@@ -154,6 +154,10 @@ export const OUTPUT_FETCH_MIN_BYTES_PER_SEC = 1024 * 1024
  */
 export const INPUT_FETCH_BASE_MS = 10_000
 export const INPUT_FETCH_MIN_BYTES_PER_SEC = 512 * 1024
+/** How long a transfer of `bytes` may take: `baseMs` plus the bytes at `bytesPerSec` (the output and input budgets above). PURE. */
+export function transferBudgetMs (bytes: number, baseMs: number, bytesPerSec: number): number {
+  return baseMs + Math.ceil(bytes / bytesPerSec * 1000)
+}
 /**
  * `/mercato/output-push/1.0.0` (provider/push.ts, requester/push.ts): a provider sends the 256 KiB
  * leaves of its output files to the requester while it imports them, so the transfer overlaps the

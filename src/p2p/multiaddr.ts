@@ -79,19 +79,26 @@ export function ipOf (ma: Multiaddr): string | undefined {
   return components.find(c => c.name === 'ip4' || c.name === 'ip6')?.value
 }
 
+/** The IP entries of an allow-list (`/ip4/A` or `/ip6/A`, with an optional `/ipcidr/N`); other entries are skipped. */
+export function allowEntries (allow: readonly string[]): Array<{ address: string, prefix?: number, type: 'ipv4' | 'ipv6' }> {
+  const out: Array<{ address: string, prefix?: number, type: 'ipv4' | 'ipv6' }> = []
+  for (const a of allow) {
+    const m = /^\/ip([46])\/([^/]+)(?:\/ipcidr\/(\d+))?$/.exec(a)
+    if (m != null) out.push({ address: m[2], ...(m[3] != null ? { prefix: Number(m[3]) } : {}), type: m[1] === '4' ? 'ipv4' : 'ipv6' })
+  }
+  return out
+}
+
 /**
  * A test for the IP addresses an allow-list names (`p2p.allow`: `/ip4/A`, `/ip6/A`, with an optional
  * `/ipcidr/N`), as libp2p's connection manager reads it; other entries match nothing.
  */
 export function allowedIps (allow: readonly string[]): (ip: string) => boolean {
   const list = new BlockList()
-  for (const a of allow) {
-    const m = /^\/ip([46])\/([^/]+)(?:\/ipcidr\/(\d+))?$/.exec(a)
-    if (m == null) continue
-    const type = m[1] === '4' ? 'ipv4' : 'ipv6'
+  for (const { address, prefix, type } of allowEntries(allow)) {
     try {
-      if (m[3] != null) list.addSubnet(m[2], Number(m[3]), type)
-      else list.addAddress(m[2], type)
+      if (prefix != null) list.addSubnet(address, prefix, type)
+      else list.addAddress(address, type)
     } catch {}
   }
   return (ip) => list.check(ip, isIPv4(ip) ? 'ipv4' : 'ipv6')

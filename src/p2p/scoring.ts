@@ -25,6 +25,7 @@
  * gossip (IHAVE) to or from it; −50 we do not publish to it; −80 graylisted,
  * and then disconnected and refused for a while (bans.ts, GRAYLIST_BAN_MS).
  */
+import { allowEntries } from './multiaddr.js'
 import { createTopicScoreParams, type PeerScoreParams, type PeerScoreThresholds, type TopicScoreParams } from '@libp2p/gossipsub/score'
 
 /** Score parameters of every Mercato topic (see the module doc for the reasons). */
@@ -54,12 +55,7 @@ export const SCORE_THRESHOLDS: PeerScoreThresholds = {
 
 /** IP addresses (from `/ip4/A` or `/ip6/A` allow-list entries) exempt from the IP-colocation penalty. */
 export function colocationWhitelist (allow: string[]): Set<string> {
-  const out = new Set<string>()
-  for (const a of allow) {
-    const m = /^\/ip[46]\/([^/]+)$/.exec(a)
-    if (m != null) out.add(m[1])
-  }
-  return out
+  return new Set(allowEntries(allow).filter(e => e.prefix == null).map(e => e.address))
 }
 
 /** The peer-score parameters of a node; topics are added as it subscribes ({@link scoreTopic}). */

@@ -30,7 +30,7 @@ import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecInput } from '../../executor/index.js'
 import { MAX_INPUT_EXTENT_FILES, MAX_INPUT_EXTENTS } from '../../executor/constants.js'
-import { INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC, INPUT_URL_MAX_REDIRECTS } from '../constants.js'
+import { INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC, INPUT_URL_MAX_REDIRECTS, transferBudgetMs } from '../constants.js'
 import type { InputRef, Offer } from '../protocol/messages.js'
 import { fromRequesterOrHolders, inputLimits, type ProviderContext } from './state.js'
 
@@ -176,7 +176,7 @@ async function fetchBlobInput (ctx: ProviderContext, i: Extract<InputRef, { cid:
 
 /** How long a blob input of `bytes` may take to arrive (INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC). PURE. */
 export function inputFetchMs (bytes: number): number {
-  return INPUT_FETCH_BASE_MS + Math.ceil(bytes / INPUT_FETCH_MIN_BYTES_PER_SEC * 1000)
+  return transferBudgetMs(bytes, INPUT_FETCH_BASE_MS, INPUT_FETCH_MIN_BYTES_PER_SEC)
 }
 
 /** Pull a blob input into the blob store; its size, which must be the one the offer names. */

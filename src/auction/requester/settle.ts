@@ -12,7 +12,8 @@
 import { messageId, type Signed } from '../../crypto/index.js'
 import { computeResultHash } from '../../executor/index.js'
 import { Batcher } from '../batcher.js'
-import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_RECEIPT_PUBLISHERS, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_BATCHES_PER_SEC, RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, RECEIPT_GOSSIP_MAX_DELAY_MS, RECEIPT_MESH_FREE, RECEIPT_PUBLISHERS_WINDOW_MS } from '../constants.js'
+import { MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_BID_BYTES, MAX_RECEIPT_PUBLISHERS, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC, RECEIPTS_TOPIC, RECEIPT_BATCHES_PER_SEC, RECEIPT_GOSSIP_BOOK_MAX_DELAY_MS, RECEIPT_GOSSIP_DELAY_MS, RECEIPT_GOSSIP_MAX_DELAY_MS, RECEIPT_MESH_FREE, RECEIPT_PUBLISHERS_WINDOW_MS, transferBudgetMs } from '../constants.js'
+import { LruCache } from '../../lru.js'
 import { encodeBatch, RefusedMessageError, sign, type Receipt, type Result } from '../protocol/messages.js'
 import { encodeFrame } from '../protocol/frames.js'
 import { treatResult } from './plan.js'
@@ -38,19 +39,19 @@ export function receiptGossipDelayMs (nodes: number, publishers = 1): number {
  */
 export class RecentPublishers {
   /** signer → when last heard, least recently heard first */
-  private readonly heardAt = new Map<string, number>()
+  private readonly heardAt: LruCache<number>
 
-  constructor (private readonly windowMs = RECEIPT_PUBLISHERS_WINDOW_MS, private readonly max = MAX_RECEIPT_PUBLISHERS) {}
+  constructor (private readonly windowMs = RECEIPT_PUBLISHERS_WINDOW_MS, max = MAX_RECEIPT_PUBLISHERS) {
+    this.heardAt = new LruCache(max)
+  }
 
   heard (signer: string, now = Date.now()): void {
-    this.heardAt.delete(signer)
     this.heardAt.set(signer, now)
-    if (this.heardAt.size > this.max) this.heardAt.delete(this.heardAt.keys().next().value as string)
   }
 
   /** How many were heard within the window, `self` counted whether heard or not. */
   count (self?: string, now = Date.now()): number {
-    for (const [signer, at] of this.heardAt) {
+    for (const [signer, at] of this.heardAt.entries()) {
       if (at >= now - this.windowMs) break
       this.heardAt.delete(signer)
     }
@@ -149,7 +150,7 @@ export class Settlement {
     // one budget for them all (the schema capped their count and sizes); meanwhile the attempt is
     // not judged by heartbeats, which stop once the provider sent its result
     const total = outputs.reduce((n, o) => n + o.size, 0)
-    const signal = AbortSignal.timeout(OUTPUT_FETCH_BASE_MS + Math.ceil(total / OUTPUT_FETCH_MIN_BYTES_PER_SEC * 1000))
+    const signal = AbortSignal.timeout(transferBudgetMs(total, OUTPUT_FETCH_BASE_MS, OUTPUT_FETCH_MIN_BYTES_PER_SEC))
     attempt.collecting = true
     ctx.emit(job, 'collecting', { provider: attempt.provider, files: outputs.length, bytes: total })
     try {
